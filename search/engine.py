@@ -1,0 +1,193 @@
+"""Answering queries against one index folder."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from indexer.config import IndexConfig
+from indexer.faiss_index import search_index
+from indexer.images import ImageSource, decode_image
+from indexer.pipeline import check_compatible
+from indexer.store import EmbeddingStore, IndexFormatError
+from indexer.vectors import l2_normalize
+
+log = logging.getLogger(__name__)
+
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    path: str
+    label: str
+    score: float  # cosine similarity, 1 = identical direction
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class UnknownIdError(KeyError):
+    def __init__(self, row_id):
+        super().__init__(row_id)
+        self.id = row_id
+
+    def __str__(self) -> str:
+        return f"no image with id {self.id} in the index"
+
+
+class SearchEngine:
+    """Query-by-image, by vector and by id over a published index folder.
+
+    Use ``SearchEngine.open(DIR)``.  The CNN is loaded on the first
+    query-by-image, so serving by id or vector needs no TensorFlow.
+    """
+
+    def __init__(self, store: EmbeddingStore, manifest: dict, index, metadata, config: IndexConfig):
+        self.store = store
+        self.manifest = manifest
+        self.index = index
+        self.config = config
+        self._ids = metadata.column("id").to_numpy()  # (n,) int64
+        self._paths = metadata.column("path").to_pylist()
+        self._labels = metadata.column("label").to_pylist()
+        self._row_of = {int(i): r for r, i in enumerate(self._ids)}
+        self._embedder = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, index_dir: str | os.PathLike, *, backbone: str | None = None,
+             config: IndexConfig | None = None) -> "SearchEngine":
+        """Open a published index; ``backbone``, if given, must be the one it was built with."""
+        store = EmbeddingStore(index_dir)
+        manifest = store.read_manifest()
+        config = config or IndexConfig(backbone=manifest["backbone"]["name"])
+        if backbone is not None and backbone != manifest["backbone"]["name"]:
+            raise IndexFormatError(
+                f"{index_dir} was built with backbone {manifest['backbone']['name']}, not {backbone}: "
+                "query it with the backbone it was built with, or re-index with --backbone "
+                f"{backbone} into another folder"
+            )
+        metadata = store.read_table(manifest["shards"], ["id", "path", "label"])
+        if metadata.num_rows != manifest["count"]:
+            raise IndexFormatError(
+                f"{index_dir}: manifest says {manifest['count']} images but the shards hold "
+                f"{metadata.num_rows}; the index is damaged, re-run 'imgsearch index'"
+            )
+        if manifest["index_file"] is None:
+            index = None
+        else:
+            index = store.read_index(manifest["index_file"])
+            if index.ntotal != manifest["count"] or index.d != manifest["dim"]:
+                raise IndexFormatError(
+                    f"{index_dir}: FAISS index has {index.ntotal} vectors of dimension {index.d}, "
+                    f"manifest says {manifest['count']} of {manifest['dim']}; re-run 'imgsearch index'"
+                )
+        return cls(store, manifest, index, metadata, config)
+
+    # ------------------------------------------------------------ info
+    @property
+    def backbone(self) -> str:
+        return self.manifest["backbone"]["name"]
+
+    @property
+    def dim(self) -> int:
+        return self.manifest["dim"]
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def info(self) -> dict:
+        m = self.manifest
+        return {
+            "index_dir": str(self.store.root),
+            "backbone": m["backbone"],
+            "dim": m["dim"],
+            "count": m["count"],
+            "metric": m["metric"],
+            "index_type": m.get("index_type"),
+            "shards": len(m["shards"]),
+            "created": m.get("created"),
+            "updated": m.get("updated"),
+            "versions": m.get("versions"),
+        }
+
+    # ------------------------------------------------------------ queries
+    def embed_images(self, images: list[ImageSource]) -> np.ndarray:
+        """Embed query images with the index's backbone: -> (q, D) unit vectors."""
+        embedder = self._get_embedder()
+        size = embedder.backbone.input_size
+        batch = np.stack([decode_image(img, size).array for img in images])  # (q, S, S, 3)
+        return embedder.embed(batch)
+
+    def search_image(self, image: ImageSource, k: int = 10) -> list[Hit]:
+        """Nearest images to an image given as a path, bytes, file object or PIL image."""
+        return self.search_vector(self.embed_images([image])[0], k)
+
+    def search_vector(self, vector, k: int = 10, *, exclude: int | None = None) -> list[Hit]:
+        """Nearest images to a (D,) vector; it is L2-normalised first."""
+        k = _check_k(k)
+        v = np.asarray(vector, dtype=np.float32)
+        if v.ndim != 1 or v.shape[0] != self.dim:
+            raise ValueError(
+                f"query vector has shape {v.shape}, this index ({self.backbone}) needs ({self.dim},)"
+            )
+        if not np.all(np.isfinite(v)):
+            raise ValueError("query vector contains NaN or infinity")
+        if self.index is None or len(self) == 0:
+            return []
+        want = min(k + (exclude is not None), len(self))
+        scores, ids = search_index(self.index, l2_normalize(v[None]), want)  # (1, want)
+        hits = [self._hit(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i != exclude]
+        return hits[:k]
+
+    def search_id(self, row_id: int, k: int = 10) -> list[Hit]:
+        """Nearest images to an indexed image ("more like this"), itself excluded."""
+        return self.search_vector(self.vector(row_id), k, exclude=int(row_id))
+
+    def vector(self, row_id: int) -> np.ndarray:
+        """The stored (D,) embedding of an indexed image."""
+        if int(row_id) not in self._row_of:
+            raise UnknownIdError(row_id)
+        vec = self.store.read_embedding(self.manifest["shards"], int(row_id))
+        if vec is None:
+            raise UnknownIdError(row_id)
+        return vec
+
+    def get(self, row_id: int) -> Hit:
+        """Metadata of one indexed image (score 1.0)."""
+        return self._hit(int(row_id), 1.0)
+
+    def _hit(self, row_id: int, score: float) -> Hit:
+        row = self._row_of.get(row_id)
+        if row is None:
+            raise UnknownIdError(row_id)
+        return Hit(row_id, self._paths[row], self._labels[row], score)
+
+    def _get_embedder(self):
+        with self._lock:
+            if self._embedder is None:
+                from indexer.backbones import load_backbone
+                from indexer.embedder import Embedder
+
+                bb = load_backbone(self.backbone, self.config.weights, self.config.cache_dir)
+                check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root))
+                self._embedder = Embedder(bb, self.config.batch_size)
+            return self._embedder
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an integer, got {k!r}")
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+    return int(k)
+
+
+def hits_to_json(query: str, hits: list[Hit]) -> dict:
+    return {"query": query, "results": [h.to_dict() for h in hits]}
