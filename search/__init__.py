@@ -1,0 +1,1 @@
+"""Search an imgsearch index folder: SearchEngine, evaluation, CLI."""

@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up, index the Noto emoji sample set, run sample searches
+#   make test   set up, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO   ?= demo-data
+
+.PHONY: install demo test test-fast eval clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/imgsearch sample emoji $(DEMO)/emoji
+	$(BIN)/imgsearch sample photos $(DEMO)/photos
+	$(BIN)/imgsearch index $(DEMO)/emoji --index $(DEMO)/emoji-index
+	$(BIN)/imgsearch info --index $(DEMO)/emoji-index
+	$(BIN)/imgsearch search --index $(DEMO)/emoji-index -k 5 \
+		$(DEMO)/photos/coffee.jpg $(DEMO)/photos/rocket.jpg "$(DEMO)/emoji/Animals & Nature/1f436.png"
+
+test: install
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+eval: install
+	$(BIN)/python scripts/eval_retrieval.py --work $(DEMO)/eval
+
+clean:
+	rm -rf $(VENV) $(DEMO) *.egg-info

@@ -1,0 +1,86 @@
+"""Shared fixtures: one real model per session, small real image sets made at test time."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    from indexer.backbones import load_backbone
+
+    return load_backbone("efficientnet-lite0")
+
+
+@pytest.fixture(scope="session")
+def embedder(lite0):
+    from indexer.embedder import Embedder
+
+    return Embedder(lite0, batch_size=32)
+
+
+@pytest.fixture(scope="session")
+def photos_dir(tmp_path_factory) -> Path:
+    """scikit-image's bundled photographs as JPEG files."""
+    from indexer.samples import export_sample
+
+    dest = tmp_path_factory.mktemp("photos")
+    export_sample("photos", dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def emoji_dir(tmp_path_factory) -> Path:
+    """60 Noto emoji PNGs, 6 per category, in one folder per category."""
+    from indexer.samples import export_sample
+
+    dest = tmp_path_factory.mktemp("emoji")
+    export_sample("emoji", dest, limit=60)
+    return dest
+
+
+def write_bad_files(folder: Path, good_jpeg: Path) -> dict[str, str]:
+    """Zero bytes, a truncated JPEG and a text file named .jpg; returns name -> expected reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    data = good_jpeg.read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "notes.jpg").write_text("this is a text file, not a picture\n")
+    return {"empty.jpg": "empty file", "truncated.jpg": "cannot decode", "notes.jpg": "not an image"}
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, photos_dir, emoji_dir) -> Path:
+    """A folder to index: emoji by category, photos, and three bad files."""
+    root = tmp_path_factory.mktemp("corpus")
+    shutil.copytree(emoji_dir, root / "emoji")
+    shutil.copytree(photos_dir, root / "photos")
+    write_bad_files(root / "bad", photos_dir / "coffee.jpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory, corpus, lite0):
+    """The corpus indexed once with efficientnet-lite0, shared read-only by search tests."""
+    from indexer.config import IndexConfig
+    from indexer.pipeline import index_images
+
+    index_dir = tmp_path_factory.mktemp("index") / "idx"
+    summary = index_images([corpus], index_dir, IndexConfig(progress=False, shard_size=25))
+    return index_dir, summary
+
+
+def solid(color, size=(64, 48), mode="RGB") -> Image.Image:
+    return Image.new(mode, size, color)
+
+
+def rng_image(seed: int, size=(96, 80)) -> Image.Image:
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(arr)

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from indexer import backbones
+from indexer.backbones import BACKBONES, BackboneError, load_backbone
+from indexer.embedder import Embedder
+
+
+def test_registry_lists_required_backbones():
+    for name in ["efficientnet-lite0", "efficientnet-lite2", "resnet50", "inception_v3",
+                 "mobilenet_v2", "efficientnet_b0", "vgg16"]:
+        assert name in BACKBONES
+    with pytest.raises(BackboneError, match="unknown backbone 'resnet51'.*efficientnet-lite0"):
+        load_backbone("resnet51")
+
+
+def test_converted_model_is_cached_and_reused(tmp_path, monkeypatch, lite0):
+    monkeypatch.setattr(backbones, "_LOADED", {})
+    first = load_backbone("efficientnet-lite0", cache_dir=tmp_path)
+    cached = list((tmp_path / "models").glob("efficientnet-lite0-*.keras"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+
+    calls = []
+    import indexer.efficientnet_lite as lite
+
+    real_build = lite.build_efficientnet_lite
+    monkeypatch.setattr(lite, "build_efficientnet_lite", lambda *a, **k: calls.append(1) or real_build(*a, **k))
+    monkeypatch.setattr(backbones, "_LOADED", {})
+    second = load_backbone("efficientnet-lite0", cache_dir=tmp_path)
+    assert calls == []  # loaded from the cache, not rebuilt
+    assert cached[0].stat().st_mtime_ns == stamp
+    x = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    np.testing.assert_allclose(Embedder(first).embed(x), Embedder(second).embed(x), atol=1e-6)
+    np.testing.assert_allclose(Embedder(lite0).embed(x), Embedder(second).embed(x), atol=1e-6)
+
+
+def test_damaged_cache_entry_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(backbones, "_LOADED", {})
+    load_backbone("efficientnet-lite0", cache_dir=tmp_path)
+    (cached,) = (tmp_path / "models").glob("*.keras")
+    cached.write_bytes(b"garbage")
+    monkeypatch.setattr(backbones, "_LOADED", {})
+    bb = load_backbone("efficientnet-lite0", cache_dir=tmp_path)
+    assert bb.dim == 1280
+    assert cached.stat().st_size > 1_000_000
+
+
+def test_embeddings_are_unit_length_float32(embedder):
+    x = np.random.default_rng(1).integers(0, 256, (5, 224, 224, 3), dtype=np.uint8)
+    v = embedder.embed(x)
+    assert v.shape == (5, 1280) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    # batching does not change results
+    np.testing.assert_allclose(Embedder(embedder.backbone, batch_size=2).embed(x), v, atol=1e-5)
+    with pytest.raises(ValueError, match=r"shape \(n, 224, 224, 3\)"):
+        embedder.embed(x[:, :100])
+
+
+@pytest.mark.timeout(120)
+def test_keras_backbone_offline_error_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights
+    monkeypatch.setattr(backbones, "_LOADED", {})
+    try:
+        load_backbone("mobilenet_v2")
+    except BackboneError as exc:
+        msg = str(exc)
+        assert "offline" in msg and "--weights" in msg and "mobilenet_v2" in msg
+    else:
+        pytest.skip("this machine can download Keras weights; the offline path is not exercised")
+
+
+def test_keras_backbone_with_local_weights_file(tmp_path, monkeypatch):
+    import keras
+
+    monkeypatch.setattr(backbones, "_LOADED", {})
+    reference = keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg",
+                                               input_shape=(224, 224, 3))
+    weights = tmp_path / "mobilenet_v2.weights.h5"
+    reference.save_weights(weights)
+    bb = load_backbone("mobilenet_v2", weights=str(weights))
+    assert bb.weights == str(weights) and bb.dim == 1280
+    x = np.random.default_rng(2).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    expected = reference(keras.applications.mobilenet_v2.preprocess_input(x.astype(np.float32))).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(Embedder(bb).embed(x), expected, atol=1e-5)
+
+    with pytest.raises(BackboneError, match="weights file not found"):
+        load_backbone("mobilenet_v2", weights=str(tmp_path / "missing.h5"))
