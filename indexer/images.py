@@ -99,9 +99,12 @@ def center_crop_resize(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def decode_image(source: ImageSource, size: int) -> DecodedImage:
-    """Decode ``source`` (path, bytes, file object or PIL image) into a model input.
+def load_rgb(source: ImageSource, min_size: int | None = None) -> tuple[Image.Image, int, int]:
+    """Decode ``source`` into an upright 8-bit RGB image.
 
+    Returns (image, width, height) where width/height are the original size
+    as displayed (after EXIF rotation).  With ``min_size``, JPEGs may be
+    decoded at reduced scale (1/2, 1/4, 1/8) while both sides stay >= min_size.
     Raises ImageDecodeError with a one-line reason for anything that is not a
     usable image (empty, truncated, wrong format, too large, unreadable).
     """
@@ -116,12 +119,11 @@ def decode_image(source: ImageSource, size: int) -> DecodedImage:
                 raise ImageDecodeError(f"image has no pixels ({width}x{height})")
             if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
                 width, height = height, width  # reported as displayed, the right way up
-            if img.format == "JPEG":
-                # Decode at reduced scale (1/2, 1/4, 1/8) while both sides stay >= size.
-                img.draft("RGB", (size, size))
+            if min_size and img.format == "JPEG":
+                img.draft("RGB", (min_size, min_size))
             img = ImageOps.exif_transpose(img)
             img.load()
-            return DecodedImage(center_crop_resize(_to_rgb(img), size), width, height)
+            return _to_rgb(img), width, height
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -129,3 +131,8 @@ def decode_image(source: ImageSource, size: int) -> DecodedImage:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
 
+
+def decode_image(source: ImageSource, size: int) -> DecodedImage:
+    """Decode ``source`` (path, bytes, file object or PIL image) into a (size, size, 3) model input."""
+    img, width, height = load_rgb(source, min_size=size)
+    return DecodedImage(center_crop_resize(img, size), width, height)

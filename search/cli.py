@@ -123,6 +123,35 @@ def info(index_dir, as_json):
 
 
 @main.command()
+@index_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Worker threads (waitress); they share one loaded model.")
+@click.option("--dev", is_flag=True, help="Use Flask's development server instead of waitress.")
+def serve(index_dir, host, port, threads, dev):
+    """Serve the search page and JSON API for one index folder."""
+    from indexer.store import IndexFormatError
+    from web import create_app
+
+    try:
+        app = create_app({"INDEX_DIR": str(index_dir)})
+    except IndexFormatError as exc:
+        _fail(exc)
+    engine = app.extensions["imgsearch"]
+    engine.warm_up()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    click.echo(f"serving {engine.info()['count']} images from {index_dir}")
+    click.echo(f"open http://{shown}:{port}/  (JSON API under /api, Ctrl-C to stop)", err=False)
+    if dev:
+        app.run(host=host, port=port, debug=False, threaded=True, use_reloader=False)
+    else:
+        import waitress
+
+        waitress.serve(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True)
+
+
+@main.command()
 @click.argument("name", type=click.Choice(["emoji", "mnist", "digits", "photos"]))
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most this many images, classes balanced.")

@@ -102,6 +102,11 @@ class SearchEngine:
     def __len__(self) -> int:
         return len(self._ids)
 
+    @property
+    def ids(self) -> np.ndarray:
+        """All indexed ids, (n,) int64."""
+        return self._ids
+
     def info(self) -> dict:
         m = self.manifest
         return {
@@ -168,6 +173,12 @@ class SearchEngine:
         if row is None:
             raise UnknownIdError(row_id)
         return Hit(row_id, self._paths[row], self._labels[row], score)
+
+    def warm_up(self) -> None:
+        """Load and trace the CNN now, so the first query-by-image is not slow."""
+        embedder = self._get_embedder()
+        size = embedder.backbone.input_size
+        embedder.embed(np.zeros((1, size, size, 3), np.uint8))
 
     def _get_embedder(self):
         with self._lock:

@@ -84,3 +84,34 @@ def solid(color, size=(64, 48), mode="RGB") -> Image.Image:
 def rng_image(seed: int, size=(96, 80)) -> Image.Image:
     arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     return Image.fromarray(arr)
+
+
+class LiveServer:
+    """A real waitress server on a loopback port, in a background thread."""
+
+    def __init__(self, app, threads: int = 4):
+        import threading
+
+        import waitress
+
+        self.app = app
+        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(built_index):
+    from web import create_app
+
+    index_dir, _ = built_index
+    app = create_app({"INDEX_DIR": str(index_dir), "MAX_CONTENT_LENGTH": 2 * 1024 * 1024})
+    app.extensions["imgsearch"].warm_up()
+    server = LiveServer(app)
+    yield server
+    server.close()

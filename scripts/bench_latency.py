@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Query-by-image latency: through HTTP versus in process, on one index, in one run.
+
+Starts `imgsearch serve` (waitress, the production server) on a loopback
+port in its own process, opens the same index in this process, and sends the
+same query images both ways, interleaved (one in process, then the same one
+over HTTP) so machine noise hits both alike. Prints p50/p99 of each and the
+HTTP overhead.
+
+    python scripts/bench_latency.py                      # Noto emoji index built under --work
+    python scripts/bench_latency.py --index DIR -n 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from search.client import SearchAPIError, SearchClient
+from search.engine import SearchEngine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_index(work: Path) -> Path:
+    from indexer.config import IndexConfig
+    from indexer.pipeline import index_images
+    from indexer.samples import export_sample
+
+    src, index_dir = work / "emoji", work / "emoji-index"
+    if not src.is_dir():
+        export_sample("emoji", src)
+    index_images([src], index_dir, IndexConfig(progress=False))
+    return index_dir
+
+
+def start_server(index_dir: Path, port: int, threads: int) -> subprocess.Popen:
+    exe = Path(sys.executable).parent / "imgsearch"
+    proc = subprocess.Popen([str(exe), "serve", "--index", str(index_dir), "--port", str(port),
+                             "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = SearchClient(f"http://127.0.0.1:{port}", timeout=2)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            client.health()
+            return proc
+        except SearchAPIError:
+            time.sleep(0.25)
+    proc.kill()
+    raise SystemExit("server did not come up within 120 s")
+
+
+def stats(ms: list[float]) -> str:
+    a = np.asarray(ms)
+    return (f"p50 {np.percentile(a, 50):7.2f} ms   p99 {np.percentile(a, 99):7.2f} ms   "
+            f"mean {a.mean():7.2f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--index", type=Path, help="index folder (default: build the emoji sample index)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/imgsearch-bench"))
+    ap.add_argument("-n", type=int, default=200, help="queries")
+    ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=4, help="server threads")
+    args = ap.parse_args()
+
+    index_dir = args.index or ensure_index(args.work)
+    engine = SearchEngine.open(index_dir)
+    engine.warm_up()
+    paths = [engine.get(int(i)).path for i in engine.ids]
+    random.Random(0).shuffle(paths)
+    queries = [Path(p).read_bytes() for p in paths[: args.n]]
+    print(f"index {index_dir}: {len(engine)} images, {engine.backbone}; {len(queries)} queries, k={args.k}; "
+          f"{os.cpu_count()} CPUs")
+
+    port = free_port()
+    server = start_server(index_dir, port, args.threads)
+    try:
+        client = SearchClient(f"http://127.0.0.1:{port}", timeout=30)
+        for q in queries[:10]:  # warm both paths (TF traces, connection pool)
+            engine.search_image(q, args.k)
+            client.search(q, args.k)
+        local, http, server_side = [], [], []
+        for q in queries:
+            t = time.perf_counter()
+            expected = engine.search_image(q, args.k)
+            local.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            got = client.search(q, args.k)
+            http.append((time.perf_counter() - t) * 1000)
+            server_side.append(got.took_ms)
+            if [h.id for h in got] != [h.id for h in expected]:
+                raise SystemExit("HTTP and in-process results differ")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    overhead = np.percentile(http, 50) - np.percentile(local, 50)
+    print(f"in process (SearchEngine.search_image):   {stats(local)}")
+    print(f"over HTTP  (SearchClient.search, waitress): {stats(http)}")
+    print(f"  of which server-side handler time:      {stats(server_side)}")
+    print(f"HTTP overhead at p50: {overhead:.2f} ms "
+          f"({np.percentile(http, 50) / np.percentile(local, 50):.2f}x); target < 10 ms: "
+          f"{'met' if overhead < 10 else 'NOT met'}")
+    print("results identical both ways for every query")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The search page in a real browser: Debian's headless Chromium driven by Playwright."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("IMGSEARCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("IMGSEARCH_ARTIFACTS", Path(__file__).resolve().parent.parent / "build" / "test-artifacts"))
+# This machine's network is closed: without these, Chromium keeps trying to reach Google's hosts.
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (make test does) "
+                    "or set IMGSEARCH_CHROMIUM")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    pg = context.new_page()
+    errors = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def _result_ids(page):
+    return page.eval_on_selector_all("#results .hit", "els => els.map(e => Number(e.dataset.id))")
+
+
+def test_upload_see_results_click_for_more(page, live_server, corpus):
+    page.goto(live_server.url + "/")
+    assert "efficientnet-lite0" in page.text_content("#index-meta")
+    page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
+    page.wait_for_selector("#results .hit")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('results for coffee.jpg')")
+    first = _result_ids(page)
+    assert len(first) == 24
+    assert page.get_attribute("#results .hit >> nth=0", "title").endswith("coffee.jpg")
+    assert page.is_visible("#query-image")
+    # every thumbnail actually loaded
+    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-upload-results.png"), full_page=True)
+
+    clicked = first[1]
+    page.click("#results .hit >> nth=1")
+    page.wait_for_function(f"document.querySelector('#status').textContent.includes('results for image {clicked}')")
+    second = _result_ids(page)
+    assert second != first and clicked not in second and len(second) == 24
+    assert f"id {clicked}" in page.text_content("#query-caption")
+    page.screenshot(path=str(ARTIFACTS / "page-more-like-this.png"), full_page=True)
+
+
+def test_drag_and_drop_and_keyboard(page, live_server, corpus):
+    page.goto(live_server.url + "/")
+    data = list((corpus / "photos" / "rocket.jpg").read_bytes())
+    handle = page.evaluate_handle(
+        """bytes => { const dt = new DataTransfer();
+                      dt.items.add(new File([new Uint8Array(bytes)], 'rocket.jpg', {type: 'image/jpeg'}));
+                      return dt; }""", data)
+    page.dispatch_event("#dropzone", "drop", {"dataTransfer": handle})
+    page.wait_for_function("document.querySelector('#status').textContent.includes('results for rocket.jpg')")
+    assert page.get_attribute("#results .hit >> nth=0", "title").endswith("rocket.jpg")
+
+    # keyboard only: focus the third result and press Enter
+    target = _result_ids(page)[2]
+    page.focus("#results .hit >> nth=2")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.querySelector('#status').textContent.includes('results for image {target}')")
+
+
+def test_bad_upload_shows_the_servers_message(page, live_server, tmp_path):
+    page.goto(live_server.url + "/")
+    fake = tmp_path / "fake.png"
+    fake.write_text("not really a png")
+    page.set_input_files("#file-input", str(fake))
+    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+    assert "not an image" in page.text_content("#status")
+
+
+def test_phone_width_has_no_horizontal_scroll(browser, live_server, corpus):
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto(live_server.url + "/")
+    page.set_input_files("#file-input", str(corpus / "photos" / "astronaut.jpg"))
+    page.wait_for_selector("#results .hit")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375
+    columns = page.evaluate("getComputedStyle(document.querySelector('#results')).gridTemplateColumns.split(' ').length")
+    assert columns == 2
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-phone.png"), full_page=False)
+    context.close()

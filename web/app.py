@@ -1,0 +1,46 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "INDEX_DIR": None,  # the index folder to serve; else $IMGSEARCH_INDEX
+    "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,  # uploads over this get 413
+    "DEFAULT_K": 10,
+    "THUMBNAIL_SIZE": 256,
+}
+
+
+def create_app(config: dict | None = None, *, engine=None) -> Flask:
+    """Build the app over one index folder.
+
+    ``config`` overrides DEFAULTS (``INDEX_DIR`` first of all); ``engine`` lets a
+    caller share an already open ``SearchEngine``.  The index is opened here,
+    once per process (once per worker under gunicorn/waitress).
+    """
+    from search.engine import SearchEngine
+
+    from .api import api
+    from .errors import register_error_handlers
+    from .pages import pages
+
+    app = Flask(__name__)
+    app.config.update(DEFAULTS)
+    app.config.update(config or {})
+    if engine is None:
+        index_dir = app.config["INDEX_DIR"] or os.environ.get("IMGSEARCH_INDEX")
+        if not index_dir:
+            raise ValueError("no index to serve: pass INDEX_DIR or set IMGSEARCH_INDEX=/path/to/index")
+        engine = SearchEngine.open(index_dir)
+    app.extensions["imgsearch"] = engine
+    register_error_handlers(app)
+    app.register_blueprint(api)
+    app.register_blueprint(pages)
+    log.info("serving %s (%d images, %s)", engine.store.root, len(engine), engine.backbone)
+    return app

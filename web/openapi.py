@@ -1,0 +1,76 @@
+"""OpenAPI 3.1 description of the JSON API, served at /api/openapi.json."""
+
+from __future__ import annotations
+
+from search.engine import MAX_K
+
+
+def _error(description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
+    k = {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "imgsearch", "version": "1",
+                 "description": "Image similarity search over one index folder."},
+        "paths": {
+            "/api/search": {"post": {
+                "summary": "Nearest images to an uploaded image, an indexed id or a vector",
+                "requestBody": {"required": True, "content": {
+                    "multipart/form-data": {"schema": {
+                        "type": "object", "required": ["image"],
+                        "properties": {"image": {"type": "string", "format": "binary",
+                                                 "description": f"at most {max_upload_bytes} bytes"},
+                                       "k": k}}},
+                    "application/json": {"schema": {"oneOf": [
+                        {"type": "object", "required": ["id"],
+                         "properties": {"id": {"type": "integer"}, "k": k}},
+                        {"type": "object", "required": ["vector"],
+                         "properties": {"vector": {"type": "array", "items": {"type": "number"},
+                                                   "minItems": dim, "maxItems": dim}, "k": k}},
+                    ]}},
+                }},
+                "responses": {
+                    "200": {"description": "Results, best first",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
+                    "400": _error("Not an image, missing field, bad k, id or vector"),
+                    "404": _error("Unknown id"),
+                    "413": _error("Upload over the size limit"),
+                },
+            }},
+            "/api/images/{id}": {"get": {
+                "summary": "An indexed image as JPEG",
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                    {"name": "size", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 16, "maximum": 1024},
+                     "description": "fit the image in size x size pixels"},
+                ],
+                "responses": {"200": {"description": "JPEG image", "content": {"image/jpeg": {}}},
+                              "400": _error("Bad size"), "404": _error("Unknown id or file gone")},
+            }},
+            "/api/info": {"get": {"summary": "Backbone, size and limits of the index",
+                                  "responses": {"200": {"description": "Index description",
+                                                        "content": {"application/json": {}}}}}},
+            "/api/health": {"get": {"summary": "Liveness",
+                                    "responses": {"200": {"description": "ok",
+                                                          "content": {"application/json": {}}}}}},
+        },
+        "components": {"schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+            "Hit": {"type": "object", "required": ["id", "path", "label", "score", "thumbnail_url"],
+                    "properties": {"id": {"type": "integer"}, "path": {"type": "string"},
+                                   "label": {"type": "string"}, "score": {"type": "number"},
+                                   "thumbnail_url": {"type": "string"}}},
+            "SearchResponse": {"type": "object", "required": ["results", "took_ms", "backbone"],
+                               "properties": {"results": {"type": "array",
+                                                          "items": {"$ref": "#/components/schemas/Hit"}},
+                                              "took_ms": {"type": "number"}, "backbone": {"type": "string"},
+                                              "query": {"type": "object"}}},
+        }},
+    }

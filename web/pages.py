@@ -1,0 +1,15 @@
+"""The query-by-example page."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template
+
+pages = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
+                  static_url_path="/static")
+
+
+@pages.get("/")
+def index():
+    engine = current_app.extensions["imgsearch"]
+    return render_template("index.html", backbone=engine.backbone, count=len(engine),
+                           max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
