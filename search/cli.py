@@ -139,7 +139,6 @@ def serve(index_dir, host, port, threads, dev):
     except IndexFormatError as exc:
         _fail(exc)
     engine = app.extensions["imgsearch"]
-    engine.warm_up()
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     click.echo(f"serving {engine.info()['count']} images from {index_dir}")
     click.echo(f"open http://{shown}:{port}/  (JSON API under /api, Ctrl-C to stop)", err=False)

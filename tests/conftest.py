@@ -111,7 +111,6 @@ def live_server(built_index):
 
     index_dir, _ = built_index
     app = create_app({"INDEX_DIR": str(index_dir), "MAX_CONTENT_LENGTH": 2 * 1024 * 1024})
-    app.extensions["imgsearch"].warm_up()
     server = LiveServer(app)
     yield server
     server.close()

@@ -14,6 +14,7 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,  # uploads over this get 413
     "DEFAULT_K": 10,
     "THUMBNAIL_SIZE": 256,
+    "WARM_UP": True,  # load the CNN at start-up, so the first query-by-image is not slow
 }
 
 
@@ -38,6 +39,8 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
         if not index_dir:
             raise ValueError("no index to serve: pass INDEX_DIR or set IMGSEARCH_INDEX=/path/to/index")
         engine = SearchEngine.open(index_dir)
+    if app.config["WARM_UP"]:
+        engine.warm_up()
     app.extensions["imgsearch"] = engine
     register_error_handlers(app)
     app.register_blueprint(api)
