@@ -231,18 +231,23 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
 
 
 def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str]) -> dict:
-    """Build the FAISS index over ``shards``, write it, then switch the manifest to it."""
+    """Build the FAISS index (and every head's) over ``shards``, then switch the manifest to them."""
     from .faiss_index import build_flat_index
+    from .heads import build_head_index, list_heads, load_head
+    from .whitening import search_space
 
     table = store.read_table(shards, ["id", "embedding"])
     ids = table.column("id").to_numpy()  # (n,)
     if len(np.unique(ids)) != len(ids):
         raise IndexFormatError(f"duplicate ids in the shards of {store.root}: the index is damaged")
-    index = build_flat_index(ids, embeddings_of(table))
+    vectors = search_space(embeddings_of(table), store.root, manifest)  # (n, d)
+    index = build_flat_index(ids, vectors)
     generation = manifest.get("generation", 0) + 1
     index_file = store.write_index(index, generation)
-    manifest = dict(manifest, shards=shards, count=len(ids), index_file=index_file,
-                    generation=generation, index_type="Flat", versions=library_versions())
+    manifest = dict(manifest, shards=shards, count=len(ids), index_file=index_file, generation=generation,
+                    search_dim=int(vectors.shape[1]), index_type="Flat", versions=library_versions())
+    for name in list_heads(store.root):  # head-aware search indexes follow the main one
+        build_head_index(store.root, load_head(store.root, name, manifest), manifest)
     store.publish(manifest)
     store.remove_stale(keep={index_file})
     return manifest

@@ -62,26 +62,40 @@ def index(sources, index_dir, backbone, weights, batch_size, shard_size, no_prog
         click.echo(line)
 
 
+def _open_engine(index_dir):
+    from indexer.store import IndexFormatError
+
+    from .engine import SearchEngine
+
+    try:
+        return SearchEngine.open(index_dir)
+    except IndexFormatError as exc:
+        _fail(exc)
+
+
 @main.command()
 @index_option
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Results per query.")
+@click.option("--head", default=None, help="Head-aware search: blend in this head's class probabilities.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
-def search(index_dir, images, k, as_json):
+def search(index_dir, images, k, head, as_json):
     """Find the indexed images most similar to each IMAGE."""
+    from indexer.heads import HeadError
     from indexer.images import ImageDecodeError
-    from indexer.store import IndexFormatError
 
-    from .engine import SearchEngine, hits_to_json
+    from .engine import hits_to_json
 
-    try:
-        engine = SearchEngine.open(index_dir)
-    except IndexFormatError as exc:
-        _fail(exc)
+    engine = _open_engine(index_dir)
+    if head is not None:
+        try:
+            engine.head(head)  # fail before embedding anything
+        except HeadError as exc:
+            _fail(exc)
     failed = False
     for image in images:
         try:
-            hits = engine.search_image(image, k)
+            hits = engine.search_image(image, k, head=head)
         except ImageDecodeError as exc:
             click.echo(f"{image}: {exc}", err=True)
             failed = True
@@ -100,15 +114,8 @@ def search(index_dir, images, k, as_json):
 @index_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(index_dir, as_json):
-    """Describe an index: backbone, dimension, size, versions."""
-    from indexer.store import IndexFormatError
-
-    from .engine import SearchEngine
-
-    try:
-        data = SearchEngine.open(index_dir).info()
-    except IndexFormatError as exc:
-        _fail(exc)
+    """Describe an index: backbone, dimension, size, heads, versions."""
+    data = _open_engine(index_dir).info()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -118,6 +125,9 @@ def info(index_dir, as_json):
     click.echo(f"backbone:   {bb['name']} ({bb['weights']}), {bb['input_size']}px, dim {data['dim']}")
     click.echo(f"preprocess: {bb['preprocessing']}; {bb['resize']}")
     click.echo(f"index type: {data['index_type']}, metric {data['metric']}")
+    wh = data.get("whitening")
+    click.echo(f"whitening:  {'PCA to %d dims, learned on %d images' % (wh['dim'], wh['learned_on']) if wh else 'off'}")
+    click.echo(f"heads:      {', '.join(data['heads']) or 'none'}")
     click.echo(f"updated:    {data['updated']} (created {data['created']})")
     click.echo("versions:   " + ", ".join(f"{k} {v}" for k, v in (data["versions"] or {}).items()))
 
@@ -148,6 +158,118 @@ def serve(index_dir, host, port, threads, dev):
         import waitress
 
         waitress.serve(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True)
+
+
+@main.command("train-head")
+@index_option
+@click.option("--name", required=True, help="Name of the head (letters, digits, '.', '_', '-').")
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with columns path,label (default: the images' parent folders).")
+@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
+              help="Stratified share held out for the reported metrics.")
+@click.option("--search-weight", default=1.0, show_default=True, type=click.FloatRange(0, 10),
+              help="Weight of the class probabilities in head-aware search.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def train_head_command(index_dir, name, labels_csv, val_fraction, search_weight, seed):
+    """Train a softmax classification head on the stored embeddings (seconds, no image is re-read)."""
+    from indexer.heads import HeadError, HeadTrainingConfig, train_head
+    from indexer.store import IndexFormatError
+
+    config = dataclasses.replace(HeadTrainingConfig(), val_fraction=val_fraction, search_weight=search_weight,
+                                 seed=seed)
+    try:
+        head = train_head(index_dir, name, labels_csv=labels_csv, config=config)
+    except (HeadError, IndexFormatError) as exc:
+        _fail(exc)
+    m = head.metrics
+    v, knn = m["validation"], m["knn_validation"]
+    click.echo(f"head {name!r}: {len(head.classes)} classes, trained on {m['train_images']} embeddings in "
+               f"{m['train_seconds']:.1f}s ({m['epochs']} epochs), validated on {m['val_images']} held out")
+    click.echo(f"  validation accuracy {v['accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f}")
+    click.echo(f"  kNN-vote baseline (k={m['knn_k']}) on the same split: accuracy {knn['accuracy']:.4f}, "
+               f"macro-F1 {knn['macro_f1']:.4f}")
+    click.echo("  worst classes: " + ", ".join(f"{w['class']} (F1 {w['f1']:.2f}, {w['support']} images)"
+                                               for w in v["worst_classes"]))
+
+
+@main.command()
+@index_option
+@click.option("--head", required=True, help="Name of a trained head.")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+def classify(index_dir, head, images, top, as_json):
+    """Predict classes of each IMAGE with a trained head."""
+    from indexer.heads import HeadError
+    from indexer.images import ImageDecodeError
+
+    engine = _open_engine(index_dir)
+    failed = False
+    for image in images:
+        try:
+            preds = engine.classify(image, head, top)
+        except HeadError as exc:
+            _fail(exc)
+        except ImageDecodeError as exc:
+            click.echo(f"{image}: {exc}", err=True)
+            failed = True
+            continue
+        if as_json:
+            click.echo(json.dumps({"image": str(image), "head": head,
+                                   "predictions": [{"class": c, "probability": p} for c, p in preds]}))
+        else:
+            click.echo(f"{image}: " + ", ".join(f"{c} {p:.3f}" for c, p in preds))
+    if failed:
+        sys.exit(1)
+
+
+@main.command()
+@index_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder (default: DIR/report).")
+def evaluate(index_dir, out_dir):
+    """Retrieval and classification quality of a labelled index: HTML report with plots, and JSON."""
+    from indexer.store import IndexFormatError
+
+    from .evaluation import evaluate_index
+    from .report import write_report
+
+    try:
+        results = evaluate_index(index_dir)
+    except IndexFormatError as exc:
+        _fail(exc)
+    html = write_report(results, out_dir or Path(index_dir) / "report", index_dir=index_dir)
+    r = results["retrieval"]
+    if r:
+        click.echo(f"retrieval (leave-one-out, {r['images']} images, {r['labels']} labels): "
+                   f"precision@1 {r['precision_at_1']:.4f}, precision@10 {r['precision_at_10']:.4f}, "
+                   f"mAP {r['map']:.4f}; kNN accuracy {results['knn']['accuracy']:.4f}")
+    else:
+        click.echo("no labels in this index: retrieval quality needs images in label folders")
+    for name, h in results["heads"].items():
+        if h.get("validation"):
+            click.echo(f"head {name}: accuracy {h['validation']['accuracy']:.4f} "
+                       f"(kNN on the same split {h['knn_validation']['accuracy']:.4f})")
+    click.echo(f"report: {html}")
+
+
+@main.command()
+@index_option
+@click.option("--dim", default=256, show_default=True, type=click.IntRange(2),
+              help="Principal components kept.")
+@click.option("--off", is_flag=True, help="Remove whitening: search plain embeddings again.")
+def whiten(index_dir, dim, off):
+    """Learn PCA-whitening on the indexed embeddings and apply it to the index and to queries."""
+    from indexer.store import IndexFormatError
+    from indexer.whitening import set_whitening
+
+    try:
+        manifest = set_whitening(index_dir, dim=dim, off=off)
+    except (IndexFormatError, ValueError) as exc:
+        _fail(exc)
+    wh = manifest.get("whitening")
+    click.echo(f"whitening {'on: %d dims, learned on %d images' % (wh['dim'], wh['learned_on']) if wh else 'off'}; "
+               f"index rebuilt ({manifest['count']} images)")
 
 
 @main.command()

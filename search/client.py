@@ -54,6 +54,30 @@ class SearchResponse:
         return self.results[i]
 
 
+@dataclass(frozen=True)
+class Prediction:
+    label: str  # the class name
+    probability: float
+
+
+@dataclass(frozen=True)
+class ClassifyResponse:
+    """Predictions best first; iterates and indexes like the list of predictions."""
+
+    predictions: list[Prediction]
+    head: str
+    took_ms: float
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return iter(self.predictions)
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def __getitem__(self, i):
+        return self.predictions[i]
+
+
 class SearchClient:
     def __init__(self, base_url: str, *, timeout: float | tuple[float, float] = (3.05, 60.0),
                  session: requests.Session | None = None):
@@ -63,17 +87,30 @@ class SearchClient:
         self.session = session or requests.Session()
 
     # ------------------------------------------------------------ queries
-    def search(self, image: ImageInput, k: int = 10) -> SearchResponse:
-        """Nearest indexed images to ``image``: a path, bytes, file object or PIL image."""
+    def search(self, image: ImageInput, k: int = 10, *, head: str | None = None) -> SearchResponse:
+        """Nearest indexed images to ``image``: a path, bytes, file object or PIL image.
+
+        ``head``: blend in that head's class probabilities (head-aware search).
+        """
         name, data = _image_payload(image)
-        body = self._request("POST", "/api/search", files={"image": (name, data)}, data={"k": str(k)})
-        return _response(body)
+        fields = {"k": str(k), **({"head": head} if head else {})}
+        return _response(self._request("POST", "/api/search", files={"image": (name, data)}, data=fields))
 
-    def search_id(self, row_id: int, k: int = 10) -> SearchResponse:
-        return _response(self._request("POST", "/api/search", json={"id": row_id, "k": k}))
+    def search_id(self, row_id: int, k: int = 10, *, head: str | None = None) -> SearchResponse:
+        return _response(self._request("POST", "/api/search", json=_body(id=row_id, k=k, head=head)))
 
-    def search_vector(self, vector: Sequence[float], k: int = 10) -> SearchResponse:
-        return _response(self._request("POST", "/api/search", json={"vector": [float(x) for x in vector], "k": k}))
+    def search_vector(self, vector: Sequence[float], k: int = 10, *, head: str | None = None) -> SearchResponse:
+        body = _body(vector=[float(x) for x in vector], k=k, head=head)
+        return _response(self._request("POST", "/api/search", json=body))
+
+    def classify(self, image: ImageInput, head: str | None = None, top: int = 5) -> ClassifyResponse:
+        """Class probabilities of a trained head (the only one, if ``head`` is None) for ``image``."""
+        name, data = _image_payload(image)
+        fields = {"top": str(top), **({"head": head} if head else {})}
+        return _classified(self._request("POST", "/api/classify", files={"image": (name, data)}, data=fields))
+
+    def classify_id(self, row_id: int, head: str | None = None, top: int = 5) -> ClassifyResponse:
+        return _classified(self._request("POST", "/api/classify", json=_body(id=row_id, head=head, top=top)))
 
     def image(self, row_id: int, size: int | None = None) -> bytes:
         """An indexed image as JPEG bytes, fitted in size x size if given."""
@@ -133,6 +170,15 @@ def _image_payload(image: ImageInput) -> tuple[str, bytes]:
         name = getattr(image, "name", None)
         return (os.path.basename(name) if isinstance(name, str) else "image"), image.read()
     raise TypeError(f"image must be a path, bytes, a file object or a PIL image, not {type(image).__name__}")
+
+
+def _body(**fields) -> dict:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _classified(body: dict) -> ClassifyResponse:
+    preds = [Prediction(p["class"], float(p["probability"])) for p in body["predictions"]]
+    return ClassifyResponse(preds, body["head"], float(body["took_ms"]))
 
 
 def _response(body: dict) -> SearchResponse:

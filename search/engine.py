@@ -14,7 +14,7 @@ from indexer.faiss_index import search_index
 from indexer.images import ImageSource, decode_image
 from indexer.pipeline import check_compatible
 from indexer.store import EmbeddingStore, IndexFormatError
-from indexer.vectors import l2_normalize
+from indexer.whitening import search_space
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class SearchEngine:
         self._labels = metadata.column("label").to_pylist()
         self._row_of = {int(i): r for r, i in enumerate(self._ids)}
         self._embedder = None
+        self._heads: dict = {}  # name -> (Head, head-aware FAISS index)
         self._lock = threading.Lock()
 
     @classmethod
@@ -83,10 +84,11 @@ class SearchEngine:
             index = None
         else:
             index = store.read_index(manifest["index_file"])
-            if index.ntotal != manifest["count"] or index.d != manifest["dim"]:
+            search_dim = manifest.get("search_dim", manifest["dim"])
+            if index.ntotal != manifest["count"] or index.d != search_dim:
                 raise IndexFormatError(
                     f"{index_dir}: FAISS index has {index.ntotal} vectors of dimension {index.d}, "
-                    f"manifest says {manifest['count']} of {manifest['dim']}; re-run 'imgsearch index'"
+                    f"manifest says {manifest['count']} of {search_dim}; re-run 'imgsearch index'"
                 )
         return cls(store, manifest, index, metadata, config)
 
@@ -116,6 +118,8 @@ class SearchEngine:
             "count": m["count"],
             "metric": m["metric"],
             "index_type": m.get("index_type"),
+            "whitening": m.get("whitening"),
+            "heads": self.head_names(),
             "shards": len(m["shards"]),
             "created": m.get("created"),
             "updated": m.get("updated"),
@@ -130,13 +134,33 @@ class SearchEngine:
         batch = np.stack([decode_image(img, size).array for img in images])  # (q, S, S, 3)
         return embedder.embed(batch)
 
-    def search_image(self, image: ImageSource, k: int = 10) -> list[Hit]:
+    def search_image(self, image: ImageSource, k: int = 10, *, head: str | None = None) -> list[Hit]:
         """Nearest images to an image given as a path, bytes, file object or PIL image."""
-        return self.search_vector(self.embed_images([image])[0], k)
+        return self.search_vector(self.embed_images([image])[0], k, head=head)
 
-    def search_vector(self, vector, k: int = 10, *, exclude: int | None = None) -> list[Hit]:
-        """Nearest images to a (D,) vector; it is L2-normalised first."""
+    def search_vector(self, vector, k: int = 10, *, exclude: int | None = None,
+                      head: str | None = None) -> list[Hit]:
+        """Nearest images to a (D,) embedding-space vector.
+
+        With ``head``, similarity blends in that head's class probabilities
+        (head-aware search); otherwise plain cosine similarity.
+        """
         k = _check_k(k)
+        v = self.check_vector(vector)[None]  # (1, D)
+        if self.index is None or len(self) == 0:
+            return []
+        query = search_space(v, self.store.root, self.manifest)  # (1, d)
+        index = self.index
+        if head is not None:
+            h, index = self._head(head)
+            query = h.augment(query, v)  # (1, d + C)
+        want = min(k + (exclude is not None), len(self))
+        scores, ids = search_index(index, query, want)  # (1, want)
+        hits = [self._hit(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i != exclude]
+        return hits[:k]
+
+    def check_vector(self, vector) -> np.ndarray:
+        """A (D,) float32 copy of ``vector``, or ValueError saying what is wrong with it."""
         v = np.asarray(vector, dtype=np.float32)
         if v.ndim != 1 or v.shape[0] != self.dim:
             raise ValueError(
@@ -144,16 +168,50 @@ class SearchEngine:
             )
         if not np.all(np.isfinite(v)):
             raise ValueError("query vector contains NaN or infinity")
-        if self.index is None or len(self) == 0:
-            return []
-        want = min(k + (exclude is not None), len(self))
-        scores, ids = search_index(self.index, l2_normalize(v[None]), want)  # (1, want)
-        hits = [self._hit(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i != exclude]
-        return hits[:k]
+        return v
 
-    def search_id(self, row_id: int, k: int = 10) -> list[Hit]:
+    # ------------------------------------------------------------ heads
+    def head_names(self) -> list[str]:
+        from indexer.heads import list_heads
+
+        return list_heads(self.store.root)
+
+    def classify_vector(self, vector, head: str, top: int = 5) -> list[tuple[str, float]]:
+        """Best ``top`` (class, probability) pairs of head ``head`` for a (D,) embedding."""
+        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+            raise ValueError(f"top must be a positive integer, got {top!r}")
+        h, _ = self._head(head)
+        return h.top(self.check_vector(vector)[None], top)[0]
+
+    def classify(self, image: ImageSource, head: str, top: int = 5) -> list[tuple[str, float]]:
+        """Classify an image with a trained head: [(class, probability), ...], best first."""
+        self._head(head)  # fail on a bad head name before embedding
+        return self.classify_vector(self.embed_images([image])[0], head, top)
+
+    def classify_id(self, row_id: int, head: str, top: int = 5) -> list[tuple[str, float]]:
+        return self.classify_vector(self.vector(row_id), head, top)
+
+    def head(self, name: str):
+        """The trained head ``name`` (raises HeadError for an unknown or mismatched head)."""
+        return self._head(name)[0]
+
+    def _head(self, name: str):
+        from indexer.heads import head_index_path, load_head
+
+        with self._lock:
+            if name not in self._heads:
+                h = load_head(self.store.root, name, self.manifest)
+                path = head_index_path(self.store.root, name, self.manifest)
+                if self.index is not None and not path.is_file():
+                    raise IndexFormatError(f"head {name!r} has no search index for this version of "
+                                           f"{self.store.root}; retrain it with 'imgsearch train-head'")
+                self._heads[name] = (h, self.store.read_index(str(path.relative_to(self.store.root)))
+                                     if self.index is not None else None)
+            return self._heads[name]
+
+    def search_id(self, row_id: int, k: int = 10, *, head: str | None = None) -> list[Hit]:
         """Nearest images to an indexed image ("more like this"), itself excluded."""
-        return self.search_vector(self.vector(row_id), k, exclude=int(row_id))
+        return self.search_vector(self.vector(row_id), k, exclude=int(row_id), head=head)
 
     def vector(self, row_id: int) -> np.ndarray:
         """The stored (D,) embedding of an indexed image."""

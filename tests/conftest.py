@@ -114,3 +114,23 @@ def live_server(built_index):
     server = LiveServer(app)
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def headed_index(tmp_path_factory, built_index):
+    """A copy of the built index with a trained head 'cat' (labels: the parent folders)."""
+    from indexer.heads import train_head
+
+    index_dir = tmp_path_factory.mktemp("headed") / "idx"
+    shutil.copytree(built_index[0], index_dir)
+    train_head(index_dir, "cat")
+    return index_dir
+
+
+@pytest.fixture(scope="session")
+def headed_server(headed_index):
+    from web import create_app
+
+    server = LiveServer(create_app({"INDEX_DIR": str(headed_index)}))
+    yield server
+    server.close()

@@ -135,7 +135,7 @@ def test_client_raises_one_exception_type(client, live_server):
 def test_openapi_describes_the_api(client, live_server):
     spec = requests.get(live_server.url + "/api/openapi.json", timeout=10).json()
     assert spec["openapi"].startswith("3.")
-    assert set(spec["paths"]) == {"/api/search", "/api/images/{id}", "/api/info", "/api/health"}
+    assert set(spec["paths"]) == {"/api/search", "/api/classify", "/api/images/{id}", "/api/info", "/api/health"}
     assert {"400", "404", "413"} <= set(spec["paths"]["/api/search"]["post"]["responses"])
     hit = spec["components"]["schemas"]["Hit"]
     assert set(hit["required"]) == {"id", "path", "label", "score", "thumbnail_url"}
@@ -157,3 +157,12 @@ def test_vector_search_matches_engine(client, engine):
     rng = np.random.default_rng(0)
     v = rng.normal(size=1280).astype(np.float32)
     assert [h.id for h in client.search_vector(v, k=5)] == [h.id for h in engine.search_vector(v, k=5)]
+
+
+def test_classify_needs_a_head(live_server, client):
+    r = requests.post(live_server.url + "/api/classify", json={"id": 0}, timeout=10)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "missing_field" and "none" in r.json()["error"]["message"]
+    with pytest.raises(SearchAPIError) as info:
+        client.search_id(0, head="cat")
+    assert info.value.status == 400 and info.value.code == "unknown_head"

@@ -106,3 +106,21 @@ def test_phone_width_has_no_horizontal_scroll(browser, live_server, corpus):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-phone.png"), full_page=False)
     context.close()
+
+
+def test_predicted_classes_and_head_aware_search(page, headed_server, corpus):
+    page.goto(headed_server.url + "/")
+    assert page.is_visible("#head-select")
+    page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
+    page.wait_for_selector("#predictions li")
+    predictions = page.eval_on_selector_all("#predictions li span", "els => els.map(e => e.textContent)")
+    assert len(predictions) == 3 and predictions[0] == "photos"
+    assert "head-aware" not in page.text_content("#status")
+    plain = _result_ids(page)
+
+    page.check("#head-aware")
+    page.set_input_files("#file-input", str(corpus / "photos" / "rocket.jpg"))
+    page.wait_for_function("document.querySelector('#status').textContent.includes('head-aware: cat')")
+    assert _result_ids(page) != plain
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-heads.png"), full_page=False)

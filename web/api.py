@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import time
+from dataclasses import dataclass
 
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 
+from indexer.heads import HeadError
 from indexer.images import ImageDecodeError, load_rgb
 from search.engine import MAX_K, SearchEngine, UnknownIdError
 
@@ -22,18 +24,23 @@ def engine() -> SearchEngine:
     return current_app.extensions["imgsearch"]
 
 
-def _parse_k(raw) -> int:
+def _parse_int(raw, name: str, default: int, low: int, high: int) -> int:
     if raw is None or raw == "":
-        return current_app.config["DEFAULT_K"]
+        return default
+    bad = ApiError(400, f"invalid_{name}", f"{name} must be an integer between {low} and {high}, got {raw!r}")
     if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
-        raise ApiError(400, "invalid_k", f"k must be an integer between 1 and {MAX_K}, got {raw!r}")
+        raise bad
     try:
-        k = int(raw)
+        value = int(raw)
     except (TypeError, ValueError):
-        raise ApiError(400, "invalid_k", f"k must be an integer between 1 and {MAX_K}, got {raw!r}") from None
-    if not 1 <= k <= MAX_K:
-        raise ApiError(400, "invalid_k", f"k must be between 1 and {MAX_K}, got {k}")
-    return k
+        raise bad from None
+    if not low <= value <= high:
+        raise bad
+    return value
+
+
+def _parse_k(raw) -> int:
+    return _parse_int(raw, "k", current_app.config["DEFAULT_K"], 1, MAX_K)
 
 
 def _hit_json(hit) -> dict:
@@ -41,55 +48,113 @@ def _hit_json(hit) -> dict:
             "thumbnail_url": url_for("api.image", row_id=hit.id, size=current_app.config["THUMBNAIL_SIZE"])}
 
 
-@api.post("/search")
-def search():
-    """Multipart ``image`` (+ form ``k``), or JSON ``{"id"|"vector": ..., "k": ...}``."""
-    started = time.perf_counter()
-    eng = engine()
+@dataclass
+class Query:
+    """What a search or classify request asks about, and its other fields (form or JSON)."""
+
+    kind: str  # "image" | "id" | "vector"
+    fields: dict
+    image: bytes | None = None
+    filename: str | None = None
+    row_id: int | None = None
+    vector: list | None = None
+
+    def describe(self) -> dict:
+        if self.kind == "image":
+            return {"type": "image", "filename": self.filename}
+        return {"type": "id", "id": self.row_id} if self.kind == "id" else {"type": "vector"}
+
+
+def _parse_query() -> Query:
+    """Multipart ``image`` (+ form fields), or a JSON object with ``id`` or ``vector``."""
     if request.mimetype == "multipart/form-data" or request.files:
         upload = request.files.get("image")
         if upload is None:
             raise ApiError(400, "missing_field", "send the query image in the multipart field 'image'")
-        k = _parse_k(request.form.get("k"))
-        data = upload.read()
-        try:
-            hits = eng.search_image(data, k)
-        except ImageDecodeError as exc:
-            name = upload.filename or "upload"
-            raise ApiError(400, "invalid_image", f"{name}: {exc}") from None
-        query = {"type": "image", "filename": upload.filename}
-    elif request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise ApiError(400, "invalid_json", "the body must be a JSON object such as {\"id\": 3, \"k\": 10}")
-        k = _parse_k(body.get("k"))
-        if "id" in body:
-            row_id = body["id"]
-            if isinstance(row_id, bool) or not isinstance(row_id, int):
-                raise ApiError(400, "invalid_id", f"id must be an integer, got {row_id!r}")
-            try:
-                hits = eng.search_id(row_id, k)
-            except UnknownIdError as exc:
-                raise ApiError(404, "not_found", str(exc)) from None
-            query = {"type": "id", "id": row_id}
-        elif "vector" in body:
-            vector = body["vector"]
-            if not isinstance(vector, list) or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
-            ):
-                raise ApiError(400, "invalid_vector", f"vector must be a list of {eng.dim} numbers")
-            try:
-                hits = eng.search_vector(vector, k)
-            except ValueError as exc:
-                raise ApiError(400, "invalid_vector", str(exc)) from None
-            query = {"type": "vector"}
-        else:
-            raise ApiError(400, "missing_field", "the JSON body needs 'id' or 'vector'")
-    else:
+        return Query("image", request.form.to_dict(), image=upload.read(), filename=upload.filename or "upload")
+    if not request.is_json:
         raise ApiError(400, "missing_field",
                        "send multipart/form-data with an 'image' file, or JSON with 'id' or 'vector'")
-    return jsonify(results=[_hit_json(h) for h in hits], query=query, backbone=eng.backbone,
-                   took_ms=round((time.perf_counter() - started) * 1000, 2))
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object such as {\"id\": 3, \"k\": 10}")
+    if "id" in body:
+        row_id = body["id"]
+        if isinstance(row_id, bool) or not isinstance(row_id, int):
+            raise ApiError(400, "invalid_id", f"id must be an integer, got {row_id!r}")
+        return Query("id", body, row_id=row_id)
+    if "vector" in body:
+        vector = body["vector"]
+        dim = engine().dim
+        if not isinstance(vector, list) or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
+        ):
+            raise ApiError(400, "invalid_vector", f"vector must be a list of {dim} numbers")
+        return Query("vector", body, vector=vector)
+    raise ApiError(400, "missing_field", "the JSON body needs 'id' or 'vector'")
+
+
+def _query_vector(query: Query):
+    """The (D,) embedding a query stands for (embeds an uploaded image)."""
+    eng = engine()
+    try:
+        if query.kind == "image":
+            return eng.embed_images([query.image])[0]
+        if query.kind == "id":
+            return eng.vector(query.row_id)
+        return eng.check_vector(query.vector)
+    except ImageDecodeError as exc:
+        raise ApiError(400, "invalid_image", f"{query.filename}: {exc}") from None
+    except UnknownIdError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_vector", str(exc)) from None
+
+
+def _parse_head(raw, required: bool) -> str | None:
+    eng = engine()
+    if raw in (None, ""):
+        if not required:
+            return None
+        heads = eng.head_names()
+        if len(heads) == 1:
+            return heads[0]
+        raise ApiError(400, "missing_field", "name the head in 'head'; this index has: "
+                                             + (", ".join(heads) or "none (train one with imgsearch train-head)"))
+    if not isinstance(raw, str):
+        raise ApiError(400, "unknown_head", f"head must be a head's name, got {raw!r}")
+    try:
+        eng.head(raw)
+    except HeadError as exc:
+        raise ApiError(400, "unknown_head", str(exc)) from None
+    return raw
+
+
+@api.post("/search")
+def search():
+    """Nearest images to an uploaded image, an indexed id or a vector; ``head`` for head-aware search."""
+    started = time.perf_counter()
+    eng = engine()
+    query = _parse_query()
+    k = _parse_k(query.fields.get("k"))
+    head = _parse_head(query.fields.get("head"), required=False)
+    vector = _query_vector(query)
+    hits = eng.search_vector(vector, k, exclude=query.row_id, head=head)
+    return jsonify(results=[_hit_json(h) for h in hits], query=query.describe(), backbone=eng.backbone,
+                   head=head, took_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+@api.post("/classify")
+def classify():
+    """Class probabilities of a trained head for an uploaded image, an indexed id or a vector."""
+    started = time.perf_counter()
+    eng = engine()
+    query = _parse_query()
+    head = _parse_head(query.fields.get("head"), required=True)
+    top = _parse_int(query.fields.get("top"), "top", 5, 1, 1000)
+    predictions = eng.classify_vector(_query_vector(query), head, top)
+    return jsonify(head=head, predictions=[{"class": c, "probability": round(p, 6)} for c, p in predictions],
+                   query=query.describe(), took_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
 @api.get("/images/<int:row_id>")
@@ -129,6 +194,7 @@ def info():
     data = eng.info()
     return jsonify(backbone=data["backbone"], count=data["count"], dim=data["dim"], metric=data["metric"],
                    index_type=data["index_type"], updated=data["updated"], max_k=MAX_K,
+                   heads=data["heads"], whitening=bool(data["whitening"]),
                    max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"])
 
 

@@ -12,6 +12,9 @@ def _error(description: str) -> dict:
 
 def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     k = {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}
+    top = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}
+    head = {"type": "string", "description": "a trained head's name (GET /api/info lists them)"}
+    vector = {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim}
     return {
         "openapi": "3.1.0",
         "info": {"title": "imgsearch", "version": "1",
@@ -24,19 +27,40 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                         "type": "object", "required": ["image"],
                         "properties": {"image": {"type": "string", "format": "binary",
                                                  "description": f"at most {max_upload_bytes} bytes"},
-                                       "k": k}}},
+                                       "k": k, "head": head}}},
                     "application/json": {"schema": {"oneOf": [
                         {"type": "object", "required": ["id"],
-                         "properties": {"id": {"type": "integer"}, "k": k}},
+                         "properties": {"id": {"type": "integer"}, "k": k, "head": head}},
                         {"type": "object", "required": ["vector"],
-                         "properties": {"vector": {"type": "array", "items": {"type": "number"},
-                                                   "minItems": dim, "maxItems": dim}, "k": k}},
+                         "properties": {"vector": vector, "k": k, "head": head}},
                     ]}},
                 }},
                 "responses": {
                     "200": {"description": "Results, best first",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
-                    "400": _error("Not an image, missing field, bad k, id or vector"),
+                    "400": _error("Not an image, missing field, bad k, id, vector or head"),
+                    "404": _error("Unknown id"),
+                    "413": _error("Upload over the size limit"),
+                },
+            }},
+            "/api/classify": {"post": {
+                "summary": "Class probabilities of a trained head for an uploaded image, an indexed id or a vector",
+                "requestBody": {"required": True, "content": {
+                    "multipart/form-data": {"schema": {
+                        "type": "object", "required": ["image"],
+                        "properties": {"image": {"type": "string", "format": "binary"}, "head": head,
+                                       "top": top}}},
+                    "application/json": {"schema": {"oneOf": [
+                        {"type": "object", "required": ["id"],
+                         "properties": {"id": {"type": "integer"}, "head": head, "top": top}},
+                        {"type": "object", "required": ["vector"],
+                         "properties": {"vector": vector, "head": head, "top": top}},
+                    ]}},
+                }},
+                "responses": {
+                    "200": {"description": "Predictions, most probable first",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClassifyResponse"}}}},
+                    "400": _error("Not an image, missing field, unknown head, bad top, id or vector"),
                     "404": _error("Unknown id"),
                     "413": _error("Upload over the size limit"),
                 },
@@ -71,6 +95,13 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                "properties": {"results": {"type": "array",
                                                           "items": {"$ref": "#/components/schemas/Hit"}},
                                               "took_ms": {"type": "number"}, "backbone": {"type": "string"},
+                                              "head": {"type": ["string", "null"]},
                                               "query": {"type": "object"}}},
+            "ClassifyResponse": {"type": "object", "required": ["head", "predictions", "took_ms"],
+                                 "properties": {"head": {"type": "string"}, "took_ms": {"type": "number"},
+                                                "predictions": {"type": "array", "items": {
+                                                    "type": "object", "required": ["class", "probability"],
+                                                    "properties": {"class": {"type": "string"},
+                                                                   "probability": {"type": "number"}}}}}},
         }},
     }

@@ -1,9 +1,14 @@
 // Query-by-example: upload, drop or paste an image; click a result for "more like this".
+// With classification heads, the query's predicted classes show beside it, and
+// "head-aware search" blends the head's class probabilities into the similarity.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const resultsEl = $("results");
 const statusEl = $("status");
+const headSelect = $("head-select");  // absent when the index has no heads
+const headAware = $("head-aware");
+const K = 24;
 let queryUrl = null;
 
 function setStatus(text, isError = false) {
@@ -16,20 +21,46 @@ function showQuery(src, caption) {
   queryUrl = src.startsWith("blob:") ? src : null;
   $("query-image").src = src;
   $("query-caption").textContent = caption;
+  $("predictions").hidden = true;
   $("query").hidden = false;
 }
 
-async function runSearch(init, label) {
+// POST a query ({file} or {id}) with extra fields to an API endpoint; resolve to the JSON body.
+async function post(endpoint, query, fields) {
+  let init;
+  if (query.file) {
+    const form = new FormData();
+    form.append("image", query.file, query.file.name || "pasted.png");
+    for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
+    init = { method: "POST", body: form };
+  } else {
+    init = {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ id: query.id, ...fields }),
+    };
+  }
+  const response = await fetch(endpoint, init);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+  return body;
+}
+
+async function run(query, label) {
   setStatus("Searching…");
   resultsEl.setAttribute("aria-busy", "true");
+  const head = headSelect ? headSelect.value : null;
+  const fields = { k: K };
+  if (head && headAware.checked) fields.head = head;
   try {
-    const response = await fetch("/api/search", init);
-    const body = await response.json();
-    if (!response.ok) {
-      throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
-    }
-    render(body.results);
-    setStatus(`${body.results.length} results for ${label} in ${body.took_ms} ms`);
+    const [found, classified] = await Promise.all([
+      post("/api/search", query, fields),
+      head ? post("/api/classify", query, { head, top: 3 }) : Promise.resolve(null),
+    ]);
+    render(found.results);
+    if (classified) renderPredictions(classified.predictions);
+    const how = found.head ? ` (head-aware: ${found.head})` : "";
+    setStatus(`${found.results.length} results for ${label} in ${found.took_ms} ms${how}`);
   } catch (err) {
     setStatus(`Search failed: ${err.message}`, true);
   } finally {
@@ -44,19 +75,30 @@ function searchFile(file) {
     return;
   }
   showQuery(URL.createObjectURL(file), file.name || "pasted image");
-  const form = new FormData();
-  form.append("image", file, file.name || "pasted.png");
-  form.append("k", "24");
-  runSearch({ method: "POST", body: form }, file.name || "the pasted image");
+  run({ file }, file.name || "the pasted image");
 }
 
 function searchId(hit) {
   showQuery(hit.thumbnail_url, `${hit.label || "(no label)"} · id ${hit.id}`);
-  runSearch({
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ id: hit.id, k: 24 }),
-  }, `image ${hit.id}`);
+  run({ id: hit.id }, `image ${hit.id}`);
+}
+
+function renderPredictions(predictions) {
+  const list = $("predictions");
+  list.replaceChildren(...predictions.map((p) => {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.textContent = p.class;
+    const bar = document.createElement("meter");
+    bar.min = 0;
+    bar.max = 1;
+    bar.value = p.probability;
+    const pct = document.createElement("strong");
+    pct.textContent = `${(100 * p.probability).toFixed(1)} %`;
+    li.append(name, bar, pct);
+    return li;
+  }));
+  list.hidden = false;
 }
 
 function render(results) {
