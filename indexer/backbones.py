@@ -49,6 +49,7 @@ class Backbone:
     features: object  # keras.Model: preprocessed (n, S, S, 3) -> (n, D)
     preprocess: Callable  # tf: raw RGB (n, S, S, 3) in [0, 255] -> model input
     classifier: object | None = None  # keras.Model -> [features, logits], when the top is known
+    weights_id: str = ""  # identifies the exact weights (file digest), for caches derived from them
 
     @property
     def name(self) -> str:
@@ -110,7 +111,8 @@ def _load_lite(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Back
     source = Path(weights) if weights else _lite_weights_file(spec)
     if not source.is_file():
         raise BackboneError(f"weights file not found: {source}")
-    cached = Path(cache_dir) / "models" / f"{spec.name}-{_file_digest(source)}.keras"
+    digest = _file_digest(source)
+    cached = Path(cache_dir) / "models" / f"{spec.name}-{digest}.keras"
     model = None
     if cached.is_file():
         try:
@@ -130,7 +132,8 @@ def _load_lite(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Back
     def preprocess(x):  # (n, S, S, 3) in [0, 255] -> [-1, 1]
         return (x / 255.0 - 0.5) / 0.5
 
-    return Backbone(spec, "imagenet" if weights is None else str(source), features, tf.function(preprocess), model)
+    return Backbone(spec, "imagenet" if weights is None else str(source), features, tf.function(preprocess), model,
+                    weights_id=digest)
 
 
 # ---------------------------------------------------------------- keras.applications
@@ -162,8 +165,8 @@ def _load_keras_app(spec: BackboneSpec, weights: str | None, cache_dir: Path) ->
                 f"efficientnet-lite0 or efficientnet-lite2."
             ) from exc
         raise BackboneError(f"cannot build {spec.name} with weights {weights!r}: {exc}") from exc
-    preprocess = module.preprocess_input
-    return Backbone(spec, weights, model, preprocess)
+    weights_id = "imagenet" if weights == "imagenet" else _file_digest(Path(weights))
+    return Backbone(spec, weights, model, module.preprocess_input, weights_id=weights_id)
 
 
 # ---------------------------------------------------------------- registry

@@ -24,12 +24,16 @@ class IndexConfig:
     # otherwise a local weights file.
     weights: str | None = None
     batch_size: int = 32
+    runtime: str = "auto"  # "auto" (TFLite on CPU, tf.function on GPU), "tflite" or "tf"
     shard_size: int = 4096  # rows per Parquet shard
+    decode_workers: int | None = None  # decoding processes; None = one per core, 0 = a thread
     cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.runtime not in ("auto", "tflite", "tf"):
+            raise ValueError(f"runtime must be auto, tflite or tf, got {self.runtime!r}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")

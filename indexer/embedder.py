@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from .backbones import Backbone
@@ -9,28 +11,28 @@ from .vectors import l2_normalize
 
 
 class Embedder:
-    """Runs a backbone through one compiled ``tf.function`` in fixed-size batches."""
+    """Runs a backbone in fixed-size batches through the chosen runtime.
 
-    def __init__(self, backbone: Backbone, batch_size: int = 32):
-        import tensorflow as tf
+    ``runtime``: "auto" (TFLite on CPU, tf.function on GPU), "tflite" or "tf".
+    """
+
+    def __init__(self, backbone: Backbone, batch_size: int = 32, runtime: str = "auto",
+                 cache_dir: Path | None = None):
+        from .runtime import make_runner
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backbone = backbone
         self.batch_size = batch_size
-        size = backbone.input_size
-        features, preprocess = backbone.features, backbone.preprocess
-
-        @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
-        def _embed(images):  # (n, S, S, 3) uint8
-            x = preprocess(tf.cast(images, tf.float32))
-            return features(x, training=False)  # (n, D)
-
-        self._embed = _embed
+        self.runner = make_runner(backbone, runtime, cache_dir)
 
     @property
     def dim(self) -> int:
         return self.backbone.dim
+
+    @property
+    def runtime(self) -> str:
+        return self.runner.description
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         """(n, S, S, 3) uint8 -> (n, D) float32 unit vectors."""
@@ -43,5 +45,5 @@ class Embedder:
         out = np.empty((len(images), self.dim), np.float32)
         for start in range(0, len(images), self.batch_size):
             batch = images[start:start + self.batch_size]
-            out[start:start + len(batch)] = self._embed(batch).numpy()
+            out[start:start + len(batch)] = self.runner(batch)
         return l2_normalize(out)

@@ -6,12 +6,9 @@ Each stage is a plain function or small class that can be tested alone;
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -19,64 +16,12 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .config import IndexConfig
-from .images import DecodedImage, ImageDecodeError, decode_image
-from .sources import ImageFile, iter_image_files
+from .reader import AlreadyIndexed, Decoded, Skipped, known_keys, read_images, read_one
+from .sources import count_image_files, iter_image_files
 from .store import EmbeddingStore, IndexFormatError, Row, embeddings_of, library_versions
+from .writer import ShardWriter
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- stage 1: read
-
-
-@dataclass
-class Decoded:
-    file: ImageFile
-    sha256: str
-    image: DecodedImage
-
-
-@dataclass
-class Skipped:
-    file: ImageFile
-    reason: str
-
-
-@dataclass
-class AlreadyIndexed:
-    file: ImageFile
-    sha256: str
-
-
-def read_one(file: ImageFile, size: int, known: set[str] | frozenset = frozenset()):
-    """Read, hash and decode one file; never raises for a bad file."""
-    try:
-        with open(file.path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        return Skipped(file, f"cannot read file: {exc.strerror or exc}")
-    sha = hashlib.sha256(data).hexdigest()
-    if sha in known:
-        return AlreadyIndexed(file, sha)
-    try:
-        return Decoded(file, sha, decode_image(data, size))
-    except ImageDecodeError as exc:
-        return Skipped(file, str(exc))
-    except Exception as exc:  # a decoder bug on one file must not end the run
-        return Skipped(file, f"unexpected decoder error: {type(exc).__name__}: {exc}")
-
-
-def read_images(files: Iterable[ImageFile], size: int, known: set[str] | frozenset = frozenset(),
-                workers: int = 2, window: int = 128) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
-    """Decode files in worker threads, ``window`` ahead of the consumer, in input order."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending: deque = deque()
-        for file in files:
-            pending.append(pool.submit(read_one, file, size, known))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 # ---------------------------------------------------------------- stage 2: embed
@@ -100,28 +45,6 @@ def embed_batches(items: Iterable[Decoded], embed: Callable[[np.ndarray], np.nda
         yield from flush()
 
 
-# ---------------------------------------------------------------- stage 3: write
-
-
-class ShardWriter:
-    """Buffers rows and writes a Parquet shard every ``shard_size`` rows."""
-
-    def __init__(self, store: EmbeddingStore, dim: int, shard_size: int):
-        self.store, self.dim, self.shard_size = store, dim, shard_size
-        self.buffer: list[Row] = []
-        self.written: list[str] = []
-
-    def add(self, row: Row) -> None:
-        self.buffer.append(row)
-        if len(self.buffer) >= self.shard_size:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.buffer:
-            self.written.append(self.store.write_shard(self.buffer, self.dim))
-            self.buffer = []
-
-
 # ---------------------------------------------------------------- the run
 
 
@@ -131,6 +54,8 @@ class IndexSummary:
     found: int = 0  # image files found under the sources
     added: int = 0  # newly embedded and indexed
     already_indexed: int = 0  # same content (sha256) already in the index
+    changed: int = 0  # indexed path whose content changed: re-embedded, same id
+    removed: int = 0  # with sync: indexed files that are gone
     duplicates: int = 0  # same content as another file of this run
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     total: int = 0  # images in the index after the run
@@ -140,8 +65,8 @@ class IndexSummary:
         rate = self.added / self.seconds if self.seconds else 0.0
         out = [
             f"indexed {self.added} new images in {self.seconds:.1f}s ({rate:.1f} img/s); "
-            f"{self.already_indexed} already indexed, {self.duplicates} duplicates, "
-            f"{len(self.skipped)} skipped; {self.total} images in {self.index_dir}"
+            f"{self.already_indexed} already indexed, {self.changed} changed, {self.removed} removed, "
+            f"{self.duplicates} duplicates, {len(self.skipped)} skipped; {self.total} images in {self.index_dir}"
         ]
         if self.skipped:
             out.append(f"skipped files (also in {Path(self.index_dir) / 'skipped.log'}):")
@@ -162,17 +87,22 @@ def check_compatible(manifest: dict, backbone_name: str, dim: int, where: str) -
 
 
 def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike,
-                 config: IndexConfig = IndexConfig()) -> IndexSummary:
-    """Index the images under ``sources`` into ``index_dir`` (created or extended)."""
+                 config: IndexConfig = IndexConfig(), *, sync: bool = False) -> IndexSummary:
+    """Index the images under ``sources`` into ``index_dir`` (created or extended).
+
+    New files are added; a file whose content changed since it was indexed is
+    re-embedded and keeps its id.  With ``sync``, indexed images whose files
+    are no longer under ``sources`` are removed.
+    """
     from tqdm.auto import tqdm
 
     from .backbones import load_backbone
     from .embedder import Embedder
 
     started = time.perf_counter()
-    files = list(iter_image_files(sources))  # fails early on a missing source
+    total = count_image_files(sources)  # fails early on a missing source; nothing is read yet
     store = EmbeddingStore(index_dir)
-    summary = IndexSummary(str(index_dir), found=len(files))
+    summary = IndexSummary(str(index_dir), found=total)
     backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
     if store.exists():
         manifest = store.read_manifest()
@@ -185,20 +115,39 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
         store.root.mkdir(parents=True, exist_ok=True)
         store.publish(manifest)
 
-    shards = store.completed_shards()  # includes shards an interrupted run completed
-    existing = store.read_table(shards, ["id", "sha256"])
-    known = set(existing.column("sha256").to_pylist())
-    next_id = int(max(existing.column("id").to_pylist(), default=-1)) + 1
+    store.remove_temp_files()  # what a killed run was writing
+    shards = store.recover_shards(manifest)  # adds shards an interrupted run completed
+    existing = store.read_table(shards, ["id", "path", "sha256"])
+    ids = existing.column("id").to_pylist()
+    by_path = dict(zip(existing.column("path").to_pylist(), zip(ids, existing.column("sha256").to_pylist())))
+    next_id = max(ids, default=-1) + 1
+    remove_ids: set[int] = set()
+    if sync:
+        present = {f.path for f in iter_image_files(sources)}
+        gone = {path: row for path, row in by_path.items() if path not in present}
+        remove_ids.update(row_id for row_id, _ in gone.values())
+        summary.removed = len(gone)
+        by_path = {p: row for p, row in by_path.items() if p not in gone}
+    known = {sha for _, sha in by_path.values()}
+    reuse: dict[str, int] = {}  # path -> id, for files whose content changed
 
-    embedder = Embedder(backbone, config.batch_size)
+    embedder = Embedder(backbone, config.batch_size, config.runtime, config.cache_dir)
     writer = ShardWriter(store, backbone.dim, config.shard_size)
-    seen_this_run: set[str] = set()
-    bar = tqdm(total=len(files), unit="img", desc="indexing", disable=not config.progress, smoothing=0.1)
+    bar = tqdm(total=total, unit="img", desc="indexing", disable=not config.progress, smoothing=0.1)
 
     def to_embed() -> Iterator[Decoded]:
-        for item in read_images(files, backbone.input_size, frozenset(known)):
-            if isinstance(item, Decoded) and item.sha256 not in seen_this_run:
-                seen_this_run.add(item.sha256)
+        for item in read_images(iter_image_files(sources), backbone.input_size, known_keys(known),
+                                workers=config.decode_workers):
+            if isinstance(item, AlreadyIndexed) and item.sha256 not in known:
+                item = read_one(item.file, backbone.input_size)  # only its 64-bit key was known
+            old = by_path.get(item.file.path) if not isinstance(item, Skipped) else None
+            if old is not None and old[1] != item.sha256:  # same path, new content
+                remove_ids.add(old[0])
+                summary.changed += 1
+                if isinstance(item, Decoded) and item.sha256 not in known:
+                    reuse[item.file.path] = old[0]
+            if isinstance(item, Decoded) and item.sha256 not in known:
+                known.add(item.sha256)
                 yield item
                 continue
             if isinstance(item, Skipped):
@@ -207,31 +156,38 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
                 bar.set_postfix(skipped=len(summary.skipped), refresh=False)
             elif isinstance(item, AlreadyIndexed):
                 summary.already_indexed += 1
-            else:
+            else:  # same content as an earlier file of this run
                 summary.duplicates += 1
             bar.update(1)
 
     try:
         for item, vector in embed_batches(to_embed(), embedder.embed, config.batch_size):
-            writer.add(Row(next_id, item.file.path, item.file.label, item.image.width,
+            row_id = reuse.pop(item.file.path, None)
+            if row_id is None:
+                row_id, next_id = next_id, next_id + 1
+            writer.add(Row(row_id, item.file.path, item.file.label, item.image.width,
                            item.image.height, item.sha256, vector))
-            next_id += 1
             summary.added += 1
             bar.update(1)
-        writer.flush()
     finally:
         bar.close()
+        writer.close()  # on Ctrl-C too: what was embedded is written, and the next run resumes after it
 
-    all_shards = store.completed_shards()
+    # rows replaced by a re-embedded version, or whose files are gone, leave their shards
+    kept, retired = store.rewrite_without(shards, remove_ids) if remove_ids else (shards, [])
+    all_shards = kept + writer.written
     if all_shards != manifest["shards"]:
-        manifest = publish_index(store, manifest, all_shards)
+        manifest = publish_index(store, dict(manifest, runtime=embedder.runtime), all_shards, retired)
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str]) -> dict:
-    """Build the FAISS index (and every head's) over ``shards``, then switch the manifest to them."""
+def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], retired: Sequence[str] = ()) -> dict:
+    """Build the FAISS index (and every head's) over ``shards``, then switch the manifest to them.
+
+    ``retired``: shards this version replaces; they are deleted once it is published.
+    """
     from .faiss_index import build_flat_index
     from .heads import build_head_index, list_heads, load_head
     from .whitening import search_space
@@ -244,10 +200,44 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str]) -> d
     index = build_flat_index(ids, vectors)
     generation = manifest.get("generation", 0) + 1
     index_file = store.write_index(index, generation)
+    # every shard name up to shard_high belongs to this or an earlier version: never adopt one again
+    shard_high = max([*shards, *retired, manifest.get("shard_high", "")])
     manifest = dict(manifest, shards=shards, count=len(ids), index_file=index_file, generation=generation,
-                    search_dim=int(vectors.shape[1]), index_type="Flat", versions=library_versions())
+                    search_dim=int(vectors.shape[1]), index_type="Flat", versions=library_versions(),
+                    shard_high=shard_high)
     for name in list_heads(store.root):  # head-aware search indexes follow the main one
         build_head_index(store.root, load_head(store.root, name, manifest), manifest)
     store.publish(manifest)
     store.remove_stale(keep={index_file})
+    store.delete_shards(retired)
     return manifest
+
+
+@dataclass
+class RemovalSummary:
+    removed: list[int]
+    unknown: list[str]  # ids or paths that are not in the index
+    total: int
+
+
+def remove_images(index_dir, items: Sequence[str | int]) -> RemovalSummary:
+    """Remove images from an index by id (int or digits) or path; ids of the rest stay as they are."""
+    store = EmbeddingStore(index_dir)
+    manifest = store.read_manifest()
+    shards = store.recover_shards(manifest)
+    table = store.read_table(shards, ["id", "path"])
+    id_of_path = dict(zip(table.column("path").to_pylist(), table.column("id").to_pylist()))
+    all_ids = set(table.column("id").to_pylist())
+    remove, unknown = set(), []
+    for item in items:
+        text = str(item)
+        if text.lstrip("-").isdigit() and int(text) in all_ids:
+            remove.add(int(text))
+        elif os.path.abspath(text) in id_of_path:
+            remove.add(id_of_path[os.path.abspath(text)])
+        else:
+            unknown.append(text)
+    if remove or shards != manifest["shards"]:
+        kept, retired = store.rewrite_without(shards, remove)
+        manifest = publish_index(store, manifest, kept, retired)
+    return RemovalSummary(sorted(remove), unknown, manifest["count"])

@@ -161,14 +161,67 @@ class EmbeddingStore:
 
     def write_shard(self, rows: Sequence[Row], dim: int) -> str:
         """Write rows as the next shard, atomically; returns the shard's name."""
+        return self.write_table(rows_to_table(rows, dim))
+
+    def write_table(self, table: pa.Table) -> str:
+        """Write a table in the shard schema as the next shard, atomically; returns its name."""
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         existing = self.completed_shards()
         number = int(existing[-1][5:10]) + 1 if existing else 0
         name = f"part-{number:05d}.parquet"
         tmp = self.shard_dir / f".{name}.{os.getpid()}.tmp"
-        pq.write_table(rows_to_table(rows, dim), tmp)
+        pq.write_table(table, tmp)
         os.replace(tmp, self.shard_dir / name)
         return name
+
+    def recover_shards(self, manifest: dict) -> list[str]:
+        """Published shards plus the ones an interrupted ``index`` run completed.
+
+        An unpublished shard numbered below the last published one, or holding
+        ids that published shards hold, is a leftover of an interrupted removal
+        or sync (a replacement never published, or an original already
+        replaced): it is deleted, never served.
+        """
+        published = list(manifest["shards"])
+        last = max(published + [manifest.get("shard_high", "")])
+        ids = self.read_table(published, ["id"]).column("id").to_numpy() if published else np.empty(0, np.int64)
+        result = list(published)
+        for name in self.completed_shards():
+            if name in published:
+                continue
+            shard_ids = pq.read_table(self.shard_dir / name, columns=["id"]).column("id").to_numpy()
+            if name <= last or np.isin(shard_ids, ids).any():
+                (self.shard_dir / name).unlink(missing_ok=True)
+                continue
+            ids = np.concatenate([ids, shard_ids])
+            result.append(name)
+        return result
+
+    def rewrite_without(self, shards: Sequence[str], remove_ids) -> tuple[list[str], list[str]]:
+        """New shard list with the rows of ``remove_ids`` left out, and the shards that were replaced.
+
+        Affected shards are rewritten as new shards (the originals stay on disk
+        until the caller has published and deletes them).
+        """
+        import pyarrow.compute as pc
+
+        remove = pa.array(sorted(int(i) for i in remove_ids), pa.int64())
+        kept, replaced, rewritten = [], [], []
+        for name in shards:
+            ids = pq.read_table(self.shard_dir / name, columns=["id"]).column("id")
+            if not pc.any(pc.is_in(ids, value_set=remove)).as_py():
+                kept.append(name)
+                continue
+            table = pq.read_table(self.shard_dir / name)
+            table = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=remove)))
+            replaced.append(name)
+            if table.num_rows:
+                rewritten.append(self.write_table(table))
+        return kept + rewritten, replaced
+
+    def delete_shards(self, names: Iterable[str]) -> None:
+        for name in names:
+            (self.shard_dir / name).unlink(missing_ok=True)
 
     def read_table(self, shards: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
         if not shards:
@@ -214,6 +267,13 @@ class EmbeddingStore:
             return faiss.read_index(str(path))
         except RuntimeError as exc:
             raise IndexFormatError(f"{path} is unreadable: {exc}") from exc
+
+    def remove_temp_files(self) -> None:
+        """Delete half-written files a killed run left (they were never renamed into place)."""
+        for folder in (self.root, self.shard_dir):
+            if folder.is_dir():
+                for p in folder.glob(".*.tmp*"):
+                    p.unlink(missing_ok=True)
 
     def remove_stale(self, keep: set[str]) -> None:
         """Delete old index generations and temp files nobody can still be publishing."""

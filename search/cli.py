@@ -37,13 +37,22 @@ def main(verbose: bool) -> None:
               help="CNN to embed with; an existing index keeps the one it was built with.")
 @click.option("--weights", default=None, help="Local weights file (default: the backbone's ImageNet weights).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--runtime", type=click.Choice(["auto", "tflite", "tf"]), default="auto", show_default=True,
+              help="Inference: TFLite (fastest exact on CPU), tf.function (GPU); auto picks.")
 @click.option("--shard-size", default=4096, show_default=True, type=click.IntRange(1),
               help="Rows per Parquet shard.")
+@click.option("--workers", type=click.IntRange(0, 256), default=None,
+              help="Decoding processes (default: one per core; 0: decode in a thread).")
+@click.option("--sync", is_flag=True, help="Also remove indexed images whose files are gone from SOURCES.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def index(sources, index_dir, backbone, weights, batch_size, shard_size, no_progress):
-    """Embed the images in SOURCES (folders, recursively, or files) into an index folder.
+def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size, workers, sync, no_progress):
+    """Embed the images in SOURCES into an index folder.
 
-    Running it again on the same folder adds only images not indexed yet.
+    SOURCES are folders (walked recursively), image files, or lists of images:
+    a .txt file of paths, or a .csv/.parquet file with a 'path' column (and
+    optionally 'label'). Running it again adds only new images, re-embeds
+    files whose content changed (keeping their ids), and resumes a run that
+    was interrupted.
     """
     from indexer.backbones import BackboneError
     from indexer.pipeline import index_images
@@ -53,9 +62,10 @@ def index(sources, index_dir, backbone, weights, batch_size, shard_size, no_prog
     if backbone is None:
         backbone = store.read_manifest()["backbone"]["name"] if store.exists() else DEFAULT_BACKBONE
     config = dataclasses.replace(IndexConfig(), backbone=backbone, weights=weights, batch_size=batch_size,
-                                 shard_size=shard_size, progress=not no_progress)
+                                 runtime=runtime, shard_size=shard_size, decode_workers=workers,
+                                 progress=not no_progress)
     try:
-        summary = index_images(sources, index_dir, config)
+        summary = index_images(sources, index_dir, config, sync=sync)
     except (BackboneError, IndexFormatError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     for line in summary.lines():
@@ -71,6 +81,24 @@ def _open_engine(index_dir):
         return SearchEngine.open(index_dir)
     except IndexFormatError as exc:
         _fail(exc)
+
+
+@main.command()
+@index_option
+@click.argument("items", nargs=-1, required=True)
+def remove(index_dir, items):
+    """Remove images from the index by ID or PATH; other ids stay as they are."""
+    from indexer.pipeline import remove_images
+    from indexer.store import IndexFormatError
+
+    try:
+        result = remove_images(index_dir, items)
+    except IndexFormatError as exc:
+        _fail(exc)
+    click.echo(f"removed {len(result.removed)} images; {result.total} left in {index_dir}")
+    if result.unknown:
+        click.echo("not in the index: " + ", ".join(result.unknown), err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -125,6 +153,7 @@ def info(index_dir, as_json):
     click.echo(f"backbone:   {bb['name']} ({bb['weights']}), {bb['input_size']}px, dim {data['dim']}")
     click.echo(f"preprocess: {bb['preprocessing']}; {bb['resize']}")
     click.echo(f"index type: {data['index_type']}, metric {data['metric']}")
+    click.echo(f"runtime:    {data.get('runtime') or 'unknown'} (when indexed)")
     wh = data.get("whitening")
     click.echo(f"whitening:  {'PCA to %d dims, learned on %d images' % (wh['dim'], wh['learned_on']) if wh else 'off'}")
     click.echo(f"heads:      {', '.join(data['heads']) or 'none'}")

@@ -118,6 +118,7 @@ class SearchEngine:
             "count": m["count"],
             "metric": m["metric"],
             "index_type": m.get("index_type"),
+            "runtime": m.get("runtime"),
             "whitening": m.get("whitening"),
             "heads": self.head_names(),
             "shards": len(m["shards"]),
@@ -246,7 +247,7 @@ class SearchEngine:
 
                 bb = load_backbone(self.backbone, self.config.weights, self.config.cache_dir)
                 check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root))
-                self._embedder = Embedder(bb, self.config.batch_size)
+                self._embedder = Embedder(bb, self.config.batch_size, self.config.runtime, self.config.cache_dir)
             return self._embedder
 
 

@@ -87,3 +87,37 @@ def test_keras_backbone_with_local_weights_file(tmp_path, monkeypatch):
 
     with pytest.raises(BackboneError, match="weights file not found"):
         load_backbone("mobilenet_v2", weights=str(tmp_path / "missing.h5"))
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
+def test_tflite_and_tf_function_give_the_same_embeddings(name, photos_dir):
+    from indexer.images import decode_image
+
+    bb = load_backbone(name)
+    images = np.stack([decode_image(p, bb.input_size).array for p in sorted(photos_dir.glob("*.jpg"))])
+    fast, graph = Embedder(bb, runtime="tflite"), Embedder(bb, runtime="tf")
+    assert fast.runtime.startswith("tflite float32") and graph.runtime.startswith("tf.function")
+    a, b = fast.embed(images), graph.embed(images)  # (8, 1280) each
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > 1 - 1e-4, cos
+    # a different batch size (a resized interpreter) gives the same vectors
+    np.testing.assert_allclose(Embedder(bb, batch_size=3, runtime="tflite").embed(images), a, atol=1e-5)
+
+
+def test_auto_runtime_is_tflite_without_gpu():
+    from indexer.runtime import resolve_runtime
+
+    assert resolve_runtime("auto") == "tflite"  # no GPU is visible on these machines
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        resolve_runtime("onnx")
+
+
+def test_auto_runtime_picks_tf_function_when_a_gpu_is_visible(monkeypatch):
+    import tensorflow as tf
+
+    from indexer.runtime import resolve_runtime
+
+    # the one thing mocked in this suite: a GPU, which these machines do not have
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["/physical_device:GPU:0"] if kind == "GPU" else [])
+    assert resolve_runtime("auto") == "tf"

