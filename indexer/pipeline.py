@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -60,6 +61,13 @@ class IndexSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     total: int = 0  # images in the index after the run
     seconds: float = 0.0
+    startup_seconds: float = 0.0  # until the first batch was embedded (imports, model, workers)
+
+    @property
+    def steady_rate(self) -> float:
+        """Images per second once running: what a long run approaches."""
+        busy = self.seconds - self.startup_seconds
+        return self.added / busy if busy > 0 else 0.0
 
     def lines(self) -> list[str]:
         rate = self.added / self.seconds if self.seconds else 0.0
@@ -162,6 +170,8 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
 
     try:
         for item, vector in embed_batches(to_embed(), embedder.embed, config.batch_size):
+            if not summary.added:
+                summary.startup_seconds = time.perf_counter() - started
             row_id = reuse.pop(item.file.path, None)
             if row_id is None:
                 row_id, next_id = next_id, next_id + 1
@@ -169,6 +179,12 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
                            item.image.height, item.sha256, vector))
             summary.added += 1
             bar.update(1)
+    except BrokenProcessPool as exc:
+        raise RuntimeError(
+            "a decoding worker process died. From a Python script, call index_images() under "
+            "`if __name__ == \"__main__\":` (worker processes re-import the main module), or pass "
+            "IndexConfig(decode_workers=0) to decode in a thread"
+        ) from exc
     finally:
         bar.close()
         writer.close()  # on Ctrl-C too: what was embedded is written, and the next run resumes after it

@@ -190,3 +190,15 @@ def test_decoding_in_worker_processes_matches_in_thread(tmp_path, emoji_dir):
     for p in ra:
         assert ra[p][0] == rb[p][0]
         np.testing.assert_allclose(ra[p][2], rb[p][2], atol=1e-6)
+
+
+@pytest.mark.timeout(300)
+def test_script_without_main_guard_gets_a_clear_message(tmp_path, photos_dir):
+    script = tmp_path / "unguarded.py"
+    script.write_text("from indexer.config import IndexConfig\nfrom indexer.pipeline import index_images\n"
+                      f"index_images([{str(photos_dir)!r}], {str(tmp_path / 'idx')!r}, "
+                      "IndexConfig(progress=False, decode_workers=1))\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=280,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode != 0
+    assert 'if __name__ == "__main__":' in run.stderr and "decode_workers=0" in run.stderr
