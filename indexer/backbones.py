@@ -18,9 +18,12 @@ import hashlib
 import importlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -42,14 +45,43 @@ class BackboneSpec:
     source: tuple[str, str]
 
 
-@dataclass
 class Backbone:
-    spec: BackboneSpec
-    weights: str  # "imagenet", or the weights file used
-    features: object  # keras.Model: preprocessed (n, S, S, 3) -> (n, D)
-    preprocess: Callable  # tf: raw RGB (n, S, S, 3) in [0, 255] -> model input
-    classifier: object | None = None  # keras.Model -> [features, logits], when the top is known
-    weights_id: str = ""  # identifies the exact weights (file digest), for caches derived from them
+    """A built backbone.  The Keras model loads lazily, on first use of
+    ``features``/``classifier``/``preprocess``: with a cached TFLite model,
+    embedding needs neither Keras nor TensorFlow (faster start, less memory).
+    """
+
+    def __init__(self, spec: BackboneSpec, weights: str, weights_id: str,
+                 load_models: Callable[[], tuple[object, object | None, Callable]],
+                 preprocess_np: Callable[[np.ndarray], np.ndarray]):
+        self.spec = spec
+        self.weights = weights  # "imagenet", or the weights file used
+        self.weights_id = weights_id  # identifies the exact weights, for caches derived from them
+        self.preprocess_np = preprocess_np  # numpy: raw RGB (n, S, S, 3) in [0, 255] -> model input, float32
+        self._load_models = load_models
+        self._models = None
+        self._lock = threading.Lock()
+
+    def _get(self, i: int):
+        with self._lock:
+            if self._models is None:
+                self._models = self._load_models()
+            return self._models[i]
+
+    @property
+    def features(self):
+        """keras.Model: preprocessed (n, S, S, 3) -> (n, D)."""
+        return self._get(0)
+
+    @property
+    def classifier(self):
+        """keras.Model -> [features, logits] when the ImageNet top is known, else None."""
+        return self._get(1)
+
+    @property
+    def preprocess(self) -> Callable:
+        """The preprocessing as TensorFlow ops: raw RGB (n, S, S, 3) in [0, 255] -> model input."""
+        return self._get(2)
 
     @property
     def name(self) -> str:
@@ -101,39 +133,46 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _lite_preprocess_np(x: np.ndarray) -> np.ndarray:  # (n, S, S, 3) in [0, 255] -> [-1, 1]
+    return np.asarray(x, np.float32) * np.float32(1 / 127.5) - np.float32(1.0)
+
+
 def _load_lite(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Backbone:
-    import keras
-    import tensorflow as tf
-
-    from .efficientnet_lite import build_efficientnet_lite
-    from .torch_weights import load_state_dict
-
     source = Path(weights) if weights else _lite_weights_file(spec)
     if not source.is_file():
         raise BackboneError(f"weights file not found: {source}")
     digest = _file_digest(source)
     cached = Path(cache_dir) / "models" / f"{spec.name}-{digest}.keras"
-    model = None
-    if cached.is_file():
-        try:
-            model = keras.models.load_model(cached, compile=False)
-            log.info("loaded converted %s from %s", spec.name, cached)
-        except Exception as exc:  # a damaged cache entry is rebuilt, not fatal
-            log.warning("ignoring unreadable cached model %s: %s", cached, exc)
-    if model is None:
-        model = build_efficientnet_lite(load_state_dict(source), spec.input_size, spec.name)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.keras")
-        model.save(tmp)
-        os.replace(tmp, cached)
-        log.info("converted %s from %s, cached at %s", spec.name, source, cached)
-    features = keras.Model(model.inputs, model.outputs[0], name=f"{spec.name}-features")
 
-    def preprocess(x):  # (n, S, S, 3) in [0, 255] -> [-1, 1]
-        return (x / 255.0 - 0.5) / 0.5
+    def load_models():
+        import keras
+        import tensorflow as tf
 
-    return Backbone(spec, "imagenet" if weights is None else str(source), features, tf.function(preprocess), model,
-                    weights_id=digest)
+        from .efficientnet_lite import build_efficientnet_lite
+        from .torch_weights import load_state_dict
+
+        model = None
+        if cached.is_file():
+            try:
+                model = keras.models.load_model(cached, compile=False)
+                log.info("loaded converted %s from %s", spec.name, cached)
+            except Exception as exc:  # a damaged cache entry is rebuilt, not fatal
+                log.warning("ignoring unreadable cached model %s: %s", cached, exc)
+        if model is None:
+            model = build_efficientnet_lite(load_state_dict(source), spec.input_size, spec.name)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.keras")
+            model.save(tmp)
+            os.replace(tmp, cached)
+            log.info("converted %s from %s, cached at %s", spec.name, source, cached)
+        features = keras.Model(model.inputs, model.outputs[0], name=f"{spec.name}-features")
+
+        def preprocess(x):  # (n, S, S, 3) in [0, 255] -> [-1, 1]: RGB/255, then (x - 0.5) / 0.5
+            return (x / 255.0 - 0.5) / 0.5
+
+        return features, model, tf.function(preprocess)
+
+    return Backbone(spec, "imagenet" if weights is None else str(source), digest, load_models, _lite_preprocess_np)
 
 
 # ---------------------------------------------------------------- keras.applications
@@ -166,7 +205,11 @@ def _load_keras_app(spec: BackboneSpec, weights: str | None, cache_dir: Path) ->
             ) from exc
         raise BackboneError(f"cannot build {spec.name} with weights {weights!r}: {exc}") from exc
     weights_id = "imagenet" if weights == "imagenet" else _file_digest(Path(weights))
-    return Backbone(spec, weights, model, module.preprocess_input, weights_id=weights_id)
+
+    def preprocess_np(x):
+        return np.asarray(module.preprocess_input(np.array(x, np.float32)), np.float32)
+
+    return Backbone(spec, weights, weights_id, lambda: (model, None, module.preprocess_input), preprocess_np)
 
 
 # ---------------------------------------------------------------- registry

@@ -25,6 +25,13 @@ RUNTIMES = ("auto", "tflite", "tf")
 
 
 def gpu_visible() -> bool:
+    """Whether TensorFlow can use a GPU.  Without NVIDIA device files there is none, and
+    TensorFlow is not imported just to learn that (TFLite then runs without it)."""
+    import glob
+    import sys
+
+    if "tensorflow" not in sys.modules and not glob.glob("/dev/nvidia[0-9]*") and not glob.glob("/dev/dxg"):
+        return False
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))
@@ -62,6 +69,12 @@ class TFFunctionRunner:
         return self._run(images).numpy()
 
 
+def _tflite_cache_path(backbone: Backbone, cache_dir: Path) -> Path:
+    # the flatbuffer format is stable across TensorFlow versions: the weights identify it
+    key = hashlib.sha256(f"{backbone.name}|{backbone.weights_id}|tflite-f32-v1".encode()).hexdigest()[:16]
+    return Path(cache_dir) / "models" / f"{backbone.name}-{key}.tflite"
+
+
 def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -78,12 +91,11 @@ def _interpreter_class():
 
 def tflite_model(backbone: Backbone, cache_dir: Path) -> bytes:
     """The backbone's features model as a float32 TFLite flatbuffer, converted once and cached."""
-    import tensorflow as tf
-
-    key = hashlib.sha256(f"{backbone.name}|{backbone.weights_id}|{tf.__version__}".encode()).hexdigest()[:16]
-    path = Path(cache_dir) / "models" / f"{backbone.name}-{key}.tflite"
+    path = _tflite_cache_path(backbone, cache_dir)
     if path.is_file():
         return path.read_bytes()
+    import tensorflow as tf
+
     log.info("converting %s to TFLite (once; cached at %s)", backbone.name, path)
     data = tf.lite.TFLiteConverter.from_keras_model(backbone.features).convert()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +114,6 @@ class TFLiteRunner:
     name = "tflite"
 
     def __init__(self, backbone: Backbone, cache_dir: Path, threads: int | None = None):
-        import tensorflow as tf
-
         interpreter_class, package = _interpreter_class()
         self.threads = threads or os.cpu_count() or 1
         self._interp = interpreter_class(model_content=tflite_model(backbone, cache_dir),
@@ -113,17 +123,11 @@ class TFLiteRunner:
         self._batch = 0
         self._lock = threading.Lock()
         self._size = backbone.input_size
-        preprocess = backbone.preprocess
-
-        @tf.function(input_signature=[tf.TensorSpec((None, self._size, self._size, 3), tf.uint8)])
-        def prepare(images):  # the backbone's own preprocessing, outside the flatbuffer
-            return preprocess(tf.cast(images, tf.float32))
-
-        self._prepare = prepare
+        self._prepare = backbone.preprocess_np  # the backbone's own preprocessing, in numpy
         self.description = f"tflite float32 ({package}, XNNPACK, {self.threads} threads)"
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        x = self._prepare(images).numpy()  # (n, S, S, 3) float32
+        x = self._prepare(images)  # (n, S, S, 3) float32
         with self._lock:
             if len(x) != self._batch:
                 self._interp.resize_tensor_input(self._input, [len(x), self._size, self._size, 3])

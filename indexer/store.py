@@ -99,12 +99,13 @@ def library_versions() -> dict:
         "faiss": faiss.__version__,
         "pillow": PIL.__version__,
     }
-    try:
-        import tensorflow as tf
+    from importlib.metadata import PackageNotFoundError, version
 
-        versions["tensorflow"] = tf.__version__
-    except ImportError:
-        pass
+    for package in ("tensorflow", "keras", "ai-edge-litert"):
+        try:  # from the package metadata: importing TensorFlow just for this costs seconds
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
     return versions
 
 

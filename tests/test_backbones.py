@@ -17,6 +17,8 @@ def test_registry_lists_required_backbones():
 def test_converted_model_is_cached_and_reused(tmp_path, monkeypatch, lite0):
     monkeypatch.setattr(backbones, "_LOADED", {})
     first = load_backbone("efficientnet-lite0", cache_dir=tmp_path)
+    assert not (tmp_path / "models").exists()  # nothing is built until the Keras model is needed
+    first.features
     cached = list((tmp_path / "models").glob("efficientnet-lite0-*.keras"))
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns
@@ -28,21 +30,24 @@ def test_converted_model_is_cached_and_reused(tmp_path, monkeypatch, lite0):
     monkeypatch.setattr(lite, "build_efficientnet_lite", lambda *a, **k: calls.append(1) or real_build(*a, **k))
     monkeypatch.setattr(backbones, "_LOADED", {})
     second = load_backbone("efficientnet-lite0", cache_dir=tmp_path)
+    second.features
     assert calls == []  # loaded from the cache, not rebuilt
     assert cached[0].stat().st_mtime_ns == stamp
     x = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
-    np.testing.assert_allclose(Embedder(first).embed(x), Embedder(second).embed(x), atol=1e-6)
-    np.testing.assert_allclose(Embedder(lite0).embed(x), Embedder(second).embed(x), atol=1e-6)
+    np.testing.assert_allclose(Embedder(first, runtime="tf").embed(x), Embedder(second, runtime="tf").embed(x),
+                               atol=1e-6)
+    np.testing.assert_allclose(Embedder(lite0, runtime="tf").embed(x), Embedder(second, runtime="tf").embed(x),
+                               atol=1e-6)
 
 
 def test_damaged_cache_entry_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setattr(backbones, "_LOADED", {})
-    load_backbone("efficientnet-lite0", cache_dir=tmp_path)
+    load_backbone("efficientnet-lite0", cache_dir=tmp_path).features
     (cached,) = (tmp_path / "models").glob("*.keras")
     cached.write_bytes(b"garbage")
     monkeypatch.setattr(backbones, "_LOADED", {})
     bb = load_backbone("efficientnet-lite0", cache_dir=tmp_path)
-    assert bb.dim == 1280
+    assert bb.features.output.shape[-1] == 1280
     assert cached.stat().st_size > 1_000_000
 
 
@@ -121,3 +126,25 @@ def test_auto_runtime_picks_tf_function_when_a_gpu_is_visible(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices",
                         lambda kind=None: ["/physical_device:GPU:0"] if kind == "GPU" else [])
     assert resolve_runtime("auto") == "tf"
+
+
+@pytest.mark.timeout(300)
+def test_indexing_and_search_with_a_cached_tflite_model_never_import_tensorflow(tmp_path, photos_dir, lite0):
+    import subprocess
+    import sys
+
+    Embedder(lite0, runtime="tflite")  # makes sure the converted flatbuffer is cached
+    code = (
+        "import sys\n"
+        "from indexer.config import IndexConfig\nfrom indexer.pipeline import index_images\n"
+        "from search.engine import SearchEngine\n"
+        "if __name__ == '__main__':\n"
+        f"    s = index_images([{str(photos_dir)!r}], {str(tmp_path / 'idx')!r}, IndexConfig(progress=False))\n"
+        f"    hit = SearchEngine.open({str(tmp_path / 'idx')!r}).search_image({str(photos_dir / 'coffee.jpg')!r}, 1)[0]\n"
+        "    print(s.added, hit.path.endswith('coffee.jpg'), 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    script = tmp_path / "run.py"
+    script.write_text(code)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["8", "True", "False", "False"]
