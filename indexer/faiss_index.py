@@ -21,17 +21,30 @@ def gpu_count() -> int:
     return int(get()) if get else 0
 
 
-def build_flat_index(ids: np.ndarray, vectors: np.ndarray):
-    """Exact inner-product index: ids (n,) int64, vectors (n, D) float32."""
+def new_flat_index(dim: int):
+    """An empty exact inner-product index whose ids are the rows' ids."""
     import faiss
 
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def add_to_index(index, ids: np.ndarray, vectors: np.ndarray) -> None:
+    """Add vectors (n, D) float32 under ids (n,) int64."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    if vectors.ndim != 2 or len(ids) != len(vectors):
-        raise ValueError(f"need (n, D) vectors and n ids, got {vectors.shape} and {ids.shape}")
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+    if vectors.ndim != 2 or len(ids) != len(vectors) or vectors.shape[1] != index.d:
+        raise ValueError(f"need (n, {index.d}) vectors and n ids, got {vectors.shape} and {ids.shape}")
     if len(ids):
         index.add_with_ids(vectors, ids)
+
+
+def build_flat_index(ids: np.ndarray, vectors: np.ndarray):
+    """Exact inner-product index: ids (n,) int64, vectors (n, D) float32."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"need (n, D) vectors, got shape {vectors.shape}")
+    index = new_flat_index(vectors.shape[1])
+    add_to_index(index, ids, vectors)
     log.info("built exact inner-product index over %d vectors on CPU", len(ids))
     return index
 

@@ -204,22 +204,33 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
 
     ``retired``: shards this version replaces; they are deleted once it is published.
     """
-    from .faiss_index import build_flat_index
+    from .faiss_index import add_to_index, new_flat_index
     from .heads import build_head_index, list_heads, load_head
     from .whitening import search_space
 
-    table = store.read_table(shards, ["id", "embedding"])
-    ids = table.column("id").to_numpy()  # (n,)
-    if len(np.unique(ids)) != len(ids):
+    # shard by shard: peak memory is the index itself plus one shard, not several copies of everything
+    index, seen, dim = None, [], None
+    for name in shards:
+        table = store.read_table([name], ["id", "embedding"])
+        ids = table.column("id").to_numpy()  # (s,)
+        vectors = search_space(embeddings_of(table), store.root, manifest)  # (s, d)
+        if index is None:
+            index, dim = new_flat_index(vectors.shape[1]), vectors.shape[1]
+        add_to_index(index, ids, vectors)
+        seen.append(ids)
+    all_ids = np.concatenate(seen) if seen else np.empty(0, np.int64)
+    if len(np.unique(all_ids)) != len(all_ids):
         raise IndexFormatError(f"duplicate ids in the shards of {store.root}: the index is damaged")
-    vectors = search_space(embeddings_of(table), store.root, manifest)  # (n, d)
-    index = build_flat_index(ids, vectors)
+    if index is None:  # no shards: an empty index of the search dimension
+        dim = (manifest.get("whitening") or {}).get("dim", manifest["dim"])
+        index = new_flat_index(dim)
+    ids = all_ids
     generation = manifest.get("generation", 0) + 1
     index_file = store.write_index(index, generation)
     # every shard name up to shard_high belongs to this or an earlier version: never adopt one again
     shard_high = max([*shards, *retired, manifest.get("shard_high", "")])
     manifest = dict(manifest, shards=shards, count=len(ids), index_file=index_file, generation=generation,
-                    search_dim=int(vectors.shape[1]), index_type="Flat", versions=library_versions(),
+                    search_dim=int(dim), index_type="Flat", versions=library_versions(),
                     shard_high=shard_high)
     for name in list_heads(store.root):  # head-aware search indexes follow the main one
         build_head_index(store.root, load_head(store.root, name, manifest), manifest)

@@ -71,7 +71,7 @@ class TFFunctionRunner:
 
 def _tflite_cache_path(backbone: Backbone, cache_dir: Path) -> Path:
     # the flatbuffer format is stable across TensorFlow versions: the weights identify it
-    key = hashlib.sha256(f"{backbone.name}|{backbone.weights_id}|tflite-f32-v1".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{backbone.name}|{backbone.weights_id}|tflite-f32-v2".encode()).hexdigest()[:16]
     return Path(cache_dir) / "models" / f"{backbone.name}-{key}.tflite"
 
 
@@ -97,7 +97,15 @@ def tflite_model(backbone: Backbone, cache_dir: Path) -> bytes:
     import tensorflow as tf
 
     log.info("converting %s to TFLite (once; cached at %s)", backbone.name, path)
-    data = tf.lite.TFLiteConverter.from_keras_model(backbone.features).convert()
+    model = backbone.features
+    if backbone.name.startswith("efficientnet-lite"):
+        import keras
+
+        # raw uint8 pixels in, preprocessing inside the graph: one pass over the batch less
+        images = keras.Input((backbone.input_size, backbone.input_size, 3), dtype="uint8")
+        x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(keras.ops.cast(images, "float32"))
+        model = keras.Model(images, model(x))
+    data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
@@ -118,7 +126,9 @@ class TFLiteRunner:
         self.threads = threads or os.cpu_count() or 1
         self._interp = interpreter_class(model_content=tflite_model(backbone, cache_dir),
                                          num_threads=self.threads)
-        self._input = self._interp.get_input_details()[0]["index"]
+        details = self._interp.get_input_details()[0]
+        self._input = details["index"]
+        self._raw_input = details["dtype"] == np.uint8  # preprocessing is inside the flatbuffer
         self._output = self._interp.get_output_details()[0]["index"]
         self._batch = 0
         self._lock = threading.Lock()
@@ -127,7 +137,7 @@ class TFLiteRunner:
         self.description = f"tflite float32 ({package}, XNNPACK, {self.threads} threads)"
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        x = self._prepare(images)  # (n, S, S, 3) float32
+        x = images if self._raw_input else self._prepare(images)  # (n, S, S, 3)
         with self._lock:
             if len(x) != self._batch:
                 self._interp.resize_tensor_input(self._input, [len(x), self._size, self._size, 3])

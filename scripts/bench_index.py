@@ -77,14 +77,19 @@ def rate(fn, items: int, repeat: int = 3) -> float:
 
 
 def run_index(folder: Path, index_dir: Path, backbone: str, batch: int) -> dict:
-    """`imgsearch index` in a child process: wall-clock images/s and the child's peak RSS."""
-    code = ("import resource, sys, time, dataclasses\n"
+    """Indexing in a child process: wall-clock images/s, start-up, and the child's peak RSS.
+
+    The child is spawned with ``-c``, so decode workers need no main guard.
+    """
+    code = ("import sys, time, dataclasses\n"
             "from indexer.config import IndexConfig\nfrom indexer.pipeline import index_images\n"
             "t = time.perf_counter()\n"
             f"s = index_images([{str(folder)!r}], {str(index_dir)!r}, dataclasses.replace(IndexConfig(), "
             f"backbone={backbone!r}, batch_size={batch}, progress=False))\n"
             "dt = time.perf_counter() - t\n"
-            "print(s.added, dt, s.startup_seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+            # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would show this parent's peak
+            "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]\n"
+            "print(s.added, dt, s.startup_seconds, hwm)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     added, seconds, startup, rss_kb = out.stdout.split()[-4:]
     added, seconds, startup = int(added), float(seconds), float(startup)
