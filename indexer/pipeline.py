@@ -128,7 +128,7 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
     existing = store.read_table(shards, ["id", "path", "sha256"])
     ids = existing.column("id").to_pylist()
     by_path = dict(zip(existing.column("path").to_pylist(), zip(ids, existing.column("sha256").to_pylist())))
-    next_id = max(ids, default=-1) + 1
+    next_id = max(max(ids, default=-1) + 1, manifest.get("next_id", 0))  # removed ids are never reused
     remove_ids: set[int] = set()
     if sync:
         present = {f.path for f in iter_image_files(sources)}
@@ -229,9 +229,10 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
     index_file = store.write_index(index, generation)
     # every shard name up to shard_high belongs to this or an earlier version: never adopt one again
     shard_high = max([*shards, *retired, manifest.get("shard_high", "")])
+    next_id = max(int(ids.max()) + 1 if len(ids) else 0, manifest.get("next_id", 0))
     manifest = dict(manifest, shards=shards, count=len(ids), index_file=index_file, generation=generation,
                     search_dim=int(dim), index_type="Flat", versions=library_versions(),
-                    shard_high=shard_high)
+                    shard_high=shard_high, next_id=next_id)
     for name in list_heads(store.root):  # head-aware search indexes follow the main one
         build_head_index(store.root, load_head(store.root, name, manifest), manifest)
     store.publish(manifest)

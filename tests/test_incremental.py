@@ -134,10 +134,14 @@ def test_remove_by_id_and_path(tmp_path, emoji_dir):
     assert 10 not in [h.id for h in engine.search_id(11, k=len(engine) - 1)]
     r = CliRunner().invoke(main, ["remove", "--index", str(index_dir), "99999", "/no/such.png"])
     assert r.exit_code == 1 and "not in the index: 99999, /no/such.png" in r.output
-    # adding after removal gives fresh ids, never reused ones
+    # removing the highest id, then adding: fresh ids, never reused ones
+    top = max(v[0] for v in after.values())
+    top_path = next(p for p, v in after.items() if v[0] == top)
+    assert remove_images(index_dir, [top]).removed == [top]
     summary = index_images([emoji_dir], index_dir, CFG)
-    assert summary.added == 2
-    new_ids = {v[0] for p, v in rows(index_dir).items() if p in (victim_path, by_id[10])}
+    assert summary.added == 3
+    assert rows(index_dir)[top_path][0] > top
+    new_ids = {v[0] for p, v in rows(index_dir).items() if p in (victim_path, by_id[10], top_path)}
     assert min(new_ids) > max(v[0] for v in before.values())
 
 
