@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import EmbeddingStore, IndexFormatError, embeddings_of
+from .store import EmbeddingStore, embeddings_of
 from .vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -351,26 +351,31 @@ def train_head(index_dir, name: str, *, labels_csv=None,
 
 
 def build_head_index(index_dir, head: Head, manifest: dict) -> str:
-    """(Re)build the head-aware FAISS index over the published shards; returns its file name."""
+    """(Re)build the head-aware FAISS index over the manifest's shards; returns its file name.
+
+    Shard by shard, like the main index: peak memory is the index plus one shard.
+    """
     import faiss
 
-    from .faiss_index import build_flat_index
+    from .faiss_index import add_to_index, new_flat_index
     from .whitening import search_space
 
     store = EmbeddingStore(index_dir)
-    table = store.read_table(manifest["shards"], ["id", "embedding"])
-    raw = embeddings_of(table)
-    vectors = head.augment(search_space(raw, index_dir, manifest), raw)  # (n, D + C)
-    index = build_flat_index(table.column("id").to_numpy(), vectors)
-    folder = heads_root(index_dir) / head.name
-    name = f"search-{manifest.get('generation', 0):06d}.faiss"
-    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    search_dim = manifest.get("search_dim", manifest["dim"])
+    index = new_flat_index(search_dim + len(head.classes))
+    for shard in manifest["shards"]:
+        table = store.read_table([shard], ["id", "embedding"])
+        raw = embeddings_of(table)  # (s, D)
+        add_to_index(index, table.column("id").to_numpy(),
+                     head.augment(search_space(raw, index_dir, manifest), raw))  # (s, d + C)
+    path = head_index_path(index_dir, head.name, manifest)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     faiss.write_index(index, str(tmp))
-    os.replace(tmp, folder / name)
-    for old in folder.glob("search-*.faiss"):
-        if old.name != name:
+    os.replace(tmp, path)
+    for old in path.parent.glob("search-*.faiss"):
+        if old != path:
             old.unlink(missing_ok=True)
-    return name
+    return path.name
 
 
 def head_index_path(index_dir, name: str, manifest: dict) -> Path:

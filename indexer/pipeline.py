@@ -108,7 +108,10 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
     from .embedder import Embedder
 
     started = time.perf_counter()
-    total = count_image_files(sources)  # fails early on a missing source; nothing is read yet
+    # one listing pass (nothing is read yet): fails early on a missing source, sizes the progress bar,
+    # and with sync tells which indexed files are gone
+    present = {f.path for f in iter_image_files(sources)} if sync else None
+    total = len(present) if sync else count_image_files(sources)
     store = EmbeddingStore(index_dir)
     summary = IndexSummary(str(index_dir), found=total)
     backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
@@ -131,7 +134,6 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
     next_id = max(max(ids, default=-1) + 1, manifest.get("next_id", 0))  # removed ids are never reused
     remove_ids: set[int] = set()
     if sync:
-        present = {f.path for f in iter_image_files(sources)}
         gone = {path: row for path, row in by_path.items() if path not in present}
         remove_ids.update(row_id for row_id, _ in gone.values())
         summary.removed = len(gone)

@@ -139,7 +139,6 @@ def main() -> None:
             model.predict(bb.preprocess(x), verbose=0)
 
     c = rate(naive, len(naive_files), repeat=1)
-    del fast, graph, model
 
     results = {}
     for n in (args.images // 2, args.images):
