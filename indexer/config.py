@@ -29,11 +29,29 @@ class IndexConfig:
     decode_workers: int | None = None  # decoding processes; None = one per core, 0 = a thread
     cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
+    # the FAISS index (see indexer/ann.py); None keeps what the index was last built with, else the default
+    index_type: str | None = None  # "auto" or a FAISS factory string such as "IVF1024,Flat" or "HNSW32"
+    max_index_memory: int | str | None = None  # bytes (or "4G") the index may take in RAM; default 32 GiB
+    target_recall: float | None = None  # recall@10 against exact search that tuning aims for; default 0.95
+    rerank: bool | None = None  # re-score approximate candidates with the full vectors (memory-mapped)
+    use_gpu: str = "auto"  # "auto": FAISS on GPU when it has one; "no": always CPU
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.runtime not in ("auto", "tflite", "tf"):
             raise ValueError(f"runtime must be auto, tflite or tf, got {self.runtime!r}")
+        if self.target_recall is not None and not 0 < self.target_recall <= 1:
+            raise ValueError(f"target_recall must be in (0, 1], got {self.target_recall}")
+        if self.use_gpu not in ("auto", "no"):
+            raise ValueError(f"use_gpu must be auto or no, got {self.use_gpu!r}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+
+    def ann_overrides(self) -> dict:
+        """The index options this config sets explicitly (AnnOptions field -> value)."""
+        from indexer.ann import parse_memory
+
+        given = {"index_type": self.index_type, "target_recall": self.target_recall, "rerank": self.rerank,
+                 "max_memory": None if self.max_index_memory is None else parse_memory(self.max_index_memory)}
+        return {k: v for k, v in given.items() if v is not None} | {"use_gpu": self.use_gpu}

@@ -20,6 +20,7 @@ from .config import IndexConfig
 from .reader import AlreadyIndexed, Decoded, Skipped, known_keys, read_images, read_one
 from .sources import count_image_files, iter_image_files
 from .store import EmbeddingStore, IndexFormatError, Row, embeddings_of, library_versions
+from .publish import options_changed, publish_index, resolve_options
 from .writer import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -194,53 +195,13 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
     # rows replaced by a re-embedded version, or whose files are gone, leave their shards
     kept, retired = store.rewrite_without(shards, remove_ids) if remove_ids else (shards, [])
     all_shards = kept + writer.written
-    if all_shards != manifest["shards"]:
-        manifest = publish_index(store, dict(manifest, runtime=embedder.runtime), all_shards, retired)
+    options = resolve_options(manifest, config.ann_overrides())
+    if all_shards != manifest["shards"] or options_changed(manifest, options):
+        manifest = publish_index(store, dict(manifest, runtime=embedder.runtime), all_shards, retired,
+                                 options=options)
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], retired: Sequence[str] = ()) -> dict:
-    """Build the FAISS index (and every head's) over ``shards``, then switch the manifest to them.
-
-    ``retired``: shards this version replaces; they are deleted once it is published.
-    """
-    from .faiss_index import add_to_index, new_flat_index
-    from .heads import build_head_index, list_heads, load_head
-    from .whitening import search_space
-
-    # shard by shard: peak memory is the index itself plus one shard, not several copies of everything
-    index, seen, dim = None, [], None
-    for name in shards:
-        table = store.read_table([name], ["id", "embedding"])
-        ids = table.column("id").to_numpy()  # (s,)
-        vectors = search_space(embeddings_of(table), store.root, manifest)  # (s, d)
-        if index is None:
-            index, dim = new_flat_index(vectors.shape[1]), vectors.shape[1]
-        add_to_index(index, ids, vectors)
-        seen.append(ids)
-    all_ids = np.concatenate(seen) if seen else np.empty(0, np.int64)
-    if len(np.unique(all_ids)) != len(all_ids):
-        raise IndexFormatError(f"duplicate ids in the shards of {store.root}: the index is damaged")
-    if index is None:  # no shards: an empty index of the search dimension
-        dim = (manifest.get("whitening") or {}).get("dim", manifest["dim"])
-        index = new_flat_index(dim)
-    ids = all_ids
-    generation = manifest.get("generation", 0) + 1
-    index_file = store.write_index(index, generation)
-    # every shard name up to shard_high belongs to this or an earlier version: never adopt one again
-    shard_high = max([*shards, *retired, manifest.get("shard_high", "")])
-    next_id = max(int(ids.max()) + 1 if len(ids) else 0, manifest.get("next_id", 0))
-    manifest = dict(manifest, shards=shards, count=len(ids), index_file=index_file, generation=generation,
-                    search_dim=int(dim), index_type="Flat", versions=library_versions(),
-                    shard_high=shard_high, next_id=next_id)
-    for name in list_heads(store.root):  # head-aware search indexes follow the main one
-        build_head_index(store.root, load_head(store.root, name, manifest), manifest)
-    store.publish(manifest)
-    store.remove_stale(keep={index_file})
-    store.delete_shards(retired)
-    return manifest
 
 
 @dataclass

@@ -233,6 +233,13 @@ class EmbeddingStore:
             raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
         return pa.concat_tables(tables)
 
+    def count_rows(self, shards: Sequence[str]) -> int:
+        """Rows in ``shards``, from the Parquet footers (no data read)."""
+        try:
+            return sum(pq.ParquetFile(p).metadata.num_rows for p in self.shard_paths(shards))
+        except (OSError, pa.ArrowException) as exc:
+            raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
+
     def read_embedding(self, shards: Sequence[str], row_id: int) -> np.ndarray | None:
         """The stored (D,) embedding of one id, reading only what the filter needs."""
         for path in self.shard_paths(shards):
@@ -249,23 +256,28 @@ class EmbeddingStore:
                 f.writelines(f"{_now()}\t{line}\n" for line in lines)
 
     # ------------------------------------------------------------ FAISS file
-    def write_index(self, index, generation: int) -> str:
+    def write_index(self, index, generation: int, prefix: str = "index") -> str:
         import faiss
 
-        name = f"index-{generation:06d}.faiss"
+        name = f"{prefix}-{generation:06d}.faiss"
         tmp = self.root / f".{name}.{os.getpid()}.tmp"
         faiss.write_index(index, str(tmp))
         os.replace(tmp, self.root / name)
         return name
 
-    def read_index(self, name: str):
+    def read_index(self, name: str, mmap: str | None = None):
+        """Read a FAISS file.  ``mmap`` leaves data on disk, mapped: "lists" the inverted lists of
+        an IVF index, "codes" the vectors of a flat index or of a re-ranking step (FAISS maps one
+        or the other, not both)."""
         import faiss
 
         path = self.root / name
         if not path.is_file():
             raise IndexFormatError(f"{path} is missing: the index is damaged; re-run 'imgsearch index'")
+        flags = {None: 0, "lists": faiss.IO_FLAG_MMAP, "codes": faiss.IO_FLAG_MMAP_IFC}[mmap]
+        flags |= faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
-            return faiss.read_index(str(path))
+            return faiss.read_index(str(path), flags)
         except RuntimeError as exc:
             raise IndexFormatError(f"{path} is unreadable: {exc}") from exc
 
@@ -278,9 +290,10 @@ class EmbeddingStore:
 
     def remove_stale(self, keep: set[str]) -> None:
         """Delete old index generations and temp files nobody can still be publishing."""
-        for p in self.root.glob("index-*.faiss"):
-            if p.name not in keep:
-                p.unlink(missing_ok=True)
+        for pattern in ("index-*.faiss", "trained-*.faiss"):
+            for p in self.root.glob(pattern):
+                if p.name not in keep:
+                    p.unlink(missing_ok=True)
 
 
 def _now() -> str:

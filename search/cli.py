@@ -30,6 +30,30 @@ def main(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+def ann_options(f):
+    """Options choosing the FAISS index; unset ones keep what the index was last built with."""
+    f = click.option("--cpu-only", is_flag=True, help="Build and search FAISS on CPU even if a GPU is there.")(f)
+    f = click.option("--rerank/--no-rerank", default=None,
+                     help="Re-score approximate candidates with the full vectors, memory-mapped from disk.")(f)
+    f = click.option("--target-recall", type=click.FloatRange(0.01, 1.0), default=None,
+                     help="recall@10 against exact search that tuning aims for [default: 0.95].")(f)
+    f = click.option("--max-index-memory", default=None,
+                     help="RAM the index may take, e.g. 2G or 512M [default: 32G]; picks the index type.")(f)
+    f = click.option("--index-type", default=None,
+                     help="'auto' or a FAISS factory string (Flat, HNSW32, IVF1024,Flat, "
+                          "OPQ64_256,IVF1024,PQ64x8...) [default: auto].")(f)
+    return f
+
+
+def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only):
+    try:
+        return dataclasses.replace(config, index_type=index_type, max_index_memory=max_index_memory,
+                                   target_recall=target_recall, rerank=rerank,
+                                   use_gpu="no" if cpu_only else "auto")
+    except ValueError as exc:
+        _fail(exc)
+
+
 @main.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
 @index_option
@@ -45,7 +69,9 @@ def main(verbose: bool) -> None:
               help="Decoding processes (default: one per core; 0: decode in a thread).")
 @click.option("--sync", is_flag=True, help="Also remove indexed images whose files are gone from SOURCES.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size, workers, sync, no_progress):
+@ann_options
+def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size, workers, sync, no_progress,
+          index_type, max_index_memory, target_recall, rerank, cpu_only):
     """Embed the images in SOURCES into an index folder.
 
     SOURCES are folders (walked recursively), image files, or lists of images:
@@ -64,12 +90,41 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size
     config = dataclasses.replace(IndexConfig(), backbone=backbone, weights=weights, batch_size=batch_size,
                                  runtime=runtime, shard_size=shard_size, decode_workers=workers,
                                  progress=not no_progress)
+    config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only)
     try:
         summary = index_images(sources, index_dir, config, sync=sync)
     except (BackboneError, IndexFormatError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     for line in summary.lines():
         click.echo(line)
+
+
+@main.command("build-index")
+@index_option
+@ann_options
+def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, cpu_only):
+    """Rebuild and re-tune the FAISS index from the stored embeddings (nothing is re-embedded)."""
+    from indexer.publish import publish_index, resolve_options
+    from indexer.store import EmbeddingStore, IndexFormatError
+
+    config = _ann_config(IndexConfig(), index_type, max_index_memory, target_recall, rerank, cpu_only)
+    store = EmbeddingStore(index_dir)
+    try:
+        manifest = store.read_manifest()
+        options = resolve_options(manifest, config.ann_overrides())
+        manifest = publish_index(store, manifest, store.recover_shards(manifest), options=options, rebuild=True)
+    except (IndexFormatError, ValueError) as exc:
+        _fail(exc)
+    _echo_ann(manifest["count"], manifest["ann"])
+
+
+def _echo_ann(count, ann):
+    tuning = ann.get("tuning") or {}
+    params = ", ".join(f"{k}={v}" for k, v in (tuning.get("params") or {}).items()) or "none"
+    click.echo(f"index type: {ann['factory']} over {count} vectors, ~{ann['memory_bytes'] / 2**20:.1f} MiB, "
+               f"built on {ann.get('device', 'cpu')}")
+    click.echo(f"tuned:      {params}; recall@10 {tuning.get('recall_at_10', 1.0):.3f} "
+               f"(target {tuning.get('target_recall', 0.95)}, {tuning.get('queries', 0)} held-back queries)")
 
 
 def _open_engine(index_dir):
@@ -152,7 +207,10 @@ def info(index_dir, as_json):
     click.echo(f"images:     {data['count']} in {data['shards']} shard(s)")
     click.echo(f"backbone:   {bb['name']} ({bb['weights']}), {bb['input_size']}px, dim {data['dim']}")
     click.echo(f"preprocess: {bb['preprocessing']}; {bb['resize']}")
-    click.echo(f"index type: {data['index_type']}, metric {data['metric']}")
+    if data.get("ann"):
+        _echo_ann(data["count"], data["ann"])
+    else:
+        click.echo(f"index type: {data['index_type']}, metric {data['metric']}")
     click.echo(f"runtime:    {data.get('runtime') or 'unknown'} (when indexed)")
     wh = data.get("whitening")
     click.echo(f"whitening:  {'PCA to %d dims, learned on %d images' % (wh['dim'], wh['learned_on']) if wh else 'off'}")

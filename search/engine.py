@@ -48,7 +48,8 @@ class SearchEngine:
     query-by-image, so serving by id or vector needs no TensorFlow.
     """
 
-    def __init__(self, store: EmbeddingStore, manifest: dict, index, metadata, config: IndexConfig):
+    def __init__(self, store: EmbeddingStore, manifest: dict, index, metadata, config: IndexConfig,
+                 device: str = "cpu"):
         self.store = store
         self.manifest = manifest
         self.index = index
@@ -60,6 +61,7 @@ class SearchEngine:
         self._embedder = None
         self._heads: dict = {}  # name -> (Head, head-aware FAISS index)
         self._lock = threading.Lock()
+        self.device = device  # where FAISS searches: "cpu" or "gpu"
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, *, backbone: str | None = None,
@@ -80,17 +82,16 @@ class SearchEngine:
                 f"{index_dir}: manifest says {manifest['count']} images but the shards hold "
                 f"{metadata.num_rows}; the index is damaged, re-run 'imgsearch index'"
             )
-        if manifest["index_file"] is None:
-            index = None
-        else:
-            index = store.read_index(manifest["index_file"])
+        index, device = None, "cpu"
+        if manifest["index_file"] is not None:
+            index, device = _load_index(store, manifest, config)
             search_dim = manifest.get("search_dim", manifest["dim"])
             if index.ntotal != manifest["count"] or index.d != search_dim:
                 raise IndexFormatError(
                     f"{index_dir}: FAISS index has {index.ntotal} vectors of dimension {index.d}, "
                     f"manifest says {manifest['count']} of {search_dim}; re-run 'imgsearch index'"
                 )
-        return cls(store, manifest, index, metadata, config)
+        return cls(store, manifest, index, metadata, config, device=device)
 
     # ------------------------------------------------------------ info
     @property
@@ -118,6 +119,7 @@ class SearchEngine:
             "count": m["count"],
             "metric": m["metric"],
             "index_type": m.get("index_type"),
+            "ann": m.get("ann") and dict(m["ann"], device=self.device),
             "runtime": m.get("runtime"),
             "whitening": m.get("whitening"),
             "heads": self.head_names(),
@@ -249,6 +251,29 @@ class SearchEngine:
                 check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root))
                 self._embedder = Embedder(bb, self.config.batch_size, self.config.runtime, self.config.cache_dir)
             return self._embedder
+
+
+MMAP_ABOVE = 1 << 30  # index files this large are memory-mapped rather than read into RAM
+
+
+def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
+    """The published FAISS index with its tuned search parameters, on GPU if there is one."""
+    from indexer.ann import set_search_params, to_gpu_if_available
+
+    name = manifest["index_file"]
+    ann = manifest.get("ann") or {}
+    # re-ranking keeps full vectors in the file for exact re-scoring: they stay on disk, mapped
+    factory = ann.get("factory", "Flat")
+    mmap = None
+    if factory.endswith(",RFlat") or (store.root / name).stat().st_size >= MMAP_ABOVE:
+        mmap = "lists" if "IVF" in factory and not factory.endswith(",RFlat") else "codes"
+    index = store.read_index(name, mmap=mmap)
+    set_search_params(index, (ann.get("tuning") or {}).get("params") or {})
+    index, device = to_gpu_if_available(index, config.use_gpu)
+    set_search_params(index, (ann.get("tuning") or {}).get("params") or {})
+    log.info("serving %s (%d vectors) on %s%s", manifest.get("index_type"), index.ntotal, device.upper(),
+             f", {mmap} memory-mapped" if mmap else "")
+    return index, device
 
 
 def _check_k(k) -> int:

@@ -1,0 +1,250 @@
+"""The automatic FAISS index: choice within a memory budget, recall tuning, updates, removal, GPU.
+
+Seeded synthetic embeddings (indexer/synthetic.py) written as real Parquet
+shards; recall is always checked against brute force on fresh queries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import faiss
+import numpy as np
+import pytest
+
+from indexer import ann
+from indexer.faiss_index import gpu_count
+from indexer.publish import publish_index, resolve_options
+from indexer.store import EmbeddingStore, Row
+from indexer.synthetic import ClusteredEmbeddings
+from search.engine import SearchEngine
+
+D = 64
+N = 24_000  # above ann.FLAT_MAX, so "auto" must approximate
+GEN = ClusteredEmbeddings(D, clusters=200, latent=16, seed=3)
+
+
+def make_index_dir(path, n=N, shard_size=6000, seed=0, start_id=0):
+    """An index folder with n synthetic embeddings in Parquet shards (no index built yet)."""
+    store = EmbeddingStore(path)
+    store.root.mkdir(parents=True, exist_ok=True)
+    manifest = {"backbone": {"name": "synthetic", "weights": None, "input_size": 0, "preprocessing": "",
+                             "resize": ""},
+                "dim": D, "metric": "cosine", "count": 0, "shards": [], "index_file": None, "generation": 0}
+    shards = add_shards(store, n, shard_size, seed, start_id)
+    return store, manifest, shards
+
+
+def add_shards(store, n, shard_size, seed, start_id):
+    shards = []
+    for i, start in enumerate(range(0, n, shard_size)):
+        vectors = GEN.sample(min(shard_size, n - start), seed * 100 + i)
+        rows = [Row(start_id + start + j, f"/img/{start_id + start + j}.png", "", 8, 8, f"{start_id + start + j:064x}",
+                    v) for j, v in enumerate(vectors)]
+        shards.append(store.write_shard(rows, D))
+    return shards
+
+
+def brute_force(store, shards, queries, k=10):
+    table = store.read_table(shards, ["id", "embedding"])
+    ids = table.column("id").to_numpy()
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    _, rows = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+    return ids[rows]
+
+
+def fresh_recall(engine, queries, truth):
+    found = np.array([[h.id for h in engine.search_vector(q, 10)] for q in queries])
+    return ann.recall_at_k(found, truth)
+
+
+# ---------------------------------------------------------------- the choice
+@pytest.mark.parametrize("n, d, memory, expected", [
+    (5_000, 1280, "32G", "Flat"),
+    (100_000, 1280, "32G", "HNSW32"),
+    (1_000_000, 1280, "32G", "IVF4096,Flat"),
+    (1_000_000, 1280, "4G", "IVF4096,SQ8"),
+    (1_000_000, 1280, "1G", "IVF4096,PQ640x4fs"),
+    (1_000_000, 1280, "200M", "IVF4096,PQ320x4fs"),
+    (100_000, 1280, "200M", "IVF1024,SQ8"),
+    (100_000, 1280, "100M", "IVF1024,PQ640x4fs"),
+])
+def test_index_choice_follows_size_and_memory_budget(n, d, memory, expected):
+    budget = ann.parse_memory(memory)
+    factory = ann.choose_index(n, d, budget)
+    assert factory == expected
+    assert ann.estimate_memory(factory, n, d) <= budget
+
+
+def test_too_small_a_budget_says_which_option_to_raise():
+    with pytest.raises(ValueError, match="raise --max-index-memory"):
+        ann.choose_index(1_000_000, 1280, ann.parse_memory("10M"))
+    with pytest.raises(ValueError, match="not understood"):
+        ann.parse_memory("lots")
+
+
+def test_memory_estimate_matches_what_faiss_writes(tmp_path):
+    """The budget is only meaningful if the estimate is close to the real size of the index."""
+    x = GEN.sample(N, 1)
+    for factory in ("Flat", "HNSW32", "IVF128,Flat", "IVF128,SQ8", "IVF128,PQ32x4fs"):
+        index = ann.new_index(factory, D)
+        ann.train(index, x[:10_000])
+        index.add_with_ids(x, np.arange(N))
+        real = len(faiss.serialize_index(index))
+        assert abs(ann.estimate_memory(factory, N, D) - real) / real < 0.15, factory
+
+
+# ---------------------------------------------------------------- tuning for recall
+@pytest.mark.parametrize("memory, rerank, family", [
+    ("32G", False, "HNSW"),  # fits in full precision: graph
+    ("8M", False, "IVF"),  # HNSW's links no longer fit: inverted lists of full vectors
+    ("1M", None, "PQ"),  # 4-bit product-quantised codes, re-scored exactly from the memory-mapped vectors
+])
+def test_auto_index_meets_its_recall_target_against_brute_force(tmp_path, memory, rerank, family):
+    store, manifest, shards = make_index_dir(tmp_path / "idx")
+    options = ann.AnnOptions(max_memory=ann.parse_memory(memory), target_recall=0.95, rerank=rerank)
+    manifest = publish_index(store, manifest, shards, options=options)
+    info = manifest["ann"]
+    assert family in info["factory"] and info["memory_bytes"] <= options.max_memory
+    assert info["tuning"]["recall_at_10"] >= 0.95  # on the held-back queries it was tuned on
+    assert info["tuning"]["params"]  # nprobe / efSearch / k_factor were chosen
+
+    engine = SearchEngine.open(store.root)
+    assert engine.info()["ann"]["factory"] == info["factory"]
+    queries = GEN.sample(300, 777)  # fresh queries, never seen by tuning
+    recall = fresh_recall(engine, queries, brute_force(store, shards, queries))
+    # tuning stops at the first setting over 0.95 on 500 queries: fresh ones land within sampling error
+    assert recall >= 0.93, (info, recall)
+
+
+def test_tuned_parameters_are_the_cheapest_that_reach_the_target():
+    x = GEN.sample(N, 2)
+    ids = np.arange(N)
+    index = ann.new_index("IVF256,Flat", D)
+    ann.train(index, x)
+    index.add_with_ids(x, ids)
+    q_ids = ids[:300]
+    exact = ann.ExactNeighbours(x[:300], q_ids)
+    exact.add(ids, x)
+    truth = exact.result()
+    tuned = ann.tune(index, x[:300], q_ids, truth, target=0.9)
+    assert tuned.recall >= 0.9
+    smaller = {"nprobe": max(1, tuned.params["nprobe"] // 2)}
+    ann.set_search_params(index, smaller)
+    if smaller["nprobe"] < tuned.params["nprobe"]:
+        assert ann.measure(index, x[:300], q_ids, truth)[0] < 0.9
+
+
+def test_forced_index_type_and_clear_error_for_a_bad_one(tmp_path):
+    store, manifest, shards = make_index_dir(tmp_path / "idx", n=3000)
+    manifest = publish_index(store, manifest, shards, options=ann.AnnOptions(index_type="IVF32,Flat"))
+    assert manifest["index_type"] == "IVF32,Flat" and manifest["ann"]["tuning"]["params"]["nprobe"] >= 1
+    with pytest.raises(ValueError, match="FAISS cannot build index type"):
+        publish_index(store, manifest, shards, options=ann.AnnOptions(index_type="IVFnonsense"))
+    with pytest.raises(ValueError, match="cannot train index type"):
+        publish_index(store, manifest, shards, options=ann.AnnOptions(index_type="IVF8192,Flat"), rebuild=True)
+
+
+# ---------------------------------------------------------------- updates and removal
+def test_adding_vectors_to_a_trained_index_does_not_retrain(tmp_path):
+    store, manifest, shards = make_index_dir(tmp_path / "idx")
+    options = ann.AnnOptions(max_memory=ann.parse_memory("8M"))
+    first = publish_index(store, manifest, shards, options=options)
+    trained = first["ann"]["trained_file"]
+    assert "IVF" in first["index_type"] and trained
+    centroids = _centroids(store.read_index(first["index_file"]))
+
+    more = add_shards(store, 1000, 1000, seed=9, start_id=N)
+    second = publish_index(store, first, shards + more)  # options as last time
+    assert second["ann"]["trained_file"] == trained and second["index_type"] == first["index_type"]
+    index = store.read_index(second["index_file"])
+    assert index.ntotal == N + 1000
+    np.testing.assert_array_equal(centroids, _centroids(index))
+    # the new vectors are found: each is its own nearest neighbour
+    engine = SearchEngine.open(store.root)
+    new = GEN.sample(1000, 9 * 100)[:20]
+    assert [engine.search_vector(v, 1)[0].id for v in new] == list(range(N, N + 20))
+
+
+def _centroids(index):
+    ivf = faiss.extract_index_ivf(index)
+    return ivf.quantizer.reconstruct_n(0, ivf.nlist)  # (nlist, d)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF64,Flat", "IVF64,SQ8", "IVF64,PQ16x4fs",
+                                     "IVF64,PQ16x4fs,RFlat"])
+def test_removal_by_id_works_for_every_index_type(tmp_path, factory):
+    from indexer.pipeline import remove_images
+
+    store, manifest, shards = make_index_dir(tmp_path / "idx", n=4000, shard_size=1000)
+    publish_index(store, manifest, shards, options=ann.AnnOptions(index_type=factory, target_recall=0.9))
+    gone = [5, 1500, 3999]
+    engine = SearchEngine.open(store.root)
+    assert {h.id for v in gone for h in engine.search_vector(engine.vector(v), 3)} >= set(gone)
+    vectors = {i: engine.vector(i) for i in gone}
+
+    result = remove_images(store.root, gone)
+    assert result.removed == gone and result.total == 4000 - 3
+    engine = SearchEngine.open(store.root)
+    assert engine.info()["ann"]["factory"] == factory and len(engine) == 3997
+    for i in gone:
+        hits = engine.search_vector(vectors[i], 50)
+        assert hits and i not in {h.id for h in hits}
+    assert set(engine.ids.tolist()) == set(range(4000)) - set(gone)  # the rest keep their ids
+    assert engine.index.ntotal == 3997
+
+
+# ---------------------------------------------------------------- memory-mapping, options, GPU
+def test_large_indexes_are_memory_mapped_with_the_same_results(tmp_path, monkeypatch):
+    import search.engine as engine_module
+
+    store, manifest, shards = make_index_dir(tmp_path / "idx", n=5000, shard_size=5000)
+    publish_index(store, manifest, shards, options=ann.AnnOptions(index_type="IVF64,Flat"))
+    queries = GEN.sample(20, 5)
+    in_ram = SearchEngine.open(store.root)
+    expected = [[h.id for h in in_ram.search_vector(q, 10)] for q in queries]
+    opened = []
+    real_read = EmbeddingStore.read_index
+    monkeypatch.setattr(EmbeddingStore, "read_index",
+                        lambda self, name, mmap=None: opened.append(mmap) or real_read(self, name, mmap))
+    monkeypatch.setattr(engine_module, "MMAP_ABOVE", 1)  # every index counts as large
+    mapped = SearchEngine.open(store.root)
+    assert opened == ["lists"]
+    assert [[h.id for h in mapped.search_vector(q, 10)] for q in queries] == expected
+
+
+def test_index_options_persist_across_incremental_runs(tmp_path):
+    store, manifest, shards = make_index_dir(tmp_path / "idx", n=3000)
+    manifest = publish_index(store, manifest, shards, options=ann.AnnOptions(index_type="IVF16,Flat",
+                                                                             target_recall=0.9))
+    assert resolve_options(manifest).index_type == "IVF16,Flat"
+    assert resolve_options(manifest, {"target_recall": 0.99}).target_recall == 0.99
+    assert resolve_options(manifest, {"target_recall": 0.99}).index_type == "IVF16,Flat"
+
+
+def test_cpu_fallback_when_faiss_has_no_gpu(caplog):
+    index = ann.new_index("IVF16,Flat", D)
+    with caplog.at_level(logging.INFO):
+        same, device = ann.to_gpu_if_available(index, "auto")
+    if gpu_count() == 0:
+        assert same is index and device == "cpu"
+    assert ann.to_gpu_if_available(index, "no") == (index, "cpu")
+
+
+@pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu and a visible GPU (pip install .[gpu])")
+def test_gpu_build_and_search_give_the_cpu_results(tmp_path):
+    x = GEN.sample(N, 4)
+    cpu = ann.new_index("IVF256,Flat", D)
+    gpu, device = ann.to_gpu_if_available(ann.new_index("IVF256,Flat", D), "auto")
+    assert device == "gpu"
+    for index in (cpu, gpu):
+        ann.train(index, x)
+        index.add_with_ids(x, np.arange(N))
+        ann.set_search_params(index, {"nprobe": 256})  # exhaustive: both must be exact
+    queries = GEN.sample(50, 6)
+    t0 = time.perf_counter()
+    np.testing.assert_array_equal(cpu.search(queries, 10)[1], gpu.search(queries, 10)[1])
+    assert time.perf_counter() - t0 < 60
+    back = ann.to_cpu(gpu, "gpu")
+    np.testing.assert_array_equal(back.search(queries, 10)[1], cpu.search(queries, 10)[1])
