@@ -204,7 +204,7 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
 def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], retired: Sequence[str] = ()) -> dict:
     """Build the FAISS index (and every head's) over ``shards``, then switch the manifest to them.
 
-    ``retired``: shards this version replaces; they are deleted once it is published.
+    ``retired``: shards this version replaces; they are deleted once the next version is published.
     """
     from .faiss_index import add_to_index, new_flat_index
     from .heads import build_head_index, list_heads, load_head
@@ -237,10 +237,7 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
                     shard_high=shard_high, next_id=next_id)
     for name in list_heads(store.root):  # head-aware search indexes follow the main one
         build_head_index(store.root, load_head(store.root, name, manifest), manifest)
-    store.publish(manifest)
-    store.remove_stale(keep={index_file})
-    store.delete_shards(retired)
-    return manifest
+    return store.publish(manifest, retired=retired)  # also deletes what no served version needs
 
 
 @dataclass
