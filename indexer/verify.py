@@ -254,17 +254,19 @@ def _check_faiss(store: EmbeddingStore, manifest: dict, report: VerifyReport, ta
         report.problem("index", name, f"ids differ from the shards': {len(extra)} not in the shards "
                                       f"{extra[:5].tolist()}, {len(lacking)} missing {lacking[:5].tolist()}")
         return
-    sample_ids = np.concatenate([t[1] for t in tables.values()])[:SELF_SEARCHES]
+    sample_ids = np.concatenate([t[1] for t in tables.values()])
     if not len(sample_ids):
         return
-    sample = np.concatenate([t[2] for t in tables.values()])[:SELF_SEARCHES]  # (m, D)
+    pick = np.unique(np.linspace(0, len(sample_ids) - 1, SELF_SEARCHES).astype(int))  # spread over the shards
+    sample_ids = sample_ids[pick]
+    sample = np.concatenate([t[2] for t in tables.values()])[pick]  # (m, D)
     try:
         queries = search_space(sample, store.root, manifest)  # (m, d)
-    except IndexFormatError:
-        return  # the whitening problem is reported by its own check
+    except Exception:  # noqa: BLE001 - a missing or damaged whitening file is reported by its own check
+        return
     _, found = index.search(np.ascontiguousarray(queries, np.float32), min(10, index.ntotal))  # (m, k)
     lost = [int(i) for i, row in zip(sample_ids, found) if i not in row]
-    if lost:
+    if len(lost) > len(sample_ids) // 4:  # approximate index types may miss one; a wrong index misses most
         report.problem("index", name, f"searching for the stored embeddings of ids {lost} does not find them: "
                                       "its vectors do not match the shards")
 
