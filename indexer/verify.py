@@ -90,14 +90,17 @@ def check_published_files(store: EmbeddingStore, manifest: dict) -> None:
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            raise IndexFormatError(f"{path} is missing: the index is damaged; "
-                                   f"'imgsearch verify --index {store.root}' tells what else is") from None
+            raise IndexFormatError(f"{path} is missing: the index is damaged; {_what_next(store.root)}") from None
         recorded = (records.get(rel) or {}).get("size")
         if recorded is not None and recorded != size:
             raise IndexFormatError(
                 f"{path} is {size} bytes but was {recorded} when it was published: it was truncated or "
-                f"overwritten, the index is damaged; 'imgsearch verify --index {store.root}' tells what else is"
+                f"overwritten, the index is damaged; {_what_next(store.root)}"
             )
+
+
+def _what_next(root) -> str:
+    return f"'imgsearch verify --index {root}' lists all the damage, with --repair it rebuilds what it can"
 
 
 # ---------------------------------------------------------------- the full check
@@ -360,7 +363,8 @@ def repair_index(index_dir) -> RepairResult:
     manifest = store.read_manifest()
     damaged = sorted({Path(p.path).name for p in before.problems if p.part == "shard"})
     kept = [s for s in manifest["shards"] if s not in damaged]
-    log.warning("repairing %s: dropping shards %s, rebuilding the FAISS index", index_dir, damaged)
+    log.warning("repairing %s: rebuilding the FAISS index%s", index_dir,
+                f", dropping damaged shards {', '.join(damaged)}" if damaged else "")
     published = publish_index(store, manifest, kept, retired=damaged)
     dropped = manifest["count"] - published["count"]
     return RepairResult(before, verify_index(index_dir), damaged, dropped)
