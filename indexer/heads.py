@@ -372,8 +372,10 @@ def build_head_index(index_dir, head: Head, manifest: dict) -> str:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     faiss.write_index(index, str(tmp))
     os.replace(tmp, path)
+    # keep the previous generation's: it is what is served until the manifest of this one is published
+    generation = manifest.get("generation", 0)
     for old in path.parent.glob("search-*.faiss"):
-        if old != path:
+        if old.stem[7:].isdigit() and int(old.stem[7:]) < generation - 1:
             old.unlink(missing_ok=True)
     return path.name
 

@@ -133,9 +133,7 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
                     shard_high=shard_high, next_id=next_id)
     for name in list_heads(store.root):  # head-aware search indexes follow the main one
         build_head_index(store.root, load_head(store.root, name, manifest), manifest)
-    store.publish(manifest)
-    store.remove_stale(keep={index_file} | ({trained_file} if trained_file else set()))
-    store.delete_shards(retired)
+    manifest = store.publish(manifest, retired=retired)  # also deletes what no served version needs
     log.info("published %s over %d vectors (%s, recall@10 %.3f) in %.1f s", factory, n,
              "updated" if incremental else "built", tuning["recall_at_10"], info["seconds"])
     return manifest

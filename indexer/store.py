@@ -11,10 +11,19 @@ Every file is written under a temporary name and renamed into place, and the
 manifest is replaced last, so a reader sees either the old index or the new
 one, never half of one.  Shards that were completed by an interrupted run are
 on disk but not yet in the manifest; the next run adopts them.
+
+The manifest records the size and sha256 of every file it publishes
+(``files``), so damage after publishing can be told apart from a valid index
+(``indexer/verify.py``), and shards carry Parquet page checksums, checked on
+every read.  Files a new version no longer uses (the previous FAISS file,
+shards replaced by a removal, the previous whitening) are kept until the
+version after it is published, so a server still answering from the previous
+version while it opens the new one never finds its files gone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -32,6 +41,7 @@ MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 SKIPPED_LOG = "skipped.log"
 METADATA_COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
+ROW_GROUP_ROWS = 256  # rows per Parquet row group in a shard: the unit a lookup by id reads
 
 
 class IndexFormatError(RuntimeError):
@@ -77,6 +87,14 @@ def embeddings_of(table: pa.Table) -> np.ndarray:
     col = table.column("embedding").combine_chunks()
     dim = col.type.list_size
     return col.values.to_numpy(zero_copy_only=False).reshape(-1, dim)  # (n, D)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -141,10 +159,67 @@ class EmbeddingStore:
             )
         return manifest
 
-    def publish(self, manifest: dict) -> None:
-        """Atomically replace the manifest: from now on readers see this version."""
-        manifest = dict(manifest, format_version=FORMAT_VERSION, updated=_now())
+    def manifest_signature(self) -> tuple | None:
+        """Changes whenever the manifest is replaced (one stat): how a server notices a new version."""
+        try:
+            st = os.stat(self.manifest_path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def publish(self, manifest: dict, *, retired: Sequence[str] = ()) -> dict:
+        """Atomically replace the manifest: from now on readers see this version.
+
+        Records the size and sha256 of every file the version uses, then deletes
+        what the version before the previous one used and nobody needs any more.
+        ``retired``: shards this version replaces (they stay on disk for one version).
+        Returns the manifest as published.
+        """
+        try:
+            previous = self.read_manifest() if self.exists() else {}
+        except IndexFormatError:
+            previous = {}
+        manifest = dict(manifest, format_version=FORMAT_VERSION, updated=_now(),
+                        retired_shards=sorted(set(retired) - set(manifest["shards"])))
+        manifest["files"] = self._file_records(manifest, previous.get("files") or {})
         _write_atomic(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        self._remove_superseded(manifest, previous)
+        return manifest
+
+    def published_files(self, manifest: dict) -> list[str]:
+        """Paths, relative to the folder, of every file a version uses."""
+        files = [f"{SHARD_DIR}/{name}" for name in manifest["shards"]]
+        if manifest.get("index_file"):
+            files.append(manifest["index_file"])
+        if (manifest.get("whitening") or {}).get("file"):
+            files.append(manifest["whitening"]["file"])
+        if (manifest.get("ann") or {}).get("trained_file"):  # the trained, empty index updates start from
+            files.append(manifest["ann"]["trained_file"])
+        return files
+
+    def _file_records(self, manifest: dict, known: dict) -> dict:
+        """{relative path: {"size", "sha256"}}; shards never change once written, so their
+        records carry over from the previous version and only new files are hashed."""
+        records = {}
+        for rel in self.published_files(manifest):
+            path = self.root / rel
+            size = path.stat().st_size
+            old = known.get(rel)
+            if rel.startswith(f"{SHARD_DIR}/") and old and old.get("size") == size:
+                records[rel] = old
+            else:
+                records[rel] = {"size": size, "sha256": file_sha256(path)}
+        return records
+
+    def _remove_superseded(self, manifest: dict, previous: dict) -> None:
+        """Delete files neither this version nor the previous one uses."""
+        keep = set(self.published_files(manifest)) | set(self.published_files(previous) if previous else [])
+        for p in [*self.root.glob("index-*.faiss"), *self.root.glob("trained-*.faiss"),
+                  *self.root.glob("whitening-*.npz")]:
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+        # shards the previous version retired: no served version uses them any more
+        self.delete_shards(n for n in previous.get("retired_shards", []) if f"{SHARD_DIR}/{n}" not in keep)
 
     # ------------------------------------------------------------ shards
     @property
@@ -171,7 +246,11 @@ class EmbeddingStore:
         number = int(existing[-1][5:10]) + 1 if existing else 0
         name = f"part-{number:05d}.parquet"
         tmp = self.shard_dir / f".{name}.{os.getpid()}.tmp"
-        pq.write_table(table, tmp)
+        # page checksums: a damaged page fails to read, never misreads.  Small row groups and plain
+        # (not dictionary) encoded embeddings: looking up one id reads 256 rows, not the whole shard
+        # (a query by id on a 1,897-row shard: 6 ms instead of 34-47), and files are smaller.
+        pq.write_table(table, tmp, write_page_checksum=True, row_group_size=ROW_GROUP_ROWS,
+                       use_dictionary=["label"])
         os.replace(tmp, self.shard_dir / name)
         return name
 
@@ -181,16 +260,18 @@ class EmbeddingStore:
         An unpublished shard numbered below the last published one, or holding
         ids that published shards hold, is a leftover of an interrupted removal
         or sync (a replacement never published, or an original already
-        replaced): it is deleted, never served.
+        replaced): it is deleted, never served.  Shards the published version
+        retired are left alone: the version before it may still be served.
         """
         published = list(manifest["shards"])
+        retired = set(manifest.get("retired_shards", []))
         last = max(published + [manifest.get("shard_high", "")])
         ids = self.read_table(published, ["id"]).column("id").to_numpy() if published else np.empty(0, np.int64)
         result = list(published)
         for name in self.completed_shards():
-            if name in published:
+            if name in published or name in retired:
                 continue
-            shard_ids = pq.read_table(self.shard_dir / name, columns=["id"]).column("id").to_numpy()
+            shard_ids = _read_parquet(self.shard_dir / name, columns=["id"]).column("id").to_numpy()
             if name <= last or np.isin(shard_ids, ids).any():
                 (self.shard_dir / name).unlink(missing_ok=True)
                 continue
@@ -209,11 +290,11 @@ class EmbeddingStore:
         remove = pa.array(sorted(int(i) for i in remove_ids), pa.int64())
         kept, replaced, rewritten = [], [], []
         for name in shards:
-            ids = pq.read_table(self.shard_dir / name, columns=["id"]).column("id")
+            ids = _read_parquet(self.shard_dir / name, columns=["id"]).column("id")
             if not pc.any(pc.is_in(ids, value_set=remove)).as_py():
                 kept.append(name)
                 continue
-            table = pq.read_table(self.shard_dir / name)
+            table = _read_parquet(self.shard_dir / name)
             table = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=remove)))
             replaced.append(name)
             if table.num_rows:
@@ -228,7 +309,7 @@ class EmbeddingStore:
         if not shards:
             return schema(1).empty_table().select(columns or schema(1).names)
         try:
-            tables = [pq.read_table(p, columns=columns) for p in self.shard_paths(shards)]
+            tables = [_read_parquet(p, columns=columns) for p in self.shard_paths(shards)]
         except (OSError, pa.ArrowException) as exc:
             raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
         return pa.concat_tables(tables)
@@ -243,7 +324,11 @@ class EmbeddingStore:
     def read_embedding(self, shards: Sequence[str], row_id: int) -> np.ndarray | None:
         """The stored (D,) embedding of one id, reading only what the filter needs."""
         for path in self.shard_paths(shards):
-            t = pq.read_table(path, columns=["embedding"], filters=[("id", "=", row_id)])
+            try:
+                t = _read_parquet(path, columns=["embedding"], filters=[("id", "=", row_id)])
+            except (OSError, pa.ArrowException) as exc:
+                raise IndexFormatError(f"shard {path} is unreadable: {exc}; check the index with "
+                                       f"'imgsearch verify --index {self.root}'") from exc
             if t.num_rows:
                 return embeddings_of(t)[0]
         return None
@@ -288,12 +373,11 @@ class EmbeddingStore:
                 for p in folder.glob(".*.tmp*"):
                     p.unlink(missing_ok=True)
 
-    def remove_stale(self, keep: set[str]) -> None:
-        """Delete old index generations and temp files nobody can still be publishing."""
-        for pattern in ("index-*.faiss", "trained-*.faiss"):
-            for p in self.root.glob(pattern):
-                if p.name not in keep:
-                    p.unlink(missing_ok=True)
+
+
+def _read_parquet(path, **kwargs) -> pa.Table:
+    """Read a shard, checking the page checksums (shards written before they existed have none)."""
+    return pq.read_table(path, page_checksum_verification=True, **kwargs)
 
 
 def _now() -> str:

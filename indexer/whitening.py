@@ -98,9 +98,4 @@ def set_whitening(index_dir, *, dim: int | None = 256, shrink: float = 0.1, off:
         whitening.save(Path(index_dir) / name)
         manifest = dict(manifest, whitening={"file": name, "dim": whitening.dim, "shrink": shrink,
                                              "learned_on": int(len(raw))})
-    manifest = publish_index(store, manifest, manifest["shards"])
-    keep = (manifest.get("whitening") or {}).get("file")
-    for old in Path(index_dir).glob("whitening-*.npz"):
-        if old.name != keep:
-            old.unlink(missing_ok=True)
-    return manifest
+    return publish_index(store, manifest, manifest["shards"])  # the store deletes whitening files nobody uses

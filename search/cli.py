@@ -247,6 +247,42 @@ def serve(index_dir, host, port, threads, dev):
         waitress.serve(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True)
 
 
+@main.command()
+@index_option
+@click.option("--no-checksums", is_flag=True, help="Skip hashing the files: faster, misses same-size damage.")
+@click.option("--repair", is_flag=True,
+              help="Rebuild the FAISS and head indexes from the intact shards; damaged shards are dropped "
+                   "(index their images again afterwards).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(index_dir, no_checksums, repair, as_json):
+    """Check that the manifest, shards, FAISS index and heads agree; exit 1 if anything is damaged.
+
+    Reads every published file: sizes and sha256 against the manifest, Parquet
+    page checksums, schema, counts, ids and dimensions, the FAISS index's ids
+    and a few self-searches, the whitening transform and the heads' indexes.
+    """
+    from indexer.store import IndexFormatError
+    from indexer.verify import repair_index, verify_index
+
+    if repair:
+        try:
+            result = repair_index(index_dir)
+        except IndexFormatError as exc:
+            _fail(exc)
+        report = result.after
+        lines = result.lines() if result.before is not result.after else report.lines()
+    else:
+        report = verify_index(index_dir, checksums=not no_checksums)
+        lines = report.lines()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in lines:
+            click.echo(line, err=not report.ok)
+    if not report.ok:
+        sys.exit(1)
+
+
 @main.command("train-head")
 @index_option
 @click.option("--name", required=True, help="Name of the head (letters, digits, '.', '_', '-').")

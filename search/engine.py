@@ -19,6 +19,7 @@ from indexer.whitening import search_space
 log = logging.getLogger(__name__)
 
 MAX_K = 1000
+OPEN_ATTEMPTS = 5  # opening races at most this many publishes in a row
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class SearchEngine:
 
     Use ``SearchEngine.open(DIR)``.  The CNN is loaded on the first
     query-by-image, so serving by id or vector needs no TensorFlow.
+
+    An engine answers from the version of the folder it opened, however often
+    the indexer publishes: ``reload()`` gives an engine over the version
+    published now, and ``SearchEngine.open(DIR, auto_reload=True)`` one that
+    follows new versions by itself (``search/reloading.py``).
     """
 
     def __init__(self, store: EmbeddingStore, manifest: dict, index, metadata, config: IndexConfig,
@@ -62,13 +68,53 @@ class SearchEngine:
         self._heads: dict = {}  # name -> (Head, head-aware FAISS index)
         self._lock = threading.Lock()
         self.device = device  # where FAISS searches: "cpu" or "gpu"
+        self._signature = None  # of the manifest file this engine was opened from
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, *, backbone: str | None = None,
-             config: IndexConfig | None = None) -> "SearchEngine":
-        """Open a published index; ``backbone``, if given, must be the one it was built with."""
+             config: IndexConfig | None = None, verify: bool = False, auto_reload: bool = False,
+             reload_interval: float = 1.0):
+        """Open a published index; ``backbone``, if given, must be the one it was built with.
+
+        Checks that the published files are all there with the sizes the manifest
+        recorded, and that the shards and the FAISS index hold as many vectors of
+        the dimension it says; ``verify=True`` also reads every file and checks its
+        sha256 (``imgsearch verify``).  A damaged index raises ``IndexFormatError``.
+        ``auto_reload=True`` returns a ``ReloadingEngine`` that picks up newly
+        published versions (checking at most every ``reload_interval`` seconds).
+        """
+        if auto_reload:
+            from .reloading import ReloadingEngine
+
+            return ReloadingEngine(cls.open(index_dir, backbone=backbone, config=config, verify=verify),
+                                   interval=reload_interval)
         store = EmbeddingStore(index_dir)
+        for attempt in range(OPEN_ATTEMPTS):
+            signature = store.manifest_signature()
+            try:
+                if verify:
+                    from indexer.verify import verify_index
+
+                    verify_index(index_dir).raise_if_damaged()
+                engine = cls._open_version(store, backbone, config)
+            except IndexFormatError:
+                # a file gone or changed because a newer version was published meanwhile: open that one
+                if attempt + 1 == OPEN_ATTEMPTS or store.manifest_signature() == signature:
+                    raise
+                log.info("%s was republished while it was being opened; opening the new version", index_dir)
+                continue
+            return engine
+
+    @classmethod
+    def _open_version(cls, store: EmbeddingStore, backbone: str | None,
+                      config: IndexConfig | None) -> "SearchEngine":
+        """Open the version published now (one attempt)."""
+        from indexer.verify import check_published_files
+
+        index_dir = store.root
+        signature = store.manifest_signature()
         manifest = store.read_manifest()
+        check_published_files(store, manifest)  # truncated or missing files: a clear error, before reading them
         config = config or IndexConfig(backbone=manifest["backbone"]["name"])
         if backbone is not None and backbone != manifest["backbone"]["name"]:
             raise IndexFormatError(
@@ -89,9 +135,44 @@ class SearchEngine:
             if index.ntotal != manifest["count"] or index.d != search_dim:
                 raise IndexFormatError(
                     f"{index_dir}: FAISS index has {index.ntotal} vectors of dimension {index.d}, "
-                    f"manifest says {manifest['count']} of {search_dim}; re-run 'imgsearch index'"
+                    f"manifest says {manifest['count']} of {search_dim}; the index is damaged: "
+                    f"'imgsearch verify --index {index_dir} --repair' rebuilds it"
                 )
-        return cls(store, manifest, index, metadata, config, device=device)
+        engine = cls(store, manifest, index, metadata, config, device=device)
+        engine._signature = signature
+        return engine
+
+    # ------------------------------------------------------------ versions
+    @property
+    def generation(self) -> int:
+        """The version of the index folder this engine answers from (the manifest's generation)."""
+        return int(self.manifest.get("generation", 0))
+
+    def changed(self) -> bool:
+        """Whether a new version was published since this engine was opened (one stat of the manifest)."""
+        return self._signature is None or self.store.manifest_signature() != self._signature
+
+    def reload(self) -> "SearchEngine":
+        """An engine over the version published now, sharing this one's loaded model.
+
+        Returns this engine if nothing was published since it was opened.  This
+        engine is not changed: requests it is answering finish on its version.
+        """
+        if not self.changed():
+            return self
+        new = type(self).open(self.store.root, config=self.config)
+        if new.manifest == self.manifest:
+            self._signature = new._signature
+            return self
+        if new.backbone == self.backbone:
+            with self._lock:
+                new._embedder = self._embedder
+        log.info("%s: version %d -> %d (%d images)", self.store.root, self.generation, new.generation, len(new))
+        return new
+
+    def current(self) -> "SearchEngine":
+        """The engine to answer one request with: itself (a ``ReloadingEngine`` returns its newest)."""
+        return self
 
     # ------------------------------------------------------------ info
     @property
@@ -124,6 +205,7 @@ class SearchEngine:
             "whitening": m.get("whitening"),
             "heads": self.head_names(),
             "shards": len(m["shards"]),
+            "generation": m.get("generation", 0),
             "created": m.get("created"),
             "updated": m.get("updated"),
             "versions": m.get("versions"),

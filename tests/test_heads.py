@@ -132,8 +132,12 @@ def test_whitening_on_and_off(headed_index, tmp_path, corpus):
     assert hits[0].path == before[0].path and hits[0].score == pytest.approx(1.0, abs=1e-4)
     assert [h.id for h in hits] != [h.id for h in before]  # the space changed
     assert engine.search_id(hits[0].id, k=3, head="cat")  # head index rebuilt for the new space
+    kept = manifest["whitening"]["file"]
     manifest = set_whitening(copy, off=True)
-    assert "whitening" not in manifest and not list(copy.glob("whitening-*.npz"))
+    assert "whitening" not in manifest
+    assert [p.name for p in copy.glob("whitening-*.npz")] == [kept]  # the previous version may still be served
+    set_whitening(copy, off=True)  # one version later nobody can need it
+    assert not list(copy.glob("whitening-*.npz"))
     again = SearchEngine.open(copy).search_image(corpus / "photos" / "rocket.jpg", k=5)
     assert [h.id for h in again] == [h.id for h in before]
 

@@ -113,9 +113,14 @@ def test_sync_remove_and_changed_files(tmp_path, emoji_dir, photos_dir):
     hits = engine.search_image(photos_dir / "rocket.jpg", k=len(engine))
     assert all(h.path != str(gone) for h in hits)
     assert engine.search_image(changed, k=1)[0].path == str(changed)
-    # shards hold no stale rows: every row is published exactly once
+    # shards hold no stale rows: every row is published exactly once; the shards the sync replaced
+    # stay on disk, unpublished, until the next version (the previous one may still be being served)
     store = EmbeddingStore(index_dir)
-    assert sorted(store.completed_shards()) == sorted(store.read_manifest()["shards"])
+    manifest = store.read_manifest()
+    assert manifest["retired_shards"] and not set(manifest["retired_shards"]) & set(manifest["shards"])
+    assert sorted(store.completed_shards()) == sorted(manifest["shards"] + manifest["retired_shards"])
+    remove_images(index_dir, [after[str(changed)][0]])  # the next version
+    assert not set(manifest["retired_shards"]) & set(store.completed_shards())
 
 
 def test_remove_by_id_and_path(tmp_path, emoji_dir):

@@ -6,7 +6,7 @@ import io
 import time
 from dataclasses import dataclass
 
-from flask import Blueprint, current_app, jsonify, request, send_file, url_for
+from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
 from indexer.heads import HeadError
 from indexer.images import ImageDecodeError, load_rgb
@@ -21,7 +21,11 @@ MAX_THUMBNAIL = 1024
 
 
 def engine() -> SearchEngine:
-    return current_app.extensions["imgsearch"]
+    """The engine answering this request: one index version from start to end, even if the
+    indexer publishes a new one meanwhile (the next request gets that)."""
+    if "imgsearch_engine" not in g:
+        g.imgsearch_engine = current_app.extensions["imgsearch"].current()
+    return g.imgsearch_engine
 
 
 def _parse_int(raw, name: str, default: int, low: int, high: int) -> int:
@@ -193,7 +197,8 @@ def info():
     eng = engine()
     data = eng.info()
     return jsonify(backbone=data["backbone"], count=data["count"], dim=data["dim"], metric=data["metric"],
-                   index_type=data["index_type"], updated=data["updated"], max_k=MAX_K,
+                   index_type=data["index_type"], updated=data["updated"], generation=data["generation"],
+                   max_k=MAX_K,
                    heads=data["heads"], whitening=bool(data["whitening"]),
                    max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"])
 

@@ -15,6 +15,9 @@ DEFAULTS = {
     "DEFAULT_K": 10,
     "THUMBNAIL_SIZE": 256,
     "WARM_UP": True,  # load the CNN at start-up, so the first query-by-image is not slow
+    # seconds between checks (one stat) for a newly published version of the index, which is then
+    # opened in the background and swapped in; 0: on every request; None: serve the first version only
+    "RELOAD_INTERVAL": 1.0,
 }
 
 
@@ -23,9 +26,11 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
 
     ``config`` overrides DEFAULTS (``INDEX_DIR`` first of all); ``engine`` lets a
     caller share an already open ``SearchEngine``.  The index is opened here,
-    once per process (once per worker under gunicorn/waitress).
+    once per process (once per worker under gunicorn/waitress); versions the
+    indexer publishes later are picked up while serving (``RELOAD_INTERVAL``).
     """
     from search.engine import SearchEngine
+    from search.reloading import ReloadingEngine
 
     from .api import api
     from .errors import register_error_handlers
@@ -39,6 +44,8 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
         if not index_dir:
             raise ValueError("no index to serve: pass INDEX_DIR or set IMGSEARCH_INDEX=/path/to/index")
         engine = SearchEngine.open(index_dir)
+    if app.config["RELOAD_INTERVAL"] is not None and not isinstance(engine, ReloadingEngine):
+        engine = ReloadingEngine(engine, interval=app.config["RELOAD_INTERVAL"])
     if app.config["WARM_UP"]:
         engine.warm_up()
     app.extensions["imgsearch"] = engine

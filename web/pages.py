@@ -10,6 +10,6 @@ pages = Blueprint("pages", __name__, template_folder="templates", static_folder=
 
 @pages.get("/")
 def index():
-    engine = current_app.extensions["imgsearch"]
+    engine = current_app.extensions["imgsearch"].current()  # one index version for the whole page
     return render_template("index.html", backbone=engine.backbone, count=len(engine), heads=engine.head_names(),
                            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))

@@ -1,0 +1,114 @@
+"""A search engine that follows its index folder: new versions are picked up without a restart.
+
+The indexer publishes a version by replacing ``manifest.json`` last (see
+``indexer/store.py``).  ``ReloadingEngine`` holds one ``SearchEngine`` (one
+version) and, at most every ``interval`` seconds, stats the manifest.  When it
+was replaced, a background thread opens the new version completely (shards'
+metadata, FAISS index, checks) while requests go on being answered by the old
+one, then the reference is swapped in one assignment.  A request that took
+its engine before the swap finishes on the old version, whose files the store
+keeps until the version after the new one is published.  A version that fails
+to open (damaged, say) is logged and not retried until the manifest changes
+again; the old version keeps being served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .engine import SearchEngine
+
+log = logging.getLogger(__name__)
+
+
+class ReloadingEngine:
+    """Answers like a ``SearchEngine``, always from the newest version that opened cleanly.
+
+    ``current()`` returns the ``SearchEngine`` of one version: take it once per
+    request (or per batch of calls that must agree) and use it throughout.  Any
+    other attribute is looked up on ``current()``, so ``engine.search_image(...)``
+    works as on a ``SearchEngine``, each call answered by one version.
+    ``interval=0`` checks on every call; ``background=False`` opens new versions
+    in the calling thread (the call that notices a new version waits for it).
+    """
+
+    def __init__(self, engine: SearchEngine, interval: float = 1.0, *, background: bool = True):
+        if interval < 0:
+            raise ValueError(f"interval must be >= 0 seconds, got {interval}")
+        self._engine = engine
+        self.interval = float(interval)
+        self.background = background
+        self._next_check = time.monotonic() + self.interval
+        self._loading = threading.Lock()  # one reload at a time
+        self._failed_signature = None  # a manifest that failed to open: not retried until it changes
+        self.reloads = 0  # versions swapped in
+        self.last_error: Exception | None = None
+
+    def current(self) -> SearchEngine:
+        """The engine of the newest version opened so far (starts opening a newer one if published)."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self.interval
+            self._check()
+        return self._engine
+
+    def reload(self) -> SearchEngine:
+        """Open the version published now in this thread and swap it in; returns it.
+
+        Raises ``IndexFormatError`` (and keeps the old version) if it cannot be opened.
+        """
+        with self._loading:
+            self._swap(self._engine.reload())
+        return self._engine
+
+    def _check(self) -> None:
+        engine = self._engine
+        signature = engine.store.manifest_signature()
+        if signature == engine._signature or signature == self._failed_signature or signature is None:
+            return
+        if not self._loading.acquire(blocking=False):
+            return  # already opening it
+        if not self.background:
+            self._load(signature)
+            return
+        threading.Thread(target=self._load, args=(signature,), name="index-reload", daemon=True).start()
+
+    def _load(self, signature) -> None:
+        """Open the new version and swap it in; runs holding ``_loading``, releases it."""
+        try:
+            self._swap(self._engine.reload())
+        except Exception as exc:  # noqa: BLE001 - any failure: keep serving the old version, say why
+            self.last_error = exc
+            self._failed_signature = signature
+            log.error("%s: keeping version %d, the newly published version cannot be opened: %s",
+                      self._engine.store.root, self._engine.generation, exc)
+        finally:
+            self._loading.release()
+
+    def _swap(self, new: SearchEngine) -> None:
+        if new is not self._engine:
+            self._engine = new  # one reference: a request sees the old version or the new, never a mix
+            self.reloads += 1
+            self.last_error = None
+            self._failed_signature = None
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until no reload is under way; False on timeout."""
+        if not self._loading.acquire(timeout=timeout):
+            return False
+        self._loading.release()
+        return True
+
+    # ------------------------------------------------------------ a SearchEngine's face
+    def __getattr__(self, name):
+        if name.startswith("_"):  # never forward private state (or recurse before __init__ ran)
+            raise AttributeError(name)
+        return getattr(self.current(), name)
+
+    def __len__(self) -> int:
+        return len(self.current())
+
+    def __repr__(self) -> str:
+        return f"ReloadingEngine({self._engine.store.root}, version {self._engine.generation})"
