@@ -147,9 +147,9 @@ def _update(store, manifest, shards):
     added = [s for s in shards if s not in old]
     try:
         index = store.read_index(manifest["index_file"])
-    except IndexFormatError:
+        gone_ids = store.read_table(gone, ["id"]).column("id").to_numpy() if gone else np.empty(0, np.int64)
+    except IndexFormatError:  # damaged: build anew from the shards
         return None
-    gone_ids = store.read_table(gone, ["id"]).column("id").to_numpy() if gone else np.empty(0, np.int64)
     if not ann.remove_ids(index, gone_ids):
         return None  # this index type cannot remove: rebuild it (from the trained state, if any)
     for ids, vectors in iter_vectors(store, added, manifest):

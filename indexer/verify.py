@@ -365,6 +365,6 @@ def repair_index(index_dir) -> RepairResult:
     kept = [s for s in manifest["shards"] if s not in damaged]
     log.warning("repairing %s: rebuilding the FAISS index%s", index_dir,
                 f", dropping damaged shards {', '.join(damaged)}" if damaged else "")
-    published = publish_index(store, manifest, kept, retired=damaged)
+    published = publish_index(store, manifest, kept, retired=damaged, rebuild=True)
     dropped = manifest["count"] - published["count"]
     return RepairResult(before, verify_index(index_dir), damaged, dropped)
