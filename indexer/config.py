@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
+# The most pixels an image may declare for the decoder to decode it (indexer/images.py); any
+# configured limit (IndexConfig.max_pixels, the web app's MAX_IMAGE_PIXELS) is at most this.
+MAX_PIXELS = 180_000_000
 
 
 def default_cache_dir() -> Path:
@@ -29,6 +32,8 @@ class IndexConfig:
     decode_workers: int | None = None  # decoding processes; None = one per core, 0 = a thread
     cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
+    # images declaring more pixels are skipped (indexing) or refused (queries), before decoding
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -37,3 +42,12 @@ class IndexConfig:
             raise ValueError(f"runtime must be auto, tflite or tf, got {self.runtime!r}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        check_max_pixels(self.max_pixels, "max_pixels")
+
+
+def check_max_pixels(value, name: str) -> int:
+    """A pixel limit between 1 and the decoder's ceiling MAX_PIXELS, or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PIXELS:
+        raise ValueError(f"{name} must be an integer between 1 and {MAX_PIXELS:,} (the decoder's ceiling), "
+                         f"got {value!r}")
+    return value
