@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
+# The most pixels an image may declare for the decoder to decode it (indexer/images.py); any
+# configured limit (IndexConfig.max_pixels, the web app's MAX_IMAGE_PIXELS) is at most this.
+MAX_PIXELS = 180_000_000
 
 
 def default_cache_dir() -> Path:
@@ -35,6 +38,8 @@ class IndexConfig:
     target_recall: float | None = None  # recall@10 against exact search that tuning aims for; default 0.95
     rerank: bool | None = None  # re-score approximate candidates with the full vectors (memory-mapped)
     use_gpu: str = "auto"  # "auto": FAISS on GPU when it has one; "no": always CPU
+    # images declaring more pixels are skipped (indexing) or refused (queries), before decoding
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -47,6 +52,7 @@ class IndexConfig:
             raise ValueError(f"use_gpu must be auto or no, got {self.use_gpu!r}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        check_max_pixels(self.max_pixels, "max_pixels")
 
     def ann_overrides(self) -> dict:
         """The index options this config sets explicitly (AnnOptions field -> value)."""
@@ -55,3 +61,11 @@ class IndexConfig:
         given = {"index_type": self.index_type, "target_recall": self.target_recall, "rerank": self.rerank,
                  "max_memory": None if self.max_index_memory is None else parse_memory(self.max_index_memory)}
         return {k: v for k, v in given.items() if v is not None} | {"use_gpu": self.use_gpu}
+
+
+def check_max_pixels(value, name: str) -> int:
+    """A pixel limit between 1 and the decoder's ceiling MAX_PIXELS, or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PIXELS:
+        raise ValueError(f"{name} must be an integer between 1 and {MAX_PIXELS:,} (the decoder's ceiling), "
+                         f"got {value!r}")
+    return value

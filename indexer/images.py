@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-# Refuse absurd declared sizes (decompression bombs) instead of allocating them.
-MAX_PIXELS = 180_000_000
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS // 2  # Pillow warns above this, errors above 2x
+from .config import MAX_PIXELS
+
+# load_rgb checks each image's declared size against the caller's limit (at most MAX_PIXELS)
+# before a pixel is decoded, so a decompression bomb (a small file declaring a huge size) is
+# refused, never allocated. Pillow's own guard stays as a backstop for the sizes it checks
+# inside its plugins (ICO sub-images, GIF frames, TIFF tiles): it raises above 2x this. Its
+# warning between 1x and 2x is redundant: load_rgb refuses all those images.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 EXIF_ORIENTATION = 0x0112
@@ -35,6 +42,10 @@ class ImageDecodeError(ValueError):
     """The input is not an image Pillow can decode; the message says why."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """The image declares more pixels than the caller's limit (a decompression bomb, or just huge)."""
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     array: np.ndarray  # (S, S, 3) uint8, the model input
@@ -42,28 +53,69 @@ class DecodedImage:
     height: int
 
 
+_FILE_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a named pipe", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a regular file, or ImageDecodeError saying why not.
+
+    Opened non-blocking and checked before reading: a named pipe would block
+    the reader for ever, and a link to /dev/zero would fill the memory.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ImageDecodeError(f"broken symbolic link (to {os.readlink(path)})") from None
+        raise ImageDecodeError("cannot read file: no such file") from None
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageDecodeError(f"not a regular file ({_FILE_KINDS.get(stat.S_IFMT(mode), 'special file')})")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read()
+    except OSError as exc:  # EIO on a failing disk, for one
+        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    return data
+
+
 def _open(source: ImageSource) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
+    if isinstance(source, (str, os.PathLike)):
+        source = read_image_file(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
         if not source:
             raise ImageDecodeError("empty file (0 bytes)")
         source = io.BytesIO(source)
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            if path.stat().st_size == 0:
-                raise ImageDecodeError("empty file (0 bytes)")
-        except OSError as exc:
-            raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from exc
     try:
         return Image.open(source)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not an image Pillow recognises") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large: {exc}") from exc
-    except OSError as exc:
-        raise ImageDecodeError(f"cannot read file: {exc.strerror or exc}") from exc
+    except OSError as exc:  # the bytes are in memory by now: a broken header, not a failed read
+        raise ImageDecodeError(f"cannot decode image: {exc.strerror or exc}") from exc
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image too large: {width} x {height} pixels ({width * height / 1e6:.1f} megapixels); "
+            f"at most {max_pixels / 1e6:g} megapixels are decoded"
+        )
+
+
+def _bomb_error(exc: Exception, max_pixels: int) -> ImageTooLargeError:
+    """Pillow's own guard fired (above 2 x MAX_PIXELS): say it in the same terms as _check_pixels."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    declared = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "more pixels than Pillow allows"
+    return ImageTooLargeError(f"image too large: {declared}; at most {max_pixels / 1e6:g} megapixels are decoded")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -99,40 +151,54 @@ def center_crop_resize(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def load_rgb(source: ImageSource, min_size: int | None = None) -> tuple[Image.Image, int, int]:
+def load_rgb(source: ImageSource, min_size: int | None = None,
+             max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, int, int]:
     """Decode ``source`` into an upright 8-bit RGB image.
 
     Returns (image, width, height) where width/height are the original size
     as displayed (after EXIF rotation).  With ``min_size``, JPEGs may be
     decoded at reduced scale (1/2, 1/4, 1/8) while both sides stay >= min_size.
     Raises ImageDecodeError with a one-line reason for anything that is not a
-    usable image (empty, truncated, wrong format, too large, unreadable).
+    usable image (empty, truncated, wrong format, unreadable), and its
+    subclass ImageTooLargeError for an image over ``max_pixels``; never
+    another exception type, whatever the bytes.
     """
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _open(source)
-            if getattr(img, "is_animated", False):
-                img.seek(0)
-            width, height = img.size
-            if min(width, height) < 1:
-                raise ImageDecodeError(f"image has no pixels ({width}x{height})")
-            if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-                width, height = height, width  # reported as displayed, the right way up
-            if min_size and img.format == "JPEG":
-                img.draft("RGB", (min_size, min_size))
-            img = ImageOps.exif_transpose(img)
-            img.load()
-            return _to_rgb(img), width, height
+        img = _open(source)
+        if img.tell() != 0:  # a PIL image handed in on a later frame; files open on their first
+            img.seek(0)
+        # Never ask is_animated/n_frames: they parse later frames, and a download cut short in
+        # the second frame of a GIF would fail although the first frame is whole.
+        width, height = img.size
+        if min(width, height) < 1:
+            raise ImageDecodeError(f"image has no pixels ({width}x{height})")
+        _check_pixels(width, height, max_pixels)  # from the header, before decoding anything
+        if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            width, height = height, width  # reported as displayed, the right way up
+        if min_size and img.format == "JPEG":
+            img.draft("RGB", (min_size, min_size))
+        img = ImageOps.exif_transpose(img)
+        img.load()
+        return _to_rgb(img), width, height
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"image too large: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(exc, max_pixels) from exc
+    except MemoryError as exc:
+        raise ImageTooLargeError("image too large: not enough memory to decode it") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"cannot decode image: {exc}") from exc
+    except Exception as exc:  # Pillow's parsers can fail on hostile bytes with any error (IndexError, struct.error...)
+        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
 
 
-def decode_image(source: ImageSource, size: int) -> DecodedImage:
-    """Decode ``source`` (path, bytes, file object or PIL image) into a (size, size, 3) model input."""
-    img, width, height = load_rgb(source, min_size=size)
-    return DecodedImage(center_crop_resize(img, size), width, height)
+def decode_image(source: ImageSource, size: int, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode ``source`` (path, bytes, file object or PIL image) into a (size, size, 3) model input.
+
+    Raises only ImageDecodeError (ImageTooLargeError over ``max_pixels``).
+    """
+    img, width, height = load_rgb(source, min_size=size, max_pixels=max_pixels)
+    try:
+        return DecodedImage(center_crop_resize(img, size), width, height)
+    except MemoryError as exc:
+        raise ImageTooLargeError("image too large: not enough memory to resize it") from exc

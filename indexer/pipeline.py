@@ -148,9 +148,10 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
 
     def to_embed() -> Iterator[Decoded]:
         for item in read_images(iter_image_files(sources), backbone.input_size, known_keys(known),
-                                workers=config.decode_workers):
+                                workers=config.decode_workers, max_pixels=config.max_pixels):
             if isinstance(item, AlreadyIndexed) and item.sha256 not in known:
-                item = read_one(item.file, backbone.input_size)  # only its 64-bit key was known
+                # only its 64-bit key was known
+                item = read_one(item.file, backbone.input_size, max_pixels=config.max_pixels)
             old = by_path.get(item.file.path) if not isinstance(item, Skipped) else None
             if old is not None and old[1] != item.sha256:  # same path, new content
                 remove_ids.add(old[0])

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .images import DecodedImage, ImageDecodeError, decode_image
+from .images import MAX_PIXELS, DecodedImage, ImageDecodeError, decode_image, read_image_file
 from .sources import ImageFile
 
 
@@ -66,23 +66,22 @@ def _init_worker(keys: np.ndarray) -> None:
     _WORKER_KEYS = keys
 
 
-def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None):
+def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pixels: int = MAX_PIXELS):
     """Read, hash and decode one file; never raises for a bad file.
 
     ``keys``: known-content keys (default: the worker's, set at start; pass an
-    empty array to decode whatever is known).
+    empty array to decode whatever is known).  Images over ``max_pixels`` are skipped.
     """
     keys = _WORKER_KEYS if keys is None else keys
     try:
-        with open(file.path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        return Skipped(file, f"cannot read file: {exc.strerror or exc}")
+        data = read_image_file(file.path)  # a pipe or device named .jpg is refused, not read
+    except ImageDecodeError as exc:
+        return Skipped(file, str(exc))
     sha = hashlib.sha256(data).hexdigest()
     if _is_known(keys, sha):
         return AlreadyIndexed(file, sha)
     try:
-        return Decoded(file, sha, decode_image(data, size))
+        return Decoded(file, sha, decode_image(data, size, max_pixels))
     except ImageDecodeError as exc:
         return Skipped(file, str(exc))
     except Exception as exc:  # a decoder bug on one file must not end the run
@@ -98,11 +97,12 @@ def _pool(workers: int, keys: np.ndarray) -> Executor:
 
 
 def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None = None, *,
-                workers: int | None = None, window: int = 256) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
+                workers: int | None = None, window: int = 256,
+                max_pixels: int = MAX_PIXELS) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
     """Decode ``files`` in ``workers`` processes (default: one per core), yielding in input order.
 
     ``known``: sorted uint64 keys (``known_keys``) of contents already indexed;
-    those files are hashed but not decoded.
+    those files are hashed but not decoded.  Images over ``max_pixels`` are skipped.
     """
     keys = np.empty(0, np.uint64) if known is None else known
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -110,8 +110,8 @@ def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None 
         pending: deque = deque()
         for file in files:
             # processes got the keys once, at start; a thread gets them with each call
-            pending.append(pool.submit(read_one, file, size, keys) if workers == 0 else
-                           pool.submit(read_one, file, size))
+            pending.append(pool.submit(read_one, file, size, keys, max_pixels) if workers == 0 else
+                           pool.submit(read_one, file, size, None, max_pixels))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:

@@ -54,7 +54,16 @@ def count_image_files(sources: Iterable[str | os.PathLike]) -> int:
 
 
 def _walk(root: Path) -> Iterator[ImageFile]:
+    seen: set[tuple[int, int]] = set()  # (device, inode) of the folders walked
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: a loop, or a second way in
+            dirnames.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         rel = os.path.relpath(dirpath, root)
         label = "" if rel == "." else Path(rel).as_posix()

@@ -212,11 +212,16 @@ class SearchEngine:
         }
 
     # ------------------------------------------------------------ queries
-    def embed_images(self, images: list[ImageSource]) -> np.ndarray:
-        """Embed query images with the index's backbone: -> (q, D) unit vectors."""
+    def embed_images(self, images: list[ImageSource], *, max_pixels: int | None = None) -> np.ndarray:
+        """Embed query images with the index's backbone: -> (q, D) unit vectors.
+
+        Raises ImageDecodeError for a bad image, ImageTooLargeError for one over
+        ``max_pixels`` (default: the config's), before any is embedded.
+        """
         embedder = self._get_embedder()
         size = embedder.backbone.input_size
-        batch = np.stack([decode_image(img, size).array for img in images])  # (q, S, S, 3)
+        limit = self.config.max_pixels if max_pixels is None else max_pixels
+        batch = np.stack([decode_image(img, size, limit).array for img in images])  # (q, S, S, 3)
         return embedder.embed(batch)
 
     def search_image(self, image: ImageSource, k: int = 10, *, head: str | None = None) -> list[Hit]:
@@ -246,7 +251,11 @@ class SearchEngine:
 
     def check_vector(self, vector) -> np.ndarray:
         """A (D,) float32 copy of ``vector``, or ValueError saying what is wrong with it."""
-        v = np.asarray(vector, dtype=np.float32)
+        try:
+            with np.errstate(over="ignore"):  # a float beyond float32 becomes inf, refused below
+                v = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError, OverflowError) as exc:  # e.g. an int too large for a float
+            raise ValueError(f"query vector must be {self.dim} finite numbers: {exc}") from None
         if v.ndim != 1 or v.shape[0] != self.dim:
             raise ValueError(
                 f"query vector has shape {v.shape}, this index ({self.backbone}) needs ({self.dim},)"

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.images import ImageDecodeError, center_crop_resize, decode_image
+from indexer.images import ImageDecodeError, ImageTooLargeError, center_crop_resize, decode_image
 
+from .bad_images import animated_gif, png_declaring
 from .conftest import rng_image, solid
 
 
@@ -101,3 +102,35 @@ def test_truncated_files_raise():
 def test_missing_file_raises(tmp_path):
     with pytest.raises(ImageDecodeError, match="cannot read file"):
         decode_image(tmp_path / "nope.jpg", 32)
+
+
+def test_gif_cut_short_in_a_later_frame_gives_its_whole_first_frame():
+    """Asking Pillow whether it is animated parses frame 2 and failed with IndexError/struct.error."""
+    frames = [rng_image(s, (40, 30)).convert("P") for s in (6, 7, 8)]
+    data = animated_gif(frames)
+    first = decode_image(_bytes(frames[0], "GIF"), 32).array
+    for cut in range(len(data) // 2, len(data), 7):
+        np.testing.assert_array_equal(decode_image(data[:cut], 32).array, first)
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    # 2000 x 1500 declared, pixel data cut short: decoding would say "truncated"
+    data = png_declaring(2000, 1500)
+    with pytest.raises(ImageTooLargeError, match=r"2000 x 1500 pixels \(3.0 megapixels\); at most 2.9 megapixels"):
+        decode_image(data, 32, max_pixels=2_900_000)
+    with pytest.raises(ImageDecodeError, match="truncated") as info:
+        decode_image(data, 32, max_pixels=3_000_000)
+    assert not isinstance(info.value, ImageTooLargeError)
+
+
+def test_special_files_are_refused_without_reading(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it for reading, blocking, would wait for ever
+    (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    (tmp_path / "folder.jpg").mkdir()
+    for name, reason in (("pipe.jpg", "a named pipe"), ("zero.jpg", "a character device"),
+                         ("dangling.jpg", "broken symbolic link"), ("folder.jpg", "a folder")):
+        with pytest.raises(ImageDecodeError, match=reason):
+            decode_image(tmp_path / name, 32)

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -27,15 +28,55 @@ def browser():
         b.close()
 
 
+# Records every Content-Security-Policy violation the page meets, from its first script on.
+CSP_RECORDER = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation',
+  (e) => window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || 'inline code'}`));
+"""
+
+
+def _watch(context):
+    """Collect JavaScript errors and CSP violations (console and events) of every page of a context."""
+    found = {"errors": [], "csp": []}
+    context.add_init_script(CSP_RECORDER)
+
+    def on_page(pg):
+        pg.on("pageerror", lambda exc: found["errors"].append(str(exc)))
+        pg.on("console", lambda msg: "Content Security Policy" in msg.text and found["csp"].append(msg.text))
+
+    context.on("page", on_page)
+    return found
+
+
+def _csp_violations(pg, found) -> list[str]:
+    return found["csp"] + pg.evaluate("window.__cspViolations || []")
+
+
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1100, "height": 900})
+    found = _watch(context)
     pg = context.new_page()
-    errors = []
-    pg.on("pageerror", lambda exc: errors.append(str(exc)))
     yield pg
+    violations = _csp_violations(pg, found) if not pg.is_closed() else found["csp"]
     context.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
+    assert found["errors"] == [], f"JavaScript errors on the page: {found['errors']}"
+    assert violations == [], f"Content-Security-Policy violations on the page: {violations}"
+
+
+def wait_until(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll a JavaScript expression until it is true.
+
+    Not page.wait_for_function: Playwright compiles its in-page polling with
+    eval, which the page's Content-Security-Policy rightly forbids;
+    page.evaluate goes through the DevTools protocol, which CSP does not govern.
+    """
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {expression}")
+        page.wait_for_timeout(50)
 
 
 def _result_ids(page):
@@ -43,23 +84,24 @@ def _result_ids(page):
 
 
 def test_upload_see_results_click_for_more(page, live_server, corpus):
-    page.goto(live_server.url + "/")
+    response = page.goto(live_server.url + "/")
+    assert "default-src 'self'" in response.headers["content-security-policy"]  # the page runs under it
     assert "efficientnet-lite0" in page.text_content("#index-meta")
     page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
     page.wait_for_selector("#results .hit")
-    page.wait_for_function("document.querySelector('#status').textContent.includes('results for coffee.jpg')")
+    wait_until(page, "document.querySelector('#status').textContent.includes('results for coffee.jpg')")
     first = _result_ids(page)
     assert len(first) == 24
     assert page.get_attribute("#results .hit >> nth=0", "title").endswith("coffee.jpg")
     assert page.is_visible("#query-image")
     # every thumbnail actually loaded
-    page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_until(page, "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-upload-results.png"), full_page=True)
 
     clicked = first[1]
     page.click("#results .hit >> nth=1")
-    page.wait_for_function(f"document.querySelector('#status').textContent.includes('results for image {clicked}')")
+    wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {clicked}')")
     second = _result_ids(page)
     assert second != first and clicked not in second and len(second) == 24
     assert f"id {clicked}" in page.text_content("#query-caption")
@@ -74,14 +116,14 @@ def test_drag_and_drop_and_keyboard(page, live_server, corpus):
                       dt.items.add(new File([new Uint8Array(bytes)], 'rocket.jpg', {type: 'image/jpeg'}));
                       return dt; }""", data)
     page.dispatch_event("#dropzone", "drop", {"dataTransfer": handle})
-    page.wait_for_function("document.querySelector('#status').textContent.includes('results for rocket.jpg')")
+    wait_until(page, "document.querySelector('#status').textContent.includes('results for rocket.jpg')")
     assert page.get_attribute("#results .hit >> nth=0", "title").endswith("rocket.jpg")
 
     # keyboard only: focus the third result and press Enter
     target = _result_ids(page)[2]
     page.focus("#results .hit >> nth=2")
     page.keyboard.press("Enter")
-    page.wait_for_function(f"document.querySelector('#status').textContent.includes('results for image {target}')")
+    wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {target}')")
 
 
 def test_bad_upload_shows_the_servers_message(page, live_server, tmp_path):
@@ -89,7 +131,7 @@ def test_bad_upload_shows_the_servers_message(page, live_server, tmp_path):
     fake = tmp_path / "fake.png"
     fake.write_text("not really a png")
     page.set_input_files("#file-input", str(fake))
-    page.wait_for_function("document.querySelector('#status').classList.contains('error')")
+    wait_until(page, "document.querySelector('#status').classList.contains('error')")
     assert "not an image" in page.text_content("#status")
 
 
@@ -120,7 +162,28 @@ def test_predicted_classes_and_head_aware_search(page, headed_server, corpus):
 
     page.check("#head-aware")
     page.set_input_files("#file-input", str(corpus / "photos" / "rocket.jpg"))
-    page.wait_for_function("document.querySelector('#status').textContent.includes('head-aware: cat')")
+    wait_until(page, "document.querySelector('#status').textContent.includes('head-aware: cat')")
     assert _result_ids(page) != plain
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-heads.png"), full_page=False)
+
+
+def test_csp_blocks_and_reports_injected_code(browser, live_server):
+    """The watch the other tests rely on sees a violation when there is one, and CSP stops the code."""
+    context = browser.new_context()
+    found = _watch(context)
+    pg = context.new_page()
+    pg.goto(live_server.url + "/")
+    pg.evaluate("""() => {
+        const s = document.createElement('script');
+        s.textContent = 'window.__injected = true';
+        document.body.append(s);
+        const img = document.createElement('img');
+        img.src = 'https://example.invalid/track.png';
+        document.body.append(img);
+    }""")
+    wait_until(pg, "window.__cspViolations.length >= 2")
+    violations = _csp_violations(pg, found)
+    assert pg.evaluate("window.__injected === undefined")  # the inline script never ran
+    assert any("script-src" in v for v in violations) and any("img-src" in v for v in violations)
+    context.close()

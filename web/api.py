@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
 from indexer.heads import HeadError
-from indexer.images import ImageDecodeError, load_rgb
+from indexer.images import ImageDecodeError, ImageTooLargeError, load_rgb
 from search.engine import MAX_K, SearchEngine, UnknownIdError
 
 from .errors import ApiError
@@ -79,7 +79,10 @@ def _parse_query() -> Query:
     if not request.is_json:
         raise ApiError(400, "missing_field",
                        "send multipart/form-data with an 'image' file, or JSON with 'id' or 'vector'")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)  # silent covers syntax errors, not this one
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object such as {\"id\": 3, \"k\": 10}")
     if "id" in body:
@@ -103,10 +106,12 @@ def _query_vector(query: Query):
     eng = engine()
     try:
         if query.kind == "image":
-            return eng.embed_images([query.image])[0]
+            return eng.embed_images([query.image], max_pixels=current_app.config["MAX_IMAGE_PIXELS"])[0]
         if query.kind == "id":
             return eng.vector(query.row_id)
         return eng.check_vector(query.vector)
+    except ImageTooLargeError as exc:
+        raise ApiError(413, "image_too_large", f"{query.filename}: {exc}") from None
     except ImageDecodeError as exc:
         raise ApiError(400, "invalid_image", f"{query.filename}: {exc}") from None
     except UnknownIdError as exc:
@@ -178,7 +183,8 @@ def image(row_id: int):
         if not 16 <= size <= MAX_THUMBNAIL:
             raise ApiError(400, "invalid_size", f"size must be between 16 and {MAX_THUMBNAIL}, got {size}")
     try:
-        img, _, _ = load_rgb(hit.path, min_size=size)
+        # the indexer's pixel limit, not the uploads': the file is one the index accepted
+        img, _, _ = load_rgb(hit.path, min_size=size, max_pixels=eng.config.max_pixels)
     except ImageDecodeError as exc:
         # the path comes from the index, never from the request
         raise ApiError(404, "image_unavailable", f"image {row_id} is in the index but its file is not "
@@ -200,7 +206,8 @@ def info():
                    index_type=data["index_type"], updated=data["updated"], generation=data["generation"],
                    max_k=MAX_K,
                    heads=data["heads"], whitening=bool(data["whitening"]),
-                   max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"])
+                   max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"],
+                   max_image_pixels=current_app.config["MAX_IMAGE_PIXELS"])
 
 
 @api.get("/health")

@@ -12,6 +12,11 @@ log = logging.getLogger(__name__)
 DEFAULTS = {
     "INDEX_DIR": None,  # the index folder to serve; else $IMGSEARCH_INDEX
     "MAX_CONTENT_LENGTH": 20 * 1024 * 1024,  # uploads over this get 413
+    # query images declaring more pixels get 413 before a pixel is decoded (decompression bombs);
+    # 50 megapixels takes an 8000 x 6000 photo
+    "MAX_IMAGE_PIXELS": 50_000_000,
+    # never debug mode, whatever FLASK_DEBUG says: the server must not run with it in production
+    "DEBUG": False,
     "DEFAULT_K": 10,
     "THUMBNAIL_SIZE": 256,
     "WARM_UP": True,  # load the CNN at start-up, so the first query-by-image is not slow
@@ -29,16 +34,22 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     once per process (once per worker under gunicorn/waitress); versions the
     indexer publishes later are picked up while serving (``RELOAD_INTERVAL``).
     """
+    from indexer.config import check_max_pixels
     from search.engine import SearchEngine
     from search.reloading import ReloadingEngine
 
     from .api import api
     from .errors import register_error_handlers
     from .pages import pages
+    from .security import add_security_headers
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
+    check_max_pixels(app.config["MAX_IMAGE_PIXELS"], "MAX_IMAGE_PIXELS")
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"MAX_CONTENT_LENGTH must be a positive number of bytes, got {limit!r}")
     if engine is None:
         index_dir = app.config["INDEX_DIR"] or os.environ.get("IMGSEARCH_INDEX")
         if not index_dir:
@@ -50,7 +61,9 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
         engine.warm_up()
     app.extensions["imgsearch"] = engine
     register_error_handlers(app)
+    add_security_headers(app)
     app.register_blueprint(api)
     app.register_blueprint(pages)
-    log.info("serving %s (%d images, %s)", engine.store.root, len(engine), engine.backbone)
+    log.info("serving %s (%d images, %s, debug %s)", engine.store.root, len(engine), engine.backbone,
+             "on" if app.debug else "off")
     return app

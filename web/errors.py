@@ -28,6 +28,10 @@ def _respond(status: int, code: str, message: str):
     return render_template("error.html", status=status, message=message), status
 
 
+def _megabytes(n: int) -> str:
+    return f"{n // (1024 * 1024)} MB" if n % (1024 * 1024) == 0 else f"{n / (1024 * 1024):.2f} MB"
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
@@ -39,7 +43,11 @@ def register_error_handlers(app: Flask) -> None:
         message = exc.description or exc.name
         if status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"upload too large: the limit is {limit // (1024 * 1024)} MB" if limit else message
+            if limit and (request.content_length is None or request.content_length > limit):
+                message = f"upload too large: the limit is {_megabytes(limit)}"
+            else:  # Werkzeug's form limits: a text field over MAX_FORM_MEMORY_SIZE, or too many parts
+                message = (f"form too large: text fields may hold at most {app.config['MAX_FORM_MEMORY_SIZE']} "
+                           f"bytes and a form at most {app.config['MAX_FORM_PARTS']} parts")
         return _respond(status, _CODES.get(status, "http_error"), message)
 
     @app.errorhandler(Exception)

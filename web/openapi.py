@@ -40,7 +40,7 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
                     "400": _error("Not an image, missing field, bad k, id, vector or head"),
                     "404": _error("Unknown id"),
-                    "413": _error("Upload over the size limit"),
+                    "413": _error("Upload over the size limit, or an image over the pixel limit"),
                 },
             }},
             "/api/classify": {"post": {
@@ -62,7 +62,7 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClassifyResponse"}}}},
                     "400": _error("Not an image, missing field, unknown head, bad top, id or vector"),
                     "404": _error("Unknown id"),
-                    "413": _error("Upload over the size limit"),
+                    "413": _error("Upload over the size limit, or an image over the pixel limit"),
                 },
             }},
             "/api/images/{id}": {"get": {
