@@ -344,20 +344,13 @@ class SearchEngine:
             return self._embedder
 
 
-MMAP_ABOVE = 1 << 30  # index files this large are memory-mapped rather than read into RAM
-
-
 def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
     """The published FAISS index with its tuned search parameters, on GPU if there is one."""
-    from indexer.ann import set_search_params, to_gpu_if_available
+    from indexer.ann import mmap_mode, set_search_params, to_gpu_if_available
 
     name = manifest["index_file"]
     ann = manifest.get("ann") or {}
-    # re-ranking keeps full vectors in the file for exact re-scoring: they stay on disk, mapped
-    factory = ann.get("factory", "Flat")
-    mmap = None
-    if factory.endswith(",RFlat") or (store.root / name).stat().st_size >= MMAP_ABOVE:
-        mmap = "lists" if "IVF" in factory and not factory.endswith(",RFlat") else "codes"
+    mmap = mmap_mode(ann.get("factory", "Flat"), (store.root / name).stat().st_size)
     index = store.read_index(name, mmap=mmap)
     set_search_params(index, (ann.get("tuning") or {}).get("params") or {})
     index, device = to_gpu_if_available(index, config.use_gpu)

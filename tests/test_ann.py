@@ -63,12 +63,12 @@ def fresh_recall(engine, queries, truth):
 @pytest.mark.parametrize("n, d, memory, expected", [
     (5_000, 1280, "32G", "Flat"),
     (100_000, 1280, "32G", "HNSW32"),
-    (1_000_000, 1280, "32G", "IVF4096,Flat"),
-    (1_000_000, 1280, "4G", "IVF4096,SQ8"),
-    (1_000_000, 1280, "1G", "IVF4096,PQ640x4fs"),
-    (1_000_000, 1280, "200M", "IVF4096,PQ320x4fs"),
-    (100_000, 1280, "200M", "IVF1024,SQ8"),
-    (100_000, 1280, "100M", "IVF1024,PQ640x4fs"),
+    (1_000_000, 1280, "32G", "IVF2048,Flat"),
+    (1_000_000, 1280, "4G", "IVF2048,SQ8"),
+    (1_000_000, 1280, "1G", "IVF2048,PQ640x4fs"),
+    (1_000_000, 1280, "200M", "IVF2048,PQ320x4fs"),
+    (100_000, 1280, "200M", "IVF512,SQ8"),
+    (100_000, 1280, "100M", "IVF512,PQ640x4fs"),
 ])
 def test_index_choice_follows_size_and_memory_budget(n, d, memory, expected):
     budget = ann.parse_memory(memory)
@@ -197,8 +197,6 @@ def test_removal_by_id_works_for_every_index_type(tmp_path, factory):
 
 # ---------------------------------------------------------------- memory-mapping, options, GPU
 def test_large_indexes_are_memory_mapped_with_the_same_results(tmp_path, monkeypatch):
-    import search.engine as engine_module
-
     store, manifest, shards = make_index_dir(tmp_path / "idx", n=5000, shard_size=5000)
     publish_index(store, manifest, shards, options=ann.AnnOptions(index_type="IVF64,Flat"))
     queries = GEN.sample(20, 5)
@@ -208,7 +206,7 @@ def test_large_indexes_are_memory_mapped_with_the_same_results(tmp_path, monkeyp
     real_read = EmbeddingStore.read_index
     monkeypatch.setattr(EmbeddingStore, "read_index",
                         lambda self, name, mmap=None: opened.append(mmap) or real_read(self, name, mmap))
-    monkeypatch.setattr(engine_module, "MMAP_ABOVE", 1)  # every index counts as large
+    monkeypatch.setattr(ann, "MMAP_ABOVE", 1)  # every index counts as large
     mapped = SearchEngine.open(store.root)
     assert opened == ["lists"]
     assert [[h.id for h in mapped.search_vector(q, 10)] for q in queries] == expected
