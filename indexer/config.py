@@ -29,6 +29,10 @@ class IndexConfig:
     decode_workers: int | None = None  # decoding processes; None = one per core, 0 = a thread
     cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
+    # the Spark engine (indexer/spark_index.py)
+    spark_master: str | None = None  # None: spark-submit's master, else local[*]
+    spark_task_size: int | None = None  # files per Spark task, the unit of resume; None: <= 1024, >= 2 tasks a core
+    spark_work_dir: str | None = None  # executors' results (a URI or shared path on a cluster); None: DIR/spark-work
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -37,3 +41,5 @@ class IndexConfig:
             raise ValueError(f"runtime must be auto, tflite or tf, got {self.runtime!r}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.spark_task_size is not None and self.spark_task_size < 1:
+            raise ValueError(f"spark_task_size must be >= 1, got {self.spark_task_size}")

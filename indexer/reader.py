@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .filesystems import read_bytes
 from .images import DecodedImage, ImageDecodeError, decode_image
 from .sources import ImageFile
 
@@ -74,8 +75,7 @@ def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None):
     """
     keys = _WORKER_KEYS if keys is None else keys
     try:
-        with open(file.path, "rb") as f:
-            data = f.read()
+        data = read_bytes(file.path)  # a local path, or a URI (hdfs://, s3://...)
     except OSError as exc:
         return Skipped(file, f"cannot read file: {exc.strerror or exc}")
     sha = hashlib.sha256(data).hexdigest()
