@@ -36,7 +36,7 @@ def join_relative(base: str, relative: str) -> str:
     return f"{scheme}://{authority}{posixpath.normpath(posixpath.join(rest or '/', relative))}"
 
 
-def _from_uri(uri: str):
+def _from_uri(uri: str, shown: str):
     from pyarrow import ArrowInvalid, ArrowNotImplementedError
     from pyarrow import fs
 
@@ -46,12 +46,13 @@ def _from_uri(uri: str):
         try:
             import fsspec
         except ImportError:
-            raise ValueError(f"cannot open {uri}: {exc}. For a file system pyarrow does not know, "
+            raise ValueError(f"cannot open {shown}: pyarrow.fs: {exc}. For a file system pyarrow does not know, "
                              "pip install fsspec and its package for the scheme (s3fs, gcsfs, adlfs...)") from exc
         try:
             filesystem, path = fsspec.core.url_to_fs(uri)
         except (ImportError, ValueError) as fsspec_exc:
-            raise ValueError(f"cannot open {uri}: {exc}; fsspec: {fsspec_exc}") from fsspec_exc
+            raise ValueError(f"cannot open {shown}: neither pyarrow.fs ({exc}) nor fsspec ({fsspec_exc}) "
+                             "knows this file system") from fsspec_exc
         return fs.PyFileSystem(fs.FSSpecHandler(filesystem)), path
 
 
@@ -72,7 +73,7 @@ def resolve(path: str | os.PathLike):
     with _LOCK:
         if key not in _FILESYSTEMS:
             # the path a probe name maps to tells how this file system spells paths (with or without the bucket)
-            filesystem, probe = _from_uri(f"{key}/imgsearch-probe")
+            filesystem, probe = _from_uri(f"{key}/imgsearch-probe", path)
             _FILESYSTEMS[key] = (filesystem, probe[: -len("imgsearch-probe")])
         filesystem, prefix = _FILESYSTEMS[key]
     return filesystem, prefix + rest.lstrip("/")
@@ -85,7 +86,10 @@ def read_bytes(path: str) -> bytes:
             return f.read()
     import pyarrow as pa
 
-    filesystem, inner = resolve(path)
+    try:
+        filesystem, inner = resolve(path)
+    except ValueError as exc:  # no file system for that scheme: this file cannot be read
+        raise OSError(str(exc)) from exc
     try:
         with filesystem.open_input_file(inner) as f:
             return f.read()
@@ -132,6 +136,15 @@ def remove_tree(folder: str) -> None:
 
     filesystem, inner = resolve(folder)
     if filesystem.get_file_info(inner).type == fs.FileType.Directory:
+        filesystem.delete_dir(inner)
+
+
+def remove_dir_if_empty(folder: str) -> None:
+    from pyarrow import fs
+
+    filesystem, inner = resolve(folder)
+    if (filesystem.get_file_info(inner).type == fs.FileType.Directory
+            and not filesystem.get_file_info(fs.FileSelector(inner))):
         filesystem.delete_dir(inner)
 
 

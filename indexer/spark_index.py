@@ -85,19 +85,24 @@ def plan_tasks(files: Sequence[ImageFile], task_size: int, backbone_id: str) -> 
 
 
 class WorkFolder:
-    """The staged task results of one index, valid while the index is at the generation they started from."""
+    """Where executors stage task results for one index.
 
-    def __init__(self, location: str, generation: int, backbone_id: str):
+    Results stay valid while the index is the one (and at the generation)
+    they were made for: after a publish, or for another index or backbone,
+    they are deleted.  Only its own entries are ever deleted, so the work
+    folder may be a shared one (``hdfs:///tmp``).
+    """
+
+    def __init__(self, location: str, state: dict):
         self.location = location
-        self.tasks_dir = filesystems.join(location, "tasks")
-        self.state = {"generation": generation, "backbone": backbone_id}
-        run_file = filesystems.join(location, "run.json")
+        self.tasks_dir = filesystems.join(location, "imgsearch-tasks")
+        self.run_file = filesystems.join(location, "imgsearch-run.json")
+        self.state = state
         try:
-            previous = json.loads(filesystems.read_bytes(run_file))
+            previous = json.loads(filesystems.read_bytes(self.run_file))
         except (OSError, ValueError):
             previous = None
-        if previous is None or any(previous.get(k) != v for k, v in self.state.items()):
-            # results of a run that was published, or of another backbone: not this run's
+        if previous is None or any(previous.get(k) != v for k, v in state.items()):
             filesystems.remove_tree(self.tasks_dir)
             self.task_size = None
         else:
@@ -106,8 +111,7 @@ class WorkFolder:
     def start(self, task_size: int) -> None:
         self.task_size = task_size
         filesystems.make_dirs(self.tasks_dir)
-        data = json.dumps(dict(self.state, task_size=task_size)).encode()
-        filesystems.write_bytes(filesystems.join(self.location, "run.json"), data)
+        filesystems.write_bytes(self.run_file, json.dumps(dict(self.state, task_size=task_size)).encode())
 
     def finished(self) -> set[str]:
         return set(filesystems.list_names(self.tasks_dir))
@@ -116,7 +120,9 @@ class WorkFolder:
         return filesystems.join(self.tasks_dir, task.name)
 
     def clear(self) -> None:
-        filesystems.remove_tree(self.location)
+        filesystems.remove_tree(self.tasks_dir)
+        filesystems.remove_file(self.run_file)
+        filesystems.remove_dir_if_empty(self.location)
 
 
 def require_pyspark() -> None:
@@ -133,10 +139,12 @@ def spark_session(config: IndexConfig = IndexConfig(), extra_conf: dict | None =
     unless PYSPARK_PYTHON says otherwise; executors get the model cache folder.
     """
     require_pyspark()
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
-    conf = SparkConf()  # under spark-submit: its master and --conf settings
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # under spark-submit: its JVM holds the master and --conf settings
+        SparkContext._ensure_initialized()
+    conf = SparkConf()
     master = config.spark_master or conf.get("spark.master", "local[*]")
     if master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
         os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -162,7 +170,8 @@ def _ship_model(spark, backbone, config: IndexConfig) -> str | None:
         return None
     tflite_model(backbone, config.cache_dir)  # converted and cached on first use
     path = _tflite_cache_path(backbone, config.cache_dir)
-    spark.sparkContext.addFile(str(path))
+    if not any(added.endswith("/" + path.name) for added in spark.sparkContext.listFiles):
+        spark.sparkContext.addFile(str(path))
     return path.name
 
 
@@ -236,7 +245,9 @@ def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os
     store, manifest, shards = open_index(index_dir, backbone)
     ledger = Ledger(store, manifest, shards, summary, {f.path for f in files} if sync else None)
     backbone_id = f"{backbone.name}:{backbone.weights_id}"
-    work = WorkFolder(config.spark_work_dir or str(store.root / WORK_DIR), manifest.get("generation", 0), backbone_id)
+    work = WorkFolder(config.spark_work_dir or str(store.root / WORK_DIR),
+                      {"index": str(store.root.resolve()), "created": manifest.get("created"),
+                       "generation": manifest.get("generation", 0), "backbone": backbone_id})
 
     task_size = config.spark_task_size or work.task_size
     if task_size is None:
