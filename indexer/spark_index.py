@@ -58,12 +58,14 @@ class SparkIndexSummary(IndexSummary):
     spark_seconds: float = 0.0  # the Spark job, wall clock
     executor_seconds: float = 0.0  # summed over tasks
     model_seconds: float = 0.0  # summed over tasks: inference alone
+    worker_peak_rss_mb: float = 0.0  # the largest Python worker process
 
     def lines(self) -> list[str]:
         return super().lines() + [
             f"spark {self.master}: {self.tasks} tasks of up to {self.task_size} files "
             f"({self.tasks_reused} finished by an earlier run), job {self.spark_seconds:.1f}s, "
-            f"executors {self.executor_seconds:.1f}s of which the model {self.model_seconds:.1f}s"
+            f"executors {self.executor_seconds:.1f}s of which the model {self.model_seconds:.1f}s; "
+            f"largest Python worker {self.worker_peak_rss_mb:.0f} MB"
         ]
 
 
@@ -271,6 +273,7 @@ def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os
         summary.tasks_run = len(results)
         summary.executor_seconds = sum(r["seconds"] for r in results)
         summary.model_seconds = sum(r["model_seconds"] for r in results)
+        summary.worker_peak_rss_mb = max(r["peak_rss_mb"] for r in results)
         log.info("spark: %d tasks on %d worker processes", len(results), len({(r["host"], r["pid"]) for r in results}))
 
     written, runtime = write_shards(tasks, work, store, ledger, summary, backbone, config)

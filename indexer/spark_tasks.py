@@ -37,7 +37,7 @@ OK, KNOWN, SKIPPED = "ok", "known", "skipped"
 INPUT_SCHEMA = "ordinal long, path string, label string, staged string"
 # what each task returns to the driver: one row
 RESULT_SCHEMA = ("staged string, files long, decoded long, known long, skipped long, "
-                 "seconds double, model_seconds double, pid long, host string, runtime string")
+                 "seconds double, model_seconds double, pid long, host string, runtime string, peak_rss_mb double")
 
 
 def staged_schema(dim: int) -> pa.Schema:
@@ -108,6 +108,13 @@ def process_embedder(settings: TaskSettings, threads: int):
         backbone = load_backbone(settings.backbone, settings.weights, cache)
         _EMBEDDERS[key] = Embedder(backbone, settings.batch_size, settings.runtime, cache, threads=threads)
     return _EMBEDDERS[key]
+
+
+def _peak_rss_mb() -> float:
+    """This worker process's peak resident memory so far."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _task_cpus() -> int:
@@ -193,4 +200,5 @@ def embed_task(batches: Iterator, settings: TaskSettings) -> Iterator:
         "known": [status.count(KNOWN)], "skipped": [status.count(SKIPPED)],
         "seconds": [time.perf_counter() - started], "model_seconds": [model_seconds],
         "pid": [os.getpid()], "host": [os.uname().nodename], "runtime": [embedder.runtime],
+        "peak_rss_mb": [_peak_rss_mb()],
     })

@@ -50,7 +50,7 @@ for run in ("cold", "warm"):
     s = index_images_spark([sys.argv[1]], sys.argv[2], config, spark=spark)
     out[run] = {"images": s.added, "seconds": time.perf_counter() - t, "job_seconds": s.spark_seconds,
                 "tasks": s.tasks, "task_size": s.task_size, "executor_seconds": s.executor_seconds,
-                "model_seconds": s.model_seconds}
+                "model_seconds": s.model_seconds, "worker_peak_rss_mb": s.worker_peak_rss_mb}
 print(json.dumps(out))
 """
 
@@ -105,6 +105,7 @@ def main() -> None:
         print(f"      {'':9s} warm: {warm_rate:7.1f} img/s ({warm['seconds']:.1f} s; Spark job "
               f"{warm['job_seconds']:.1f} s, tasks busy {warm['executor_seconds']:.1f} s, of which the model "
               f"{warm['model_seconds']:.1f} s)  overhead vs local {1 - warm_rate / local_rate:+.0%}", flush=True)
+        print(f"      {'':9s} largest Python worker: {warm['worker_peak_rss_mb']:.0f} MB peak RSS", flush=True)
     shutil.rmtree(index_dir, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -78,6 +78,8 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size
                                  spark_task_size=task_size)
     if engine == "local" and (master or work_dir or task_size):
         raise click.UsageError("--master, --work-dir and --task-size are for --engine spark")
+    if engine == "spark" and workers is not None:
+        raise click.UsageError("--workers is for --engine local (Spark tasks decode in spark.task.cpus threads)")
     try:
         if engine == "spark":
             from indexer.spark_index import SparkJobError, index_images_spark

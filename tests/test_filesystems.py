@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -29,10 +30,12 @@ def test_lists_with_relative_and_uri_entries(tmp_path, photos_dir):
     (tmp_path / "sub").mkdir()
     shutil.copy(photos_dir / "chelsea.jpg", tmp_path / "sub" / "cat.jpg")
     (tmp_path / "list.csv").write_text("path,label\nsub/cat.jpg,cats\n../" + tmp_path.name + "/sub/cat.jpg,\n")
-    got = list(iter_image_files([f"file://{tmp_path}/list.txt", f"file://{tmp_path}/list.csv"]))
+    pq.write_table(pa.table({"path": ["sub/cat.jpg", f"{photos_dir}/astronaut.jpg"]}), tmp_path / "list.parquet")
+    got = list(iter_image_files([f"file://{tmp_path}/{name}" for name in ("list.txt", "list.csv", "list.parquet")]))
     assert got == [ImageFile(f"file://{photos_dir}/coffee.jpg", photos_dir.name),
                    ImageFile(f"file://{photos_dir}/rocket.jpg", photos_dir.name),
-                   ImageFile(f"file://{tmp_path}/sub/cat.jpg", "cats")]  # the same file once
+                   ImageFile(f"file://{tmp_path}/sub/cat.jpg", "cats"),  # the same file once
+                   ImageFile(f"file://{photos_dir}/astronaut.jpg", photos_dir.name)]
     # a local list naming a URI keeps it as it is
     assert [f.path for f in iter_image_files([tmp_path / "list.txt"])] == [
         str(photos_dir / "coffee.jpg"), f"file://{photos_dir}/rocket.jpg"]
@@ -87,3 +90,18 @@ def test_tasks_are_named_by_their_files(corpus):
     assert [t.name for t in again] == [t.name for t in tasks] and len({t.name for t in tasks}) == 5
     assert plan_tasks(files, 16, "lite2:abc")[0].name != tasks[0].name  # another model: other results
     assert plan_tasks(files[1:], 16, "lite0:abc")[0].name != tasks[0].name
+
+
+def test_local_engine_indexes_uris_and_the_page_shows_them(photos_dir, tmp_path):
+    from indexer.config import IndexConfig
+    from indexer.pipeline import index_images
+    from web import create_app
+
+    summary = index_images([f"file://{photos_dir}"], tmp_path / "idx", IndexConfig(progress=False, decode_workers=0))
+    assert summary.added == 8 and not summary.skipped
+    client = create_app({"INDEX_DIR": str(tmp_path / "idx")}).test_client()
+    hit = client.post("/api/search", json={"id": 0, "k": 1}).get_json()["results"][0]
+    assert hit["path"].startswith("file:///")
+    response = client.get("/api/images/0?size=64")
+    assert response.status_code == 200 and response.mimetype == "image/jpeg"
+    assert max(Image.open(io.BytesIO(response.data)).size) == 64
