@@ -164,12 +164,20 @@ def _write_atomic(path: str, tmp_tag: str, write) -> None:
     object store shows an object only once it is complete, and the
     temporary name is never read.
     """
+    from pyarrow import fs
+
     filesystem, inner = resolve(path)
     folder, name = posixpath.split(inner)  # pyarrow.fs spells paths with '/' everywhere
     filesystem.create_dir(folder, recursive=True)
     tmp = posixpath.join(folder, f".{name}.{tmp_tag}.tmp")
     write(filesystem, tmp)
-    filesystem.move(tmp, inner)
+    try:
+        filesystem.move(tmp, inner)
+    except OSError:
+        # HDFS does not rename onto an existing file: another attempt of the same task wrote it first
+        if filesystem.get_file_info(inner).type != fs.FileType.File:
+            raise
+        filesystem.delete_file(tmp)
 
 
 def write_parquet(table, path: str, tmp_tag: str = "") -> None:

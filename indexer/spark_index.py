@@ -71,7 +71,6 @@ class SparkIndexSummary(IndexSummary):
 
 @dataclass(frozen=True)
 class Task:
-    number: int
     name: str  # staged result file name: a digest of the backbone and the files
     files: tuple[tuple[int, str, str], ...]  # (ordinal, path, label)
 
@@ -79,10 +78,10 @@ class Task:
 def plan_tasks(files: Sequence[ImageFile], task_size: int, backbone_id: str) -> list[Task]:
     """Cut the listing into tasks of ``task_size`` consecutive files, named by what they hold."""
     tasks = []
-    for number, start in enumerate(range(0, len(files), task_size)):
+    for start in range(0, len(files), task_size):
         chunk = tuple((start + i, f.path, f.label) for i, f in enumerate(files[start:start + task_size]))
         digest = hashlib.sha256(json.dumps([backbone_id, [c[1:] for c in chunk]]).encode()).hexdigest()[:20]
-        tasks.append(Task(number, f"task-{digest}.parquet", chunk))
+        tasks.append(Task(f"task-{digest}.parquet", chunk))
     return tasks
 
 
@@ -251,7 +250,7 @@ def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os
                       {"index": str(store.root.resolve()), "created": manifest.get("created"),
                        "generation": manifest.get("generation", 0), "backbone": backbone_id})
 
-    task_size = config.spark_task_size or work.task_size
+    task_size = config.spark_task_size or work.task_size or (MAX_TASK_SIZE if not files else None)
     if task_size is None:
         spark = spark or spark_session(config)
         cores = spark.sparkContext.defaultParallelism
@@ -274,6 +273,10 @@ def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os
         summary.executor_seconds = sum(r["seconds"] for r in results)
         summary.model_seconds = sum(r["model_seconds"] for r in results)
         summary.worker_peak_rss_mb = max(r["peak_rss_mb"] for r in results)
+        missing = [t.name for t in todo if t.name not in work.finished()]
+        if missing:
+            raise SparkJobError(f"the Spark job ended but {len(missing)} task results are not in {work.location} "
+                                f"(e.g. {missing[0]}); run the same command again")
         log.info("spark: %d tasks on %d worker processes", len(results), len({(r["host"], r["pid"]) for r in results}))
 
     written, runtime = write_shards(tasks, work, store, ledger, summary, backbone, config)
@@ -288,9 +291,11 @@ def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os
 def write_shards(tasks: Sequence[Task], work: WorkFolder, store: EmbeddingStore, ledger: Ledger,
                  summary: IndexSummary, backbone, config: IndexConfig) -> tuple[list[str], str]:
     """Staged results -> index shards, in listing order, ids from the ledger; returns (shards, runtime)."""
+    from tqdm.auto import tqdm
+
     shards = _TableShards(store, config.shard_size)
     runtime, driver_embedder = "", None
-    for task in tasks:
+    for task in tqdm(tasks, unit="task", desc="writing shards", disable=not config.progress or len(tasks) < 2):
         table = filesystems.read_parquet(work.path(task))
         runtime = runtime or (table.schema.metadata or {}).get(b"runtime", b"").decode()
         take: list[int] = []  # rows of the staged table that become index rows
