@@ -38,21 +38,24 @@ def iter_image_files(sources: Iterable[str | os.PathLike]) -> Iterator[ImageFile
     """
     seen: set[str] = set()
     for source in sources:
-        root = Path(os.path.abspath(source)) if not filesystems.is_uri(source) else None
-        if root is None:
-            found = _from_uri(str(source).rstrip("/"))
-        elif root.is_dir():
-            found = _walk(root)
-        elif root.suffix.lower() in LIST_SUFFIXES and root.is_file():
-            found = _read_list(root)
-        elif root.exists() or root.is_symlink():
-            found = iter([ImageFile(str(root), root.parent.name)])
-        else:
-            raise FileNotFoundError(f"no such file or folder: {source}")
-        for item in found:
+        for item in _images_of(source):
             if item.path not in seen:
                 seen.add(item.path)
                 yield item
+
+
+def _images_of(source: str | os.PathLike) -> Iterator[ImageFile]:
+    """The images of one source; FileNotFoundError when there is no such file or folder."""
+    if filesystems.is_uri(source):
+        return _from_uri(str(source).rstrip("/"))
+    root = Path(os.path.abspath(source))
+    if root.is_dir():
+        return _walk(root)
+    if root.suffix.lower() in LIST_SUFFIXES and root.is_file():
+        return _read_list(root)
+    if root.exists() or root.is_symlink():
+        return iter([ImageFile(str(root), root.parent.name)])
+    raise FileNotFoundError(f"no such file or folder: {source}")
 
 
 def count_image_files(sources: Iterable[str | os.PathLike]) -> int:
