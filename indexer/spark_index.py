@@ -61,6 +61,9 @@ class SparkIndexSummary(IndexSummary):
     worker_peak_rss_mb: float = 0.0  # the largest Python worker process
 
     def lines(self) -> list[str]:
+        if not self.tasks_run:
+            return super().lines() + [f"spark: no job to run ({self.tasks} tasks, {self.tasks_reused} of them "
+                                      "finished by an earlier run)"]
         return super().lines() + [
             f"spark {self.master}: {self.tasks} tasks of up to {self.task_size} files "
             f"({self.tasks_reused} finished by an earlier run), job {self.spark_seconds:.1f}s, "
