@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 
-from indexer.heads import HeadError
 from indexer.filesystems import is_uri, read_bytes
+from indexer.heads import HeadError
 from indexer.images import ImageDecodeError, load_rgb
 from search.engine import MAX_K, SearchEngine, UnknownIdError
 
