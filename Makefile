@@ -28,11 +28,11 @@ demo: install
 	$(BIN)/imgsearch serve --index $(DEMO)/emoji-index --port $(PORT)
 
 test: install
-	scripts/install-system-deps.sh --browser
+	scripts/install-system-deps.sh --browser --java
 	$(BIN)/pytest
 
 test-fast: install
-	scripts/install-system-deps.sh --browser
+	scripts/install-system-deps.sh --browser --java
 	$(BIN)/pytest -m "not slow"
 
 eval: install

@@ -40,6 +40,10 @@ class IndexConfig:
     use_gpu: str = "auto"  # "auto": FAISS on GPU when it has one; "no": always CPU
     # images declaring more pixels are skipped (indexing) or refused (queries), before decoding
     max_pixels: int = MAX_PIXELS
+    # the Spark engine (indexer/spark_index.py)
+    spark_master: str | None = None  # None: spark-submit's master, else local[*]
+    spark_task_size: int | None = None  # files per Spark task, the unit of resume; None: <= 1024, >= 2 tasks a core
+    spark_work_dir: str | None = None  # executors' results (a URI or shared path on a cluster); None: DIR/spark-work
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -53,6 +57,8 @@ class IndexConfig:
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
         check_max_pixels(self.max_pixels, "max_pixels")
+        if self.spark_task_size is not None and self.spark_task_size < 1:
+            raise ValueError(f"spark_task_size must be >= 1, got {self.spark_task_size}")
 
     def ann_overrides(self) -> dict:
         """The index options this config sets explicitly (AnnOptions field -> value)."""

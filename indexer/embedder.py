@@ -14,17 +14,18 @@ class Embedder:
     """Runs a backbone in fixed-size batches through the chosen runtime.
 
     ``runtime``: "auto" (TFLite on CPU, tf.function on GPU), "tflite" or "tf".
+    ``threads``: TFLite inference threads (default: one per core).
     """
 
     def __init__(self, backbone: Backbone, batch_size: int = 32, runtime: str = "auto",
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, threads: int | None = None):
         from .runtime import make_runner
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backbone = backbone
         self.batch_size = batch_size
-        self.runner = make_runner(backbone, runtime, cache_dir)
+        self.runner = make_runner(backbone, runtime, cache_dir, threads)
 
     @property
     def dim(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +18,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from .config import IndexConfig
-from .reader import AlreadyIndexed, Decoded, Skipped, known_keys, read_images, read_one
+from .ledger import Ledger
+from .reader import AlreadyIndexed, Decoded, Skipped, read_images, read_one
 from .sources import count_image_files, iter_image_files
-from .store import EmbeddingStore, IndexFormatError, Row, embeddings_of, library_versions
 from .publish import options_changed, publish_index, resolve_options
+from .store import EmbeddingStore, IndexFormatError, Row, library_versions
 from .writer import ShardWriter
 
 log = logging.getLogger(__name__)
@@ -113,73 +115,39 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
     # and with sync tells which indexed files are gone
     present = {f.path for f in iter_image_files(sources)} if sync else None
     total = len(present) if sync else count_image_files(sources)
-    store = EmbeddingStore(index_dir)
     summary = IndexSummary(str(index_dir), found=total)
     backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
-    if store.exists():
-        manifest = store.read_manifest()
-        check_compatible(manifest, backbone.name, backbone.dim, str(index_dir))
-    else:
-        # Publishing an empty index first pins the folder to this backbone.
-        manifest = {"backbone": backbone.describe(), "dim": backbone.dim, "metric": "cosine",
-                    "count": 0, "shards": [], "index_file": None, "generation": 0,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions()}
-        store.root.mkdir(parents=True, exist_ok=True)
-        store.publish(manifest)
-
-    store.remove_temp_files()  # what a killed run was writing
-    shards = store.recover_shards(manifest)  # adds shards an interrupted run completed
-    existing = store.read_table(shards, ["id", "path", "sha256"])
-    ids = existing.column("id").to_pylist()
-    by_path = dict(zip(existing.column("path").to_pylist(), zip(ids, existing.column("sha256").to_pylist())))
-    next_id = max(max(ids, default=-1) + 1, manifest.get("next_id", 0))  # removed ids are never reused
-    remove_ids: set[int] = set()
-    if sync:
-        gone = {path: row for path, row in by_path.items() if path not in present}
-        remove_ids.update(row_id for row_id, _ in gone.values())
-        summary.removed = len(gone)
-        by_path = {p: row for p, row in by_path.items() if p not in gone}
-    known = {sha for _, sha in by_path.values()}
-    reuse: dict[str, int] = {}  # path -> id, for files whose content changed
+    store, manifest, shards = open_index(index_dir, backbone)
+    ledger = Ledger(store, manifest, shards, summary, present)
 
     embedder = Embedder(backbone, config.batch_size, config.runtime, config.cache_dir)
     writer = ShardWriter(store, backbone.dim, config.shard_size)
     bar = tqdm(total=total, unit="img", desc="indexing", disable=not config.progress, smoothing=0.1)
 
+    ids: deque[int] = deque()  # the id of each item on its way through the batches, in order
+
     def to_embed() -> Iterator[Decoded]:
-        for item in read_images(iter_image_files(sources), backbone.input_size, known_keys(known),
+        for item in read_images(iter_image_files(sources), backbone.input_size, ledger.known_keys(),
                                 workers=config.decode_workers, max_pixels=config.max_pixels):
-            if isinstance(item, AlreadyIndexed) and item.sha256 not in known:
+            if isinstance(item, AlreadyIndexed) and not ledger.is_known(item.sha256):
                 # only its 64-bit key was known
                 item = read_one(item.file, backbone.input_size, max_pixels=config.max_pixels)
-            old = by_path.get(item.file.path) if not isinstance(item, Skipped) else None
-            if old is not None and old[1] != item.sha256:  # same path, new content
-                remove_ids.add(old[0])
-                summary.changed += 1
-                if isinstance(item, Decoded) and item.sha256 not in known:
-                    reuse[item.file.path] = old[0]
-            if isinstance(item, Decoded) and item.sha256 not in known:
-                known.add(item.sha256)
-                yield item
-                continue
             if isinstance(item, Skipped):
-                summary.skipped.append((item.file.path, item.reason))
-                store.log_skipped([f"{item.file.path}\t{item.reason}"])
+                ledger.admit(item.file, None, item.reason)
                 bar.set_postfix(skipped=len(summary.skipped), refresh=False)
-            elif isinstance(item, AlreadyIndexed):
-                summary.already_indexed += 1
-            else:  # same content as an earlier file of this run
-                summary.duplicates += 1
+            else:
+                row_id = ledger.admit(item.file, item.sha256)
+                if row_id is not None:  # a new content, so decoded: an indexed one is never decoded
+                    ids.append(row_id)
+                    yield item
+                    continue
             bar.update(1)
 
     try:
         for item, vector in embed_batches(to_embed(), embedder.embed, config.batch_size):
             if not summary.added:
                 summary.startup_seconds = time.perf_counter() - started
-            row_id = reuse.pop(item.file.path, None)
-            if row_id is None:
-                row_id, next_id = next_id, next_id + 1
-            writer.add(Row(row_id, item.file.path, item.file.label, item.image.width,
+            writer.add(Row(ids.popleft(), item.file.path, item.file.label, item.image.width,
                            item.image.height, item.sha256, vector))
             summary.added += 1
             bar.update(1)
@@ -193,16 +161,48 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
         bar.close()
         writer.close()  # on Ctrl-C too: what was embedded is written, and the next run resumes after it
 
-    # rows replaced by a re-embedded version, or whose files are gone, leave their shards
-    kept, retired = store.rewrite_without(shards, remove_ids) if remove_ids else (shards, [])
-    all_shards = kept + writer.written
-    options = resolve_options(manifest, config.ann_overrides())
-    if all_shards != manifest["shards"] or options_changed(manifest, options):
-        manifest = publish_index(store, dict(manifest, runtime=embedder.runtime), all_shards, retired,
-                                 options=options)
+    manifest = finish_index(store, manifest, shards, writer.written, ledger.remove_ids, embedder.runtime,
+                            config)
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def open_index(index_dir: str | os.PathLike, backbone) -> tuple[EmbeddingStore, dict, list[str]]:
+    """The index folder ready for a run: (store, manifest, shards).
+
+    A new folder is published empty first, which pins it to ``backbone``; an
+    existing one must have been built with it.  What a killed run was writing
+    is deleted, and the shards it completed are adopted.
+    """
+    store = EmbeddingStore(index_dir)
+    if store.exists():
+        manifest = store.read_manifest()
+        check_compatible(manifest, backbone.name, backbone.dim, str(index_dir))
+    else:
+        manifest = {"backbone": backbone.describe(), "dim": backbone.dim, "metric": "cosine",
+                    "count": 0, "shards": [], "index_file": None, "generation": 0,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions()}
+        store.root.mkdir(parents=True, exist_ok=True)
+        store.publish(manifest)
+    store.remove_temp_files()  # what a killed run was writing
+    shards = store.recover_shards(manifest)  # adds shards an interrupted run completed
+    return store, manifest, shards
+
+
+def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], written: list[str],
+                 remove_ids: set[int], runtime: str, config: IndexConfig | None = None) -> dict:
+    """Publish ``shards`` plus the ``written`` ones, without the rows of ``remove_ids``; returns the manifest.
+
+    The FAISS index is built as ``config`` says (index type, memory budget, recall), or as last time.
+    """
+    # rows replaced by a re-embedded version, or whose files are gone, leave their shards
+    kept, retired = store.rewrite_without(shards, remove_ids) if remove_ids else (shards, [])
+    all_shards = kept + written
+    options = resolve_options(manifest, config.ann_overrides() if config else None)
+    if all_shards != manifest["shards"] or options_changed(manifest, options):
+        manifest = publish_index(store, dict(manifest, runtime=runtime), all_shards, retired, options=options)
+    return manifest
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .filesystems import is_uri, read_bytes
 from .images import MAX_PIXELS, DecodedImage, ImageDecodeError, decode_image, read_image_file
 from .sources import ImageFile
 
@@ -74,9 +75,13 @@ def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pix
     """
     keys = _WORKER_KEYS if keys is None else keys
     try:
-        data = read_image_file(file.path)  # a pipe or device named .jpg is refused, not read
+        # a local file is checked first (a pipe or device named .jpg is refused, not read); a URI
+        # (hdfs://, s3://...) is read through its file system
+        data = read_bytes(file.path) if is_uri(file.path) else read_image_file(file.path)
     except ImageDecodeError as exc:
         return Skipped(file, str(exc))
+    except OSError as exc:
+        return Skipped(file, f"cannot read file: {exc.strerror or exc}")
     sha = hashlib.sha256(data).hexdigest()
     if _is_known(keys, sha):
         return AlreadyIndexed(file, sha)

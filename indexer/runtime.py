@@ -149,13 +149,14 @@ class TFLiteRunner:
             return self._interp.get_tensor(self._output).copy()  # (n, D)
 
 
-def make_runner(backbone: Backbone, runtime: str = "auto", cache_dir: Path | None = None):
+def make_runner(backbone: Backbone, runtime: str = "auto", cache_dir: Path | None = None,
+                threads: int | None = None):
     from .config import default_cache_dir
 
     chosen = resolve_runtime(runtime)
     if chosen == "tf":
         runner = TFFunctionRunner(backbone)
     else:
-        runner = TFLiteRunner(backbone, Path(cache_dir) if cache_dir else default_cache_dir())
+        runner = TFLiteRunner(backbone, Path(cache_dir) if cache_dir else default_cache_dir(), threads)
     log.info("inference runtime for %s: %s", backbone.name, runner.description)
     return runner

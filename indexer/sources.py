@@ -3,17 +3,22 @@
 A source is a folder (walked recursively), an image file, or a list of
 images: a text file (``.txt``/``.lst``, one path per line), a CSV or a
 Parquet file with a ``path`` column and optionally a ``label`` column.
-Relative paths in a list are relative to the list's folder.
+Relative paths in a list are relative to the list's folder.  Sources and
+list entries may be file-system URIs (``hdfs://``, ``s3://``, ``file://``...,
+see ``filesystems``); their images keep their URIs as paths.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from . import filesystems
 from .images import IMAGE_EXTENSIONS
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".csv", ".parquet"})
@@ -21,7 +26,7 @@ LIST_SUFFIXES = frozenset({".txt", ".lst", ".csv", ".parquet"})
 
 @dataclass(frozen=True)
 class ImageFile:
-    path: str  # absolute path, as the user's file system names it
+    path: str  # absolute path, as the user's file system names it, or a URI
     label: str  # parent folder relative to the source root ("" at the root), or the list's label
 
 
@@ -33,19 +38,24 @@ def iter_image_files(sources: Iterable[str | os.PathLike]) -> Iterator[ImageFile
     """
     seen: set[str] = set()
     for source in sources:
-        root = Path(os.path.abspath(source))
-        if root.is_dir():
-            found = _walk(root)
-        elif root.suffix.lower() in LIST_SUFFIXES and root.is_file():
-            found = _read_list(root)
-        elif root.exists() or root.is_symlink():
-            found = iter([ImageFile(str(root), root.parent.name)])
-        else:
-            raise FileNotFoundError(f"no such file or folder: {source}")
-        for item in found:
+        for item in _images_of(source):
             if item.path not in seen:
                 seen.add(item.path)
                 yield item
+
+
+def _images_of(source: str | os.PathLike) -> Iterator[ImageFile]:
+    """The images of one source; FileNotFoundError when there is no such file or folder."""
+    if filesystems.is_uri(source):
+        return _from_uri(str(source).rstrip("/"))
+    root = Path(os.path.abspath(source))
+    if root.is_dir():
+        return _walk(root)
+    if root.suffix.lower() in LIST_SUFFIXES and root.is_file():
+        return _read_list(root)
+    if root.exists() or root.is_symlink():
+        return iter([ImageFile(str(root), root.parent.name)])
+    raise FileNotFoundError(f"no such file or folder: {source}")
 
 
 def count_image_files(sources: Iterable[str | os.PathLike]) -> int:
@@ -72,31 +82,65 @@ def _walk(root: Path) -> Iterator[ImageFile]:
                 yield ImageFile(os.path.join(dirpath, name), label)
 
 
-def _entry(base: Path, path: str, label: str | None) -> ImageFile:
-    full = os.path.abspath(os.path.join(base, os.path.expanduser(path.strip())))
-    return ImageFile(full, label.strip() if label else Path(full).parent.name)
+def _walk_order(rel: str) -> tuple:
+    """Sort key that lists relative paths as ``_walk`` does: a folder's files (sorted), then its sub-folders."""
+    parts = rel.split("/")
+    return tuple((1, p) for p in parts[:-1]) + ((0, parts[-1]),)
 
 
-def _read_list(path: Path) -> Iterator[ImageFile]:
-    suffix = path.suffix.lower()
+def _from_uri(source: str) -> Iterator[ImageFile]:
+    kind = filesystems.kind(source)
+    if kind == "dir":
+        rels = [r for r in filesystems.walk_files(source) if posixpath.splitext(r)[1].lower() in IMAGE_EXTENSIONS]
+        for rel in sorted(rels, key=_walk_order):
+            yield ImageFile(f"{source}/{rel}", posixpath.dirname(rel))
+    elif kind == "file" and posixpath.splitext(source)[1].lower() in LIST_SUFFIXES:
+        yield from _read_list(source)
+    elif kind == "file":
+        yield ImageFile(source, posixpath.basename(posixpath.dirname(source)))
+    else:
+        raise FileNotFoundError(f"no such file or folder: {source}")
+
+
+def _entry(base: Path | str, path: str, label: str | None) -> ImageFile:
+    path = path.strip()
+    if filesystems.is_uri(path):
+        full = path
+    elif filesystems.is_uri(str(base)):
+        full = filesystems.join_relative(str(base), path)
+    else:
+        full = os.path.abspath(os.path.join(base, os.path.expanduser(path)))
+    parent = posixpath.basename(posixpath.dirname(full)) if filesystems.is_uri(full) else Path(full).parent.name
+    return ImageFile(full, label.strip() if label else parent)
+
+
+def _read_list(path: Path | str) -> Iterator[ImageFile]:
+    """Entries of a list file, local or at a URI (read whole: lists are small next to their images)."""
+    remote = filesystems.is_uri(str(path))
+    parent = posixpath.dirname(str(path)) if remote else Path(path).parent
+    suffix = posixpath.splitext(str(path))[1].lower()
+    if suffix in (".txt", ".lst", ".csv"):
+        text = filesystems.read_bytes(str(path)).decode("utf-8") if remote else None
+        f = io.StringIO(text, newline="") if remote else open(path, newline="", encoding="utf-8")
     if suffix in (".txt", ".lst"):
-        with open(path, encoding="utf-8") as f:
+        with f:
             for line in f:
                 if line.strip() and not line.lstrip().startswith("#"):
-                    yield _entry(path.parent, line.rstrip("\n"), None)
+                    yield _entry(parent, line.rstrip("\r\n"), None)
     elif suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as f:
+        with f:
             reader = csv.DictReader(f)
             columns = reader.fieldnames or []
             if "path" not in columns:
                 raise ValueError(f"{path}: a CSV list needs a 'path' column (it has: {', '.join(columns) or 'none'})")
             for row in reader:
                 if row["path"] and row["path"].strip():
-                    yield _entry(path.parent, row["path"], row.get("label"))
+                    yield _entry(parent, row["path"], row.get("label"))
     else:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        parquet = pq.ParquetFile(path)
+        parquet = pq.ParquetFile(pa.BufferReader(filesystems.read_bytes(str(path))) if remote else path)
         names = parquet.schema_arrow.names
         if "path" not in names:
             raise ValueError(f"{path}: a Parquet list needs a 'path' column (it has: {', '.join(names)})")
@@ -106,4 +150,4 @@ def _read_list(path: Path) -> Iterator[ImageFile]:
             labels = batch.column(1).to_pylist() if len(columns) == 2 else [None] * len(paths)
             for p, label in zip(paths, labels):
                 if p:
-                    yield _entry(path.parent, p, label)
+                    yield _entry(parent, p, label)

@@ -55,7 +55,7 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 
 
 @main.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, required=True, type=click.Path())  # str: URIs stay intact
 @index_option
 @click.option("--backbone", default=None, show_default=DEFAULT_BACKBONE,
               help="CNN to embed with; an existing index keeps the one it was built with.")
@@ -69,16 +69,26 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
               help="Decoding processes (default: one per core; 0: decode in a thread).")
 @click.option("--sync", is_flag=True, help="Also remove indexed images whose files are gone from SOURCES.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="Embed in local processes, or on Apache Spark executors (pip install 'imgsearch[spark]').")
+@click.option("--master", default=None, help="Spark master URL (spark engine; default: local[*]).")
+@click.option("--work-dir", default=None,
+              help="Where Spark executors write their results: a shared path or a URI (hdfs://, s3://) "
+                   "on a cluster (default: INDEX/spark-work).")
+@click.option("--task-size", type=click.IntRange(1), default=None,
+              help="Files per Spark task, the unit of resume (default: up to 1024, at least 2 tasks per core).")
 @ann_options
 def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size, workers, sync, no_progress,
-          index_type, max_index_memory, target_recall, rerank, cpu_only):
+          engine, master, work_dir, task_size, index_type, max_index_memory, target_recall, rerank, cpu_only):
     """Embed the images in SOURCES into an index folder.
 
     SOURCES are folders (walked recursively), image files, or lists of images:
     a .txt file of paths, or a .csv/.parquet file with a 'path' column (and
-    optionally 'label'). Running it again adds only new images, re-embeds
-    files whose content changed (keeping their ids), and resumes a run that
-    was interrupted.
+    optionally 'label'); any of them may be a URI (hdfs://, s3://, file://).
+    Running it again adds only new images, re-embeds files whose content
+    changed (keeping their ids), and resumes a run that was interrupted.
+    With --engine spark the embedding runs on a Spark cluster; the index is
+    the same.
     """
     from indexer.backbones import BackboneError
     from indexer.pipeline import index_images
@@ -89,10 +99,23 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size
         backbone = store.read_manifest()["backbone"]["name"] if store.exists() else DEFAULT_BACKBONE
     config = dataclasses.replace(IndexConfig(), backbone=backbone, weights=weights, batch_size=batch_size,
                                  runtime=runtime, shard_size=shard_size, decode_workers=workers,
-                                 progress=not no_progress)
+                                 progress=not no_progress, spark_master=master, spark_work_dir=work_dir,
+                                 spark_task_size=task_size)
+    if engine == "local" and (master or work_dir or task_size):
+        raise click.UsageError("--master, --work-dir and --task-size are for --engine spark")
+    if engine == "spark" and workers is not None:
+        raise click.UsageError("--workers is for --engine local (Spark tasks decode in spark.task.cpus threads)")
     config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only)
     try:
-        summary = index_images(sources, index_dir, config, sync=sync)
+        if engine == "spark":
+            from indexer.spark_index import SparkJobError, index_images_spark
+
+            try:
+                summary = index_images_spark(sources, index_dir, config, sync=sync)
+            except (SparkJobError, ImportError) as exc:
+                _fail(exc)
+        else:
+            summary = index_images(sources, index_dir, config, sync=sync)
     except (BackboneError, IndexFormatError, FileNotFoundError, ValueError) as exc:
         _fail(exc)
     for line in summary.lines():

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
+from indexer.filesystems import is_uri, read_bytes
 from indexer.heads import HeadError
 from indexer.images import ImageDecodeError, ImageTooLargeError, load_rgb
 from search.engine import MAX_K, SearchEngine, UnknownIdError
@@ -183,9 +184,11 @@ def image(row_id: int):
         if not 16 <= size <= MAX_THUMBNAIL:
             raise ApiError(400, "invalid_size", f"size must be between 16 and {MAX_THUMBNAIL}, got {size}")
     try:
-        # the indexer's pixel limit, not the uploads': the file is one the index accepted
-        img, _, _ = load_rgb(hit.path, min_size=size, max_pixels=eng.config.max_pixels)
-    except ImageDecodeError as exc:
+        # the indexer's pixel limit, not the uploads': the file is one the index accepted; an image
+        # indexed from hdfs://, s3://... is read through its file system
+        img, _, _ = load_rgb(read_bytes(hit.path) if is_uri(hit.path) else hit.path, min_size=size,
+                             max_pixels=eng.config.max_pixels)
+    except (ImageDecodeError, OSError) as exc:
         # the path comes from the index, never from the request
         raise ApiError(404, "image_unavailable", f"image {row_id} is in the index but its file is not "
                                                  f"readable any more: {exc}") from None

@@ -1,0 +1,83 @@
+"""Which listed files a run embeds, and under which id: decided in one place.
+
+Every indexing engine (local worker processes, Spark executors) reports the
+listed files to a ``Ledger`` in listing order, each with its content hash or
+the reason it could not be read, and gets back the id to store a new image
+under.  So the same files give the same ids whichever engine embedded them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .reader import known_keys
+from .sources import ImageFile
+
+if TYPE_CHECKING:
+    from .pipeline import IndexSummary
+    from .store import EmbeddingStore
+
+
+class Ledger:
+    """The ids and contents of an index as a run goes.
+
+    ``present``: with sync, the paths listed by this run; indexed images whose
+    paths are not among them are removed.
+    """
+
+    def __init__(self, store: "EmbeddingStore", manifest: dict, shards: list[str], summary: "IndexSummary",
+                 present: set[str] | None = None):
+        self.store, self.summary = store, summary
+        existing = store.read_table(shards, ["id", "path", "sha256"])
+        ids = existing.column("id").to_pylist()
+        # path -> (id, sha256) of what is indexed
+        self.by_path = dict(zip(existing.column("path").to_pylist(), zip(ids, existing.column("sha256").to_pylist())))
+        self.next_id = max(max(ids, default=-1) + 1, manifest.get("next_id", 0))  # removed ids are never reused
+        self.remove_ids: set[int] = set()  # replaced by a re-embedded version, or gone (sync)
+        if present is not None:
+            gone = {path: row for path, row in self.by_path.items() if path not in present}
+            self.remove_ids.update(row_id for row_id, _ in gone.values())
+            summary.removed = len(gone)
+            self.by_path = {p: row for p, row in self.by_path.items() if p not in gone}
+        self.known = {sha for _, sha in self.by_path.values()}  # contents in the index after this run
+        self._added: set[str] = set()  # contents this run adds
+
+    def known_keys(self) -> np.ndarray:
+        """Sorted 64-bit keys of the indexed contents, for readers to skip decoding them."""
+        return known_keys(self.known)
+
+    def is_known(self, sha256: str) -> bool:
+        return sha256 in self.known
+
+    def admit(self, file: ImageFile, sha256: str | None, reason: str = "") -> int | None:
+        """Record one listed file; returns the id to embed it under, or None when it is not embedded.
+
+        ``sha256`` None: the file could not be read or decoded (``reason`` says why).
+        A new content gets the next id, or keeps the id of its path when the
+        file changed; an indexed content or a duplicate of this run gets None.
+        """
+        if sha256 is None:
+            self.summary.skipped.append((file.path, reason))
+            self.store.log_skipped([f"{file.path}\t{reason}"])
+            return None
+        old = self.by_path.get(file.path)
+        new = sha256 not in self.known
+        row_id = None
+        if old is not None and old[1] != sha256:  # same path, new content
+            self.remove_ids.add(old[0])
+            self.summary.changed += 1
+            if new:
+                row_id = old[0]
+        if not new:
+            if sha256 in self._added:
+                self.summary.duplicates += 1
+            else:
+                self.summary.already_indexed += 1
+            return None
+        self.known.add(sha256)
+        self._added.add(sha256)
+        if row_id is None:
+            row_id, self.next_id = self.next_id, self.next_id + 1
+        return row_id

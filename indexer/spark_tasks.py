@@ -1,0 +1,204 @@
+"""What a Spark executor runs: read, hash, decode and embed one task's files, write its results.
+
+A task is a run of consecutive listed files.  Its result file ("staged
+task") holds one row per file, in listing order: content hash, size and
+embedding of each decoded image, or why a file was not decoded (its content
+is already indexed, or it is not a readable image).  The driver turns staged
+tasks into index shards (``spark_index``); a task whose result file exists is
+not run again.
+
+Runs inside PySpark's Python workers, called by ``mapInPandas`` with Arrow
+batches of ``batch_size`` files.  The model is built once per worker process
+and reused by every task that process runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from . import filesystems
+from .reader import AlreadyIndexed, Decoded, read_one
+from .sources import ImageFile
+from .store import schema as shard_schema
+
+log = logging.getLogger(__name__)
+
+OK, KNOWN, SKIPPED = "ok", "known", "skipped"
+# what the driver sends: one row per file
+INPUT_SCHEMA = "ordinal long, path string, label string, staged string"
+# what each task returns to the driver: one row
+RESULT_SCHEMA = ("staged string, files long, decoded long, known long, skipped long, "
+                 "seconds double, model_seconds double, pid long, host string, runtime string, peak_rss_mb double")
+
+
+def staged_schema(dim: int) -> pa.Schema:
+    """A staged task: the shard columns (types from the index format) but the id, plus status."""
+    shard = shard_schema(dim)
+    return pa.schema([
+        pa.field("ordinal", pa.int64(), nullable=False),  # position in the run's listing
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # ok | known | skipped
+        pa.field("reason", pa.string()),  # why it was skipped
+        pa.field("sha256", pa.string()),  # null when skipped
+        pa.field("width", shard.field("width").type),
+        pa.field("height", shard.field("height").type),
+        pa.field("embedding", shard.field("embedding").type),  # zeros unless ok (compress to nothing)
+    ])
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """Everything an executor needs, pickled into each task's closure."""
+
+    backbone: str
+    weights: str | None
+    runtime: str
+    batch_size: int
+    cache_dir: str  # the driver's model cache; executors use $IMGSEARCH_CACHE when it is set
+    model_file: str | None  # the converted TFLite model's file name, shipped with SparkContext.addFile
+    keys: object  # Broadcast of the sorted uint64 keys of indexed contents (reader.known_keys)
+
+
+_EMBEDDERS: dict = {}  # one model per Python worker process, kept across the tasks it runs
+
+
+def _cache_dir(settings: TaskSettings) -> Path:
+    """A cache folder holding the converted model, so no executor converts it again.
+
+    $IMGSEARCH_CACHE (spark.executorEnv) or the driver's folder when it has the
+    model (local mode, shared disk); otherwise the copy shipped with the job is
+    put into that folder, or into Spark's work folder when it is not writable.
+    """
+    cache = Path(os.environ.get("IMGSEARCH_CACHE") or settings.cache_dir)
+    if settings.model_file is None or (cache / "models" / settings.model_file).is_file():
+        return cache
+    from pyspark import SparkFiles
+
+    shipped = Path(SparkFiles.get(settings.model_file))
+    for folder in (cache, Path(SparkFiles.getRootDirectory()) / "imgsearch-cache"):
+        try:
+            (folder / "models").mkdir(parents=True, exist_ok=True)
+            tmp = folder / "models" / f".{settings.model_file}.{os.getpid()}.tmp"
+            tmp.write_bytes(shipped.read_bytes())
+            os.replace(tmp, folder / "models" / settings.model_file)
+            return folder
+        except OSError as exc:
+            log.warning("cannot cache the model in %s: %s", folder, exc)
+    raise RuntimeError(f"no writable folder for the model cache on {os.uname().nodename}")
+
+
+def process_embedder(settings: TaskSettings, threads: int):
+    """The embedder of this worker process, built on first use."""
+    key = (settings.backbone, settings.weights, settings.runtime, threads)
+    if key not in _EMBEDDERS:
+        from .backbones import load_backbone
+        from .embedder import Embedder
+
+        cache = _cache_dir(settings)
+        backbone = load_backbone(settings.backbone, settings.weights, cache)
+        _EMBEDDERS[key] = Embedder(backbone, settings.batch_size, settings.runtime, cache, threads=threads)
+    return _EMBEDDERS[key]
+
+
+def _peak_rss_mb() -> float:
+    """This worker process's peak resident memory so far."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _task_cpus() -> int:
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    return max(1, int(context.cpus())) if context is not None else 1
+
+
+def _batch_rows(ordinals: np.ndarray, items: list, embedder) -> dict:
+    """Columns of the staged rows for one batch: (b,) each, embedding (b, D)."""
+    decoded = [i for i, item in enumerate(items) if isinstance(item, Decoded)]
+    vectors = np.zeros((len(items), embedder.dim), np.float32)  # (b, D)
+    if decoded:
+        vectors[decoded] = embedder.embed(np.stack([items[i].image.array for i in decoded]))
+    status = [OK if isinstance(i, Decoded) else KNOWN if isinstance(i, AlreadyIndexed) else SKIPPED for i in items]
+    return {
+        "ordinal": ordinals,
+        "path": [i.file.path for i in items],
+        "label": [i.file.label for i in items],
+        "status": status,
+        "reason": [getattr(i, "reason", None) for i in items],
+        "sha256": [getattr(i, "sha256", None) for i in items],
+        "width": [i.image.width if isinstance(i, Decoded) else 0 for i in items],
+        "height": [i.image.height if isinstance(i, Decoded) else 0 for i in items],
+        "embedding": vectors,
+    }
+
+
+def _to_table(parts: list[dict], dim: int, runtime: str) -> pa.Table:
+    target = staged_schema(dim)
+    columns = {}
+    for name in target.names:
+        if name == "embedding":
+            emb = np.concatenate([p[name] for p in parts]) if parts else np.zeros((0, dim), np.float32)
+            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim)
+        else:
+            columns[name] = pa.array([v for p in parts for v in p[name]], target.field(name).type)
+    return pa.table(columns, schema=target.with_metadata({"runtime": runtime}))
+
+
+def embed_task(batches: Iterator, settings: TaskSettings) -> Iterator:
+    """mapInPandas body: pandas batches of INPUT_SCHEMA rows (one task) -> one RESULT_SCHEMA row.
+
+    Files are read and decoded by a thread pool one batch ahead of the model;
+    a file that cannot be read or decoded is recorded as skipped, never raised.
+    """
+    import pandas as pd
+
+    started = time.perf_counter()
+    threads = _task_cpus()
+    embedder = process_embedder(settings, threads)
+    size = embedder.backbone.input_size
+    keys = settings.keys.value
+    parts, staged, model_seconds = [], None, 0.0
+
+    def finish(pending) -> None:
+        nonlocal model_seconds
+        ordinals, futures = pending
+        items = [f.result() for f in futures]
+        t = time.perf_counter()
+        parts.append(_batch_rows(ordinals, items, embedder))
+        model_seconds += time.perf_counter() - t
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool:
+        pending = None
+        for frame in batches:
+            staged = frame["staged"].iat[0]
+            files = [ImageFile(p, label) for p, label in zip(frame["path"], frame["label"])]
+            submitted = (frame["ordinal"].to_numpy(np.int64), [pool.submit(read_one, f, size, keys) for f in files])
+            if pending is not None:
+                finish(pending)  # the model runs while the pool decodes the next batch
+            pending = submitted
+        if pending is not None:
+            finish(pending)
+    if staged is None:  # an empty partition: nothing to stage
+        return
+    table = _to_table(parts, embedder.dim, embedder.runtime)
+    filesystems.write_parquet(table, staged, tmp_tag=f"{os.uname().nodename}-{os.getpid()}")
+    status = table.column("status").to_pylist()
+    yield pd.DataFrame({
+        "staged": [staged], "files": [table.num_rows], "decoded": [status.count(OK)],
+        "known": [status.count(KNOWN)], "skipped": [status.count(SKIPPED)],
+        "seconds": [time.perf_counter() - started], "model_seconds": [model_seconds],
+        "pid": [os.getpid()], "host": [os.uname().nodename], "runtime": [embedder.runtime],
+        "peak_rss_mb": [_peak_rss_mb()],
+    })

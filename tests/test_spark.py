@@ -1,0 +1,205 @@
+"""The Spark engine in local mode gives the local engine's index: ids, rows, embeddings, search results.
+
+One SparkSession (local[2]) for the module; a few hundred real images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from indexer.config import IndexConfig
+from indexer.pipeline import index_images
+from indexer.store import EmbeddingStore, embeddings_of
+from search.cli import main
+from search.engine import SearchEngine
+
+from .conftest import write_bad_files
+
+pytestmark = pytest.mark.timeout(600)
+
+CFG = IndexConfig(progress=False, decode_workers=0, shard_size=64, spark_master="local[2]", spark_task_size=32)
+COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    """local[2]; the executors' model cache starts empty, like a cluster node that never ran imgsearch."""
+    from indexer.spark_index import spark_session
+
+    executor_cache = tmp_path_factory.mktemp("executor-cache")
+    session = spark_session(CFG, {"spark.ui.enabled": "false",
+                                  "spark.executorEnv.IMGSEARCH_CACHE": str(executor_cache)})
+    session.executor_cache = executor_cache
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def spark_corpus(tmp_path_factory, photos_dir) -> Path:
+    """312 files: 200 emoji and 100 MNIST digits in label folders, 8 photos, 3 bad files, 1 duplicate."""
+    from indexer.samples import export_sample
+
+    root = tmp_path_factory.mktemp("spark-corpus")
+    export_sample("emoji", root / "emoji", limit=200)
+    export_sample("mnist", root / "digits", limit=100)
+    shutil.copytree(photos_dir, root / "photos")
+    write_bad_files(root / "bad", photos_dir / "coffee.jpg")
+    shutil.copy(sorted((root / "emoji" / "Flags").iterdir())[0], root / "bad" / "copy-of-a-flag.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local_index(tmp_path_factory, spark_corpus):
+    index_dir = tmp_path_factory.mktemp("local") / "idx"
+    summary = index_images([spark_corpus], index_dir, CFG)
+    return index_dir, summary
+
+
+def table(index_dir):
+    store = EmbeddingStore(index_dir)
+    return store.read_table(store.read_manifest()["shards"])
+
+
+def skipped_lines(index_dir) -> list[str]:
+    return sorted(line.split("\t", 1)[1] for line in (Path(index_dir) / "skipped.log").read_text().splitlines())
+
+
+def assert_same_index(a_dir, b_dir, *, atol=1e-5):
+    a, b = table(a_dir), table(b_dir)
+    assert a.schema == b.schema
+    for name in COLUMNS:
+        assert a.column(name).to_pylist() == b.column(name).to_pylist(), name
+    np.testing.assert_allclose(embeddings_of(b), embeddings_of(a), atol=atol, rtol=0)
+    ma, mb = EmbeddingStore(a_dir).read_manifest(), EmbeddingStore(b_dir).read_manifest()
+    for key in ("count", "next_id", "shards", "shard_high", "dim", "backbone", "index_type", "search_dim"):
+        assert ma.get(key) == mb.get(key), key
+
+
+def test_spark_index_equals_local_index(spark, spark_corpus, local_index, tmp_path):
+    from indexer.spark_index import index_images_spark
+
+    local_dir, local_summary = local_index
+    index_dir = tmp_path / "idx"
+    summary = index_images_spark([spark_corpus], index_dir, CFG, spark=spark)
+
+    assert (summary.found, summary.added, summary.duplicates) == (312, 308, 1)
+    assert summary.added == local_summary.added and summary.tasks == summary.tasks_run == 10
+    assert sorted(summary.skipped) == sorted(local_summary.skipped) and len(summary.skipped) == 3
+    assert skipped_lines(index_dir) == skipped_lines(local_dir)  # reported from the executors, not lost
+    assert_same_index(local_dir, index_dir)
+    manifest = EmbeddingStore(index_dir).read_manifest()
+    assert manifest["runtime"].startswith("spark local[2]: tflite")
+    assert not (index_dir / "spark-work").exists()  # staged results are gone once published
+
+    # executors took the model shipped with the job: nothing was converted on them
+    cached = sorted(p.name for p in (spark.executor_cache / "models").iterdir())
+    assert len(cached) == 1 and cached[0].endswith(".tflite")
+
+    local, remote = SearchEngine.open(local_dir), SearchEngine.open(index_dir)
+    queries = [spark_corpus / "photos" / "coffee.jpg", spark_corpus / "digits" / "3" / "00003.png",
+               next((spark_corpus / "emoji" / "Flags").iterdir())]
+    for query in queries:
+        a, b = local.search_image(query, k=10), remote.search_image(query, k=10)
+        assert [h.id for h in a] == [h.id for h in b]
+        np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+    assert [h.id for h in local.search_id(5, k=10)] == [h.id for h in remote.search_id(5, k=10)]
+
+
+def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_index, tmp_path, monkeypatch):
+    """Killed mid-job: finished tasks are not run again; killed while writing shards: no Spark job at all."""
+    from indexer import spark_index
+
+    real_run_tasks, real_write, ran, written = spark_index.run_tasks, EmbeddingStore.write_table, [], []
+
+    def dies_after_four_tasks(spark_, tasks, work, settings):
+        ran.append(len(tasks))
+        real_run_tasks(spark_, tasks[:4], work, settings)
+        raise spark_index.SparkJobError("executor lost")
+
+    def fails_on_third_shard(self, t):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(real_write(self, t))
+        return written[-1]
+
+    index_dir = tmp_path / "idx"
+    tasks_dir = index_dir / "spark-work" / "imgsearch-tasks"
+    monkeypatch.setattr(spark_index, "run_tasks", dies_after_four_tasks)
+    with pytest.raises(spark_index.SparkJobError):
+        spark_index.index_images_spark([spark_corpus], index_dir, CFG, spark=spark)
+    staged = {p.name: p.stat().st_mtime_ns for p in tasks_dir.glob("task-*.parquet")}
+    assert ran == [10] and len(staged) == 4
+    assert EmbeddingStore(index_dir).read_manifest()["count"] == 0  # nothing half-published
+
+    monkeypatch.setattr(spark_index, "run_tasks", real_run_tasks)
+    monkeypatch.setattr(EmbeddingStore, "write_table", fails_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        spark_index.index_images_spark([spark_corpus], index_dir, CFG, spark=spark)
+    assert written == ["part-00000.parquet", "part-00001.parquet"]
+    for name, stamp in staged.items():  # the finished tasks were not run again
+        assert (tasks_dir / name).stat().st_mtime_ns == stamp
+    assert len(list(tasks_dir.glob("task-*.parquet"))) == 10
+
+    monkeypatch.setattr(EmbeddingStore, "write_table", real_write)
+    summary = spark_index.index_images_spark([spark_corpus], index_dir, CFG, spark=spark)
+    assert (summary.tasks, summary.tasks_reused, summary.tasks_run) == (10, 10, 0)  # no Spark job
+    assert summary.added == 308 - 128  # the two shards' rows were adopted, not embedded again
+    assert_same_index(local_index[0], index_dir)
+
+
+def test_incremental_runs_match_the_local_engine(spark, spark_corpus, tmp_path):
+    """Adding, changing and (with sync) removing files: both engines end with the same ids."""
+    from indexer.spark_index import index_images_spark
+
+    src = tmp_path / "src"
+    shutil.copytree(spark_corpus / "digits", src / "digits")
+    shutil.copytree(spark_corpus / "photos", src / "photos")
+    cfg = dataclasses.replace(CFG, spark_task_size=None)  # the default size: 2 tasks per core
+    local_dir, spark_dir = tmp_path / "local", tmp_path / "spark"
+    index_images([src], local_dir, cfg)
+    first = index_images_spark([src], spark_dir, cfg, spark=spark)
+    assert (first.found, first.tasks, first.task_size) == (108, 4, 27)
+
+    shutil.copy(next((spark_corpus / "emoji" / "Flags").iterdir()), src / "photos" / "new.png")  # new
+    shutil.copy(src / "photos" / "rocket.jpg", src / "photos" / "coffee.jpg")  # changed: same as another
+    shutil.copy(spark_corpus / "photos" / "chelsea.jpg", src / "photos" / "astronaut.jpg")  # changed: same too
+    shutil.copy(next((spark_corpus / "emoji" / "Activities").iterdir()), src / "photos" / "retina.jpg")  # changed
+    gone = len(list((src / "digits" / "7").iterdir()))
+    shutil.rmtree(src / "digits" / "7")
+    a = index_images([src], local_dir, cfg, sync=True)
+    b = index_images_spark([src], spark_dir, cfg, spark=spark, sync=True)
+    for field in ("added", "changed", "removed", "already_indexed", "duplicates", "total"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert (b.added, b.changed, b.removed) == (2, 3, gone)
+    assert_same_index(local_dir, spark_dir)
+
+
+def test_cli_with_uri_sources_and_work_folder(spark, spark_corpus, local_index, tmp_path):
+    """`imgsearch index --engine spark` reading file:// URIs and staging to a URI, as with hdfs:// or s3://."""
+    index_dir, work = tmp_path / "idx", tmp_path / "work"
+    work.mkdir()
+    (work / "not-ours.txt").write_text("a shared work folder")
+    args = ["index", f"file://{spark_corpus}/photos/", "--index", str(index_dir), "--engine", "spark",
+            "--master", "local[2]", "--task-size", "3", "--work-dir", f"file://{work}", "--no-progress"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "indexed 8 new images" in result.output
+    assert "spark local[2]: 3 tasks of up to 3 files (0 finished by an earlier run)" in result.output
+    assert [p.name for p in work.iterdir()] == ["not-ours.txt"]  # its own entries deleted, nothing else
+
+    a, b = table(local_index[0]), table(index_dir)
+    row = {p: i for i, p in enumerate(a.column("path").to_pylist())}
+    take = [row[p[len("file://"):]] for p in b.column("path").to_pylist()]
+    assert b.column("id").to_pylist() == list(range(8))
+    assert b.column("label").to_pylist() == [""] * 8  # files at the root of the source
+    assert b.column("sha256").to_pylist() == [a.column("sha256")[i].as_py() for i in take]
+    np.testing.assert_allclose(embeddings_of(b), embeddings_of(a)[take], atol=1e-5, rtol=0)
+
+    result = CliRunner().invoke(main, ["index", str(spark_corpus), "--index", str(index_dir), "--task-size", "3"])
+    assert result.exit_code == 2 and "--task-size are for --engine spark" in result.output
