@@ -72,7 +72,7 @@ def _plan(options: ann.AnnOptions, prev: dict, n: int, d: int, same_space: bool)
             and built_n / REBUILD_GROWTH <= n <= built_n * REBUILD_GROWTH
             and ann.estimate_memory(old, n, d) <= options.max_memory):
         return old  # small changes keep the trained index; doubling re-plans it
-    return ann.with_rerank(ann.choose_index(n, d, options.max_memory), options.rerank)
+    return ann.with_rerank(ann.choose_index(n, d, options.max_memory, options.rerank), options.rerank)
 
 
 def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], retired: Sequence[str] = (),

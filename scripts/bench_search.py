@@ -136,7 +136,7 @@ args = json.loads(sys.argv[1])
 t0 = time.perf_counter()
 index, infos = build_index(embeddings=args["emb"], index_path=args["index"], index_infos_path=args["infos"],
                            max_index_memory_usage=args["memory"], current_memory_available=args["available"],
-                           metric_type="ip", nb_cores=args["cores"], verbose=30)
+                           metric_type="ip", nb_cores=args["cores"], verbose=20)
 build_s = time.perf_counter() - t0
 queries = np.load(args["queries"]); truth = np.load(args["truth"])
 index = faiss.read_index(args["index"])
@@ -162,9 +162,12 @@ def bench_autofaiss(python: Path, base_dir: Path, work: Path, queries, truth, me
     args = {"emb": str(base_dir), "index": str(work / "autofaiss.index"), "infos": str(work / "autofaiss.json"),
             "memory": memory, "available": "12G", "cores": os.cpu_count(), "queries": str(work / "queries.npy"),
             "truth": str(work / "truth.npy"), "single": single}
-    out = subprocess.run([str(python), "-c", AUTOFAISS_RUN, json.dumps(args)], capture_output=True, text=True)
+    log = work / "autofaiss.log"  # its own progress and stage timings
+    with open(log, "w") as err:
+        out = subprocess.run([str(python), "-c", AUTOFAISS_RUN, json.dumps(args)], stdout=subprocess.PIPE,
+                             stderr=err, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"autofaiss failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"autofaiss failed, see {log}:\n{log.read_text()[-3000:]}")
     (work / "autofaiss.index").unlink(missing_ok=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -209,6 +212,7 @@ def main():
     nlist = ann.nlist_for(n)
     auto = ann.with_rerank(ann.choose_index(n, d, budget), None)
     pq = auto if "PQ" in auto else ann.with_rerank(ann.choose_index(n, d, int(0.2 * n * d)), True)
+    # IVF-Flat and IVF-SQ8 are what "auto" picks when re-ranking is turned off
     named = {"IVF-Flat": f"IVF{nlist},Flat", "IVF-SQ8": f"IVF{nlist},SQ8", "IVF-PQ": pq, "auto": auto}
     print(f"{n:,} vectors x {d}, {args.clusters} clusters, spread {args.spread}; {args.queries} test queries; budget {args.memory}; "
           f"{os.cpu_count()} cores; faiss {faiss.__version__}; imgsearch's choice for the budget: {auto}")

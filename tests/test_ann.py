@@ -60,21 +60,22 @@ def fresh_recall(engine, queries, truth):
 
 
 # ---------------------------------------------------------------- the choice
-@pytest.mark.parametrize("n, d, memory, expected", [
-    (5_000, 1280, "32G", "Flat"),
-    (100_000, 1280, "32G", "HNSW32"),
-    (1_000_000, 1280, "32G", "IVF2048,Flat"),
-    (1_000_000, 1280, "4G", "IVF2048,SQ8"),
-    (1_000_000, 1280, "1G", "IVF2048,PQ640x4fs"),
-    (1_000_000, 1280, "200M", "IVF2048,PQ320x4fs"),
-    (100_000, 1280, "200M", "IVF512,SQ8"),
-    (100_000, 1280, "100M", "IVF512,PQ640x4fs"),
+@pytest.mark.parametrize("n, d, memory, rerank, expected", [
+    (5_000, 1280, "32G", None, "Flat"),
+    (100_000, 1280, "32G", None, "HNSW32"),
+    (1_000_000, 1280, "32G", None, "IVF2048,PQ320x4fs"),  # re-scored from the mapped vectors
+    (1_000_000, 1280, "100M", None, "IVF2048,PQ160x4fs"),
+    (1_000_000, 1280, "32G", False, "IVF2048,Flat"),  # everything in RAM
+    (1_000_000, 1280, "4G", False, "IVF2048,SQ8"),
+    (1_000_000, 1280, "1G", False, "IVF2048,PQ1280x4fs"),
+    (100_000, 1280, "200M", None, "IVF512,PQ320x4fs"),
 ])
-def test_index_choice_follows_size_and_memory_budget(n, d, memory, expected):
+def test_index_choice_follows_size_and_memory_budget(n, d, memory, rerank, expected):
     budget = ann.parse_memory(memory)
-    factory = ann.choose_index(n, d, budget)
+    factory = ann.choose_index(n, d, budget, rerank)
     assert factory == expected
     assert ann.estimate_memory(factory, n, d) <= budget
+    assert ann.with_rerank(factory, rerank).endswith(",RFlat") == ("PQ" in factory and rerank is not False)
 
 
 def test_too_small_a_budget_says_which_option_to_raise():
@@ -97,8 +98,8 @@ def test_memory_estimate_matches_what_faiss_writes(tmp_path):
 
 # ---------------------------------------------------------------- tuning for recall
 @pytest.mark.parametrize("memory, rerank, family", [
-    ("32G", False, "HNSW"),  # fits in full precision: graph
-    ("8M", False, "IVF"),  # HNSW's links no longer fit: inverted lists of full vectors
+    ("32G", None, "HNSW"),  # fits in full precision: graph
+    ("8M", False, "IVF256,Flat"),  # HNSW's links no longer fit, all in RAM: inverted lists of full vectors
     ("1M", None, "PQ"),  # 4-bit product-quantised codes, re-scored exactly from the memory-mapped vectors
 ])
 def test_auto_index_meets_its_recall_target_against_brute_force(tmp_path, memory, rerank, family):
@@ -149,7 +150,7 @@ def test_forced_index_type_and_clear_error_for_a_bad_one(tmp_path):
 # ---------------------------------------------------------------- updates and removal
 def test_adding_vectors_to_a_trained_index_does_not_retrain(tmp_path):
     store, manifest, shards = make_index_dir(tmp_path / "idx")
-    options = ann.AnnOptions(max_memory=ann.parse_memory("8M"))
+    options = ann.AnnOptions(max_memory=ann.parse_memory("8M"), rerank=False)  # IVF256,Flat
     first = publish_index(store, manifest, shards, options=options)
     trained = first["ann"]["trained_file"]
     assert "IVF" in first["index_type"] and trained
