@@ -146,6 +146,9 @@ def _echo_ann(count, ann):
     params = ", ".join(f"{k}={v}" for k, v in (tuning.get("params") or {}).items()) or "none"
     click.echo(f"index type: {ann['factory']} over {count} vectors, ~{ann['memory_bytes'] / 2**20:.1f} MiB, "
                f"built on {ann.get('device', 'cpu')}")
+    if ann["factory"] == "Flat":
+        click.echo("tuned:      exact search, nothing to tune; recall@10 1.000")
+        return
     click.echo(f"tuned:      {params}; recall@10 {tuning.get('recall_at_10', 1.0):.3f} "
                f"(target {tuning.get('target_recall', 0.95)}, {tuning.get('queries', 0)} held-back queries)")
 

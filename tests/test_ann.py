@@ -247,3 +247,22 @@ def test_gpu_build_and_search_give_the_cpu_results(tmp_path):
     assert time.perf_counter() - t0 < 60
     back = ann.to_cpu(gpu, "gpu")
     np.testing.assert_array_equal(back.search(queries, 10)[1], cpu.search(queries, 10)[1])
+
+
+def test_build_index_and_info_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from search.cli import main
+
+    store, manifest, shards = make_index_dir(tmp_path / "idx", n=3000)
+    publish_index(store, manifest, shards)
+    runner = CliRunner()
+    r = runner.invoke(main, ["build-index", "--index", str(store.root), "--index-type", "IVF16,Flat",
+                             "--target-recall", "0.9"])
+    assert r.exit_code == 0, r.output
+    assert "IVF16,Flat over 3000 vectors" in r.output and "nprobe=" in r.output
+    r = runner.invoke(main, ["info", "--index", str(store.root)])
+    assert r.exit_code == 0, r.output
+    assert "index type: IVF16,Flat" in r.output and "target 0.9" in r.output
+    r = runner.invoke(main, ["build-index", "--index", str(store.root), "--max-index-memory", "lots"])
+    assert r.exit_code != 0 and "not understood" in r.output
