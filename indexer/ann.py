@@ -163,10 +163,6 @@ def is_exact(factory: str) -> bool:
     return factory == "Flat"
 
 
-def needs_training(factory: str) -> bool:
-    return "IVF" in factory or "PQ" in factory or "SQ" in factory
-
-
 def train_size(factory: str, n: int) -> int:
     """How many vectors to train on: enough per inverted list and for PQ's 256 centroids."""
     nlist = int(m.group(1)) if (m := re.search(r"IVF(\d+)", factory)) else 1
@@ -217,19 +213,6 @@ def remove_ids(index, ids: np.ndarray) -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def search_params(index) -> dict:
-    """The tunable search parameters of this index and their current values."""
-    params = {}
-    ivf, hnsw, refine = _parts(index)
-    if ivf is not None:
-        params["nprobe"] = int(ivf.nprobe)
-    if hnsw is not None:
-        params["efSearch"] = int(hnsw.hnsw.efSearch)
-    if refine is not None:
-        params["k_factor"] = float(refine.k_factor)
-    return params
 
 
 def set_search_params(index, params: dict) -> None:

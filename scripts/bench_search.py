@@ -64,12 +64,17 @@ def make_vectors(work: Path, n: int, d: int, clusters: int, spread: float, n_que
     if truth_path.exists():
         truth = np.load(truth_path)
     else:
-        exact = ann.ExactNeighbours(queries, np.full(n_queries, -1))
-        for start in range(0, n, CHUNK):
-            exact.add(np.arange(start, min(n, start + CHUNK)), base[start:start + CHUNK])
-        truth = exact.result()
+        truth = exact_neighbours(base, queries, np.full(n_queries, -1))
         np.save(truth_path, truth)
     return base_path, base, queries, truth
+
+
+def exact_neighbours(base, queries, query_ids) -> np.ndarray:
+    """(q, 10) exact neighbours of ``queries`` in ``base`` (ids = row numbers), ``query_ids`` left out."""
+    exact = ann.ExactNeighbours(queries, query_ids)
+    for start in range(0, len(base), CHUNK):
+        exact.add(np.arange(start, min(len(base), start + CHUNK)), base[start:start + CHUNK])
+    return exact.result()
 
 
 def tuning_set(base, n: int, work: Path, tag: str, q: int = 500):
@@ -80,10 +85,7 @@ def tuning_set(base, n: int, work: Path, tag: str, q: int = 500):
         data = np.load(path)
         return data["ids"], data["queries"], data["truth"]
     queries = np.ascontiguousarray(base[positions])
-    exact = ann.ExactNeighbours(queries, positions)
-    for start in range(0, n, CHUNK):
-        exact.add(np.arange(start, min(n, start + CHUNK)), base[start:start + CHUNK])
-    truth = exact.result()
+    truth = exact_neighbours(base, queries, positions)
     np.savez(path, ids=positions, queries=queries, truth=truth)
     return positions, queries, truth
 

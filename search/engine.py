@@ -352,9 +352,8 @@ def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
     ann = manifest.get("ann") or {}
     mmap = mmap_mode(ann.get("factory", "Flat"), (store.root / name).stat().st_size)
     index = store.read_index(name, mmap=mmap)
-    set_search_params(index, (ann.get("tuning") or {}).get("params") or {})
     index, device = to_gpu_if_available(index, config.use_gpu)
-    set_search_params(index, (ann.get("tuning") or {}).get("params") or {})
+    set_search_params(index, (ann.get("tuning") or {}).get("params") or {})  # on the copy that searches
     log.info("serving %s (%d vectors) on %s%s", manifest.get("index_type"), index.ntotal, device.upper(),
              f", {mmap} memory-mapped" if mmap else "")
     return index, device
