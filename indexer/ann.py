@@ -21,8 +21,9 @@ string, but are not chosen automatically: training their 256-centroid
 codebooks took minutes here where 4-bit codebooks take seconds.
 
 Search parameters (nprobe, efSearch, the re-ranking factor) are then tuned
-on held-back queries taken from the indexed vectors, for a target
-recall@10 against exact search.  Vectors are unit length and the metric is
+on held-back queries taken from the indexed vectors (ones left out of the
+training sample, see ``held_out``), for a target recall@10 against exact
+search.  Vectors are unit length and the metric is
 inner product (cosine similarity) throughout.
 """
 
@@ -168,6 +169,42 @@ def train_size(factory: str, n: int) -> int:
     nlist = int(m.group(1)) if (m := re.search(r"IVF(\d+)", factory)) else 1
     want = max(40 * nlist, 256 * 64 if "PQ" in factory and "x4" not in factory else 0, 10_000)
     return min(n, want)
+
+
+HOLDOUT_BITS = 5  # one id in 2**5 = 32 is never trained on: tuning queries are drawn from those
+
+
+def held_out(ids: np.ndarray) -> np.ndarray:
+    """(n,) bool: the ids kept out of every training sample, so tuning measures unseen vectors.
+
+    Queries the index was trained on score higher than new ones (the
+    centroids and codebooks fitted them): measured at 100k x 1280, recall@10
+    0.963 on trained-on vectors against 0.935 on the others and 0.939 on
+    fresh queries.  The choice is a fixed hash of the id (Fibonacci hashing),
+    so it holds across incremental runs that keep the trained index.
+    """
+    h = np.asarray(ids).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)  # wraps mod 2**64
+    return (h >> np.uint64(64 - HOLDOUT_BITS)) == 0
+
+
+def training_positions(ids: np.ndarray, factory: str, seed: int = 0) -> np.ndarray:
+    """Sorted positions into ``ids`` (all indexed rows, in order) to train ``factory`` on: none held out."""
+    candidates = np.flatnonzero(~held_out(ids))
+    if len(candidates) < train_size(factory, len(ids)):  # a tiny set: train on everything
+        candidates = np.arange(len(ids))
+    size = min(len(candidates), train_size(factory, len(ids)))
+    return np.sort(np.random.default_rng(seed).choice(candidates, size, replace=False))
+
+
+def tuning_positions(ids: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
+    """Sorted positions of up to ``count`` held-out rows to tune on (topped up from the rest if too few)."""
+    rng = np.random.default_rng(seed)
+    held = np.flatnonzero(held_out(ids))
+    if len(held) >= count:
+        return np.sort(rng.choice(held, count, replace=False))
+    rest = np.setdiff1d(np.arange(len(ids)), held)
+    extra = rng.choice(rest, min(len(rest), count - len(held)), replace=False)
+    return np.sort(np.concatenate([held, extra]))
 
 
 def new_index(factory: str, d: int):

@@ -64,6 +64,11 @@ def _pick(store, shards, manifest, positions: np.ndarray) -> tuple[np.ndarray, n
     return np.concatenate(ids), np.vstack(vecs).astype(np.float32)
 
 
+def _all_ids(store: EmbeddingStore, shards: Sequence[str]) -> np.ndarray:
+    """(n,) the ids of every row, in shard order (8 bytes a row: read even at millions)."""
+    return store.read_table(list(shards), ["id"]).column("id").to_numpy() if shards else np.empty(0, np.int64)
+
+
 def _plan(options: ann.AnnOptions, prev: dict, n: int, d: int, same_space: bool) -> str:
     if options.index_type != "auto":
         return ann.with_rerank(options.index_type, True) if options.rerank else options.index_type
@@ -114,7 +119,7 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
     else:
         ann.set_search_params(index, tuning["params"])
 
-    ids_seen = store.read_table(shards, ["id"]).column("id").to_numpy() if shards else np.empty(0, np.int64)
+    ids_seen = _all_ids(store, shards)
     if len(np.unique(ids_seen)) != len(ids_seen):
         raise IndexFormatError(f"duplicate ids in the shards of {store.root}: the index is damaged")
     index_file = store.write_index(index, generation)
@@ -170,9 +175,7 @@ def _build(store, manifest, shards, factory, d, n, options, trained_file):
         index, trained_file = ann.new_index(factory, d), None
     index, device = ann.to_gpu_if_available(index, options.use_gpu)
     if not index.is_trained:
-        rng = np.random.default_rng(0)
-        size = ann.train_size(factory, n)
-        positions = np.sort(rng.choice(n, size, replace=False))
+        positions = ann.training_positions(_all_ids(store, shards), factory)
         _, sample = _pick(store, shards, manifest, positions)  # (t, d)
         try:
             ann.train(index, sample)
@@ -189,10 +192,11 @@ def _build(store, manifest, shards, factory, d, n, options, trained_file):
 
 
 def _tune(store, manifest, shards, index, n, target) -> ann.Tuning:
-    """Tune search parameters on held-back queries from the indexed vectors, against exact search."""
-    rng = np.random.default_rng(1)
-    q = min(TUNING_QUERIES, n)
-    positions = np.sort(rng.choice(n, q, replace=False))
+    """Tune search parameters on held-back queries from the indexed vectors, against exact search.
+
+    The queries are indexed vectors the index was not trained on (``ann.held_out``).
+    """
+    positions = ann.tuning_positions(_all_ids(store, shards), min(TUNING_QUERIES, n))
     query_ids, queries = _pick(store, shards, manifest, positions)
     exact = ann.ExactNeighbours(queries, query_ids)
     for ids, vectors in iter_vectors(store, shards, manifest):

@@ -79,8 +79,8 @@ def exact_neighbours(base, queries, query_ids) -> np.ndarray:
 
 def tuning_set(base, n: int, work: Path, tag: str, q: int = 500):
     """Held-back indexed vectors and their exact neighbours (themselves left out), as imgsearch tunes."""
-    path = work / f"tuning-{tag}.npz"
-    positions = np.sort(np.random.default_rng(1).choice(n, q, replace=False))
+    path = work / f"tuning-{tag}-heldout.npz"
+    positions = ann.tuning_positions(np.arange(n), q)  # held out of training, as imgsearch does
     if path.exists():
         data = np.load(path)
         return data["ids"], data["queries"], data["truth"]
@@ -107,8 +107,7 @@ def bench_imgsearch(factory, base, n, d, work, tune_data, queries, truth, target
     t0 = time.perf_counter()
     index = ann.new_index(factory, d)
     if not index.is_trained:
-        size = ann.train_size(factory, n)
-        positions = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+        positions = ann.training_positions(np.arange(n), factory)
         ann.train(index, np.ascontiguousarray(base[positions]))
     train_s = time.perf_counter() - t0
     for start in range(0, n, CHUNK):
