@@ -98,13 +98,16 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
     same_space = prev.get("space") == list(_space_key(manifest))
     factory = _plan(options, prev, n, d, same_space)
 
-    # the old index (and its training) stays valid while the vectors and the index type do
-    reusable = same_space and prev.get("factory") == factory and not rebuild
+    # the old index (and its training) stays valid while the vectors and the index type do;
+    # a graph is tuned while it is built (see _build), so re-tuning one means rebuilding it
+    reusable = (same_space and prev.get("factory") == factory and not rebuild
+                and not (ann.is_graph(factory) and _needs_tuning(prev, n, options.target_recall)))
     index = _update(store, manifest, shards) if reusable and manifest.get("index_file") else None
     incremental = index is not None
     trained_file = prev.get("trained_file") if reusable else None
+    built_tuning = None
     if index is None:
-        index, trained_file = _build(store, manifest, shards, factory, d, n, options, trained_file)
+        index, trained_file, built_tuning = _build(store, manifest, shards, factory, d, n, options, trained_file)
 
     if index.ntotal != n:
         raise IndexFormatError(f"built an index of {index.ntotal} vectors over {n} rows in {store.root}")
@@ -113,8 +116,9 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
     tuning, tuned_n = (prev.get("tuning"), prev.get("tuned_n", 0)) if incremental else (None, 0)
     if ann.is_exact(factory):
         tuning, tuned_n = ann.Tuning({}, 1.0, 0.0, 0, options.target_recall).to_dict(), n
-    elif (tuning is None or tuning.get("target_recall") != options.target_recall
-          or abs(n - tuned_n) > RETUNE_GROWTH * max(tuned_n, 1)):
+    elif built_tuning is not None:
+        tuning, tuned_n = built_tuning.to_dict(), n
+    elif not incremental or _needs_tuning(prev, n, options.target_recall):
         tuning, tuned_n = _tune(store, manifest, shards, index, n, options.target_recall).to_dict(), n
     else:
         ann.set_search_params(index, tuning["params"])
@@ -142,6 +146,13 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
     log.info("published %s over %d vectors (%s, recall@10 %.3f) in %.1f s", factory, n,
              "updated" if incremental else "built", tuning["recall_at_10"], info["seconds"])
     return manifest
+
+
+def _needs_tuning(prev: dict, n: int, target: float) -> bool:
+    """True unless the last tuning was for this target and about this many vectors."""
+    tuning, tuned_n = prev.get("tuning"), prev.get("tuned_n", 0)
+    return (tuning is None or tuning.get("target_recall") != target
+            or abs(n - tuned_n) > RETUNE_GROWTH * max(tuned_n, 1))
 
 
 def _update(store, manifest, shards):
@@ -185,20 +196,34 @@ def _build(store, manifest, shards, factory, d, n, options, trained_file):
         trained_file = store.write_index(ann.to_cpu(index, device), manifest.get("generation", 0) + 1,
                                          prefix="trained")
     t0 = time.perf_counter()
+    graph = ann.is_graph(factory)
+    later = []  # a graph's held-out rows (~3 %): added once it is tuned without them
     for ids, vectors in iter_vectors(store, shards, manifest):
+        if graph:
+            held = ann.held_out(ids)
+            later.append((ids[held], vectors[held]))
+            ids, vectors = ids[~held], vectors[~held]
+        index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
+    tuning = _tune(store, manifest, shards, index, n, options.target_recall, graph=True) if graph else None
+    for ids, vectors in later:
         index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
     log.info("built %s over %d vectors on %s in %.1f s", factory, n, device.upper(), time.perf_counter() - t0)
-    return ann.to_cpu(index, device), trained_file
+    return ann.to_cpu(index, device), trained_file, tuning
 
 
-def _tune(store, manifest, shards, index, n, target) -> ann.Tuning:
+def _tune(store, manifest, shards, index, n, target, graph: bool = False) -> ann.Tuning:
     """Tune search parameters on held-back queries from the indexed vectors, against exact search.
 
-    The queries are indexed vectors the index was not trained on (``ann.held_out``).
+    The queries are indexed vectors the index was not trained on
+    (``ann.held_out``).  ``graph``: the index holds every row but the held-out
+    ones (see ``ann.is_graph``); exact search is then over the same rows.
     """
     positions = ann.tuning_positions(_all_ids(store, shards), min(TUNING_QUERIES, n))
     query_ids, queries = _pick(store, shards, manifest, positions)
     exact = ann.ExactNeighbours(queries, query_ids)
     for ids, vectors in iter_vectors(store, shards, manifest):
+        if graph:
+            kept = ~ann.held_out(ids)
+            ids, vectors = ids[kept], vectors[kept]
         exact.add(ids, vectors)
     return ann.tune(index, queries, query_ids, exact.result(), target)

@@ -67,7 +67,8 @@ def fresh_recall(engine, queries, truth):
     (1_000_000, 1280, "100M", None, "IVF2048,PQ160x4fs"),
     (1_000_000, 1280, "32G", False, "IVF2048,Flat"),  # everything in RAM
     (1_000_000, 1280, "4G", False, "IVF2048,SQ8"),
-    (1_000_000, 1280, "1G", False, "IVF2048,PQ1280x4fs"),
+    (1_000_000, 1280, "1G", False, "IVF2048,SQ6"),
+    (1_000_000, 1280, "600M", False, "IVF2048,PQ640x4fs"),
     (100_000, 1280, "200M", None, "IVF512,PQ320x4fs"),
 ])
 def test_index_choice_follows_size_and_memory_budget(n, d, memory, rerank, expected):
@@ -88,7 +89,7 @@ def test_too_small_a_budget_says_which_option_to_raise():
 def test_memory_estimate_matches_what_faiss_writes(tmp_path):
     """The budget is only meaningful if the estimate is close to the real size of the index."""
     x = GEN.sample(N, 1)
-    for factory in ("Flat", "HNSW32", "IVF128,Flat", "IVF128,SQ8", "IVF128,PQ32x4fs"):
+    for factory in ("Flat", "HNSW32", "IVF128,Flat", "IVF128,SQ8", "IVF128,SQ6", "IVF128,PQ32x4fs"):
         index = ann.new_index(factory, D)
         ann.train(index, x[:10_000])
         index.add_with_ids(x, np.arange(N))
@@ -138,6 +139,30 @@ def test_tuning_queries_are_never_in_the_training_sample():
     # a set too small to spare any: trains on everything, tunes on what it has
     assert len(ann.training_positions(ids[:3000], "IVF32,Flat")) == 3000
     assert len(ann.tuning_positions(ids[:3000], 500)) == 500
+
+
+def test_a_graph_is_tuned_before_its_held_out_rows_are_added(tmp_path, monkeypatch, caplog):
+    # an HNSW query already in the graph finds itself: tuning must run without the held-out rows
+    seen = []
+    real_tune = ann.tune
+    monkeypatch.setattr(ann, "tune", lambda index, *a, **k: seen.append(index.ntotal) or real_tune(index, *a, **k))
+    store, manifest, shards = make_index_dir(tmp_path / "idx")
+    ids = np.arange(N)
+    options = ann.AnnOptions(index_type="HNSW16")
+    manifest = publish_index(store, manifest, shards, options=options)
+    assert seen == [N - ann.held_out(ids).sum()] and manifest["ann"]["tuning"]["queries"] == 500
+    # ... and the held-out rows are in the published index: each is its own nearest neighbour
+    engine = SearchEngine.open(store.root)
+    vectors = store.read_table(shards, ["id", "embedding"])
+    held = np.flatnonzero(ann.held_out(ids))[:20]
+    emb = vectors.column("embedding").to_numpy(zero_copy_only=False)
+    assert [engine.search_vector(np.asarray(emb[i], np.float32), 1)[0].id for i in held] == list(held)
+    # growing by more than 10 % re-tunes, so the graph is rebuilt (not updated with the old rows in it)
+    more = add_shards(store, 3000, 3000, seed=5, start_id=N)
+    with caplog.at_level(logging.INFO, logger="indexer.publish"):
+        publish_index(store, manifest, shards + more)
+    assert seen[-1] == N + 3000 - ann.held_out(np.arange(N + 3000)).sum()
+    assert "(built," in caplog.text
 
 
 def test_tuned_parameters_are_the_cheapest_that_reach_the_target():
@@ -194,7 +219,7 @@ def _centroids(index):
     return ivf.quantizer.reconstruct_n(0, ivf.nlist)  # (nlist, d)
 
 
-@pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF64,Flat", "IVF64,SQ8", "IVF64,PQ16x4fs",
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF64,Flat", "IVF64,SQ8", "IVF64,SQ6", "IVF64,PQ16x4fs",
                                      "IVF64,PQ16x4fs,RFlat"])
 def test_removal_by_id_works_for_every_index_type(tmp_path, factory):
     from indexer.pipeline import remove_images
