@@ -200,10 +200,10 @@ def held_out(ids: np.ndarray) -> np.ndarray:
 
 def training_positions(ids: np.ndarray, factory: str, seed: int = 0) -> np.ndarray:
     """Sorted positions into ``ids`` (all indexed rows, in order) to train ``factory`` on: none held out."""
+    size = train_size(factory, len(ids))
     candidates = np.flatnonzero(~held_out(ids))
-    if len(candidates) < train_size(factory, len(ids)):  # a tiny set: train on everything
+    if len(candidates) < size:  # a tiny set: train on everything
         candidates = np.arange(len(ids))
-    size = min(len(candidates), train_size(factory, len(ids)))
     return np.sort(np.random.default_rng(seed).choice(candidates, size, replace=False))
 
 

@@ -93,7 +93,8 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
     started = time.perf_counter()
     options = options or resolve_options(manifest)
     prev = manifest.get("ann") or {}
-    n = store.count_rows(shards)
+    ids = _all_ids(store, shards)  # (n,) every row's id, in shard order
+    n = len(ids)
     d = (manifest.get("whitening") or {}).get("dim", manifest["dim"])
     same_space = prev.get("space") == list(_space_key(manifest))
     factory = _plan(options, prev, n, d, same_space)
@@ -107,7 +108,7 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
     trained_file = prev.get("trained_file") if reusable else None
     built_tuning = None
     if index is None:
-        index, trained_file, built_tuning = _build(store, manifest, shards, factory, d, n, options, trained_file)
+        index, trained_file, built_tuning = _build(store, manifest, shards, ids, factory, d, options, trained_file)
 
     if index.ntotal != n:
         raise IndexFormatError(f"built an index of {index.ntotal} vectors over {n} rows in {store.root}")
@@ -119,17 +120,16 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
     elif built_tuning is not None:
         tuning, tuned_n = built_tuning.to_dict(), n
     elif not incremental or _needs_tuning(prev, n, options.target_recall):
-        tuning, tuned_n = _tune(store, manifest, shards, index, n, options.target_recall).to_dict(), n
+        tuning, tuned_n = _tune(store, manifest, shards, ids, index, options.target_recall).to_dict(), n
     else:
         ann.set_search_params(index, tuning["params"])
 
-    ids_seen = _all_ids(store, shards)
-    if len(np.unique(ids_seen)) != len(ids_seen):
+    if len(np.unique(ids)) != n:
         raise IndexFormatError(f"duplicate ids in the shards of {store.root}: the index is damaged")
     index_file = store.write_index(index, generation)
     # every shard name up to shard_high belongs to this or an earlier version: never adopt one again
     shard_high = max([*shards, *retired, manifest.get("shard_high", "")])
-    next_id = max(int(ids_seen.max()) + 1 if len(ids_seen) else 0, manifest.get("next_id", 0))
+    next_id = max(int(ids.max()) + 1 if n else 0, manifest.get("next_id", 0))
     info = {
         "factory": factory, "options": asdict(options), "space": list(_space_key(manifest)),
         "trained_file": trained_file, "built_n": prev.get("built_n", n) if incremental else n,
@@ -174,7 +174,7 @@ def _update(store, manifest, shards):
     return index
 
 
-def _build(store, manifest, shards, factory, d, n, options, trained_file):
+def _build(store, manifest, shards, all_ids, factory, d, options, trained_file):
     """A new index of type ``factory`` over all shards; reuses ``trained_file`` if given."""
     index = None
     if trained_file:
@@ -186,12 +186,12 @@ def _build(store, manifest, shards, factory, d, n, options, trained_file):
         index, trained_file = ann.new_index(factory, d), None
     index, device = ann.to_gpu_if_available(index, options.use_gpu)
     if not index.is_trained:
-        positions = ann.training_positions(_all_ids(store, shards), factory)
+        positions = ann.training_positions(all_ids, factory)
         _, sample = _pick(store, shards, manifest, positions)  # (t, d)
         try:
             ann.train(index, sample)
         except RuntimeError as exc:
-            raise ValueError(f"cannot train index type {factory!r} on {n} vectors: "
+            raise ValueError(f"cannot train index type {factory!r} on {len(all_ids)} vectors: "
                              f"{str(exc).splitlines()[0]}; choose a smaller one or --index-type auto") from exc
         trained_file = store.write_index(ann.to_cpu(index, device), manifest.get("generation", 0) + 1,
                                          prefix="trained")
@@ -204,21 +204,22 @@ def _build(store, manifest, shards, factory, d, n, options, trained_file):
             later.append((ids[held], vectors[held]))
             ids, vectors = ids[~held], vectors[~held]
         index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
-    tuning = _tune(store, manifest, shards, index, n, options.target_recall, graph=True) if graph else None
+    tuning = _tune(store, manifest, shards, all_ids, index, options.target_recall, graph=True) if graph else None
     for ids, vectors in later:
         index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
-    log.info("built %s over %d vectors on %s in %.1f s", factory, n, device.upper(), time.perf_counter() - t0)
+    log.info("built %s over %d vectors on %s in %.1f s", factory, len(all_ids), device.upper(),
+             time.perf_counter() - t0)
     return ann.to_cpu(index, device), trained_file, tuning
 
 
-def _tune(store, manifest, shards, index, n, target, graph: bool = False) -> ann.Tuning:
+def _tune(store, manifest, shards, all_ids, index, target, graph: bool = False) -> ann.Tuning:
     """Tune search parameters on held-back queries from the indexed vectors, against exact search.
 
     The queries are indexed vectors the index was not trained on
     (``ann.held_out``).  ``graph``: the index holds every row but the held-out
     ones (see ``ann.is_graph``); exact search is then over the same rows.
     """
-    positions = ann.tuning_positions(_all_ids(store, shards), min(TUNING_QUERIES, n))
+    positions = ann.tuning_positions(all_ids, min(TUNING_QUERIES, len(all_ids)))
     query_ids, queries = _pick(store, shards, manifest, positions)
     exact = ann.ExactNeighbours(queries, query_ids)
     for ids, vectors in iter_vectors(store, shards, manifest):

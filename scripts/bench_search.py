@@ -271,9 +271,11 @@ def main():
         print(f"{r['label']:34s} {r['build_s']:8.1f} {r['ram_bytes_per_vector']:9.0f} "
               f"{r['disk_bytes_per_vector']:10.0f} {r['recall_at_10']:9.3f} {r['batch_qps']:9.0f} "
               f"{r['p50_ms']:7.2f}  {r['params']}")
-        ours = [x for x in rows if x["label"].split(":")[0] in ("auto", "auto-in-RAM")]
+        def auto_rows(rs):  # imgsearch's own choices, with and without re-ranking
+            return [x for x in rs if x["label"].split(":")[0] in ("auto", "auto-in-RAM")]
+        ours = auto_rows(rows)
         if not ours and args.json and args.json.exists():  # imgsearch's rows from an earlier run
-            ours = [x for x in json.loads(args.json.read_text()) if x["label"].split(":")[0] in ("auto", "auto-in-RAM")]
+            ours = auto_rows(json.loads(args.json.read_text()))
         for o in ours:
             print(f"\nimgsearch {o['label']} vs autofaiss, same budget {args.memory}:")
             print(f"  RAM per vector   {o['ram_bytes_per_vector']:.0f} vs {r['ram_bytes_per_vector']:.0f} B "
