@@ -29,10 +29,12 @@ demo: install
 
 test: install
 	scripts/install-system-deps.sh --browser --java
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 test-fast: install
 	scripts/install-system-deps.sh --browser --java
+	$(BIN)/lint-imports
 	$(BIN)/pytest -m "not slow"
 
 eval: install

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
 # The most pixels an image may declare for the decoder to decode it (indexer/images.py); any
@@ -62,7 +65,6 @@ class IndexConfig:
 
     def ann_overrides(self) -> dict:
         """The index options this config sets explicitly (AnnOptions field -> value)."""
-        from indexer.ann import parse_memory
 
         given = {"index_type": self.index_type, "target_recall": self.target_recall, "rerank": self.rerank,
                  "max_memory": None if self.max_index_memory is None else parse_memory(self.max_index_memory)}
@@ -74,4 +76,18 @@ def check_max_pixels(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PIXELS:
         raise ValueError(f"{name} must be an integer between 1 and {MAX_PIXELS:,} (the decoder's ceiling), "
                          f"got {value!r}")
+    return value
+
+
+def parse_memory(text) -> int:
+    """'4G', '512MB', '1.5GiB', 2**30 -> bytes."""
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
+        value = int(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(text), re.IGNORECASE)
+        if not m:
+            raise ValueError(f"memory size {text!r} not understood: write e.g. 512M, 4G or 1.5GB")
+        value = int(float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2).lower() or "_"))
+    if value <= 0:
+        raise ValueError(f"memory size must be positive, got {text!r}")
     return value

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .vectors import l2_normalize
+from indexer.vectors import l2_normalize
 
 
 class ClusteredEmbeddings:

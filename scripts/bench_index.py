@@ -82,7 +82,7 @@ def run_index(folder: Path, index_dir: Path, backbone: str, batch: int) -> dict:
     The child is spawned with ``-c``, so decode workers need no main guard.
     """
     code = ("import sys, time, dataclasses\n"
-            "from indexer.config import IndexConfig\nfrom indexer.pipeline import index_images\n"
+            "from indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
             "t = time.perf_counter()\n"
             f"s = index_images([{str(folder)!r}], {str(index_dir)!r}, dataclasses.replace(IndexConfig(), "
             f"backbone={backbone!r}, batch_size={batch}, progress=False))\n"
@@ -107,9 +107,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    from indexer.backbones import load_backbone
-    from indexer.embedder import Embedder
-    from indexer.images import decode_image
+    from indexer.inputs.images import decode_image
+    from indexer.model.backbones import load_backbone
+    from indexer.model.embedder import Embedder
 
     cores = os.cpu_count() or 1
     photos = make_photos(args.work / "photos", args.images)

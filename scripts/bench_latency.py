@@ -36,8 +36,8 @@ def free_port() -> int:
 
 def ensure_index(work: Path) -> Path:
     from indexer.config import IndexConfig
-    from indexer.pipeline import index_images
-    from indexer.samples import export_sample
+    from indexer.inputs.samples import export_sample
+    from indexer.run.pipeline import index_images
 
     src, index_dir = work / "emoji", work / "emoji-index"
     if not src.is_dir():

@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from indexer import ann  # noqa: E402
+from indexer.config import parse_memory  # noqa: E402
 from indexer.synthetic import ClusteredEmbeddings  # noqa: E402
 
 CHUNK = 50_000
@@ -230,7 +231,7 @@ def main():
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     n, d = args.n, args.dim
-    budget = ann.parse_memory(args.memory)
+    budget = parse_memory(args.memory)
 
     base_path, base, queries, truth = make_vectors(args.work, n, d, args.clusters, args.spread, args.queries)
     tag = f"{n}x{d}-c{args.clusters}-s{args.spread}"

@@ -34,7 +34,7 @@ from pathlib import Path
 LOCAL = """
 import json, shutil, sys, time
 from indexer.config import IndexConfig
-from indexer.pipeline import index_images
+from indexer.run.pipeline import index_images
 out = {}
 for run in ["cold"] + ["warm"] * int(sys.argv[4]):
     shutil.rmtree(sys.argv[2], ignore_errors=True)
@@ -49,7 +49,7 @@ print(json.dumps(out))
 SPARK = """
 import json, shutil, sys, time
 from indexer.config import IndexConfig
-from indexer.spark_index import index_images_spark, spark_session
+from indexer.run.spark import index_images_spark, spark_session
 config = IndexConfig(progress=False, batch_size=int(sys.argv[3]), spark_master=sys.argv[5])
 t = time.perf_counter()
 spark = spark_session(config, {"spark.ui.enabled": "false"})

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from indexer.config import DEFAULT_BACKBONE, IndexConfig
-from indexer.pipeline import index_images
+from indexer.run.pipeline import index_images
 
 
 def main() -> int:
@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     args = ap.parse_args()
 
-    from indexer.store import EmbeddingStore
+    from indexer.folder.store import EmbeddingStore
 
     store = EmbeddingStore(args.index)
     backbone = args.backbone or (store.read_manifest()["backbone"]["name"] if store.exists() else DEFAULT_BACKBONE)

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexer.heads import labelled_embeddings, train_head
-from indexer.samples import sample_index
+from indexer.run.heads import labelled_embeddings, train_head
+from indexer.run.samples import sample_index
 from search.evaluation import head_aware_precision, whitening_precision
 
 NAMES = {"mnist": "MNIST", "emoji": "Noto emoji"}
@@ -47,7 +47,7 @@ def ten_thousand_index(work: Path) -> Path:
         (src / ".complete").touch()
     # label = the digit, whichever copy: index each copy's digit folders
     from indexer.config import IndexConfig
-    from indexer.pipeline import index_images
+    from indexer.run.pipeline import index_images
 
     index_dir = work / "index-mnist10k-efficientnet-lite0"
     index_images([src / "original", src / "shifted"], index_dir, IndexConfig(progress=False))

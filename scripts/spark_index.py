@@ -21,8 +21,8 @@ import json
 import sys
 
 from indexer.config import DEFAULT_BACKBONE, IndexConfig
-from indexer.spark_index import index_images_spark, spark_session
-from indexer.store import EmbeddingStore
+from indexer.folder.store import EmbeddingStore
+from indexer.run.spark import index_images_spark, spark_session
 
 
 def main() -> int:

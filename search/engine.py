@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from indexer.config import IndexConfig
-from indexer.faiss_index import search_index
-from indexer.images import ImageSource, decode_image
-from indexer.pipeline import check_compatible
-from indexer.store import EmbeddingStore, IndexFormatError
-from indexer.whitening import search_space
+from indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
+from indexer.folder.manifest import check_compatible
+from indexer.folder.store import EmbeddingStore, IndexFormatError
+from indexer.folder.whitening import search_space
+from indexer.inputs.images import ImageSource, decode_image
+from indexer.vectors import search_index
+from search.thumbnails import thumbnail_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class SearchEngine:
         published versions (checking at most every ``reload_interval`` seconds).
         """
         if auto_reload:
-            from .reloading import ReloadingEngine
+            from search.reloading import ReloadingEngine
 
             return ReloadingEngine(cls.open(index_dir, backbone=backbone, config=config, verify=verify),
                                    interval=reload_interval)
@@ -93,7 +94,7 @@ class SearchEngine:
             signature = store.manifest_signature()
             try:
                 if verify:
-                    from indexer.verify import verify_index
+                    from indexer.folder.verify import verify_index
 
                     verify_index(index_dir).raise_if_damaged()
                 engine = cls._open_version(store, backbone, config)
@@ -109,7 +110,7 @@ class SearchEngine:
     def _open_version(cls, store: EmbeddingStore, backbone: str | None,
                       config: IndexConfig | None) -> "SearchEngine":
         """Open the version published now (one attempt)."""
-        from indexer.verify import check_published_files
+        from indexer.folder.verify import check_published_files
 
         index_dir = store.root
         signature = store.manifest_signature()
@@ -266,7 +267,7 @@ class SearchEngine:
 
     # ------------------------------------------------------------ heads
     def head_names(self) -> list[str]:
-        from indexer.heads import list_heads
+        from indexer.folder.heads import list_heads
 
         return list_heads(self.store.root)
 
@@ -290,7 +291,7 @@ class SearchEngine:
         return self._head(name)[0]
 
     def _head(self, name: str):
-        from indexer.heads import head_index_path, load_head
+        from indexer.folder.heads import head_index_path, load_head
 
         with self._lock:
             if name not in self._heads:
@@ -316,6 +317,10 @@ class SearchEngine:
             raise UnknownIdError(row_id)
         return vec
 
+    def thumbnail(self, row_id: int, size: int | None = None) -> bytes:
+        """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable."""
+        return thumbnail_jpeg(self.get(row_id).path, size, self.config.max_pixels)
+
     def get(self, row_id: int) -> Hit:
         """Metadata of one indexed image (score 1.0)."""
         return self._hit(int(row_id), 1.0)
@@ -335,8 +340,8 @@ class SearchEngine:
     def _get_embedder(self):
         with self._lock:
             if self._embedder is None:
-                from indexer.backbones import load_backbone
-                from indexer.embedder import Embedder
+                from indexer.model.backbones import load_backbone
+                from indexer.model.embedder import Embedder
 
                 bb = load_backbone(self.backbone, self.config.weights, self.config.cache_dir)
                 check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root))
@@ -346,7 +351,8 @@ class SearchEngine:
 
 def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
     """The published FAISS index with its tuned search parameters, on GPU if there is one."""
-    from indexer.ann import mmap_mode, set_search_params, to_gpu_if_available
+    from indexer.ann.choice import mmap_mode
+    from indexer.ann.faiss_ops import set_search_params, to_gpu_if_available
 
     name = manifest["index_file"]
     ann = manifest.get("ann") or {}

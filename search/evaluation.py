@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.faiss_index import build_flat_index, search_index
-from indexer.store import EmbeddingStore, embeddings_of
+from indexer.folder.store import EmbeddingStore, embeddings_of
+from indexer.vectors import build_flat_index, search_index
 
 
 @dataclass
@@ -94,7 +94,7 @@ def retrieval_metrics(vectors: np.ndarray, labels, max_k: int = 50, max_queries:
 
 def knn_loo_accuracy(vectors: np.ndarray, labels, k: int = 10) -> float:
     """Leave-one-out accuracy of the similarity-weighted kNN vote over the whole index."""
-    from indexer.heads import knn_vote
+    from indexer.learn.classifiers import knn_vote
 
     classes, y = np.unique(np.asarray(labels).astype(str), return_inverse=True)
     return float((knn_vote(vectors, y, vectors, k, exclude_self=True) == y).mean())
@@ -105,7 +105,12 @@ def head_aware_precision(vectors: np.ndarray, labels, *, weights=(1.0,), k: int 
 
     Returns {"plain": p@k, "head": {weight: p@k}, "head_accuracy": acc on the scored half}.
     """
-    from indexer.heads import Head, HeadTrainingConfig, fit_softmax, stratified_split
+    from indexer.folder.heads import Head
+    from indexer.learn.classifiers import (
+        HeadTrainingConfig,
+        fit_softmax,
+        stratified_split,
+    )
     from indexer.vectors import l2_normalize
 
     classes, y = np.unique(np.asarray(labels).astype(str), return_inverse=True)
@@ -126,8 +131,8 @@ def head_aware_precision(vectors: np.ndarray, labels, *, weights=(1.0,), k: int 
 
 def whitening_precision(vectors: np.ndarray, labels, *, dims=(None,), k: int = 10) -> dict:
     """p@k without whitening and with PCA-whitening learned on the same vectors, per kept dimension."""
+    from indexer.learn.whitening import learn_whitening
     from indexer.vectors import l2_normalize
-    from indexer.whitening import learn_whitening
 
     out = {"off": leave_one_out_precision(vectors, labels, k).precision, "on": {}}
     for dim in dims:
@@ -144,8 +149,9 @@ def evaluate_index(index_dir, *, max_k: int = 50, knn_k: int = 10) -> dict:
     accuracy; heads: each head's accuracy, macro-F1 and confusion matrix on its
     own held-out validation images, beside kNN on the same split.
     """
-    from indexer.heads import classification_metrics, knn_vote, list_heads, load_head
-    from indexer.whitening import search_space
+    from indexer.folder.heads import list_heads, load_head
+    from indexer.folder.whitening import search_space
+    from indexer.learn.classifiers import classification_metrics, knn_vote
 
     store = EmbeddingStore(index_dir)
     manifest = store.read_manifest()

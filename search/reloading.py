@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from .engine import SearchEngine
+if TYPE_CHECKING:  # the engine opens a ReloadingEngine (SearchEngine.open(auto_reload=True)), not the reverse
+    from search.engine import SearchEngine
 
 log = logging.getLogger(__name__)
 

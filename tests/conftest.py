@@ -14,14 +14,14 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="session")
 def lite0():
-    from indexer.backbones import load_backbone
+    from indexer.model.backbones import load_backbone
 
     return load_backbone("efficientnet-lite0")
 
 
 @pytest.fixture(scope="session")
 def embedder(lite0):
-    from indexer.embedder import Embedder
+    from indexer.model.embedder import Embedder
 
     return Embedder(lite0, batch_size=32)
 
@@ -29,7 +29,7 @@ def embedder(lite0):
 @pytest.fixture(scope="session")
 def photos_dir(tmp_path_factory) -> Path:
     """scikit-image's bundled photographs as JPEG files."""
-    from indexer.samples import export_sample
+    from indexer.inputs.samples import export_sample
 
     dest = tmp_path_factory.mktemp("photos")
     export_sample("photos", dest)
@@ -39,7 +39,7 @@ def photos_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def emoji_dir(tmp_path_factory) -> Path:
     """60 Noto emoji PNGs, 6 per category, in one folder per category."""
-    from indexer.samples import export_sample
+    from indexer.inputs.samples import export_sample
 
     dest = tmp_path_factory.mktemp("emoji")
     export_sample("emoji", dest, limit=60)
@@ -70,7 +70,7 @@ def corpus(tmp_path_factory, photos_dir, emoji_dir) -> Path:
 def built_index(tmp_path_factory, corpus, lite0):
     """The corpus indexed once with efficientnet-lite0, shared read-only by search tests."""
     from indexer.config import IndexConfig
-    from indexer.pipeline import index_images
+    from indexer.run.pipeline import index_images
 
     index_dir = tmp_path_factory.mktemp("index") / "idx"
     summary = index_images([corpus], index_dir, IndexConfig(progress=False, shard_size=25))
@@ -119,7 +119,7 @@ def live_server(built_index):
 @pytest.fixture(scope="session")
 def headed_index(tmp_path_factory, built_index):
     """A copy of the built index with a trained head 'cat' (labels: the parent folders)."""
-    from indexer.heads import train_head
+    from indexer.run.heads import train_head
 
     index_dir = tmp_path_factory.mktemp("headed") / "idx"
     shutil.copytree(built_index[0], index_dir)

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from indexer import ann
-from indexer.faiss_index import gpu_count
-from indexer.publish import publish_index, resolve_options
-from indexer.store import EmbeddingStore, Row
+from indexer.config import parse_memory
+from indexer.folder.store import EmbeddingStore, Row
+from indexer.publish.version import publish_index, resolve_options
 from indexer.synthetic import ClusteredEmbeddings
+from indexer.vectors import gpu_count
 from search.engine import SearchEngine
 
 D = 64
@@ -72,7 +73,7 @@ def fresh_recall(engine, queries, truth):
     (100_000, 1280, "200M", None, "IVF512,PQ320x4fs"),
 ])
 def test_index_choice_follows_size_and_memory_budget(n, d, memory, rerank, expected):
-    budget = ann.parse_memory(memory)
+    budget = parse_memory(memory)
     factory = ann.choose_index(n, d, budget, rerank)
     assert factory == expected
     assert ann.estimate_memory(factory, n, d) <= budget
@@ -81,9 +82,9 @@ def test_index_choice_follows_size_and_memory_budget(n, d, memory, rerank, expec
 
 def test_too_small_a_budget_says_which_option_to_raise():
     with pytest.raises(ValueError, match="raise --max-index-memory"):
-        ann.choose_index(1_000_000, 1280, ann.parse_memory("10M"))
+        ann.choose_index(1_000_000, 1280, parse_memory("10M"))
     with pytest.raises(ValueError, match="not understood"):
-        ann.parse_memory("lots")
+        parse_memory("lots")
 
 
 def test_memory_estimate_matches_what_faiss_writes(tmp_path):
@@ -105,7 +106,7 @@ def test_memory_estimate_matches_what_faiss_writes(tmp_path):
 ])
 def test_auto_index_meets_its_recall_target_against_brute_force(tmp_path, memory, rerank, family):
     store, manifest, shards = make_index_dir(tmp_path / "idx")
-    options = ann.AnnOptions(max_memory=ann.parse_memory(memory), target_recall=0.95, rerank=rerank)
+    options = ann.AnnOptions(max_memory=parse_memory(memory), target_recall=0.95, rerank=rerank)
     manifest = publish_index(store, manifest, shards, options=options)
     info = manifest["ann"]
     assert family in info["factory"] and info["memory_bytes"] <= options.max_memory
@@ -196,7 +197,7 @@ def test_forced_index_type_and_clear_error_for_a_bad_one(tmp_path):
 # ---------------------------------------------------------------- updates and removal
 def test_adding_vectors_to_a_trained_index_does_not_retrain(tmp_path):
     store, manifest, shards = make_index_dir(tmp_path / "idx")
-    options = ann.AnnOptions(max_memory=ann.parse_memory("8M"), rerank=False)  # IVF256,Flat
+    options = ann.AnnOptions(max_memory=parse_memory("8M"), rerank=False)  # IVF256,Flat
     first = publish_index(store, manifest, shards, options=options)
     trained = first["ann"]["trained_file"]
     assert "IVF" in first["index_type"] and trained
@@ -222,7 +223,7 @@ def _centroids(index):
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF64,Flat", "IVF64,SQ8", "IVF64,SQ6", "IVF64,PQ16x4fs",
                                      "IVF64,PQ16x4fs,RFlat"])
 def test_removal_by_id_works_for_every_index_type(tmp_path, factory):
-    from indexer.pipeline import remove_images
+    from indexer.run.remove import remove_images
 
     store, manifest, shards = make_index_dir(tmp_path / "idx", n=4000, shard_size=1000)
     publish_index(store, manifest, shards, options=ann.AnnOptions(index_type=factory, target_recall=0.9))
@@ -253,7 +254,7 @@ def test_large_indexes_are_memory_mapped_with_the_same_results(tmp_path, monkeyp
     real_read = EmbeddingStore.read_index
     monkeypatch.setattr(EmbeddingStore, "read_index",
                         lambda self, name, mmap=None: opened.append(mmap) or real_read(self, name, mmap))
-    monkeypatch.setattr(ann, "MMAP_ABOVE", 1)  # every index counts as large
+    monkeypatch.setattr(ann.choice, "MMAP_ABOVE", 1)  # every index counts as large
     mapped = SearchEngine.open(store.root)
     assert opened == ["lists"]
     assert [[h.id for h in mapped.search_vector(q, 10)] for q in queries] == expected
@@ -298,7 +299,7 @@ def test_gpu_build_and_search_give_the_cpu_results(tmp_path):
 def test_build_index_and_info_on_the_command_line(tmp_path):
     from click.testing import CliRunner
 
-    from search.cli import main
+    from web.cli import main
 
     store, manifest, shards = make_index_dir(tmp_path / "idx", n=3000)
     publish_index(store, manifest, shards)

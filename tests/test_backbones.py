@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from indexer import backbones
-from indexer.backbones import BACKBONES, BackboneError, load_backbone
-from indexer.embedder import Embedder
+from indexer.model import backbones
+from indexer.model.backbones import BACKBONES, BackboneError, load_backbone
+from indexer.model.embedder import Embedder
 
 
 def test_registry_lists_required_backbones():
@@ -24,7 +24,7 @@ def test_converted_model_is_cached_and_reused(tmp_path, monkeypatch, lite0):
     stamp = cached[0].stat().st_mtime_ns
 
     calls = []
-    import indexer.efficientnet_lite as lite
+    import indexer.model.efficientnet_lite as lite
 
     real_build = lite.build_efficientnet_lite
     monkeypatch.setattr(lite, "build_efficientnet_lite", lambda *a, **k: calls.append(1) or real_build(*a, **k))
@@ -96,7 +96,7 @@ def test_keras_backbone_with_local_weights_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
 def test_tflite_and_tf_function_give_the_same_embeddings(name, photos_dir):
-    from indexer.images import decode_image
+    from indexer.inputs.images import decode_image
 
     bb = load_backbone(name)
     images = np.stack([decode_image(p, bb.input_size).array for p in sorted(photos_dir.glob("*.jpg"))])
@@ -110,7 +110,7 @@ def test_tflite_and_tf_function_give_the_same_embeddings(name, photos_dir):
 
 
 def test_auto_runtime_is_tflite_without_gpu():
-    from indexer.runtime import resolve_runtime
+    from indexer.model.runtime import resolve_runtime
 
     assert resolve_runtime("auto") == "tflite"  # no GPU is visible on these machines
     with pytest.raises(ValueError, match="runtime must be one of"):
@@ -120,7 +120,7 @@ def test_auto_runtime_is_tflite_without_gpu():
 def test_auto_runtime_picks_tf_function_when_a_gpu_is_visible(monkeypatch):
     import tensorflow as tf
 
-    from indexer.runtime import resolve_runtime
+    from indexer.model.runtime import resolve_runtime
 
     # the one thing mocked in this suite: a GPU, which these machines do not have
     monkeypatch.setattr(tf.config, "list_physical_devices",
@@ -136,7 +136,7 @@ def test_indexing_and_search_with_a_cached_tflite_model_never_import_tensorflow(
     Embedder(lite0, runtime="tflite")  # makes sure the converted flatbuffer is cached
     code = (
         "import sys\n"
-        "from indexer.config import IndexConfig\nfrom indexer.pipeline import index_images\n"
+        "from indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
         "from search.engine import SearchEngine\n"
         "if __name__ == '__main__':\n"
         f"    s = index_images([{str(photos_dir)!r}], {str(tmp_path / 'idx')!r}, IndexConfig(progress=False))\n"

@@ -18,11 +18,10 @@ import requests
 from PIL import Image
 
 from indexer.config import IndexConfig
-from indexer.images import decode_image
-from indexer.pipeline import index_images
-from indexer.store import EmbeddingStore, embeddings_of
-
-from .bad_images import encode, png_declaring, write_corpus
+from indexer.folder.store import EmbeddingStore, embeddings_of
+from indexer.inputs.images import decode_image
+from indexer.run.pipeline import index_images
+from tests.bad_images import encode, png_declaring, write_corpus
 
 
 @pytest.fixture(scope="module")

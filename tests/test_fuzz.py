@@ -18,9 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from indexer.images import ImageDecodeError, ImageTooLargeError, decode_image
-
-from .bad_images import animated_gif, encode, gif_declaring, png16_rgb, png_declaring
+from indexer.inputs.images import ImageDecodeError, ImageTooLargeError, decode_image
+from tests.bad_images import (
+    animated_gif,
+    encode,
+    gif_declaring,
+    png16_rgb,
+    png_declaring,
+)
 
 # Pillow warns about the corrupt TIFF/EXIF tags it skips and about sizes over its guard (which the
 # decoder refuses anyway), in this process and in the loopback servers' threads

@@ -8,9 +8,11 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from indexer.heads import HeadError, list_heads, load_head, stratified_split, train_head
-from indexer.store import EmbeddingStore
-from search.cli import main
+from indexer.folder.heads import HeadError, list_heads, load_head
+from indexer.folder.store import EmbeddingStore
+from indexer.learn.classifiers import stratified_split
+from indexer.run.heads import train_head
+from web.cli import main
 from search.client import SearchAPIError, SearchClient
 from search.engine import SearchEngine
 
@@ -119,7 +121,7 @@ def test_head_aware_search_changes_ranking_toward_the_class(headed_index, corpus
 
 
 def test_whitening_on_and_off(headed_index, tmp_path, corpus):
-    from indexer.whitening import set_whitening
+    from indexer.run.whiten import set_whitening
 
     copy = tmp_path / "idx"
     shutil.copytree(headed_index, copy)

@@ -4,10 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.images import ImageDecodeError, ImageTooLargeError, center_crop_resize, decode_image
-
-from .bad_images import animated_gif, png_declaring
-from .conftest import rng_image, solid
+from indexer.inputs.images import (
+    ImageDecodeError,
+    ImageTooLargeError,
+    center_crop_resize,
+    decode_image,
+)
+from tests.bad_images import animated_gif, png_declaring
+from tests.conftest import rng_image, solid
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:

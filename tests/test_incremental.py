@@ -16,9 +16,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from indexer.config import IndexConfig
-from indexer.pipeline import index_images, remove_images
-from indexer.store import EmbeddingStore, embeddings_of
-from search.cli import main
+from indexer.folder.store import EmbeddingStore, embeddings_of
+from indexer.run.pipeline import index_images
+from indexer.run.remove import remove_images
+from web.cli import main
 from search.engine import SearchEngine
 
 CFG = IndexConfig(progress=False, decode_workers=0)
@@ -36,7 +37,7 @@ def rows(index_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def mnist_dir(tmp_path_factory):
-    from indexer.samples import export_sample
+    from indexer.inputs.samples import export_sample
 
     dest = tmp_path_factory.mktemp("mnist300")
     export_sample("mnist", dest, limit=300)
@@ -151,7 +152,7 @@ def test_remove_by_id_and_path(tmp_path, emoji_dir):
 
 
 def test_interrupted_removal_is_never_served_half_done(tmp_path, emoji_dir, monkeypatch):
-    from indexer import pipeline
+    from indexer.run import remove as removal
 
     index_dir = tmp_path / "idx"
     index_images([emoji_dir], index_dir, IndexConfig(progress=False, decode_workers=0, shard_size=7))
@@ -160,7 +161,7 @@ def test_interrupted_removal_is_never_served_half_done(tmp_path, emoji_dir, monk
     def crash(*a, **k):
         raise KeyboardInterrupt  # killed after the replacement shards were written, before publishing
 
-    monkeypatch.setattr(pipeline, "publish_index", crash)
+    monkeypatch.setattr(removal, "publish_index", crash)
     with pytest.raises(KeyboardInterrupt):
         remove_images(index_dir, [0, 1, 2])
     monkeypatch.undo()
@@ -204,7 +205,7 @@ def test_decoding_in_worker_processes_matches_in_thread(tmp_path, emoji_dir):
 @pytest.mark.timeout(300)
 def test_script_without_main_guard_gets_a_clear_message(tmp_path, photos_dir):
     script = tmp_path / "unguarded.py"
-    script.write_text("from indexer.config import IndexConfig\nfrom indexer.pipeline import index_images\n"
+    script.write_text("from indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
                       f"index_images([{str(photos_dir)!r}], {str(tmp_path / 'idx')!r}, "
                       "IndexConfig(progress=False, decode_workers=1))\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=280,

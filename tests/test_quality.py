@@ -9,9 +9,13 @@ Each full set is embedded once per backbone per session and shared.
 import numpy as np
 import pytest
 
-from indexer.heads import labelled_embeddings, train_head
-from indexer.samples import sample_index
-from search.evaluation import head_aware_precision, index_precision, leave_one_out_precision
+from indexer.run.heads import labelled_embeddings, train_head
+from indexer.run.samples import sample_index
+from search.evaluation import (
+    head_aware_precision,
+    index_precision,
+    leave_one_out_precision,
+)
 
 
 @pytest.fixture(scope="session")

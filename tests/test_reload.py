@@ -8,8 +8,9 @@ import pytest
 import requests
 
 from indexer.config import IndexConfig
-from indexer.pipeline import index_images, remove_images
-from indexer.store import EmbeddingStore
+from indexer.folder.store import EmbeddingStore
+from indexer.run.pipeline import index_images
+from indexer.run.remove import remove_images
 from search.engine import SearchEngine
 from tests.conftest import LiveServer
 
@@ -18,7 +19,7 @@ CFG = IndexConfig(progress=False, decode_workers=0)
 
 @pytest.fixture(scope="module")
 def new_batch(tmp_path_factory):
-    from indexer.samples import export_sample
+    from indexer.inputs.samples import export_sample
 
     dest = tmp_path_factory.mktemp("mnist20")
     assert export_sample("mnist", dest, limit=20) == 20
@@ -83,7 +84,7 @@ def test_auto_reload_engine_follows_and_survives_a_damaged_version(index_copy, n
     assert live.current() is serving and live.reloads == 1
     assert "truncated or overwritten" in str(live.last_error)
     assert live.search_id(int(serving.ids[0]), k=3)
-    from indexer.verify import repair_index
+    from indexer.run.repair import repair_index
 
     repair_index(index_copy)  # a new version: picked up
     live.current()

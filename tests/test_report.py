@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from search.report import load_thumbnail, write_report
+from search.plots import load_thumbnail
+from search.report import write_report
 
 
 class ImageSources(HTMLParser):
@@ -37,7 +38,8 @@ def image_sources(page: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def trained_copy(built_index, tmp_path_factory) -> Path:
     """A private copy of the shared index, with a real head 'cat' trained on its folder labels."""
-    from indexer.heads import HeadTrainingConfig, train_head
+    from indexer.learn.classifiers import HeadTrainingConfig
+    from indexer.run.heads import train_head
 
     index_dir, _ = built_index
     copy = tmp_path_factory.mktemp("report-index") / "idx"

@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from indexer.store import IndexFormatError
-from search.cli import main
+from indexer.folder.store import IndexFormatError
+from web.cli import main
 from search.engine import Hit, SearchEngine, UnknownIdError
 
 

@@ -14,12 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from indexer.config import IndexConfig
-from indexer.pipeline import index_images
-from indexer.store import EmbeddingStore, embeddings_of
-from search.cli import main
+from indexer.folder.store import EmbeddingStore, embeddings_of
+from indexer.run.pipeline import index_images
+from web.cli import main
 from search.engine import SearchEngine
-
-from .conftest import write_bad_files
+from tests.conftest import write_bad_files
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -30,7 +29,7 @@ COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory):
     """local[2]; the executors' model cache starts empty, like a cluster node that never ran imgsearch."""
-    from indexer.spark_index import spark_session
+    from indexer.run.spark import spark_session
 
     executor_cache = tmp_path_factory.mktemp("executor-cache")
     session = spark_session(CFG, {"spark.ui.enabled": "false",
@@ -43,7 +42,7 @@ def spark(tmp_path_factory):
 @pytest.fixture(scope="module")
 def spark_corpus(tmp_path_factory, photos_dir) -> Path:
     """312 files: 200 emoji and 100 MNIST digits in label folders, 8 photos, 3 bad files, 1 duplicate."""
-    from indexer.samples import export_sample
+    from indexer.inputs.samples import export_sample
 
     root = tmp_path_factory.mktemp("spark-corpus")
     export_sample("emoji", root / "emoji", limit=200)
@@ -82,7 +81,7 @@ def assert_same_index(a_dir, b_dir, *, atol=1e-5):
 
 
 def test_spark_index_equals_local_index(spark, spark_corpus, local_index, tmp_path):
-    from indexer.spark_index import index_images_spark
+    from indexer.run.spark import index_images_spark
 
     local_dir, local_summary = local_index
     index_dir = tmp_path / "idx"
@@ -113,7 +112,7 @@ def test_spark_index_equals_local_index(spark, spark_corpus, local_index, tmp_pa
 
 def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_index, tmp_path, monkeypatch):
     """Killed mid-job: finished tasks are not run again; killed while writing shards: no Spark job at all."""
-    from indexer import spark_index
+    from indexer.run import spark as spark_index
 
     real_run_tasks, real_write, ran, written = spark_index.run_tasks, EmbeddingStore.write_table, [], []
 
@@ -155,7 +154,7 @@ def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_in
 
 def test_incremental_runs_match_the_local_engine(spark, spark_corpus, tmp_path):
     """Adding, changing and (with sync) removing files: both engines end with the same ids."""
-    from indexer.spark_index import index_images_spark
+    from indexer.run.spark import index_images_spark
 
     src = tmp_path / "src"
     shutil.copytree(spark_corpus / "digits", src / "digits")

@@ -5,8 +5,12 @@ import struct
 import numpy as np
 import pytest
 
-from indexer.backbones import _lite_weights_file, get_spec
-from indexer.torch_weights import LEGACY_MAGIC, UnsafeWeightsError, load_state_dict
+from indexer.model.backbones import _lite_weights_file, get_spec
+from indexer.model.torch_weights import (
+    LEGACY_MAGIC,
+    UnsafeWeightsError,
+    load_state_dict,
+)
 
 
 def test_reads_packaged_lite0_weights():

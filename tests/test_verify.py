@@ -9,10 +9,15 @@ import pytest
 from click.testing import CliRunner
 
 from indexer.config import IndexConfig
-from indexer.pipeline import index_images
-from indexer.store import EmbeddingStore, IndexFormatError, embeddings_of, file_sha256
-from indexer.verify import verify_index
-from search.cli import main
+from indexer.folder.store import (
+    EmbeddingStore,
+    IndexFormatError,
+    embeddings_of,
+    file_sha256,
+)
+from indexer.folder.verify import verify_index
+from indexer.run.pipeline import index_images
+from web.cli import main
 from search.engine import SearchEngine
 
 
@@ -180,7 +185,7 @@ def test_valid_faiss_index_with_wrong_count_or_vectors(index_copy):
 
 
 def test_head_index_and_manifest_damage(headed_index, tmp_path):
-    from indexer.heads import head_index_path
+    from indexer.folder.heads import head_index_path
 
     copy = tmp_path / "idx"
     shutil.copytree(headed_index, copy)

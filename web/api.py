@@ -8,13 +8,16 @@ from dataclasses import dataclass
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
-from indexer.filesystems import is_uri, read_bytes
-from indexer.heads import HeadError
-from indexer.images import ImageDecodeError, ImageTooLargeError, load_rgb
-from search.engine import MAX_K, SearchEngine, UnknownIdError
-
-from .errors import ApiError
-from .openapi import openapi_spec
+from search.engine import MAX_K, SearchEngine
+from search.errors import (
+    HeadError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    ImageUnavailableError,
+    UnknownIdError,
+)
+from web.errors import ApiError
+from web.openapi import openapi_spec
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -172,7 +175,7 @@ def image(row_id: int):
     """An indexed image, re-encoded as JPEG; ``?size=N`` fits it in N x N pixels."""
     eng = engine()
     try:
-        hit = eng.get(row_id)
+        eng.get(row_id)
     except UnknownIdError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     size = request.args.get("size")
@@ -184,20 +187,12 @@ def image(row_id: int):
         if not 16 <= size <= MAX_THUMBNAIL:
             raise ApiError(400, "invalid_size", f"size must be between 16 and {MAX_THUMBNAIL}, got {size}")
     try:
-        # the indexer's pixel limit, not the uploads': the file is one the index accepted; an image
-        # indexed from hdfs://, s3://... is read through its file system
-        img, _, _ = load_rgb(read_bytes(hit.path) if is_uri(hit.path) else hit.path, min_size=size,
-                             max_pixels=eng.config.max_pixels)
-    except (ImageDecodeError, OSError) as exc:
+        data = eng.thumbnail(row_id, size)
+    except ImageUnavailableError as exc:
         # the path comes from the index, never from the request
         raise ApiError(404, "image_unavailable", f"image {row_id} is in the index but its file is not "
                                                  f"readable any more: {exc}") from None
-    if size:
-        img.thumbnail((size, size))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
-    buf.seek(0)
-    response = send_file(buf, mimetype="image/jpeg", max_age=3600)
+    response = send_file(io.BytesIO(data), mimetype="image/jpeg", max_age=3600)
     return response
 
 

@@ -34,14 +34,12 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     once per process (once per worker under gunicorn/waitress); versions the
     indexer publishes later are picked up while serving (``RELOAD_INTERVAL``).
     """
-    from indexer.config import check_max_pixels
-    from search.engine import SearchEngine
+    from search.engine import SearchEngine, check_max_pixels
     from search.reloading import ReloadingEngine
-
-    from .api import api
-    from .errors import register_error_handlers
-    from .pages import pages
-    from .security import add_security_headers
+    from web.api import api
+    from web.errors import register_error_handlers
+    from web.pages import pages
+    from web.security import add_security_headers
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)

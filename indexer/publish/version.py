@@ -16,13 +16,23 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import ann
-from .store import EmbeddingStore, IndexFormatError, embeddings_of, library_versions
+from indexer import ann
+from indexer.folder.store import (
+    EmbeddingStore,
+    IndexFormatError,
+    embeddings_of,
+    library_versions,
+)
 
 log = logging.getLogger(__name__)
 
+
 TUNING_QUERIES = 500  # held-back queries for recall tuning: +-1 % on recall@10
+
+
 RETUNE_GROWTH = 0.1  # re-tune when the count moved by more than this since the last tuning
+
+
 REBUILD_GROWTH = 2.0  # re-plan the index when the count grew or shrank by this factor since it was built
 
 
@@ -45,7 +55,7 @@ def _space_key(manifest: dict):
 
 def iter_vectors(store: EmbeddingStore, shards: Sequence[str], manifest: dict) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids (s,), search-space vectors (s, d)) one shard at a time."""
-    from .whitening import search_space
+    from indexer.folder.whitening import search_space
 
     for name in shards:
         table = store.read_table([name], ["id", "embedding"])
@@ -88,7 +98,8 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
     ``options``: how to choose and tune the index (default: as last time).
     ``rebuild``: build from scratch even if the old index could be updated.
     """
-    from .heads import build_head_index, list_heads, load_head
+    from indexer.folder.heads import list_heads, load_head
+    from indexer.publish.head_indexes import build_head_index
 
     started = time.perf_counter()
     options = options or resolve_options(manifest)

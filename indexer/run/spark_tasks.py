@@ -25,10 +25,10 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from . import filesystems
-from .reader import AlreadyIndexed, Decoded, read_one
-from .sources import ImageFile
-from .store import schema as shard_schema
+from indexer.folder.store import schema as shard_schema
+from indexer.inputs import filesystems
+from indexer.inputs.reader import AlreadyIndexed, Decoded, read_one
+from indexer.inputs.sources import ImageFile
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ def process_embedder(settings: TaskSettings, threads: int):
     """The embedder of this worker process, built on first use."""
     key = (settings.backbone, settings.weights, settings.runtime, threads)
     if key not in _EMBEDDERS:
-        from .backbones import load_backbone
-        from .embedder import Embedder
+        from indexer.model.backbones import load_backbone
+        from indexer.model.embedder import Embedder
 
         cache = _cache_dir(settings)
         backbone = load_backbone(settings.backbone, settings.weights, cache)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import Backbone
+from indexer.model.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class TFLiteRunner:
 
 def make_runner(backbone: Backbone, runtime: str = "auto", cache_dir: Path | None = None,
                 threads: int | None = None):
-    from .config import default_cache_dir
+    from indexer.config import default_cache_dir
 
     chosen = resolve_runtime(runtime)
     if chosen == "tf":

@@ -18,7 +18,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .config import MAX_PIXELS
+from indexer.config import MAX_PIXELS
 
 # load_rgb checks each image's declared size against the caller's limit (at most MAX_PIXELS)
 # before a pixel is decoded, so a decompression bomb (a small file declaring a huge size) is

@@ -6,7 +6,7 @@ import queue
 import threading
 from typing import Sequence
 
-from .store import EmbeddingStore, Row
+from indexer.folder.store import EmbeddingStore, Row
 
 
 class ShardWriter:

@@ -148,8 +148,8 @@ def _load_lite(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Back
         import keras
         import tensorflow as tf
 
-        from .efficientnet_lite import build_efficientnet_lite
-        from .torch_weights import load_state_dict
+        from indexer.model.efficientnet_lite import build_efficientnet_lite
+        from indexer.model.torch_weights import load_state_dict
 
         model = None
         if cached.is_file():
@@ -247,7 +247,7 @@ _LOADED: dict[tuple[str, str | None, str], Backbone] = {}
 
 def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path | None = None) -> Backbone:
     """Build (or return the already built) backbone ``name``; one per process."""
-    from .config import default_cache_dir
+    from indexer.config import default_cache_dir
 
     spec = get_spec(name)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -37,8 +37,7 @@ def join_relative(base: str, relative: str) -> str:
 
 
 def _from_uri(uri: str, shown: str):
-    from pyarrow import ArrowInvalid, ArrowNotImplementedError
-    from pyarrow import fs
+    from pyarrow import ArrowInvalid, ArrowNotImplementedError, fs
 
     try:
         return fs.FileSystem.from_uri(uri)

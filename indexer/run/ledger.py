@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .reader import known_keys
-from .sources import ImageFile
+from indexer.inputs.reader import known_keys
+from indexer.inputs.sources import ImageFile
 
 if TYPE_CHECKING:
-    from .pipeline import IndexSummary
-    from .store import EmbeddingStore
+    from indexer.folder.store import EmbeddingStore
+    from indexer.run.summary import IndexSummary
 
 
 class Ledger:

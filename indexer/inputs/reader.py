@@ -17,9 +17,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .filesystems import is_uri, read_bytes
-from .images import MAX_PIXELS, DecodedImage, ImageDecodeError, decode_image, read_image_file
-from .sources import ImageFile
+from indexer.inputs.filesystems import is_uri, read_bytes
+from indexer.inputs.images import (
+    MAX_PIXELS,
+    DecodedImage,
+    ImageDecodeError,
+    decode_image,
+    read_image_file,
+)
+from indexer.inputs.sources import ImageFile
 
 
 @dataclass

@@ -29,14 +29,22 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import filesystems
-from .config import IndexConfig
-from .ledger import Ledger
-from .pipeline import IndexSummary, finish_index, open_index
-from .reader import read_one
-from .sources import ImageFile, iter_image_files
-from .spark_tasks import INPUT_SCHEMA, KNOWN, RESULT_SCHEMA, SKIPPED, TaskSettings, embed_task
-from .store import EmbeddingStore, Row, rows_to_table, schema
+from indexer.config import IndexConfig
+from indexer.folder.store import EmbeddingStore, Row, rows_to_table, schema
+from indexer.inputs import filesystems
+from indexer.inputs.reader import read_one
+from indexer.inputs.sources import ImageFile, iter_image_files
+from indexer.run.ledger import Ledger
+from indexer.run.pipeline import finish_index, open_index
+from indexer.run.spark_tasks import (
+    INPUT_SCHEMA,
+    KNOWN,
+    RESULT_SCHEMA,
+    SKIPPED,
+    TaskSettings,
+    embed_task,
+)
+from indexer.run.summary import IndexSummary
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +176,7 @@ def _ship_model(spark, backbone, config: IndexConfig) -> str | None:
     Executors whose model cache lacks it (another machine, another
     $IMGSEARCH_CACHE) take the shipped copy (``spark_tasks``).
     """
-    from .runtime import _tflite_cache_path, resolve_runtime, tflite_model
+    from indexer.model.runtime import _tflite_cache_path, resolve_runtime, tflite_model
 
     if resolve_runtime(config.runtime) != "tflite":
         return None
@@ -239,7 +247,7 @@ def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os
     ``spark``: a SparkSession to use (default: ``spark_session(config)``, created
     only when there is something to embed).
     """
-    from .backbones import load_backbone
+    from indexer.model.backbones import load_backbone
 
     require_pyspark()
     started = time.perf_counter()
@@ -322,7 +330,7 @@ def write_shards(tasks: Sequence[Task], work: WorkFolder, store: EmbeddingStore,
                 row_id = ledger.admit(file, getattr(item, "sha256", None), getattr(item, "reason", ""))
                 if row_id is not None:
                     if driver_embedder is None:
-                        from .embedder import Embedder
+                        from indexer.model.embedder import Embedder
 
                         driver_embedder = Embedder(backbone, config.batch_size, config.runtime, config.cache_dir)
                     flush()  # rows stay in listing order

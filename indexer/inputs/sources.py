@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from . import filesystems
-from .images import IMAGE_EXTENSIONS
+from indexer.inputs import filesystems
+from indexer.inputs.images import IMAGE_EXTENSIONS
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".csv", ".parquet"})
 

@@ -8,24 +8,33 @@
   page checksums, finite embeddings, unique ids), counts, dimensions, the
   FAISS index's ids against the shards' and a few self-searches, the
   whitening transform and every head's search index.
-* ``repair_index(DIR)``: rebuilds the FAISS index and the heads' search indexes
-  from the intact shards and drops damaged shards from the index (their
-  images are then indexed again by the next ``imgsearch index``).
+
+Repairing (``indexer.run.repair``) is a writer's job and lives with the other runs.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .store import MANIFEST, SHARD_DIR, EmbeddingStore, IndexFormatError, embeddings_of, file_sha256, schema
+from indexer.folder.store import (
+    MANIFEST,
+    SHARD_DIR,
+    EmbeddingStore,
+    IndexFormatError,
+    embeddings_of,
+    file_sha256,
+    schema,
+)
 
 log = logging.getLogger(__name__)
 
+
 SELF_SEARCHES = 8  # rows whose own embedding must find them in the FAISS index
+
+
 REQUIRED_KEYS = {"backbone": dict, "dim": int, "count": int, "shards": list, "generation": int}
 
 
@@ -79,9 +88,6 @@ class VerifyReport:
             raise IndexFormatError("\n".join(self.lines()))
 
 
-# ---------------------------------------------------------------- the cheap check, on every open
-
-
 def check_published_files(store: EmbeddingStore, manifest: dict) -> None:
     """Raise IndexFormatError if a published file is missing or its size changed since publishing."""
     records = manifest.get("files") or {}
@@ -101,9 +107,6 @@ def check_published_files(store: EmbeddingStore, manifest: dict) -> None:
 
 def _what_next(root) -> str:
     return f"'imgsearch verify --index {root}' lists all the damage, with --repair it rebuilds what it can"
-
-
-# ---------------------------------------------------------------- the full check
 
 
 def _part_of(rel: str) -> str:
@@ -225,7 +228,7 @@ def _check_shards(store: EmbeddingStore, manifest: dict, report: VerifyReport) -
 def _check_faiss(store: EmbeddingStore, manifest: dict, report: VerifyReport, tables: dict | None) -> None:
     import faiss
 
-    from .whitening import search_space
+    from indexer.folder.whitening import search_space
 
     name = manifest["index_file"]
     if name is None:
@@ -275,7 +278,7 @@ def _check_faiss(store: EmbeddingStore, manifest: dict, report: VerifyReport, ta
 
 
 def _check_whitening(store: EmbeddingStore, manifest: dict, report: VerifyReport) -> None:
-    from .whitening import Whitening
+    from indexer.folder.whitening import Whitening
 
     info = manifest.get("whitening")
     if not info or not (store.root / info["file"]).is_file():
@@ -295,7 +298,7 @@ def _check_whitening(store: EmbeddingStore, manifest: dict, report: VerifyReport
 def _check_heads(store: EmbeddingStore, manifest: dict, report: VerifyReport) -> None:
     import faiss
 
-    from .heads import HeadError, head_index_path, list_heads, load_head
+    from indexer.folder.heads import HeadError, head_index_path, list_heads, load_head
 
     search_dim = manifest.get("search_dim", manifest["dim"])
     for name in list_heads(store.root):
@@ -322,49 +325,3 @@ def _check_heads(store: EmbeddingStore, manifest: dict, report: VerifyReport) ->
         if index.ntotal != manifest["count"] or index.d != want:
             report.problem("head", rel, f"holds {index.ntotal} vectors of dimension {index.d}, the head "
                                         f"needs {manifest['count']} of dimension {want}")
-
-
-# ---------------------------------------------------------------- repair
-
-
-@dataclass
-class RepairResult:
-    before: VerifyReport
-    after: VerifyReport
-    dropped_shards: list[str]
-    dropped_images: int
-
-    def lines(self) -> list[str]:
-        out = [f"repaired {self.before.index_dir}: rebuilt the FAISS index and head indexes from "
-               f"{self.after.shards} intact shard(s)"]
-        if self.dropped_shards:
-            out.append(f"dropped {len(self.dropped_shards)} damaged shard(s) ({', '.join(self.dropped_shards)}) "
-                       f"with {self.dropped_images} image(s): run 'imgsearch index' on their folders to embed "
-                       "them again")
-        return out + self.after.lines()
-
-
-def repair_index(index_dir) -> RepairResult:
-    """Republish the index from its intact shards: a new FAISS index and head indexes, damaged shards left out.
-
-    Raises IndexFormatError if the damage cannot be repaired this way (manifest,
-    whitening, a head's own files, duplicate ids).
-    """
-    from .pipeline import publish_index
-
-    before = verify_index(index_dir)
-    if before.ok:
-        return RepairResult(before, before, [], 0)
-    fatal = [p for p in before.problems if not p.repairable]
-    if fatal:
-        raise IndexFormatError("cannot repair in place:\n" + "\n".join(f"  {p.path or p.part}: {p.message}"
-                                                                     for p in fatal))
-    store = EmbeddingStore(index_dir)
-    manifest = store.read_manifest()
-    damaged = sorted({Path(p.path).name for p in before.problems if p.part == "shard"})
-    kept = [s for s in manifest["shards"] if s not in damaged]
-    log.warning("repairing %s: rebuilding the FAISS index%s", index_dir,
-                f", dropping damaged shards {', '.join(damaged)}" if damaged else "")
-    published = publish_index(store, manifest, kept, retired=damaged, rebuild=True)
-    dropped = manifest["count"] - published["count"]
-    return RepairResult(before, verify_index(index_dir), damaged, dropped)

@@ -1,4 +1,4 @@
-"""The indexing run: read -> embed -> write shards -> build FAISS -> publish.
+"""The local indexing run: list -> ledger -> read -> embed -> write shards -> publish.
 
 Each stage is a plain function or small class that can be tested alone;
 ``index_images`` wires them together.
@@ -11,24 +11,27 @@ import os
 import time
 from collections import deque
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .config import IndexConfig
-from .ledger import Ledger
-from .reader import AlreadyIndexed, Decoded, Skipped, read_images, read_one
-from .sources import count_image_files, iter_image_files
-from .publish import options_changed, publish_index, resolve_options
-from .store import EmbeddingStore, IndexFormatError, Row, library_versions
-from .writer import ShardWriter
+from indexer.config import IndexConfig
+from indexer.folder.manifest import check_compatible
+from indexer.folder.store import EmbeddingStore, Row, library_versions
+from indexer.inputs.reader import (
+    AlreadyIndexed,
+    Decoded,
+    Skipped,
+    read_images,
+    read_one,
+)
+from indexer.inputs.sources import count_image_files, iter_image_files
+from indexer.publish.version import options_changed, publish_index, resolve_options
+from indexer.run.ledger import Ledger
+from indexer.run.summary import IndexSummary
+from indexer.run.writer import ShardWriter
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- stage 2: embed
 
 
 def embed_batches(items: Iterable[Decoded], embed: Callable[[np.ndarray], np.ndarray],
@@ -49,54 +52,6 @@ def embed_batches(items: Iterable[Decoded], embed: Callable[[np.ndarray], np.nda
         yield from flush()
 
 
-# ---------------------------------------------------------------- the run
-
-
-@dataclass
-class IndexSummary:
-    index_dir: str
-    found: int = 0  # image files found under the sources
-    added: int = 0  # newly embedded and indexed
-    already_indexed: int = 0  # same content (sha256) already in the index
-    changed: int = 0  # indexed path whose content changed: re-embedded, same id
-    removed: int = 0  # with sync: indexed files that are gone
-    duplicates: int = 0  # same content as another file of this run
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    total: int = 0  # images in the index after the run
-    seconds: float = 0.0
-    startup_seconds: float = 0.0  # until the first batch was embedded (imports, model, workers)
-
-    @property
-    def steady_rate(self) -> float:
-        """Images per second once running: what a long run approaches."""
-        busy = self.seconds - self.startup_seconds
-        return self.added / busy if busy > 0 else 0.0
-
-    def lines(self) -> list[str]:
-        rate = self.added / self.seconds if self.seconds else 0.0
-        out = [
-            f"indexed {self.added} new images in {self.seconds:.1f}s ({rate:.1f} img/s); "
-            f"{self.already_indexed} already indexed, {self.changed} changed, {self.removed} removed, "
-            f"{self.duplicates} duplicates, {len(self.skipped)} skipped; {self.total} images in {self.index_dir}"
-        ]
-        if self.skipped:
-            out.append(f"skipped files (also in {Path(self.index_dir) / 'skipped.log'}):")
-            out += [f"  {path}: {reason}" for path, reason in self.skipped[:20]]
-            if len(self.skipped) > 20:
-                out.append(f"  ... and {len(self.skipped) - 20} more")
-        return out
-
-
-def check_compatible(manifest: dict, backbone_name: str, dim: int, where: str) -> None:
-    """Raise if an index folder was built with another backbone or dimension."""
-    if manifest["backbone"]["name"] != backbone_name or manifest["dim"] != dim:
-        raise IndexFormatError(
-            f"{where} was built with backbone {manifest['backbone']['name']} "
-            f"(dimension {manifest['dim']}), not {backbone_name} (dimension {dim}); "
-            f"use --backbone {manifest['backbone']['name']} or another --index folder"
-        )
-
-
 def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike,
                  config: IndexConfig = IndexConfig(), *, sync: bool = False) -> IndexSummary:
     """Index the images under ``sources`` into ``index_dir`` (created or extended).
@@ -107,8 +62,8 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
     """
     from tqdm.auto import tqdm
 
-    from .backbones import load_backbone
-    from .embedder import Embedder
+    from indexer.model.backbones import load_backbone
+    from indexer.model.embedder import Embedder
 
     started = time.perf_counter()
     # one listing pass (nothing is read yet): fails early on a missing source, sizes the progress bar,
@@ -203,33 +158,3 @@ def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], writt
     if all_shards != manifest["shards"] or options_changed(manifest, options):
         manifest = publish_index(store, dict(manifest, runtime=runtime), all_shards, retired, options=options)
     return manifest
-
-
-@dataclass
-class RemovalSummary:
-    removed: list[int]
-    unknown: list[str]  # ids or paths that are not in the index
-    total: int
-
-
-def remove_images(index_dir, items: Sequence[str | int]) -> RemovalSummary:
-    """Remove images from an index by id (int or digits) or path; ids of the rest stay as they are."""
-    store = EmbeddingStore(index_dir)
-    manifest = store.read_manifest()
-    shards = store.recover_shards(manifest)
-    table = store.read_table(shards, ["id", "path"])
-    id_of_path = dict(zip(table.column("path").to_pylist(), table.column("id").to_pylist()))
-    all_ids = set(table.column("id").to_pylist())
-    remove, unknown = set(), []
-    for item in items:
-        text = str(item)
-        if text.lstrip("-").isdigit() and int(text) in all_ids:
-            remove.add(int(text))
-        elif os.path.abspath(text) in id_of_path:
-            remove.add(id_of_path[os.path.abspath(text)])
-        else:
-            unknown.append(text)
-    if remove or shards != manifest["shards"]:
-        kept, retired = store.rewrite_without(shards, remove)
-        manifest = publish_index(store, manifest, kept, retired)
-    return RemovalSummary(sorted(remove), unknown, manifest["count"])

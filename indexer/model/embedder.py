@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import Backbone
-from .vectors import l2_normalize
+from indexer.model.backbones import Backbone
+from indexer.vectors import l2_normalize
 
 
 class Embedder:
@@ -19,7 +19,7 @@ class Embedder:
 
     def __init__(self, backbone: Backbone, batch_size: int = 32, runtime: str = "auto",
                  cache_dir: Path | None = None, threads: int | None = None):
-        from .runtime import make_runner
+        from indexer.model.runtime import make_runner
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

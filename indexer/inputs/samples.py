@@ -22,14 +22,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .config import default_cache_dir
+from indexer.config import default_cache_dir
 
 log = logging.getLogger(__name__)
 
+
 EMOJI_PACKAGE = "emoji-datasource-google"
+
+
 EMOJI_VERSION = "16.0.0"
+
+
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "colorwheel", "hubble_deep_field",
                   "immunohistochemistry", "retina")
+
+
 SAMPLES = ("emoji", "mnist", "digits", "photos")
 
 
@@ -148,24 +155,3 @@ def export_sample(name: str, dest: str | os.PathLike, *, limit: int | None = Non
             n += 1
         return n
     raise ValueError(f"unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}")
-
-
-def sample_index(name: str, work_dir, backbone: str = "efficientnet-lite0", *, limit: int | None = None,
-                 progress: bool = False) -> Path:
-    """Export sample set ``name`` under ``work_dir`` (once) and index it with ``backbone``.
-
-    Re-running reuses both: the embeddings are computed once.  Returns the index folder.
-    """
-    import dataclasses
-
-    from .config import IndexConfig
-    from .pipeline import index_images
-
-    work_dir = Path(work_dir)
-    src = work_dir / (f"{name}-{limit}" if limit else name)
-    if not (src / ".complete").is_file():
-        export_sample(name, src, limit=limit)
-        (src / ".complete").touch()
-    index_dir = work_dir / f"index-{src.name}-{backbone}"
-    index_images([src], index_dir, dataclasses.replace(IndexConfig(), backbone=backbone, progress=progress))
-    return index_dir

@@ -1,0 +1,255 @@
+"""The indexer's commands: everything that writes an index folder.
+
+Registered as ``imgsearch`` subcommands through the ``imgsearch.commands`` entry points
+(pyproject.toml); the root group is ``web.cli.main``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from indexer.config import DEFAULT_BACKBONE, IndexConfig
+from indexer.options import describe_ann, index_option
+from indexer.options import fail as _fail
+
+
+def ann_options(f):
+    """Options choosing the FAISS index; unset ones keep what the index was last built with."""
+    f = click.option("--cpu-only", is_flag=True, help="Build and search FAISS on CPU even if a GPU is there.")(f)
+    f = click.option("--rerank/--no-rerank", default=None,
+                     help="Re-score approximate candidates with the full vectors, memory-mapped from disk.")(f)
+    f = click.option("--target-recall", type=click.FloatRange(0.01, 1.0), default=None,
+                     help="recall@10 against exact search that tuning aims for [default: 0.95].")(f)
+    f = click.option("--max-index-memory", default=None,
+                     help="RAM the index may take, e.g. 2G or 512M [default: 32G]; picks the index type.")(f)
+    f = click.option("--index-type", default=None,
+                     help="'auto' or a FAISS factory string (Flat, HNSW32, IVF1024,Flat, "
+                          "OPQ64_256,IVF1024,PQ64x8...) [default: auto].")(f)
+    return f
+
+
+def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only):
+    try:
+        return dataclasses.replace(config, index_type=index_type, max_index_memory=max_index_memory,
+                                   target_recall=target_recall, rerank=rerank,
+                                   use_gpu="no" if cpu_only else "auto")
+    except ValueError as exc:
+        _fail(exc)
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path())  # str: URIs stay intact
+@index_option
+@click.option("--backbone", default=None, show_default=DEFAULT_BACKBONE,
+              help="CNN to embed with; an existing index keeps the one it was built with.")
+@click.option("--weights", default=None, help="Local weights file (default: the backbone's ImageNet weights).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--runtime", type=click.Choice(["auto", "tflite", "tf"]), default="auto", show_default=True,
+              help="Inference: TFLite (fastest exact on CPU), tf.function (GPU); auto picks.")
+@click.option("--shard-size", default=4096, show_default=True, type=click.IntRange(1),
+              help="Rows per Parquet shard.")
+@click.option("--workers", type=click.IntRange(0, 256), default=None,
+              help="Decoding processes (default: one per core; 0: decode in a thread).")
+@click.option("--sync", is_flag=True, help="Also remove indexed images whose files are gone from SOURCES.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="Embed in local processes, or on Apache Spark executors (pip install 'imgsearch[spark]').")
+@click.option("--master", default=None, help="Spark master URL (spark engine; default: local[*]).")
+@click.option("--work-dir", default=None,
+              help="Where Spark executors write their results: a shared path or a URI (hdfs://, s3://) "
+                   "on a cluster (default: INDEX/spark-work).")
+@click.option("--task-size", type=click.IntRange(1), default=None,
+              help="Files per Spark task, the unit of resume (default: up to 1024, at least 2 tasks per core).")
+@ann_options
+def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size, workers, sync, no_progress,
+          engine, master, work_dir, task_size, index_type, max_index_memory, target_recall, rerank, cpu_only):
+    """Embed the images in SOURCES into an index folder.
+
+    SOURCES are folders (walked recursively), image files, or lists of images:
+    a .txt file of paths, or a .csv/.parquet file with a 'path' column (and
+    optionally 'label'); any of them may be a URI (hdfs://, s3://, file://).
+    Running it again adds only new images, re-embeds files whose content
+    changed (keeping their ids), and resumes a run that was interrupted.
+    With --engine spark the embedding runs on a Spark cluster; the index is
+    the same.
+    """
+    from indexer.folder.store import EmbeddingStore, IndexFormatError
+    from indexer.model.backbones import BackboneError
+    from indexer.run.pipeline import index_images
+
+    store = EmbeddingStore(index_dir)
+    if backbone is None:
+        backbone = store.read_manifest()["backbone"]["name"] if store.exists() else DEFAULT_BACKBONE
+    config = dataclasses.replace(IndexConfig(), backbone=backbone, weights=weights, batch_size=batch_size,
+                                 runtime=runtime, shard_size=shard_size, decode_workers=workers,
+                                 progress=not no_progress, spark_master=master, spark_work_dir=work_dir,
+                                 spark_task_size=task_size)
+    if engine == "local" and (master or work_dir or task_size):
+        raise click.UsageError("--master, --work-dir and --task-size are for --engine spark")
+    if engine == "spark" and workers is not None:
+        raise click.UsageError("--workers is for --engine local (Spark tasks decode in spark.task.cpus threads)")
+    config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only)
+    try:
+        if engine == "spark":
+            from indexer.run.spark import SparkJobError, index_images_spark
+
+            try:
+                summary = index_images_spark(sources, index_dir, config, sync=sync)
+            except (SparkJobError, ImportError) as exc:
+                _fail(exc)
+        else:
+            summary = index_images(sources, index_dir, config, sync=sync)
+    except (BackboneError, IndexFormatError, FileNotFoundError, ValueError) as exc:
+        _fail(exc)
+    for line in summary.lines():
+        click.echo(line)
+
+
+@click.command("build-index")
+@index_option
+@ann_options
+def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, cpu_only):
+    """Rebuild and re-tune the FAISS index from the stored embeddings (nothing is re-embedded)."""
+    from indexer.folder.store import EmbeddingStore, IndexFormatError
+    from indexer.publish.version import publish_index, resolve_options
+
+    config = _ann_config(IndexConfig(), index_type, max_index_memory, target_recall, rerank, cpu_only)
+    store = EmbeddingStore(index_dir)
+    try:
+        manifest = store.read_manifest()
+        options = resolve_options(manifest, config.ann_overrides())
+        manifest = publish_index(store, manifest, store.recover_shards(manifest), options=options, rebuild=True)
+    except (IndexFormatError, ValueError) as exc:
+        _fail(exc)
+    for line in describe_ann(manifest["count"], manifest["ann"]):
+        click.echo(line)
+
+
+@click.command()
+@index_option
+@click.argument("items", nargs=-1, required=True)
+def remove(index_dir, items):
+    """Remove images from the index by ID or PATH; other ids stay as they are."""
+    from indexer.folder.store import IndexFormatError
+    from indexer.run.remove import remove_images
+
+    try:
+        result = remove_images(index_dir, items)
+    except IndexFormatError as exc:
+        _fail(exc)
+    click.echo(f"removed {len(result.removed)} images; {result.total} left in {index_dir}")
+    if result.unknown:
+        click.echo("not in the index: " + ", ".join(result.unknown), err=True)
+        sys.exit(1)
+
+
+@click.command()
+@index_option
+@click.option("--no-checksums", is_flag=True, help="Skip hashing the files: faster, misses same-size damage.")
+@click.option("--repair", is_flag=True,
+              help="Rebuild the FAISS and head indexes from the intact shards; damaged shards are dropped "
+                   "(index their images again afterwards).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(index_dir, no_checksums, repair, as_json):
+    """Check that the manifest, shards, FAISS index and heads agree; exit 1 if anything is damaged.
+
+    Reads every published file: sizes and sha256 against the manifest, Parquet
+    page checksums, schema, counts, ids and dimensions, the FAISS index's ids
+    and a few self-searches, the whitening transform and the heads' indexes.
+    """
+    from indexer.folder.store import IndexFormatError
+    from indexer.folder.verify import verify_index
+    from indexer.run.repair import repair_index
+
+    if repair:
+        try:
+            result = repair_index(index_dir)
+        except IndexFormatError as exc:
+            _fail(exc)
+        report = result.after
+        lines = result.lines() if result.before is not result.after else report.lines()
+    else:
+        report = verify_index(index_dir, checksums=not no_checksums)
+        lines = report.lines()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in lines:
+            click.echo(line, err=not report.ok)
+    if not report.ok:
+        sys.exit(1)
+
+
+@click.command("train-head")
+@index_option
+@click.option("--name", required=True, help="Name of the head (letters, digits, '.', '_', '-').")
+@click.option("--labels", "labels_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with columns path,label (default: the images' parent folders).")
+@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
+              help="Stratified share held out for the reported metrics.")
+@click.option("--search-weight", default=1.0, show_default=True, type=click.FloatRange(0, 10),
+              help="Weight of the class probabilities in head-aware search.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def train_head_command(index_dir, name, labels_csv, val_fraction, search_weight, seed):
+    """Train a softmax classification head on the stored embeddings (seconds, no image is re-read)."""
+    from indexer.folder.heads import HeadError
+    from indexer.folder.store import IndexFormatError
+    from indexer.learn.classifiers import HeadTrainingConfig
+    from indexer.run.heads import train_head
+
+    config = dataclasses.replace(HeadTrainingConfig(), val_fraction=val_fraction, search_weight=search_weight,
+                                 seed=seed)
+    try:
+        head = train_head(index_dir, name, labels_csv=labels_csv, config=config)
+    except (HeadError, IndexFormatError) as exc:
+        _fail(exc)
+    m = head.metrics
+    v, knn = m["validation"], m["knn_validation"]
+    click.echo(f"head {name!r}: {len(head.classes)} classes, trained on {m['train_images']} embeddings in "
+               f"{m['train_seconds']:.1f}s ({m['epochs']} epochs), validated on {m['val_images']} held out")
+    click.echo(f"  validation accuracy {v['accuracy']:.4f}, macro-F1 {v['macro_f1']:.4f}")
+    click.echo(f"  kNN-vote baseline (k={m['knn_k']}) on the same split: accuracy {knn['accuracy']:.4f}, "
+               f"macro-F1 {knn['macro_f1']:.4f}")
+    click.echo("  worst classes: " + ", ".join(f"{w['class']} (F1 {w['f1']:.2f}, {w['support']} images)"
+                                               for w in v["worst_classes"]))
+
+
+@click.command()
+@index_option
+@click.option("--dim", default=256, show_default=True, type=click.IntRange(2),
+              help="Principal components kept.")
+@click.option("--off", is_flag=True, help="Remove whitening: search plain embeddings again.")
+def whiten(index_dir, dim, off):
+    """Learn PCA-whitening on the indexed embeddings and apply it to the index and to queries."""
+    from indexer.folder.store import IndexFormatError
+    from indexer.run.whiten import set_whitening
+
+    try:
+        manifest = set_whitening(index_dir, dim=dim, off=off)
+    except (IndexFormatError, ValueError) as exc:
+        _fail(exc)
+    wh = manifest.get("whitening")
+    click.echo(f"whitening {'on: %d dims, learned on %d images' % (wh['dim'], wh['learned_on']) if wh else 'off'}; "
+               f"index rebuilt ({manifest['count']} images)")
+
+
+@click.command()
+@click.argument("name", type=click.Choice(["emoji", "mnist", "digits", "photos"]))
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many images, classes balanced.")
+@click.option("--emoji-labels", type=click.Choice(["category", "subcategory"]), default="category",
+              show_default=True)
+def sample(name, dest, limit, emoji_labels):
+    """Write a sample image set (from PyPI/npm packages) into DEST, one folder per label."""
+    from indexer.inputs.samples import SampleUnavailableError, export_sample
+
+    try:
+        n = export_sample(name, dest, limit=limit, emoji_labels=emoji_labels)
+    except SampleUnavailableError as exc:
+        _fail(exc)
+    click.echo(f"wrote {n} {name} images to {dest}")

@@ -1,0 +1,142 @@
+"""Classification heads as stored in the index folder, and applying them to embeddings.
+
+A head is a softmax layer (multinomial logistic regression) over the stored
+embeddings, learned by ``indexer.run.heads``.  Heads live inside the index
+folder, one sub-folder each::
+
+    DIR/heads/NAME/head.npz     weights (D, C) and bias (C,)
+    DIR/heads/NAME/head.json    classes, backbone, dim, metrics, validation ids
+    DIR/heads/NAME/search-GEN.faiss   head-aware search index (indexer.publish.head_indexes)
+
+Head-aware search appends the head's class probabilities, L2-normalised and
+scaled by ``search_weight``, to each embedding (index and query alike) and
+re-normalises, so similarity becomes
+``(cos(e_q, e_i) + w^2 cos(p_q, p_i)) / (1 + w^2)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer.folder.store import EmbeddingStore
+from indexer.vectors import l2_normalize
+
+log = logging.getLogger(__name__)
+
+
+HEADS_DIR = "heads"
+
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class HeadError(ValueError):
+    """A head cannot be trained or loaded; the message says what to change."""
+
+
+@dataclass
+class Head:
+    name: str
+    classes: list[str]
+    weights: np.ndarray  # (D, C)
+    bias: np.ndarray  # (C,)
+    backbone: str
+    dim: int
+    search_weight: float = 1.0
+    metrics: dict = field(default_factory=dict)
+    val_ids: list[int] = field(default_factory=list)
+    created: str = ""
+    labels_source: str = "label column"
+
+    def logits(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, D) embeddings -> (n, C) logits."""
+        v = np.asarray(vectors, dtype=np.float32)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise ValueError(f"head {self.name} takes vectors of dimension {self.dim}, got shape {v.shape}")
+        return v @ self.weights + self.bias
+
+    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, D) embeddings -> (n, C) class probabilities (softmax)."""
+        z = self.logits(vectors)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def top(self, vectors: np.ndarray, top: int = 5) -> list[list[tuple[str, float]]]:
+        """Best ``top`` (class, probability) pairs for each vector."""
+        p = self.predict_proba(vectors)
+        order = np.argsort(-p, axis=1)[:, :top]
+        return [[(self.classes[j], float(row[j])) for j in idx] for row, idx in zip(p, order)]
+
+    def augment(self, search_vectors: np.ndarray, raw_vectors: np.ndarray) -> np.ndarray:
+        """Head-aware search vectors: [e ; w * p / |p|], re-normalised: (n, D) -> (n, D + C)."""
+        p = l2_normalize(self.predict_proba(raw_vectors))  # (n, C)
+        return l2_normalize(np.hstack([search_vectors, self.search_weight * p]))
+
+
+def heads_root(index_dir) -> Path:
+    return Path(index_dir) / HEADS_DIR
+
+
+def list_heads(index_dir) -> list[str]:
+    root = heads_root(index_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "head.json").is_file())
+
+
+def save_head(index_dir, head: Head) -> Path:
+    """Write a head atomically (into a temp folder, then rename over the old one)."""
+    root = heads_root(index_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{head.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    np.savez(tmp / "head.npz", weights=head.weights.astype(np.float32), bias=head.bias.astype(np.float32))
+    meta = {"name": head.name, "classes": head.classes, "backbone": head.backbone, "dim": head.dim,
+            "search_weight": head.search_weight, "metrics": head.metrics, "val_ids": head.val_ids,
+            "created": head.created, "labels_source": head.labels_source, "format_version": 1}
+    (tmp / "head.json").write_text(json.dumps(meta, indent=2))
+    final = root / head.name
+    old = root / f".{head.name}.{os.getpid()}.old"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_head(index_dir, name: str, manifest: dict | None = None) -> Head:
+    """Load head ``name``; refuses a head trained for another backbone or dimension."""
+    folder = heads_root(index_dir) / name
+    if not NAME_PATTERN.match(name) or not (folder / "head.json").is_file():
+        available = ", ".join(list_heads(index_dir)) or "none; train one with 'imgsearch train-head'"
+        raise HeadError(f"no head named {name!r} in {index_dir} (available: {available})")
+    meta = json.loads((folder / "head.json").read_text())
+    with np.load(folder / "head.npz") as arrays:
+        weights, bias = arrays["weights"], arrays["bias"]
+    head = Head(meta["name"], meta["classes"], weights, bias, meta["backbone"], meta["dim"],
+                meta.get("search_weight", 1.0), meta.get("metrics", {}), meta.get("val_ids", []),
+                meta.get("created", ""), meta.get("labels_source", ""))
+    manifest = manifest or EmbeddingStore(index_dir).read_manifest()
+    if head.backbone != manifest["backbone"]["name"] or head.dim != manifest["dim"]:
+        raise HeadError(
+            f"head {name!r} was trained on {head.backbone} embeddings (dimension {head.dim}), but "
+            f"{index_dir} holds {manifest['backbone']['name']} embeddings (dimension {manifest['dim']}); "
+            f"retrain it here with 'imgsearch train-head --index {index_dir} --name {name}'"
+        )
+    if weights.shape != (head.dim, len(head.classes)) or bias.shape != (len(head.classes),):
+        raise HeadError(f"head {name!r} in {index_dir} is damaged: weights {weights.shape}, "
+                        f"{len(head.classes)} classes; retrain it")
+    return head
+
+
+def head_index_path(index_dir, name: str, manifest: dict) -> Path:
+    return heads_root(index_dir) / name / f"search-{manifest.get('generation', 0):06d}.faiss"

@@ -1,0 +1,65 @@
+"""PCA-whitening of the search space as stored in the index folder, and applying it.
+
+The stored embeddings never change; whitening is a transform applied to the
+vectors the FAISS index holds and to every query, recorded in the manifest:
+``x -> (x - mean) @ components.T / sqrt(variance + shrink * mean_variance)``,
+then L2-normalised.  ``shrink`` keeps the smallest components from being
+blown up into noise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexer.vectors import l2_normalize
+
+
+@dataclass
+class Whitening:
+    mean: np.ndarray  # (D,)
+    projection: np.ndarray  # (D, d): components.T scaled per component
+
+    @property
+    def dim(self) -> int:
+        return self.projection.shape[1]
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, D) -> (n, d), not normalised."""
+        return (np.asarray(vectors, np.float32) - self.mean) @ self.projection
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, mean=self.mean, projection=self.projection)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Whitening":
+        with np.load(path) as f:
+            return cls(f["mean"], f["projection"])
+
+
+def search_space(raw: np.ndarray, index_dir, manifest: dict) -> np.ndarray:
+    """Stored/query embeddings (n, D) -> the unit vectors the FAISS index holds."""
+    info = manifest.get("whitening")
+    if not info:
+        return l2_normalize(raw)
+    return l2_normalize(load_for(index_dir, info).apply(raw))
+
+
+_CACHE: dict[str, Whitening] = {}
+
+
+def load_for(index_dir, info: dict) -> Whitening:
+    path = Path(index_dir) / info["file"]
+    if not path.is_file():
+        from indexer.folder.store import IndexFormatError
+
+        raise IndexFormatError(f"{path} is missing: re-run 'imgsearch whiten --index {index_dir}'")
+    key = f"{path}:{path.stat().st_mtime_ns}"
+    if key not in _CACHE:
+        _CACHE[key] = Whitening.load(path)
+    return _CACHE[key]

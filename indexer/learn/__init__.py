@@ -1,0 +1,1 @@
+"""Fitting on embeddings (classifiers, PCA-whitening): pure functions of arrays, no folder access."""

@@ -1,0 +1,39 @@
+"""The heads' search indexes: one head-aware FAISS index per head and published version.
+"""
+
+from __future__ import annotations
+
+import os
+
+from indexer.folder.heads import Head, head_index_path
+from indexer.folder.store import EmbeddingStore, embeddings_of
+
+
+def build_head_index(index_dir, head: Head, manifest: dict) -> str:
+    """(Re)build the head-aware FAISS index over the manifest's shards; returns its file name.
+
+    Shard by shard, like the main index: peak memory is the index plus one shard.
+    """
+    import faiss
+
+    from indexer.folder.whitening import search_space
+    from indexer.vectors import add_to_index, new_flat_index
+
+    store = EmbeddingStore(index_dir)
+    search_dim = manifest.get("search_dim", manifest["dim"])
+    index = new_flat_index(search_dim + len(head.classes))
+    for shard in manifest["shards"]:
+        table = store.read_table([shard], ["id", "embedding"])
+        raw = embeddings_of(table)  # (s, D)
+        add_to_index(index, table.column("id").to_numpy(),
+                     head.augment(search_space(raw, index_dir, manifest), raw))  # (s, d + C)
+    path = head_index_path(index_dir, head.name, manifest)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, path)
+    # keep the previous generation's: it is what is served until the manifest of this one is published
+    generation = manifest.get("generation", 0)
+    for old in path.parent.glob("search-*.faiss"):
+        if old.stem[7:].isdigit() and int(old.stem[7:]) < generation - 1:
+            old.unlink(missing_ok=True)
+    return path.name

@@ -1,0 +1,41 @@
+"""Removing images from an index by id or path; the other ids stay as they are.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from indexer.folder.store import EmbeddingStore
+from indexer.publish.version import publish_index
+
+
+@dataclass
+class RemovalSummary:
+    removed: list[int]
+    unknown: list[str]  # ids or paths that are not in the index
+    total: int
+
+
+def remove_images(index_dir, items: Sequence[str | int]) -> RemovalSummary:
+    """Remove images from an index by id (int or digits) or path; ids of the rest stay as they are."""
+    store = EmbeddingStore(index_dir)
+    manifest = store.read_manifest()
+    shards = store.recover_shards(manifest)
+    table = store.read_table(shards, ["id", "path"])
+    id_of_path = dict(zip(table.column("path").to_pylist(), table.column("id").to_pylist()))
+    all_ids = set(table.column("id").to_pylist())
+    remove, unknown = set(), []
+    for item in items:
+        text = str(item)
+        if text.lstrip("-").isdigit() and int(text) in all_ids:
+            remove.add(int(text))
+        elif os.path.abspath(text) in id_of_path:
+            remove.add(id_of_path[os.path.abspath(text)])
+        else:
+            unknown.append(text)
+    if remove or shards != manifest["shards"]:
+        kept, retired = store.rewrite_without(shards, remove)
+        manifest = publish_index(store, manifest, kept, retired)
+    return RemovalSummary(sorted(remove), unknown, manifest["count"])

@@ -1,0 +1,42 @@
+"""What an indexing run did, counted as it goes and printed at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class IndexSummary:
+    index_dir: str
+    found: int = 0  # image files found under the sources
+    added: int = 0  # newly embedded and indexed
+    already_indexed: int = 0  # same content (sha256) already in the index
+    changed: int = 0  # indexed path whose content changed: re-embedded, same id
+    removed: int = 0  # with sync: indexed files that are gone
+    duplicates: int = 0  # same content as another file of this run
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    total: int = 0  # images in the index after the run
+    seconds: float = 0.0
+    startup_seconds: float = 0.0  # until the first batch was embedded (imports, model, workers)
+
+    @property
+    def steady_rate(self) -> float:
+        """Images per second once running: what a long run approaches."""
+        busy = self.seconds - self.startup_seconds
+        return self.added / busy if busy > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        rate = self.added / self.seconds if self.seconds else 0.0
+        out = [
+            f"indexed {self.added} new images in {self.seconds:.1f}s ({rate:.1f} img/s); "
+            f"{self.already_indexed} already indexed, {self.changed} changed, {self.removed} removed, "
+            f"{self.duplicates} duplicates, {len(self.skipped)} skipped; {self.total} images in {self.index_dir}"
+        ]
+        if self.skipped:
+            out.append(f"skipped files (also in {Path(self.index_dir) / 'skipped.log'}):")
+            out += [f"  {path}: {reason}" for path, reason in self.skipped[:20]]
+            if len(self.skipped) > 20:
+                out.append(f"  ... and {len(self.skipped) - 20} more")
+        return out

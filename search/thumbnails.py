@@ -1,0 +1,29 @@
+"""Indexed images re-encoded as JPEG thumbnails for the page and the API."""
+
+from __future__ import annotations
+
+import io
+
+from indexer.inputs.filesystems import is_uri, read_bytes
+from indexer.inputs.images import ImageDecodeError, load_rgb
+
+
+class ImageUnavailableError(OSError):
+    """An indexed image whose file cannot be read any more."""
+
+
+def thumbnail_jpeg(path: str, size: int | None, max_pixels: int) -> bytes:
+    """The image at ``path`` (a local path or a URI) as JPEG bytes, fitted in ``size`` x ``size`` if given.
+
+    ``max_pixels`` is the indexer's limit, not the uploads': the file is one the index accepted.
+    """
+    try:
+        # an image indexed from hdfs://, s3://... is read through its file system
+        img, _, _ = load_rgb(read_bytes(path) if is_uri(path) else path, min_size=size, max_pixels=max_pixels)
+    except (ImageDecodeError, OSError) as exc:
+        raise ImageUnavailableError(str(exc)) from exc
+    if size:
+        img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return buf.getvalue()

@@ -1,0 +1,72 @@
+"""The ``imgsearch`` command line: the root group, assembled from every package's commands, and ``serve``.
+
+Each package contributes its commands through the ``imgsearch.commands`` entry points in
+pyproject.toml (indexer.cli: the commands that write an index folder; search.cli: those that
+read one; this module: ``serve``).  A command's module is imported only when it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import entry_points
+
+import click
+
+from search.cli import fail as _fail
+from search.cli import index_option
+
+ENTRY_POINTS = "imgsearch.commands"
+
+
+class Commands(click.Group):
+    """The subcommands registered under the ``imgsearch.commands`` entry points, loaded on use."""
+
+    def _points(self) -> dict:
+        return {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(self._points())
+
+    def get_command(self, ctx, name):
+        point = self._points().get(name)
+        return point.load() if point is not None else None
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (which runtime, cache hits).")
+def main(verbose: bool) -> None:
+    """imgsearch: image similarity search with pretrained CNN embeddings and FAISS."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@click.command()
+@index_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Worker threads (waitress); they share one loaded model.")
+@click.option("--dev", is_flag=True, help="Use Flask's development server instead of waitress.")
+def serve(index_dir, host, port, threads, dev):
+    """Serve the search page and JSON API for one index folder."""
+    from search.errors import IndexFormatError
+    from web import create_app
+
+    try:
+        app = create_app({"INDEX_DIR": str(index_dir)})
+    except IndexFormatError as exc:
+        _fail(exc)
+    engine = app.extensions["imgsearch"]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    click.echo(f"serving {engine.info()['count']} images from {index_dir}")
+    click.echo(f"open http://{shown}:{port}/  (JSON API under /api, Ctrl-C to stop)", err=False)
+    if dev:
+        app.run(host=host, port=port, debug=False, threaded=True, use_reloader=False)
+    else:
+        import waitress
+
+        waitress.serve(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True)
+
+
+if __name__ == "__main__":
+    main()
