@@ -8,12 +8,20 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator, Sequence, Union
 
 import requests
 from PIL import Image
+
+from search.transport import (
+    TransportError,
+    check_base_url,
+    fetch,
+    session_with_deadlines,
+)
 
 ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
@@ -78,13 +86,29 @@ class ClassifyResponse:
         return self.predictions[i]
 
 
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20  # k=1000 results are ~200 KB, a 1024 px thumbnail well under 1 MB
+
+
 class SearchClient:
     def __init__(self, base_url: str, *, timeout: float | tuple[float, float] = (3.05, 60.0),
+                 deadline: float | None = None, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
                  session: requests.Session | None = None):
-        """``timeout``: seconds, or (connect, read) seconds, for every request."""
-        self.base_url = base_url.rstrip("/")
+        """``timeout``: seconds, or (connect, read) seconds, for each socket operation;
+        ``deadline``: seconds a whole call may take, however slowly the server answers
+        (default: connect + read timeout); ``max_response_bytes``: the largest reply accepted.
+        Every failure raises ``SearchAPIError``.
+        """
+        try:
+            self.base_url = check_base_url(base_url)
+        except TransportError as exc:
+            raise SearchAPIError(None, exc.code, str(exc)) from None
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.deadline = float(deadline if deadline is not None else sum(timeout) if isinstance(timeout, tuple)
+                              else 2 * timeout)
+        if self.deadline <= 0:
+            raise SearchAPIError(None, "invalid_deadline", f"deadline must be > 0 seconds, got {deadline!r}")
+        self.max_response_bytes = int(max_response_bytes)
+        self.session = session_with_deadlines(session)
 
     # ------------------------------------------------------------ queries
     def search(self, image: ImageInput, k: int = 10, *, head: str | None = None) -> SearchResponse:
@@ -94,23 +118,27 @@ class SearchClient:
         """
         name, data = _image_payload(image)
         fields = {"k": str(k), **({"head": head} if head else {})}
-        return _response(self._request("POST", "/api/search", files={"image": (name, data)}, data=fields))
+        reply = self._request("POST", "/api/search", files={"image": (name, data)}, data=fields)
+        return self._parsed(_response, reply)
 
     def search_id(self, row_id: int, k: int = 10, *, head: str | None = None) -> SearchResponse:
-        return _response(self._request("POST", "/api/search", json=_body(id=row_id, k=k, head=head)))
+        reply = self._request("POST", "/api/search", json=_body(id=row_id, k=k, head=head))
+        return self._parsed(_response, reply)
 
     def search_vector(self, vector: Sequence[float], k: int = 10, *, head: str | None = None) -> SearchResponse:
         body = _body(vector=[float(x) for x in vector], k=k, head=head)
-        return _response(self._request("POST", "/api/search", json=body))
+        return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
     def classify(self, image: ImageInput, head: str | None = None, top: int = 5) -> ClassifyResponse:
         """Class probabilities of a trained head (the only one, if ``head`` is None) for ``image``."""
         name, data = _image_payload(image)
         fields = {"top": str(top), **({"head": head} if head else {})}
-        return _classified(self._request("POST", "/api/classify", files={"image": (name, data)}, data=fields))
+        reply = self._request("POST", "/api/classify", files={"image": (name, data)}, data=fields)
+        return self._parsed(_classified, reply)
 
     def classify_id(self, row_id: int, head: str | None = None, top: int = 5) -> ClassifyResponse:
-        return _classified(self._request("POST", "/api/classify", json=_body(id=row_id, head=head, top=top)))
+        reply = self._request("POST", "/api/classify", json=_body(id=row_id, head=head, top=top))
+        return self._parsed(_classified, reply)
 
     def image(self, row_id: int, size: int | None = None) -> bytes:
         """An indexed image as JPEG bytes, fitted in size x size if given."""
@@ -118,33 +146,40 @@ class SearchClient:
         return self._request("GET", f"/api/images/{row_id}", params=params, raw=True)
 
     def info(self) -> dict:
-        return self._request("GET", "/api/info")
+        return self._parsed(_object, self._request("GET", "/api/info"))
 
     def health(self) -> dict:
-        return self._request("GET", "/api/health")
+        return self._parsed(_object, self._request("GET", "/api/health"))
 
     # ------------------------------------------------------------ plumbing
     def _request(self, method: str, path: str, raw: bool = False, **kwargs):
         url = self.base_url + path
         try:
-            r = self.session.request(method, url, timeout=self.timeout, **kwargs)
-        except requests.Timeout as exc:
-            raise SearchAPIError(None, "timeout", f"{method} {url} timed out after {self.timeout}s") from exc
-        except requests.ConnectionError as exc:
-            raise SearchAPIError(None, "unreachable", f"cannot connect to {self.base_url}: {exc}") from exc
-        if r.status_code >= 400:
+            r = fetch(self.session, method, url, timeout=self.timeout, deadline=self.deadline,
+                      max_bytes=self.max_response_bytes, **kwargs)
+        except TransportError as exc:
+            raise SearchAPIError(None, exc.code, str(exc)) from exc
+        if r.status >= 400:
             try:
-                err = r.json()["error"]
-                code, message = err["code"], err["message"]
+                err = json.loads(r.body)["error"]
+                code, message = str(err["code"]), str(err["message"])
             except (ValueError, KeyError, TypeError):
-                code, message = "http_error", r.text[:200] or r.reason
-            raise SearchAPIError(r.status_code, code, message)
+                code, message = "http_error", r.body[:200].decode("utf-8", "replace") or r.reason
+            raise SearchAPIError(r.status, code, message)
         if raw:
-            return r.content
+            return r.body
         try:
-            return r.json()
+            return json.loads(r.body)
         except ValueError as exc:
-            raise SearchAPIError(r.status_code, "invalid_response", f"{url} did not return JSON") from exc
+            raise SearchAPIError(r.status, "invalid_response", f"{url} did not return JSON") from exc
+
+    def _parsed(self, parse, body):
+        """``parse(body)``, or SearchAPIError when the server's JSON is not what this client expects."""
+        try:
+            return parse(body)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SearchAPIError(200, "invalid_response", f"{self.base_url} answered JSON this client does not "
+                                                          f"understand ({exc.__class__.__name__}: {exc})") from exc
 
     def close(self) -> None:
         self.session.close()
@@ -170,6 +205,12 @@ def _image_payload(image: ImageInput) -> tuple[str, bytes]:
         name = getattr(image, "name", None)
         return (os.path.basename(name) if isinstance(name, str) else "image"), image.read()
     raise TypeError(f"image must be a path, bytes, a file object or a PIL image, not {type(image).__name__}")
+
+
+def _object(body) -> dict:
+    if not isinstance(body, dict):
+        raise TypeError(f"expected a JSON object, got {type(body).__name__}")
+    return body
 
 
 def _body(**fields) -> dict:
