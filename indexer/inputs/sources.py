@@ -114,40 +114,78 @@ def _entry(base: Path | str, path: str, label: str | None) -> ImageFile:
     return ImageFile(full, label.strip() if label else parent)
 
 
+class ListFileError(ValueError):
+    """A list of images cannot be read; the message names the list file, and the line or row."""
+
+
+def _list_text(path: Path | str, remote: bool) -> str:
+    """A text or CSV list's contents: UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8")."""
+    data = filesystems.read_bytes(str(path)) if remote else Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ListFileError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                            "save the list as UTF-8") from None
+
+
 def _read_list(path: Path | str) -> Iterator[ImageFile]:
     """Entries of a list file, local or at a URI (read whole: lists are small next to their images)."""
     remote = filesystems.is_uri(str(path))
     parent = posixpath.dirname(str(path)) if remote else Path(path).parent
     suffix = posixpath.splitext(str(path))[1].lower()
-    if suffix in (".txt", ".lst", ".csv"):
-        text = filesystems.read_bytes(str(path)).decode("utf-8") if remote else None
-        f = io.StringIO(text, newline="") if remote else open(path, newline="", encoding="utf-8")
     if suffix in (".txt", ".lst"):
-        with f:
-            for line in f:
-                if line.strip() and not line.lstrip().startswith("#"):
-                    yield _entry(parent, line.rstrip("\r\n"), None)
+        for line in io.StringIO(_list_text(path, remote), newline=""):
+            if line.strip() and not line.lstrip().startswith("#"):
+                yield _entry(parent, line.rstrip("\r\n"), None)
     elif suffix == ".csv":
-        with f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
+        reader = csv.DictReader(io.StringIO(_list_text(path, remote), newline=""))
+        try:
+            columns = [c.strip() for c in reader.fieldnames or []]
+            reader.fieldnames = columns  # " path" and "path" are the same column
             if "path" not in columns:
-                raise ValueError(f"{path}: a CSV list needs a 'path' column (it has: {', '.join(columns) or 'none'})")
+                raise ListFileError(f"{path}: a CSV list needs a 'path' column in its first line "
+                                    f"(it has: {', '.join(map(repr, columns)) or 'none'})")
             for row in reader:
                 if row["path"] and row["path"].strip():
                     yield _entry(parent, row["path"], row.get("label"))
+        except csv.Error as exc:
+            raise ListFileError(f"{path}, line {reader.line_num}: not a readable CSV row ({exc})") from None
     else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        yield from _read_parquet_list(path, parent, remote)
 
+
+def _read_parquet_list(path, parent, remote: bool) -> Iterator[ImageFile]:
+    import pyarrow as pa  # lazy, like every pyarrow import on the listing path
+    import pyarrow.parquet as pq
+
+    try:
         parquet = pq.ParquetFile(pa.BufferReader(filesystems.read_bytes(str(path))) if remote else path)
-        names = parquet.schema_arrow.names
-        if "path" not in names:
-            raise ValueError(f"{path}: a Parquet list needs a 'path' column (it has: {', '.join(names)})")
-        columns = ["path"] + (["label"] if "label" in names else [])
+        schema = parquet.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise ListFileError(f"{path}: not a readable Parquet file ({str(exc)[:200]}); "
+                            "write the list again, or give it as .txt or .csv") from None
+    if "path" not in schema.names:
+        raise ListFileError(f"{path}: a Parquet list needs a 'path' column (it has: {', '.join(schema.names)})")
+    text = (pa.types.is_string, pa.types.is_large_string)
+    path_type = schema.field("path").type
+    if not any(is_(path_type) for is_ in text):
+        raise ListFileError(f"{path}: the 'path' column must hold strings, it holds {path_type}")
+    columns = ["path"]
+    if "label" in schema.names:
+        label_type = schema.field("label").type
+        if not (any(is_(label_type) for is_ in text) or pa.types.is_integer(label_type)
+                or pa.types.is_null(label_type)):
+            raise ListFileError(f"{path}: the 'label' column must hold strings or integers, it holds {label_type}")
+        columns.append("label")
+    row = 0
+    try:
         for batch in parquet.iter_batches(columns=columns, batch_size=10_000):  # bounded memory
             paths = batch.column(0).to_pylist()
             labels = batch.column(1).to_pylist() if len(columns) == 2 else [None] * len(paths)
             for p, label in zip(paths, labels):
+                row += 1
                 if p:
-                    yield _entry(parent, p, label)
+                    yield _entry(parent, p, None if label is None else str(label))
+    except (pa.ArrowException, OSError) as exc:
+        raise ListFileError(f"{path}: unreadable after row {row} ({str(exc)[:200]}); write the list again") from None
