@@ -15,6 +15,7 @@ from indexer.folder.store import EmbeddingStore, IndexFormatError
 from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
+from search.heads import HeadCatalog
 from search.thumbnails import thumbnail_jpeg
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class SearchEngine:
         self._labels = metadata.column("label").to_pylist()
         self._row_of = {int(i): r for r, i in enumerate(self._ids)}
         self._embedder = None
-        self._heads: dict = {}  # name -> (Head, head-aware FAISS index)
+        self.heads = HeadCatalog(store, manifest, searchable=index is not None)
         self._lock = threading.Lock()
         self.device = device  # where FAISS searches: "cpu" or "gpu"
         self._signature = None  # of the manifest file this engine was opened from
@@ -267,9 +268,8 @@ class SearchEngine:
 
     # ------------------------------------------------------------ heads
     def head_names(self) -> list[str]:
-        from indexer.folder.heads import list_heads
-
-        return list_heads(self.store.root)
+        """The heads this version can use (damaged ones are left out, see ``heads.damaged``)."""
+        return self.heads.names()
 
     def classify_vector(self, vector, head: str, top: int = 5) -> list[tuple[str, float]]:
         """Best ``top`` (class, probability) pairs of head ``head`` for a (D,) embedding."""
@@ -291,18 +291,7 @@ class SearchEngine:
         return self._head(name)[0]
 
     def _head(self, name: str):
-        from indexer.folder.heads import head_index_path, load_head
-
-        with self._lock:
-            if name not in self._heads:
-                h = load_head(self.store.root, name, self.manifest)
-                path = head_index_path(self.store.root, name, self.manifest)
-                if self.index is not None and not path.is_file():
-                    raise IndexFormatError(f"head {name!r} has no search index for this version of "
-                                           f"{self.store.root}; retrain it with 'imgsearch train-head'")
-                self._heads[name] = (h, self.store.read_index(str(path.relative_to(self.store.root)))
-                                     if self.index is not None else None)
-            return self._heads[name]
+        return self.heads.get(name)
 
     def search_id(self, row_id: int, k: int = 10, *, head: str | None = None) -> list[Hit]:
         """Nearest images to an indexed image ("more like this"), itself excluded."""

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,10 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 class HeadError(ValueError):
     """A head cannot be trained or loaded; the message says what to change."""
+
+
+class HeadDamagedError(HeadError):
+    """A head's files are there but unreadable or inconsistent: it must be retrained (or deleted)."""
 
 
 @dataclass
@@ -114,17 +119,40 @@ def save_head(index_dir, head: Head) -> Path:
 
 
 def load_head(index_dir, name: str, manifest: dict | None = None) -> Head:
-    """Load head ``name``; refuses a head trained for another backbone or dimension."""
+    """Load head ``name``; refuses a head trained for another backbone or dimension.
+
+    HeadError for an unknown name; HeadDamagedError, naming the file, for any damage.
+    """
     folder = heads_root(index_dir) / name
     if not NAME_PATTERN.match(name) or not (folder / "head.json").is_file():
         available = ", ".join(list_heads(index_dir)) or "none; train one with 'imgsearch train-head'"
         raise HeadError(f"no head named {name!r} in {index_dir} (available: {available})")
-    meta = json.loads((folder / "head.json").read_text())
-    with np.load(folder / "head.npz") as arrays:
-        weights, bias = arrays["weights"], arrays["bias"]
+
+    def damaged(why: str) -> HeadDamagedError:
+        return HeadDamagedError(f"head {name!r} in {index_dir} is damaged: {why}; retrain it with "
+                                f"'imgsearch train-head --index {index_dir} --name {name}' (or delete {folder})")
+
+    try:
+        meta = json.loads((folder / "head.json").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise damaged(f"head.json is not readable JSON ({str(exc)[:100]})") from None
+    fields = {"name": str, "classes": list, "backbone": str, "dim": int}
+    if not isinstance(meta, dict) or any(not isinstance(meta.get(f), t) or isinstance(meta.get(f), bool)
+                                         for f, t in fields.items()):
+        raise damaged("head.json lacks name, classes, backbone or dim of the right types")
+    if not all(isinstance(c, str) for c in meta["classes"]) or len(meta["classes"]) < 2:
+        raise damaged("head.json's classes are not a list of at least 2 names")
+    try:
+        with np.load(folder / "head.npz", allow_pickle=False) as arrays:
+            weights, bias = np.asarray(arrays["weights"], np.float32), np.asarray(arrays["bias"], np.float32)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise damaged(f"head.npz is unreadable ({type(exc).__name__}: {str(exc)[:100]})") from None
+    search_weight = meta.get("search_weight", 1.0)
+    if isinstance(search_weight, bool) or not isinstance(search_weight, (int, float)):
+        raise damaged("head.json's search_weight is not a number")
     head = Head(meta["name"], meta["classes"], weights, bias, meta["backbone"], meta["dim"],
-                meta.get("search_weight", 1.0), meta.get("metrics", {}), meta.get("val_ids", []),
-                meta.get("created", ""), meta.get("labels_source", ""))
+                float(search_weight), meta.get("metrics") or {}, meta.get("val_ids") or [],
+                str(meta.get("created", "")), str(meta.get("labels_source", "")))
     manifest = manifest or EmbeddingStore(index_dir).read_manifest()
     if head.backbone != manifest["backbone"]["name"] or head.dim != manifest["dim"]:
         raise HeadError(
@@ -133,8 +161,10 @@ def load_head(index_dir, name: str, manifest: dict | None = None) -> Head:
             f"retrain it here with 'imgsearch train-head --index {index_dir} --name {name}'"
         )
     if weights.shape != (head.dim, len(head.classes)) or bias.shape != (len(head.classes),):
-        raise HeadError(f"head {name!r} in {index_dir} is damaged: weights {weights.shape}, "
-                        f"{len(head.classes)} classes; retrain it")
+        raise damaged(f"weights {weights.shape} and bias {bias.shape} do not fit {len(head.classes)} classes "
+                      f"of dimension {head.dim}")
+    if not (np.isfinite(weights).all() and np.isfinite(bias).all()):
+        raise damaged("its weights are not all finite numbers")
     return head
 
 

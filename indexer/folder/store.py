@@ -36,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexer.folder.validate import ManifestShapeError, check_manifest_shape
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
@@ -127,6 +129,10 @@ def library_versions() -> dict:
     return versions
 
 
+_DAMAGED = ("the manifest cannot be rebuilt in place: restore the folder from a backup, or index the images "
+            "again into a new folder")
+
+
 class EmbeddingStore:
     """Reads and writes one index folder."""
 
@@ -142,21 +148,31 @@ class EmbeddingStore:
         return self.manifest_path.is_file()
 
     def read_manifest(self) -> dict:
+        """The published manifest, checked for the type of every field readers rely on."""
         try:
-            manifest = json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.manifest_path.read_bytes())
         except FileNotFoundError:
             raise IndexFormatError(
                 f"{self.root} is not an imgsearch index (no {MANIFEST}); create one with "
                 f"'imgsearch index SRC --index {self.root}'"
             ) from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise IndexFormatError(f"{self.manifest_path} is unreadable: {exc}") from exc
-        version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
+        except IsADirectoryError:
+            raise IndexFormatError(f"{self.manifest_path} is a folder, not a manifest; {_DAMAGED}") from None
+        except OSError as exc:
+            raise IndexFormatError(f"{self.manifest_path} is unreadable: {exc.strerror or exc}") from None
+        except ValueError as exc:  # not UTF-8, not JSON: a truncated or overwritten file
+            raise IndexFormatError(f"{self.manifest_path} is unreadable: not valid JSON ({str(exc)[:120]}); "
+                                   f"{_DAMAGED}") from None
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        if isinstance(manifest, dict) and version != FORMAT_VERSION:
             raise IndexFormatError(
-                f"{self.root} has index format {version}, this imgsearch reads {FORMAT_VERSION}; "
+                f"{self.root} has index format {str(version)[:20]}, this imgsearch reads {FORMAT_VERSION}; "
                 "re-index the images"
             )
+        try:
+            check_manifest_shape(manifest)
+        except ManifestShapeError as exc:
+            raise IndexFormatError(f"{self.manifest_path} is damaged: {exc}; {_DAMAGED}") from None
         return manifest
 
     def manifest_signature(self) -> tuple | None:

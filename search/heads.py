@@ -1,0 +1,76 @@
+"""The heads of one published version, as a search engine uses them at query time.
+
+Heads are checked when the version is opened: a damaged one (unreadable files,
+a missing search index) is left out of the version's heads and logged, and a
+query naming it gets ``HeadDamagedError`` (409 over HTTP), while every other
+head and plain search keep working.  Heads load lazily, once per version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from indexer.folder.heads import (
+    Head,
+    HeadDamagedError,
+    HeadError,
+    head_index_path,
+    list_heads,
+    load_head,
+)
+from indexer.folder.store import EmbeddingStore
+
+log = logging.getLogger(__name__)
+
+
+class HeadCatalog:
+    def __init__(self, store: EmbeddingStore, manifest: dict, searchable: bool):
+        """``searchable``: the version has a FAISS index, so each head needs its head-aware index too."""
+        self.store, self.manifest, self.searchable = store, manifest, searchable
+        self._loaded: dict[str, tuple[Head, object]] = {}  # name -> (head, head-aware FAISS index or None)
+        self._lock = threading.Lock()
+        self.damaged: dict[str, str] = {}  # name -> why it is left out
+        for name in list_heads(store.root):
+            try:
+                load_head(store.root, name, manifest)  # small: weights (D, C)
+                self._index_path(name, must_exist=True)
+            except HeadDamagedError as exc:
+                self.damaged[name] = str(exc)
+                log.warning("%s: head %r left out: %s", store.root, name, exc)
+
+    def names(self) -> list[str]:
+        """The heads that can be used: every head in the folder but the damaged ones."""
+        return [n for n in list_heads(self.store.root) if n not in self.damaged]
+
+    def get(self, name: str) -> tuple[Head, object]:
+        """(head, its head-aware FAISS index); HeadError if unknown, HeadDamagedError if damaged."""
+        if name in self.damaged:
+            raise HeadDamagedError(self.damaged[name])
+        with self._lock:
+            if name not in self._loaded:
+                head = load_head(self.store.root, name, self.manifest)
+                index = None
+                if self.searchable:
+                    rel = str(self._index_path(name, must_exist=True).relative_to(self.store.root))
+                    try:
+                        index = self.store.read_index(rel)
+                    except (RuntimeError, OSError) as exc:  # FAISS cannot read it: truncated, not an index
+                        self.damaged[name] = self._retrain(name, f"its search index {rel} is unreadable ({exc})")
+                        raise HeadDamagedError(self.damaged[name]) from None
+                self._loaded[name] = (head, index)
+            return self._loaded[name]
+
+    def _index_path(self, name: str, must_exist: bool):
+        path = head_index_path(self.store.root, name, self.manifest)
+        if must_exist and self.searchable and not path.is_file():
+            raise HeadDamagedError(self._retrain(name, f"it has no search index for version "
+                                                       f"{self.manifest.get('generation', 0)} ({path.name} is missing)"))
+        return path
+
+    def _retrain(self, name: str, why: str) -> str:
+        return (f"head {name!r} in {self.store.root} is damaged: {why}; retrain it with "
+                f"'imgsearch train-head --index {self.store.root} --name {name}'")
+
+
+__all__ = ["HeadCatalog", "HeadError", "HeadDamagedError"]
