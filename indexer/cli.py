@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from indexer.config import DEFAULT_BACKBONE, IndexConfig
+from indexer.config import DEFAULT_BACKBONE, RUNTIMES, IndexConfig
 from indexer.options import describe_ann, index_option
 from indexer.options import fail as _fail
 
@@ -49,7 +49,7 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
               help="CNN to embed with; an existing index keeps the one it was built with.")
 @click.option("--weights", default=None, help="Local weights file (default: the backbone's ImageNet weights).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--runtime", type=click.Choice(["auto", "tflite", "tf"]), default="auto", show_default=True,
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
               help="Inference: TFLite (fastest exact on CPU), tf.function (GPU); auto picks.")
 @click.option("--shard-size", default=4096, show_default=True, type=click.IntRange(1),
               help="Rows per Parquet shard.")
@@ -78,13 +78,14 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size
     With --engine spark the embedding runs on a Spark cluster; the index is
     the same.
     """
+    from indexer.folder.manifest import backbone_name
     from indexer.folder.store import EmbeddingStore, IndexFormatError
     from indexer.model.backbones import BackboneError
     from indexer.run.pipeline import index_images
 
     store = EmbeddingStore(index_dir)
     if backbone is None:
-        backbone = store.read_manifest()["backbone"]["name"] if store.exists() else DEFAULT_BACKBONE
+        backbone = backbone_name(store.read_manifest()) if store.exists() else DEFAULT_BACKBONE
     config = dataclasses.replace(IndexConfig(), backbone=backbone, weights=weights, batch_size=batch_size,
                                  runtime=runtime, shard_size=shard_size, decode_workers=workers,
                                  progress=not no_progress, spark_master=master, spark_work_dir=work_dir,

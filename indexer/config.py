@@ -13,6 +13,8 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 # The most pixels an image may declare for the decoder to decode it (indexer/images.py); any
 # configured limit (IndexConfig.max_pixels, the web app's MAX_IMAGE_PIXELS) is at most this.
 MAX_PIXELS = 180_000_000
+# how a backbone may run (indexer/model/runtime.py): "auto" picks TFLite on CPU, tf.function on GPU
+RUNTIMES = ("auto", "tflite", "tf")
 
 
 def default_cache_dir() -> Path:
@@ -51,8 +53,8 @@ class IndexConfig:
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.runtime not in ("auto", "tflite", "tf"):
-            raise ValueError(f"runtime must be auto, tflite or tf, got {self.runtime!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}, got {self.runtime!r}")
         if self.target_recall is not None and not 0 < self.target_recall <= 1:
             raise ValueError(f"target_recall must be in (0, 1], got {self.target_recall}")
         if self.use_gpu not in ("auto", "no"):

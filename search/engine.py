@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
-from indexer.folder.manifest import check_compatible
+from indexer.folder.manifest import backbone_name, check_compatible, search_dim
 from indexer.folder.store import EmbeddingStore, IndexFormatError
 from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
@@ -117,10 +117,10 @@ class SearchEngine:
         signature = store.manifest_signature()
         manifest = store.read_manifest()
         check_published_files(store, manifest)  # truncated or missing files: a clear error, before reading them
-        config = config or IndexConfig(backbone=manifest["backbone"]["name"])
-        if backbone is not None and backbone != manifest["backbone"]["name"]:
+        config = config or IndexConfig(backbone=backbone_name(manifest))
+        if backbone is not None and backbone != backbone_name(manifest):
             raise IndexFormatError(
-                f"{index_dir} was built with backbone {manifest['backbone']['name']}, not {backbone}: "
+                f"{index_dir} was built with backbone {backbone_name(manifest)}, not {backbone}: "
                 "query it with the backbone it was built with, or re-index with --backbone "
                 f"{backbone} into another folder"
             )
@@ -133,11 +133,11 @@ class SearchEngine:
         index, device = None, "cpu"
         if manifest["index_file"] is not None:
             index, device = _load_index(store, manifest, config)
-            search_dim = manifest.get("search_dim", manifest["dim"])
-            if index.ntotal != manifest["count"] or index.d != search_dim:
+            space_dim = search_dim(manifest)
+            if index.ntotal != manifest["count"] or index.d != space_dim:
                 raise IndexFormatError(
                     f"{index_dir}: FAISS index has {index.ntotal} vectors of dimension {index.d}, "
-                    f"manifest says {manifest['count']} of {search_dim}; the index is damaged: "
+                    f"manifest says {manifest['count']} of {space_dim}; the index is damaged: "
                     f"'imgsearch verify --index {index_dir} --repair' rebuilds it"
                 )
         engine = cls(store, manifest, index, metadata, config, device=device)
@@ -179,7 +179,7 @@ class SearchEngine:
     # ------------------------------------------------------------ info
     @property
     def backbone(self) -> str:
-        return self.manifest["backbone"]["name"]
+        return backbone_name(self.manifest)
 
     @property
     def dim(self) -> int:

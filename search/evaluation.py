@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore, embeddings_of
 from indexer.vectors import build_flat_index, search_index
 
@@ -161,7 +162,7 @@ def evaluate_index(index_dir, *, max_k: int = 50, knn_k: int = 10) -> dict:
     labels = np.array(table.column("label").to_pylist(), dtype=object).astype(str)
     labelled = labels != ""
     results = {
-        "index": {"dir": str(index_dir), "backbone": manifest["backbone"]["name"], "images": int(len(ids)),
+        "index": {"dir": str(index_dir), "backbone": backbone_name(manifest), "images": int(len(ids)),
                   "labelled_images": int(labelled.sum()), "whitening": manifest.get("whitening")},
         "retrieval": None, "knn": None, "heads": {},
     }

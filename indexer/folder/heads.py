@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore
 from indexer.vectors import l2_normalize
 
@@ -154,10 +155,10 @@ def load_head(index_dir, name: str, manifest: dict | None = None) -> Head:
                 float(search_weight), meta.get("metrics") or {}, meta.get("val_ids") or [],
                 str(meta.get("created", "")), str(meta.get("labels_source", "")))
     manifest = manifest or EmbeddingStore(index_dir).read_manifest()
-    if head.backbone != manifest["backbone"]["name"] or head.dim != manifest["dim"]:
+    if head.backbone != backbone_name(manifest) or head.dim != manifest["dim"]:
         raise HeadError(
             f"head {name!r} was trained on {head.backbone} embeddings (dimension {head.dim}), but "
-            f"{index_dir} holds {manifest['backbone']['name']} embeddings (dimension {manifest['dim']}); "
+            f"{index_dir} holds {backbone_name(manifest)} embeddings (dimension {manifest['dim']}); "
             f"retrain it here with 'imgsearch train-head --index {index_dir} --name {name}'"
         )
     if weights.shape != (head.dim, len(head.classes)) or bias.shape != (len(head.classes),):

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from indexer.folder.manifest import search_dim
 from indexer.folder.store import (
     MANIFEST,
     SHARD_DIR,
@@ -244,10 +245,10 @@ def _check_faiss(store: EmbeddingStore, manifest: dict, report: VerifyReport, ta
         report.problem("index", name, f"is not a readable FAISS index (truncated or damaged): "
                                       f"{str(exc).strip().splitlines()[-1]}")
         return
-    search_dim = manifest.get("search_dim", manifest["dim"])
-    if index.ntotal != manifest["count"] or index.d != search_dim:
+    space_dim = search_dim(manifest)
+    if index.ntotal != manifest["count"] or index.d != space_dim:
         report.problem("index", name, f"holds {index.ntotal} vectors of dimension {index.d}, the manifest "
-                                      f"says {manifest['count']} of dimension {search_dim}")
+                                      f"says {manifest['count']} of dimension {space_dim}")
         return
     if tables is None:
         return  # the shards are damaged: nothing reliable to compare with
@@ -288,10 +289,10 @@ def _check_whitening(store: EmbeddingStore, manifest: dict, report: VerifyReport
     except Exception as exc:  # noqa: BLE001 - numpy raises many kinds on a damaged .npz
         report.problem("whitening", info["file"], f"cannot be read: {exc}; run 'imgsearch whiten' again", False)
         return
-    search_dim = manifest.get("search_dim", manifest["dim"])
-    if w.mean.shape != (manifest["dim"],) or w.projection.shape != (manifest["dim"], search_dim):
+    space_dim = search_dim(manifest)
+    if w.mean.shape != (manifest["dim"],) or w.projection.shape != (manifest["dim"], space_dim):
         report.problem("whitening", info["file"], f"maps {w.projection.shape}, the index needs "
-                                                  f"({manifest['dim']}, {search_dim}); run 'imgsearch whiten' again",
+                                                  f"({manifest['dim']}, {space_dim}); run 'imgsearch whiten' again",
                        False)
 
 
@@ -300,7 +301,7 @@ def _check_heads(store: EmbeddingStore, manifest: dict, report: VerifyReport) ->
 
     from indexer.folder.heads import HeadError, head_index_path, list_heads, load_head
 
-    search_dim = manifest.get("search_dim", manifest["dim"])
+    space_dim = search_dim(manifest)
     for name in list_heads(store.root):
         report.heads += 1
         try:
@@ -321,7 +322,7 @@ def _check_heads(store: EmbeddingStore, manifest: dict, report: VerifyReport) ->
         except RuntimeError as exc:
             report.problem("head", rel, f"is not a readable FAISS index: {str(exc).strip().splitlines()[-1]}")
             continue
-        want = search_dim + len(head.classes)
+        want = space_dim + len(head.classes)
         if index.ntotal != manifest["count"] or index.d != want:
             report.problem("head", rel, f"holds {index.ntotal} vectors of dimension {index.d}, the head "
                                         f"needs {manifest['count']} of dimension {want}")

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.config import RUNTIMES
 from indexer.model.backbones import Backbone
 
 log = logging.getLogger(__name__)
-
-RUNTIMES = ("auto", "tflite", "tf")
 
 
 def gpu_visible() -> bool:

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import os
 
-from indexer.folder.heads import Head, head_index_path
+from indexer.folder.heads import Head, head_index_path, list_heads, load_head
+from indexer.folder.manifest import search_dim
 from indexer.folder.store import EmbeddingStore, embeddings_of
+
+
+def rebuild_head_indexes(index_dir, manifest: dict) -> list[str]:
+    """Every head's search index over the version ``manifest`` describes (before it is published)."""
+    return [build_head_index(index_dir, load_head(index_dir, name, manifest), manifest)
+            for name in list_heads(index_dir)]
 
 
 def build_head_index(index_dir, head: Head, manifest: dict) -> str:
@@ -20,8 +27,7 @@ def build_head_index(index_dir, head: Head, manifest: dict) -> str:
     from indexer.vectors import add_to_index, new_flat_index
 
     store = EmbeddingStore(index_dir)
-    search_dim = manifest.get("search_dim", manifest["dim"])
-    index = new_flat_index(search_dim + len(head.classes))
+    index = new_flat_index(search_dim(manifest) + len(head.classes))
     for shard in manifest["shards"]:
         table = store.read_table([shard], ["id", "embedding"])
         raw = embeddings_of(table)  # (s, D)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.folder.heads import NAME_PATTERN, Head, HeadError, save_head
+from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore, embeddings_of
 from indexer.learn.classifiers import (
     HeadTrainingConfig,
@@ -105,7 +106,7 @@ def train_head(index_dir, name: str, *, labels_csv=None,
     started = time.perf_counter()
     weights, bias, epochs = fit_softmax(vectors[train_idx], y[train_idx], len(classes), config)
     seconds = time.perf_counter() - started
-    head = Head(name, classes.tolist(), weights, bias, manifest["backbone"]["name"], manifest["dim"],
+    head = Head(name, classes.tolist(), weights, bias, backbone_name(manifest), manifest["dim"],
                 config.search_weight, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), labels_source=source,
                 val_ids=ids[val_idx].tolist())
     predicted = head.predict_proba(vectors[val_idx]).argmax(axis=1)

@@ -1,9 +1,10 @@
 """Which listed files a run embeds, and under which id: decided in one place.
 
-Every indexing engine (local worker processes, Spark executors) reports the
-listed files to a ``Ledger`` in listing order, each with its content hash or
-the reason it could not be read, and gets back the id to store a new image
-under.  So the same files give the same ids whichever engine embedded them.
+The indexing run (``indexing.run_index``) reports the listed files to a
+``Ledger`` in listing order, each with its content hash or the reason it
+could not be read, and gets back the id to store a new image under, whichever
+stage embedded them (local worker processes, Spark executors).  So the same
+files give the same ids under any engine.
 """
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
 """Indexing on Apache Spark: executors embed, the driver decides ids and publishes.
 
-The driver lists the files exactly as the local engine does and cuts the
-listing into tasks of consecutive files.  Executors read, hash, decode and
-embed each task's files (``spark_tasks``, in ``mapInPandas`` batches, one
-model per Python worker process) and write the results to the work folder,
-which may be HDFS, S3 or any URI ``filesystems`` opens.  The driver then
-reads the results in listing order through the same ``Ledger`` as the local
-engine (dedup by sha256, changed files, skipped files, next id), writes the
-index shards, and publishes them with ``pipeline.finish_index`` (FAISS index,
-manifest): the index is the one the local engine would have built.
+What is Spark's alone lives here: the session, the tasks, the work folder,
+running the job and reading what it staged.  The run itself (listing,
+ledger, shards, publish) is ``indexing.run_index``, the local engine's, with
+``SparkStage`` as its embedding stage.  The driver lists the files exactly
+as the local engine does and cuts the listing into tasks of consecutive
+files.  Executors read, hash, decode and embed each task's files
+(``spark_tasks``, in ``mapInPandas`` batches, one model per Python worker
+process) and write the results to the work folder, which may be HDFS, S3 or
+any URI ``filesystems`` opens.  The stage then hands the results to the run
+in listing order, which admits them through the same ``Ledger`` (dedup by
+sha256, changed files, skipped files, next id): the index is the one the
+local engine would have built.
 
 Resume: a task whose results are in the work folder is not run again, and
 shards written before an interruption are adopted as by the local engine.
@@ -24,18 +27,16 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore, Row, rows_to_table, schema
 from indexer.inputs import filesystems
-from indexer.inputs.reader import read_one
-from indexer.inputs.sources import ImageFile, iter_image_files
-from indexer.run.ledger import Ledger
-from indexer.run.pipeline import finish_index, open_index
+from indexer.inputs.reader import Decoded, read_one
+from indexer.inputs.sources import ImageFile
+from indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
 from indexer.run.spark_tasks import (
     INPUT_SCHEMA,
     KNOWN,
@@ -44,7 +45,7 @@ from indexer.run.spark_tasks import (
     TaskSettings,
     embed_task,
 )
-from indexer.run.summary import IndexSummary
+from indexer.run.summary import SparkIndexSummary
 
 log = logging.getLogger(__name__)
 
@@ -54,30 +55,6 @@ MAX_TASK_SIZE = 1024
 
 class SparkJobError(RuntimeError):
     """The Spark job failed; finished tasks are kept for the next run."""
-
-
-@dataclass
-class SparkIndexSummary(IndexSummary):
-    tasks: int = 0
-    tasks_run: int = 0  # by this run's Spark job
-    tasks_reused: int = 0  # finished by an earlier, interrupted run
-    task_size: int = 0
-    master: str = ""
-    spark_seconds: float = 0.0  # the Spark job, wall clock
-    executor_seconds: float = 0.0  # summed over tasks
-    model_seconds: float = 0.0  # summed over tasks: inference alone
-    worker_peak_rss_mb: float = 0.0  # the largest Python worker process
-
-    def lines(self) -> list[str]:
-        if not self.tasks_run:
-            return super().lines() + [f"spark: no job to run ({self.tasks} tasks, {self.tasks_reused} of them "
-                                      "finished by an earlier run)"]
-        return super().lines() + [
-            f"spark {self.master}: {self.tasks} tasks of up to {self.task_size} files "
-            f"({self.tasks_reused} finished by an earlier run), job {self.spark_seconds:.1f}s, "
-            f"executors {self.executor_seconds:.1f}s of which the model {self.model_seconds:.1f}s; "
-            f"largest Python worker {self.worker_peak_rss_mb:.0f} MB"
-        ]
 
 
 @dataclass(frozen=True)
@@ -144,13 +121,14 @@ def require_pyspark() -> None:
         raise ImportError("the Spark engine needs PySpark (and Java 17+): pip install 'imgsearch[spark]'")
 
 
-def spark_session(config: IndexConfig = IndexConfig(), extra_conf: dict | None = None):
+def spark_session(config: IndexConfig | None = None, extra_conf: dict | None = None):
     """A SparkSession for indexing: the existing one, or a new one for ``config.spark_master``.
 
     In local mode the Python workers run this interpreter (which has imgsearch)
     unless PYSPARK_PYTHON says otherwise; executors get the model cache folder.
     """
     require_pyspark()
+    config = config or IndexConfig()
     from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
@@ -205,78 +183,54 @@ def run_tasks(spark, tasks: Sequence[Task], work: WorkFolder, settings: TaskSett
                             f"{work.location}; run the same command again to resume") from exc
 
 
-class _TableShards:
-    """Writes Arrow tables in the shard schema as shards of ``shard_size`` rows, in order."""
+class SparkStage:
+    """The embedding stage of ``indexing.run_index`` on Spark: plan tasks, run the job, read what it staged.
 
-    def __init__(self, store: EmbeddingStore, shard_size: int):
-        self.store, self.shard_size = store, shard_size
-        self.buffer: list[pa.Table] = []
-        self.rows = 0
-        self.written: list[str] = []
-
-    def add(self, table: pa.Table) -> None:
-        self.buffer.append(table)
-        self.rows += table.num_rows
-        while self.rows >= self.shard_size:
-            self._write(self.shard_size)
-
-    def _write(self, n: int) -> None:
-        table = pa.concat_tables(self.buffer)
-        self.written.append(self.store.write_table(table.slice(0, n).combine_chunks()))
-        rest = table.slice(n)
-        self.buffer, self.rows = ([rest] if rest.num_rows else []), rest.num_rows
-
-    def close(self) -> None:
-        if self.rows:
-            self._write(self.rows)
-
-
-def _shard_rows(table: pa.Table, take: list[int], ids: list[int], dim: int) -> pa.Table:
-    """Rows ``take`` of a staged table with their ``ids``, in the shard schema."""
-    picked = table.take(pa.array(take, pa.int64()))
-    target = schema(dim)
-    arrays = [pa.array(ids, pa.int64())] + [picked.column(name).combine_chunks().cast(target.field(name).type)
-                                            for name in target.names[1:]]
-    return pa.Table.from_arrays(arrays, schema=target)
-
-
-def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike,
-                       config: IndexConfig = IndexConfig(), *, spark=None, sync: bool = False) -> SparkIndexSummary:
-    """``pipeline.index_images`` with the embedding done by Spark executors; the same index results.
-
-    ``spark``: a SparkSession to use (default: ``spark_session(config)``, created
-    only when there is something to embed).
+    ``prepare`` runs the job (only for tasks not already staged by an earlier,
+    interrupted run); ``outcomes`` then reads the staged results in listing
+    order.  A file an executor found indexed (its 64-bit key was known) but
+    that is not indexed now (removed since, or a key collision) is embedded
+    here, on the driver.
     """
-    from indexer.model.backbones import load_backbone
 
-    require_pyspark()
-    started = time.perf_counter()
-    files = list(iter_image_files(sources))  # the local engine's listing, in its order
-    summary = SparkIndexSummary(str(index_dir), found=len(files))
-    backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
-    store, manifest, shards = open_index(index_dir, backbone)
-    ledger = Ledger(store, manifest, shards, summary, {f.path for f in files} if sync else None)
-    backbone_id = f"{backbone.name}:{backbone.weights_id}"
-    work = WorkFolder(config.spark_work_dir or str(store.root / WORK_DIR),
-                      {"index": str(store.root.resolve()), "created": manifest.get("created"),
-                       "generation": manifest.get("generation", 0), "backbone": backbone_id})
+    summary_type = SparkIndexSummary
 
-    task_size = config.spark_task_size or work.task_size or (MAX_TASK_SIZE if not files else None)
-    if task_size is None:
-        spark = spark or spark_session(config)
-        cores = spark.sparkContext.defaultParallelism
-        task_size = min(MAX_TASK_SIZE, max(1, math.ceil(len(files) / (2 * cores))))
-    tasks = plan_tasks(files, task_size, backbone_id)
-    work.start(task_size)
-    todo = [t for t in tasks if t.name not in work.finished()]
-    summary.tasks, summary.tasks_reused, summary.task_size = len(tasks), len(tasks) - len(todo), task_size
-    summary.startup_seconds = time.perf_counter() - started
-    if todo:
-        spark = spark or spark_session(config)
+    def __init__(self, config: IndexConfig, spark=None):
+        self.config, self.spark = config, spark
+        self.run: IndexRun | None = None
+        self.work: WorkFolder | None = None
+        self.tasks: list[Task] = []
+        self._staged_runtime = ""  # the executors' runtime, as their results record it
+        self._driver_embedder = None
+
+    def prepare(self, run: IndexRun) -> None:
+        config, files, summary, backbone = self.config, run.files, run.summary, run.backbone
+        self.run = run
+        backbone_id = f"{backbone.name}:{backbone.weights_id}"
+        manifest = run.manifest
+        work = self.work = WorkFolder(config.spark_work_dir or str(run.store.root / WORK_DIR),
+                                      {"index": str(run.store.root.resolve()), "created": manifest.get("created"),
+                                       "generation": manifest.get("generation", 0), "backbone": backbone_id})
+        task_size = config.spark_task_size or work.task_size or (MAX_TASK_SIZE if not files else None)
+        if task_size is None:
+            self.spark = self.spark or spark_session(config)
+            cores = self.spark.sparkContext.defaultParallelism
+            task_size = min(MAX_TASK_SIZE, max(1, math.ceil(len(files) / (2 * cores))))
+        self.tasks = plan_tasks(files, task_size, backbone_id)
+        work.start(task_size)
+        todo = [t for t in self.tasks if t.name not in work.finished()]
+        summary.tasks, summary.tasks_reused, summary.task_size = len(self.tasks), len(self.tasks) - len(todo), task_size
+        summary.startup_seconds = time.perf_counter() - run.started
+        if todo:
+            self._run_job(todo)
+
+    def _run_job(self, todo: list[Task]) -> None:
+        config, summary, work = self.config, self.run.summary, self.work
+        spark = self.spark = self.spark or spark_session(config)
         summary.master = spark.sparkContext.master
-        settings = TaskSettings(backbone.name, config.weights, config.runtime, config.batch_size,
-                                str(config.cache_dir), _ship_model(spark, backbone, config),
-                                spark.sparkContext.broadcast(ledger.known_keys()))
+        settings = TaskSettings(self.run.backbone.name, config.weights, config.runtime, config.batch_size,
+                                str(config.cache_dir), _ship_model(spark, self.run.backbone, config),
+                                spark.sparkContext.broadcast(self.run.ledger.known_keys()))
         t = time.perf_counter()
         results = run_tasks(spark, todo, work, settings)
         summary.spark_seconds = time.perf_counter() - t
@@ -290,59 +244,71 @@ def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os
                                 f"(e.g. {missing[0]}); run the same command again")
         log.info("spark: %d tasks on %d worker processes", len(results), len({(r["host"], r["pid"]) for r in results}))
 
-    written, runtime = write_shards(tasks, work, store, ledger, summary, backbone, config)
-    runtime = f"spark {summary.master or '(earlier run)'}: {runtime}"
-    manifest = finish_index(store, manifest, shards, written, ledger.remove_ids, runtime, config)
-    work.clear()
-    summary.total = manifest["count"]
-    summary.seconds = time.perf_counter() - started
-    return summary
+    @property
+    def runtime(self) -> str:
+        return f"spark {self.run.summary.master or '(earlier run)'}: {self._staged_runtime}"
 
+    def done(self) -> None:
+        self.work.clear()  # published: the staged results are no longer needed
 
-def write_shards(tasks: Sequence[Task], work: WorkFolder, store: EmbeddingStore, ledger: Ledger,
-                 summary: IndexSummary, backbone, config: IndexConfig) -> tuple[list[str], str]:
-    """Staged results -> index shards, in listing order, ids from the ledger; returns (shards, runtime)."""
-    from tqdm.auto import tqdm
+    def outcomes(self) -> Iterator[Outcomes]:
+        for task in self.tasks:
+            table = filesystems.read_parquet(self.work.path(task))
+            self._staged_runtime = self._staged_runtime or (table.schema.metadata or {}).get(b"runtime", b"").decode()
+            yield from self._task_outcomes(table)
 
-    shards = _TableShards(store, config.shard_size)
-    runtime, driver_embedder = "", None
-    for task in tqdm(tasks, unit="task", desc="writing shards", disable=not config.progress or len(tasks) < 2):
-        table = filesystems.read_parquet(work.path(task))
-        runtime = runtime or (table.schema.metadata or {}).get(b"runtime", b"").decode()
-        take: list[int] = []  # rows of the staged table that become index rows
-        ids: list[int] = []
+    def _task_outcomes(self, table: pa.Table) -> Iterator[Outcomes]:
+        """One staged task as ``Outcomes``: its rows as staged, cut where the driver embeds a file itself."""
+        segment: list[Outcome] = []
+        staged_rows: list[int] = []  # rows of the staged table holding segment's embedded files
 
-        def flush() -> None:
-            if take:
-                shards.add(_shard_rows(table, take, ids, backbone.dim))
-                summary.added += len(take)
-                take.clear()
-                ids.clear()
+        def flush() -> Outcomes:
+            out = Outcomes(list(segment), table.take(pa.array(staged_rows, pa.int64())) if staged_rows else None)
+            segment.clear()
+            staged_rows.clear()
+            return out
 
         columns = (table.column(c).to_pylist() for c in ("path", "label", "status", "reason", "sha256"))
         for i, (path, label, status, reason, sha) in enumerate(zip(*columns)):
             file = ImageFile(path, label)
             if status == SKIPPED:
-                ledger.admit(file, None, reason)
-            elif status == KNOWN and not ledger.is_known(sha):
+                segment.append(Outcome(file, None, reason))
+            elif status == KNOWN and not self.run.ledger.is_known(sha):
                 # indexed when the task ran but not now (removed since, or a 64-bit key collision): embed it here
-                item = read_one(file, backbone.input_size, np.empty(0, np.uint64))
-                row_id = ledger.admit(file, getattr(item, "sha256", None), getattr(item, "reason", ""))
-                if row_id is not None:
-                    if driver_embedder is None:
-                        from indexer.model.embedder import Embedder
-
-                        driver_embedder = Embedder(backbone, config.batch_size, config.runtime, config.cache_dir)
-                    flush()  # rows stay in listing order
-                    vector = driver_embedder.embed(item.image.array[None])[0]  # (D,)
-                    shards.add(rows_to_table([Row(row_id, path, label, item.image.width, item.image.height,
-                                                  item.sha256, vector)], backbone.dim))
-                    summary.added += 1
+                item = read_one(file, self.run.backbone.input_size, np.empty(0, np.uint64))
+                if isinstance(item, Decoded):
+                    if segment:
+                        yield flush()  # rows stay in listing order
+                    yield self._embed_here(item)
+                else:
+                    segment.append(Outcome(file, getattr(item, "sha256", None), getattr(item, "reason", "")))
+            elif status == KNOWN:
+                segment.append(Outcome(file, sha))
             else:
-                row_id = ledger.admit(file, sha)
-                if row_id is not None:
-                    take.append(i)
-                    ids.append(row_id)
-        flush()
-    shards.close()
-    return shards.written, runtime
+                segment.append(Outcome(file, sha, embedded=True))
+                staged_rows.append(i)
+        if segment:
+            yield flush()
+
+    def _embed_here(self, item: Decoded) -> Outcomes:
+        backbone, config = self.run.backbone, self.config
+        if self._driver_embedder is None:
+            from indexer.model.embedder import Embedder
+
+            self._driver_embedder = Embedder(backbone, config.batch_size, config.runtime, config.cache_dir)
+        vectors = self._driver_embedder.embed(item.image.array[None])  # (1, D)
+        rows = embedded_rows([item.file], [item.sha256], [(item.image.width, item.image.height)], vectors,
+                             backbone.dim)
+        return Outcomes([Outcome(item.file, item.sha256, embedded=True)], rows)
+
+
+def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike,
+                       config: IndexConfig | None = None, *, spark=None, sync: bool = False) -> SparkIndexSummary:
+    """``pipeline.index_images`` with the embedding done by Spark executors; the same index results.
+
+    ``spark``: a SparkSession to use (default: ``spark_session(config)``, created
+    only when there is something to embed).
+    """
+    require_pyspark()
+    config = config or IndexConfig()
+    return run_index(sources, index_dir, config, SparkStage(config, spark), sync=sync)

@@ -40,3 +40,29 @@ class IndexSummary:
             if len(self.skipped) > 20:
                 out.append(f"  ... and {len(self.skipped) - 20} more")
         return out
+
+
+@dataclass
+class SparkIndexSummary(IndexSummary):
+    """An ``IndexSummary`` with what the Spark engine adds: its tasks and job."""
+
+    tasks: int = 0
+    tasks_run: int = 0  # by this run's Spark job
+    tasks_reused: int = 0  # finished by an earlier, interrupted run
+    task_size: int = 0
+    master: str = ""
+    spark_seconds: float = 0.0  # the Spark job, wall clock
+    executor_seconds: float = 0.0  # summed over tasks
+    model_seconds: float = 0.0  # summed over tasks: inference alone
+    worker_peak_rss_mb: float = 0.0  # the largest Python worker process
+
+    def lines(self) -> list[str]:
+        if not self.tasks_run:
+            return super().lines() + [f"spark: no job to run ({self.tasks} tasks, {self.tasks_reused} of them "
+                                      "finished by an earlier run)"]
+        return super().lines() + [
+            f"spark {self.master}: {self.tasks} tasks of up to {self.task_size} files "
+            f"({self.tasks_reused} finished by an earlier run), job {self.spark_seconds:.1f}s, "
+            f"executors {self.executor_seconds:.1f}s of which the model {self.model_seconds:.1f}s; "
+            f"largest Python worker {self.worker_peak_rss_mb:.0f} MB"
+        ]

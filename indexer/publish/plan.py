@@ -1,0 +1,80 @@
+"""Publishing, stage 1: what to build — the index options, the index type, update or rebuild.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from indexer import ann
+
+RETUNE_GROWTH = 0.1  # re-tune when the count moved by more than this since the last tuning
+REBUILD_GROWTH = 2.0  # re-plan the index when the count grew or shrank by this factor since it was built
+
+
+def resolve_options(manifest: dict, overrides: dict | None = None) -> ann.AnnOptions:
+    """Options to build with: ``overrides``, else those the index was last built with, else defaults."""
+    stored = (manifest.get("ann") or {}).get("options")
+    return replace(ann.AnnOptions(**stored) if stored else ann.AnnOptions(), **(overrides or {}))
+
+
+def options_changed(manifest: dict, options: ann.AnnOptions) -> bool:
+    """True if the index was built before, with other options (so it must be rebuilt now)."""
+    stored = (manifest.get("ann") or {}).get("options")
+    return stored is not None and stored != asdict(options)
+
+
+def space_key(manifest: dict):
+    """What the indexed vectors are: a change means every vector changes and the index is rebuilt."""
+    return (manifest["dim"], (manifest.get("whitening") or {}).get("file"))
+
+
+def needs_tuning(prev: dict, n: int, target: float) -> bool:
+    """True unless the last tuning was for this target and about this many vectors."""
+    tuning, tuned_n = prev.get("tuning"), prev.get("tuned_n", 0)
+    return (tuning is None or tuning.get("target_recall") != target
+            or abs(n - tuned_n) > RETUNE_GROWTH * max(tuned_n, 1))
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What a new version's index is and how it is made."""
+
+    options: ann.AnnOptions
+    factory: str  # the FAISS index type
+    n: int  # vectors
+    d: int  # their dimension (after whitening)
+    update: bool  # try updating the served index (else build over every shard)
+    trained_file: str | None  # a trained, empty index a build may start from
+
+    @property
+    def memory_bytes(self) -> int:
+        return ann.estimate_memory(self.factory, self.n, self.d)
+
+
+def choose_factory(options: ann.AnnOptions, prev: dict, n: int, d: int, same_space: bool) -> str:
+    if options.index_type != "auto":
+        return ann.with_rerank(options.index_type, True) if options.rerank else options.index_type
+    old, built_n = prev.get("factory"), prev.get("built_n", 0)
+    if (same_space and old and prev.get("options") == asdict(options)
+            and built_n / REBUILD_GROWTH <= n <= built_n * REBUILD_GROWTH
+            and ann.estimate_memory(old, n, d) <= options.max_memory):
+        return old  # small changes keep the trained index; doubling re-plans it
+    return ann.with_rerank(ann.choose_index(n, d, options.max_memory, options.rerank), options.rerank)
+
+
+def plan_build(manifest: dict, n: int, options: ann.AnnOptions | None = None, rebuild: bool = False) -> BuildPlan:
+    """The plan for an index over ``n`` vectors of the folder described by ``manifest``.
+
+    The old index (and its training) stays valid while the vectors and the
+    index type do; a graph is tuned while it is built (``build.build_index``),
+    so re-tuning one means rebuilding it.  ``rebuild``: never update.
+    """
+    options = options or resolve_options(manifest)
+    prev = manifest.get("ann") or {}
+    d = (manifest.get("whitening") or {}).get("dim", manifest["dim"])
+    same_space = prev.get("space") == list(space_key(manifest))
+    factory = choose_factory(options, prev, n, d, same_space)
+    reusable = (same_space and prev.get("factory") == factory and not rebuild
+                and not (ann.is_graph(factory) and needs_tuning(prev, n, options.target_recall)))
+    return BuildPlan(options, factory, n, d, update=reusable and bool(manifest.get("index_file")),
+                     trained_file=prev.get("trained_file") if reusable else None)

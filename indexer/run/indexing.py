@@ -1,0 +1,225 @@
+"""The one indexing run: list -> embed (a stage passed in) -> ledger -> write shards -> publish.
+
+The run is the same whichever engine embeds: the local one (decoding
+processes and an ``Embedder``, ``pipeline.LocalStage``) or Spark executors
+(``spark.SparkStage``).  A stage reports every listed file, in listing
+order, as ``Outcomes``: batches of per-file records (content hash, or why the
+file was not read) with the rows of the files it embedded.  The run admits
+each file through the ``Ledger`` (which decides ids, duplicates, changed and
+skipped files), so the same files give the same index under any stage, and
+one ``ShardWriter`` writes the shards.
+
+The stage interface (``EmbedStage``):
+
+- ``summary_type``: the ``IndexSummary`` class the run counts into;
+- ``prepare(run)``: everything before the first outcome (load the model, run a
+  Spark job); ``run.ledger`` is read-only to a stage (``known_keys``,
+  ``is_known``), only the run admits;
+- ``outcomes()``: ``Outcomes`` in listing order, covering every listed file once;
+- ``runtime``: what embedded, for the manifest (read after ``outcomes``);
+- ``done()``: after the publish (a stage deletes its staged work).
+
+A stage must embed every file whose content is new to the index and to the
+run so far; it may leave out (``embedded=False``) one it knows the index
+holds, or that repeats an earlier file of the run.  Seam for a later
+engine: a stage that writes shards itself (Spark executors writing them)
+would hand back shard names instead of rows; the run would then adopt them
+as ``written`` after checking their ids, where today it writes rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from indexer.config import IndexConfig
+from indexer.folder.manifest import check_compatible
+from indexer.folder.store import EmbeddingStore, library_versions, schema
+from indexer.inputs.sources import ImageFile, iter_image_files
+from indexer.publish.version import options_changed, publish_index, resolve_options
+from indexer.run.ledger import Ledger
+from indexer.run.summary import IndexSummary
+from indexer.run.writer import ShardWriter
+
+if TYPE_CHECKING:
+    from indexer.model.backbones import Backbone
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a stage made of one listed file."""
+
+    file: ImageFile
+    sha256: str | None = None  # None: not read or not decoded, ``reason`` says why
+    reason: str = ""
+    embedded: bool = False  # its row is in ``Outcomes.rows``
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Consecutive listed files, in listing order, and the rows of those embedded.
+
+    ``rows``: one row per embedded outcome, in their order, with (at least)
+    the shard columns but the id (``embedded_schema``; a Spark task's staged
+    rows carry more, which are left out).
+    """
+
+    outcomes: Sequence[Outcome]
+    rows: pa.Table | None = None
+
+
+def embedded_schema(dim: int) -> pa.Schema:
+    """The shard schema without the id: what a stage hands back for its embedded files."""
+    return pa.schema([f for f in schema(dim) if f.name != "id"])
+
+
+def embedded_rows(files: Sequence[ImageFile], sha256s: Sequence[str], sizes: Sequence[tuple[int, int]],
+                  vectors: np.ndarray, dim: int) -> pa.Table:
+    """``Outcomes.rows`` from per-file values; ``vectors`` (n, D) float32."""
+    vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)  # (n, D)
+    return pa.table({
+        "path": [f.path for f in files], "label": [f.label for f in files],
+        "width": [w for w, _ in sizes], "height": [h for _, h in sizes], "sha256": list(sha256s),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+    }, schema=embedded_schema(dim))
+
+
+def with_ids(rows: pa.Table, take: Sequence[int], ids: Sequence[int], dim: int) -> pa.Table:
+    """Rows ``take`` of ``rows`` with their ``ids``, in the shard schema."""
+    picked = rows.take(pa.array(take, pa.int64())) if len(take) != rows.num_rows else rows
+    target = schema(dim)
+    arrays = [pa.array(ids, pa.int64())] + [picked.column(name).combine_chunks().cast(target.field(name).type)
+                                            for name in target.names[1:]]
+    return pa.Table.from_arrays(arrays, schema=target)
+
+
+@dataclass
+class IndexRun:
+    """What a stage gets to prepare with: the run's listing and the index as it stands."""
+
+    files: list[ImageFile]  # the one listing of the run, in its order
+    index_dir: str
+    store: EmbeddingStore
+    manifest: dict  # as published before this run
+    backbone: "Backbone"
+    ledger: Ledger  # read-only to a stage
+    summary: IndexSummary
+    config: IndexConfig
+    started: float  # time.perf_counter() at the start of the run
+
+
+class EmbedStage(Protocol):
+    summary_type: type[IndexSummary]
+
+    def prepare(self, run: IndexRun) -> None: ...
+
+    def outcomes(self) -> Iterator[Outcomes]: ...
+
+    @property
+    def runtime(self) -> str: ...
+
+    def done(self) -> None: ...
+
+
+def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike, config: IndexConfig,
+              stage: EmbedStage, *, sync: bool = False) -> IndexSummary:
+    """Index the images under ``sources`` into ``index_dir``, embedded by ``stage``; see ``index_images``."""
+    from tqdm.auto import tqdm
+
+    from indexer.model.backbones import load_backbone
+
+    started = time.perf_counter()
+    # the run's one listing (nothing is read yet): fails early on a missing source, sizes the progress
+    # bar, and with sync tells which indexed files are gone
+    files = list(iter_image_files(sources))
+    summary = stage.summary_type(str(index_dir), found=len(files))
+    backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
+    store, manifest, shards = open_index(index_dir, backbone)
+    ledger = Ledger(store, manifest, shards, summary, {f.path for f in files} if sync else None)
+    stage.prepare(IndexRun(files, str(index_dir), store, manifest, backbone, ledger, summary, config, started))
+
+    writer = ShardWriter(store, backbone.dim, config.shard_size)
+    bar = tqdm(total=len(files), unit="img", desc="indexing", disable=not config.progress, smoothing=0.1)
+    try:
+        for batch in stage.outcomes():
+            admit(batch, ledger, writer, summary, backbone.dim, started)
+            bar.update(len(batch.outcomes))
+            if summary.skipped:
+                bar.set_postfix(skipped=len(summary.skipped), refresh=False)
+    finally:
+        bar.close()
+        writer.close()  # on Ctrl-C too: what was embedded is written, and the next run resumes after it
+
+    manifest = finish_index(store, manifest, shards, writer.written, ledger.remove_ids, stage.runtime, config)
+    stage.done()
+    summary.total = manifest["count"]
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def admit(batch: Outcomes, ledger: Ledger, writer: ShardWriter, summary: IndexSummary, dim: int,
+          started: float) -> None:
+    """Admit a batch's files through the ledger, in order; the rows it gives ids go to the writer."""
+    take: list[int] = []  # rows of batch.rows that become index rows
+    ids: list[int] = []
+    row = 0
+    for outcome in batch.outcomes:
+        row_id = ledger.admit(outcome.file, outcome.sha256, outcome.reason)
+        if outcome.embedded:
+            if row_id is not None:
+                take.append(row)
+                ids.append(row_id)
+            row += 1
+        elif row_id is not None:
+            raise RuntimeError(f"the embedding stage did not embed {outcome.file.path}, whose content "
+                               "is new to the index: a bug in the stage")
+    if take:
+        if not summary.startup_seconds:
+            summary.startup_seconds = time.perf_counter() - started
+        writer.add_table(with_ids(batch.rows, take, ids, dim))
+        summary.added += len(take)
+
+
+def open_index(index_dir: str | os.PathLike, backbone) -> tuple[EmbeddingStore, dict, list[str]]:
+    """The index folder ready for a run: (store, manifest, shards).
+
+    A new folder is published empty first, which pins it to ``backbone``; an
+    existing one must have been built with it.  What a killed run was writing
+    is deleted, and the shards it completed are adopted.
+    """
+    store = EmbeddingStore(index_dir)
+    if store.exists():
+        manifest = store.read_manifest()
+        check_compatible(manifest, backbone.name, backbone.dim, str(index_dir))
+    else:
+        manifest = {"backbone": backbone.describe(), "dim": backbone.dim, "metric": "cosine",
+                    "count": 0, "shards": [], "index_file": None, "generation": 0,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions()}
+        store.root.mkdir(parents=True, exist_ok=True)
+        store.publish(manifest)
+    store.remove_temp_files()  # what a killed run was writing
+    shards = store.recover_shards(manifest)  # adds shards an interrupted run completed
+    return store, manifest, shards
+
+
+def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], written: list[str],
+                 remove_ids: set[int], runtime: str, config: IndexConfig | None = None) -> dict:
+    """Publish ``shards`` plus the ``written`` ones, without the rows of ``remove_ids``; returns the manifest.
+
+    The FAISS index is built as ``config`` says (index type, memory budget, recall), or as last time.
+    """
+    # rows replaced by a re-embedded version, or whose files are gone, leave their shards
+    kept, retired = store.rewrite_without(shards, remove_ids) if remove_ids else (shards, [])
+    all_shards = kept + written
+    options = resolve_options(manifest, config.ann_overrides() if config else None)
+    if all_shards != manifest["shards"] or options_changed(manifest, options):
+        manifest = publish_index(store, dict(manifest, runtime=runtime), all_shards, retired, options=options)
+    return manifest
