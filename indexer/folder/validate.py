@@ -58,7 +58,7 @@ def check_manifest_shape(manifest) -> None:
     backbone = manifest["backbone"]
     _type(backbone, dict, "backbone", "an object")
     _type(backbone.get("name"), str, "backbone.name", "a string")
-    _optional(backbone, "input_size", lambda v: _int(v, "backbone.input_size", 1))
+    _optional(backbone, "input_size", lambda v: _int(v, "backbone.input_size"))  # 0: vectors without a model
     _int(manifest["dim"], "dim", 1)
     _int(manifest["count"], "count")
     _type(manifest["shards"], list, "shards", "a list of file names")
