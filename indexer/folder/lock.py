@@ -1,0 +1,106 @@
+"""One writer per index folder: an exclusive advisory lock that every writing command holds.
+
+``flock`` on ``DIR/.writer.lock``: the kernel releases it when the holder's
+process ends, however it ends (kill -9 included), so a lock is never stale.
+The holder writes who it is (pid, command, since) into the file, so a second
+writer can say whom it waits for.  Readers (search, the server) never take it:
+they read published versions, which writers never change in place.
+
+Within one thread the lock is re-entrant (a job calling another job on the
+same folder); two threads of one process exclude each other like two processes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".writer.lock"
+EX_TEMPFAIL = 75  # sysexits.h: "try again later", the exit status of a writer that would not wait
+
+_held: dict[tuple[int, str], int] = {}  # (thread, folder) -> depth: this process's locks, for re-entry
+_held_guard = threading.Lock()
+
+
+class IndexLockedError(RuntimeError):
+    """Another writer holds the folder's lock and the caller asked not to wait."""
+
+    exit_code = EX_TEMPFAIL
+
+
+def describe_holder(lock_path: Path) -> str:
+    """Who holds the lock, as the holder recorded it ('another process' if it wrote nothing readable)."""
+    try:
+        info = json.loads(lock_path.read_text())
+        return (f"pid {int(info['pid'])} on {info.get('host', '?')} ({str(info.get('command', '?'))[:120]}, "
+                f"since {info.get('since', '?')})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def _command() -> str:
+    argv = [os.path.basename(sys.argv[0])] + sys.argv[1:] if sys.argv and sys.argv[0] else ["python"]
+    return " ".join(argv)[:200]
+
+
+@contextmanager
+def writer_lock(index_dir, *, wait: bool = True, command: str | None = None) -> Iterator[None]:
+    """Hold ``index_dir``'s writer lock for the block (the folder is created if need be).
+
+    ``wait=False``: raise IndexLockedError at once if another writer holds it;
+    otherwise wait for it, logging whom for.
+    """
+    folder = Path(index_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = (threading.get_ident(), os.path.realpath(folder))
+    with _held_guard:
+        if key in _held:
+            _held[key] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[key] -= 1
+        return
+    path = folder / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = describe_holder(path)
+            if not wait:
+                raise IndexLockedError(f"{folder} is being written by {holder}; wait for it to finish, or run "
+                                       "again without --no-wait to wait") from None
+            log.warning("waiting for %s: it is being written by %s", folder, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or _command(),
+                "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        with _held_guard:
+            _held[key] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                del _held[key]
+            os.ftruncate(fd, 0)  # nobody holds it now
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
