@@ -15,10 +15,12 @@ from typing import BinaryIO, Iterator, Sequence, Union
 import requests
 from PIL import Image
 
+from indexer.errors import ImgsearchError
+
 ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 
-class SearchAPIError(Exception):
+class SearchAPIError(ImgsearchError):
     """Any failure talking to the server: ``status`` (None if unreachable), ``code``, ``message``."""
 
     def __init__(self, status: int | None, code: str, message: str):

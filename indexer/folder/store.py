@@ -36,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexer.errors import DamagedIndexError
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
@@ -44,7 +46,7 @@ METADATA_COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
 ROW_GROUP_ROWS = 256  # rows per Parquet row group in a shard: the unit a lookup by id reads
 
 
-class IndexFormatError(RuntimeError):
+class IndexFormatError(DamagedIndexError, RuntimeError):
     """The folder is not a usable index; the message says what is wrong."""
 
 

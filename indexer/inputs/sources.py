@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from indexer.errors import InvalidInputError, NotFoundError
 from indexer.inputs import filesystems
 from indexer.inputs.images import IMAGE_EXTENSIONS
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".csv", ".parquet"})
+
+
+class SourceNotFoundError(NotFoundError, FileNotFoundError):
+    """A source (folder, image file or list) named for indexing does not exist: check the path."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ def _images_of(source: str | os.PathLike) -> Iterator[ImageFile]:
         return _read_list(root)
     if root.exists() or root.is_symlink():
         return iter([ImageFile(str(root), root.parent.name)])
-    raise FileNotFoundError(f"no such file or folder: {source}")
+    raise SourceNotFoundError(f"no such file or folder: {source}")
 
 
 def count_image_files(sources: Iterable[str | os.PathLike]) -> int:
@@ -99,7 +104,7 @@ def _from_uri(source: str) -> Iterator[ImageFile]:
     elif kind == "file":
         yield ImageFile(source, posixpath.basename(posixpath.dirname(source)))
     else:
-        raise FileNotFoundError(f"no such file or folder: {source}")
+        raise SourceNotFoundError(f"no such file or folder: {source}")
 
 
 def _entry(base: Path | str, path: str, label: str | None) -> ImageFile:
@@ -132,7 +137,8 @@ def _read_list(path: Path | str) -> Iterator[ImageFile]:
             reader = csv.DictReader(f)
             columns = reader.fieldnames or []
             if "path" not in columns:
-                raise ValueError(f"{path}: a CSV list needs a 'path' column (it has: {', '.join(columns) or 'none'})")
+                raise InvalidInputError(f"{path}: a CSV list needs a 'path' column "
+                                        f"(it has: {', '.join(columns) or 'none'})")
             for row in reader:
                 if row["path"] and row["path"].strip():
                     yield _entry(parent, row["path"], row.get("label"))
@@ -143,7 +149,7 @@ def _read_list(path: Path | str) -> Iterator[ImageFile]:
         parquet = pq.ParquetFile(pa.BufferReader(filesystems.read_bytes(str(path))) if remote else path)
         names = parquet.schema_arrow.names
         if "path" not in names:
-            raise ValueError(f"{path}: a Parquet list needs a 'path' column (it has: {', '.join(names)})")
+            raise InvalidInputError(f"{path}: a Parquet list needs a 'path' column (it has: {', '.join(names)})")
         columns = ["path"] + (["label"] if "label" in names else [])
         for batch in parquet.iter_batches(columns=columns, batch_size=10_000):  # bounded memory
             paths = batch.column(0).to_pylist()

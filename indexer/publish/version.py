@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from indexer import ann
+from indexer.errors import InvalidInputError
 from indexer.folder.store import (
     EmbeddingStore,
     IndexFormatError,
@@ -202,7 +203,7 @@ def _build(store, manifest, shards, all_ids, factory, d, options, trained_file):
         try:
             ann.train(index, sample)
         except RuntimeError as exc:
-            raise ValueError(f"cannot train index type {factory!r} on {len(all_ids)} vectors: "
+            raise InvalidInputError(f"cannot train index type {factory!r} on {len(all_ids)} vectors: "
                              f"{str(exc).splitlines()[0]}; choose a smaller one or --index-type auto") from exc
         trained_file = store.write_index(ann.to_cpu(index, device), manifest.get("generation", 0) + 1,
                                          prefix="trained")

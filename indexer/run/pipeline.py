@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from indexer.config import IndexConfig
+from indexer.errors import ExecutionError
 from indexer.folder.manifest import check_compatible
 from indexer.folder.store import EmbeddingStore, Row, library_versions
 from indexer.inputs.reader import (
@@ -107,7 +108,7 @@ def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathL
             summary.added += 1
             bar.update(1)
     except BrokenProcessPool as exc:
-        raise RuntimeError(
+        raise ExecutionError(
             "a decoding worker process died. From a Python script, call index_images() under "
             "`if __name__ == \"__main__\":` (worker processes re-import the main module), or pass "
             "IndexConfig(decode_workers=0) to decode in a thread"

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer.config import IndexConfig
+from indexer.errors import ExecutionError, MissingDependencyError
 from indexer.folder.store import EmbeddingStore, Row, rows_to_table, schema
 from indexer.inputs import filesystems
 from indexer.inputs.reader import read_one
@@ -52,7 +53,7 @@ WORK_DIR = "spark-work"  # inside the index folder, unless IndexConfig.spark_wor
 MAX_TASK_SIZE = 1024
 
 
-class SparkJobError(RuntimeError):
+class SparkJobError(ExecutionError):
     """The Spark job failed; finished tasks are kept for the next run."""
 
 
@@ -141,7 +142,7 @@ def require_pyspark() -> None:
     import importlib.util
 
     if importlib.util.find_spec("pyspark") is None:
-        raise ImportError("the Spark engine needs PySpark (and Java 17+): pip install 'imgsearch[spark]'")
+        raise MissingDependencyError("the Spark engine needs PySpark (and Java 17+): pip install 'imgsearch[spark]'")
 
 
 def spark_session(config: IndexConfig = IndexConfig(), extra_conf: dict | None = None):
