@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -129,6 +132,18 @@ def test_cli_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch):
     assert isinstance(result.exception, ZeroDivisionError) and "Error:" not in result.output
     with pytest.raises(ZeroDivisionError, match="a bug"):
         CliRunner().invoke(main, ["info", "--index", str(tmp_path)], catch_exceptions=False)
+
+
+def test_the_console_prints_a_bugs_traceback(tmp_path):
+    script = ("import search.engine\n"
+              "search.engine.SearchEngine.open = lambda *args: 1 / 0\n"
+              "from web.cli import main\n"
+              f"main(['info', '--index', {str(tmp_path)!r}])\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == 1
+    assert "Traceback (most recent call last)" in run.stderr and "ZeroDivisionError" in run.stderr
+    assert not run.stderr.startswith("Error:") and "\nError:" not in run.stderr
 
 
 def test_cli_no_longer_hides_a_plain_value_error(tmp_path, monkeypatch):
