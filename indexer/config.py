@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.errors import InvalidInputError
+
 DEFAULT_BACKBONE = "efficientnet-lite0"
 # The most pixels an image may declare for the decoder to decode it (indexer/images.py); any
 # configured limit (IndexConfig.max_pixels, the web app's MAX_IMAGE_PIXELS) is at most this.
@@ -52,18 +54,20 @@ class IndexConfig:
 
     def __post_init__(self):
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}, got {self.runtime!r}")
+            raise InvalidInputError(f"runtime must be {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}, got {self.runtime!r}")
         if self.target_recall is not None and not 0 < self.target_recall <= 1:
-            raise ValueError(f"target_recall must be in (0, 1], got {self.target_recall}")
+            raise InvalidInputError(f"target_recall must be in (0, 1], got {self.target_recall}")
         if self.use_gpu not in ("auto", "no"):
-            raise ValueError(f"use_gpu must be auto or no, got {self.use_gpu!r}")
+            raise InvalidInputError(f"use_gpu must be auto or no, got {self.use_gpu!r}")
         if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+            raise InvalidInputError(f"shard_size must be >= 1, got {self.shard_size}")
         check_max_pixels(self.max_pixels, "max_pixels")
+        if self.max_index_memory is not None:
+            parse_memory(self.max_index_memory)  # refused now, not after the images are embedded
         if self.spark_task_size is not None and self.spark_task_size < 1:
-            raise ValueError(f"spark_task_size must be >= 1, got {self.spark_task_size}")
+            raise InvalidInputError(f"spark_task_size must be >= 1, got {self.spark_task_size}")
 
     def ann_overrides(self) -> dict:
         """The index options this config sets explicitly (AnnOptions field -> value)."""
@@ -74,9 +78,9 @@ class IndexConfig:
 
 
 def check_max_pixels(value, name: str) -> int:
-    """A pixel limit between 1 and the decoder's ceiling MAX_PIXELS, or ValueError."""
+    """A pixel limit between 1 and the decoder's ceiling MAX_PIXELS, or InvalidInputError."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PIXELS:
-        raise ValueError(f"{name} must be an integer between 1 and {MAX_PIXELS:,} (the decoder's ceiling), "
+        raise InvalidInputError(f"{name} must be an integer between 1 and {MAX_PIXELS:,} (the decoder's ceiling), "
                          f"got {value!r}")
     return value
 
@@ -88,8 +92,8 @@ def parse_memory(text) -> int:
     else:
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(text), re.IGNORECASE)
         if not m:
-            raise ValueError(f"memory size {text!r} not understood: write e.g. 512M, 4G or 1.5GB")
+            raise InvalidInputError(f"memory size {text!r} not understood: write e.g. 512M, 4G or 1.5GB")
         value = int(float(m.group(1)) * 1024 ** "_kmgt".index(m.group(2).lower() or "_"))
     if value <= 0:
-        raise ValueError(f"memory size must be positive, got {text!r}")
+        raise InvalidInputError(f"memory size must be positive, got {text!r}")
     return value

@@ -1,5 +1,5 @@
-"""Command-line pieces every package's commands share: the --index option, how a failure is reported,
-and how the FAISS index section of a manifest is described."""
+"""Command-line pieces every package's commands share: the --index option, and how the FAISS index
+section of a manifest is described.  (Failures are reported once, by the root group in web/cli.py.)"""
 
 from __future__ import annotations
 
@@ -11,10 +11,6 @@ index_option = click.option(
     "--index", "index_dir", required=True, envvar="IMGSEARCH_INDEX", show_envvar=True,
     type=click.Path(file_okay=False, path_type=Path), help="Index folder.",
 )
-
-
-def fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from exc
 
 
 def describe_ann(count: int, ann: dict) -> list[str]:

@@ -1,7 +1,7 @@
 """The search package's commands: everything that reads an index folder.
 
 Registered as ``imgsearch`` subcommands through the ``imgsearch.commands`` entry points
-(pyproject.toml); the root group is ``web.cli.main``.
+(pyproject.toml); the root group is ``web.cli.main``, which reports their errors.
 """
 
 from __future__ import annotations
@@ -12,19 +12,13 @@ from pathlib import Path
 
 import click
 
-from indexer.options import describe_ann, fail, index_option
-
-_fail = fail
+from indexer.options import describe_ann, index_option
 
 
 def _open_engine(index_dir):
-    from indexer.folder.store import IndexFormatError
     from search.engine import SearchEngine
 
-    try:
-        return SearchEngine.open(index_dir)
-    except IndexFormatError as exc:
-        _fail(exc)
+    return SearchEngine.open(index_dir)
 
 
 @click.command()
@@ -35,16 +29,12 @@ def _open_engine(index_dir):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
 def search(index_dir, images, k, head, as_json):
     """Find the indexed images most similar to each IMAGE."""
-    from indexer.folder.heads import HeadError
     from indexer.inputs.images import ImageDecodeError
     from search.engine import hits_to_json
 
     engine = _open_engine(index_dir)
     if head is not None:
-        try:
-            engine.head(head)  # fail before embedding anything
-        except HeadError as exc:
-            _fail(exc)
+        engine.head(head)  # fail before embedding anything
     failed = False
     for image in images:
         try:
@@ -98,7 +88,6 @@ def info(index_dir, as_json):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 def classify(index_dir, head, images, top, as_json):
     """Predict classes of each IMAGE with a trained head."""
-    from indexer.folder.heads import HeadError
     from indexer.inputs.images import ImageDecodeError
 
     engine = _open_engine(index_dir)
@@ -106,8 +95,6 @@ def classify(index_dir, head, images, top, as_json):
     for image in images:
         try:
             preds = engine.classify(image, head, top)
-        except HeadError as exc:
-            _fail(exc)
         except ImageDecodeError as exc:
             click.echo(f"{image}: {exc}", err=True)
             failed = True
@@ -127,14 +114,10 @@ def classify(index_dir, head, images, top, as_json):
               help="Report folder (default: DIR/report).")
 def evaluate(index_dir, out_dir):
     """Retrieval and classification quality of a labelled index: HTML report with plots, and JSON."""
-    from indexer.folder.store import IndexFormatError
     from search.evaluation import evaluate_index
     from search.report import write_report
 
-    try:
-        results = evaluate_index(index_dir)
-    except IndexFormatError as exc:
-        _fail(exc)
+    results = evaluate_index(index_dir)
     html = write_report(results, out_dir or Path(index_dir) / "report", index_dir=index_dir)
     r = results["retrieval"]
     if r:

@@ -16,6 +16,7 @@ from typing import BinaryIO, Iterator, Sequence, Union
 import requests
 from PIL import Image
 
+from indexer.errors import ImgsearchError
 from search.transport import (
     TransportError,
     check_base_url,
@@ -26,7 +27,7 @@ from search.transport import (
 ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 
-class SearchAPIError(Exception):
+class SearchAPIError(ImgsearchError):
     """Any failure talking to the server: ``status`` (None if unreachable), ``code``, ``message``."""
 
     def __init__(self, status: int | None, code: str, message: str):

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
+from indexer.errors import InvalidInputError, NotFoundError
 from indexer.folder.manifest import backbone_name, check_compatible, search_dim
 from indexer.folder.store import EmbeddingStore, IndexFormatError
 from indexer.folder.whitening import search_space
@@ -35,7 +36,13 @@ class Hit:
         return asdict(self)
 
 
-class UnknownIdError(KeyError):
+class InvalidVectorError(InvalidInputError):
+    """A query vector is not the index's dimension of finite numbers."""
+
+
+class UnknownIdError(NotFoundError, KeyError):
+    """No image with this id is in the index."""
+
     def __init__(self, row_id):
         super().__init__(row_id)
         self.id = row_id
@@ -252,18 +259,18 @@ class SearchEngine:
         return hits[:k]
 
     def check_vector(self, vector) -> np.ndarray:
-        """A (D,) float32 copy of ``vector``, or ValueError saying what is wrong with it."""
+        """A (D,) float32 copy of ``vector``, or InvalidVectorError saying what is wrong with it."""
         try:
             with np.errstate(over="ignore"):  # a float beyond float32 becomes inf, refused below
                 v = np.asarray(vector, dtype=np.float32)
         except (TypeError, ValueError, OverflowError) as exc:  # e.g. an int too large for a float
-            raise ValueError(f"query vector must be {self.dim} finite numbers: {exc}") from None
+            raise InvalidVectorError(f"query vector must be {self.dim} finite numbers: {exc}") from None
         if v.ndim != 1 or v.shape[0] != self.dim:
-            raise ValueError(
+            raise InvalidVectorError(
                 f"query vector has shape {v.shape}, this index ({self.backbone}) needs ({self.dim},)"
             )
         if not np.all(np.isfinite(v)):
-            raise ValueError("query vector contains NaN or infinity")
+            raise InvalidVectorError("query vector contains NaN or infinity")
         return v
 
     # ------------------------------------------------------------ heads
@@ -274,7 +281,7 @@ class SearchEngine:
     def classify_vector(self, vector, head: str, top: int = 5) -> list[tuple[str, float]]:
         """Best ``top`` (class, probability) pairs of head ``head`` for a (D,) embedding."""
         if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-            raise ValueError(f"top must be a positive integer, got {top!r}")
+            raise InvalidInputError(f"top must be a positive integer, got {top!r}")
         h, _ = self._head(head)
         return h.top(self.check_vector(vector)[None], top)[0]
 
@@ -308,7 +315,8 @@ class SearchEngine:
 
     def thumbnail(self, row_id: int, size: int | None = None) -> bytes:
         """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable."""
-        return thumbnail_jpeg(self.get(row_id).path, size, self.config.max_pixels)
+        # named by its id, not its path: the path is the server's business
+        return thumbnail_jpeg(self.get(row_id).path, size, self.config.max_pixels, name=f"image {row_id}")
 
     def get(self, row_id: int) -> Hit:
         """Metadata of one indexed image (score 1.0)."""
@@ -356,9 +364,9 @@ def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
 
 def _check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"k must be an integer, got {k!r}")
+        raise InvalidInputError(f"k must be an integer, got {k!r}")
     if not 1 <= k <= MAX_K:
-        raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+        raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
     return int(k)
 
 

@@ -1,10 +1,22 @@
-"""The errors a caller of ``search`` handles: the web layer maps them to HTTP statuses (web/errors.py)."""
+"""The errors a caller of ``search`` handles: the whole family (indexer/errors.py) and the specific
+errors searching raises.  The web layer imports them from here and maps them to HTTP statuses
+(web/errors.py)."""
 
-from indexer.folder.heads import HeadError
+from indexer.errors import (
+    DamagedIndexError,
+    ExecutionError,
+    ImageError,
+    ImgsearchError,
+    InvalidInputError,
+    MissingDependencyError,
+    NotFoundError,
+)
+from indexer.folder.heads import HeadDamagedError, HeadError, UnknownHeadError
 from indexer.folder.store import IndexFormatError
 from indexer.inputs.images import ImageDecodeError, ImageTooLargeError
-from search.engine import UnknownIdError
+from search.engine import InvalidVectorError, UnknownIdError
 from search.thumbnails import ImageUnavailableError
 
-__all__ = ["HeadError", "ImageDecodeError", "ImageTooLargeError", "ImageUnavailableError", "IndexFormatError",
-           "UnknownIdError"]
+__all__ = ["DamagedIndexError", "ExecutionError", "HeadDamagedError", "HeadError", "ImageDecodeError", "ImageError", "ImageTooLargeError",
+           "ImageUnavailableError", "ImgsearchError", "IndexFormatError", "InvalidInputError", "InvalidVectorError",
+           "MissingDependencyError", "NotFoundError", "UnknownHeadError", "UnknownIdError"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from indexer.errors import InvalidInputError
 from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore, embeddings_of
 from indexer.vectors import build_flat_index, search_index
@@ -35,7 +36,7 @@ def leave_one_out_precision(vectors: np.ndarray, labels, k: int = 10) -> Precisi
     if len(vectors) != n:
         raise ValueError(f"{len(vectors)} vectors but {n} labels")
     if n <= k:
-        raise ValueError(f"need more than k={k} images, got {n}")
+        raise InvalidInputError(f"need more than k={k} images, got {n}")
     ids = np.arange(n, dtype=np.int64)
     _, nn = search_index(build_flat_index(ids, vectors), vectors, k + 1)  # (n, k+1)
     keep = nn != ids[:, None]
@@ -63,7 +64,7 @@ def retrieval_metrics(vectors: np.ndarray, labels, max_k: int = 50, max_queries:
     labels = np.asarray(labels).astype(str)
     n = len(labels)
     if n < 3:
-        raise ValueError(f"need at least 3 labelled images, got {n}")
+        raise InvalidInputError(f"need at least 3 labelled images, got {n}")
     max_k = min(max_k, n - 1)
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(n, max_queries, replace=False)) if n > max_queries else np.arange(n)

@@ -19,6 +19,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from indexer.errors import InvalidInputError
+
 if TYPE_CHECKING:  # the engine opens a ReloadingEngine (SearchEngine.open(auto_reload=True)), not the reverse
     from search.engine import SearchEngine
 
@@ -38,7 +40,7 @@ class ReloadingEngine:
 
     def __init__(self, engine: SearchEngine, interval: float = 1.0, *, background: bool = True):
         if interval < 0:
-            raise ValueError(f"interval must be >= 0 seconds, got {interval}")
+            raise InvalidInputError(f"interval must be >= 0 seconds, got {interval}")
         self._engine = engine
         self.interval = float(interval)
         self.background = background

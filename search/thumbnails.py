@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import io
 
+from indexer.errors import ImageError
 from indexer.inputs.filesystems import is_uri, read_bytes
 from indexer.inputs.images import ImageDecodeError, load_rgb
 
 
-class ImageUnavailableError(OSError):
+class ImageUnavailableError(ImageError, OSError):
     """An indexed image whose file cannot be read any more."""
 
 
-def thumbnail_jpeg(path: str, size: int | None, max_pixels: int) -> bytes:
+def thumbnail_jpeg(path: str, size: int | None, max_pixels: int, *, name: str) -> bytes:
     """The image at ``path`` (a local path or a URI) as JPEG bytes, fitted in ``size`` x ``size`` if given.
 
     ``max_pixels`` is the indexer's limit, not the uploads': the file is one the index accepted.
+    ``name`` stands for the image in the error's message, which the web app sends to its client.
     """
     try:
         # an image indexed from hdfs://, s3://... is read through its file system
         img, _, _ = load_rgb(read_bytes(path) if is_uri(path) else path, min_size=size, max_pixels=max_pixels)
     except (ImageDecodeError, OSError) as exc:
-        raise ImageUnavailableError(str(exc)) from exc
+        raise ImageUnavailableError(f"{name} is in the index but its file is not readable any more: {exc}") from exc
     if size:
         img.thumbnail((size, size))
     buf = io.BytesIO()

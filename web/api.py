@@ -9,13 +9,7 @@ from dataclasses import dataclass
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
 from search.engine import MAX_K, SearchEngine
-from search.errors import (
-    HeadError,
-    ImageDecodeError,
-    ImageTooLargeError,
-    ImageUnavailableError,
-    UnknownIdError,
-)
+from search.errors import ImageError
 from web.errors import ApiError
 from web.openapi import openapi_spec
 
@@ -106,22 +100,20 @@ def _parse_query() -> Query:
 
 
 def _query_vector(query: Query):
-    """The (D,) embedding a query stands for (embeds an uploaded image)."""
+    """The (D,) embedding a query stands for (embeds an uploaded image).
+
+    Its errors (an unknown id, a vector of the wrong size, an upload that is not an image) get
+    their status in web/errors.py.
+    """
     eng = engine()
-    try:
-        if query.kind == "image":
+    if query.kind == "image":
+        try:
             return eng.embed_images([query.image], max_pixels=current_app.config["MAX_IMAGE_PIXELS"])[0]
-        if query.kind == "id":
-            return eng.vector(query.row_id)
-        return eng.check_vector(query.vector)
-    except ImageTooLargeError as exc:
-        raise ApiError(413, "image_too_large", f"{query.filename}: {exc}") from None
-    except ImageDecodeError as exc:
-        raise ApiError(400, "invalid_image", f"{query.filename}: {exc}") from None
-    except UnknownIdError as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-    except ValueError as exc:
-        raise ApiError(400, "invalid_vector", str(exc)) from None
+        except ImageError as exc:
+            raise exc.about(query.filename) from None
+    if query.kind == "id":
+        return eng.vector(query.row_id)
+    return eng.check_vector(query.vector)
 
 
 def _parse_head(raw, required: bool) -> str | None:
@@ -136,10 +128,7 @@ def _parse_head(raw, required: bool) -> str | None:
                                              + (", ".join(heads) or "none (train one with imgsearch train-head)"))
     if not isinstance(raw, str):
         raise ApiError(400, "unknown_head", f"head must be a head's name, got {raw!r}")
-    try:
-        eng.head(raw)
-    except HeadError as exc:
-        raise ApiError(400, "unknown_head", str(exc)) from None
+    eng.head(raw)  # a HeadError if it has no such head
     return raw
 
 
@@ -174,10 +163,7 @@ def classify():
 def image(row_id: int):
     """An indexed image, re-encoded as JPEG; ``?size=N`` fits it in N x N pixels."""
     eng = engine()
-    try:
-        eng.get(row_id)
-    except UnknownIdError as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+    eng.get(row_id)  # an UnknownIdError (404) before the size is looked at
     size = request.args.get("size")
     if size is not None:
         try:
@@ -186,12 +172,7 @@ def image(row_id: int):
             raise ApiError(400, "invalid_size", f"size must be an integer, got {size!r}") from None
         if not 16 <= size <= MAX_THUMBNAIL:
             raise ApiError(400, "invalid_size", f"size must be between 16 and {MAX_THUMBNAIL}, got {size}")
-    try:
-        data = eng.thumbnail(row_id, size)
-    except ImageUnavailableError as exc:
-        # the path comes from the index, never from the request
-        raise ApiError(404, "image_unavailable", f"image {row_id} is in the index but its file is not "
-                                                 f"readable any more: {exc}") from None
+    data = eng.thumbnail(row_id, size)  # an ImageUnavailableError if its file is gone
     response = send_file(io.BytesIO(data), mimetype="image/jpeg", max_age=3600)
     return response
 

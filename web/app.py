@@ -35,6 +35,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     indexer publishes later are picked up while serving (``RELOAD_INTERVAL``).
     """
     from search.engine import SearchEngine, check_max_pixels
+    from search.errors import InvalidInputError
     from search.reloading import ReloadingEngine
     from web.api import api
     from web.errors import register_error_handlers
@@ -47,11 +48,11 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     check_max_pixels(app.config["MAX_IMAGE_PIXELS"], "MAX_IMAGE_PIXELS")
     limit = app.config["MAX_CONTENT_LENGTH"]
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"MAX_CONTENT_LENGTH must be a positive number of bytes, got {limit!r}")
+        raise InvalidInputError(f"MAX_CONTENT_LENGTH must be a positive number of bytes, got {limit!r}")
     if engine is None:
         index_dir = app.config["INDEX_DIR"] or os.environ.get("IMGSEARCH_INDEX")
         if not index_dir:
-            raise ValueError("no index to serve: pass INDEX_DIR or set IMGSEARCH_INDEX=/path/to/index")
+            raise InvalidInputError("no index to serve: pass INDEX_DIR or set IMGSEARCH_INDEX=/path/to/index")
         engine = SearchEngine.open(index_dir)
     if app.config["RELOAD_INTERVAL"] is not None and not isinstance(engine, ReloadingEngine):
         engine = ReloadingEngine(engine, interval=app.config["RELOAD_INTERVAL"])

@@ -3,6 +3,10 @@
 Each package contributes its commands through the ``imgsearch.commands`` entry points in
 pyproject.toml (indexer.cli: the commands that write an index folder; search.cli: those that
 read one; this module: ``serve``).  A command's module is imported only when it runs.
+
+Errors are reported here, once for every command: an ``ImgsearchError`` (a problem the user can
+fix) as one ``Error: <message>`` line and exit status 1; any other exception is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from importlib.metadata import entry_points
 
 import click
 
-from search.cli import fail as _fail
 from search.cli import index_option
 
 ENTRY_POINTS = "imgsearch.commands"
@@ -30,6 +33,19 @@ class Commands(click.Group):
     def get_command(self, ctx, name):
         point = self._points().get(name)
         return point.load() if point is not None else None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own: usage errors (exit 2), --help, Ctrl-C
+        except Exception as exc:
+            # imported only on a failure: search.errors loads the index readers, slow for 'CMD --help'
+            from search.errors import ImgsearchError
+
+            if isinstance(exc, ImgsearchError):
+                raise click.ClickException(str(exc)) from exc
+            raise
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -49,13 +65,9 @@ def main(verbose: bool) -> None:
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of waitress.")
 def serve(index_dir, host, port, threads, dev):
     """Serve the search page and JSON API for one index folder."""
-    from search.errors import IndexFormatError
     from web import create_app
 
-    try:
-        app = create_app({"INDEX_DIR": str(index_dir)})
-    except IndexFormatError as exc:
-        _fail(exc)
+    app = create_app({"INDEX_DIR": str(index_dir)})
     engine = app.extensions["imgsearch"]
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     click.echo(f"serving {engine.info()['count']} images from {index_dir}")

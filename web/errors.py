@@ -1,4 +1,10 @@
-"""One error contract: JSON ``{"error": {"code", "message"}}`` under /api, an HTML page elsewhere."""
+"""One error contract: JSON ``{"error": {"code", "message"}}`` under /api, an HTML page elsewhere.
+
+An ``ImgsearchError`` gets the HTTP status and code that ``STATUS`` gives its class (the nearest
+class in its MRO that the table names); one it does not name is the server's own problem (a
+damaged index, a missing package), answered like any other failure: 500, logged, and nothing of
+the server's files in the answer.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,47 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from search.errors import (
+    HeadDamagedError,
+    HeadError,
+    ImageError,
+    ImageTooLargeError,
+    ImageUnavailableError,
+    ImgsearchError,
+    InvalidInputError,
+    InvalidVectorError,
+    NotFoundError,
+)
+
 log = logging.getLogger(__name__)
 
 # HTTP status -> stable machine-readable code
-_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: "conflict", 413: "too_large",
           415: "unsupported_media_type", 500: "internal_error", 503: "unavailable"}
 
+# error class -> (HTTP status, code); an error takes the entry of the nearest class in its MRO
+STATUS: dict[type[ImgsearchError], tuple[int, str]] = {
+    InvalidInputError: (400, "bad_request"),
+    InvalidVectorError: (400, "invalid_vector"),
+    HeadError: (400, "unknown_head"),  # every head the client names: unknown, or unusable
+    HeadDamagedError: (409, "head_damaged"),  # the head exists but its files are damaged: retrain it
+    NotFoundError: (404, "not_found"),  # UnknownIdError among them
+    ImageError: (400, "invalid_image"),  # an upload that is not an image
+    ImageTooLargeError: (413, "image_too_large"),
+    ImageUnavailableError: (404, "image_unavailable"),  # an indexed image whose file is gone
+}
 
-class ApiError(Exception):
-    """An error the client can fix; the message says how."""
+
+def status_of(exc: ImgsearchError) -> tuple[int, str] | None:
+    """The (HTTP status, code) that ``STATUS`` gives ``exc``'s class, or None for the server's own problems."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return None
+
+
+class ApiError(ImgsearchError):
+    """A request that web itself finds malformed (a missing field, a bad integer); the message says how to fix it."""
 
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
@@ -36,6 +74,13 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
         return _respond(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(ImgsearchError)
+    def imgsearch_error(exc: ImgsearchError):
+        mapped = status_of(exc)
+        if mapped is None:
+            return unexpected(exc)
+        return _respond(*mapped, str(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -34,6 +34,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from indexer.errors import InvalidInputError
+
 FLAT_MAX = 20_000  # an exact scan of 20k x 1280 takes ~15 ms here: no need to approximate below
 
 
@@ -148,7 +150,7 @@ def choose_index(n: int, d: int, max_memory: int = DEFAULT_MAX_MEMORY, rerank: b
     m = _pq_m(d, n, max_memory, nlist, most=d if rerank is False else max(2, d // 4))
     if m is None:
         smallest = estimate_memory(f"IVF{nlist},PQ2x4fs", n, d)
-        raise ValueError(
+        raise InvalidInputError(
             f"{n} vectors of dimension {d} need at least {smallest / 2**20:.0f} MiB for the smallest "
             f"index imgsearch builds; raise --max-index-memory (now {max_memory / 2**20:.0f} MiB)"
         )

@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from indexer.errors import InvalidInputError
+
 log = logging.getLogger(__name__)
 
 
@@ -19,11 +21,11 @@ def new_index(factory: str, d: int):
     import faiss
 
     if not re.fullmatch(r"[A-Za-z0-9_,.x]+", factory):
-        raise ValueError(f"index type {factory!r} is not a FAISS factory string, e.g. IVF1024,Flat")
+        raise InvalidInputError(f"index type {factory!r} is not a FAISS factory string, e.g. IVF1024,Flat")
     try:
         inner = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
-        raise ValueError(f"FAISS cannot build index type {factory!r}: {str(exc).splitlines()[0]}") from exc
+        raise InvalidInputError(f"FAISS cannot build index type {factory!r}: {str(exc).splitlines()[0]}") from exc
     if _takes_ids(inner):
         return inner
     return faiss.IndexIDMap2(inner)

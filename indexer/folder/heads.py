@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.errors import DamagedIndexError, InvalidInputError, NotFoundError
 from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore
 from indexer.vectors import l2_normalize
@@ -40,11 +41,15 @@ HEADS_DIR = "heads"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class HeadError(ValueError):
+class HeadError(InvalidInputError):
     """A head cannot be trained or loaded; the message says what to change."""
 
 
-class HeadDamagedError(HeadError):
+class UnknownHeadError(HeadError, NotFoundError):
+    """No head of this name is in the index; the message lists those that are."""
+
+
+class HeadDamagedError(HeadError, DamagedIndexError):
     """A head's files are there but unreadable or inconsistent: it must be retrained (or deleted)."""
 
 
@@ -127,7 +132,7 @@ def load_head(index_dir, name: str, manifest: dict | None = None) -> Head:
     folder = heads_root(index_dir) / name
     if not NAME_PATTERN.match(name) or not (folder / "head.json").is_file():
         available = ", ".join(list_heads(index_dir)) or "none; train one with 'imgsearch train-head'"
-        raise HeadError(f"no head named {name!r} in {index_dir} (available: {available})")
+        raise UnknownHeadError(f"no head named {name!r} in {index_dir} (available: {available})")
 
     def damaged(why: str) -> HeadDamagedError:
         return HeadDamagedError(f"head {name!r} in {index_dir} is damaged: {why}; retrain it with "

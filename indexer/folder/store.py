@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexer.errors import DamagedIndexError
 from indexer.folder.validate import ManifestShapeError, check_manifest_shape
 
 FORMAT_VERSION = 1
@@ -46,7 +47,7 @@ METADATA_COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
 ROW_GROUP_ROWS = 256  # rows per Parquet row group in a shard: the unit a lookup by id reads
 
 
-class IndexFormatError(RuntimeError):
+class IndexFormatError(DamagedIndexError, RuntimeError):
     """The folder is not a usable index; the message says what is wrong."""
 
 

@@ -15,6 +15,8 @@ import re
 import threading
 from typing import Iterator
 
+from indexer.errors import InvalidInputError
+
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)$")
 _LOCK = threading.Lock()
 _FILESYSTEMS: dict[str, tuple[object, str]] = {}  # "scheme://authority" -> (FileSystem, path prefix)
@@ -45,13 +47,14 @@ def _from_uri(uri: str, shown: str):
         try:
             import fsspec
         except ImportError:
-            raise ValueError(f"cannot open {shown}: pyarrow.fs: {exc}. For a file system pyarrow does not know, "
-                             "pip install fsspec and its package for the scheme (s3fs, gcsfs, adlfs...)") from exc
+            raise InvalidInputError(f"cannot open {shown}: pyarrow.fs: {exc}. For a file system pyarrow does not "
+                                    "know, pip install fsspec and its package for the scheme (s3fs, gcsfs, "
+                                    "adlfs...)") from exc
         try:
             filesystem, path = fsspec.core.url_to_fs(uri)
         except (ImportError, ValueError) as fsspec_exc:
-            raise ValueError(f"cannot open {shown}: neither pyarrow.fs ({exc}) nor fsspec ({fsspec_exc}) "
-                             "knows this file system") from fsspec_exc
+            raise InvalidInputError(f"cannot open {shown}: neither pyarrow.fs ({exc}) nor fsspec "
+                                    f"({fsspec_exc}) knows this file system") from fsspec_exc
         return fs.PyFileSystem(fs.FSSpecHandler(filesystem)), path
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from indexer.config import MAX_PIXELS
+from indexer.errors import ImageError
 
 # load_rgb checks each image's declared size against the caller's limit (at most MAX_PIXELS)
 # before a pixel is decoded, so a decompression bomb (a small file declaring a huge size) is
@@ -38,7 +39,7 @@ IMAGE_EXTENSIONS = frozenset(
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(ImageError, ValueError):
     """The input is not an image Pillow can decode; the message says why."""
 
 

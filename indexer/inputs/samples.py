@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from indexer.config import default_cache_dir
+from indexer.errors import InvalidInputError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "colorwheel", "hub
 SAMPLES = ("emoji", "mnist", "digits", "photos")
 
 
-class SampleUnavailableError(RuntimeError):
-    pass
+class SampleUnavailableError(MissingDependencyError, RuntimeError):
+    """A sample set's source (npm, for the emoji) is not installed; the message says how to get it."""
 
 
 def emoji_package_dir(cache_dir: Path | None = None) -> Path:
@@ -84,7 +85,7 @@ def _safe(label: str) -> str:
 def export_emoji(dest: Path, by: str = "category", cache_dir: Path | None = None,
                  limit: int | None = None) -> int:
     if by not in ("category", "subcategory"):
-        raise ValueError(f"emoji labels are 'category' or 'subcategory', not {by!r}")
+        raise InvalidInputError(f"emoji labels are 'category' or 'subcategory', not {by!r}")
     records = emoji_records(cache_dir)
     if limit:
         labels = np.array([r[by] for r in records])
@@ -154,4 +155,4 @@ def export_sample(name: str, dest: str | os.PathLike, *, limit: int | None = Non
             Image.fromarray(arr).save(dest / f"{photo}.jpg", quality=92)
             n += 1
         return n
-    raise ValueError(f"unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}")
+    raise InvalidInputError(f"unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}")

@@ -18,10 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from indexer.errors import InvalidInputError, NotFoundError
 from indexer.inputs import filesystems
 from indexer.inputs.images import IMAGE_EXTENSIONS
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".csv", ".parquet"})
+
+
+class SourceNotFoundError(NotFoundError, FileNotFoundError):
+    """A source (folder, image file or list) named for indexing does not exist: check the path."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ def _images_of(source: str | os.PathLike) -> Iterator[ImageFile]:
         return _read_list(root)
     if root.exists() or root.is_symlink():
         return iter([ImageFile(str(root), root.parent.name)])
-    raise FileNotFoundError(f"no such file or folder: {source}")
+    raise SourceNotFoundError(f"no such file or folder: {source}")
 
 
 def count_image_files(sources: Iterable[str | os.PathLike]) -> int:
@@ -99,7 +104,7 @@ def _from_uri(source: str) -> Iterator[ImageFile]:
     elif kind == "file":
         yield ImageFile(source, posixpath.basename(posixpath.dirname(source)))
     else:
-        raise FileNotFoundError(f"no such file or folder: {source}")
+        raise SourceNotFoundError(f"no such file or folder: {source}")
 
 
 def _entry(base: Path | str, path: str, label: str | None) -> ImageFile:
@@ -114,7 +119,7 @@ def _entry(base: Path | str, path: str, label: str | None) -> ImageFile:
     return ImageFile(full, label.strip() if label else parent)
 
 
-class ListFileError(ValueError):
+class ListFileError(InvalidInputError):
     """A list of images cannot be read; the message names the list file, and the line or row."""
 
 

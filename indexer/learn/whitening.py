@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from indexer.errors import InvalidInputError
 from indexer.folder.whitening import Whitening
 
 
@@ -16,7 +17,7 @@ def learn_whitening(vectors: np.ndarray, dim: int | None = None, shrink: float =
     n, d = vectors.shape
     keep = min(dim or d, n - 1, d)
     if keep < 2:
-        raise ValueError(f"whitening needs more than 2 embeddings and dim >= 2 (have {n}, dim={dim})")
+        raise InvalidInputError(f"whitening needs more than 2 embeddings and dim >= 2 (have {n}, dim={dim})")
     pca = PCA(n_components=keep, svd_solver="full" if n * d < 5e7 else "randomized", random_state=seed)
     pca.fit(vectors)
     var = pca.explained_variance_.astype(np.float64)  # (d,)

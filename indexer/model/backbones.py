@@ -25,12 +25,14 @@ from typing import Callable
 
 import numpy as np
 
+from indexer.errors import ImgsearchError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger(__name__)
 
 
-class BackboneError(RuntimeError):
+class BackboneError(ImgsearchError, RuntimeError):
     """A backbone cannot be built; the message says what to do."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.config import RUNTIMES
+from indexer.errors import InvalidInputError
 from indexer.model.backbones import Backbone
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def gpu_visible() -> bool:
 def resolve_runtime(requested: str = "auto") -> str:
     """'auto' -> 'tf' when TensorFlow sees a GPU, else 'tflite'."""
     if requested not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {requested!r}")
+        raise InvalidInputError(f"runtime must be one of {', '.join(RUNTIMES)}, got {requested!r}")
     if requested != "auto":
         return requested
     return "tf" if gpu_visible() else "tflite"

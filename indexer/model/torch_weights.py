@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.errors import InvalidInputError
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 # torch storage class name -> numpy dtype
@@ -42,7 +44,7 @@ _STORAGE_DTYPES = {
 }
 
 
-class UnsafeWeightsError(ValueError):
+class UnsafeWeightsError(InvalidInputError):
     """The weight file asks for something a plain state dict never needs."""
 
 

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from indexer import ann
+from indexer.errors import InvalidInputError
 from indexer.folder.store import IndexFormatError
 from indexer.publish.plan import BuildPlan
 from indexer.publish.shard_vectors import iter_vectors, pick_vectors
@@ -58,8 +59,8 @@ def build_index(store, manifest, shards, all_ids: np.ndarray, plan: BuildPlan):
         try:
             ann.train(index, sample)
         except RuntimeError as exc:
-            raise ValueError(f"cannot train index type {factory!r} on {len(all_ids)} vectors: "
-                             f"{str(exc).splitlines()[0]}; choose a smaller one or --index-type auto") from exc
+            raise InvalidInputError(f"cannot train index type {factory!r} on {len(all_ids)} vectors: "
+                                    f"{str(exc).splitlines()[0]}; choose a smaller one or --index-type auto") from exc
         trained_file = store.write_index(ann.to_cpu(index, device), manifest.get("generation", 0) + 1,
                                          prefix="trained")
     t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from indexer.config import IndexConfig
+from indexer.errors import ExecutionError
 from indexer.inputs.reader import (
     AlreadyIndexed,
     Decoded,
@@ -80,7 +81,7 @@ class LocalStage:
         try:
             yield from self._outcomes()
         except BrokenProcessPool as exc:
-            raise RuntimeError(
+            raise ExecutionError(
                 "a decoding worker process died. From a Python script, call index_images() under "
                 "`if __name__ == \"__main__\":` (worker processes re-import the main module), or pass "
                 "IndexConfig(decode_workers=0) to decode in a thread"

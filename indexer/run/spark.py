@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer.config import IndexConfig
+from indexer.errors import ExecutionError, MissingDependencyError
 from indexer.inputs import filesystems
 from indexer.inputs.reader import Decoded, read_one
 from indexer.inputs.sources import ImageFile
@@ -53,7 +54,7 @@ WORK_DIR = "spark-work"  # inside the index folder, unless IndexConfig.spark_wor
 MAX_TASK_SIZE = 1024
 
 
-class SparkJobError(RuntimeError):
+class SparkJobError(ExecutionError):
     """The Spark job failed; finished tasks are kept for the next run."""
 
 
@@ -118,7 +119,7 @@ def require_pyspark() -> None:
     import importlib.util
 
     if importlib.util.find_spec("pyspark") is None:
-        raise ImportError("the Spark engine needs PySpark (and Java 17+): pip install 'imgsearch[spark]'")
+        raise MissingDependencyError("the Spark engine needs PySpark (and Java 17+): pip install 'imgsearch[spark]'")
 
 
 def spark_session(config: IndexConfig | None = None, extra_conf: dict | None = None):
