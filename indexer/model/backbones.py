@@ -25,6 +25,8 @@ from typing import Callable
 
 import numpy as np
 
+from indexer.atomic import atomic_path
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger(__name__)
@@ -161,9 +163,8 @@ def _load_lite(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Back
         if model is None:
             model = build_efficientnet_lite(load_state_dict(source), spec.input_size, spec.name)
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.keras")
-            model.save(tmp)
-            os.replace(tmp, cached)
+            with atomic_path(cached, suffix=".keras") as tmp:  # Keras saves only to a name ending .keras
+                model.save(tmp)
             log.info("converted %s from %s, cached at %s", spec.name, source, cached)
         features = keras.Model(model.inputs, model.outputs[0], name=f"{spec.name}-features")
 
