@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from indexer import atomic
-from indexer.atomic import atomic_folder, atomic_path, atomic_write, atomic_write_bytes, fsync_dir
+from indexer.atomic import (
+    atomic_folder,
+    atomic_path,
+    atomic_write,
+    atomic_write_bytes,
+    fsync_dir,
+)
 from indexer.folder.store import EmbeddingStore
 
 ROOT = Path(__file__).resolve().parent.parent

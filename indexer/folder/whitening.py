@@ -49,7 +49,12 @@ def search_space(raw: np.ndarray, index_dir, manifest: dict) -> np.ndarray:
     return l2_normalize(load_for(index_dir, info).apply(raw))
 
 
-_CACHE: dict[str, Whitening] = {}
+_CACHE: dict[str, Whitening] = {}  # "path:mtime_ns" -> the whitening that file holds
+
+
+def clear_cache() -> None:
+    """Forget the whitenings read so far: the next ``load_for`` reads its file again."""
+    _CACHE.clear()
 
 
 def load_for(index_dir, info: dict) -> Whitening:

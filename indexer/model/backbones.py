@@ -243,7 +243,12 @@ def get_spec(name: str) -> BackboneSpec:
         raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
 
 
-_LOADED: dict[tuple[str, str | None, str], Backbone] = {}
+_LOADED: dict[tuple[str, str | None, str], Backbone] = {}  # (name, weights, cache dir) -> built backbone
+
+
+def clear_loaded() -> None:
+    """Forget the backbones built so far: the next ``load_backbone`` builds (or reads from its cache) anew."""
+    _LOADED.clear()
 
 
 def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path | None = None) -> Backbone:

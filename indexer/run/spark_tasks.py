@@ -73,6 +73,11 @@ class TaskSettings:
 _EMBEDDERS: dict = {}  # one model per Python worker process, kept across the tasks it runs
 
 
+def clear_embedders() -> None:
+    """Forget this process's embedders: the next task builds its own."""
+    _EMBEDDERS.clear()
+
+
 def _cache_dir(settings: TaskSettings) -> Path:
     """A cache folder holding the converted model, so no executor converts it again.
 
