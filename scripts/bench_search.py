@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from indexer import ann  # noqa: E402
+from indexer.atomic import atomic_path  # noqa: E402
 from indexer.config import parse_memory  # noqa: E402
 from indexer.synthetic import ClusteredEmbeddings  # noqa: E402
 
@@ -49,15 +50,14 @@ def make_vectors(work: Path, n: int, d: int, clusters: int, spread: float, n_que
     if not base_path.exists():
         base_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        tmp = base_dir / "base.npy.tmp"
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
-        start = 0
-        for chunk in gen.chunks(n, seed=1, chunk=CHUNK):
-            out[start:start + len(chunk)] = chunk
-            start += len(chunk)
-        out.flush()
-        del out
-        os.replace(tmp, base_path)
+        with atomic_path(base_path) as tmp:  # ".base.npy.PID.tmp": autofaiss never reads it as a .npy
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, d))
+            start = 0
+            for chunk in gen.chunks(n, seed=1, chunk=CHUNK):
+                out[start:start + len(chunk)] = chunk
+                start += len(chunk)
+            out.flush()
+            del out
         print(f"made {n:,} x {d} vectors in {time.perf_counter() - t0:.0f} s -> {base_path}")
     base = np.load(base_path, mmap_mode="r")
     queries = gen.sample(n_queries, seed=10**9 + 7)

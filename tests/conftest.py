@@ -5,11 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-DATA = Path(__file__).parent / "data"
+from tests.helpers import LiveServer, write_bad_files
 
 
 @pytest.fixture(scope="session")
@@ -46,16 +44,6 @@ def emoji_dir(tmp_path_factory) -> Path:
     return dest
 
 
-def write_bad_files(folder: Path, good_jpeg: Path) -> dict[str, str]:
-    """Zero bytes, a truncated JPEG and a text file named .jpg; returns name -> expected reason."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "empty.jpg").write_bytes(b"")
-    data = good_jpeg.read_bytes()
-    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
-    (folder / "notes.jpg").write_text("this is a text file, not a picture\n")
-    return {"empty.jpg": "empty file", "truncated.jpg": "cannot decode", "notes.jpg": "not an image"}
-
-
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory, photos_dir, emoji_dir) -> Path:
     """A folder to index: emoji by category, photos, and three bad files."""
@@ -75,34 +63,6 @@ def built_index(tmp_path_factory, corpus, lite0):
     index_dir = tmp_path_factory.mktemp("index") / "idx"
     summary = index_images([corpus], index_dir, IndexConfig(progress=False, shard_size=25))
     return index_dir, summary
-
-
-def solid(color, size=(64, 48), mode="RGB") -> Image.Image:
-    return Image.new(mode, size, color)
-
-
-def rng_image(seed: int, size=(96, 80)) -> Image.Image:
-    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    return Image.fromarray(arr)
-
-
-class LiveServer:
-    """A real waitress server on a loopback port, in a background thread."""
-
-    def __init__(self, app, threads: int = 4):
-        import threading
-
-        import waitress
-
-        self.app = app
-        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
-        self.url = f"http://127.0.0.1:{self.server.effective_port}"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.close()
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")

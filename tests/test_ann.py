@@ -269,13 +269,44 @@ def test_index_options_persist_across_incremental_runs(tmp_path):
     assert resolve_options(manifest, {"target_recall": 0.99}).index_type == "IVF16,Flat"
 
 
-def test_cpu_fallback_when_faiss_has_no_gpu(caplog):
+def test_cpu_fallback_when_faiss_has_no_gpu(monkeypatch):
     index = ann.new_index("IVF16,Flat", D)
-    with caplog.at_level(logging.INFO):
-        same, device = ann.to_gpu_if_available(index, "auto")
-    if gpu_count() == 0:
-        assert same is index and device == "cpu"
+    # the one thing faked: FAISS sees no GPU (faiss-cpu has no get_num_gpus at all, or one answering 0)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0, raising=False)
+    assert ann.to_gpu_if_available(index, "auto") == (index, "cpu")
     assert ann.to_gpu_if_available(index, "no") == (index, "cpu")
+
+
+def test_cpu_fallback_when_the_gpu_has_no_version_of_the_index(monkeypatch, caplog):
+    index = ann.new_index("IVF16,Flat", D)
+
+    def gpu_refuses(cpu_index):  # what faiss-gpu does for a type it cannot clone (HNSW, re-ranking)
+        raise RuntimeError("Error in faiss::gpu::ToGpuCloner: This index type is not implemented on GPU.\nmore")
+
+    # faked: a GPU that FAISS sees, and its answer for this index type
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", gpu_refuses, raising=False)
+    with caplog.at_level(logging.INFO, logger="indexer.ann.faiss_ops"):
+        assert ann.to_gpu_if_available(index, "auto") == (index, "cpu")
+    assert "index stays on CPU: Error in faiss::gpu::ToGpuCloner" in caplog.text and "more" not in caplog.text
+    assert ann.to_gpu_if_available(index, "no") == (index, "cpu")
+
+
+@pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu and a visible GPU (pip install .[gpu]); "
+                    "the fallback without one is test_cpu_fallback_when_faiss_has_no_gpu")
+def test_auto_puts_the_index_on_the_gpu_when_there_is_one():
+    x = GEN.sample(4000, 7)
+    cpu = ann.new_index("IVF16,Flat", D)
+    moved, device = ann.to_gpu_if_available(cpu, "auto")
+    # one GPU: a GpuIndex*; several: IndexReplicas of them
+    assert device == "gpu" and type(moved).__name__.startswith(("Gpu", "IndexReplicas")), type(moved)
+    assert ann.to_gpu_if_available(cpu, "no") == (cpu, "cpu")  # "no" keeps it on the CPU, GPU or not
+    for index in (cpu, moved):
+        ann.train(index, x)
+        index.add_with_ids(x, np.arange(len(x)))
+        ann.set_search_params(index, {"nprobe": 16})  # exhaustive: both must be exact
+    queries = GEN.sample(20, 8)
+    np.testing.assert_array_equal(moved.search(queries, 10)[1], cpu.search(queries, 10)[1])
 
 
 @pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu and a visible GPU (pip install .[gpu])")

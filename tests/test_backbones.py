@@ -15,7 +15,7 @@ def test_registry_lists_required_backbones():
 
 
 def test_converted_model_is_cached_and_reused(tmp_path, monkeypatch, lite0):
-    monkeypatch.setattr(backbones, "_LOADED", {})
+    backbones.clear_loaded()
     first = load_backbone("efficientnet-lite0", cache_dir=tmp_path)
     assert not (tmp_path / "models").exists()  # nothing is built until the Keras model is needed
     first.features
@@ -28,7 +28,7 @@ def test_converted_model_is_cached_and_reused(tmp_path, monkeypatch, lite0):
 
     real_build = lite.build_efficientnet_lite
     monkeypatch.setattr(lite, "build_efficientnet_lite", lambda *a, **k: calls.append(1) or real_build(*a, **k))
-    monkeypatch.setattr(backbones, "_LOADED", {})
+    backbones.clear_loaded()
     second = load_backbone("efficientnet-lite0", cache_dir=tmp_path)
     second.features
     assert calls == []  # loaded from the cache, not rebuilt
@@ -40,12 +40,12 @@ def test_converted_model_is_cached_and_reused(tmp_path, monkeypatch, lite0):
                                atol=1e-6)
 
 
-def test_damaged_cache_entry_is_rebuilt(tmp_path, monkeypatch):
-    monkeypatch.setattr(backbones, "_LOADED", {})
+def test_damaged_cache_entry_is_rebuilt(tmp_path):
+    backbones.clear_loaded()
     load_backbone("efficientnet-lite0", cache_dir=tmp_path).features
     (cached,) = (tmp_path / "models").glob("*.keras")
     cached.write_bytes(b"garbage")
-    monkeypatch.setattr(backbones, "_LOADED", {})
+    backbones.clear_loaded()
     bb = load_backbone("efficientnet-lite0", cache_dir=tmp_path)
     assert bb.features.output.shape[-1] == 1280
     assert cached.stat().st_size > 1_000_000
@@ -65,7 +65,7 @@ def test_embeddings_are_unit_length_float32(embedder):
 @pytest.mark.timeout(120)
 def test_keras_backbone_offline_error_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights
-    monkeypatch.setattr(backbones, "_LOADED", {})
+    backbones.clear_loaded()
     try:
         load_backbone("mobilenet_v2")
     except BackboneError as exc:
@@ -75,10 +75,10 @@ def test_keras_backbone_offline_error_says_what_to_do(tmp_path, monkeypatch):
         pytest.skip("this machine can download Keras weights; the offline path is not exercised")
 
 
-def test_keras_backbone_with_local_weights_file(tmp_path, monkeypatch):
+def test_keras_backbone_with_local_weights_file(tmp_path):
     import keras
 
-    monkeypatch.setattr(backbones, "_LOADED", {})
+    backbones.clear_loaded()
     reference = keras.applications.MobileNetV2(include_top=False, weights=None, pooling="avg",
                                                input_shape=(224, 224, 3))
     weights = tmp_path / "mobilenet_v2.weights.h5"

@@ -7,7 +7,7 @@ from indexer.inputs.images import decode_image
 from indexer.model.backbones import _lite_weights_file, get_spec, load_backbone
 from indexer.model.efficientnet_lite import block_specs
 from indexer.model.torch_weights import load_state_dict
-from tests.conftest import DATA
+from tests.helpers import DATA
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

@@ -12,9 +12,9 @@ from indexer.folder.heads import HeadError, list_heads, load_head
 from indexer.folder.store import EmbeddingStore
 from indexer.learn.classifiers import stratified_split
 from indexer.run.heads import train_head
-from web.cli import main
 from search.client import SearchAPIError, SearchClient
 from search.engine import SearchEngine
+from web.cli import main
 
 
 def test_head_is_stored_with_metrics(headed_index):

@@ -11,7 +11,7 @@ from indexer.inputs.images import (
     decode_image,
 )
 from tests.bad_images import animated_gif, png_declaring
-from tests.conftest import rng_image, solid
+from tests.helpers import rng_image, solid
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:

@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,8 @@ from indexer.config import IndexConfig
 from indexer.folder.store import EmbeddingStore, embeddings_of
 from indexer.run.pipeline import index_images
 from indexer.run.remove import remove_images
-from web.cli import main
 from search.engine import SearchEngine
+from web.cli import main
 
 CFG = IndexConfig(progress=False, decode_workers=0)
 EXE = Path(sys.executable).parent / "imgsearch"
@@ -44,6 +43,28 @@ def mnist_dir(tmp_path_factory):
     return dest
 
 
+# `imgsearch ARGS...` that stops for good once it has written its HOLD_AT-th shard, and says so on stdout:
+# the test kills it at that point, which it cannot have run past (the shard writer itself is the real one).
+HOLD_AFTER_SHARDS = """
+import sys, threading
+from indexer.folder.store import EmbeddingStore
+
+hold_at = int(sys.argv[1])
+real_write_table = EmbeddingStore.write_table
+
+def write_table_then_hold(self, table):
+    name = real_write_table(self, table)
+    if len(self.completed_shards()) >= hold_at:
+        print("held after", name, flush=True)
+        threading.Event().wait()  # until SIGKILL
+    return name
+
+EmbeddingStore.write_table = write_table_then_hold
+from web.cli import main
+main(sys.argv[2:], prog_name="imgsearch")
+"""
+
+
 @pytest.mark.timeout(600)
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, mnist_dir):
     args = ["--batch-size", "8", "--shard-size", "25", "--no-progress"]
@@ -54,15 +75,21 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, mnist_dir):
 
     killed = tmp_path / "killed"
     shard_dir = killed / "shards"
-    proc = subprocess.Popen([str(EXE), "index", str(mnist_dir), "--index", str(killed), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(shard_dir.glob("part-*.parquet"))) < 4:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_AFTER_SHARDS, "4", "index", str(mnist_dir),
+                             "--index", str(killed), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    with proc.stdout:
+        said = []
+        for line in proc.stdout:  # blocks until the run holds, or ends (EOF) without ever holding
+            if line.startswith("held after"):
+                said.append(line)
+                break
+        assert said == ["held after part-00003.parquet\n"], "the run never reached its fourth shard"
+        assert proc.poll() is None  # still running: the kill below interrupts it
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
     done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shard_dir.glob("part-*.parquet")}
-    assert 4 <= len(done) < 12, "the run was killed mid-way"
+    assert sorted(done) == [f"part-{i:05d}.parquet" for i in range(4)]  # 4 of the 12 shards: killed mid-way
     assert EmbeddingStore(killed).read_manifest()["count"] == 0  # nothing was half-published
 
     run = subprocess.run([str(EXE), "index", str(mnist_dir), "--index", str(killed), *args],

@@ -19,7 +19,7 @@ from indexer.inputs.reader import read_images
 from indexer.inputs.sources import iter_image_files
 from indexer.run.pipeline import embed_batches, index_images
 from indexer.run.writer import ShardWriter
-from tests.conftest import write_bad_files
+from tests.helpers import write_bad_files
 
 CFG = IndexConfig(progress=False)
 

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from indexer.folder.store import IndexFormatError
-from web.cli import main
 from search.engine import Hit, SearchEngine, UnknownIdError
+from web.cli import main
 
 
 @pytest.fixture(scope="module")

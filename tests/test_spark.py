@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from indexer.config import IndexConfig
 from indexer.folder.store import EmbeddingStore, embeddings_of
 from indexer.run.pipeline import index_images
-from web.cli import main
 from search.engine import SearchEngine
-from tests.conftest import write_bad_files
+from tests.helpers import write_bad_files
+from web.cli import main
 
 pytestmark = pytest.mark.timeout(600)
 

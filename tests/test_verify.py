@@ -17,8 +17,8 @@ from indexer.folder.store import (
 )
 from indexer.folder.verify import verify_index
 from indexer.run.pipeline import index_images
-from web.cli import main
 from search.engine import SearchEngine
+from web.cli import main
 
 
 @pytest.fixture

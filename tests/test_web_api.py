@@ -33,12 +33,13 @@ def test_search_by_image_every_input_kind(client, corpus, engine):
     path = corpus / "photos" / "rocket.jpg"
     data = path.read_bytes()
     expected = [h.id for h in engine.search_image(path, k=5)]
-    for image in (path, str(path), data, io.BytesIO(data), open(path, "rb"), Image.open(path)):
-        res = client.search(image, k=5)
-        assert isinstance(res[0], RemoteHit)
-        # a PIL image is re-encoded as PNG; the ranking is still the rocket first
-        assert res[0].path == str(path) and res[0].score == pytest.approx(1.0, abs=1e-3)
-        assert len(res) == 5 and res.backbone == "efficientnet-lite0" and res.took_ms > 0
+    with open(path, "rb") as file, Image.open(path) as picture:
+        for image in (path, str(path), data, io.BytesIO(data), file, picture):
+            res = client.search(image, k=5)
+            assert isinstance(res[0], RemoteHit)
+            # a PIL image is re-encoded as PNG; the ranking is still the rocket first
+            assert res[0].path == str(path) and res[0].score == pytest.approx(1.0, abs=1e-3)
+            assert len(res) == 5 and res.backbone == "efficientnet-lite0" and res.took_ms > 0
     assert [h.id for h in client.search(path, k=5)] == expected  # same as in process
 
 

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from indexer.atomic import atomic_folder
 from indexer.errors import DamagedIndexError, InvalidInputError, NotFoundError
 from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore
@@ -107,20 +106,13 @@ def save_head(index_dir, head: Head) -> Path:
     """Write a head atomically (into a temp folder, then rename over the old one)."""
     root = heads_root(index_dir)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{head.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    np.savez(tmp / "head.npz", weights=head.weights.astype(np.float32), bias=head.bias.astype(np.float32))
     meta = {"name": head.name, "classes": head.classes, "backbone": head.backbone, "dim": head.dim,
             "search_weight": head.search_weight, "metrics": head.metrics, "val_ids": head.val_ids,
             "created": head.created, "labels_source": head.labels_source, "format_version": 1}
-    (tmp / "head.json").write_text(json.dumps(meta, indent=2))
     final = root / head.name
-    old = root / f".{head.name}.{os.getpid()}.old"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(final) as tmp:
+        np.savez(tmp / "head.npz", weights=head.weights.astype(np.float32), bias=head.bias.astype(np.float32))
+        (tmp / "head.json").write_text(json.dumps(meta, indent=2))
     return final
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from indexer.atomic import TEMP_MARK, atomic_path, atomic_write_bytes
 from indexer.errors import DamagedIndexError
 from indexer.folder.validate import ManifestShapeError, check_manifest_shape
 
@@ -98,15 +99,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def library_versions() -> dict:
@@ -199,7 +191,7 @@ class EmbeddingStore:
         manifest = dict(manifest, format_version=FORMAT_VERSION, updated=_now(),
                         retired_shards=sorted(set(retired) - set(manifest["shards"])))
         manifest["files"] = self._file_records(manifest, previous.get("files") or {})
-        _write_atomic(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())
         self._remove_superseded(manifest, previous)
         return manifest
 
@@ -262,13 +254,12 @@ class EmbeddingStore:
         existing = self.completed_shards()
         number = int(existing[-1][5:10]) + 1 if existing else 0
         name = f"part-{number:05d}.parquet"
-        tmp = self.shard_dir / f".{name}.{os.getpid()}.tmp"
         # page checksums: a damaged page fails to read, never misreads.  Small row groups and plain
         # (not dictionary) encoded embeddings: looking up one id reads 256 rows, not the whole shard
         # (a query by id on a 1,897-row shard: 6 ms instead of 34-47), and files are smaller.
-        pq.write_table(table, tmp, write_page_checksum=True, row_group_size=ROW_GROUP_ROWS,
-                       use_dictionary=["label"])
-        os.replace(tmp, self.shard_dir / name)
+        with atomic_path(self.shard_dir / name) as tmp:
+            pq.write_table(table, tmp, write_page_checksum=True, row_group_size=ROW_GROUP_ROWS,
+                           use_dictionary=["label"])
         return name
 
     def recover_shards(self, manifest: dict) -> list[str]:
@@ -355,9 +346,8 @@ class EmbeddingStore:
         import faiss
 
         name = f"{prefix}-{generation:06d}.faiss"
-        tmp = self.root / f".{name}.{os.getpid()}.tmp"
-        faiss.write_index(index, str(tmp))
-        os.replace(tmp, self.root / name)
+        with atomic_path(self.root / name) as tmp:
+            faiss.write_index(index, str(tmp))
         return name
 
     def read_index(self, name: str, mmap: str | None = None):
@@ -380,7 +370,7 @@ class EmbeddingStore:
         """Delete half-written files a killed run left (they were never renamed into place)."""
         for folder in (self.root, self.shard_dir):
             if folder.is_dir():
-                for p in folder.glob(".*.tmp*"):
+                for p in folder.glob(f".*{TEMP_MARK}*"):  # indexer.atomic's temporary names
                     p.unlink(missing_ok=True)
 
 

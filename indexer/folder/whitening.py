@@ -9,12 +9,12 @@ blown up into noise.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from indexer.atomic import atomic_path
 from indexer.vectors import l2_normalize
 
 
@@ -32,9 +32,8 @@ class Whitening:
         return (np.asarray(vectors, np.float32) - self.mean) @ self.projection
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, mean=self.mean, projection=self.projection)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npz") as tmp:  # np.savez appends .npz to a name without it
+            np.savez(tmp, mean=self.mean, projection=self.projection)
 
     @classmethod
     def load(cls, path: Path) -> "Whitening":
@@ -50,7 +49,12 @@ def search_space(raw: np.ndarray, index_dir, manifest: dict) -> np.ndarray:
     return l2_normalize(load_for(index_dir, info).apply(raw))
 
 
-_CACHE: dict[str, Whitening] = {}
+_CACHE: dict[str, Whitening] = {}  # "path:mtime_ns" -> the whitening that file holds
+
+
+def clear_cache() -> None:
+    """Forget the whitenings read so far: the next ``load_for`` reads its file again."""
+    _CACHE.clear()
 
 
 def load_for(index_dir, info: dict) -> Whitening:

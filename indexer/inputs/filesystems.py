@@ -15,6 +15,7 @@ import re
 import threading
 from typing import Iterator
 
+from indexer.atomic import atomic_path
 from indexer.errors import InvalidInputError
 
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)$")
@@ -164,10 +165,17 @@ def _write_atomic(path: str, tmp_tag: str, write) -> None:
     Written under a hidden temporary name (``tmp_tag`` keeps concurrent
     writers apart), then renamed: atomic on a local disk and on HDFS; an
     object store shows an object only once it is complete, and the
-    temporary name is never read.
+    temporary name is never read.  A local path goes through indexer.atomic,
+    which also makes the file and the rename durable (fsync).
     """
     from pyarrow import fs
 
+    if not is_uri(path):
+        local = os.path.abspath(path)
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        with atomic_path(local, tag=tmp_tag) as tmp:
+            write(fs.LocalFileSystem(), str(tmp))
+        return
     filesystem, inner = resolve(path)
     folder, name = posixpath.split(inner)  # pyarrow.fs spells paths with '/' everywhere
     filesystem.create_dir(folder, recursive=True)

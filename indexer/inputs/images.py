@@ -21,15 +21,6 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from indexer.config import MAX_PIXELS
 from indexer.errors import ImageError
 
-# load_rgb checks each image's declared size against the caller's limit (at most MAX_PIXELS)
-# before a pixel is decoded, so a decompression bomb (a small file declaring a huge size) is
-# refused, never allocated. Pillow's own guard stays as a backstop for the sizes it checks
-# inside its plugins (ICO sub-images, GIF frames, TIFF tiles): it raises above 2x this. Its
-# warning between 1x and 2x is redundant: load_rgb refuses all those images.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-ImageFile.LOAD_TRUNCATED_IMAGES = False
-
 EXIF_ORIENTATION = 0x0112
 
 IMAGE_EXTENSIONS = frozenset(
@@ -87,7 +78,33 @@ def read_image_file(path: str | os.PathLike) -> bytes:
     return data
 
 
+_QUIET_BOMB_WARNING = ("ignore", None, Image.DecompressionBombWarning, None, 0)  # as warnings.filters holds it
+
+
+def use_decoder_settings() -> None:
+    """Set the process-wide Pillow settings the decoder relies on; called before every decode.
+
+    They are Pillow globals, so they are set when decoding starts, not when this
+    module is imported: a program that imports imgsearch for its file listing
+    or its errors keeps Pillow as it configured it.
+
+    load_rgb checks each image's declared size against the caller's limit (at
+    most MAX_PIXELS) before a pixel is decoded, so a decompression bomb (a small
+    file declaring a huge size) is refused, never allocated. Pillow's own guard
+    stays as a backstop for the sizes it checks inside its plugins (ICO
+    sub-images, GIF frames, TIFF tiles): it raises above 2x this. Its warning
+    between 1x and 2x is redundant: load_rgb refuses all those images.
+    A truncated file is an error, never a half-grey picture.
+    """
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    # looked up each time, not once: warnings.catch_warnings (pytest, for one) drops filters on exit
+    if _QUIET_BOMB_WARNING not in warnings.filters:
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def _open(source: ImageSource) -> Image.Image:
+    use_decoder_settings()
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, (str, os.PathLike)):

@@ -65,12 +65,17 @@ def _is_known(keys: np.ndarray, sha: str) -> bool:
     return i < len(keys) and keys[i] == key
 
 
-_WORKER_KEYS = np.empty(0, np.uint64)
+_WORKER_KEYS = np.empty(0, np.uint64)  # a decoding process's known-content keys, set when it starts
 
 
 def _init_worker(keys: np.ndarray) -> None:
     global _WORKER_KEYS
     _WORKER_KEYS = keys
+
+
+def clear_worker_keys() -> None:
+    """Forget the keys a decoding process was started with: ``read_one`` then decodes every file."""
+    _init_worker(np.empty(0, np.uint64))
 
 
 def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pixels: int = MAX_PIXELS):

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from indexer.atomic import atomic_path
 from indexer.errors import ImgsearchError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -163,9 +164,8 @@ def _load_lite(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Back
         if model is None:
             model = build_efficientnet_lite(load_state_dict(source), spec.input_size, spec.name)
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.keras")
-            model.save(tmp)
-            os.replace(tmp, cached)
+            with atomic_path(cached, suffix=".keras") as tmp:  # Keras saves only to a name ending .keras
+                model.save(tmp)
             log.info("converted %s from %s, cached at %s", spec.name, source, cached)
         features = keras.Model(model.inputs, model.outputs[0], name=f"{spec.name}-features")
 
@@ -244,7 +244,12 @@ def get_spec(name: str) -> BackboneSpec:
         raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
 
 
-_LOADED: dict[tuple[str, str | None, str], Backbone] = {}
+_LOADED: dict[tuple[str, str | None, str], Backbone] = {}  # (name, weights, cache dir) -> built backbone
+
+
+def clear_loaded() -> None:
+    """Forget the backbones built so far: the next ``load_backbone`` builds (or reads from its cache) anew."""
+    _LOADED.clear()
 
 
 def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path | None = None) -> Backbone:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.atomic import atomic_write_bytes
 from indexer.config import RUNTIMES
 from indexer.errors import InvalidInputError
 from indexer.model.backbones import Backbone
@@ -108,9 +109,7 @@ def tflite_model(backbone: Backbone, cache_dir: Path) -> bytes:
         model = keras.Model(images, model(x))
     data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data)
     return data
 
 

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import os
-
+from indexer.atomic import atomic_path
 from indexer.folder.heads import Head, head_index_path, list_heads, load_head
 from indexer.folder.manifest import search_dim
 from indexer.folder.store import EmbeddingStore, embeddings_of
@@ -34,9 +33,8 @@ def build_head_index(index_dir, head: Head, manifest: dict) -> str:
         add_to_index(index, table.column("id").to_numpy(),
                      head.augment(search_space(raw, index_dir, manifest), raw))  # (s, d + C)
     path = head_index_path(index_dir, head.name, manifest)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
     # keep the previous generation's: it is what is served until the manifest of this one is published
     generation = manifest.get("generation", 0)
     for old in path.parent.glob("search-*.faiss"):

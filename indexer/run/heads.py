@@ -83,8 +83,12 @@ def labelled_embeddings(index_dir, labels_csv=None) -> tuple[np.ndarray, np.ndar
 
 
 def train_head(index_dir, name: str, *, labels_csv=None,
-               config: HeadTrainingConfig = HeadTrainingConfig()) -> Head:
-    """Train head ``name`` on the index's stored embeddings and save it inside the index folder."""
+               config: HeadTrainingConfig | None = None) -> Head:
+    """Train head ``name`` on the index's stored embeddings and save it inside the index folder.
+
+    ``config``: the training settings; None, the defaults.
+    """
+    config = config or HeadTrainingConfig()
     if not NAME_PATTERN.match(name):
         raise HeadError(f"head name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
     if not 0 < config.val_fraction < 1:

@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from indexer.atomic import atomic_write_bytes
 from indexer.folder.store import schema as shard_schema
 from indexer.inputs import filesystems
 from indexer.inputs.reader import AlreadyIndexed, Decoded, read_one
@@ -72,6 +73,11 @@ class TaskSettings:
 _EMBEDDERS: dict = {}  # one model per Python worker process, kept across the tasks it runs
 
 
+def clear_embedders() -> None:
+    """Forget this process's embedders: the next task builds its own."""
+    _EMBEDDERS.clear()
+
+
 def _cache_dir(settings: TaskSettings) -> Path:
     """A cache folder holding the converted model, so no executor converts it again.
 
@@ -88,9 +94,7 @@ def _cache_dir(settings: TaskSettings) -> Path:
     for folder in (cache, Path(SparkFiles.getRootDirectory()) / "imgsearch-cache"):
         try:
             (folder / "models").mkdir(parents=True, exist_ok=True)
-            tmp = folder / "models" / f".{settings.model_file}.{os.getpid()}.tmp"
-            tmp.write_bytes(shipped.read_bytes())
-            os.replace(tmp, folder / "models" / settings.model_file)
+            atomic_write_bytes(folder / "models" / settings.model_file, shipped.read_bytes())
             return folder
         except OSError as exc:
             log.warning("cannot cache the model in %s: %s", folder, exc)

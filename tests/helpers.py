@@ -1,0 +1,71 @@
+"""Helpers the tests share: small images, bad files, a live server, waiting for a condition.
+
+Plain functions and classes, imported as ``from tests.helpers import ...``
+(conftest.py holds only fixtures: pytest loads it itself, it is not imported).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+DATA = Path(__file__).parent / "data"
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 60, what: str = "the condition",
+               interval: float = 0.02):
+    """Poll ``condition`` until it returns something true, and return that; fail the test after ``timeout`` s.
+
+    For tests that wait on another thread or process: they wait for what they
+    need to have happened, never for a fixed time that a slow machine may miss.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def write_bad_files(folder: Path, good_jpeg: Path) -> dict[str, str]:
+    """Zero bytes, a truncated JPEG and a text file named .jpg; returns name -> expected reason."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    data = good_jpeg.read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "notes.jpg").write_text("this is a text file, not a picture\n")
+    return {"empty.jpg": "empty file", "truncated.jpg": "cannot decode", "notes.jpg": "not an image"}
+
+
+def solid(color, size=(64, 48), mode="RGB") -> Image.Image:
+    return Image.new(mode, size, color)
+
+
+def rng_image(seed: int, size=(96, 80)) -> Image.Image:
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(arr)
+
+
+class LiveServer:
+    """A real waitress server on a loopback port, in a background thread."""
+
+    def __init__(self, app, threads: int = 4):
+        import threading
+
+        import waitress
+
+        self.app = app
+        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.close()
+        self.thread.join(timeout=10)
