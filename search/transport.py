@@ -20,10 +20,12 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
+from indexer.errors import ImgsearchError
+
 _calls = threading.local()  # the call this thread is making, so the pool can tell it its connection
 
 
-class TransportError(Exception):
+class TransportError(ImgsearchError):
     """The call failed before a complete reply arrived; ``code`` says how."""
 
     def __init__(self, code: str, message: str):

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 
+from indexer.errors import DamagedIndexError
+
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")  # a file name in the folder: no '/', no '..'
 
 
-class ManifestShapeError(ValueError):
+class ManifestShapeError(DamagedIndexError, ValueError):
     """A manifest field is missing or of the wrong type; the message names the field."""
 
 
