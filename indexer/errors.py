@@ -45,3 +45,12 @@ class MissingDependencyError(ImgsearchError, ImportError):
 
 class ExecutionError(ImgsearchError, RuntimeError):
     """A run's worker processes or its Spark job failed; the message says why and what work is kept."""
+
+
+QUOTE_LIMIT = 200  # characters of a caller's value an error message repeats
+
+
+def quote(value, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: a 20 MB value is not echoed back."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

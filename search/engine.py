@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
-from indexer.errors import InvalidInputError, NotFoundError
+from indexer.errors import InvalidInputError, NotFoundError, quote
 from indexer.folder.manifest import backbone_name, check_compatible, search_dim
 from indexer.folder.store import EmbeddingStore, IndexFormatError
 from indexer.folder.whitening import search_space
@@ -281,7 +281,7 @@ class SearchEngine:
     def classify_vector(self, vector, head: str, top: int = 5) -> list[tuple[str, float]]:
         """Best ``top`` (class, probability) pairs of head ``head`` for a (D,) embedding."""
         if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
-            raise InvalidInputError(f"top must be a positive integer, got {top!r}")
+            raise InvalidInputError(f"top must be a positive integer, got {quote(top)}")
         h, _ = self._head(head)
         return h.top(self.check_vector(vector)[None], top)[0]
 
@@ -313,10 +313,11 @@ class SearchEngine:
             raise UnknownIdError(row_id)
         return vec
 
-    def thumbnail(self, row_id: int, size: int | None = None) -> bytes:
-        """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable."""
-        # named by its id, not its path: the path is the server's business
-        return thumbnail_jpeg(self.get(row_id).path, size, self.config.max_pixels, name=f"image {row_id}")
+    def thumbnail(self, row_id: int, size: int | None = None, *, max_decoded_pixels: int | None = None) -> bytes:
+        """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable,
+        ``ImageTooLargeError`` if decoding it would take more than ``max_decoded_pixels``."""
+        return thumbnail_jpeg(self.get(row_id).path, size, self.config.max_pixels, name=f"image {row_id}",
+                              max_decoded_pixels=max_decoded_pixels)
 
     def get(self, row_id: int) -> Hit:
         """Metadata of one indexed image (score 1.0)."""
@@ -364,7 +365,7 @@ def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
 
 def _check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InvalidInputError(f"k must be an integer, got {k!r}")
+        raise InvalidInputError(f"k must be an integer, got {quote(k)}")
     if not 1 <= k <= MAX_K:
         raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
     return int(k)

@@ -10,6 +10,7 @@ from indexer.errors import (
     InvalidInputError,
     MissingDependencyError,
     NotFoundError,
+    quote,
 )
 from indexer.folder.heads import HeadDamagedError, HeadError, UnknownHeadError
 from indexer.folder.store import IndexFormatError
@@ -19,4 +20,4 @@ from search.thumbnails import ImageUnavailableError
 
 __all__ = ["DamagedIndexError", "ExecutionError", "HeadDamagedError", "HeadError", "ImageDecodeError", "ImageError", "ImageTooLargeError",
            "ImageUnavailableError", "ImgsearchError", "IndexFormatError", "InvalidInputError", "InvalidVectorError",
-           "MissingDependencyError", "NotFoundError", "UnknownHeadError", "UnknownIdError"]
+           "MissingDependencyError", "NotFoundError", "UnknownHeadError", "UnknownIdError", "quote"]

@@ -6,22 +6,29 @@ import io
 
 from indexer.errors import ImageError
 from indexer.inputs.filesystems import is_uri, read_bytes
-from indexer.inputs.images import ImageDecodeError, load_rgb
+from indexer.inputs.images import ImageDecodeError, ImageTooLargeError, load_rgb
 
 
 class ImageUnavailableError(ImageError, OSError):
     """An indexed image whose file cannot be read any more."""
 
 
-def thumbnail_jpeg(path: str, size: int | None, max_pixels: int, *, name: str) -> bytes:
+def thumbnail_jpeg(path: str, size: int | None, max_pixels: int, *, name: str,
+                   max_decoded_pixels: int | None = None) -> bytes:
     """The image at ``path`` (a local path or a URI) as JPEG bytes, fitted in ``size`` x ``size`` if given.
 
     ``max_pixels`` is the indexer's limit, not the uploads': the file is one the index accepted.
+    ``max_decoded_pixels`` bounds the memory a preview takes: a JPEG is decoded at the smallest
+    scale that still fills ``size`` (1/2 ... 1/8), any other format whole, so a larger one is
+    refused with ImageTooLargeError (checked from the header, before decoding).
     ``name`` stands for the image in the error's message, which the web app sends to its client.
     """
     try:
         # an image indexed from hdfs://, s3://... is read through its file system
-        img, _, _ = load_rgb(read_bytes(path) if is_uri(path) else path, min_size=size, max_pixels=max_pixels)
+        img, _, _ = load_rgb(read_bytes(path) if is_uri(path) else path, min_size=size, max_pixels=max_pixels,
+                             max_decoded_pixels=max_decoded_pixels)
+    except ImageTooLargeError as exc:
+        raise ImageTooLargeError(f"{name}: {exc}") from None
     except (ImageDecodeError, OSError) as exc:
         raise ImageUnavailableError(f"{name} is in the index but its file is not readable any more: {exc}") from exc
     if size:

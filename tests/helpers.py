@@ -53,15 +53,16 @@ def rng_image(seed: int, size=(96, 80)) -> Image.Image:
 
 
 class LiveServer:
-    """A real waitress server on a loopback port, in a background thread."""
+    """The production server (web/server.py, as ``imgsearch serve`` runs it) on a loopback port, in a thread."""
 
     def __init__(self, app, threads: int = 4):
         import threading
 
-        import waitress
+        from web.server import make_server
 
         self.app = app
-        self.server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads)
+        app.config["SERVER_THREADS"] = threads
+        self.server = make_server(app, host="127.0.0.1", port=0)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

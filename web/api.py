@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
 from search.engine import MAX_K, SearchEngine
-from search.errors import ImageError
+from search.errors import ImageError, quote
 from web.errors import ApiError
 from web.openapi import openapi_spec
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_THUMBNAIL = 1024
+THUMBNAIL_WAIT = 10.0  # seconds a request waits for a free decode slot
 
 
 def engine() -> SearchEngine:
@@ -29,7 +30,7 @@ def engine() -> SearchEngine:
 def _parse_int(raw, name: str, default: int, low: int, high: int) -> int:
     if raw is None or raw == "":
         return default
-    bad = ApiError(400, f"invalid_{name}", f"{name} must be an integer between {low} and {high}, got {raw!r}")
+    bad = ApiError(400, f"invalid_{name}", f"{name} must be an integer between {low} and {high}, got {quote(raw)}")
     if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
         raise bad
     try:
@@ -86,7 +87,7 @@ def _parse_query() -> Query:
     if "id" in body:
         row_id = body["id"]
         if isinstance(row_id, bool) or not isinstance(row_id, int):
-            raise ApiError(400, "invalid_id", f"id must be an integer, got {row_id!r}")
+            raise ApiError(400, "invalid_id", f"id must be an integer, got {quote(row_id)}")
         return Query("id", body, row_id=row_id)
     if "vector" in body:
         vector = body["vector"]
@@ -127,7 +128,7 @@ def _parse_head(raw, required: bool) -> str | None:
         raise ApiError(400, "missing_field", "name the head in 'head'; this index has: "
                                              + (", ".join(heads) or "none (train one with imgsearch train-head)"))
     if not isinstance(raw, str):
-        raise ApiError(400, "unknown_head", f"head must be a head's name, got {raw!r}")
+        raise ApiError(400, "unknown_head", f"head must be a head's name, got {quote(raw)}")
     eng.head(raw)  # a HeadError if it has no such head
     return raw
 
@@ -169,10 +170,19 @@ def image(row_id: int):
         try:
             size = int(size)
         except ValueError:
-            raise ApiError(400, "invalid_size", f"size must be an integer, got {size!r}") from None
+            raise ApiError(400, "invalid_size", f"size must be an integer, got {quote(size)}") from None
         if not 16 <= size <= MAX_THUMBNAIL:
             raise ApiError(400, "invalid_size", f"size must be between 16 and {MAX_THUMBNAIL}, got {size}")
-    data = eng.thumbnail(row_id, size)  # an ImageUnavailableError if its file is gone
+    # decodes are the costly part (memory): at most THUMBNAIL_DECODES at once, the rest wait a while
+    slots = current_app.extensions["imgsearch_thumbnail_slots"]
+    if not slots.acquire(timeout=THUMBNAIL_WAIT):
+        raise ApiError(503, "busy", f"more than {current_app.config['THUMBNAIL_DECODES']} images are being "
+                                    "decoded; try again in a moment")
+    try:
+        # an ImageUnavailableError (404) if its file is gone, ImageTooLargeError (413) over the decode budget
+        data = eng.thumbnail(row_id, size, max_decoded_pixels=current_app.config["THUMBNAIL_MAX_PIXELS"])
+    finally:
+        slots.release()
     response = send_file(io.BytesIO(data), mimetype="image/jpeg", max_age=3600)
     return response
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from flask import Flask
 
@@ -23,7 +24,19 @@ DEFAULTS = {
     # seconds between checks (one stat) for a newly published version of the index, which is then
     # opened in the background and swapped in; 0: on every request; None: serve the first version only
     "RELOAD_INTERVAL": 1.0,
+    # the production server (web/server.py, imgsearch serve): limits chosen to hold against floods
+    "SERVER_THREADS": 8,  # request threads; they share one loaded model
+    "CONNECTION_LIMIT": 1000,  # open connections, idle ones included, before new ones wait
+    "CHANNEL_TIMEOUT": 30,  # seconds an idle or trickling connection is kept
+    # thumbnails: a JPEG is decoded at reduced scale; an image of another format declaring more pixels
+    # than this is not previewed (413), since it would be decoded whole; at most THUMBNAIL_DECODES at once
+    "THUMBNAIL_MAX_PIXELS": 25_000_000,
+    "THUMBNAIL_DECODES": 2,
 }
+
+# settings that must be whole numbers of at least 1
+_POSITIVE = ("MAX_CONTENT_LENGTH", "SERVER_THREADS", "CONNECTION_LIMIT", "CHANNEL_TIMEOUT", "THUMBNAIL_MAX_PIXELS",
+             "THUMBNAIL_DECODES")
 
 
 def create_app(config: dict | None = None, *, engine=None) -> Flask:
@@ -35,7 +48,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     indexer publishes later are picked up while serving (``RELOAD_INTERVAL``).
     """
     from search.engine import SearchEngine, check_max_pixels
-    from search.errors import InvalidInputError
+    from search.errors import InvalidInputError, quote
     from search.reloading import ReloadingEngine
     from web.api import api
     from web.errors import register_error_handlers
@@ -46,9 +59,10 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     app.config.update(DEFAULTS)
     app.config.update(config or {})
     check_max_pixels(app.config["MAX_IMAGE_PIXELS"], "MAX_IMAGE_PIXELS")
-    limit = app.config["MAX_CONTENT_LENGTH"]
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidInputError(f"MAX_CONTENT_LENGTH must be a positive number of bytes, got {limit!r}")
+    for name in _POSITIVE:
+        value = app.config[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInputError(f"{name} must be a whole number >= 1, got {quote(value)}")
     if engine is None:
         index_dir = app.config["INDEX_DIR"] or os.environ.get("IMGSEARCH_INDEX")
         if not index_dir:
@@ -59,6 +73,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     if app.config["WARM_UP"]:
         engine.warm_up()
     app.extensions["imgsearch"] = engine
+    app.extensions["imgsearch_thumbnail_slots"] = threading.BoundedSemaphore(app.config["THUMBNAIL_DECODES"])
     register_error_handlers(app)
     add_security_headers(app)
     app.register_blueprint(api)

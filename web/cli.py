@@ -62,22 +62,43 @@ def main(verbose: bool) -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Worker threads (waitress); they share one loaded model.")
+@click.option("--connection-limit", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+              help="Open connections, idle ones included, before new ones wait.")
+@click.option("--channel-timeout", default=30, show_default=True, type=click.IntRange(1, 3600),
+              help="Seconds an idle or trickling connection is kept open.")
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of waitress.")
-def serve(index_dir, host, port, threads, dev):
-    """Serve the search page and JSON API for one index folder."""
-    from web import create_app
+def serve(index_dir, host, port, threads, connection_limit, channel_timeout, dev):
+    """Serve the search page and JSON API for one index folder.
 
-    app = create_app({"INDEX_DIR": str(index_dir)})
+    The port is taken before anything is printed: a busy port is an error, not a traceback.
+    Facing the internet, put a reverse proxy in front (README, "Serving").
+    """
+    from web import create_app
+    from web.server import make_server, port_in_use
+
+    app = create_app({"INDEX_DIR": str(index_dir), "SERVER_THREADS": threads, "CONNECTION_LIMIT": connection_limit,
+                      "CHANNEL_TIMEOUT": channel_timeout})
     engine = app.extensions["imgsearch"]
+    try:
+        server = None if dev else make_server(app, host, port)
+        if dev:
+            port_in_use(host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+                                   "choose another --port (or --host)") from None
+    port = server.effective_port if server is not None else port
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     click.echo(f"serving {engine.info()['count']} images from {index_dir}")
     click.echo(f"open http://{shown}:{port}/  (JSON API under /api, Ctrl-C to stop)", err=False)
     if dev:
         app.run(host=host, port=port, debug=False, threaded=True, use_reloader=False)
     else:
-        import waitress
-
-        waitress.serve(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True)
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.close()
 
 
 if __name__ == "__main__":

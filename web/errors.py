@@ -60,10 +60,15 @@ class ApiError(ImgsearchError):
         self.status, self.code, self.message = status, code, message
 
 
-def _respond(status: int, code: str, message: str):
+MAX_MESSAGE = 2000  # characters: messages quote at most ~200 of a caller's value (quote()); this is the backstop
+
+
+def _respond(status: int, code: str, message: str, headers: dict | None = None):
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + " ..."
     if request.path.startswith("/api/"):
-        return jsonify(error={"code": code, "message": message}), status
-    return render_template("error.html", status=status, message=message), status
+        return jsonify(error={"code": code, "message": message}), status, headers or {}
+    return render_template("error.html", status=status, message=message), status, headers or {}
 
 
 def _megabytes(n: int) -> str:
@@ -93,7 +98,9 @@ def register_error_handlers(app: Flask) -> None:
             else:  # Werkzeug's form limits: a text field over MAX_FORM_MEMORY_SIZE, or too many parts
                 message = (f"form too large: text fields may hold at most {app.config['MAX_FORM_MEMORY_SIZE']} "
                            f"bytes and a form at most {app.config['MAX_FORM_PARTS']} parts")
-        return _respond(status, _CODES.get(status, "http_error"), message)
+        # a 405 says which methods the URL takes, as HTTP requires
+        allow = {"Allow": ", ".join(sorted(exc.valid_methods))} if getattr(exc, "valid_methods", None) else None
+        return _respond(status, _CODES.get(status, "http_error"), message, allow)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

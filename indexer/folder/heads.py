@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.atomic import atomic_folder
-from indexer.errors import DamagedIndexError, InvalidInputError, NotFoundError
+from indexer.errors import DamagedIndexError, InvalidInputError, NotFoundError, quote
 from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore
 from indexer.vectors import l2_normalize
@@ -124,7 +124,7 @@ def load_head(index_dir, name: str, manifest: dict | None = None) -> Head:
     folder = heads_root(index_dir) / name
     if not NAME_PATTERN.match(name) or not (folder / "head.json").is_file():
         available = ", ".join(list_heads(index_dir)) or "none; train one with 'imgsearch train-head'"
-        raise UnknownHeadError(f"no head named {name!r} in {index_dir} (available: {available})")
+        raise UnknownHeadError(f"no head named {quote(name)} in {index_dir} (available: {available})")
 
     def damaged(why: str) -> HeadDamagedError:
         return HeadDamagedError(f"head {name!r} in {index_dir} is damaged: {why}; retrain it with "

@@ -170,7 +170,7 @@ def center_crop_resize(img: Image.Image, size: int) -> np.ndarray:
 
 
 def load_rgb(source: ImageSource, min_size: int | None = None,
-             max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, int, int]:
+             max_pixels: int = MAX_PIXELS, max_decoded_pixels: int | None = None) -> tuple[Image.Image, int, int]:
     """Decode ``source`` into an upright 8-bit RGB image.
 
     Returns (image, width, height) where width/height are the original size
@@ -179,7 +179,10 @@ def load_rgb(source: ImageSource, min_size: int | None = None,
     Raises ImageDecodeError with a one-line reason for anything that is not a
     usable image (empty, truncated, wrong format, unreadable), and its
     subclass ImageTooLargeError for an image over ``max_pixels``; never
-    another exception type, whatever the bytes.
+    another exception type, whatever the bytes.  ``max_decoded_pixels``: also
+    ImageTooLargeError when more than this many pixels would be decoded (a
+    JPEG counts at the reduced scale it is decoded at), to bound the memory a
+    preview takes.
     """
     try:
         img = _open(source)
@@ -195,6 +198,10 @@ def load_rgb(source: ImageSource, min_size: int | None = None,
             width, height = height, width  # reported as displayed, the right way up
         if min_size and img.format == "JPEG":
             img.draft("RGB", (min_size, min_size))
+        if max_decoded_pixels is not None and img.size[0] * img.size[1] > max_decoded_pixels:
+            w, h = img.size
+            raise ImageTooLargeError(f"image too large to preview: {w} x {h} pixels would be decoded "
+                                     f"({w * h / 1e6:.1f} megapixels), the limit is {max_decoded_pixels / 1e6:g}")
         img = ImageOps.exif_transpose(img)
         img.load()
         return _to_rgb(img), width, height
