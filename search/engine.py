@@ -233,9 +233,16 @@ class SearchEngine:
         batch = np.stack([decode_image(img, size, limit).array for img in images])  # (q, S, S, 3)
         return embedder.embed(batch)
 
-    def search_image(self, image: ImageSource, k: int = 10, *, head: str | None = None) -> list[Hit]:
-        """Nearest images to an image given as a path, bytes, file object or PIL image."""
-        return self.search_vector(self.embed_images([image])[0], k, head=head)
+    def search_image(self, image: ImageSource, k: int = 10, *, head: str | None = None,
+                     max_pixels: int | None = None) -> list[Hit]:
+        """Nearest images to an image given as a path, bytes, file object or PIL image.
+
+        ``max_pixels``: refuse (ImageTooLargeError) an image declaring more pixels (default: the config's).
+        """
+        k = _check_k(k)
+        if head is not None:
+            self._head(head)  # fail on a bad head name before embedding
+        return self.search_vector(self.embed_images([image], max_pixels=max_pixels)[0], k, head=head)
 
     def search_vector(self, vector, k: int = 10, *, exclude: int | None = None,
                       head: str | None = None) -> list[Hit]:
@@ -285,10 +292,11 @@ class SearchEngine:
         h, _ = self._head(head)
         return h.top(self.check_vector(vector)[None], top)[0]
 
-    def classify(self, image: ImageSource, head: str, top: int = 5) -> list[tuple[str, float]]:
+    def classify(self, image: ImageSource, head: str, top: int = 5, *,
+                 max_pixels: int | None = None) -> list[tuple[str, float]]:
         """Classify an image with a trained head: [(class, probability), ...], best first."""
         self._head(head)  # fail on a bad head name before embedding
-        return self.classify_vector(self.embed_images([image])[0], head, top)
+        return self.classify_vector(self.embed_images([image], max_pixels=max_pixels)[0], head, top)
 
     def classify_id(self, row_id: int, head: str, top: int = 5) -> list[tuple[str, float]]:
         return self.classify_vector(self.vector(row_id), head, top)

@@ -6,7 +6,7 @@ import io
 
 from indexer.errors import ImageError
 from indexer.inputs.filesystems import is_uri, read_bytes
-from indexer.inputs.images import ImageDecodeError, ImageTooLargeError, load_rgb
+from indexer.inputs.images import ImageDecodeError, PreviewTooLargeError, load_rgb
 
 
 class ImageUnavailableError(ImageError, OSError):
@@ -20,15 +20,15 @@ def thumbnail_jpeg(path: str, size: int | None, max_pixels: int, *, name: str,
     ``max_pixels`` is the indexer's limit, not the uploads': the file is one the index accepted.
     ``max_decoded_pixels`` bounds the memory a preview takes: a JPEG is decoded at the smallest
     scale that still fills ``size`` (1/2 ... 1/8), any other format whole, so a larger one is
-    refused with ImageTooLargeError (checked from the header, before decoding).
+    refused with PreviewTooLargeError, an ImageTooLargeError (checked from the header, before decoding).
     ``name`` stands for the image in the error's message, which the web app sends to its client.
     """
     try:
         # an image indexed from hdfs://, s3://... is read through its file system
         img, _, _ = load_rgb(read_bytes(path) if is_uri(path) else path, min_size=size, max_pixels=max_pixels,
                              max_decoded_pixels=max_decoded_pixels)
-    except ImageTooLargeError as exc:
-        raise ImageTooLargeError(f"{name}: {exc}") from None
+    except PreviewTooLargeError as exc:
+        raise PreviewTooLargeError(f"{name}: {exc}") from None
     except (ImageDecodeError, OSError) as exc:
         raise ImageUnavailableError(f"{name} is in the index but its file is not readable any more: {exc}") from exc
     if size:

@@ -100,21 +100,20 @@ def _parse_query() -> Query:
     raise ApiError(400, "missing_field", "the JSON body needs 'id' or 'vector'")
 
 
-def _query_vector(query: Query):
-    """The (D,) embedding a query stands for (embeds an uploaded image).
+def _answer(query: Query, by_image, by_id, by_vector):
+    """Call the engine method for the query's kind; an upload's errors name its file.
 
-    Its errors (an unknown id, a vector of the wrong size, an upload that is not an image) get
-    their status in web/errors.py.
+    Errors (an unknown id, a vector of the wrong size, an upload that is not an image) get their
+    status in web/errors.py.
     """
-    eng = engine()
     if query.kind == "image":
         try:
-            return eng.embed_images([query.image], max_pixels=current_app.config["MAX_IMAGE_PIXELS"])[0]
+            return by_image(query.image, max_pixels=current_app.config["MAX_IMAGE_PIXELS"])
         except ImageError as exc:
             raise exc.about(query.filename) from None
     if query.kind == "id":
-        return eng.vector(query.row_id)
-    return eng.check_vector(query.vector)
+        return by_id(query.row_id)
+    return by_vector(query.vector)
 
 
 def _parse_head(raw, required: bool) -> str | None:
@@ -141,8 +140,9 @@ def search():
     query = _parse_query()
     k = _parse_k(query.fields.get("k"))
     head = _parse_head(query.fields.get("head"), required=False)
-    vector = _query_vector(query)
-    hits = eng.search_vector(vector, k, exclude=query.row_id, head=head)
+    hits = _answer(query, lambda image, **kw: eng.search_image(image, k, head=head, **kw),
+                   lambda row_id: eng.search_id(row_id, k, head=head),
+                   lambda vector: eng.search_vector(vector, k, head=head))
     return jsonify(results=[_hit_json(h) for h in hits], query=query.describe(), backbone=eng.backbone,
                    head=head, took_ms=round((time.perf_counter() - started) * 1000, 2))
 
@@ -155,7 +155,9 @@ def classify():
     query = _parse_query()
     head = _parse_head(query.fields.get("head"), required=True)
     top = _parse_int(query.fields.get("top"), "top", 5, 1, 1000)
-    predictions = eng.classify_vector(_query_vector(query), head, top)
+    predictions = _answer(query, lambda image, **kw: eng.classify(image, head, top, **kw),
+                          lambda row_id: eng.classify_id(row_id, head, top),
+                          lambda vector: eng.classify_vector(vector, head, top))
     return jsonify(head=head, predictions=[{"class": c, "probability": round(p, 6)} for c, p in predictions],
                    query=query.describe(), took_ms=round((time.perf_counter() - started) * 1000, 2))
 

@@ -71,7 +71,7 @@ def _respond(status: int, code: str, message: str, headers: dict | None = None):
     return render_template("error.html", status=status, message=message), status, headers or {}
 
 
-def _megabytes(n: int) -> str:
+def megabytes(n: int) -> str:
     return f"{n // (1024 * 1024)} MB" if n % (1024 * 1024) == 0 else f"{n / (1024 * 1024):.2f} MB"
 
 
@@ -94,7 +94,7 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             if limit and (request.content_length is None or request.content_length > limit):
-                message = f"upload too large: the limit is {_megabytes(limit)}"
+                message = f"upload too large: the limit is {megabytes(limit)}"
             else:  # Werkzeug's form limits: a text field over MAX_FORM_MEMORY_SIZE, or too many parts
                 message = (f"form too large: text fields may hold at most {app.config['MAX_FORM_MEMORY_SIZE']} "
                            f"bytes and a form at most {app.config['MAX_FORM_PARTS']} parts")

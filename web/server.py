@@ -36,6 +36,8 @@ import waitress
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
+from web.errors import megabytes
+
 log = logging.getLogger(__name__)
 
 MULTIPART_MARGIN = 64 * 1024  # a form's boundaries and part headers around an upload of MAX_CONTENT_LENGTH
@@ -52,8 +54,11 @@ class JSONErrorTask(ErrorTask):
         if not path.startswith("/api/"):
             return super().execute()
         error = self.request.error
-        body = json.dumps({"error": {"code": _CODES.get(error.code, "http_error"),
-                                     "message": f"{error.reason}: {str(error.body)[:200]}"}}).encode()
+        message = f"{error.reason}: {str(error.body)[:200]}"
+        limit = getattr(self.channel.server, "max_content_length", None)
+        if error.code == 413 and limit:  # the same words as the app's own 413 (web/errors.py)
+            message = f"upload too large: the limit is {megabytes(limit)}"
+        body = json.dumps({"error": {"code": _CODES.get(error.code, "http_error"), "message": message}}).encode()
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))
         self.set_close_on_finish()
@@ -96,6 +101,7 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8000):
         max_request_body_size=cfg["MAX_CONTENT_LENGTH"] + MULTIPART_MARGIN, asyncore_use_poll=True,
         clear_untrusted_proxy_headers=True, ident="imgsearch")
     server.channel_class = LimitedChannel
+    server.max_content_length = cfg["MAX_CONTENT_LENGTH"]  # for JSONErrorTask's 413 message
     return server
 
 

@@ -38,6 +38,10 @@ class ImageTooLargeError(ImageDecodeError):
     """The image declares more pixels than the caller's limit (a decompression bomb, or just huge)."""
 
 
+class PreviewTooLargeError(ImageTooLargeError):
+    """Decoding the image would take more pixels than a preview may (``load_rgb(max_decoded_pixels=...)``)."""
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     array: np.ndarray  # (S, S, 3) uint8, the model input
@@ -200,7 +204,7 @@ def load_rgb(source: ImageSource, min_size: int | None = None,
             img.draft("RGB", (min_size, min_size))
         if max_decoded_pixels is not None and img.size[0] * img.size[1] > max_decoded_pixels:
             w, h = img.size
-            raise ImageTooLargeError(f"image too large to preview: {w} x {h} pixels would be decoded "
+            raise PreviewTooLargeError(f"image too large to preview: {w} x {h} pixels would be decoded "
                                      f"({w * h / 1e6:.1f} megapixels), the limit is {max_decoded_pixels / 1e6:g}")
         img = ImageOps.exif_transpose(img)
         img.load()
