@@ -121,8 +121,9 @@ def cli_index(tmp_path_factory, corpus, lite0) -> Path:
 
 
 def test_cli_indexes_every_image_and_a_rerun_adds_none(cli_index, corpus):
-    again = imgsearch("index", corpus, "--index", cli_index, "--no-progress")
-    assert again.returncode == 0 and "indexed 0 new images" in again.text and "16 already indexed" in again.text
+    again = imgsearch("index", corpus, "--index", cli_index, "--no-progress", "--sync")
+    assert again.returncode == 0 and "indexed 0 new images" in again.text, again.text
+    assert "16 already indexed, 0 changed, 0 removed" in again.text  # the stored paths are the listed ones
     store = EmbeddingStore(cli_index)
     table = store.read_table(store.read_manifest()["shards"])
     assert set(texts_of(table, "path")) == on_disk(corpus)  # the names on disk, byte for byte
@@ -233,3 +234,11 @@ def test_spark_gives_the_local_rows(api_index, corpus, tmp_path):
         spark.stop()
     assert (summary.added, summary.skipped) == (16, [(str(corpus / BROKEN), "not an image Pillow recognises")])
     assert rows_of(tmp_path / "idx") == rows_of(api_index)
+
+
+def test_evaluate_reports_such_labels(cli_index, tmp_path):
+    run = imgsearch("evaluate", "--index", cli_index, "--out", tmp_path / "report")
+    assert run.returncode == 0 and "retrieval (leave-one-out, 12 images, 2 labels)" in run.text, run.text
+    report = json.loads((tmp_path / "report" / "report.json").read_bytes().decode("utf-8"))
+    assert set(report["retrieval"]["per_label"]) == {"\\xff\\xfe", "plain"}
+    assert "\\xff\\xfe" in (tmp_path / "report" / "index.html").read_bytes().decode("utf-8")

@@ -62,7 +62,7 @@ def decode_text(stored: str) -> str:
 
 
 def encode_texts(texts: Iterable[str]) -> list[str]:
-    return [encode_text(t) for t in texts]
+    return [t if t.isascii() and not t.startswith(ESCAPE) else encode_text(t) for t in texts]  # ASCII: as is
 
 
 def decode_texts(stored: list[str]) -> list[str]:
