@@ -6,6 +6,7 @@ Registered as ``imgsearch`` subcommands through the ``imgsearch.commands`` entry
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def _open_engine(index_dir):
 def search(index_dir, images, k, head, as_json):
     """Find the indexed images most similar to each IMAGE."""
     from indexer.inputs.images import ImageDecodeError
-    from search.engine import hits_to_json
+    from search.engine import display_text, hits_to_json
 
     engine = _open_engine(index_dir)
     if head is not None:
@@ -43,12 +44,13 @@ def search(index_dir, images, k, head, as_json):
             click.echo(f"{image}: {exc}", err=True)
             failed = True
             continue
-        if as_json:
-            click.echo(json.dumps(hits_to_json(str(image), hits)))
+        if as_json:  # paths as shown (valid UTF-8 whatever their bytes); the id names the image
+            shown = [dataclasses.replace(h, path=display_text(h.path), label=display_text(h.label)) for h in hits]
+            click.echo(json.dumps(hits_to_json(display_text(str(image)), shown)))
         else:
-            click.echo(f"{image}:")
+            click.echo(display_text(f"{image}:"))
             for rank, h in enumerate(hits, 1):
-                click.echo(f"  {rank:>3}. {h.score:.4f}  [{h.label}]  {h.path}  (id {h.id})")
+                click.echo(display_text(f"  {rank:>3}. {h.score:.4f}  [{h.label}]  {h.path}  (id {h.id})"))
     if failed:
         sys.exit(1)
 
@@ -89,6 +91,7 @@ def info(index_dir, as_json):
 def classify(index_dir, head, images, top, as_json):
     """Predict classes of each IMAGE with a trained head."""
     from indexer.inputs.images import ImageDecodeError
+    from search.engine import display_text
 
     engine = _open_engine(index_dir)
     failed = False
@@ -100,10 +103,10 @@ def classify(index_dir, head, images, top, as_json):
             failed = True
             continue
         if as_json:
-            click.echo(json.dumps({"image": str(image), "head": head,
+            click.echo(json.dumps({"image": display_text(str(image)), "head": head,
                                    "predictions": [{"class": c, "probability": p} for c, p in preds]}))
         else:
-            click.echo(f"{image}: " + ", ".join(f"{c} {p:.3f}" for c, p in preds))
+            click.echo(display_text(f"{image}: " + ", ".join(f"{c} {p:.3f}" for c, p in preds)))
     if failed:
         sys.exit(1)
 

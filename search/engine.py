@@ -13,6 +13,7 @@ from indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web
 from indexer.errors import InvalidInputError, NotFoundError, quote
 from indexer.folder.manifest import backbone_name, check_compatible, search_dim
 from indexer.folder.store import EmbeddingStore, IndexFormatError
+from indexer.folder.texts import display_text, texts_of  # noqa: F401 - web shows paths with display_text
 from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
@@ -70,8 +71,8 @@ class SearchEngine:
         self.index = index
         self.config = config
         self._ids = metadata.column("id").to_numpy()  # (n,) int64
-        self._paths = metadata.column("path").to_pylist()
-        self._labels = metadata.column("label").to_pylist()
+        self._paths = texts_of(metadata, "path")  # the file system's names, whatever their bytes
+        self._labels = texts_of(metadata, "label")
         self._row_of = {int(i): r for r, i in enumerate(self._ids)}
         self._embedder = None
         self.heads = HeadCatalog(store, manifest, searchable=index is not None)

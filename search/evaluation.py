@@ -9,6 +9,7 @@ import numpy as np
 from indexer.errors import InvalidInputError
 from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore, embeddings_of
+from indexer.folder.texts import display_text, texts_of
 from indexer.vectors import build_flat_index, search_index
 
 
@@ -47,11 +48,16 @@ def leave_one_out_precision(vectors: np.ndarray, labels, k: int = 10) -> Precisi
     return PrecisionReport(k, n, len(per_label), float(hits.mean()), per_label)
 
 
+def display_labels(table) -> list[str]:
+    """The ``label`` column as the report shows it (``display_text``): distinct labels stay distinct."""
+    return [display_text(label) for label in texts_of(table, "label")]
+
+
 def index_precision(index_dir, k: int = 10) -> PrecisionReport:
     """Leave-one-out precision@k of a published index, by its ``label`` column."""
     store = EmbeddingStore(index_dir)
     table = store.read_table(store.read_manifest()["shards"], ["label", "embedding"])
-    return leave_one_out_precision(embeddings_of(table), table.column("label").to_numpy(zero_copy_only=False), k)
+    return leave_one_out_precision(embeddings_of(table), np.array(display_labels(table), dtype=object), k)
 
 
 def retrieval_metrics(vectors: np.ndarray, labels, max_k: int = 50, max_queries: int = 5000,
@@ -160,7 +166,7 @@ def evaluate_index(index_dir, *, max_k: int = 50, knn_k: int = 10) -> dict:
     table = store.read_table(manifest["shards"], ["id", "path", "label", "embedding"])
     ids = table.column("id").to_numpy()
     raw = embeddings_of(table)
-    labels = np.array(table.column("label").to_pylist(), dtype=object).astype(str)
+    labels = np.array(display_labels(table), dtype=object).astype(str)
     labelled = labels != ""
     results = {
         "index": {"dir": str(index_dir), "backbone": backbone_name(manifest), "images": int(len(ids)),

@@ -99,6 +99,7 @@ def plot_embedding_map(index_dir, path: Path, *, points: int = 1500, thumbnails:
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
     from indexer.folder.store import EmbeddingStore, embeddings_of
+    from indexer.folder.texts import display_text, texts_of
     from indexer.folder.whitening import search_space
 
     store = EmbeddingStore(index_dir)
@@ -113,8 +114,8 @@ def plot_embedding_map(index_dir, path: Path, *, points: int = 1500, thumbnails:
         return None
     sample = table.take(rows)
     vectors = search_space(embeddings_of(sample), index_dir, manifest)  # (n, D) what the search compares
-    labels = np.array([lab or UNLABELLED for lab in sample.column("label").to_pylist()])  # (n,)
-    paths = sample.column("path").to_pylist()
+    labels = np.array([display_text(lab) or UNLABELLED for lab in texts_of(sample, "label")])  # (n,)
+    paths = texts_of(sample, "path")  # real names: the thumbnails are read from them
     xy = embed_2d(vectors, seed)  # (n, 2)
 
     names = sorted(set(labels.tolist()) - {UNLABELLED}) + ([UNLABELLED] if UNLABELLED in labels else [])

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
-from search.engine import MAX_K, SearchEngine
+from search.engine import MAX_K, SearchEngine, display_text
 from search.errors import ImageError, quote
 from web.errors import ApiError
 from web.openapi import openapi_spec
@@ -47,7 +47,9 @@ def _parse_k(raw) -> int:
 
 
 def _hit_json(hit) -> dict:
-    return {"id": hit.id, "path": hit.path, "label": hit.label, "score": round(hit.score, 6),
+    # as shown: valid UTF-8 whatever bytes a file name holds (the id names the image losslessly)
+    return {"id": hit.id, "path": display_text(hit.path), "label": display_text(hit.label),
+            "score": round(hit.score, 6),
             "thumbnail_url": url_for("api.image", row_id=hit.id, size=current_app.config["THUMBNAIL_SIZE"])}
 
 

@@ -19,6 +19,10 @@ every read.  Files a new version no longer uses (the previous FAISS file,
 shards replaced by a removal, the previous whitening) are kept until the
 version after it is published, so a server still answering from the previous
 version while it opens the new one never finds its files gone.
+
+Paths and labels are stored losslessly, whatever their bytes (``texts``: as
+themselves when valid UTF-8, else NUL + the percent-encoded bytes): columns
+are built by ``texts.text_array`` and read back by ``texts.texts_of``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import pyarrow.parquet as pq
 
 from indexer.atomic import TEMP_MARK, atomic_path, atomic_write_bytes
 from indexer.errors import DamagedIndexError
+from indexer.folder.texts import log_bytes, text_array
 from indexer.folder.validate import ManifestShapeError, check_manifest_shape
 
 FORMAT_VERSION = 1
@@ -82,6 +87,7 @@ def rows_to_table(rows: Sequence[Row], dim: int) -> pa.Table:
     if emb.shape[1] != dim:
         raise ValueError(f"embedding dimension {emb.shape[1]} != index dimension {dim}")
     columns = {name: [getattr(r, name) for r in rows] for name in METADATA_COLUMNS}
+    columns["path"], columns["label"] = text_array(columns["path"]), text_array(columns["label"])
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim)
     return pa.table(columns, schema=schema(dim))
 
@@ -335,11 +341,12 @@ class EmbeddingStore:
         return None
 
     def log_skipped(self, lines: Iterable[str]) -> None:
+        """Append to skipped.log; paths as their bytes on disk (``texts.log_bytes``)."""
         lines = list(lines)
         if lines:
             self.root.mkdir(parents=True, exist_ok=True)
-            with open(self.root / SKIPPED_LOG, "a", encoding="utf-8") as f:
-                f.writelines(f"{_now()}\t{line}\n" for line in lines)
+            with open(self.root / SKIPPED_LOG, "ab") as f:
+                f.writelines(log_bytes(f"{_now()}\t{line}\n") for line in lines)
 
     # ------------------------------------------------------------ FAISS file
     def write_index(self, index, generation: int, prefix: str = "index") -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from indexer.folder.heads import NAME_PATTERN, Head, HeadError, save_head
 from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore, embeddings_of
+from indexer.folder.texts import display_text, texts_of
 from indexer.learn.classifiers import (
     HeadTrainingConfig,
     classification_metrics,
@@ -33,11 +34,12 @@ def read_labels_csv(path, table_paths: list[str]) -> dict[str, str]:
     """CSV with columns path,label -> {stored path: label}.
 
     Paths may be absolute or relative to the CSV's folder; rows naming images
-    that are not in the index are reported, not silently dropped.
+    that are not in the index are reported, not silently dropped.  A path that
+    is not UTF-8 is written as the name's bytes (read with surrogateescape).
     """
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
                 raise HeadError(f"{path}: the CSV needs a header with columns 'path' and 'label'")
@@ -55,25 +57,30 @@ def read_labels_csv(path, table_paths: list[str]) -> dict[str, str]:
         if row["label"].strip():
             labels[full] = row["label"].strip()
     if missing:
-        log.warning("%d rows of %s name images not in the index (first: %s)", len(missing), path, missing[0])
+        log.warning("%d rows of %s name images not in the index (first: %s)", len(missing), path,
+                    display_text(missing[0]))
     if not labels:
         raise HeadError(f"{path}: no row names an indexed image; paths must be absolute or relative to the CSV")
     return labels
 
 
 def labelled_embeddings(index_dir, labels_csv=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """Stored ids (n,), embeddings (n, D) and string labels (n,) of the labelled images."""
+    """Stored ids (n,), embeddings (n, D) and string labels (n,) of the labelled images.
+
+    Labels are as shown (``display_text``): a head's classes are names a person and JSON read.
+    """
     store = EmbeddingStore(index_dir)
     manifest = store.read_manifest()
     table = store.read_table(manifest["shards"], ["id", "path", "label", "embedding"])
     ids = table.column("id").to_numpy()
     vectors = embeddings_of(table)
     if labels_csv:
-        mapping = read_labels_csv(labels_csv, table.column("path").to_pylist())
-        labels = np.array([mapping.get(p, "") for p in table.column("path").to_pylist()], dtype=object)
+        paths = texts_of(table, "path")
+        mapping = read_labels_csv(labels_csv, paths)
+        labels = np.array([display_text(mapping.get(p, "")) for p in paths], dtype=object)
         source = f"csv {labels_csv}"
     else:
-        labels = np.array(table.column("label").to_pylist(), dtype=object)
+        labels = np.array([display_text(label) for label in texts_of(table, "label")], dtype=object)
         source = "label column (parent folders)"
     keep = labels != ""
     if not keep.any():

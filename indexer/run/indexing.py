@@ -41,6 +41,7 @@ import pyarrow as pa
 from indexer.config import IndexConfig
 from indexer.folder.manifest import check_compatible
 from indexer.folder.store import EmbeddingStore, library_versions, schema
+from indexer.folder.texts import text_array
 from indexer.inputs.sources import ImageFile, iter_image_files
 from indexer.publish.version import options_changed, publish_index, resolve_options
 from indexer.run.ledger import Ledger
@@ -69,7 +70,8 @@ class Outcomes:
 
     ``rows``: one row per embedded outcome, in their order, with (at least)
     the shard columns but the id (``embedded_schema``; a Spark task's staged
-    rows carry more, which are left out).
+    rows carry more, which are left out); paths and labels as stored
+    (``texts.text_array``).
     """
 
     outcomes: Sequence[Outcome]
@@ -86,7 +88,7 @@ def embedded_rows(files: Sequence[ImageFile], sha256s: Sequence[str], sizes: Seq
     """``Outcomes.rows`` from per-file values; ``vectors`` (n, D) float32."""
     vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)  # (n, D)
     return pa.table({
-        "path": [f.path for f in files], "label": [f.label for f in files],
+        "path": text_array(f.path for f in files), "label": text_array(f.label for f in files),
         "width": [w for w, _ in sizes], "height": [h for _, h in sizes], "sha256": list(sha256s),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
     }, schema=embedded_schema(dim))

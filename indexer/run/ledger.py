@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from indexer.folder.texts import texts_of
 from indexer.inputs.reader import known_keys
 from indexer.inputs.sources import ImageFile
 
@@ -34,7 +35,7 @@ class Ledger:
         existing = store.read_table(shards, ["id", "path", "sha256"])
         ids = existing.column("id").to_pylist()
         # path -> (id, sha256) of what is indexed
-        self.by_path = dict(zip(existing.column("path").to_pylist(), zip(ids, existing.column("sha256").to_pylist())))
+        self.by_path = dict(zip(texts_of(existing, "path"), zip(ids, existing.column("sha256").to_pylist())))
         self.next_id = max(max(ids, default=-1) + 1, manifest.get("next_id", 0))  # removed ids are never reused
         self.remove_ids: set[int] = set()  # replaced by a re-embedded version, or gone (sync)
         if present is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from indexer.folder.store import EmbeddingStore
+from indexer.folder.texts import texts_of
 from indexer.publish.version import publish_index
 
 
@@ -24,7 +25,7 @@ def remove_images(index_dir, items: Sequence[str | int]) -> RemovalSummary:
     manifest = store.read_manifest()
     shards = store.recover_shards(manifest)
     table = store.read_table(shards, ["id", "path"])
-    id_of_path = dict(zip(table.column("path").to_pylist(), table.column("id").to_pylist()))
+    id_of_path = dict(zip(texts_of(table, "path"), table.column("id").to_pylist()))
     all_ids = set(table.column("id").to_pylist())
     remove, unknown = set(), []
     for item in items:

@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from indexer.config import IndexConfig
 from indexer.errors import ExecutionError, MissingDependencyError
+from indexer.folder.texts import decode_text, encode_text, texts_of
 from indexer.inputs import filesystems
 from indexer.inputs.reader import Decoded, read_one
 from indexer.inputs.sources import ImageFile
@@ -61,14 +62,15 @@ class SparkJobError(ExecutionError):
 @dataclass(frozen=True)
 class Task:
     name: str  # staged result file name: a digest of the backbone and the files
-    files: tuple[tuple[int, str, str], ...]  # (ordinal, path, label)
+    files: tuple[tuple[int, str, str], ...]  # (ordinal, path, label), texts as stored (``texts.encode_text``)
 
 
 def plan_tasks(files: Sequence[ImageFile], task_size: int, backbone_id: str) -> list[Task]:
     """Cut the listing into tasks of ``task_size`` consecutive files, named by what they hold."""
     tasks = []
     for start in range(0, len(files), task_size):
-        chunk = tuple((start + i, f.path, f.label) for i, f in enumerate(files[start:start + task_size]))
+        chunk = tuple((start + i, encode_text(f.path), encode_text(f.label))
+                      for i, f in enumerate(files[start:start + task_size]))
         digest = hashlib.sha256(json.dumps([backbone_id, [c[1:] for c in chunk]]).encode()).hexdigest()[:20]
         tasks.append(Task(f"task-{digest}.parquet", chunk))
     return tasks
@@ -269,11 +271,12 @@ class SparkStage:
             staged_rows.clear()
             return out
 
-        columns = (table.column(c).to_pylist() for c in ("path", "label", "status", "reason", "sha256"))
+        columns = [texts_of(table, "path"), texts_of(table, "label"),
+                   *(table.column(c).to_pylist() for c in ("status", "reason", "sha256"))]
         for i, (path, label, status, reason, sha) in enumerate(zip(*columns)):
             file = ImageFile(path, label)
             if status == SKIPPED:
-                segment.append(Outcome(file, None, reason))
+                segment.append(Outcome(file, None, decode_text(reason)))
             elif status == KNOWN and not self.run.ledger.is_known(sha):
                 # indexed when the task ran but not now (removed since, or a 64-bit key collision): embed it here
                 item = read_one(file, self.run.backbone.input_size, np.empty(0, np.uint64))

@@ -27,14 +27,16 @@ import pyarrow as pa
 
 from indexer.atomic import atomic_write_bytes
 from indexer.folder.store import schema as shard_schema
+from indexer.folder.texts import decode_text, encode_text, encode_texts
 from indexer.inputs import filesystems
-from indexer.inputs.reader import AlreadyIndexed, Decoded, read_one
+from indexer.inputs.reader import AlreadyIndexed, Decoded, Skipped, read_one
 from indexer.inputs.sources import ImageFile
 
 log = logging.getLogger(__name__)
 
 OK, KNOWN, SKIPPED = "ok", "known", "skipped"
-# what the driver sends: one row per file
+# what the driver sends: one row per file; path and label as a shard stores them (``texts.encode_text``),
+# so names of any bytes cross the JVM
 INPUT_SCHEMA = "ordinal long, path string, label string, staged string"
 # what each task returns to the driver: one row
 RESULT_SCHEMA = ("staged string, files long, decoded long, known long, skipped long, "
@@ -42,7 +44,7 @@ RESULT_SCHEMA = ("staged string, files long, decoded long, known long, skipped l
 
 
 def staged_schema(dim: int) -> pa.Schema:
-    """A staged task: the shard columns (types from the index format) but the id, plus status."""
+    """A staged task: the shard columns (types and stored texts as in the index format) but the id, plus status."""
     shard = shard_schema(dim)
     return pa.schema([
         pa.field("ordinal", pa.int64(), nullable=False),  # position in the run's listing
@@ -137,10 +139,10 @@ def _batch_rows(ordinals: np.ndarray, items: list, embedder) -> dict:
     status = [OK if isinstance(i, Decoded) else KNOWN if isinstance(i, AlreadyIndexed) else SKIPPED for i in items]
     return {
         "ordinal": ordinals,
-        "path": [i.file.path for i in items],
-        "label": [i.file.label for i in items],
+        "path": encode_texts(i.file.path for i in items),
+        "label": encode_texts(i.file.label for i in items),
         "status": status,
-        "reason": [getattr(i, "reason", None) for i in items],
+        "reason": [encode_text(i.reason) if isinstance(i, Skipped) else None for i in items],  # may name a link
         "sha256": [getattr(i, "sha256", None) for i in items],
         "width": [i.image.width if isinstance(i, Decoded) else 0 for i in items],
         "height": [i.image.height if isinstance(i, Decoded) else 0 for i in items],
@@ -187,7 +189,7 @@ def embed_task(batches: Iterator, settings: TaskSettings) -> Iterator:
         pending = None
         for frame in batches:
             staged = frame["staged"].iat[0]
-            files = [ImageFile(p, label) for p, label in zip(frame["path"], frame["label"])]
+            files = [ImageFile(decode_text(p), decode_text(label)) for p, label in zip(frame["path"], frame["label"])]
             submitted = (frame["ordinal"].to_numpy(np.int64), [pool.submit(read_one, f, size, keys) for f in files])
             if pending is not None:
                 finish(pending)  # the model runs while the pool decodes the next batch

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from indexer.folder.texts import display_text
+
 
 @dataclass
 class IndexSummary:
@@ -39,7 +41,7 @@ class IndexSummary:
             out += [f"  {path}: {reason}" for path, reason in self.skipped[:20]]
             if len(self.skipped) > 20:
                 out.append(f"  ... and {len(self.skipped) - 20} more")
-        return out
+        return [display_text(line) for line in out]  # printable whatever bytes the paths hold
 
 
 @dataclass
