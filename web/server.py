@@ -99,7 +99,7 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8000):
         app, host=host, port=port, threads=cfg["SERVER_THREADS"], connection_limit=cfg["CONNECTION_LIMIT"],
         channel_timeout=cfg["CHANNEL_TIMEOUT"], cleanup_interval=min(CLEANUP_INTERVAL, cfg["CHANNEL_TIMEOUT"]),
         max_request_body_size=cfg["MAX_CONTENT_LENGTH"] + MULTIPART_MARGIN, asyncore_use_poll=True,
-        clear_untrusted_proxy_headers=True, ident="imgsearch")
+        clear_untrusted_proxy_headers=True)
     server.channel_class = LimitedChannel
     server.max_content_length = cfg["MAX_CONTENT_LENGTH"]  # for JSONErrorTask's 413 message
     return server
