@@ -69,4 +69,9 @@ class LiveServer:
 
     def close(self):
         self.server.close()
+        # waitress's loop runs while any connection is open: close the idle keep-alive ones too
+        for channel in list(self.server._map.values()):
+            channel.close()
+        self.server.task_dispatcher.shutdown()
         self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "the server thread did not stop"

@@ -16,7 +16,20 @@ EXE = Path(sys.executable).parent / "imgsearch"
 
 
 def run(*args, timeout=300) -> subprocess.CompletedProcess:
+    """The real console script: what a user sees on the terminal."""
     return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    """The same command in this process (no interpreter start-up); a traceback shows as an uncaught exception."""
+    from click.testing import CliRunner
+
+    from web.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback: the test fails with it
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def damage_manifest(index_dir: Path, how: str) -> None:
@@ -69,17 +82,26 @@ def assert_reported(result: subprocess.CompletedProcess, *words: str) -> None:
         assert w in result.stderr + result.stdout, (w, result.stderr)
 
 
+def check_manifest_damage_reported(command, copy, emoji_dir) -> None:
+    query = next(emoji_dir.rglob("*.png"))
+    assert_reported(command("info", "--index", copy), "manifest.json")
+    assert_reported(command("search", "--index", copy, query), "manifest.json")
+    assert_reported(command("index", emoji_dir, "--index", copy, "--no-progress"), "manifest.json")
+    assert_reported(command("serve", "--index", copy, "--port", "0"), "manifest.json")
+    verify = command("verify", "--index", copy)
+    assert verify.returncode == 1 and "Traceback" not in verify.stderr, verify.stderr
+    assert "DAMAGED" in verify.stdout + verify.stderr and "manifest.json" in verify.stdout + verify.stderr
+
+
 @pytest.mark.parametrize("how", MANIFEST_DAMAGE)
 def test_a_damaged_manifest_is_reported_by_every_command(copy, emoji_dir, how):
     damage_manifest(copy, how)
-    query = next(emoji_dir.rglob("*.png"))
-    assert_reported(run("info", "--index", copy), "manifest.json")
-    assert_reported(run("search", "--index", copy, query), "manifest.json")
-    assert_reported(run("index", emoji_dir, "--index", copy, "--no-progress"), "manifest.json")
-    assert_reported(run("serve", "--index", copy, "--port", "0"), "manifest.json")
-    verify = run("verify", "--index", copy)
-    assert verify.returncode == 1 and "Traceback" not in verify.stderr, verify.stderr
-    assert "DAMAGED" in verify.stdout + verify.stderr and "manifest.json" in verify.stdout + verify.stderr
+    check_manifest_damage_reported(cli, copy, emoji_dir)
+
+
+def test_the_console_prints_manifest_damage_without_a_traceback(copy, emoji_dir):
+    damage_manifest(copy, "truncated")
+    check_manifest_damage_reported(run, copy, emoji_dir)
 
 
 def test_the_manifest_check_names_the_field(copy):
@@ -115,13 +137,14 @@ HEAD_DAMAGE = ["npz truncated", "json garbage", "json wrong types", "faiss file 
 def test_a_damaged_head_is_reported_and_the_others_keep_working(copy, emoji_dir, how):
     damage_head(copy, how)
     query = next(emoji_dir.rglob("*.png"))
-    assert_reported(run("search", "--index", copy, "--head", "cat", query), "cat", "train-head")
-    assert_reported(run("classify", "--index", copy, "--head", "cat", query), "cat", "train-head")
-    verify = run("verify", "--index", copy)
+    command = run if how == "npz truncated" else cli  # one through the real console
+    assert_reported(command("search", "--index", copy, "--head", "cat", query), "cat", "train-head")
+    assert_reported(command("classify", "--index", copy, "--head", "cat", query), "cat", "train-head")
+    verify = command("verify", "--index", copy)
     assert verify.returncode == 1 and "Traceback" not in verify.stderr and "heads/cat" in verify.stdout + verify.stderr
-    ok = run("classify", "--index", copy, "--head", "kind", query)  # the other head is intact
+    ok = command("classify", "--index", copy, "--head", "kind", query)  # the other head is intact
     assert ok.returncode == 0, ok.stderr
-    plain = run("search", "--index", copy, query)
+    plain = command("search", "--index", copy, query)
     assert plain.returncode == 0, plain.stderr
 
 
