@@ -62,6 +62,14 @@ def describe_holder(lock_path: Path) -> str:
         return "another process"
 
 
+def _held_by_parent(lock_path: Path) -> bool:
+    try:
+        info = json.loads(lock_path.read_text())
+        return int(info["pid"]) == os.getppid() and info.get("host") == socket.gethostname()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _command() -> str:
     argv = [os.path.basename(sys.argv[0])] + sys.argv[1:] if sys.argv and sys.argv[0] else ["python"]
     return " ".join(argv)[:200]
@@ -104,6 +112,9 @@ def writer_lock(index_dir, *, wait: bool = True, command: str | None = None,
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = describe_holder(path)
+            if _held_by_parent(path):  # e.g. a worker re-running a script that has no __main__ guard
+                raise ExecutionError(f"{folder} is being written by this process's parent ({holder}), which "
+                                     "waits for this process: waiting for it would never end") from None
             if not wait:
                 raise IndexLockedError(f"{folder} is being written by {holder}; wait for it to finish, or run "
                                        "again without --no-wait to wait") from None
