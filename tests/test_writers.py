@@ -228,3 +228,13 @@ def test_a_writer_on_a_missing_folder_creates_nothing(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "not an imgsearch index" in run.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_spark_driver_holds_the_lock_too(holder, folders):
+    pytest.importorskip("pyspark")
+    from indexer.run.spark import index_images_spark
+
+    index_dir, proc = holder
+    with pytest.raises(IndexLockedError, match=f"pid {proc.pid}"):
+        index_images_spark([folders[1]], index_dir, CFG, wait=False)
+    assert len(_paths(index_dir)) == 3
