@@ -363,7 +363,6 @@ class SearchEngine:
         # named by its id, not its path: the path is the server's business
         return thumbnail_jpeg(self.get(row_id).path, size, self.config.max_pixels, name=f"image {row_id}")
 
-    @_newest_if_gone
     def get(self, row_id: int) -> Hit:
         """Metadata of one indexed image (score 1.0)."""
         return self._hit(int(row_id), 1.0)
