@@ -12,13 +12,12 @@ import numpy as np
 
 from indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
 from indexer.errors import InvalidInputError, NotFoundError
-from indexer.folder.heads import HeadDamagedError
 from indexer.folder.manifest import backbone_name, check_compatible, search_dim
 from indexer.folder.store import EmbeddingStore, IndexFormatError
 from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
-from search.heads import HeadCatalog
+from search.heads import HeadCatalog, HeadDamagedError
 from search.thumbnails import thumbnail_jpeg
 
 log = logging.getLogger(__name__)
