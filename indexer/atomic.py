@@ -10,6 +10,13 @@ Temporary names are ``.NAME.TAG.tmp`` plus an optional suffix (TAG: the
 process id unless given), hidden and matched by the ``.*.tmp*`` pattern with
 which ``EmbeddingStore.remove_temp_files`` deletes what a killed writer left.
 On any exception the temporary file is removed and the target is untouched.
+
+Running out of space (ENOSPC, or EDQUOT for a quota), whoever reports it (an
+OSError, pyarrow's OSError, FAISS's RuntimeError naming the reason), is raised
+as one ``DiskFullError`` saying which file could not be written, here, for
+every writer.  FAISS files are written through ``atomic_write_faiss``: FAISS's
+own file writer loses the error of its last buffered write, leaving a
+truncated file that looks written.
 """
 
 from __future__ import annotations
@@ -21,7 +28,39 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
+from indexer.errors import ExecutionError
+
 TEMP_MARK = ".tmp"  # every temporary name holds it: ".NAME.TAG.tmp[SUFFIX]"
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# how libraries that do not raise an OSError with its errno (FAISS) name those errors in their messages
+_DISK_FULL_TEXTS = tuple(os.strerror(e) for e in DISK_FULL_ERRNOS)
+
+
+class DiskFullError(ExecutionError, OSError):
+    """A file could not be written for lack of disk space (or quota): nothing half-written is left
+    behind and what the folder held is unchanged; free some space and run the command again."""
+
+    __str__ = BaseException.__str__  # the message, not OSError's "[Errno 28] ..." form
+
+
+def disk_full_error(exc: BaseException, path: str | os.PathLike) -> DiskFullError | None:
+    """``exc`` as a DiskFullError about writing ``path`` if it says the disk (or quota) is full, else None."""
+    if isinstance(exc, DiskFullError):
+        return exc
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return None
+    code = exc.errno if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS else None
+    text = str(exc)
+    if code is None:
+        code = next((e for e, t in zip(DISK_FULL_ERRNOS, _DISK_FULL_TEXTS) if t in text), None)
+    if code is None:
+        return None
+    error = DiskFullError(f"cannot write {path}: the disk is full ({os.strerror(code)}); free some space and run "
+                          "the command again (what the folder held before is unchanged)")
+    error.errno, error.strerror, error.filename = code, os.strerror(code), str(path)
+    return error
 
 
 def temp_path(path: str | os.PathLike, tag: str | None = None, suffix: str = "") -> Path:
@@ -74,8 +113,9 @@ def atomic_path(path: str | os.PathLike, *, tag: str | None = None, suffix: str 
         yield tmp
         fsync_file(tmp)
         _replace(tmp, path)
-    except BaseException:  # Ctrl-C too: nothing half-written stays behind
+    except BaseException as exc:  # Ctrl-C too: nothing half-written stays behind
         tmp.unlink(missing_ok=True)
+        _raise_if_disk_full(exc, path)
         raise
 
 
@@ -97,8 +137,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", *, tag: str | None =
             f.flush()
             os.fsync(f.fileno())
         _replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _raise_if_disk_full(exc, path)
         raise
 
 
@@ -106,6 +147,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, tag: str | None 
     """Replace ``path`` with ``data``, atomically and durably."""
     with atomic_write(path, "wb", tag=tag) as f:
         f.write(data)
+
+
+def atomic_write_faiss(path: str | os.PathLike, index) -> None:
+    """Write a FAISS index to ``path``, atomically and durably, every failed write raised.
+
+    Not ``faiss.write_index(index, name)``: its file writer only prints an error
+    of the final fclose (the last buffered bytes not written, a full disk), so
+    the file would be truncated and look written.  Through a Python file
+    object, every write that fails raises.
+    """
+    import faiss
+
+    with atomic_write(path, "wb") as f:
+        writer = faiss.PyCallbackIOWriter(f.write)
+        faiss.write_index(index, writer)
+        del writer  # before the file is flushed and closed
+
+
+def _raise_if_disk_full(exc: BaseException, path: Path) -> None:
+    error = disk_full_error(exc, path)
+    if error is not None and error is not exc:
+        raise error from exc
 
 
 @contextmanager
@@ -139,7 +202,8 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             if had_old and not path.exists():
                 os.replace(old, path)
             raise
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _raise_if_disk_full(exc, path)
         raise
     shutil.rmtree(old, ignore_errors=True)

@@ -32,6 +32,13 @@ def ann_options(f):
     return f
 
 
+def no_wait_option(f):
+    """--no-wait: a writing command fails at once (exit 75) if another one is writing the folder."""
+    return click.option("--no-wait", is_flag=True,
+                        help="If another command is writing the index, fail at once (exit code 75) "
+                             "instead of waiting for it.")(f)
+
+
 def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only):
     return dataclasses.replace(config, index_type=index_type, max_index_memory=max_index_memory,
                                target_recall=target_recall, rerank=rerank, use_gpu="no" if cpu_only else "auto")
@@ -61,8 +68,10 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @click.option("--task-size", type=click.IntRange(1), default=None,
               help="Files per Spark task, the unit of resume (default: up to 1024, at least 2 tasks per core).")
 @ann_options
+@no_wait_option
 def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size, workers, sync, no_progress,
-          engine, master, work_dir, task_size, index_type, max_index_memory, target_recall, rerank, cpu_only):
+          engine, master, work_dir, task_size, index_type, max_index_memory, target_recall, rerank, cpu_only,
+          no_wait):
     """Embed the images in SOURCES into an index folder.
 
     SOURCES are folders (walked recursively), image files, or lists of images:
@@ -92,9 +101,9 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size
     if engine == "spark":
         from indexer.run.spark import index_images_spark
 
-        summary = index_images_spark(sources, index_dir, config, sync=sync)
+        summary = index_images_spark(sources, index_dir, config, sync=sync, wait=not no_wait)
     else:
-        summary = index_images(sources, index_dir, config, sync=sync)
+        summary = index_images(sources, index_dir, config, sync=sync, wait=not no_wait)
     for line in summary.lines():
         click.echo(line)
 
@@ -102,16 +111,13 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size
 @click.command("build-index")
 @index_option
 @ann_options
-def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, cpu_only):
+@no_wait_option
+def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, cpu_only, no_wait):
     """Rebuild and re-tune the FAISS index from the stored embeddings (nothing is re-embedded)."""
-    from indexer.folder.store import EmbeddingStore
-    from indexer.publish.version import publish_index, resolve_options
+    from indexer.run.rebuild import rebuild_index
 
     config = _ann_config(IndexConfig(), index_type, max_index_memory, target_recall, rerank, cpu_only)
-    store = EmbeddingStore(index_dir)
-    manifest = store.read_manifest()
-    options = resolve_options(manifest, config.ann_overrides())
-    manifest = publish_index(store, manifest, store.recover_shards(manifest), options=options, rebuild=True)
+    manifest = rebuild_index(index_dir, config, wait=not no_wait)
     for line in describe_ann(manifest["count"], manifest["ann"]):
         click.echo(line)
 
@@ -119,11 +125,12 @@ def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, 
 @click.command()
 @index_option
 @click.argument("items", nargs=-1, required=True)
-def remove(index_dir, items):
+@no_wait_option
+def remove(index_dir, items, no_wait):
     """Remove images from the index by ID or PATH; other ids stay as they are."""
     from indexer.run.remove import remove_images
 
-    result = remove_images(index_dir, items)
+    result = remove_images(index_dir, items, wait=not no_wait)
     click.echo(f"removed {len(result.removed)} images; {result.total} left in {index_dir}")
     if result.unknown:
         click.echo("not in the index: " + ", ".join(result.unknown), err=True)
@@ -137,18 +144,21 @@ def remove(index_dir, items):
               help="Rebuild the FAISS and head indexes from the intact shards; damaged shards are dropped "
                    "(index their images again afterwards).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(index_dir, no_checksums, repair, as_json):
+@no_wait_option
+def verify(index_dir, no_checksums, repair, as_json, no_wait):
     """Check that the manifest, shards, FAISS index and heads agree; exit 1 if anything is damaged.
 
     Reads every published file: sizes and sha256 against the manifest, Parquet
     page checksums, schema, counts, ids and dimensions, the FAISS index's ids
     and a few self-searches, the whitening transform and the heads' indexes.
+    Checking reads a published version and never waits; --repair writes, so it
+    waits for (or with --no-wait refuses) another writer.
     """
     from indexer.folder.verify import verify_index
     from indexer.run.repair import repair_index
 
     if repair:
-        result = repair_index(index_dir)
+        result = repair_index(index_dir, wait=not no_wait)
         report = result.after
         lines = result.lines() if result.before is not result.after else report.lines()
     else:
@@ -173,14 +183,15 @@ def verify(index_dir, no_checksums, repair, as_json):
 @click.option("--search-weight", default=1.0, show_default=True, type=click.FloatRange(0, 10),
               help="Weight of the class probabilities in head-aware search.")
 @click.option("--seed", default=0, show_default=True, type=int)
-def train_head_command(index_dir, name, labels_csv, val_fraction, search_weight, seed):
+@no_wait_option
+def train_head_command(index_dir, name, labels_csv, val_fraction, search_weight, seed, no_wait):
     """Train a softmax classification head on the stored embeddings (seconds, no image is re-read)."""
     from indexer.learn.classifiers import HeadTrainingConfig
     from indexer.run.heads import train_head
 
     config = dataclasses.replace(HeadTrainingConfig(), val_fraction=val_fraction, search_weight=search_weight,
                                  seed=seed)
-    head = train_head(index_dir, name, labels_csv=labels_csv, config=config)
+    head = train_head(index_dir, name, labels_csv=labels_csv, config=config, wait=not no_wait)
     m = head.metrics
     v, knn = m["validation"], m["knn_validation"]
     click.echo(f"head {name!r}: {len(head.classes)} classes, trained on {m['train_images']} embeddings in "
@@ -197,11 +208,12 @@ def train_head_command(index_dir, name, labels_csv, val_fraction, search_weight,
 @click.option("--dim", default=256, show_default=True, type=click.IntRange(2),
               help="Principal components kept.")
 @click.option("--off", is_flag=True, help="Remove whitening: search plain embeddings again.")
-def whiten(index_dir, dim, off):
+@no_wait_option
+def whiten(index_dir, dim, off, no_wait):
     """Learn PCA-whitening on the indexed embeddings and apply it to the index and to queries."""
     from indexer.run.whiten import set_whitening
 
-    manifest = set_whitening(index_dir, dim=dim, off=off)
+    manifest = set_whitening(index_dir, dim=dim, off=off, wait=not no_wait)
     wh = manifest.get("whitening")
     click.echo(f"whitening {'on: %d dims, learned on %d images' % (wh['dim'], wh['learned_on']) if wh else 'off'}; "
                f"index rebuilt ({manifest['count']} images)")

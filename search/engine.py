@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -17,13 +18,33 @@ from indexer.folder.texts import display_text, texts_of  # noqa: F401 - web show
 from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
-from search.heads import HeadCatalog
+from search.heads import HeadCatalog, HeadDamagedError
 from search.thumbnails import thumbnail_jpeg
 
 log = logging.getLogger(__name__)
 
 MAX_K = 1000
 OPEN_ATTEMPTS = 5  # opening races at most this many publishes in a row
+
+
+def _newest_if_gone(method):
+    """A query that reads the version's files (shards, whitening, a head's index) is answered by the
+    newest version instead when they are gone because newer versions were published meanwhile (the
+    store deletes a version's files once it is two versions old): the engine's ReloadingEngine opens
+    the newest, which then answers every later call made on this engine too.  Tried once: a file
+    missing or damaged in the newest version is an error as before."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if self._successor is not None:
+            return method(self._successor, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        except (IndexFormatError, HeadDamagedError):
+            newer = self._newer_version()
+            if newer is None:
+                raise
+            return method(newer, *args, **kwargs)
+    return call
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,9 @@ class SearchEngine:
         self._lock = threading.Lock()
         self.device = device  # where FAISS searches: "cpu" or "gpu"
         self._signature = None  # of the manifest file this engine was opened from
+        # set by a ReloadingEngine: engine -> the newest version, for when this one's files are gone
+        self._reopen = None
+        self._successor = None  # the newer version answering for this one, once its files were found gone
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, *, backbone: str | None = None,
@@ -184,6 +208,18 @@ class SearchEngine:
         """The engine to answer one request with: itself (a ``ReloadingEngine`` returns its newest)."""
         return self
 
+    def _newer_version(self) -> "SearchEngine | None":
+        """The newest version if this one was replaced since it was opened and a ReloadingEngine opens it."""
+        if self._reopen is None or not self.changed():
+            return None  # nothing newer: a missing or damaged file is damage, not a publish
+        newer = self._reopen(self)
+        if newer is self:
+            return None
+        log.info("%s: version %d lost its files to newer versions; answering from version %d",
+                 self.store.root, self.generation, newer.generation)
+        self._successor = newer
+        return newer
+
     # ------------------------------------------------------------ info
     @property
     def backbone(self) -> str:
@@ -234,6 +270,7 @@ class SearchEngine:
         batch = np.stack([decode_image(img, size, limit).array for img in images])  # (q, S, S, 3)
         return embedder.embed(batch)
 
+    @_newest_if_gone
     def search_image(self, image: ImageSource, k: int = 10, *, head: str | None = None,
                      max_pixels: int | None = None) -> list[Hit]:
         """Nearest images to an image given as a path, bytes, file object or PIL image.
@@ -245,6 +282,7 @@ class SearchEngine:
             self._head(head)  # fail on a bad head name before embedding
         return self.search_vector(self.embed_images([image], max_pixels=max_pixels)[0], k, head=head)
 
+    @_newest_if_gone
     def search_vector(self, vector, k: int = 10, *, exclude: int | None = None,
                       head: str | None = None) -> list[Hit]:
         """Nearest images to a (D,) embedding-space vector.
@@ -286,6 +324,7 @@ class SearchEngine:
         """The heads this version can use (damaged ones are left out, see ``heads.damaged``)."""
         return self.heads.names()
 
+    @_newest_if_gone
     def classify_vector(self, vector, head: str, top: int = 5) -> list[tuple[str, float]]:
         """Best ``top`` (class, probability) pairs of head ``head`` for a (D,) embedding."""
         if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
@@ -293,15 +332,18 @@ class SearchEngine:
         h, _ = self._head(head)
         return h.top(self.check_vector(vector)[None], top)[0]
 
+    @_newest_if_gone
     def classify(self, image: ImageSource, head: str, top: int = 5, *,
                  max_pixels: int | None = None) -> list[tuple[str, float]]:
         """Classify an image with a trained head: [(class, probability), ...], best first."""
         self._head(head)  # fail on a bad head name before embedding
         return self.classify_vector(self.embed_images([image], max_pixels=max_pixels)[0], head, top)
 
+    @_newest_if_gone
     def classify_id(self, row_id: int, head: str, top: int = 5) -> list[tuple[str, float]]:
         return self.classify_vector(self.vector(row_id), head, top)
 
+    @_newest_if_gone
     def head(self, name: str):
         """The trained head ``name`` (raises HeadError for an unknown or mismatched head)."""
         return self._head(name)[0]
@@ -309,10 +351,12 @@ class SearchEngine:
     def _head(self, name: str):
         return self.heads.get(name)
 
+    @_newest_if_gone
     def search_id(self, row_id: int, k: int = 10, *, head: str | None = None) -> list[Hit]:
         """Nearest images to an indexed image ("more like this"), itself excluded."""
         return self.search_vector(self.vector(row_id), k, exclude=int(row_id), head=head)
 
+    @_newest_if_gone
     def vector(self, row_id: int) -> np.ndarray:
         """The stored (D,) embedding of an indexed image."""
         if int(row_id) not in self._row_of:

@@ -183,3 +183,53 @@ def test_every_local_writer_goes_through_indexer_atomic():
                 if re.search(r"\bos\.(replace|rename)\(|\.rename\(|\.replace\(tmp", line):
                     offenders.append(f"{rel}:{n}: {line.strip()}")
     assert not offenders, "write through indexer.atomic instead:\n" + "\n".join(offenders)
+
+
+def test_every_file_a_manifest_names_is_synced_before_the_manifest(tmp_path, fsyncs):
+    """Shards (rewritten ones too), FAISS index, trained index, whitening and heads' indexes: each is
+    fsynced, and its folder after the rename, before the manifest that names it is replaced."""
+    from indexer.config import IndexConfig
+    from indexer.folder.heads import head_index_path, list_heads
+    from indexer.folder.store import Row
+    from indexer.publish.version import publish_index, resolve_options
+    from indexer.run.heads import train_head
+    from indexer.run.remove import remove_images
+    from indexer.run.whiten import set_whitening
+
+    store = EmbeddingStore(tmp_path / "idx")
+    store.root.mkdir()
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    shards = [store.write_shard([Row(i, f"/x/{i}.jpg", "ab"[i % 2], 4, 4, f"{i:064d}", vectors[i])
+                                 for i in range(s, s + 100)], 16) for s in (0, 100, 200)]
+    manifest = {"backbone": {"name": "b"}, "dim": 16, "metric": "cosine", "count": 0, "shards": [],
+                "index_file": None, "generation": 0}
+    options = resolve_options(manifest, IndexConfig(index_type="IVF4,Flat", use_gpu="no").ann_overrides())
+
+    def check(step) -> dict:
+        fsyncs.clear()
+        step()
+        published = store.read_manifest()
+        synced = [(kind, Path(p)) for kind, p in fsyncs]
+        manifest = ("file", atomic.temp_path(store.manifest_path))
+        manifest_at = synced.index(manifest) if manifest in synced else len(synced)  # train-head publishes none
+        files = [store.root / rel for rel in store.published_files(published)]
+        files += [head_index_path(store.root, name, published) for name in list_heads(store.root)]
+        for path in files:
+            temps = [n for n, (kind, p) in enumerate(synced)  # its temporary name, suffix or not
+                     if kind == "file" and p.parent == path.parent and p.name.startswith(f".{path.name}.")
+                     and atomic.TEMP_MARK in p.name]
+            if temps:  # written in this step: synced, renamed, its folder synced, before the manifest
+                assert temps[-1] < synced.index(("dir", path.parent), temps[-1]) < manifest_at, path
+            else:  # carried over from a version published (and checked) before
+                assert path.is_file() and any(path.name in str(p) for p in previous), path
+        previous[:] = [p for _, p in synced] + list(previous)
+        return published
+
+    previous: list = [str(store.shard_dir / s) for s in shards]  # synced in write_shard, before the first check
+    first = check(lambda: publish_index(store, manifest, shards, options=options))
+    assert first["ann"]["trained_file"]
+    assert check(lambda: set_whitening(store.root, dim=8))["whitening"]["file"]
+    check(lambda: train_head(store.root, "h"))  # its files, and its index for the published version
+    after = check(lambda: remove_images(store.root, [5]))
+    assert after["shards"][-1] not in shards  # the shard holding id 5 was rewritten

@@ -5,8 +5,8 @@ pyproject.toml (indexer.cli: the commands that write an index folder; search.cli
 read one; this module: ``serve``).  A command's module is imported only when it runs.
 
 Errors are reported here, once for every command: an ``ImgsearchError`` (a problem the user can
-fix) as one ``Error: <message>`` line and exit status 1; any other exception is a bug and keeps
-its traceback.
+fix) as one ``Error: <message>`` line and exit status 1 (or the error's ``exit_code``: 75 when
+another command is writing the index); any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class Commands(click.Group):
             from search.errors import ImgsearchError
 
             if isinstance(exc, ImgsearchError):
-                raise click.ClickException(str(exc)) from exc
+                error = click.ClickException(str(exc))
+                error.exit_code = getattr(exc, "exit_code", 1)  # e.g. 75: another command is writing the index
+                raise error from exc
             raise
 
 

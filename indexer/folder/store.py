@@ -40,7 +40,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexer.atomic import TEMP_MARK, atomic_path, atomic_write_bytes
+from indexer.atomic import (
+    TEMP_MARK,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_faiss,
+)
 from indexer.errors import DamagedIndexError
 from indexer.folder.texts import log_bytes, text_array
 from indexer.folder.validate import ManifestShapeError, check_manifest_shape
@@ -350,11 +355,8 @@ class EmbeddingStore:
 
     # ------------------------------------------------------------ FAISS file
     def write_index(self, index, generation: int, prefix: str = "index") -> str:
-        import faiss
-
         name = f"{prefix}-{generation:06d}.faiss"
-        with atomic_path(self.root / name) as tmp:
-            faiss.write_index(index, str(tmp))
+        atomic_write_faiss(self.root / name, index)
         return name
 
     def read_index(self, name: str, mmap: str | None = None):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from indexer.atomic import atomic_path
+from indexer.atomic import atomic_write_faiss
 from indexer.folder.heads import Head, head_index_path, list_heads, load_head
 from indexer.folder.manifest import search_dim
 from indexer.folder.store import EmbeddingStore, embeddings_of
@@ -20,8 +20,6 @@ def build_head_index(index_dir, head: Head, manifest: dict) -> str:
 
     Shard by shard, like the main index: peak memory is the index plus one shard.
     """
-    import faiss
-
     from indexer.folder.whitening import search_space
     from indexer.vectors import add_to_index, new_flat_index
 
@@ -33,8 +31,7 @@ def build_head_index(index_dir, head: Head, manifest: dict) -> str:
         add_to_index(index, table.column("id").to_numpy(),
                      head.augment(search_space(raw, index_dir, manifest), raw))  # (s, d + C)
     path = head_index_path(index_dir, head.name, manifest)
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
+    atomic_write_faiss(path, index)
     # keep the previous generation's: it is what is served until the manifest of this one is published
     generation = manifest.get("generation", 0)
     for old in path.parent.glob("search-*.faiss"):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.folder.heads import NAME_PATTERN, Head, HeadError, save_head
+from indexer.folder.lock import writer_lock
 from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore, embeddings_of
 from indexer.folder.texts import display_text, texts_of
@@ -90,16 +91,22 @@ def labelled_embeddings(index_dir, labels_csv=None) -> tuple[np.ndarray, np.ndar
 
 
 def train_head(index_dir, name: str, *, labels_csv=None,
-               config: HeadTrainingConfig | None = None) -> Head:
+               config: HeadTrainingConfig | None = None, wait: bool = True) -> Head:
     """Train head ``name`` on the index's stored embeddings and save it inside the index folder.
 
-    ``config``: the training settings; None, the defaults.
+    ``config``: the training settings; None, the defaults.  Holds the folder's writer
+    lock (``wait=False``: IndexLockedError at once if another writer has it).
     """
     config = config or HeadTrainingConfig()
     if not NAME_PATTERN.match(name):
         raise HeadError(f"head name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
     if not 0 < config.val_fraction < 1:
         raise HeadError(f"the validation fraction must be between 0 and 1, got {config.val_fraction}")
+    with writer_lock(index_dir, wait=wait):
+        return _train(index_dir, name, labels_csv, config)
+
+
+def _train(index_dir, name: str, labels_csv, config: HeadTrainingConfig) -> Head:
     manifest = EmbeddingStore(index_dir).read_manifest()
     ids, vectors, labels, source = labelled_embeddings(index_dir, labels_csv)
     classes, y = np.unique(labels, return_inverse=True)

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer.config import IndexConfig
+from indexer.folder.lock import writer_lock
 from indexer.folder.manifest import check_compatible
 from indexer.folder.store import EmbeddingStore, library_versions, schema
 from indexer.folder.texts import text_array
@@ -132,16 +133,26 @@ class EmbedStage(Protocol):
 
 
 def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike, config: IndexConfig,
-              stage: EmbedStage, *, sync: bool = False) -> IndexSummary:
-    """Index the images under ``sources`` into ``index_dir``, embedded by ``stage``; see ``index_images``."""
-    from tqdm.auto import tqdm
+              stage: EmbedStage, *, sync: bool = False, wait: bool = True) -> IndexSummary:
+    """Index the images under ``sources`` into ``index_dir``, embedded by ``stage``; see ``index_images``.
 
-    from indexer.model.backbones import load_backbone
-
+    The run holds the folder's writer lock from its start-up clean-up to its
+    publish (``wait=False``: IndexLockedError at once if another writer has it).
+    """
     started = time.perf_counter()
     # the run's one listing (nothing is read yet): fails early on a missing source, sizes the progress
     # bar, and with sync tells which indexed files are gone
     files = list(iter_image_files(sources))
+    with writer_lock(index_dir, wait=wait, create=True):
+        return _run_locked(files, index_dir, config, stage, sync, started)
+
+
+def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: IndexConfig, stage: EmbedStage,
+                sync: bool, started: float) -> IndexSummary:
+    from tqdm.auto import tqdm
+
+    from indexer.model.backbones import load_backbone
+
     summary = stage.summary_type(str(index_dir), found=len(files))
     backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
     store, manifest, shards = open_index(index_dir, backbone)

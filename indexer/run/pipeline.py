@@ -128,12 +128,13 @@ class LocalStage:
 
 
 def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike,
-                 config: IndexConfig | None = None, *, sync: bool = False) -> IndexSummary:
+                 config: IndexConfig | None = None, *, sync: bool = False, wait: bool = True) -> IndexSummary:
     """Index the images under ``sources`` into ``index_dir`` (created or extended).
 
     New files are added; a file whose content changed since it was indexed is
     re-embedded and keeps its id.  With ``sync``, indexed images whose files
-    are no longer under ``sources`` are removed.
+    are no longer under ``sources`` are removed.  ``wait=False``: fail with
+    IndexLockedError at once if another writer is writing the folder.
     """
     config = config or IndexConfig()
-    return run_index(sources, index_dir, config, LocalStage(config), sync=sync)
+    return run_index(sources, index_dir, config, LocalStage(config), sync=sync, wait=wait)

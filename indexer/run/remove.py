@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from indexer.folder.lock import writer_lock
 from indexer.folder.store import EmbeddingStore
 from indexer.folder.texts import texts_of
 from indexer.publish.version import publish_index
@@ -19,8 +20,16 @@ class RemovalSummary:
     total: int
 
 
-def remove_images(index_dir, items: Sequence[str | int]) -> RemovalSummary:
-    """Remove images from an index by id (int or digits) or path; ids of the rest stay as they are."""
+def remove_images(index_dir, items: Sequence[str | int], *, wait: bool = True) -> RemovalSummary:
+    """Remove images from an index by id (int or digits) or path; ids of the rest stay as they are.
+
+    Holds the folder's writer lock (``wait=False``: IndexLockedError at once if another writer has it).
+    """
+    with writer_lock(index_dir, wait=wait):
+        return _remove(index_dir, items)
+
+
+def _remove(index_dir, items: Sequence[str | int]) -> RemovalSummary:
     store = EmbeddingStore(index_dir)
     manifest = store.read_manifest()
     shards = store.recover_shards(manifest)

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from indexer.folder.lock import writer_lock
 from indexer.folder.store import (
     EmbeddingStore,
     IndexFormatError,
@@ -35,12 +36,18 @@ class RepairResult:
         return out + self.after.lines()
 
 
-def repair_index(index_dir) -> RepairResult:
+def repair_index(index_dir, *, wait: bool = True) -> RepairResult:
     """Republish the index from its intact shards: a new FAISS index and head indexes, damaged shards left out.
 
     Raises IndexFormatError if the damage cannot be repaired this way (manifest,
-    whitening, a head's own files, duplicate ids).
+    whitening, a head's own files, duplicate ids).  Holds the folder's writer
+    lock, checking included (``wait=False``: IndexLockedError at once if another writer has it).
     """
+    with writer_lock(index_dir, wait=wait):
+        return _repair(index_dir)
+
+
+def _repair(index_dir) -> RepairResult:
     from indexer.publish.version import publish_index
 
     before = verify_index(index_dir)

@@ -307,12 +307,14 @@ class SparkStage:
 
 
 def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike,
-                       config: IndexConfig | None = None, *, spark=None, sync: bool = False) -> SparkIndexSummary:
+                       config: IndexConfig | None = None, *, spark=None, sync: bool = False,
+                       wait: bool = True) -> SparkIndexSummary:
     """``pipeline.index_images`` with the embedding done by Spark executors; the same index results.
 
     ``spark``: a SparkSession to use (default: ``spark_session(config)``, created
-    only when there is something to embed).
+    only when there is something to embed).  The driver holds the folder's
+    writer lock for the whole run, Spark job included (``wait`` as in ``index_images``).
     """
     require_pyspark()
     config = config or IndexConfig()
-    return run_index(sources, index_dir, config, SparkStage(config, spark), sync=sync)
+    return run_index(sources, index_dir, config, SparkStage(config, spark), sync=sync, wait=wait)

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from indexer.folder.lock import writer_lock
 from indexer.learn.whitening import learn_whitening
 
 
-def set_whitening(index_dir, *, dim: int | None = 256, shrink: float = 0.1, off: bool = False) -> dict:
-    """Learn PCA-whitening on the stored embeddings (or turn it off) and republish the index."""
+def set_whitening(index_dir, *, dim: int | None = 256, shrink: float = 0.1, off: bool = False,
+                  wait: bool = True) -> dict:
+    """Learn PCA-whitening on the stored embeddings (or turn it off) and republish the index.
+
+    Holds the folder's writer lock (``wait=False``: IndexLockedError at once if another writer has it).
+    """
+    with writer_lock(index_dir, wait=wait):
+        return _set_whitening(index_dir, dim, shrink, off)
+
+
+def _set_whitening(index_dir, dim: int | None, shrink: float, off: bool) -> dict:
     from indexer.folder.store import EmbeddingStore, embeddings_of
     from indexer.publish.version import publish_index
 
