@@ -12,13 +12,14 @@ import numpy as np
 
 from indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
 from indexer.errors import InvalidInputError, NotFoundError, quote
-from indexer.folder.manifest import backbone_name, check_compatible, search_dim
+from indexer.folder.manifest import backbone_name, check_compatible
 from indexer.folder.store import EmbeddingStore, IndexFormatError
 from indexer.folder.texts import display_text, texts_of  # noqa: F401 - web shows paths with display_text
 from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
 from search.heads import HeadCatalog, HeadDamagedError
+from search.opening import open_version
 from search.thumbnails import thumbnail_jpeg
 
 log = logging.getLogger(__name__)
@@ -143,37 +144,9 @@ class SearchEngine:
     def _open_version(cls, store: EmbeddingStore, backbone: str | None,
                       config: IndexConfig | None) -> "SearchEngine":
         """Open the version published now (one attempt)."""
-        from indexer.folder.verify import check_published_files
-
-        index_dir = store.root
-        signature = store.manifest_signature()
-        manifest = store.read_manifest()
-        check_published_files(store, manifest)  # truncated or missing files: a clear error, before reading them
-        config = config or IndexConfig(backbone=backbone_name(manifest))
-        if backbone is not None and backbone != backbone_name(manifest):
-            raise IndexFormatError(
-                f"{index_dir} was built with backbone {backbone_name(manifest)}, not {backbone}: "
-                "query it with the backbone it was built with, or re-index with --backbone "
-                f"{backbone} into another folder"
-            )
-        metadata = store.read_table(manifest["shards"], ["id", "path", "label"])
-        if metadata.num_rows != manifest["count"]:
-            raise IndexFormatError(
-                f"{index_dir}: manifest says {manifest['count']} images but the shards hold "
-                f"{metadata.num_rows}; the index is damaged, re-run 'imgsearch index'"
-            )
-        index, device = None, "cpu"
-        if manifest["index_file"] is not None:
-            index, device = _load_index(store, manifest, config)
-            space_dim = search_dim(manifest)
-            if index.ntotal != manifest["count"] or index.d != space_dim:
-                raise IndexFormatError(
-                    f"{index_dir}: FAISS index has {index.ntotal} vectors of dimension {index.d}, "
-                    f"manifest says {manifest['count']} of {space_dim}; the index is damaged: "
-                    f"'imgsearch verify --index {index_dir} --repair' rebuilds it"
-                )
-        engine = cls(store, manifest, index, metadata, config, device=device)
-        engine._signature = signature
+        v = open_version(store, backbone, config)
+        engine = cls(store, v.manifest, v.index, v.metadata, v.config, device=v.device)
+        engine._signature = v.signature
         return engine
 
     # ------------------------------------------------------------ versions
@@ -398,22 +371,6 @@ class SearchEngine:
                 check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root))
                 self._embedder = Embedder(bb, self.config.batch_size, self.config.runtime, self.config.cache_dir)
             return self._embedder
-
-
-def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
-    """The published FAISS index with its tuned search parameters, on GPU if there is one."""
-    from indexer.ann.choice import mmap_mode
-    from indexer.ann.faiss_ops import set_search_params, to_gpu_if_available
-
-    name = manifest["index_file"]
-    ann = manifest.get("ann") or {}
-    mmap = mmap_mode(ann.get("factory", "Flat"), (store.root / name).stat().st_size)
-    index = store.read_index(name, mmap=mmap)
-    index, device = to_gpu_if_available(index, config.use_gpu)
-    set_search_params(index, (ann.get("tuning") or {}).get("params") or {})  # on the copy that searches
-    log.info("serving %s (%d vectors) on %s%s", manifest.get("index_type"), index.ntotal, device.upper(),
-             f", {mmap} memory-mapped" if mmap else "")
-    return index, device
 
 
 def _check_k(k) -> int:

@@ -1,0 +1,75 @@
+"""Opening one published version of an index folder: checked before a query is answered from it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from indexer.config import IndexConfig
+from indexer.folder.manifest import backbone_name, search_dim
+from indexer.folder.store import EmbeddingStore, IndexFormatError
+from indexer.folder.verify import check_published_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OpenedVersion:
+    manifest: dict
+    index: object  # the FAISS index, or None for an empty folder
+    metadata: pa.Table  # id, path, label of every row
+    config: IndexConfig
+    device: str  # where FAISS searches: "cpu" or "gpu"
+    signature: tuple | None  # of the manifest file it was opened from
+
+
+def open_version(store: EmbeddingStore, backbone: str | None, config: IndexConfig | None) -> OpenedVersion:
+    """The version published now (one attempt): IndexFormatError if anything in it is missing or inconsistent."""
+    index_dir = store.root
+    signature = store.manifest_signature()
+    manifest = store.read_manifest()
+    check_published_files(store, manifest)  # truncated or missing files: a clear error, before reading them
+    config = config or IndexConfig(backbone=backbone_name(manifest))
+    if backbone is not None and backbone != backbone_name(manifest):
+        raise IndexFormatError(
+            f"{index_dir} was built with backbone {backbone_name(manifest)}, not {backbone}: "
+            "query it with the backbone it was built with, or re-index with --backbone "
+            f"{backbone} into another folder"
+        )
+    metadata = store.read_table(manifest["shards"], ["id", "path", "label"])
+    if metadata.num_rows != manifest["count"]:
+        raise IndexFormatError(
+            f"{index_dir}: manifest says {manifest['count']} images but the shards hold "
+            f"{metadata.num_rows}; the index is damaged, re-run 'imgsearch index'"
+        )
+    index, device = None, "cpu"
+    if manifest["index_file"] is not None:
+        index, device = _load_index(store, manifest, config)
+        space_dim = search_dim(manifest)
+        if index.ntotal != manifest["count"] or index.d != space_dim:
+            raise IndexFormatError(
+                f"{index_dir}: FAISS index has {index.ntotal} vectors of dimension {index.d}, "
+                f"manifest says {manifest['count']} of {space_dim}; the index is damaged: "
+                f"'imgsearch verify --index {index_dir} --repair' rebuilds it"
+            )
+    return OpenedVersion(manifest, index, metadata, config, device, signature)
+
+
+def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
+    """The published FAISS index with its tuned search parameters, on GPU if there is one."""
+    from indexer.ann.choice import mmap_mode
+    from indexer.ann.faiss_ops import set_search_params, to_gpu_if_available
+
+    name = manifest["index_file"]
+    ann = manifest.get("ann") or {}
+    mmap = mmap_mode(ann.get("factory", "Flat"), (store.root / name).stat().st_size)
+    index = store.read_index(name, mmap=mmap)
+    index, device = to_gpu_if_available(index, config.use_gpu)
+    set_search_params(index, (ann.get("tuning") or {}).get("params") or {})  # on the copy that searches
+    log.info("serving %s (%d vectors) on %s%s", manifest.get("index_type"), index.ntotal, device.upper(),
+             f", {mmap} memory-mapped" if mmap else "")
+    return index, device
+
+
