@@ -12,7 +12,7 @@ import numpy as np
 from indexer.errors import InvalidInputError
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
-# The most pixels an image may declare for the decoder to decode it (indexer/images.py); any
+# The most pixels an image may declare for the decoder to decode it (indexer/inputs/images.py); any
 # configured limit (IndexConfig.max_pixels, the web app's MAX_IMAGE_PIXELS) is at most this.
 MAX_PIXELS = 180_000_000
 # how a backbone may run (indexer/model/runtime.py): "auto" picks TFLite on CPU, tf.function on GPU
@@ -39,7 +39,7 @@ class IndexConfig:
     decode_workers: int | None = None  # decoding processes; None = one per core, 0 = a thread
     cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
-    # the FAISS index (see indexer/ann.py); None keeps what the index was last built with, else the default
+    # the FAISS index (see indexer/ann/); None keeps what the index was last built with, else the default
     index_type: str | None = None  # "auto" or a FAISS factory string such as "IVF1024,Flat" or "HNSW32"
     max_index_memory: int | str | None = None  # bytes (or "4G") the index may take in RAM; default 32 GiB
     target_recall: float | None = None  # recall@10 against exact search that tuning aims for; default 0.95
@@ -47,7 +47,7 @@ class IndexConfig:
     use_gpu: str = "auto"  # "auto": FAISS on GPU when it has one; "no": always CPU
     # images declaring more pixels are skipped (indexing) or refused (queries), before decoding
     max_pixels: int = MAX_PIXELS
-    # the Spark engine (indexer/spark_index.py)
+    # the Spark engine (indexer/run/spark.py)
     spark_master: str | None = None  # None: spark-submit's master, else local[*]
     spark_task_size: int | None = None  # files per Spark task, the unit of resume; None: <= 1024, >= 2 tasks a core
     spark_work_dir: str | None = None  # executors' results (a URI or shared path on a cluster); None: DIR/spark-work

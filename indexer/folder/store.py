@@ -14,7 +14,7 @@ on disk but not yet in the manifest; the next run adopts them.
 
 The manifest records the size and sha256 of every file it publishes
 (``files``), so damage after publishing can be told apart from a valid index
-(``indexer/verify.py``), and shards carry Parquet page checksums, checked on
+(``indexer/folder/verify.py``), and shards carry Parquet page checksums, checked on
 every read.  Files a new version no longer uses (the previous FAISS file,
 shards replaced by a removal, the previous whitening) are kept until the
 version after it is published, so a server still answering from the previous

@@ -309,7 +309,7 @@ class SparkStage:
 def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike,
                        config: IndexConfig | None = None, *, spark=None, sync: bool = False,
                        wait: bool = True) -> SparkIndexSummary:
-    """``pipeline.index_images`` with the embedding done by Spark executors; the same index results.
+    """``indexer.run.pipeline.index_images`` with the embedding done by Spark executors; the same index results.
 
     ``spark``: a SparkSession to use (default: ``spark_session(config)``, created
     only when there is something to embed).  The driver holds the folder's
