@@ -98,10 +98,14 @@ def test_exif_tolerance_would_catch_an_unrotated_photo(bad_index, photos_dir, em
 @pytest.mark.timeout(60)
 def test_index_folder_holds_no_temporary_files(bad_index):
     index_dir, _ = bad_index
+    from indexer.folder.lock import LOCK_FILE
+
     names = sorted(str(p.relative_to(index_dir)) for p in index_dir.rglob("*"))
-    assert not [n for n in names if Path(n).name.startswith(".") or ".tmp" in n], names
+    # the writer lock stays (empty while nobody writes); nothing else hidden or temporary does
+    assert not [n for n in names if n != LOCK_FILE and (Path(n).name.startswith(".") or ".tmp" in n)], names
+    assert not (index_dir / LOCK_FILE).read_bytes()
     manifest = EmbeddingStore(index_dir).read_manifest()
-    expected = {"manifest.json", "skipped.log", manifest["index_file"], "shards",
+    expected = {"manifest.json", "skipped.log", LOCK_FILE, manifest["index_file"], "shards",
                 *(f"shards/{s}" for s in manifest["shards"])}
     assert set(names) == expected
 
