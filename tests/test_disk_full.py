@@ -147,3 +147,11 @@ def test_the_disk_full_error_is_in_the_family():
     from indexer.errors import ExecutionError
 
     assert issubclass(DiskFullError, ExecutionError) and issubclass(DiskFullError, OSError)
+
+
+def test_a_full_disk_while_logging_a_skipped_file_is_the_same_one_line_error(disk):
+    store = EmbeddingStore(disk / "idx")
+    store.log_skipped(["/photos/a.jpg\tnot an image"])  # the log exists, then the disk fills
+    fill(disk)
+    with pytest.raises(DiskFullError, match=r"skipped\.log: the disk is full"):
+        store.log_skipped(["/photos/b.jpg\tnot an image" * 2000])

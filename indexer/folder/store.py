@@ -45,6 +45,7 @@ from indexer.atomic import (
     atomic_path,
     atomic_write_bytes,
     atomic_write_faiss,
+    disk_full_error,
 )
 from indexer.errors import DamagedIndexError
 from indexer.folder.texts import log_bytes, text_array
@@ -350,8 +351,11 @@ class EmbeddingStore:
         lines = list(lines)
         if lines:
             self.root.mkdir(parents=True, exist_ok=True)
-            with open(self.root / SKIPPED_LOG, "ab") as f:
-                f.writelines(log_bytes(f"{_now()}\t{line}\n") for line in lines)
+            try:
+                with open(self.root / SKIPPED_LOG, "ab") as f:
+                    f.writelines(log_bytes(f"{_now()}\t{line}\n") for line in lines)
+            except OSError as exc:  # a log line is not worth a traceback: a full disk says so
+                raise disk_full_error(exc, self.root / SKIPPED_LOG) or exc
 
     # ------------------------------------------------------------ FAISS file
     def write_index(self, index, generation: int, prefix: str = "index") -> str:
