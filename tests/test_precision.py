@@ -159,3 +159,19 @@ def test_a_float32_index_stays_float32(built_index):
     manifest = EmbeddingStore(built_index[0]).read_manifest()
     assert model_precision(manifest) == {"precision": "float32", "calibration": None}
     assert model_precision({"backbone": {"name": "efficientnet-lite0"}})["precision"] == "float32"  # old manifests
+
+
+def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(built_index, int8_index, photos_dir, tmp_path):
+    import shutil
+
+    from search.engine import SearchEngine
+
+    folder = tmp_path / "idx"
+    shutil.copytree(built_index[0], folder)
+    engine = SearchEngine.open(folder)
+    engine.warm_up()  # the float32 model is loaded
+    shutil.rmtree(folder)
+    shutil.copytree(int8_index, folder)  # the same folder, rebuilt in int8
+    new = engine.reload()
+    image = _photo_files(photos_dir)[2]
+    np.testing.assert_allclose(new.embed_images([str(image)])[0], _stored(folder)[str(image)], atol=1e-5)
