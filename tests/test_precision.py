@@ -175,3 +175,11 @@ def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(built_index,
     new = engine.reload()
     image = _photo_files(photos_dir)[2]
     np.testing.assert_allclose(new.embed_images([str(image)])[0], _stored(folder)[str(image)], atol=1e-5)
+
+
+def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_index):
+    from indexer.folder.store import FORMAT_VERSION
+
+    # releases before precisions read only FORMAT_VERSION: they refuse an int8 index rather than query it in float32
+    assert EmbeddingStore(int8_index).read_manifest()["format_version"] != FORMAT_VERSION
+    assert EmbeddingStore(built_index[0]).read_manifest()["format_version"] == FORMAT_VERSION
