@@ -183,3 +183,15 @@ def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_in
     # releases before precisions read only FORMAT_VERSION: they refuse an int8 index rather than query it in float32
     assert EmbeddingStore(int8_index).read_manifest()["format_version"] != FORMAT_VERSION
     assert EmbeddingStore(built_index[0]).read_manifest()["format_version"] == FORMAT_VERSION
+
+
+def test_int8_is_offered_for_the_efficientnet_lite_backbones_only():
+    from indexer.model.backbones import BACKBONES
+    from indexer.model.runtime import check_int8_backbone
+
+    for name in BACKBONES:
+        if name.startswith("efficientnet-lite"):
+            check_int8_backbone(name)
+        else:
+            with pytest.raises(InvalidInputError, match="offered for the efficientnet-lite backbones"):
+                check_int8_backbone(name)

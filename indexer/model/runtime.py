@@ -13,7 +13,7 @@ VNNI): uint8 pixels in, as the float32 model takes them, the preprocessing
 folded into the graph, float features out.  Its activation ranges come from a
 calibration set (``indexer/inputs/calibration.py``) the caller passes; the
 set's identity is part of the cached model's key.  The embeddings differ from
-float32's (cosine about 0.98), so an index is built and queried in one
+float32's (cosine median about 0.99), so an index is built and queried in one
 precision (the manifest records it).
 """
 
@@ -146,19 +146,24 @@ def tflite_model(backbone: Backbone, cache_dir: Path, precision: str = "float32"
     return data
 
 
+def check_int8_backbone(name: str) -> None:
+    """int8 is built for the EfficientNet-Lite backbones (quantisation-friendly: ReLU6, no squeeze-excitation)."""
+    if not name.startswith("efficientnet-lite"):
+        raise InvalidInputError(f"precision int8 is offered for the efficientnet-lite backbones, not {name}: "
+                                "use --precision float32")
+
+
 def _convert_int8(backbone: Backbone, calibration) -> bytes:
     import keras
     import tensorflow as tf
 
-    if not backbone.name.startswith("efficientnet-lite"):
-        raise InvalidInputError(f"precision int8 is offered for the efficientnet-lite backbones, not {backbone.name}: "
-                                "use --precision float32")
+    check_int8_backbone(backbone.name)
     size = backbone.input_size
     pixels = calibration.images(size)  # (n, S, S, 3) uint8, decoded as indexing decodes
     log.info("converting %s to full-integer int8 TFLite, calibrated on %d images (once; cached)",
              backbone.name, len(pixels))
     # raw pixels in [0, 255] as the float32 model takes them, with (x/255 - 0.5)/0.5 inside the graph; the
-    # uint8 input the converter makes then holds the pixels themselves (scale 1, zero point 0; checked below)
+    # uint8 input the converter makes then holds the pixels themselves (scale 1, zero point 0; TFLiteRunner checks it)
     images = keras.Input((size, size, 3), dtype="float32")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(images)
     model = keras.Model(images, backbone.features(x))

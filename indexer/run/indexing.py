@@ -231,6 +231,9 @@ def describe_model(backbone, precision: str) -> dict:
     described = dict(backbone.describe(), precision=precision)
     if precision == "int8":
         from indexer.inputs.calibration import CALIBRATION
+        from indexer.model.runtime import check_int8_backbone
+
+        check_int8_backbone(backbone.name)  # before the folder is pinned to a model it cannot have
 
         described["calibration"] = CALIBRATION.identity()
     return described
