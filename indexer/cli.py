@@ -13,7 +13,13 @@ from pathlib import Path
 
 import click
 
-from indexer.config import DEFAULT_BACKBONE, RUNTIMES, IndexConfig
+from indexer.config import (
+    DEFAULT_BACKBONE,
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    RUNTIMES,
+    IndexConfig,
+)
 from indexer.options import describe_ann, index_option
 
 
@@ -53,6 +59,9 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
               help="Inference: TFLite (fastest exact on CPU), tf.function (GPU); auto picks.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None, show_default=DEFAULT_PRECISION,
+              help="float32, or a calibrated full-integer int8 model (TFLite, efficientnet-lite; about 3x faster "
+                   "on CPUs with VNNI). An existing index keeps its own; queries always use the index's.")
 @click.option("--shard-size", default=4096, show_default=True, type=click.IntRange(1),
               help="Rows per Parquet shard.")
 @click.option("--workers", type=click.IntRange(0, 256), default=None,
@@ -69,7 +78,7 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
               help="Files per Spark task, the unit of resume (default: up to 1024, at least 2 tasks per core).")
 @ann_options
 @no_wait_option
-def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size, workers, sync, no_progress,
+def index(sources, index_dir, backbone, weights, batch_size, runtime, precision, shard_size, workers, sync, no_progress,
           engine, master, work_dir, task_size, index_type, max_index_memory, target_recall, rerank, cpu_only,
           no_wait):
     """Embed the images in SOURCES into an index folder.
@@ -90,7 +99,7 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, shard_size
     if backbone is None:
         backbone = backbone_name(store.read_manifest()) if store.exists() else DEFAULT_BACKBONE
     config = dataclasses.replace(IndexConfig(), backbone=backbone, weights=weights, batch_size=batch_size,
-                                 runtime=runtime, shard_size=shard_size, decode_workers=workers,
+                                 runtime=runtime, precision=precision, shard_size=shard_size, decode_workers=workers,
                                  progress=not no_progress, spark_master=master, spark_work_dir=work_dir,
                                  spark_task_size=task_size)
     if engine == "local" and (master or work_dir or task_size):

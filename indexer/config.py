@@ -17,6 +17,9 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 MAX_PIXELS = 180_000_000
 # how a backbone may run (indexer/model/runtime.py): "auto" picks TFLite on CPU, tf.function on GPU
 RUNTIMES = ("auto", "tflite", "tf")
+# how the model computes (indexer/model/runtime.py): float32, or a calibrated full-integer model (TFLite only)
+PRECISIONS = ("float32", "int8")
+DEFAULT_PRECISION = "float32"  # int8 becomes the default only once its quality table is within tolerance
 
 
 def default_cache_dir() -> Path:
@@ -35,6 +38,8 @@ class IndexConfig:
     weights: str | None = None
     batch_size: int = 32
     runtime: str = "auto"  # "auto" (TFLite on CPU, tf.function on GPU), "tflite" or "tf"
+    # None: the index's precision, DEFAULT_PRECISION for a new one; queries always use the index's
+    precision: str | None = None
     shard_size: int = 4096  # rows per Parquet shard
     decode_workers: int | None = None  # decoding processes; None = one per core, 0 = a thread
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -57,6 +62,8 @@ class IndexConfig:
             raise InvalidInputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.runtime not in RUNTIMES:
             raise InvalidInputError(f"runtime must be {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}, got {self.runtime!r}")
+        if self.precision is not None:
+            check_precision(self.precision, self.runtime)
         if self.target_recall is not None and not 0 < self.target_recall <= 1:
             raise InvalidInputError(f"target_recall must be in (0, 1], got {self.target_recall}")
         if self.use_gpu not in ("auto", "no"):
@@ -75,6 +82,16 @@ class IndexConfig:
         given = {"index_type": self.index_type, "target_recall": self.target_recall, "rerank": self.rerank,
                  "max_memory": None if self.max_index_memory is None else parse_memory(self.max_index_memory)}
         return {k: v for k, v in given.items() if v is not None} | {"use_gpu": self.use_gpu}
+
+
+def check_precision(precision, runtime: str = "auto") -> str:
+    """A precision the runtime can run, or InvalidInputError."""
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be {' or '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and runtime == "tf":
+        raise InvalidInputError("precision int8 runs only through TFLite: use --runtime tflite (or auto), "
+                                "or --precision float32 with --runtime tf")
+    return precision
 
 
 def check_max_pixels(value, name: str) -> int:

@@ -7,14 +7,17 @@ and resizes: most between 640x480 and 1920x1080, about 5 % up to 4000x3000.
 Then prints:
 
   (a) model only, fastest runtime (TFLite float32, XNNPACK), pre-made tensors
+  (a8) model only, the calibrated full-integer int8 TFLite model, the same tensors
   (d) model only, compiled tf.function, the same tensors
   (e) decode + resize on one core alone (Pillow, draft for JPEG)
   (b) end to end: `imgsearch index` on the folder (decode processes, model, shards, FAISS)
+  (b8) the same with --precision int8
   (c) naive baseline as tutorials do it: keras.utils.load_img + model.predict, one image at a time
 
 and the ceiling for (b) on a CPU where decoding and inference share the n
-cores, L = 1 / (1/a + 1/(n*e)), with the targets a >= 2.5 d, b >= 0.85 L,
-b >= 5 c.  Peak memory of the indexing process is measured for N/2 and N
+cores, L = 1 / (1/a + 1/(n*e)) (L8 with a8), with the targets a >= 2.5 d, b >= 0.85 L,
+b >= 5 c, a8 >= 2.5 a, b8 >= 1.7 b.  The CPU's flags that int8 speed depends on
+(VNNI) are printed with the ratio.  Peak memory of the indexing process is measured for N/2 and N
 images: it must not grow with N.
 
     python scripts/bench_index.py --work /tmp/imgsearch-bench --images 2000
@@ -76,7 +79,17 @@ def rate(fn, items: int, repeat: int = 3) -> float:
     return items / best
 
 
-def run_index(folder: Path, index_dir: Path, backbone: str, batch: int) -> dict:
+def cpu_flags() -> str:
+    """The CPU's instruction-set flags that decide int8 speed (Linux; else 'unknown')."""
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
+
+
+def run_index(folder: Path, index_dir: Path, backbone: str, batch: int, precision: str = "float32") -> dict:
     """Indexing in a child process: wall-clock images/s, start-up, and the child's peak RSS.
 
     The child is spawned with ``-c``, so decode workers need no main guard.
@@ -85,7 +98,7 @@ def run_index(folder: Path, index_dir: Path, backbone: str, batch: int) -> dict:
             "from indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
             "t = time.perf_counter()\n"
             f"s = index_images([{str(folder)!r}], {str(index_dir)!r}, dataclasses.replace(IndexConfig(), "
-            f"backbone={backbone!r}, batch_size={batch}, progress=False))\n"
+            f"backbone={backbone!r}, batch_size={batch}, precision={precision!r}, progress=False))\n"
             "dt = time.perf_counter() - t\n"
             # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so it would show this parent's peak
             "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]\n"
@@ -107,6 +120,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
+    from indexer.inputs.calibration import CALIBRATION
     from indexer.inputs.images import decode_image
     from indexer.model.backbones import load_backbone
     from indexer.model.embedder import Embedder
@@ -123,10 +137,13 @@ def main() -> None:
     tensors = np.random.default_rng(0).integers(0, 256, (args.batch_size * 4, s, s, 3), dtype=np.uint8)
     fast, graph = Embedder(bb, args.batch_size, "tflite"), Embedder(bb, args.batch_size, "tf")
     a = rate(lambda: fast.embed(tensors), len(tensors))
+    quantised = Embedder(bb, args.batch_size, "tflite", precision="int8", calibration=CALIBRATION)
+    a8 = rate(lambda: quantised.embed(tensors), len(tensors))
     d = rate(lambda: graph.embed(tensors), len(tensors))
     sample = photos[:200]
     e = rate(lambda: [decode_image(p, s) for p in sample], len(sample), repeat=2)
     L = 1 / (1 / a + 1 / (cores * e))
+    L8 = 1 / (1 / a8 + 1 / (cores * e))
 
     import keras
 
@@ -151,15 +168,23 @@ def main() -> None:
         shutil.rmtree(index_dir, ignore_errors=True)  # embed everything again
         results[n] = run_index(sub, index_dir, args.backbone, args.batch_size)
     b = results[args.images]["rate"]
+    index_dir = args.work / f"index-{args.images}-int8"
+    shutil.rmtree(index_dir, ignore_errors=True)
+    int8 = run_index(args.work / f"photos-{args.images}", index_dir, args.backbone, args.batch_size, "int8")
+    b8 = int8["rate"]
 
     print(f"(a) model only, TFLite:           {a:8.1f} img/s")
     print(f"(d) model only, tf.function:      {d:8.1f} img/s   a/d = {a / d:.2f}  (target >= 2.5)")
+    print(f"(a8) model only, TFLite int8:     {a8:8.1f} img/s   a8/a = {a8 / a:.2f}  (target >= 2.5; CPU flags: "
+          f"{cpu_flags()})")
     print(f"(e) decode+resize, one core:      {e:8.1f} img/s")
-    print(f"    ceiling L = 1/(1/a + 1/({cores}e)): {L:8.1f} img/s")
+    print(f"    ceiling L = 1/(1/a + 1/({cores}e)): {L:8.1f} img/s;  L8 (with a8): {L8:.1f} img/s")
     steady = results[args.images]["steady_rate"]
     print(f"(b) end to end, imgsearch index:  {b:8.1f} img/s   b/L = {b / L:.2f}  (target >= 0.85), whole run")
     print(f"    after {results[args.images]['startup_seconds']:.1f} s start-up:       {steady:8.1f} img/s"
           f"   = {steady / L:.2f} L  (what a long run approaches)")
+    print(f"(b8) end to end, --precision int8: {b8:7.1f} img/s   b8/b = {b8 / b:.2f}  (target >= 1.7), "
+          f"b8/L8 = {b8 / L8:.2f}  (target >= 0.85), peak RSS {int8['peak_rss_mb']:.0f} MB")
     print(f"(c) naive load_img + predict:     {c:8.1f} img/s   b/c = {b / c:.1f}  (target >= 5)")
     for n, r in results.items():
         print(f"    indexing {n:5d} images: {r['rate']:.1f} img/s whole run, {r['steady_rate']:.1f} after "
@@ -167,8 +192,9 @@ def main() -> None:
     growth = results[args.images]["peak_rss_mb"] / results[args.images // 2]["peak_rss_mb"]
     print(f"    peak memory ratio {args.images} vs {args.images // 2} images: {growth:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"a": a, "d": d, "e": e, "L": L, "b": b, "c": c, "cores": cores,
-                                         "runs": results}, indent=2))
+        args.json.write_text(json.dumps({"a": a, "a8": a8, "d": d, "e": e, "L": L, "L8": L8, "b": b,
+                                         "b8": b8, "c": c, "cores": cores, "cpu_flags": cpu_flags(),
+                                         "runs": results, "int8_run": int8}, indent=2))
 
 
 if __name__ == "__main__":

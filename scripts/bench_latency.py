@@ -5,10 +5,12 @@ Starts `imgsearch serve` (waitress, the production server) on a loopback
 port in its own process, opens the same index in this process, and sends the
 same query images both ways, interleaved (one in process, then the same one
 over HTTP) so machine noise hits both alike. Prints p50/p99 of each and the
-HTTP overhead.
+HTTP overhead, then the model's one-image latency in float32 and int8
+(interleaved likewise); ``--precision int8`` builds and queries an int8 index.
 
     python scripts/bench_latency.py                      # Noto emoji index built under --work
     python scripts/bench_latency.py --index DIR -n 300
+    python scripts/bench_latency.py --precision int8
 """
 
 from __future__ import annotations
@@ -34,15 +36,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ensure_index(work: Path) -> Path:
+def ensure_index(work: Path, precision: str = "float32") -> Path:
     from indexer.config import IndexConfig
     from indexer.inputs.samples import export_sample
     from indexer.run.pipeline import index_images
 
-    src, index_dir = work / "emoji", work / "emoji-index"
+    src, index_dir = work / "emoji", work / ("emoji-index" if precision == "float32" else f"emoji-index-{precision}")
     if not src.is_dir():
         export_sample("emoji", src)
-    index_images([src], index_dir, IndexConfig(progress=False))
+    index_images([src], index_dir, IndexConfig(progress=False, precision=precision))
     return index_dir
 
 
@@ -77,9 +79,11 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=200, help="queries")
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=4, help="server threads")
+    ap.add_argument("--precision", choices=("float32", "int8"), default="float32",
+                    help="of the index built under --work (an --index keeps its own)")
     args = ap.parse_args()
 
-    index_dir = args.index or ensure_index(args.work)
+    index_dir = args.index or ensure_index(args.work, args.precision)
     engine = SearchEngine.open(index_dir)
     engine.warm_up()
     paths = [engine.get(int(i)).path for i in engine.ids]
@@ -118,6 +122,34 @@ def main() -> None:
           f"({np.percentile(http, 50) / np.percentile(local, 50):.2f}x); target < 10 ms: "
           f"{'met' if overhead < 10 else 'NOT met'}")
     print("results identical both ways for every query")
+    model_latency(engine, queries)
+
+
+def model_latency(engine, queries: list[bytes]) -> None:
+    """One image through the float32 and the int8 model, interleaved: decode excluded."""
+    from indexer.inputs.calibration import CALIBRATION
+    from indexer.inputs.images import decode_image
+    from indexer.model.backbones import load_backbone
+    from indexer.model.embedder import Embedder
+
+    bb = load_backbone(engine.backbone)
+    models = {"float32": Embedder(bb, 1, "tflite"), "int8": Embedder(bb, 1, "tflite", precision="int8",
+                                                                         calibration=CALIBRATION)}
+    images = [decode_image(q, bb.input_size).array[None] for q in queries]
+    times = {name: [] for name in models}
+    for image in images[:10]:
+        for m in models.values():
+            m.embed(image)
+    for image in images:
+        for name, m in models.items():
+            t = time.perf_counter()
+            m.embed(image)
+            times[name].append((time.perf_counter() - t) * 1000)
+    for name, ms in times.items():
+        print(f"model only, one image, {name:7s}: {stats(ms)}")
+    ratio = np.percentile(times["float32"], 50) / np.percentile(times["int8"], 50)
+    print(f"int8 one-image speed-up at p50: {ratio:.2f}x; this index runs "
+          f"{engine.info().get('backbone', {}).get('precision', 'float32')}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,12 @@ import numpy as np
 
 from indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
 from indexer.errors import InvalidInputError, NotFoundError, quote
-from indexer.folder.manifest import backbone_name, check_compatible
+from indexer.folder.manifest import (
+    backbone_name,
+    check_compatible,
+    model_precision,
+    precision,
+)
 from indexer.folder.store import EmbeddingStore, IndexFormatError
 from indexer.folder.texts import display_text, texts_of  # noqa: F401 - web shows paths with display_text
 from indexer.folder.whitening import search_space
@@ -171,7 +176,7 @@ class SearchEngine:
         if new.manifest == self.manifest:
             self._signature = new._signature
             return self
-        if new.backbone == self.backbone:
+        if new.backbone == self.backbone and precision(new.manifest) == precision(self.manifest):
             with self._lock:
                 new._embedder = self._embedder
         log.info("%s: version %d -> %d (%d images)", self.store.root, self.generation, new.generation, len(new))
@@ -369,7 +374,9 @@ class SearchEngine:
 
                 bb = load_backbone(self.backbone, self.config.weights, self.config.cache_dir)
                 check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root))
-                self._embedder = Embedder(bb, self.config.batch_size, self.config.runtime, self.config.cache_dir)
+                # the index's precision, whatever the config says: one index never mixes two models
+                self._embedder = Embedder(bb, self.config.batch_size, self.config.runtime, self.config.cache_dir,
+                                          **model_precision(self.manifest))
             return self._embedder
 
 

@@ -202,3 +202,19 @@ def test_cli_with_uri_sources_and_work_folder(spark, spark_corpus, local_index, 
 
     result = CliRunner().invoke(main, ["index", str(spark_corpus), "--index", str(index_dir), "--task-size", "3"])
     assert result.exit_code == 2 and "--task-size are for --engine spark" in result.output
+
+
+def test_spark_executors_embed_in_the_index_precision(spark, photos_dir, tmp_path):
+    """An int8 index: the executors run the shipped int8 model, so Spark gives the local engine's int8 rows."""
+    from indexer.run.spark import index_images_spark
+
+    int8 = dataclasses.replace(CFG, precision="int8")
+    index_images([photos_dir], tmp_path / "local", int8)
+    index_images([photos_dir], tmp_path / "local-f32", CFG)
+    index_images_spark([photos_dir], tmp_path / "spark", int8, spark=spark)
+    assert_same_index(tmp_path / "local", tmp_path / "spark")
+    assert EmbeddingStore(tmp_path / "spark").read_manifest()["backbone"]["precision"] == "int8"
+    assert "tflite int8" in EmbeddingStore(tmp_path / "spark").read_manifest()["runtime"]
+    assert not np.allclose(embeddings_of(table(tmp_path / "spark")), embeddings_of(table(tmp_path / "local-f32")),
+                           atol=1e-4)  # the float32 model's rows would differ
+    assert any("-int8-" in p.name for p in (spark.executor_cache / "models").iterdir())

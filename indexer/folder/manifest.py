@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from indexer.folder.store import IndexFormatError
+
+log = logging.getLogger(__name__)
 
 
 def check_compatible(manifest: dict, backbone: str, dim: int, where: str) -> None:
@@ -15,6 +19,42 @@ def check_compatible(manifest: dict, backbone: str, dim: int, where: str) -> Non
             f"(dimension {manifest['dim']}), not {backbone} (dimension {dim}); "
             f"use --backbone {built_with} or another --index folder"
         )
+
+
+def precision(manifest: dict) -> str:
+    """The precision the index's embeddings were computed in; indexes from before precisions were float32."""
+    return manifest["backbone"].get("precision") or "float32"
+
+
+def check_precision_compatible(manifest: dict, requested: str | None, where: str) -> str:
+    """The index's precision; raises if ``requested`` (None: whatever the index has) is another one."""
+    built_with = precision(manifest)
+    if requested is not None and requested != built_with:
+        raise IndexFormatError(
+            f"{where} was built with precision {built_with}, not {requested}: embeddings of two precisions "
+            f"must not share an index; use --precision {built_with} (or leave it out) or another --index folder"
+        )
+    return built_with
+
+
+def model_precision(manifest: dict) -> dict:
+    """Embedder keyword arguments that compute embeddings as the index's were: precision and calibration set.
+
+    Every path that embeds for an index (indexing runs, queries, Spark executors) takes them from here, so a
+    query of an int8 index runs the int8 model whatever the defaults are.
+    """
+    built_with = precision(manifest)
+    if built_with == "float32":
+        return {"precision": "float32", "calibration": None}
+    from indexer.inputs.calibration import CALIBRATION
+
+    recorded = manifest["backbone"].get("calibration") or {}
+    here = CALIBRATION.identity()
+    if recorded.get("sha256") not in (None, here["sha256"]):
+        log.warning("this index's int8 model was calibrated on images with digest %s, this install has %s "
+                    "(another scikit-learn or matplotlib?): its embeddings may differ slightly",
+                    recorded.get("sha256"), here["sha256"])
+    return {"precision": built_with, "calibration": CALIBRATION}
 
 
 def search_dim(manifest: dict) -> int:

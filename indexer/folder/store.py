@@ -52,11 +52,20 @@ from indexer.folder.texts import log_bytes, text_array
 from indexer.folder.validate import ManifestShapeError, check_manifest_shape
 
 FORMAT_VERSION = 1
+# an index of int8 embeddings (manifest backbone.precision): releases before precisions read only format 1, so
+# they refuse it instead of querying it with their float32 model; float32 indexes stay format 1
+INT8_FORMAT_VERSION = 2
+READABLE_FORMATS = (FORMAT_VERSION, INT8_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 SKIPPED_LOG = "skipped.log"
 METADATA_COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
 ROW_GROUP_ROWS = 256  # rows per Parquet row group in a shard: the unit a lookup by id reads
+
+
+def _format_version(manifest: dict) -> int:
+    backbone = manifest.get("backbone")
+    return INT8_FORMAT_VERSION if isinstance(backbone, dict) and backbone.get("precision") == "int8" else FORMAT_VERSION
 
 
 class IndexFormatError(DamagedIndexError, RuntimeError):
@@ -169,10 +178,10 @@ class EmbeddingStore:
             raise IndexFormatError(f"{self.manifest_path} is unreadable: not valid JSON ({str(exc)[:120]}); "
                                    f"{_DAMAGED}") from None
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        if isinstance(manifest, dict) and version != FORMAT_VERSION:
+        if isinstance(manifest, dict) and version not in READABLE_FORMATS:
             raise IndexFormatError(
-                f"{self.root} has index format {str(version)[:20]}, this imgsearch reads {FORMAT_VERSION}; "
-                "re-index the images"
+                f"{self.root} has index format {str(version)[:20]}, this imgsearch reads "
+                f"{' and '.join(map(str, READABLE_FORMATS))}; re-index the images"
             )
         try:
             check_manifest_shape(manifest)
@@ -200,7 +209,7 @@ class EmbeddingStore:
             previous = self.read_manifest() if self.exists() else {}
         except IndexFormatError:
             previous = {}
-        manifest = dict(manifest, format_version=FORMAT_VERSION, updated=_now(),
+        manifest = dict(manifest, format_version=_format_version(manifest), updated=_now(),
                         retired_shards=sorted(set(retired) - set(manifest["shards"])))
         manifest["files"] = self._file_records(manifest, previous.get("files") or {})
         atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=True).encode())

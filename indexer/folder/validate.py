@@ -61,6 +61,8 @@ def check_manifest_shape(manifest) -> None:
     _type(backbone, dict, "backbone", "an object")
     _type(backbone.get("name"), str, "backbone.name", "a string")
     _optional(backbone, "input_size", lambda v: _int(v, "backbone.input_size"))  # 0: vectors without a model
+    _optional(backbone, "precision", _check_precision)  # absent: float32 (indexes from before precisions)
+    _optional(backbone, "calibration", lambda v: _type(v, dict, "backbone.calibration", "an object"))
     _int(manifest["dim"], "dim", 1)
     _int(manifest["count"], "count")
     _type(manifest["shards"], list, "shards", "a list of file names")
@@ -79,6 +81,11 @@ def check_manifest_shape(manifest) -> None:
     _optional(manifest, "files", _check_files)
     _optional(manifest, "ann", _check_ann)
     _optional(manifest, "whitening", _check_whitening)
+
+
+def _check_precision(value) -> None:
+    if value not in ("float32", "int8"):
+        raise ManifestShapeError(f"'backbone.precision' must be \"float32\" or \"int8\", got {str(value)[:40]!r}")
 
 
 def _check_files(files) -> None:

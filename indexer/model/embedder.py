@@ -15,17 +15,21 @@ class Embedder:
 
     ``runtime``: "auto" (TFLite on CPU, tf.function on GPU), "tflite" or "tf".
     ``threads``: TFLite inference threads (default: one per core).
+    ``precision``: "float32" or "int8" (TFLite only; calibrated on ``calibration``,
+    e.g. ``indexer.inputs.calibration.CALIBRATION``).
     """
 
     def __init__(self, backbone: Backbone, batch_size: int = 32, runtime: str = "auto",
-                 cache_dir: Path | None = None, threads: int | None = None):
+                 cache_dir: Path | None = None, threads: int | None = None, precision: str = "float32",
+                 calibration=None):
         from indexer.model.runtime import make_runner
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.backbone = backbone
         self.batch_size = batch_size
-        self.runner = make_runner(backbone, runtime, cache_dir, threads)
+        self.precision = precision
+        self.runner = make_runner(backbone, runtime, cache_dir, threads, precision, calibration)
 
     @property
     def dim(self) -> int:

@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 import numpy as np
 import pyarrow as pa
 
-from indexer.config import IndexConfig
+from indexer.config import DEFAULT_PRECISION, IndexConfig
 from indexer.folder.lock import writer_lock
-from indexer.folder.manifest import check_compatible
+from indexer.folder.manifest import check_compatible, check_precision_compatible
 from indexer.folder.store import EmbeddingStore, library_versions, schema
 from indexer.folder.texts import text_array
 from indexer.inputs.sources import ImageFile, iter_image_files
@@ -155,7 +155,7 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
 
     summary = stage.summary_type(str(index_dir), found=len(files))
     backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
-    store, manifest, shards = open_index(index_dir, backbone)
+    store, manifest, shards = open_index(index_dir, backbone, config.precision)
     ledger = Ledger(store, manifest, shards, summary, {f.path for f in files} if sync else None)
     stage.prepare(IndexRun(files, str(index_dir), store, manifest, backbone, ledger, summary, config, started))
 
@@ -201,19 +201,22 @@ def admit(batch: Outcomes, ledger: Ledger, writer: ShardWriter, summary: IndexSu
         summary.added += len(take)
 
 
-def open_index(index_dir: str | os.PathLike, backbone) -> tuple[EmbeddingStore, dict, list[str]]:
+def open_index(index_dir: str | os.PathLike, backbone,
+               precision: str | None = None) -> tuple[EmbeddingStore, dict, list[str]]:
     """The index folder ready for a run: (store, manifest, shards).
 
-    A new folder is published empty first, which pins it to ``backbone``; an
-    existing one must have been built with it.  What a killed run was writing
+    A new folder is published empty first, which pins it to ``backbone`` and
+    ``precision`` (None: DEFAULT_PRECISION), with the int8 calibration set's
+    identity; an existing one must have been built with them (None: its own).  What a killed run was writing
     is deleted, and the shards it completed are adopted.
     """
     store = EmbeddingStore(index_dir)
     if store.exists():
         manifest = store.read_manifest()
         check_compatible(manifest, backbone.name, backbone.dim, str(index_dir))
+        check_precision_compatible(manifest, precision, str(index_dir))
     else:
-        manifest = {"backbone": backbone.describe(), "dim": backbone.dim, "metric": "cosine",
+        manifest = {"backbone": describe_model(backbone, precision or DEFAULT_PRECISION), "dim": backbone.dim, "metric": "cosine",
                     "count": 0, "shards": [], "index_file": None, "generation": 0,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions()}
         store.root.mkdir(parents=True, exist_ok=True)
@@ -221,6 +224,19 @@ def open_index(index_dir: str | os.PathLike, backbone) -> tuple[EmbeddingStore, 
     store.remove_temp_files()  # what a killed run was writing
     shards = store.recover_shards(manifest)  # adds shards an interrupted run completed
     return store, manifest, shards
+
+
+def describe_model(backbone, precision: str) -> dict:
+    """The manifest's record of the model: the backbone, its precision and, for int8, the calibration set."""
+    described = dict(backbone.describe(), precision=precision)
+    if precision == "int8":
+        from indexer.inputs.calibration import CALIBRATION
+        from indexer.model.runtime import check_int8_backbone
+
+        check_int8_backbone(backbone.name)  # before the folder is pinned to a model it cannot have
+
+        described["calibration"] = CALIBRATION.identity()
+    return described
 
 
 def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], written: list[str],

@@ -16,6 +16,7 @@ import numpy as np
 
 from indexer.config import IndexConfig
 from indexer.errors import ExecutionError
+from indexer.folder.manifest import model_precision
 from indexer.inputs.reader import (
     AlreadyIndexed,
     Decoded,
@@ -68,7 +69,8 @@ class LocalStage:
         from indexer.model.embedder import Embedder
 
         self.run = run
-        self.embedder = Embedder(run.backbone, self.config.batch_size, self.config.runtime, self.config.cache_dir)
+        self.embedder = Embedder(run.backbone, self.config.batch_size, self.config.runtime, self.config.cache_dir,
+                                 **model_precision(run.manifest))
 
     @property
     def runtime(self) -> str:

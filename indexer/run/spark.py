@@ -34,6 +34,8 @@ import pyarrow as pa
 
 from indexer.config import IndexConfig
 from indexer.errors import ExecutionError, MissingDependencyError
+from indexer.folder.manifest import model_precision
+from indexer.folder.manifest import precision as index_precision
 from indexer.folder.texts import decode_text, encode_text, texts_of
 from indexer.inputs import filesystems
 from indexer.inputs.reader import Decoded, read_one
@@ -151,7 +153,8 @@ def spark_session(config: IndexConfig | None = None, extra_conf: dict | None = N
     return builder.getOrCreate()
 
 
-def _ship_model(spark, backbone, config: IndexConfig) -> str | None:
+def _ship_model(spark, backbone, config: IndexConfig, precision: str = "float32",
+                calibration=None) -> str | None:
     """Convert the model once, here, and ship it with the job: executors never convert it.
 
     Executors whose model cache lacks it (another machine, another
@@ -159,10 +162,10 @@ def _ship_model(spark, backbone, config: IndexConfig) -> str | None:
     """
     from indexer.model.runtime import _tflite_cache_path, resolve_runtime, tflite_model
 
-    if resolve_runtime(config.runtime) != "tflite":
+    if resolve_runtime(config.runtime, precision) != "tflite":
         return None
-    tflite_model(backbone, config.cache_dir)  # converted and cached on first use
-    path = _tflite_cache_path(backbone, config.cache_dir)
+    tflite_model(backbone, config.cache_dir, precision, calibration)  # converted and cached on first use
+    path = _tflite_cache_path(backbone, config.cache_dir, precision, calibration)
     if not any(added.endswith("/" + path.name) for added in spark.sparkContext.listFiles):
         spark.sparkContext.addFile(str(path))
     return path.name
@@ -210,6 +213,8 @@ class SparkStage:
         config, files, summary, backbone = self.config, run.files, run.summary, run.backbone
         self.run = run
         backbone_id = f"{backbone.name}:{backbone.weights_id}"
+        if index_precision(run.manifest) != "float32":  # staged results of another model never count
+            backbone_id += ":" + index_precision(run.manifest)
         manifest = run.manifest
         work = self.work = WorkFolder(config.spark_work_dir or str(run.store.root / WORK_DIR),
                                       {"index": str(run.store.root.resolve()), "created": manifest.get("created"),
@@ -231,9 +236,10 @@ class SparkStage:
         config, summary, work = self.config, self.run.summary, self.work
         spark = self.spark = self.spark or spark_session(config)
         summary.master = spark.sparkContext.master
+        model = model_precision(self.run.manifest)  # the index's precision, not the defaults
         settings = TaskSettings(self.run.backbone.name, config.weights, config.runtime, config.batch_size,
-                                str(config.cache_dir), _ship_model(spark, self.run.backbone, config),
-                                spark.sparkContext.broadcast(self.run.ledger.known_keys()))
+                                str(config.cache_dir), _ship_model(spark, self.run.backbone, config, **model),
+                                spark.sparkContext.broadcast(self.run.ledger.known_keys()), model["precision"])
         t = time.perf_counter()
         results = run_tasks(spark, todo, work, settings)
         summary.spark_seconds = time.perf_counter() - t

@@ -70,6 +70,7 @@ class TaskSettings:
     cache_dir: str  # the driver's model cache; executors use $IMGSEARCH_CACHE when it is set
     model_file: str | None  # the converted TFLite model's file name, shipped with SparkContext.addFile
     keys: object  # Broadcast of the sorted uint64 keys of indexed contents (reader.known_keys)
+    precision: str = "float32"  # the index's (manifest.model_precision): executors embed as it was built
 
 
 _EMBEDDERS: dict = {}  # one model per Python worker process, kept across the tasks it runs
@@ -105,14 +106,17 @@ def _cache_dir(settings: TaskSettings) -> Path:
 
 def process_embedder(settings: TaskSettings, threads: int):
     """The embedder of this worker process, built on first use."""
-    key = (settings.backbone, settings.weights, settings.runtime, threads)
+    key = (settings.backbone, settings.weights, settings.runtime, settings.precision, threads)
     if key not in _EMBEDDERS:
+        from indexer.inputs.calibration import CALIBRATION
         from indexer.model.backbones import load_backbone
         from indexer.model.embedder import Embedder
 
         cache = _cache_dir(settings)
         backbone = load_backbone(settings.backbone, settings.weights, cache)
-        _EMBEDDERS[key] = Embedder(backbone, settings.batch_size, settings.runtime, cache, threads=threads)
+        _EMBEDDERS[key] = Embedder(backbone, settings.batch_size, settings.runtime, cache, threads=threads,
+                                   precision=settings.precision,
+                                   calibration=CALIBRATION if settings.precision == "int8" else None)
     return _EMBEDDERS[key]
 
 

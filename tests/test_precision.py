@@ -1,0 +1,197 @@
+"""int8 precision (issue 15): the calibrated full-integer model, and an index's precision honoured everywhere.
+
+An int8 embedding differs from the float32 one of the same image (cosine about
+0.99), so "the query embedding of an indexed image equals its stored embedding
+within 1e-5" tells which model answered a query.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from indexer.config import IndexConfig
+from indexer.errors import InvalidInputError
+from indexer.folder.store import EmbeddingStore, IndexFormatError
+from indexer.inputs.calibration import CALIBRATION, CalibrationSet
+from indexer.inputs.images import decode_image
+from indexer.model.embedder import Embedder
+
+IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
+
+
+@pytest.fixture(scope="session")
+def int8_embedder(lite0):
+    return Embedder(lite0, precision="int8", calibration=CALIBRATION)
+
+
+@pytest.fixture(scope="session")
+def int8_index(tmp_path_factory, photos_dir, int8_embedder):
+    from indexer.run.pipeline import index_images
+
+    index_dir = tmp_path_factory.mktemp("int8") / "idx"
+    index_images([photos_dir], index_dir, IndexConfig(progress=False, precision="int8"))
+    return index_dir
+
+
+def _photo_files(photos_dir: Path) -> list[Path]:
+    return sorted(p for p in photos_dir.rglob("*") if p.is_file())
+
+
+def _stored(index_dir: Path) -> dict[str, np.ndarray]:
+    store = EmbeddingStore(index_dir)
+    table = store.read_table(store.read_manifest()["shards"], ["path", "embedding"])
+    return {p: np.asarray(e, np.float32) for p, e in zip(table.column("path").to_pylist(),
+                                                       table.column("embedding").to_pylist())}
+
+
+def test_int8_embeddings_are_unit_vectors_close_to_float32(lite0, embedder, int8_embedder, photos_dir):
+    images = np.stack([decode_image(f, lite0.input_size).array for f in _photo_files(photos_dir)]
+                      + list(CalibrationSet(count=24, seed=7).images(lite0.input_size)))
+    a8, a32 = int8_embedder.embed(images), embedder.embed(images)
+    cosine = (a8 * a32).sum(1)
+    print(f"int8 vs float32 cosine on {len(images)} images: median {np.median(cosine):.4f}, min {cosine.min():.4f}")
+    np.testing.assert_allclose(np.linalg.norm(a8, axis=1), 1.0, atol=1e-5)
+    assert np.median(cosine) >= 0.95 and cosine.min() >= 0.85
+    assert cosine.max() < 0.99999  # another model, not the float32 one under a new name
+    assert "int8" in int8_embedder.runtime
+
+
+def test_calibration_set_and_the_cached_model_are_deterministic(lite0, int8_embedder, tmp_path, monkeypatch):
+    from indexer.config import default_cache_dir
+    from indexer.model import runtime
+
+    assert CALIBRATION.identity() == CalibrationSet().identity()
+    np.testing.assert_array_equal(CalibrationSet(count=6).images(64), CalibrationSet(count=6).images(64))
+    assert not np.array_equal(CalibrationSet(count=6, seed=1).images(64), CalibrationSet(count=6).images(64))
+    assert CalibrationSet(seed=1).identity() != CALIBRATION.identity()
+    path = runtime._tflite_cache_path(lite0, default_cache_dir(), "int8", CALIBRATION)
+    assert path.is_file() and path != runtime._tflite_cache_path(lite0, default_cache_dir())
+    assert path != runtime._tflite_cache_path(lite0, default_cache_dir(), "int8", CalibrationSet(seed=1))
+
+    def no_conversion(*args):
+        raise AssertionError("the cached int8 model was converted again")
+
+    monkeypatch.setattr(runtime, "_convert_int8", no_conversion)
+    assert runtime.tflite_model(lite0, default_cache_dir(), "int8", CALIBRATION) == path.read_bytes()
+    assert Embedder(lite0, precision="int8", calibration=CALIBRATION).precision == "int8"
+
+
+def test_an_int8_index_records_its_precision_and_calibration(int8_index):
+    backbone = EmbeddingStore(int8_index).read_manifest()["backbone"]
+    assert backbone["precision"] == "int8"
+    assert backbone["calibration"] == CALIBRATION.identity()
+
+
+def test_search_engine_queries_an_int8_index_with_the_int8_model(int8_index, photos_dir, embedder):
+    from search.engine import SearchEngine
+
+    engine = SearchEngine.open(int8_index)  # the default config: nothing says int8 but the manifest
+    stored = _stored(int8_index)
+    files = _photo_files(photos_dir)
+    query = engine.embed_images([str(f) for f in files])
+    for f, q in zip(files, query):
+        np.testing.assert_allclose(q, stored[str(f)], atol=1e-5)
+    size = engine._get_embedder().backbone.input_size
+    as_float32 = embedder.embed(np.stack([decode_image(f, size).array for f in files]))
+    assert ((as_float32 * query).sum(1) < 0.9999).any()  # a float32 query would not match so closely
+
+
+def test_cli_search_of_an_int8_index_uses_the_int8_model(int8_index, photos_dir):
+    image = _photo_files(photos_dir)[0]
+    out = subprocess.run([IMGSEARCH, "search", "--index", str(int8_index), "--json", "-k", "1", str(image)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    top = json.loads(out.stdout.splitlines()[-1])["results"][0]
+    assert top["path"] == str(image) and top["score"] >= 1 - 1e-5
+
+
+def test_http_search_of_an_int8_index_uses_the_int8_model(int8_index, photos_dir):
+    from tests.helpers import LiveServer
+    from web import create_app
+
+    server = LiveServer(create_app({"INDEX_DIR": str(int8_index)}))
+    try:
+        image = _photo_files(photos_dir)[1]
+        r = requests.post(server.url + "/api/search", files={"image": image.read_bytes()}, data={"k": "1"},
+                          timeout=120)
+        assert r.status_code == 200, r.text
+        top = r.json()["results"][0]
+        assert top["path"] == str(image) and top["score"] >= 1 - 1e-5
+    finally:
+        server.close()
+
+
+def test_mixing_precisions_on_one_index_is_refused(int8_index, photos_dir, built_index, tmp_path):
+    from indexer.run.pipeline import index_images
+
+    with pytest.raises(IndexFormatError, match="built with precision int8, not float32"):
+        index_images([photos_dir], int8_index, IndexConfig(progress=False, precision="float32"))
+    out = subprocess.run([IMGSEARCH, "index", str(photos_dir), "--index", str(built_index[0]),
+                          "--precision", "int8", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "Error: " in out.stderr and "built with precision float32, not int8" in out.stderr
+    assert "Traceback" not in out.stderr
+    # without --precision, a run keeps the index's
+    index_images([photos_dir], int8_index, IndexConfig(progress=False))
+    assert EmbeddingStore(int8_index).read_manifest()["backbone"]["precision"] == "int8"
+
+
+def test_int8_needs_tflite_and_a_known_precision():
+    with pytest.raises(InvalidInputError, match="int8 runs only through TFLite"):
+        IndexConfig(precision="int8", runtime="tf")
+    with pytest.raises(InvalidInputError, match="precision must be float32 or int8"):
+        IndexConfig(precision="int4")
+    out = subprocess.run([IMGSEARCH, "index", "nowhere", "--index", "nowhere-idx", "--precision", "int8",
+                          "--runtime", "tf"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "int8 runs only through TFLite" in out.stderr
+
+
+def test_a_float32_index_stays_float32(built_index):
+    from indexer.folder.manifest import model_precision
+
+    manifest = EmbeddingStore(built_index[0]).read_manifest()
+    assert model_precision(manifest) == {"precision": "float32", "calibration": None}
+    assert model_precision({"backbone": {"name": "efficientnet-lite0"}})["precision"] == "float32"  # old manifests
+
+
+def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(built_index, int8_index, photos_dir, tmp_path):
+    import shutil
+
+    from search.engine import SearchEngine
+
+    folder = tmp_path / "idx"
+    shutil.copytree(built_index[0], folder)
+    engine = SearchEngine.open(folder)
+    engine.warm_up()  # the float32 model is loaded
+    shutil.rmtree(folder)
+    shutil.copytree(int8_index, folder)  # the same folder, rebuilt in int8
+    new = engine.reload()
+    image = _photo_files(photos_dir)[2]
+    np.testing.assert_allclose(new.embed_images([str(image)])[0], _stored(folder)[str(image)], atol=1e-5)
+
+
+def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_index):
+    from indexer.folder.store import FORMAT_VERSION
+
+    # releases before precisions read only FORMAT_VERSION: they refuse an int8 index rather than query it in float32
+    assert EmbeddingStore(int8_index).read_manifest()["format_version"] != FORMAT_VERSION
+    assert EmbeddingStore(built_index[0]).read_manifest()["format_version"] == FORMAT_VERSION
+
+
+def test_int8_is_offered_for_the_efficientnet_lite_backbones_only():
+    from indexer.model.backbones import BACKBONES
+    from indexer.model.runtime import check_int8_backbone
+
+    for name in BACKBONES:
+        if name.startswith("efficientnet-lite"):
+            check_int8_backbone(name)
+        else:
+            with pytest.raises(InvalidInputError, match="offered for the efficientnet-lite backbones"):
+                check_int8_backbone(name)
