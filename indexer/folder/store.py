@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,27 +119,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def library_versions() -> dict:
-    import faiss
-    import PIL
-
-    versions = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-        "faiss": faiss.__version__,
-        "pillow": PIL.__version__,
-    }
-    from importlib.metadata import PackageNotFoundError, version
-
-    for package in ("tensorflow", "keras", "ai-edge-litert"):
-        try:  # from the package metadata: importing TensorFlow just for this costs seconds
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return versions
 
 
 _DAMAGED = ("the manifest cannot be rebuilt in place: restore the folder from a backup, or index the images "

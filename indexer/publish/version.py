@@ -19,7 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from indexer import ann
-from indexer.folder.store import EmbeddingStore, library_versions
+from indexer.folder.store import EmbeddingStore
+from indexer.folder.versions import library_versions
 from indexer.publish.build import build_index, update_index
 from indexer.publish.check import check_built, check_shards
 from indexer.publish.head_indexes import rebuild_head_indexes

@@ -41,8 +41,9 @@ import pyarrow as pa
 from indexer.config import DEFAULT_PRECISION, IndexConfig
 from indexer.folder.lock import writer_lock
 from indexer.folder.manifest import check_compatible, check_precision_compatible
-from indexer.folder.store import EmbeddingStore, library_versions, schema
+from indexer.folder.store import EmbeddingStore, schema
 from indexer.folder.texts import text_array
+from indexer.folder.versions import library_versions
 from indexer.inputs.sources import ImageFile, iter_image_files
 from indexer.publish.version import options_changed, publish_index, resolve_options
 from indexer.run.ledger import Ledger
