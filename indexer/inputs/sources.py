@@ -63,11 +63,6 @@ def _images_of(source: str | os.PathLike) -> Iterator[ImageFile]:
     raise SourceNotFoundError(f"no such file or folder: {source}")
 
 
-def count_image_files(sources: Iterable[str | os.PathLike]) -> int:
-    """How many images ``iter_image_files`` will yield (a listing pass, nothing is read)."""
-    return sum(1 for _ in iter_image_files(sources))
-
-
 def _walk(root: Path) -> Iterator[ImageFile]:
     seen: set[tuple[int, int]] = set()  # (device, inode) of the folders walked
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
