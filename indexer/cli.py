@@ -229,7 +229,7 @@ def whiten(index_dir, dim, off, no_wait):
 
 
 @click.command()
-@click.argument("name", type=click.Choice(["emoji", "mnist", "digits", "photos"]))
+@click.argument("name", type=click.Choice(["emoji", "mnist", "digits", "photos", "near-duplicates"]))
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most this many images, classes balanced.")
 @click.option("--emoji-labels", type=click.Choice(["category", "subcategory"]), default="category",

@@ -161,7 +161,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def center_crop_resize(img: Image.Image, size: int) -> np.ndarray:
+RESAMPLING = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+"""The filters the final resize may use (Pillow's, antialiased when they shrink)."""
+
+
+def center_crop_resize(img: Image.Image, size: int, resample: str = "bicubic") -> np.ndarray:
     """Scale the shorter side to ``size`` and crop the centre: -> (size, size, 3) uint8."""
     w, h = img.size
     scale = size / min(w, h)
@@ -169,7 +173,7 @@ def center_crop_resize(img: Image.Image, size: int) -> np.ndarray:
     left, top = (new_w - size) // 2, (new_h - size) // 2
     # resize() with box crops in source coordinates, so the crop costs nothing extra.
     box = (left / scale, top / scale, (left + size) / scale, (top + size) / scale)
-    out = img.resize((size, size), Image.BICUBIC, box=box, reducing_gap=3.0)
+    out = img.resize((size, size), RESAMPLING[resample], box=box, reducing_gap=3.0)
     return np.asarray(out, dtype=np.uint8)
 
 
@@ -221,13 +225,14 @@ def load_rgb(source: ImageSource, min_size: int | None = None,
         raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
 
 
-def decode_image(source: ImageSource, size: int, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+def decode_image(source: ImageSource, size: int, max_pixels: int = MAX_PIXELS,
+                 resample: str = "bicubic") -> DecodedImage:
     """Decode ``source`` (path, bytes, file object or PIL image) into a (size, size, 3) model input.
 
     Raises only ImageDecodeError (ImageTooLargeError over ``max_pixels``).
     """
     img, width, height = load_rgb(source, min_size=size, max_pixels=max_pixels)
     try:
-        return DecodedImage(center_crop_resize(img, size), width, height)
+        return DecodedImage(center_crop_resize(img, size, resample), width, height)
     except MemoryError as exc:
         raise ImageTooLargeError("image too large: not enough memory to resize it") from exc

