@@ -15,7 +15,6 @@ import click
 
 from indexer.config import (
     DEFAULT_BACKBONE,
-    DEFAULT_PRECISION,
     PRECISIONS,
     RUNTIMES,
     IndexConfig,
@@ -59,9 +58,11 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
               help="Inference: TFLite (fastest exact on CPU), tf.function (GPU); auto picks.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None, show_default=DEFAULT_PRECISION,
-              help="float32, or a calibrated full-integer int8 model (TFLite, efficientnet-lite; about 3x faster "
-                   "on CPUs with VNNI). An existing index keeps its own; queries always use the index's.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              show_default="int8 on CPU for efficientnet-lite, else float32",
+              help="A calibrated full-integer int8 model (TFLite, efficientnet-lite; about 3x faster on CPUs with "
+                   "VNNI, the same retrieval quality), or float32. An existing index keeps its own; queries always "
+                   "use the index's.")
 @click.option("--shard-size", default=4096, show_default=True, type=click.IntRange(1),
               help="Rows per Parquet shard.")
 @click.option("--workers", type=click.IntRange(0, 256), default=None,

@@ -19,7 +19,7 @@ MAX_PIXELS = 180_000_000
 RUNTIMES = ("auto", "tflite", "tf")
 # how the model computes (indexer/model/runtime.py): float32, or a calibrated full-integer model (TFLite only)
 PRECISIONS = ("float32", "int8")
-DEFAULT_PRECISION = "float32"  # int8 becomes the default only once its quality table is within tolerance
+# a new index's precision when none is asked for: model/runtime.default_precision (int8 on CPU for efficientnet-lite)
 
 
 def default_cache_dir() -> Path:
@@ -38,7 +38,8 @@ class IndexConfig:
     weights: str | None = None
     batch_size: int = 32
     runtime: str = "auto"  # "auto" (TFLite on CPU, tf.function on GPU), "tflite" or "tf"
-    # None: the index's precision, DEFAULT_PRECISION for a new one; queries always use the index's
+    # None: the index's precision; for a new one int8 on CPU (efficientnet-lite), else float32.
+    # Queries always use the index's.
     precision: str | None = None
     shard_size: int = 4096  # rows per Parquet shard
     decode_workers: int | None = None  # decoding processes; None = one per core, 0 = a thread

@@ -61,7 +61,8 @@ def built_index(tmp_path_factory, corpus, lite0):
     from indexer.run.pipeline import index_images
 
     index_dir = tmp_path_factory.mktemp("index") / "idx"
-    summary = index_images([corpus], index_dir, IndexConfig(progress=False, shard_size=25))
+    # float32, as every index written before int8 became the default: many tests compare with `embedder`
+    summary = index_images([corpus], index_dir, IndexConfig(progress=False, shard_size=25, precision="float32"))
     return index_dir, summary
 
 

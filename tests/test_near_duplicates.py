@@ -69,3 +69,20 @@ def test_int8_finds_the_original_as_often_as_float32(lite0, embedder, near_dups)
     print(f"near-duplicate recall@1, lite0: float32 {f32:.4f}, int8 {i8:.4f}")
     assert f32 >= 0.70 and i8 >= 0.70  # measured 0.744 and 0.738
     assert i8 >= f32 - 0.01
+
+
+@pytest.mark.slow
+def test_near_duplicate_recall_floor_lite2(near_dups):
+    from indexer.model.backbones import load_backbone
+
+    lite2 = load_backbone("efficientnet-lite2")
+    pixels = np.stack([decode_image(io.BytesIO(i.encoded) if i.encoded else i.image, lite2.input_size).array
+                       for i in near_dups])  # (684, 260, 260, 3)
+    labels = np.array([i.group for i in near_dups])
+    f32 = leave_one_out_precision(Embedder(lite2).embed(pixels), labels, k=1).precision
+    i8 = leave_one_out_precision(Embedder(lite2, precision="int8", calibration=CALIBRATION).embed(pixels),
+                                 labels, k=1).precision
+    print(f"near-duplicate recall@1, lite2: float32 {f32:.4f}, int8 {i8:.4f}")
+    # measured 0.747 and 0.738: within issue 15's 0.01 by 0.0012 (one image in 684 is 0.0015),
+    # so the tolerance is reported by scripts/eval_precision.py and floors are asserted here
+    assert f32 >= 0.71 and i8 >= 0.71

@@ -195,3 +195,41 @@ def test_int8_is_offered_for_the_efficientnet_lite_backbones_only():
         else:
             with pytest.raises(InvalidInputError, match="offered for the efficientnet-lite backbones"):
                 check_int8_backbone(name)
+
+
+def test_a_new_index_defaults_to_int8_on_cpu_for_efficientnet_lite(monkeypatch):
+    from indexer.model import runtime
+    from indexer.model.backbones import BACKBONES
+
+    assert not runtime.gpu_visible()  # this machine: the CPU default
+    for name in BACKBONES:
+        assert runtime.default_precision(name) == ("int8" if name.startswith("efficientnet-lite") else "float32")
+    assert runtime.default_precision("efficientnet-lite0", "tflite") == "int8"
+    assert runtime.default_precision("efficientnet-lite0", "tf") == "float32"  # the GPU path stays float32
+    monkeypatch.setattr(runtime, "gpu_visible", lambda: True)  # a GPU cannot exist here
+    assert runtime.default_precision("efficientnet-lite0") == "float32"
+    assert runtime.default_precision("efficientnet-lite0", "tflite") == "int8"
+
+
+def test_imgsearch_index_without_precision_builds_int8_and_keeps_an_index_own(photos_dir, built_index, tmp_path):
+    out = subprocess.run([IMGSEARCH, "index", str(photos_dir), "--index", str(tmp_path / "new"), "--no-progress"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    manifest = EmbeddingStore(tmp_path / "new").read_manifest()
+    assert manifest["backbone"]["precision"] == "int8"
+    assert manifest["backbone"]["calibration"] == CALIBRATION.identity()
+    # a float32 index (an earlier release's default) stays float32 when it grows without --precision
+    import shutil
+
+    shutil.copytree(built_index[0], tmp_path / "old")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    from PIL import Image
+
+    Image.open(_photo_files(photos_dir)[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(extra / "new.jpg")
+    before = EmbeddingStore(tmp_path / "old").read_manifest()["count"]
+    out = subprocess.run([IMGSEARCH, "index", str(extra), "--index", str(tmp_path / "old"), "--no-progress"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    manifest = EmbeddingStore(tmp_path / "old").read_manifest()
+    assert manifest["backbone"]["precision"] == "float32" and manifest["count"] == before + 1

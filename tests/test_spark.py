@@ -210,7 +210,7 @@ def test_spark_executors_embed_in_the_index_precision(spark, photos_dir, tmp_pat
 
     int8 = dataclasses.replace(CFG, precision="int8")
     index_images([photos_dir], tmp_path / "local", int8)
-    index_images([photos_dir], tmp_path / "local-f32", CFG)
+    index_images([photos_dir], tmp_path / "local-f32", dataclasses.replace(CFG, precision="float32"))
     index_images_spark([photos_dir], tmp_path / "spark", int8, spark=spark)
     assert_same_index(tmp_path / "local", tmp_path / "spark")
     assert EmbeddingStore(tmp_path / "spark").read_manifest()["backbone"]["precision"] == "int8"

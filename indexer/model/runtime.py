@@ -146,6 +146,20 @@ def tflite_model(backbone: Backbone, cache_dir: Path, precision: str = "float32"
     return data
 
 
+def default_precision(backbone_name: str, runtime: str = "auto") -> str:
+    """The precision of a new index when none is asked for.
+
+    int8 where it was measured to keep retrieval quality (the efficientnet-lite
+    backbones, within 0.01 of float32 on every row of scripts/eval_precision.py's
+    table) and runs faster: through TFLite, on a CPU.  float32 for the GPU's
+    tf.function (``runtime="tf"``, or ``"auto"`` with a GPU visible) and for the
+    other backbones.  An existing index keeps its own precision whatever this says.
+    """
+    if not backbone_name.startswith("efficientnet-lite") or runtime == "tf":
+        return "float32"
+    return "float32" if runtime == "auto" and gpu_visible() else "int8"
+
+
 def check_int8_backbone(name: str) -> None:
     """int8 is built for the EfficientNet-Lite backbones (quantisation-friendly: ReLU6, no squeeze-excitation)."""
     if not name.startswith("efficientnet-lite"):

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 import numpy as np
 import pyarrow as pa
 
-from indexer.config import DEFAULT_PRECISION, IndexConfig
+from indexer.config import IndexConfig
 from indexer.folder.lock import writer_lock
 from indexer.folder.manifest import check_compatible, check_precision_compatible
 from indexer.folder.store import EmbeddingStore, schema
@@ -156,7 +156,7 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
 
     summary = stage.summary_type(str(index_dir), found=len(files))
     backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
-    store, manifest, shards = open_index(index_dir, backbone, config.precision)
+    store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime)
     ledger = Ledger(store, manifest, shards, summary, {f.path for f in files} if sync else None)
     stage.prepare(IndexRun(files, str(index_dir), store, manifest, backbone, ledger, summary, config, started))
 
@@ -202,12 +202,13 @@ def admit(batch: Outcomes, ledger: Ledger, writer: ShardWriter, summary: IndexSu
         summary.added += len(take)
 
 
-def open_index(index_dir: str | os.PathLike, backbone,
-               precision: str | None = None) -> tuple[EmbeddingStore, dict, list[str]]:
+def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = None,
+               runtime: str = "auto") -> tuple[EmbeddingStore, dict, list[str]]:
     """The index folder ready for a run: (store, manifest, shards).
 
     A new folder is published empty first, which pins it to ``backbone`` and
-    ``precision`` (None: DEFAULT_PRECISION), with the int8 calibration set's
+    ``precision`` (None: ``runtime.default_precision``: int8 on CPU for
+    efficientnet-lite, else float32), with the int8 calibration set's
     identity; an existing one must have been built with them (None: its own).  What a killed run was writing
     is deleted, and the shards it completed are adopted.
     """
@@ -217,7 +218,10 @@ def open_index(index_dir: str | os.PathLike, backbone,
         check_compatible(manifest, backbone.name, backbone.dim, str(index_dir))
         check_precision_compatible(manifest, precision, str(index_dir))
     else:
-        manifest = {"backbone": describe_model(backbone, precision or DEFAULT_PRECISION), "dim": backbone.dim, "metric": "cosine",
+        from indexer.model.runtime import default_precision
+
+        precision = precision or default_precision(backbone.name, runtime)
+        manifest = {"backbone": describe_model(backbone, precision), "dim": backbone.dim, "metric": "cosine",
                     "count": 0, "shards": [], "index_file": None, "generation": 0,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions()}
         store.root.mkdir(parents=True, exist_ok=True)

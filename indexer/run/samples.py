@@ -9,9 +9,10 @@ from indexer.inputs.samples import export_sample
 
 
 def sample_index(name: str, work_dir, backbone: str = "efficientnet-lite0", *, limit: int | None = None,
-                 progress: bool = False) -> Path:
+                 progress: bool = False, precision: str | None = None) -> Path:
     """Export sample set ``name`` under ``work_dir`` (once) and index it with ``backbone``.
 
+    ``precision`` None: the default for a new index (a folder of its own otherwise).
     Re-running reuses both: the embeddings are computed once.  Returns the index folder.
     """
     import dataclasses
@@ -24,6 +25,8 @@ def sample_index(name: str, work_dir, backbone: str = "efficientnet-lite0", *, l
     if not (src / ".complete").is_file():
         export_sample(name, src, limit=limit)
         (src / ".complete").touch()
-    index_dir = work_dir / f"index-{src.name}-{backbone}"
-    index_images([src], index_dir, dataclasses.replace(IndexConfig(), backbone=backbone, progress=progress))
+    index_dir = work_dir / f"index-{src.name}-{backbone}" if precision is None else \
+        work_dir / f"index-{src.name}-{backbone}-{precision}"
+    index_images([src], index_dir, dataclasses.replace(IndexConfig(), backbone=backbone, progress=progress,
+                                                       precision=precision))
     return index_dir
