@@ -17,6 +17,7 @@ from indexer.folder.manifest import (
     check_compatible,
     model_precision,
     precision,
+    resample,
 )
 from indexer.folder.store import EmbeddingStore, IndexFormatError
 from indexer.folder.texts import display_text, texts_of  # noqa: F401 - web shows paths with display_text
@@ -245,7 +246,8 @@ class SearchEngine:
         embedder = self._get_embedder()
         size = embedder.backbone.input_size
         limit = self.config.max_pixels if max_pixels is None else max_pixels
-        batch = np.stack([decode_image(img, size, limit).array for img in images])  # (q, S, S, 3)
+        filter_ = resample(self.manifest)  # resized as the index's images were
+        batch = np.stack([decode_image(img, size, limit, filter_).array for img in images])  # (q, S, S, 3)
         return embedder.embed(batch)
 
     @_newest_if_gone

@@ -180,9 +180,16 @@ def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(built_index,
 def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_index):
     from indexer.folder.store import FORMAT_VERSION
 
+    from indexer.folder.store import INT8_FORMAT_VERSION, RESAMPLE_FORMAT_VERSION, _format_version
+
     # releases before precisions read only FORMAT_VERSION: they refuse an int8 index rather than query it in float32
     assert EmbeddingStore(int8_index).read_manifest()["format_version"] != FORMAT_VERSION
-    assert EmbeddingStore(built_index[0]).read_manifest()["format_version"] == FORMAT_VERSION
+    # and the releases before the resize was recorded refuse an index they would query with another resize
+    assert EmbeddingStore(built_index[0]).read_manifest()["format_version"] == RESAMPLE_FORMAT_VERSION
+    old = {"backbone": {"name": "efficientnet-lite0"}}
+    assert _format_version(old) == FORMAT_VERSION  # what every earlier float32 index is, and stays
+    assert _format_version({"backbone": {"name": "efficientnet-lite0", "precision": "int8"}}) == INT8_FORMAT_VERSION
+    assert _format_version({"backbone": {"name": "x", "resample": "bicubic", "precision": "int8"}}) == 2
 
 
 def test_int8_is_offered_for_the_efficientnet_lite_backbones_only():
@@ -233,3 +240,52 @@ def test_imgsearch_index_without_precision_builds_int8_and_keeps_an_index_own(ph
     assert out.returncode == 0, out.stderr
     manifest = EmbeddingStore(tmp_path / "old").read_manifest()
     assert manifest["backbone"]["precision"] == "float32" and manifest["count"] == before + 1
+
+
+def test_a_new_index_records_its_resize_and_embeds_with_it(int8_index, photos_dir, int8_embedder, lite0):
+    """New indexes resize bilinear (faster, as good); the manifest says so and every image is resized so."""
+    from indexer.folder.store import RESAMPLE_FORMAT_VERSION
+
+    manifest = EmbeddingStore(int8_index).read_manifest()
+    assert manifest["backbone"]["resample"] == "bilinear" and "bilinear" in manifest["backbone"]["resize"]
+    assert manifest["format_version"] == RESAMPLE_FORMAT_VERSION  # releases that would resize bicubic refuse it
+    image = _photo_files(photos_dir)[1]
+    stored = _stored(int8_index)[str(image)]
+    bilinear = int8_embedder.embed(decode_image(image, lite0.input_size, resample="bilinear").array[None])[0]
+    bicubic = int8_embedder.embed(decode_image(image, lite0.input_size, resample="bicubic").array[None])[0]
+    np.testing.assert_allclose(stored, bilinear, atol=1e-5)
+    assert not np.allclose(stored, bicubic, atol=1e-3)
+
+
+def test_an_index_without_a_recorded_resize_is_queried_bicubic(built_index, photos_dir, embedder, lite0, tmp_path):
+    """Indexes from before the filter was recorded were resized bicubic: their queries still are."""
+    import shutil
+
+    from indexer.folder.store import FORMAT_VERSION
+    from search.engine import SearchEngine
+
+    folder = tmp_path / "old"
+    shutil.copytree(built_index[0], folder)
+    store = EmbeddingStore(folder)
+    manifest = store.read_manifest()
+    del manifest["backbone"]["resample"]  # as an earlier release wrote it
+    store.publish(manifest)
+    assert store.read_manifest()["format_version"] == FORMAT_VERSION
+    image = _photo_files(photos_dir)[1]
+    query = SearchEngine.open(folder).embed_images([str(image)])[0]
+    bicubic = embedder.embed(decode_image(image, lite0.input_size, resample="bicubic").array[None])[0]
+    np.testing.assert_allclose(query, bicubic, atol=1e-5)
+
+
+def test_a_manifest_with_an_unknown_resize_is_refused_with_its_name(built_index, tmp_path):
+    import shutil
+
+    from indexer.errors import DamagedIndexError
+
+    shutil.copytree(built_index[0], tmp_path / "idx")
+    path = tmp_path / "idx" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["backbone"]["resample"] = "lanczos"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(DamagedIndexError, match="backbone.resample"):
+        EmbeddingStore(tmp_path / "idx").read_manifest()

@@ -37,6 +37,11 @@ def check_precision_compatible(manifest: dict, requested: str | None, where: str
     return built_with
 
 
+def resample(manifest: dict) -> str:
+    """The filter the index's images were resized with; indexes from before it was recorded: bicubic."""
+    return manifest["backbone"].get("resample") or "bicubic"
+
+
 def model_precision(manifest: dict) -> dict:
     """Embedder keyword arguments that compute embeddings as the index's were: precision and calibration set.
 

@@ -54,7 +54,10 @@ FORMAT_VERSION = 1
 # an index of int8 embeddings (manifest backbone.precision): releases before precisions read only format 1, so
 # they refuse it instead of querying it with their float32 model; float32 indexes stay format 1
 INT8_FORMAT_VERSION = 2
-READABLE_FORMATS = (FORMAT_VERSION, INT8_FORMAT_VERSION)
+# an index that records another resize filter than bicubic (backbone.resample, new indexes since issue 15):
+# the releases before could not resize queries as it did, so they refuse it
+RESAMPLE_FORMAT_VERSION = 3
+READABLE_FORMATS = (FORMAT_VERSION, INT8_FORMAT_VERSION, RESAMPLE_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 SKIPPED_LOG = "skipped.log"
@@ -64,7 +67,11 @@ ROW_GROUP_ROWS = 256  # rows per Parquet row group in a shard: the unit a lookup
 
 def _format_version(manifest: dict) -> int:
     backbone = manifest.get("backbone")
-    return INT8_FORMAT_VERSION if isinstance(backbone, dict) and backbone.get("precision") == "int8" else FORMAT_VERSION
+    if not isinstance(backbone, dict):
+        return FORMAT_VERSION
+    if backbone.get("resample") not in (None, "bicubic"):
+        return RESAMPLE_FORMAT_VERSION
+    return INT8_FORMAT_VERSION if backbone.get("precision") == "int8" else FORMAT_VERSION
 
 
 class IndexFormatError(DamagedIndexError, RuntimeError):

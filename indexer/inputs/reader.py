@@ -19,6 +19,7 @@ import numpy as np
 
 from indexer.inputs.filesystems import is_uri, read_bytes
 from indexer.inputs.images import (
+    DEFAULT_RESAMPLE,
     MAX_PIXELS,
     DecodedImage,
     ImageDecodeError,
@@ -78,11 +79,13 @@ def clear_worker_keys() -> None:
     _init_worker(np.empty(0, np.uint64))
 
 
-def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pixels: int = MAX_PIXELS):
+def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pixels: int = MAX_PIXELS,
+             resample: str = DEFAULT_RESAMPLE):
     """Read, hash and decode one file; never raises for a bad file.
 
     ``keys``: known-content keys (default: the worker's, set at start; pass an
-    empty array to decode whatever is known).  Images over ``max_pixels`` are skipped.
+    empty array to decode whatever is known).  Images over ``max_pixels`` are skipped; ``resample``: the
+    index's resize filter (``manifest.resample``).
     """
     keys = _WORKER_KEYS if keys is None else keys
     try:
@@ -97,7 +100,7 @@ def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pix
     if _is_known(keys, sha):
         return AlreadyIndexed(file, sha)
     try:
-        return Decoded(file, sha, decode_image(data, size, max_pixels))
+        return Decoded(file, sha, decode_image(data, size, max_pixels, resample))
     except ImageDecodeError as exc:
         return Skipped(file, str(exc))
     except Exception as exc:  # a decoder bug on one file must not end the run
@@ -114,7 +117,8 @@ def _pool(workers: int, keys: np.ndarray) -> Executor:
 
 def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None = None, *,
                 workers: int | None = None, window: int = 256,
-                max_pixels: int = MAX_PIXELS) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
+                max_pixels: int = MAX_PIXELS,
+                resample: str = DEFAULT_RESAMPLE) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
     """Decode ``files`` in ``workers`` processes (default: one per core), yielding in input order.
 
     ``known``: sorted uint64 keys (``known_keys``) of contents already indexed;
@@ -126,8 +130,8 @@ def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None 
         pending: deque = deque()
         for file in files:
             # processes got the keys once, at start; a thread gets them with each call
-            pending.append(pool.submit(read_one, file, size, keys, max_pixels) if workers == 0 else
-                           pool.submit(read_one, file, size, None, max_pixels))
+            pending.append(pool.submit(read_one, file, size, keys, max_pixels, resample) if workers == 0 else
+                           pool.submit(read_one, file, size, None, max_pixels, resample))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:

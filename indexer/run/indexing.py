@@ -232,8 +232,12 @@ def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = N
 
 
 def describe_model(backbone, precision: str) -> dict:
-    """The manifest's record of the model: the backbone, its precision and, for int8, the calibration set."""
-    described = dict(backbone.describe(), precision=precision)
+    """The manifest's record of the model: the backbone, its precision, the resize filter of a new index
+    and, for int8, the calibration set."""
+    from indexer.inputs.images import DEFAULT_RESAMPLE
+
+    described = dict(backbone.describe(), precision=precision, resample=DEFAULT_RESAMPLE,
+                     resize=f"shorter side to input_size ({DEFAULT_RESAMPLE}), centre crop")
     if precision == "int8":
         from indexer.inputs.calibration import CALIBRATION
         from indexer.model.runtime import check_int8_backbone

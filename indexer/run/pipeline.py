@@ -16,7 +16,7 @@ import numpy as np
 
 from indexer.config import IndexConfig
 from indexer.errors import ExecutionError
-from indexer.folder.manifest import model_precision
+from indexer.folder.manifest import model_precision, resample
 from indexer.inputs.reader import (
     AlreadyIndexed,
     Decoded,
@@ -92,6 +92,7 @@ class LocalStage:
     def _outcomes(self) -> Iterator[Outcomes]:
         run, config = self.run, self.config
         size, dim = run.backbone.input_size, run.backbone.dim
+        filter_ = resample(run.manifest)  # the index's, as for its queries
         pending: list[Outcome] = []  # every file since the last batch, in order
         batch: list[Decoded] = []  # those of them to embed
         seen: set[str] = set()  # contents this stage embeds: a repeat is not embedded again
@@ -106,10 +107,10 @@ class LocalStage:
             return out
 
         for item in read_images(iter(run.files), size, run.ledger.known_keys(), workers=config.decode_workers,
-                                max_pixels=config.max_pixels):
+                                max_pixels=config.max_pixels, resample=filter_):
             if isinstance(item, AlreadyIndexed) and not run.ledger.is_known(item.sha256):
                 # only its 64-bit key was known
-                item = read_one(item.file, size, max_pixels=config.max_pixels)
+                item = read_one(item.file, size, max_pixels=config.max_pixels, resample=filter_)
             if isinstance(item, Skipped):
                 pending.append(Outcome(item.file, None, item.reason))
             elif isinstance(item, Decoded) and item.sha256 not in seen:

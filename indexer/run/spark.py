@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from indexer.config import IndexConfig
 from indexer.errors import ExecutionError, MissingDependencyError
-from indexer.folder.manifest import model_precision
+from indexer.folder.manifest import model_precision, resample
 from indexer.folder.manifest import precision as index_precision
 from indexer.folder.texts import decode_text, encode_text, texts_of
 from indexer.inputs import filesystems
@@ -239,7 +239,8 @@ class SparkStage:
         model = model_precision(self.run.manifest)  # the index's precision, not the defaults
         settings = TaskSettings(self.run.backbone.name, config.weights, config.runtime, config.batch_size,
                                 str(config.cache_dir), _ship_model(spark, self.run.backbone, config, **model),
-                                spark.sparkContext.broadcast(self.run.ledger.known_keys()), model["precision"])
+                                spark.sparkContext.broadcast(self.run.ledger.known_keys()), model["precision"],
+                                resample(self.run.manifest))
         t = time.perf_counter()
         results = run_tasks(spark, todo, work, settings)
         summary.spark_seconds = time.perf_counter() - t
@@ -285,7 +286,8 @@ class SparkStage:
                 segment.append(Outcome(file, None, decode_text(reason)))
             elif status == KNOWN and not self.run.ledger.is_known(sha):
                 # indexed when the task ran but not now (removed since, or a 64-bit key collision): embed it here
-                item = read_one(file, self.run.backbone.input_size, np.empty(0, np.uint64))
+                item = read_one(file, self.run.backbone.input_size, np.empty(0, np.uint64),
+                                resample=resample(self.run.manifest))
                 if isinstance(item, Decoded):
                     if segment:
                         yield flush()  # rows stay in listing order

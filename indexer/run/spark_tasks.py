@@ -71,6 +71,7 @@ class TaskSettings:
     model_file: str | None  # the converted TFLite model's file name, shipped with SparkContext.addFile
     keys: object  # Broadcast of the sorted uint64 keys of indexed contents (reader.known_keys)
     precision: str = "float32"  # the index's (manifest.model_precision): executors embed as it was built
+    resample: str = "bicubic"  # the index's resize filter (manifest.resample), likewise
 
 
 _EMBEDDERS: dict = {}  # one model per Python worker process, kept across the tasks it runs
@@ -194,7 +195,8 @@ def embed_task(batches: Iterator, settings: TaskSettings) -> Iterator:
         for frame in batches:
             staged = frame["staged"].iat[0]
             files = [ImageFile(decode_text(p), decode_text(label)) for p, label in zip(frame["path"], frame["label"])]
-            submitted = (frame["ordinal"].to_numpy(np.int64), [pool.submit(read_one, f, size, keys) for f in files])
+            submitted = (frame["ordinal"].to_numpy(np.int64), [pool.submit(read_one, f, size, keys, resample=settings.resample)
+                                                          for f in files])
             if pending is not None:
                 finish(pending)  # the model runs while the pool decodes the next batch
             pending = submitted
