@@ -47,6 +47,19 @@ def test_tiles_of_one_photograph_share_no_pixels():
         assert area == w * h, photo  # the tiles partition the photograph: no overlap, nothing left out
 
 
+def test_lookalikes_are_distinct_pictures_each_in_a_group_of_its_own(near_dups):
+    import hashlib
+
+    from indexer.inputs.samples import lookalikes
+
+    alike = lookalikes()
+    assert len(alike) >= 200  # issue 16: at least 200 look-alikes
+    assert len({hashlib.sha256(i.image.tobytes()).digest() for i in alike}) == len(alike)
+    assert len({i.group for i in alike}) == len(alike)
+    assert not {i.group for i in alike} & {i.group for i in near_dups}
+    assert {i.edit for i in alike} >= {"lookalike-country-flag", "lookalike-digit-1"}
+
+
 def test_export_labels_each_file_with_its_group(tmp_path, near_dups):
     n = export_sample("near-duplicates", tmp_path)
     files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
