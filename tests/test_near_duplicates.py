@@ -80,7 +80,7 @@ def test_int8_finds_the_original_as_often_as_float32(lite0, embedder, near_dups)
     i8 = leave_one_out_precision(Embedder(lite0, precision="int8", calibration=CALIBRATION).embed(pixels),
                                  labels, k=1).precision
     print(f"near-duplicate recall@1, lite0: float32 {f32:.4f}, int8 {i8:.4f}")
-    assert f32 >= 0.70 and i8 >= 0.70  # measured 0.744 and 0.738
+    assert f32 >= 0.70 and i8 >= 0.70  # measured 0.744 and 0.740 (bilinear)
     assert i8 >= f32 - 0.01
 
 
@@ -96,6 +96,5 @@ def test_near_duplicate_recall_floor_lite2(near_dups):
     i8 = leave_one_out_precision(Embedder(lite2, precision="int8", calibration=CALIBRATION).embed(pixels),
                                  labels, k=1).precision
     print(f"near-duplicate recall@1, lite2: float32 {f32:.4f}, int8 {i8:.4f}")
-    # measured 0.747 and 0.738: within issue 15's 0.01 by 0.0012 (one image in 684 is 0.0015),
-    # so the tolerance is reported by scripts/eval_precision.py and floors are asserted here
-    assert f32 >= 0.71 and i8 >= 0.71
+    assert f32 >= 0.71 and i8 >= 0.71  # measured 0.738 and 0.747 (bilinear; bicubic 0.747 and 0.738)
+    assert i8 >= f32 - 0.01
