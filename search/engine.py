@@ -23,6 +23,7 @@ from indexer.folder.texts import display_text, texts_of  # noqa: F401 - web show
 from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
+from search.duplicates import DuplicateCache
 from search.heads import HeadCatalog, HeadDamagedError
 from search.opening import open_version
 from search.thumbnails import thumbnail_jpeg
@@ -109,6 +110,7 @@ class SearchEngine:
         # set by a ReloadingEngine: engine -> the newest version, for when this one's files are gone
         self._reopen = None
         self._successor = None  # the newer version answering for this one, once its files were found gone
+        self._duplicates = DuplicateCache()  # this version's duplicate reports
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, *, backbone: str | None = None,
@@ -343,6 +345,12 @@ class SearchEngine:
         if vec is None:
             raise UnknownIdError(row_id)
         return vec
+
+    @_newest_if_gone
+    def duplicates(self, threshold: float | None = None, keep: str | None = "largest"):
+        """Every group of near-duplicates and of exact copies in this version (``search/duplicates.py``),
+        computed once per version, ``threshold`` (None: the default) and ``keep`` rule."""
+        return self._duplicates.get(self, threshold, keep)
 
     def thumbnail(self, row_id: int, size: int | None = None, *, max_decoded_pixels: int | None = None) -> bytes:
         """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable,
