@@ -34,10 +34,14 @@ group before the exact copies of the same keeper); members keeper first, then
 by score, best first.  imgsearch deletes nothing: ``imgsearch remove`` takes ids.
 
 After an incremental ``imgsearch index`` nothing is reused: the groups are
-computed again for the new version (pairs of new images can join old groups,
-and removed ones split them), which is fast enough not to need it (see
-``scripts/bench_duplicates_scale.py``); servers cache the result per version,
-threshold and keeper rule (``SearchEngine.duplicates``).
+computed again for the new version (new images can join or bridge old
+groups, removed ones split them), which is fast enough not to need it:
+measured with ``scripts/bench_duplicates_scale.py`` on 2 shared cores,
+100,000 x 1280 (HNSW32) in 55 s, 1,000,000 x 1280 (IVF2048,PQ320x4fs,RFlat)
+in 6.2 min with 1.25 GiB of the process's own memory (besides 5 GiB of
+memory-mapped vectors), planted pairs found with recall and precision 1.000.
+Servers cache the result per version, threshold and keeper rule
+(``SearchEngine.duplicates``): a new version is a new engine with an empty cache.
 """
 
 from __future__ import annotations
