@@ -134,3 +134,63 @@ def evaluate(index_dir, out_dir):
             click.echo(f"head {name}: accuracy {h['validation']['accuracy']:.4f} "
                        f"(kNN on the same split {h['knn_validation']['accuracy']:.4f})")
     click.echo(f"report: {html}")
+
+
+@click.command()
+@index_option
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Cosine score a member must reach against its group's keeper (default: the calibrated one, "
+                   "search.duplicates.DEFAULT_THRESHOLD; the output says which was used).")
+@click.option("--keep", type=click.Choice(["largest", "smallest", "oldest", "newest"]), default="largest",
+              show_default=True, help="The image of a group to keep: most pixels (then largest file), fewest "
+                                      "pixels (then smallest file), indexed first, or indexed last.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per group, one per line.")
+@click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write one row per image of each group to this CSV file.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Show at most this many groups.")
+def duplicates(index_dir, threshold, keep, as_json, csv_file, limit):
+    """List groups of near-duplicate images (and exact copies) for review.
+
+    Each group is the same picture resized, re-encoded, cropped or edited: every member scores at least
+    the threshold against the group's keeper.  Nothing is deleted: 'imgsearch remove' takes the ids.
+    """
+    from search.engine import display_text
+
+    if as_json and csv_file:
+        raise click.UsageError("choose one of --json and --csv")
+    report = _open_engine(index_dir).duplicates(threshold, keep)
+    groups = report.groups[:limit] if limit else report.groups
+    if csv_file:
+        _write_duplicates_csv(csv_file, groups)
+    if as_json:
+        for g in groups:
+            click.echo(json.dumps(dict(g.to_dict(), paths=[display_text(p) for p in g.paths])))
+        return
+    how = "exact search" if report.method == "exact" else f"approximate search ({report.method[4:]})"
+    shown = f", {len(groups)} shown" if len(groups) < len(report.groups) else ""
+    click.echo(f"{len(report.groups)} groups of duplicates{shown} among {report.images} images (threshold "
+               f"{report.threshold:.3f}, keep {report.keep}, {how}) in {report.seconds:.1f} s")
+    if csv_file:
+        click.echo(f"wrote {csv_file}")
+        return
+    for g in groups:
+        kind = "exact copies" if g.exact else f"{len(g.ids)} images"
+        click.echo(f"group {g.group}: keep id {g.keep}, {kind}")
+        for i, (row_id, path, score) in enumerate(zip(g.ids, g.paths, g.scores)):
+            click.echo(display_text(f"  {'keep' if i == 0 else '    '}  {score:.4f}  id {row_id:<8d} {path}"))
+
+
+def _write_duplicates_csv(path: Path, groups) -> None:
+    import csv
+    import io
+
+    from indexer.atomic import atomic_write_bytes
+    from search.engine import display_text
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["group", "id", "path", "score", "keeper", "exact"])
+    for g in groups:
+        for i, (row_id, p, score) in enumerate(zip(g.ids, g.paths, g.scores)):
+            writer.writerow([g.group, row_id, display_text(p), f"{score:.6f}", i == 0, g.exact])
+    atomic_write_bytes(path, out.getvalue().encode())

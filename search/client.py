@@ -87,6 +87,39 @@ class ClassifyResponse:
         return self.predictions[i]
 
 
+@dataclass(frozen=True)
+class RemoteDuplicateGroup:
+    group: int
+    ids: list[int]  # the keeper first; exact copies repeat the one indexed id, once per file
+    paths: list[str]
+    scores: list[float]  # each member's score against the keeper
+    keep: int
+    exact: bool
+    thumbnail_urls: list[str]
+
+
+@dataclass(frozen=True)
+class DuplicatesPage:
+    """One page of duplicate groups; iterates, indexes and measures like the list of groups."""
+
+    groups: list[RemoteDuplicateGroup]
+    total: int  # groups in the whole index at this threshold
+    offset: int
+    limit: int
+    threshold: float
+    keep: str
+    generation: int  # the index version they were found in
+
+    def __iter__(self) -> Iterator[RemoteDuplicateGroup]:
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i):
+        return self.groups[i]
+
+
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20  # k=1000 results are ~200 KB, a 1024 px thumbnail well under 1 MB
 
 
@@ -145,6 +178,13 @@ class SearchClient:
         """An indexed image as JPEG bytes, fitted in size x size if given."""
         params = {"size": size} if size else None
         return self._request("GET", f"/api/images/{row_id}", params=params, raw=True)
+
+    def duplicates(self, threshold: float | None = None, keep: str | None = None, offset: int = 0,
+                   limit: int = 20) -> DuplicatesPage:
+        """Groups of near-duplicates and exact copies, ``limit`` from ``offset``; ``threshold`` None: the
+        server's default; ``keep``: largest (None), smallest, oldest or newest."""
+        params = _body(threshold=threshold, keep=keep, offset=offset, limit=limit)
+        return self._parsed(_duplicates, self._request("GET", "/api/duplicates", params=params))
 
     def info(self) -> dict:
         return self._parsed(_object, self._request("GET", "/api/info"))
@@ -227,3 +267,11 @@ def _response(body: dict) -> SearchResponse:
     hits = [RemoteHit(h["id"], h["path"], h["label"], float(h["score"]), h["thumbnail_url"])
             for h in body["results"]]
     return SearchResponse(hits, float(body["took_ms"]), body["backbone"], body.get("query", {}))
+
+
+def _duplicates(body: dict) -> DuplicatesPage:
+    groups = [RemoteDuplicateGroup(int(g["group"]), [int(i) for i in g["ids"]], list(g["paths"]),
+                                   [float(x) for x in g["scores"]], int(g["keep"]), bool(g["exact"]),
+                                   list(g["thumbnail_urls"])) for g in body["groups"]]
+    return DuplicatesPage(groups, int(body["total"]), int(body["offset"]), int(body["limit"]),
+                          float(body["threshold"]), body["keep"], int(body.get("generation", 0)))

@@ -24,6 +24,7 @@ from indexer.folder.texts import display_text, texts_of  # noqa: F401 - web show
 from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
+from search.duplicates import DuplicateCache
 from search.heads import HeadCatalog, HeadDamagedError
 from search.opening import open_version
 from search.thumbnails import thumbnail_jpeg
@@ -110,6 +111,7 @@ class SearchEngine:
         # set by a ReloadingEngine: engine -> the newest version, for when this one's files are gone
         self._reopen = None
         self._successor = None  # the newer version answering for this one, once its files were found gone
+        self._duplicates = DuplicateCache()  # this version's duplicate reports
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, *, backbone: str | None = None,
@@ -246,8 +248,7 @@ class SearchEngine:
         embedder = self._get_embedder()
         size = embedder.backbone.input_size
         limit = self.config.max_pixels if max_pixels is None else max_pixels
-        filter_ = resample(self.manifest)  # resized as the index's images were
-        batch = np.stack([decode_image(img, size, limit, filter_).array for img in images])  # (q, S, S, 3)
+        batch = np.stack([decode_image(img, size, limit, resample(self.manifest)).array for img in images])  # (q,S,S,3)
         return embedder.embed(batch)
 
     @_newest_if_gone
@@ -346,6 +347,12 @@ class SearchEngine:
             raise UnknownIdError(row_id)
         return vec
 
+    @_newest_if_gone
+    def duplicates(self, threshold: float | None = None, keep: str | None = "largest"):
+        """Every group of near-duplicates and of exact copies in this version (``search/duplicates.py``),
+        computed once per version, ``threshold`` (None: the default) and ``keep`` rule."""
+        return self._duplicates.get(self, threshold, keep)
+
     def thumbnail(self, row_id: int, size: int | None = None, *, max_decoded_pixels: int | None = None) -> bytes:
         """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable,
         ``ImageTooLargeError`` if decoding it would take more than ``max_decoded_pixels``."""
@@ -364,9 +371,8 @@ class SearchEngine:
 
     def warm_up(self) -> None:
         """Load and trace the CNN now, so the first query-by-image is not slow."""
-        embedder = self._get_embedder()
-        size = embedder.backbone.input_size
-        embedder.embed(np.zeros((1, size, size, 3), np.uint8))
+        size = self._get_embedder().backbone.input_size
+        self._get_embedder().embed(np.zeros((1, size, size, 3), np.uint8))
 
     def _get_embedder(self):
         with self._lock:

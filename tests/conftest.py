@@ -95,3 +95,34 @@ def headed_server(headed_index):
     server = LiveServer(create_app({"INDEX_DIR": str(headed_index)}))
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def dup_corpus(tmp_path_factory, photos_dir) -> Path:
+    """The photos, four of them edited (resized, re-encoded, one cropped) and two copied byte for byte."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("dup-corpus")
+    shutil.copytree(photos_dir, root / "photos")
+    (root / "edits").mkdir()
+    for name, quality in (("astronaut", 70), ("rocket", 80), ("chelsea", 60), ("coffee", 75)):
+        with Image.open(photos_dir / f"{name}.jpg") as im:
+            w, h = im.size
+            if name == "coffee":
+                im = im.crop((w // 20, h // 20, w - w // 20, h - h // 20))
+            im.resize((w // 2, h // 2)).save(root / "edits" / f"{name}-edit.jpg", quality=quality)
+    (root / "copies").mkdir()
+    for name in ("chelsea", "retina"):
+        shutil.copy(photos_dir / f"{name}.jpg", root / "copies" / f"{name}-copy.jpg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def dup_index(tmp_path_factory, dup_corpus, lite0):
+    """``dup_corpus`` indexed once (shared read-only: copy it to change it)."""
+    from indexer.config import IndexConfig
+    from indexer.run.pipeline import index_images
+
+    index_dir = tmp_path_factory.mktemp("dup-index") / "idx"
+    summary = index_images([dup_corpus], index_dir, IndexConfig(progress=False))
+    return index_dir, summary

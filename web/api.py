@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
+from search.duplicates import KEEP_RULES
 from search.engine import MAX_K, SearchEngine, display_text
 from search.errors import ImageError, quote
 from web.errors import ApiError
@@ -16,6 +17,7 @@ from web.openapi import openapi_spec
 api = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_THUMBNAIL = 1024
+MAX_GROUPS = 1000  # duplicate groups per page
 THUMBNAIL_WAIT = 10.0  # seconds a request waits for a free decode slot
 
 
@@ -162,6 +164,49 @@ def classify():
                           lambda vector: eng.classify_vector(vector, head, top))
     return jsonify(head=head, predictions=[{"class": c, "probability": round(p, 6)} for c, p in predictions],
                    query=query.describe(), took_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+def _parse_threshold(raw) -> float | None:
+    if raw is None or raw == "":
+        return None  # the calibrated default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:  # NaN fails too
+        raise ApiError(400, "invalid_threshold", f"threshold must be a number in (0, 1] (a cosine score), "
+                                                 f"got {quote(raw)}")
+    return value
+
+
+def _group_json(group) -> dict:
+    size = current_app.config["THUMBNAIL_SIZE"]
+    return {"group": group.group, "ids": group.ids, "paths": [display_text(p) for p in group.paths],
+            "scores": group.scores, "keep": group.keep, "exact": group.exact,
+            "thumbnail_urls": [url_for("api.image", row_id=i, size=size) for i in group.ids]}
+
+
+@api.get("/duplicates")
+def duplicates():
+    """Groups of near-duplicate images and of exact copies, a page at a time.
+
+    Computed once per index version, threshold and keeper rule (the engine of a version caches
+    them; a newly published version is a new engine, so nothing stale is served).
+    """
+    started = time.perf_counter()
+    eng = engine()
+    threshold = _parse_threshold(request.args.get("threshold"))
+    keep = request.args.get("keep") or None
+    if keep is not None and keep not in KEEP_RULES:
+        raise ApiError(400, "invalid_keep", f"keep must be one of {', '.join(KEEP_RULES)}, got {quote(keep)}")
+    offset = _parse_int(request.args.get("offset"), "offset", 0, 0, 2**31 - 1)
+    limit = _parse_int(request.args.get("limit"), "limit", 20, 1, MAX_GROUPS)
+    report = eng.duplicates(threshold, keep)
+    page = report.groups[offset:offset + limit]
+    return jsonify(groups=[_group_json(g) for g in page], total=len(report.groups), offset=offset, limit=limit,
+                   threshold=report.threshold, keep=report.keep, generation=report.generation,
+                   images=report.images, method=report.method,
+                   took_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
 @api.get("/images/<int:row_id>")

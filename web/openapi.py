@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from search.duplicates import KEEP_RULES
 from search.engine import MAX_K
 
 
@@ -80,6 +81,28 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                               "413": _error("Too large to preview (not a JPEG, over THUMBNAIL_MAX_PIXELS)"),
                               "503": _error("Too many images being decoded at once: try again")},
             }},
+            "/api/duplicates": {"get": {
+                "summary": "Groups of near-duplicate images and of exact copies, a page at a time",
+                "description": "Every member of a group scores at least the threshold against the group's keeper "
+                               "(no chaining); computed once per index version, threshold and keeper rule.",
+                "parameters": [
+                    {"name": "threshold", "in": "query", "required": False,
+                     "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                     "description": "cosine score against the keeper (default: the calibrated one)"},
+                    {"name": "keep", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": list(KEEP_RULES), "default": "largest"},
+                     "description": "the keeper: most pixels (then largest file), fewest, indexed first, last"},
+                    {"name": "offset", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "default": 0}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}},
+                ],
+                "responses": {
+                    "200": {"description": "One page of groups, in order of their keeper's id",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DuplicatesResponse"}}}},
+                    "400": _error("Bad threshold, keep, offset or limit"),
+                },
+            }},
             "/api/info": {"get": {"summary": "Backbone, size and limits of the index",
                                   "responses": {"200": {"description": "Index description",
                                                         "content": {"application/json": {}}}}}},
@@ -101,6 +124,23 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                               "took_ms": {"type": "number"}, "backbone": {"type": "string"},
                                               "head": {"type": ["string", "null"]},
                                               "query": {"type": "object"}}},
+            "DuplicateGroup": {"type": "object",
+                               "required": ["group", "ids", "paths", "scores", "keep", "exact", "thumbnail_urls"],
+                               "properties": {"group": {"type": "integer"},
+                                              "ids": {"type": "array", "items": {"type": "integer"}},
+                                              "paths": {"type": "array", "items": {"type": "string"}},
+                                              "scores": {"type": "array", "items": {"type": "number"}},
+                                              "keep": {"type": "integer"}, "exact": {"type": "boolean"},
+                                              "thumbnail_urls": {"type": "array", "items": {"type": "string"}}}},
+            "DuplicatesResponse": {"type": "object",
+                                   "required": ["groups", "total", "offset", "limit", "threshold", "keep"],
+                                   "properties": {"groups": {"type": "array",
+                                                             "items": {"$ref": "#/components/schemas/DuplicateGroup"}},
+                                                  "total": {"type": "integer"}, "offset": {"type": "integer"},
+                                                  "limit": {"type": "integer"}, "threshold": {"type": "number"},
+                                                  "keep": {"type": "string"}, "generation": {"type": "integer"},
+                                                  "images": {"type": "integer"}, "method": {"type": "string"},
+                                                  "took_ms": {"type": "number"}}},
             "ClassifyResponse": {"type": "object", "required": ["head", "predictions", "took_ms"],
                                  "properties": {"head": {"type": "string"}, "took_ms": {"type": "number"},
                                                 "predictions": {"type": "array", "items": {

@@ -1,8 +1,10 @@
-"""The query-by-example page."""
+"""The page: query by example, and the Duplicates view (``#duplicates``)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template
+
+from search.duplicates import DEFAULT_THRESHOLD, KEEP_RULES
 
 pages = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                   static_url_path="/static")
@@ -12,4 +14,5 @@ pages = Blueprint("pages", __name__, template_folder="templates", static_folder=
 def index():
     engine = current_app.extensions["imgsearch"].current()  # one index version for the whole page
     return render_template("index.html", backbone=engine.backbone, count=len(engine), heads=engine.head_names(),
-                           max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))
+                           max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
+                           default_threshold=f"{DEFAULT_THRESHOLD:.2f}", keep_rules=KEEP_RULES)

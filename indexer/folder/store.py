@@ -6,6 +6,7 @@ This module is the only one that knows the layout::
     DIR/shards/part-NNNNN.parquet   one row per image (SCHEMA below)
     DIR/index-GEN.faiss        FAISS index over the published shards, ids = row ids
     DIR/skipped.log            one line per file that could not be indexed
+    DIR/copies-KEY.parquet     optional: files whose content an indexed image has (``copies``)
 
 Every file is written under a temporary name and renamed into place, and the
 manifest is replaced last, so a reader sees either the old index or the new
@@ -61,6 +62,7 @@ READABLE_FORMATS = (FORMAT_VERSION, INT8_FORMAT_VERSION, RESAMPLE_FORMAT_VERSION
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 SKIPPED_LOG = "skipped.log"
+COPIES_PREFIX = "copies"  # copies-KEY.parquet: the exact copies table (indexer/folder/copies.py)
 METADATA_COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
 ROW_GROUP_ROWS = 256  # rows per Parquet row group in a shard: the unit a lookup by id reads
 
@@ -210,6 +212,8 @@ class EmbeddingStore:
             files.append(manifest["whitening"]["file"])
         if (manifest.get("ann") or {}).get("trained_file"):  # the trained, empty index updates start from
             files.append(manifest["ann"]["trained_file"])
+        if (manifest.get("copies") or {}).get("file"):
+            files.append(manifest["copies"]["file"])
         return files
 
     def _file_records(self, manifest: dict, known: dict) -> dict:
@@ -230,7 +234,7 @@ class EmbeddingStore:
         """Delete files neither this version nor the previous one uses."""
         keep = set(self.published_files(manifest)) | set(self.published_files(previous) if previous else [])
         for p in [*self.root.glob("index-*.faiss"), *self.root.glob("trained-*.faiss"),
-                  *self.root.glob("whitening-*.npz")]:
+                  *self.root.glob("whitening-*.npz"), *self.root.glob(f"{COPIES_PREFIX}-*.parquet")]:
             if p.name not in keep:
                 p.unlink(missing_ok=True)
         # shards the previous version retired: no served version uses them any more

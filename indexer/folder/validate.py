@@ -82,6 +82,7 @@ def check_manifest_shape(manifest) -> None:
     _optional(manifest, "files", _check_files)
     _optional(manifest, "ann", _check_ann)
     _optional(manifest, "whitening", _check_whitening)
+    _optional(manifest, "copies", _check_copies)
 
 
 def _check_precision(value) -> None:
@@ -124,3 +125,9 @@ def _check_whitening(whitening) -> None:
     _int(whitening.get("dim"), "whitening.dim", 1)
     _optional(whitening, "learned_on", lambda v: _int(v, "whitening.learned_on"))
     _optional(whitening, "shrink", lambda v: _number(v, "whitening.shrink"))
+
+
+def _check_copies(copies) -> None:
+    _type(copies, dict, "copies", "an object")
+    _name(copies.get("file"), "copies.file")
+    _optional(copies, "count", lambda v: _int(v, "copies.count"))

@@ -21,6 +21,7 @@ import numpy as np
 
 from indexer.folder.manifest import search_dim
 from indexer.folder.store import (
+    COPIES_PREFIX,
     MANIFEST,
     SHARD_DIR,
     EmbeddingStore,
@@ -41,7 +42,7 @@ REQUIRED_KEYS = {"backbone": dict, "dim": int, "count": int, "shards": list, "ge
 
 @dataclass
 class Problem:
-    part: str  # manifest | shard | shards | index | whitening | head
+    part: str  # manifest | shard | shards | index | whitening | head | copies
     path: str  # the file concerned, relative to the index folder ("" for the shards as a whole)
     message: str
     repairable: bool  # by rebuilding from the intact shards (repair_index)
@@ -113,6 +114,8 @@ def _what_next(root) -> str:
 def _part_of(rel: str) -> str:
     if rel.startswith(f"{SHARD_DIR}/"):
         return "shard"
+    if rel.startswith(f"{COPIES_PREFIX}-"):
+        return "copies"  # repairable: repair drops the table, the next 'imgsearch index' records them again
     return "whitening" if rel.startswith("whitening-") else "index"
 
 
@@ -152,6 +155,7 @@ def verify_index(index_dir, *, checksums: bool = True) -> VerifyReport:
     _check_faiss(store, manifest, report, tables)
     _check_whitening(store, manifest, report)
     _check_heads(store, manifest, report)
+    _check_copies(store, manifest, report)
     leftovers = set(store.completed_shards()) - set(manifest["shards"]) - set(manifest.get("retired_shards", []))
     if leftovers:
         report.notes.append(f"{len(leftovers)} shard(s) not in the manifest ({', '.join(sorted(leftovers)[:3])}"
@@ -294,6 +298,18 @@ def _check_whitening(store: EmbeddingStore, manifest: dict, report: VerifyReport
         report.problem("whitening", info["file"], f"maps {w.projection.shape}, the index needs "
                                                   f"({manifest['dim']}, {space_dim}); run 'imgsearch whiten' again",
                        False)
+
+
+def _check_copies(store: EmbeddingStore, manifest: dict, report: VerifyReport) -> None:
+    from indexer.folder.copies import read_copies
+
+    info = manifest.get("copies")
+    if not info or not (store.root / info["file"]).is_file():
+        return  # none recorded, or reported as missing
+    try:
+        read_copies(store.root, manifest)
+    except IndexFormatError as exc:
+        report.problem("copies", info["file"], f"cannot be read: {exc}")
 
 
 def _check_heads(store: EmbeddingStore, manifest: dict, report: VerifyReport) -> None:

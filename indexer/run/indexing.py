@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer.config import IndexConfig
+from indexer.folder.copies import Copies, write_copies
 from indexer.folder.lock import writer_lock
 from indexer.folder.manifest import check_compatible, check_precision_compatible
 from indexer.folder.store import EmbeddingStore, schema
@@ -172,7 +173,8 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
         bar.close()
         writer.close()  # on Ctrl-C too: what was embedded is written, and the next run resumes after it
 
-    manifest = finish_index(store, manifest, shards, writer.written, ledger.remove_ids, stage.runtime, config)
+    manifest = finish_index(store, manifest, shards, writer.written, ledger.remove_ids, stage.runtime, config,
+                            copies=ledger.final_copies())
     stage.done()
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started
@@ -249,15 +251,24 @@ def describe_model(backbone, precision: str) -> dict:
 
 
 def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], written: list[str],
-                 remove_ids: set[int], runtime: str, config: IndexConfig | None = None) -> dict:
+                 remove_ids: set[int], runtime: str, config: IndexConfig | None = None,
+                 copies: Copies | None = None) -> dict:
     """Publish ``shards`` plus the ``written`` ones, without the rows of ``remove_ids``; returns the manifest.
 
     The FAISS index is built as ``config`` says (index type, memory budget, recall), or as last time.
+    ``copies``: the exact copies after the run (None: as recorded); a run that changes only them
+    publishes them without touching the FAISS index (the version keeps its generation).
     """
+    record = manifest.get("copies")
+    if copies is not None and copies.changed:
+        record = write_copies(store.root, copies)
     # rows replaced by a re-embedded version, or whose files are gone, leave their shards
     kept, retired = store.rewrite_without(shards, remove_ids) if remove_ids else (shards, [])
     all_shards = kept + written
     options = resolve_options(manifest, config.ann_overrides() if config else None)
     if all_shards != manifest["shards"] or options_changed(manifest, options):
-        manifest = publish_index(store, dict(manifest, runtime=runtime), all_shards, retired, options=options)
+        manifest = publish_index(store, dict(manifest, runtime=runtime, copies=record), all_shards, retired,
+                                 options=options)
+    elif record != manifest.get("copies"):
+        manifest = store.publish(dict(manifest, copies=record))
     return manifest

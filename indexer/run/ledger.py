@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from indexer.folder.copies import Copies, read_copies
 from indexer.folder.texts import texts_of
 from indexer.inputs.reader import known_keys
 from indexer.inputs.sources import ImageFile
@@ -45,6 +46,11 @@ class Ledger:
             self.by_path = {p: row for p, row in self.by_path.items() if p not in gone}
         self.known = {sha for _, sha in self.by_path.values()}  # contents in the index after this run
         self._added: set[str] = set()  # contents this run adds
+        self._holds = dict(self.by_path.values())  # id -> sha256 of every image in the index after this run
+        self._id_of = {sha: row_id for row_id, sha in self._holds.items()}  # content -> the id holding it
+        self.copies: Copies = read_copies(store.root, manifest)  # exact copies: path -> (id, sha256)
+        if present is not None:
+            self.copies.drop_paths([p for p in self.copies.by_path if p not in present])
 
     def known_keys(self) -> np.ndarray:
         """Sorted 64-bit keys of the indexed contents, for readers to skip decoding them."""
@@ -69,6 +75,7 @@ class Ledger:
         row_id = None
         if old is not None and old[1] != sha256:  # same path, new content
             self.remove_ids.add(old[0])
+            self._holds.pop(old[0], None)
             self.summary.changed += 1
             if new:
                 row_id = old[0]
@@ -77,9 +84,20 @@ class Ledger:
                 self.summary.duplicates += 1
             else:
                 self.summary.already_indexed += 1
+            holder = self._id_of.get(sha256)
+            if (old is None or old[1] != sha256) and holder in self._holds:  # another path's content
+                self.copies.add(file.path, holder, sha256)
             return None
         self.known.add(sha256)
         self._added.add(sha256)
         if row_id is None:
             row_id, self.next_id = self.next_id, self.next_id + 1
+        self._holds[row_id] = sha256
+        self._id_of[sha256] = row_id
+        self.copies.drop_paths([file.path])  # a copy no more: its file now holds content of its own
         return row_id
+
+    def final_copies(self) -> Copies:
+        """The copies of the index after this run: those whose image still holds their content."""
+        self.copies.keep_only(self._holds)
+        return self.copies

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+from indexer.folder.copies import read_copies, write_copies
 from indexer.folder.lock import writer_lock
 from indexer.folder.store import EmbeddingStore
 from indexer.folder.texts import texts_of
@@ -47,5 +48,9 @@ def _remove(index_dir, items: Sequence[str | int]) -> RemovalSummary:
             unknown.append(text)
     if remove or shards != manifest["shards"]:
         kept, retired = store.rewrite_without(shards, remove)
+        copies = read_copies(store.root, manifest)
+        copies.drop_ids(remove)  # a removed image's exact copies are not listed any more
+        if copies.changed:
+            manifest = dict(manifest, copies=write_copies(store.root, copies))
         manifest = publish_index(store, manifest, kept, retired)
     return RemovalSummary(sorted(remove), unknown, manifest["count"])

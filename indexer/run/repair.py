@@ -61,6 +61,8 @@ def _repair(index_dir) -> RepairResult:
     manifest = store.read_manifest()
     damaged = sorted({Path(p.path).name for p in before.problems if p.part == "shard"})
     kept = [s for s in manifest["shards"] if s not in damaged]
+    if any(p.part == "copies" for p in before.problems):  # recorded again by the next 'imgsearch index'
+        manifest = dict(manifest, copies=None)
     log.warning("repairing %s: rebuilding the FAISS index%s", index_dir,
                 f", dropping damaged shards {', '.join(damaged)}" if damaged else "")
     published = publish_index(store, manifest, kept, retired=damaged, rebuild=True)

@@ -1,4 +1,5 @@
 // Query-by-example: upload, drop or paste an image; click a result for "more like this".
+// The Duplicates view (#duplicates) lists groups of near-duplicates; click one to search by it.
 // With classification heads, the query's predicted classes show beside it, and
 // "head-aware search" blends the head's class probabilities into the similarity.
 "use strict";
@@ -147,3 +148,125 @@ document.addEventListener("paste", (e) => {
   const item = [...(e.clipboardData || {}).items || []].find((i) => i.type.startsWith("image/"));
   if (item) searchFile(item.getAsFile());
 });
+
+// ---------------------------------------------------------------- views: search | duplicates (#duplicates)
+const views = { search: $("search-view"), duplicates: $("duplicates-view") };
+
+function showView(name) {
+  for (const [key, el] of Object.entries(views)) el.hidden = key !== name;
+  for (const [key, link] of [["search", $("nav-search")], ["duplicates", $("nav-duplicates")]]) {
+    if (key === name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  if (name === "duplicates" && !dup.loaded) loadDuplicates();
+}
+
+function viewOfHash() {
+  return location.hash === "#duplicates" ? "duplicates" : "search";
+}
+
+window.addEventListener("hashchange", () => showView(viewOfHash()));
+
+// ---------------------------------------------------------------- the Duplicates view
+// Groups of near-duplicates and exact copies, a page at a time, from GET /api/duplicates.
+const dup = { offset: 0, total: 0, loaded: false, request: 0 };
+const dupThreshold = $("dup-threshold");
+const dupStatus = $("dup-status");
+
+function dupLimit() {
+  return Number($("dup-limit").value);
+}
+
+function setDupStatus(text, isError = false) {
+  dupStatus.textContent = text;
+  dupStatus.classList.toggle("error", isError);
+}
+
+async function loadDuplicates() {
+  dup.loaded = true;
+  const ticket = ++dup.request;  // a slower answer to an earlier request is dropped
+  const params = new URLSearchParams({
+    threshold: dupThreshold.value, keep: $("dup-keep").value, offset: dup.offset, limit: dupLimit(),
+  });
+  setDupStatus("Finding duplicates…");
+  $("dup-groups").setAttribute("aria-busy", "true");
+  try {
+    const response = await fetch(`/api/duplicates?${params}`);
+    const body = await response.json();
+    if (ticket !== dup.request) return;
+    if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    dup.total = body.total;
+    renderGroups(body.groups);
+    const first = body.total ? body.offset + 1 : 0;
+    const last = body.offset + body.groups.length;
+    $("dup-page").textContent = `${first}–${last} of ${body.total}`;
+    $("dup-prev").disabled = body.offset === 0;
+    $("dup-next").disabled = last >= body.total;
+    setDupStatus(`${body.total} groups at threshold ${body.threshold.toFixed(2)} (keep ${body.keep}) ` +
+                 `among ${body.images} images`);
+  } catch (err) {
+    if (ticket === dup.request) setDupStatus(`Finding duplicates failed: ${err.message}`, true);
+  } finally {
+    if (ticket === dup.request) $("dup-groups").removeAttribute("aria-busy");
+  }
+}
+
+function baseName(path) {
+  return path.split("/").pop();
+}
+
+function renderGroups(groups) {
+  $("dup-groups").replaceChildren(...groups.map((group) => {
+    const li = document.createElement("li");
+    li.className = "dup-group";
+    li.dataset.group = group.group;
+    const title = document.createElement("h3");
+    title.textContent = `Group ${group.group} · ${group.exact ? "exact copies" : "near-duplicates"} · ` +
+                        `${group.ids.length} files`;
+    const row = document.createElement("ol");
+    row.className = "dup-row";
+    row.replaceChildren(...group.ids.map((id, i) => {
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "hit dup-hit";
+      button.dataset.id = id;
+      button.title = group.paths[i];
+      const kept = i === 0;
+      if (kept) button.classList.add("keeper");
+      button.setAttribute("aria-label", `Search by ${baseName(group.paths[i])} (id ${id}, score ` +
+                                        `${group.scores[i].toFixed(3)}${kept ? ", kept" : ""})`);
+      const img = document.createElement("img");
+      img.src = group.thumbnail_urls[i];
+      img.alt = baseName(group.paths[i]);
+      img.loading = "lazy";
+      const caption = document.createElement("span");
+      caption.className = "caption";
+      const score = document.createElement("strong");
+      score.textContent = group.scores[i].toFixed(3);
+      const label = document.createElement("span");
+      label.textContent = kept ? "keep" : baseName(group.paths[i]);
+      if (kept) label.className = "keep-badge";
+      caption.append(score, label);
+      button.append(img, caption);
+      button.addEventListener("click", () => {
+        location.hash = "#search";
+        searchId({ id, thumbnail_url: group.thumbnail_urls[i], label: baseName(group.paths[i]) });
+      });
+      item.append(button);
+      return item;
+    }));
+    li.append(title, row);
+    return li;
+  }));
+}
+
+dupThreshold.addEventListener("input", () => {
+  $("dup-threshold-value").textContent = Number(dupThreshold.value).toFixed(2);
+});
+dupThreshold.addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
+$("dup-keep").addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
+$("dup-limit").addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
+$("dup-prev").addEventListener("click", () => { dup.offset = Math.max(0, dup.offset - dupLimit()); loadDuplicates(); });
+$("dup-next").addEventListener("click", () => { dup.offset += dupLimit(); loadDuplicates(); });
+showView(viewOfHash());

@@ -1,0 +1,299 @@
+"""Near-duplicate groups of a whole index: the same picture resized, re-encoded, cropped or edited.
+
+``find_duplicates(engine, threshold, keep)`` (``SearchEngine.duplicates``,
+``imgsearch duplicates``, ``GET /api/duplicates``):
+
+1. every pair of images scoring at least ``threshold`` (cosine similarity in
+   the space the index searches), from the index itself: exact block-wise
+   inner products for an exact index, batched k-NN searches of the ANN index
+   otherwise (``search/pairs.py``); memory grows with the pairs found, never
+   with n x n;
+2. connected components of those pairs;
+3. the guard against chaining: A~B and B~C must not glue A and C when they
+   are different photos.  In each component the keeper is chosen (``keep``)
+   and only members scoring at least ``threshold`` against the keeper stay in
+   its group; those that fail are grouped again among themselves (their own
+   components, their own keeper, the same rule), so nothing is silently lost.
+   A component whose pairs all passed (a clique) needs nothing more; for the
+   others the members' vectors are fetched (``FETCH_BUDGET`` bytes at a time)
+   and scored exactly against each keeper.
+
+The keeper (``KEEP_RULES``): ``largest`` (default) the most pixels (width x
+height as indexed), then the largest file, then the lowest id; ``smallest``
+the reverse (fewest pixels, smallest file, lowest id); ``oldest`` / ``newest``
+the image indexed first / last, i.e. the lowest / highest id (ids are handed
+out in indexing order and never reused; the shards record no file times, so
+a re-embedded changed file keeps its place).
+
+Exact copies (files with the same sha256 as an indexed image, which indexing
+does not embed twice, ``indexer/folder/copies.py``) are groups of their own,
+``exact=True``: the indexed id once per file, every file's path, scores 1.0.
+
+Groups are numbered from 1 in order of their keeper's id (a near-duplicate
+group before the exact copies of the same keeper); members keeper first, then
+by score, best first.  imgsearch deletes nothing: ``imgsearch remove`` takes ids.
+
+After an incremental ``imgsearch index`` nothing is reused: the groups are
+computed again for the new version (new images can join or bridge old
+groups, removed ones split them), which is fast enough not to need it:
+measured with ``scripts/bench_duplicates_scale.py`` on 2 shared cores,
+100,000 x 1280 (HNSW32) in 55 s, 1,000,000 x 1280 (IVF2048,PQ320x4fs,RFlat)
+in 6.2 min with 1.25 GiB of the process's own memory (besides 5 GiB of
+memory-mapped vectors), planted pairs found with recall and precision 1.000.
+Servers cache the result per version, threshold and keeper rule
+(``SearchEngine.duplicates``): a new version is a new engine with an empty cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from indexer.errors import InvalidInputError, quote
+from indexer.folder.copies import read_copies
+from search.pairs import IndexVectors, Pairs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.90  # cosine score; calibrated by scripts/bench_duplicates.py
+KEEP_RULES = ("largest", "smallest", "oldest", "newest")
+FETCH_BUDGET = 256 * 2**20  # bytes of vectors held at once for the anti-chaining check
+CACHED_REPORTS = 8  # (threshold, keep) reports a version keeps
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    group: int  # numbered from 1, in order of ``keep``
+    ids: list[int]  # the keeper first; for exact copies the one indexed id, once per file
+    paths: list[str]  # as stored (``display_text`` shows any bytes)
+    scores: list[float]  # scores[i]: member i against the keeper
+    keep: int  # the keeper's id
+    exact: bool  # exact copies (same sha256) rather than near-duplicates
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DuplicateReport:
+    groups: list[DuplicateGroup]
+    threshold: float
+    keep: str
+    generation: int  # the index version they were found in
+    images: int
+    method: str  # "exact" or "ann:<index type>"
+    pairs: int  # pairs scoring >= threshold before the anti-chaining check
+    seconds: float
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __iter__(self):
+        return iter(self.groups)
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), groups=[g.to_dict() for g in self.groups])
+
+
+def check_options(threshold, keep) -> tuple[float, str]:
+    """(threshold, keep) as given, None meaning the default; InvalidInputError saying what to change."""
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLD
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) \
+            or not 0 < float(threshold) <= 1:
+        raise InvalidInputError(f"threshold must be a number in (0, 1] (a cosine score; default "
+                                f"{DEFAULT_THRESHOLD}), got {quote(threshold)}")
+    keep = "largest" if keep is None else keep
+    if keep not in KEEP_RULES:
+        raise InvalidInputError(f"keep must be one of {', '.join(KEEP_RULES)}, got {quote(keep)}")
+    return float(threshold), keep
+
+
+def find_duplicates(engine, threshold: float | None = None, keep: str | None = None) -> DuplicateReport:
+    """Every near-duplicate group (and group of exact copies) of the version ``engine`` answers from."""
+    started = time.perf_counter()
+    threshold, keep = check_options(threshold, keep)
+    vectors = IndexVectors(engine)
+    pairs = vectors.pairs(threshold)
+    near = _near_groups(pairs, vectors, _Priority(engine, keep), threshold)
+    exact = _exact_groups(engine)
+    found = sorted([(g[0][0], 0, g) for g in near] + [(g[0][0], 1, g) for g in exact], key=lambda x: x[:2])
+    groups = []
+    for number, (keeper, is_exact, (ids, paths, scores)) in enumerate(found, 1):
+        groups.append(DuplicateGroup(number, [int(i) for i in ids], paths, [round(float(s), 6) for s in scores],
+                                     int(keeper), bool(is_exact)))
+    report = DuplicateReport(groups, threshold, keep, engine.generation, len(engine), vectors.method, len(pairs),
+                             round(time.perf_counter() - started, 3))
+    log.info("%d duplicate groups among %d images (%d pairs >= %.3f, %s) in %.1f s", len(groups), len(engine),
+             len(pairs), threshold, vectors.method, report.seconds)
+    return report
+
+
+class DuplicateCache:
+    """One engine's (one version's) reports by (threshold, keep): a new version gets a new engine, and a new cache."""
+
+    def __init__(self):
+        self._reports: dict = {}
+        self._lock = threading.Lock()
+
+    def get(self, engine, threshold, keep) -> DuplicateReport:
+        key = check_options(threshold, keep)
+        with self._lock:  # requests asking together wait for one computation and share it
+            report = self._reports.get(key)
+            if report is None:
+                report = self._reports[key] = find_duplicates(engine, *key)
+                while len(self._reports) > CACHED_REPORTS:
+                    self._reports.pop(next(iter(self._reports)))
+            return report
+
+
+class _Priority:
+    """Ranks images for the keeper rule: lower rank = kept."""
+
+    def __init__(self, engine, keep: str):
+        self.engine, self.keep = engine, keep
+        self._sizes = None
+
+    def ranks(self, ids: np.ndarray) -> np.ndarray:
+        """(m,) rank of each of ``ids`` (m,) among them."""
+        if self.keep in ("oldest", "newest"):
+            keys = (ids if self.keep == "oldest" else -ids,)
+        else:
+            pixels = self._pixels(ids)
+            size = np.array([_file_size(self.engine.get(int(i)).path) for i in ids], np.float64)  # -1: unknown
+            if self.keep == "largest":
+                keys = (ids, -size, -pixels)
+            else:  # an unknown size is never the smallest
+                keys = (ids, np.where(size < 0, np.inf, size), pixels)
+        order = np.lexsort(keys)
+        ranks = np.empty(len(ids), np.int64)
+        ranks[order] = np.arange(len(ids))
+        return ranks
+
+    def _pixels(self, ids: np.ndarray) -> np.ndarray:
+        if self._sizes is None:
+            table = self.engine.store.read_table(self.engine.manifest["shards"], ["id", "width", "height"])
+            all_ids = table.column("id").to_numpy()
+            order = np.argsort(all_ids)
+            pixels = table.column("width").to_numpy().astype(np.int64) * table.column("height").to_numpy()
+            self._sizes = (all_ids[order], pixels[order])
+        sorted_ids, pixels = self._sizes
+        return pixels[np.searchsorted(sorted_ids, ids)].astype(np.float64)
+
+
+def _file_size(path: str) -> float:
+    try:
+        return float(os.stat(path).st_size)
+    except (OSError, ValueError):  # gone, unreadable, or a URI: unknown
+        return -1.0
+
+
+def _components(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
+    """Component label (m,) of m nodes joined by edges a-b (node indices)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(m, m))
+    return connected_components(graph, directed=False)[1]
+
+
+def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, threshold: float) -> list:
+    """[(ids, paths, scores)] of the near-duplicate groups, keeper first."""
+    if not len(pairs):
+        return []
+    nodes = np.unique(np.concatenate([pairs.a, pairs.b]))  # ids in a pair, sorted
+    a, b = np.searchsorted(nodes, pairs.a), np.searchsorted(nodes, pairs.b)  # node indices, a < b
+    labels = _components(a, b, len(nodes))
+    sizes = np.bincount(labels)
+    edges = np.bincount(labels[a], minlength=len(sizes))
+    by_label = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    edge_order = np.argsort(labels[a], kind="stable")
+    edge_starts = np.concatenate([[0], np.cumsum(edges)])
+    groups, pending, pending_rows = [], [], 0
+    budget_rows = max(2, FETCH_BUDGET // (4 * (vectors.engine.index.d)))
+    for label in range(len(sizes)):
+        members = by_label[starts[label]:starts[label + 1]]
+        comp_edges = edge_order[edge_starts[label]:edge_starts[label + 1]]
+        ids = nodes[members]
+        if edges[label] == len(members) * (len(members) - 1) // 2:  # a clique: every member passes any keeper
+            keeper = ids[np.argmin(priority.ranks(ids))]
+            scores = np.ones(len(ids), np.float32)
+            at_keeper = (pairs.a[comp_edges] == keeper) | (pairs.b[comp_edges] == keeper)
+            partner = np.where(pairs.a[comp_edges] == keeper, pairs.b[comp_edges], pairs.a[comp_edges])
+            scores[np.searchsorted(ids, partner[at_keeper])] = pairs.score[comp_edges][at_keeper]
+            groups.append(_ordered(ids, scores, keeper, vectors.engine))
+            continue
+        pending.append((ids, comp_edges))
+        pending_rows += len(ids)
+        if pending_rows >= budget_rows:
+            groups += _split_components(pending, pairs, vectors, priority, threshold)
+            pending, pending_rows = [], 0
+    groups += _split_components(pending, pairs, vectors, priority, threshold)
+    return groups
+
+
+def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, priority: _Priority,
+                      threshold: float) -> list:
+    """The groups of components that are not cliques: each member scored exactly against its keeper."""
+    if not components:
+        return []
+    all_ids = np.concatenate([ids for ids, _ in components])
+    fetched = vectors.fetch(all_ids)  # (m, d)
+    groups = []
+    offset = 0
+    for ids, comp_edges in components:
+        local = fetched[offset:offset + len(ids)]  # rows in the order of ids (sorted)
+        offset += len(ids)
+        ea = np.searchsorted(ids, pairs.a[comp_edges])
+        eb = np.searchsorted(ids, pairs.b[comp_edges])
+        parts = [np.arange(len(ids))]
+        while parts:
+            part = parts.pop()
+            if len(part) < 2:
+                continue
+            keeper = part[np.argmin(priority.ranks(ids[part]))]
+            scores = local[part] @ local[keeper]  # (p,)
+            scores[part == keeper] = 1.0
+            passed = scores >= threshold
+            if passed.sum() >= 2:
+                groups.append(_ordered(ids[part[passed]], scores[passed], ids[keeper], vectors.engine))
+            rest = part[~passed]
+            if len(rest) >= 2:  # regrouped among themselves: their own components, then the same rule
+                inside = np.isin(ea, rest) & np.isin(eb, rest)
+                if inside.any():
+                    sub = _components(np.searchsorted(rest, ea[inside]), np.searchsorted(rest, eb[inside]),
+                                      len(rest))
+                    parts += [rest[sub == s] for s in np.unique(sub)]
+    return groups
+
+
+def _ordered(ids: np.ndarray, scores: np.ndarray, keeper: int, engine) -> tuple:
+    """(ids, paths, scores) with the keeper first, then by score (best first), then by id."""
+    is_keeper = ids == keeper
+    order = np.lexsort((ids, -scores, ~is_keeper))
+    ids, scores = ids[order], scores[order]
+    return ids, [engine.get(int(i)).path for i in ids], np.asarray(scores, np.float64)
+
+
+def _exact_groups(engine) -> list:
+    """[(ids, paths, scores)] for every indexed image with exact copies recorded."""
+    copies = read_copies(engine.store.root, engine.manifest)
+    if not copies.by_path:
+        return []
+    table = engine.store.read_table(engine.manifest["shards"], ["id", "sha256"])
+    holds = dict(zip(table.column("id").to_pylist(), table.column("sha256").to_pylist()))
+    copies.keep_only(holds)  # a copy of an image removed or changed since is not one any more
+    by_id: dict[int, list[str]] = {}
+    for path, (row_id, _) in copies.by_path.items():
+        by_id.setdefault(row_id, []).append(path)
+    groups = []
+    for row_id in sorted(by_id):
+        paths = [engine.get(row_id).path] + sorted(by_id[row_id])
+        groups.append((np.full(len(paths), row_id, np.int64), paths, np.ones(len(paths))))
+    return groups

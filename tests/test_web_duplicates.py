@@ -1,0 +1,130 @@
+"""Duplicates over HTTP: GET /api/duplicates through the client and raw requests, its cache across a hot
+version swap, and the page's Duplicates view in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import requests
+
+from indexer.run.remove import remove_images
+from search.client import SearchClient
+from search.engine import SearchEngine
+from tests.helpers import LiveServer, wait_until
+from tests.test_web_browser import browser, page  # noqa: F401 - the browser fixtures, CSP and error watch included
+from tests.test_web_browser import wait_until as page_wait_until
+
+THRESHOLD = 0.8  # 4 photos and their edits, 2 exact copies: 6 groups (test_duplicates_index.py)
+
+
+@pytest.fixture(scope="module")
+def served(dup_index, tmp_path_factory):
+    """A copy of the duplicates index served on loopback, following new versions at once."""
+    from web import create_app
+
+    index_dir = tmp_path_factory.mktemp("served-dups") / "idx"
+    shutil.copytree(dup_index[0], index_dir)
+    server = LiveServer(create_app({"INDEX_DIR": str(index_dir), "RELOAD_INTERVAL": 0, "WARM_UP": False}))
+    yield server, index_dir
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    with SearchClient(served[0].url, timeout=60) as c:
+        yield c
+
+
+def test_pages_of_groups_as_the_engine_finds_them(client, served):
+    expected = SearchEngine.open(served[1]).duplicates(THRESHOLD)
+    first = client.duplicates(threshold=THRESHOLD, limit=4)
+    rest = client.duplicates(threshold=THRESHOLD, offset=4, limit=4)
+    assert (first.total, len(first), len(rest), first.threshold, first.keep) == (6, 4, 2, THRESHOLD, "largest")
+    got = [(g.group, g.ids, g.scores, g.keep, g.exact) for g in [*first, *rest]]
+    assert got == [(g.group, g.ids, g.scores, g.keep, g.exact) for g in expected.groups]
+    assert [p.rsplit("/", 1)[-1] for p in first[0].paths] == [p.rsplit("/", 1)[-1] for p in expected.groups[0].paths]
+    r = requests.get(served[0].url + first[0].thumbnail_urls[1], timeout=30)
+    assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
+    assert client.duplicates(threshold=THRESHOLD, keep="smallest").keep == "smallest"
+    assert client.duplicates().threshold == pytest.approx(0.9, abs=0.1)  # the server's default
+    spec = requests.get(served[0].url + "/api/openapi.json", timeout=30).json()
+    assert "DuplicatesResponse" in spec["components"]["schemas"]
+    assert {p["name"] for p in spec["paths"]["/api/duplicates"]["get"]["parameters"]} == {"threshold", "keep",
+                                                                                          "offset", "limit"}
+
+
+@pytest.mark.parametrize("query, code, message", [
+    ("threshold=0", "invalid_threshold", "threshold must be a number in (0, 1]"),
+    ("threshold=1.01", "invalid_threshold", "threshold must be a number in (0, 1]"),
+    ("threshold=nan", "invalid_threshold", "got 'nan'"),
+    ("threshold=high", "invalid_threshold", "got 'high'"),
+    ("keep=biggest", "invalid_keep", "keep must be one of largest, smallest, oldest, newest"),
+    ("offset=-1", "invalid_offset", "offset must be an integer between 0"),
+    ("limit=0", "invalid_limit", "limit must be an integer between 1 and 1000"),
+    ("limit=1001", "invalid_limit", "limit must be an integer between 1 and 1000"),
+])
+def test_bad_parameters_get_400_with_the_reason(served, query, code, message):
+    r = requests.get(f"{served[0].url}/api/duplicates?{query}", timeout=30)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == code and message in r.json()["error"]["message"]
+
+
+def test_a_new_version_is_not_answered_from_the_old_cache(client, served):
+    before = client.duplicates(threshold=THRESHOLD, limit=100)
+    assert before.total == 6
+    near = next(g for g in before if not g.exact)
+    remove_images(served[1], [near.ids[1]])  # its group is gone from the version this publishes
+    after = wait_until(lambda: (p := client.duplicates(threshold=THRESHOLD, limit=100)).generation
+                       > before.generation and p, what="the new version's groups")
+    assert after.total == 5 and near.keep not in [g.keep for g in after if not g.exact]
+
+
+def _groups_shown(pg):
+    return pg.eval_on_selector_all("#dup-groups .dup-group", "els => els.map(e => Number(e.dataset.group))")
+
+
+def test_the_duplicates_view(page, dup_index, tmp_path):  # noqa: F811 - the page fixture
+    from web import create_app
+
+    index_dir = tmp_path / "idx"
+    shutil.copytree(dup_index[0], index_dir)
+    server = LiveServer(create_app({"INDEX_DIR": str(index_dir), "WARM_UP": False}))
+    try:
+        page.goto(server.url + "/")
+        page.click("#nav-duplicates")
+        page_wait_until(page, "document.querySelector('#dup-status').textContent.includes('groups at threshold')")
+        assert page.is_hidden("#search-view") and page.is_visible("#duplicates-view")
+        assert "threshold 0.90" in page.text_content("#dup-status")
+        at_default = len(_groups_shown(page))
+
+        page.focus("#dup-threshold")  # the slider, by keyboard: 0.90 -> 0.80
+        for _ in range(10):
+            page.keyboard.press("ArrowLeft")
+        page_wait_until(page, "document.querySelector('#dup-status').textContent.startsWith('6 groups at "
+                              "threshold 0.80')")
+        assert page.text_content("#dup-threshold-value") == "0.80" and at_default < 6
+        page.select_option("#dup-limit", "2")
+        page_wait_until(page, "document.querySelectorAll('#dup-groups .dup-group').length === 2")
+        assert _groups_shown(page) == [1, 2] and page.is_disabled("#dup-prev")
+        page.click("#dup-next")
+        page_wait_until(page, "document.querySelector('#dup-page').textContent === '3–4 of 6'")
+        page.click("#dup-next")
+        page_wait_until(page, "document.querySelector('#dup-page').textContent === '5–6 of 6'")
+        assert _groups_shown(page) == [5, 6] and page.is_disabled("#dup-next")
+        page.click("#dup-prev")
+        page_wait_until(page, "document.querySelector('#dup-page').textContent === '3–4 of 6'")
+        keepers = page.eval_on_selector_all("#dup-groups .dup-group", "els => els.map(e => e.querySelectorAll("
+                                                                      "'.dup-hit.keeper').length)")
+        assert keepers == [1, 1]  # one marked keeper per group
+        page_wait_until(page, "[...document.querySelectorAll('#dup-groups img')].every(i => i.complete && "
+                              "i.naturalWidth > 0)")
+
+        target = page.get_attribute("#dup-groups .dup-hit:not(.keeper) >> nth=0", "data-id")
+        page.click("#dup-groups .dup-hit:not(.keeper) >> nth=0")
+        page_wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {target}')")
+        assert page.is_visible("#search-view") and page.is_hidden("#duplicates-view")
+        assert f"id {target}" in page.text_content("#query-caption")
+        assert page.evaluate("location.hash") == "#search"
+    finally:
+        server.close()
