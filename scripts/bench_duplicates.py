@@ -13,7 +13,9 @@ For each method, the pairs inside the groups it reports are scored against
 the truth: pair precision and recall, and the time.
 
   imgsearch  `imgsearch duplicates` at each threshold (cosine, keeper guard), on the
-             default index (int8 lite0); also the pairs scoring >= the threshold, ungrouped
+             default index (int8 lite0), with --no-keypoints (also the pairs scoring >= the
+             threshold, ungrouped) and with keypoints (pairs down to 0.55 confirmed by matching
+             ORB keypoints, search/keypoints.py; the first row includes finding them)
   imagededup PHash, DHash, WHash, AHash at its default Hamming distance 10, run in
              --imagededup-python (a venv with `pip install imagededup`); its CNN
              method needs torchvision's ImageNet download, which this network refuses
@@ -32,7 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-THRESHOLDS = (0.98, 0.96, 0.94, 0.92, 0.90, 0.88, 0.86, 0.84, 0.82, 0.80, 0.75, 0.70)
+THRESHOLDS = (0.98, 0.97, 0.96, 0.94, 0.92, 0.90, 0.88, 0.86, 0.84, 0.82, 0.80, 0.75, 0.70)
+KEYPOINT_THRESHOLDS = (0.98, 0.97, 0.95, 0.92, 0.90)  # with keypoints (slower: the files are read)
 
 # imagededup's package imports torchvision (for its CNN method) even when only hashing is used; a torchvision
 # built for this machine's CPU-only torch is not on PyPI, so the driver stands in empty modules for it.  The
@@ -119,14 +122,20 @@ def run_imgsearch(folder: Path, index_dir: Path, truth: set[frozenset]) -> list[
     rows = []
     for threshold in THRESHOLDS:
         t = time.perf_counter()
-        report = engine.duplicates(threshold=threshold)
+        report = engine.duplicates(threshold=threshold, keypoints=False)
         seconds = time.perf_counter() - t
         grouped = score(group_pairs([[rel[i] for i in g.ids] for g in report.groups]), truth)
         a, b = np.nonzero(np.triu(scores >= threshold, 1))
         raw = score({frozenset((rel[int(ids[x])], rel[int(ids[y])])) for x, y in zip(a, b)}, truth)
-        rows.append({"method": "imgsearch", "threshold": threshold, "seconds": seconds,
+        rows.append({"method": "imgsearch, cosine only", "threshold": threshold, "seconds": seconds,
                      "index_seconds": index_seconds, **grouped,
                      "ungrouped": raw})
+    for threshold in KEYPOINT_THRESHOLDS:  # keypoints are found once (the engine keeps them) and reused
+        t = time.perf_counter()
+        report = engine.duplicates(threshold=threshold, keypoints=True)
+        grouped = score(group_pairs([[rel[i] for i in g.ids] for g in report.groups]), truth)
+        rows.append({"method": "imgsearch + keypoints", "threshold": threshold, "seconds": time.perf_counter() - t,
+                     "confirmed": report.confirmed, "refuted": report.refuted, **grouped})
     return rows
 
 

@@ -148,7 +148,10 @@ def evaluate(index_dir, out_dir):
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one row per image of each group to this CSV file.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Show at most this many groups.")
-def duplicates(index_dir, threshold, keep, as_json, csv_file, limit):
+@click.option("--keypoints/--no-keypoints", default=True, show_default=True,
+              help="Also group pairs scoring below the threshold (down to 0.55) whose files' keypoints match "
+                   "under one transform: finds crops, rotations and stickers, not look-alikes; reads the files.")
+def duplicates(index_dir, threshold, keep, as_json, csv_file, limit, keypoints):
     """List groups of near-duplicate images (and exact copies) for review.
 
     Each group is the same picture resized, re-encoded, cropped or edited: every member scores at least
@@ -158,7 +161,7 @@ def duplicates(index_dir, threshold, keep, as_json, csv_file, limit):
 
     if as_json and csv_file:
         raise click.UsageError("choose one of --json and --csv")
-    report = _open_engine(index_dir).duplicates(threshold, keep)
+    report = _open_engine(index_dir).duplicates(threshold, keep, keypoints)
     groups = report.groups[:limit] if limit else report.groups
     if csv_file:
         _write_duplicates_csv(csv_file, groups)
@@ -168,8 +171,10 @@ def duplicates(index_dir, threshold, keep, as_json, csv_file, limit):
         return
     how = "exact search" if report.method == "exact" else f"approximate search ({report.method[4:]})"
     shown = f", {len(groups)} shown" if len(groups) < len(report.groups) else ""
+    checked = (f"; keypoints confirmed {report.confirmed} pairs below it and refuted {report.refuted} above"
+               if report.keypoints else "")
     click.echo(f"{len(report.groups)} groups of duplicates{shown} among {report.images} images (threshold "
-               f"{report.threshold:.3f}, keep {report.keep}, {how}) in {report.seconds:.1f} s")
+               f"{report.threshold:.3f}{checked}, keep {report.keep}, {how}) in {report.seconds:.1f} s")
     if csv_file:
         click.echo(f"wrote {csv_file}")
         return

@@ -109,6 +109,7 @@ class DuplicatesPage:
     threshold: float
     keep: str
     generation: int  # the index version they were found in
+    keypoints: bool = False  # whether pairs below the threshold were confirmed by keypoints
 
     def __iter__(self) -> Iterator[RemoteDuplicateGroup]:
         return iter(self.groups)
@@ -180,10 +181,12 @@ class SearchClient:
         return self._request("GET", f"/api/images/{row_id}", params=params, raw=True)
 
     def duplicates(self, threshold: float | None = None, keep: str | None = None, offset: int = 0,
-                   limit: int = 20) -> DuplicatesPage:
+                   limit: int = 20, keypoints: bool | None = None) -> DuplicatesPage:
         """Groups of near-duplicates and exact copies, ``limit`` from ``offset``; ``threshold`` None: the
-        server's default; ``keep``: largest (None), smallest, oldest or newest."""
-        params = _body(threshold=threshold, keep=keep, offset=offset, limit=limit)
+        server's default; ``keep``: largest (None), smallest, oldest or newest; ``keypoints`` None: the
+        server's default (on), False: cosine scores only."""
+        params = _body(threshold=threshold, keep=keep, offset=offset, limit=limit,
+                       keypoints=None if keypoints is None else ("true" if keypoints else "false"))
         return self._parsed(_duplicates, self._request("GET", "/api/duplicates", params=params))
 
     def info(self) -> dict:
@@ -274,4 +277,5 @@ def _duplicates(body: dict) -> DuplicatesPage:
                                    [float(x) for x in g["scores"]], int(g["keep"]), bool(g["exact"]),
                                    list(g["thumbnail_urls"])) for g in body["groups"]]
     return DuplicatesPage(groups, int(body["total"]), int(body["offset"]), int(body["limit"]),
-                          float(body["threshold"]), body["keep"], int(body.get("generation", 0)))
+                          float(body["threshold"]), body["keep"], int(body.get("generation", 0)),
+                          bool(body.get("keypoints", False)))

@@ -61,6 +61,13 @@ from search.pairs import IndexVectors, Pairs
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.90  # cosine score; calibrated by scripts/bench_duplicates.py
+# with keypoints (search/keypoints.py), a pair scoring from KEYPOINT_FLOOR to KEYPOINT_SURE is a duplicate
+# when the two files' keypoints match, and is not when both have corners enough and they do not match;
+# a pair whose keypoints cannot judge (a flat picture, a file gone) needs the threshold. Each image's
+# KEYPOINT_CANDIDATES best partners are checked.
+KEYPOINT_FLOOR = 0.55  # 0.957 of the benchmark's true pairs score at least this (lite0 int8)
+KEYPOINT_SURE = 0.99  # above: the same picture whatever the keypoints say
+KEYPOINT_CANDIDATES = 10
 KEEP_RULES = ("largest", "smallest", "oldest", "newest")
 FETCH_BUDGET = 256 * 2**20  # bytes of vectors held at once for the anti-chaining check
 CACHED_REPORTS = 8  # (threshold, keep) reports a version keeps
@@ -87,8 +94,11 @@ class DuplicateReport:
     generation: int  # the index version they were found in
     images: int
     method: str  # "exact" or "ann:<index type>"
-    pairs: int  # pairs scoring >= threshold before the anti-chaining check
+    pairs: int  # pairs scoring >= threshold (or confirmed by keypoints) before the anti-chaining check
     seconds: float
+    keypoints: bool = False  # whether pairs below the threshold were checked for matching keypoints
+    confirmed: int = 0  # pairs below the threshold whose keypoints matched
+    refuted: int = 0  # pairs at or above the threshold whose keypoints did not match
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -114,13 +124,24 @@ def check_options(threshold, keep) -> tuple[float, str]:
     return float(threshold), keep
 
 
-def find_duplicates(engine, threshold: float | None = None, keep: str | None = None) -> DuplicateReport:
-    """Every near-duplicate group (and group of exact copies) of the version ``engine`` answers from."""
+def find_duplicates(engine, threshold: float | None = None, keep: str | None = None,
+                    keypoints: bool = False, matcher=None) -> DuplicateReport:
+    """Every near-duplicate group (and group of exact copies) of the version ``engine`` answers from.
+
+    ``keypoints``: a pair scoring below ``threshold`` (down to KEYPOINT_FLOOR) is a near-duplicate too
+    when the two files' keypoints match under one transform (``search/keypoints.py``): crops, rotations
+    and stickers are found without grouping look-alikes.  Reads the files of the candidates, once per
+    ``matcher`` (a ``keypoints.KeypointMatcher`` of this engine; None: a new one).
+    """
     started = time.perf_counter()
     threshold, keep = check_options(threshold, keep)
     vectors = IndexVectors(engine)
-    pairs = vectors.pairs(threshold)
-    near = _near_groups(pairs, vectors, _Priority(engine, keep), threshold)
+    verdicts = None
+    if keypoints:
+        pairs, verdicts = _confirmed(vectors.pairs(min(threshold, KEYPOINT_FLOOR)), threshold, engine, matcher)
+    else:
+        pairs = vectors.pairs(threshold)
+    near = _near_groups(pairs, vectors, _Priority(engine, keep), threshold, verdicts)
     exact = _exact_groups(engine)
     found = sorted([(g[0][0], 0, g) for g in near] + [(g[0][0], 1, g) for g in exact], key=lambda x: x[:2])
     groups = []
@@ -128,7 +149,9 @@ def find_duplicates(engine, threshold: float | None = None, keep: str | None = N
         groups.append(DuplicateGroup(number, [int(i) for i in ids], paths, [round(float(s), 6) for s in scores],
                                      int(keeper), bool(is_exact)))
     report = DuplicateReport(groups, threshold, keep, engine.generation, len(engine), vectors.method, len(pairs),
-                             round(time.perf_counter() - started, 3))
+                             round(time.perf_counter() - started, 3), keypoints,
+                             sum(verdicts.values()) if verdicts else 0,
+                             sum(not v for v in verdicts.values()) if verdicts else 0)
     log.info("%d duplicate groups among %d images (%d pairs >= %.3f, %s) in %.1f s", len(groups), len(engine),
              len(pairs), threshold, vectors.method, report.seconds)
     return report
@@ -140,13 +163,18 @@ class DuplicateCache:
     def __init__(self):
         self._reports: dict = {}
         self._lock = threading.Lock()
+        self._matcher = None  # keypoints found for one report serve the next (another threshold, say)
 
-    def get(self, engine, threshold, keep) -> DuplicateReport:
-        key = check_options(threshold, keep)
+    def get(self, engine, threshold, keep, keypoints: bool = False) -> DuplicateReport:
+        key = (*check_options(threshold, keep), bool(keypoints))
         with self._lock:  # requests asking together wait for one computation and share it
             report = self._reports.get(key)
             if report is None:
-                report = self._reports[key] = find_duplicates(engine, *key)
+                if key[2] and self._matcher is None:
+                    from search.keypoints import KeypointMatcher
+
+                    self._matcher = KeypointMatcher(engine)
+                report = self._reports[key] = find_duplicates(engine, *key, matcher=self._matcher)
                 while len(self._reports) > CACHED_REPORTS:
                     self._reports.pop(next(iter(self._reports)))
             return report
@@ -202,7 +230,34 @@ def _components(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, threshold: float) -> list:
+def _confirmed(candidates: Pairs, threshold: float, engine, matcher=None) -> tuple[Pairs, dict]:
+    """The pairs that are duplicates, and the keypoints' verdicts: (a, b) -> True (a pair below the threshold
+    confirmed) or False (one at or above it refuted).  Pairs from KEYPOINT_FLOOR to KEYPOINT_SURE are
+    checked, each image's KEYPOINT_CANDIDATES best first; the others keep what their score says."""
+    from search.keypoints import KeypointMatcher
+
+    keep = (candidates.score >= threshold) | (candidates.score >= KEYPOINT_SURE)
+    band = np.flatnonzero(candidates.score < KEYPOINT_SURE)
+    band = band[np.argsort(-candidates.score[band], kind="stable")]
+    checks: dict[int, int] = {}
+    matcher, verdicts = matcher or KeypointMatcher(engine), {}
+    for i in band:
+        a, b = int(candidates.a[i]), int(candidates.b[i])
+        if checks.get(a, 0) >= KEYPOINT_CANDIDATES and checks.get(b, 0) >= KEYPOINT_CANDIDATES:
+            continue
+        checks[a], checks[b] = checks.get(a, 0) + 1, checks.get(b, 0) + 1
+        if matcher.matches(a, b):
+            if not keep[i]:
+                keep[i], verdicts[(a, b)] = True, True
+        elif keep[i] and matcher.judgeable(a) and matcher.judgeable(b):
+            keep[i], verdicts[(a, b)] = False, False
+    if matcher.unreadable:
+        log.warning("%d images could not be read for keypoints: only their cosine scores count", matcher.unreadable)
+    return Pairs(candidates.a[keep], candidates.b[keep], candidates.score[keep], candidates.method), verdicts
+
+
+def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, threshold: float,
+                 verdicts: dict | None = None) -> list:
     """[(ids, paths, scores)] of the near-duplicate groups, keeper first."""
     if not len(pairs):
         return []
@@ -232,15 +287,16 @@ def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, thres
         pending.append((ids, comp_edges))
         pending_rows += len(ids)
         if pending_rows >= budget_rows:
-            groups += _split_components(pending, pairs, vectors, priority, threshold)
+            groups += _split_components(pending, pairs, vectors, priority, threshold, verdicts)
             pending, pending_rows = [], 0
-    groups += _split_components(pending, pairs, vectors, priority, threshold)
+    groups += _split_components(pending, pairs, vectors, priority, threshold, verdicts)
     return groups
 
 
 def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, priority: _Priority,
-                      threshold: float) -> list:
-    """The groups of components that are not cliques: each member scored exactly against its keeper."""
+                      threshold: float, verdicts: dict | None = None) -> list:
+    """The groups of components that are not cliques: each member scored exactly against its keeper,
+    passing when it scores >= threshold, unless the keypoints' ``verdicts`` on the pair say otherwise."""
     if not components:
         return []
     all_ids = np.concatenate([ids for ids, _ in components])
@@ -261,6 +317,10 @@ def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, pri
             scores = local[part] @ local[keeper]  # (p,)
             scores[part == keeper] = 1.0
             passed = scores >= threshold
+            if verdicts:
+                k = int(ids[keeper])
+                said = [verdicts.get((min(k, int(i)), max(k, int(i)))) for i in ids[part]]
+                passed = np.array([p if v is None else v for p, v in zip(passed, said)])
             if passed.sum() >= 2:
                 groups.append(_ordered(ids[part[passed]], scores[passed], ids[keeper], vectors.engine))
             rest = part[~passed]

@@ -348,10 +348,10 @@ class SearchEngine:
         return vec
 
     @_newest_if_gone
-    def duplicates(self, threshold: float | None = None, keep: str | None = "largest"):
+    def duplicates(self, threshold: float | None = None, keep: str | None = "largest", keypoints: bool = True):
         """Every group of near-duplicates and of exact copies in this version (``search/duplicates.py``),
-        computed once per version, ``threshold`` (None: the default) and ``keep`` rule."""
-        return self._duplicates.get(self, threshold, keep)
+        computed once per version, ``threshold`` (None: the default), ``keep`` rule and ``keypoints``."""
+        return self._duplicates.get(self, threshold, keep, keypoints)
 
     def thumbnail(self, row_id: int, size: int | None = None, *, max_decoded_pixels: int | None = None) -> bytes:
         """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable,

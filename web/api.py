@@ -29,6 +29,17 @@ def engine() -> SearchEngine:
     return g.imgsearch_engine
 
 
+def _parse_bool(raw, name: str, default: bool) -> bool:
+    if raw is None or raw == "":
+        return default
+    value = str(raw).strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ApiError(400, f"invalid_{name}", f"{name} must be true or false, got {quote(raw)}")
+
+
 def _parse_int(raw, name: str, default: int, low: int, high: int) -> int:
     if raw is None or raw == "":
         return default
@@ -201,10 +212,12 @@ def duplicates():
         raise ApiError(400, "invalid_keep", f"keep must be one of {', '.join(KEEP_RULES)}, got {quote(keep)}")
     offset = _parse_int(request.args.get("offset"), "offset", 0, 0, 2**31 - 1)
     limit = _parse_int(request.args.get("limit"), "limit", 20, 1, MAX_GROUPS)
-    report = eng.duplicates(threshold, keep)
+    keypoints = _parse_bool(request.args.get("keypoints"), "keypoints", True)
+    report = eng.duplicates(threshold, keep, keypoints)
     page = report.groups[offset:offset + limit]
     return jsonify(groups=[_group_json(g) for g in page], total=len(report.groups), offset=offset, limit=limit,
-                   threshold=report.threshold, keep=report.keep, generation=report.generation,
+                   threshold=report.threshold, keep=report.keep, keypoints=report.keypoints,
+                   confirmed=report.confirmed, refuted=report.refuted, generation=report.generation,
                    images=report.images, method=report.method,
                    took_ms=round((time.perf_counter() - started) * 1000, 2))
 

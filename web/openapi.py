@@ -83,8 +83,10 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
             }},
             "/api/duplicates": {"get": {
                 "summary": "Groups of near-duplicate images and of exact copies, a page at a time",
-                "description": "Every member of a group scores at least the threshold against the group's keeper "
-                               "(no chaining); computed once per index version, threshold and keeper rule.",
+                "description": "Every member of a group scores at least the threshold against the group's keeper, "
+                               "or (keypoints on) scores at least 0.55 and its file's keypoints match the keeper's "
+                               "under one transform (no chaining); computed once per index version, threshold, "
+                               "keeper rule and keypoints setting.",
                 "parameters": [
                     {"name": "threshold", "in": "query", "required": False,
                      "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
@@ -92,6 +94,10 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                     {"name": "keep", "in": "query", "required": False,
                      "schema": {"type": "string", "enum": list(KEEP_RULES), "default": "largest"},
                      "description": "the keeper: most pixels (then largest file), fewest, indexed first, last"},
+                    {"name": "keypoints", "in": "query", "required": False,
+                     "schema": {"type": "boolean", "default": True},
+                     "description": "confirm pairs below the threshold by matching keypoints (reads the files); "
+                                    "false: cosine scores only"},
                     {"name": "offset", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 0, "default": 0}},
                     {"name": "limit", "in": "query", "required": False,
