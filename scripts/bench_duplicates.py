@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 THRESHOLDS = (0.98, 0.97, 0.96, 0.94, 0.92, 0.90, 0.88, 0.86, 0.84, 0.82, 0.80, 0.75, 0.70)
-KEYPOINT_THRESHOLDS = (0.98, 0.97, 0.95, 0.92, 0.90)  # with keypoints (slower: the files are read)
+KEYPOINT_THRESHOLDS = (0.98, 0.95, 0.92, 0.90, 0.85, 0.80)  # with keypoints (slower: the files are read)
 
 # imagededup's package imports torchvision (for its CNN method) even when only hashing is used; a torchvision
 # built for this machine's CPU-only torch is not on PyPI, so the driver stands in empty modules for it.  The

@@ -60,7 +60,7 @@ from search.pairs import IndexVectors, Pairs
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.90  # cosine score; calibrated by scripts/bench_duplicates.py
+DEFAULT_THRESHOLD = 0.90  # cosine; scripts/bench_duplicates.py: with keypoints the most recall at pair precision >= 0.98
 # with keypoints (search/keypoints.py), a pair scoring from KEYPOINT_FLOOR to KEYPOINT_SURE is a duplicate
 # when the two files' keypoints match, and is not when both have corners enough and they do not match;
 # a pair whose keypoints cannot judge (a flat picture, a file gone) needs the threshold. Each image's
@@ -136,12 +136,15 @@ def find_duplicates(engine, threshold: float | None = None, keep: str | None = N
     started = time.perf_counter()
     threshold, keep = check_options(threshold, keep)
     vectors = IndexVectors(engine)
-    verdicts = None
+    judge = None
     if keypoints:
-        pairs, verdicts = _confirmed(vectors.pairs(min(threshold, KEYPOINT_FLOOR)), threshold, engine, matcher)
+        from search.keypoints import KeypointMatcher
+
+        judge = _Judge(matcher or KeypointMatcher(engine), threshold)
+        pairs = _confirmed(vectors.pairs(min(threshold, KEYPOINT_FLOOR)), threshold, judge)
     else:
         pairs = vectors.pairs(threshold)
-    near = _near_groups(pairs, vectors, _Priority(engine, keep), threshold, verdicts)
+    near = _near_groups(pairs, vectors, _Priority(engine, keep), threshold, judge)
     exact = _exact_groups(engine)
     found = sorted([(g[0][0], 0, g) for g in near] + [(g[0][0], 1, g) for g in exact], key=lambda x: x[:2])
     groups = []
@@ -150,8 +153,8 @@ def find_duplicates(engine, threshold: float | None = None, keep: str | None = N
                                      int(keeper), bool(is_exact)))
     report = DuplicateReport(groups, threshold, keep, engine.generation, len(engine), vectors.method, len(pairs),
                              round(time.perf_counter() - started, 3), keypoints,
-                             sum(verdicts.values()) if verdicts else 0,
-                             sum(not v for v in verdicts.values()) if verdicts else 0)
+                             sum(judge.verdicts.values()) if judge else 0,
+                             sum(not v for v in judge.verdicts.values()) if judge else 0)
     log.info("%d duplicate groups among %d images (%d pairs >= %.3f, %s) in %.1f s", len(groups), len(engine),
              len(pairs), threshold, vectors.method, report.seconds)
     return report
@@ -230,34 +233,54 @@ def _components(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def _confirmed(candidates: Pairs, threshold: float, engine, matcher=None) -> tuple[Pairs, dict]:
-    """The pairs that are duplicates, and the keypoints' verdicts: (a, b) -> True (a pair below the threshold
-    confirmed) or False (one at or above it refuted).  Pairs from KEYPOINT_FLOOR to KEYPOINT_SURE are
-    checked, each image's KEYPOINT_CANDIDATES best first; the others keep what their score says."""
-    from search.keypoints import KeypointMatcher
+class _Judge:
+    """The keypoints' verdict on a pair: True (duplicates), False (not), None (the score decides).
 
-    keep = (candidates.score >= threshold) | (candidates.score >= KEYPOINT_SURE)
-    band = np.flatnonzero(candidates.score < KEYPOINT_SURE)
+    Pairs scoring from KEYPOINT_FLOOR to KEYPOINT_SURE are judged, each once; ``verdicts`` keeps those
+    that overrode the score: (a, b) -> True (confirmed below the threshold) or False (refuted above it).
+    """
+
+    def __init__(self, matcher, threshold: float):
+        self.matcher, self.threshold = matcher, threshold
+        self.verdicts: dict[tuple[int, int], bool] = {}
+
+    def __call__(self, a: int, b: int, score: float) -> bool | None:
+        if not KEYPOINT_FLOOR <= score < KEYPOINT_SURE:
+            return None
+        if self.matcher.matches(a, b):
+            verdict = True
+        elif self.matcher.judgeable(a) and self.matcher.judgeable(b):
+            verdict = False
+        else:  # a flat picture, or a file gone: no evidence either way
+            return None
+        if verdict != (score >= self.threshold):
+            self.verdicts[(min(a, b), max(a, b))] = verdict
+        return verdict
+
+
+def _confirmed(candidates: Pairs, threshold: float, judge: _Judge) -> Pairs:
+    """The candidate pairs that are duplicates: the score decides, unless the keypoints say otherwise;
+    each image's KEYPOINT_CANDIDATES best partners are judged (the keeper check judges the rest it needs)."""
+    keep = candidates.score >= threshold
+    band = np.flatnonzero((candidates.score >= KEYPOINT_FLOOR) & (candidates.score < KEYPOINT_SURE))
     band = band[np.argsort(-candidates.score[band], kind="stable")]
     checks: dict[int, int] = {}
-    matcher, verdicts = matcher or KeypointMatcher(engine), {}
     for i in band:
         a, b = int(candidates.a[i]), int(candidates.b[i])
         if checks.get(a, 0) >= KEYPOINT_CANDIDATES and checks.get(b, 0) >= KEYPOINT_CANDIDATES:
             continue
         checks[a], checks[b] = checks.get(a, 0) + 1, checks.get(b, 0) + 1
-        if matcher.matches(a, b):
-            if not keep[i]:
-                keep[i], verdicts[(a, b)] = True, True
-        elif keep[i] and matcher.judgeable(a) and matcher.judgeable(b):
-            keep[i], verdicts[(a, b)] = False, False
-    if matcher.unreadable:
-        log.warning("%d images could not be read for keypoints: only their cosine scores count", matcher.unreadable)
-    return Pairs(candidates.a[keep], candidates.b[keep], candidates.score[keep], candidates.method), verdicts
+        verdict = judge(a, b, float(candidates.score[i]))
+        if verdict is not None:
+            keep[i] = verdict
+    if judge.matcher.unreadable:
+        log.warning("%d images could not be read for keypoints: only their cosine scores count",
+                    judge.matcher.unreadable)
+    return Pairs(candidates.a[keep], candidates.b[keep], candidates.score[keep], candidates.method)
 
 
 def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, threshold: float,
-                 verdicts: dict | None = None) -> list:
+                 judge: _Judge | None = None) -> list:
     """[(ids, paths, scores)] of the near-duplicate groups, keeper first."""
     if not len(pairs):
         return []
@@ -287,16 +310,16 @@ def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, thres
         pending.append((ids, comp_edges))
         pending_rows += len(ids)
         if pending_rows >= budget_rows:
-            groups += _split_components(pending, pairs, vectors, priority, threshold, verdicts)
+            groups += _split_components(pending, pairs, vectors, priority, threshold, judge)
             pending, pending_rows = [], 0
-    groups += _split_components(pending, pairs, vectors, priority, threshold, verdicts)
+    groups += _split_components(pending, pairs, vectors, priority, threshold, judge)
     return groups
 
 
 def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, priority: _Priority,
-                      threshold: float, verdicts: dict | None = None) -> list:
+                      threshold: float, judge: _Judge | None = None) -> list:
     """The groups of components that are not cliques: each member scored exactly against its keeper,
-    passing when it scores >= threshold, unless the keypoints' ``verdicts`` on the pair say otherwise."""
+    passing when it scores >= threshold, unless the keypoints (``judge``) say otherwise."""
     if not components:
         return []
     all_ids = np.concatenate([ids for ids, _ in components])
@@ -317,9 +340,9 @@ def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, pri
             scores = local[part] @ local[keeper]  # (p,)
             scores[part == keeper] = 1.0
             passed = scores >= threshold
-            if verdicts:
+            if judge is not None:
                 k = int(ids[keeper])
-                said = [verdicts.get((min(k, int(i)), max(k, int(i)))) for i in ids[part]]
+                said = [judge(k, int(i), float(s)) for i, s in zip(ids[part], scores)]
                 passed = np.array([p if v is None else v for p, v in zip(passed, said)])
             if passed.sum() >= 2:
                 groups.append(_ordered(ids[part[passed]], scores[passed], ids[keeper], vectors.engine))
