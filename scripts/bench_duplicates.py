@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from search.duplicates import DEFAULT_THRESHOLD
+
 THRESHOLDS = (0.98, 0.97, 0.96, 0.94, 0.92, 0.90, 0.88, 0.86, 0.84, 0.82, 0.80, 0.75, 0.70)
 KEYPOINT_THRESHOLDS = (0.98, 0.95, 0.92, 0.90, 0.85, 0.80)  # with keypoints (slower: the files are read)
 
@@ -136,7 +138,20 @@ def run_imgsearch(folder: Path, index_dir: Path, truth: set[frozenset]) -> list[
         grouped = score(group_pairs([[rel[i] for i in g.ids] for g in report.groups]), truth)
         rows.append({"method": "imgsearch + keypoints", "threshold": threshold, "seconds": time.perf_counter() - t,
                      "confirmed": report.confirmed, "refuted": report.refuted, **grouped})
+        if threshold == DEFAULT_THRESHOLD:
+            rows[-1]["per_edit"] = per_edit(report, rel)
     return rows
+
+
+def per_edit(report, rel: dict) -> dict:
+    """Share of each edit grouped with its original (by the report's groups), and of each photo's tiles."""
+    together = {frozenset(p) for g in report.groups for p in itertools.combinations([rel[i] for i in g.ids], 2)}
+    out: dict[str, list] = {}
+    for path in rel.values():
+        if path.startswith("near/") and not path.rsplit("/", 1)[1].startswith("original"):
+            original = path.rsplit("/", 1)[0] + "/original.png"
+            out.setdefault(Path(path).stem, []).append(frozenset((path, original)) in together)
+    return {edit: round(sum(v) / len(v), 3) for edit, v in sorted(out.items())}
 
 
 def run_imagededup(python: str, folder: Path, truth: set[frozenset]) -> list[dict]:
@@ -177,6 +192,10 @@ def main() -> None:
     for r in rows:
         print(f"| {r['method']} | {r['threshold']} | {r['pairs']} | {r['precision']:.3f} | {r['recall']:.3f} | "
               f"{r['seconds']:.2f} |")
+    for r in rows:
+        if "per_edit" in r:
+            print(f"\nwith keypoints at the default {r['threshold']}, each edit grouped with its original: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in r["per_edit"].items()))
     print("\nimgsearch without the keeper guard (every pair scoring >= threshold):")
     for r in rows:
         if "ungrouped" in r:
