@@ -106,6 +106,11 @@ def test_the_duplicates_view(page, dup_index, tmp_path):  # noqa: F811 - the pag
                               "threshold 0.80')")
         # keypoints already confirm the cropped edit at 0.90, so lowering the threshold adds no group here
         assert page.text_content("#dup-threshold-value") == "0.80" and at_default <= 6
+        assert "keypoints checked" in page.text_content("#dup-status")
+        page.uncheck("#dup-keypoints")  # scores only: the request says so, and so does the answer
+        page_wait_until(page, "document.querySelector('#dup-status').textContent.includes('scores only')")
+        page.check("#dup-keypoints")
+        page_wait_until(page, "document.querySelector('#dup-status').textContent.includes('keypoints checked')")
         page.select_option("#dup-limit", "2")
         page_wait_until(page, "document.querySelectorAll('#dup-groups .dup-group').length === 2")
         assert _groups_shown(page) == [1, 2] and page.is_disabled("#dup-prev")

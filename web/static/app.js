@@ -187,6 +187,7 @@ async function loadDuplicates() {
   const ticket = ++dup.request;  // a slower answer to an earlier request is dropped
   const params = new URLSearchParams({
     threshold: dupThreshold.value, keep: $("dup-keep").value, offset: dup.offset, limit: dupLimit(),
+    keypoints: $("dup-keypoints").checked,
   });
   setDupStatus("Finding duplicates…");
   $("dup-groups").setAttribute("aria-busy", "true");
@@ -202,8 +203,8 @@ async function loadDuplicates() {
     $("dup-page").textContent = `${first}–${last} of ${body.total}`;
     $("dup-prev").disabled = body.offset === 0;
     $("dup-next").disabled = last >= body.total;
-    setDupStatus(`${body.total} groups at threshold ${body.threshold.toFixed(2)} (keep ${body.keep}) ` +
-                 `among ${body.images} images`);
+    setDupStatus(`${body.total} groups at threshold ${body.threshold.toFixed(2)} (keep ${body.keep}` +
+                 `${body.keypoints ? ", keypoints checked" : ", scores only"}) among ${body.images} images`);
   } catch (err) {
     if (ticket === dup.request) setDupStatus(`Finding duplicates failed: ${err.message}`, true);
   } finally {
@@ -266,6 +267,7 @@ dupThreshold.addEventListener("input", () => {
 });
 dupThreshold.addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
 $("dup-keep").addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
+$("dup-keypoints").addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
 $("dup-limit").addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
 $("dup-prev").addEventListener("click", () => { dup.offset = Math.max(0, dup.offset - dupLimit()); loadDuplicates(); });
 $("dup-next").addEventListener("click", () => { dup.offset += dupLimit(); loadDuplicates(); });
