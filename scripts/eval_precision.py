@@ -19,7 +19,6 @@ emoji / digits, 50 / 200 / 500 images each, and the final resize bicubic
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ def datasets() -> dict[str, tuple[list, np.ndarray]]:
     nd = near_duplicate_set()
     return {"mnist": (mnist, labels),
             "emoji": ([r["file"] for r in records], np.array([r["category"] for r in records])),
-            "neardup": ([i.encoded if i.encoded is not None else i.image for i in nd], np.array([i.group for i in nd]))}
+            "neardup": ([i.source for i in nd], np.array([i.group for i in nd]))}
 
 
 @dataclass(frozen=True)
@@ -78,8 +77,7 @@ class StudySet:
 
 
 def decode_all(sources: list, size: int, resample: str) -> np.ndarray:
-    return np.stack([decode_image(s if not isinstance(s, bytes) else io.BytesIO(s), size, resample=resample).array
-                     for s in sources])  # (n, S, S, 3)
+    return np.stack([decode_image(s, size, resample=resample).array for s in sources])  # (n, S, S, 3)
 
 
 def score(vectors: np.ndarray, labels: np.ndarray, k: int) -> float:

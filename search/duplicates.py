@@ -17,6 +17,11 @@
    A component whose pairs all passed (a clique) needs nothing more; for the
    others the members' vectors are fetched (``FETCH_BUDGET`` bytes at a time)
    and scored exactly against each keeper.
+4. with ``keypoints`` (the default of ``SearchEngine.duplicates`` and of every
+   surface), pairs from KEYPOINT_FLOOR to KEYPOINT_SURE are judged by their
+   files' keypoints (``search/keypoints.py``): a match makes a pair below the
+   threshold a duplicate, a mismatch of two images with corners enough refutes
+   one above it; in the keeper check as in the pairs.
 
 The keeper (``KEEP_RULES``): ``largest`` (default) the most pixels (width x
 height as indexed), then the largest file, then the lowest id; ``smallest``
@@ -161,7 +166,8 @@ def find_duplicates(engine, threshold: float | None = None, keep: str | None = N
 
 
 class DuplicateCache:
-    """One engine's (one version's) reports by (threshold, keep): a new version gets a new engine, and a new cache."""
+    """One engine's (one version's) reports by (threshold, keep, keypoints), and the keypoints found for them:
+    a new version gets a new engine, and a new cache."""
 
     def __init__(self):
         self._reports: dict = {}

@@ -16,17 +16,13 @@ edits have a median of 57 inliers, 99.9 % of look-alike pairs 16 or fewer.
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import numpy as np
 from PIL import Image
 
 from indexer.errors import ImgsearchError, MissingDependencyError
-from indexer.inputs.filesystems import is_uri, read_bytes
-from indexer.inputs.images import load_rgb
-
-log = logging.getLogger(__name__)
+from search.thumbnails import load_indexed
 
 SIDE = 256  # pixels, longest side: enough corners for ORB's pyramid, cheap to detect
 KEYPOINTS = 300
@@ -57,8 +53,7 @@ class KeypointMatcher:
         self.unreadable = 0  # images whose file could not be read: their pairs are not confirmed
 
     def _grey(self, path: str) -> np.ndarray:  # (h, w) float64 in [0, 1], longest side SIDE
-        img, _, _ = load_rgb(read_bytes(path) if is_uri(path) else path, min_size=SIDE // 2,
-                             max_pixels=self.max_pixels)
+        img, _, _ = load_indexed(path, min_size=SIDE // 2, max_pixels=self.max_pixels)
         grey = img.convert("L")
         scale = SIDE / max(grey.size)
         grey = grey.resize((max(8, round(grey.width * scale)), max(8, round(grey.height * scale))), Image.BILINEAR)

@@ -13,6 +13,12 @@ class ImageUnavailableError(ImageError, OSError):
     """An indexed image whose file cannot be read any more."""
 
 
+def load_indexed(path: str, **options):
+    """The indexed image at ``path`` (a local path, or a URI such as hdfs:// or s3:// read through its file
+    system) as ``load_rgb`` returns it: (RGB image, width, height); ``options`` go to ``load_rgb``."""
+    return load_rgb(read_bytes(path) if is_uri(path) else path, **options)
+
+
 def thumbnail_jpeg(path: str, size: int | None, max_pixels: int, *, name: str,
                    max_decoded_pixels: int | None = None) -> bytes:
     """The image at ``path`` (a local path or a URI) as JPEG bytes, fitted in ``size`` x ``size`` if given.
@@ -24,9 +30,7 @@ def thumbnail_jpeg(path: str, size: int | None, max_pixels: int, *, name: str,
     ``name`` stands for the image in the error's message, which the web app sends to its client.
     """
     try:
-        # an image indexed from hdfs://, s3://... is read through its file system
-        img, _, _ = load_rgb(read_bytes(path) if is_uri(path) else path, min_size=size, max_pixels=max_pixels,
-                             max_decoded_pixels=max_decoded_pixels)
+        img, _, _ = load_indexed(path, min_size=size, max_pixels=max_pixels, max_decoded_pixels=max_decoded_pixels)
     except PreviewTooLargeError as exc:
         raise PreviewTooLargeError(f"{name}: {exc}") from None
     except (ImageDecodeError, OSError) as exc:

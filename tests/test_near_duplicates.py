@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -73,8 +71,7 @@ def test_export_labels_each_file_with_its_group(tmp_path, near_dups):
 
 def test_int8_finds_the_original_as_often_as_float32(lite0, embedder, near_dups):
     """recall@1 (the nearest other image is of the same original); issue 15's tolerance is 0.01."""
-    pixels = np.stack([decode_image(io.BytesIO(i.encoded) if i.encoded else i.image, lite0.input_size).array
-                       for i in near_dups])  # (684, 224, 224, 3)
+    pixels = np.stack([decode_image(i.source, lite0.input_size).array for i in near_dups])  # (684, 224, 224, 3)
     labels = np.array([i.group for i in near_dups])
     f32 = leave_one_out_precision(embedder.embed(pixels), labels, k=1).precision
     i8 = leave_one_out_precision(Embedder(lite0, precision="int8", calibration=CALIBRATION).embed(pixels),
@@ -89,8 +86,7 @@ def test_near_duplicate_recall_floor_lite2(near_dups):
     from indexer.model.backbones import load_backbone
 
     lite2 = load_backbone("efficientnet-lite2")
-    pixels = np.stack([decode_image(io.BytesIO(i.encoded) if i.encoded else i.image, lite2.input_size).array
-                       for i in near_dups])  # (684, 260, 260, 3)
+    pixels = np.stack([decode_image(i.source, lite2.input_size).array for i in near_dups])  # (684, 260, 260, 3)
     labels = np.array([i.group for i in near_dups])
     f32 = leave_one_out_precision(Embedder(lite2).embed(pixels), labels, k=1).precision
     i8 = leave_one_out_precision(Embedder(lite2, precision="int8", calibration=CALIBRATION).embed(pixels),

@@ -45,6 +45,11 @@ class Item:
     image: Image.Image  # RGB, as decoded
     encoded: bytes | None = None  # the file's bytes when they are not a PNG of ``image`` (the JPEG edit)
 
+    @property
+    def source(self) -> bytes | Image.Image:
+        """What to decode, as a file of the set would be: its encoded bytes if any, else the picture."""
+        return self.image if self.encoded is None else self.encoded
+
 
 def _crop(fraction: float) -> Callable:
     def edit(img: Image.Image, rng: np.random.Generator) -> Image.Image:
