@@ -83,6 +83,19 @@ def test_calibration_set_and_the_cached_model_are_deterministic(lite0, int8_embe
     assert Embedder(lite0, precision="int8", calibration=CALIBRATION).precision == "int8"
 
 
+def test_a_cached_int8_model_opens_without_the_heavy_imports(int8_embedder):
+    """Start-up is part of every indexing run's speed: with the int8 model cached, neither TensorFlow nor
+    the packages that ship the calibration photos (scikit-learn: ~2 s to import) are imported."""
+    code = ("import sys\n"
+            "from indexer.inputs.calibration import CALIBRATION\n"
+            "from indexer.model.backbones import load_backbone\n"
+            "from indexer.model.embedder import Embedder\n"
+            "Embedder(load_backbone('efficientnet-lite0'), precision='int8', calibration=CALIBRATION)\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] == "[]", out.stdout
+
+
 def test_an_int8_index_records_its_precision_and_calibration(int8_index):
     backbone = EmbeddingStore(int8_index).read_manifest()["backbone"]
     assert backbone["precision"] == "int8"

@@ -16,6 +16,7 @@ bytes) names the set in the model cache's key and in the manifest.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +30,20 @@ RECIPE = "base-install-photo-crops-v1"
 CROP_RANGE = (0.45, 1.0)  # a crop's side, as a fraction of the photo's shorter side
 
 
+def _package_dir(name: str) -> Path:
+    """Where an installed package's files are, without running its ``__init__``."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return Path(f"<{name} not installed>")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def source_files() -> list[Path]:
     """The photographs the base install ships, in a fixed order."""
-    import matplotlib
-    import sklearn.datasets
-
-    files = [Path(sklearn.datasets.__file__).parent / "images" / name for name in ("china.jpg", "flower.jpg")]
-    files.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    # found from the packages' locations, not imported: importing scikit-learn alone costs ~2 s of start-up
+    sklearn, matplotlib = _package_dir("sklearn"), _package_dir("matplotlib")
+    files = [sklearn / "datasets" / "images" / name for name in ("china.jpg", "flower.jpg")]
+    files.append(matplotlib / "mpl-data" / "sample_data" / "grace_hopper.jpg")
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise MissingDependencyError(
