@@ -186,7 +186,10 @@ def main() -> None:
     print(f"    after {results[args.images]['startup_seconds']:.1f} s start-up:       {steady:8.1f} img/s"
           f"   = {steady / L:.2f} L  (what a long run approaches)")
     print(f"(b8) end to end, --precision int8: {b8:7.1f} img/s   b8/b = {b8 / b:.2f}  (target >= 1.7), "
-          f"b8/L8 = {b8 / L8:.2f}  (target >= 0.85), peak RSS {int8['peak_rss_mb']:.0f} MB")
+          f"b8/L8 = {b8 / L8:.2f}  (target >= 0.85), peak RSS {int8['peak_rss_mb']:.0f} MB, whole run")
+    steady8 = int8["steady_rate"]
+    print(f"    after {int8['startup_seconds']:.1f} s start-up:       {steady8:8.1f} img/s   = {steady8 / L8:.2f} L8, "
+          f"{steady8 / steady:.2f} x b's")
     print(f"(c) naive load_img + predict:     {c:8.1f} img/s   b/c = {b / c:.1f}  (target >= 5)")
     for n, r in results.items():
         print(f"    indexing {n:5d} images: {r['rate']:.1f} img/s whole run, {r['steady_rate']:.1f} after "

@@ -49,6 +49,16 @@ def test_read_stage_alone(corpus):
     assert reasons == {"Skipped"} and len(items) == 3
 
 
+@pytest.mark.parametrize("workers, chunk, window", [(2, 3, 4), (1, 8, 256), (0, 8, 2)])
+def test_read_stage_keeps_input_order_whatever_the_chunks(corpus, workers, chunk, window):
+    """Processes are handed several files at once; results still come back one per file, in order,
+    bad files included, with at most ``window`` files in flight."""
+    files = list(iter_image_files([corpus]))
+    items = list(read_images(iter(files), 32, workers=workers, chunk=chunk, window=window))
+    assert [i.file.path for i in items] == [f.path for f in files]
+    assert {type(i).__name__ for i in items} == {"Decoded", "Skipped"}
+
+
 def test_embed_stage_alone():
     calls = []
 

@@ -13,6 +13,7 @@ import os
 from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -66,6 +67,16 @@ def _is_known(keys: np.ndarray, sha: str) -> bool:
     return i < len(keys) and keys[i] == key
 
 
+CHUNK = 8  # files a decoding process is handed at once: one round trip for several images
+
+
+def batched(items: Iterable, n: int) -> Iterator[tuple]:
+    """``itertools.batched`` (Python 3.12)."""
+    it = iter(items)
+    while group := tuple(islice(it, n)):
+        yield group
+
+
 _WORKER_KEYS = np.empty(0, np.uint64)  # a decoding process's known-content keys, set when it starts
 
 
@@ -115,24 +126,37 @@ def _pool(workers: int, keys: np.ndarray) -> Executor:
                                initializer=_init_worker, initargs=(keys,))
 
 
+def _read_chunk(files: list[ImageFile], size: int, max_pixels: int, resample: str) -> list:
+    return [read_one(file, size, None, max_pixels, resample) for file in files]
+
+
 def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None = None, *,
-                workers: int | None = None, window: int = 256,
+                workers: int | None = None, window: int = 256, chunk: int = CHUNK,
                 max_pixels: int = MAX_PIXELS,
                 resample: str = DEFAULT_RESAMPLE) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
     """Decode ``files`` in ``workers`` processes (default: one per core), yielding in input order.
 
     ``known``: sorted uint64 keys (``known_keys``) of contents already indexed;
     those files are hashed but not decoded.  Images over ``max_pixels`` are skipped.
+    A process is handed ``chunk`` files at a time; at most ``window`` files are in flight.
     """
     keys = np.empty(0, np.uint64) if known is None else known
     workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers == 0:  # a thread gets the keys with each call
+        chunk = 1
+    window = max(window // chunk, 1)  # in chunks
     with _pool(workers, keys) as pool:
         pending: deque = deque()
-        for file in files:
-            # processes got the keys once, at start; a thread gets them with each call
-            pending.append(pool.submit(read_one, file, size, keys, max_pixels, resample) if workers == 0 else
-                           pool.submit(read_one, file, size, None, max_pixels, resample))
+
+        def submit(group: list[ImageFile]):
+            if workers == 0:
+                return pool.submit(lambda: [read_one(group[0], size, keys, max_pixels, resample)])
+            # processes got the keys once, at start
+            return pool.submit(_read_chunk, group, size, max_pixels, resample)
+
+        for group in batched(files, chunk):
+            pending.append(submit(list(group)))
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield from pending.popleft().result()
         while pending:
-            yield pending.popleft().result()
+            yield from pending.popleft().result()
