@@ -120,19 +120,20 @@ def _cli(*args):
 
 def test_cli_like_and_unlike_take_ids_and_image_files(engine, built_index, corpus):
     index_dir = str(built_index[0])
-    rocket = corpus / "photos" / "rocket.jpg"
-    expected = engine.search_examples([7, rocket], [12], k=5, offset=1, min_score=0.0)
-    r = _cli("--index", index_dir, "--like", "7", "--like", str(rocket), "--unlike", "12", "-k", "5",
+    rocket, coffee = corpus / "photos" / "rocket.jpg", corpus / "photos" / "coffee.jpg"
+    # IMAGES and --like (an id, a file) are the positives, --unlike the negatives: one query
+    expected = engine.search_examples([rocket, 7, coffee], [12], k=5, offset=1, min_score=0.0)
+    r = _cli("--index", index_dir, str(rocket), "--like", "7", "--like", str(coffee), "--unlike", "12", "-k", "5",
              "--offset", "1", "--min-score", "0", "--json")
     assert r.returncode == 0, r.stderr
     answer = json.loads(r.stdout)
-    assert [h["id"] for h in answer["results"]] == [h.id for h in expected]
+    assert [h["id"] for h in answer["results"]] == [h.id for h in expected] and len(expected) == 5
 
-    # best, plain text: the first positive image, the ids
-    r = _cli("--index", index_dir, str(rocket), "--like", "7", "--strategy", "best", "-k", "3")
+    # best, plain text, ids only (no model to load)
+    r = _cli("--index", index_dir, "--like", "7", "--like", "30", "--strategy", "best", "-k", "3")
     assert r.returncode == 0, r.stderr
-    best = engine.search_examples([rocket, 7], strategy="best", k=3)
-    assert all(f"(id {h.id})" in r.stdout for h in best)
+    best = engine.search_examples([7, 30], strategy="best", k=3)
+    assert [line.split("(id ")[1].rstrip(")") for line in r.stdout.splitlines()[1:]] == [str(h.id) for h in best]
 
     for args, message in ((["--like", str(10 ** 6)], "no image with id 1000000"),
                           (["--like", "no-such-file.jpg"], "neither an indexed id nor an image file"),
