@@ -22,37 +22,74 @@ def _open_engine(index_dir):
     return SearchEngine.open(index_dir)
 
 
+def _example(value: str) -> int | Path:
+    """A --like/--unlike value: an image file if one is there by that name, else an indexed id."""
+    from indexer.errors import InvalidInputError, quote
+
+    if Path(value).is_file():
+        return Path(value)
+    if value.strip().isdigit():
+        return int(value)
+    raise InvalidInputError(f"--like/--unlike {quote(value)} is neither an indexed id nor an image file")
+
+
 @click.command()
 @index_option
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Results per query.")
+@click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-k", default=None, type=click.IntRange(1, 1000),
+              help="Results per query (default 10; with --min-score, all that reach it, up to 1000).")
+@click.option("--offset", default=0, show_default=True, type=int, help="Skip this many of the best results.")
+@click.option("--min-score", default=None, type=float, help="Only results scoring at least this cosine (-1 to 1).")
+@click.option("--like", multiple=True, metavar="ID|FILE",
+              help="A positive example: an indexed id or an image file (repeat for several). With --like or "
+                   "--unlike, IMAGES and the examples make one query.")
+@click.option("--unlike", multiple=True, metavar="ID|FILE", help="A negative example (repeat for several).")
+@click.option("--strategy", default="rocchio", show_default=True, type=click.Choice(["rocchio", "best"]),
+              help="Several examples: one combined query (rocchio) or each result by its best positive (best).")
 @click.option("--head", default=None, help="Head-aware search: blend in this head's class probabilities.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
-def search(index_dir, images, k, head, as_json):
-    """Find the indexed images most similar to each IMAGE."""
+def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head, as_json):
+    """Find the indexed images most similar to each IMAGE, or to the examples --like and --unlike."""
     from indexer.inputs.images import ImageDecodeError
-    from search.engine import display_text, hits_to_json
+    from search.ranking import window
 
+    window(k, offset, min_score)  # a bad window fails before the model loads
+    if not (images or like or unlike):
+        raise click.UsageError("give IMAGES to search by, or examples with --like/--unlike")
     engine = _open_engine(index_dir)
     if head is not None:
         engine.head(head)  # fail before embedding anything
+    if like or unlike:
+        positive = [*images, *map(_example, like)]
+        hits = engine.search_examples(positive, [_example(v) for v in unlike], k, strategy=strategy, head=head,
+                                      min_score=min_score, offset=offset)
+        names = [str(p) if isinstance(p, Path) else f"id {p}" for p in positive]
+        _print_hits("like " + ", ".join(names) + "".join(f"; unlike {v}" for v in unlike), hits, as_json,
+                    offset + 1)
+        return
     failed = False
     for image in images:
         try:
-            hits = engine.search_image(image, k, head=head)
+            hits = engine.search_image(image, k, head=head, min_score=min_score, offset=offset)
         except ImageDecodeError as exc:
             click.echo(f"{image}: {exc}", err=True)
             failed = True
             continue
-        if as_json:  # paths as shown (valid UTF-8 whatever their bytes); the id names the image
-            shown = [dataclasses.replace(h, path=display_text(h.path), label=display_text(h.label)) for h in hits]
-            click.echo(json.dumps(hits_to_json(display_text(str(image)), shown)))
-        else:
-            click.echo(display_text(f"{image}:"))
-            for rank, h in enumerate(hits, 1):
-                click.echo(display_text(f"  {rank:>3}. {h.score:.4f}  [{h.label}]  {h.path}  (id {h.id})"))
+        _print_hits(str(image), hits, as_json, offset + 1)
     if failed:
         sys.exit(1)
+
+
+def _print_hits(query: str, hits, as_json: bool, first_rank: int = 1) -> None:
+    from search.engine import display_text
+
+    if as_json:  # paths as shown (valid UTF-8 whatever their bytes); the id names the image
+        shown = [dataclasses.replace(h, path=display_text(h.path), label=display_text(h.label)) for h in hits]
+        click.echo(json.dumps({"query": display_text(query), "results": [h.to_dict() for h in shown]}))
+    else:
+        click.echo(display_text(f"{query}:"))
+        for rank, h in enumerate(hits, first_rank):
+            click.echo(display_text(f"  {rank:>3}. {h.score:.4f}  [{h.label}]  {h.path}  (id {h.id})"))
 
 
 @click.command()

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import requests
 from PIL import Image
 
 from indexer.errors import ImgsearchError
+from search.examples import Example, as_example
 from search.transport import (
     TransportError,
     check_base_url,
@@ -146,23 +148,51 @@ class SearchClient:
         self.session = session_with_deadlines(session)
 
     # ------------------------------------------------------------ queries
-    def search(self, image: ImageInput, k: int = 10, *, head: str | None = None) -> SearchResponse:
+    def search(self, image: ImageInput, k: int | None = None, *, head: str | None = None,
+               min_score: float | None = None, offset: int | None = None) -> SearchResponse:
         """Nearest indexed images to ``image``: a path, bytes, file object or PIL image.
 
-        ``head``: blend in that head's class probabilities (head-aware search).
+        ``head``: blend in that head's class probabilities (head-aware search).  ``k`` results (None:
+        the server's default, or with ``min_score`` all that reach it) from rank ``offset``.
         """
         name, data = _image_payload(image)
-        fields = {"k": str(k), **({"head": head} if head else {})}
+        fields = {key: str(v) for key, v in _body(k=k, head=head, min_score=min_score, offset=offset).items()}
         reply = self._request("POST", "/api/search", files={"image": (name, data)}, data=fields)
         return self._parsed(_response, reply)
 
-    def search_id(self, row_id: int, k: int = 10, *, head: str | None = None) -> SearchResponse:
-        reply = self._request("POST", "/api/search", json=_body(id=row_id, k=k, head=head))
-        return self._parsed(_response, reply)
-
-    def search_vector(self, vector: Sequence[float], k: int = 10, *, head: str | None = None) -> SearchResponse:
-        body = _body(vector=[float(x) for x in vector], k=k, head=head)
+    def search_id(self, row_id: int, k: int | None = None, *, head: str | None = None,
+                  min_score: float | None = None, offset: int | None = None) -> SearchResponse:
+        body = _body(id=row_id, k=k, head=head, min_score=min_score, offset=offset)
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
+
+    def search_vector(self, vector: Sequence[float], k: int | None = None, *, head: str | None = None,
+                      min_score: float | None = None, offset: int | None = None) -> SearchResponse:
+        body = _body(vector=[float(x) for x in vector], k=k, head=head, min_score=min_score, offset=offset)
+        return self._parsed(_response, self._request("POST", "/api/search", json=body))
+
+    def search_examples(self, positive: Sequence, negative: Sequence = (), k: int | None = None, *,
+                        strategy: str | None = None, head: str | None = None, min_score: float | None = None,
+                        offset: int | None = None) -> SearchResponse:
+        """Nearest indexed images to several examples: each an id (int), a vector, an image (path, bytes,
+        file, PIL image) or an ``Example`` with a weight; ``strategy`` "rocchio" (the server's default)
+        or "best"."""
+        body = _body(positive=_examples_json(positive, "positive"),
+                     negative=_examples_json(negative, "negative") or None, k=k, strategy=strategy, head=head, min_score=min_score, offset=offset)
+        return self._parsed(_response, self._request("POST", "/api/search", json=body))
+
+    def search_many(self, queries: Sequence, k: int | None = None, *, head: str | None = None,
+                    min_score: float | None = None, offset: int | None = None,
+                    strategy: str | None = None) -> list[SearchResponse | SearchAPIError]:
+        """Several searches in one request (``POST /api/search/batch``), answered in order.
+
+        Each query is an id, a vector, an image, or a dict as the JSON API takes it (its
+        ``positive``/``negative`` items may be ids, vectors, images or ``Example``s); the keyword
+        arguments apply where a query does not say.  A query that fails is its ``SearchAPIError`` in
+        the list, not raised; a batch the server refuses as a whole raises one.
+        """
+        shared = _body(k=k, head=head, min_score=min_score, offset=offset, strategy=strategy)
+        body = {"queries": [{**shared, **_query_json(q, f"queries[{i}]")} for i, q in enumerate(queries)]}
+        return self._parsed(_batch, self._request("POST", "/api/search/batch", json=body))
 
     def classify(self, image: ImageInput, head: str | None = None, top: int = 5) -> ClassifyResponse:
         """Class probabilities of a trained head (the only one, if ``head`` is None) for ``image``."""
@@ -264,6 +294,48 @@ def _body(**fields) -> dict:
 def _classified(body: dict) -> ClassifyResponse:
     preds = [Prediction(p["class"], float(p["probability"])) for p in body["predictions"]]
     return ClassifyResponse(preds, body["head"], float(body["took_ms"]))
+
+
+def _example_json(item, name: str) -> dict:
+    if isinstance(item, dict):
+        return item  # already as the API takes it
+    ex = as_example(item, name)
+    if ex.kind == "id":
+        value = ex.value
+    elif ex.kind == "vector":
+        value = [float(x) for x in ex.value]
+    else:
+        value = base64.b64encode(_image_payload(ex.value)[1]).decode("ascii")
+    return {ex.kind: value, **({"weight": ex.weight} if ex.weight != 1.0 else {})}
+
+
+def _examples_json(items: Sequence, name: str) -> list[dict]:
+    return [_example_json(x, f"{name}[{i}]") for i, x in enumerate(items)]
+
+
+def _query_json(query, name: str) -> dict:
+    """One query of a batch as JSON: a dict as given (its examples converted), else one example's fields."""
+    if isinstance(query, dict):
+        out = dict(query)
+        for side in ("positive", "negative"):
+            if side in out and isinstance(out[side], (list, tuple)):
+                out[side] = [_example_json(x, f"{name}.{side}[{i}]") for i, x in enumerate(out[side])]
+        return out
+    out = _example_json(query if isinstance(query, Example) else as_example(query, name), name)
+    out.pop("weight", None)  # a weight means something only among several examples
+    return out
+
+
+def _batch(body: dict) -> list[SearchResponse | SearchAPIError]:
+    took, backbone = float(body["took_ms"]), body["backbone"]
+    answers = []
+    for item in body["results"]:
+        if isinstance(item, dict):
+            err = item["error"]
+            answers.append(SearchAPIError(int(item["status"]), str(err["code"]), str(err["message"])))
+        else:
+            answers.append(_response({"results": item, "took_ms": took, "backbone": backbone}))
+    return answers
 
 
 def _response(body: dict) -> SearchResponse:

@@ -25,13 +25,14 @@ from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
 from search.duplicates import DuplicateCache
+from search.examples import search_examples
 from search.heads import HeadCatalog, HeadDamagedError
 from search.opening import open_version
+from search.ranking import MAX_K, id_set, ranked, window  # noqa: F401 - callers read MAX_K here
 from search.thumbnails import thumbnail_jpeg
 
 log = logging.getLogger(__name__)
 
-MAX_K = 1000
 OPEN_ATTEMPTS = 5  # opening races at most this many publishes in a row
 
 
@@ -252,26 +253,31 @@ class SearchEngine:
         return embedder.embed(batch)
 
     @_newest_if_gone
-    def search_image(self, image: ImageSource, k: int = 10, *, head: str | None = None,
-                     max_pixels: int | None = None) -> list[Hit]:
-        """Nearest images to an image given as a path, bytes, file object or PIL image.
-
-        ``max_pixels``: refuse (ImageTooLargeError) an image declaring more pixels (default: the config's).
-        """
-        k = _check_k(k)
+    def search_image(self, image: ImageSource, k: int | None = None, *, head: str | None = None,
+                     max_pixels: int | None = None, min_score: float | None = None, offset: int = 0) -> list[Hit]:
+        """Nearest images to an image given as a path, bytes, file object or PIL image; ``max_pixels``:
+        refuse (ImageTooLargeError) one declaring more pixels (default: the config's)."""
+        window(k, offset, min_score)  # fail on a bad window or head name before embedding
         if head is not None:
-            self._head(head)  # fail on a bad head name before embedding
-        return self.search_vector(self.embed_images([image], max_pixels=max_pixels)[0], k, head=head)
+            self._head(head)
+        vector = self.embed_images([image], max_pixels=max_pixels)[0]
+        return self.search_vector(vector, k, head=head, min_score=min_score, offset=offset)
 
     @_newest_if_gone
-    def search_vector(self, vector, k: int = 10, *, exclude: int | None = None,
-                      head: str | None = None) -> list[Hit]:
-        """Nearest images to a (D,) embedding-space vector.
+    def search_examples(self, positive, negative=(), k: int | None = None, *, strategy="rocchio", head=None,
+                        min_score=None, offset: int = 0, max_pixels: int | None = None) -> list[Hit]:
+        """Nearest images to several examples, ``positive`` and ``negative``: lists of ids, vectors, images
+        or weighted ``Example``s; ``strategy`` "rocchio" or "best" (``search/examples.py``)."""
+        return search_examples(self, positive, negative, window(k, offset, min_score), strategy=strategy,
+                               head=head, max_pixels=max_pixels)
 
-        With ``head``, similarity blends in that head's class probabilities
-        (head-aware search); otherwise plain cosine similarity.
-        """
-        k = _check_k(k)
+    @_newest_if_gone
+    def search_vector(self, vector, k: int | None = None, *, exclude=None, head: str | None = None,
+                      min_score: float | None = None, offset: int = 0) -> list[Hit]:
+        """Nearest images to a (D,) embedding-space vector but the id(s) ``exclude``: ``k`` from rank ``offset``
+        scoring at least ``min_score`` (``k`` None: all such, to MAX_K; ``search/ranking.py``).  With ``head``,
+        similarity blends in that head's class probabilities (head-aware search); else plain cosines."""
+        win = window(k, offset, min_score)
         v = self.check_vector(vector)[None]  # (1, D)
         if self.index is None or len(self) == 0:
             return []
@@ -280,10 +286,13 @@ class SearchEngine:
         if head is not None:
             h, index = self._head(head)
             query = h.augment(query, v)  # (1, d + C)
-        want = min(k + (exclude is not None), len(self))
-        scores, ids = search_index(index, query, want)  # (1, want)
-        hits = [self._hit(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i != exclude]
-        return hits[:k]
+        skip = id_set(exclude)
+
+        def best(n: int) -> list[Hit]:  # the n best, the excluded left out
+            scores, ids = search_index(index, query, min(n + len(skip), len(self)))  # (1, n + skipped)
+            return [self._hit(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i not in skip][:n]
+
+        return ranked(best, win)
 
     def check_vector(self, vector) -> np.ndarray:
         """A (D,) float32 copy of ``vector``, or InvalidVectorError saying what is wrong with it."""
@@ -333,9 +342,11 @@ class SearchEngine:
         return self.heads.get(name)
 
     @_newest_if_gone
-    def search_id(self, row_id: int, k: int = 10, *, head: str | None = None) -> list[Hit]:
+    def search_id(self, row_id: int, k: int | None = None, *, head: str | None = None,
+                  min_score: float | None = None, offset: int = 0) -> list[Hit]:
         """Nearest images to an indexed image ("more like this"), itself excluded."""
-        return self.search_vector(self.vector(row_id), k, exclude=int(row_id), head=head)
+        return self.search_vector(self.vector(row_id), k, exclude=int(row_id), head=head, min_score=min_score,
+                                  offset=offset)
 
     @_newest_if_gone
     def vector(self, row_id: int) -> np.ndarray:
@@ -386,15 +397,3 @@ class SearchEngine:
                 self._embedder = Embedder(bb, self.config.batch_size, self.config.runtime, self.config.cache_dir,
                                           **model_precision(self.manifest))
             return self._embedder
-
-
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InvalidInputError(f"k must be an integer, got {quote(k)}")
-    if not 1 <= k <= MAX_K:
-        raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
-    return int(k)
-
-
-def hits_to_json(query: str, hits: list[Hit]) -> dict:
-    return {"query": query, "results": [h.to_dict() for h in hits]}

@@ -187,3 +187,42 @@ def test_csp_blocks_and_reports_injected_code(browser, live_server):
     assert pg.evaluate("window.__injected === undefined")  # the inline script never ran
     assert any("script-src" in v for v in violations) and any("img-src" in v for v in violations)
     context.close()
+
+
+def test_more_like_these_and_less_like_this(page, live_server, corpus):
+    """Select several results and search "more like these"; mark one "less like this"; the score legend."""
+    sent = []
+    page.on("request", lambda req: req.url.endswith("/api/search") and sent.append(req.post_data or ""))
+    page.goto(live_server.url + "/")
+    assert "near-duplicates" in page.text_content("#score-legend")  # the measured bands, before any search
+    page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
+    wait_until(page, "document.querySelector('#status').textContent.includes('results for coffee.jpg')")
+    assert page.is_disabled("#more-like-these")
+    first = _result_ids(page)
+    chosen = first[1:3]
+    for n in (1, 2):
+        page.check(f"#results .select >> nth={n}")
+    assert page.text_content("#more-like-these").strip() == "More like these (2)"
+    page.click("#more-like-these")
+    wait_until(page, "document.querySelector('#status').textContent.includes('like 2 images')")
+    assert '"positive":[{"id":%d},{"id":%d}]' % tuple(chosen) in sent[-1]
+    liked = _result_ids(page)
+    assert liked != first and not set(chosen) & set(liked) and len(liked) == 24
+    assert page.is_disabled("#more-like-these")  # the selection is spent
+
+    unwanted = liked[0]
+    page.click("#results .less >> nth=0")
+    wait_until(page, "document.querySelector('#status').textContent.includes('unlike 1')")
+    assert '"negative":[{"id":%d}]' % unwanted in sent[-1]
+    assert unwanted not in _result_ids(page)
+    assert f"unlike id {unwanted}" in page.text_content("#query-caption")
+
+    # an uploaded query marked "less like this": the file goes as a positive, the id as a negative
+    page.set_input_files("#file-input", str(corpus / "photos" / "rocket.jpg"))
+    wait_until(page, "document.querySelector('#status').textContent.includes('results for rocket.jpg')")
+    unwanted = _result_ids(page)[1]
+    page.click("#results .less >> nth=1")
+    wait_until(page, "document.querySelector('#status').textContent.includes('unlike 1')")
+    assert unwanted not in _result_ids(page)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page-less-like-this.png"), full_page=True)

@@ -10,8 +10,11 @@ from flask import Blueprint, current_app, g, jsonify, request, send_file, url_fo
 
 from search.duplicates import KEEP_RULES
 from search.engine import MAX_K, SearchEngine, display_text
-from search.errors import ImageError, quote
+from search.errors import ImageError, InvalidInputError, quote
+from search.examples import Example, check_strategy
+from search.ranking import check_min_score
 from web.errors import ApiError
+from web.examples import decode_image, json_examples, multipart_examples
 from web.openapi import openapi_spec
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -55,8 +58,29 @@ def _parse_int(raw, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _parse_k(raw) -> int:
-    return _parse_int(raw, "k", current_app.config["DEFAULT_K"], 1, MAX_K)
+def _parse_k(raw, default: int | None = None) -> int:
+    return _parse_int(raw, "k", current_app.config["DEFAULT_K"] if default is None else default, 1, MAX_K)
+
+
+def _parse_window(fields: dict) -> tuple[int, int, float | None]:
+    """(k, offset, min_score) of a search; with min_score, k defaults to every result reaching it."""
+    raw = fields.get("min_score")
+    min_score = None
+    if raw is not None and raw != "":
+        try:
+            min_score = check_min_score(float(raw) if isinstance(raw, str) else raw)
+        except (ValueError, InvalidInputError):
+            raise ApiError(400, "invalid_min_score", f"min_score must be a number from -1 to 1 (a cosine score), "
+                                                     f"got {quote(raw)}") from None
+    k = _parse_k(fields.get("k"), None if min_score is None else MAX_K)
+    return k, _parse_int(fields.get("offset"), "offset", 0, 0, MAX_K - 1), min_score
+
+
+def _parse_strategy(raw) -> str:
+    try:
+        return check_strategy("rocchio" if raw in (None, "") else raw)
+    except InvalidInputError as exc:
+        raise ApiError(400, "invalid_strategy", str(exc)) from None
 
 
 def _hit_json(hit) -> dict:
@@ -70,35 +94,58 @@ def _hit_json(hit) -> dict:
 class Query:
     """What a search or classify request asks about, and its other fields (form or JSON)."""
 
-    kind: str  # "image" | "id" | "vector"
+    kind: str  # "image" | "id" | "vector" | "examples"
     fields: dict
     image: bytes | None = None
     filename: str | None = None
     row_id: int | None = None
     vector: list | None = None
+    positive: list[Example] | None = None
+    negative: list[Example] | None = None
 
     def describe(self) -> dict:
+        if self.kind == "examples":
+            return {"type": "examples", "strategy": self.fields.get("strategy") or "rocchio",
+                    "positive": len(self.positive), "negative": len(self.negative)}
         if self.kind == "image":
             return {"type": "image", "filename": self.filename}
         return {"type": "id", "id": self.row_id} if self.kind == "id" else {"type": "vector"}
 
 
 def _parse_query() -> Query:
-    """Multipart ``image`` (+ form fields), or a JSON object with ``id`` or ``vector``."""
+    """Multipart ``image`` or examples (+ form fields), or a JSON object (``query_of_json``)."""
     if request.mimetype == "multipart/form-data" or request.files:
         upload = request.files.get("image")
+        if upload is None and any(side in request.files or side in request.form for side in ("positive", "negative")):
+            positive, negative = multipart_examples(request.files, request.form)
+            return Query("examples", request.form.to_dict(), positive=positive, negative=negative)
         if upload is None:
-            raise ApiError(400, "missing_field", "send the query image in the multipart field 'image'")
+            raise ApiError(400, "missing_field", "send the query image in the multipart field 'image' (or "
+                                                 "examples in 'positive' and 'negative')")
         return Query("image", request.form.to_dict(), image=upload.read(), filename=upload.filename or "upload")
     if not request.is_json:
         raise ApiError(400, "missing_field",
                        "send multipart/form-data with an 'image' file, or JSON with 'id' or 'vector'")
+    return query_of_json(json_body())
+
+
+def json_body():
+    """The request's JSON (None if it is not JSON)."""
     try:
-        body = request.get_json(silent=True)  # silent covers syntax errors, not this one
+        return request.get_json(silent=True)  # silent covers syntax errors, not this one
     except RecursionError:
         raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
+
+
+def query_of_json(body) -> Query:
+    """A JSON query: ``id``, ``vector``, ``image`` (base64) or ``positive``/``negative`` examples."""
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object such as {\"id\": 3, \"k\": 10}")
+    if "positive" in body or "negative" in body:
+        positive, negative = json_examples(body)
+        return Query("examples", body, positive=positive, negative=negative)
+    if "image" in body:
+        return Query("image", body, image=decode_image(body["image"], "image"), filename="image")
     if "id" in body:
         row_id = body["id"]
         if isinstance(row_id, bool) or not isinstance(row_id, int):
@@ -112,7 +159,7 @@ def _parse_query() -> Query:
         ):
             raise ApiError(400, "invalid_vector", f"vector must be a list of {dim} numbers")
         return Query("vector", body, vector=vector)
-    raise ApiError(400, "missing_field", "the JSON body needs 'id' or 'vector'")
+    raise ApiError(400, "missing_field", "the JSON body needs 'image' (base64), 'positive' examples, 'id' or 'vector'")
 
 
 def _answer(query: Query, by_image, by_id, by_vector):
@@ -128,6 +175,9 @@ def _answer(query: Query, by_image, by_id, by_vector):
             raise exc.about(query.filename) from None
     if query.kind == "id":
         return by_id(query.row_id)
+    if query.kind == "examples":
+        raise ApiError(400, "invalid_examples", "several examples are for searching; classify one image, id or "
+                                                "vector")
     return by_vector(query.vector)
 
 
@@ -153,13 +203,24 @@ def search():
     started = time.perf_counter()
     eng = engine()
     query = _parse_query()
-    k = _parse_k(query.fields.get("k"))
-    head = _parse_head(query.fields.get("head"), required=False)
-    hits = _answer(query, lambda image, **kw: eng.search_image(image, k, head=head, **kw),
-                   lambda row_id: eng.search_id(row_id, k, head=head),
-                   lambda vector: eng.search_vector(vector, k, head=head))
+    hits, head, (_, offset, min_score) = search_hits(eng, query)
     return jsonify(results=[_hit_json(h) for h in hits], query=query.describe(), backbone=eng.backbone,
-                   head=head, took_ms=round((time.perf_counter() - started) * 1000, 2))
+                   head=head, offset=offset, min_score=min_score,
+                   took_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+def search_hits(eng: SearchEngine, query: Query):
+    """(hits, head, (k, offset, min_score)) of one search query."""
+    k, offset, min_score = win = _parse_window(query.fields)
+    head = _parse_head(query.fields.get("head"), required=False)
+    kw = {"head": head, "offset": offset, "min_score": min_score}
+    if query.kind == "examples":
+        strategy = _parse_strategy(query.fields.get("strategy"))
+        return eng.search_examples(query.positive, query.negative, k, strategy=strategy,
+                                   max_pixels=current_app.config["MAX_IMAGE_PIXELS"], **kw), head, win
+    hits = _answer(query, lambda image, **more: eng.search_image(image, k, **kw, **more),
+                   lambda row_id: eng.search_id(row_id, k, **kw), lambda vector: eng.search_vector(vector, k, **kw))
+    return hits, head, win
 
 
 @api.post("/classify")

@@ -60,6 +60,15 @@ class ApiError(ImgsearchError):
         self.status, self.code, self.message = status, code, message
 
 
+def error_of(exc: ImgsearchError) -> tuple[int, str, str] | None:
+    """(HTTP status, code, message) of an error the caller can fix, as a response would carry them; None for
+    the server's own problems (a batch answers those as a whole request's failure)."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code, exc.message
+    mapped = status_of(exc)
+    return None if mapped is None else (*mapped, str(exc)[:MAX_MESSAGE])
+
+
 MAX_MESSAGE = 2000  # characters: messages quote at most ~200 of a caller's value (quote()); this is the backstop
 
 

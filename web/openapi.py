@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from search.duplicates import KEEP_RULES
 from search.engine import MAX_K
+from search.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_WEIGHT, STRATEGIES
+from web.examples import EXAMPLE_FIELDS, MAX_BATCH
 
 
 def _error(description: str) -> dict:
@@ -16,6 +18,14 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     top = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}
     head = {"type": "string", "description": "a trained head's name (GET /api/info lists them)"}
     vector = {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim}
+    window = {
+        "min_score": {"type": "number", "minimum": -1, "maximum": 1,
+                      "description": f"only results scoring at least this (a cosine); without k, every one up to "
+                                     f"rank {MAX_K}"},
+        "offset": {"type": "integer", "minimum": 0, "maximum": MAX_K - 1, "default": 0,
+                   "description": f"skip this many of the best results (ranks past {MAX_K} are never served)"},
+    }
+    query_ref = {"$ref": "#/components/schemas/SearchQuery"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "imgsearch", "version": "1",
@@ -26,23 +36,37 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                 "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": {
                         "type": "object", "required": ["image"],
+                        "description": "an image in 'image', or examples: image files in 'positive' and "
+                                       "'negative' (several each) and indexed ids as text fields of those names",
                         "properties": {"image": {"type": "string", "format": "binary",
                                                  "description": f"at most {max_upload_bytes} bytes"},
-                                       "k": k, "head": head}}},
-                    "application/json": {"schema": {"oneOf": [
-                        {"type": "object", "required": ["id"],
-                         "properties": {"id": {"type": "integer"}, "k": k, "head": head}},
-                        {"type": "object", "required": ["vector"],
-                         "properties": {"vector": vector, "k": k, "head": head}},
-                    ]}},
+                                       "positive": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                                       "negative": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                                       "strategy": {"type": "string", "enum": list(STRATEGIES)},
+                                       "k": k, "head": head, **window}}},
+                    "application/json": {"schema": query_ref},
                 }},
                 "responses": {
                     "200": {"description": "Results, best first",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
-                    "400": _error("Not an image, missing field, bad k, id, vector or head"),
+                    "400": _error("Not an image, missing field, bad k, min_score, offset, id, vector, head, example, "
+                                  "weight or strategy"),
                     "404": _error("Unknown id"),
                     "409": _error("The head named is damaged: retrain it"),
                     "413": _error("Upload over the size limit, or an image over the pixel limit"),
+                },
+            }},
+            "/api/search/batch": {"post": {
+                "summary": "Several searches in one request, answered in order",
+                "description": "Each query is what POST /api/search takes as JSON. A query that fails is answered "
+                               "in its place by its error object and HTTP status; the others are still answered.",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/BatchRequest"}}}},
+                "responses": {
+                    "200": {"description": "One answer per query, in order: its results, or its error",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResponse"}}}},
+                    "400": _error("Not {\"queries\": [...]}, or no query"),
+                    "413": _error(f"More than {MAX_BATCH} queries, or a body over {max_upload_bytes} bytes"),
                 },
             }},
             "/api/classify": {"post": {
@@ -120,6 +144,38 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["code", "message"],
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+            "Example": {
+                "type": "object", "minProperties": 1,
+                "description": "exactly one of id, vector, image; with an optional weight",
+                "properties": {"id": {"type": "integer"}, "vector": vector,
+                               "image": {"type": "string", "contentEncoding": "base64",
+                                         "description": "an image file, base64; the upload limits apply"},
+                               **{f: {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WEIGHT, "default": 1}
+                                  for f in EXAMPLE_FIELDS}}},
+            "SearchQuery": {
+                "type": "object",
+                "description": "one of id, vector, image (base64) or positive (with negative) examples. Examples: "
+                               "'rocchio' searches by the weighted mean of the positives minus "
+                               f"{NEGATIVE_WEIGHT} x the weighted mean of the negatives, re-normalised (scores are "
+                               "cosines to it); 'best' scores each image by its best positive (weight x cosine) "
+                               "and leaves out those more like a negative than like that positive. Examples "
+                               "given by id are not among the results.",
+                "properties": {"id": {"type": "integer"}, "vector": vector,
+                               "image": {"type": "string", "contentEncoding": "base64"},
+                               "positive": {"type": "array", "minItems": 1, "maxItems": MAX_EXAMPLES,
+                                            "items": {"$ref": "#/components/schemas/Example"}},
+                               "negative": {"type": "array", "items": {"$ref": "#/components/schemas/Example"}},
+                               "strategy": {"type": "string", "enum": list(STRATEGIES), "default": "rocchio"},
+                               "k": k, "head": head, **window}},
+            "BatchRequest": {"type": "object", "required": ["queries"], "properties": {
+                "queries": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": query_ref}}},
+            "BatchResponse": {"type": "object", "required": ["results"], "properties": {
+                "results": {"type": "array", "items": {"oneOf": [
+                    {"type": "array", "items": {"$ref": "#/components/schemas/Hit"}},
+                    {"allOf": [{"$ref": "#/components/schemas/Error"},
+                               {"type": "object", "required": ["status"],
+                                "properties": {"status": {"type": "integer"}}}]}]}},
+                "took_ms": {"type": "number"}, "backbone": {"type": "string"}}},
             "Hit": {"type": "object", "required": ["id", "path", "label", "score", "thumbnail_url"],
                     "properties": {"id": {"type": "integer"}, "path": {"type": "string"},
                                    "label": {"type": "string"}, "score": {"type": "number"},
@@ -129,6 +185,8 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                                           "items": {"$ref": "#/components/schemas/Hit"}},
                                               "took_ms": {"type": "number"}, "backbone": {"type": "string"},
                                               "head": {"type": ["string", "null"]},
+                                              "offset": {"type": "integer"},
+                                              "min_score": {"type": ["number", "null"]},
                                               "query": {"type": "object"}}},
             "DuplicateGroup": {"type": "object",
                                "required": ["group", "ids", "paths", "scores", "keep", "exact", "thumbnail_urls"],

@@ -1,4 +1,6 @@
 // Query-by-example: upload, drop or paste an image; click a result for "more like this".
+// Several examples: select results and search "More like these"; "Less like this" on a result
+// searches again with it as a negative example (POST /api/search with positive/negative).
 // The Duplicates view (#duplicates) lists groups of near-duplicates; click one to search by it.
 // With classification heads, the query's predicted classes show beside it, and
 // "head-aware search" blends the head's class probabilities into the similarity.
@@ -11,6 +13,10 @@ const headSelect = $("head-select");  // absent when the index has no heads
 const headAware = $("head-aware");
 const K = 24;
 let queryUrl = null;
+// the query shown: {file} or {id} alone, or examples {positive: [{id} | {file}], negative: [{id}]}
+let current = null;
+const selected = new Map();  // id -> hit, the results ticked for "More like these"
+const moreButton = $("more-like-these");
 
 function setStatus(text, isError = false) {
   statusEl.textContent = text;
@@ -18,7 +24,7 @@ function setStatus(text, isError = false) {
 }
 
 function showQuery(src, caption) {
-  if (queryUrl) URL.revokeObjectURL(queryUrl);
+  if (queryUrl && src !== queryUrl) URL.revokeObjectURL(queryUrl);
   queryUrl = src.startsWith("blob:") ? src : null;
   $("query-image").src = src;
   $("query-caption").textContent = caption;
@@ -26,10 +32,27 @@ function showQuery(src, caption) {
   $("query").hidden = false;
 }
 
-// POST a query ({file} or {id}) with extra fields to an API endpoint; resolve to the JSON body.
+// POST a query ({file}, {id} or {positive, negative}) with extra fields to an API endpoint; resolve to the JSON body.
 async function post(endpoint, query, fields) {
   let init;
-  if (query.file) {
+  if (query.positive && query.positive.some((p) => p.file)) {
+    // an uploaded image among the examples: multipart, files and ids under the fields positive and negative
+    const form = new FormData();
+    for (const p of query.positive) {
+      if (p.file) form.append("positive", p.file, p.file.name || "pasted.png");
+      else form.append("positive", String(p.id));
+    }
+    for (const n of query.negative) form.append("negative", String(n.id));
+    for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
+    init = { method: "POST", body: form };
+  } else if (query.positive) {
+    const ids = (list) => list.map((e) => ({ id: e.id }));
+    init = {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ positive: ids(query.positive), negative: ids(query.negative), ...fields }),
+    };
+  } else if (query.file) {
     const form = new FormData();
     form.append("image", query.file, query.file.name || "pasted.png");
     for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
@@ -48,6 +71,9 @@ async function post(endpoint, query, fields) {
 }
 
 async function run(query, label) {
+  current = query;
+  selected.clear();
+  updateMoreButton();
   setStatus("Searching…");
   resultsEl.setAttribute("aria-busy", "true");
   const head = headSelect ? headSelect.value : null;
@@ -56,7 +82,7 @@ async function run(query, label) {
   try {
     const [found, classified] = await Promise.all([
       post("/api/search", query, fields),
-      head ? post("/api/classify", query, { head, top: 3 }) : Promise.resolve(null),
+      head && !query.positive ? post("/api/classify", query, { head, top: 3 }) : Promise.resolve(null),
     ]);
     render(found.results);
     if (classified) renderPredictions(classified.predictions);
@@ -81,7 +107,60 @@ function searchFile(file) {
 
 function searchId(hit) {
   showQuery(hit.thumbnail_url, `${hit.label || "(no label)"} · id ${hit.id}`);
-  run({ id: hit.id }, `image ${hit.id}`);
+  run({ id: hit.id, thumbnail_url: hit.thumbnail_url }, `image ${hit.id}`);
+}
+
+// ---------------------------------------------------------------- several examples
+function nameOf(example) {
+  return example.file ? example.file.name || "pasted image" : `id ${example.id}`;
+}
+
+function searchExamples(positive, negative) {
+  const first = positive[0];
+  const src = first.file ? queryUrl : first.thumbnail_url;
+  const unlike = negative.length ? ` · unlike ${negative.map(nameOf).join(", ")}` : "";
+  showQuery(src, `like ${positive.map(nameOf).join(", ")}${unlike}`);
+  const what = positive.length === 1 ? nameOf(first) : `${positive.length} images`;
+  run({ positive, negative }, `like ${what}${negative.length ? `; unlike ${negative.length}` : ""}`);
+}
+
+function updateMoreButton() {
+  moreButton.textContent = `More like these (${selected.size})`;
+  moreButton.disabled = selected.size === 0;
+}
+
+moreButton.addEventListener("click", () => {
+  if (selected.size) searchExamples([...selected.values()], []);
+});
+
+function lessLikeThis(hit) {
+  const positive = current.positive || [current];  // a single query becomes the one positive
+  const negative = [...(current.negative || []), { id: hit.id }];
+  searchExamples(positive, negative);
+}
+
+function hitActions(hit) {
+  const actions = document.createElement("div");
+  actions.className = "hit-actions";
+  const pick = document.createElement("label");
+  const box = document.createElement("input");
+  box.type = "checkbox";
+  box.className = "select";
+  box.setAttribute("aria-label", `Select ${hit.label || "image"} (id ${hit.id}) for "More like these"`);
+  box.addEventListener("change", () => {
+    if (box.checked) selected.set(hit.id, hit);
+    else selected.delete(hit.id);
+    updateMoreButton();
+  });
+  pick.append(box, " select");
+  const less = document.createElement("button");
+  less.type = "button";
+  less.className = "less";
+  less.textContent = "less like this";
+  less.setAttribute("aria-label", `Less like ${hit.label || "this image"} (id ${hit.id})`);
+  less.addEventListener("click", () => lessLikeThis(hit));
+  actions.append(pick, less);
+  return actions;
 }
 
 function renderPredictions(predictions) {
@@ -125,7 +204,7 @@ function render(results) {
     caption.append(score, label);
     button.append(img, caption);
     button.addEventListener("click", () => searchId(hit));
-    li.append(button);
+    li.append(button, hitActions(hit));
     return li;
   }));
 }
