@@ -92,11 +92,13 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
     With --engine spark the embedding runs on a Spark cluster; the index is
     the same.
     """
-    from indexer.folder.manifest import backbone_name
+    from indexer.folder.manifest import backbone_name, check_not_external
     from indexer.folder.store import EmbeddingStore
     from indexer.run.pipeline import index_images
 
     store = EmbeddingStore(index_dir)
+    if store.exists():
+        check_not_external(store.read_manifest(), index_dir)
     if backbone is None:
         backbone = backbone_name(store.read_manifest()) if store.exists() else DEFAULT_BACKBONE
     config = dataclasses.replace(IndexConfig(), backbone=backbone, weights=weights, batch_size=batch_size,
@@ -114,6 +116,37 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
         summary = index_images_spark(sources, index_dir, config, sync=sync, wait=not no_wait)
     else:
         summary = index_images(sources, index_dir, config, sync=sync, wait=not no_wait)
+    for line in summary.lines():
+        click.echo(line)
+
+
+@click.command("index-vectors")
+@click.argument("src", type=click.Path())
+@index_option
+@click.option("--model", default="external", show_default=True,
+              help="Name of the model that made the vectors (recorded; an index holds one model's vectors).")
+@click.option("--shard-size", default=4096, show_default=True, type=click.IntRange(1),
+              help="Rows per Parquet shard.")
+@click.option("--sync", is_flag=True, help="Also remove indexed rows whose paths are not in SRC.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@ann_options
+@no_wait_option
+def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, index_type, max_index_memory,
+                          target_recall, rerank, cpu_only, no_wait):
+    """Index vectors made elsewhere: SRC is a Parquet file with 'path' and 'embedding' columns.
+
+    Optional columns: 'label', and 'sha256' (the content's digest: copies
+    collapse, a changed path keeps its id; without it the vector's own digest
+    stands in).  Vectors are L2-normalised; bad rows are skipped with their
+    reason.  The index is queried by vector or id (an image cannot be
+    embedded without the model that made them).  Running it again adds only
+    new rows, as `imgsearch index` does for images.
+    """
+    from indexer.run.index_vectors import index_vectors
+
+    config = dataclasses.replace(IndexConfig(), shard_size=shard_size, progress=not no_progress)
+    config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only)
+    summary = index_vectors(src, index_dir, config, model=model, sync=sync, wait=not no_wait)
     for line in summary.lines():
         click.echo(line)
 

@@ -104,8 +104,12 @@ def info(index_dir, as_json):
     bb = data["backbone"]
     click.echo(f"index:      {data['index_dir']}")
     click.echo(f"images:     {data['count']} in {data['shards']} shard(s)")
-    click.echo(f"backbone:   {bb['name']} ({bb['weights']}), {bb['input_size']}px, dim {data['dim']}")
-    click.echo(f"preprocess: {bb['preprocessing']}; {bb['resize']}")
+    if bb.get("external"):
+        click.echo(f"backbone:   {bb['name']}: vectors made elsewhere (imgsearch index-vectors), dim {data['dim']}; "
+                   "query by vector or id")
+    else:
+        click.echo(f"backbone:   {bb['name']} ({bb['weights']}), {bb['input_size']}px, dim {data['dim']}")
+        click.echo(f"preprocess: {bb['preprocessing']}; {bb['resize']}")
     if data.get("ann"):
         for line in describe_ann(data["count"], data["ann"]):
             click.echo(line)

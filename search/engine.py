@@ -15,6 +15,7 @@ from indexer.errors import InvalidInputError, NotFoundError, quote
 from indexer.folder.manifest import (
     backbone_name,
     check_compatible,
+    check_image_queries,
     model_precision,
     precision,
     resample,
@@ -388,6 +389,7 @@ class SearchEngine:
     def _get_embedder(self):
         with self._lock:
             if self._embedder is None:
+                check_image_queries(self.manifest)  # vectors made elsewhere: no model to embed an image
                 from indexer.model.backbones import load_backbone
                 from indexer.model.embedder import Embedder
 

@@ -13,11 +13,12 @@ from indexer.errors import (
     quote,
 )
 from indexer.folder.heads import HeadDamagedError, HeadError, UnknownHeadError
+from indexer.folder.manifest import ExternalVectorsError
 from indexer.folder.store import IndexFormatError
 from indexer.inputs.images import ImageDecodeError, ImageTooLargeError
 from search.engine import InvalidVectorError, UnknownIdError
 from search.thumbnails import ImageUnavailableError
 
-__all__ = ["DamagedIndexError", "ExecutionError", "HeadDamagedError", "HeadError", "ImageDecodeError", "ImageError", "ImageTooLargeError",
+__all__ = ["DamagedIndexError", "ExecutionError", "ExternalVectorsError", "HeadDamagedError", "HeadError", "ImageDecodeError", "ImageError", "ImageTooLargeError",
            "ImageUnavailableError", "ImgsearchError", "IndexFormatError", "InvalidInputError", "InvalidVectorError",
            "MissingDependencyError", "NotFoundError", "UnknownHeadError", "UnknownIdError", "quote"]

@@ -14,6 +14,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from search.errors import (
+    ExternalVectorsError,
     HeadDamagedError,
     HeadError,
     ImageError,
@@ -35,6 +36,7 @@ _CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: 
 STATUS: dict[type[ImgsearchError], tuple[int, str]] = {
     InvalidInputError: (400, "bad_request"),
     InvalidVectorError: (400, "invalid_vector"),
+    ExternalVectorsError: (400, "image_queries_unsupported"),  # vectors made elsewhere: query by vector or id
     HeadError: (400, "unknown_head"),  # every head the client names: unknown, or unusable
     HeadDamagedError: (409, "head_damaged"),  # the head exists but its files are damaged: retrain it
     NotFoundError: (404, "not_found"),  # UnknownIdError among them

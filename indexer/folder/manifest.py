@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+from indexer.errors import InvalidInputError
 from indexer.folder.store import IndexFormatError
 
 log = logging.getLogger(__name__)
@@ -14,11 +15,41 @@ def check_compatible(manifest: dict, backbone: str, dim: int, where: str) -> Non
     """Raise if an index folder was built with another backbone (name) or dimension."""
     built_with = backbone_name(manifest)
     if built_with != backbone or manifest["dim"] != dim:
+        if is_external(manifest):
+            raise IndexFormatError(
+                f"{where} holds vectors made by another model ({built_with}, dimension {manifest['dim']}), not "
+                f"{backbone} (dimension {dim}): add to it with imgsearch index-vectors --model "
+                f"{manifest['backbone'].get('model', '?')}, or use another --index folder")
         raise IndexFormatError(
             f"{where} was built with backbone {built_with} "
             f"(dimension {manifest['dim']}), not {backbone} (dimension {dim}); "
             f"use --backbone {built_with} or another --index folder"
         )
+
+
+class ExternalVectorsError(InvalidInputError):
+    """An image query of an index whose vectors another model made: there is no model here to embed it."""
+
+
+def is_external(manifest: dict) -> bool:
+    """Whether the index holds vectors made elsewhere (``imgsearch index-vectors``)."""
+    return bool(manifest["backbone"].get("external"))
+
+
+def check_image_queries(manifest: dict) -> None:
+    """Raise ExternalVectorsError if images cannot be embedded for this index."""
+    if is_external(manifest):
+        raise ExternalVectorsError(
+            f"this index holds vectors made by another model ({backbone_name(manifest)}), so an image cannot be "
+            "embedded for it here: query it by vector (made by that model) or by id")
+
+
+def check_not_external(manifest: dict, where) -> None:
+    """Raise if images would be added to an index of vectors made elsewhere."""
+    if is_external(manifest):
+        raise ExternalVectorsError(
+            f"{where} holds vectors made by another model ({backbone_name(manifest)}): add to it with "
+            "imgsearch index-vectors, or index images into another --index folder")
 
 
 def precision(manifest: dict) -> str:

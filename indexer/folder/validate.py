@@ -64,6 +64,7 @@ def check_manifest_shape(manifest) -> None:
     _optional(backbone, "precision", _check_precision)  # absent: float32 (indexes from before precisions)
     _optional(backbone, "calibration", lambda v: _type(v, dict, "backbone.calibration", "an object"))
     _optional(backbone, "resample", _check_resample)  # absent: bicubic (indexes from before it was recorded)
+    _optional(backbone, "external", lambda v: _type(v, bool, "backbone.external", "true or false"))
     _int(manifest["dim"], "dim", 1)
     _int(manifest["count"], "count")
     _type(manifest["shards"], list, "shards", "a list of file names")

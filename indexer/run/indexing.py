@@ -135,28 +135,31 @@ class EmbedStage(Protocol):
 
 
 def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike, config: IndexConfig,
-              stage: EmbedStage, *, sync: bool = False, wait: bool = True) -> IndexSummary:
+              stage: EmbedStage, *, sync: bool = False, wait: bool = True,
+              files: list[ImageFile] | None = None, backbone=None) -> IndexSummary:
     """Index the images under ``sources`` into ``index_dir``, embedded by ``stage``; see ``index_images``.
 
     The run holds the folder's writer lock from its start-up clean-up to its
     publish (``wait=False``: IndexLockedError at once if another writer has it).
+    ``files`` and ``backbone``: the listing and the model when they come from elsewhere than ``sources``
+    and the config (vectors made by another model: ``index_vectors``).
     """
     started = time.perf_counter()
     # the run's one listing (nothing is read yet): fails early on a missing source, sizes the progress
     # bar, and with sync tells which indexed files are gone
-    files = list(iter_image_files(sources))
+    files = list(iter_image_files(sources)) if files is None else files
     with writer_lock(index_dir, wait=wait, create=True):
-        return _run_locked(files, index_dir, config, stage, sync, started)
+        return _run_locked(files, index_dir, config, stage, sync, started, backbone)
 
 
 def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: IndexConfig, stage: EmbedStage,
-                sync: bool, started: float) -> IndexSummary:
+                sync: bool, started: float, backbone=None) -> IndexSummary:
     from tqdm.auto import tqdm
 
     from indexer.model.backbones import load_backbone
 
     summary = stage.summary_type(str(index_dir), found=len(files))
-    backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
+    backbone = backbone or load_backbone(config.backbone, config.weights, config.cache_dir)
     store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime)
     ledger = Ledger(store, manifest, shards, summary, {f.path for f in files} if sync else None)
     stage.prepare(IndexRun(files, str(index_dir), store, manifest, backbone, ledger, summary, config, started))
@@ -238,6 +241,8 @@ def describe_model(backbone, precision: str) -> dict:
     and, for int8, the calibration set."""
     from indexer.inputs.images import DEFAULT_RESAMPLE
 
+    if getattr(backbone, "external", False):  # vectors made elsewhere: no images to resize, no precision to pick
+        return backbone.describe()
     described = dict(backbone.describe(), precision=precision, resample=DEFAULT_RESAMPLE,
                      resize=f"shorter side to input_size ({DEFAULT_RESAMPLE}), centre crop")
     if precision == "int8":
