@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import requests
 
@@ -91,3 +94,50 @@ def test_head_aware_explain_over_http(headed_server, headed_index):
         why = client.explain(query, hit.id, head="cat")
     assert why.head == "cat" and why.head_share > 0
     assert abs(why.score - hit.score) < 1e-4 and abs(why.result_sum - hit.score) < 1e-3
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """The root group with ``explain`` among its commands, as its entry point (pyproject.toml) registers it."""
+    from importlib.metadata import EntryPoint
+
+    from click.testing import CliRunner
+
+    from web.cli import Commands, main
+
+    points = Commands._points
+
+    def with_explain(self):
+        return {**points(self), "explain": EntryPoint("explain", "search.explain_cli:explain", "imgsearch.commands")}
+
+    monkeypatch.setattr(Commands, "_points", with_explain)
+    return lambda *args: CliRunner().invoke(main, list(args))
+
+
+def test_cli_explain_writes_the_pair_with_its_heat(cli, built_index, engine, corpus, tmp_path):
+    from PIL import Image
+
+    index_dir = str(built_index[0])
+    query = corpus / "photos" / "chelsea.jpg"
+    hit = engine.search_image(query, k=2)[1]
+    out = tmp_path / "why.png"
+    result = cli("explain", "--index", index_dir, str(query), str(hit.id), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert f"score {hit.score:.4f}" in result.output and "wrote" in result.output
+    with Image.open(out) as picture:
+        assert picture.format == "PNG" and picture.width > 1.5 * picture.height
+        pixels = np.asarray(picture.convert("RGB"), np.int32)
+    red = (pixels[..., 0] > pixels[..., 2] + 60).mean()  # the positive shares' tint is on the images
+    assert red > 0.05
+    result = cli("explain", "--index", index_dir, str(int(engine.ids[0])), str(hit.id), "--json")
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["query_id"] == int(engine.ids[0]) and abs(body["query_sum"] - body["score"]) < 1e-3
+
+
+def test_cli_explain_errors_are_one_line(cli, built_index, engine):
+    index_dir = str(built_index[0])
+    result = cli("explain", "--index", index_dir, str(int(engine.ids[0])), "99999")
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: no image with id 99999 in the index"
+    result = cli("explain", "--index", index_dir, "no-such-file.jpg", "0")
+    assert result.exit_code == 2 and "neither an image file nor an indexed id" in result.output
