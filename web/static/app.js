@@ -48,6 +48,7 @@ async function post(endpoint, query, fields) {
 }
 
 async function run(query, label) {
+  document.dispatchEvent(new CustomEvent("imgsearch:query", { detail: query }));  // explain.js: "why?"
   setStatus("Searching…");
   resultsEl.setAttribute("aria-busy", "true");
   const head = headSelect ? headSelect.value : null;
