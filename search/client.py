@@ -66,6 +66,23 @@ class SearchResponse:
 
 
 @dataclass(frozen=True)
+class RemoteExplanation:
+    """Why ``id`` matches the query: its score split over the query's and the result's cells, rows first
+    (lists of lists covering each image's centred square); each grid's sum, with ``head_share``, is the score."""
+
+    score: float
+    query_shares: list[list[float]]
+    result_shares: list[list[float]]
+    query_sum: float
+    result_sum: float
+    id: int
+    head: str | None
+    head_share: float
+    took_ms: float
+    raw: dict = field(default_factory=dict)  # the whole answer (residuals, forward passes, the query)
+
+
+@dataclass(frozen=True)
 class Prediction:
     label: str  # the class name
     probability: float
@@ -204,6 +221,17 @@ class SearchClient:
     def classify_id(self, row_id: int, head: str | None = None, top: int = 5) -> ClassifyResponse:
         reply = self._request("POST", "/api/classify", json=_body(id=row_id, head=head, top=top))
         return self._parsed(_classified, reply)
+
+    def explain(self, query: ImageInput | int, result_id: int, *, head: str | None = None) -> RemoteExplanation:
+        """Why ``result_id`` matches ``query`` (an image, or an int: an indexed id): the score split over
+        both images' cells.  ``head``: the head-aware score's split, the head's term apart."""
+        if isinstance(query, int) and not isinstance(query, bool):
+            reply = self._request("POST", "/api/explain", json=_body(query={"id": query}, id=result_id, head=head))
+        else:
+            name, data = _image_payload(query)
+            fields = {"id": str(result_id), **({"head": head} if head else {})}
+            reply = self._request("POST", "/api/explain", files={"image": (name, data)}, data=fields)
+        return self._parsed(_explained, reply)
 
     def image(self, row_id: int, size: int | None = None) -> bytes:
         """An indexed image as JPEG bytes, fitted in size x size if given."""
@@ -351,3 +379,12 @@ def _duplicates(body: dict) -> DuplicatesPage:
     return DuplicatesPage(groups, int(body["total"]), int(body["offset"]), int(body["limit"]),
                           float(body["threshold"]), body["keep"], int(body.get("generation", 0)),
                           bool(body.get("keypoints", False)))
+
+
+def _explained(body: dict) -> RemoteExplanation:
+    def grid(rows):
+        return [[float(x) for x in row] for row in rows]
+
+    return RemoteExplanation(float(body["score"]), grid(body["query_shares"]), grid(body["result_shares"]),
+                             float(body["query_sum"]), float(body["result_sum"]), int(body["id"]), body.get("head"),
+                             float(body.get("head_share", 0.0)), float(body["took_ms"]), body)

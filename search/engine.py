@@ -27,6 +27,7 @@ from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
 from search.duplicates import DuplicateCache
 from search.examples import search_examples
+from search.explain import explain_pair
 from search.heads import HeadCatalog, HeadDamagedError
 from search.opening import open_version
 from search.ranking import MAX_K, id_set, ranked, window  # noqa: F401 - callers read MAX_K here
@@ -364,6 +365,9 @@ class SearchEngine:
         """Every group of near-duplicates and of exact copies in this version (``search/duplicates.py``),
         computed once per version, ``threshold`` (None: the default), ``keep`` rule and ``keypoints``."""
         return self._duplicates.get(self, threshold, keep, keypoints)
+
+    # explain(query, result_id, *, head=None, max_pixels=None) -> Explanation: the score split over cells
+    explain = _newest_if_gone(explain_pair)
 
     def thumbnail(self, row_id: int, size: int | None = None, *, max_decoded_pixels: int | None = None) -> bytes:
         """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable,

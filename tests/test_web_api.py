@@ -137,7 +137,7 @@ def test_openapi_describes_the_api(client, live_server):
     spec = requests.get(live_server.url + "/api/openapi.json", timeout=10).json()
     assert spec["openapi"].startswith("3.")
     assert set(spec["paths"]) == {"/api/search", "/api/search/batch", "/api/classify", "/api/images/{id}",
-                                  "/api/duplicates", "/api/info", "/api/health"}
+                                  "/api/duplicates", "/api/info", "/api/health", "/api/explain"}
     assert {"400", "404", "413"} <= set(spec["paths"]["/api/search"]["post"]["responses"])
     hit = spec["components"]["schemas"]["Hit"]
     assert set(hit["required"]) == {"id", "path", "label", "score", "thumbnail_url"}
@@ -149,7 +149,7 @@ def test_page_is_served_without_external_resources(live_server):
     html = r.text
     assert "efficientnet-lite0" in html and 'id="file-input"' in html
     assert "http://" not in html and "https://" not in html  # no CDN, works offline
-    for asset in ("/static/app.js", "/static/app.css"):
+    for asset in ("/static/app.js", "/static/app.css", "/static/explain.js"):
         assert requests.get(live_server.url + asset, timeout=10).status_code == 200
     r = requests.get(live_server.url + "/no-such-page", timeout=10)
     assert r.status_code == 404 and "text/html" in r.headers["Content-Type"]

@@ -53,6 +53,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from web.api import api
     from web.batch import batch
     from web.errors import register_error_handlers
+    from web.explain import explain_api
     from web.pages import pages
     from web.security import add_security_headers
 
@@ -79,6 +80,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     add_security_headers(app)
     app.register_blueprint(api)
     app.register_blueprint(batch)
+    app.register_blueprint(explain_api)
     app.register_blueprint(pages)
     log.info("serving %s (%d images, %s, debug %s)", engine.store.root, len(engine), engine.backbone,
              "on" if app.debug else "off")

@@ -13,6 +13,52 @@ def _error(description: str) -> dict:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+def _explain_path(max_upload_bytes: int) -> dict:
+    """POST /api/explain (web/explain.py): a pair's score split over both images' cells."""
+    result_id = {"type": "integer", "description": "the result to explain: an indexed image's id"}
+    head = {"type": "string", "description": "split the head-aware score; the head's part is head_share"}
+    grid = {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+            "description": "signed shares of the score, rows first from the top, over the centred square of the "
+                           "image the model sees (7 x 7 for efficientnet-lite0 at 224 px)"}
+    return {"post": {
+        "summary": "Why a result matches: its score split over the query's and the result's feature-map cells",
+        "description": "Each grid adds up (with head_share) to the score search gives the pair. Costs one forward "
+                       "pass for the result's image and one for the query's (an upload, or an id's file), fewer "
+                       "when their maps are cached.",
+        "requestBody": {"required": True, "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["image", "id"],
+                "properties": {"image": {"type": "string", "format": "binary",
+                                         "description": f"the query, at most {max_upload_bytes} bytes"},
+                               "id": result_id, "head": head}}},
+            "application/json": {"schema": {
+                "type": "object", "required": ["query", "id"],
+                "properties": {"query": {"type": "object", "required": ["id"],
+                                         "properties": {"id": {"type": "integer"}}},
+                               "id": result_id, "head": head}}},
+        }},
+        "responses": {
+            "200": {"description": "The score and its split", "content": {"application/json": {"schema": {
+                "type": "object",
+                "required": ["score", "query_shares", "result_shares", "query_sum", "result_sum", "grid", "id"],
+                "properties": {"score": {"type": "number"}, "query_shares": grid, "result_shares": grid,
+                               "query_sum": {"type": "number"}, "result_sum": {"type": "number"},
+                               "grid": {"type": "array", "items": {"type": "integer"}, "description": "[rows, cols]"},
+                               "head": {"type": ["string", "null"]}, "head_share": {"type": "number"},
+                               "id": {"type": "integer"}, "query_id": {"type": ["integer", "null"]},
+                               "forward_passes": {"type": "integer"},
+                               "residual": {"type": "object", "description": "the part of the score each map "
+                                            "did not account for (int8), spread evenly over its cells"},
+                               "query": {"type": "object"}, "thumbnail_url": {"type": "string"},
+                               "took_ms": {"type": "number"}}}}}},
+            "400": _error("Not an image, missing field, a vector query, bad id or head"),
+            "404": _error("Unknown id, or an indexed image whose file is gone or changed"),
+            "409": _error("The head named is damaged: retrain it"),
+            "413": _error("Upload over the size limit, or an image over the pixel limit"),
+        },
+    }}
+
+
 def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     k = {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}
     top = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}
@@ -92,6 +138,7 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                     "413": _error("Upload over the size limit, or an image over the pixel limit"),
                 },
             }},
+            "/api/explain": _explain_path(max_upload_bytes),
             "/api/images/{id}": {"get": {
                 "summary": "An indexed image as JPEG",
                 "parameters": [

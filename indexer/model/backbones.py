@@ -63,6 +63,7 @@ class Backbone:
         self.preprocess_np = preprocess_np  # numpy: raw RGB (n, S, S, 3) in [0, 255] -> model input, float32
         self._load_models = load_models
         self._models = None
+        self._map_model = None  # built from ``features`` on first use
         self._lock = threading.Lock()
 
     def _get(self, i: int):
@@ -75,6 +76,26 @@ class Backbone:
     def features(self):
         """keras.Model: preprocessed (n, S, S, 3) -> (n, D)."""
         return self._get(0)
+
+    @property
+    def features_and_map(self):
+        """keras.Model: preprocessed (n, S, S, 3) -> [(n, D) features, (n, h, w, D) feature map].
+
+        The explaining model (issue 18): the same layers as ``features``, with the last
+        convolutional feature map that its global average pooling reduces as a second output.
+        """
+        import keras
+
+        features = self.features
+        pool = features.layers[-1]
+        if not isinstance(pool, keras.layers.GlobalAveragePooling2D):
+            raise BackboneError(f"{self.name} does not end in a global average pooling: its matches cannot be "
+                                "explained cell by cell")
+        with self._lock:
+            if self._map_model is None:
+                self._map_model = keras.Model(features.inputs, [features.outputs[0], pool.input],
+                                              name=f"{self.name}-features-and-map")
+            return self._map_model
 
     @property
     def classifier(self):

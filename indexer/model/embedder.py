@@ -52,3 +52,30 @@ class Embedder:
             batch = images[start:start + self.batch_size]
             out[start:start + len(batch)] = self.runner(batch)
         return l2_normalize(out)
+
+
+class FeatureMapEmbedder:
+    """The explaining model (issue 18): one forward pass gives an image's embedding and the feature map it pools.
+
+    A model of its own (its own cached flatbuffer, ``outputs="map"`` in ``indexer/model/runtime.py``), so
+    indexing and search keep running exactly the model they always ran; its pooled output equals theirs
+    (tests/test_explain.py checks it).  One image per call: the interpreter keeps its batch size of 1.
+    """
+
+    def __init__(self, backbone: Backbone, runtime: str = "auto", cache_dir: Path | None = None,
+                 threads: int | None = None, precision: str = "float32", calibration=None):
+        from indexer.model.runtime import make_runner
+
+        self.backbone = backbone
+        self.precision = precision
+        self.runner = make_runner(backbone, runtime, cache_dir, threads, precision, calibration, outputs="map")
+        self.forward_passes = 0  # images run through the model so far: what an explanation cost, measured
+
+    def run(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(S, S, 3) uint8 -> ((D,) pooled features, not normalised; (h, w, D) the feature map they average)."""
+        size = self.backbone.input_size
+        if image.shape != (size, size, 3) or image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image of shape ({size}, {size}, 3), got {image.dtype} {image.shape}")
+        pooled, feature_map = self.runner(image[None])  # (1, D), (1, h, w, D)
+        self.forward_passes += 1
+        return pooled[0], feature_map[0]

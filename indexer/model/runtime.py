@@ -59,39 +59,65 @@ def resolve_runtime(requested: str = "auto", precision: str = "float32") -> str:
     return "tf" if precision == "float32" and gpu_visible() else "tflite"
 
 
+OUTPUTS = ("features", "map")
+
+
+def _check_outputs(outputs: str) -> None:
+    if outputs not in OUTPUTS:
+        raise InvalidInputError(f"outputs must be one of {', '.join(OUTPUTS)}, got {outputs!r}")
+
+
+def _keras_graph(backbone: Backbone, outputs: str):
+    """The Keras model a runner runs: the plain features model that indexing and search use, or (``"map"``)
+    the explaining model, whose outputs are the same pooled features and the feature map they pool."""
+    _check_outputs(outputs)
+    return backbone.features if outputs == "features" else backbone.features_and_map
+
+
 class TFFunctionRunner:
-    """(n, S, S, 3) uint8 -> (n, D) float32 features through one compiled tf.function."""
+    """(n, S, S, 3) uint8 -> (n, D) float32 features through one compiled tf.function.
+
+    ``outputs="map"``: -> ((n, D) features, (n, h, w, D) feature map), from the explaining model.
+    """
 
     name = "tf.function"
 
-    def __init__(self, backbone: Backbone):
+    def __init__(self, backbone: Backbone, outputs: str = "features"):
         import tensorflow as tf
 
         size = backbone.input_size
-        features, preprocess = backbone.features, backbone.preprocess
+        features, preprocess = _keras_graph(backbone, outputs), backbone.preprocess
+        self.outputs = outputs
 
         @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
         def run(images):  # (n, S, S, 3) uint8
             x = preprocess(tf.cast(images, tf.float32))
-            return features(x, training=False)  # (n, D)
+            return features(x, training=False)  # (n, D), or [(n, D), (n, h, w, D)]
 
         self._run = run
         self.description = "tf.function" + (" on GPU" if gpu_visible() else " on CPU")
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self._run(images).numpy()
+    def __call__(self, images: np.ndarray):
+        out = self._run(images)
+        if self.outputs == "map":
+            return out[0].numpy(), out[1].numpy()  # (n, D), (n, h, w, D)
+        return out.numpy()
 
 
 def _tflite_cache_path(backbone: Backbone, cache_dir: Path, precision: str = "float32",
-                       calibration=None) -> Path:
+                       calibration=None, outputs: str = "features") -> Path:
     # the flatbuffer format is stable across TensorFlow versions: the weights identify it (float32), the
-    # weights and the calibration set (int8); the float32 name is the one earlier releases cached under
+    # weights and the calibration set (int8); the float32 name is the one earlier releases cached under.
+    # The explaining model (outputs="map") is another flatbuffer under its own key: the plain one is untouched
+    _check_outputs(outputs)
+    extra, tag = ("", "") if outputs == "features" else (f"|outputs={outputs}", f"-{outputs}")
     if precision == "float32":
-        key = hashlib.sha256(f"{backbone.name}|{backbone.weights_id}|tflite-f32-v2".encode()).hexdigest()[:16]
-        return Path(cache_dir) / "models" / f"{backbone.name}-{key}.tflite"
+        key = hashlib.sha256(f"{backbone.name}|{backbone.weights_id}|tflite-f32-v2{extra}".encode()).hexdigest()[:16]
+        return Path(cache_dir) / "models" / f"{backbone.name}{tag}-{key}.tflite"
     ident = json.dumps(_calibration(calibration, precision).identity(), sort_keys=True)
-    key = hashlib.sha256(f"{backbone.name}|{backbone.weights_id}|tflite-int8-v1|{ident}".encode()).hexdigest()[:16]
-    return Path(cache_dir) / "models" / f"{backbone.name}-int8-{key}.tflite"
+    key = hashlib.sha256(
+        f"{backbone.name}|{backbone.weights_id}|tflite-int8-v1|{ident}{extra}".encode()).hexdigest()[:16]
+    return Path(cache_dir) / "models" / f"{backbone.name}-int8{tag}-{key}.tflite"
 
 
 def _calibration(calibration, precision: str):
@@ -114,25 +140,27 @@ def _interpreter_class():
         return tf.lite.Interpreter, "tf.lite"
 
 
-def tflite_model(backbone: Backbone, cache_dir: Path, precision: str = "float32", calibration=None) -> bytes:
+def tflite_model(backbone: Backbone, cache_dir: Path, precision: str = "float32", calibration=None,
+                 outputs: str = "features") -> bytes:
     """The backbone's features model as a TFLite flatbuffer, converted once and cached.
 
     ``precision="int8"``: the full-integer model calibrated on ``calibration``
-    (an object with ``identity()`` and ``images(size)``).
+    (an object with ``identity()`` and ``images(size)``).  ``outputs="map"``: the
+    explaining model, with the feature map as a second output.
     """
     check_precision(precision)
-    path = _tflite_cache_path(backbone, cache_dir, precision, calibration)
+    path = _tflite_cache_path(backbone, cache_dir, precision, calibration, outputs)
     if path.is_file():
         return path.read_bytes()
     if precision == "int8":
-        data = _convert_int8(backbone, calibration)
+        data = _convert_int8(backbone, calibration, outputs)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data)
         return data
     import tensorflow as tf
 
     log.info("converting %s to TFLite (once; cached at %s)", backbone.name, path)
-    model = backbone.features
+    model = _keras_graph(backbone, outputs)
     if backbone.name.startswith("efficientnet-lite"):
         import keras
 
@@ -167,7 +195,7 @@ def check_int8_backbone(name: str) -> None:
                                 "use --precision float32")
 
 
-def _convert_int8(backbone: Backbone, calibration) -> bytes:
+def _convert_int8(backbone: Backbone, calibration, outputs: str = "features") -> bytes:
     import keras
     import tensorflow as tf
 
@@ -180,7 +208,7 @@ def _convert_int8(backbone: Backbone, calibration) -> bytes:
     # uint8 input the converter makes then holds the pixels themselves (scale 1, zero point 0; TFLiteRunner checks it)
     images = keras.Input((size, size, 3), dtype="float32")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(images)
-    model = keras.Model(images, backbone.features(x))
+    model = keras.Model(images, _keras_graph(backbone, outputs)(x))
 
     def representative():
         for image in pixels:
@@ -198,18 +226,20 @@ def _convert_int8(backbone: Backbone, calibration) -> bytes:
 class TFLiteRunner:
     """(n, S, S, 3) uint8 -> (n, D) float32 features through a TFLite interpreter (XNNPACK).
 
+    ``outputs="map"``: -> ((n, D) features, (n, h, w, D) feature map), from the explaining model.
     The interpreter is not thread-safe: calls are serialised with a lock.
     """
 
     name = "tflite"
 
     def __init__(self, backbone: Backbone, cache_dir: Path, threads: int | None = None,
-                 precision: str = "float32", calibration=None):
+                 precision: str = "float32", calibration=None, outputs: str = "features"):
         interpreter_class, package = _interpreter_class()
         self.threads = threads or os.cpu_count() or 1
         self.precision = precision
-        self._interp = interpreter_class(model_content=tflite_model(backbone, cache_dir, precision, calibration),
-                                         num_threads=self.threads)
+        self.outputs = outputs
+        self._interp = interpreter_class(
+            model_content=tflite_model(backbone, cache_dir, precision, calibration, outputs), num_threads=self.threads)
         details = self._interp.get_input_details()[0]
         self._input = details["index"]
         self._raw_input = details["dtype"] == np.uint8  # preprocessing is inside the flatbuffer
@@ -218,7 +248,10 @@ class TFLiteRunner:
             # the int8 model's uint8 input must hold the pixels themselves, as the float32 model's does
             raise InvalidInputError(f"the {precision} model of {backbone.name} quantises its input with scale "
                                     f"{scale}, zero point {zero}, not the raw pixels: delete it from {cache_dir}")
-        self._output = self._interp.get_output_details()[0]["index"]
+        # by rank, not position: the converter does not keep the Keras outputs' order
+        ranked = sorted(self._interp.get_output_details(), key=lambda d: len(d["shape"]))
+        self._output = ranked[0]["index"]  # (n, D)
+        self._map_output = ranked[-1]["index"] if outputs == "map" else None  # (n, h, w, D)
         self._batch = 0
         self._lock = threading.Lock()
         self._size = backbone.input_size
@@ -234,18 +267,21 @@ class TFLiteRunner:
                 self._batch = len(x)
             self._interp.set_tensor(self._input, x)
             self._interp.invoke()
+            if self._map_output is not None:
+                return self._interp.get_tensor(self._output).copy(), self._interp.get_tensor(self._map_output).copy()
             return self._interp.get_tensor(self._output).copy()  # (n, D)
 
 
 def make_runner(backbone: Backbone, runtime: str = "auto", cache_dir: Path | None = None,
-                threads: int | None = None, precision: str = "float32", calibration=None):
+                threads: int | None = None, precision: str = "float32", calibration=None,
+                outputs: str = "features"):
     from indexer.config import default_cache_dir
 
     chosen = resolve_runtime(runtime, precision)
     if chosen == "tf":
-        runner = TFFunctionRunner(backbone)
+        runner = TFFunctionRunner(backbone, outputs)
     else:
         runner = TFLiteRunner(backbone, Path(cache_dir) if cache_dir else default_cache_dir(), threads,
-                              precision, calibration)
+                              precision, calibration, outputs)
     log.info("inference runtime for %s: %s", backbone.name, runner.description)
     return runner

@@ -74,6 +74,7 @@ async function run(query, label) {
   current = query;
   selected.clear();
   updateMoreButton();
+  document.dispatchEvent(new CustomEvent("imgsearch:query", { detail: query }));  // explain.js: "why?"
   setStatus("Searching…");
   resultsEl.setAttribute("aria-busy", "true");
   const head = headSelect ? headSelect.value : null;

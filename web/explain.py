@@ -1,0 +1,67 @@
+"""POST /api/explain: why a result matches its query, as the score's split over both images' cells."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+
+from search.errors import ImageError, ImageUnavailableError, quote
+from web.api import _parse_head, engine
+from web.errors import ApiError
+
+explain_api = Blueprint("explain", __name__, url_prefix="/api")
+
+
+def _parse_id(raw, what: str) -> int:
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():  # a form field is text
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ApiError(400, "invalid_id", f"{what} must be an indexed image's id (an integer), got {quote(raw)}")
+    return raw
+
+
+@explain_api.post("/explain")
+def explain():
+    """Multipart ``image`` (the query) + ``id`` (the result), or JSON ``{"query": {"id": Q}, "id": R}``;
+    ``head`` for the head-aware score.  Answers the score and the two grids of shares, rows first."""
+    started = time.perf_counter()
+    eng = engine()
+    if request.mimetype == "multipart/form-data" or request.files:
+        upload = request.files.get("image")
+        if upload is None:
+            raise ApiError(400, "missing_field", "send the query image in the multipart field 'image'")
+        fields, query, described = request.form.to_dict(), upload.read(), {"type": "image",
+                                                                            "filename": upload.filename or "upload"}
+    else:
+        try:
+            fields = request.get_json(silent=True) if request.is_json else None
+        except RecursionError:
+            raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
+        if not isinstance(fields, dict):
+            raise ApiError(400, "invalid_json", "send JSON such as {\"query\": {\"id\": 3}, \"id\": 7}, or "
+                                                "multipart/form-data with the query 'image' and the result's 'id'")
+        given = fields.get("query")
+        if not isinstance(given, dict) or "id" not in given:
+            detail = (" (a vector has no feature map to explain)" if isinstance(given, dict) and "vector" in given
+                      else "")
+            raise ApiError(400, "invalid_query", "'query' must be {\"id\": N}, an indexed image; to explain an "
+                                                 f"uploaded image, send it as multipart 'image'{detail}")
+        query = _parse_id(given["id"], "query id")
+        described = {"type": "id", "id": query}
+    if "id" not in fields:
+        raise ApiError(400, "missing_field", "name the result to explain in 'id'")
+    result_id = _parse_id(fields["id"], "id")
+    head = _parse_head(fields.get("head"), required=False)
+    try:
+        why = eng.explain(query, result_id, head=head, max_pixels=current_app.config["MAX_IMAGE_PIXELS"])
+    except ImageUnavailableError:
+        raise  # an indexed image's file: its message names it
+    except ImageError as exc:
+        if described["type"] != "image":
+            raise
+        raise exc.about(described["filename"]) from None
+    size = current_app.config["THUMBNAIL_SIZE"]
+    return jsonify(**why.to_dict(), query=described, backbone=eng.backbone,
+                   thumbnail_url=url_for("api.image", row_id=result_id, size=size),
+                   took_ms=round((time.perf_counter() - started) * 1000, 2))
