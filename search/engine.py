@@ -106,6 +106,7 @@ class SearchEngine:
         self._paths = texts_of(metadata, "path")  # the file system's names, whatever their bytes
         self._labels = texts_of(metadata, "label")
         self._row_of = {int(i): r for r, i in enumerate(self._ids)}
+        self._shard_ends = None  # (shards,) rows up to the end of each shard, read on the first lookup
         self._embedder = None
         self.heads = HeadCatalog(store, manifest, searchable=index is not None)
         self._lock = threading.Lock()
@@ -353,12 +354,20 @@ class SearchEngine:
     @_newest_if_gone
     def vector(self, row_id: int) -> np.ndarray:
         """The stored (D,) embedding of an indexed image."""
-        if int(row_id) not in self._row_of:
+        row = self._row_of.get(int(row_id))
+        if row is None:
             raise UnknownIdError(row_id)
-        vec = self.store.read_embedding(self.manifest["shards"], int(row_id))
+        vec = self.store.read_embedding([self._shard_of(row)], int(row_id))
         if vec is None:
             raise UnknownIdError(row_id)
         return vec
+
+    def _shard_of(self, row: int) -> str:
+        """The shard holding a row: a lookup reads one shard however many the index has."""
+        with self._lock:
+            if self._shard_ends is None:
+                self._shard_ends = np.cumsum(self.store.shard_rows(self.manifest["shards"]))  # (shards,)
+        return self.manifest["shards"][int(np.searchsorted(self._shard_ends, row, side="right"))]
 
     @_newest_if_gone
     def duplicates(self, threshold: float | None = None, keep: str | None = "largest", keypoints: bool = True):

@@ -332,6 +332,13 @@ class EmbeddingStore:
             raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
         return pa.concat_tables(tables)
 
+    def shard_rows(self, shards: Sequence[str]) -> list[int]:
+        """Rows of each shard, from the Parquet footers (no data read)."""
+        try:
+            return [pq.ParquetFile(p).metadata.num_rows for p in self.shard_paths(shards)]
+        except (OSError, pa.ArrowException) as exc:
+            raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
+
     def read_embedding(self, shards: Sequence[str], row_id: int) -> np.ndarray | None:
         """The stored (D,) embedding of one id, reading only what the filter needs."""
         for path in self.shard_paths(shards):

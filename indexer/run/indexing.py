@@ -46,6 +46,7 @@ from indexer.folder.store import EmbeddingStore, schema
 from indexer.folder.texts import text_array
 from indexer.folder.versions import library_versions
 from indexer.inputs.sources import ImageFile, iter_image_files
+from indexer.publish.compact import compact_shards
 from indexer.publish.version import options_changed, publish_index, resolve_options
 from indexer.run.ledger import Ledger
 from indexer.run.summary import IndexSummary
@@ -274,6 +275,8 @@ def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], writt
     if all_shards != manifest["shards"] or options_changed(manifest, options):
         manifest = publish_index(store, dict(manifest, runtime=runtime, copies=record), all_shards, retired,
                                  options=options)
+        if config is not None:  # each incremental run adds a small shard: merge them once there are many
+            manifest = compact_shards(store, manifest, config.shard_size)
     elif record != manifest.get("copies"):
         manifest = store.publish(dict(manifest, copies=record))
     return manifest
