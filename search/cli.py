@@ -16,6 +16,18 @@ import click
 from indexer.options import describe_ann, index_option
 
 
+class ImageOrUrl(click.ParamType):
+    """An existing image file, or a URL (anything with '://'; search/urls.py fetches http(s) and refuses the rest)."""
+
+    name = "IMAGE|URL"
+    _file = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and "://" in value:
+            return value
+        return self._file.convert(value, param, ctx)
+
+
 def _open_engine(index_dir):
     from search.engine import SearchEngine
 
@@ -24,22 +36,42 @@ def _open_engine(index_dir):
 
 @click.command()
 @index_option
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=ImageOrUrl())
 @click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Results per query.")
 @click.option("--head", default=None, help="Head-aware search: blend in this head's class probabilities.")
+@click.option("--box", default=None, metavar="X0,Y0,X1,Y1",
+              help="Search by this region of each image: fractions of its width and height (0,0 top left).")
+@click.option("--allow-network", "allow_networks", multiple=True, metavar="CIDR",
+              help="Fetch URLs from this network although it is private or loopback (e.g. 10.0.0.0/8); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
-def search(index_dir, images, k, head, as_json):
-    """Find the indexed images most similar to each IMAGE."""
+def search(index_dir, images, k, head, box, allow_networks, as_json):
+    """Find the indexed images most similar to each IMAGE (a file, or an http(s) URL).
+
+    URLs are fetched through an SSRF guard (search/urls.py): public addresses only, unless
+    --allow-network widens it.  A query that fails (not an image, a URL refused or unreachable) prints
+    its reason, the others are answered, and the command exits 1.
+    """
     from indexer.inputs.images import ImageDecodeError
     from search.engine import display_text, hits_to_json
+    from search.regions import parse_box
+    from search.urls import UrlFetchError, UrlNotAllowedError, UrlPolicy
 
+    region = None if box is None else parse_box(box)  # before the index is opened: a bad box is one Error line
+    policy = UrlPolicy(allow_networks=allow_networks)
     engine = _open_engine(index_dir)
     if head is not None:
         engine.head(head)  # fail before embedding anything
     failed = False
     for image in images:
         try:
-            hits = engine.search_image(image, k, head=head)
+            if isinstance(image, str):  # a URL
+                hits = engine.search_url(image, k, head=head, box=region, policy=policy)
+            else:
+                hits = engine.search_image(image, k, head=head, box=region)
+        except (UrlNotAllowedError, UrlFetchError) as exc:  # their messages name the URL
+            click.echo(str(exc), err=True)
+            failed = True
+            continue
         except ImageDecodeError as exc:
             click.echo(f"{image}: {exc}", err=True)
             failed = True

@@ -11,6 +11,8 @@ from flask import Blueprint, current_app, g, jsonify, request, send_file, url_fo
 from search.duplicates import KEEP_RULES
 from search.engine import MAX_K, SearchEngine, display_text
 from search.errors import ImageError, quote
+from search.regions import parse_box
+from search.urls import fetch_image
 from web.errors import ApiError
 from web.openapi import openapi_spec
 
@@ -70,21 +72,44 @@ def _hit_json(hit) -> dict:
 class Query:
     """What a search or classify request asks about, and its other fields (form or JSON)."""
 
-    kind: str  # "image" | "id" | "vector"
+    kind: str  # "image" | "id" | "vector" | "url"
     fields: dict
     image: bytes | None = None
     filename: str | None = None
     row_id: int | None = None
     vector: list | None = None
+    url: str | None = None
+    box: tuple | None = None  # a region of the image or of the indexed id's file (search/regions.py)
 
     def describe(self) -> dict:
         if self.kind == "image":
-            return {"type": "image", "filename": self.filename}
-        return {"type": "id", "id": self.row_id} if self.kind == "id" else {"type": "vector"}
+            described = {"type": "image", "filename": self.filename}
+        elif self.kind == "url":
+            described = {"type": "url", "url": self.url}
+        else:
+            described = {"type": "id", "id": self.row_id} if self.kind == "id" else {"type": "vector"}
+        return described if self.box is None else dict(described, box=list(self.box))
+
+
+def _with_box(query: Query) -> Query:
+    """The query with its ``box`` field checked: a region of an image, a URL's image or an indexed id."""
+    raw = query.fields.get("box")
+    if raw is None or raw == "":
+        return query
+    if query.kind == "vector":
+        raise ApiError(400, "invalid_box", "box takes a region of an image: send it with an image, a url or an "
+                                           "id, not a vector")
+    query.box = parse_box(raw)  # an InvalidBoxError (400 invalid_box) says what is wrong
+    return query
 
 
 def _parse_query() -> Query:
-    """Multipart ``image`` (+ form fields), or a JSON object with ``id`` or ``vector``."""
+    """Multipart ``image`` (+ form fields), or a JSON object with ``id``, ``vector`` or ``url``; ``box`` with any
+    but a vector."""
+    return _with_box(_parse_kind())
+
+
+def _parse_kind() -> Query:
     if request.mimetype == "multipart/form-data" or request.files:
         upload = request.files.get("image")
         if upload is None:
@@ -99,6 +124,13 @@ def _parse_query() -> Query:
         raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object such as {\"id\": 3, \"k\": 10}")
+    if "url" in body:
+        url = body["url"]
+        if "id" in body or "vector" in body:
+            raise ApiError(400, "invalid_json", "send one of 'url', 'id' and 'vector', not several")
+        if not isinstance(url, str) or not url:
+            raise ApiError(400, "url_not_allowed", f"url must be an http:// or https:// URL, got {quote(url)}")
+        return Query("url", body, url=url)
     if "id" in body:
         row_id = body["id"]
         if isinstance(row_id, bool) or not isinstance(row_id, int):
@@ -112,7 +144,8 @@ def _parse_query() -> Query:
         ):
             raise ApiError(400, "invalid_vector", f"vector must be a list of {dim} numbers")
         return Query("vector", body, vector=vector)
-    raise ApiError(400, "missing_field", "the JSON body needs 'id' or 'vector'")
+    raise ApiError(400, "missing_field", "the JSON body needs 'id' or 'vector'"
+                   + (" (or 'url')" if current_app.config["ALLOW_URL_QUERIES"] else ""))
 
 
 def _answer(query: Query, by_image, by_id, by_vector):
@@ -121,13 +154,21 @@ def _answer(query: Query, by_image, by_id, by_vector):
     Errors (an unknown id, a vector of the wrong size, an upload that is not an image) get their
     status in web/errors.py.
     """
-    if query.kind == "image":
+    region = {} if query.box is None else {"box": query.box}
+    if query.kind == "url":
+        if not current_app.config["ALLOW_URL_QUERIES"]:
+            raise ApiError(403, "url_queries_disabled", "this server does not fetch query images from URLs "
+                                                        "(its ALLOW_URL_QUERIES setting is off): upload the image")
+        # refused addresses, redirects, sizes, times and types: UrlNotAllowedError (400 url_not_allowed)
+        query.image = fetch_image(query.url, current_app.extensions["imgsearch_url_policy"])
+        query.filename = query.url
+    if query.kind in ("image", "url"):
         try:
-            return by_image(query.image, max_pixels=current_app.config["MAX_IMAGE_PIXELS"])
+            return by_image(query.image, max_pixels=current_app.config["MAX_IMAGE_PIXELS"], **region)
         except ImageError as exc:
             raise exc.about(query.filename) from None
     if query.kind == "id":
-        return by_id(query.row_id)
+        return by_id(query.row_id, **region)
     return by_vector(query.vector)
 
 
@@ -156,7 +197,7 @@ def search():
     k = _parse_k(query.fields.get("k"))
     head = _parse_head(query.fields.get("head"), required=False)
     hits = _answer(query, lambda image, **kw: eng.search_image(image, k, head=head, **kw),
-                   lambda row_id: eng.search_id(row_id, k, head=head),
+                   lambda row_id, **kw: eng.search_id(row_id, k, head=head, **kw),
                    lambda vector: eng.search_vector(vector, k, head=head))
     return jsonify(results=[_hit_json(h) for h in hits], query=query.describe(), backbone=eng.backbone,
                    head=head, took_ms=round((time.perf_counter() - started) * 1000, 2))
@@ -171,7 +212,7 @@ def classify():
     head = _parse_head(query.fields.get("head"), required=True)
     top = _parse_int(query.fields.get("top"), "top", 5, 1, 1000)
     predictions = _answer(query, lambda image, **kw: eng.classify(image, head, top, **kw),
-                          lambda row_id: eng.classify_id(row_id, head, top),
+                          lambda row_id, **kw: eng.classify_id(row_id, head, top, **kw),
                           lambda vector: eng.classify_vector(vector, head, top))
     return jsonify(head=head, predictions=[{"class": c, "probability": round(p, 6)} for c, p in predictions],
                    query=query.describe(), took_ms=round((time.perf_counter() - started) * 1000, 2))
@@ -258,6 +299,7 @@ def info():
                    max_k=MAX_K,
                    heads=data["heads"], whitening=bool(data["whitening"]),
                    max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"],
+                   url_queries=bool(current_app.config["ALLOW_URL_QUERIES"]),
                    max_image_pixels=current_app.config["MAX_IMAGE_PIXELS"])
 
 

@@ -16,6 +16,18 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     top = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}
     head = {"type": "string", "description": "a trained head's name (GET /api/info lists them)"}
     vector = {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim}
+    box = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 4, "maxItems": 4,
+           "description": "search by this region: [x0, y0, x1, y1], fractions of the image's width and height "
+                          "(as displayed, after its EXIF rotation) with x0 < x1 and y0 < y1; cropped from the "
+                          "full-resolution image"}
+    box_field = {"type": "string", "pattern": r"^\s*\[?[^,]+,[^,]+,[^,]+,[^,]+\]?\s*$",
+                 "description": "a region, as 'x0,y0,x1,y1' (see box in the JSON body)"}
+    url = {"type": "string", "format": "uri",
+           "description": "an http(s) URL of the query image, fetched by the server if its ALLOW_URL_QUERIES "
+                          "setting is on (else 403 url_queries_disabled); private, loopback, link-local, "
+                          "multicast and reserved addresses are refused, after every redirect too (at most 3), "
+                          "and so is a reply that is not an image or is over the upload limit "
+                          "(400 url_not_allowed)"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "imgsearch", "version": "1",
@@ -28,18 +40,22 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                         "type": "object", "required": ["image"],
                         "properties": {"image": {"type": "string", "format": "binary",
                                                  "description": f"at most {max_upload_bytes} bytes"},
-                                       "k": k, "head": head}}},
+                                       "k": k, "head": head, "box": box_field}}},
                     "application/json": {"schema": {"oneOf": [
                         {"type": "object", "required": ["id"],
-                         "properties": {"id": {"type": "integer"}, "k": k, "head": head}},
+                         "properties": {"id": {"type": "integer"}, "k": k, "head": head, "box": box}},
                         {"type": "object", "required": ["vector"],
                          "properties": {"vector": vector, "k": k, "head": head}},
+                        {"type": "object", "required": ["url"],
+                         "properties": {"url": url, "k": k, "head": head, "box": box}},
                     ]}},
                 }},
                 "responses": {
                     "200": {"description": "Results, best first",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
-                    "400": _error("Not an image, missing field, bad k, id, vector or head"),
+                    "400": _error("Not an image, missing field, bad k, id, vector, head or box (invalid_box); "
+                                  "a URL refused (url_not_allowed, with the reason) or not fetched (url_fetch_failed)"),
+                    "403": _error("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
                     "404": _error("Unknown id"),
                     "409": _error("The head named is damaged: retrain it"),
                     "413": _error("Upload over the size limit, or an image over the pixel limit"),
@@ -51,18 +67,22 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                     "multipart/form-data": {"schema": {
                         "type": "object", "required": ["image"],
                         "properties": {"image": {"type": "string", "format": "binary"}, "head": head,
-                                       "top": top}}},
+                                       "top": top, "box": box_field}}},
                     "application/json": {"schema": {"oneOf": [
                         {"type": "object", "required": ["id"],
-                         "properties": {"id": {"type": "integer"}, "head": head, "top": top}},
+                         "properties": {"id": {"type": "integer"}, "head": head, "top": top, "box": box}},
                         {"type": "object", "required": ["vector"],
                          "properties": {"vector": vector, "head": head, "top": top}},
+                        {"type": "object", "required": ["url"],
+                         "properties": {"url": url, "head": head, "top": top, "box": box}},
                     ]}},
                 }},
                 "responses": {
                     "200": {"description": "Predictions, most probable first",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClassifyResponse"}}}},
-                    "400": _error("Not an image, missing field, unknown head, bad top, id or vector"),
+                    "400": _error("Not an image, missing field, unknown head, bad top, id, vector or box; a URL "
+                                  "refused (url_not_allowed) or not fetched (url_fetch_failed)"),
+                    "403": _error("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
                     "404": _error("Unknown id"),
                     "409": _error("The head named is damaged: retrain it"),
                     "413": _error("Upload over the size limit, or an image over the pixel limit"),
