@@ -275,7 +275,9 @@ class SearchEngine:
         search/urls.py (``policy``: its limits and allowed networks, default ``UrlPolicy()``)."""
         from search.urls import fetch_image
 
-        k = _check_k(k)
+        k, box = _check_k(k), None if box is None else parse_box(box)
+        if head is not None:
+            self._head(head)  # a bad head or box is refused before anything is fetched
         return self.search_image(fetch_image(url, policy), k, head=head, max_pixels=max_pixels, box=box)
 
     @_newest_if_gone

@@ -58,12 +58,14 @@ class UrlFetchError(InvalidInputError):
 
 @dataclass(frozen=True)
 class UrlPolicy:
-    """What the guard lets through.  ``allow_networks``: networks allowed although private or loopback."""
+    """What the guard lets through.  ``allow_networks``: networks allowed although private or loopback;
+    ``ca_certs``: the certificates https servers are checked against (default: certifi's bundle)."""
 
     max_bytes: int = DEFAULT_MAX_BYTES
     timeout: float = DEFAULT_TIMEOUT
     max_redirects: int = DEFAULT_MAX_REDIRECTS
     allow_networks: tuple = ()
+    ca_certs: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "allow_networks", parse_networks(self.allow_networks))
@@ -193,8 +195,9 @@ def _get(t: _Target, address: str, url: str, first: str, policy: UrlPolicy, dead
     if t.scheme == "https":
         import certifi
 
+        # to the checked address, but TLS's SNI and certificate check are the URL's name's
         conn = HTTPSConnection(address, t.port, timeout=timeout, server_hostname=t.host, assert_hostname=t.host,
-                               cert_reqs="CERT_REQUIRED", ca_certs=certifi.where())
+                               cert_reqs="CERT_REQUIRED", ca_certs=policy.ca_certs or certifi.where())
     else:
         conn = HTTPConnection(address, t.port, timeout=timeout)
     expired = threading.Event()

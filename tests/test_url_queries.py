@@ -356,3 +356,59 @@ def test_the_cli_searches_urls_with_the_guard_on(built_index, images):
     assert refused.returncode == 1 and refused.stdout == ""
     lines = refused.stderr.splitlines()
     assert len(lines) == 2 and "127.0.0.1 is a loopback address" in lines[0] and "only http and https" in lines[1]
+
+
+def test_serve_passes_its_url_options_to_the_server(built_index):
+    bad = subprocess.run([IMGSEARCH, "serve", "--index", str(built_index[0]), "--port", "0", "--allow-url-queries",
+                          "--url-allow-network", "nonsense"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and bad.stderr.startswith("Error: 'nonsense' is not a network"), bad.stderr
+
+
+@pytest.fixture(scope="module")
+def tls_images(tmp_path_factory, photos_dir):
+    """An https server on 127.0.0.1 whose certificate (self-signed, made here) names images.test only."""
+    import ssl
+
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=images.test",
+                    "-addext", "subjectAltName=DNS:images.test", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    (folder / "rocket.jpg").write_bytes((photos_dir / "rocket.jpg").read_bytes())
+    server = ImageServer(folder)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.server.socket = context.wrap_socket(server.server.socket, server_side=True)
+    yield server, str(cert)
+    server.close()
+
+
+def test_https_is_checked_against_the_urls_name_while_connecting_to_the_checked_address(tls_images, photos_dir,
+                                                                                      monkeypatch):
+    server, cert = tls_images
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo",
+                        lambda host, *a, **kw: real("127.0.0.1" if host == "images.test" else host, *a, **kw))
+    policy = UrlPolicy(allow_networks=("127.0.0.1/32",), ca_certs=cert, timeout=5)
+    url = f"https://images.test:{server.port}/rocket.jpg"
+    assert fetch_image(url, policy) == (photos_dir / "rocket.jpg").read_bytes()
+    assert server.requests[-1] == ("/rocket.jpg", f"images.test:{server.port}")
+    with pytest.raises(UrlFetchError, match="hostname '127.0.0.1' doesn't match 'images.test'"):
+        fetch_image(f"https://127.0.0.1:{server.port}/rocket.jpg", policy)  # the certificate names images.test only
+    with pytest.raises(UrlFetchError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        fetch_image(url, UrlPolicy(allow_networks=("127.0.0.1/32",), timeout=5))  # not signed by a public CA
+
+
+def test_the_engine_refuses_a_bad_box_or_head_before_fetching(built_index, images):
+    from search.engine import SearchEngine
+    from search.errors import HeadError, InvalidBoxError
+
+    engine = SearchEngine.open(built_index[0])
+    before = len(images.requests)
+    with pytest.raises(InvalidBoxError):
+        engine.search_url(f"{images.url}/rocket.jpg", box=[0, 0, 0, 0], policy=LOCAL)
+    with pytest.raises(HeadError):
+        engine.search_url(f"{images.url}/rocket.jpg", head="nope", policy=LOCAL)
+    assert len(images.requests) == before
+    with pytest.raises(UrlNotAllowedError, match="loopback"):
+        engine.search_url(f"{images.url}/rocket.jpg")  # the default policy: public addresses only
