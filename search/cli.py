@@ -16,6 +16,18 @@ import click
 from indexer.options import describe_ann, index_option
 
 
+class ImageOrUrl(click.ParamType):
+    """An existing image file, or a URL (anything with '://'; search/urls.py fetches http(s) and refuses the rest)."""
+
+    name = "IMAGE|URL"
+    _file = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and "://" in value:
+            return value
+        return self._file.convert(value, param, ctx)
+
+
 def _open_engine(index_dir):
     from search.engine import SearchEngine
 
@@ -35,7 +47,7 @@ def _example(value: str) -> int | Path:
 
 @click.command()
 @index_option
-@click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, type=ImageOrUrl())
 @click.option("-k", default=None, type=click.IntRange(1, 1000),
               help="Results per query (default 10; with --min-score, all that reach it, up to 1000).")
 @click.option("--offset", default=0, show_default=True, type=int, help="Skip this many of the best results.")
@@ -47,15 +59,32 @@ def _example(value: str) -> int | Path:
 @click.option("--strategy", default="rocchio", show_default=True, type=click.Choice(["rocchio", "best"]),
               help="Several examples: one combined query (rocchio) or each result by its best positive (best).")
 @click.option("--head", default=None, help="Head-aware search: blend in this head's class probabilities.")
+@click.option("--box", default=None, metavar="X0,Y0,X1,Y1",
+              help="Search by this region of each image: fractions of its width and height (0,0 top left).")
+@click.option("--allow-network", "allow_networks", multiple=True, metavar="CIDR",
+              help="Fetch URLs from this network although it is private or loopback (e.g. 10.0.0.0/8); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
-def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head, as_json):
-    """Find the indexed images most similar to each IMAGE, or to the examples --like and --unlike."""
+def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head, box, allow_networks, as_json):
+    """Find the indexed images most similar to each IMAGE (a file, or an http(s) URL), or to the examples
+    --like and --unlike.
+
+    URLs are fetched through an SSRF guard (search/urls.py): public addresses only, unless
+    --allow-network widens it.  A query that fails (not an image, a URL refused or unreachable) prints
+    its reason, the others are answered, and the command exits 1.
+    """
     from indexer.inputs.images import ImageDecodeError
     from search.ranking import window
+    from search.regions import parse_box
+    from search.urls import UrlFetchError, UrlNotAllowedError, UrlPolicy
 
     window(k, offset, min_score)  # a bad window fails before the model loads
     if not (images or like or unlike):
         raise click.UsageError("give IMAGES to search by, or examples with --like/--unlike")
+    if (like or unlike) and (box is not None or any(isinstance(i, str) for i in images)):
+        raise click.UsageError("--like/--unlike take indexed ids and image files; search by a URL or a --box "
+                               "on its own")
+    region = None if box is None else parse_box(box)  # before the index is opened: a bad box is one Error line
+    policy = UrlPolicy(allow_networks=allow_networks)
     engine = _open_engine(index_dir)
     if head is not None:
         engine.head(head)  # fail before embedding anything
@@ -70,7 +99,15 @@ def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head
     failed = False
     for image in images:
         try:
-            hits = engine.search_image(image, k, head=head, min_score=min_score, offset=offset)
+            if isinstance(image, str):  # a URL
+                hits = engine.search_url(image, k, head=head, box=region, policy=policy, min_score=min_score,
+                                         offset=offset)
+            else:
+                hits = engine.search_image(image, k, head=head, box=region, min_score=min_score, offset=offset)
+        except (UrlNotAllowedError, UrlFetchError) as exc:  # their messages name the URL
+            click.echo(str(exc), err=True)
+            failed = True
+            continue
         except ImageDecodeError as exc:
             click.echo(f"{image}: {exc}", err=True)
             failed = True

@@ -165,21 +165,35 @@ class SearchClient:
         self.session = session_with_deadlines(session)
 
     # ------------------------------------------------------------ queries
-    def search(self, image: ImageInput, k: int | None = None, *, head: str | None = None,
-               min_score: float | None = None, offset: int | None = None) -> SearchResponse:
-        """Nearest indexed images to ``image``: a path, bytes, file object or PIL image.
+    def search(self, image: ImageInput | None = None, k: int | None = None, *, head: str | None = None,
+               min_score: float | None = None, offset: int | None = None,
+               box: Sequence[float] | None = None, url: str | None = None) -> SearchResponse:
+        """Nearest indexed images to ``image``: a path, bytes, file object or PIL image; or, with ``url``
+        instead, to the image the server fetches from that http(s) URL (if it allows URL queries).
 
         ``head``: blend in that head's class probabilities (head-aware search).  ``k`` results (None:
         the server's default, or with ``min_score`` all that reach it) from rank ``offset``.
+        ``box``: search by that region, ``[x0, y0, x1, y1]`` fractions of the image's width and height.
         """
+        if (image is None) == (url is None):
+            raise TypeError("pass an image or url=..., one of them")
+        region = None if box is None else [float(x) for x in box]
+        if url is not None:
+            body = _body(url=url, k=k, head=head, box=region, min_score=min_score, offset=offset)
+            return self._parsed(_response, self._request("POST", "/api/search", json=body))
         name, data = _image_payload(image)
         fields = {key: str(v) for key, v in _body(k=k, head=head, min_score=min_score, offset=offset).items()}
+        if region is not None:
+            fields["box"] = ",".join(map(repr, region))
         reply = self._request("POST", "/api/search", files={"image": (name, data)}, data=fields)
         return self._parsed(_response, reply)
 
     def search_id(self, row_id: int, k: int | None = None, *, head: str | None = None,
-                  min_score: float | None = None, offset: int | None = None) -> SearchResponse:
-        body = _body(id=row_id, k=k, head=head, min_score=min_score, offset=offset)
+                  min_score: float | None = None, offset: int | None = None,
+                  box: Sequence[float] | None = None) -> SearchResponse:
+        """Nearest indexed images to image ``row_id`` (itself left out); with ``box``, to that region of it."""
+        region = None if box is None else [float(x) for x in box]
+        body = _body(id=row_id, k=k, head=head, min_score=min_score, offset=offset, box=region)
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
     def search_vector(self, vector: Sequence[float], k: int | None = None, *, head: str | None = None,

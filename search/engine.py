@@ -31,7 +31,8 @@ from search.explain import explain_pair
 from search.heads import HeadCatalog, HeadDamagedError
 from search.opening import open_version
 from search.ranking import MAX_K, id_set, ranked, window  # noqa: F401 - callers read MAX_K here
-from search.thumbnails import thumbnail_jpeg
+from search.regions import crop_region, parse_box
+from search.thumbnails import load_indexed_image, thumbnail_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -243,28 +244,47 @@ class SearchEngine:
         }
 
     # ------------------------------------------------------------ queries
-    def embed_images(self, images: list[ImageSource], *, max_pixels: int | None = None) -> np.ndarray:
+    def embed_images(self, images: list[ImageSource], *, max_pixels: int | None = None,
+                     box=None) -> np.ndarray:
         """Embed query images with the index's backbone: -> (q, D) unit vectors.
 
         Raises ImageDecodeError for a bad image, ImageTooLargeError for one over
-        ``max_pixels`` (default: the config's), before any is embedded.
+        ``max_pixels`` (default: the config's), before any is embedded.  ``box``:
+        embed only that region of each, ``[x0, y0, x1, y1]`` fractions (search/regions.py).
         """
         embedder = self._get_embedder()
         size = embedder.backbone.input_size
         limit = self.config.max_pixels if max_pixels is None else max_pixels
+        if box is not None:
+            images = [crop_region(img, box, limit) for img in images]
         batch = np.stack([decode_image(img, size, limit, resample(self.manifest)).array for img in images])  # (q,S,S,3)
         return embedder.embed(batch)
 
     @_newest_if_gone
     def search_image(self, image: ImageSource, k: int | None = None, *, head: str | None = None,
-                     max_pixels: int | None = None, min_score: float | None = None, offset: int = 0) -> list[Hit]:
+                     max_pixels: int | None = None, min_score: float | None = None, offset: int = 0,
+                     box=None) -> list[Hit]:
         """Nearest images to an image given as a path, bytes, file object or PIL image; ``max_pixels``:
-        refuse (ImageTooLargeError) one declaring more pixels (default: the config's)."""
+        refuse (ImageTooLargeError) one declaring more pixels (default: the config's); ``box``: search by
+        that region of it, ``[x0, y0, x1, y1]`` fractions of its width and height."""
         window(k, offset, min_score)  # fail on a bad window or head name before embedding
         if head is not None:
             self._head(head)
-        vector = self.embed_images([image], max_pixels=max_pixels)[0]
+        vector = self.embed_images([image], max_pixels=max_pixels, box=box)[0]
         return self.search_vector(vector, k, head=head, min_score=min_score, offset=offset)
+
+    def search_url(self, url: str, k: int | None = None, *, head: str | None = None, max_pixels: int | None = None,
+                   box=None, policy=None, min_score: float | None = None, offset: int = 0) -> list[Hit]:
+        """Nearest images to the image at an http(s) ``url``, fetched through the SSRF guard of
+        search/urls.py (``policy``: its limits and allowed networks, default ``UrlPolicy()``)."""
+        from search.urls import fetch_image
+
+        window(k, offset, min_score)
+        box = None if box is None else parse_box(box)
+        if head is not None:
+            self._head(head)  # a bad head, window or box is refused before anything is fetched
+        return self.search_image(fetch_image(url, policy), k, head=head, max_pixels=max_pixels, box=box,
+                                 min_score=min_score, offset=offset)
 
     @_newest_if_gone
     def search_examples(self, positive, negative=(), k: int | None = None, *, strategy="rocchio", head=None,
@@ -327,14 +347,14 @@ class SearchEngine:
 
     @_newest_if_gone
     def classify(self, image: ImageSource, head: str, top: int = 5, *,
-                 max_pixels: int | None = None) -> list[tuple[str, float]]:
-        """Classify an image with a trained head: [(class, probability), ...], best first."""
+                 max_pixels: int | None = None, box=None) -> list[tuple[str, float]]:
+        """Classify an image (``box``: a region of it) with a trained head: [(class, probability), ...], best first."""
         self._head(head)  # fail on a bad head name before embedding
-        return self.classify_vector(self.embed_images([image], max_pixels=max_pixels)[0], head, top)
+        return self.classify_vector(self.embed_images([image], max_pixels=max_pixels, box=box)[0], head, top)
 
     @_newest_if_gone
-    def classify_id(self, row_id: int, head: str, top: int = 5) -> list[tuple[str, float]]:
-        return self.classify_vector(self.vector(row_id), head, top)
+    def classify_id(self, row_id: int, head: str, top: int = 5, *, box=None) -> list[tuple[str, float]]:
+        return self.classify_vector(self._query_vector(row_id, box), head, top)
 
     @_newest_if_gone
     def head(self, name: str):
@@ -346,10 +366,22 @@ class SearchEngine:
 
     @_newest_if_gone
     def search_id(self, row_id: int, k: int | None = None, *, head: str | None = None,
-                  min_score: float | None = None, offset: int = 0) -> list[Hit]:
-        """Nearest images to an indexed image ("more like this"), itself excluded."""
-        return self.search_vector(self.vector(row_id), k, exclude=int(row_id), head=head, min_score=min_score,
-                                  offset=offset)
+                  min_score: float | None = None, offset: int = 0, box=None) -> list[Hit]:
+        """Nearest images to an indexed image ("more like this"), itself excluded; with ``box``, to that
+        region of its file (decoded again at full resolution), and the image itself is a result like any other."""
+        window(k, offset, min_score)
+        if head is not None:
+            self._head(head)  # fail on a bad head name before decoding a region
+        return self.search_vector(self._query_vector(row_id, box), k, exclude=None if box else int(row_id),
+                                  head=head, min_score=min_score, offset=offset)
+
+    def _query_vector(self, row_id: int, box) -> np.ndarray:
+        """The stored embedding of ``row_id``, or with ``box`` the embedding of that region of its file."""
+        if box is None:
+            return self.vector(row_id)
+        box = parse_box(box)  # a bad box is refused before the file is read
+        image = load_indexed_image(self.get(row_id).path, self.config.max_pixels, name=f"image {row_id}")
+        return self.embed_images([image], max_pixels=self.config.max_pixels, box=box)[0]
 
     @_newest_if_gone
     def vector(self, row_id: int) -> np.ndarray:

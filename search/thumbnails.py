@@ -19,6 +19,15 @@ def load_indexed(path: str, **options):
     return load_rgb(read_bytes(path) if is_uri(path) else path, **options)
 
 
+def load_indexed_image(path: str, max_pixels: int, *, name: str):
+    """The indexed image at ``path`` decoded whole, upright RGB (a region query crops it at full
+    resolution), or ImageUnavailableError naming it as ``name`` when its file is no longer readable."""
+    try:
+        return load_indexed(path, max_pixels=max_pixels)[0]
+    except (ImageDecodeError, OSError) as exc:
+        raise ImageUnavailableError(f"{name} is in the index but its file is not readable any more: {exc}") from exc
+
+
 def thumbnail_jpeg(path: str, size: int | None, max_pixels: int, *, name: str,
                    max_decoded_pixels: int | None = None) -> bytes:
     """The image at ``path`` (a local path or a URI) as JPEG bytes, fitted in ``size`` x ``size`` if given.

@@ -13,6 +13,8 @@ from search.engine import MAX_K, SearchEngine, display_text
 from search.errors import ImageError, InvalidInputError, quote
 from search.examples import Example, check_strategy
 from search.ranking import check_min_score
+from search.regions import parse_box
+from search.urls import fetch_image
 from web.errors import ApiError
 from web.examples import decode_image, json_examples, multipart_examples
 from web.openapi import openapi_spec
@@ -94,7 +96,7 @@ def _hit_json(hit) -> dict:
 class Query:
     """What a search or classify request asks about, and its other fields (form or JSON)."""
 
-    kind: str  # "image" | "id" | "vector" | "examples"
+    kind: str  # "image" | "id" | "vector" | "url" | "examples"
     fields: dict
     image: bytes | None = None
     filename: str | None = None
@@ -102,27 +104,47 @@ class Query:
     vector: list | None = None
     positive: list[Example] | None = None
     negative: list[Example] | None = None
+    url: str | None = None
+    box: tuple | None = None  # a region of the image or of the indexed id's file (search/regions.py)
 
     def describe(self) -> dict:
         if self.kind == "examples":
             return {"type": "examples", "strategy": self.fields.get("strategy") or "rocchio",
                     "positive": len(self.positive), "negative": len(self.negative)}
         if self.kind == "image":
-            return {"type": "image", "filename": self.filename}
-        return {"type": "id", "id": self.row_id} if self.kind == "id" else {"type": "vector"}
+            described = {"type": "image", "filename": self.filename}
+        elif self.kind == "url":
+            described = {"type": "url", "url": self.url}
+        else:
+            described = {"type": "id", "id": self.row_id} if self.kind == "id" else {"type": "vector"}
+        return described if self.box is None else dict(described, box=list(self.box))
+
+
+def _with_box(query: Query) -> Query:
+    """The query with its ``box`` field checked: a region of an image, a URL's image or an indexed id."""
+    raw = query.fields.get("box")
+    if raw is None or raw == "":
+        return query
+    if query.kind in ("vector", "examples"):
+        raise ApiError(400, "invalid_box", "box takes a region of one image: send it with an image, a url or an "
+                                           "id, not a vector or several examples")
+    query.box = parse_box(raw)  # an InvalidBoxError (400 invalid_box) says what is wrong
+    return query
 
 
 def _parse_query() -> Query:
-    """Multipart ``image`` or examples (+ form fields), or a JSON object (``query_of_json``)."""
+    """Multipart ``image`` or examples (+ form fields), or a JSON object (``query_of_json``); ``box`` with an
+    image, a url or an id."""
     if request.mimetype == "multipart/form-data" or request.files:
         upload = request.files.get("image")
         if upload is None and any(side in request.files or side in request.form for side in ("positive", "negative")):
             positive, negative = multipart_examples(request.files, request.form)
-            return Query("examples", request.form.to_dict(), positive=positive, negative=negative)
+            return _with_box(Query("examples", request.form.to_dict(), positive=positive, negative=negative))
         if upload is None:
             raise ApiError(400, "missing_field", "send the query image in the multipart field 'image' (or "
                                                  "examples in 'positive' and 'negative')")
-        return Query("image", request.form.to_dict(), image=upload.read(), filename=upload.filename or "upload")
+        return _with_box(Query("image", request.form.to_dict(), image=upload.read(),
+                               filename=upload.filename or "upload"))
     if not request.is_json:
         raise ApiError(400, "missing_field",
                        "send multipart/form-data with an 'image' file, or JSON with 'id' or 'vector'")
@@ -143,14 +165,21 @@ def query_of_json(body) -> Query:
         raise ApiError(400, "invalid_json", "the body must be a JSON object such as {\"id\": 3, \"k\": 10}")
     if "positive" in body or "negative" in body:
         positive, negative = json_examples(body)
-        return Query("examples", body, positive=positive, negative=negative)
+        return _with_box(Query("examples", body, positive=positive, negative=negative))
     if "image" in body:
-        return Query("image", body, image=decode_image(body["image"], "image"), filename="image")
+        return _with_box(Query("image", body, image=decode_image(body["image"], "image"), filename="image"))
+    if "url" in body:
+        url = body["url"]
+        if "id" in body or "vector" in body:
+            raise ApiError(400, "invalid_json", "send one of 'url', 'id' and 'vector', not several")
+        if not isinstance(url, str) or not url:
+            raise ApiError(400, "url_not_allowed", f"url must be an http:// or https:// URL, got {quote(url)}")
+        return _with_box(Query("url", body, url=url))
     if "id" in body:
         row_id = body["id"]
         if isinstance(row_id, bool) or not isinstance(row_id, int):
             raise ApiError(400, "invalid_id", f"id must be an integer, got {quote(row_id)}")
-        return Query("id", body, row_id=row_id)
+        return _with_box(Query("id", body, row_id=row_id))
     if "vector" in body:
         vector = body["vector"]
         dim = engine().dim
@@ -158,8 +187,9 @@ def query_of_json(body) -> Query:
             isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
         ):
             raise ApiError(400, "invalid_vector", f"vector must be a list of {dim} numbers")
-        return Query("vector", body, vector=vector)
-    raise ApiError(400, "missing_field", "the JSON body needs 'image' (base64), 'positive' examples, 'id' or 'vector'")
+        return _with_box(Query("vector", body, vector=vector))
+    raise ApiError(400, "missing_field", "the JSON body needs 'image' (base64), 'positive' examples, 'id' or "
+                                         "'vector'" + (" (or 'url')" if current_app.config["ALLOW_URL_QUERIES"] else ""))
 
 
 def _answer(query: Query, by_image, by_id, by_vector):
@@ -168,13 +198,21 @@ def _answer(query: Query, by_image, by_id, by_vector):
     Errors (an unknown id, a vector of the wrong size, an upload that is not an image) get their
     status in web/errors.py.
     """
-    if query.kind == "image":
+    region = {} if query.box is None else {"box": query.box}
+    if query.kind == "url":
+        if not current_app.config["ALLOW_URL_QUERIES"]:
+            raise ApiError(403, "url_queries_disabled", "this server does not fetch query images from URLs "
+                                                        "(its ALLOW_URL_QUERIES setting is off): upload the image")
+        # refused addresses, redirects, sizes, times and types: UrlNotAllowedError (400 url_not_allowed)
+        query.image = fetch_image(query.url, current_app.extensions["imgsearch_url_policy"])
+        query.filename = query.url
+    if query.kind in ("image", "url"):
         try:
-            return by_image(query.image, max_pixels=current_app.config["MAX_IMAGE_PIXELS"])
+            return by_image(query.image, max_pixels=current_app.config["MAX_IMAGE_PIXELS"], **region)
         except ImageError as exc:
             raise exc.about(query.filename) from None
     if query.kind == "id":
-        return by_id(query.row_id)
+        return by_id(query.row_id, **region)
     if query.kind == "examples":
         raise ApiError(400, "invalid_examples", "several examples are for searching; classify one image, id or "
                                                 "vector")
@@ -219,7 +257,8 @@ def search_hits(eng: SearchEngine, query: Query):
         return eng.search_examples(query.positive, query.negative, k, strategy=strategy,
                                    max_pixels=current_app.config["MAX_IMAGE_PIXELS"], **kw), head, win
     hits = _answer(query, lambda image, **more: eng.search_image(image, k, **kw, **more),
-                   lambda row_id: eng.search_id(row_id, k, **kw), lambda vector: eng.search_vector(vector, k, **kw))
+                   lambda row_id, **more: eng.search_id(row_id, k, **kw, **more),
+                   lambda vector: eng.search_vector(vector, k, **kw))
     return hits, head, win
 
 
@@ -232,7 +271,7 @@ def classify():
     head = _parse_head(query.fields.get("head"), required=True)
     top = _parse_int(query.fields.get("top"), "top", 5, 1, 1000)
     predictions = _answer(query, lambda image, **kw: eng.classify(image, head, top, **kw),
-                          lambda row_id: eng.classify_id(row_id, head, top),
+                          lambda row_id, **kw: eng.classify_id(row_id, head, top, **kw),
                           lambda vector: eng.classify_vector(vector, head, top))
     return jsonify(head=head, predictions=[{"class": c, "probability": round(p, 6)} for c, p in predictions],
                    query=query.describe(), took_ms=round((time.perf_counter() - started) * 1000, 2))
@@ -319,6 +358,7 @@ def info():
                    max_k=MAX_K,
                    heads=data["heads"], whitening=bool(data["whitening"]),
                    max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"],
+                   url_queries=bool(current_app.config["ALLOW_URL_QUERIES"]),
                    max_image_pixels=current_app.config["MAX_IMAGE_PIXELS"])
 
 

@@ -32,6 +32,12 @@ DEFAULTS = {
     # than this is not previewed (413), since it would be decoded whole; at most THUMBNAIL_DECODES at once
     "THUMBNAIL_MAX_PIXELS": 25_000_000,
     "THUMBNAIL_DECODES": 2,
+    # {"url": ...} queries: off, since the server then fetches what its clients name (search/urls.py guards
+    # against reaching its own network); URL_QUERY_ALLOW_NETWORKS: CIDRs allowed although private or loopback
+    "ALLOW_URL_QUERIES": False,
+    "URL_QUERY_ALLOW_NETWORKS": (),
+    "URL_QUERY_MAX_BYTES": None,  # None: MAX_CONTENT_LENGTH, as an upload
+    "URL_QUERY_TIMEOUT": 10.0,  # seconds for the whole fetch, redirects included
 }
 
 # settings that must be whole numbers of at least 1
@@ -50,6 +56,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from search.engine import SearchEngine, check_max_pixels
     from search.errors import InvalidInputError, quote
     from search.reloading import ReloadingEngine
+    from search.urls import UrlPolicy
     from web.api import api
     from web.batch import batch
     from web.errors import register_error_handlers
@@ -65,6 +72,11 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
         value = app.config[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidInputError(f"{name} must be a whole number >= 1, got {quote(value)}")
+    if not isinstance(app.config["ALLOW_URL_QUERIES"], bool):
+        raise InvalidInputError(f"ALLOW_URL_QUERIES must be True or False, got {quote(app.config['ALLOW_URL_QUERIES'])}")
+    url_policy = UrlPolicy(max_bytes=app.config["URL_QUERY_MAX_BYTES"] or app.config["MAX_CONTENT_LENGTH"],
+                           timeout=app.config["URL_QUERY_TIMEOUT"],
+                           allow_networks=app.config["URL_QUERY_ALLOW_NETWORKS"])
     if engine is None:
         index_dir = app.config["INDEX_DIR"] or os.environ.get("IMGSEARCH_INDEX")
         if not index_dir:
@@ -75,6 +87,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     if app.config["WARM_UP"]:
         engine.warm_up()
     app.extensions["imgsearch"] = engine
+    app.extensions["imgsearch_url_policy"] = url_policy
     app.extensions["imgsearch_thumbnail_slots"] = threading.BoundedSemaphore(app.config["THUMBNAIL_DECODES"])
     register_error_handlers(app)
     add_security_headers(app)

@@ -68,8 +68,13 @@ def main(verbose: bool) -> None:
               help="Open connections, idle ones included, before new ones wait.")
 @click.option("--channel-timeout", default=30, show_default=True, type=click.IntRange(1, 3600),
               help="Seconds an idle or trickling connection is kept open.")
+@click.option("--allow-url-queries", is_flag=True,
+              help="Let clients search by {\"url\": ...}: the server fetches it (public addresses only, see README).")
+@click.option("--url-allow-network", "url_allow_networks", multiple=True, metavar="CIDR",
+              help="With --allow-url-queries: also fetch from this private or loopback network; repeatable.")
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of waitress.")
-def serve(index_dir, host, port, threads, connection_limit, channel_timeout, dev):
+def serve(index_dir, host, port, threads, connection_limit, channel_timeout, allow_url_queries, url_allow_networks,
+          dev):
     """Serve the search page and JSON API for one index folder.
 
     The port is taken before anything is printed: a busy port is an error, not a traceback.
@@ -79,7 +84,8 @@ def serve(index_dir, host, port, threads, connection_limit, channel_timeout, dev
     from web.server import make_server, port_in_use
 
     app = create_app({"INDEX_DIR": str(index_dir), "SERVER_THREADS": threads, "CONNECTION_LIMIT": connection_limit,
-                      "CHANNEL_TIMEOUT": channel_timeout})
+                      "CHANNEL_TIMEOUT": channel_timeout, "ALLOW_URL_QUERIES": allow_url_queries,
+                      "URL_QUERY_ALLOW_NETWORKS": url_allow_networks})
     engine = app.extensions["imgsearch"]
     try:
         server = None if dev else make_server(app, host, port)

@@ -21,9 +21,12 @@ from search.errors import (
     ImageTooLargeError,
     ImageUnavailableError,
     ImgsearchError,
+    InvalidBoxError,
     InvalidInputError,
     InvalidVectorError,
     NotFoundError,
+    UrlFetchError,
+    UrlNotAllowedError,
 )
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,9 @@ STATUS: dict[type[ImgsearchError], tuple[int, str]] = {
     InvalidInputError: (400, "bad_request"),
     InvalidVectorError: (400, "invalid_vector"),
     ExternalVectorsError: (400, "image_queries_unsupported"),  # vectors made elsewhere: query by vector or id
+    InvalidBoxError: (400, "invalid_box"),
+    UrlNotAllowedError: (400, "url_not_allowed"),  # the SSRF guard's refusals, with the reason
+    UrlFetchError: (400, "url_fetch_failed"),  # an allowed URL that could not be fetched
     HeadError: (400, "unknown_head"),  # every head the client names: unknown, or unusable
     HeadDamagedError: (409, "head_damaged"),  # the head exists but its files are damaged: retrain it
     NotFoundError: (404, "not_found"),  # UnknownIdError among them

@@ -72,6 +72,18 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                    "description": f"skip this many of the best results (ranks past {MAX_K} are never served)"},
     }
     query_ref = {"$ref": "#/components/schemas/SearchQuery"}
+    box = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 4, "maxItems": 4,
+           "description": "search by this region: [x0, y0, x1, y1], fractions of the image's width and height "
+                          "(as displayed, after its EXIF rotation) with x0 < x1 and y0 < y1; cropped from the "
+                          "full-resolution image"}
+    box_field = {"type": "string", "pattern": r"^\s*\[?[^,]+,[^,]+,[^,]+,[^,]+\]?\s*$",
+                 "description": "a region, as 'x0,y0,x1,y1' (see box in the JSON body)"}
+    url = {"type": "string", "format": "uri",
+           "description": "an http(s) URL of the query image, fetched by the server if its ALLOW_URL_QUERIES "
+                          "setting is on (else 403 url_queries_disabled); private, loopback, link-local, "
+                          "multicast and reserved addresses are refused, after every redirect too (at most 3), "
+                          "and so is a reply that is not an image or is over the upload limit "
+                          "(400 url_not_allowed)"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "imgsearch", "version": "1",
@@ -89,14 +101,16 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                        "positive": {"type": "array", "items": {"type": "string", "format": "binary"}},
                                        "negative": {"type": "array", "items": {"type": "string", "format": "binary"}},
                                        "strategy": {"type": "string", "enum": list(STRATEGIES)},
-                                       "k": k, "head": head, **window}}},
+                                       "k": k, "head": head, "box": box_field, **window}}},
                     "application/json": {"schema": query_ref},
                 }},
                 "responses": {
                     "200": {"description": "Results, best first",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
                     "400": _error("Not an image, missing field, bad k, min_score, offset, id, vector, head, example, "
-                                  "weight or strategy"),
+                                  "weight, strategy or box (invalid_box); a URL refused (url_not_allowed, with the "
+                                  "reason) or not fetched (url_fetch_failed)"),
+                    "403": _error("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
                     "404": _error("Unknown id"),
                     "409": _error("The head named is damaged: retrain it"),
                     "413": _error("Upload over the size limit, or an image over the pixel limit"),
@@ -121,18 +135,22 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                     "multipart/form-data": {"schema": {
                         "type": "object", "required": ["image"],
                         "properties": {"image": {"type": "string", "format": "binary"}, "head": head,
-                                       "top": top}}},
+                                       "top": top, "box": box_field}}},
                     "application/json": {"schema": {"oneOf": [
                         {"type": "object", "required": ["id"],
-                         "properties": {"id": {"type": "integer"}, "head": head, "top": top}},
+                         "properties": {"id": {"type": "integer"}, "head": head, "top": top, "box": box}},
                         {"type": "object", "required": ["vector"],
                          "properties": {"vector": vector, "head": head, "top": top}},
+                        {"type": "object", "required": ["url"],
+                         "properties": {"url": url, "head": head, "top": top, "box": box}},
                     ]}},
                 }},
                 "responses": {
                     "200": {"description": "Predictions, most probable first",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClassifyResponse"}}}},
-                    "400": _error("Not an image, missing field, unknown head, bad top, id or vector"),
+                    "400": _error("Not an image, missing field, unknown head, bad top, id, vector or box; a URL "
+                                  "refused (url_not_allowed) or not fetched (url_fetch_failed)"),
+                    "403": _error("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
                     "404": _error("Unknown id"),
                     "409": _error("The head named is damaged: retrain it"),
                     "413": _error("Upload over the size limit, or an image over the pixel limit"),
@@ -201,7 +219,8 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                   for f in EXAMPLE_FIELDS}}},
             "SearchQuery": {
                 "type": "object",
-                "description": "one of id, vector, image (base64) or positive (with negative) examples. Examples: "
+                "description": "one of id, vector, image (base64), url or positive (with negative) examples; box "
+                               "with an id, an image or a url. Examples: "
                                "'rocchio' searches by the weighted mean of the positives minus "
                                f"{NEGATIVE_WEIGHT} x the weighted mean of the negatives, re-normalised (scores are "
                                "cosines to it); 'best' scores each image by its best positive (weight x cosine) "
@@ -213,7 +232,7 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                             "items": {"$ref": "#/components/schemas/Example"}},
                                "negative": {"type": "array", "items": {"$ref": "#/components/schemas/Example"}},
                                "strategy": {"type": "string", "enum": list(STRATEGIES), "default": "rocchio"},
-                               "k": k, "head": head, **window}},
+                               "url": url, "box": box, "k": k, "head": head, **window}},
             "BatchRequest": {"type": "object", "required": ["queries"], "properties": {
                 "queries": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": query_ref}}},
             "BatchResponse": {"type": "object", "required": ["results"], "properties": {

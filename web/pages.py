@@ -15,4 +15,5 @@ def index():
     engine = current_app.extensions["imgsearch"].current()  # one index version for the whole page
     return render_template("index.html", backbone=engine.backbone, count=len(engine), heads=engine.head_names(),
                            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
-                           default_threshold=f"{DEFAULT_THRESHOLD:.2f}", keep_rules=KEEP_RULES)
+                           default_threshold=f"{DEFAULT_THRESHOLD:.2f}", keep_rules=KEEP_RULES,
+                           url_queries=current_app.config["ALLOW_URL_QUERIES"])

@@ -1,4 +1,5 @@
-// Query-by-example: upload, drop or paste an image; click a result for "more like this".
+// Query-by-example: upload, drop or paste an image (or give its address, where the server allows it);
+// click a result for "more like this"; drag a box on the query image (or use the arrow keys) to search by a region.
 // Several examples: select results and search "More like these"; "Less like this" on a result
 // searches again with it as a negative example (POST /api/search with positive/negative).
 // The Duplicates view (#duplicates) lists groups of near-duplicates; click one to search by it.
@@ -13,10 +14,12 @@ const headSelect = $("head-select");  // absent when the index has no heads
 const headAware = $("head-aware");
 const K = 24;
 let queryUrl = null;
-// the query shown: {file} or {id} alone, or examples {positive: [{id} | {file}], negative: [{id}]}
+// the query shown: {file}, {id} or {url} alone, or examples {positive: [{id} | {file}], negative: [{id}]}
 let current = null;
 const selected = new Map();  // id -> hit, the results ticked for "More like these"
 const moreButton = $("more-like-these");
+let lastSearch = null;  // {query, label, region}: searched again when a region is drawn on its image
+let region = null;  // [x0, y0, x1, y1], fractions of the query image, or null: the whole image
 
 function setStatus(text, isError = false) {
   statusEl.textContent = text;
@@ -25,9 +28,14 @@ function setStatus(text, isError = false) {
 
 function showQuery(src, caption) {
   if (queryUrl && src !== queryUrl) URL.revokeObjectURL(queryUrl);
-  queryUrl = src.startsWith("blob:") ? src : null;
-  $("query-image").src = src;
+  queryUrl = src && src.startsWith("blob:") ? src : null;
+  $("query-image").hidden = !src;
+  if (src) $("query-image").src = src;
+  else $("query-image").removeAttribute("src");
+  $("query-frame").hidden = !src;  // a URL's image is not shown: the page's policy loads images from here only
+  $("region-help").hidden = !src;
   $("query-caption").textContent = caption;
+  setRegion(null);
   $("predictions").hidden = true;
   $("query").hidden = false;
 }
@@ -61,7 +69,7 @@ async function post(endpoint, query, fields) {
     init = {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ id: query.id, ...fields }),
+      body: JSON.stringify({ ...(query.url ? { url: query.url } : { id: query.id }), ...fields }),
     };
   }
   const response = await fetch(endpoint, init);
@@ -75,15 +83,19 @@ async function run(query, label) {
   selected.clear();
   updateMoreButton();
   document.dispatchEvent(new CustomEvent("imgsearch:query", { detail: query }));  // explain.js: "why?"
+  if (query.positive) region = null;  // a region is of one image, not of several examples
+  lastSearch = { query, label, region };
+  if (region) label = `${label} (region ${describeRegion(region)})`;
   setStatus("Searching…");
   resultsEl.setAttribute("aria-busy", "true");
   const head = headSelect ? headSelect.value : null;
   const fields = { k: K };
+  const box = region ? { box: region } : {};  // a form field "x0,y0,x1,y1", or a JSON array
   if (head && headAware.checked) fields.head = head;
   try {
     const [found, classified] = await Promise.all([
-      post("/api/search", query, fields),
-      head && !query.positive ? post("/api/classify", query, { head, top: 3 }) : Promise.resolve(null),
+      post("/api/search", query, { ...fields, ...box }),
+      head && !query.positive ? post("/api/classify", query, { head, top: 3, ...box }) : Promise.resolve(null),
     ]);
     render(found.results);
     if (classified) renderPredictions(classified.predictions);
@@ -135,6 +147,10 @@ moreButton.addEventListener("click", () => {
 });
 
 function lessLikeThis(hit) {
+  if (current.url) {  // examples are ids and images: a URL's image is not kept here
+    setStatus("“Less like this” needs an uploaded or indexed query image", true);
+    return;
+  }
   const positive = current.positive || [current];  // a single query becomes the one positive
   const negative = [...(current.negative || []), { id: hit.id }];
   searchExamples(positive, negative);
@@ -162,6 +178,111 @@ function hitActions(hit) {
   less.addEventListener("click", () => lessLikeThis(hit));
   actions.append(pick, less);
   return actions;
+}
+
+function searchUrl(url) {
+  showQuery(null, url);
+  run({ url }, url);
+}
+
+// ---------------------------------------------------------------- a region of the query image
+// Fractions of the image as displayed, so a box drawn on a thumbnail means the same region of the full image.
+const frame = $("query-frame");
+const regionBox = $("region-box");
+const STEP = 0.05;  // of the image, per arrow key press
+const MIN_SIDE = 0.02;  // a drag smaller than this is a click, not a box
+
+const clamp = (v) => Math.min(1, Math.max(0, Math.round(v * 10000) / 10000));
+
+function describeRegion(r) {
+  const pct = (v) => Math.round(v * 100);
+  return `${pct(r[0])}–${pct(r[2])} % across, ${pct(r[1])}–${pct(r[3])} % down`;
+}
+
+function setRegion(r, pending = false) {
+  region = r;
+  regionBox.hidden = !r;
+  if (r) {
+    regionBox.style.left = `${r[0] * 100}%`;
+    regionBox.style.top = `${r[1] * 100}%`;
+    regionBox.style.width = `${(r[2] - r[0]) * 100}%`;
+    regionBox.style.height = `${(r[3] - r[1]) * 100}%`;
+  }
+  $("region-status").textContent = !r ? "" :
+    `Region: ${describeRegion(r)}${pending ? " (press Enter to search)" : ""}`;
+}
+
+function searchRegion() {
+  if (lastSearch) run(lastSearch.query, lastSearch.label);
+}
+
+function pointAt(event) {
+  const rect = $("query-image").getBoundingClientRect();
+  return [clamp((event.clientX - rect.left) / rect.width), clamp((event.clientY - rect.top) / rect.height)];
+}
+
+let drag = null;  // {from: [x, y], drawn: whether this drag has made a box yet}
+frame.addEventListener("pointerdown", (e) => {
+  if (e.button !== 0 || !lastSearch || lastSearch.query.positive) return;
+  e.preventDefault();
+  frame.focus();
+  frame.setPointerCapture(e.pointerId);
+  drag = { from: pointAt(e), drawn: false };
+});
+frame.addEventListener("pointermove", (e) => {
+  if (!drag) return;
+  const [x, y] = pointAt(e);
+  const [fx, fy] = drag.from;
+  const r = [Math.min(fx, x), Math.min(fy, y), Math.max(fx, x), Math.max(fy, y)];
+  if (r[2] - r[0] >= MIN_SIDE && r[3] - r[1] >= MIN_SIDE) {
+    setRegion(r, true);
+    drag.drawn = true;
+  }
+});
+frame.addEventListener("pointerup", () => {
+  const drawn = drag && drag.drawn;
+  drag = null;
+  if (drawn) {
+    setRegion(region);
+    searchRegion();
+  }
+});
+frame.addEventListener("pointercancel", () => { drag = null; });
+
+frame.addEventListener("keydown", (e) => {
+  if (!lastSearch || lastSearch.query.positive) return;
+  const moves = { ArrowLeft: [-STEP, 0], ArrowRight: [STEP, 0], ArrowUp: [0, -STEP], ArrowDown: [0, STEP] };
+  if (e.key in moves) {
+    e.preventDefault();
+    if (!region) { setRegion([0.25, 0.25, 0.75, 0.75], true); return; }  // the first press shows a box
+    const [dx, dy] = moves[e.key];
+    let [x0, y0, x1, y1] = region;
+    if (e.shiftKey) {  // resize: move the right and bottom edges, never past the left and top ones
+      x1 = Math.max(x0 + STEP, x1 + dx);
+      y1 = Math.max(y0 + STEP, y1 + dy);
+    } else {  // move the whole box, kept inside the image
+      const sx = Math.min(Math.max(dx, -x0), 1 - x1);
+      const sy = Math.min(Math.max(dy, -y0), 1 - y1);
+      [x0, x1, y0, y1] = [x0 + sx, x1 + sx, y0 + sy, y1 + sy];
+    }
+    setRegion([clamp(x0), clamp(y0), clamp(x1), clamp(y1)], true);
+  } else if (e.key === "Enter" && region) {
+    e.preventDefault();
+    setRegion(region);
+    searchRegion();
+  } else if (e.key === "Escape" && region) {
+    e.preventDefault();
+    setRegion(null);
+    if (lastSearch.region) searchRegion();  // the whole image again
+  }
+});
+
+const urlForm = $("url-form");  // absent unless the server fetches query images from URLs
+if (urlForm) {
+  urlForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    searchUrl($("url-input").value.trim());
+  });
 }
 
 function renderPredictions(predictions) {
