@@ -25,6 +25,8 @@ from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
 from search.duplicates import DuplicateCache
+from search.filtered import FilteredSearch
+from search.filters import COLUMNS, MetadataColumns, as_filter
 from search.heads import HeadCatalog, HeadDamagedError
 from search.opening import open_version
 from search.thumbnails import thumbnail_jpeg
@@ -112,6 +114,8 @@ class SearchEngine:
         self._reopen = None
         self._successor = None  # the newer version answering for this one, once its files were found gone
         self._duplicates = DuplicateCache()  # this version's duplicate reports
+        self.filtered = FilteredSearch(  # filters' rows: the metadata columns are read on the first filtered query
+            lambda: MetadataColumns(store.read_columns(manifest["shards"], COLUMNS)), self._ids)
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, *, backbone: str | None = None,
@@ -253,25 +257,26 @@ class SearchEngine:
 
     @_newest_if_gone
     def search_image(self, image: ImageSource, k: int = 10, *, head: str | None = None,
-                     max_pixels: int | None = None) -> list[Hit]:
+                     max_pixels: int | None = None, filter=None) -> list[Hit]:
         """Nearest images to an image given as a path, bytes, file object or PIL image.
 
         ``max_pixels``: refuse (ImageTooLargeError) an image declaring more pixels (default: the config's).
         """
-        k = _check_k(k)
+        k, filter = _check_k(k), as_filter(filter)  # a bad filter fails before embedding
         if head is not None:
             self._head(head)  # fail on a bad head name before embedding
-        return self.search_vector(self.embed_images([image], max_pixels=max_pixels)[0], k, head=head)
+        return self.search_vector(self.embed_images([image], max_pixels=max_pixels)[0], k, head=head, filter=filter)
 
     @_newest_if_gone
     def search_vector(self, vector, k: int = 10, *, exclude: int | None = None,
-                      head: str | None = None) -> list[Hit]:
+                      head: str | None = None, filter=None) -> list[Hit]:
         """Nearest images to a (D,) embedding-space vector.
 
         With ``head``, similarity blends in that head's class probabilities
-        (head-aware search); otherwise plain cosine similarity.
+        (head-aware search); otherwise plain cosine similarity.  ``filter``: only
+        images whose metadata it selects (``search/filters.py``), searched inside FAISS.
         """
-        k = _check_k(k)
+        k, filter = _check_k(k), as_filter(filter)
         v = self.check_vector(vector)[None]  # (1, D)
         if self.index is None or len(self) == 0:
             return []
@@ -281,7 +286,10 @@ class SearchEngine:
             h, index = self._head(head)
             query = h.augment(query, v)  # (1, d + C)
         want = min(k + (exclude is not None), len(self))
-        scores, ids = search_index(index, query, want)  # (1, want)
+        if filter is not None:
+            scores, ids = self.filtered.search_filter(index, query, want, filter)  # (1, <= want)
+        else:
+            scores, ids = search_index(index, query, want)  # (1, want)
         hits = [self._hit(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i != exclude]
         return hits[:k]
 
@@ -333,9 +341,9 @@ class SearchEngine:
         return self.heads.get(name)
 
     @_newest_if_gone
-    def search_id(self, row_id: int, k: int = 10, *, head: str | None = None) -> list[Hit]:
+    def search_id(self, row_id: int, k: int = 10, *, head: str | None = None, filter=None) -> list[Hit]:
         """Nearest images to an indexed image ("more like this"), itself excluded."""
-        return self.search_vector(self.vector(row_id), k, exclude=int(row_id), head=head)
+        return self.search_vector(self.vector(row_id), k, exclude=int(row_id), head=head, filter=filter)
 
     @_newest_if_gone
     def vector(self, row_id: int) -> np.ndarray:

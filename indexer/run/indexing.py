@@ -42,9 +42,10 @@ from indexer.config import IndexConfig
 from indexer.folder.copies import Copies, write_copies
 from indexer.folder.lock import writer_lock
 from indexer.folder.manifest import check_compatible, check_precision_compatible
-from indexer.folder.store import EmbeddingStore, schema
+from indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
 from indexer.folder.texts import text_array
 from indexer.folder.versions import library_versions
+from indexer.inputs.metadata import FileInfo
 from indexer.inputs.sources import ImageFile, iter_image_files
 from indexer.publish.version import options_changed, publish_index, resolve_options
 from indexer.run.ledger import Ledger
@@ -87,13 +88,16 @@ def embedded_schema(dim: int) -> pa.Schema:
 
 
 def embedded_rows(files: Sequence[ImageFile], sha256s: Sequence[str], sizes: Sequence[tuple[int, int]],
-                  vectors: np.ndarray, dim: int) -> pa.Table:
-    """``Outcomes.rows`` from per-file values; ``vectors`` (n, D) float32."""
+                  vectors: np.ndarray, dim: int, infos: Sequence[FileInfo | None] | None = None) -> pa.Table:
+    """``Outcomes.rows`` from per-file values; ``vectors`` (n, D) float32; ``infos``: each file's metadata
+    (None: unknown, null)."""
     vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)  # (n, D)
+    infos = list(infos) if infos is not None else [None] * len(files)
     return pa.table({
         "path": text_array(f.path for f in files), "label": text_array(f.label for f in files),
         "width": [w for w, _ in sizes], "height": [h for _, h in sizes], "sha256": list(sha256s),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+        **{name: [getattr(i, name, None) for i in infos] for name in FILE_COLUMNS},
     }, schema=embedded_schema(dim))
 
 
@@ -101,7 +105,10 @@ def with_ids(rows: pa.Table, take: Sequence[int], ids: Sequence[int], dim: int) 
     """Rows ``take`` of ``rows`` with their ``ids``, in the shard schema."""
     picked = rows.take(pa.array(take, pa.int64())) if len(take) != rows.num_rows else rows
     target = schema(dim)
+    # staged rows of an earlier release lack FILE_COLUMNS: null
     arrays = [pa.array(ids, pa.int64())] + [picked.column(name).combine_chunks().cast(target.field(name).type)
+                                            if name in picked.column_names
+                                            else pa.nulls(picked.num_rows, target.field(name).type)
                                             for name in target.names[1:]]
     return pa.Table.from_arrays(arrays, schema=target)
 
@@ -265,6 +272,8 @@ def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], writt
     # rows replaced by a re-embedded version, or whose files are gone, leave their shards
     kept, retired = store.rewrite_without(shards, remove_ids) if remove_ids else (shards, [])
     all_shards = kept + written
+    if written:  # shards in the schema of format 4: earlier releases must refuse the folder
+        manifest = dict(manifest, file_columns=list(FILE_COLUMNS))
     options = resolve_options(manifest, config.ann_overrides() if config else None)
     if all_shards != manifest["shards"] or options_changed(manifest, options):
         manifest = publish_index(store, dict(manifest, runtime=runtime, copies=record), all_shards, retired,

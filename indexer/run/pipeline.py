@@ -100,7 +100,8 @@ class LocalStage:
         def flush() -> Outcomes:
             vectors = self.embedder.embed(np.stack([d.image.array for d in batch]))  # (b, D)
             rows = embedded_rows([d.file for d in batch], [d.sha256 for d in batch],
-                                 [(d.image.width, d.image.height) for d in batch], vectors, dim)
+                                 [(d.image.width, d.image.height) for d in batch], vectors, dim,
+                                 [d.info for d in batch])
             out = Outcomes(list(pending), rows)
             pending.clear()
             batch.clear()
