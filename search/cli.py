@@ -28,25 +28,35 @@ def _open_engine(index_dir):
 @click.option("-k", default=10, show_default=True, type=click.IntRange(1, 1000), help="Results per query.")
 @click.option("--head", default=None, help="Head-aware search: blend in this head's class probabilities.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
-def search(index_dir, images, k, head, as_json):
+@click.option("--where", "where", multiple=True, metavar="FIELD OP VALUE",
+              help="Only images whose metadata matches, inside the search (repeat: all must hold), e.g. "
+                   "--where label=cats,dogs --where 'taken>=2020-01-01'. Fields: label, path_prefix, width, "
+                   "height, file_size, mtime, taken, camera_make, camera_model; operators = >= <= > <.")
+def search(index_dir, images, k, head, as_json, where):
     """Find the indexed images most similar to each IMAGE."""
     from indexer.inputs.images import ImageDecodeError
     from search.engine import display_text, hits_to_json
+    from search.filters import parse_where
 
+    flt = parse_where(where)  # a bad expression fails before the index is opened
     engine = _open_engine(index_dir)
     if head is not None:
         engine.head(head)  # fail before embedding anything
+    matched = engine.filtered.select(flt).count if flt is not None else None  # an unknown label fails here
+    if matched == 0:
+        click.echo("no indexed image matches the --where filter", err=True)
     failed = False
     for image in images:
         try:
-            hits = engine.search_image(image, k, head=head)
+            hits = engine.search_image(image, k, head=head, filter=flt)
         except ImageDecodeError as exc:
             click.echo(f"{image}: {exc}", err=True)
             failed = True
             continue
         if as_json:  # paths as shown (valid UTF-8 whatever their bytes); the id names the image
             shown = [dataclasses.replace(h, path=display_text(h.path), label=display_text(h.label)) for h in hits]
-            click.echo(json.dumps(hits_to_json(display_text(str(image)), shown)))
+            extra = {} if flt is None else {"filter": flt.describe(), "matched": matched}
+            click.echo(json.dumps(dict(hits_to_json(display_text(str(image)), shown), **extra)))
         else:
             click.echo(display_text(f"{image}:"))
             for rank, h in enumerate(hits, 1):

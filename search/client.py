@@ -52,6 +52,8 @@ class SearchResponse:
     took_ms: float
     backbone: str
     query: dict = field(default_factory=dict)
+    matched: int | None = None  # with a filter: the images it selects
+    note: str | None = None  # with a filter selecting none: why the results are empty
 
     def __iter__(self) -> Iterator[RemoteHit]:
         return iter(self.results)
@@ -146,22 +148,27 @@ class SearchClient:
         self.session = session_with_deadlines(session)
 
     # ------------------------------------------------------------ queries
-    def search(self, image: ImageInput, k: int = 10, *, head: str | None = None) -> SearchResponse:
+    def search(self, image: ImageInput, k: int = 10, *, head: str | None = None,
+               filter: dict | None = None) -> SearchResponse:
         """Nearest indexed images to ``image``: a path, bytes, file object or PIL image.
 
-        ``head``: blend in that head's class probabilities (head-aware search).
+        ``head``: blend in that head's class probabilities (head-aware search).  ``filter``: only images
+        whose metadata it selects, e.g. ``{"label": ["cats"], "width": {">=": 640}}`` (README, Filters).
         """
         name, data = _image_payload(image)
-        fields = {"k": str(k), **({"head": head} if head else {})}
+        fields = {"k": str(k), **({"head": head} if head else {}),
+                  **({"filter": json.dumps(filter)} if filter is not None else {})}
         reply = self._request("POST", "/api/search", files={"image": (name, data)}, data=fields)
         return self._parsed(_response, reply)
 
-    def search_id(self, row_id: int, k: int = 10, *, head: str | None = None) -> SearchResponse:
-        reply = self._request("POST", "/api/search", json=_body(id=row_id, k=k, head=head))
+    def search_id(self, row_id: int, k: int = 10, *, head: str | None = None,
+                  filter: dict | None = None) -> SearchResponse:
+        reply = self._request("POST", "/api/search", json=_body(id=row_id, k=k, head=head, filter=filter))
         return self._parsed(_response, reply)
 
-    def search_vector(self, vector: Sequence[float], k: int = 10, *, head: str | None = None) -> SearchResponse:
-        body = _body(vector=[float(x) for x in vector], k=k, head=head)
+    def search_vector(self, vector: Sequence[float], k: int = 10, *, head: str | None = None,
+                      filter: dict | None = None) -> SearchResponse:
+        body = _body(vector=[float(x) for x in vector], k=k, head=head, filter=filter)
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
     def classify(self, image: ImageInput, head: str | None = None, top: int = 5) -> ClassifyResponse:
@@ -269,7 +276,8 @@ def _classified(body: dict) -> ClassifyResponse:
 def _response(body: dict) -> SearchResponse:
     hits = [RemoteHit(h["id"], h["path"], h["label"], float(h["score"]), h["thumbnail_url"])
             for h in body["results"]]
-    return SearchResponse(hits, float(body["took_ms"]), body["backbone"], body.get("query", {}))
+    return SearchResponse(hits, float(body["took_ms"]), body["backbone"], body.get("query", {}),
+                          body.get("matched"), body.get("note"))
 
 
 def _duplicates(body: dict) -> DuplicatesPage:

@@ -16,8 +16,10 @@ from indexer.folder.heads import HeadDamagedError, HeadError, UnknownHeadError
 from indexer.folder.store import IndexFormatError
 from indexer.inputs.images import ImageDecodeError, ImageTooLargeError
 from search.engine import InvalidVectorError, UnknownIdError
+from search.filters import InvalidFilterError, UnknownLabelError
 from search.thumbnails import ImageUnavailableError
 
 __all__ = ["DamagedIndexError", "ExecutionError", "HeadDamagedError", "HeadError", "ImageDecodeError", "ImageError", "ImageTooLargeError",
            "ImageUnavailableError", "ImgsearchError", "IndexFormatError", "InvalidInputError", "InvalidVectorError",
-           "MissingDependencyError", "NotFoundError", "UnknownHeadError", "UnknownIdError", "quote"]
+           "MissingDependencyError", "NotFoundError", "UnknownHeadError", "UnknownIdError", "quote",
+           "InvalidFilterError", "UnknownLabelError"]

@@ -7,6 +7,8 @@ are checked against brute force over the selected rows.
 
 from __future__ import annotations
 
+import os
+
 import faiss
 import numpy as np
 import pyarrow as pa
@@ -19,7 +21,12 @@ from indexer.publish.version import publish_index
 from indexer.synthetic import ClusteredEmbeddings
 from search import filtered
 from search.engine import SearchEngine
-from search.filters import InvalidFilterError, UnknownLabelError, parse_filter, parse_where
+from search.filters import (
+    InvalidFilterError,
+    UnknownLabelError,
+    parse_filter,
+    parse_where,
+)
 
 D, N = 32, 6000
 LABELS = np.array(["a", "b", "c", "d"])
@@ -134,3 +141,92 @@ def test_where_grammar():
                          ("width>=", "has no value"), ("camera_make<x", "takes only '='")]:
         with pytest.raises(InvalidFilterError, match=message):
             parse_where([bad])
+
+
+# ---------------------------------------------------------------- metadata captured at indexing
+def _photo(path, colour, exif=None, mtime=None):
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), colour).save(path, **({"exif": exif} if exif is not None else {}))
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_path, lite0):
+    from PIL import Image
+
+    from indexer.config import IndexConfig
+    from indexer.folder.store import FILE_METADATA_FORMAT_VERSION
+    from indexer.folder.verify import verify_index
+    from indexer.run.pipeline import index_images
+
+    src = tmp_path / "src"
+    (src / "cam").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Canon", "EOS 5D\x00\x01"
+    exif.get_ifd(0x8769)[0x9003] = "2021:06:01 12:30:00"
+    _photo(src / "cam" / "a.jpg", "red", exif, mtime=1_600_000_000)
+    placeholder = Image.Exif()
+    placeholder.get_ifd(0x8769)[0x9003] = "0000:00:00 00:00:00"  # what some cameras write without a clock
+    _photo(src / "cam" / "b.jpg", "green", placeholder)
+    _photo(src / "c.jpg", "blue", b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + bytes(range(256)) * 4)  # hostile
+    _photo(src / "d.png", "yellow")
+    summary = index_images([src], tmp_path / "idx", IndexConfig(progress=False, decode_workers=0))
+    assert summary.added == 4 and not summary.skipped
+
+    engine = SearchEngine.open(tmp_path / "idx")
+    assert engine.manifest["format_version"] == FILE_METADATA_FORMAT_VERSION
+    assert verify_index(tmp_path / "idx").ok
+    rows = {os.path.basename(p): r for p, r in zip(
+        engine.store.read_columns(engine.manifest["shards"], ["path"]).column("path").to_pylist(),
+        engine.store.read_columns(engine.manifest["shards"], ["file_size", "mtime", "taken", "camera_make",
+                                                               "camera_model"]).to_pylist())}
+    assert rows["a.jpg"] == {"file_size": os.path.getsize(src / "cam" / "a.jpg"), "mtime": 1_600_000_000,
+                             "taken": 1_622_550_600, "camera_make": "Canon", "camera_model": "EOS 5D"}
+    assert rows["b.jpg"]["taken"] is None and rows["b.jpg"]["camera_make"] is None
+    assert rows["c.jpg"]["taken"] is None and rows["c.jpg"]["file_size"] == os.path.getsize(src / "c.jpg")
+    assert rows["d.png"]["mtime"] == int(os.stat(src / "d.png").st_mtime)
+
+    def names(flt):
+        return sorted(os.path.basename(h.path) for h in engine.search_vector(engine.vector(0), 10, filter=flt))
+
+    assert names({"camera_make": "Canon", "taken": {">=": "2021-06-01", "<": "2021-06-02"}}) == ["a.jpg"]
+    assert names({"mtime": {"<=": "2020-09-13T12:26:40Z"}}) == ["a.jpg"]
+    assert names({"label": ["cam"], "path_prefix": str(src / "cam" / "b")}) == ["b.jpg"]
+    assert names({"file_size": {">=": 1}, "width": 64, "height": {">": 47}}) == ["a.jpg", "b.jpg", "c.jpg", "d.png"]
+
+    # a file touched but not changed: a run leaves its metadata, --refresh-metadata captures it again
+    os.utime(src / "cam" / "a.jpg", (1_500_000_000, 1_500_000_000))
+    assert index_images([src], tmp_path / "idx", IndexConfig(progress=False, decode_workers=0)).refreshed == 0
+    assert SearchEngine.open(tmp_path / "idx").search_vector(engine.vector(0), 10, filter=["mtime<1550000000"]) == []
+    summary = index_images([src], tmp_path / "idx", IndexConfig(progress=False, decode_workers=0),
+                           refresh_metadata=True)
+    assert summary.refreshed == 4 and summary.added == 0
+    refreshed = SearchEngine.open(tmp_path / "idx")
+    assert refreshed.generation == engine.generation, "metadata alone does not rebuild the FAISS index"
+    assert [os.path.basename(h.path) for h in refreshed.search_vector(engine.vector(0), 10,
+                                                                      filter=["mtime<1550000000"])] == ["a.jpg"]
+    assert verify_index(tmp_path / "idx").ok
+
+
+def test_an_index_of_the_previous_release_reads_nulls_and_new_files_get_metadata(tmp_path, lite0):
+    from indexer.config import IndexConfig
+    from indexer.folder.verify import verify_index
+    from indexer.run.pipeline import index_images
+    from tests.test_compat import copy_fixture
+
+    root = copy_fixture(tmp_path)
+    old = SearchEngine.open(root / "index")
+    assert old.manifest["format_version"] == 1
+    query = old.vector(int(old.ids[0]))
+    assert old.search_vector(query, 5, filter={"file_size": {">=": 0}}) == []  # null: never matches
+    assert all(h.label == "3" for h in old.search_vector(query, 5, filter={"label": "3"}))
+
+    config = IndexConfig(progress=False, decode_workers=0)
+    index_images([root / "images", root / "more"], root / "index", config)  # new files only get metadata
+    engine = SearchEngine.open(root / "index")
+    assert engine.manifest["format_version"] == 4 and verify_index(root / "index").ok
+    sized = engine.search_vector(query, 100, filter={"file_size": {">=": 0}})
+    assert sorted(h.path for h in sized) == sorted(str(p) for p in (root / "more").rglob("*.png"))
+    threes = engine.search_vector(query, 10, filter={"label": "3"})  # old rows and new ones alike
+    assert len(threes) == 8 and {h.label for h in threes} == {"3"}

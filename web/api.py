@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from flask import Blueprint, current_app, g, jsonify, request, send_file, url_fo
 from search.duplicates import KEEP_RULES
 from search.engine import MAX_K, SearchEngine, display_text
 from search.errors import ImageError, quote
+from search.filters import FIELDS, parse_filter
 from web.errors import ApiError
 from web.openapi import openapi_spec
 
@@ -147,19 +149,48 @@ def _parse_head(raw, required: bool) -> str | None:
     return raw
 
 
+MAX_INFO_LABELS = 1000  # labels /api/info lists (the page's filter picker)
+
+
+def _parse_filter(raw):
+    """``filter``: a JSON object (in a multipart form, its JSON text), ``search/filters.py``; None if absent."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "invalid_filter", "filter must be a JSON object such as {\"label\": [\"cats\"]}, "
+                                                  f"got {quote(raw)}") from None
+    return parse_filter(raw)  # InvalidFilterError: 400 invalid_filter
+
+
+def _filter_fields(eng, flt) -> dict:
+    """What a filtered answer says about its filter: as read, how many images it selects, and a note
+    when none (an empty result list, not an error: the filter is valid, the index has no such image)."""
+    if flt is None:
+        return {}
+    matched = eng.filtered.select(flt).count  # an unknown label fails here, before an upload is embedded
+    note = {"note": "no indexed image matches the filter"} if matched == 0 else {}
+    return {"filter": flt.describe(), "matched": matched, **note}
+
+
 @api.post("/search")
 def search():
-    """Nearest images to an uploaded image, an indexed id or a vector; ``head`` for head-aware search."""
+    """Nearest images to an uploaded image, an indexed id or a vector; ``head`` for head-aware search;
+    ``filter`` to search only images whose metadata it selects."""
     started = time.perf_counter()
     eng = engine()
     query = _parse_query()
     k = _parse_k(query.fields.get("k"))
     head = _parse_head(query.fields.get("head"), required=False)
-    hits = _answer(query, lambda image, **kw: eng.search_image(image, k, head=head, **kw),
-                   lambda row_id: eng.search_id(row_id, k, head=head),
-                   lambda vector: eng.search_vector(vector, k, head=head))
+    flt = _parse_filter(query.fields.get("filter"))
+    filtered = _filter_fields(eng, flt)
+    hits = _answer(query, lambda image, **kw: eng.search_image(image, k, head=head, filter=flt, **kw),
+                   lambda row_id: eng.search_id(row_id, k, head=head, filter=flt),
+                   lambda vector: eng.search_vector(vector, k, head=head, filter=flt))
     return jsonify(results=[_hit_json(h) for h in hits], query=query.describe(), backbone=eng.backbone,
-                   head=head, took_ms=round((time.perf_counter() - started) * 1000, 2))
+                   head=head, took_ms=round((time.perf_counter() - started) * 1000, 2), **filtered)
 
 
 @api.post("/classify")
@@ -257,6 +288,8 @@ def info():
                    index_type=data["index_type"], updated=data["updated"], generation=data["generation"],
                    max_k=MAX_K,
                    heads=data["heads"], whitening=bool(data["whitening"]),
+                   labels=[display_text(x) for x in eng.filtered.columns().labels()[:MAX_INFO_LABELS]],
+                   filter_fields=list(FIELDS),
                    max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"],
                    max_image_pixels=current_app.config["MAX_IMAGE_PIXELS"])
 

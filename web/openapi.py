@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from search.duplicates import KEEP_RULES
 from search.engine import MAX_K
+from search.filters import COMPARISONS, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS
 
 
 def _error(description: str) -> dict:
@@ -16,6 +17,8 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     top = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}
     head = {"type": "string", "description": "a trained head's name (GET /api/info lists them)"}
     vector = {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim}
+    flt = {"$ref": "#/components/schemas/Filter"}
+    form_filter = {"type": "string", "description": "a Filter as JSON text"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "imgsearch", "version": "1",
@@ -28,18 +31,20 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                         "type": "object", "required": ["image"],
                         "properties": {"image": {"type": "string", "format": "binary",
                                                  "description": f"at most {max_upload_bytes} bytes"},
-                                       "k": k, "head": head}}},
+                                       "k": k, "head": head, "filter": form_filter}}},
                     "application/json": {"schema": {"oneOf": [
                         {"type": "object", "required": ["id"],
-                         "properties": {"id": {"type": "integer"}, "k": k, "head": head}},
+                         "properties": {"id": {"type": "integer"}, "k": k, "head": head, "filter": flt}},
                         {"type": "object", "required": ["vector"],
-                         "properties": {"vector": vector, "k": k, "head": head}},
+                         "properties": {"vector": vector, "k": k, "head": head, "filter": flt}},
                     ]}},
                 }},
                 "responses": {
-                    "200": {"description": "Results, best first",
+                    "200": {"description": "Results, best first (with a filter: only images it selects; none "
+                                           "selected: empty results and a note)",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
-                    "400": _error("Not an image, missing field, bad k, id, vector or head"),
+                    "400": _error("Not an image, missing field, bad k, id, vector or head; a filter with an unknown "
+                                  "field, operator or label (invalid_filter, unknown_label)"),
                     "404": _error("Unknown id"),
                     "409": _error("The head named is damaged: retrain it"),
                     "413": _error("Upload over the size limit, or an image over the pixel limit"),
@@ -129,7 +134,11 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                                           "items": {"$ref": "#/components/schemas/Hit"}},
                                               "took_ms": {"type": "number"}, "backbone": {"type": "string"},
                                               "head": {"type": ["string", "null"]},
-                                              "query": {"type": "object"}}},
+                                              "query": {"type": "object"},
+                                              "filter": flt, "matched": {"type": "integer",
+                                                                         "description": "images the filter selects"},
+                                              "note": {"type": "string"}}},
+            "Filter": _filter_schema(),
             "DuplicateGroup": {"type": "object",
                                "required": ["group", "ids", "paths", "scores", "keep", "exact", "thumbnail_urls"],
                                "properties": {"group": {"type": "integer"},
@@ -155,3 +164,22 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                                                    "probability": {"type": "number"}}}}}},
         }},
     }
+
+
+def _filter_schema() -> dict:
+    """The ``filter`` object: all conditions hold; a list means any of its values (search/filters.py)."""
+    texts = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+
+    def bounds(kind: dict) -> dict:
+        return {"oneOf": [kind, {"type": "array", "items": kind, "minItems": 1},
+                          {"type": "object", "minProperties": 1, "additionalProperties": False,
+                           "properties": {op: kind for op in COMPARISONS}}]}
+
+    when = {"oneOf": [{"type": "number"}, {"type": "string", "description": "ISO date or date-time (UTC)"}]}
+    return {"type": "object", "additionalProperties": False,
+            "description": "Search only images whose stored metadata matches: every field given must hold; "
+                           "null (unknown) metadata never matches.  Times are ISO dates or seconds since 1970; "
+                           "taken is the camera's EXIF clock.",
+            "properties": {**{name: texts for name in TEXT_FIELDS}, "path_prefix": texts,
+                           **{name: bounds({"type": "number"}) for name in NUMBER_FIELDS},
+                           **{name: bounds(when) for name in TIME_FIELDS}}}

@@ -49,6 +49,7 @@ from indexer.inputs.metadata import FileInfo
 from indexer.inputs.sources import ImageFile, iter_image_files
 from indexer.publish.version import options_changed, publish_index, resolve_options
 from indexer.run.ledger import Ledger
+from indexer.run.refresh import rewrite_file_columns
 from indexer.run.summary import IndexSummary
 from indexer.run.writer import ShardWriter
 
@@ -66,6 +67,7 @@ class Outcome:
     sha256: str | None = None  # None: not read or not decoded, ``reason`` says why
     reason: str = ""
     embedded: bool = False  # its row is in ``Outcomes.rows``
+    info: FileInfo | None = None  # a known file's metadata captured again (``refresh_metadata``)
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,11 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
     stage.prepare(IndexRun(files, str(index_dir), store, manifest, backbone, ledger, summary, config, started))
 
     writer = ShardWriter(store, backbone.dim, config.shard_size)
+    refreshed: dict = {}  # id -> FileInfo of indexed files whose metadata the stage captured again
     bar = tqdm(total=len(files), unit="img", desc="indexing", disable=not config.progress, smoothing=0.1)
     try:
         for batch in stage.outcomes():
-            admit(batch, ledger, writer, summary, backbone.dim, started)
+            admit(batch, ledger, writer, summary, backbone.dim, started, refreshed)
             bar.update(len(batch.outcomes))
             if summary.skipped:
                 bar.set_postfix(skipped=len(summary.skipped), refresh=False)
@@ -180,8 +183,14 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
         bar.close()
         writer.close()  # on Ctrl-C too: what was embedded is written, and the next run resumes after it
 
+    if refreshed:  # rows replaced or removed by this run keep what they had
+        refreshed = {i: info for i, info in refreshed.items() if i not in ledger.remove_ids}
+        shards, replaced = rewrite_file_columns(store, shards, refreshed, backbone.dim)
+        summary.refreshed = len(refreshed)
+    else:
+        replaced = []
     manifest = finish_index(store, manifest, shards, writer.written, ledger.remove_ids, stage.runtime, config,
-                            copies=ledger.final_copies())
+                            copies=ledger.final_copies(), refreshed=replaced)
     stage.done()
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started
@@ -189,12 +198,16 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
 
 
 def admit(batch: Outcomes, ledger: Ledger, writer: ShardWriter, summary: IndexSummary, dim: int,
-          started: float) -> None:
-    """Admit a batch's files through the ledger, in order; the rows it gives ids go to the writer."""
+          started: float, refreshed: dict | None = None) -> None:
+    """Admit a batch's files through the ledger, in order; the rows it gives ids go to the writer.
+    ``refreshed``: collects id -> metadata of indexed files the stage captured again."""
     take: list[int] = []  # rows of batch.rows that become index rows
     ids: list[int] = []
     row = 0
     for outcome in batch.outcomes:
+        indexed = ledger.by_path.get(outcome.file.path)
+        if outcome.info is not None and refreshed is not None and indexed and indexed[1] == outcome.sha256:
+            refreshed[indexed[0]] = outcome.info
         row_id = ledger.admit(outcome.file, outcome.sha256, outcome.reason)
         if outcome.embedded:
             if row_id is not None:
@@ -259,23 +272,28 @@ def describe_model(backbone, precision: str) -> dict:
 
 def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], written: list[str],
                  remove_ids: set[int], runtime: str, config: IndexConfig | None = None,
-                 copies: Copies | None = None) -> dict:
+                 copies: Copies | None = None, refreshed: Sequence[str] = ()) -> dict:
     """Publish ``shards`` plus the ``written`` ones, without the rows of ``remove_ids``; returns the manifest.
 
     The FAISS index is built as ``config`` says (index type, memory budget, recall), or as last time.
     ``copies``: the exact copies after the run (None: as recorded); a run that changes only them
     publishes them without touching the FAISS index (the version keeps its generation).
+    ``refreshed``: shards replaced by ``shards`` with new file metadata only (same ids and embeddings):
+    published without touching the FAISS index either.
     """
     record = manifest.get("copies")
     if copies is not None and copies.changed:
         record = write_copies(store.root, copies)
     # rows replaced by a re-embedded version, or whose files are gone, leave their shards
     kept, retired = store.rewrite_without(shards, remove_ids) if remove_ids else (shards, [])
+    retired = list(retired) + list(refreshed)
     all_shards = kept + written
-    if written:  # shards in the schema of format 4: earlier releases must refuse the folder
+    if written or refreshed:  # shards in the schema of format 4: earlier releases must refuse the folder
         manifest = dict(manifest, file_columns=list(FILE_COLUMNS))
     options = resolve_options(manifest, config.ann_overrides() if config else None)
-    if all_shards != manifest["shards"] or options_changed(manifest, options):
+    if refreshed and not written and not remove_ids and not options_changed(manifest, options):
+        manifest = store.publish(dict(manifest, shards=all_shards, copies=record), retired=retired)
+    elif all_shards != manifest["shards"] or options_changed(manifest, options):
         manifest = publish_index(store, dict(manifest, runtime=runtime, copies=record), all_shards, retired,
                                  options=options)
     elif record != manifest.get("copies"):

@@ -11,6 +11,7 @@ const headSelect = $("head-select");  // absent when the index has no heads
 const headAware = $("head-aware");
 const K = 24;
 let queryUrl = null;
+let lastQuery = null;  // {query, label}: searched again when the filter changes
 
 function setStatus(text, isError = false) {
   statusEl.textContent = text;
@@ -32,7 +33,9 @@ async function post(endpoint, query, fields) {
   if (query.file) {
     const form = new FormData();
     form.append("image", query.file, query.file.name || "pasted.png");
-    for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
+    for (const [name, value] of Object.entries(fields)) {
+      form.append(name, typeof value === "object" ? JSON.stringify(value) : String(value));  // a filter: JSON
+    }
     init = { method: "POST", body: form };
   } else {
     init = {
@@ -53,6 +56,9 @@ async function run(query, label) {
   const head = headSelect ? headSelect.value : null;
   const fields = { k: K };
   if (head && headAware.checked) fields.head = head;
+  const filter = currentFilter();
+  if (filter) fields.filter = filter;
+  lastQuery = { query, label };
   try {
     const [found, classified] = await Promise.all([
       post("/api/search", query, fields),
@@ -61,7 +67,9 @@ async function run(query, label) {
     render(found.results);
     if (classified) renderPredictions(classified.predictions);
     const how = found.head ? ` (head-aware: ${found.head})` : "";
-    setStatus(`${found.results.length} results for ${label} in ${found.took_ms} ms${how}`);
+    const among = found.matched === undefined ? "" : ` among ${found.matched} images the filter selects`;
+    const note = found.note ? ` — ${found.note}` : "";
+    setStatus(`${found.results.length} results for ${label}${among} in ${found.took_ms} ms${how}${note}`);
   } catch (err) {
     setStatus(`Search failed: ${err.message}`, true);
   } finally {
@@ -129,6 +137,40 @@ function render(results) {
     return li;
   }));
 }
+
+// ---------------------------------------------------------------- the filter picker
+// Its fields become the API's "filter" object: searched inside the index, so k results come back when k match.
+function currentFilter() {
+  const filter = {};
+  const labels = [...$("filter-labels").selectedOptions].map((o) => o.value);
+  if (labels.length) filter.label = labels;
+  const prefix = $("filter-prefix").value.trim();
+  if (prefix) filter.path_prefix = prefix;
+  const minWidth = $("filter-min-width").value;
+  if (minWidth !== "") filter.width = { ">=": Number(minWidth) };
+  const from = $("filter-taken-from").value;
+  const to = $("filter-taken-to").value;
+  if (from || to) {
+    filter.taken = {};
+    if (from) filter.taken[">="] = from;
+    if (to) filter.taken["<="] = `${to}T23:59:59`;
+  }
+  return Object.keys(filter).length ? filter : null;
+}
+
+function refilter() {
+  if (lastQuery) run(lastQuery.query, lastQuery.label);
+}
+
+for (const id of ["filter-labels", "filter-min-width", "filter-taken-from", "filter-taken-to"]) {
+  $(id).addEventListener("change", refilter);
+}
+$("filter-prefix").addEventListener("change", refilter);
+$("filter-clear").addEventListener("click", () => {
+  for (const o of $("filter-labels").options) o.selected = false;
+  for (const id of ["filter-prefix", "filter-min-width", "filter-taken-from", "filter-taken-to"]) $(id).value = "";
+  refilter();
+});
 
 const dropzone = $("dropzone");
 $("file-input").addEventListener("change", (e) => searchFile(e.target.files[0]));
