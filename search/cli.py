@@ -42,7 +42,7 @@ def search(index_dir, images, k, head, as_json, where):
     engine = _open_engine(index_dir)
     if head is not None:
         engine.head(head)  # fail before embedding anything
-    matched = engine.filtered.select(flt).count if flt is not None else None  # an unknown label fails here
+    matched = engine.matching(flt) if flt is not None else None  # an unknown label fails here, before embedding
     if matched == 0:
         click.echo("no indexed image matches the --where filter", err=True)
     failed = False

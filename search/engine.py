@@ -26,7 +26,7 @@ from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
 from search.duplicates import DuplicateCache
 from search.filtered import FilteredSearch
-from search.filters import COLUMNS, MetadataColumns, as_filter
+from search.filters import as_filter
 from search.heads import HeadCatalog, HeadDamagedError
 from search.opening import open_version
 from search.thumbnails import thumbnail_jpeg
@@ -114,8 +114,7 @@ class SearchEngine:
         self._reopen = None
         self._successor = None  # the newer version answering for this one, once its files were found gone
         self._duplicates = DuplicateCache()  # this version's duplicate reports
-        self.filtered = FilteredSearch(  # filters' rows: the metadata columns are read on the first filtered query
-            lambda: MetadataColumns(store.read_columns(manifest["shards"], COLUMNS)), self._ids)
+        self.filtered = FilteredSearch(store, manifest["shards"], self._ids)  # metadata read on first use
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, *, backbone: str | None = None,
@@ -354,6 +353,16 @@ class SearchEngine:
         if vec is None:
             raise UnknownIdError(row_id)
         return vec
+
+    @_newest_if_gone
+    def matching(self, filter) -> int:
+        """How many images ``filter`` selects (InvalidFilterError, UnknownLabelError for a bad one)."""
+        return len(self) if (flt := as_filter(filter)) is None else self.filtered.select(flt).count
+
+    @_newest_if_gone
+    def labels(self) -> list[str]:
+        """Every label of this version, sorted (as the file system names them: ``display_text`` to show)."""
+        return self.filtered.columns().labels()
 
     @_newest_if_gone
     def duplicates(self, threshold: float | None = None, keep: str | None = "largest", keypoints: bool = True):

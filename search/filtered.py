@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from search.filters import COLUMNS, MetadataColumns
+
 EXACT_MAX = 20_000  # selections up to this many rows are searched exactly (see the module's docstring)
 CACHED_SELECTIONS = 16  # filters whose rows and bitmaps a version keeps
 MAX_WIDEN = 1e6  # nprobe stops at the number of lists; efSearch at MAX_EF
@@ -139,8 +141,8 @@ def _params(index, sel, widen: float, keep: list):
 class FilteredSearch:
     """Filtered queries of one version: its metadata columns, the selections of recent filters, index layouts."""
 
-    def __init__(self, load_columns, row_ids: np.ndarray):
-        self._load_columns = load_columns  # -> MetadataColumns, read once, on the first filtered query
+    def __init__(self, store, shards: list[str], row_ids: np.ndarray):
+        self._store, self._shards = store, shards  # the metadata columns are read on the first filtered query
         self.row_ids = row_ids  # (n,) int64, the engine's row order
         self._columns = None
         self._selections: OrderedDict = OrderedDict()
@@ -150,7 +152,7 @@ class FilteredSearch:
     def columns(self):
         with self._lock:
             if self._columns is None:
-                self._columns = self._load_columns()
+                self._columns = MetadataColumns(self._store.read_columns(self._shards, COLUMNS))
             return self._columns
 
     def select(self, flt) -> Selection:

@@ -170,7 +170,7 @@ def _filter_fields(eng, flt) -> dict:
     when none (an empty result list, not an error: the filter is valid, the index has no such image)."""
     if flt is None:
         return {}
-    matched = eng.filtered.select(flt).count  # an unknown label fails here, before an upload is embedded
+    matched = eng.matching(flt)  # an unknown label fails here, before an upload is embedded
     note = {"note": "no indexed image matches the filter"} if matched == 0 else {}
     return {"filter": flt.describe(), "matched": matched, **note}
 
@@ -288,7 +288,7 @@ def info():
                    index_type=data["index_type"], updated=data["updated"], generation=data["generation"],
                    max_k=MAX_K,
                    heads=data["heads"], whitening=bool(data["whitening"]),
-                   labels=[display_text(x) for x in eng.filtered.columns().labels()[:MAX_INFO_LABELS]],
+                   labels=[display_text(x) for x in eng.labels()[:MAX_INFO_LABELS]],
                    filter_fields=list(FIELDS),
                    max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"],
                    max_image_pixels=current_app.config["MAX_IMAGE_PIXELS"])

@@ -19,4 +19,4 @@ def index():
     return render_template("index.html", backbone=engine.backbone, count=len(engine), heads=engine.head_names(),
                            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            default_threshold=f"{DEFAULT_THRESHOLD:.2f}", keep_rules=KEEP_RULES,
-                           labels=[display_text(x) for x in engine.filtered.columns().labels()[:MAX_PICKER_LABELS]])
+                           labels=[display_text(x) for x in engine.labels()[:MAX_PICKER_LABELS]])
