@@ -199,9 +199,14 @@ def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_p
     os.utime(src / "cam" / "a.jpg", (1_500_000_000, 1_500_000_000))
     assert index_images([src], tmp_path / "idx", IndexConfig(progress=False, decode_workers=0)).refreshed == 0
     assert SearchEngine.open(tmp_path / "idx").search_vector(engine.vector(0), 10, filter=["mtime<1550000000"]) == []
-    summary = index_images([src], tmp_path / "idx", IndexConfig(progress=False, decode_workers=0),
-                           refresh_metadata=True)
-    assert summary.refreshed == 4 and summary.added == 0
+    from click.testing import CliRunner
+
+    from indexer.cli import index
+
+    run = CliRunner().invoke(index, [str(src), "--index", str(tmp_path / "idx"), "--refresh-metadata",
+                                     "--workers", "0", "--no-progress"])
+    assert run.exit_code == 0, run.output
+    assert "indexed 0 new images" in run.output and "file metadata captured again for 4 indexed images" in run.output
     refreshed = SearchEngine.open(tmp_path / "idx")
     assert refreshed.generation == engine.generation, "metadata alone does not rebuild the FAISS index"
     assert [os.path.basename(h.path) for h in refreshed.search_vector(engine.vector(0), 10,
