@@ -68,6 +68,9 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @click.option("--workers", type=click.IntRange(0, 256), default=None,
               help="Decoding processes (default: one per core; 0: decode in a thread).")
 @click.option("--sync", is_flag=True, help="Also remove indexed images whose files are gone from SOURCES.")
+@click.option("--refresh-metadata", is_flag=True,
+              help="Also capture again the file metadata (size, times, EXIF date and camera) of indexed images; "
+                   "without it only new files get it (local engine).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="Embed in local processes, or on Apache Spark executors (pip install 'imgsearch[spark]').")
@@ -79,9 +82,9 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
               help="Files per Spark task, the unit of resume (default: up to 1024, at least 2 tasks per core).")
 @ann_options
 @no_wait_option
-def index(sources, index_dir, backbone, weights, batch_size, runtime, precision, shard_size, workers, sync, no_progress,
-          engine, master, work_dir, task_size, index_type, max_index_memory, target_recall, rerank, cpu_only,
-          no_wait):
+def index(sources, index_dir, backbone, weights, batch_size, runtime, precision, shard_size, workers, sync,
+          refresh_metadata, no_progress, engine, master, work_dir, task_size, index_type, max_index_memory,
+          target_recall, rerank, cpu_only, no_wait):
     """Embed the images in SOURCES into an index folder.
 
     SOURCES are folders (walked recursively), image files, or lists of images:
@@ -107,6 +110,8 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
                                  spark_task_size=task_size)
     if engine == "local" and (master or work_dir or task_size):
         raise click.UsageError("--master, --work-dir and --task-size are for --engine spark")
+    if engine == "spark" and refresh_metadata:
+        raise click.UsageError("--refresh-metadata is for --engine local: run it once without Spark")
     if engine == "spark" and workers is not None:
         raise click.UsageError("--workers is for --engine local (Spark tasks decode in spark.task.cpus threads)")
     config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only)
@@ -115,7 +120,8 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
 
         summary = index_images_spark(sources, index_dir, config, sync=sync, wait=not no_wait)
     else:
-        summary = index_images(sources, index_dir, config, sync=sync, wait=not no_wait)
+        summary = index_images(sources, index_dir, config, sync=sync, wait=not no_wait,
+                               refresh_metadata=refresh_metadata)
     for line in summary.lines():
         click.echo(line)
 

@@ -64,20 +64,28 @@ def _example(value: str) -> int | Path:
 @click.option("--allow-network", "allow_networks", multiple=True, metavar="CIDR",
               help="Fetch URLs from this network although it is private or loopback (e.g. 10.0.0.0/8); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
-def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head, box, allow_networks, as_json):
+@click.option("--where", "where", multiple=True, metavar="FIELD OP VALUE",
+              help="Only images whose metadata matches, inside the search (repeat: all must hold), e.g. "
+                   "--where label=cats,dogs --where 'taken>=2020-01-01'. Fields: label, path_prefix, width, "
+                   "height, file_size, mtime, taken, camera_make, camera_model; operators = >= <= > <.")
+def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head, box, allow_networks, as_json,
+           where):
     """Find the indexed images most similar to each IMAGE (a file, or an http(s) URL), or to the examples
     --like and --unlike.
 
     URLs are fetched through an SSRF guard (search/urls.py): public addresses only, unless
     --allow-network widens it.  A query that fails (not an image, a URL refused or unreachable) prints
-    its reason, the others are answered, and the command exits 1.
+    its reason, the others are answered, and the command exits 1.  --where: only images whose metadata
+    matches, searched inside the index (search/filters.py).
     """
     from indexer.inputs.images import ImageDecodeError
+    from search.filters import parse_where
     from search.ranking import window
     from search.regions import parse_box
     from search.urls import UrlFetchError, UrlNotAllowedError, UrlPolicy
 
-    window(k, offset, min_score)  # a bad window fails before the model loads
+    window(k, offset, min_score)  # a bad window or filter fails before the model loads
+    flt = parse_where(where)
     if not (images or like or unlike):
         raise click.UsageError("give IMAGES to search by, or examples with --like/--unlike")
     if (like or unlike) and (box is not None or any(isinstance(i, str) for i in images)):
@@ -88,22 +96,27 @@ def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head
     engine = _open_engine(index_dir)
     if head is not None:
         engine.head(head)  # fail before embedding anything
+    matched = engine.matching(flt) if flt is not None else None  # an unknown label fails here, before embedding
+    if matched == 0:
+        click.echo("no indexed image matches the --where filter", err=True)
+    extra = {} if flt is None else {"filter": flt.describe(), "matched": matched}
     if like or unlike:
         positive = [*images, *map(_example, like)]
         hits = engine.search_examples(positive, [_example(v) for v in unlike], k, strategy=strategy, head=head,
-                                      min_score=min_score, offset=offset)
+                                      min_score=min_score, offset=offset, filter=flt)
         names = [str(p) if isinstance(p, Path) else f"id {p}" for p in positive]
         _print_hits("like " + ", ".join(names) + "".join(f"; unlike {v}" for v in unlike), hits, as_json,
-                    offset + 1)
+                    offset + 1, extra)
         return
     failed = False
     for image in images:
         try:
             if isinstance(image, str):  # a URL
                 hits = engine.search_url(image, k, head=head, box=region, policy=policy, min_score=min_score,
-                                         offset=offset)
+                                         offset=offset, filter=flt)
             else:
-                hits = engine.search_image(image, k, head=head, box=region, min_score=min_score, offset=offset)
+                hits = engine.search_image(image, k, head=head, box=region, min_score=min_score, offset=offset,
+                                           filter=flt)
         except (UrlNotAllowedError, UrlFetchError) as exc:  # their messages name the URL
             click.echo(str(exc), err=True)
             failed = True
@@ -112,17 +125,18 @@ def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head
             click.echo(f"{image}: {exc}", err=True)
             failed = True
             continue
-        _print_hits(str(image), hits, as_json, offset + 1)
+        _print_hits(str(image), hits, as_json, offset + 1, extra)
     if failed:
         sys.exit(1)
 
 
-def _print_hits(query: str, hits, as_json: bool, first_rank: int = 1) -> None:
+def _print_hits(query: str, hits, as_json: bool, first_rank: int = 1, extra: dict | None = None) -> None:
     from search.engine import display_text
 
     if as_json:  # paths as shown (valid UTF-8 whatever their bytes); the id names the image
         shown = [dataclasses.replace(h, path=display_text(h.path), label=display_text(h.label)) for h in hits]
-        click.echo(json.dumps({"query": display_text(query), "results": [h.to_dict() for h in shown]}))
+        click.echo(json.dumps({"query": display_text(query), "results": [h.to_dict() for h in shown],
+                               **(extra or {})}))
     else:
         click.echo(display_text(f"{query}:"))
         for rank, h in enumerate(hits, first_rank):

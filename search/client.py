@@ -54,6 +54,8 @@ class SearchResponse:
     took_ms: float
     backbone: str
     query: dict = field(default_factory=dict)
+    matched: int | None = None  # with a filter: the images it selects
+    note: str | None = None  # with a filter selecting none: why the results are empty
 
     def __iter__(self) -> Iterator[RemoteHit]:
         return iter(self.results)
@@ -167,48 +169,56 @@ class SearchClient:
     # ------------------------------------------------------------ queries
     def search(self, image: ImageInput | None = None, k: int | None = None, *, head: str | None = None,
                min_score: float | None = None, offset: int | None = None,
-               box: Sequence[float] | None = None, url: str | None = None) -> SearchResponse:
+               box: Sequence[float] | None = None, url: str | None = None,
+               filter: dict | None = None) -> SearchResponse:
         """Nearest indexed images to ``image``: a path, bytes, file object or PIL image; or, with ``url``
         instead, to the image the server fetches from that http(s) URL (if it allows URL queries).
 
         ``head``: blend in that head's class probabilities (head-aware search).  ``k`` results (None:
         the server's default, or with ``min_score`` all that reach it) from rank ``offset``.
         ``box``: search by that region, ``[x0, y0, x1, y1]`` fractions of the image's width and height.
+        ``filter``: only images whose metadata it selects, e.g. ``{"label": ["cats"], "width": {">=": 640}}``
+        (README, Filters).
         """
         if (image is None) == (url is None):
             raise TypeError("pass an image or url=..., one of them")
         region = None if box is None else [float(x) for x in box]
         if url is not None:
-            body = _body(url=url, k=k, head=head, box=region, min_score=min_score, offset=offset)
+            body = _body(url=url, k=k, head=head, box=region, min_score=min_score, offset=offset, filter=filter)
             return self._parsed(_response, self._request("POST", "/api/search", json=body))
         name, data = _image_payload(image)
         fields = {key: str(v) for key, v in _body(k=k, head=head, min_score=min_score, offset=offset).items()}
         if region is not None:
             fields["box"] = ",".join(map(repr, region))
+        if filter is not None:
+            fields["filter"] = json.dumps(filter)
         reply = self._request("POST", "/api/search", files={"image": (name, data)}, data=fields)
         return self._parsed(_response, reply)
 
     def search_id(self, row_id: int, k: int | None = None, *, head: str | None = None,
                   min_score: float | None = None, offset: int | None = None,
-                  box: Sequence[float] | None = None) -> SearchResponse:
+                  box: Sequence[float] | None = None, filter: dict | None = None) -> SearchResponse:
         """Nearest indexed images to image ``row_id`` (itself left out); with ``box``, to that region of it."""
         region = None if box is None else [float(x) for x in box]
-        body = _body(id=row_id, k=k, head=head, min_score=min_score, offset=offset, box=region)
+        body = _body(id=row_id, k=k, head=head, min_score=min_score, offset=offset, box=region, filter=filter)
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
     def search_vector(self, vector: Sequence[float], k: int | None = None, *, head: str | None = None,
-                      min_score: float | None = None, offset: int | None = None) -> SearchResponse:
-        body = _body(vector=[float(x) for x in vector], k=k, head=head, min_score=min_score, offset=offset)
+                      min_score: float | None = None, offset: int | None = None,
+                      filter: dict | None = None) -> SearchResponse:
+        body = _body(vector=[float(x) for x in vector], k=k, head=head, min_score=min_score, offset=offset,
+                     filter=filter)
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
     def search_examples(self, positive: Sequence, negative: Sequence = (), k: int | None = None, *,
                         strategy: str | None = None, head: str | None = None, min_score: float | None = None,
-                        offset: int | None = None) -> SearchResponse:
+                        offset: int | None = None, filter: dict | None = None) -> SearchResponse:
         """Nearest indexed images to several examples: each an id (int), a vector, an image (path, bytes,
         file, PIL image) or an ``Example`` with a weight; ``strategy`` "rocchio" (the server's default)
         or "best"."""
         body = _body(positive=_examples_json(positive, "positive"),
-                     negative=_examples_json(negative, "negative") or None, k=k, strategy=strategy, head=head, min_score=min_score, offset=offset)
+                     negative=_examples_json(negative, "negative") or None, k=k, strategy=strategy, head=head,
+                     min_score=min_score, offset=offset, filter=filter)
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
     def search_many(self, queries: Sequence, k: int | None = None, *, head: str | None = None,
@@ -383,7 +393,8 @@ def _batch(body: dict) -> list[SearchResponse | SearchAPIError]:
 def _response(body: dict) -> SearchResponse:
     hits = [RemoteHit(h["id"], h["path"], h["label"], float(h["score"]), h["thumbnail_url"])
             for h in body["results"]]
-    return SearchResponse(hits, float(body["took_ms"]), body["backbone"], body.get("query", {}))
+    return SearchResponse(hits, float(body["took_ms"]), body["backbone"], body.get("query", {}),
+                          body.get("matched"), body.get("note"))
 
 
 def _duplicates(body: dict) -> DuplicatesPage:

@@ -28,6 +28,8 @@ from indexer.vectors import search_index
 from search.duplicates import DuplicateCache
 from search.examples import search_examples
 from search.explain import explain_pair
+from search.filtered import FilteredSearch
+from search.filters import as_filter
 from search.heads import HeadCatalog, HeadDamagedError
 from search.opening import open_version
 from search.ranking import MAX_K, id_set, ranked, window  # noqa: F401 - callers read MAX_K here
@@ -117,6 +119,7 @@ class SearchEngine:
         self._reopen = None
         self._successor = None  # the newer version answering for this one, once its files were found gone
         self._duplicates = DuplicateCache()  # this version's duplicate reports
+        self.filtered = FilteredSearch(store, manifest["shards"], self._ids)  # metadata read on first use
 
     @classmethod
     def open(cls, index_dir: str | os.PathLike, *, backbone: str | None = None,
@@ -263,44 +266,47 @@ class SearchEngine:
     @_newest_if_gone
     def search_image(self, image: ImageSource, k: int | None = None, *, head: str | None = None,
                      max_pixels: int | None = None, min_score: float | None = None, offset: int = 0,
-                     box=None) -> list[Hit]:
+                     box=None, filter=None) -> list[Hit]:
         """Nearest images to an image given as a path, bytes, file object or PIL image; ``max_pixels``:
         refuse (ImageTooLargeError) one declaring more pixels (default: the config's); ``box``: search by
         that region of it, ``[x0, y0, x1, y1]`` fractions of its width and height."""
-        window(k, offset, min_score)  # fail on a bad window or head name before embedding
+        window(k, offset, min_score)  # fail on a bad window, filter or head name before embedding
+        filter = as_filter(filter)
         if head is not None:
             self._head(head)
         vector = self.embed_images([image], max_pixels=max_pixels, box=box)[0]
-        return self.search_vector(vector, k, head=head, min_score=min_score, offset=offset)
+        return self.search_vector(vector, k, head=head, min_score=min_score, offset=offset, filter=filter)
 
     def search_url(self, url: str, k: int | None = None, *, head: str | None = None, max_pixels: int | None = None,
-                   box=None, policy=None, min_score: float | None = None, offset: int = 0) -> list[Hit]:
+                   box=None, policy=None, min_score: float | None = None, offset: int = 0,
+                   filter=None) -> list[Hit]:
         """Nearest images to the image at an http(s) ``url``, fetched through the SSRF guard of
         search/urls.py (``policy``: its limits and allowed networks, default ``UrlPolicy()``)."""
         from search.urls import fetch_image
 
         window(k, offset, min_score)
-        box = None if box is None else parse_box(box)
+        box, filter = None if box is None else parse_box(box), as_filter(filter)
         if head is not None:
-            self._head(head)  # a bad head, window or box is refused before anything is fetched
+            self._head(head)  # a bad head, window, filter or box is refused before anything is fetched
         return self.search_image(fetch_image(url, policy), k, head=head, max_pixels=max_pixels, box=box,
-                                 min_score=min_score, offset=offset)
+                                 min_score=min_score, offset=offset, filter=filter)
 
     @_newest_if_gone
     def search_examples(self, positive, negative=(), k: int | None = None, *, strategy="rocchio", head=None,
-                        min_score=None, offset: int = 0, max_pixels: int | None = None) -> list[Hit]:
+                        min_score=None, offset: int = 0, max_pixels: int | None = None, filter=None) -> list[Hit]:
         """Nearest images to several examples, ``positive`` and ``negative``: lists of ids, vectors, images
         or weighted ``Example``s; ``strategy`` "rocchio" or "best" (``search/examples.py``)."""
         return search_examples(self, positive, negative, window(k, offset, min_score), strategy=strategy,
-                               head=head, max_pixels=max_pixels)
+                               head=head, max_pixels=max_pixels, filter=as_filter(filter))
 
     @_newest_if_gone
     def search_vector(self, vector, k: int | None = None, *, exclude=None, head: str | None = None,
-                      min_score: float | None = None, offset: int = 0) -> list[Hit]:
+                      min_score: float | None = None, offset: int = 0, filter=None) -> list[Hit]:
         """Nearest images to a (D,) embedding-space vector but the id(s) ``exclude``: ``k`` from rank ``offset``
         scoring at least ``min_score`` (``k`` None: all such, to MAX_K; ``search/ranking.py``).  With ``head``,
-        similarity blends in that head's class probabilities (head-aware search); else plain cosines."""
-        win = window(k, offset, min_score)
+        similarity blends in that head's class probabilities (head-aware search); else plain cosines.
+        ``filter``: only images whose metadata it selects (``search/filters.py``), searched inside FAISS."""
+        win, filter = window(k, offset, min_score), as_filter(filter)
         v = self.check_vector(vector)[None]  # (1, D)
         if self.index is None or len(self) == 0:
             return []
@@ -312,7 +318,11 @@ class SearchEngine:
         skip = id_set(exclude)
 
         def best(n: int) -> list[Hit]:  # the n best, the excluded left out
-            scores, ids = search_index(index, query, min(n + len(skip), len(self)))  # (1, n + skipped)
+            want = min(n + len(skip), len(self))
+            if filter is not None:
+                scores, ids = self.filtered.search_filter(index, query, want, filter)  # (1, <= want)
+            else:
+                scores, ids = search_index(index, query, want)  # (1, want)
             return [self._hit(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i not in skip][:n]
 
         return ranked(best, win)
@@ -366,14 +376,15 @@ class SearchEngine:
 
     @_newest_if_gone
     def search_id(self, row_id: int, k: int | None = None, *, head: str | None = None,
-                  min_score: float | None = None, offset: int = 0, box=None) -> list[Hit]:
+                  min_score: float | None = None, offset: int = 0, box=None, filter=None) -> list[Hit]:
         """Nearest images to an indexed image ("more like this"), itself excluded; with ``box``, to that
         region of its file (decoded again at full resolution), and the image itself is a result like any other."""
         window(k, offset, min_score)
+        filter = as_filter(filter)
         if head is not None:
             self._head(head)  # fail on a bad head name before decoding a region
         return self.search_vector(self._query_vector(row_id, box), k, exclude=None if box else int(row_id),
-                                  head=head, min_score=min_score, offset=offset)
+                                  head=head, min_score=min_score, offset=offset, filter=filter)
 
     def _query_vector(self, row_id: int, box) -> np.ndarray:
         """The stored embedding of ``row_id``, or with ``box`` the embedding of that region of its file."""
@@ -400,6 +411,16 @@ class SearchEngine:
             if self._shard_ends is None:
                 self._shard_ends = np.cumsum(self.store.shard_rows(self.manifest["shards"]))  # (shards,)
         return self.manifest["shards"][int(np.searchsorted(self._shard_ends, row, side="right"))]
+
+    @_newest_if_gone
+    def matching(self, filter) -> int:
+        """How many images ``filter`` selects (InvalidFilterError, UnknownLabelError for a bad one)."""
+        return len(self) if (flt := as_filter(filter)) is None else self.filtered.select(flt).count
+
+    @_newest_if_gone
+    def labels(self) -> list[str]:
+        """Every label of this version, sorted (as the file system names them: ``display_text`` to show)."""
+        return self.filtered.columns().labels()
 
     @_newest_if_gone
     def duplicates(self, threshold: float | None = None, keep: str | None = "largest", keypoints: bool = True):

@@ -17,11 +17,13 @@ from indexer.folder.manifest import ExternalVectorsError
 from indexer.folder.store import IndexFormatError
 from indexer.inputs.images import ImageDecodeError, ImageTooLargeError
 from search.engine import InvalidVectorError, UnknownIdError
+from search.filters import InvalidFilterError, UnknownLabelError
 from search.regions import InvalidBoxError
 from search.thumbnails import ImageUnavailableError
 from search.urls import UrlFetchError, UrlNotAllowedError
 
 __all__ = ["DamagedIndexError", "ExecutionError", "ExternalVectorsError", "HeadDamagedError", "HeadError",
            "ImageDecodeError", "ImageError", "ImageTooLargeError", "ImageUnavailableError", "ImgsearchError",
-           "IndexFormatError", "InvalidBoxError", "InvalidInputError", "InvalidVectorError", "MissingDependencyError",
-           "NotFoundError", "UnknownHeadError", "UnknownIdError", "UrlFetchError", "UrlNotAllowedError", "quote"]
+           "IndexFormatError", "InvalidBoxError", "InvalidFilterError", "InvalidInputError", "InvalidVectorError",
+           "MissingDependencyError", "NotFoundError", "UnknownHeadError", "UnknownIdError", "UnknownLabelError",
+           "UrlFetchError", "UrlNotAllowedError", "quote"]

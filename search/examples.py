@@ -109,8 +109,9 @@ def check_examples(positive, negative) -> tuple[list[Example], list[Example]]:
 
 
 def search_examples(engine, positive, negative, win: Window, *, strategy: str = "rocchio", head=None,
-                    max_pixels: int | None = None) -> list:
-    """The window ``win`` of the results for these examples (see the module's docstring)."""
+                    max_pixels: int | None = None, filter=None) -> list:
+    """The window ``win`` of the results for these examples (see the module's docstring); ``filter``: only
+    images whose metadata it selects (``search/filters.py``)."""
     strategy = check_strategy(strategy)
     pos, neg = check_examples(positive, negative)
     if head is not None:
@@ -120,8 +121,8 @@ def search_examples(engine, positive, negative, win: Window, *, strategy: str = 
     exclude = {int(ex.value) for ex in pos + neg if ex.kind == "id"}
     if strategy == "rocchio":
         return engine.search_vector(rocchio_vector(p, wp, n, wn), win.k, exclude=exclude, head=head,
-                                    min_score=win.min_score, offset=win.offset)
-    return _best(engine, p, wp, n, wn, win, exclude, head)
+                                    min_score=win.min_score, offset=win.offset, filter=filter)
+    return _best(engine, p, wp, n, wn, win, exclude, head, filter)
 
 
 def rocchio_vector(p: np.ndarray, wp: np.ndarray, n: np.ndarray, wn: np.ndarray) -> np.ndarray:
@@ -155,7 +156,7 @@ def _vectors(engine, examples: list[Example], max_pixels) -> np.ndarray:
     return l2_normalize(np.stack(rows)) if rows else np.zeros((0, engine.dim), np.float32)
 
 
-def _best(engine, p, wp, n, wn, win: Window, exclude: set, head) -> list:
+def _best(engine, p, wp, n, wn, win: Window, exclude: set, head, filter=None) -> list:
     """Candidates by their best positive's weighted score, those nearer a negative left out."""
     pool = win.depth
     while True:
@@ -164,7 +165,7 @@ def _best(engine, p, wp, n, wn, win: Window, exclude: set, head) -> list:
             floor = None if win.min_score is None else win.min_score / weight
             if floor is not None and floor > 1:
                 continue  # no cosine reaches it
-            hits = engine.search_vector(vector, pool, exclude=exclude, head=head,
+            hits = engine.search_vector(vector, pool, exclude=exclude, head=head, filter=filter,
                                         min_score=None if floor is None else max(floor, -1.0))
             full |= len(hits) == pool
             for h in hits:

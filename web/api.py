@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from search.duplicates import KEEP_RULES
 from search.engine import MAX_K, SearchEngine, display_text
 from search.errors import ImageError, InvalidInputError, quote
 from search.examples import Example, check_strategy
+from search.filters import FIELDS, parse_filter
 from search.ranking import check_min_score
 from search.regions import parse_box
 from search.urls import fetch_image
@@ -235,31 +237,60 @@ def _parse_head(raw, required: bool) -> str | None:
     return raw
 
 
+MAX_INFO_LABELS = 1000  # labels /api/info lists (the page's filter picker)
+
+
+def _parse_filter(raw):
+    """``filter``: a JSON object (in a multipart form, its JSON text), ``search/filters.py``; None if absent."""
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise ApiError(400, "invalid_filter", "filter must be a JSON object such as {\"label\": [\"cats\"]}, "
+                                                  f"got {quote(raw)}") from None
+    return parse_filter(raw)  # InvalidFilterError: 400 invalid_filter
+
+
+def _filter_fields(eng, flt) -> dict:
+    """What a filtered answer says about its filter: as read, how many images it selects, and a note
+    when none (an empty result list, not an error: the filter is valid, the index has no such image)."""
+    if flt is None:
+        return {}
+    matched = eng.matching(flt)  # an unknown label fails here, before an upload is embedded
+    note = {"note": "no indexed image matches the filter"} if matched == 0 else {}
+    return {"filter": flt.describe(), "matched": matched, **note}
+
+
 @api.post("/search")
 def search():
-    """Nearest images to an uploaded image, an indexed id or a vector; ``head`` for head-aware search."""
+    """Nearest images to an uploaded image, an indexed id or a vector; ``head`` for head-aware search;
+    ``filter`` to search only images whose metadata it selects."""
     started = time.perf_counter()
     eng = engine()
     query = _parse_query()
-    hits, head, (_, offset, min_score) = search_hits(eng, query)
+    hits, head, (_, offset, min_score), filtered = search_hits(eng, query)
     return jsonify(results=[_hit_json(h) for h in hits], query=query.describe(), backbone=eng.backbone,
                    head=head, offset=offset, min_score=min_score,
-                   took_ms=round((time.perf_counter() - started) * 1000, 2))
+                   took_ms=round((time.perf_counter() - started) * 1000, 2), **filtered)
 
 
 def search_hits(eng: SearchEngine, query: Query):
-    """(hits, head, (k, offset, min_score)) of one search query."""
+    """(hits, head, (k, offset, min_score), what the answer says of its filter) of one search query."""
     k, offset, min_score = win = _parse_window(query.fields)
     head = _parse_head(query.fields.get("head"), required=False)
-    kw = {"head": head, "offset": offset, "min_score": min_score}
+    flt = _parse_filter(query.fields.get("filter"))
+    filtered = _filter_fields(eng, flt)
+    kw = {"head": head, "offset": offset, "min_score": min_score, "filter": flt}
     if query.kind == "examples":
         strategy = _parse_strategy(query.fields.get("strategy"))
         return eng.search_examples(query.positive, query.negative, k, strategy=strategy,
-                                   max_pixels=current_app.config["MAX_IMAGE_PIXELS"], **kw), head, win
+                                   max_pixels=current_app.config["MAX_IMAGE_PIXELS"], **kw), head, win, filtered
     hits = _answer(query, lambda image, **more: eng.search_image(image, k, **kw, **more),
                    lambda row_id, **more: eng.search_id(row_id, k, **kw, **more),
                    lambda vector: eng.search_vector(vector, k, **kw))
-    return hits, head, win
+    return hits, head, win, filtered
 
 
 @api.post("/classify")
@@ -357,6 +388,8 @@ def info():
                    index_type=data["index_type"], updated=data["updated"], generation=data["generation"],
                    max_k=MAX_K,
                    heads=data["heads"], whitening=bool(data["whitening"]),
+                   labels=[display_text(x) for x in eng.labels()[:MAX_INFO_LABELS]],
+                   filter_fields=list(FIELDS),
                    max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"],
                    url_queries=bool(current_app.config["ALLOW_URL_QUERIES"]),
                    max_image_pixels=current_app.config["MAX_IMAGE_PIXELS"])

@@ -38,7 +38,7 @@ def search_batch():
     results = []
     for item in queries:
         try:
-            hits, _, _ = search_hits(eng, query_of_json(item))
+            hits = search_hits(eng, query_of_json(item))[0]
         except ImgsearchError as exc:
             failure = error_of(exc)
             if failure is None:

@@ -22,9 +22,11 @@ from search.errors import (
     ImageUnavailableError,
     ImgsearchError,
     InvalidBoxError,
+    InvalidFilterError,
     InvalidInputError,
     InvalidVectorError,
     NotFoundError,
+    UnknownLabelError,
     UrlFetchError,
     UrlNotAllowedError,
 )
@@ -49,6 +51,8 @@ STATUS: dict[type[ImgsearchError], tuple[int, str]] = {
     ImageError: (400, "invalid_image"),  # an upload that is not an image
     ImageTooLargeError: (413, "image_too_large"),
     ImageUnavailableError: (404, "image_unavailable"),  # an indexed image whose file is gone
+    InvalidFilterError: (400, "invalid_filter"),  # an unknown field or operator, a value of the wrong type
+    UnknownLabelError: (400, "unknown_label"),  # the message lists the labels the index has
 }
 
 

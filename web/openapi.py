@@ -5,6 +5,7 @@ from __future__ import annotations
 from search.duplicates import KEEP_RULES
 from search.engine import MAX_K
 from search.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_WEIGHT, STRATEGIES
+from search.filters import COMPARISONS, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS
 from web.examples import EXAMPLE_FIELDS, MAX_BATCH
 
 
@@ -84,6 +85,8 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                           "multicast and reserved addresses are refused, after every redirect too (at most 3), "
                           "and so is a reply that is not an image or is over the upload limit "
                           "(400 url_not_allowed)"}
+    flt = {"$ref": "#/components/schemas/Filter"}
+    form_filter = {"type": "string", "description": "a Filter as JSON text"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "imgsearch", "version": "1",
@@ -101,14 +104,16 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                        "positive": {"type": "array", "items": {"type": "string", "format": "binary"}},
                                        "negative": {"type": "array", "items": {"type": "string", "format": "binary"}},
                                        "strategy": {"type": "string", "enum": list(STRATEGIES)},
-                                       "k": k, "head": head, "box": box_field, **window}}},
+                                       "k": k, "head": head, "box": box_field, "filter": form_filter, **window}}},
                     "application/json": {"schema": query_ref},
                 }},
                 "responses": {
-                    "200": {"description": "Results, best first",
+                    "200": {"description": "Results, best first (with a filter: only images it selects; none "
+                                           "selected: empty results and a note)",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
                     "400": _error("Not an image, missing field, bad k, min_score, offset, id, vector, head, example, "
-                                  "weight, strategy or box (invalid_box); a URL refused (url_not_allowed, with the "
+                                  "weight, strategy or box (invalid_box); a filter with an unknown field, operator or "
+                                  "label (invalid_filter, unknown_label); a URL refused (url_not_allowed, with the "
                                   "reason) or not fetched (url_fetch_failed)"),
                     "403": _error("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
                     "404": _error("Unknown id"),
@@ -232,7 +237,7 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                             "items": {"$ref": "#/components/schemas/Example"}},
                                "negative": {"type": "array", "items": {"$ref": "#/components/schemas/Example"}},
                                "strategy": {"type": "string", "enum": list(STRATEGIES), "default": "rocchio"},
-                               "url": url, "box": box, "k": k, "head": head, **window}},
+                               "url": url, "box": box, "filter": flt, "k": k, "head": head, **window}},
             "BatchRequest": {"type": "object", "required": ["queries"], "properties": {
                 "queries": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": query_ref}}},
             "BatchResponse": {"type": "object", "required": ["results"], "properties": {
@@ -253,7 +258,11 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                               "head": {"type": ["string", "null"]},
                                               "offset": {"type": "integer"},
                                               "min_score": {"type": ["number", "null"]},
-                                              "query": {"type": "object"}}},
+                                              "query": {"type": "object"},
+                                              "filter": flt, "matched": {"type": "integer",
+                                                                         "description": "images the filter selects"},
+                                              "note": {"type": "string"}}},
+            "Filter": _filter_schema(),
             "DuplicateGroup": {"type": "object",
                                "required": ["group", "ids", "paths", "scores", "keep", "exact", "thumbnail_urls"],
                                "properties": {"group": {"type": "integer"},
@@ -279,3 +288,22 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                                                                    "probability": {"type": "number"}}}}}},
         }},
     }
+
+
+def _filter_schema() -> dict:
+    """The ``filter`` object: all conditions hold; a list means any of its values (search/filters.py)."""
+    texts = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+
+    def bounds(kind: dict) -> dict:
+        return {"oneOf": [kind, {"type": "array", "items": kind, "minItems": 1},
+                          {"type": "object", "minProperties": 1, "additionalProperties": False,
+                           "properties": {op: kind for op in COMPARISONS}}]}
+
+    when = {"oneOf": [{"type": "number"}, {"type": "string", "description": "ISO date or date-time (UTC)"}]}
+    return {"type": "object", "additionalProperties": False,
+            "description": "Search only images whose stored metadata matches: every field given must hold; "
+                           "null (unknown) metadata never matches.  Times are ISO dates or seconds since 1970; "
+                           "taken is the camera's EXIF clock.",
+            "properties": {**{name: texts for name in TEXT_FIELDS}, "path_prefix": texts,
+                           **{name: bounds({"type": "number"}) for name in NUMBER_FIELDS},
+                           **{name: bounds(when) for name in TIME_FIELDS}}}

@@ -5,6 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, render_template
 
 from search.duplicates import DEFAULT_THRESHOLD, KEEP_RULES
+from search.engine import display_text
+
+MAX_PICKER_LABELS = 500  # labels the filter picker lists
 
 pages = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                   static_url_path="/static")
@@ -16,4 +19,5 @@ def index():
     return render_template("index.html", backbone=engine.backbone, count=len(engine), heads=engine.head_names(),
                            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            default_threshold=f"{DEFAULT_THRESHOLD:.2f}", keep_rules=KEEP_RULES,
-                           url_queries=current_app.config["ALLOW_URL_QUERIES"])
+                           url_queries=current_app.config["ALLOW_URL_QUERIES"],
+                           labels=[display_text(x) for x in engine.labels()[:MAX_PICKER_LABELS]])

@@ -48,6 +48,7 @@ from indexer.atomic import (
     disk_full_error,
 )
 from indexer.errors import DamagedIndexError
+from indexer.folder.shard_columns import FILE_COLUMNS, read_shard_columns, schema
 from indexer.folder.texts import log_bytes, text_array
 from indexer.folder.validate import ManifestShapeError, check_manifest_shape
 
@@ -58,7 +59,10 @@ INT8_FORMAT_VERSION = 2
 # an index that records another resize filter than bicubic (backbone.resample, new indexes since issue 15):
 # the releases before could not resize queries as it did, so they refuse it
 RESAMPLE_FORMAT_VERSION = 3
-READABLE_FORMATS = (FORMAT_VERSION, INT8_FORMAT_VERSION, RESAMPLE_FORMAT_VERSION)
+# shards may hold FILE_COLUMNS (issue 17): earlier releases would take a folder mixing shards with and without
+# them for damaged, so they refuse it; shards of formats 1-3 are read as before (their FILE_COLUMNS null)
+FILE_METADATA_FORMAT_VERSION = 4
+READABLE_FORMATS = (FORMAT_VERSION, INT8_FORMAT_VERSION, RESAMPLE_FORMAT_VERSION, FILE_METADATA_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 SKIPPED_LOG = "skipped.log"
@@ -68,6 +72,8 @@ ROW_GROUP_ROWS = 256  # rows per Parquet row group in a shard: the unit a lookup
 
 
 def _format_version(manifest: dict) -> int:
+    if manifest.get("file_columns"):  # set by the indexing runs that write shards with FILE_COLUMNS
+        return FILE_METADATA_FORMAT_VERSION
     backbone = manifest.get("backbone")
     if not isinstance(backbone, dict):
         return FORMAT_VERSION
@@ -80,20 +86,6 @@ class IndexFormatError(DamagedIndexError, RuntimeError):
     """The folder is not a usable index; the message says what is wrong."""
 
 
-def schema(dim: int) -> pa.Schema:
-    return pa.schema(
-        [
-            pa.field("id", pa.int64(), nullable=False),
-            pa.field("path", pa.string(), nullable=False),
-            pa.field("label", pa.string(), nullable=False),
-            pa.field("width", pa.int32(), nullable=False),
-            pa.field("height", pa.int32(), nullable=False),
-            pa.field("sha256", pa.string(), nullable=False),
-            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
-        ]
-    )
-
-
 @dataclass
 class Row:
     id: int
@@ -103,13 +95,18 @@ class Row:
     height: int
     sha256: str
     embedding: np.ndarray  # (D,) float32
+    file_size: int | None = None  # FILE_COLUMNS (None is null)
+    mtime: int | None = None
+    taken: int | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
 
 
 def rows_to_table(rows: Sequence[Row], dim: int) -> pa.Table:
     emb = np.stack([r.embedding for r in rows]).astype(np.float32, copy=False)  # (n, D)
     if emb.shape[1] != dim:
         raise ValueError(f"embedding dimension {emb.shape[1]} != index dimension {dim}")
-    columns = {name: [getattr(r, name) for r in rows] for name in METADATA_COLUMNS}
+    columns = {name: [getattr(r, name) for r in rows] for name in METADATA_COLUMNS + list(FILE_COLUMNS)}
     columns["path"], columns["label"] = text_array(columns["path"]), text_array(columns["label"])
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim)
     return pa.table(columns, schema=schema(dim))
@@ -330,7 +327,15 @@ class EmbeddingStore:
             tables = [_read_parquet(p, columns=columns) for p in self.shard_paths(shards)]
         except (OSError, pa.ArrowException) as exc:
             raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
-        return pa.concat_tables(tables)
+        return pa.concat_tables(tables, promote_options="default")  # shards of formats 1-3 lack FILE_COLUMNS
+
+    def read_columns(self, shards: Sequence[str], columns: Sequence[str]) -> pa.Table:
+        """``columns`` of every row, in shard order; FILE_COLUMNS a shard of formats 1-3 lacks are null."""
+        try:
+            tables = [read_shard_columns(_read_parquet, p, columns) for p in self.shard_paths(shards)]
+        except (OSError, pa.ArrowException) as exc:
+            raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
+        return pa.concat_tables(tables) if tables else schema(1).empty_table().select(list(columns))
 
     def shard_rows(self, shards: Sequence[str]) -> list[int]:
         """Rows of each shard, from the Parquet footers (no data read)."""

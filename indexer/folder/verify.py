@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from indexer.folder.manifest import search_dim
+from indexer.folder.shard_columns import is_shard_schema
 from indexer.folder.store import (
     COPIES_PREFIX,
     MANIFEST,
@@ -28,7 +29,6 @@ from indexer.folder.store import (
     IndexFormatError,
     embeddings_of,
     file_sha256,
-    schema,
 )
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,6 @@ def _check_files(store: EmbeddingStore, manifest: dict, report: VerifyReport, ch
 
 def _check_shards(store: EmbeddingStore, manifest: dict, report: VerifyReport) -> dict | None:
     """Read every shard; returns {name: (ids, sample embeddings)} if all are readable, else None."""
-    expected = schema(manifest["dim"])
     tables, rows = {}, 0
     for name in manifest["shards"]:
         rel = f"{SHARD_DIR}/{name}"
@@ -205,7 +204,7 @@ def _check_shards(store: EmbeddingStore, manifest: dict, report: VerifyReport) -
         except IndexFormatError as exc:
             report.problem("shard", rel, f"cannot be read: {exc.__cause__ or exc}")
             continue
-        if not table.schema.remove_metadata().equals(expected):
+        if not is_shard_schema(table.schema, manifest["dim"]):
             report.problem("shard", rel, f"has columns {table.schema.names} with types "
                                          f"{[str(t) for t in table.schema.types]}, not the index schema "
                                          f"(dimension {manifest['dim']})")

@@ -27,6 +27,7 @@ from indexer.inputs.images import (
     decode_image,
     read_image_file,
 )
+from indexer.inputs.metadata import FileInfo, capture
 from indexer.inputs.sources import ImageFile
 
 
@@ -35,6 +36,7 @@ class Decoded:
     file: ImageFile
     sha256: str
     image: DecodedImage
+    info: FileInfo | None = None  # size, times, camera (``metadata.capture``)
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Skipped:
 class AlreadyIndexed:
     file: ImageFile
     sha256: str
+    info: FileInfo | None = None  # captured only when asked (``refresh_metadata``)
 
 
 def digest_key(sha256_hex: str) -> int:
@@ -91,12 +94,13 @@ def clear_worker_keys() -> None:
 
 
 def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pixels: int = MAX_PIXELS,
-             resample: str = DEFAULT_RESAMPLE):
+             resample: str = DEFAULT_RESAMPLE, refresh_metadata: bool = False):
     """Read, hash and decode one file; never raises for a bad file.
 
     ``keys``: known-content keys (default: the worker's, set at start; pass an
     empty array to decode whatever is known).  Images over ``max_pixels`` are skipped; ``resample``: the
-    index's resize filter (``manifest.resample``).
+    index's resize filter (``manifest.resample``).  A decoded file's metadata is captured
+    (``metadata.capture``); a known one's only with ``refresh_metadata``.
     """
     keys = _WORKER_KEYS if keys is None else keys
     try:
@@ -108,10 +112,12 @@ def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pix
     except OSError as exc:
         return Skipped(file, f"cannot read file: {exc.strerror or exc}")
     sha = hashlib.sha256(data).hexdigest()
+    local = not is_uri(file.path)
     if _is_known(keys, sha):
-        return AlreadyIndexed(file, sha)
+        return AlreadyIndexed(file, sha, capture(data, file.path, local=local) if refresh_metadata else None)
     try:
-        return Decoded(file, sha, decode_image(data, size, max_pixels, resample))
+        image = decode_image(data, size, max_pixels, resample)
+        return Decoded(file, sha, image, capture(data, file.path, local=local))
     except ImageDecodeError as exc:
         return Skipped(file, str(exc))
     except Exception as exc:  # a decoder bug on one file must not end the run
@@ -126,19 +132,20 @@ def _pool(workers: int, keys: np.ndarray) -> Executor:
                                initializer=_init_worker, initargs=(keys,))
 
 
-def _read_chunk(files: list[ImageFile], size: int, max_pixels: int, resample: str) -> list:
-    return [read_one(file, size, None, max_pixels, resample) for file in files]
+def _read_chunk(files: list[ImageFile], size: int, max_pixels: int, resample: str, refresh: bool) -> list:
+    return [read_one(file, size, None, max_pixels, resample, refresh) for file in files]
 
 
 def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None = None, *,
                 workers: int | None = None, window: int = 256, chunk: int = CHUNK,
-                max_pixels: int = MAX_PIXELS,
-                resample: str = DEFAULT_RESAMPLE) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
+                max_pixels: int = MAX_PIXELS, resample: str = DEFAULT_RESAMPLE,
+                refresh_metadata: bool = False) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
     """Decode ``files`` in ``workers`` processes (default: one per core), yielding in input order.
 
     ``known``: sorted uint64 keys (``known_keys``) of contents already indexed;
     those files are hashed but not decoded.  Images over ``max_pixels`` are skipped.
     A process is handed ``chunk`` files at a time; at most ``window`` files are in flight.
+    ``refresh_metadata``: capture the metadata of known files too.
     """
     keys = np.empty(0, np.uint64) if known is None else known
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -150,9 +157,9 @@ def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None 
 
         def submit(group: list[ImageFile]):
             if workers == 0:
-                return pool.submit(lambda: [read_one(group[0], size, keys, max_pixels, resample)])
+                return pool.submit(lambda: [read_one(group[0], size, keys, max_pixels, resample, refresh_metadata)])
             # processes got the keys once, at start
-            return pool.submit(_read_chunk, group, size, max_pixels, resample)
+            return pool.submit(_read_chunk, group, size, max_pixels, resample, refresh_metadata)
 
         for group in batched(files, chunk):
             pending.append(submit(list(group)))

@@ -42,13 +42,15 @@ from indexer.config import IndexConfig
 from indexer.folder.copies import Copies, write_copies
 from indexer.folder.lock import writer_lock
 from indexer.folder.manifest import check_compatible, check_precision_compatible
-from indexer.folder.store import EmbeddingStore, schema
+from indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
 from indexer.folder.texts import text_array
 from indexer.folder.versions import library_versions
+from indexer.inputs.metadata import FileInfo
 from indexer.inputs.sources import ImageFile, iter_image_files
 from indexer.publish.compact import compact_shards
 from indexer.publish.version import options_changed, publish_index, resolve_options
 from indexer.run.ledger import Ledger
+from indexer.run.refresh import rewrite_file_columns
 from indexer.run.summary import IndexSummary
 from indexer.run.writer import ShardWriter
 
@@ -66,6 +68,7 @@ class Outcome:
     sha256: str | None = None  # None: not read or not decoded, ``reason`` says why
     reason: str = ""
     embedded: bool = False  # its row is in ``Outcomes.rows``
+    info: FileInfo | None = None  # a known file's metadata captured again (``refresh_metadata``)
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,16 @@ def embedded_schema(dim: int) -> pa.Schema:
 
 
 def embedded_rows(files: Sequence[ImageFile], sha256s: Sequence[str], sizes: Sequence[tuple[int, int]],
-                  vectors: np.ndarray, dim: int) -> pa.Table:
-    """``Outcomes.rows`` from per-file values; ``vectors`` (n, D) float32."""
+                  vectors: np.ndarray, dim: int, infos: Sequence[FileInfo | None] | None = None) -> pa.Table:
+    """``Outcomes.rows`` from per-file values; ``vectors`` (n, D) float32; ``infos``: each file's metadata
+    (None: unknown, null)."""
     vectors = np.ascontiguousarray(vectors, np.float32).reshape(-1, dim)  # (n, D)
+    infos = list(infos) if infos is not None else [None] * len(files)
     return pa.table({
         "path": text_array(f.path for f in files), "label": text_array(f.label for f in files),
         "width": [w for w, _ in sizes], "height": [h for _, h in sizes], "sha256": list(sha256s),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+        **{name: [getattr(i, name, None) for i in infos] for name in FILE_COLUMNS},
     }, schema=embedded_schema(dim))
 
 
@@ -102,7 +108,10 @@ def with_ids(rows: pa.Table, take: Sequence[int], ids: Sequence[int], dim: int) 
     """Rows ``take`` of ``rows`` with their ``ids``, in the shard schema."""
     picked = rows.take(pa.array(take, pa.int64())) if len(take) != rows.num_rows else rows
     target = schema(dim)
+    # staged rows of an earlier release lack FILE_COLUMNS: null
     arrays = [pa.array(ids, pa.int64())] + [picked.column(name).combine_chunks().cast(target.field(name).type)
+                                            if name in picked.column_names
+                                            else pa.nulls(picked.num_rows, target.field(name).type)
                                             for name in target.names[1:]]
     return pa.Table.from_arrays(arrays, schema=target)
 
@@ -166,10 +175,11 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
     stage.prepare(IndexRun(files, str(index_dir), store, manifest, backbone, ledger, summary, config, started))
 
     writer = ShardWriter(store, backbone.dim, config.shard_size)
+    refreshed: dict = {}  # id -> FileInfo of indexed files whose metadata the stage captured again
     bar = tqdm(total=len(files), unit="img", desc="indexing", disable=not config.progress, smoothing=0.1)
     try:
         for batch in stage.outcomes():
-            admit(batch, ledger, writer, summary, backbone.dim, started)
+            admit(batch, ledger, writer, summary, backbone.dim, started, refreshed)
             bar.update(len(batch.outcomes))
             if summary.skipped:
                 bar.set_postfix(skipped=len(summary.skipped), refresh=False)
@@ -177,8 +187,14 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
         bar.close()
         writer.close()  # on Ctrl-C too: what was embedded is written, and the next run resumes after it
 
+    if refreshed:  # rows replaced or removed by this run keep what they had
+        refreshed = {i: info for i, info in refreshed.items() if i not in ledger.remove_ids}
+        shards, replaced = rewrite_file_columns(store, shards, refreshed, backbone.dim)
+        summary.refreshed = len(refreshed)
+    else:
+        replaced = []
     manifest = finish_index(store, manifest, shards, writer.written, ledger.remove_ids, stage.runtime, config,
-                            copies=ledger.final_copies())
+                            copies=ledger.final_copies(), refreshed=replaced)
     stage.done()
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started
@@ -186,12 +202,16 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
 
 
 def admit(batch: Outcomes, ledger: Ledger, writer: ShardWriter, summary: IndexSummary, dim: int,
-          started: float) -> None:
-    """Admit a batch's files through the ledger, in order; the rows it gives ids go to the writer."""
+          started: float, refreshed: dict | None = None) -> None:
+    """Admit a batch's files through the ledger, in order; the rows it gives ids go to the writer.
+    ``refreshed``: collects id -> metadata of indexed files the stage captured again."""
     take: list[int] = []  # rows of batch.rows that become index rows
     ids: list[int] = []
     row = 0
     for outcome in batch.outcomes:
+        indexed = ledger.by_path.get(outcome.file.path)
+        if outcome.info is not None and refreshed is not None and indexed and indexed[1] == outcome.sha256:
+            refreshed[indexed[0]] = outcome.info
         row_id = ledger.admit(outcome.file, outcome.sha256, outcome.reason)
         if outcome.embedded:
             if row_id is not None:
@@ -258,21 +278,28 @@ def describe_model(backbone, precision: str) -> dict:
 
 def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], written: list[str],
                  remove_ids: set[int], runtime: str, config: IndexConfig | None = None,
-                 copies: Copies | None = None) -> dict:
+                 copies: Copies | None = None, refreshed: Sequence[str] = ()) -> dict:
     """Publish ``shards`` plus the ``written`` ones, without the rows of ``remove_ids``; returns the manifest.
 
     The FAISS index is built as ``config`` says (index type, memory budget, recall), or as last time.
     ``copies``: the exact copies after the run (None: as recorded); a run that changes only them
     publishes them without touching the FAISS index (the version keeps its generation).
+    ``refreshed``: shards replaced by ``shards`` with new file metadata only (same ids and embeddings):
+    published without touching the FAISS index either.
     """
     record = manifest.get("copies")
     if copies is not None and copies.changed:
         record = write_copies(store.root, copies)
     # rows replaced by a re-embedded version, or whose files are gone, leave their shards
     kept, retired = store.rewrite_without(shards, remove_ids) if remove_ids else (shards, [])
+    retired = list(retired) + list(refreshed)
     all_shards = kept + written
+    if written or refreshed:  # shards in the schema of format 4: earlier releases must refuse the folder
+        manifest = dict(manifest, file_columns=list(FILE_COLUMNS))
     options = resolve_options(manifest, config.ann_overrides() if config else None)
-    if all_shards != manifest["shards"] or options_changed(manifest, options):
+    if refreshed and not written and not remove_ids and not options_changed(manifest, options):
+        manifest = store.publish(dict(manifest, shards=all_shards, copies=record), retired=retired)
+    elif all_shards != manifest["shards"] or options_changed(manifest, options):
         manifest = publish_index(store, dict(manifest, runtime=runtime, copies=record), all_shards, retired,
                                  options=options)
         if config is not None:  # each incremental run adds a small shard: merge them once there are many

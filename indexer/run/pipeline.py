@@ -60,8 +60,9 @@ class LocalStage:
 
     summary_type = IndexSummary
 
-    def __init__(self, config: IndexConfig):
+    def __init__(self, config: IndexConfig, refresh_metadata: bool = False):
         self.config = config
+        self.refresh_metadata = refresh_metadata  # capture known files' metadata too (``Outcome.info``)
         self.run: IndexRun | None = None
         self.embedder = None
 
@@ -100,17 +101,20 @@ class LocalStage:
         def flush() -> Outcomes:
             vectors = self.embedder.embed(np.stack([d.image.array for d in batch]))  # (b, D)
             rows = embedded_rows([d.file for d in batch], [d.sha256 for d in batch],
-                                 [(d.image.width, d.image.height) for d in batch], vectors, dim)
+                                 [(d.image.width, d.image.height) for d in batch], vectors, dim,
+                                 [d.info for d in batch])
             out = Outcomes(list(pending), rows)
             pending.clear()
             batch.clear()
             return out
 
         for item in read_images(iter(run.files), size, run.ledger.known_keys(), workers=config.decode_workers,
-                                max_pixels=config.max_pixels, resample=filter_):
+                                max_pixels=config.max_pixels, resample=filter_,
+                                refresh_metadata=self.refresh_metadata):
             if isinstance(item, AlreadyIndexed) and not run.ledger.is_known(item.sha256):
                 # only its 64-bit key was known
-                item = read_one(item.file, size, max_pixels=config.max_pixels, resample=filter_)
+                item = read_one(item.file, size, max_pixels=config.max_pixels, resample=filter_,
+                                refresh_metadata=self.refresh_metadata)
             if isinstance(item, Skipped):
                 pending.append(Outcome(item.file, None, item.reason))
             elif isinstance(item, Decoded) and item.sha256 not in seen:
@@ -120,7 +124,8 @@ class LocalStage:
                 if len(batch) == config.batch_size:
                     yield flush()
             else:  # indexed, or a repeat of this run
-                pending.append(Outcome(item.file, item.sha256))
+                pending.append(Outcome(item.file, item.sha256, info=getattr(item, "info", None)
+                                       if self.refresh_metadata else None))
             if not batch:  # nothing waits for the model: report at once
                 yield Outcomes(list(pending))
                 pending.clear()
@@ -131,13 +136,15 @@ class LocalStage:
 
 
 def index_images(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike,
-                 config: IndexConfig | None = None, *, sync: bool = False, wait: bool = True) -> IndexSummary:
+                 config: IndexConfig | None = None, *, sync: bool = False, wait: bool = True,
+                 refresh_metadata: bool = False) -> IndexSummary:
     """Index the images under ``sources`` into ``index_dir`` (created or extended).
 
     New files are added; a file whose content changed since it was indexed is
     re-embedded and keeps its id.  With ``sync``, indexed images whose files
     are no longer under ``sources`` are removed.  ``wait=False``: fail with
-    IndexLockedError at once if another writer is writing the folder.
+    IndexLockedError at once if another writer is writing the folder.  New files' metadata (size,
+    times, camera) is captured; ``refresh_metadata``: indexed files' too (``indexer/run/refresh.py``).
     """
     config = config or IndexConfig()
-    return run_index(sources, index_dir, config, LocalStage(config), sync=sync, wait=wait)
+    return run_index(sources, index_dir, config, LocalStage(config, refresh_metadata), sync=sync, wait=wait)

@@ -310,7 +310,7 @@ class SparkStage:
             self._driver_embedder = Embedder(backbone, config.batch_size, config.runtime, config.cache_dir)
         vectors = self._driver_embedder.embed(item.image.array[None])  # (1, D)
         rows = embedded_rows([item.file], [item.sha256], [(item.image.width, item.image.height)], vectors,
-                             backbone.dim)
+                             backbone.dim, [item.info])
         return Outcomes([Outcome(item.file, item.sha256, embedded=True)], rows)
 
 

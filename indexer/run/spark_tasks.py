@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexer.atomic import atomic_write_bytes
+from indexer.folder.store import FILE_COLUMNS
 from indexer.folder.store import schema as shard_schema
 from indexer.folder.texts import decode_text, encode_text, encode_texts
 from indexer.inputs import filesystems
@@ -56,6 +57,7 @@ def staged_schema(dim: int) -> pa.Schema:
         pa.field("width", shard.field("width").type),
         pa.field("height", shard.field("height").type),
         pa.field("embedding", shard.field("embedding").type),  # zeros unless ok (compress to nothing)
+        *(shard.field(name) for name in FILE_COLUMNS),  # null unless ok
     ])
 
 
@@ -152,6 +154,8 @@ def _batch_rows(ordinals: np.ndarray, items: list, embedder) -> dict:
         "width": [i.image.width if isinstance(i, Decoded) else 0 for i in items],
         "height": [i.image.height if isinstance(i, Decoded) else 0 for i in items],
         "embedding": vectors,
+        **{name: [getattr(i.info, name) if isinstance(i, Decoded) and i.info else None for i in items]
+           for name in FILE_COLUMNS},
     }
 
 

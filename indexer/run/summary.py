@@ -22,6 +22,7 @@ class IndexSummary:
     total: int = 0  # images in the index after the run
     seconds: float = 0.0
     startup_seconds: float = 0.0  # until the first batch was embedded (imports, model, workers)
+    refreshed: int = 0  # with refresh_metadata: indexed images whose file metadata was captured again
 
     @property
     def steady_rate(self) -> float:
@@ -36,6 +37,8 @@ class IndexSummary:
             f"{self.already_indexed} already indexed, {self.changed} changed, {self.removed} removed, "
             f"{self.duplicates} duplicates, {len(self.skipped)} skipped; {self.total} images in {self.index_dir}"
         ]
+        if self.refreshed:
+            out.append(f"file metadata captured again for {self.refreshed} indexed images")
         if self.skipped:
             out.append(f"skipped files (also in {Path(self.index_dir) / 'skipped.log'}):")
             out += [f"  {path}: {reason}" for path, reason in self.skipped[:20]]

@@ -40,6 +40,12 @@ function showQuery(src, caption) {
   $("query").hidden = false;
 }
 
+// A form field's text: a box "x0,y0,x1,y1", a filter as JSON, anything else as it prints.
+function formValue(value) {
+  if (Array.isArray(value)) return value.join(",");
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
 // POST a query ({file}, {id} or {positive, negative}) with extra fields to an API endpoint; resolve to the JSON body.
 async function post(endpoint, query, fields) {
   let init;
@@ -51,7 +57,9 @@ async function post(endpoint, query, fields) {
       else form.append("positive", String(p.id));
     }
     for (const n of query.negative) form.append("negative", String(n.id));
-    for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
+    for (const [name, value] of Object.entries(fields)) {
+      form.append(name, formValue(value));
+    }
     init = { method: "POST", body: form };
   } else if (query.positive) {
     const ids = (list) => list.map((e) => ({ id: e.id }));
@@ -63,7 +71,9 @@ async function post(endpoint, query, fields) {
   } else if (query.file) {
     const form = new FormData();
     form.append("image", query.file, query.file.name || "pasted.png");
-    for (const [name, value] of Object.entries(fields)) form.append(name, String(value));
+    for (const [name, value] of Object.entries(fields)) {
+      form.append(name, formValue(value));
+    }
     init = { method: "POST", body: form };
   } else {
     init = {
@@ -92,6 +102,8 @@ async function run(query, label) {
   const fields = { k: K };
   const box = region ? { box: region } : {};  // a form field "x0,y0,x1,y1", or a JSON array
   if (head && headAware.checked) fields.head = head;
+  const filter = currentFilter();
+  if (filter) fields.filter = filter;
   try {
     const [found, classified] = await Promise.all([
       post("/api/search", query, { ...fields, ...box }),
@@ -100,7 +112,9 @@ async function run(query, label) {
     render(found.results);
     if (classified) renderPredictions(classified.predictions);
     const how = found.head ? ` (head-aware: ${found.head})` : "";
-    setStatus(`${found.results.length} results for ${label} in ${found.took_ms} ms${how}`);
+    const among = found.matched === undefined ? "" : ` among ${found.matched} images the filter selects`;
+    const note = found.note ? ` — ${found.note}` : "";
+    setStatus(`${found.results.length} results for ${label}${among} in ${found.took_ms} ms${how}${note}`);
   } catch (err) {
     setStatus(`Search failed: ${err.message}`, true);
   } finally {
@@ -330,6 +344,40 @@ function render(results) {
     return li;
   }));
 }
+
+// ---------------------------------------------------------------- the filter picker
+// Its fields become the API's "filter" object: searched inside the index, so k results come back when k match.
+function currentFilter() {
+  const filter = {};
+  const labels = [...$("filter-labels").selectedOptions].map((o) => o.value);
+  if (labels.length) filter.label = labels;
+  const prefix = $("filter-prefix").value.trim();
+  if (prefix) filter.path_prefix = prefix;
+  const minWidth = $("filter-min-width").value;
+  if (minWidth !== "") filter.width = { ">=": Number(minWidth) };
+  const from = $("filter-taken-from").value;
+  const to = $("filter-taken-to").value;
+  if (from || to) {
+    filter.taken = {};
+    if (from) filter.taken[">="] = from;
+    if (to) filter.taken["<="] = `${to}T23:59:59`;
+  }
+  return Object.keys(filter).length ? filter : null;
+}
+
+function refilter() {
+  if (lastSearch) run(lastSearch.query, lastSearch.label);
+}
+
+for (const id of ["filter-labels", "filter-min-width", "filter-taken-from", "filter-taken-to"]) {
+  $(id).addEventListener("change", refilter);
+}
+$("filter-prefix").addEventListener("change", refilter);
+$("filter-clear").addEventListener("click", () => {
+  for (const o of $("filter-labels").options) o.selected = false;
+  for (const id of ["filter-prefix", "filter-min-width", "filter-taken-from", "filter-taken-to"]) $(id).value = "";
+  refilter();
+});
 
 const dropzone = $("dropzone");
 $("file-input").addEventListener("change", (e) => searchFile(e.target.files[0]));

@@ -1,0 +1,57 @@
+"""The shards' columns (the schema ``store`` writes and reads), by format.
+
+Formats 1-3 hold ``base_schema``; format 4 (issue 17) adds the nullable
+FILE_COLUMNS captured at indexing (``indexer/inputs/metadata.py``).  A folder
+may mix shards of both: an index of an earlier release extended by this one.
+Readers get a FILE_COLUMN an older shard lacks as nulls (``read_shard_columns``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# null: unknown (a URI's modification time, an image without EXIF, a shard written before format 4)
+FILE_COLUMNS = {"file_size": pa.int64(), "mtime": pa.int64(), "taken": pa.int64(),
+                "camera_make": pa.string(), "camera_model": pa.string()}
+
+
+def base_schema(dim: int) -> pa.Schema:
+    """The shard schema of formats 1-3: their shards stay readable."""
+    return pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("label", pa.string(), nullable=False),
+            pa.field("width", pa.int32(), nullable=False),
+            pa.field("height", pa.int32(), nullable=False),
+            pa.field("sha256", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
+
+
+def schema(dim: int) -> pa.Schema:
+    """The shard schema this release writes: ``base_schema`` plus the nullable FILE_COLUMNS."""
+    return pa.schema(list(base_schema(dim)) + [pa.field(name, kind) for name, kind in FILE_COLUMNS.items()])
+
+
+def is_shard_schema(table_schema: pa.Schema, dim: int) -> bool:
+    """Whether a shard's columns are those of a format this release reads (with or without FILE_COLUMNS)."""
+    found = table_schema.remove_metadata()
+    return found.equals(schema(dim)) or found.equals(base_schema(dim))
+
+
+def read_shard_columns(read: Callable[..., pa.Table], path: str, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of one shard, read with ``read(path, columns=...)``; FILE_COLUMNS it lacks are null."""
+    names = set(pq.read_schema(path).names)
+    table = read(path, columns=[c for c in columns if c in names])
+    for name in columns:
+        if name not in names:
+            if name not in FILE_COLUMNS:
+                raise pa.ArrowInvalid(f"{path} has no column {name!r}")
+            kind = FILE_COLUMNS[name]
+            table = table.append_column(pa.field(name, kind), pa.nulls(table.num_rows, kind))
+    return table.select(list(columns))
