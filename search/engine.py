@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
-from indexer.errors import InvalidInputError, NotFoundError, quote
+from indexer.errors import InvalidInputError, quote
 from indexer.folder.manifest import (
     backbone_name,
     check_compatible,
@@ -20,7 +18,7 @@ from indexer.folder.manifest import (
     precision,
     resample,
 )
-from indexer.folder.store import EmbeddingStore, IndexFormatError
+from indexer.folder.store import EmbeddingStore
 from indexer.folder.texts import display_text, texts_of  # noqa: F401 - web shows paths with display_text
 from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
@@ -30,62 +28,16 @@ from search.examples import search_examples
 from search.explain import explain_pair
 from search.filtered import FilteredSearch
 from search.filters import as_filter
-from search.heads import HeadCatalog, HeadDamagedError
-from search.opening import open_version
+from search.heads import HeadCatalog
+from search.hits import Hit, InvalidVectorError, UnknownIdError  # noqa: F401 - callers import them from here
+from search.opening import newest_if_gone as _newest_if_gone
+from search.opening import open_newest, open_version
+from search.query_forms import search_by_url
 from search.ranking import MAX_K, id_set, ranked, window  # noqa: F401 - callers read MAX_K here
 from search.regions import crop_region, parse_box
 from search.thumbnails import load_indexed_image, thumbnail_jpeg
 
 log = logging.getLogger(__name__)
-
-OPEN_ATTEMPTS = 5  # opening races at most this many publishes in a row
-
-
-def _newest_if_gone(method):
-    """A query that reads the version's files (shards, whitening, a head's index) is answered by the
-    newest version instead when they are gone because newer versions were published meanwhile (the
-    store deletes a version's files once it is two versions old): the engine's ReloadingEngine opens
-    the newest, which then answers every later call made on this engine too.  Tried once: a file
-    missing or damaged in the newest version is an error as before."""
-    @functools.wraps(method)
-    def call(self, *args, **kwargs):
-        if self._successor is not None:
-            return method(self._successor, *args, **kwargs)
-        try:
-            return method(self, *args, **kwargs)
-        except (IndexFormatError, HeadDamagedError):
-            newer = self._newer_version()
-            if newer is None:
-                raise
-            return method(newer, *args, **kwargs)
-    return call
-
-
-@dataclass(frozen=True)
-class Hit:
-    id: int
-    path: str
-    label: str
-    score: float  # cosine similarity, 1 = identical direction
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class InvalidVectorError(InvalidInputError):
-    """A query vector is not the index's dimension of finite numbers."""
-
-
-class UnknownIdError(NotFoundError, KeyError):
-    """No image with this id is in the index."""
-
-    def __init__(self, row_id):
-        super().__init__(row_id)
-        self.id = row_id
-
-    def __str__(self) -> str:
-        return f"no image with id {self.id} in the index"
-
 
 class SearchEngine:
     """Query-by-image, by vector and by id over a published index folder.
@@ -140,21 +92,7 @@ class SearchEngine:
             return ReloadingEngine(cls.open(index_dir, backbone=backbone, config=config, verify=verify),
                                    interval=reload_interval)
         store = EmbeddingStore(index_dir)
-        for attempt in range(OPEN_ATTEMPTS):
-            signature = store.manifest_signature()
-            try:
-                if verify:
-                    from indexer.folder.verify import verify_index
-
-                    verify_index(index_dir).raise_if_damaged()
-                engine = cls._open_version(store, backbone, config)
-            except IndexFormatError:
-                # a file gone or changed because a newer version was published meanwhile: open that one
-                if attempt + 1 == OPEN_ATTEMPTS or store.manifest_signature() == signature:
-                    raise
-                log.info("%s was republished while it was being opened; opening the new version", index_dir)
-                continue
-            return engine
+        return open_newest(store, lambda: cls._open_version(store, backbone, config), verify)
 
     @classmethod
     def _open_version(cls, store: EmbeddingStore, backbone: str | None,
@@ -277,19 +215,8 @@ class SearchEngine:
         vector = self.embed_images([image], max_pixels=max_pixels, box=box)[0]
         return self.search_vector(vector, k, head=head, min_score=min_score, offset=offset, filter=filter)
 
-    def search_url(self, url: str, k: int | None = None, *, head: str | None = None, max_pixels: int | None = None,
-                   box=None, policy=None, min_score: float | None = None, offset: int = 0,
-                   filter=None) -> list[Hit]:
-        """Nearest images to the image at an http(s) ``url``, fetched through the SSRF guard of
-        search/urls.py (``policy``: its limits and allowed networks, default ``UrlPolicy()``)."""
-        from search.urls import fetch_image
-
-        window(k, offset, min_score)
-        box, filter = None if box is None else parse_box(box), as_filter(filter)
-        if head is not None:
-            self._head(head)  # a bad head, window, filter or box is refused before anything is fetched
-        return self.search_image(fetch_image(url, policy), k, head=head, max_pixels=max_pixels, box=box,
-                                 min_score=min_score, offset=offset, filter=filter)
+    # search_url(url, k, *, head, max_pixels, box, policy, min_score, offset, filter): by an http(s) URL's image
+    search_url = search_by_url
 
     @_newest_if_gone
     def search_examples(self, positive, negative=(), k: int | None = None, *, strategy="rocchio", head=None,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from indexer.config import IndexConfig
+from indexer.folder.heads import HeadDamagedError
 from indexer.folder.manifest import backbone_name, search_dim
 from indexer.folder.store import EmbeddingStore, IndexFormatError
 from indexer.folder.verify import check_published_files
@@ -73,3 +75,42 @@ def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
     return index, device
 
 
+def newest_if_gone(method):
+    """A query that reads the version's files (shards, whitening, a head's index) is answered by the
+    newest version instead when they are gone because newer versions were published meanwhile (the
+    store deletes a version's files once it is two versions old): the engine's ReloadingEngine opens
+    the newest, which then answers every later call made on this engine too.  Tried once: a file
+    missing or damaged in the newest version is an error as before."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if self._successor is not None:
+            return method(self._successor, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        except (IndexFormatError, HeadDamagedError):
+            newer = self._newer_version()
+            if newer is None:
+                raise
+            return method(newer, *args, **kwargs)
+    return call
+
+
+OPEN_ATTEMPTS = 5  # opening races at most this many publishes in a row
+
+
+def open_newest(store: EmbeddingStore, open_one, verify: bool = False):
+    """``open_one()`` of the version published now, again if a newer one was published while it was being
+    opened (its files then change or go); ``verify``: check every file's sha256 first."""
+    for attempt in range(OPEN_ATTEMPTS):
+        signature = store.manifest_signature()
+        try:
+            if verify:
+                from indexer.folder.verify import verify_index
+
+                verify_index(store.root).raise_if_damaged()
+            return open_one()
+        except IndexFormatError:
+            # a file gone or changed because a newer version was published meanwhile: open that one
+            if attempt + 1 == OPEN_ATTEMPTS or store.manifest_signature() == signature:
+                raise
+            log.info("%s was republished while it was being opened; opening the new version", store.root)

@@ -192,6 +192,7 @@ def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(built_index,
 
 def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_index):
     from indexer.folder.store import (
+        FILE_METADATA_FORMAT_VERSION,
         FORMAT_VERSION,
         INT8_FORMAT_VERSION,
         RESAMPLE_FORMAT_VERSION,
@@ -201,7 +202,9 @@ def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_in
     # releases before precisions read only FORMAT_VERSION: they refuse an int8 index rather than query it in float32
     assert EmbeddingStore(int8_index).read_manifest()["format_version"] != FORMAT_VERSION
     # and the releases before the resize was recorded refuse an index they would query with another resize
-    assert EmbeddingStore(built_index[0]).read_manifest()["format_version"] == RESAMPLE_FORMAT_VERSION
+    # (new indexes also hold the file metadata columns, the newest format: refused by every release before them)
+    assert EmbeddingStore(built_index[0]).read_manifest()["format_version"] == FILE_METADATA_FORMAT_VERSION
+    assert _format_version({"backbone": {"name": "x", "resample": "bilinear"}}) == RESAMPLE_FORMAT_VERSION
     old = {"backbone": {"name": "efficientnet-lite0"}}
     assert _format_version(old) == FORMAT_VERSION  # what every earlier float32 index is, and stays
     assert _format_version({"backbone": {"name": "efficientnet-lite0", "precision": "int8"}}) == INT8_FORMAT_VERSION
@@ -264,7 +267,7 @@ def test_a_new_index_records_its_resize_and_embeds_with_it(int8_index, photos_di
 
     manifest = EmbeddingStore(int8_index).read_manifest()
     assert manifest["backbone"]["resample"] == "bilinear" and "bilinear" in manifest["backbone"]["resize"]
-    assert manifest["format_version"] == RESAMPLE_FORMAT_VERSION  # releases that would resize bicubic refuse it
+    assert manifest["format_version"] >= RESAMPLE_FORMAT_VERSION  # releases that would resize bicubic refuse it
     image = _photo_files(photos_dir)[1]
     stored = _stored(int8_index)[str(image)]
     bilinear = int8_embedder.embed(decode_image(image, lite0.input_size, resample="bilinear").array[None])[0]
@@ -277,7 +280,6 @@ def test_an_index_without_a_recorded_resize_is_queried_bicubic(built_index, phot
     """Indexes from before the filter was recorded were resized bicubic: their queries still are."""
     import shutil
 
-    from indexer.folder.store import FORMAT_VERSION
     from search.engine import SearchEngine
 
     folder = tmp_path / "old"
@@ -286,7 +288,7 @@ def test_an_index_without_a_recorded_resize_is_queried_bicubic(built_index, phot
     manifest = store.read_manifest()
     del manifest["backbone"]["resample"]  # as an earlier release wrote it
     store.publish(manifest)
-    assert store.read_manifest()["format_version"] == FORMAT_VERSION
+    assert "resample" not in store.read_manifest()["backbone"]
     image = _photo_files(photos_dir)[1]
     query = SearchEngine.open(folder).embed_images([str(image)])[0]
     bicubic = embedder.embed(decode_image(image, lite0.input_size, resample="bicubic").array[None])[0]

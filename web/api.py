@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import time
 from dataclasses import dataclass
 
@@ -11,14 +10,21 @@ from flask import Blueprint, current_app, g, jsonify, request, send_file, url_fo
 
 from search.duplicates import KEEP_RULES
 from search.engine import MAX_K, SearchEngine, display_text
-from search.errors import ImageError, InvalidInputError, quote
-from search.examples import Example, check_strategy
-from search.filters import FIELDS, parse_filter
-from search.ranking import check_min_score
+from search.errors import ImageError, quote
+from search.examples import Example
+from search.filters import FIELDS
 from search.regions import parse_box
 from search.urls import fetch_image
 from web.errors import ApiError
 from web.examples import decode_image, json_examples, multipart_examples
+from web.fields import (
+    filter_fields,
+    parse_bool,
+    parse_filter_field,
+    parse_int,
+    parse_strategy,
+    parse_window,
+)
 from web.openapi import openapi_spec
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -34,57 +40,6 @@ def engine() -> SearchEngine:
     if "imgsearch_engine" not in g:
         g.imgsearch_engine = current_app.extensions["imgsearch"].current()
     return g.imgsearch_engine
-
-
-def _parse_bool(raw, name: str, default: bool) -> bool:
-    if raw is None or raw == "":
-        return default
-    value = str(raw).strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise ApiError(400, f"invalid_{name}", f"{name} must be true or false, got {quote(raw)}")
-
-
-def _parse_int(raw, name: str, default: int, low: int, high: int) -> int:
-    if raw is None or raw == "":
-        return default
-    bad = ApiError(400, f"invalid_{name}", f"{name} must be an integer between {low} and {high}, got {quote(raw)}")
-    if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
-        raise bad
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise bad from None
-    if not low <= value <= high:
-        raise bad
-    return value
-
-
-def _parse_k(raw, default: int | None = None) -> int:
-    return _parse_int(raw, "k", current_app.config["DEFAULT_K"] if default is None else default, 1, MAX_K)
-
-
-def _parse_window(fields: dict) -> tuple[int, int, float | None]:
-    """(k, offset, min_score) of a search; with min_score, k defaults to every result reaching it."""
-    raw = fields.get("min_score")
-    min_score = None
-    if raw is not None and raw != "":
-        try:
-            min_score = check_min_score(float(raw) if isinstance(raw, str) else raw)
-        except (ValueError, InvalidInputError):
-            raise ApiError(400, "invalid_min_score", f"min_score must be a number from -1 to 1 (a cosine score), "
-                                                     f"got {quote(raw)}") from None
-    k = _parse_k(fields.get("k"), None if min_score is None else MAX_K)
-    return k, _parse_int(fields.get("offset"), "offset", 0, 0, MAX_K - 1), min_score
-
-
-def _parse_strategy(raw) -> str:
-    try:
-        return check_strategy("rocchio" if raw in (None, "") else raw)
-    except InvalidInputError as exc:
-        raise ApiError(400, "invalid_strategy", str(exc)) from None
 
 
 def _hit_json(hit) -> dict:
@@ -240,29 +195,6 @@ def _parse_head(raw, required: bool) -> str | None:
 MAX_INFO_LABELS = 1000  # labels /api/info lists (the page's filter picker)
 
 
-def _parse_filter(raw):
-    """``filter``: a JSON object (in a multipart form, its JSON text), ``search/filters.py``; None if absent."""
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise ApiError(400, "invalid_filter", "filter must be a JSON object such as {\"label\": [\"cats\"]}, "
-                                                  f"got {quote(raw)}") from None
-    return parse_filter(raw)  # InvalidFilterError: 400 invalid_filter
-
-
-def _filter_fields(eng, flt) -> dict:
-    """What a filtered answer says about its filter: as read, how many images it selects, and a note
-    when none (an empty result list, not an error: the filter is valid, the index has no such image)."""
-    if flt is None:
-        return {}
-    matched = eng.matching(flt)  # an unknown label fails here, before an upload is embedded
-    note = {"note": "no indexed image matches the filter"} if matched == 0 else {}
-    return {"filter": flt.describe(), "matched": matched, **note}
-
-
 @api.post("/search")
 def search():
     """Nearest images to an uploaded image, an indexed id or a vector; ``head`` for head-aware search;
@@ -278,13 +210,13 @@ def search():
 
 def search_hits(eng: SearchEngine, query: Query):
     """(hits, head, (k, offset, min_score), what the answer says of its filter) of one search query."""
-    k, offset, min_score = win = _parse_window(query.fields)
+    k, offset, min_score = win = parse_window(query.fields)
     head = _parse_head(query.fields.get("head"), required=False)
-    flt = _parse_filter(query.fields.get("filter"))
-    filtered = _filter_fields(eng, flt)
+    flt = parse_filter_field(query.fields.get("filter"))
+    filtered = filter_fields(eng, flt)
     kw = {"head": head, "offset": offset, "min_score": min_score, "filter": flt}
     if query.kind == "examples":
-        strategy = _parse_strategy(query.fields.get("strategy"))
+        strategy = parse_strategy(query.fields.get("strategy"))
         return eng.search_examples(query.positive, query.negative, k, strategy=strategy,
                                    max_pixels=current_app.config["MAX_IMAGE_PIXELS"], **kw), head, win, filtered
     hits = _answer(query, lambda image, **more: eng.search_image(image, k, **kw, **more),
@@ -300,7 +232,7 @@ def classify():
     eng = engine()
     query = _parse_query()
     head = _parse_head(query.fields.get("head"), required=True)
-    top = _parse_int(query.fields.get("top"), "top", 5, 1, 1000)
+    top = parse_int(query.fields.get("top"), "top", 5, 1, 1000)
     predictions = _answer(query, lambda image, **kw: eng.classify(image, head, top, **kw),
                           lambda row_id, **kw: eng.classify_id(row_id, head, top, **kw),
                           lambda vector: eng.classify_vector(vector, head, top))
@@ -341,9 +273,9 @@ def duplicates():
     keep = request.args.get("keep") or None
     if keep is not None and keep not in KEEP_RULES:
         raise ApiError(400, "invalid_keep", f"keep must be one of {', '.join(KEEP_RULES)}, got {quote(keep)}")
-    offset = _parse_int(request.args.get("offset"), "offset", 0, 0, 2**31 - 1)
-    limit = _parse_int(request.args.get("limit"), "limit", 20, 1, MAX_GROUPS)
-    keypoints = _parse_bool(request.args.get("keypoints"), "keypoints", True)
+    offset = parse_int(request.args.get("offset"), "offset", 0, 0, 2**31 - 1)
+    limit = parse_int(request.args.get("limit"), "limit", 20, 1, MAX_GROUPS)
+    keypoints = parse_bool(request.args.get("keypoints"), "keypoints", True)
     report = eng.duplicates(threshold, keep, keypoints)
     page = report.groups[offset:offset + limit]
     return jsonify(groups=[_group_json(g) for g in page], total=len(report.groups), offset=offset, limit=limit,

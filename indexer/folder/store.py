@@ -48,38 +48,24 @@ from indexer.atomic import (
     disk_full_error,
 )
 from indexer.errors import DamagedIndexError
+from indexer.folder.formats import (  # noqa: F401 - readers and tests name the versions here
+    FILE_METADATA_FORMAT_VERSION,
+    FORMAT_VERSION,
+    INT8_FORMAT_VERSION,
+    READABLE_FORMATS,
+    RESAMPLE_FORMAT_VERSION,
+)
+from indexer.folder.formats import format_version as _format_version
 from indexer.folder.shard_columns import FILE_COLUMNS, read_shard_columns, schema
 from indexer.folder.texts import log_bytes, text_array
 from indexer.folder.validate import ManifestShapeError, check_manifest_shape
 
-FORMAT_VERSION = 1
-# an index of int8 embeddings (manifest backbone.precision): releases before precisions read only format 1, so
-# they refuse it instead of querying it with their float32 model; float32 indexes stay format 1
-INT8_FORMAT_VERSION = 2
-# an index that records another resize filter than bicubic (backbone.resample, new indexes since issue 15):
-# the releases before could not resize queries as it did, so they refuse it
-RESAMPLE_FORMAT_VERSION = 3
-# shards may hold FILE_COLUMNS (issue 17): earlier releases would take a folder mixing shards with and without
-# them for damaged, so they refuse it; shards of formats 1-3 are read as before (their FILE_COLUMNS null)
-FILE_METADATA_FORMAT_VERSION = 4
-READABLE_FORMATS = (FORMAT_VERSION, INT8_FORMAT_VERSION, RESAMPLE_FORMAT_VERSION, FILE_METADATA_FORMAT_VERSION)
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 SKIPPED_LOG = "skipped.log"
 COPIES_PREFIX = "copies"  # copies-KEY.parquet: the exact copies table (indexer/folder/copies.py)
 METADATA_COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
 ROW_GROUP_ROWS = 256  # rows per Parquet row group in a shard: the unit a lookup by id reads
-
-
-def _format_version(manifest: dict) -> int:
-    if manifest.get("file_columns"):  # set by the indexing runs that write shards with FILE_COLUMNS
-        return FILE_METADATA_FORMAT_VERSION
-    backbone = manifest.get("backbone")
-    if not isinstance(backbone, dict):
-        return FORMAT_VERSION
-    if backbone.get("resample") not in (None, "bicubic"):
-        return RESAMPLE_FORMAT_VERSION
-    return INT8_FORMAT_VERSION if backbone.get("precision") == "int8" else FORMAT_VERSION
 
 
 class IndexFormatError(DamagedIndexError, RuntimeError):
