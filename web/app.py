@@ -32,6 +32,10 @@ DEFAULTS = {
     # than this is not previewed (413), since it would be decoded whole; at most THUMBNAIL_DECODES at once
     "THUMBNAIL_MAX_PIXELS": 25_000_000,
     "THUMBNAIL_DECODES": 2,
+    # teaching heads over HTTP (POST/DELETE /api/heads, web/heads_api.py): True or False; None: allowed when the
+    # server is bound to loopback (BOUND_HOST, set by web/server.py), where only this machine reaches it
+    "ALLOW_TRAINING": None,
+    "BOUND_HOST": None,
 }
 
 # settings that must be whole numbers of at least 1
@@ -53,6 +57,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from web.api import api
     from web.batch import batch
     from web.errors import register_error_handlers
+    from web.heads_api import heads_api
     from web.pages import pages
     from web.security import add_security_headers
 
@@ -60,6 +65,8 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     app.config.update(DEFAULTS)
     app.config.update(config or {})
     check_max_pixels(app.config["MAX_IMAGE_PIXELS"], "MAX_IMAGE_PIXELS")
+    if app.config["ALLOW_TRAINING"] not in (None, True, False):
+        raise InvalidInputError(f"ALLOW_TRAINING must be True, False or None, got {quote(app.config['ALLOW_TRAINING'])}")
     for name in _POSITIVE:
         value = app.config[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -79,6 +86,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     add_security_headers(app)
     app.register_blueprint(api)
     app.register_blueprint(batch)
+    app.register_blueprint(heads_api)
     app.register_blueprint(pages)
     log.info("serving %s (%d images, %s, debug %s)", engine.store.root, len(engine), engine.backbone,
              "on" if app.debug else "off")

@@ -69,7 +69,10 @@ def main(verbose: bool) -> None:
 @click.option("--channel-timeout", default=30, show_default=True, type=click.IntRange(1, 3600),
               help="Seconds an idle or trickling connection is kept open.")
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of waitress.")
-def serve(index_dir, host, port, threads, connection_limit, channel_timeout, dev):
+@click.option("--allow-training/--no-training", default=None, envvar="IMGSEARCH_ALLOW_TRAINING",
+              help="Let clients train and delete heads (POST/DELETE /api/heads) [default: only when bound to "
+                   "loopback].")
+def serve(index_dir, host, port, threads, connection_limit, channel_timeout, dev, allow_training):
     """Serve the search page and JSON API for one index folder.
 
     The port is taken before anything is printed: a busy port is an error, not a traceback.
@@ -79,7 +82,7 @@ def serve(index_dir, host, port, threads, connection_limit, channel_timeout, dev
     from web.server import make_server, port_in_use
 
     app = create_app({"INDEX_DIR": str(index_dir), "SERVER_THREADS": threads, "CONNECTION_LIMIT": connection_limit,
-                      "CHANNEL_TIMEOUT": channel_timeout})
+                      "CHANNEL_TIMEOUT": channel_timeout, "ALLOW_TRAINING": allow_training, "BOUND_HOST": host})
     engine = app.extensions["imgsearch"]
     try:
         server = None if dev else make_server(app, host, port)
