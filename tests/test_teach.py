@@ -239,3 +239,41 @@ def test_a_server_not_allowed_to_train_refuses_with_why(teach_index):
     finally:
         server.close()
     assert "x" not in list_heads(teach_index)
+
+
+def test_the_client_teaches_lists_and_deletes_and_openapi_describes_it(teach_server, teach_index):
+    from search.client import SearchAPIError, SearchClient
+
+    ids = _ids_by_label(teach_index)
+    with SearchClient(teach_server.url) as client:
+        head = client.create_head("by-client", {"flag": ids["emoji/Flags"][:2], "photo": ids["photos"][:1]},
+                                  model="svm")
+        assert head["model"] == "svm" and head["metrics"]["examples_per_class"] == {"flag": 2, "photo": 1}
+        assert any("'photo' has 1 example" in w for w in head["metrics"]["warnings"])
+        assert "by-client" in [h["name"] for h in client.heads()["heads"]]
+        assert client.classify_id(ids["emoji/Flags"][3], "by-client").predictions[0].label == "flag"
+        client.delete_head("by-client")
+        with pytest.raises(SearchAPIError) as caught:
+            client.delete_head("by-client")
+        assert caught.value.status == 404
+    spec = requests.get(f"{teach_server.url}/api/openapi.json", timeout=30).json()
+    assert set(spec["paths"]["/api/heads"]) == {"get", "post"} and "403" in spec["paths"]["/api/heads"]["post"]["responses"]
+    assert "delete" in spec["paths"]["/api/heads/{name}"]
+
+
+@pytest.mark.parametrize("config, allowed, why", [
+    ({"BOUND_HOST": "127.0.0.1"}, True, "bound to loopback (127.0.0.1)"),
+    ({"BOUND_HOST": "::1"}, True, "bound to loopback (::1)"),
+    ({"BOUND_HOST": "0.0.0.0"}, False, "listens on 0.0.0.0, beyond this machine"),
+    ({"BOUND_HOST": "0.0.0.0", "ALLOW_TRAINING": True}, True, "allowed by the server's ALLOW_TRAINING"),
+    ({}, False, "address is not known"),
+])
+def test_who_may_train(built_index, config, allowed, why):
+    from web import create_app
+
+    app = create_app({"INDEX_DIR": str(built_index[0]), "WARM_UP": False, **config})
+    body = app.test_client().get("/api/heads").get_json()
+    assert body["training"]["allowed"] is allowed and why in body["training"]["why"]
+    if not allowed:
+        r = app.test_client().post("/api/heads", json={"name": "x", "examples": {"a": [0], "b": [1]}})
+        assert r.status_code == 403 and why in r.get_json()["error"]["message"]
