@@ -83,7 +83,7 @@ def table(x, y, draws: int, test_per_class: int, methods=METHODS, shots=SHOTS) -
 def sweep(x, y, draws: int, test_per_class: int) -> dict:
     """Accuracy of each C tried, for the shots that matter most."""
     results = {}
-    for model, attr, values in (("softmax", "SOFTMAX_C", (0.3, 1, 3, 10, 30, 100)), ("svm", "SVM_C", (0.1, 0.3, 1, 3, 10))):
+    for model, attr, values in (("softmax", "SOFTMAX_C", (1, 10, 30, 100)), ("svm", "SVM_C", (0.3, 1, 3, 10))):
         chosen = getattr(fewshot, attr)
         for value in values:
             setattr(fewshot, attr, float(value))

@@ -74,8 +74,10 @@ def _fit_raw(x: np.ndarray, y: np.ndarray, model: str, seed: int) -> tuple[np.nd
     else:
         from sklearn.svm import LinearSVC
 
+        # the hinge loss of the classic SVM (as MLlib's LinearSVC, so Spark-trained heads agree with these);
         # dual: with fewer examples than dimensions it is the cheaper problem
-        clf = LinearSVC(C=SVM_C, class_weight="balanced", dual=True, max_iter=20000, random_state=seed)
+        clf = LinearSVC(C=SVM_C, loss="hinge", class_weight="balanced", dual=True, max_iter=20000,
+                        random_state=seed)
     clf.fit(x, y)
     return _as_columns(clf.coef_, clf.intercept_)
 

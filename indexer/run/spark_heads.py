@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 MAX_COLLECTED = 20_000  # held-out (and kNN training) vectors brought to the driver to measure the head
 HASH_BUCKETS = 10_000
+MAX_ITER = 100  # L-BFGS / OWL-QN iterations: each is one pass over the cached training rows
+OVR_PARALLELISM = 4
 
 
 def train_head_spark(index_dir, name: str, *, model: str = "softmax", labels_csv=None, val_fraction: float = 0.2,
@@ -53,7 +55,13 @@ def train_head_spark(index_dir, name: str, *, model: str = "softmax", labels_csv
             from indexer.run.spark import spark_session
 
             spark = spark_session(IndexConfig(spark_master=master, progress=False))
-        return _train(spark, index_dir, name, model, labels_csv, val_fraction, search_weight, seed)
+        # a few small shuffles (labels, counts): Spark's default of 200 partitions each is all overhead here
+        before = spark.conf.get("spark.sql.shuffle.partitions")
+        spark.conf.set("spark.sql.shuffle.partitions", str(max(2, spark.sparkContext.defaultParallelism)))
+        try:
+            return _train(spark, index_dir, name, model, labels_csv, val_fraction, search_weight, seed)
+        finally:
+            spark.conf.set("spark.sql.shuffle.partitions", before)
 
 
 def _labelled(spark, store: EmbeddingStore, manifest: dict, labels_csv):
@@ -100,13 +108,16 @@ def _train(spark, index_dir, name, model, labels_csv, val_fraction, search_weigh
         missing = [classes[i] for i in range(len(classes)) if i not in counts]
         raise HeadError(f"classes {missing[:5]} have no image outside the held-out share; add images of them")
     weights = spark.createDataFrame([(c, float(n / (len(classes) * k))) for c, k in counts.items()], "y int, w double")
-    train = train.join(F.broadcast(weights), "y").withColumn("label_d", F.col("y").cast("double")).cache()
+    train = train.join(F.broadcast(weights), "y").withColumn("label_d", F.col("y").cast("double")) \
+        .select("features", "label_d", "w").cache()
+    train.count()  # cached before the optimiser's passes, not during the first
     started = time.perf_counter()
     w, b = _fit(train, model, n)
     seconds = time.perf_counter() - started
     train.unpersist()
+    log.info("%s: %s head fitted by Spark MLlib on %d images in %.1f s", index_dir, model, n, seconds)
 
-    held = _collect(frame.where(F.col("held")), manifest["dim"], seed)
+    held = _collect(frame.where(F.col("held")), manifest["dim"])
     calibration = {}
     if model == "svm":
         t = fit_temperature(held[0] @ w + b, held[1]) if len(held[1]) else 1.0
@@ -121,7 +132,7 @@ def _train(spark, index_dir, name, model, labels_csv, val_fraction, search_weigh
                "examples_per_class": {classes[c]: k for c, k in sorted(counts.items())},
                "train_seconds": round(seconds, 2), "epochs": 0, "knn_k": 10, "validation": None, "knn_validation": None}
     if len(held[1]):
-        sample = _collect(frame.where(~F.col("held")), manifest["dim"], seed)
+        sample = _collect(frame.where(~F.col("held")), manifest["dim"])
         metrics["validation"] = classification_metrics(held[1], head.predict_proba(held[0]).argmax(axis=1), classes)
         metrics["knn_validation"] = classification_metrics(held[1], knn_vote(sample[0], sample[1], held[0], 10),
                                                            classes)
@@ -138,24 +149,23 @@ def _fit(train, model: str, n: int) -> tuple[np.ndarray, np.ndarray]:
 
         lr = LogisticRegression(featuresCol="features", labelCol="label_d", weightCol="w", family="multinomial",
                                 regParam=1.0 / (SOFTMAX_C * n), elasticNetParam=0.0, standardization=False,
-                                maxIter=300, tol=1e-7)
+                                maxIter=MAX_ITER, tol=1e-6)
         fitted = lr.fit(train)
         return fitted.coefficientMatrix.toArray().T.astype(np.float64), fitted.interceptVector.toArray()
     from pyspark.ml.classification import LinearSVC, OneVsRest
 
     svc = LinearSVC(featuresCol="features", labelCol="label_d", weightCol="w", regParam=1.0 / (SVM_C * n),
-                    standardization=False, maxIter=200, tol=1e-6)
-    fitted = OneVsRest(classifier=svc, featuresCol="features", labelCol="label_d", weightCol="w").fit(train)
+                    standardization=False, maxIter=MAX_ITER, tol=1e-6)
+    # the classes' binary SVMs are fitted side by side: each is a chain of small jobs, idle between them
+    fitted = OneVsRest(classifier=svc, featuresCol="features", labelCol="label_d", weightCol="w",
+                       parallelism=OVR_PARALLELISM).fit(train)
     w = np.stack([m.coefficients.toArray() for m in fitted.models], axis=1)  # (D, C)
     return w, np.array([m.intercept for m in fitted.models])
 
 
-def _collect(frame, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _collect(frame, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """At most MAX_COLLECTED (x (m, D), y (m,)) of ``frame``, brought to the driver."""
-    from pyspark.sql import functions as F
-
-    # a seeded order, so the sample is the same on every run
-    rows = frame.orderBy(F.xxhash64("id", F.lit(seed + 1))).limit(MAX_COLLECTED).select("embedding", "y").collect()
+    rows = frame.select("embedding", "y").limit(MAX_COLLECTED).collect()
     if not rows:
         return np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
     return (np.asarray([r[0] for r in rows], np.float32), np.asarray([r[1] for r in rows], np.int64))
