@@ -143,19 +143,26 @@ def _train(spark, index_dir, name, model, labels_csv, val_fraction, search_weigh
 
 
 def _fit(train, model: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(D, C) weights and (C,) bias fitted by MLlib on the training DataFrame."""
+    """(D, C) weights and (C,) bias fitted by MLlib on the training DataFrame.
+
+    Standardised: MLlib optimises in standardised coordinates and returns weights for the raw
+    embeddings.  Without it, L-BFGS on 1,280 unscaled dimensions was far from the optimum after 100
+    iterations (5,000 MNIST embeddings: 0.816 held-out accuracy against 0.949 for the local head;
+    standardised, 0.954 in 86 iterations).  The penalty then weighs standardised coefficients, a small
+    difference at this strength.
+    """
     if model == "softmax":
         from pyspark.ml.classification import LogisticRegression
 
         lr = LogisticRegression(featuresCol="features", labelCol="label_d", weightCol="w", family="multinomial",
-                                regParam=1.0 / (SOFTMAX_C * n), elasticNetParam=0.0, standardization=False,
+                                regParam=1.0 / (SOFTMAX_C * n), elasticNetParam=0.0, standardization=True,
                                 maxIter=MAX_ITER, tol=1e-6)
         fitted = lr.fit(train)
         return fitted.coefficientMatrix.toArray().T.astype(np.float64), fitted.interceptVector.toArray()
     from pyspark.ml.classification import LinearSVC, OneVsRest
 
     svc = LinearSVC(featuresCol="features", labelCol="label_d", weightCol="w", regParam=1.0 / (SVM_C * n),
-                    standardization=False, maxIter=MAX_ITER, tol=1e-6)
+                    standardization=True, maxIter=MAX_ITER, tol=1e-6)
     # the classes' binary SVMs are fitted side by side: each is a chain of small jobs, idle between them
     fitted = OneVsRest(classifier=svc, featuresCol="features", labelCol="label_d", weightCol="w",
                        parallelism=OVR_PARALLELISM).fit(train)
