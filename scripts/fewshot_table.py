@@ -159,15 +159,19 @@ def main() -> None:
     ap.add_argument("--test-per-class", type=int, default=50)
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--spark", action="store_true")
+    ap.add_argument("--sets", default="mnist,emoji", help="which sets, comma-separated")
+    ap.add_argument("--no-table", action="store_true", help="only the sweep and the Spark check")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
     results = {}
     for name, limit in (("mnist", args.mnist), ("emoji", args.emoji)):
+        if name not in args.sets.split(","):
+            continue
         index_dir = sample_index(name, args.work, limit=limit)
         x, y, classes = labelled(index_dir)
         print(f"{name}: {len(y)} images, {len(classes)} classes", flush=True)
-        results[name] = table(x, y, args.draws, args.test_per_class)
+        results[name] = {"rows": {}} if args.no_table else table(x, y, args.draws, args.test_per_class)
         if args.sweep:
             results[name]["sweep"] = sweep(x, y, args.draws, args.test_per_class)
         if args.spark and name == "mnist":

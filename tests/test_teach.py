@@ -277,3 +277,36 @@ def test_who_may_train(built_index, config, allowed, why):
     if not allowed:
         r = app.test_client().post("/api/heads", json={"name": "x", "examples": {"a": [0], "b": [1]}})
         assert r.status_code == 403 and why in r.get_json()["error"]["message"]
+
+
+def test_a_training_that_finds_another_writer_gets_409_and_changes_nothing(teach_server, teach_index):
+    import subprocess
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom indexer.folder.lock import writer_lock\n"
+                               f"with writer_lock({str(teach_index)!r}, command='imgsearch index (test)'):\n"
+                               "    print('held', flush=True)\n    time.sleep(120)\n"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ids = _ids_by_label(teach_index)
+        body = {"name": "blocked", "examples": {"flag": ids["emoji/Flags"][:2], "photo": ids["photos"][:2]}}
+        r = requests.post(f"{teach_server.url}/api/heads", json=body, timeout=120)
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "index_busy"
+        assert f"is being written by pid {holder.pid}" in r.json()["error"]["message"]
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert "blocked" not in list_heads(teach_index)
+
+
+def test_train_head_from_labelled_folders_with_the_svm(teach_index):
+    from indexer.learn.classifiers import HeadTrainingConfig
+    from indexer.run.heads import train_head
+
+    head = train_head(teach_index, "folders-svm", config=HeadTrainingConfig(model="svm", val_fraction=0.3))
+    assert head.model == "svm" and head.calibration["method"] == "temperature"
+    m = head.metrics
+    assert m["model"] == "svm" and sum(m["examples_per_class"].values()) == m["train_images"]
+    assert m["validation"]["accuracy"] >= m["knn_validation"]["accuracy"] - 0.1
+    assert load_head(teach_index, "folders-svm").calibration == head.calibration

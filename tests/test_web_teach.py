@@ -28,14 +28,14 @@ def teach_page_server(tmp_path_factory, built_index):
     server.close()
 
 
-def _add_five(page, label: str, keyboard: bool) -> None:
+def _add_five(pg, label: str, keyboard: bool) -> None:
     """Add five results labelled ``label`` to the chosen class: clicks, or Enter on the focused result."""
-    hits = page.locator(f'#results .hit:has(img[alt="{label}"])')
+    hits = pg.locator(f'#results .hit:has(img[alt="{label}"])')
     assert hits.count() >= 5, f"only {hits.count()} results labelled {label}"
     for i in range(5):
         if keyboard:
             hits.nth(i).focus()
-            page.keyboard.press("Enter")
+            pg.keyboard.press("Enter")
         else:
             hits.nth(i).click()
 
