@@ -221,8 +221,6 @@ def test_two_trainings_at_once_leave_a_whole_folder(teach_server, teach_index):
     r = requests.post(f"{teach_server.url}/api/search", json={"id": ids["photos"][0], "head": "twin", "k": 2},
                       timeout=30)
     assert r.status_code == 200, r.text
-    for name in ("twin", "other"):
-        assert requests.delete(f"{teach_server.url}/api/heads/{name}", timeout=60).status_code == 200
 
 
 def test_a_server_not_allowed_to_train_refuses_with_why(teach_index):

@@ -7,7 +7,7 @@ probabilities the softmax of the logits; ``indexer/folder/heads.py``):
   regularisation ``SOFTMAX_C`` chosen for small sets: C multiplies the *sum* of the
   examples' losses, so the penalty matters most at 1-5 examples per class and
   fades as examples are added (scripts/fewshot_table.py measured the values).
-- ``svm``: the seed talks' method, a linear SVM (one-vs-rest, ``SVM_C``) whose
+- ``svm``: the seed talks' method, a linear SVM (one-vs-rest, hinge loss, ``SVM_C``) whose
   decision values become probabilities by temperature scaling: softmax(d / T), T
   fitted to minimise the log-loss of *out-of-fold* decision values (each example
   scored by an SVM that did not see it).  Temperature scaling, not scikit-learn's
@@ -33,8 +33,8 @@ from indexer.learn.classifiers import classification_metrics, knn_vote
 
 MODELS = ("softmax", "svm")
 DEFAULT_MODEL = "softmax"  # from the README's few-shot table: see there for the numbers
-SOFTMAX_C = 10.0  # inverse L2 strength on the summed log-loss of unit-length embeddings
-SVM_C = 1.0  # inverse L2 strength on the summed hinge loss
+SOFTMAX_C = 30.0  # inverse L2 strength on the summed log-loss of unit-length embeddings (README: the sweep)
+SVM_C = 10.0  # inverse L2 strength on the summed hinge loss (README: the sweep)
 FALLBACK_TEMPERATURE = 1.0
 MIN_TO_MEASURE = 2  # examples a class needs to be measured: one held out, one still trained on
 MAX_FOLDS = 5
