@@ -277,6 +277,24 @@ class SearchClient:
     def health(self) -> dict:
         return self._parsed(_object, self._request("GET", "/api/health"))
 
+    # ------------------------------------------------------------ heads (web/heads_api.py)
+    def heads(self) -> dict:
+        """{"heads": [summaries], "training": {"allowed", "why"}, ...}: the server's heads and whether it trains."""
+        return self._parsed(_object, self._request("GET", "/api/heads"))
+
+    def create_head(self, name: str, examples: dict, *, model: str | None = None,
+                    search_weight: float | None = None) -> dict:
+        """Teach head ``name`` from ``examples`` ({class: [ids, vectors or images]}); the head's summary with
+        its cross-validated metrics.  SearchAPIError 403 where the server may not train."""
+        if not isinstance(examples, dict):
+            raise TypeError("examples must be a dict of class name -> list of examples")
+        body = _body(name=name, model=model, search_weight=search_weight,
+                     examples={str(c): _examples_json(items, f"examples[{c!r}]") for c, items in examples.items()})
+        return self._parsed(lambda b: _object(b["head"]), self._request("POST", "/api/heads", json=body))
+
+    def delete_head(self, name: str) -> None:
+        self._request("DELETE", f"/api/heads/{name}")
+
     # ------------------------------------------------------------ plumbing
     def _request(self, method: str, path: str, raw: bool = False, **kwargs):
         url = self.base_url + path

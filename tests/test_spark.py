@@ -218,3 +218,70 @@ def test_spark_executors_embed_in_the_index_precision(spark, photos_dir, tmp_pat
     assert not np.allclose(embeddings_of(table(tmp_path / "spark")), embeddings_of(table(tmp_path / "local-f32")),
                            atol=1e-4)  # the float32 model's rows would differ
     assert any("-int8-" in p.name for p in (spark.executor_cache / "models").iterdir())
+
+
+# ------------------------------------------------------------------ heads trained with Spark MLlib (issue 20)
+HEAD_DIM = 64
+HEAD_ROWS, HEAD_CLASSES = 1600, 3
+
+
+@pytest.fixture(scope="module")
+def labelled_vectors_index(tmp_path_factory):
+    """1,600 synthetic embeddings of 3 overlapping classes in 4 shards, published (a real index folder).
+
+    scripts/fewshot_table.py --spark makes the same comparison on 5,000 real MNIST embeddings (README)."""
+    from indexer.ann.choice import AnnOptions
+    from indexer.folder.store import Row
+    from indexer.publish.version import publish_index
+    from indexer.synthetic import ClusteredEmbeddings
+
+    gen = ClusteredEmbeddings(HEAD_DIM, clusters=HEAD_CLASSES, latent=16, spread=1.6, seed=11)
+    rng = np.random.default_rng(12)
+    cls = rng.integers(HEAD_CLASSES, size=HEAD_ROWS)
+    z = gen.centres[cls] + gen.spread * rng.standard_normal((HEAD_ROWS, 16), dtype=np.float32)
+    vectors = np.maximum(z @ gen.layer + gen.bias, 0) + 1e-3
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = EmbeddingStore(tmp_path_factory.mktemp("spark-heads") / "idx")
+    store.root.mkdir(parents=True)
+    manifest = {"backbone": {"name": "synthetic", "weights": None, "input_size": 0, "preprocessing": "", "resize": ""},
+                "dim": HEAD_DIM, "metric": "cosine", "count": 0, "shards": [], "index_file": None, "generation": 0}
+    shards = [store.write_shard([Row(i, f"/img/{i}.png", f"class-{cls[i]}", 8, 8, f"{i:064x}", vectors[i])
+                                 for i in range(start, start + HEAD_ROWS // 4)], HEAD_DIM)
+              for start in range(0, HEAD_ROWS, HEAD_ROWS // 4)]
+    publish_index(store, manifest, shards, options=AnnOptions(index_type="Flat"))
+    return store.root, vectors, cls
+
+
+@pytest.mark.parametrize("model", ["softmax", "svm"])
+def test_spark_heads_match_local_heads_and_serve_like_them(spark, labelled_vectors_index, model):
+    from indexer.folder.heads import load_head
+    from indexer.learn.fewshot import fit_linear
+    from indexer.run.spark_heads import train_head_spark
+
+    index_dir, vectors, cls = labelled_vectors_index
+    head = train_head_spark(index_dir, f"spark-{model}", model=model, spark=spark)
+    m = head.metrics
+    assert m["engine"] == "spark" and m["train_images"] + m["val_images"] == HEAD_ROWS
+    assert 0.15 * HEAD_ROWS < m["val_images"] < 0.25 * HEAD_ROWS
+    # the local head of the same family, on the same training images, scored on the same held-out ones
+    held = np.zeros(HEAD_ROWS, bool)
+    rows = spark.createDataFrame([(i,) for i in range(HEAD_ROWS)], "id long").selectExpr(
+        "id", "abs(xxhash64(id, 0)) % 10000 < 2000 AS held").collect()
+    for r in rows:
+        held[r[0]] = r[1]
+    assert int(held.sum()) == m["val_images"]
+    y = np.array([head.classes.index(f"class-{c}") for c in cls])
+    local = fit_linear(vectors[~held], y[~held], model)
+    local_accuracy = float(((vectors[held] @ local.weights + local.bias).argmax(axis=1) == y[held]).mean())
+    spark_accuracy = m["validation"]["accuracy"]
+    assert 0.6 < local_accuracy < 0.99  # a task where the two could differ
+    assert abs(spark_accuracy - local_accuracy) <= 0.01, (spark_accuracy, local_accuracy)
+    # saved in the same format: it loads, classifies and searches head-aware like any other head
+    loaded = load_head(index_dir, f"spark-{model}")
+    assert loaded.model == model and (model != "svm" or loaded.calibration["method"] == "temperature")
+    engine = SearchEngine.open(index_dir)
+    assert f"spark-{model}" in engine.head_names()
+    top = engine.classify_vector(vectors[0], f"spark-{model}", top=HEAD_CLASSES)
+    assert abs(sum(p for _, p in top) - 1) < 1e-4
+    hits = engine.search_vector(vectors[0], 5, head=f"spark-{model}")
+    assert len(hits) == 5 and hits[0].id == 0

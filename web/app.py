@@ -38,6 +38,10 @@ DEFAULTS = {
     "URL_QUERY_ALLOW_NETWORKS": (),
     "URL_QUERY_MAX_BYTES": None,  # None: MAX_CONTENT_LENGTH, as an upload
     "URL_QUERY_TIMEOUT": 10.0,  # seconds for the whole fetch, redirects included
+    # teaching heads over HTTP (POST/DELETE /api/heads, web/heads_api.py): True or False; None: allowed when the
+    # server is bound to loopback (BOUND_HOST, set by web/server.py), where only this machine reaches it
+    "ALLOW_TRAINING": None,
+    "BOUND_HOST": None,
 }
 
 # settings that must be whole numbers of at least 1
@@ -61,6 +65,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from web.batch import batch
     from web.errors import register_error_handlers
     from web.explain import explain_api
+    from web.heads_api import heads_api
     from web.pages import pages
     from web.security import add_security_headers
 
@@ -68,6 +73,8 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     app.config.update(DEFAULTS)
     app.config.update(config or {})
     check_max_pixels(app.config["MAX_IMAGE_PIXELS"], "MAX_IMAGE_PIXELS")
+    if app.config["ALLOW_TRAINING"] not in (None, True, False):
+        raise InvalidInputError(f"ALLOW_TRAINING must be True, False or None, got {quote(app.config['ALLOW_TRAINING'])}")
     for name in _POSITIVE:
         value = app.config[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -94,6 +101,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(batch)
     app.register_blueprint(explain_api)
+    app.register_blueprint(heads_api)
     app.register_blueprint(pages)
     log.info("serving %s (%d images, %s, debug %s)", engine.store.root, len(engine), engine.backbone,
              "on" if app.debug else "off")

@@ -87,6 +87,13 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
                           "(400 url_not_allowed)"}
     flt = {"$ref": "#/components/schemas/Filter"}
     form_filter = {"type": "string", "description": "a Filter as JSON text"}
+    spec = _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_field, url, flt, form_filter)
+    spec["paths"].update(_heads_paths(vector))
+    spec["components"]["schemas"]["Head"] = _HEAD_SCHEMA
+    return spec
+
+
+def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_field, url, flt, form_filter) -> dict:
     return {
         "openapi": "3.1.0",
         "info": {"title": "imgsearch", "version": "1",
@@ -307,3 +314,66 @@ def _filter_schema() -> dict:
             "properties": {**{name: texts for name in TEXT_FIELDS}, "path_prefix": texts,
                            **{name: bounds({"type": "number"}) for name in NUMBER_FIELDS},
                            **{name: bounds(when) for name in TIME_FIELDS}}}
+
+
+_HEAD_SCHEMA = {
+    "type": "object", "required": ["name", "classes", "model", "metrics"],
+    "properties": {
+        "name": {"type": "string"}, "classes": {"type": "array", "items": {"type": "string"}},
+        "model": {"type": "string", "enum": ["softmax", "svm"]},
+        "calibration": {"type": "object", "description": "how probabilities were calibrated (the SVM: a temperature)"},
+        "search_weight": {"type": "number"}, "created": {"type": "string"}, "labels_source": {"type": "string"},
+        "metrics": {"type": "object", "description": "examples_per_class, warnings, folds, measured_examples, and "
+                                                     "validation / knn_validation (cross-validated; null when no "
+                                                     "class has 2 examples)"}}}
+
+
+def _heads_paths(vector: dict) -> dict:
+    """POST/GET/DELETE /api/heads (web/heads_api.py)."""
+    training = {"type": "object", "properties": {"allowed": {"type": "boolean"}, "why": {"type": "string"}}}
+    head_ref = {"$ref": "#/components/schemas/Head"}
+    example = {"oneOf": [{"type": "integer", "description": "an indexed id"},
+                         {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]},
+                         {"type": "object", "properties": {"vector": vector}, "required": ["vector"]},
+                         {"type": "object", "properties": {"image": {"type": "string", "contentEncoding": "base64"}},
+                          "required": ["image"]}]}
+    refused = _error("Training is not allowed on this server (loopback only, or ALLOW_TRAINING); the message says why")
+    return {
+        "/api/heads": {
+            "get": {"summary": "The index's heads, and whether this server trains them",
+                    "responses": {"200": {"description": "heads and the training permission", "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {
+                            "heads": {"type": "array", "items": head_ref}, "training": training,
+                            "models": {"type": "array", "items": {"type": "string"}},
+                            "default_model": {"type": "string"}}}}}}}},
+            "post": {
+                "summary": "Teach a head from a few examples per class (trained in seconds, served at once)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["name", "examples"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                        "model": {"type": "string", "enum": ["softmax", "svm"]},
+                        "search_weight": {"type": "number", "minimum": 0, "maximum": 10, "default": 1},
+                        "examples": {"type": "object", "minProperties": 2, "description": "class name -> examples",
+                                     "additionalProperties": {"type": "array", "minItems": 1, "items": example}}}}}}},
+                "responses": {
+                    "201": {"description": "The head, with its cross-validated metrics", "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {
+                            "head": head_ref, "training": training}}}}},
+                    "400": _error("Bad name, model or examples (an unknown id, an empty class, one class)"),
+                    "403": refused,
+                    "409": _error("Another command is writing the index; try again"),
+                    "413": _error("Too many examples in one request"),
+                }},
+        },
+        "/api/heads/{name}": {
+            "get": {"summary": "One head", "parameters": [{"name": "name", "in": "path", "required": True,
+                                                           "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "the head", "content": {"application/json": {}}},
+                                  "400": _error("No such head")}},
+            "delete": {"summary": "Delete a head", "parameters": [{"name": "name", "in": "path", "required": True,
+                                                                   "schema": {"type": "string"}}],
+                       "responses": {"200": {"description": "deleted", "content": {"application/json": {}}},
+                                     "403": refused, "404": _error("No such head")}},
+        },
+    }

@@ -101,6 +101,7 @@ def make_server(app, host: str = "127.0.0.1", port: int = 8000):
         max_request_body_size=cfg["MAX_CONTENT_LENGTH"] + MULTIPART_MARGIN, asyncore_use_poll=True,
         clear_untrusted_proxy_headers=True)
     server.channel_class = LimitedChannel
+    app.config["BOUND_HOST"] = host  # who can reach it decides whether it may train heads (web/heads_api.py)
     server.max_content_length = cfg["MAX_CONTENT_LENGTH"]  # for JSONErrorTask's 413 message
     return server
 

@@ -1,7 +1,11 @@
 """Classification heads as stored in the index folder, and applying them to embeddings.
 
-A head is a softmax layer (multinomial logistic regression) over the stored
-embeddings, learned by ``indexer.run.heads``.  Heads live inside the index
+A head is a linear layer over the stored embeddings whose softmax gives the class
+probabilities, learned by ``indexer.run.heads`` (a softmax layer, from labelled
+folders), ``indexer.run.teach`` (a few-shot softmax or a temperature-calibrated
+linear SVM, from examples) or ``indexer.run.spark_heads`` (Spark MLlib): head.json's
+``model`` says which family ("softmax" if absent, as in heads written before it) and
+``calibration`` how its probabilities were calibrated; every head is applied alike.  Heads live inside the index
 folder, one sub-folder each::
 
     DIR/heads/NAME/head.npz     weights (D, C) and bias (C,)
@@ -25,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.atomic import atomic_folder
+from indexer.atomic import atomic_folder, atomic_write_faiss
 from indexer.errors import DamagedIndexError, InvalidInputError, NotFoundError, quote
 from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore
@@ -65,6 +69,8 @@ class Head:
     val_ids: list[int] = field(default_factory=list)
     created: str = ""
     labels_source: str = "label column"
+    model: str = "softmax"  # the family that learned it: "softmax" or "svm" (indexer/learn/fewshot.py)
+    calibration: dict = field(default_factory=dict)  # e.g. {"method": "temperature", "temperature": T}
 
     def logits(self, vectors: np.ndarray) -> np.ndarray:
         """(n, D) embeddings -> (n, C) logits."""
@@ -102,18 +108,43 @@ def list_heads(index_dir) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "head.json").is_file())
 
 
-def save_head(index_dir, head: Head) -> Path:
-    """Write a head atomically (into a temp folder, then rename over the old one)."""
+def save_head(index_dir, head: Head, search_index=None, manifest: dict | None = None) -> Path:
+    """Write a head atomically (into a temp folder, then rename over the old one).
+
+    ``search_index``: its head-aware FAISS index for the version ``manifest``, written in the same
+    folder, so a reader never finds the new head without its index.
+    """
     root = heads_root(index_dir)
     root.mkdir(parents=True, exist_ok=True)
     meta = {"name": head.name, "classes": head.classes, "backbone": head.backbone, "dim": head.dim,
             "search_weight": head.search_weight, "metrics": head.metrics, "val_ids": head.val_ids,
-            "created": head.created, "labels_source": head.labels_source, "format_version": 1}
+            "created": head.created, "labels_source": head.labels_source, "format_version": 1,
+            "model": head.model, "calibration": head.calibration}
     final = root / head.name
     with atomic_folder(final) as tmp:
         np.savez(tmp / "head.npz", weights=head.weights.astype(np.float32), bias=head.bias.astype(np.float32))
         (tmp / "head.json").write_text(json.dumps(meta, indent=2))
+        if search_index is not None:
+            atomic_write_faiss(tmp / head_index_path(index_dir, head.name, manifest).name, search_index)
     return final
+
+
+def delete_head(index_dir, name: str) -> None:
+    """Remove head ``name``'s folder: renamed aside in one step (readers see it or nothing), then deleted."""
+    import os
+    import shutil
+
+    from indexer.atomic import fsync_dir
+
+    folder = heads_root(index_dir) / name
+    if not NAME_PATTERN.match(name) or not (folder / "head.json").is_file():
+        available = ", ".join(list_heads(index_dir)) or "none"
+        raise UnknownHeadError(f"no head named {quote(name)} in {index_dir} (available: {available})")
+    aside = folder.with_name(f".{name}.{os.getpid()}.deleted")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(folder, aside)
+    fsync_dir(folder.parent)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def load_head(index_dir, name: str, manifest: dict | None = None) -> Head:
@@ -150,7 +181,8 @@ def load_head(index_dir, name: str, manifest: dict | None = None) -> Head:
         raise damaged("head.json's search_weight is not a number")
     head = Head(meta["name"], meta["classes"], weights, bias, meta["backbone"], meta["dim"],
                 float(search_weight), meta.get("metrics") or {}, meta.get("val_ids") or [],
-                str(meta.get("created", "")), str(meta.get("labels_source", "")))
+                str(meta.get("created", "")), str(meta.get("labels_source", "")),
+                str(meta.get("model", "softmax")), dict(meta.get("calibration") or {}))
     manifest = manifest or EmbeddingStore(index_dir).read_manifest()
     if head.backbone != backbone_name(manifest) or head.dim != manifest["dim"]:
         raise HeadError(

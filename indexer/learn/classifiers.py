@@ -22,6 +22,7 @@ class HeadTrainingConfig:
     l2: float = 1e-4
     search_weight: float = 1.0
     knn_k: int = 10
+    model: str = "softmax"  # "softmax" (this module's fit_softmax) or "svm" (indexer/learn/fewshot.py)
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

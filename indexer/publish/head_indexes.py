@@ -16,7 +16,12 @@ def rebuild_head_indexes(index_dir, manifest: dict) -> list[str]:
 
 
 def build_head_index(index_dir, head: Head, manifest: dict) -> str:
-    """(Re)build the head-aware FAISS index over the manifest's shards; returns its file name.
+    """(Re)build the head-aware FAISS index over the manifest's shards; returns its file name."""
+    return write_head_index(index_dir, head, manifest, head_search_index(index_dir, head, manifest))
+
+
+def head_search_index(index_dir, head: Head, manifest: dict):
+    """The head-aware FAISS index over the manifest's shards, in memory.
 
     Shard by shard, like the main index: peak memory is the index plus one shard.
     """
@@ -30,6 +35,11 @@ def build_head_index(index_dir, head: Head, manifest: dict) -> str:
         raw = embeddings_of(table)  # (s, D)
         add_to_index(index, table.column("id").to_numpy(),
                      head.augment(search_space(raw, index_dir, manifest), raw))  # (s, d + C)
+    return index
+
+
+def write_head_index(index_dir, head: Head, manifest: dict, index) -> str:
+    """Write a head's search index for the version ``manifest``, older generations' cleaned away."""
     path = head_index_path(index_dir, head.name, manifest)
     atomic_write_faiss(path, index)
     # keep the previous generation's: it is what is served until the manifest of this one is published

@@ -26,7 +26,8 @@ from indexer.learn.classifiers import (
     knn_vote,
     stratified_split,
 )
-from indexer.publish.head_indexes import build_head_index
+from indexer.learn.fewshot import check_model, fit_linear
+from indexer.publish.head_indexes import head_search_index
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ def train_head(index_dir, name: str, *, labels_csv=None,
     config = config or HeadTrainingConfig()
     if not NAME_PATTERN.match(name):
         raise HeadError(f"head name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+    check_model(config.model)
     if not 0 < config.val_fraction < 1:
         raise HeadError(f"the validation fraction must be between 0 and 1, got {config.val_fraction}")
     with writer_lock(index_dir, wait=wait):
@@ -122,22 +124,28 @@ def _train(index_dir, name: str, labels_csv, config: HeadTrainingConfig) -> Head
                         f"classes with --val-fraction {config.val_fraction}")
     train_idx, val_idx = stratified_split(y, config.val_fraction, config.seed)
     started = time.perf_counter()
-    weights, bias, epochs = fit_softmax(vectors[train_idx], y[train_idx], len(classes), config)
+    calibration = {}
+    if config.model == "svm":
+        fit = fit_linear(vectors[train_idx], y[train_idx], "svm", seed=config.seed)
+        weights, bias, epochs, calibration = fit.weights, fit.bias, 0, fit.calibration
+    else:
+        weights, bias, epochs = fit_softmax(vectors[train_idx], y[train_idx], len(classes), config)
     seconds = time.perf_counter() - started
     head = Head(name, classes.tolist(), weights, bias, backbone_name(manifest), manifest["dim"],
                 config.search_weight, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), labels_source=source,
-                val_ids=ids[val_idx].tolist())
+                val_ids=ids[val_idx].tolist(), model=config.model, calibration=calibration)
     predicted = head.predict_proba(vectors[val_idx]).argmax(axis=1)
     knn = knn_vote(vectors[train_idx], y[train_idx], vectors[val_idx], config.knn_k)
     head.metrics = {
         "validation": classification_metrics(y[val_idx], predicted, head.classes),
         "knn_validation": classification_metrics(y[val_idx], knn, head.classes),
         "knn_k": config.knn_k,
+        "model": config.model,
+        "examples_per_class": {c: int(n) for c, n in zip(head.classes, np.bincount(y[train_idx], minlength=len(classes)))},
         "train_images": int(len(train_idx)),
         "val_images": int(len(val_idx)),
         "epochs": epochs,
         "train_seconds": round(seconds, 2),
     }
-    save_head(index_dir, head)
-    build_head_index(index_dir, head, manifest)
+    save_head(index_dir, head, head_search_index(index_dir, head, manifest), manifest)
     return head
