@@ -207,3 +207,14 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         _raise_if_disk_full(exc, path)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_folder(path: str | os.PathLike) -> None:
+    """Delete the folder ``path`` so that a reader sees it whole or not at all: renamed aside in one
+    step (the rename made durable), then deleted."""
+    path = Path(path)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.deleted")
+    shutil.rmtree(aside, ignore_errors=True)  # left by a killed process that had this process id
+    os.replace(path, aside)
+    fsync_dir(path.parent)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -219,8 +219,14 @@ def test_every_file_a_manifest_names_is_synced_before_the_manifest(tmp_path, fsy
             temps = [n for n, (kind, p) in enumerate(synced)  # its temporary name, suffix or not
                      if kind == "file" and p.parent == path.parent and p.name.startswith(f".{path.name}.")
                      and atomic.TEMP_MARK in p.name]
+            # or written inside a temporary folder that replaces its folder whole (a head and its index)
+            in_folder = [n for n, (kind, p) in enumerate(synced)
+                         if kind == "file" and p.name.startswith(f".{path.name}.") and p.parent.parent == path.parent.parent
+                         and p.parent.name.startswith(f".{path.parent.name}.") and atomic.TEMP_MARK in p.parent.name]
             if temps:  # written in this step: synced, renamed, its folder synced, before the manifest
                 assert temps[-1] < synced.index(("dir", path.parent), temps[-1]) < manifest_at, path
+            elif in_folder:  # synced, its folder renamed into place and the parent synced, before the manifest
+                assert in_folder[-1] < synced.index(("dir", path.parent.parent), in_folder[-1]) < manifest_at, path
             else:  # carried over from a version published (and checked) before
                 assert path.is_file() and any(path.name in str(p) for p in previous), path
         previous[:] = [p for _, p in synced] + list(previous)

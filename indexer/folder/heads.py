@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.atomic import atomic_folder, atomic_write_faiss
+from indexer.atomic import atomic_folder, atomic_write_faiss, remove_folder
 from indexer.errors import DamagedIndexError, InvalidInputError, NotFoundError, quote
 from indexer.folder.manifest import backbone_name
 from indexer.folder.store import EmbeddingStore
@@ -131,20 +131,11 @@ def save_head(index_dir, head: Head, search_index=None, manifest: dict | None = 
 
 def delete_head(index_dir, name: str) -> None:
     """Remove head ``name``'s folder: renamed aside in one step (readers see it or nothing), then deleted."""
-    import os
-    import shutil
-
-    from indexer.atomic import fsync_dir
-
     folder = heads_root(index_dir) / name
     if not NAME_PATTERN.match(name) or not (folder / "head.json").is_file():
         available = ", ".join(list_heads(index_dir)) or "none"
         raise UnknownHeadError(f"no head named {quote(name)} in {index_dir} (available: {available})")
-    aside = folder.with_name(f".{name}.{os.getpid()}.deleted")
-    shutil.rmtree(aside, ignore_errors=True)
-    os.replace(folder, aside)
-    fsync_dir(folder.parent)
-    shutil.rmtree(aside, ignore_errors=True)
+    remove_folder(folder)
 
 
 def load_head(index_dir, name: str, manifest: dict | None = None) -> Head:
