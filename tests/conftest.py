@@ -66,6 +66,23 @@ def built_index(tmp_path_factory, corpus, lite0):
     return index_dir, summary
 
 
+@pytest.fixture(scope="module")
+def engine(built_index):
+    """A SearchEngine over the shared index (tests that need another define their own)."""
+    from search.engine import SearchEngine
+
+    return SearchEngine.open(built_index[0])
+
+
+@pytest.fixture(scope="module")
+def client(live_server):
+    """A SearchClient of the shared live server."""
+    from search.client import SearchClient
+
+    with SearchClient(live_server.url, timeout=30) as c:
+        yield c
+
+
 @pytest.fixture(scope="session")
 def live_server(built_index):
     from web import create_app

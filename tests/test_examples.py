@@ -9,16 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.engine import MAX_K, SearchEngine, UnknownIdError
+from search.engine import MAX_K, UnknownIdError
 from search.errors import InvalidInputError
 from search.examples import NEGATIVE_WEIGHT, Example
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
-
-
-@pytest.fixture(scope="module")
-def engine(built_index):
-    return SearchEngine.open(built_index[0])
 
 
 def _cosines(engine, vector) -> dict[int, float]:

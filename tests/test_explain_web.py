@@ -12,11 +12,6 @@ from search.client import SearchAPIError, SearchClient
 from search.engine import SearchEngine
 
 
-@pytest.fixture(scope="module")
-def engine(built_index):
-    return SearchEngine.open(built_index[0])
-
-
 def _post(server, **kwargs):
     return requests.post(f"{server.url}/api/explain", timeout=60, **kwargs)
 

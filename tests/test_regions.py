@@ -13,8 +13,7 @@ import pytest
 import requests
 from PIL import Image, ImageOps
 
-from search.client import SearchAPIError, SearchClient
-from search.engine import SearchEngine
+from search.client import SearchAPIError
 from search.errors import ImageTooLargeError, InvalidBoxError
 from search.regions import crop_region, parse_box, pixel_box
 
@@ -32,17 +31,6 @@ def composite(tmp_path_factory, photos_dir) -> Path:
     path = tmp_path_factory.mktemp("regions") / "composite.png"
     canvas.save(path)
     return path
-
-
-@pytest.fixture(scope="module")
-def engine(built_index):
-    return SearchEngine.open(built_index[0])
-
-
-@pytest.fixture(scope="module")
-def client(live_server):
-    with SearchClient(live_server.url, timeout=30) as c:
-        yield c
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -11,12 +11,6 @@ from search.engine import Hit, SearchEngine, UnknownIdError
 from web.cli import main
 
 
-@pytest.fixture(scope="module")
-def engine(built_index):
-    index_dir, _ = built_index
-    return SearchEngine.open(index_dir)
-
-
 def test_search_image_every_input_kind_finds_itself(engine, corpus):
     path = corpus / "photos" / "chelsea.jpg"
     data = path.read_bytes()

@@ -8,18 +8,6 @@ import requests
 from PIL import Image
 
 from search.client import RemoteHit, SearchAPIError, SearchClient
-from search.engine import SearchEngine
-
-
-@pytest.fixture(scope="module")
-def client(live_server):
-    with SearchClient(live_server.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def engine(built_index):
-    return SearchEngine.open(built_index[0])
 
 
 def test_health_and_info(client, built_index):

@@ -6,21 +6,10 @@ import base64
 import pytest
 import requests
 
-from search.client import SearchAPIError, SearchClient
-from search.engine import MAX_K, SearchEngine
+from search.client import SearchAPIError
+from search.engine import MAX_K
 from search.examples import Example
 from web.examples import MAX_BATCH, MAX_EXAMPLES
-
-
-@pytest.fixture(scope="module")
-def client(live_server):
-    with SearchClient(live_server.url, timeout=30) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def engine(built_index):
-    return SearchEngine.open(built_index[0])
 
 
 def _post(url, path="/api/search", **kwargs):
