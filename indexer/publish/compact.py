@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 
-import pyarrow as pa
-
 from indexer.folder.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
@@ -58,8 +56,7 @@ def compact_shards(store: EmbeddingStore, manifest: dict, shard_size: int) -> di
     last = 0
     for start, stop in groups:
         merged.extend(shards[last:start])
-        table = pa.concat_tables([store.read_table([name]) for name in shards[start:stop]])
-        merged.append(store.write_table(table.combine_chunks()))
+        merged.append(store.write_table(store.read_table(shards[start:stop]).combine_chunks()))
         retired.extend(shards[start:stop])
         last = stop
     merged.extend(shards[last:])
