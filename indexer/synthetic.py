@@ -79,3 +79,10 @@ def plant_near_duplicates(vectors: np.ndarray, seed: int, *, share: float = 0.1,
         group[i:i + k] = i
         i += k
     return group
+
+
+def synthetic_manifest(d: int) -> dict:
+    """The manifest of a new, empty index of synthetic d-dimensional vectors (no model made them), for
+    benchmarks that write shards themselves and publish them."""
+    return {"backbone": {"name": "synthetic", "weights": None, "input_size": 0, "preprocessing": "", "resize": ""},
+            "dim": d, "metric": "cosine", "count": 0, "shards": [], "index_file": None, "generation": 0}

@@ -39,7 +39,11 @@ import pyarrow as pa  # noqa: E402
 
 from indexer.folder.store import EmbeddingStore, schema  # noqa: E402
 from indexer.folder.texts import text_array  # noqa: E402
-from indexer.synthetic import ClusteredEmbeddings, plant_near_duplicates  # noqa: E402
+from indexer.synthetic import (  # noqa: E402
+    ClusteredEmbeddings,
+    plant_near_duplicates,
+    synthetic_manifest,
+)
 
 CHUNK = 50_000  # vectors made at once
 SHARD = 25_000  # rows per shard
@@ -54,9 +58,7 @@ def build(folder: Path, n: int, d: int, clusters: int, share: float) -> None:
     t0 = time.perf_counter()
     store = EmbeddingStore(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = {"backbone": {"name": "synthetic", "weights": None, "input_size": 0, "preprocessing": "",
-                             "resize": ""},
-                "dim": d, "metric": "cosine", "count": 0, "shards": [], "index_file": None, "generation": 0}
+    manifest = synthetic_manifest(d)
     gen = ClusteredEmbeddings(d, clusters=clusters, spread=1.0, seed=0)
     planted, shards = [], []
     rng = np.random.default_rng(7)

@@ -33,7 +33,7 @@ import pyarrow as pa  # noqa: E402
 
 from indexer.folder.store import FILE_COLUMNS, EmbeddingStore, embeddings_of, schema  # noqa: E402
 from indexer.folder.texts import text_array  # noqa: E402
-from indexer.synthetic import ClusteredEmbeddings  # noqa: E402
+from indexer.synthetic import ClusteredEmbeddings, synthetic_manifest  # noqa: E402
 
 CHUNK = 50_000  # vectors made at once
 SHARD = 25_000  # rows per shard
@@ -49,9 +49,7 @@ def build(folder: Path, n: int, d: int, clusters: int) -> None:
     t0 = time.perf_counter()
     store = EmbeddingStore(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = {"backbone": {"name": "synthetic", "weights": None, "input_size": 0, "preprocessing": "",
-                             "resize": ""},
-                "dim": d, "metric": "cosine", "count": 0, "shards": [], "index_file": None, "generation": 0}
+    manifest = synthetic_manifest(d)
     gen = ClusteredEmbeddings(d, clusters=clusters, spread=1.0, seed=0)
     rng = np.random.default_rng(11)
     names, shares = list(SHARES), np.cumsum(list(SHARES.values()))
