@@ -143,3 +143,19 @@ def dup_index(tmp_path_factory, dup_corpus, lite0):
     index_dir = tmp_path_factory.mktemp("dup-index") / "idx"
     summary = index_images([dup_corpus], index_dir, IndexConfig(progress=False))
     return index_dir, summary
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """One local[2] SparkSession for every Spark test (a JVM start costs ~10 s); the executors' model cache
+    starts empty, like a cluster node that never ran imgsearch."""
+    pytest.importorskip("pyspark")
+    from indexer.config import IndexConfig
+    from indexer.run.spark import spark_session
+
+    executor_cache = tmp_path_factory.mktemp("executor-cache")
+    session = spark_session(IndexConfig(progress=False, spark_master="local[2]"),
+                            {"spark.ui.enabled": "false", "spark.executorEnv.IMGSEARCH_CACHE": str(executor_cache)})
+    session.executor_cache = executor_cache
+    yield session
+    session.stop()

@@ -222,16 +222,11 @@ def test_python_api_gives_the_command_line_index(api_index, cli_index):
     assert rows_of(api_index) == rows_of(cli_index)
 
 
-def test_spark_gives_the_local_rows(api_index, corpus, tmp_path):
-    pytest.importorskip("pyspark")
-    from indexer.run.spark import index_images_spark, spark_session
+def test_spark_gives_the_local_rows(api_index, corpus, tmp_path, spark):
+    from indexer.run.spark import index_images_spark
 
     cfg = IndexConfig(progress=False, shard_size=5, spark_master="local[2]", spark_task_size=4)
-    spark = spark_session(cfg, {"spark.ui.enabled": "false"})
-    try:
-        summary = index_images_spark([corpus], tmp_path / "idx", cfg, spark=spark)
-    finally:
-        spark.stop()
+    summary = index_images_spark([corpus], tmp_path / "idx", cfg, spark=spark)
     assert (summary.added, summary.skipped) == (16, [(str(corpus / BROKEN), "not an image Pillow recognises")])
     assert rows_of(tmp_path / "idx") == rows_of(api_index)
 

@@ -1,6 +1,6 @@
 """The Spark engine in local mode gives the local engine's index: ids, rows, embeddings, search results.
 
-One SparkSession (local[2]) for the module; a few hundred real images.
+One SparkSession (local[2], the `spark` fixture of conftest, shared by every Spark test); a few hundred real images.
 """
 
 from __future__ import annotations
@@ -24,19 +24,6 @@ pytestmark = pytest.mark.timeout(600)
 
 CFG = IndexConfig(progress=False, decode_workers=0, shard_size=64, spark_master="local[2]", spark_task_size=32)
 COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
-
-
-@pytest.fixture(scope="module")
-def spark(tmp_path_factory):
-    """local[2]; the executors' model cache starts empty, like a cluster node that never ran imgsearch."""
-    from indexer.run.spark import spark_session
-
-    executor_cache = tmp_path_factory.mktemp("executor-cache")
-    session = spark_session(CFG, {"spark.ui.enabled": "false",
-                                  "spark.executorEnv.IMGSEARCH_CACHE": str(executor_cache)})
-    session.executor_cache = executor_cache
-    yield session
-    session.stop()
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +83,10 @@ def test_spark_index_equals_local_index(spark, spark_corpus, local_index, tmp_pa
     assert manifest["runtime"].startswith("spark local[2]: tflite")
     assert not (index_dir / "spark-work").exists()  # staged results are gone once published
 
-    # executors took the model shipped with the job: nothing was converted on them
-    cached = sorted(p.name for p in (spark.executor_cache / "models").iterdir())
-    assert len(cached) == 1 and cached[0].endswith(".tflite")
+    # executors took the models shipped with the jobs (the session is shared): none was converted on them
+    cached = {p.name for p in (spark.executor_cache / "models").iterdir()}
+    assert cached and cached <= {p.name for p in (CFG.cache_dir / "models").iterdir()}
+    assert all(name.endswith(".tflite") for name in cached)
 
     local, remote = SearchEngine.open(local_dir), SearchEngine.open(index_dir)
     queries = [spark_corpus / "photos" / "coffee.jpg", spark_corpus / "digits" / "3" / "00003.png",
