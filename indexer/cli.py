@@ -15,6 +15,7 @@ import click
 
 from indexer.config import (
     DEFAULT_BACKBONE,
+    ON_DISK_MODES,
     PRECISIONS,
     RUNTIMES,
     IndexConfig,
@@ -24,6 +25,12 @@ from indexer.options import describe_ann, index_option
 
 def ann_options(f):
     """Options choosing the FAISS index; unset ones keep what the index was last built with."""
+    f = click.option("--on-disk", type=click.Choice(ON_DISK_MODES), default=None,
+                     help="Keep an IVF index's inverted lists in one file beside it, memory-mapped when "
+                          "searched (on CPU): 'auto' when the index would not fit --max-index-memory or "
+                          "the build runs on Spark (executors fill it), 'always', or 'never'. Only IVF types "
+                          "with plain lists (IVF..,Flat, SQ8, PQ without fs or RFlat) can be on disk: Flat, "
+                          "HNSW and graph indexes always stay in RAM [default: auto].")(f)
     f = click.option("--cpu-only", is_flag=True, help="Build and search FAISS on CPU even if a GPU is there.")(f)
     f = click.option("--rerank/--no-rerank", default=None,
                      help="Re-score approximate candidates with the full vectors, memory-mapped from disk.")(f)
@@ -44,9 +51,10 @@ def no_wait_option(f):
                              "instead of waiting for it.")(f)
 
 
-def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only):
+def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk=None):
     return dataclasses.replace(config, index_type=index_type, max_index_memory=max_index_memory,
-                               target_recall=target_recall, rerank=rerank, use_gpu="no" if cpu_only else "auto")
+                               target_recall=target_recall, rerank=rerank, use_gpu="no" if cpu_only else "auto",
+                               on_disk=on_disk)
 
 
 @click.command()
@@ -84,7 +92,7 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @no_wait_option
 def index(sources, index_dir, backbone, weights, batch_size, runtime, precision, shard_size, workers, sync,
           refresh_metadata, no_progress, engine, master, work_dir, task_size, index_type, max_index_memory,
-          target_recall, rerank, cpu_only, no_wait):
+          target_recall, rerank, cpu_only, on_disk, no_wait):
     """Embed the images in SOURCES into an index folder.
 
     SOURCES are folders (walked recursively), image files, or lists of images:
@@ -114,7 +122,7 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
         raise click.UsageError("--refresh-metadata is for --engine local: run it once without Spark")
     if engine == "spark" and workers is not None:
         raise click.UsageError("--workers is for --engine local (Spark tasks decode in spark.task.cpus threads)")
-    config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only)
+    config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk)
     if engine == "spark":
         from indexer.run.spark import index_images_spark
 
@@ -138,7 +146,7 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
 @ann_options
 @no_wait_option
 def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, index_type, max_index_memory,
-                          target_recall, rerank, cpu_only, no_wait):
+                          target_recall, rerank, cpu_only, on_disk, no_wait):
     """Index vectors made elsewhere: SRC is a Parquet file with 'path' and 'embedding' columns.
 
     Optional columns: 'label', and 'sha256' (the content's digest: copies
@@ -151,7 +159,7 @@ def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, 
     from indexer.run.index_vectors import index_vectors
 
     config = dataclasses.replace(IndexConfig(), shard_size=shard_size, progress=not no_progress)
-    config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only)
+    config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk)
     summary = index_vectors(src, index_dir, config, model=model, sync=sync, wait=not no_wait)
     for line in summary.lines():
         click.echo(line)
@@ -161,11 +169,11 @@ def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, 
 @index_option
 @ann_options
 @no_wait_option
-def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, cpu_only, no_wait):
+def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk, no_wait):
     """Rebuild and re-tune the FAISS index from the stored embeddings (nothing is re-embedded)."""
     from indexer.run.rebuild import rebuild_index
 
-    config = _ann_config(IndexConfig(), index_type, max_index_memory, target_recall, rerank, cpu_only)
+    config = _ann_config(IndexConfig(), index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk)
     manifest = rebuild_index(index_dir, config, wait=not no_wait)
     for line in describe_ann(manifest["count"], manifest["ann"]):
         click.echo(line)

@@ -19,6 +19,8 @@ MAX_PIXELS = 180_000_000
 RUNTIMES = ("auto", "tflite", "tf")
 # how the model computes (indexer/model/runtime.py): float32, or a calibrated full-integer model (TFLite only)
 PRECISIONS = ("float32", "int8")
+# where an IVF index's inverted lists live: in RAM, or in a memory-mapped file (indexer/ann/choice.py wants_on_disk)
+ON_DISK_MODES = ("auto", "always", "never")
 # a new index's precision when none is asked for: model/runtime.default_precision (int8 on CPU for efficientnet-lite)
 
 
@@ -51,6 +53,9 @@ class IndexConfig:
     target_recall: float | None = None  # recall@10 against exact search that tuning aims for; default 0.95
     rerank: bool | None = None  # re-score approximate candidates with the full vectors (memory-mapped)
     use_gpu: str = "auto"  # "auto": FAISS on GPU when it has one; "no": always CPU
+    # IVF inverted lists in a memory-mapped file (indexer/ann/choice.py wants_on_disk): "auto", "always",
+    # "never"; None keeps what the index was last built with
+    on_disk: str | None = None
     # images declaring more pixels are skipped (indexing) or refused (queries), before decoding
     max_pixels: int = MAX_PIXELS
     # the Spark engine (indexer/run/spark.py)
@@ -69,6 +74,9 @@ class IndexConfig:
             raise InvalidInputError(f"target_recall must be in (0, 1], got {self.target_recall}")
         if self.use_gpu not in ("auto", "no"):
             raise InvalidInputError(f"use_gpu must be auto or no, got {self.use_gpu!r}")
+        if self.on_disk is not None and self.on_disk not in ON_DISK_MODES:
+            raise InvalidInputError(f"on_disk must be {', '.join(ON_DISK_MODES[:-1])} or {ON_DISK_MODES[-1]}, "
+                                    f"got {self.on_disk!r}")
         if self.shard_size < 1:
             raise InvalidInputError(f"shard_size must be >= 1, got {self.shard_size}")
         check_max_pixels(self.max_pixels, "max_pixels")
@@ -81,6 +89,7 @@ class IndexConfig:
         """The index options this config sets explicitly (AnnOptions field -> value)."""
 
         given = {"index_type": self.index_type, "target_recall": self.target_recall, "rerank": self.rerank,
+                 "on_disk": self.on_disk,
                  "max_memory": None if self.max_index_memory is None else parse_memory(self.max_index_memory)}
         return {k: v for k, v in given.items() if v is not None} | {"use_gpu": self.use_gpu}
 

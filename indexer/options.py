@@ -19,6 +19,8 @@ def describe_ann(count: int, ann: dict) -> list[str]:
     params = ", ".join(f"{k}={v}" for k, v in (tuning.get("params") or {}).items()) or "none"
     lines = [f"index type: {ann['factory']} over {count} vectors, ~{ann['memory_bytes'] / 2**20:.1f} MiB, "
              f"built on {ann.get('device', 'cpu')}"]
+    if ann.get("lists_file"):
+        lines.append(f"on disk:    inverted lists in {ann['lists_file']}, memory-mapped, searched on CPU")
     if ann["factory"] == "Flat":
         return lines + ["tuned:      exact search, nothing to tune; recall@10 1.000"]
     return lines + [f"tuned:      {params}; recall@10 {tuning.get('recall_at_10', 1.0):.3f} "

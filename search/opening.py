@@ -60,14 +60,19 @@ def open_version(store: EmbeddingStore, backbone: str | None, config: IndexConfi
 
 
 def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
-    """The published FAISS index with its tuned search parameters, on GPU if there is one."""
+    """The published FAISS index with its tuned search parameters, on GPU if there is one.
+
+    An on-disk index (``ann.lists_file``) has its lists file mapped read-only
+    and is searched on CPU (``to_gpu_if_available`` leaves it there).
+    """
     from indexer.ann.choice import mmap_mode
     from indexer.ann.faiss_ops import set_search_params, to_gpu_if_available
 
     name = manifest["index_file"]
     ann = manifest.get("ann") or {}
-    mmap = mmap_mode(ann.get("factory", "Flat"), (store.root / name).stat().st_size)
-    index = store.read_index(name, mmap=mmap)
+    lists_file = ann.get("lists_file")
+    mmap = "lists" if lists_file else mmap_mode(ann.get("factory", "Flat"), (store.root / name).stat().st_size)
+    index = store.read_index(name, mmap=mmap, lists_file=lists_file)
     index, device = to_gpu_if_available(index, config.use_gpu)
     set_search_params(index, (ann.get("tuning") or {}).get("params") or {})  # on the copy that searches
     log.info("serving %s (%d vectors) on %s%s", manifest.get("index_type"), index.ntotal, device.upper(),

@@ -318,6 +318,7 @@ def info():
     data = eng.info()
     return jsonify(backbone=data["backbone"], count=data["count"], dim=data["dim"], metric=data["metric"],
                    index_type=data["index_type"], updated=data["updated"], generation=data["generation"],
+                   on_disk=bool((data.get("ann") or {}).get("lists_file")),  # IVF lists memory-mapped, CPU
                    max_k=MAX_K,
                    heads=data["heads"], whitening=bool(data["whitening"]),
                    labels=[display_text(x) for x in eng.labels()[:MAX_INFO_LABELS]],

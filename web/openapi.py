@@ -211,7 +211,9 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                 },
             }},
             "/api/info": {"get": {"summary": "Backbone, size and limits of the index",
-                                  "responses": {"200": {"description": "Index description",
+                                  "responses": {"200": {"description": "Index description; on_disk: the IVF "
+                                                                       "inverted lists are a memory-mapped file, "
+                                                                       "searched on CPU",
                                                         "content": {"application/json": {}}}}}},
             "/api/health": {"get": {"summary": "Liveness",
                                     "responses": {"200": {"description": "ok",

@@ -34,6 +34,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from indexer.config import ON_DISK_MODES  # noqa: F401  (re-exported: ann.ON_DISK_MODES)
 from indexer.errors import InvalidInputError
 
 FLAT_MAX = 20_000  # an exact scan of 20k x 1280 takes ~15 ms here: no need to approximate below
@@ -71,6 +72,31 @@ class AnnOptions:
     # None: only for product-quantised indexes, whose codes alone rarely reach the target
     rerank: bool | None = None
     use_gpu: str = "auto"  # "auto": a GPU if FAISS has one; "no": CPU only
+    # inverted lists in one file beside the index, memory-mapped (see wants_on_disk): "auto", "always", "never"
+    on_disk: str = "auto"
+
+
+
+def on_disk_capable(factory: str) -> bool:
+    """True for IVF types whose inverted lists FAISS can keep in an ``OnDiskInvertedLists`` file.
+
+    Not Flat or HNSW (no inverted lists), not fast-scan PQ (``fs``: its lists are
+    packed in blocks of 32 codes) and not re-ranking (``RFlat``: the full vectors
+    live in the re-ranking step, which merging the lists would lose).
+    """
+    return "IVF" in factory and "fs" not in factory and not factory.endswith("RFlat")
+
+
+def wants_on_disk(mode: str, factory: str, n: int, d: int, max_memory: int, distributed: bool = False) -> bool:
+    """Whether the index is built as an on-disk index: its lists merged into one memory-mapped file.
+
+    "never", or a type that cannot be (``on_disk_capable``): no.  "always": yes.
+    "auto": when the partial indexes are filled elsewhere (``distributed``: Spark
+    executors), or when the index would not fit the memory budget in RAM.
+    """
+    if mode == "never" or not on_disk_capable(factory):
+        return False
+    return mode == "always" or distributed or estimate_memory(factory, n, d) > max_memory
 
 
 def nlist_for(n: int) -> int:

@@ -92,12 +92,27 @@ def _parts(index):
     return ivf, hnsw, refine
 
 
+def is_on_disk(index) -> bool:
+    """True if the index's inverted lists are an ``OnDiskInvertedLists`` file (memory-mapped)."""
+    import faiss
+
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:  # no inverted lists at all
+        return False
+    return isinstance(faiss.downcast_InvertedLists(ivf.invlists), faiss.OnDiskInvertedLists)
+
+
 # ------------------------------------------------------------------ GPU
 def to_gpu_if_available(index, use_gpu: str = "auto"):
-    """(index, device): the index cloned to all GPUs when FAISS has GPU support and a GPU, else as is."""
+    """(index, device): the index cloned to all GPUs when FAISS has GPU support and a GPU, else as is.
+
+    An on-disk index stays on CPU: its lists are a memory-mapped file, which
+    copying to a GPU would read whole into its memory, the thing it is there to avoid.
+    """
     from indexer.vectors import gpu_count
 
-    if use_gpu == "no" or gpu_count() == 0:
+    if use_gpu == "no" or gpu_count() == 0 or is_on_disk(index):
         return index, "cpu"
     import faiss
 

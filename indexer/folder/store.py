@@ -4,7 +4,7 @@ This module is the only one that knows the layout::
 
     DIR/manifest.json          what is published: backbone, dim, shards, index file
     DIR/shards/part-NNNNN.parquet   one row per image (SCHEMA below)
-    DIR/index-GEN.faiss        FAISS index over the published shards, ids = row ids
+    DIR/index-GEN.faiss        FAISS index over the published shards, ids = row ids (+ .ivfdata: on disk)
     DIR/skipped.log            one line per file that could not be indexed
     DIR/copies-KEY.parquet     optional: files whose content an indexed image has (``copies``)
 
@@ -56,6 +56,7 @@ from indexer.folder.formats import (  # noqa: F401 - readers and tests name the 
     RESAMPLE_FORMAT_VERSION,
 )
 from indexer.folder.formats import format_version as _format_version
+from indexer.folder.ondisk_lists import LISTS_SUFFIX, read_on_disk
 from indexer.folder.shard_columns import FILE_COLUMNS, read_shard_columns, schema
 from indexer.folder.texts import log_bytes, text_array
 from indexer.folder.validate import ManifestShapeError, check_manifest_shape
@@ -193,11 +194,11 @@ class EmbeddingStore:
             files.append(manifest["index_file"])
         if (manifest.get("whitening") or {}).get("file"):
             files.append(manifest["whitening"]["file"])
-        if (manifest.get("ann") or {}).get("trained_file"):  # the trained, empty index updates start from
-            files.append(manifest["ann"]["trained_file"])
+        # the trained, empty index updates start from; an on-disk index's inverted lists (ondisk_lists)
+        files += [(manifest.get("ann") or {}).get(f) for f in ("trained_file", "lists_file")]
         if (manifest.get("copies") or {}).get("file"):
             files.append(manifest["copies"]["file"])
-        return files
+        return [f for f in files if f]
 
     def _file_records(self, manifest: dict, known: dict) -> dict:
         """{relative path: {"size", "sha256"}}; shards never change once written, so their
@@ -216,7 +217,8 @@ class EmbeddingStore:
     def _remove_superseded(self, manifest: dict, previous: dict) -> None:
         """Delete files neither this version nor the previous one uses."""
         keep = set(self.published_files(manifest)) | set(self.published_files(previous) if previous else [])
-        for p in [*self.root.glob("index-*.faiss"), *self.root.glob("trained-*.faiss"),
+        for p in [*self.root.glob("index-*.faiss"), *self.root.glob(f"index-*{LISTS_SUFFIX}"),
+                  *self.root.glob("trained-*.faiss"),
                   *self.root.glob("whitening-*.npz"), *self.root.glob(f"{COPIES_PREFIX}-*.parquet")]:
             if p.name not in keep:
                 p.unlink(missing_ok=True)
@@ -359,15 +361,21 @@ class EmbeddingStore:
         atomic_write_faiss(self.root / name, index)
         return name
 
-    def read_index(self, name: str, mmap: str | None = None):
+    def read_index(self, name: str, mmap: str | None = None, lists_file: str | None = None):
         """Read a FAISS file.  ``mmap`` leaves data on disk, mapped: "lists" the inverted lists of
         an IVF index, "codes" the vectors of a flat index or of a re-ranking step (FAISS maps one
-        or the other, not both)."""
+        or the other, not both).  ``lists_file``: an on-disk index's lists, mapped read-only."""
         import faiss
 
         path = self.root / name
         if not path.is_file():
             raise IndexFormatError(f"{path} is missing: the index is damaged; re-run 'imgsearch index'")
+        if lists_file:
+            try:
+                return read_on_disk(path, self.root / lists_file)
+            except RuntimeError as exc:
+                raise IndexFormatError(f"{path} is unreadable: {str(exc).strip().splitlines()[-1]}; repair it "
+                                       f"with 'imgsearch verify --index {self.root} --repair'") from exc
         flags = {None: 0, "lists": faiss.IO_FLAG_MMAP, "codes": faiss.IO_FLAG_MMAP_IFC}[mmap]
         flags |= faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
@@ -381,7 +389,6 @@ class EmbeddingStore:
             if folder.is_dir():
                 for p in folder.glob(f".*{TEMP_MARK}*"):  # indexer.atomic's temporary names
                     p.unlink(missing_ok=True)
-
 
 
 def _read_parquet(path, **kwargs) -> pa.Table:

@@ -110,6 +110,7 @@ def _check_ann(ann) -> None:
     _type(ann.get("factory"), str, "ann.factory", "a FAISS factory string")
     _optional(ann, "memory_bytes", lambda v: _number(v, "ann.memory_bytes"))
     _optional(ann, "trained_file", lambda v: _name(v, "ann.trained_file"))
+    _optional(ann, "lists_file", lambda v: _name(v, "ann.lists_file"))
     _optional(ann, "options", lambda v: _type(v, dict, "ann.options", "an object"))
     _optional(ann, "space", lambda v: _type(v, list, "ann.space", "a list"))
     tuning = ann.get("tuning")

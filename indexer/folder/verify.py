@@ -243,8 +243,9 @@ def _check_faiss(store: EmbeddingStore, manifest: dict, report: VerifyReport, ta
     if not path.is_file():
         return  # reported as missing
     try:
-        index = faiss.read_index(str(path))
-    except RuntimeError as exc:
+        lists_file = (manifest.get("ann") or {}).get("lists_file")  # an on-disk index: read through the store
+        index = store.read_index(name, lists_file=lists_file) if lists_file else faiss.read_index(str(path))
+    except (RuntimeError, IndexFormatError) as exc:
         report.problem("index", name, f"is not a readable FAISS index (truncated or damaged): "
                                       f"{str(exc).strip().splitlines()[-1]}")
         return

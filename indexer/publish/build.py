@@ -11,6 +11,7 @@ import numpy as np
 from indexer import ann
 from indexer.errors import InvalidInputError
 from indexer.folder.store import IndexFormatError
+from indexer.publish.ondisk import Fill, fill_ondisk
 from indexer.publish.plan import BuildPlan
 from indexer.publish.shard_vectors import iter_vectors, pick_vectors
 from indexer.publish.tune import tune_index
@@ -19,7 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def update_index(store, manifest, shards):
-    """The served index with the retired shards' rows removed and new shards' rows added, or None."""
+    """The served index with the retired shards' rows removed and new shards' rows added, or None.
+
+    None for an on-disk index: the served version maps its lists file, which
+    must not change under it; it is filled anew from its trained file instead.
+    """
+    if (manifest.get("ann") or {}).get("lists_file"):
+        return None
     old_shards = manifest.get("shards") or []
     old, new = set(old_shards), set(shards)
     gone = [s for s in old_shards if s not in new]
@@ -37,11 +44,13 @@ def update_index(store, manifest, shards):
     return index
 
 
-def build_index(store, manifest, shards, all_ids: np.ndarray, plan: BuildPlan):
+def build_index(store, manifest, shards, all_ids: np.ndarray, plan: BuildPlan, fill: Fill | None = None):
     """A new index as ``plan`` says over all shards: (index, trained file, tuning made while building or None).
 
     Starts from ``plan.trained_file`` when it is readable; a graph is tuned
-    before its held-out rows are added, so its tuning comes back too.
+    before its held-out rows are added, so its tuning comes back too.  An
+    on-disk plan is filled by ``fill`` (None: here) into partial indexes,
+    merged into the folder's lists file (``ondisk.fill_ondisk``), on CPU.
     """
     factory, options, trained_file = plan.factory, plan.options, plan.trained_file
     index = None
@@ -64,6 +73,10 @@ def build_index(store, manifest, shards, all_ids: np.ndarray, plan: BuildPlan):
         trained_file = store.write_index(ann.to_cpu(index, device), manifest.get("generation", 0) + 1,
                                          prefix="trained")
     t0 = time.perf_counter()
+    if plan.on_disk:
+        index, _ = fill_ondisk(store, manifest, shards, trained_file, fill)
+        log.info("built %s on disk over %d vectors in %.1f s", factory, len(all_ids), time.perf_counter() - t0)
+        return index, trained_file, None
     graph = ann.is_graph(factory)
     later = []  # a graph's held-out rows (~3 %): added once it is tuned without them
     for ids, vectors in iter_vectors(store, shards, manifest):

@@ -20,7 +20,13 @@ def resolve_options(manifest: dict, overrides: dict | None = None) -> ann.AnnOpt
 def options_changed(manifest: dict, options: ann.AnnOptions) -> bool:
     """True if the index was built before, with other options (so it must be rebuilt now)."""
     stored = (manifest.get("ann") or {}).get("options")
-    return stored is not None and stored != asdict(options)
+    return stored is not None and not same_options(stored, options)
+
+
+def same_options(stored: dict | None, options: ann.AnnOptions) -> bool:
+    """True if options stored in a manifest are ``options``; a field added since (``on_disk``) counts
+    as its default, so an index built by an earlier release is not rebuilt for it."""
+    return stored is not None and asdict(ann.AnnOptions(**stored)) == asdict(options)
 
 
 def space_key(manifest: dict):
@@ -45,6 +51,7 @@ class BuildPlan:
     d: int  # their dimension (after whitening)
     update: bool  # try updating the served index (else build over every shard)
     trained_file: str | None  # a trained, empty index a build may start from
+    on_disk: bool = False  # inverted lists merged into one memory-mapped file (publish/ondisk.py)
 
     @property
     def memory_bytes(self) -> int:
@@ -55,19 +62,22 @@ def choose_factory(options: ann.AnnOptions, prev: dict, n: int, d: int, same_spa
     if options.index_type != "auto":
         return ann.with_rerank(options.index_type, True) if options.rerank else options.index_type
     old, built_n = prev.get("factory"), prev.get("built_n", 0)
-    if (same_space and old and prev.get("options") == asdict(options)
+    if (same_space and old and same_options(prev.get("options"), options)
             and built_n / REBUILD_GROWTH <= n <= built_n * REBUILD_GROWTH
             and ann.estimate_memory(old, n, d) <= options.max_memory):
         return old  # small changes keep the trained index; doubling re-plans it
     return ann.with_rerank(ann.choose_index(n, d, options.max_memory, options.rerank), options.rerank)
 
 
-def plan_build(manifest: dict, n: int, options: ann.AnnOptions | None = None, rebuild: bool = False) -> BuildPlan:
+def plan_build(manifest: dict, n: int, options: ann.AnnOptions | None = None, rebuild: bool = False,
+               distributed: bool = False) -> BuildPlan:
     """The plan for an index over ``n`` vectors of the folder described by ``manifest``.
 
     The old index (and its training) stays valid while the vectors and the
     index type do; a graph is tuned while it is built (``build.build_index``),
     so re-tuning one means rebuilding it.  ``rebuild``: never update.
+    ``distributed``: partial indexes are filled elsewhere (Spark), so an
+    on-disk-capable type is built on disk unless the options say never.
     """
     options = options or resolve_options(manifest)
     prev = manifest.get("ann") or {}
@@ -77,4 +87,5 @@ def plan_build(manifest: dict, n: int, options: ann.AnnOptions | None = None, re
     reusable = (same_space and prev.get("factory") == factory and not rebuild
                 and not (ann.is_graph(factory) and needs_tuning(prev, n, options.target_recall)))
     return BuildPlan(options, factory, n, d, update=reusable and bool(manifest.get("index_file")),
-                     trained_file=prev.get("trained_file") if reusable else None)
+                     trained_file=prev.get("trained_file") if reusable else None,
+                     on_disk=ann.wants_on_disk(options.on_disk, factory, n, d, options.max_memory, distributed))

@@ -19,11 +19,13 @@ from typing import Sequence
 import numpy as np
 
 from indexer import ann
+from indexer.folder.ondisk_lists import on_disk_lists
 from indexer.folder.store import EmbeddingStore
 from indexer.folder.versions import library_versions
 from indexer.publish.build import build_index, update_index
 from indexer.publish.check import check_built, check_shards
 from indexer.publish.head_indexes import rebuild_head_indexes
+from indexer.publish.ondisk import Fill
 from indexer.publish.plan import (  # noqa: F401  (resolve_options, options_changed: imported from here)
     BuildPlan,
     options_changed,
@@ -37,21 +39,25 @@ log = logging.getLogger(__name__)
 
 
 def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], retired: Sequence[str] = (),
-                  *, options: ann.AnnOptions | None = None, rebuild: bool = False) -> dict:
+                  *, options: ann.AnnOptions | None = None, rebuild: bool = False, fill: Fill | None = None) -> dict:
     """Build the FAISS index (and every head's) over ``shards``, then switch the manifest to them.
 
     ``retired``: shards this version replaces; they are deleted once it is published.
     ``options``: how to choose and tune the index (default: as last time).
     ``rebuild``: build from scratch even if the old index could be updated.
+    ``fill``: who fills an on-disk index's partial indexes (``ondisk.Fill``; None: this process).
+    Given one (Spark executors), an index type that can be on disk is, unless the options say never.
     """
     started = time.perf_counter()
     ids = check_shards(store, shards)  # (n,) every row's id, in shard order; before anything is built
-    plan = plan_build(manifest, len(ids), options, rebuild)
-    index = update_index(store, manifest, shards) if plan.update else None
+    plan = plan_build(manifest, len(ids), options, rebuild, distributed=fill is not None)
+    index = update_index(store, manifest, shards) if plan.update and not plan.on_disk else None
     incremental = index is not None
     trained_file, built_tuning = plan.trained_file, None
     if index is None:
-        index, trained_file, built_tuning = build_index(store, manifest, shards, ids, plan)
+        index, trained_file, built_tuning = build_index(store, manifest, shards, ids, plan, fill)
+        # an on-disk index filled anew from the same trained file is what an update would have made
+        incremental = bool(plan.update and plan.on_disk and plan.trained_file and trained_file == plan.trained_file)
     check_built(index, plan.n, store)
     tuning, tuned_n = tuning_for(store, manifest, shards, ids, index, plan, incremental, built_tuning)
 
@@ -64,6 +70,8 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
         "tuned_n": tuned_n, "tuning": tuning, "device": "cpu", "memory_bytes": plan.memory_bytes,
         "seconds": round(time.perf_counter() - started, 3),
     }
+    if (lists := on_disk_lists(index)) is not None:  # searched memory-mapped, on CPU (search/opening.py)
+        info.update(on_disk=True, lists_file=lists.filename)
     manifest = new_version(manifest, shards, retired, ids, plan, index_file, generation, info)
     rebuild_head_indexes(store.root, manifest)  # head-aware search indexes follow the main one
     manifest = store.publish(manifest, retired=retired)  # also deletes what no served version needs

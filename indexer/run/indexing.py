@@ -18,6 +18,8 @@ The stage interface (``EmbedStage``):
 - ``outcomes()``: ``Outcomes`` in listing order, covering every listed file once;
 - ``runtime``: what embedded, for the manifest (read after ``outcomes``);
 - ``done()``: after the publish (a stage deletes its staged work).
+- optional ``fill``: who fills an on-disk index's partial indexes (``publish.ondisk.Fill``,
+  e.g. Spark executors); a stage without one publishes as a local run does.
 
 A stage must embed every file whose content is new to the index and to the
 run so far; it may leave out (``embedded=False``) one it knows the index
@@ -48,6 +50,7 @@ from indexer.folder.versions import library_versions
 from indexer.inputs.metadata import FileInfo
 from indexer.inputs.sources import ImageFile, iter_image_files
 from indexer.publish.compact import compact_shards
+from indexer.publish.ondisk import Fill
 from indexer.publish.version import options_changed, publish_index, resolve_options
 from indexer.run.ledger import Ledger
 from indexer.run.refresh import rewrite_file_columns
@@ -194,7 +197,7 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
     else:
         replaced = []
     manifest = finish_index(store, manifest, shards, writer.written, ledger.remove_ids, stage.runtime, config,
-                            copies=ledger.final_copies(), refreshed=replaced)
+                            copies=ledger.final_copies(), refreshed=replaced, fill=getattr(stage, "fill", None))
     stage.done()
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started
@@ -278,7 +281,7 @@ def describe_model(backbone, precision: str) -> dict:
 
 def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], written: list[str],
                  remove_ids: set[int], runtime: str, config: IndexConfig | None = None,
-                 copies: Copies | None = None, refreshed: Sequence[str] = ()) -> dict:
+                 copies: Copies | None = None, refreshed: Sequence[str] = (), fill: Fill | None = None) -> dict:
     """Publish ``shards`` plus the ``written`` ones, without the rows of ``remove_ids``; returns the manifest.
 
     The FAISS index is built as ``config`` says (index type, memory budget, recall), or as last time.
@@ -286,6 +289,7 @@ def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], writt
     publishes them without touching the FAISS index (the version keeps its generation).
     ``refreshed``: shards replaced by ``shards`` with new file metadata only (same ids and embeddings):
     published without touching the FAISS index either.
+    ``fill``: who fills an on-disk index's partial indexes (``publish.ondisk.Fill``); None: this process.
     """
     record = manifest.get("copies")
     if copies is not None and copies.changed:
@@ -301,7 +305,7 @@ def finish_index(store: EmbeddingStore, manifest: dict, shards: list[str], writt
         manifest = store.publish(dict(manifest, shards=all_shards, copies=record), retired=retired)
     elif all_shards != manifest["shards"] or options_changed(manifest, options):
         manifest = publish_index(store, dict(manifest, runtime=runtime, copies=record), all_shards, retired,
-                                 options=options)
+                                 options=options, fill=fill)
         if config is not None:  # each incremental run adds a small shard: merge them once there are many
             manifest = compact_shards(store, manifest, config.shard_size)
     elif record != manifest.get("copies"):

@@ -258,6 +258,18 @@ class SparkStage:
     def runtime(self) -> str:
         return f"spark {self.run.summary.master or '(earlier run)'}: {self._staged_runtime}"
 
+    @property
+    def fill(self):
+        """How the publish fills an on-disk index: on this stage's executors (``spark_fill``); so a run on
+        Spark builds an index type that can be on disk, on disk, unless ``--on-disk never``."""
+        from indexer.run.spark_fill import SparkFill
+
+        return SparkFill(self._session)
+
+    def _session(self):
+        self.spark = self.spark or spark_session(self.config)
+        return self.spark
+
     def done(self) -> None:
         self.work.clear()  # published: the staged results are no longer needed
 
