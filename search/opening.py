@@ -71,8 +71,11 @@ def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
     name = manifest["index_file"]
     ann = manifest.get("ann") or {}
     lists_file = ann.get("lists_file")
-    mmap = "lists" if lists_file else mmap_mode(ann.get("factory", "Flat"), (store.root / name).stat().st_size)
-    index = store.read_index(name, mmap=mmap, lists_file=lists_file)
+    if lists_file:  # on disk: its lists file mapped read-only, whatever the size
+        mmap, index = "lists", store.read_index(name, lists_file=lists_file)
+    else:
+        mmap = mmap_mode(ann.get("factory", "Flat"), (store.root / name).stat().st_size)
+        index = store.read_index(name, mmap=mmap)
     index, device = to_gpu_if_available(index, config.use_gpu)
     set_search_params(index, (ann.get("tuning") or {}).get("params") or {})  # on the copy that searches
     log.info("serving %s (%d vectors) on %s%s", manifest.get("index_type"), index.ntotal, device.upper(),

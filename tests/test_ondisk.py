@@ -126,6 +126,7 @@ def test_local_on_disk_build_equals_in_ram_build_from_the_same_trained_file(fold
 
 
 def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark):
+    from indexer.run.indexing import finish_index
     from indexer.run.spark_fill import SparkFill
 
     store, manifest, shards = folder
@@ -136,8 +137,10 @@ def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark
             filled.extend(super().__call__(*args))
             return filled
 
-    # "auto" on Spark: an index type that can be on disk is built on disk, by the executors
-    published = publish_on_disk(store, manifest, shards, mode="auto", fill=Counted(lambda: spark))
+    # "auto" on Spark: an index type that can be on disk is built on disk, by the executors; through the
+    # indexing run's last step, as `index --engine spark` publishes
+    published = finish_index(store, manifest, [], shards, set(), "spark", IndexConfig(index_type=FACTORY),
+                             fill=Counted(lambda: spark))
     assert published["ann"]["on_disk"] is True and published["ann"]["lists_file"] == "index-000001.ivfdata"
     assert len(filled) == 2 * spark.sparkContext.defaultParallelism  # partials spread over the executors
     engine = SearchEngine.open(store.root)
@@ -149,6 +152,9 @@ def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark
                                on_disk=True, trained_file=published["ann"]["trained_file"])
     local, _, _ = build_index(store, dict(published, generation=5), shards, ids, plan)
     assert_same_results(local, engine.index)
+    # a later local run ("auto", fits in RAM) keeps it on disk rather than flipping with the engine
+    later = publish_index(store, published, [*shards, write_shard(store, N, 500, seed=97)])
+    assert later["ann"]["lists_file"] == "index-000002.ivfdata" and later["count"] == N + 500
 
 
 def test_spark_stage_hands_its_executors_to_the_publish(spark):
@@ -214,6 +220,11 @@ def test_a_damaged_lists_file_is_a_clear_error(folder, damage):
     verified = imgsearch("verify", "--index", str(store.root))
     assert verified.returncode == 1 and "index-000001.ivfdata" in verified.stdout + verified.stderr
     assert "Traceback" not in verified.stderr
+    if damage == "truncated":  # and --repair rebuilds it, on disk again
+        repaired = imgsearch("verify", "--index", str(store.root), "--repair")
+        assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+        engine = SearchEngine.open(store.root)
+        assert engine.index.ntotal == N and on_disk_lists(engine.index) is not None
 
 
 # ---------------------------------------------------------------- later versions
@@ -302,7 +313,7 @@ def test_a_run_killed_after_writing_leaves_the_old_version_served(folder, monkey
     ("always", "IVF64,PQ8x4fs,RFlat", 2**30, True, False),  # re-ranking vectors are not in the lists
 ])
 def test_when_an_index_is_on_disk(mode, factory, budget, distributed, expected):
-    assert ann.wants_on_disk(mode, factory, 100_000, 32, budget, distributed) is expected
+    assert ann.wants_on_disk(mode, factory, 100_000, 32, budget, prefer=distributed) is expected
 
 
 def test_the_option_is_checked_and_old_manifests_keep_their_index():

@@ -87,16 +87,18 @@ def on_disk_capable(factory: str) -> bool:
     return "IVF" in factory and "fs" not in factory and not factory.endswith("RFlat")
 
 
-def wants_on_disk(mode: str, factory: str, n: int, d: int, max_memory: int, distributed: bool = False) -> bool:
+def wants_on_disk(mode: str, factory: str, n: int, d: int, max_memory: int, prefer: bool = False) -> bool:
     """Whether the index is built as an on-disk index: its lists merged into one memory-mapped file.
 
     "never", or a type that cannot be (``on_disk_capable``): no.  "always": yes.
-    "auto": when the partial indexes are filled elsewhere (``distributed``: Spark
-    executors), or when the index would not fit the memory budget in RAM.
+    "auto": when ``prefer`` (the partial indexes are filled elsewhere, by Spark
+    executors, or the index is on disk already: a local incremental run keeps
+    it there rather than flipping with each run's engine), or when the index
+    would not fit the memory budget in RAM.
     """
     if mode == "never" or not on_disk_capable(factory):
         return False
-    return mode == "always" or distributed or estimate_memory(factory, n, d) > max_memory
+    return mode == "always" or prefer or estimate_memory(factory, n, d) > max_memory
 
 
 def nlist_for(n: int) -> int:

@@ -77,7 +77,8 @@ def plan_build(manifest: dict, n: int, options: ann.AnnOptions | None = None, re
     index type do; a graph is tuned while it is built (``build.build_index``),
     so re-tuning one means rebuilding it.  ``rebuild``: never update.
     ``distributed``: partial indexes are filled elsewhere (Spark), so an
-    on-disk-capable type is built on disk unless the options say never.
+    on-disk-capable type is built on disk unless the options say never; an
+    index on disk already stays there (``ann.wants_on_disk``).
     """
     options = options or resolve_options(manifest)
     prev = manifest.get("ann") or {}
@@ -88,4 +89,5 @@ def plan_build(manifest: dict, n: int, options: ann.AnnOptions | None = None, re
                 and not (ann.is_graph(factory) and needs_tuning(prev, n, options.target_recall)))
     return BuildPlan(options, factory, n, d, update=reusable and bool(manifest.get("index_file")),
                      trained_file=prev.get("trained_file") if reusable else None,
-                     on_disk=ann.wants_on_disk(options.on_disk, factory, n, d, options.max_memory, distributed))
+                     on_disk=ann.wants_on_disk(options.on_disk, factory, n, d, options.max_memory,
+                                               prefer=distributed or bool(prev.get("lists_file"))))
