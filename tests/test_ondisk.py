@@ -177,6 +177,7 @@ def test_engine_serves_it_memory_mapped_read_only_from_a_moved_folder(folder, tm
     engine = SearchEngine.open(moved)
     lists = on_disk_lists(engine.index)
     assert lists is not None and lists.read_only and lists.filename == str(moved / "index-000001.ivfdata")
+    assert lists.prefetch_nthread == 0  # no threads started per query to read the lists ahead
     assert engine.device == "cpu"
     assert_same_results(reference, engine.index)
     hits = engine.search_vector(queries(1)[0], 5)
@@ -311,6 +312,7 @@ def test_a_run_killed_after_writing_leaves_the_old_version_served(folder, monkey
     ("always", "Flat", 2**30, True, False),
     ("always", "IVF64,PQ8x4fs", 2**30, True, False),  # fast-scan lists are packed in blocks
     ("always", "IVF64,PQ8x4fs,RFlat", 2**30, True, False),  # re-ranking vectors are not in the lists
+    ("always", "IVF64,PQ8+16", 2**30, True, False),  # merge_ondisk refuses IndexIVFPQR
 ])
 def test_when_an_index_is_on_disk(mode, factory, budget, distributed, expected):
     assert ann.wants_on_disk(mode, factory, 100_000, 32, budget, prefer=distributed) is expected

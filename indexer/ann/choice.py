@@ -82,9 +82,10 @@ def on_disk_capable(factory: str) -> bool:
 
     Not Flat or HNSW (no inverted lists), not fast-scan PQ (``fs``: its lists are
     packed in blocks of 32 codes) and not re-ranking (``RFlat``: the full vectors
-    live in the re-ranking step, which merging the lists would lose).
+    live in the re-ranking step, which merging the lists would lose), not
+    IVF-PQ with a second PQ (``PQ8+16``: FAISS's ``merge_ondisk`` refuses it).
     """
-    return "IVF" in factory and "fs" not in factory and not factory.endswith("RFlat")
+    return "IVF" in factory and "fs" not in factory and "+" not in factory and not factory.endswith("RFlat")
 
 
 def wants_on_disk(mode: str, factory: str, n: int, d: int, max_memory: int, prefer: bool = False) -> bool:

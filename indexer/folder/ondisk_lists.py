@@ -13,6 +13,9 @@ import os
 from pathlib import Path
 
 LISTS_SUFFIX = ".ivfdata"
+# FAISS starts this many threads per search to read the probed lists ahead (32 by default): that cost 0.55 ms
+# a single query here (0.58 ms against 0.06 ms at 24k x 64), where the page cache or on-demand faults serve them
+PREFETCH_THREADS = 0
 
 
 def lists_name(index_name: str) -> str:
@@ -33,8 +36,10 @@ def on_disk_lists(index):
 
 
 def point_at(index, name: str) -> None:
-    """Record ``name`` (a bare file name in the index folder) as the index's lists file, for writing it."""
-    on_disk_lists(index).filename = name
+    """Record ``name`` (a bare file name in the index folder) as the index's lists file, for writing it;
+    searched as served (``PREFETCH_THREADS``), so tuning times what a server runs."""
+    lists = on_disk_lists(index)
+    lists.filename, lists.prefetch_nthread = name, PREFETCH_THREADS
 
 
 def read_on_disk(path: Path, lists_path: Path):
@@ -57,6 +62,6 @@ def read_on_disk(path: Path, lists_path: Path):
     if size < lists.totsize:
         raise RuntimeError(f"its inverted lists file {lists_path} is {size} bytes, the index needs "
                            f"{lists.totsize}: it was truncated")
-    lists.filename = str(lists_path)
+    lists.filename, lists.prefetch_nthread = str(lists_path), PREFETCH_THREADS
     lists.do_mmap()  # read-only: the served files never change
     return index
