@@ -159,12 +159,15 @@ def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark
 
 def test_spark_stage_hands_its_executors_to_the_publish(spark):
     from indexer.run.spark import SparkStage
-    from indexer.run.spark_fill import SparkFill, spread
+    from indexer.run.spark_fill import SparkFill, _fill_partition, spread
 
     fill = SparkStage(IndexConfig(progress=False), spark).fill
     assert isinstance(fill, SparkFill) and fill.session() is spark
     assert spread([["a", "b", "c"], ["d"]], 3) == [["a", "b"], ["c"], ["d"]]
     assert spread([["a"], ["b"]], 8) == [["a"], ["b"]]  # never more runs than shards
+    # an executor that does not see the folder fills nothing and says so: the driver fills that run
+    unseen = _fill_partition("/nonexistent/index", {}, "trained-000001.faiss", "/nonexistent/work", iter([(3, ["a"])]))
+    assert list(unseen) == [(3, None)]
 
 
 # ---------------------------------------------------------------- serving
