@@ -186,6 +186,10 @@ def test_engine_serves_it_memory_mapped_read_only_from_a_moved_folder(folder, tm
     hits = engine.search_vector(queries(1)[0], 5)
     assert len(hits) == 5 and all(0 <= h.id < N for h in hits)
 
+    from web.app import create_app
+
+    api_info = create_app({"INDEX_DIR": str(moved), "WARM_UP": False}).test_client().get("/api/info")
+    assert api_info.status_code == 200 and api_info.get_json()["on_disk"] is True
     verified = imgsearch("verify", "--index", str(moved), "--json")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert json.loads(verified.stdout)["ok"] is True
