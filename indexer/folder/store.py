@@ -370,15 +370,11 @@ class EmbeddingStore:
         path = self.root / name
         if not path.is_file():
             raise IndexFormatError(f"{path} is missing: the index is damaged; re-run 'imgsearch index'")
-        if lists_file:
-            try:
-                return read_on_disk(path, self.root / lists_file)
-            except RuntimeError as exc:
-                raise IndexFormatError(f"{path} is unreadable: {str(exc).strip().splitlines()[-1]}; repair it "
-                                       f"with 'imgsearch verify --index {self.root} --repair'") from exc
         flags = {None: 0, "lists": faiss.IO_FLAG_MMAP, "codes": faiss.IO_FLAG_MMAP_IFC}[mmap]
         flags |= faiss.IO_FLAG_READ_ONLY if mmap else 0
         try:
+            if lists_file:
+                return read_on_disk(path, self.root / lists_file)
             return faiss.read_index(str(path), flags)
         except RuntimeError as exc:
             raise IndexFormatError(f"{path} is unreadable: {exc}") from exc
