@@ -325,6 +325,19 @@ def test_when_an_index_is_on_disk(mode, factory, budget, distributed, expected):
     assert ann.wants_on_disk(mode, factory, 100_000, 32, budget, prefer=distributed) is expected
 
 
+@pytest.mark.parametrize("on_disk, distributed, expected_factory, expected_on_disk", [
+    ("auto", False, "IVF1024,PQ64x4fs,RFlat", False),  # in RAM: fast-scan codes, re-ranked from mapped vectors
+    ("auto", True, "IVF1024,SQ8", True),  # filled by executors: a type whose lists merge into one file
+    ("always", False, "IVF1024,SQ8", True),
+    ("never", True, "IVF1024,PQ64x4fs,RFlat", False),
+])
+def test_the_automatic_type_is_one_that_can_be_on_disk_when_it_will_be(on_disk, distributed, expected_factory,
+                                                                       expected_on_disk):
+    manifest = {"dim": 256, "shards": [], "index_file": None}
+    plan = plan_build(manifest, 300_000, ann.AnnOptions(on_disk=on_disk), distributed=distributed)
+    assert (plan.factory, plan.on_disk) == (expected_factory, expected_on_disk)
+
+
 def test_the_option_is_checked_and_old_manifests_keep_their_index():
     with pytest.raises(InvalidInputError, match="on_disk must be auto, always or never"):
         IndexConfig(on_disk="sometimes")

@@ -58,7 +58,10 @@ class BuildPlan:
         return ann.estimate_memory(self.factory, self.n, self.d)
 
 
-def choose_factory(options: ann.AnnOptions, prev: dict, n: int, d: int, same_space: bool) -> str:
+def choose_factory(options: ann.AnnOptions, prev: dict, n: int, d: int, same_space: bool,
+                   distributed: bool = False) -> str:
+    """The index type: the one asked for, the one built last (while it still suits), or the automatic choice,
+    which is one whose lists can be on disk when they will be (filled by executors, or ``--on-disk always``)."""
     if options.index_type != "auto":
         return ann.with_rerank(options.index_type, True) if options.rerank else options.index_type
     old, built_n = prev.get("factory"), prev.get("built_n", 0)
@@ -66,6 +69,10 @@ def choose_factory(options: ann.AnnOptions, prev: dict, n: int, d: int, same_spa
             and built_n / REBUILD_GROWTH <= n <= built_n * REBUILD_GROWTH
             and ann.estimate_memory(old, n, d) <= options.max_memory):
         return old  # small changes keep the trained index; doubling re-plans it
+    on_disk = options.on_disk == "always" or (
+        options.on_disk == "auto" and (distributed or bool(prev.get("lists_file"))))
+    if on_disk and not options.rerank:
+        return ann.choose_index(n, d, options.max_memory, options.rerank, on_disk=True)
     return ann.with_rerank(ann.choose_index(n, d, options.max_memory, options.rerank), options.rerank)
 
 
@@ -84,7 +91,7 @@ def plan_build(manifest: dict, n: int, options: ann.AnnOptions | None = None, re
     prev = manifest.get("ann") or {}
     d = (manifest.get("whitening") or {}).get("dim", manifest["dim"])
     same_space = prev.get("space") == list(space_key(manifest))
-    factory = choose_factory(options, prev, n, d, same_space)
+    factory = choose_factory(options, prev, n, d, same_space, distributed)
     reusable = (same_space and prev.get("factory") == factory and not rebuild
                 and not (ann.is_graph(factory) and needs_tuning(prev, n, options.target_recall)))
     return BuildPlan(options, factory, n, d, update=reusable and bool(manifest.get("index_file")),
