@@ -98,6 +98,19 @@ def rows_to_table(rows: Sequence[Row], dim: int) -> pa.Table:
     return pa.table(columns, schema=schema(dim))
 
 
+def shard_name(number: int) -> str:
+    return f"part-{number:05d}.parquet"  # names sort in the order shards were written
+
+
+def write_shard_file(path: str | os.PathLike, table: pa.Table) -> None:
+    """A table in the shard schema written to ``path`` atomically: every shard, the store's or an executor's."""
+    # page checksums: a damaged page fails to read, never misreads.  Small row groups, plain (not dictionary)
+    # encoded embeddings: a lookup by id reads 256 rows, not the whole shard (6 ms, not 34-47, on 1,897 rows).
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, write_page_checksum=True, row_group_size=ROW_GROUP_ROWS,
+                       use_dictionary=["label"])
+
+
 def embeddings_of(table: pa.Table) -> np.ndarray:
     """The embedding column as an (n, D) float32 array, without copying per row."""
     col = table.column("embedding").combine_chunks()
@@ -246,13 +259,8 @@ class EmbeddingStore:
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         existing = self.completed_shards()
         number = int(existing[-1][5:10]) + 1 if existing else 0
-        name = f"part-{number:05d}.parquet"
-        # page checksums: a damaged page fails to read, never misreads.  Small row groups and plain
-        # (not dictionary) encoded embeddings: looking up one id reads 256 rows, not the whole shard
-        # (a query by id on a 1,897-row shard: 6 ms instead of 34-47), and files are smaller.
-        with atomic_path(self.shard_dir / name) as tmp:
-            pq.write_table(table, tmp, write_page_checksum=True, row_group_size=ROW_GROUP_ROWS,
-                           use_dictionary=["label"])
+        name = shard_name(number)
+        write_shard_file(self.shard_dir / name, table)
         return name
 
     def recover_shards(self, manifest: dict) -> list[str]:
@@ -381,7 +389,6 @@ class EmbeddingStore:
             if folder.is_dir():
                 for p in folder.glob(f".*{TEMP_MARK}*"):  # indexer.atomic's temporary names
                     p.unlink(missing_ok=True)
-
 
 
 def _read_parquet(path, **kwargs) -> pa.Table:
