@@ -39,7 +39,7 @@ import pyarrow as pa
 from indexer.config import IndexConfig
 from indexer.folder.lock import writer_lock
 from indexer.folder.store import EmbeddingStore, shard_name, write_shard_file
-from indexer.folder.texts import encode_text
+from indexer.folder.texts import encode_texts
 from indexer.inputs import filesystems
 from indexer.inputs.sources import ImageFile
 from indexer.inputs.vector_source import VectorSource, open_vector_source
@@ -53,6 +53,8 @@ MAX_TASK_ROWS = 65_536  # rows a task holds at once in job 2: 335 MB of 1280-d f
 BATCH_ROWS = 4096
 RUN_RECORD = "imgsearch-vectors-run.json"
 JOB2_RESULT = "name string, rows long, peak_rss_mb double"
+RECORDS_ARROW = pa.schema([("task", pa.int32()), ("ordinal", pa.int64()), ("path", pa.string()),
+                           ("sha256", pa.string()), ("reason", pa.string())])  # RECORDS, as job 1 yields them
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,17 @@ def _task_batches(source: VectorSource, task: VectorTask):
     return source.batches(BATCH_ROWS, row_groups=list(range(task.first_group, task.end_group)), start=task.start)
 
 
-def record_task(source: VectorSource, task: VectorTask) -> Iterator[tuple]:
-    """Job 1 on an executor: one ``RECORDS`` row per row of the task (the path as a shard stores it)."""
-    for batch in _task_batches(source, task):
-        for i, sha in enumerate(batch.sha256s):
-            yield task.index, batch.start + i, encode_text(batch.paths[i]), sha, batch.reasons[i]
+def record_batches(source: VectorSource, tasks: list[VectorTask], batches: Iterator) -> Iterator[pa.RecordBatch]:
+    """Job 1 on an executor (``mapInArrow`` over task numbers): ``RECORDS`` batches of the tasks' rows."""
+    for numbers in batches:
+        for number in numbers.column("task").to_pylist():
+            task = tasks[number]
+            for batch in _task_batches(source, task):
+                n = len(batch.sha256s)
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(np.full(n, task.index, np.int32)), pa.array(np.arange(batch.start, batch.start + n)),
+                     pa.array(encode_texts(batch.paths), pa.string()), pa.array(batch.sha256s, pa.string()),
+                     pa.array(batch.reasons, pa.string())], schema=RECORDS_ARROW)
 
 
 def _peak_rss_mb() -> float:
@@ -98,12 +106,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def write_task(source: VectorSource, task: VectorTask, name: str, shard_dir: str,
-               picked: list[tuple[int, int]]) -> Iterator[tuple]:
-    """Job 2 on an executor: the task's rows the ledger embeds (``picked``: (ordinal, id)) as one shard."""
-    picked.sort()
-    ordinals = np.array([o for o, _ in picked], np.int64)
-    ids = np.array([i for _, i in picked], np.int64)
+def write_task(source: VectorSource, task: VectorTask, name: str, shard_dir: str, ordinals: np.ndarray,
+               ids: np.ndarray) -> tuple[str, int, float]:
+    """Job 2 on an executor: the task's rows the ledger embeds (``ordinals`` and their ``ids``) as one shard."""
+    order = np.argsort(ordinals, kind="stable")
+    ordinals, ids = ordinals[order], ids[order]
     parts = []
     for batch in _task_batches(source, task):
         n = len(batch.sha256s)
@@ -119,37 +126,40 @@ def write_task(source: VectorSource, task: VectorTask, name: str, shard_dir: str
                              batch.vectors[take], source.dim)
         parts.append(with_ids(rows, range(len(take)), ids[lo:hi].tolist(), source.dim))
     table = pa.concat_tables(parts)
-    if table.num_rows != len(picked):
+    if table.num_rows != len(ordinals):
         raise RuntimeError(f"{source.path} changed during the run: task {task.index} wrote {table.num_rows} of "
-                           f"{len(picked)} rows")
+                           f"{len(ordinals)} rows")
     write_shard_file(Path(shard_dir) / name, table)
-    yield name, table.num_rows, _peak_rss_mb()
+    return name, table.num_rows, _peak_rss_mb()
 
 
 def read_records(spark, source: VectorSource, tasks: list[VectorTask]):
     """Job 1: the records of every row, a DataFrame on the cluster (persisted: the ledger reads it several times)."""
     from pyspark import StorageLevel
 
-    rdd = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(lambda task: record_task(source, task))
-    return spark.createDataFrame(rdd, RECORDS).persist(StorageLevel.MEMORY_AND_DISK)
+    numbers = spark.createDataFrame(spark.sparkContext.parallelize([(t.index,) for t in tasks], len(tasks)),
+                                    "task int")
+    return numbers.mapInArrow(lambda batches: record_batches(source, tasks, batches),
+                              RECORDS).persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def write_shards(spark, source: VectorSource, decisions: Decisions, tasks: list[VectorTask], names: dict[int, str],
                  shard_dir: str) -> list[dict]:
-    """Job 2: the task of each name writes its shard; one partition per task, exactly."""
+    """Job 2: the task of each name writes its shard; its rows arrive as one Arrow table (``applyInArrow``)."""
+    from pyspark.sql import functions as F
+
     by_index = {t.index: t for t in tasks}
 
-    def write(index: int, partition: Iterator) -> Iterator[tuple]:
-        picked = [value for _, value in partition]  # this task's (ordinal, id): one task per partition
-        if index not in names or not picked:
-            return iter(())
-        return write_task(source, by_index[index], names[index], shard_dir, picked)
+    def write(rows: pa.Table) -> pa.Table:
+        number = rows.column("task")[0].as_py()
+        name, count, peak = write_task(source, by_index[number], names[number], shard_dir,
+                                       rows.column("ordinal").to_numpy(), rows.column("id").to_numpy())
+        return pa.table({"name": [name], "rows": pa.array([count], pa.int64()), "peak_rss_mb": [peak]})
 
-    pairs = decisions.embedded.rdd.map(lambda r: (r.task, (r.ordinal, r.id)))
-    result = pairs.partitionBy(len(tasks), lambda task: task).mapPartitionsWithIndex(write)
+    mine = decisions.embedded.where(F.col("task").isin(list(names)))
     spark.sparkContext.setJobDescription(f"imgsearch: write {len(names)} shards")
     try:
-        return [r.asDict() for r in spark.createDataFrame(result, JOB2_RESULT).collect()]
+        return [r.asDict() for r in mine.groupBy("task").applyInArrow(write, JOB2_RESULT).collect()]
     except Exception as exc:  # py4j / PySpark errors: say what happened; the next run starts over
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise SparkJobError(f"the Spark job failed: {first[:500]}. Run the same command again: the shards "
@@ -230,23 +240,9 @@ def _run_locked(source: VectorSource, backbone: ExternalBackbone, index_dir, con
     try:
         records = read_records(spark, source, tasks) if tasks else spark.createDataFrame([], RECORDS)
         decisions = decide_ids(spark, records, store, manifest, shards, sync)
+        names = _write_job(spark, source, store, manifest, shards, tasks, decisions, record_path, summary)
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", shuffle)
-    for name in ("added", "changed", "duplicates", "already_indexed", "removed", "skipped"):
-        setattr(summary, name, getattr(decisions, name))
-    store.log_skipped(f"{path}\t{reason}" for path, reason in decisions.skipped)
-
-    number = _next_shard_number(store, manifest, shards)
-    names = {task: shard_name(number + i) for i, task in enumerate(sorted(decisions.per_task))}
-    if names:
-        filesystems.make_dirs(os.path.dirname(record_path))
-        published = store.read_manifest()  # as on disk: a new folder's manifest was published by open_index
-        filesystems.write_bytes(record_path, json.dumps({"shards": published["shards"], "updated": published.get(
-            "updated"), "planned": sorted(names.values())}).encode())
-        store.shard_dir.mkdir(parents=True, exist_ok=True)
-        results = write_shards(spark, source, decisions, tasks, names, str(store.shard_dir))
-        _check_written(results, names, decisions, record_path)
-        summary.worker_peak_rss_mb = max(r["peak_rss_mb"] for r in results)
     summary.tasks_run = len(names)
     summary.spark_seconds = time.perf_counter() - t
     records.unpersist()
@@ -263,6 +259,26 @@ def _run_locked(source: VectorSource, backbone: ExternalBackbone, index_dir, con
     summary.seconds = time.perf_counter() - started
     summary.driver_peak_rss_mb = _peak_rss_mb()
     return summary
+
+
+def _write_job(spark, source, store, manifest, shards, tasks, decisions, record_path, summary) -> dict[int, str]:
+    """Count and log what the ledger decided, name the shards, record the names, run job 2; returns the names."""
+    for name in ("added", "changed", "duplicates", "already_indexed", "removed", "skipped"):
+        setattr(summary, name, getattr(decisions, name))
+    store.log_skipped(f"{path}\t{reason}" for path, reason in decisions.skipped)
+
+    number = _next_shard_number(store, manifest, shards)
+    names = {task: shard_name(number + i) for i, task in enumerate(sorted(decisions.per_task))}
+    if names:
+        filesystems.make_dirs(os.path.dirname(record_path))
+        published = store.read_manifest()  # as on disk: a new folder's manifest was published by open_index
+        filesystems.write_bytes(record_path, json.dumps({"shards": published["shards"], "updated": published.get(
+            "updated"), "planned": sorted(names.values())}).encode())
+        store.shard_dir.mkdir(parents=True, exist_ok=True)
+        results = write_shards(spark, source, decisions, tasks, names, str(store.shard_dir))
+        _check_written(results, names, decisions, record_path)
+        summary.worker_peak_rss_mb = max(r["peak_rss_mb"] for r in results)
+    return names
 
 
 def _check_written(results: list[dict], names: dict[int, str], decisions: Decisions, record_path: str) -> None:
