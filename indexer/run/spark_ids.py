@@ -103,8 +103,9 @@ def decide_ids(spark, records, store, manifest: dict, shards: list[str], sync: b
     repeat = (col("reason") == "") & col("first_row").isNotNull() & (col("ordinal") != col("first_row"))
     rows = rows.withColumn("reason", F.when(repeat, F.format_string("row %d: its path repeats row %d's", "ordinal",
                                                                     "first_row")).otherwise(col("reason")))
-    skipped = [(decode_text(r.path), r.reason) for r in
-               rows.where(col("reason") != "").select("ordinal", "path", "reason").orderBy("ordinal").collect()]
+    # in file order, sorted here: as many as the bad rows, and a sort on the cluster would cost a shuffle
+    skipped = [(decode_text(path), reason) for _, path, reason in
+               sorted(rows.where(col("reason") != "").select("ordinal", "path", "reason").collect())]
     admitted = rows.where(col("reason") == "").select("task", "ordinal", "path", "sha256")
 
     existing = existing_rows(spark, store, shards)
