@@ -143,10 +143,21 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
               help="Rows per Parquet shard.")
 @click.option("--sync", is_flag=True, help="Also remove indexed rows whose paths are not in SRC.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              help="Read the vectors here, or on Apache Spark executors that also write the shards "
+                   "(SRC and INDEX on a filesystem they share; pip install 'imgsearch[spark]').")
+@click.option("--master", default=None, help="Spark master URL (spark engine; default: local[*]).")
+@click.option("--work-dir", default=None,
+              help="Where the Spark run records the shards it is writing, so that a killed run's are deleted "
+                   "(default: INDEX/spark-work).")
+@click.option("--task-size", type=click.IntRange(1), default=None,
+              help="Rows per Spark task, rounded up to whole row groups of SRC (default: 2 tasks per core, "
+                   "at most 65536 rows).")
 @ann_options
 @no_wait_option
-def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, index_type, max_index_memory,
-                          target_recall, rerank, cpu_only, on_disk, no_wait):
+def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, engine, master, work_dir, task_size,
+                          index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk,
+                          no_wait):
     """Index vectors made elsewhere: SRC is a Parquet file with 'path' and 'embedding' columns.
 
     Optional columns: 'label', and 'sha256' (the content's digest: copies
@@ -154,13 +165,22 @@ def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, 
     stands in).  Vectors are L2-normalised; bad rows are skipped with their
     reason.  The index is queried by vector or id (an image cannot be
     embedded without the model that made them).  Running it again adds only
-    new rows, as `imgsearch index` does for images.
+    new rows, as `imgsearch index` does for images.  With --engine spark,
+    executors read the vectors and write the shards; the index is the same.
     """
-    from indexer.run.index_vectors import index_vectors
-
-    config = dataclasses.replace(IndexConfig(), shard_size=shard_size, progress=not no_progress)
+    if engine == "local" and (master or work_dir or task_size):
+        raise click.UsageError("--master, --work-dir and --task-size are for --engine spark")
+    config = dataclasses.replace(IndexConfig(), shard_size=shard_size, progress=not no_progress, spark_master=master,
+                                 spark_work_dir=work_dir, spark_task_size=task_size)
     config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk)
-    summary = index_vectors(src, index_dir, config, model=model, sync=sync, wait=not no_wait)
+    if engine == "spark":
+        from indexer.run.spark_vectors import index_vectors_spark
+
+        summary = index_vectors_spark(src, index_dir, config, model=model, sync=sync, wait=not no_wait)
+    else:
+        from indexer.run.index_vectors import index_vectors
+
+        summary = index_vectors(src, index_dir, config, model=model, sync=sync, wait=not no_wait)
     for line in summary.lines():
         click.echo(line)
 

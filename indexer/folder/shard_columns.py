@@ -8,10 +8,14 @@ Readers get a FILE_COLUMN an older shard lacks as nulls (``read_shard_columns``)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from indexer.folder.texts import text_array
 
 # null: unknown (a URI's modification time, an image without EXIF, a shard written before format 4)
 FILE_COLUMNS = {"file_size": pa.int64(), "mtime": pa.int64(), "taken": pa.int64(),
@@ -55,3 +59,30 @@ def read_shard_columns(read: Callable[..., pa.Table], path: str, columns: Sequen
             kind = FILE_COLUMNS[name]
             table = table.append_column(pa.field(name, kind), pa.nulls(table.num_rows, kind))
     return table.select(list(columns))
+
+
+@dataclass
+class Row:
+    id: int
+    path: str
+    label: str
+    width: int
+    height: int
+    sha256: str
+    embedding: np.ndarray  # (D,) float32
+    file_size: int | None = None  # FILE_COLUMNS (None is null)
+    mtime: int | None = None
+    taken: int | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+
+
+def rows_to_table(rows: Sequence[Row], dim: int) -> pa.Table:
+    """Rows of the local engine as a table in the shard schema."""
+    emb = np.stack([r.embedding for r in rows]).astype(np.float32, copy=False)  # (n, D)
+    if emb.shape[1] != dim:
+        raise ValueError(f"embedding dimension {emb.shape[1]} != index dimension {dim}")
+    columns = {name: [getattr(r, name) for r in rows] for name in schema(dim).names if name != "embedding"}
+    columns["path"], columns["label"] = text_array(columns["path"]), text_array(columns["label"])
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim)
+    return pa.table(columns, schema=schema(dim))

@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -57,8 +56,14 @@ from indexer.folder.formats import (  # noqa: F401 - readers and tests name the 
 )
 from indexer.folder.formats import format_version as _format_version
 from indexer.folder.ondisk_lists import LISTS_SUFFIX, read_on_disk
-from indexer.folder.shard_columns import FILE_COLUMNS, read_shard_columns, schema
-from indexer.folder.texts import log_bytes, text_array
+from indexer.folder.shard_columns import (  # noqa: F401 - writers import the columns, Row and rows_to_table here
+    FILE_COLUMNS,
+    Row,
+    read_shard_columns,
+    rows_to_table,
+    schema,
+)
+from indexer.folder.texts import log_bytes
 from indexer.folder.validate import ManifestShapeError, check_manifest_shape
 
 MANIFEST = "manifest.json"
@@ -73,30 +78,17 @@ class IndexFormatError(DamagedIndexError, RuntimeError):
     """The folder is not a usable index; the message says what is wrong."""
 
 
-@dataclass
-class Row:
-    id: int
-    path: str
-    label: str
-    width: int
-    height: int
-    sha256: str
-    embedding: np.ndarray  # (D,) float32
-    file_size: int | None = None  # FILE_COLUMNS (None is null)
-    mtime: int | None = None
-    taken: int | None = None
-    camera_make: str | None = None
-    camera_model: str | None = None
+def shard_name(number: int) -> str:
+    return f"part-{number:05d}.parquet"  # names sort in the order shards were written
 
 
-def rows_to_table(rows: Sequence[Row], dim: int) -> pa.Table:
-    emb = np.stack([r.embedding for r in rows]).astype(np.float32, copy=False)  # (n, D)
-    if emb.shape[1] != dim:
-        raise ValueError(f"embedding dimension {emb.shape[1]} != index dimension {dim}")
-    columns = {name: [getattr(r, name) for r in rows] for name in METADATA_COLUMNS + list(FILE_COLUMNS)}
-    columns["path"], columns["label"] = text_array(columns["path"]), text_array(columns["label"])
-    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim)
-    return pa.table(columns, schema=schema(dim))
+def write_shard_file(path: str | os.PathLike, table: pa.Table) -> None:
+    """A table in the shard schema written to ``path`` atomically: every shard, the store's or an executor's."""
+    # page checksums: a damaged page fails to read, never misreads.  Small row groups, plain (not dictionary)
+    # encoded embeddings: a lookup by id reads 256 rows, not the whole shard (6 ms, not 34-47, on 1,897 rows).
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, write_page_checksum=True, row_group_size=ROW_GROUP_ROWS,
+                       use_dictionary=["label"])
 
 
 def embeddings_of(table: pa.Table) -> np.ndarray:
@@ -248,13 +240,8 @@ class EmbeddingStore:
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         existing = self.completed_shards()
         number = int(existing[-1][5:10]) + 1 if existing else 0
-        name = f"part-{number:05d}.parquet"
-        # page checksums: a damaged page fails to read, never misreads.  Small row groups and plain
-        # (not dictionary) encoded embeddings: looking up one id reads 256 rows, not the whole shard
-        # (a query by id on a 1,897-row shard: 6 ms instead of 34-47), and files are smaller.
-        with atomic_path(self.shard_dir / name) as tmp:
-            pq.write_table(table, tmp, write_page_checksum=True, row_group_size=ROW_GROUP_ROWS,
-                           use_dictionary=["label"])
+        name = shard_name(number)
+        write_shard_file(self.shard_dir / name, table)
         return name
 
     def recover_shards(self, manifest: dict) -> list[str]:

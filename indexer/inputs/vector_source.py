@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -61,10 +61,13 @@ class VectorSource:
             files.extend(ImageFile(p or "", l or "") for p, l in zip(paths, labels))
         return files
 
-    def batches(self, rows: int = 4096) -> Iterator["VectorBatch"]:
-        """The file's rows in order, ``rows`` at a time, each checked and normalised."""
-        start = 0
-        for batch in self._file().iter_batches(columns=list(self.columns), batch_size=rows):
+    def batches(self, rows: int = 4096, row_groups: Sequence[int] | None = None,
+                start: int = 0) -> Iterator["VectorBatch"]:
+        """The file's rows in order, ``rows`` at a time, each checked and normalised.
+
+        ``row_groups``: only those (consecutive, a Spark task's), whose first row is row ``start`` of the file.
+        """
+        for batch in self._file().iter_batches(columns=list(self.columns), batch_size=rows, row_groups=row_groups):
             yield _checked(batch, self.dim, start)
             start += batch.num_rows
 
@@ -78,6 +81,8 @@ class VectorBatch:
     vectors: np.ndarray
     sha256s: list[str | None]
     reasons: list[str]  # "" for a good row
+    paths: list[str]  # as in the file ("" for none)
+    labels: list[str]
 
 
 def open_vector_source(path: str | os.PathLike) -> VectorSource:
@@ -164,4 +169,5 @@ def _checked(batch: pa.RecordBatch, dim: int, start: int) -> VectorBatch:
             reasons[i] = f"row {start + i}: sha256 must be 64 hex digits, got {quote(given[i])}"
         else:
             sha256s[i] = sha or vector_digest(vectors[i])
-    return VectorBatch(start, vectors, sha256s, reasons)
+    labels = batch.column("label").to_pylist() if "label" in batch.schema.names else [None] * n
+    return VectorBatch(start, vectors, sha256s, reasons, [p or "" for p in paths], [lab or "" for lab in labels])

@@ -1,0 +1,291 @@
+"""``imgsearch index-vectors --engine spark``: executors read the vectors and write the shards, with their final ids.
+
+The embeddings never pass through the driver.  The driver plans from the
+Parquet footer alone: a task is a run of consecutive row groups of SRC, its
+rows numbered by their position in the file (the ordinal, as the local run
+numbers them).  Then:
+
+1. job 1: each task reads its rows (``VectorSource.batches``: the local run's checks, normalisation and
+   stand-in digest) and yields one small record per row (``spark_ids.RECORDS``) into a DataFrame that
+   stays on the cluster;
+2. the ledger as DataFrame steps (``spark_ids.decide_ids``): the same ids, copies and removals as the
+   local ``Ledger``, with only one number per task, the skipped rows and the copies on the driver;
+3. job 2: each task reads its rows again, keeps those the ledger embeds, and writes ONE shard of them
+   with their ids (``store.write_shard_file``, atomically) into the index's shard folder, under a name
+   the driver gave it in advance; it returns (name, rows, peak RSS) only;
+4. the driver publishes, as every run does (``indexing.finish_index``), holding the writer lock from
+   the start.
+
+Resume: before job 2 the driver records the names it gave (``imgsearch-vectors-run.json`` in the work
+folder); a run killed before publishing leaves shards that the next run deletes before the store could
+adopt them, and that run starts over from job 1: ids never depend on which shards a killed run finished.
+``remove_ids`` (changed paths, and with sync the paths gone) reach the driver as an int64 array, 8 bytes
+an id; the store rewrites the shards holding them at publish, as for every run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from indexer.config import IndexConfig
+from indexer.folder.lock import writer_lock
+from indexer.folder.store import EmbeddingStore, shard_name, write_shard_file
+from indexer.folder.texts import encode_texts
+from indexer.inputs import filesystems
+from indexer.inputs.sources import ImageFile
+from indexer.inputs.vector_source import VectorSource, open_vector_source
+from indexer.run.index_vectors import ExternalBackbone, check_model_name
+from indexer.run.indexing import embedded_rows, finish_index, open_index, with_ids
+from indexer.run.spark import WORK_DIR, SparkJobError, require_pyspark, spark_session
+from indexer.run.spark_fill import SparkFill
+from indexer.run.spark_ids import RECORDS, Decisions, decide_ids
+from indexer.run.summary import SparkIndexSummary
+
+MAX_TASK_ROWS = 65_536  # rows a task holds at once in job 2: 335 MB of 1280-d float32 vectors
+BATCH_ROWS = 4096
+RUN_RECORD = "imgsearch-vectors-run.json"
+JOB2_RESULT = "name string, rows long, peak_rss_mb double"
+RECORDS_ARROW = pa.schema([("task", pa.int32()), ("ordinal", pa.int64()), ("path", pa.string()),
+                           ("sha256", pa.string()), ("reason", pa.string())])  # RECORDS, as job 1 yields them
+
+
+@dataclass(frozen=True)
+class VectorTask:
+    """Consecutive row groups of the vectors file: one Spark task in each job."""
+
+    index: int
+    first_group: int
+    end_group: int  # exclusive
+    start: int  # the ordinal of its first row
+    rows: int
+
+
+def plan_vector_tasks(source: VectorSource, task_rows: int) -> list[VectorTask]:
+    """Cut the file into tasks of at least ``task_rows`` rows (whole row groups), from its footer alone."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(source.path).metadata
+    tasks: list[VectorTask] = []
+    first, start, rows = 0, 0, 0
+    for group in range(meta.num_row_groups):
+        rows += meta.row_group(group).num_rows
+        if rows >= task_rows or group == meta.num_row_groups - 1:
+            tasks.append(VectorTask(len(tasks), first, group + 1, start, rows))
+            first, start, rows = group + 1, start + rows, 0
+    return tasks
+
+
+def _task_batches(source: VectorSource, task: VectorTask):
+    return source.batches(BATCH_ROWS, row_groups=list(range(task.first_group, task.end_group)), start=task.start)
+
+
+def record_batches(source: VectorSource, tasks: list[VectorTask], batches: Iterator) -> Iterator[pa.RecordBatch]:
+    """Job 1 on an executor (``mapInArrow`` over task numbers): ``RECORDS`` batches of the tasks' rows."""
+    for numbers in batches:
+        for number in numbers.column("task").to_pylist():
+            task = tasks[number]
+            for batch in _task_batches(source, task):
+                n = len(batch.sha256s)
+                yield pa.RecordBatch.from_arrays(
+                    [pa.array(np.full(n, task.index, np.int32)), pa.array(np.arange(batch.start, batch.start + n)),
+                     pa.array(encode_texts(batch.paths), pa.string()), pa.array(batch.sha256s, pa.string()),
+                     pa.array(batch.reasons, pa.string())], schema=RECORDS_ARROW)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def write_task(source: VectorSource, task: VectorTask, name: str, shard_dir: str, ordinals: np.ndarray,
+               ids: np.ndarray) -> tuple[str, int, float]:
+    """Job 2 on an executor: the task's rows the ledger embeds (``ordinals`` and their ``ids``) as one shard."""
+    order = np.argsort(ordinals, kind="stable")
+    ordinals, ids = ordinals[order], ids[order]
+    parts = []
+    for batch in _task_batches(source, task):
+        n = len(batch.sha256s)
+        lo, hi = np.searchsorted(ordinals, [batch.start, batch.start + n])
+        if lo == hi:
+            continue
+        take = (ordinals[lo:hi] - batch.start).tolist()
+        shas = [batch.sha256s[i] for i in take]
+        if None in shas:  # job 1 found the row good: only a file changed under the run reads otherwise
+            raise RuntimeError(f"{source.path} changed during the run: row {batch.start + take[shas.index(None)]} "
+                               "is no longer a good row")
+        rows = embedded_rows([ImageFile(batch.paths[i], batch.labels[i]) for i in take], shas, [(0, 0)] * len(take),
+                             batch.vectors[take], source.dim)
+        parts.append(with_ids(rows, range(len(take)), ids[lo:hi].tolist(), source.dim))
+    table = pa.concat_tables(parts)
+    if table.num_rows != len(ordinals):
+        raise RuntimeError(f"{source.path} changed during the run: task {task.index} wrote {table.num_rows} of "
+                           f"{len(ordinals)} rows")
+    write_shard_file(Path(shard_dir) / name, table)
+    return name, table.num_rows, _peak_rss_mb()
+
+
+def read_records(spark, source: VectorSource, tasks: list[VectorTask]):
+    """Job 1: the records of every row, a DataFrame on the cluster (persisted: the ledger reads it several times)."""
+    from pyspark import StorageLevel
+
+    numbers = spark.createDataFrame(spark.sparkContext.parallelize([(t.index,) for t in tasks], len(tasks)),
+                                    "task int")
+    return numbers.mapInArrow(lambda batches: record_batches(source, tasks, batches),
+                              RECORDS).persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def write_shards(spark, source: VectorSource, decisions: Decisions, tasks: list[VectorTask], names: dict[int, str],
+                 shard_dir: str) -> list[dict]:
+    """Job 2: the task of each name writes its shard; its rows arrive as one Arrow table (``applyInArrow``)."""
+    from pyspark.sql import functions as F
+
+    by_index = {t.index: t for t in tasks}
+
+    def write(rows: pa.Table) -> pa.Table:
+        number = rows.column("task")[0].as_py()
+        name, count, peak = write_task(source, by_index[number], names[number], shard_dir,
+                                       rows.column("ordinal").to_numpy(), rows.column("id").to_numpy())
+        return pa.table({"name": [name], "rows": pa.array([count], pa.int64()), "peak_rss_mb": [peak]})
+
+    mine = decisions.embedded.where(F.col("task").isin(list(names)))
+    spark.sparkContext.setJobDescription(f"imgsearch: write {len(names)} shards")
+    try:
+        return [r.asDict() for r in mine.groupBy("task").applyInArrow(write, JOB2_RESULT).collect()]
+    except Exception as exc:  # py4j / PySpark errors: say what happened; the next run starts over
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise SparkJobError(f"the Spark job failed: {first[:500]}. Run the same command again: the shards "
+                            "this run wrote are deleted first") from exc
+
+
+@dataclass
+class SparkVectorsSummary(SparkIndexSummary):
+    """A run's summary with the driver's peak resident memory."""
+
+    driver_peak_rss_mb: float = 0.0
+
+    def lines(self) -> list[str]:
+        return super(SparkIndexSummary, self).lines() + [
+            f"spark {self.master}: {self.tasks} tasks of about {self.task_size} rows, {self.tasks_run} shards "
+            f"written by executors in {self.spark_seconds:.1f}s; driver peak RSS {self.driver_peak_rss_mb:.0f} MB, "
+            f"largest executor worker {self.worker_peak_rss_mb:.0f} MB"]
+
+
+def _record_path(config: IndexConfig, index_dir) -> str:
+    return filesystems.join(config.spark_work_dir or str(Path(index_dir) / WORK_DIR), RUN_RECORD)
+
+
+def discard_unpublished(index_dir, record_path: str) -> None:
+    """Delete the shards a killed run wrote but never published, before the store could adopt them."""
+    try:
+        record = json.loads(filesystems.read_bytes(record_path))
+    except (OSError, ValueError):
+        return
+    store = EmbeddingStore(index_dir)
+    manifest = store.read_manifest() if store.exists() else None
+    if manifest and manifest["shards"] == record["shards"] and manifest.get("updated") == record["updated"]:
+        store.delete_shards(n for n in record["planned"] if n not in manifest["shards"])
+    filesystems.remove_file(record_path)
+
+
+def _next_shard_number(store: EmbeddingStore, manifest: dict, shards: list[str]) -> int:
+    last = max([*shards, *store.completed_shards(), manifest.get("shard_high", "")])
+    return int(last[5:10]) + 1 if last else 0
+
+
+def index_vectors_spark(src: str | os.PathLike, index_dir: str | os.PathLike, config: IndexConfig | None = None, *,
+                        model: str = "external", sync: bool = False, wait: bool = True,
+                        spark=None) -> SparkVectorsSummary:
+    """``index_vectors`` with executors reading the vectors and writing the shards: the same index.
+
+    ``spark``: the SparkSession to use (default: ``spark_session(config)``); ``config.spark_task_size``: rows
+    per task (default: 2 tasks per core, at most MAX_TASK_ROWS), rounded up to whole row groups.
+    """
+    require_pyspark()
+    config = config or IndexConfig()
+    source = open_vector_source(src)
+    backbone = ExternalBackbone(check_model_name(model), source.dim)
+    started = time.perf_counter()
+    with writer_lock(index_dir, wait=wait, create=True):
+        return _run_locked(source, backbone, index_dir, config, sync, spark, started)
+
+
+def _run_locked(source: VectorSource, backbone: ExternalBackbone, index_dir, config: IndexConfig, sync: bool,
+                spark, started: float) -> SparkVectorsSummary:
+    summary = SparkVectorsSummary(str(index_dir), found=source.rows)
+    record_path = _record_path(config, index_dir)
+    discard_unpublished(index_dir, record_path)
+    store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime)
+    spark = spark or spark_session(config)
+    summary.master = spark.sparkContext.master
+    task_rows = config.spark_task_size or min(MAX_TASK_ROWS, max(1, math.ceil(
+        source.rows / (2 * spark.sparkContext.defaultParallelism))))
+    tasks = plan_vector_tasks(source, task_rows)
+    summary.tasks, summary.task_size = len(tasks), task_rows
+    summary.startup_seconds = time.perf_counter() - started
+
+    t = time.perf_counter()
+    shuffle = spark.conf.get("spark.sql.shuffle.partitions")
+    # the ledger's joins shuffle into as many partitions as there are tasks, not Spark's default 200
+    # (at a few thousand rows, 200 makes a run 7 times slower)
+    spark.conf.set("spark.sql.shuffle.partitions", str(max(1, len(tasks))))
+    try:
+        records = read_records(spark, source, tasks) if tasks else spark.createDataFrame([], RECORDS)
+        decisions = decide_ids(spark, records, store, manifest, shards, sync)
+        names = _write_job(spark, source, store, manifest, shards, tasks, decisions, record_path, summary)
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", shuffle)
+    summary.tasks_run = len(names)
+    summary.spark_seconds = time.perf_counter() - t
+    records.unpersist()
+    decisions.release()
+
+    # the FAISS index too is filled by the executors (an on-disk index: publish/ondisk.py, run/spark_fill.py)
+    manifest = finish_index(store, manifest, shards, [names[t] for t in sorted(names)], decisions.remove_ids,
+                            f"spark {summary.master}: external vectors ({os.path.basename(source.path)})", config,
+                            copies=decisions.copies, fill=SparkFill(lambda: spark))
+    if names:
+        filesystems.remove_file(record_path)
+        filesystems.remove_dir_if_empty(os.path.dirname(record_path))
+    summary.total = manifest["count"]
+    summary.seconds = time.perf_counter() - started
+    summary.driver_peak_rss_mb = _peak_rss_mb()
+    return summary
+
+
+def _write_job(spark, source, store, manifest, shards, tasks, decisions, record_path, summary) -> dict[int, str]:
+    """Count and log what the ledger decided, name the shards, record the names, run job 2; returns the names."""
+    for name in ("added", "changed", "duplicates", "already_indexed", "removed", "skipped"):
+        setattr(summary, name, getattr(decisions, name))
+    store.log_skipped(f"{path}\t{reason}" for path, reason in decisions.skipped)
+
+    number = _next_shard_number(store, manifest, shards)
+    names = {task: shard_name(number + i) for i, task in enumerate(sorted(decisions.per_task))}
+    if names:
+        filesystems.make_dirs(os.path.dirname(record_path))
+        published = store.read_manifest()  # as on disk: a new folder's manifest was published by open_index
+        filesystems.write_bytes(record_path, json.dumps({"shards": published["shards"], "updated": published.get(
+            "updated"), "planned": sorted(names.values())}).encode())
+        store.shard_dir.mkdir(parents=True, exist_ok=True)
+        results = write_shards(spark, source, decisions, tasks, names, str(store.shard_dir))
+        _check_written(results, names, decisions, record_path)
+        summary.worker_peak_rss_mb = max(r["peak_rss_mb"] for r in results)
+    return names
+
+
+def _check_written(results: list[dict], names: dict[int, str], decisions: Decisions, record_path: str) -> None:
+    rows = {r["name"]: r["rows"] for r in results}
+    for task, name in names.items():
+        if rows.get(name) != decisions.per_task[task]:
+            raise SparkJobError(f"the Spark job ended but shard {name} holds {rows.get(name)} rows, not "
+                                f"{decisions.per_task[task]}; run the same command again (the run's shards are "
+                                f"listed in {record_path} and deleted first)")
