@@ -202,7 +202,7 @@ class _Priority:
             keys = (ids if self.keep == "oldest" else -ids,)
         else:
             pixels = self._pixels(ids)
-            size = np.array([_file_size(self.engine.get(int(i)).path) for i in ids], np.float64)  # -1: unknown
+            size = np.array([_file_size(h.path) for h in self.engine.get_many(ids)], np.float64)  # -1: unknown
             if self.keep == "largest":
                 keys = (ids, -size, -pixels)
             else:  # an unknown size is never the smallest
@@ -367,7 +367,7 @@ def _ordered(ids: np.ndarray, scores: np.ndarray, keeper: int, engine) -> tuple:
     is_keeper = ids == keeper
     order = np.lexsort((ids, -scores, ~is_keeper))
     ids, scores = ids[order], scores[order]
-    return ids, [engine.get(int(i)).path for i in ids], np.asarray(scores, np.float64)
+    return ids, [h.path for h in engine.get_many(ids)], np.asarray(scores, np.float64)
 
 
 def _exact_groups(engine) -> list:
