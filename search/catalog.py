@@ -33,7 +33,8 @@ from indexer.folder.store import EmbeddingStore
 from indexer.folder.texts import decode_text, decode_texts
 
 CACHED_GROUPS = 256  # row groups whose paths are kept (256 rows each: ~4 MB of paths at most)
-OPEN_SHARDS = 8  # shard files kept open for path reads (their footers parsed once)
+OPEN_SHARDS = 64  # shard files kept open for path reads, their footers parsed once (4096-row shards: ~100 KB each)
+OPEN_FOOTER_BYTES = 16 << 20  # ... and no more than this much footer among them (a 250k-row shard's is ~1 MB)
 _INT64 = np.iinfo(np.int64)
 
 
@@ -70,6 +71,7 @@ class Catalog:
         self._lock = threading.Lock()
         self._paths: OrderedDict[int, pa.Array] = OrderedDict()  # row group -> its stored paths, LRU
         self._files: OrderedDict[int, object] = OrderedDict()  # shard -> open ParquetFile, LRU
+        self._footer_bytes = 0  # serialized footers of the files open
 
     @classmethod
     def read(cls, store: EmbeddingStore, shards: Sequence[str]) -> "Catalog":
@@ -148,14 +150,21 @@ class Catalog:
 
     # ------------------------------------------------------------ row -> label, path
     def label(self, row: int) -> str:
-        code = int(self._codes[row])
+        return self.label_of_code(int(self._codes[row]))
+
+    def labels(self, rows: Iterable[int]) -> list[str]:
+        return [self.label(int(r)) for r in rows]
+
+    def distinct_labels(self) -> list[str]:
+        """Every label some row has, sorted (as the file system names them)."""
+        used = np.flatnonzero(np.bincount(self._codes, minlength=len(self._labels)))
+        return sorted(self.label_of_code(int(c)) for c in used)
+
+    def label_of_code(self, code: int) -> str:
         text = self._label_texts.get(code)
         if text is None:
             text = self._label_texts[code] = decode_text(self._labels[code].as_py())
         return text
-
-    def labels(self, rows: Iterable[int]) -> list[str]:
-        return [self.label(int(r)) for r in rows]
 
     def path(self, row: int) -> str:
         return self.paths([row])[0]
@@ -180,7 +189,9 @@ class Catalog:
                 return found
             shard = int(self._group_shard[g])
             try:
-                column = self._file(shard).read_row_group(int(self._group_index[g]), columns=["path"])
+                # one thread: a pool's start-up costs more than decoding 256 paths
+                column = self._file(shard).read_row_group(int(self._group_index[g]), columns=["path"],
+                                                          use_threads=False)
             except (OSError, pa.ArrowException) as exc:
                 raise self.store.unreadable_shard(exc) from exc
             found = self._paths[g] = column.column("path").combine_chunks()
@@ -193,8 +204,10 @@ class Catalog:
         f = self._files.get(shard)
         if f is None:
             f = self._files[shard] = self.store.open_shard(self.shards[shard])
-            if len(self._files) > OPEN_SHARDS:
-                self._files.popitem(last=False)
+            self._footer_bytes += f.metadata.serialized_size
+            while len(self._files) > 1 and (len(self._files) > OPEN_SHARDS
+                                            or self._footer_bytes > OPEN_FOOTER_BYTES):
+                self._footer_bytes -= self._files.popitem(last=False)[1].metadata.serialized_size
         self._files.move_to_end(shard)
         return f
 
@@ -202,6 +215,7 @@ class Catalog:
         with self._lock:
             self._files.clear()
             self._paths.clear()
+            self._footer_bytes = 0
 
 
 def _clip_uint64(ids: np.ndarray) -> np.ndarray:

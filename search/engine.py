@@ -339,7 +339,7 @@ class SearchEngine:
     @_newest_if_gone
     def labels(self) -> list[str]:
         """Every label of this version, sorted (as the file system names them: ``display_text`` to show)."""
-        return self.filtered.columns().labels()
+        return self.catalog.distinct_labels()  # from the labels' codes: the filter columns are not read
 
     @_newest_if_gone
     def duplicates(self, threshold: float | None = None, keep: str | None = "largest", keypoints: bool = True):

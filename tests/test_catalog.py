@@ -61,6 +61,7 @@ def _check(engine: SearchEngine, truth: dict) -> None:
         assert (hit.id, hit.path, hit.label) == (i, truth[i][1], truth[i][2])
     many = engine.get_many(ids[::-3])
     assert [(h.id, h.path, h.label) for h in many] == [(i, *truth[i][1:]) for i in ids[::-3].tolist()]
+    assert engine.labels() == sorted({lab for _, _, lab in truth.values()}) == engine.filtered.columns().labels()
     hits = engine.search_id(int(ids[3]), k=5)
     assert [(h.path, h.label) for h in hits] == [truth[h.id][1:] for h in hits]
 
