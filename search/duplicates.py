@@ -213,14 +213,10 @@ class _Priority:
         return ranks
 
     def _pixels(self, ids: np.ndarray) -> np.ndarray:
-        if self._sizes is None:
-            table = self.engine.store.read_table(self.engine.manifest["shards"], ["id", "width", "height"])
-            all_ids = table.column("id").to_numpy()
-            order = np.argsort(all_ids)
-            pixels = table.column("width").to_numpy().astype(np.int64) * table.column("height").to_numpy()
-            self._sizes = (all_ids[order], pixels[order])
-        sorted_ids, pixels = self._sizes
-        return pixels[np.searchsorted(sorted_ids, ids)].astype(np.float64)
+        if self._sizes is None:  # (n,) in the engine's row order, which is the shards' order
+            table = self.engine.store.read_table(self.engine.manifest["shards"], ["width", "height"])
+            self._sizes = table.column("width").to_numpy().astype(np.int64) * table.column("height").to_numpy()
+        return self._sizes[self.engine.catalog.rows(ids)].astype(np.float64)
 
 
 def _file_size(path: str) -> float:
