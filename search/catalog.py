@@ -48,7 +48,8 @@ class Catalog:
 
     ``Catalog.read(store, shards)`` reads the ``id`` and ``label`` columns of
     every shard (labels as dictionaries, so no string per row is made) and the
-    row-group layout from the footers.
+    row-group layout from the footers; the ``path`` column is read and dropped,
+    so that a damaged shard is refused on open.
     """
 
     def __init__(self, store: EmbeddingStore, shards: Sequence[str], ids: np.ndarray, codes: np.ndarray,
@@ -81,7 +82,9 @@ class Catalog:
         for s, name in enumerate(shards):
             f = store.open_shard(name, read_dictionary=["label"])
             try:
-                table = f.read(columns=["id", "label"]).unify_dictionaries()
+                # the paths are read too, only to check their pages' checksums: a damaged shard is refused
+                # on open, as when the engine held them; they are dropped shard by shard
+                table = f.read(columns=["id", "label", "path"]).drop_columns(["path"]).unify_dictionaries()
                 sizes = [f.metadata.row_group(g).num_rows for g in range(f.metadata.num_row_groups)]
             except (OSError, pa.ArrowException) as exc:
                 raise store.unreadable_shard(exc) from exc
