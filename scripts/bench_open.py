@@ -210,8 +210,10 @@ def main() -> None:
     if args.old_tree:
         results["old-tree"] = run(folder, "old-tree", args.old_tree)
     n, faiss_rss = results["engine"]["n"], results["faiss"]["rss"]
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())  # times grow with what else runs on the cores
     print(f"\n{n:,} rows, d={args.dim}, {_disk(folder) / 1e9:.2f} GB on disk; the FAISS index alone: "
-          f"{faiss_rss / 1e6:.0f} MB RSS, {results['faiss']['open_s']:.2f} s\n")
+          f"{faiss_rss / 1e6:.0f} MB RSS, {results['faiss']['open_s']:.2f} s; load average {load} "
+          f"on {os.cpu_count()} cores\n")
     print(f"{'':34}{'open s':>8}{'metadata B/image':>18}{'(raw RSS)':>11}{'search_id p50':>15}"
           f"{'search_vector p50':>19}{'get p50':>9}")
     for what, label in (("engine", "columnar (search/catalog.py)"), ("before", "fc9042f's, rebuilt (metadata only)"),
