@@ -202,7 +202,7 @@ class _Priority:
             keys = (ids if self.keep == "oldest" else -ids,)
         else:
             pixels = self._pixels(ids)
-            size = np.array([_file_size(self.engine.get(int(i)).path) for i in ids], np.float64)  # -1: unknown
+            size = np.array([_file_size(h.path) for h in self.engine.get_many(ids)], np.float64)  # -1: unknown
             if self.keep == "largest":
                 keys = (ids, -size, -pixels)
             else:  # an unknown size is never the smallest
@@ -213,14 +213,10 @@ class _Priority:
         return ranks
 
     def _pixels(self, ids: np.ndarray) -> np.ndarray:
-        if self._sizes is None:
-            table = self.engine.store.read_table(self.engine.manifest["shards"], ["id", "width", "height"])
-            all_ids = table.column("id").to_numpy()
-            order = np.argsort(all_ids)
-            pixels = table.column("width").to_numpy().astype(np.int64) * table.column("height").to_numpy()
-            self._sizes = (all_ids[order], pixels[order])
-        sorted_ids, pixels = self._sizes
-        return pixels[np.searchsorted(sorted_ids, ids)].astype(np.float64)
+        if self._sizes is None:  # (n,) in the engine's row order, which is the shards' order
+            table = self.engine.store.read_table(self.engine.manifest["shards"], ["width", "height"])
+            self._sizes = table.column("width").to_numpy().astype(np.int64) * table.column("height").to_numpy()
+        return self._sizes[self.engine.catalog.rows(ids)].astype(np.float64)
 
 
 def _file_size(path: str) -> float:
@@ -367,7 +363,7 @@ def _ordered(ids: np.ndarray, scores: np.ndarray, keeper: int, engine) -> tuple:
     is_keeper = ids == keeper
     order = np.lexsort((ids, -scores, ~is_keeper))
     ids, scores = ids[order], scores[order]
-    return ids, [engine.get(int(i)).path for i in ids], np.asarray(scores, np.float64)
+    return ids, [h.path for h in engine.get_many(ids)], np.asarray(scores, np.float64)
 
 
 def _exact_groups(engine) -> list:

@@ -23,6 +23,7 @@ from indexer.folder.texts import display_text, texts_of  # noqa: F401 - web show
 from indexer.folder.whitening import search_space
 from indexer.inputs.images import ImageSource, decode_image
 from indexer.vectors import search_index
+from search.catalog import Catalog
 from search.duplicates import DuplicateCache
 from search.examples import search_examples
 from search.explain import explain_pair
@@ -51,17 +52,14 @@ class SearchEngine:
     follows new versions by itself (``search/reloading.py``).
     """
 
-    def __init__(self, store: EmbeddingStore, manifest: dict, index, metadata, config: IndexConfig,
+    def __init__(self, store: EmbeddingStore, manifest: dict, index, metadata: Catalog, config: IndexConfig,
                  device: str = "cpu"):
         self.store = store
         self.manifest = manifest
         self.index = index
         self.config = config
-        self._ids = metadata.column("id").to_numpy()  # (n,) int64
-        self._paths = texts_of(metadata, "path")  # the file system's names, whatever their bytes
-        self._labels = texts_of(metadata, "label")
-        self._row_of = {int(i): r for r, i in enumerate(self._ids)}
-        self._shard_ends = None  # (shards,) rows up to the end of each shard, read on the first lookup
+        self.catalog = metadata  # id -> row, labels, paths read from the shards (search/catalog.py)
+        self._ids = metadata.ids  # (n,) int64
         self._embedder = None
         self.heads = HeadCatalog(store, manifest, searchable=index is not None)
         self._lock = threading.Lock()
@@ -250,7 +248,8 @@ class SearchEngine:
                 scores, ids = self.filtered.search_filter(index, query, want, filter)  # (1, <= want)
             else:
                 scores, ids = search_index(index, query, want)  # (1, want)
-            return [self._hit(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i not in skip][:n]
+            kept = [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0 and i not in skip][:n]
+            return self._hits([i for i, _ in kept], [s for _, s in kept])
 
         return ranked(best, win)
 
@@ -324,20 +323,13 @@ class SearchEngine:
     @_newest_if_gone
     def vector(self, row_id: int) -> np.ndarray:
         """The stored (D,) embedding of an indexed image."""
-        row = self._row_of.get(int(row_id))
+        row = self.catalog.row(row_id)
         if row is None:
             raise UnknownIdError(row_id)
-        vec = self.store.read_embedding([self._shard_of(row)], int(row_id))
+        vec = self.store.read_embedding([self.catalog.shard_of(row)], int(row_id))
         if vec is None:
             raise UnknownIdError(row_id)
         return vec
-
-    def _shard_of(self, row: int) -> str:
-        """The shard holding a row: a lookup reads one shard however many the index has."""
-        with self._lock:
-            if self._shard_ends is None:
-                self._shard_ends = np.cumsum(self.store.shard_rows(self.manifest["shards"]))  # (shards,)
-        return self.manifest["shards"][int(np.searchsorted(self._shard_ends, row, side="right"))]
 
     @_newest_if_gone
     def matching(self, filter) -> int:
@@ -347,7 +339,7 @@ class SearchEngine:
     @_newest_if_gone
     def labels(self) -> list[str]:
         """Every label of this version, sorted (as the file system names them: ``display_text`` to show)."""
-        return self.filtered.columns().labels()
+        return self.catalog.distinct_labels()  # from the labels' codes: the filter columns are not read
 
     @_newest_if_gone
     def duplicates(self, threshold: float | None = None, keep: str | None = "largest", keypoints: bool = True):
@@ -364,15 +356,24 @@ class SearchEngine:
         return thumbnail_jpeg(self.get(row_id).path, size, self.config.max_pixels, name=f"image {row_id}",
                               max_decoded_pixels=max_decoded_pixels)
 
+    @_newest_if_gone
     def get(self, row_id: int) -> Hit:
         """Metadata of one indexed image (score 1.0)."""
-        return self._hit(int(row_id), 1.0)
+        return self._hits([int(row_id)], [1.0])[0]
 
-    def _hit(self, row_id: int, score: float) -> Hit:
-        row = self._row_of.get(row_id)
-        if row is None:
-            raise UnknownIdError(row_id)
-        return Hit(row_id, self._paths[row], self._labels[row], score)
+    @_newest_if_gone
+    def get_many(self, row_ids) -> list[Hit]:
+        """Metadata of several indexed images (score 1.0), in that order; their paths read a row group
+        at a time (UnknownIdError for the first id not in this version)."""
+        row_ids = [int(i) for i in row_ids]
+        return self._hits(row_ids, [1.0] * len(row_ids))
+
+    def _hits(self, row_ids: list[int], scores: list[float]) -> list[Hit]:
+        rows = self.catalog.rows(row_ids)
+        if len(rows) and rows.min() < 0:
+            raise UnknownIdError(row_ids[int(np.argmin(rows))])
+        paths = self.catalog.paths(rows)
+        return [Hit(i, p, self.catalog.label(r), s) for i, p, r, s in zip(row_ids, paths, rows.tolist(), scores)]
 
     def warm_up(self) -> None:
         """Load and trace the CNN now, so the first query-by-image is not slow."""

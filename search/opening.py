@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import functools
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import pyarrow as pa
 
 from indexer.config import IndexConfig
 from indexer.folder.heads import HeadDamagedError
 from indexer.folder.manifest import backbone_name, search_dim
 from indexer.folder.store import EmbeddingStore, IndexFormatError
 from indexer.folder.verify import check_published_files
+from search.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class OpenedVersion:
     manifest: dict
     index: object  # the FAISS index, or None for an empty folder
-    metadata: pa.Table  # id, path, label of every row
+    metadata: Catalog  # ids and labels of every row, paths read when asked for
     config: IndexConfig
     device: str  # where FAISS searches: "cpu" or "gpu"
     signature: tuple | None  # of the manifest file it was opened from
@@ -40,15 +40,16 @@ def open_version(store: EmbeddingStore, backbone: str | None, config: IndexConfi
             "query it with the backbone it was built with, or re-index with --backbone "
             f"{backbone} into another folder"
         )
-    metadata = store.read_table(manifest["shards"], ["id", "path", "label"])
-    if metadata.num_rows != manifest["count"]:
-        raise IndexFormatError(
-            f"{index_dir}: manifest says {manifest['count']} images but the shards hold "
-            f"{metadata.num_rows}; the index is damaged, re-run 'imgsearch index'"
-        )
-    index, device = None, "cpu"
-    if manifest["index_file"] is not None:
-        index, device = _load_index(store, manifest, config)
+    # the shards' ids and labels are read while the FAISS index loads (at ten million rows each takes seconds)
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(_read_metadata, store, manifest)
+        index, device = None, "cpu"
+        try:
+            if manifest["index_file"] is not None:
+                index, device = _load_index(store, manifest, config)
+        finally:
+            metadata = reading.result()  # a damaged shard is reported before a damaged index, as ever
+    if index is not None:
         space_dim = search_dim(manifest)
         if index.ntotal != manifest["count"] or index.d != space_dim:
             raise IndexFormatError(
@@ -57,6 +58,16 @@ def open_version(store: EmbeddingStore, backbone: str | None, config: IndexConfi
                 f"'imgsearch verify --index {index_dir} --repair' rebuilds it"
             )
     return OpenedVersion(manifest, index, metadata, config, device, signature)
+
+
+def _read_metadata(store: EmbeddingStore, manifest: dict) -> Catalog:
+    metadata = Catalog.read(store, manifest["shards"])  # ids and labels only: paths stay in the shards
+    if len(metadata) != manifest["count"]:
+        raise IndexFormatError(
+            f"{store.root}: manifest says {manifest['count']} images but the shards hold "
+            f"{len(metadata)}; the index is damaged, re-run 'imgsearch index'"
+        )
+    return metadata
 
 
 def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):

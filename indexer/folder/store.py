@@ -319,6 +319,20 @@ class EmbeddingStore:
         except (OSError, pa.ArrowException) as exc:
             raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
 
+    def open_shard(self, name: str, read_dictionary: Sequence[str] = ()) -> pq.ParquetFile:
+        """One shard, open for reading column by column and row group by row group (page checksums
+        checked; ``read_dictionary``: string columns read as dictionary arrays).  The caller turns a
+        read's OSError or ArrowException into IndexFormatError (``unreadable_shard``)."""
+        path = self.shard_dir / name
+        try:
+            return pq.ParquetFile(path, read_dictionary=list(read_dictionary) or None,
+                                  page_checksum_verification=True)
+        except (OSError, pa.ArrowException) as exc:
+            raise self.unreadable_shard(exc) from exc
+
+    def unreadable_shard(self, exc: Exception) -> IndexFormatError:
+        return IndexFormatError(f"a shard of {self.root} is unreadable: {exc}")
+
     def read_embedding(self, shards: Sequence[str], row_id: int) -> np.ndarray | None:
         """The stored (D,) embedding of one id, reading only what the filter needs."""
         for path in self.shard_paths(shards):
