@@ -139,8 +139,16 @@ def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark
 
     # "auto" on Spark: an index type that can be on disk is built on disk, by the executors; through the
     # indexing run's last step, as `index --engine spark` publishes
-    published = finish_index(store, manifest, [], shards, set(), "spark", IndexConfig(index_type=FACTORY),
-                             fill=Counted(lambda: spark))
+    # the driver never reads a shard's vectors: training sample, fill, tuning queries and their exact
+    # neighbours are all read by the executors (Python workers of their own, which this patch does not reach)
+    with pytest.MonkeyPatch.context() as patch:
+        def refuse(*args, **kwargs):
+            raise AssertionError("the driver read the shards' vectors")
+
+        patch.setattr("indexer.publish.shard_vectors.iter_vectors", refuse)
+        patch.setattr("indexer.publish.build.iter_vectors", refuse)
+        published = finish_index(store, manifest, [], shards, set(), "spark", IndexConfig(index_type=FACTORY),
+                                 fill=Counted(lambda: spark))
     assert published["ann"]["on_disk"] is True and published["ann"]["lists_file"] == "index-000001.ivfdata"
     assert len(filled) == 2 * spark.sparkContext.defaultParallelism  # partials spread over the executors
     engine = SearchEngine.open(store.root)
@@ -155,6 +163,22 @@ def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark
     # a later local run ("auto", fits in RAM) keeps it on disk rather than flipping with the engine
     later = publish_index(store, published, [*shards, write_shard(store, N, 500, seed=97)])
     assert later["ann"]["lists_file"] == "index-000002.ivfdata" and later["count"] == N + 500
+
+
+def test_executors_pick_rows_and_find_exact_neighbours_as_the_driver_does(folder, spark):
+    from indexer.publish.shard_vectors import exact_neighbours, pick_vectors
+    from indexer.run.spark_fill import SparkFill
+
+    store, manifest, shards = folder
+    executors = SparkFill(lambda: spark)
+    n = sum(store.shard_rows(shards))
+    positions = np.sort(np.random.default_rng(3).choice(n, 700, replace=False))
+    ids, vectors = executors.pick_vectors(store, shards, manifest, positions)
+    want_ids, want_vectors = pick_vectors(store, shards, manifest, positions)
+    assert np.array_equal(ids, want_ids) and np.array_equal(vectors, want_vectors)
+    for graph in (False, True):
+        assert np.array_equal(executors.exact_neighbours(store, shards, manifest, vectors[:50], ids[:50], graph),
+                              exact_neighbours(store, shards, manifest, vectors[:50], ids[:50], graph))
 
 
 def test_spark_stage_hands_its_executors_to_the_publish(spark):

@@ -81,6 +81,15 @@ class ExactNeighbours:
             found = np.pad(found, ((0, 0), (0, pad)), constant_values=-1)
         self._heap.add_result(np.ascontiguousarray(scores, np.float32), np.ascontiguousarray(found, np.int64))
 
+    def add_found(self, scores: np.ndarray, found: np.ndarray) -> None:
+        """Merge another ``ExactNeighbours``' ``partial()`` over other vectors (an executor's)."""
+        self._heap.add_result(np.ascontiguousarray(scores, np.float32), np.ascontiguousarray(found, np.int64))
+
+    def partial(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), (q, k+1) each, over the vectors added so far: what ``add_found`` merges."""
+        self._heap.finalize()
+        return self._heap.D.copy(), self._heap.I.copy()
+
     def result(self) -> np.ndarray:
         """(q, k) ids of the exact nearest neighbours of each query, the query itself left out."""
         self._heap.finalize()

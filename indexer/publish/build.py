@@ -13,7 +13,7 @@ from indexer.errors import InvalidInputError
 from indexer.folder.store import IndexFormatError
 from indexer.publish.ondisk import Fill, fill_ondisk
 from indexer.publish.plan import BuildPlan
-from indexer.publish.shard_vectors import iter_vectors, pick_vectors
+from indexer.publish.shard_vectors import iter_vectors, picker
 from indexer.publish.tune import tune_index
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def build_index(store, manifest, shards, all_ids: np.ndarray, plan: BuildPlan, f
     index, device = ann.to_gpu_if_available(index, options.use_gpu)
     if not index.is_trained:
         positions = ann.training_positions(all_ids, factory)
-        _, sample = pick_vectors(store, shards, manifest, positions)  # (t, d)
+        _, sample = picker(fill)(store, shards, manifest, positions)  # (t, d)
         try:
             ann.train(index, sample)
         except RuntimeError as exc:
@@ -85,7 +85,8 @@ def build_index(store, manifest, shards, all_ids: np.ndarray, plan: BuildPlan, f
             later.append((ids[held], vectors[held]))
             ids, vectors = ids[~held], vectors[~held]
         index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
-    tuning = tune_index(store, manifest, shards, all_ids, index, options.target_recall, graph=True) if graph else None
+    tuning = (tune_index(store, manifest, shards, all_ids, index, options.target_recall, graph=True, fill=fill)
+              if graph else None)
     for ids, vectors in later:
         index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids)
     log.info("built %s over %d vectors on %s in %.1f s", factory, len(all_ids), device.upper(),

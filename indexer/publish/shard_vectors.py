@@ -1,4 +1,10 @@
 """The shards' vectors in the search space, read shard by shard for building and tuning.
+
+A build picks rows (the training sample, the tuning queries) and finds the
+tuning queries' exact neighbours by reading every shard.  Here they are read
+in this process; a fill that runs where the shards are (Spark executors,
+``indexer/run/spark_fill.py``) may do both there instead, with the same
+results: ``picker(fill)`` and ``exact_finder(fill)`` say which.
 """
 
 from __future__ import annotations
@@ -29,3 +35,32 @@ def pick_vectors(store, shards, manifest, positions: np.ndarray) -> tuple[np.nda
         vecs.append(vectors[local])
         start += len(shard_ids)
     return np.concatenate(ids), np.vstack(vecs).astype(np.float32)
+
+
+def exact_over(store, shards, manifest, queries: np.ndarray, query_ids: np.ndarray, graph: bool = False):
+    """``ann.ExactNeighbours`` of ``queries`` over every row of ``shards``; ``graph``: over the rows a graph
+    index holds before its held-out rows (``ann.held_out``)."""
+    from indexer import ann
+
+    exact = ann.ExactNeighbours(queries, query_ids)
+    for ids, vectors in iter_vectors(store, shards, manifest):
+        if graph:
+            kept = ~ann.held_out(ids)
+            ids, vectors = ids[kept], vectors[kept]
+        exact.add(ids, vectors)
+    return exact
+
+
+def exact_neighbours(store, shards, manifest, queries: np.ndarray, query_ids: np.ndarray, graph: bool = False):
+    """(q, k) ids of the exact nearest neighbours of ``queries`` over ``shards``, each query's own row left out."""
+    return exact_over(store, shards, manifest, queries, query_ids, graph).result()
+
+
+def picker(fill):
+    """``pick_vectors``, or the fill's own (rows picked where the shards are)."""
+    return getattr(fill, "pick_vectors", None) or pick_vectors
+
+
+def exact_finder(fill):
+    """``exact_neighbours``, or the fill's own (each part of the shards searched where it is)."""
+    return getattr(fill, "exact_neighbours", None) or exact_neighbours

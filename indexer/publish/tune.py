@@ -7,32 +7,28 @@ import numpy as np
 
 from indexer import ann
 from indexer.publish.plan import BuildPlan, needs_tuning
-from indexer.publish.shard_vectors import iter_vectors, pick_vectors
+from indexer.publish.shard_vectors import exact_finder, picker
 
 TUNING_QUERIES = 500  # held-back queries for recall tuning: +-1 % on recall@10
 
 
 def tune_index(store, manifest, shards, all_ids: np.ndarray, index, target: float,
-               graph: bool = False) -> ann.Tuning:
+               graph: bool = False, fill=None) -> ann.Tuning:
     """Tune search parameters on held-back queries from the indexed vectors, against exact search.
 
     The queries are indexed vectors the index was not trained on
     (``ann.held_out``).  ``graph``: the index holds every row but the held-out
     ones (see ``ann.is_graph``); exact search is then over the same rows.
+    ``fill``: Spark executors pick the queries and search exactly where the shards are (``shard_vectors``).
     """
     positions = ann.tuning_positions(all_ids, min(TUNING_QUERIES, len(all_ids)))
-    query_ids, queries = pick_vectors(store, shards, manifest, positions)
-    exact = ann.ExactNeighbours(queries, query_ids)
-    for ids, vectors in iter_vectors(store, shards, manifest):
-        if graph:
-            kept = ~ann.held_out(ids)
-            ids, vectors = ids[kept], vectors[kept]
-        exact.add(ids, vectors)
-    return ann.tune(index, queries, query_ids, exact.result(), target)
+    query_ids, queries = picker(fill)(store, shards, manifest, positions)
+    truth = exact_finder(fill)(store, shards, manifest, queries, query_ids, graph)
+    return ann.tune(index, queries, query_ids, truth, target)
 
 
 def tuning_for(store, manifest, shards, all_ids: np.ndarray, index, plan: BuildPlan, incremental: bool,
-               built_tuning: ann.Tuning | None) -> tuple[dict, int]:
+               built_tuning: ann.Tuning | None, fill=None) -> tuple[dict, int]:
     """(tuning as stored in the manifest, the count it was made for): kept, taken from the build, or made now.
 
     An updated index keeps its tuning (and gets its parameters set) until the
@@ -44,7 +40,7 @@ def tuning_for(store, manifest, shards, all_ids: np.ndarray, index, plan: BuildP
     if built_tuning is not None:
         return built_tuning.to_dict(), n
     if not incremental or needs_tuning(prev, n, target):
-        return tune_index(store, manifest, shards, all_ids, index, target).to_dict(), n
+        return tune_index(store, manifest, shards, all_ids, index, target, fill=fill).to_dict(), n
     tuning = prev.get("tuning")
     ann.set_search_params(index, tuning["params"])
     return tuning, prev.get("tuned_n", 0)

@@ -59,7 +59,7 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
         # an on-disk index filled anew from the same trained file is what an update would have made
         incremental = bool(plan.update and plan.on_disk and plan.trained_file and trained_file == plan.trained_file)
     check_built(index, plan.n, store)
-    tuning, tuned_n = tuning_for(store, manifest, shards, ids, index, plan, incremental, built_tuning)
+    tuning, tuned_n = tuning_for(store, manifest, shards, ids, index, plan, incremental, built_tuning, fill)
 
     generation = manifest.get("generation", 0) + 1
     index_file = store.write_index(index, generation)

@@ -1,4 +1,6 @@
-"""An on-disk index's partial indexes filled by Spark executors (the ``fill`` of ``publish.ondisk``).
+"""An on-disk index's partial indexes filled by Spark executors (the ``fill`` of ``publish.ondisk``),
+and the build's other reads of every shard (the training sample, the tuning queries and their exact
+neighbours: ``publish.shard_vectors``) done by them too.
 
 The driver sends each task a run of shard names, never vectors: the task
 opens the index folder itself (the same path on every machine: a shared file
@@ -55,6 +57,76 @@ class SparkFill:
                 done[number] = str(Path(work) / f"partial-{number:05d}.faiss")
                 fill_group(store, manifest, runs[number], trained_file, Path(done[number]))
         return [done[number] for number in sorted(done)]  # the shards' order, as a local fill has it
+
+
+    # ------------------------------------------------ the build's reads of every shard, where the shards are
+    def pick_vectors(self, store: EmbeddingStore, shards, manifest: dict, positions: np.ndarray):
+        """``shard_vectors.pick_vectors`` by the executors: each picks the rows of its run of shards."""
+        parts = self._scan(store, shards, manifest, functools.partial(_pick_run, np.asarray(positions, np.int64)))
+        ids = np.concatenate([p[0] for p in parts])
+        vectors = [p[1] for p in parts if len(p[1])]
+        return ids, (np.vstack(vectors).astype(np.float32) if vectors
+                     else np.zeros((0, (manifest.get("whitening") or {}).get("dim", manifest["dim"])), np.float32))
+
+    def exact_neighbours(self, store: EmbeddingStore, shards, manifest: dict, queries: np.ndarray,
+                         query_ids: np.ndarray, graph: bool = False) -> np.ndarray:
+        """``shard_vectors.exact_neighbours`` by the executors: each finds the top k+1 over its run of
+        shards, the driver merges them (q x (k+1) scores and ids a task)."""
+        from indexer import ann
+
+        exact = ann.ExactNeighbours(queries, query_ids)
+        job = functools.partial(_exact_run, np.ascontiguousarray(queries, np.float32),
+                                np.asarray(query_ids, np.int64), graph)
+        for scores, found in self._scan(store, shards, manifest, job):
+            exact.add_found(scores, found)
+        return exact.result()
+
+    def _scan(self, store: EmbeddingStore, shards, manifest: dict, job) -> list:
+        """``job(store, manifest, run, start)`` over contiguous runs of ``shards`` on the executors, in order;
+        ``start``: the position of the run's first row.  A run an executor cannot read is done here."""
+        shards = list(shards)
+        if not shards:
+            return []
+        sc = self.session().sparkContext
+        starts = np.concatenate([[0], np.cumsum(store.shard_rows(shards))]).astype(np.int64)
+        runs = spread([shards], TASKS_PER_CORE * sc.defaultParallelism)
+        first = np.cumsum([0] + [len(r) for r in runs])[:-1]
+        numbered = [(i, (int(starts[f]), run)) for i, (f, run) in enumerate(zip(first, runs))]
+        task = functools.partial(_scan_partition, str(store.root.resolve()), manifest, job)
+        done = dict(sc.parallelize(numbered, len(numbered)).mapPartitions(task).collect())
+        for i, (start, run) in numbered:
+            if done.get(i) is None:  # this executor did not see the folder: read that run here
+                done[i] = job(store, manifest, run, start)
+        return [done[i] for i, _ in numbered]
+
+
+def _scan_partition(root: str, manifest: dict, job, numbered_runs):
+    """On an executor: (number, job's result) of each run, or (number, None) where it does not see the shards."""
+    store = EmbeddingStore(root)
+    for number, (start, run) in numbered_runs:
+        if not all((store.shard_dir / name).is_file() for name in run):
+            yield number, None
+            continue
+        yield number, job(store, manifest, run, start)
+
+
+def _pick_run(positions: np.ndarray, store: EmbeddingStore, manifest: dict, run: list[str], start: int):
+    """(ids, vectors) of the rows at global ``positions`` in ``run`` (its first row at ``start``)."""
+    from indexer.publish.shard_vectors import pick_vectors
+
+    end = start + sum(store.shard_rows(run))
+    lo, hi = np.searchsorted(positions, [start, end])
+    if lo == hi:
+        return np.empty(0, np.int64), np.empty((0, 0), np.float32)
+    return pick_vectors(store, run, manifest, positions[lo:hi] - start)
+
+
+def _exact_run(queries: np.ndarray, query_ids: np.ndarray, graph: bool, store: EmbeddingStore, manifest: dict,
+               run: list[str], start: int):
+    """(scores, ids), (q, k+1) each: the queries' exact top k+1 over ``run``'s rows."""
+    from indexer.publish.shard_vectors import exact_over
+
+    return exact_over(store, run, manifest, queries, query_ids, graph).partial()
 
 
 def spread(groups: list[list[str]], tasks: int) -> list[list[str]]:
