@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import pyarrow as pa  # noqa: E402
 
-from indexer.folder.store import FILE_COLUMNS, EmbeddingStore, embeddings_of, schema  # noqa: E402
-from indexer.folder.texts import text_array  # noqa: E402
+from indexer.folder.store import FILE_COLUMNS, EmbeddingStore, embeddings_of  # noqa: E402
 from indexer.synthetic import ClusteredEmbeddings, synthetic_manifest  # noqa: E402
+from scripts.synthetic_shards import synthetic_table  # noqa: E402
 
 CHUNK = 50_000  # vectors made at once
 SHARD = 25_000  # rows per shard
@@ -61,15 +60,7 @@ def build(folder: Path, n: int, d: int, clusters: int) -> None:
             m = len(rows)
             ids = np.arange(start + s, start + s + m)
             labels = np.array(names)[np.minimum(np.searchsorted(shares, rng.random(m), side="right"), 4)]
-            table = pa.table({
-                "id": pa.array(ids, pa.int64()), "path": text_array(f"/synthetic/{j}.jpg" for j in ids),
-                "label": text_array(labels.tolist()), "width": pa.array(np.full(m, 640), pa.int32()),
-                "height": pa.array(np.full(m, 480), pa.int32()), "sha256": pa.array([f"{j:064x}" for j in ids]),
-                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), d),
-                "file_size": pa.array(rng.integers(10_000, 5_000_000, m), pa.int64()),
-                "mtime": pa.nulls(m, pa.int64()), "taken": pa.nulls(m, pa.int64()),
-                "camera_make": pa.nulls(m, pa.string()), "camera_model": pa.nulls(m, pa.string()),
-            }, schema=schema(d))
+            table = synthetic_table(ids, rows, (f"/synthetic/{j}.jpg" for j in ids), labels.tolist(), rng)
             shards.append(store.write_table(table))
     made = time.perf_counter() - t0
     manifest = publish_index(store, dict(manifest, file_columns=list(FILE_COLUMNS)), shards)

@@ -43,13 +43,12 @@ WARM = "warm-up"  # a 2,000-row folder beside the measured one, opened before th
 
 def build(folder: Path, n: int, d: int, labels: int) -> None:
     import numpy as np
-    import pyarrow as pa
 
     from indexer.config import IndexConfig
-    from indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
-    from indexer.folder.texts import text_array
+    from indexer.folder.store import FILE_COLUMNS, EmbeddingStore
     from indexer.publish.version import publish_index
     from indexer.synthetic import ClusteredEmbeddings, synthetic_manifest
+    from scripts.synthetic_shards import synthetic_table
 
     if (folder / "manifest.json").is_file():
         return
@@ -68,16 +67,8 @@ def build(folder: Path, n: int, d: int, labels: int) -> None:
             rows = vectors[s:s + shard_rows]
             m, first = len(rows), start + s
             ids = np.arange(first, first + m)
-            table = pa.table({
-                "id": pa.array(ids, pa.int64()), "path": text_array(f"photos/2024/{j:09d}.jpg" for j in ids),
-                "label": text_array(names[rng.integers(0, labels, m)].tolist()),
-                "width": pa.array(np.full(m, 640), pa.int32()), "height": pa.array(np.full(m, 480), pa.int32()),
-                "sha256": pa.array([f"{j:064x}" for j in ids]),
-                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), d),
-                "file_size": pa.array(rng.integers(10_000, 5_000_000, m), pa.int64()),
-                "mtime": pa.nulls(m, pa.int64()), "taken": pa.nulls(m, pa.int64()),
-                "camera_make": pa.nulls(m, pa.string()), "camera_model": pa.nulls(m, pa.string()),
-            }, schema=schema(d))
+            table = synthetic_table(ids, rows, (f"photos/2024/{j:09d}.jpg" for j in ids),
+                                    names[rng.integers(0, labels, m)].tolist(), rng)
             shards.append(store.write_table(table))
         if c % 20 == 0:
             print(f"  {start + len(vectors):,} rows written ({time.perf_counter() - t0:.0f} s)", flush=True)
