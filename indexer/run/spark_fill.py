@@ -62,11 +62,14 @@ class SparkFill:
     # ------------------------------------------------ the build's reads of every shard, where the shards are
     def pick_vectors(self, store: EmbeddingStore, shards, manifest: dict, positions: np.ndarray):
         """``shard_vectors.pick_vectors`` by the executors: each picks the rows of its run of shards."""
-        parts = self._scan(store, shards, manifest, functools.partial(_pick_run, np.asarray(positions, np.int64)))
-        ids = np.concatenate([p[0] for p in parts])
-        vectors = [p[1] for p in parts if len(p[1])]
-        return ids, (np.vstack(vectors).astype(np.float32) if vectors
-                     else np.zeros((0, (manifest.get("whitening") or {}).get("dim", manifest["dim"])), np.float32))
+        positions = np.asarray(positions, np.int64)
+        d = (manifest.get("whitening") or {}).get("dim", manifest["dim"])
+        ids, vectors, at = np.empty(len(positions), np.int64), np.empty((len(positions), d), np.float32), 0
+        for part_ids, part in self._scan(store, shards, manifest, functools.partial(_pick_run, positions)):
+            ids[at:at + len(part_ids)] = part_ids  # filled in place: the sample is held once, not once more
+            vectors[at:at + len(part_ids)] = part.reshape(len(part_ids), d)
+            at += len(part_ids)
+        return ids[:at], vectors[:at]
 
     def exact_neighbours(self, store: EmbeddingStore, shards, manifest: dict, queries: np.ndarray,
                          query_ids: np.ndarray, graph: bool = False) -> np.ndarray:
@@ -81,23 +84,23 @@ class SparkFill:
             exact.add_found(scores, found)
         return exact.result()
 
-    def _scan(self, store: EmbeddingStore, shards, manifest: dict, job) -> list:
+    def _scan(self, store: EmbeddingStore, shards, manifest: dict, job) -> Iterator:
         """``job(store, manifest, run, start)`` over contiguous runs of ``shards`` on the executors, in order;
-        ``start``: the position of the run's first row.  A run an executor cannot read is done here."""
+        ``start``: the position of the run's first row.  A run an executor cannot read is done here.  Results
+        come one task at a time (``toLocalIterator``): the driver never holds them all twice."""
         shards = list(shards)
         if not shards:
-            return []
+            return
         sc = self.session().sparkContext
         starts = np.concatenate([[0], np.cumsum(store.shard_rows(shards))]).astype(np.int64)
         runs = spread([shards], TASKS_PER_CORE * sc.defaultParallelism)
         first = np.cumsum([0] + [len(r) for r in runs])[:-1]
         numbered = [(i, (int(starts[f]), run)) for i, (f, run) in enumerate(zip(first, runs))]
         task = functools.partial(_scan_partition, str(store.root.resolve()), manifest, job)
-        done = dict(sc.parallelize(numbered, len(numbered)).mapPartitions(task).collect())
-        for i, (start, run) in numbered:
-            if done.get(i) is None:  # this executor did not see the folder: read that run here
-                done[i] = job(store, manifest, run, start)
-        return [done[i] for i, _ in numbered]
+        results = sc.parallelize(numbered, len(numbered)).mapPartitions(task).toLocalIterator()
+        for (i, result), (_, (start, run)) in zip(results, numbered):  # partitions in order, one task each
+            # None: this executor did not see the folder: that run is read here
+            yield job(store, manifest, run, start) if result is None else result
 
 
 def _scan_partition(root: str, manifest: dict, job, numbered_runs):
