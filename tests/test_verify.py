@@ -113,7 +113,14 @@ def test_garbled_shard_never_gives_wrong_results(index_copy, built_index):
     query = intact.vector(ids[0])
     assert [h.id for h in engine.search_vector(query, k=10)] == [h.id for h in intact.search_vector(query, k=10)]
 
-    garble_column(store.shard_dir / manifest["shards"][1], "path")  # metadata is read on open: refused
+    # paths are read for the replies that show them: a damaged one fails that reply, never names a wrong file
+    second = manifest["shards"][1]
+    garble_column(store.shard_dir / second, "path")
+    second_ids = pq.read_table(store.shard_dir / second, columns=["id"]).column("id").to_pylist()
+    engine = SearchEngine.open(index_copy)
+    with pytest.raises(IndexFormatError, match=f"shard {second} of .* is unreadable: .*CRC checksum verification"):
+        engine.get(second_ids[0])
+    garble_column(store.shard_dir / second, "label")  # ids and labels are read on open: refused
     with pytest.raises(IndexFormatError, match="unreadable: .*CRC checksum verification failed"):
         SearchEngine.open(index_copy)
 

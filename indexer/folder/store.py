@@ -328,10 +328,11 @@ class EmbeddingStore:
             return pq.ParquetFile(path, read_dictionary=list(read_dictionary) or None,
                                   page_checksum_verification=True)
         except (OSError, pa.ArrowException) as exc:
-            raise self.unreadable_shard(exc) from exc
+            raise self.unreadable_shard(exc, name) from exc
 
-    def unreadable_shard(self, exc: Exception) -> IndexFormatError:
-        return IndexFormatError(f"a shard of {self.root} is unreadable: {exc}")
+    def unreadable_shard(self, exc: Exception, name: str) -> IndexFormatError:
+        return IndexFormatError(f"shard {name} of {self.root} is unreadable: {exc}; check the index with "
+                                f"'imgsearch verify --index {self.root}'")
 
     def read_embedding(self, shards: Sequence[str], row_id: int) -> np.ndarray | None:
         """The stored (D,) embedding of one id, reading only what the filter needs."""
