@@ -273,3 +273,88 @@ def test_spark_heads_match_local_heads_and_serve_like_them(spark, labelled_vecto
     assert abs(sum(p for _, p in top) - 1) < 1e-4
     hits = engine.search_vector(vectors[0], 5, head=f"spark-{model}")
     assert len(hits) == 5 and hits[0].id == 0
+
+
+# ------------------------------------------------- executors write the shards with their final ids (issue 19)
+def test_driver_reads_no_embedding_and_a_run_killed_in_job_2_resumes(spark, spark_corpus, local_index, tmp_path,
+                                                                      monkeypatch):
+    """The driver handles records and ids only; shards are the executors'. Killed after two of them: the next
+    run deletes them (ids never depend on which shards a killed run finished), reuses every staged task, and
+    ends with the local engine's index."""
+    from indexer.inputs import filesystems
+    from indexer.run import spark as spark_index
+
+    real_write, real_decide = spark_index.write_shards, spark_index.decide_ids
+
+    def dies_after_two_shards(spark_, decisions, plan, names, *args):
+        real_write(spark_, decisions, plan, dict(sorted(names.items())[:2]), *args)
+        raise spark_index.SparkJobError("driver killed")
+
+    index_dir = tmp_path / "idx"
+    monkeypatch.setattr(spark_index, "write_shards", dies_after_two_shards)
+    with pytest.raises(spark_index.SparkJobError):
+        spark_index.index_images_spark([spark_corpus], index_dir, CFG, spark=spark)
+    store = EmbeddingStore(index_dir)
+    assert len(store.completed_shards()) == 2 and store.read_manifest()["shards"] == []  # written, not published
+
+    seen = {}
+
+    def decide(spark_, records, *args):
+        seen["records"] = records.schema.names
+        decisions = real_decide(spark_, records, *args)
+        seen["embedded"] = decisions.embedded.schema.names
+        return decisions
+
+    def write_shards(*args):
+        seen["results"] = real_write(*args)
+        return seen["results"]
+
+    def no_parquet_on_the_driver(path, columns=None):  # executors run in other processes: not patched there
+        assert columns is not None and "embedding" not in columns, path
+        return real_read(path, columns)
+
+    real_read = filesystems.read_parquet
+    monkeypatch.setattr(filesystems, "read_parquet", no_parquet_on_the_driver)
+    monkeypatch.setattr(spark_index, "decide_ids", decide)
+    monkeypatch.setattr(spark_index, "write_shards", write_shards)
+    summary = spark_index.index_images_spark([spark_corpus], index_dir, CFG, spark=spark)
+    assert (summary.tasks, summary.tasks_reused, summary.tasks_run) == (10, 10, 0)  # no embedding job
+    assert (summary.added, summary.duplicates, len(summary.skipped)) == (308, 1, 3)  # nothing adopted
+    assert seen["records"] == ["task", "ordinal", "path", "sha256", "reason"]
+    assert seen["embedded"] == ["task", "ordinal", "id"]
+    assert {tuple(r) for r in seen["results"]} == {("name", "rows", "peak_rss_mb")}
+    assert sum(r["rows"] for r in seen["results"]) == 308 and summary.driver_peak_rss_mb > 0
+    assert "driver peak RSS" in summary.lines()[-1]
+    assert_same_index(local_index[0], index_dir)
+    assert skipped_lines(index_dir) == skipped_lines(local_index[0])
+    assert not (index_dir / "spark-work").exists()
+
+
+def test_a_staged_known_file_the_index_no_longer_holds_is_embedded_again(spark, photos_dir, tmp_path, monkeypatch):
+    """Staged as known (its content was indexed under a path since gone), then a --sync run removes that path:
+    the staged task is reused and the file embedded again by an executor, as the local engine embeds it."""
+    from indexer.run import spark as spark_index
+
+    src = tmp_path / "src"
+    shutil.copytree(photos_dir, src)
+    cfg = dataclasses.replace(CFG, spark_task_size=3)
+    local_dir, spark_dir = tmp_path / "local", tmp_path / "spark"
+    index_images([src], local_dir, cfg)
+    spark_index.index_images_spark([src], spark_dir, cfg, spark=spark)
+    (src / "moved").mkdir()
+    (src / "coffee.jpg").rename(src / "moved" / "coffee.jpg")  # its content stays indexed under the old path
+
+    def killed(*args):
+        raise spark_index.SparkJobError("driver killed")
+
+    monkeypatch.setattr(spark_index, "decide_ids", killed)
+    with pytest.raises(spark_index.SparkJobError):  # staged the moved file as known, then died
+        spark_index.index_images_spark([src], spark_dir, cfg, spark=spark)
+    monkeypatch.undo()
+    a = index_images([src], local_dir, cfg, sync=True)
+    b = spark_index.index_images_spark([src], spark_dir, cfg, spark=spark, sync=True)
+    assert (b.tasks, b.tasks_reused, b.tasks_run, b.embedded_again) == (3, 3, 0, 1)
+    for field in ("added", "changed", "removed", "already_indexed", "duplicates", "total"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert (b.added, b.removed) == (1, 1)
+    assert_same_index(local_dir, spark_dir)
