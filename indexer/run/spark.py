@@ -40,17 +40,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pyarrow as pa
 
 from indexer.config import IndexConfig
 from indexer.errors import MissingDependencyError
 from indexer.folder.lock import writer_lock
 from indexer.folder.manifest import model_precision, resample
 from indexer.folder.manifest import precision as index_precision
-from indexer.folder.store import EmbeddingStore, shard_name
+from indexer.folder.store import shard_name
 from indexer.folder.texts import decode_text, encode_text
 from indexer.inputs import filesystems
-from indexer.inputs.reader import known_keys
 from indexer.inputs.sources import ImageFile, iter_image_files
 from indexer.run.indexing import IndexRun, finish_index, open_index
 from indexer.run.spark_ids import decide_ids
@@ -58,6 +56,7 @@ from indexer.run.spark_shards import (
     SparkJobError,
     discard_unpublished,
     embed_again,
+    indexed_keys,
     next_shard_number,
     record_names,
     shard_offsets,
@@ -332,11 +331,14 @@ def _run_locked(files: list[ImageFile], index_dir, config: IndexConfig, stage: S
     summary.master = summary.master or spark.sparkContext.master
     paths = {i: stage.work.path(t) for i, t in enumerate(stage.tasks)}
     shuffle = spark.conf.get("spark.sql.shuffle.partitions")
-    # the ledger's joins shuffle into as many partitions as there are tasks, not Spark's default 200
-    spark.conf.set("spark.sql.shuffle.partitions", str(max(1, len(paths))))
+    # the ledger's joins shuffle into one partition per task, at most two per core: not Spark's default 200
+    # (at a few thousand rows, 200 makes a run several times slower)
+    spark.conf.set("spark.sql.shuffle.partitions",
+                   str(max(1, min(len(paths), 2 * spark.sparkContext.defaultParallelism))))
     try:
         staged, records = staged_records(spark, list(paths.values()), summary.task_size)
-        stale = stale_known(spark, staged, store, shards, sync) if paths else []
+        # a known row needs an indexed content: none in a new index, whose staged tasks never held one
+        stale = stale_known(spark, staged, store, shards, sync) if paths and shards else []
         if stale:  # staged as known, no longer indexed: executors embed them again into their staged files
             by_task: dict[str, list[int]] = {}
             for ordinal in stale:
@@ -359,18 +361,6 @@ def _run_locked(files: list[ImageFile], index_dir, config: IndexConfig, stage: S
     summary.seconds = time.perf_counter() - started
     summary.driver_peak_rss_mb = peak_rss_mb()
     return summary
-
-
-def indexed_keys(store: EmbeddingStore, shards: list[str], present: set[str] | None) -> np.ndarray:
-    """Sorted 64-bit keys of the contents indexed (with sync, under a listed path: ``present``, as stored)."""
-    import pyarrow.compute as pc
-
-    table = store.read_columns(shards, ["path", "sha256"]) if shards else None
-    if table is None or not table.num_rows:
-        return known_keys(set())
-    if present is not None:
-        table = table.filter(pc.is_in(table.column("path"), value_set=pa.array(list(present), pa.string())))
-    return known_keys(set(table.column("sha256").to_pylist()))
 
 
 def _write_job(spark, store, manifest, shards, decisions, paths, record_path, config, summary, dim) -> list[str]:

@@ -35,6 +35,7 @@ import pyarrow as pa
 from indexer.errors import ExecutionError
 from indexer.folder.store import EmbeddingStore, write_shard_file
 from indexer.inputs import filesystems
+from indexer.inputs.reader import known_keys
 from indexer.run.indexing import with_ids
 from indexer.run.spark_ids import RECORDS, Decisions, existing_rows
 from indexer.run.spark_tasks import KNOWN, OK, SKIPPED, peak_rss_mb, restage_task
@@ -149,6 +150,18 @@ def write_shard(group: pa.Table, staged_paths: dict[int, str], path: Path, dim: 
         parts.append(with_ids(picked, range(len(take)), ids[mine].tolist(), dim))
     write_shard_file(path, pa.concat_tables(parts))
     return path.name, len(ids)
+
+
+def indexed_keys(store: EmbeddingStore, shards: list[str], present: set[str] | None) -> np.ndarray:
+    """Sorted 64-bit keys of the contents indexed (with sync, under a listed path: ``present``, as stored)."""
+    import pyarrow.compute as pc
+
+    table = store.read_columns(shards, ["path", "sha256"]) if shards else None
+    if table is None or not table.num_rows:
+        return known_keys(set())
+    if present is not None:
+        table = table.filter(pc.is_in(table.column("path"), value_set=pa.array(list(present), pa.string())))
+    return known_keys(set(table.column("sha256").to_pylist()))
 
 
 def record_names(record_path: str, store: EmbeddingStore, names: list[str]) -> None:

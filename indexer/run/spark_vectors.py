@@ -170,9 +170,7 @@ def write_shards(spark, source: VectorSource, decisions: Decisions, tasks: list[
 
 @dataclass
 class SparkVectorsSummary(SparkIndexSummary):
-    """A run's summary with the driver's peak resident memory."""
-
-    driver_peak_rss_mb: float = 0.0
+    """A run's summary, its last line about the vectors' shards."""
 
     def lines(self) -> list[str]:
         return super(SparkIndexSummary, self).lines() + [
