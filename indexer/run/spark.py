@@ -225,6 +225,7 @@ class SparkStage:
         self.work: WorkFolder | None = None
         self.tasks: list[Task] = []
         self.staged_runtime = ""  # the executors' runtime, as their results record it
+        self.known_rows = 0  # files this run's tasks found indexed (not embedded)
 
     def prepare(self, run: IndexRun, keys: np.ndarray) -> None:
         config, files, summary, backbone = self.config, run.files, run.summary, run.backbone
@@ -267,6 +268,7 @@ class SparkStage:
         results = run_tasks(spark, todo, work, settings)
         summary.spark_seconds = time.perf_counter() - t
         summary.tasks_run = len(results)
+        self.known_rows = sum(r["known"] for r in results)
         summary.executor_seconds = sum(r["seconds"] for r in results)
         summary.model_seconds = sum(r["model_seconds"] for r in results)
         summary.worker_peak_rss_mb = max(r["peak_rss_mb"] for r in results)
@@ -337,8 +339,9 @@ def _run_locked(files: list[ImageFile], index_dir, config: IndexConfig, stage: S
                    str(max(1, min(len(paths), 2 * spark.sparkContext.defaultParallelism))))
     try:
         staged, records = staged_records(spark, list(paths.values()), summary.task_size)
-        # a known row needs an indexed content: none in a new index, whose staged tasks never held one
-        stale = stale_known(spark, staged, store, shards, sync) if paths and shards else []
+        # only a reused task, or one this run staged a known file in, can hold a known row the index lacks
+        stale = (stale_known(spark, staged, store, shards, sync)
+                 if shards and (summary.tasks_reused or stage.known_rows) else [])
         if stale:  # staged as known, no longer indexed: executors embed them again into their staged files
             by_task: dict[str, list[int]] = {}
             for ordinal in stale:
@@ -380,6 +383,10 @@ def _write_job(spark, store, manifest, shards, decisions, paths, record_path, co
                            str(store.shard_dir), dim)
     summary.shard_seconds = time.perf_counter() - t
     rows = {r["name"]: r["rows"] for r in results}
+    unseen = [name for name in names.values() if name in rows and not (store.shard_dir / name).is_file()]
+    if unseen:  # written on the executors' own disks
+        raise SparkJobError(f"the executors wrote shard {unseen[0]} where this driver cannot see it: put the index "
+                            f"folder {store.root} on a mount the executors share, then run the same command again")
     for name, expected in zip(names.values(), shard_rows(decisions, config.shard_size)):
         if rows.get(name) != expected:
             raise SparkJobError(f"the Spark job ended but shard {name} holds {rows.get(name)} rows, not {expected}; "
