@@ -81,7 +81,8 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
                    "without it only new files get it (local engine).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
-              help="Embed in local processes, or on Apache Spark executors (pip install 'imgsearch[spark]').")
+              help="Embed in local processes, or on Apache Spark executors that also write the shards "
+                   "(INDEX on a filesystem they share; pip install 'imgsearch[spark]').")
 @click.option("--master", default=None, help="Spark master URL (spark engine; default: local[*]).")
 @click.option("--work-dir", default=None,
               help="Where Spark executors write their results: a shared path or a URI (hdfs://, s3://) "

@@ -99,21 +99,23 @@ def test_spark_index_equals_local_index(spark, spark_corpus, local_index, tmp_pa
 
 
 def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_index, tmp_path, monkeypatch):
-    """Killed mid-job: finished tasks are not run again; killed while writing shards: no Spark job at all."""
+    """Killed mid-job: finished tasks are not run again; killed after job 2 wrote two of its shards: the next run
+    deletes them (ids never depend on which shards a killed run finished) and writes them again from the staged
+    tasks, with no embed job; the driver handles records and ids, never an embedding."""
+    from indexer.inputs import filesystems
     from indexer.run import spark as spark_index
 
-    real_run_tasks, real_write, ran, written = spark_index.run_tasks, EmbeddingStore.write_table, [], []
+    real_run_tasks, real_write, real_decide, ran = spark_index.run_tasks, spark_index.write_shards, \
+        spark_index.decide_ids, []
 
     def dies_after_four_tasks(spark_, tasks, work, settings):
         ran.append(len(tasks))
         real_run_tasks(spark_, tasks[:4], work, settings)
         raise spark_index.SparkJobError("executor lost")
 
-    def fails_on_third_shard(self, t):
-        if len(written) == 2:
-            raise KeyboardInterrupt
-        written.append(real_write(self, t))
-        return written[-1]
+    def dies_after_two_shards(spark_, decisions, offsets, names, *args):
+        real_write(spark_, decisions, offsets, dict(sorted(names.items())[:2]), *args)
+        raise spark_index.SparkJobError("driver killed")
 
     index_dir = tmp_path / "idx"
     tasks_dir = index_dir / "spark-work" / "imgsearch-tasks"
@@ -125,19 +127,47 @@ def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_in
     assert EmbeddingStore(index_dir).read_manifest()["count"] == 0  # nothing half-published
 
     monkeypatch.setattr(spark_index, "run_tasks", real_run_tasks)
-    monkeypatch.setattr(EmbeddingStore, "write_table", fails_on_third_shard)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(spark_index, "write_shards", dies_after_two_shards)
+    with pytest.raises(spark_index.SparkJobError):
         spark_index.index_images_spark([spark_corpus], index_dir, CFG, spark=spark)
-    assert written == ["part-00000.parquet", "part-00001.parquet"]
+    store = EmbeddingStore(index_dir)
+    assert store.completed_shards() == ["part-00000.parquet", "part-00001.parquet"]  # written by executors
+    assert store.read_manifest()["shards"] == []  # not published
     for name, stamp in staged.items():  # the finished tasks were not run again
         assert (tasks_dir / name).stat().st_mtime_ns == stamp
     assert len(list(tasks_dir.glob("task-*.parquet"))) == 10
 
-    monkeypatch.setattr(EmbeddingStore, "write_table", real_write)
+    seen = {}
+
+    def decide(spark_, records, *args):
+        seen["records"] = records.schema.names
+        decisions = real_decide(spark_, records, *args)
+        seen["embedded"] = decisions.embedded.schema.names
+        return decisions
+
+    def write_shards(*args):
+        seen["results"] = real_write(*args)
+        return seen["results"]
+
+    def no_embedding_on_the_driver(path, columns=None):  # executors run in other processes: not patched there
+        assert columns is not None and "embedding" not in columns, path
+        return real_read(path, columns)
+
+    real_read = filesystems.read_parquet
+    monkeypatch.setattr(filesystems, "read_parquet", no_embedding_on_the_driver)
+    monkeypatch.setattr(spark_index, "decide_ids", decide)
+    monkeypatch.setattr(spark_index, "write_shards", write_shards)
     summary = spark_index.index_images_spark([spark_corpus], index_dir, CFG, spark=spark)
-    assert (summary.tasks, summary.tasks_reused, summary.tasks_run) == (10, 10, 0)  # no Spark job
-    assert summary.added == 308 - 128  # the two shards' rows were adopted, not embedded again
+    assert (summary.tasks, summary.tasks_reused, summary.tasks_run) == (10, 10, 0)  # no embed job
+    assert (summary.added, summary.duplicates, len(summary.skipped)) == (308, 1, 3)  # nothing adopted
+    assert seen["records"] == ["task", "ordinal", "path", "sha256", "reason"]
+    assert seen["embedded"] == ["task", "ordinal", "id"]
+    assert {tuple(r) for r in seen["results"]} == {("name", "rows", "peak_rss_mb")}
+    assert sorted(r["rows"] for r in seen["results"]) == [52, 64, 64, 64, 64]  # cut as the local engine cuts
+    assert summary.driver_peak_rss_mb > 0 and "driver peak RSS" in summary.lines()[-1]
     assert_same_index(local_index[0], index_dir)
+    assert set(skipped_lines(index_dir)) == set(skipped_lines(local_index[0]))  # each run appends its own
+    assert not (index_dir / "spark-work").exists()
 
 
 def test_incremental_runs_match_the_local_engine(spark, spark_corpus, tmp_path):
@@ -273,3 +303,34 @@ def test_spark_heads_match_local_heads_and_serve_like_them(spark, labelled_vecto
     assert abs(sum(p for _, p in top) - 1) < 1e-4
     hits = engine.search_vector(vectors[0], 5, head=f"spark-{model}")
     assert len(hits) == 5 and hits[0].id == 0
+
+
+# ------------------------------------------------- executors write the shards with their final ids (issue 19)
+def test_a_staged_known_file_the_index_no_longer_holds_is_embedded_again(spark, photos_dir, tmp_path, monkeypatch):
+    """Staged as known (its content was indexed under a path since gone), then a --sync run removes that path:
+    the staged task is reused and the file embedded again by an executor, as the local engine embeds it."""
+    from indexer.run import spark as spark_index
+
+    src = tmp_path / "src"
+    shutil.copytree(photos_dir, src)
+    cfg = dataclasses.replace(CFG, spark_task_size=3)
+    local_dir, spark_dir = tmp_path / "local", tmp_path / "spark"
+    index_images([src], local_dir, cfg)
+    shutil.copytree(local_dir, spark_dir)  # the index the Spark engine gives (test_spark_index_equals_local_index)
+    (src / "moved").mkdir()
+    (src / "coffee.jpg").rename(src / "moved" / "coffee.jpg")  # its content stays indexed under the old path
+
+    def killed(*args):
+        raise spark_index.SparkJobError("driver killed")
+
+    monkeypatch.setattr(spark_index, "decide_ids", killed)
+    with pytest.raises(spark_index.SparkJobError):  # staged the moved file as known, then died
+        spark_index.index_images_spark([src], spark_dir, cfg, spark=spark)
+    monkeypatch.undo()
+    a = index_images([src], local_dir, cfg, sync=True)
+    b = spark_index.index_images_spark([src], spark_dir, cfg, spark=spark, sync=True)
+    assert (b.tasks, b.tasks_reused, b.tasks_run, b.embedded_again) == (3, 3, 0, 1)
+    for field in ("added", "changed", "removed", "already_indexed", "duplicates", "total"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert (b.added, b.removed) == (1, 1)
+    assert_same_index(local_dir, spark_dir)

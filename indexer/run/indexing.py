@@ -1,8 +1,11 @@
 """The one indexing run: list -> embed (a stage passed in) -> ledger -> write shards -> publish.
 
-The run is the same whichever engine embeds: the local one (decoding
-processes and an ``Embedder``, ``pipeline.LocalStage``) or Spark executors
-(``spark.SparkStage``).  A stage reports every listed file, in listing
+The run is the same whichever local stage embeds (decoding processes and an
+``Embedder``, ``pipeline.LocalStage``; vectors made elsewhere,
+``index_vectors``).  The Spark engines do not go through it: their executors
+write the shards, with ids decided by the ledger's rules as DataFrame steps
+(``spark``, ``spark_vectors``, ``spark_ids``), and they share
+``open_index`` and ``finish_index`` with it.  A stage reports every listed file, in listing
 order, as ``Outcomes``: batches of per-file records (content hash, or why the
 file was not read) with the rows of the files it embedded.  The run admits
 each file through the ``Ledger`` (which decides ids, duplicates, changed and
@@ -23,10 +26,7 @@ The stage interface (``EmbedStage``):
 
 A stage must embed every file whose content is new to the index and to the
 run so far; it may leave out (``embedded=False``) one it knows the index
-holds, or that repeats an earlier file of the run.  Seam for a later
-engine: a stage that writes shards itself (Spark executors writing them)
-would hand back shard names instead of rows; the run would then adopt them
-as ``written`` after checking their ids, where today it writes rows.
+holds, or that repeats an earlier file of the run.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class IndexRun:
     store: EmbeddingStore
     manifest: dict  # as published before this run
     backbone: "Backbone"
-    ledger: Ledger  # read-only to a stage
+    ledger: Ledger | None  # read-only to a stage; None on Spark, whose ids are decided by Spark (``spark_ids``)
     summary: IndexSummary
     config: IndexConfig
     started: float  # time.perf_counter() at the start of the run

@@ -1,20 +1,29 @@
-"""Indexing on Apache Spark: executors embed, the driver decides ids and publishes.
+"""Indexing on Apache Spark: executors embed and write the shards, the driver decides ids and publishes.
 
 What is Spark's alone lives here: the session, the tasks, the work folder,
-running the job and reading what it staged.  The run itself (listing,
-ledger, shards, publish) is ``indexing.run_index``, the local engine's, with
-``SparkStage`` as its embedding stage.  The driver lists the files exactly
-as the local engine does and cuts the listing into tasks of consecutive
-files.  Executors read, hash, decode and embed each task's files
-(``spark_tasks``, in ``mapInPandas`` batches, one model per Python worker
-process) and write the results to the work folder, which may be HDFS, S3 or
-any URI ``filesystems`` opens.  The stage then hands the results to the run
-in listing order, which admits them through the same ``Ledger`` (dedup by
-sha256, changed files, skipped files, next id): the index is the one the
-local engine would have built.
+the embed job, and the run that drives it (``index_images_spark``).  The
+driver lists the files exactly as the local engine does (that per-file
+listing, a path and a label per file, stays on the driver for now) and cuts
+it into tasks of consecutive files.  Then:
 
-Resume: a task whose results are in the work folder is not run again, and
-shards written before an interruption are adopted as by the local engine.
+1. the embed job: executors read, hash, decode and embed each task's files
+   (``spark_tasks``, in ``mapInPandas`` batches, one model per Python worker
+   process) and stage the results in the work folder, which may be HDFS, S3
+   or any URI ``filesystems`` opens; a staged task is the resume unit;
+2. Spark reads the staged files' small columns (``spark_shards.staged_records``:
+   task, ordinal, path, sha256, reason; never the embedding); a file staged as
+   known whose content the index no longer holds is embedded again by an
+   executor (``spark_shards.embed_again``);
+3. the ledger's rules as DataFrame steps (``spark_ids.decide_ids``): the ids,
+   copies and removals the local ``Ledger`` gives;
+4. job 2 (``spark_shards.write_shards``): executors write the shards, cut as the
+   local engine cuts them, with their final ids, under names the driver gave;
+5. the driver publishes (``indexing.finish_index``), holding the writer lock from the start.
+
+So the index is the one the local engine would have built, and no embedding
+passes through the driver.  Resume: a task whose results are in the work
+folder is not run again; shards a killed run wrote but never published are
+deleted by the next run, which writes them again from the staged tasks.
 """
 
 from __future__ import annotations
@@ -27,27 +36,41 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
-import pyarrow as pa
 
 from indexer.config import IndexConfig
-from indexer.errors import ExecutionError, MissingDependencyError
+from indexer.errors import MissingDependencyError
+from indexer.folder.lock import writer_lock
 from indexer.folder.manifest import model_precision, resample
 from indexer.folder.manifest import precision as index_precision
-from indexer.folder.texts import decode_text, encode_text, texts_of
+from indexer.folder.store import shard_name
+from indexer.folder.texts import decode_text, encode_text
 from indexer.inputs import filesystems
-from indexer.inputs.reader import Decoded, read_one
-from indexer.inputs.sources import ImageFile
-from indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
+from indexer.inputs.sources import ImageFile, iter_image_files
+from indexer.run.indexing import IndexRun, finish_index, open_index
+from indexer.run.spark_ids import decide_ids
+from indexer.run.spark_shards import (
+    SparkJobError,
+    discard_unpublished,
+    embed_again,
+    indexed_keys,
+    next_shard_number,
+    record_names,
+    shard_offsets,
+    shard_rows,
+    staged_records,
+    stale_known,
+    write_shards,
+)
 from indexer.run.spark_tasks import (
     INPUT_SCHEMA,
-    KNOWN,
     RESULT_SCHEMA,
-    SKIPPED,
     TaskSettings,
     embed_task,
+    peak_rss_mb,
 )
 from indexer.run.summary import SparkIndexSummary
 
@@ -55,10 +78,7 @@ log = logging.getLogger(__name__)
 
 WORK_DIR = "spark-work"  # inside the index folder, unless IndexConfig.spark_work_dir says elsewhere
 MAX_TASK_SIZE = 1024
-
-
-class SparkJobError(ExecutionError):
-    """The Spark job failed; finished tasks are kept for the next run."""
+RUN_RECORD = "imgsearch-shards-run.json"  # in the work folder: the shards job 2 was given, until published
 
 
 @dataclass(frozen=True)
@@ -190,13 +210,11 @@ def run_tasks(spark, tasks: Sequence[Task], work: WorkFolder, settings: TaskSett
 
 
 class SparkStage:
-    """The embedding stage of ``indexing.run_index`` on Spark: plan tasks, run the job, read what it staged.
+    """The embed job of a Spark run: plan tasks, run those not staged yet.
 
-    ``prepare`` runs the job (only for tasks not already staged by an earlier,
-    interrupted run); ``outcomes`` then reads the staged results in listing
-    order.  A file an executor found indexed (its 64-bit key was known) but
-    that is not indexed now (removed since, or a key collision) is embedded
-    here, on the driver.
+    ``prepare`` runs the job only for tasks not already staged by an earlier,
+    interrupted run; executors skip embedding a file whose 64-bit content key
+    is among ``keys`` (the index's contents).
     """
 
     summary_type = SparkIndexSummary
@@ -206,10 +224,10 @@ class SparkStage:
         self.run: IndexRun | None = None
         self.work: WorkFolder | None = None
         self.tasks: list[Task] = []
-        self._staged_runtime = ""  # the executors' runtime, as their results record it
-        self._driver_embedder = None
+        self.staged_runtime = ""  # the executors' runtime, as their results record it
+        self.known_rows = 0  # files this run's tasks found indexed (not embedded)
 
-    def prepare(self, run: IndexRun) -> None:
+    def prepare(self, run: IndexRun, keys: np.ndarray) -> None:
         config, files, summary, backbone = self.config, run.files, run.summary, run.backbone
         self.run = run
         backbone_id = f"{backbone.name}:{backbone.weights_id}"
@@ -230,21 +248,27 @@ class SparkStage:
         summary.tasks, summary.tasks_reused, summary.task_size = len(self.tasks), len(self.tasks) - len(todo), task_size
         summary.startup_seconds = time.perf_counter() - run.started
         if todo:
-            self._run_job(todo)
+            self._run_job(todo, keys)
 
-    def _run_job(self, todo: list[Task]) -> None:
-        config, summary, work = self.config, self.run.summary, self.work
-        spark = self.spark = self.spark or spark_session(config)
-        summary.master = spark.sparkContext.master
+    def settings(self, keys: np.ndarray | None) -> TaskSettings:
+        """What executors need to embed as the index was built (``keys``: broadcast to skip indexed contents)."""
+        config, spark = self.config, self._session()
         model = model_precision(self.run.manifest)  # the index's precision, not the defaults
-        settings = TaskSettings(self.run.backbone.name, config.weights, config.runtime, config.batch_size,
-                                str(config.cache_dir), _ship_model(spark, self.run.backbone, config, **model),
-                                spark.sparkContext.broadcast(self.run.ledger.known_keys()), model["precision"],
-                                resample(self.run.manifest))
+        return TaskSettings(self.run.backbone.name, config.weights, config.runtime, config.batch_size,
+                            str(config.cache_dir), _ship_model(spark, self.run.backbone, config, **model),
+                            None if keys is None else spark.sparkContext.broadcast(keys), model["precision"],
+                            resample(self.run.manifest))
+
+    def _run_job(self, todo: list[Task], keys: np.ndarray) -> None:
+        summary, work = self.run.summary, self.work
+        spark = self._session()
+        summary.master = spark.sparkContext.master
+        settings = self.settings(keys)
         t = time.perf_counter()
         results = run_tasks(spark, todo, work, settings)
         summary.spark_seconds = time.perf_counter() - t
         summary.tasks_run = len(results)
+        self.known_rows = sum(r["known"] for r in results)
         summary.executor_seconds = sum(r["seconds"] for r in results)
         summary.model_seconds = sum(r["model_seconds"] for r in results)
         summary.worker_peak_rss_mb = max(r["peak_rss_mb"] for r in results)
@@ -256,7 +280,10 @@ class SparkStage:
 
     @property
     def runtime(self) -> str:
-        return f"spark {self.run.summary.master or '(earlier run)'}: {self._staged_runtime}"
+        if not self.staged_runtime and self.tasks:  # from a staged file's footer and one small column
+            table = filesystems.read_parquet(self.work.path(self.tasks[0]), columns=["ordinal"])
+            self.staged_runtime = (table.schema.metadata or {}).get(b"runtime", b"").decode()
+        return f"spark {self.run.summary.master or '(earlier run)'}: {self.staged_runtime}"
 
     @property
     def fill(self):
@@ -273,68 +300,96 @@ class SparkStage:
     def done(self) -> None:
         self.work.clear()  # published: the staged results are no longer needed
 
-    def outcomes(self) -> Iterator[Outcomes]:
-        for task in self.tasks:
-            table = filesystems.read_parquet(self.work.path(task))
-            self._staged_runtime = self._staged_runtime or (table.schema.metadata or {}).get(b"runtime", b"").decode()
-            yield from self._task_outcomes(table)
-
-    def _task_outcomes(self, table: pa.Table) -> Iterator[Outcomes]:
-        """One staged task as ``Outcomes``: its rows as staged, cut where the driver embeds a file itself."""
-        segment: list[Outcome] = []
-        staged_rows: list[int] = []  # rows of the staged table holding segment's embedded files
-
-        def flush() -> Outcomes:
-            out = Outcomes(list(segment), table.take(pa.array(staged_rows, pa.int64())) if staged_rows else None)
-            segment.clear()
-            staged_rows.clear()
-            return out
-
-        columns = [texts_of(table, "path"), texts_of(table, "label"),
-                   *(table.column(c).to_pylist() for c in ("status", "reason", "sha256"))]
-        for i, (path, label, status, reason, sha) in enumerate(zip(*columns)):
-            file = ImageFile(path, label)
-            if status == SKIPPED:
-                segment.append(Outcome(file, None, decode_text(reason)))
-            elif status == KNOWN and not self.run.ledger.is_known(sha):
-                # indexed when the task ran but not now (removed since, or a 64-bit key collision): embed it here
-                item = read_one(file, self.run.backbone.input_size, np.empty(0, np.uint64),
-                                resample=resample(self.run.manifest))
-                if isinstance(item, Decoded):
-                    if segment:
-                        yield flush()  # rows stay in listing order
-                    yield self._embed_here(item)
-                else:
-                    segment.append(Outcome(file, getattr(item, "sha256", None), getattr(item, "reason", "")))
-            elif status == KNOWN:
-                segment.append(Outcome(file, sha))
-            else:
-                segment.append(Outcome(file, sha, embedded=True))
-                staged_rows.append(i)
-        if segment:
-            yield flush()
-
-    def _embed_here(self, item: Decoded) -> Outcomes:
-        backbone, config = self.run.backbone, self.config
-        if self._driver_embedder is None:
-            from indexer.model.embedder import Embedder
-
-            self._driver_embedder = Embedder(backbone, config.batch_size, config.runtime, config.cache_dir)
-        vectors = self._driver_embedder.embed(item.image.array[None])  # (1, D)
-        rows = embedded_rows([item.file], [item.sha256], [(item.image.width, item.image.height)], vectors,
-                             backbone.dim, [item.info])
-        return Outcomes([Outcome(item.file, item.sha256, embedded=True)], rows)
-
 
 def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike,
                        config: IndexConfig | None = None, *, spark=None, sync: bool = False,
                        wait: bool = True) -> SparkIndexSummary:
-    """``indexer.run.pipeline.index_images`` with the embedding done by Spark executors; the same index results.
+    """``indexer.run.pipeline.index_images`` with executors embedding and writing the shards; the same index.
 
-    ``spark``: a SparkSession to use (default: ``spark_session(config)``, created
-    only when there is something to embed).  The driver holds the folder's
-    writer lock for the whole run, Spark job included (``wait`` as in ``index_images``).
+    ``spark``: a SparkSession to use (default: ``spark_session(config)``).  The
+    driver holds the folder's writer lock for the whole run, Spark jobs included
+    (``wait`` as in ``index_images``).
     """
     require_pyspark()
     config = config or IndexConfig()
-    return run_index(sources, index_dir, config, SparkStage(config, spark), sync=sync, wait=wait)
+    started = time.perf_counter()
+    files = list(iter_image_files(sources))  # the run's one listing: fails early on a missing source
+    with writer_lock(index_dir, wait=wait, create=True):
+        return _run_locked(files, index_dir, config, SparkStage(config, spark), sync, started)
+
+
+def _run_locked(files: list[ImageFile], index_dir, config: IndexConfig, stage: SparkStage, sync: bool,
+                started: float) -> SparkIndexSummary:
+    from indexer.model.backbones import load_backbone
+
+    summary = SparkIndexSummary(str(index_dir), found=len(files))
+    backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
+    record_path = filesystems.join(config.spark_work_dir or str(Path(index_dir) / WORK_DIR), RUN_RECORD)
+    discard_unpublished(index_dir, record_path)
+    store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime)
+    run = IndexRun(files, str(index_dir), store, manifest, backbone, None, summary, config, started)
+    stage.prepare(run, indexed_keys(store, shards, {encode_text(f.path) for f in files} if sync else None))
+    spark = stage._session()
+    summary.master = summary.master or spark.sparkContext.master
+    paths = {i: stage.work.path(t) for i, t in enumerate(stage.tasks)}
+    shuffle = spark.conf.get("spark.sql.shuffle.partitions")
+    # the ledger's joins shuffle into one partition per task, at most two per core: not Spark's default 200
+    # (at a few thousand rows, 200 makes a run several times slower)
+    spark.conf.set("spark.sql.shuffle.partitions",
+                   str(max(1, min(len(paths), 2 * spark.sparkContext.defaultParallelism))))
+    try:
+        staged, records = staged_records(spark, list(paths.values()), summary.task_size)
+        # only a reused task, or one this run staged a known file in, can hold a known row the index lacks
+        stale = (stale_known(spark, staged, store, shards, sync)
+                 if shards and (summary.tasks_reused or stage.known_rows) else [])
+        if stale:  # staged as known, no longer indexed: executors embed them again into their staged files
+            by_task: dict[str, list[int]] = {}
+            for ordinal in stale:
+                by_task.setdefault(paths[ordinal // summary.task_size], []).append(ordinal)
+            summary.embedded_again = embed_again(spark, by_task, stage.settings(None))
+            staged, records = staged_records(spark, list(paths.values()), summary.task_size)  # read anew
+        records = records.persist()
+        decisions = decide_ids(spark, records, store, manifest, shards, sync)
+        names = _write_job(spark, store, manifest, shards, decisions, paths, record_path, config, summary, backbone.dim)
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", shuffle)
+    records.unpersist()
+    decisions.release()
+
+    manifest = finish_index(store, manifest, shards, names, decisions.remove_ids, stage.runtime, config,
+                            copies=decisions.copies, fill=stage.fill)
+    filesystems.remove_file(record_path)
+    stage.done()
+    summary.total = manifest["count"]
+    summary.seconds = time.perf_counter() - started
+    summary.driver_peak_rss_mb = peak_rss_mb()
+    return summary
+
+
+def _write_job(spark, store, manifest, shards, decisions, paths, record_path, config, summary, dim) -> list[str]:
+    """Count and log what the ledger decided, name the shards, record the names, run job 2; the names, in order."""
+    for name in ("added", "changed", "duplicates", "already_indexed", "removed"):
+        setattr(summary, name, getattr(decisions, name))
+    summary.skipped = [(path, decode_text(reason)) for path, reason in decisions.skipped]
+    store.log_skipped(f"{path}\t{reason}" for path, reason in summary.skipped)
+    number = next_shard_number(store, manifest, shards)
+    names = {i: shard_name(number + i) for i in range(len(shard_rows(decisions, config.shard_size)))}
+    if not names:
+        return []
+    record_names(record_path, store, list(names.values()))
+    store.shard_dir.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    results = write_shards(spark, decisions, shard_offsets(decisions), names, paths, config.shard_size,
+                           str(store.shard_dir), dim)
+    summary.shard_seconds = time.perf_counter() - t
+    rows = {r["name"]: r["rows"] for r in results}
+    unseen = [name for name in names.values() if name in rows and not (store.shard_dir / name).is_file()]
+    if unseen:  # written on the executors' own disks
+        raise SparkJobError(f"the executors wrote shard {unseen[0]} where this driver cannot see it: put the index "
+                            f"folder {store.root} on a mount the executors share, then run the same command again")
+    for name, expected in zip(names.values(), shard_rows(decisions, config.shard_size)):
+        if rows.get(name) != expected:
+            raise SparkJobError(f"the Spark job ended but shard {name} holds {rows.get(name)} rows, not {expected}; "
+                                f"run the same command again (its shards are deleted first)")
+    summary.worker_peak_rss_mb = max(summary.worker_peak_rss_mb, *(r["peak_rss_mb"] for r in results))
+    return list(names.values())

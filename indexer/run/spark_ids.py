@@ -1,7 +1,8 @@
 """The ledger's rules (``ledger.Ledger.admit`` and ``final_copies``) as Spark DataFrame steps.
 
-``index-vectors --engine spark`` decides ids without a Python record per row on
-the driver: the rows of the vectors file arrive as a DataFrame of small
+``index-vectors --engine spark`` and ``index --engine spark`` decide ids without
+a Python record per row on the driver: the rows of the vectors file (or the
+staged tasks' files, ``spark_shards.staged_records``) arrive as a DataFrame of small
 records (``RECORDS``: task, ordinal, path as stored, sha256, reason; no
 embedding), the index's rows are read from its shards by the executors, and
 joins, ``groupBy`` minima and a window per task give every row the fate the

@@ -3,9 +3,9 @@
 A task is a run of consecutive listed files.  Its result file ("staged
 task") holds one row per file, in listing order: content hash, size and
 embedding of each decoded image, or why a file was not decoded (its content
-is already indexed, or it is not a readable image).  The driver turns staged
-tasks into index shards (``spark``); a task whose result file exists is
-not run again.
+is already indexed, or it is not a readable image).  Executors then turn
+staged tasks into index shards (``spark_shards``); a task whose result file
+exists is not run again.
 
 Runs inside PySpark's Python workers, called by ``mapInPandas`` with Arrow
 batches of ``batch_size`` files.  The model is built once per worker process
@@ -123,8 +123,8 @@ def process_embedder(settings: TaskSettings, threads: int):
     return _EMBEDDERS[key]
 
 
-def _peak_rss_mb() -> float:
-    """This worker process's peak resident memory so far."""
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -216,5 +216,26 @@ def embed_task(batches: Iterator, settings: TaskSettings) -> Iterator:
         "known": [status.count(KNOWN)], "skipped": [status.count(SKIPPED)],
         "seconds": [time.perf_counter() - started], "model_seconds": [model_seconds],
         "pid": [os.getpid()], "host": [os.uname().nodename], "runtime": [embedder.runtime],
-        "peak_rss_mb": [_peak_rss_mb()],
+        "peak_rss_mb": [peak_rss_mb()],
     })
+
+
+def restage_task(staged: str, ordinals: list[int], settings: TaskSettings) -> int:
+    """Read and embed again the rows ``ordinals`` of a staged task (staged as known, no longer indexed).
+
+    The staged file is rewritten (atomically) with them as ok, or skipped when
+    they can no longer be decoded; returns how many rows were read again.
+    """
+    import pyarrow.compute as pc
+
+    table = filesystems.read_parquet(staged)
+    embedder = process_embedder(settings, _task_cpus())
+    rows = (np.asarray(ordinals, np.int64) - table.column("ordinal")[0].as_py()).tolist()
+    paths, labels = table.column("path").to_pylist(), table.column("label").to_pylist()
+    items = [read_one(ImageFile(decode_text(paths[i]), decode_text(labels[i])), embedder.backbone.input_size,
+                      np.empty(0, np.uint64), resample=settings.resample) for i in rows]  # no key: none is known
+    again = _to_table([_batch_rows(np.asarray(ordinals, np.int64), items, embedder)], embedder.dim, embedder.runtime)
+    kept = table.filter(pc.invert(pc.is_in(table.column("ordinal"), value_set=pa.array(ordinals, pa.int64()))))
+    merged = pa.concat_tables([kept, again.select(table.schema.names).cast(table.schema)]).sort_by("ordinal")
+    filesystems.write_parquet(merged, staged, tmp_tag=f"{os.uname().nodename}-{os.getpid()}")
+    return len(rows)

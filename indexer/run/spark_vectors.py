@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from indexer.config import IndexConfig
 from indexer.folder.lock import writer_lock
-from indexer.folder.store import EmbeddingStore, shard_name, write_shard_file
+from indexer.folder.store import shard_name, write_shard_file
 from indexer.folder.texts import encode_texts
 from indexer.inputs import filesystems
 from indexer.inputs.sources import ImageFile
@@ -48,6 +48,7 @@ from indexer.run.indexing import embedded_rows, finish_index, open_index, with_i
 from indexer.run.spark import WORK_DIR, SparkJobError, require_pyspark, spark_session
 from indexer.run.spark_fill import SparkFill
 from indexer.run.spark_ids import RECORDS, Decisions, decide_ids
+from indexer.run.spark_shards import discard_unpublished, next_shard_number
 from indexer.run.summary import SparkIndexSummary
 
 MAX_TASK_ROWS = 65_536  # rows a task holds at once in job 2: 335 MB of 1280-d float32 vectors
@@ -169,9 +170,7 @@ def write_shards(spark, source: VectorSource, decisions: Decisions, tasks: list[
 
 @dataclass
 class SparkVectorsSummary(SparkIndexSummary):
-    """A run's summary with the driver's peak resident memory."""
-
-    driver_peak_rss_mb: float = 0.0
+    """A run's summary, its last line about the vectors' shards."""
 
     def lines(self) -> list[str]:
         return super(SparkIndexSummary, self).lines() + [
@@ -182,24 +181,6 @@ class SparkVectorsSummary(SparkIndexSummary):
 
 def _record_path(config: IndexConfig, index_dir) -> str:
     return filesystems.join(config.spark_work_dir or str(Path(index_dir) / WORK_DIR), RUN_RECORD)
-
-
-def discard_unpublished(index_dir, record_path: str) -> None:
-    """Delete the shards a killed run wrote but never published, before the store could adopt them."""
-    try:
-        record = json.loads(filesystems.read_bytes(record_path))
-    except (OSError, ValueError):
-        return
-    store = EmbeddingStore(index_dir)
-    manifest = store.read_manifest() if store.exists() else None
-    if manifest and manifest["shards"] == record["shards"] and manifest.get("updated") == record["updated"]:
-        store.delete_shards(n for n in record["planned"] if n not in manifest["shards"])
-    filesystems.remove_file(record_path)
-
-
-def _next_shard_number(store: EmbeddingStore, manifest: dict, shards: list[str]) -> int:
-    last = max([*shards, *store.completed_shards(), manifest.get("shard_high", "")])
-    return int(last[5:10]) + 1 if last else 0
 
 
 def index_vectors_spark(src: str | os.PathLike, index_dir: str | os.PathLike, config: IndexConfig | None = None, *,
@@ -268,7 +249,7 @@ def _write_job(spark, source, store, manifest, shards, tasks, decisions, record_
         setattr(summary, name, getattr(decisions, name))
     store.log_skipped(f"{path}\t{reason}" for path, reason in decisions.skipped)
 
-    number = _next_shard_number(store, manifest, shards)
+    number = next_shard_number(store, manifest, shards)
     names = {task: shard_name(number + i) for i, task in enumerate(sorted(decisions.per_task))}
     if names:
         filesystems.make_dirs(os.path.dirname(record_path))

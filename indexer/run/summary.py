@@ -60,14 +60,19 @@ class SparkIndexSummary(IndexSummary):
     executor_seconds: float = 0.0  # summed over tasks
     model_seconds: float = 0.0  # summed over tasks: inference alone
     worker_peak_rss_mb: float = 0.0  # the largest Python worker process
+    embedded_again: int = 0  # staged as known, no longer indexed: embedded again by an executor
+    shard_seconds: float = 0.0  # the job writing the shards, wall clock
+    driver_peak_rss_mb: float = 0.0
 
     def lines(self) -> list[str]:
+        driver = (f"shards written by executors in {self.shard_seconds:.1f}s; "
+                  f"driver peak RSS {self.driver_peak_rss_mb:.0f} MB")
         if not self.tasks_run:
-            return super().lines() + [f"spark: no job to run ({self.tasks} tasks, {self.tasks_reused} of them "
-                                      "finished by an earlier run)"]
+            return super().lines() + [f"spark: no embed job to run ({self.tasks} tasks, {self.tasks_reused} of "
+                                      f"them finished by an earlier run); {driver}"]
         return super().lines() + [
             f"spark {self.master}: {self.tasks} tasks of up to {self.task_size} files "
             f"({self.tasks_reused} finished by an earlier run), job {self.spark_seconds:.1f}s, "
             f"executors {self.executor_seconds:.1f}s of which the model {self.model_seconds:.1f}s; "
-            f"largest Python worker {self.worker_peak_rss_mb:.0f} MB"
+            f"largest Python worker {self.worker_peak_rss_mb:.0f} MB; {driver}"
         ]

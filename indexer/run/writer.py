@@ -15,7 +15,7 @@ class ShardWriter:
     """Buffers rows and tables and writes a shard every ``shard_size`` rows, in order, off the main thread.
 
     ``add`` takes one ``Row`` (the local engine), ``add_table`` a table in the
-    shard schema (the Spark engine's staged results); both may be mixed, and
+    shard schema (a stage's embedded rows); both may be mixed, and
     the same rows make the same shards either way.  At most ``max_pending``
     full shards wait to be written, so memory stays bounded; ``close()``
     writes the rest, waits, and re-raises a write error.
