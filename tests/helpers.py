@@ -75,3 +75,31 @@ class LiveServer:
         self.server.task_dispatcher.shutdown()
         self.thread.join(timeout=10)
         assert not self.thread.is_alive(), "the server thread did not stop"
+
+
+def watch_spark_driver(monkeypatch, module, decide_ids, write_shards) -> dict:
+    """Watch what the driver of a Spark run handles: ``decide_ids`` and ``write_shards`` (the real ones) are
+    patched into ``module`` to record the columns of the ledger's records and decisions and job 2's results;
+    ``assert_no_embedding_reached`` then checks them."""
+    seen = {}
+
+    def decide(spark, records, *args):
+        seen["records"] = records.schema.names
+        decisions = decide_ids(spark, records, *args)
+        seen["embedded"] = decisions.embedded.schema.names
+        return decisions
+
+    def write(*args):
+        seen["results"] = write_shards(*args)
+        return seen["results"]
+
+    monkeypatch.setattr(module, "decide_ids", decide)
+    monkeypatch.setattr(module, "write_shards", write)
+    return seen
+
+
+def assert_no_embedding_reached(seen: dict) -> None:
+    """The driver saw records and ids only, and job 2 answered with its shards' names and sizes."""
+    assert seen["records"] == ["task", "ordinal", "path", "sha256", "reason"]
+    assert seen["embedded"] == ["task", "ordinal", "id"]
+    assert {tuple(r) for r in seen["results"]} == {("name", "rows", "peak_rss_mb")}

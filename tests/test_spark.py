@@ -17,7 +17,11 @@ from indexer.config import IndexConfig
 from indexer.folder.store import EmbeddingStore, embeddings_of
 from indexer.run.pipeline import index_images
 from search.engine import SearchEngine
-from tests.helpers import write_bad_files
+from tests.helpers import (
+    assert_no_embedding_reached,
+    watch_spark_driver,
+    write_bad_files,
+)
 from web.cli import main
 
 pytestmark = pytest.mark.timeout(600)
@@ -137,17 +141,7 @@ def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_in
         assert (tasks_dir / name).stat().st_mtime_ns == stamp
     assert len(list(tasks_dir.glob("task-*.parquet"))) == 10
 
-    seen = {}
-
-    def decide(spark_, records, *args):
-        seen["records"] = records.schema.names
-        decisions = real_decide(spark_, records, *args)
-        seen["embedded"] = decisions.embedded.schema.names
-        return decisions
-
-    def write_shards(*args):
-        seen["results"] = real_write(*args)
-        return seen["results"]
+    seen = watch_spark_driver(monkeypatch, spark_index, real_decide, real_write)
 
     def no_embedding_on_the_driver(path, columns=None):  # executors run in other processes: not patched there
         assert columns is not None and "embedding" not in columns, path
@@ -155,14 +149,10 @@ def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_in
 
     real_read = filesystems.read_parquet
     monkeypatch.setattr(filesystems, "read_parquet", no_embedding_on_the_driver)
-    monkeypatch.setattr(spark_index, "decide_ids", decide)
-    monkeypatch.setattr(spark_index, "write_shards", write_shards)
     summary = spark_index.index_images_spark([spark_corpus], index_dir, CFG, spark=spark)
     assert (summary.tasks, summary.tasks_reused, summary.tasks_run) == (10, 10, 0)  # no embed job
     assert (summary.added, summary.duplicates, len(summary.skipped)) == (308, 1, 3)  # nothing adopted
-    assert seen["records"] == ["task", "ordinal", "path", "sha256", "reason"]
-    assert seen["embedded"] == ["task", "ordinal", "id"]
-    assert {tuple(r) for r in seen["results"]} == {("name", "rows", "peak_rss_mb")}
+    assert_no_embedding_reached(seen)
     assert sorted(r["rows"] for r in seen["results"]) == [52, 64, 64, 64, 64]  # cut as the local engine cuts
     assert summary.driver_peak_rss_mb > 0 and "driver peak RSS" in summary.lines()[-1]
     assert_same_index(local_index[0], index_dir)

@@ -26,6 +26,7 @@ from indexer.folder.copies import read_copies
 from indexer.folder.store import EmbeddingStore
 from indexer.run.index_vectors import index_vectors
 from indexer.synthetic import ClusteredEmbeddings
+from tests.helpers import assert_no_embedding_reached, watch_spark_driver
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 DIM = 16
@@ -138,26 +139,11 @@ def test_spark_gives_the_local_engines_index_through_killed_new_changed_and_sync
     store = EmbeddingStore(spark_dir)
     assert len(store.completed_shards()) == 2 and store.read_manifest()["shards"] == []  # written, not published
 
-    seen = {}  # what the driver handles: records and ids, never an embedding
-
-    def decide(spark_, records, *args):
-        seen["records"] = records.schema.names
-        decisions = real_decide(spark_, records, *args)
-        seen["embedded"] = decisions.embedded.schema.names
-        return decisions
-
-    def write_shards(*args):
-        seen["results"] = real_write_shards(*args)
-        return seen["results"]
-
-    monkeypatch.setattr(spark_vectors, "decide_ids", decide)
-    monkeypatch.setattr(spark_vectors, "write_shards", write_shards)
+    seen = watch_spark_driver(monkeypatch, spark_vectors, real_decide, real_write_shards)  # records, never vectors
     resumed = spark_vectors.index_vectors_spark(first, spark_dir, CFG, model="syn-16", spark=spark)
     assert _counts(resumed) == _counts(local)  # started over: nothing of the killed run adopted
     _assert_same(local_dir, spark_dir)
-    assert seen["records"] == ["task", "ordinal", "path", "sha256", "reason"]
-    assert seen["embedded"] == ["task", "ordinal", "id"]
-    assert {tuple(r) for r in seen["results"]} == {("name", "rows", "peak_rss_mb")}
+    assert_no_embedding_reached(seen)
     assert sum(r["rows"] for r in seen["results"]) == resumed.added and resumed.tasks == 4
     assert resumed.driver_peak_rss_mb > 0 and resumed.worker_peak_rss_mb > 0
     assert any(p.startswith("\x00") for _, p, *_ in _stored(spark_dir)["rows"])  # an odd path, stored as such
