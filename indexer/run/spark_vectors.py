@@ -49,6 +49,7 @@ from indexer.run.spark import WORK_DIR, SparkJobError, require_pyspark, spark_se
 from indexer.run.spark_fill import SparkFill
 from indexer.run.spark_ids import RECORDS, Decisions, decide_ids
 from indexer.run.spark_shards import discard_unpublished, next_shard_number
+from indexer.run.spark_tasks import peak_rss_mb
 from indexer.run.summary import SparkIndexSummary
 
 MAX_TASK_ROWS = 65_536  # rows a task holds at once in job 2: 335 MB of 1280-d float32 vectors
@@ -102,12 +103,6 @@ def record_batches(source: VectorSource, tasks: list[VectorTask], batches: Itera
                      pa.array(batch.reasons, pa.string())], schema=RECORDS_ARROW)
 
 
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def write_task(source: VectorSource, task: VectorTask, name: str, shard_dir: str, ordinals: np.ndarray,
                ids: np.ndarray) -> tuple[str, int, float]:
     """Job 2 on an executor: the task's rows the ledger embeds (``ordinals`` and their ``ids``) as one shard."""
@@ -132,7 +127,7 @@ def write_task(source: VectorSource, task: VectorTask, name: str, shard_dir: str
         raise RuntimeError(f"{source.path} changed during the run: task {task.index} wrote {table.num_rows} of "
                            f"{len(ordinals)} rows")
     write_shard_file(Path(shard_dir) / name, table)
-    return name, table.num_rows, _peak_rss_mb()
+    return name, table.num_rows, peak_rss_mb()
 
 
 def read_records(spark, source: VectorSource, tasks: list[VectorTask]):
@@ -239,7 +234,7 @@ def _run_locked(source: VectorSource, backbone: ExternalBackbone, index_dir, con
         filesystems.remove_dir_if_empty(os.path.dirname(record_path))
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started
-    summary.driver_peak_rss_mb = _peak_rss_mb()
+    summary.driver_peak_rss_mb = peak_rss_mb()
     return summary
 
 
