@@ -142,6 +142,23 @@ def test_tuning_queries_are_never_in_the_training_sample():
     assert len(ann.tuning_positions(ids[:3000], 500)) == 500
 
 
+@pytest.mark.parametrize("chunk", [7, 1 << 20])
+def test_sample_positions_are_drawn_a_chunk_at_a_time_with_the_same_rows(monkeypatch, chunk):
+    # the driver of a Spark build holds every id but no O(n) scratch beyond them: the hash and the
+    # rank -> position map are chunked, and a chunk boundary anywhere gives the rows a whole pass gives
+    monkeypatch.setattr(ann.tuning, "CHUNK_ROWS", chunk)
+    rng = np.random.default_rng(5)
+    ids = rng.permutation(40_000)[:5003]
+    kept = ~((ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(59) == 0)
+    np.testing.assert_array_equal(ann.held_out(ids), ~kept)
+    ranks = np.sort(rng.choice(kept.sum(), 700, replace=False))
+    np.testing.assert_array_equal(ann.nth_true(kept, ranks), np.flatnonzero(kept)[ranks])
+    train = ann.training_positions(ids, "IVF64,Flat")  # 10,000 wanted: more than the set spares
+    assert len(train) == len(ids) and (np.diff(train) > 0).all()
+    train = ann.training_positions(ids[:4000].repeat(3), "IVF8,Flat")  # 10,000 of 12,000: none held out
+    assert len(train) == 10_000 and (np.diff(train) > 0).all() and kept[:4000].repeat(3)[train].all()
+
+
 def test_a_graph_is_tuned_before_its_held_out_rows_are_added(tmp_path, monkeypatch, caplog):
     # an HNSW query already in the graph finds itself: tuning must run without the held-out rows
     seen = []

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from indexer import ann
 from indexer.folder.store import EmbeddingStore, IndexFormatError, Row
-from indexer.publish.check import check_shards
+from indexer.publish.check import check_shards, duplicate_ids
 from indexer.publish.plan import plan_build
 from indexer.publish.version import publish_index
 from indexer.synthetic import ClusteredEmbeddings
@@ -40,6 +42,16 @@ def test_duplicate_ids_across_shards_fail_before_anything_is_trained(tmp_path):
     # nothing was trained or written: the check came first
     assert not list(store.root.glob("*.faiss")) and not store.exists()
     assert check_shards(store, shards[:2]).tolist() == list(range(1200))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.integers(0, 60), st.integers(-3, 2**62)), max_size=12), max_size=6))
+def test_duplicate_ids_are_found_within_and_across_shards_dense_or_not(shards):
+    # dense ids (the ledger's) are marked a byte per id shard by shard; sparse or negative ones (a damaged
+    # shard) are sorted: either way exactly the ids stored more than once are named
+    ids = np.array([i for shard in shards for i in shard], np.int64)
+    unique, times = np.unique(ids, return_counts=True)
+    np.testing.assert_array_equal(duplicate_ids(ids, [len(s) for s in shards]), unique[times > 1])
 
 
 def test_plan_updates_an_unchanged_index_type_and_rebuild_says_otherwise(tmp_path):
