@@ -140,13 +140,16 @@ def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark
     # "auto" on Spark: an index type that can be on disk is built on disk, by the executors; through the
     # indexing run's last step, as `index --engine spark` publishes
     # the driver never reads a shard's vectors: training sample, fill, tuning queries and their exact
-    # neighbours are all read by the executors (Python workers of their own, which this patch does not reach)
+    # neighbours are all read by the executors (Python workers of their own, which this patch does not reach);
+    # nor does it train, merge the lists or tune on them: what grows with the set stays off the driver
     with pytest.MonkeyPatch.context() as patch:
         def refuse(*args, **kwargs):
-            raise AssertionError("the driver read the shards' vectors")
+            raise AssertionError("the driver read the shards' vectors, or trained, merged or tuned")
 
         patch.setattr("indexer.publish.shard_vectors.iter_vectors", refuse)
         patch.setattr("indexer.publish.build.iter_vectors", refuse)
+        for step in ("indexer.ann.train", "indexer.ann.tune", "faiss.contrib.ondisk.merge_ondisk"):
+            patch.setattr(step, refuse)
         published = finish_index(store, manifest, [], shards, set(), "spark", IndexConfig(index_type=FACTORY),
                                  fill=Counted(lambda: spark))
     assert published["ann"]["on_disk"] is True and published["ann"]["lists_file"] == "index-000001.ivfdata"
@@ -183,7 +186,7 @@ def test_executors_pick_rows_and_find_exact_neighbours_as_the_driver_does(folder
 
 def test_spark_stage_hands_its_executors_to_the_publish(spark):
     from indexer.run.spark import SparkStage
-    from indexer.run.spark_fill import SparkFill, _fill_partition, spread
+    from indexer.run.spark_fill import SparkFill, _fill_partition, _run_partition, spread
 
     fill = SparkStage(IndexConfig(progress=False), spark).fill
     assert isinstance(fill, SparkFill) and fill.session() is spark
@@ -191,7 +194,9 @@ def test_spark_stage_hands_its_executors_to_the_publish(spark):
     assert spread([["a"], ["b"]], 8) == [["a"], ["b"]]  # never more runs than shards
     # an executor that does not see the folder fills nothing and says so: the driver fills that run
     unseen = _fill_partition("/nonexistent/index", {}, "trained-000001.faiss", "/nonexistent/work", iter([(3, ["a"])]))
-    assert list(unseen) == [(3, None)]
+    assert [(number, path) for number, path, _ in unseen] == [(3, None)]
+    # nor does a step run on one executor (training, merging, tuning): the driver runs it
+    assert [seen for seen, _, _ in _run_partition("/nonexistent/index", print, (), (), iter([0]))] == [False]
 
 
 # ---------------------------------------------------------------- serving

@@ -86,31 +86,52 @@ def fill_ondisk(store: EmbeddingStore, manifest: dict, shards: Sequence[str], tr
                 fill: Fill | None = None):
     """The trained index filled with every vector of ``shards``, its lists in ``index-GEN.ivfdata``.
 
-    ``fill``: how the partial indexes are filled (None: ``local_fill``).  The
-    returned index maps its lists file read-write from the folder; it is
-    searched (tuned) and written by the caller as ``index-GEN.faiss``.
+    ``fill``: how the partial indexes are filled (None: ``local_fill``) and
+    where they are merged (its ``run``: one Spark task; None: here).  The
+    returned index maps its lists file read-only from the folder, no page of
+    it read yet; it is tuned and written by the caller as ``index-GEN.faiss``.
     """
-    from faiss.contrib.ondisk import merge_ondisk
-
     generation = manifest.get("generation", 0) + 1
     work = work_folder(store, generation)
     shutil.rmtree(work, ignore_errors=True)  # a killed run's partials (the writer lock says no one else's)
     work.mkdir()
     t0 = time.perf_counter()
+    lists = lists_name(f"index-{generation:06d}.faiss")
     try:
         groups = shard_groups(store, shards, GROUP_ROWS)
         partials = (fill or local_fill)(store, manifest, groups, trained_file, work)
         filled = time.perf_counter()
-        index = store.read_index(trained_file)
-        lists = lists_name(f"index-{generation:06d}.faiss")
-        with atomic_path(store.root / lists) as tmp, _stdout_to_stderr():
-            merge_ondisk(index, partials, str(tmp))
+        merged, parts = f"{work.name}/merged.faiss", [f"{work.name}/{Path(p).name}" for p in partials]
+        runner(fill)(store, merge_partials, trained_file, parts, lists, merged, needs=(trained_file, *parts))
+        index = store.read_index(merged, lists_file=lists)
         point_at(index, lists)  # the bare name: read back against the folder, wherever it is
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("filled %d partial indexes in %.1f s, merged them into %s in %.1f s", len(groups),
              filled - t0, lists, time.perf_counter() - filled)
     return index, lists
+
+
+def merge_partials(store: EmbeddingStore, trained_file: str, partials: Sequence[str], lists: str, out: str) -> None:
+    """The ``partials``' inverted lists merged into the folder's ``lists`` file, the index over them written to
+    ``out`` (all names in the folder): the merge maps and writes the whole lists file, so it runs where the fill ran."""
+    from faiss.contrib.ondisk import merge_ondisk
+
+    index = store.read_index(trained_file)
+    with atomic_path(store.root / lists) as tmp, _stdout_to_stderr():
+        merge_ondisk(index, [str(store.root / name) for name in partials], str(tmp))
+    point_at(index, lists)
+    atomic_write_faiss(store.root / out, index)
+
+
+def run_here(store: EmbeddingStore, fn, *args, needs: Sequence[str] = ()):
+    """``fn(store, *args)`` in this process (``needs``: the files it reads, for a runner elsewhere)."""
+    return fn(store, *args)
+
+
+def runner(fill):
+    """``run_here``, or the fill's own ``run`` (one step on one of the machines that filled the partials)."""
+    return getattr(fill, "run", None) or run_here
 
 
 @contextlib.contextmanager

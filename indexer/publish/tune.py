@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from indexer import ann
+from indexer.atomic import atomic_write_faiss, temp_path
+from indexer.folder.ondisk_lists import on_disk_lists
+from indexer.publish.ondisk import runner
 from indexer.publish.plan import BuildPlan, needs_tuning
 from indexer.publish.shard_vectors import exact_finder, picker
 
@@ -24,7 +29,30 @@ def tune_index(store, manifest, shards, all_ids: np.ndarray, index, target: floa
     positions = ann.tuning_positions(all_ids, min(TUNING_QUERIES, len(all_ids)))
     query_ids, queries = picker(fill)(store, shards, manifest, positions)
     truth = exact_finder(fill)(store, shards, manifest, queries, query_ids, graph)
-    return ann.tune(index, queries, query_ids, truth, target)
+    return tune_where_lists_are(store, index, queries, query_ids, truth, target, fill)
+
+
+def tune_where_lists_are(store, index, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
+                         target: float, fill=None) -> ann.Tuning:
+    """``ann.tune``, run by the fill's worker (``runner``) for an on-disk index: tuning reads most of its
+    lists file, pages that would otherwise count against the driver as the set grows.  The worker reads the
+    index from a temporary file beside the lists (written here, deleted after); its parameters are set here."""
+    lists = on_disk_lists(index)
+    if lists is None or getattr(fill, "run", None) is None:
+        return ann.tune(index, queries, query_ids, truth, target)
+    tmp = temp_path(store.root / f"tuning-{Path(lists.filename).stem}.faiss", "tuning")
+    try:
+        atomic_write_faiss(tmp, index)
+        tuning = runner(fill)(store, _tune_file, tmp.name, lists.filename, queries, query_ids, truth, target,
+                              needs=(tmp.name, lists.filename))
+    finally:
+        tmp.unlink(missing_ok=True)
+    ann.set_search_params(index, tuning.params)
+    return tuning
+
+
+def _tune_file(store, name: str, lists: str, queries, query_ids, truth, target: float) -> ann.Tuning:
+    return ann.tune(store.read_index(name, lists_file=lists), queries, query_ids, truth, target)
 
 
 def tuning_for(store, manifest, shards, all_ids: np.ndarray, index, plan: BuildPlan, incremental: bool,

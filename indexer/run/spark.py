@@ -28,6 +28,7 @@ deleted by the next run, which writes them again from the staged tasks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -285,7 +286,7 @@ class SparkStage:
             self.staged_runtime = (table.schema.metadata or {}).get(b"runtime", b"").decode()
         return f"spark {self.run.summary.master or '(earlier run)'}: {self.staged_runtime}"
 
-    @property
+    @functools.cached_property
     def fill(self):
         """How the publish fills an on-disk index: on this stage's executors (``spark_fill``); so a run on
         Spark builds an index type that can be on disk, on disk, unless ``--on-disk never``."""
@@ -360,6 +361,7 @@ def _run_locked(files: list[ImageFile], index_dir, config: IndexConfig, stage: S
                             copies=decisions.copies, fill=stage.fill)
     filesystems.remove_file(record_path)
     stage.done()
+    summary.worker_peak_rss_mb = max(summary.worker_peak_rss_mb or 0, stage.fill.peak_rss_mb)  # its build tasks'
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started
     summary.driver_peak_rss_mb = peak_rss_mb()

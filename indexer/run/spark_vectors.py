@@ -225,10 +225,13 @@ def _run_locked(source: VectorSource, backbone: ExternalBackbone, index_dir, con
     records.unpersist()
     decisions.release()
 
-    # the FAISS index too is filled by the executors (an on-disk index: publish/ondisk.py, run/spark_fill.py)
+    # the FAISS index too is built by the executors (an on-disk index: publish/ondisk.py, run/spark_fill.py)
+    fill = SparkFill(lambda: spark)
     manifest = finish_index(store, manifest, shards, [names[t] for t in sorted(names)], decisions.remove_ids,
                             f"spark {summary.master}: external vectors ({os.path.basename(source.path)})", config,
-                            copies=decisions.copies, fill=SparkFill(lambda: spark))
+                            copies=decisions.copies, fill=fill)
+    summary.worker_peak_rss_mb = max(summary.worker_peak_rss_mb or 0, fill.peak_rss_mb)  # and its build tasks'
+
     if names:
         filesystems.remove_file(record_path)
         filesystems.remove_dir_if_empty(os.path.dirname(record_path))
