@@ -99,6 +99,7 @@ def decide_ids(spark, records, store, manifest: dict, shards: list[str], sync: b
     from pyspark.sql import functions as F
 
     col = F.col
+    records.count()  # the cache filled once, by one job: the self-join's two sides would each compute it
     firsts = records.where(col("path") != "").groupBy("path").agg(F.min("ordinal").alias("first_row"))
     rows = records.join(firsts, "path", "left")
     repeat = (col("reason") == "") & col("first_row").isNotNull() & (col("ordinal") != col("first_row"))
