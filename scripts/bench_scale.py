@@ -8,7 +8,8 @@ indexed from scratch by ``imgsearch index-vectors --engine spark`` on Spark
 ``local[2]``, in a fresh Python process (the driver), then opened by a fresh
 ``SearchEngine`` in another.  Printed side by side:
 
-  driver peak RSS     the driver's Python process (ru_maxrss): what must not grow with the set
+  driver peak RSS     the driver's Python process (VmHWM: ru_maxrss would count this script's memory,
+                      which Linux carries across fork and exec): what must not grow with the set
   JVM peak RSS        Spark's JVM (in local mode it is the driver's JVM and the executors' together)
   executor peak RSS   the largest Python worker (embedding rows, writing shards, filling partial indexes)
   s / million         the run's wall time per million vectors (reading to publish), in a Spark session
@@ -47,7 +48,7 @@ QUERIES = 200
 SEED = 19
 
 DRIVER = """
-import json, resource, sys, threading, time
+import json, sys, threading, time
 peak_anon = [0]
 def sample_anon():  # the driver's anonymous memory (heap), without the file pages it maps (shards, lists file)
     while True:
@@ -76,7 +77,8 @@ jvm = spark.sparkContext._gateway.proc.pid
 hwm = next(int(line.split()[1]) for line in open(f"/proc/{jvm}/status") if line.startswith("VmHWM"))
 print(json.dumps({"seconds": seconds, "session_seconds": session, "warmup_seconds": warmup_seconds,
                   "added": summary.added,
-                  "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "driver_peak_mb": next(int(l.split()[1]) for l in open("/proc/self/status")
+                                         if l.startswith("VmHWM")) / 1024,
                   "driver_anon_peak_mb": peak_anon[0] / 1024,
                   "jvm_peak_mb": hwm / 1024,
                   "summary_driver_peak_mb": summary.driver_peak_rss_mb, "spark_seconds": summary.spark_seconds,

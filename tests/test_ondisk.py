@@ -186,7 +186,12 @@ def test_executors_pick_rows_and_find_exact_neighbours_as_the_driver_does(folder
 
 def test_spark_stage_hands_its_executors_to_the_publish(spark):
     from indexer.run.spark import SparkStage
-    from indexer.run.spark_fill import SparkFill, _fill_partition, _run_partition, spread
+    from indexer.run.spark_fill import (
+        SparkFill,
+        _fill_partition,
+        _run_partition,
+        spread,
+    )
 
     fill = SparkStage(IndexConfig(progress=False), spark).fill
     assert isinstance(fill, SparkFill) and fill.session() is spark

@@ -124,10 +124,18 @@ def process_embedder(settings: TaskSettings, threads: int):
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far."""
-    import resource
+    """This process's peak resident memory so far: VmHWM, its own address space's high-water mark.
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    Not ``ru_maxrss``, which Linux keeps across fork and exec: a process started
+    by one holding 400 MB would report 400 MB whatever it held itself.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024  # KiB
+    except (OSError, StopIteration, ValueError):  # no procfs (macOS): the rusage figure
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _task_cpus() -> int:
