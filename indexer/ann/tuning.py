@@ -134,18 +134,47 @@ def _drop_self(found: np.ndarray, query_ids: np.ndarray, k: int) -> np.ndarray:
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of each query's true top-k found in its returned top-k."""
+    hits = query_recalls(found, truth)
+    return float(np.mean(hits)) if len(hits) else 1.0
+
+
+def query_recalls(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(q,) each query's fraction of its true top-k found in its returned top-k."""
     k = truth.shape[1]
-    hits = [len(np.intersect1d(f[f >= 0], t[t >= 0])) / max(1, int((t >= 0).sum()))
-            for f, t in zip(found[:, :k], truth)]
-    return float(np.mean(hits)) if hits else 1.0
+    return np.array([len(np.intersect1d(f[f >= 0], t[t >= 0])) / max(1, int((t >= 0).sum()))
+                     for f, t in zip(found[:, :k], truth)], np.float64)
+
+
+CONFIDENCE_Z = 2.0  # a setting meets the target when recall - 2 standard errors does (one-sided ~98 %)
+
+
+def recall_bound(found: np.ndarray, truth: np.ndarray) -> float:
+    """The mean recall less ``CONFIDENCE_Z`` standard errors over the queries: what tuning compares.
+
+    The mean over 500 queries is an estimate: stopping at the first setting
+    whose estimate reaches the target stops, half the time, at one that
+    misses it on other queries (measured at 2M x 256: nprobe 2 measured 0.950
+    on the tuning queries and gave 0.935 on fresh ones; nprobe 4, 0.97).
+    """
+    hits = query_recalls(found, truth)
+    if len(hits) < 2:
+        return float(hits.mean()) if len(hits) else 1.0
+    return float(hits.mean() - CONFIDENCE_Z * hits.std(ddof=1) / np.sqrt(len(hits)))
 
 
 def measure(index, queries, query_ids, truth, k: int = SEARCH_K) -> tuple[float, float]:
     """(recall@k with the query itself left out, mean seconds per query one at a time)."""
+    recall, _, seconds = measure_bounded(index, queries, query_ids, truth, k)
+    return recall, seconds
+
+
+def measure_bounded(index, queries, query_ids, truth, k: int = SEARCH_K) -> tuple[float, float, float]:
+    """(recall@k, its lower confidence bound (``recall_bound``), mean seconds per query one at a time)."""
     t0 = time.perf_counter()
     found = np.vstack([index.search(queries[i : i + 1], k + 1)[1] for i in range(len(queries))])  # (q, k+1)
     seconds = (time.perf_counter() - t0) / max(1, len(queries))
-    return recall_at_k(_drop_self(found, query_ids, k), truth), seconds
+    found = _drop_self(found, query_ids, k)
+    return recall_at_k(found, truth), recall_bound(found, truth), seconds
 
 
 @dataclass
@@ -166,8 +195,9 @@ def tune(index, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
     """The cheapest search parameters reaching ``target`` recall@10 (or the best reachable).
 
     For each setting of the secondary knob (the re-ranking factor), the
-    main knob (nprobe or efSearch) grows until the target is met; of those
-    that meet it, the fastest measured wins.
+    main knob (nprobe or efSearch) grows until the target is met with
+    confidence (``recall_bound``); of those that meet it, the fastest
+    measured wins.
     """
     ivf, hnsw, refine = _parts(index)
     if ivf is not None:
@@ -184,17 +214,17 @@ def tune(index, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray,
         for value in values:
             params = {name: value} | ({"k_factor": factor} if factor else {})
             set_search_params(index, params)
-            recall, seconds = measure(index, queries, query_ids, truth)
+            recall, bound, seconds = measure_bounded(index, queries, query_ids, truth)
             result = Tuning(params, recall, seconds * 1e3, len(queries), target)
-            log.debug("%s: recall@10 %.4f, %.2f ms", params, recall, seconds * 1e3)
-            if recall >= target:
+            log.debug("%s: recall@10 %.4f (bound %.4f), %.2f ms", params, recall, bound, seconds * 1e3)
+            if bound >= target:  # met with confidence, not only on these queries
                 if best is None or result.query_ms < best.query_ms:
                     best = result
                 break
             if best_miss is None or recall > best_miss.recall:
                 best_miss = result
     chosen = best or best_miss
-    if best is None:
+    if best is None and chosen.recall < target:
         log.warning("recall@10 %.3f is below the target %.2f even at the widest search; "
                     "a larger --max-index-memory allows a more accurate index", chosen.recall, target)
     set_search_params(index, chosen.params)
