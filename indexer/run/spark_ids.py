@@ -5,8 +5,9 @@ a Python record per row on the driver: the rows of the vectors file (or the
 staged tasks' files, ``spark_shards.staged_records``) arrive as a DataFrame of small
 records (``RECORDS``: task, ordinal, path as stored, sha256, reason; no
 embedding), the index's rows are read from its shards by the executors, and
-joins, ``groupBy`` minima and a window per task give every row the fate the
-local ledger would give it, in the file's order:
+windows (a path's first row, a content's first row, a task's numbering), joins
+with the index's rows (none for a new index) and one ``groupBy`` per task give
+every row the fate the local ledger would give it, in the file's order:
 
 - skipped: a bad row (its own reason), or a later row of a path (``row N: its path repeats row M's``);
 - embedded: the first row of a content (sha256) the index does not hold, under a new id, or under its
@@ -99,9 +100,10 @@ def decide_ids(spark, records, store, manifest: dict, shards: list[str], sync: b
     from pyspark.sql import functions as F
 
     col = F.col
-    records.count()  # the cache filled once, by one job: the self-join's two sides would each compute it
-    firsts = records.where(col("path") != "").groupBy("path").agg(F.min("ordinal").alias("first_row"))
-    rows = records.join(firsts, "path", "left")
+    records.count()  # the cache filled once, by one job, before the steps below read it
+    # a path's first row: a window (one shuffle by path), not a groupBy joined back (two, and a join)
+    first_row = F.when(col("path") != "", F.min("ordinal").over(Window.partitionBy("path")))
+    rows = records.withColumn("first_row", first_row).persist(StorageLevel.MEMORY_AND_DISK)
     repeat = (col("reason") == "") & col("first_row").isNotNull() & (col("ordinal") != col("first_row"))
     rows = rows.withColumn("reason", F.when(repeat, F.format_string("row %d: its path repeats row %d's", "ordinal",
                                                                     "first_row")).otherwise(col("reason")))
@@ -119,16 +121,20 @@ def decide_ids(spark, records, store, manifest: dict, shards: list[str], sync: b
         existing = existing.join(present, "path", "left_semi")
     existing = existing.persist(StorageLevel.MEMORY_AND_DISK)
 
-    holders = existing.groupBy("sha256").agg(F.min("id").alias("holder"))  # content -> the id holding it
-    sha_first = admitted.groupBy("sha256").agg(F.min("ordinal").alias("sha_first"))
-    old = existing.select("path", col("id").alias("old_id"), col("sha256").alias("old_sha"))
-    fates = (admitted.join(old, "path", "left").join(holders, "sha256", "left").join(sha_first, "sha256")
-             .withColumn("known", col("holder").isNotNull())
+    fates = admitted.withColumn("sha_first", F.min("ordinal").over(Window.partitionBy("sha256")))
+    if shards:  # each row's path's indexed id and content, and its content's holder (the lowest id holding it)
+        holders = existing.groupBy("sha256").agg(F.min("id").alias("holder"))
+        old = existing.select("path", col("id").alias("old_id"), col("sha256").alias("old_sha"))
+        fates = fates.join(old, "path", "left").join(holders, "sha256", "left")
+    else:  # a new index holds nothing: no joins (each costs Spark jobs however few the rows)
+        fates = fates.select("*", F.lit(None).cast("long").alias("old_id"), F.lit(None).cast("string").alias(
+            "old_sha"), F.lit(None).cast("long").alias("holder"))
+    fates = (fates.withColumn("known", col("holder").isNotNull())
              .withColumn("new", ~col("known") & (col("ordinal") == col("sha_first")))
              .withColumn("changed", col("old_id").isNotNull() & (col("old_sha") != col("sha256")))
              .withColumn("fresh", col("new") & ~col("changed"))
              .persist(StorageLevel.MEMORY_AND_DISK))
-    as_int = lambda c: F.sum(c.cast("long"))  # noqa: E731
+    as_int = lambda c: F.sum(c.cast("long"))
     candidate = ~col("new") & ~(col("old_id").isNotNull() & (col("old_sha") == col("sha256")))  # maybe a copy
     # one row per task: what it writes, its fresh ids, and the run's counts (summed here)
     per_task = sorted(fates.groupBy("task").agg(
@@ -158,7 +164,7 @@ def decide_ids(spark, records, store, manifest: dict, shards: list[str], sync: b
               if counts["candidates"] or recorded.by_path else Copies())
     return Decisions(embedded.select("task", "ordinal", "id"), {r.task: r.rows for r in per_task if r.rows},
                      remove_ids, copies, next_id, counts["rows"], counts["changed"], counts["duplicates"],
-                     counts["already_indexed"], len(gone), skipped, [embedded, fates, existing])
+                     counts["already_indexed"], len(gone), skipped, [embedded, fates, existing, rows])
 
 
 def _max_id(spark, store, shards, existing) -> int:
