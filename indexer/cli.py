@@ -152,8 +152,8 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
               help="Where the Spark run records the shards it is writing, so that a killed run's are deleted "
                    "(default: INDEX/spark-work).")
 @click.option("--task-size", type=click.IntRange(1), default=None,
-              help="Rows per Spark task, rounded up to whole row groups of SRC (default: 2 tasks per core, "
-                   "at most 65536 rows).")
+              help="Rows per Spark task, cut at exact rows whatever SRC's row groups (default: 2 tasks per "
+                   "core, at most 65536 rows).")
 @ann_options
 @no_wait_option
 def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, engine, master, work_dir, task_size,

@@ -10,7 +10,6 @@ several row groups per file.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -183,14 +182,25 @@ def test_cli_bad_input_is_one_error_line(vectors, tmp_path):
     assert local_only.exit_code == 2 and "are for --engine spark" in local_only.output
 
 
-def test_default_task_size_covers_the_file_in_whole_row_groups(vectors, tmp_path):
+@pytest.mark.parametrize("group_rows", [16, 1000])
+def test_tasks_cut_the_file_at_exact_rows_whatever_its_row_groups(vectors, tmp_path, group_rows):
+    # a task holds its rows at once (job 2): whole row groups made tasks of 48 rows for 40 asked, and of the
+    # whole file for a file written as one row group (pyarrow's default is a million rows a group)
+    from indexer.folder.texts import encode_texts
     from indexer.inputs.vector_source import open_vector_source
-    from indexer.run.spark_vectors import plan_vector_tasks
+    from indexer.run.spark_vectors import plan_vector_tasks, record_batches
 
-    source = open_vector_source(_write(tmp_path / "v.parquet", _first_rows(vectors[0])))
+    src = _write(tmp_path / "v.parquet", _first_rows(vectors[0]))
+    pq.write_table(pq.read_table(src), src, row_group_size=group_rows)
+    source = open_vector_source(src)
     tasks = plan_vector_tasks(source, 40)
-    assert [(t.start, t.rows) for t in tasks] == [(0, 48), (48, 48), (96, 48), (144, 6)]
-    assert dataclasses.astuple(tasks[-1])[1:3] == (9, 10)
+    assert [(t.start, t.rows) for t in tasks] == [(0, 40), (40, 40), (80, 40), (120, 30)]
+    seen = [pa.Table.from_batches(list(record_batches(source, tasks, [pa.record_batch({"task": [t.index]})])))
+            for t in tasks]
+    assert [table.num_rows for table in seen] == [40, 40, 40, 30]
+    assert pa.concat_tables(seen).column("ordinal").to_pylist() == list(range(150))
+    assert pa.concat_tables(seen).column("path").to_pylist() == encode_texts(
+        [path or "" for path in pq.read_table(src).column("path").to_pylist()])
 
 
 def test_a_peak_rss_is_the_process_own_not_its_launcher():

@@ -61,15 +61,28 @@ class VectorSource:
             files.extend(ImageFile(p or "", l or "") for p, l in zip(paths, labels))
         return files
 
-    def batches(self, rows: int = 4096, row_groups: Sequence[int] | None = None,
-                start: int = 0) -> Iterator["VectorBatch"]:
-        """The file's rows in order, ``rows`` at a time, each checked and normalised.
+    def batches(self, rows: int = 4096, row_groups: Sequence[int] | None = None, start: int = 0,
+                skip: int = 0, limit: int | None = None) -> Iterator["VectorBatch"]:
+        """The file's rows in order, ``rows`` at a time (or fewer), each checked and normalised.
 
-        ``row_groups``: only those (consecutive, a Spark task's), whose first row is row ``start`` of the file.
+        ``row_groups``: only those (consecutive, a Spark task's), whose first row is row ``start`` of the file;
+        ``skip``: rows passed over first (unchecked); ``limit``: the most rows yielded after them.
         """
+        left = limit
         for batch in self._file().iter_batches(columns=list(self.columns), batch_size=rows, row_groups=row_groups):
-            yield _checked(batch, self.dim, start)
+            if skip >= batch.num_rows:
+                skip -= batch.num_rows
+                start += batch.num_rows
+                continue
+            batch, start, skip = batch.slice(skip), start + skip, 0
+            if left is not None:
+                batch = batch.slice(0, left)
+                left -= batch.num_rows
+            if batch.num_rows:
+                yield _checked(batch, self.dim, start)
             start += batch.num_rows
+            if left == 0:
+                return
 
 
 @dataclass

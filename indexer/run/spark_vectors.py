@@ -62,32 +62,39 @@ RECORDS_ARROW = pa.schema([("task", pa.int32()), ("ordinal", pa.int64()), ("path
 
 @dataclass(frozen=True)
 class VectorTask:
-    """Consecutive row groups of the vectors file: one Spark task in each job."""
+    """Consecutive rows of the vectors file, whatever its row groups: one Spark task in each job."""
 
     index: int
     first_group: int
     end_group: int  # exclusive
     start: int  # the ordinal of its first row
     rows: int
+    skip: int = 0  # rows of its first row group before its first row
 
 
 def plan_vector_tasks(source: VectorSource, task_rows: int) -> list[VectorTask]:
-    """Cut the file into tasks of at least ``task_rows`` rows (whole row groups), from its footer alone."""
+    """Cut the file into tasks of ``task_rows`` rows (the last one fewer), from its footer alone.
+
+    Cut at exact rows, not whole row groups: a task holds its rows at once in job 2, and a file written
+    with pyarrow's default (a million rows a group) would make a task of a million rows; tasks of equal
+    rows also keep the cores equally busy.  A task that starts inside a row group skips its first rows.
+    """
     import pyarrow.parquet as pq
 
     meta = pq.ParquetFile(source.path).metadata
+    group_starts = np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])  # (groups+1,)
     tasks: list[VectorTask] = []
-    first, start, rows = 0, 0, 0
-    for group in range(meta.num_row_groups):
-        rows += meta.row_group(group).num_rows
-        if rows >= task_rows or group == meta.num_row_groups - 1:
-            tasks.append(VectorTask(len(tasks), first, group + 1, start, rows))
-            first, start, rows = group + 1, start + rows, 0
+    for start in range(0, int(group_starts[-1]), task_rows):
+        rows = min(task_rows, int(group_starts[-1]) - start)
+        first = int(np.searchsorted(group_starts, start, side="right")) - 1
+        end = int(np.searchsorted(group_starts, start + rows, side="left"))
+        tasks.append(VectorTask(len(tasks), first, end, start, rows, start - int(group_starts[first])))
     return tasks
 
 
 def _task_batches(source: VectorSource, task: VectorTask):
-    return source.batches(BATCH_ROWS, row_groups=list(range(task.first_group, task.end_group)), start=task.start)
+    return source.batches(BATCH_ROWS, row_groups=list(range(task.first_group, task.end_group)),
+                          start=task.start - task.skip, skip=task.skip, limit=task.rows)
 
 
 def record_batches(source: VectorSource, tasks: list[VectorTask], batches: Iterator) -> Iterator[pa.RecordBatch]:
@@ -184,7 +191,7 @@ def index_vectors_spark(src: str | os.PathLike, index_dir: str | os.PathLike, co
     """``index_vectors`` with executors reading the vectors and writing the shards: the same index.
 
     ``spark``: the SparkSession to use (default: ``spark_session(config)``); ``config.spark_task_size``: rows
-    per task (default: 2 tasks per core, at most MAX_TASK_ROWS), rounded up to whole row groups.
+    per task (default: 2 tasks per core, at most MAX_TASK_ROWS), cut at exact rows.
     """
     require_pyspark()
     config = config or IndexConfig()
