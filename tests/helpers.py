@@ -102,4 +102,4 @@ def assert_no_embedding_reached(seen: dict) -> None:
     """The driver saw records and ids only, and job 2 answered with its shards' names and sizes."""
     assert seen["records"] == ["task", "ordinal", "path", "sha256", "reason"]
     assert seen["embedded"] == ["task", "ordinal", "id"]
-    assert {tuple(r) for r in seen["results"]} == {("name", "rows", "peak_rss_mb")}
+    assert {tuple(r) for r in seen["results"]} == {("name", "rows", "peak_rss_mb", "partition")}

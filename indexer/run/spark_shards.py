@@ -37,10 +37,10 @@ from indexer.folder.store import EmbeddingStore, write_shard_file
 from indexer.inputs import filesystems
 from indexer.inputs.reader import known_keys
 from indexer.run.indexing import with_ids
+from indexer.run.spark_groups import per_group
 from indexer.run.spark_ids import RECORDS, Decisions, existing_rows
 from indexer.run.spark_tasks import KNOWN, OK, SKIPPED, peak_rss_mb, restage_task
 
-JOB2_RESULT = "name string, rows long, peak_rss_mb double"
 _STAGED = "ordinal long, path string, status string, reason string, sha256 string"  # what the driver's jobs read
 
 
@@ -121,15 +121,13 @@ def write_shards(spark, decisions: Decisions, offsets: dict[int, int], names: di
             .withColumn("shard", F.floor(rank / shard_size).cast("long"))
             .where(col("shard").isin(list(names))).select("shard", "task", "ordinal", "id"))
 
-    def write(group: pa.Table) -> pa.Table:
-        number = group.column("shard")[0].as_py()
+    def write(number: int, group: pa.Table) -> dict:
         name, count = write_shard(group, staged_paths, Path(shard_dir) / names[number], dim)
-        return pa.table({"name": [names[number]], "rows": pa.array([count], pa.int64()),
-                         "peak_rss_mb": [peak_rss_mb()]})
+        return {"name": names[number], "rows": count, "peak_rss_mb": peak_rss_mb()}
 
     spark.sparkContext.setJobDescription(f"imgsearch: write {len(names)} shards")
     try:
-        return [r.asDict() for r in rows.groupBy("shard").applyInArrow(write, JOB2_RESULT).collect()]
+        return per_group(rows, "shard", list(names), write)  # a partition a shard, side by side
     except Exception as exc:
         raise job_error(exc, "Run the same command again: the shards this run wrote are deleted first, "
                              "staged tasks are kept") from exc

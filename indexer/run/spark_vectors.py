@@ -47,6 +47,7 @@ from indexer.run.index_vectors import ExternalBackbone, check_model_name
 from indexer.run.indexing import embedded_rows, finish_index, open_index, with_ids
 from indexer.run.spark import WORK_DIR, SparkJobError, require_pyspark, spark_session
 from indexer.run.spark_fill import SparkFill
+from indexer.run.spark_groups import per_group
 from indexer.run.spark_ids import RECORDS, Decisions, decide_ids
 from indexer.run.spark_shards import discard_unpublished, next_shard_number
 from indexer.run.spark_tasks import peak_rss_mb
@@ -55,7 +56,6 @@ from indexer.run.summary import SparkIndexSummary
 MAX_TASK_ROWS = 65_536  # rows a task holds at once in job 2: 335 MB of 1280-d float32 vectors
 BATCH_ROWS = 4096
 RUN_RECORD = "imgsearch-vectors-run.json"
-JOB2_RESULT = "name string, rows long, peak_rss_mb double"
 RECORDS_ARROW = pa.schema([("task", pa.int32()), ("ordinal", pa.int64()), ("path", pa.string()),
                            ("sha256", pa.string()), ("reason", pa.string())])  # RECORDS, as job 1 yields them
 
@@ -149,21 +149,17 @@ def read_records(spark, source: VectorSource, tasks: list[VectorTask]):
 
 def write_shards(spark, source: VectorSource, decisions: Decisions, tasks: list[VectorTask], names: dict[int, str],
                  shard_dir: str) -> list[dict]:
-    """Job 2: the task of each name writes its shard; its rows arrive as one Arrow table (``applyInArrow``)."""
-    from pyspark.sql import functions as F
-
+    """Job 2: the task of each name writes its shard, each in a Spark partition of its own (``per_group``)."""
     by_index = {t.index: t for t in tasks}
 
-    def write(rows: pa.Table) -> pa.Table:
-        number = rows.column("task")[0].as_py()
+    def write(number: int, rows: pa.Table) -> dict:
         name, count, peak = write_task(source, by_index[number], names[number], shard_dir,
                                        rows.column("ordinal").to_numpy(), rows.column("id").to_numpy())
-        return pa.table({"name": [name], "rows": pa.array([count], pa.int64()), "peak_rss_mb": [peak]})
+        return {"name": name, "rows": count, "peak_rss_mb": peak}
 
-    mine = decisions.embedded.where(F.col("task").isin(list(names)))
     spark.sparkContext.setJobDescription(f"imgsearch: write {len(names)} shards")
     try:
-        return [r.asDict() for r in mine.groupBy("task").applyInArrow(write, JOB2_RESULT).collect()]
+        return per_group(decisions.embedded, "task", list(names), write)
     except Exception as exc:  # py4j / PySpark errors: say what happened; the next run starts over
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise SparkJobError(f"the Spark job failed: {first[:500]}. Run the same command again: the shards "
