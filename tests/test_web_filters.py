@@ -134,3 +134,36 @@ def test_the_page_filter_picker_label_and_path_prefix(page, live_server, corpus)
     assert _result_ids(page) == []
     page.click("#filter-clear")
     wait_until(page, "document.querySelectorAll('#results .hit').length === 24")
+
+
+def test_the_page_shows_the_newest_query_whatever_order_the_replies_come_in(page, live_server, corpus):  # noqa: F811
+    # clearing the filter while the filtered query was still out: its late reply ("no indexed image matches")
+    # replaced the newer unfiltered results (seen in CI under load); a reply to a superseded query is dropped
+    held = []
+
+    def hold_filtered(route):
+        if b"nowhere" in (route.request.post_data_buffer or b""):
+            held.append(route)  # answered below, after the newer query's reply
+        else:
+            route.continue_()
+
+    page.route("**/api/search", hold_filtered)
+    page.goto(live_server.url + "/")
+    page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
+    wait_until(page, "document.querySelector('#status').textContent.includes('results for coffee.jpg')")
+    page.fill("#filter-prefix", "/nowhere/")
+    page.dispatch_event("#filter-prefix", "change")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held
+    page.click("#filter-clear")
+    wait_until(page, "document.querySelectorAll('#results .hit').length === 24 && "
+                     "!document.querySelector('#status').textContent.includes('among')")
+    for route in held:
+        route.continue_()
+    page.wait_for_timeout(1500)  # the stale replies arrive
+    assert len(_result_ids(page)) == 24
+    assert "no indexed image matches" not in page.text_content("#status")
+    assert page.get_attribute("#results", "aria-busy") is None

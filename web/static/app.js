@@ -88,7 +88,10 @@ async function post(endpoint, query, fields) {
   return body;
 }
 
+let runs = 0;  // the newest query's number: a reply to an older one (still out when it was superseded) is dropped
+
 async function run(query, label) {
+  const mine = ++runs;
   current = query;
   selected.clear();
   updateMoreButton();
@@ -109,6 +112,7 @@ async function run(query, label) {
       post("/api/search", query, { ...fields, ...box }),
       head && !query.positive ? post("/api/classify", query, { head, top: 3, ...box }) : Promise.resolve(null),
     ]);
+    if (mine !== runs) return;
     render(found.results);
     if (classified) renderPredictions(classified.predictions);
     const how = found.head ? ` (head-aware: ${found.head})` : "";
@@ -116,9 +120,9 @@ async function run(query, label) {
     const note = found.note ? ` — ${found.note}` : "";
     setStatus(`${found.results.length} results for ${label}${among} in ${found.took_ms} ms${how}${note}`);
   } catch (err) {
-    setStatus(`Search failed: ${err.message}`, true);
+    if (mine === runs) setStatus(`Search failed: ${err.message}`, true);
   } finally {
-    resultsEl.removeAttribute("aria-busy");
+    if (mine === runs) resultsEl.removeAttribute("aria-busy");
   }
 }
 
