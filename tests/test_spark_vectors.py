@@ -221,17 +221,18 @@ def test_each_shard_is_written_by_its_own_spark_task(spark, vectors, tmp_path):
     from indexer.inputs.vector_source import open_vector_source
     from indexer.run.index_vectors import ExternalBackbone
     from indexer.run.indexing import open_index
-    from indexer.run.spark_ids import decide_ids
+    from indexer.run.spark_ids import decide_ids, ledger_partitions
     from indexer.run.spark_vectors import plan_vector_tasks, read_records, write_shards
 
     source = open_vector_source(_write(tmp_path / "v.parquet", _first_rows(vectors[0])))
     tasks = plan_vector_tasks(source, 40)
     store, manifest, shards = open_index(tmp_path / "index", ExternalBackbone("synthetic", source.dim))
-    records = read_records(spark, source, tasks)
-    decisions = decide_ids(spark, records, store, manifest, shards, False)
-    names = {task: f"shard-{task:06d}.parquet" for task in decisions.per_task}
-    store.shard_dir.mkdir(parents=True)
-    written = write_shards(spark, source, decisions, tasks, names, str(store.shard_dir))
+    with ledger_partitions(spark, len(tasks)):  # as the run has it
+        records = read_records(spark, source, tasks)
+        decisions = decide_ids(spark, records, store, manifest, shards, False)
+        names = {task: f"shard-{task:06d}.parquet" for task in decisions.per_task}
+        store.shard_dir.mkdir(parents=True)
+        written = write_shards(spark, source, decisions, tasks, names, str(store.shard_dir))
     assert len(names) == 4 and sorted(r["name"] for r in written) == sorted(names.values())
     assert len({r["partition"] for r in written}) == len(names)
     records.unpersist()

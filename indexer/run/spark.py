@@ -52,7 +52,7 @@ from indexer.folder.texts import decode_text, encode_text
 from indexer.inputs import filesystems
 from indexer.inputs.sources import ImageFile, iter_image_files
 from indexer.run.indexing import IndexRun, finish_index, open_index
-from indexer.run.spark_ids import decide_ids
+from indexer.run.spark_ids import decide_ids, ledger_partitions
 from indexer.run.spark_shards import (
     SparkJobError,
     discard_unpublished,
@@ -333,12 +333,8 @@ def _run_locked(files: list[ImageFile], index_dir, config: IndexConfig, stage: S
     spark = stage._session()
     summary.master = summary.master or spark.sparkContext.master
     paths = {i: stage.work.path(t) for i, t in enumerate(stage.tasks)}
-    shuffle = spark.conf.get("spark.sql.shuffle.partitions")
-    # the ledger's joins shuffle into one partition per task, at most two per core: not Spark's default 200
-    # (at a few thousand rows, 200 makes a run several times slower)
-    spark.conf.set("spark.sql.shuffle.partitions",
-                   str(max(1, min(len(paths), 2 * spark.sparkContext.defaultParallelism))))
-    try:
+    # one partition per task, at most two per core
+    with ledger_partitions(spark, min(len(paths), 2 * spark.sparkContext.defaultParallelism)):
         staged, records = staged_records(spark, list(paths.values()), summary.task_size)
         # only a reused task, or one this run staged a known file in, can hold a known row the index lacks
         stale = (stale_known(spark, staged, store, shards, sync)
@@ -352,8 +348,6 @@ def _run_locked(files: list[ImageFile], index_dir, config: IndexConfig, stage: S
         records = records.persist()
         decisions = decide_ids(spark, records, store, manifest, shards, sync)
         names = _write_job(spark, store, manifest, shards, decisions, paths, record_path, config, summary, backbone.dim)
-    finally:
-        spark.conf.set("spark.sql.shuffle.partitions", shuffle)
     records.unpersist()
     decisions.release()
 

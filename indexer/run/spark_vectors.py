@@ -48,7 +48,7 @@ from indexer.run.indexing import embedded_rows, finish_index, open_index, with_i
 from indexer.run.spark import WORK_DIR, SparkJobError, require_pyspark, spark_session
 from indexer.run.spark_fill import SparkFill
 from indexer.run.spark_groups import per_group
-from indexer.run.spark_ids import RECORDS, Decisions, decide_ids
+from indexer.run.spark_ids import RECORDS, Decisions, decide_ids, ledger_partitions
 from indexer.run.spark_shards import discard_unpublished, next_shard_number
 from indexer.run.spark_tasks import peak_rss_mb
 from indexer.run.summary import SparkIndexSummary
@@ -213,16 +213,10 @@ def _run_locked(source: VectorSource, backbone: ExternalBackbone, index_dir, con
     summary.startup_seconds = time.perf_counter() - started
 
     t = time.perf_counter()
-    shuffle = spark.conf.get("spark.sql.shuffle.partitions")
-    # the ledger's joins shuffle into as many partitions as there are tasks, not Spark's default 200
-    # (at a few thousand rows, 200 makes a run 7 times slower)
-    spark.conf.set("spark.sql.shuffle.partitions", str(max(1, len(tasks))))
-    try:
+    with ledger_partitions(spark, len(tasks)):  # as many as there are tasks
         records = read_records(spark, source, tasks) if tasks else spark.createDataFrame([], RECORDS)
         decisions = decide_ids(spark, records, store, manifest, shards, sync)
         names = _write_job(spark, source, store, manifest, shards, tasks, decisions, record_path, summary)
-    finally:
-        spark.conf.set("spark.sql.shuffle.partitions", shuffle)
     summary.tasks_run = len(names)
     summary.spark_seconds = time.perf_counter() - t
     records.unpersist()
