@@ -16,8 +16,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 def per_group(frame, key: str, keys: Sequence[int], fn: Callable[[int, pa.Table], dict]) -> list[dict]:
@@ -42,10 +42,12 @@ def _blobs_by_group(key: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.
     batches = [b for b in batches if b.num_rows]
     if not batches:
         return
-    table = pa.Table.from_batches(batches)
+    table = pa.Table.from_batches(batches).sort_by(key)  # once: each group is then a slice, not a filter
+    values = table.column(key).to_numpy()  # (n,) sorted
+    cuts = (np.flatnonzero(np.diff(values)) + 1).tolist()
     rest = [name for name in table.column_names if name != key]
-    for value in pc.unique(table.column(key)).to_pylist():
-        group = table.filter(pc.equal(table.column(key), value)).select(rest)
+    for lo, hi in zip([0, *cuts], [*cuts, len(values)]):
+        value, group = int(values[lo]), table.slice(lo, hi - lo).select(rest)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, group.schema) as writer:
             writer.write_table(group)

@@ -119,7 +119,7 @@ def write_shards(spark, decisions: Decisions, offsets: dict[int, int], names: di
     rank = col("offset") + F.row_number().over(Window.partitionBy("task").orderBy("ordinal")) - 1
     rows = (decisions.embedded.join(F.broadcast(table), "task")
             .withColumn("shard", F.floor(rank / shard_size).cast("long"))
-            .where(col("shard").isin(list(names))).select("shard", "task", "ordinal", "id"))
+            .select("shard", "task", "ordinal", "id"))  # per_group reads only the shards in names
 
     def write(number: int, group: pa.Table) -> dict:
         name, count = write_shard(group, staged_paths, Path(shard_dir) / names[number], dim)
