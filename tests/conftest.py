@@ -8,6 +8,21 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import LiveServer, write_bad_files
+from tests.run_caches import isolate_caches, restore_caches
+
+
+def pytest_configure(config):
+    """Before any test module is imported: this run's own caches, never the user's (tests/run_caches.py)."""
+    config._imgsearch_caches = isolate_caches()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    changed = restore_caches(session.config._imgsearch_caches)
+    if changed:
+        session.config.get_terminal_writer().line(
+            "the test run changed the user's own caches, which tests must never touch:\n  " + "\n  ".join(changed),
+            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -133,7 +133,14 @@ def test_indexing_and_search_with_a_cached_tflite_model_never_import_tensorflow(
     import subprocess
     import sys
 
-    Embedder(lite0, runtime="tflite")  # makes sure the converted flatbuffer is cached
+    from indexer.config import IndexConfig
+    from indexer.run.pipeline import index_images
+    from search.engine import SearchEngine
+
+    # The very calls the subprocess makes, here first: they prepare whatever model they ask for (precision,
+    # calibration, outputs) through the product's own path, whatever the defaults are and whatever ran before.
+    index_images([photos_dir], tmp_path / "warm", IndexConfig(progress=False))
+    SearchEngine.open(tmp_path / "warm").search_image(photos_dir / "coffee.jpg", 1)
     code = (
         "import sys\n"
         "from indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"

@@ -1,0 +1,53 @@
+"""A test run never reads or writes the user's caches (issue 28): its own, empty at the start, shared by its tests."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests import run_caches
+
+
+def test_every_cache_of_this_run_is_outside_the_users_home(request):
+    from indexer.config import IndexConfig, default_cache_dir
+
+    run = request.config._imgsearch_caches
+    user_home = Path(run.saved["HOME"] or "/nonexistent")
+    for variable in run_caches.CACHE_VARIABLES:
+        path = Path(os.environ[variable])
+        assert path.is_relative_to(run.root), variable
+        assert not path.is_relative_to(user_home) or run.root.is_relative_to(user_home), variable
+    assert default_cache_dir() == IndexConfig().cache_dir == run.root / "imgsearch"
+    assert Path.home() == run.root / "home"
+
+
+def test_a_subprocess_of_the_run_inherits_its_caches(request):
+    run = request.config._imgsearch_caches
+    out = subprocess.run([sys.executable, "-c", "from indexer.config import default_cache_dir; print(default_cache_dir())"],
+                         capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()) == run.root / "imgsearch"
+
+
+def test_a_change_to_the_users_caches_is_reported(tmp_path, monkeypatch):
+    """The check behind the run's own guard: a nested run over a made-up user home sees what was written there."""
+    user = tmp_path / "user"
+    (user / ".cache" / "imgsearch" / "models").mkdir(parents=True)
+    (user / ".cache" / "imgsearch" / "models" / "kept.tflite").write_bytes(b"x")
+    for variable in run_caches.CACHE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("IMGSEARCH_TEST_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(user))
+
+    nested = run_caches.isolate_caches()
+    assert os.environ["IMGSEARCH_CACHE"] == str(nested.root / "imgsearch") and nested.temporary
+    (nested.root / "imgsearch" / "models").mkdir()  # the run's own cache: not reported
+    (user / ".cache" / "imgsearch" / "models" / "leaked.tflite").write_bytes(b"y")
+    (user / ".keras").mkdir()
+    changed = run_caches.restore_caches(nested)
+
+    assert os.environ["HOME"] == str(user) and "IMGSEARCH_CACHE" not in os.environ
+    assert not nested.root.exists()
+    assert any(line.endswith("leaked.tflite: created") for line in changed), changed
+    assert f"{user / '.keras'}: created" in changed, changed
+    assert not any("kept.tflite" in line for line in changed)
+    assert run_caches.restore_caches(run_caches.isolate_caches()) == []  # nothing written: nothing reported
