@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
 
-from indexer.errors import ExecutionError
+from imgsearch.indexer.errors import ExecutionError
 
 TEMP_MARK = ".tmp"  # every temporary name holds it: ".NAME.TAG.tmp[SUFFIX]"
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import click
 
-from indexer.config import (
+from imgsearch.indexer.config import (
     DEFAULT_BACKBONE,
     ON_DISK_MODES,
     PRECISIONS,
     RUNTIMES,
     IndexConfig,
 )
-from indexer.options import describe_ann, index_option
+from imgsearch.indexer.options import describe_ann, index_option
 
 
 def ann_options(f):
@@ -104,9 +104,9 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
     With --engine spark the embedding runs on a Spark cluster; the index is
     the same.
     """
-    from indexer.folder.manifest import backbone_name, check_not_external
-    from indexer.folder.store import EmbeddingStore
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.folder.manifest import backbone_name, check_not_external
+    from imgsearch.indexer.folder.store import EmbeddingStore
+    from imgsearch.indexer.run.pipeline import index_images
 
     store = EmbeddingStore(index_dir)
     if store.exists():
@@ -125,7 +125,7 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
         raise click.UsageError("--workers is for --engine local (Spark tasks decode in spark.task.cpus threads)")
     config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk)
     if engine == "spark":
-        from indexer.run.spark import index_images_spark
+        from imgsearch.indexer.run.spark import index_images_spark
 
         summary = index_images_spark(sources, index_dir, config, sync=sync, wait=not no_wait)
     else:
@@ -175,11 +175,11 @@ def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, 
                                  spark_work_dir=work_dir, spark_task_size=task_size)
     config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk)
     if engine == "spark":
-        from indexer.run.spark_vectors import index_vectors_spark
+        from imgsearch.indexer.run.spark_vectors import index_vectors_spark
 
         summary = index_vectors_spark(src, index_dir, config, model=model, sync=sync, wait=not no_wait)
     else:
-        from indexer.run.index_vectors import index_vectors
+        from imgsearch.indexer.run.index_vectors import index_vectors
 
         summary = index_vectors(src, index_dir, config, model=model, sync=sync, wait=not no_wait)
     for line in summary.lines():
@@ -192,7 +192,7 @@ def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, 
 @no_wait_option
 def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk, no_wait):
     """Rebuild and re-tune the FAISS index from the stored embeddings (nothing is re-embedded)."""
-    from indexer.run.rebuild import rebuild_index
+    from imgsearch.indexer.run.rebuild import rebuild_index
 
     config = _ann_config(IndexConfig(), index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk)
     manifest = rebuild_index(index_dir, config, wait=not no_wait)
@@ -206,7 +206,7 @@ def build_index(index_dir, index_type, max_index_memory, target_recall, rerank, 
 @no_wait_option
 def remove(index_dir, items, no_wait):
     """Remove images from the index by ID or PATH; other ids stay as they are."""
-    from indexer.run.remove import remove_images
+    from imgsearch.indexer.run.remove import remove_images
 
     result = remove_images(index_dir, items, wait=not no_wait)
     click.echo(f"removed {len(result.removed)} images; {result.total} left in {index_dir}")
@@ -232,8 +232,8 @@ def verify(index_dir, no_checksums, repair, as_json, no_wait):
     Checking reads a published version and never waits; --repair writes, so it
     waits for (or with --no-wait refuses) another writer.
     """
-    from indexer.folder.verify import verify_index
-    from indexer.run.repair import repair_index
+    from imgsearch.indexer.folder.verify import verify_index
+    from imgsearch.indexer.run.repair import repair_index
 
     if repair:
         result = repair_index(index_dir, wait=not no_wait)
@@ -280,7 +280,7 @@ def train_head_command(index_dir, name, labels_csv, examples_file, model, engine
         raise click.UsageError("--examples trains locally from its own labels: leave out --labels and --engine spark")
     try:
         if delete:
-            from indexer.run.teach import remove_head
+            from imgsearch.indexer.run.teach import remove_head
 
             remove_head(index_dir, name, wait=not no_wait)
             click.echo(json.dumps({"deleted": name}) if as_json else f"head {name!r} deleted from {index_dir}")
@@ -301,7 +301,7 @@ def train_head_command(index_dir, name, labels_csv, examples_file, model, engine
 
 
 def _echo_error(exc: Exception) -> None:
-    from indexer import errors
+    from imgsearch.indexer import errors
 
     kinds = ("InvalidInputError", "NotFoundError", "ImageError", "DamagedIndexError", "MissingDependencyError",
              "ExecutionError")
@@ -313,21 +313,21 @@ def _echo_error(exc: Exception) -> None:
 def _train_head(index_dir, name, labels_csv, examples_file, model, engine, master, val_fraction, search_weight, seed,
                 no_wait):
     if examples_file is not None:
-        from indexer.learn.fewshot import DEFAULT_MODEL
-        from indexer.run.teach import read_examples_file, train_head_from_examples
+        from imgsearch.indexer.learn.fewshot import DEFAULT_MODEL
+        from imgsearch.indexer.run.teach import read_examples_file, train_head_from_examples
 
         base = None if str(examples_file) == "-" else examples_file.resolve().parent
         return train_head_from_examples(index_dir, name, read_examples_file(examples_file),
                                         model=model or DEFAULT_MODEL, search_weight=search_weight, seed=seed,
                                         wait=not no_wait, base=base)
     if engine == "spark":
-        from indexer.run.spark_heads import train_head_spark
+        from imgsearch.indexer.run.spark_heads import train_head_spark
 
         return train_head_spark(index_dir, name, model=model or "softmax", labels_csv=labels_csv,
                                 val_fraction=val_fraction, search_weight=search_weight, seed=seed, master=master,
                                 wait=not no_wait)
-    from indexer.learn.classifiers import HeadTrainingConfig
-    from indexer.run.heads import train_head
+    from imgsearch.indexer.learn.classifiers import HeadTrainingConfig
+    from imgsearch.indexer.run.heads import train_head
 
     config = dataclasses.replace(HeadTrainingConfig(), val_fraction=val_fraction, search_weight=search_weight,
                                  seed=seed, model=model or "softmax")
@@ -362,7 +362,7 @@ def _echo_head(head) -> None:
 @no_wait_option
 def whiten(index_dir, dim, off, no_wait):
     """Learn PCA-whitening on the indexed embeddings and apply it to the index and to queries."""
-    from indexer.run.whiten import set_whitening
+    from imgsearch.indexer.run.whiten import set_whitening
 
     manifest = set_whitening(index_dir, dim=dim, off=off, wait=not no_wait)
     wh = manifest.get("whitening")
@@ -378,7 +378,7 @@ def whiten(index_dir, dim, off, no_wait):
               show_default=True)
 def sample(name, dest, limit, emoji_labels):
     """Write a sample image set (from PyPI/npm packages) into DEST, one folder per label."""
-    from indexer.inputs.samples import export_sample
+    from imgsearch.indexer.inputs.samples import export_sample
 
     n = export_sample(name, dest, limit=limit, emoji_labels=emoji_labels)
     click.echo(f"wrote {n} {name} images to {dest}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import InvalidInputError
+from imgsearch.indexer.errors import InvalidInputError
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
 # The most pixels an image may declare for the decoder to decode it (indexer/inputs/images.py); any

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from indexer.vectors import l2_normalize
+from imgsearch.indexer.vectors import l2_normalize
 
 
 class ClusteredEmbeddings:

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from search.duplicates import DEFAULT_THRESHOLD
+from imgsearch.search.duplicates import DEFAULT_THRESHOLD
 
 THRESHOLDS = (0.98, 0.97, 0.96, 0.94, 0.92, 0.90, 0.88, 0.86, 0.84, 0.82, 0.80, 0.75, 0.70)
 KEYPOINT_THRESHOLDS = (0.98, 0.95, 0.92, 0.90, 0.85, 0.80)  # with keypoints (slower: the files are read)
@@ -71,8 +71,8 @@ print(json.dumps(out))
 
 def export(folder: Path) -> dict[str, int]:
     """The benchmark's files under ``folder``; returns relative path -> truth group (look-alikes: their own)."""
-    from indexer.inputs.near_duplicates import near_duplicate_set
-    from indexer.inputs.samples import lookalikes
+    from imgsearch.indexer.inputs.near_duplicates import near_duplicate_set
+    from imgsearch.indexer.inputs.samples import lookalikes
 
     truth = {}
     for item in near_duplicate_set() + lookalikes():
@@ -108,9 +108,9 @@ def group_pairs(groups: list[list[str]]) -> set[frozenset]:
 def run_imgsearch(folder: Path, index_dir: Path, truth: set[frozenset]) -> list[dict]:
     import numpy as np
 
-    from indexer.config import IndexConfig
-    from indexer.run.pipeline import index_images
-    from search.engine import SearchEngine
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
+    from imgsearch.search.engine import SearchEngine
 
     t = time.perf_counter()
     if not index_dir.is_dir():

@@ -37,9 +37,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 
-from indexer.folder.store import EmbeddingStore, schema  # noqa: E402
-from indexer.folder.texts import text_array  # noqa: E402
-from indexer.synthetic import (  # noqa: E402
+from imgsearch.indexer.folder.store import EmbeddingStore, schema  # noqa: E402
+from imgsearch.indexer.folder.texts import text_array  # noqa: E402
+from imgsearch.indexer.synthetic import (  # noqa: E402
     ClusteredEmbeddings,
     plant_near_duplicates,
     synthetic_manifest,
@@ -51,7 +51,7 @@ SHARD = 25_000  # rows per shard
 
 def build(folder: Path, n: int, d: int, clusters: int, share: float) -> None:
     """The index folder and planted.npy (n,) int64: the base row of each planted row's group, -1 for others."""
-    from indexer.publish.version import publish_index
+    from imgsearch.indexer.publish.version import publish_index
 
     if (folder / "manifest.json").is_file() and (folder / "planted.npy").is_file():
         return
@@ -97,7 +97,7 @@ def _status() -> dict:
 
 def measure(folder: Path, threshold: float | None, out: Path) -> None:
     """In this (fresh) process: open the index, find its duplicates, write the groups and the figures."""
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     peak_anon = [0]
     stop = threading.Event()

@@ -35,9 +35,9 @@ def free_port() -> int:
 
 
 def ensure_index(work: Path, precision: str) -> Path:
-    from indexer.config import IndexConfig
-    from indexer.inputs.samples import export_sample
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.inputs.samples import export_sample
+    from imgsearch.indexer.run.pipeline import index_images
 
     index_dir = work / f"index-{precision}"
     if not (index_dir / "manifest.json").is_file():
@@ -73,7 +73,7 @@ def main() -> None:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                                        os.environ.get("PYTHONPATH", "")]))
-    server = subprocess.Popen([sys.executable, "-c", "from web.cli import main; main()", "serve", "--index",
+    server = subprocess.Popen([sys.executable, "-c", "from imgsearch.web.cli import main; main()", "serve", "--index",
                                str(index_dir), "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.folder.store import FILE_COLUMNS, EmbeddingStore, embeddings_of  # noqa: E402
-from indexer.synthetic import ClusteredEmbeddings, synthetic_manifest  # noqa: E402
+from imgsearch.indexer.folder.store import FILE_COLUMNS, EmbeddingStore, embeddings_of  # noqa: E402
+from imgsearch.indexer.synthetic import ClusteredEmbeddings, synthetic_manifest  # noqa: E402
 from scripts.synthetic_shards import synthetic_table  # noqa: E402
 
 CHUNK = 50_000  # vectors made at once
@@ -41,7 +41,7 @@ FILTERS = {"50 %": ["a", "b", "c", "d"], "10 %": ["a", "b", "c"], "1 %": ["a", "
 
 
 def build(folder: Path, n: int, d: int, clusters: int) -> None:
-    from indexer.publish.version import publish_index
+    from imgsearch.indexer.publish.version import publish_index
 
     if (folder / "manifest.json").is_file():
         return
@@ -93,8 +93,8 @@ def main():
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--work", type=Path, default=Path("/tmp/imgsearch-bench-filters"))
     args = ap.parse_args()
-    from search import filtered
-    from search.engine import SearchEngine
+    from imgsearch.search import filtered
+    from imgsearch.search.engine import SearchEngine
 
     folder = args.work / f"index-{args.n}"
     build(folder, args.n, args.dim, args.clusters)
@@ -134,7 +134,7 @@ def main():
 
 
 def engine_filter(flt):
-    from search.filters import as_filter
+    from imgsearch.search.filters import as_filter
 
     return as_filter(flt)
 

@@ -95,7 +95,7 @@ def run_index(folder: Path, index_dir: Path, backbone: str, batch: int, precisio
     The child is spawned with ``-c``, so decode workers need no main guard.
     """
     code = ("import sys, time, dataclasses\n"
-            "from indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
+            "from imgsearch.indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
             "t = time.perf_counter()\n"
             f"s = index_images([{str(folder)!r}], {str(index_dir)!r}, dataclasses.replace(IndexConfig(), "
             f"backbone={backbone!r}, batch_size={batch}, precision={precision!r}, progress=False))\n"
@@ -120,10 +120,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    from indexer.inputs.calibration import CALIBRATION
-    from indexer.inputs.images import decode_image
-    from indexer.model.backbones import load_backbone
-    from indexer.model.embedder import Embedder
+    from imgsearch.indexer.inputs.calibration import CALIBRATION
+    from imgsearch.indexer.inputs.images import decode_image
+    from imgsearch.indexer.model.backbones import load_backbone
+    from imgsearch.indexer.model.embedder import Embedder
 
     cores = os.cpu_count() or 1
     photos = make_photos(args.work / "photos", args.images)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from search.client import SearchAPIError, SearchClient
-from search.engine import SearchEngine
+from imgsearch.search.client import SearchAPIError, SearchClient
+from imgsearch.search.engine import SearchEngine
 
 
 def free_port() -> int:
@@ -37,9 +37,9 @@ def free_port() -> int:
 
 
 def ensure_index(work: Path, precision: str = "float32") -> Path:
-    from indexer.config import IndexConfig
-    from indexer.inputs.samples import export_sample
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.inputs.samples import export_sample
+    from imgsearch.indexer.run.pipeline import index_images
 
     src, index_dir = work / "emoji", work / ("emoji-index" if precision == "float32" else f"emoji-index-{precision}")
     if not src.is_dir():
@@ -127,10 +127,10 @@ def main() -> None:
 
 def model_latency(engine, queries: list[bytes]) -> None:
     """One image through the float32 and the int8 model, interleaved: decode excluded."""
-    from indexer.inputs.calibration import CALIBRATION
-    from indexer.inputs.images import decode_image
-    from indexer.model.backbones import load_backbone
-    from indexer.model.embedder import Embedder
+    from imgsearch.indexer.inputs.calibration import CALIBRATION
+    from imgsearch.indexer.inputs.images import decode_image
+    from imgsearch.indexer.model.backbones import load_backbone
+    from imgsearch.indexer.model.embedder import Embedder
 
     bb = load_backbone(engine.backbone)
     models = {"float32": Embedder(bb, 1, "tflite"), "int8": Embedder(bb, 1, "tflite", precision="int8",

@@ -32,9 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 
-from indexer.folder.store import FILE_COLUMNS, EmbeddingStore, embeddings_of, schema  # noqa: E402
-from indexer.folder.texts import text_array  # noqa: E402
-from indexer.synthetic import ClusteredEmbeddings, synthetic_manifest  # noqa: E402
+from imgsearch.indexer.folder.store import FILE_COLUMNS, EmbeddingStore, embeddings_of, schema  # noqa: E402
+from imgsearch.indexer.folder.texts import text_array  # noqa: E402
+from imgsearch.indexer.synthetic import ClusteredEmbeddings, synthetic_manifest  # noqa: E402
 
 CHUNK = 50_000  # vectors made and written as one shard
 QUERY_SEED = 424_242
@@ -94,9 +94,9 @@ class PeakAnon:
 
 
 def child_build(folder: Path, factory: str, mode: str, group_rows: int) -> dict:
-    from indexer import ann
-    from indexer.publish import ondisk
-    from indexer.publish.version import publish_index
+    from imgsearch.indexer import ann
+    from imgsearch.indexer.publish import ondisk
+    from imgsearch.indexer.publish.version import publish_index
 
     ondisk.GROUP_ROWS = group_rows  # the vectors one partial index holds while it is filled
 
@@ -115,8 +115,8 @@ def child_build(folder: Path, factory: str, mode: str, group_rows: int) -> dict:
 def child_serve(folder: Path, queries: int) -> dict:
     import faiss
 
-    from indexer.config import IndexConfig
-    from search.engine import SearchEngine
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.search.engine import SearchEngine
 
     before = status_mb("VmRSS")
     t0 = time.perf_counter()

@@ -44,10 +44,10 @@ WARM = "warm-up"  # a 2,000-row folder beside the measured one, opened before th
 def build(folder: Path, n: int, d: int, labels: int) -> None:
     import numpy as np
 
-    from indexer.config import IndexConfig
-    from indexer.folder.store import FILE_COLUMNS, EmbeddingStore
-    from indexer.publish.version import publish_index
-    from indexer.synthetic import ClusteredEmbeddings, synthetic_manifest
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.folder.store import FILE_COLUMNS, EmbeddingStore
+    from imgsearch.indexer.publish.version import publish_index
+    from imgsearch.indexer.synthetic import ClusteredEmbeddings, synthetic_manifest
     from scripts.synthetic_shards import synthetic_table
 
     if (folder / "manifest.json").is_file():
@@ -116,14 +116,14 @@ def measure(folder: Path, what: str) -> dict:
     import numpy as np
     import pyarrow.parquet  # noqa: F401
     if what == "old-tree":  # the older tree's engine: the caller put that tree first on sys.path
-        from search.engine import SearchEngine
+        from imgsearch.search.engine import SearchEngine
     else:
-        from indexer.config import IndexConfig
-        from indexer.folder.manifest import backbone_name
-        from indexer.folder.store import EmbeddingStore
-        from indexer.folder.texts import texts_of
-        from search.engine import SearchEngine
-        from search.opening import _load_index
+        from imgsearch.indexer.config import IndexConfig
+        from imgsearch.indexer.folder.manifest import backbone_name
+        from imgsearch.indexer.folder.store import EmbeddingStore
+        from imgsearch.indexer.folder.texts import texts_of
+        from imgsearch.search.engine import SearchEngine
+        from imgsearch.search.opening import _load_index
     # the modules opening imports on the way (pandas, FAISS's helpers: ~75 MB) are loaded by one open of a
     # small folder first, so that what is measured is what this folder costs
     SearchEngine.open(folder.parent / f"{WARM}-{folder.name}")

@@ -56,9 +56,9 @@ def sample_anon():  # the driver's anonymous memory (heap), without the file pag
         peak_anon[0] = max(peak_anon[0], anon)
         time.sleep(0.05)
 threading.Thread(target=sample_anon, daemon=True).start()
-from indexer.config import IndexConfig
-from indexer.run.spark_vectors import index_vectors_spark
-from indexer.run.spark import spark_session
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.run.spark_vectors import index_vectors_spark
+from imgsearch.indexer.run.spark import spark_session
 src, index_dir, master, warmup = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 config = IndexConfig(progress=False, spark_master=master)
 t = time.perf_counter()
@@ -91,7 +91,7 @@ import numpy as np
 def rss_mb():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 import faiss
-from search.engine import SearchEngine
+from imgsearch.search.engine import SearchEngine
 before = rss_mb()
 t = time.perf_counter()
 engine = SearchEngine.open(sys.argv[1])
@@ -127,7 +127,7 @@ def make_vectors(path: Path, n: int, dim: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from indexer.synthetic import ClusteredEmbeddings
+    from imgsearch.indexer.synthetic import ClusteredEmbeddings
 
     if path.is_file() and pq.ParquetFile(path).metadata.num_rows == n:
         return
@@ -147,7 +147,7 @@ def make_vectors(path: Path, n: int, dim: int) -> None:
 
 def exact_top10(n: int, dim: int, queries: np.ndarray) -> np.ndarray:
     """(q, 10) row numbers of the exact nearest neighbours by inner product, over the seeded chunks."""
-    from indexer.synthetic import ClusteredEmbeddings
+    from imgsearch.indexer.synthetic import ClusteredEmbeddings
 
     best_scores = np.full((len(queries), 0), -np.inf, np.float32)
     best_rows = np.zeros((len(queries), 0), np.int64)
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/imgsearch-bench-scale"))
     parser.add_argument("--keep", action="store_true", help="keep the vectors files and indexes")
     args = parser.parse_args()
-    from indexer.synthetic import ClusteredEmbeddings
+    from imgsearch.indexer.synthetic import ClusteredEmbeddings
 
     args.work.mkdir(parents=True, exist_ok=True)
     queries = ClusteredEmbeddings(args.dim, seed=SEED).sample(QUERIES, seed=SEED + 1)  # fresh: not indexed

@@ -33,10 +33,10 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from indexer import ann  # noqa: E402
-from indexer.atomic import atomic_path  # noqa: E402
-from indexer.config import parse_memory  # noqa: E402
-from indexer.synthetic import ClusteredEmbeddings  # noqa: E402
+from imgsearch.indexer import ann  # noqa: E402
+from imgsearch.indexer.atomic import atomic_path  # noqa: E402
+from imgsearch.indexer.config import parse_memory  # noqa: E402
+from imgsearch.indexer.synthetic import ClusteredEmbeddings  # noqa: E402
 
 CHUNK = 50_000
 

@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from indexer.config import IndexConfig  # noqa: E402
-from indexer.publish import compact  # noqa: E402
-from indexer.run.index_vectors import index_vectors  # noqa: E402
-from indexer.synthetic import ClusteredEmbeddings  # noqa: E402
-from search.engine import SearchEngine  # noqa: E402
+from imgsearch.indexer.config import IndexConfig  # noqa: E402
+from imgsearch.indexer.publish import compact  # noqa: E402
+from imgsearch.indexer.run.index_vectors import index_vectors  # noqa: E402
+from imgsearch.indexer.synthetic import ClusteredEmbeddings  # noqa: E402
+from imgsearch.search.engine import SearchEngine  # noqa: E402
 
 
 def write_part(path: Path, vectors: np.ndarray, first: int) -> Path:

@@ -33,8 +33,8 @@ from pathlib import Path
 
 LOCAL = """
 import json, shutil, sys, time
-from indexer.config import IndexConfig
-from indexer.run.pipeline import index_images
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.run.pipeline import index_images
 out = {}
 for run in ["cold"] + ["warm"] * int(sys.argv[4]):
     shutil.rmtree(sys.argv[2], ignore_errors=True)
@@ -48,8 +48,8 @@ print(json.dumps(out))
 
 SPARK = """
 import json, shutil, sys, time
-from indexer.config import IndexConfig
-from indexer.run.spark import index_images_spark, spark_session
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.run.spark import index_images_spark, spark_session
 config = IndexConfig(progress=False, batch_size=int(sys.argv[3]), spark_master=sys.argv[5])
 t = time.perf_counter()
 spark = spark_session(config, {"spark.ui.enabled": "false"})

@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from indexer.config import DEFAULT_BACKBONE, IndexConfig
-from indexer.run.pipeline import index_images
+from imgsearch.indexer.config import DEFAULT_BACKBONE, IndexConfig
+from imgsearch.indexer.run.pipeline import index_images
 
 
 def main() -> int:
@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
     args = ap.parse_args()
 
-    from indexer.folder.store import EmbeddingStore
+    from imgsearch.indexer.folder.store import EmbeddingStore
 
     store = EmbeddingStore(args.index)
     backbone = args.backbone or (store.read_manifest()["backbone"]["name"] if store.exists() else DEFAULT_BACKBONE)

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexer.run.heads import labelled_embeddings, train_head
-from indexer.run.samples import sample_index
-from search.evaluation import head_aware_precision, whitening_precision
+from imgsearch.indexer.run.heads import labelled_embeddings, train_head
+from imgsearch.indexer.run.samples import sample_index
+from imgsearch.search.evaluation import head_aware_precision, whitening_precision
 
 NAMES = {"mnist": "MNIST", "emoji": "Noto emoji"}
 
@@ -46,8 +46,8 @@ def ten_thousand_index(work: Path) -> Path:
             Image.fromarray(arr).save(out)
         (src / ".complete").touch()
     # label = the digit, whichever copy: index each copy's digit folders
-    from indexer.config import IndexConfig
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
 
     index_dir = work / "index-mnist10k-efficientnet-lite0"
     index_images([src / "original", src / "shifted"], index_dir, IndexConfig(progress=False))

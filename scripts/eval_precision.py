@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexer.inputs.calibration import CALIBRATION, CalibrationSet
-from indexer.inputs.images import decode_image
-from indexer.inputs.near_duplicates import near_duplicate_set
-from indexer.inputs.samples import emoji_records, mnist_arrays
-from indexer.model.backbones import load_backbone
-from indexer.model.embedder import Embedder
-from search.evaluation import leave_one_out_precision
+from imgsearch.indexer.inputs.calibration import CALIBRATION, CalibrationSet
+from imgsearch.indexer.inputs.images import decode_image
+from imgsearch.indexer.inputs.near_duplicates import near_duplicate_set
+from imgsearch.indexer.inputs.samples import emoji_records, mnist_arrays
+from imgsearch.indexer.model.backbones import load_backbone
+from imgsearch.indexer.model.embedder import Embedder
+from imgsearch.search.evaluation import leave_one_out_precision
 
 ROWS = {"mnist": 10, "emoji": 10, "neardup": 1}  # dataset -> k
 

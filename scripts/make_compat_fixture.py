@@ -99,7 +99,7 @@ def write_images(root: Path) -> tuple[list[str], list[str]]:
 def cli(*args: str) -> subprocess.CompletedProcess:
     """``imgsearch ARGS`` with this checkout's code."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    run = subprocess.run([sys.executable, "-c", "from search.cli import main; main()", *args],
+    run = subprocess.run([sys.executable, "-c", "from imgsearch.search.cli import main; main()", *args],
                          capture_output=True, text=True, env=env, timeout=900)
     if run.returncode != 0:
         sys.exit(f"imgsearch {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}")
@@ -139,7 +139,7 @@ def info_fields(data: dict) -> dict:
 
 def answers(index_dir: Path, root: Path, roots: dict[str, Path], vector: np.ndarray, queries: dict) -> dict:
     """What the engine of this checkout answers for the recorded queries."""
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     engine = SearchEngine.open(index_dir)
     q = {}
@@ -207,7 +207,7 @@ def main() -> None:
     if info["shards"] < 2:
         sys.exit(f"only {info['shards']} shard(s)")
 
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     engine = SearchEngine.open(index_dir)
     vector = (0.7 * engine.vector(4) + 0.3 * engine.vector(30)).round(4).astype(np.float32)  # (1280,)

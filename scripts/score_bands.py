@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.folder.store import EmbeddingStore, embeddings_of
-from indexer.folder.texts import texts_of
-from indexer.inputs.near_duplicates import TILINGS
-from indexer.run.samples import sample_index
+from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+from imgsearch.indexer.folder.texts import texts_of
+from imgsearch.indexer.inputs.near_duplicates import TILINGS
+from imgsearch.indexer.run.samples import sample_index
 
 PERCENTILES = (5, 25, 50, 75, 95)
 

@@ -20,9 +20,9 @@ import dataclasses
 import json
 import sys
 
-from indexer.config import DEFAULT_BACKBONE, IndexConfig
-from indexer.folder.store import EmbeddingStore
-from indexer.run.spark import index_images_spark, spark_session
+from imgsearch.indexer.config import DEFAULT_BACKBONE, IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.run.spark import index_images_spark, spark_session
 
 
 def main() -> int:

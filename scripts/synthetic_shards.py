@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from indexer.folder.store import schema
-from indexer.folder.texts import text_array
+from imgsearch.indexer.folder.store import schema
+from imgsearch.indexer.folder.texts import text_array
 
 
 def synthetic_table(ids: np.ndarray, vectors: np.ndarray, paths, labels, rng: np.random.Generator) -> pa.Table:

@@ -30,8 +30,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from indexer.folder.store import EmbeddingStore
-from indexer.folder.texts import decode_text, decode_texts
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.texts import decode_text, decode_texts
 
 CACHED_GROUPS = 256  # row groups whose paths are kept (256 rows each: ~4 MB of paths at most)
 OPEN_SHARDS = 64  # shard files kept open for path reads, their footers parsed once (4096-row shards: ~100 KB each)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from indexer.options import describe_ann, index_option
+from imgsearch.indexer.options import describe_ann, index_option
 
 
 class ImageOrUrl(click.ParamType):
@@ -29,14 +29,14 @@ class ImageOrUrl(click.ParamType):
 
 
 def _open_engine(index_dir):
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     return SearchEngine.open(index_dir)
 
 
 def _example(value: str) -> int | Path:
     """A --like/--unlike value: an image file if one is there by that name, else an indexed id."""
-    from indexer.errors import InvalidInputError, quote
+    from imgsearch.indexer.errors import InvalidInputError, quote
 
     if Path(value).is_file():
         return Path(value)
@@ -78,11 +78,11 @@ def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head
     its reason, the others are answered, and the command exits 1.  --where: only images whose metadata
     matches, searched inside the index (search/filters.py).
     """
-    from indexer.inputs.images import ImageDecodeError
-    from search.filters import parse_where
-    from search.ranking import window
-    from search.regions import parse_box
-    from search.urls import UrlFetchError, UrlNotAllowedError, UrlPolicy
+    from imgsearch.indexer.inputs.images import ImageDecodeError
+    from imgsearch.search.filters import parse_where
+    from imgsearch.search.ranking import window
+    from imgsearch.search.regions import parse_box
+    from imgsearch.search.urls import UrlFetchError, UrlNotAllowedError, UrlPolicy
 
     window(k, offset, min_score)  # a bad window or filter fails before the model loads
     flt = parse_where(where)
@@ -131,7 +131,7 @@ def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head
 
 
 def _print_hits(query: str, hits, as_json: bool, first_rank: int = 1, extra: dict | None = None) -> None:
-    from search.engine import display_text
+    from imgsearch.search.engine import display_text
 
     if as_json:  # paths as shown (valid UTF-8 whatever their bytes); the id names the image
         shown = [dataclasses.replace(h, path=display_text(h.path), label=display_text(h.label)) for h in hits]
@@ -182,8 +182,8 @@ def info(index_dir, as_json):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 def classify(index_dir, head, images, top, as_json):
     """Predict classes of each IMAGE with a trained head."""
-    from indexer.inputs.images import ImageDecodeError
-    from search.engine import display_text
+    from imgsearch.indexer.inputs.images import ImageDecodeError
+    from imgsearch.search.engine import display_text
 
     engine = _open_engine(index_dir)
     failed = False
@@ -209,8 +209,8 @@ def classify(index_dir, head, images, top, as_json):
               help="Report folder (default: DIR/report).")
 def evaluate(index_dir, out_dir):
     """Retrieval and classification quality of a labelled index: HTML report with plots, and JSON."""
-    from search.evaluation import evaluate_index
-    from search.report import write_report
+    from imgsearch.search.evaluation import evaluate_index
+    from imgsearch.search.report import write_report
 
     results = evaluate_index(index_dir)
     html = write_report(results, out_dir or Path(index_dir) / "report", index_dir=index_dir)
@@ -232,7 +232,7 @@ def evaluate(index_dir, out_dir):
 @index_option
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Cosine score a member must reach against its group's keeper (default: the calibrated one, "
-                   "search.duplicates.DEFAULT_THRESHOLD; the output says which was used).")
+                   "imgsearch.search.duplicates.DEFAULT_THRESHOLD; the output says which was used).")
 @click.option("--keep", type=click.Choice(["largest", "smallest", "oldest", "newest"]), default="largest",
               show_default=True, help="The image of a group to keep: most pixels (then largest file), fewest "
                                       "pixels (then smallest file), indexed first, or indexed last.")
@@ -249,7 +249,7 @@ def duplicates(index_dir, threshold, keep, as_json, csv_file, limit, keypoints):
     Each group is the same picture resized, re-encoded, cropped or edited: every member scores at least
     the threshold against the group's keeper.  Nothing is deleted: 'imgsearch remove' takes the ids.
     """
-    from search.engine import display_text
+    from imgsearch.search.engine import display_text
 
     if as_json and csv_file:
         raise click.UsageError("choose one of --json and --csv")
@@ -281,8 +281,8 @@ def _write_duplicates_csv(path: Path, groups) -> None:
     import csv
     import io
 
-    from indexer.atomic import atomic_write_bytes
-    from search.engine import display_text
+    from imgsearch.indexer.atomic import atomic_write_bytes
+    from imgsearch.search.engine import display_text
 
     out = io.StringIO()
     writer = csv.writer(out)

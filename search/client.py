@@ -16,8 +16,8 @@ from typing import BinaryIO, Sequence, Union
 import requests
 from PIL import Image
 
-from indexer.errors import ImgsearchError
-from search.client_replies import (  # noqa: F401 - callers import the reply types from here
+from imgsearch.indexer.errors import ImgsearchError
+from imgsearch.search.client_replies import (  # noqa: F401 - callers import the reply types from here
     ClassifyResponse,
     DuplicatesPage,
     Prediction,
@@ -26,20 +26,20 @@ from search.client_replies import (  # noqa: F401 - callers import the reply typ
     RemoteHit,
     SearchResponse,
 )
-from search.client_replies import (
+from imgsearch.search.client_replies import (
     classified as _classified,
 )
-from search.client_replies import (
+from imgsearch.search.client_replies import (
     duplicates_page as _duplicates,
 )
-from search.client_replies import (
+from imgsearch.search.client_replies import (
     explained as _explained,
 )
-from search.client_replies import (
+from imgsearch.search.client_replies import (
     response as _response,
 )
-from search.examples import Example, as_example
-from search.transport import (
+from imgsearch.search.examples import Example, as_example
+from imgsearch.search.transport import (
     TransportError,
     check_base_url,
     fetch,

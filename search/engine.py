@@ -8,9 +8,9 @@ import threading
 
 import numpy as np
 
-from indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
-from indexer.errors import InvalidInputError, quote
-from indexer.folder.manifest import (
+from imgsearch.indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
+from imgsearch.indexer.errors import InvalidInputError, quote
+from imgsearch.indexer.folder.manifest import (
     backbone_name,
     check_compatible,
     check_image_queries,
@@ -18,25 +18,25 @@ from indexer.folder.manifest import (
     precision,
     resample,
 )
-from indexer.folder.store import EmbeddingStore
-from indexer.folder.texts import display_text, texts_of  # noqa: F401 - web shows paths with display_text
-from indexer.folder.whitening import search_space
-from indexer.inputs.images import ImageSource, decode_image
-from indexer.vectors import search_index
-from search.catalog import Catalog
-from search.duplicates import DuplicateCache
-from search.examples import search_examples
-from search.explain import explain_pair
-from search.filtered import FilteredSearch
-from search.filters import as_filter
-from search.heads import HeadCatalog
-from search.hits import Hit, InvalidVectorError, UnknownIdError  # noqa: F401 - callers import them from here
-from search.opening import newest_if_gone as _newest_if_gone
-from search.opening import open_newest, open_version
-from search.query_forms import search_by_url
-from search.ranking import MAX_K, id_set, ranked, window  # noqa: F401 - callers read MAX_K here
-from search.regions import crop_region, parse_box
-from search.thumbnails import load_indexed_image, thumbnail_jpeg
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.texts import display_text, texts_of  # noqa: F401 - web shows paths with display_text
+from imgsearch.indexer.folder.whitening import search_space
+from imgsearch.indexer.inputs.images import ImageSource, decode_image
+from imgsearch.indexer.vectors import search_index
+from imgsearch.search.catalog import Catalog
+from imgsearch.search.duplicates import DuplicateCache
+from imgsearch.search.examples import search_examples
+from imgsearch.search.explain import explain_pair
+from imgsearch.search.filtered import FilteredSearch
+from imgsearch.search.filters import as_filter
+from imgsearch.search.heads import HeadCatalog
+from imgsearch.search.hits import Hit, InvalidVectorError, UnknownIdError  # noqa: F401 - callers import them from here
+from imgsearch.search.opening import newest_if_gone as _newest_if_gone
+from imgsearch.search.opening import open_newest, open_version
+from imgsearch.search.query_forms import search_by_url
+from imgsearch.search.ranking import MAX_K, id_set, ranked, window  # noqa: F401 - callers read MAX_K here
+from imgsearch.search.regions import crop_region, parse_box
+from imgsearch.search.thumbnails import load_indexed_image, thumbnail_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class SearchEngine:
         published versions (checking at most every ``reload_interval`` seconds).
         """
         if auto_reload:
-            from search.reloading import ReloadingEngine
+            from imgsearch.search.reloading import ReloadingEngine
 
             return ReloadingEngine(cls.open(index_dir, backbone=backbone, config=config, verify=verify),
                                    interval=reload_interval)
@@ -384,8 +384,8 @@ class SearchEngine:
         with self._lock:
             if self._embedder is None:
                 check_image_queries(self.manifest)  # vectors made elsewhere: no model to embed an image
-                from indexer.model.backbones import load_backbone
-                from indexer.model.embedder import Embedder
+                from imgsearch.indexer.model.backbones import load_backbone
+                from imgsearch.indexer.model.embedder import Embedder
 
                 bb = load_backbone(self.backbone, self.config.weights, self.config.cache_dir)
                 check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root))

@@ -2,7 +2,7 @@
 errors searching raises.  The web layer imports them from here and maps them to HTTP statuses
 (web/errors.py)."""
 
-from indexer.errors import (
+from imgsearch.indexer.errors import (
     DamagedIndexError,
     ExecutionError,
     ImageError,
@@ -12,15 +12,15 @@ from indexer.errors import (
     NotFoundError,
     quote,
 )
-from indexer.folder.heads import HeadDamagedError, HeadError, UnknownHeadError
-from indexer.folder.manifest import ExternalVectorsError
-from indexer.folder.store import IndexFormatError
-from indexer.inputs.images import ImageDecodeError, ImageTooLargeError
-from search.engine import InvalidVectorError, UnknownIdError
-from search.filters import InvalidFilterError, UnknownLabelError
-from search.regions import InvalidBoxError
-from search.thumbnails import ImageUnavailableError
-from search.urls import UrlFetchError, UrlNotAllowedError
+from imgsearch.indexer.folder.heads import HeadDamagedError, HeadError, UnknownHeadError
+from imgsearch.indexer.folder.manifest import ExternalVectorsError
+from imgsearch.indexer.folder.store import IndexFormatError
+from imgsearch.indexer.inputs.images import ImageDecodeError, ImageTooLargeError
+from imgsearch.search.engine import InvalidVectorError, UnknownIdError
+from imgsearch.search.filters import InvalidFilterError, UnknownLabelError
+from imgsearch.search.regions import InvalidBoxError
+from imgsearch.search.thumbnails import ImageUnavailableError
+from imgsearch.search.urls import UrlFetchError, UrlNotAllowedError
 
 __all__ = ["DamagedIndexError", "ExecutionError", "ExternalVectorsError", "HeadDamagedError", "HeadError",
            "ImageDecodeError", "ImageError", "ImageTooLargeError", "ImageUnavailableError", "ImgsearchError",

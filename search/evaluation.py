@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.errors import InvalidInputError
-from indexer.folder.manifest import backbone_name
-from indexer.folder.store import EmbeddingStore, embeddings_of
-from indexer.folder.texts import display_text, texts_of
-from indexer.vectors import build_flat_index, search_index
+from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.folder.manifest import backbone_name
+from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+from imgsearch.indexer.folder.texts import display_text, texts_of
+from imgsearch.indexer.vectors import build_flat_index, search_index
 
 
 @dataclass
@@ -102,7 +102,7 @@ def retrieval_metrics(vectors: np.ndarray, labels, max_k: int = 50, max_queries:
 
 def knn_loo_accuracy(vectors: np.ndarray, labels, k: int = 10) -> float:
     """Leave-one-out accuracy of the similarity-weighted kNN vote over the whole index."""
-    from indexer.learn.classifiers import knn_vote
+    from imgsearch.indexer.learn.classifiers import knn_vote
 
     classes, y = np.unique(np.asarray(labels).astype(str), return_inverse=True)
     return float((knn_vote(vectors, y, vectors, k, exclude_self=True) == y).mean())
@@ -113,13 +113,13 @@ def head_aware_precision(vectors: np.ndarray, labels, *, weights=(1.0,), k: int 
 
     Returns {"plain": p@k, "head": {weight: p@k}, "head_accuracy": acc on the scored half}.
     """
-    from indexer.folder.heads import Head
-    from indexer.learn.classifiers import (
+    from imgsearch.indexer.folder.heads import Head
+    from imgsearch.indexer.learn.classifiers import (
         HeadTrainingConfig,
         fit_softmax,
         stratified_split,
     )
-    from indexer.vectors import l2_normalize
+    from imgsearch.indexer.vectors import l2_normalize
 
     classes, y = np.unique(np.asarray(labels).astype(str), return_inverse=True)
     train, test = stratified_split(y, 0.5, seed)
@@ -139,8 +139,8 @@ def head_aware_precision(vectors: np.ndarray, labels, *, weights=(1.0,), k: int 
 
 def whitening_precision(vectors: np.ndarray, labels, *, dims=(None,), k: int = 10) -> dict:
     """p@k without whitening and with PCA-whitening learned on the same vectors, per kept dimension."""
-    from indexer.learn.whitening import learn_whitening
-    from indexer.vectors import l2_normalize
+    from imgsearch.indexer.learn.whitening import learn_whitening
+    from imgsearch.indexer.vectors import l2_normalize
 
     out = {"off": leave_one_out_precision(vectors, labels, k).precision, "on": {}}
     for dim in dims:
@@ -157,9 +157,9 @@ def evaluate_index(index_dir, *, max_k: int = 50, knn_k: int = 10) -> dict:
     accuracy; heads: each head's accuracy, macro-F1 and confusion matrix on its
     own held-out validation images, beside kNN on the same split.
     """
-    from indexer.folder.heads import list_heads, load_head
-    from indexer.folder.whitening import search_space
-    from indexer.learn.classifiers import classification_metrics, knn_vote
+    from imgsearch.indexer.folder.heads import list_heads, load_head
+    from imgsearch.indexer.folder.whitening import search_space
+    from imgsearch.indexer.learn.classifiers import classification_metrics, knn_vote
 
     store = EmbeddingStore(index_dir)
     manifest = store.read_manifest()

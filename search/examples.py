@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from indexer.errors import ImageError, InvalidInputError, quote
-from indexer.vectors import l2_normalize
-from search.ranking import MAX_K, Window
+from imgsearch.indexer.errors import ImageError, InvalidInputError, quote
+from imgsearch.indexer.vectors import l2_normalize
+from imgsearch.search.ranking import MAX_K, Window
 
 STRATEGIES = ("rocchio", "best")
 NEGATIVE_WEIGHT = 0.5  # Rocchio's gamma (its beta is 1): a negative as strong as a positive would push the

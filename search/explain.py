@@ -46,13 +46,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.errors import InvalidInputError, quote
-from indexer.folder.manifest import model_precision, resample
-from indexer.folder.whitening import load_for
-from indexer.inputs.filesystems import is_uri, read_bytes
-from indexer.inputs.images import ImageDecodeError, decode_image
-from indexer.vectors import l2_normalize
-from search.thumbnails import ImageUnavailableError
+from imgsearch.indexer.errors import InvalidInputError, quote
+from imgsearch.indexer.folder.manifest import model_precision, resample
+from imgsearch.indexer.folder.whitening import load_for
+from imgsearch.indexer.inputs.filesystems import is_uri, read_bytes
+from imgsearch.indexer.inputs.images import ImageDecodeError, decode_image
+from imgsearch.indexer.vectors import l2_normalize
+from imgsearch.search.thumbnails import ImageUnavailableError
 
 MAP_CACHE = 64  # feature maps kept per model (7 x 7 x 1280 float32: 250 KB each)
 SAME_IMAGE = 0.99  # below this cosine, a file's recomputed embedding is not the one indexed: the file changed
@@ -194,8 +194,8 @@ _EXPLAINERS_LOCK = threading.Lock()
 
 def explainer_for(engine) -> Explainer:
     """The explaining model for the index ``engine`` answers from: its backbone and precision, one per process."""
-    from indexer.model.backbones import load_backbone
-    from indexer.model.embedder import FeatureMapEmbedder
+    from imgsearch.indexer.model.backbones import load_backbone
+    from imgsearch.indexer.model.embedder import FeatureMapEmbedder
 
     config, kwargs = engine.config, model_precision(engine.manifest)
     key = (engine.backbone, config.weights, str(config.cache_dir), config.runtime, kwargs["precision"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from indexer.options import index_option
+from imgsearch.indexer.options import index_option
 
 SIDE = 336  # px: each image's drawn square (the 224 px the model sees, enlarged)
 POSITIVE, NEGATIVE = (220, 38, 38), (37, 99, 235)  # red: where the score comes from; blue: where it is held back
@@ -58,7 +58,7 @@ def _square(source, size: int, resample: str):
     """The centred square of an image that the model sees, as a PIL image."""
     from PIL import Image
 
-    from indexer.inputs.images import decode_image
+    from imgsearch.indexer.inputs.images import decode_image
 
     return Image.fromarray(decode_image(source, size, resample=resample).array)
 
@@ -77,11 +77,11 @@ def explain(index_dir, query, result_id, out, head, as_json):
     QUERY is an image file, or an indexed image's id (a number that is not a file's name). Costs one
     forward pass of the model for the result's image and one for the query's (read from its file).
     """
-    from indexer.atomic import atomic_path
-    from indexer.folder.manifest import resample
-    from indexer.model.backbones import get_spec
-    from search.engine import SearchEngine
-    from search.thumbnails import load_indexed
+    from imgsearch.indexer.atomic import atomic_path
+    from imgsearch.indexer.folder.manifest import resample
+    from imgsearch.indexer.model.backbones import get_spec
+    from imgsearch.search.engine import SearchEngine
+    from imgsearch.search.thumbnails import load_indexed
 
     engine = SearchEngine.open(index_dir)
     if Path(query).is_file():

@@ -35,8 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from indexer.errors import InvalidInputError, quote
-from indexer.folder.texts import texts_of
+from imgsearch.indexer.errors import InvalidInputError, quote
+from imgsearch.indexer.folder.texts import texts_of
 
 TEXT_FIELDS = ("label", "camera_make", "camera_model")  # "=" one of the values
 NUMBER_FIELDS = ("width", "height", "file_size")

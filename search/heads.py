@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from indexer.folder.heads import (
+from imgsearch.indexer.folder.heads import (
     NAME_PATTERN,
     Head,
     HeadDamagedError,
@@ -24,8 +24,8 @@ from indexer.folder.heads import (
     list_heads,
     load_head,
 )
-from indexer.folder.store import EmbeddingStore
-from indexer.learn.fewshot import DEFAULT_MODEL, MODELS
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.learn.fewshot import DEFAULT_MODEL, MODELS
 
 log = logging.getLogger(__name__)
 

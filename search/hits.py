@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from indexer.errors import InvalidInputError, NotFoundError
+from imgsearch.indexer.errors import InvalidInputError, NotFoundError
 
 
 @dataclass(frozen=True)

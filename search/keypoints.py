@@ -21,8 +21,8 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from indexer.errors import ImgsearchError, MissingDependencyError
-from search.thumbnails import load_indexed
+from imgsearch.indexer.errors import ImgsearchError, MissingDependencyError
+from imgsearch.search.thumbnails import load_indexed
 
 SIDE = 256  # pixels, longest side: enough corners for ORB's pyramid, cheap to detect
 KEYPOINTS = 300

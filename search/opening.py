@@ -7,12 +7,12 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from indexer.config import IndexConfig
-from indexer.folder.heads import HeadDamagedError
-from indexer.folder.manifest import backbone_name, search_dim
-from indexer.folder.store import EmbeddingStore, IndexFormatError
-from indexer.folder.verify import check_published_files
-from search.catalog import Catalog
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.heads import HeadDamagedError
+from imgsearch.indexer.folder.manifest import backbone_name, search_dim
+from imgsearch.indexer.folder.store import EmbeddingStore, IndexFormatError
+from imgsearch.indexer.folder.verify import check_published_files
+from imgsearch.search.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def _load_index(store: EmbeddingStore, manifest: dict, config: IndexConfig):
     An on-disk index (``ann.lists_file``) has its lists file mapped read-only
     and is searched on CPU (``to_gpu_if_available`` leaves it there).
     """
-    from indexer.ann.choice import mmap_mode
-    from indexer.ann.faiss_ops import set_search_params, to_gpu_if_available
+    from imgsearch.indexer.ann.choice import mmap_mode
+    from imgsearch.indexer.ann.faiss_ops import set_search_params, to_gpu_if_available
 
     name = manifest["index_file"]
     ann = manifest.get("ann") or {}
@@ -124,7 +124,7 @@ def open_newest(store: EmbeddingStore, open_one, verify: bool = False):
         signature = store.manifest_signature()
         try:
             if verify:
-                from indexer.folder.verify import verify_index
+                from imgsearch.indexer.folder.verify import verify_index
 
                 verify_index(store.root).raise_if_damaged()
             return open_one()

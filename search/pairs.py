@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.folder.store import embeddings_of
-from indexer.folder.whitening import search_space
-from indexer.vectors import search_index
+from imgsearch.indexer.folder.store import embeddings_of
+from imgsearch.indexer.folder.whitening import search_space
+from imgsearch.indexer.vectors import search_index
 
 log = logging.getLogger(__name__)
 

@@ -98,9 +98,9 @@ def plot_embedding_map(index_dir, path: Path, *, points: int = 1500, thumbnails:
     from matplotlib.figure import Figure
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 
-    from indexer.folder.store import EmbeddingStore, embeddings_of
-    from indexer.folder.texts import display_text, texts_of
-    from indexer.folder.whitening import search_space
+    from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+    from imgsearch.indexer.folder.texts import display_text, texts_of
+    from imgsearch.indexer.folder.whitening import search_space
 
     store = EmbeddingStore(index_dir)
     manifest = store.read_manifest()

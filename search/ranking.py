@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from indexer.errors import InvalidInputError, quote
+from imgsearch.indexer.errors import InvalidInputError, quote
 
 MAX_K = 1000  # the deepest rank served
 DEFAULT_K = 10  # results when neither k nor min_score is given

@@ -13,8 +13,8 @@ from typing import Sequence
 
 from PIL import Image
 
-from indexer.errors import InvalidInputError, quote
-from indexer.inputs.images import ImageSource, load_rgb
+from imgsearch.indexer.errors import InvalidInputError, quote
+from imgsearch.indexer.inputs.images import ImageSource, load_rgb
 
 BOX_FORMAT = "[x0, y0, x1, y1], fractions of the image's width and height with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
 

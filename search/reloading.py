@@ -29,10 +29,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from indexer.errors import InvalidInputError
+from imgsearch.indexer.errors import InvalidInputError
 
 if TYPE_CHECKING:  # the engine opens a ReloadingEngine (SearchEngine.open(auto_reload=True)), not the reverse
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
 log = logging.getLogger(__name__)
 

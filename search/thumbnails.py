@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from indexer.errors import ImageError
-from indexer.inputs.filesystems import is_uri, read_bytes
-from indexer.inputs.images import ImageDecodeError, PreviewTooLargeError, load_rgb
+from imgsearch.indexer.errors import ImageError
+from imgsearch.indexer.inputs.filesystems import is_uri, read_bytes
+from imgsearch.indexer.inputs.images import ImageDecodeError, PreviewTooLargeError, load_rgb
 
 
 class ImageUnavailableError(ImageError, OSError):

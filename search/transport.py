@@ -20,7 +20,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NewConnectionError
 
-from indexer.errors import ImgsearchError
+from imgsearch.indexer.errors import ImgsearchError
 
 _calls = threading.local()  # the call this thread is making, so the pool can tell it its connection
 

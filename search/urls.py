@@ -31,7 +31,7 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
-from indexer.errors import InvalidInputError, quote
+from imgsearch.indexer.errors import InvalidInputError, quote
 
 DEFAULT_MAX_BYTES = 20 * 2**20
 DEFAULT_TIMEOUT = 10.0  # seconds for the whole fetch, redirects included

@@ -27,14 +27,14 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(scope="session")
 def lite0():
-    from indexer.model.backbones import load_backbone
+    from imgsearch.indexer.model.backbones import load_backbone
 
     return load_backbone("efficientnet-lite0")
 
 
 @pytest.fixture(scope="session")
 def embedder(lite0):
-    from indexer.model.embedder import Embedder
+    from imgsearch.indexer.model.embedder import Embedder
 
     return Embedder(lite0, batch_size=32)
 
@@ -42,7 +42,7 @@ def embedder(lite0):
 @pytest.fixture(scope="session")
 def photos_dir(tmp_path_factory) -> Path:
     """scikit-image's bundled photographs as JPEG files."""
-    from indexer.inputs.samples import export_sample
+    from imgsearch.indexer.inputs.samples import export_sample
 
     dest = tmp_path_factory.mktemp("photos")
     export_sample("photos", dest)
@@ -52,7 +52,7 @@ def photos_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def emoji_dir(tmp_path_factory) -> Path:
     """60 Noto emoji PNGs, 6 per category, in one folder per category."""
-    from indexer.inputs.samples import export_sample
+    from imgsearch.indexer.inputs.samples import export_sample
 
     dest = tmp_path_factory.mktemp("emoji")
     export_sample("emoji", dest, limit=60)
@@ -72,8 +72,8 @@ def corpus(tmp_path_factory, photos_dir, emoji_dir) -> Path:
 @pytest.fixture(scope="session")
 def built_index(tmp_path_factory, corpus, lite0):
     """The corpus indexed once with efficientnet-lite0, shared read-only by search tests."""
-    from indexer.config import IndexConfig
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
 
     index_dir = tmp_path_factory.mktemp("index") / "idx"
     # float32, as every index written before int8 became the default: many tests compare with `embedder`
@@ -84,7 +84,7 @@ def built_index(tmp_path_factory, corpus, lite0):
 @pytest.fixture(scope="module")
 def engine(built_index):
     """A SearchEngine over the shared index (tests that need another define their own)."""
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     return SearchEngine.open(built_index[0])
 
@@ -92,7 +92,7 @@ def engine(built_index):
 @pytest.fixture(scope="module")
 def client(live_server):
     """A SearchClient of the shared live server."""
-    from search.client import SearchClient
+    from imgsearch.search.client import SearchClient
 
     with SearchClient(live_server.url, timeout=30) as c:
         yield c
@@ -100,7 +100,7 @@ def client(live_server):
 
 @pytest.fixture(scope="session")
 def live_server(built_index):
-    from web import create_app
+    from imgsearch.web import create_app
 
     index_dir, _ = built_index
     app = create_app({"INDEX_DIR": str(index_dir), "MAX_CONTENT_LENGTH": 2 * 1024 * 1024})
@@ -112,7 +112,7 @@ def live_server(built_index):
 @pytest.fixture(scope="session")
 def headed_index(tmp_path_factory, built_index):
     """A copy of the built index with a trained head 'cat' (labels: the parent folders)."""
-    from indexer.run.heads import train_head
+    from imgsearch.indexer.run.heads import train_head
 
     index_dir = tmp_path_factory.mktemp("headed") / "idx"
     shutil.copytree(built_index[0], index_dir)
@@ -122,7 +122,7 @@ def headed_index(tmp_path_factory, built_index):
 
 @pytest.fixture(scope="session")
 def headed_server(headed_index):
-    from web import create_app
+    from imgsearch.web import create_app
 
     server = LiveServer(create_app({"INDEX_DIR": str(headed_index)}))
     yield server
@@ -152,8 +152,8 @@ def dup_corpus(tmp_path_factory, photos_dir) -> Path:
 @pytest.fixture(scope="session")
 def dup_index(tmp_path_factory, dup_corpus, lite0):
     """``dup_corpus`` indexed once (shared read-only: copy it to change it)."""
-    from indexer.config import IndexConfig
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
 
     index_dir = tmp_path_factory.mktemp("dup-index") / "idx"
     summary = index_images([dup_corpus], index_dir, IndexConfig(progress=False))
@@ -165,8 +165,8 @@ def spark(tmp_path_factory):
     """One local[2] SparkSession for every Spark test (a JVM start costs ~10 s); the executors' model cache
     starts empty, like a cluster node that never ran imgsearch."""
     pytest.importorskip("pyspark")
-    from indexer.config import IndexConfig
-    from indexer.run.spark import spark_session
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.spark import spark_session
 
     executor_cache = tmp_path_factory.mktemp("executor-cache")
     session = spark_session(IndexConfig(progress=False, spark_master="local[2]"),

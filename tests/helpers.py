@@ -58,7 +58,7 @@ class LiveServer:
     def __init__(self, app, threads: int = 4):
         import threading
 
-        from web.server import make_server
+        from imgsearch.web.server import make_server
 
         self.app = app
         app.config["SERVER_THREADS"] = threads

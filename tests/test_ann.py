@@ -13,13 +13,13 @@ import faiss
 import numpy as np
 import pytest
 
-from indexer import ann
-from indexer.config import parse_memory
-from indexer.folder.store import EmbeddingStore, Row
-from indexer.publish.version import publish_index, resolve_options
-from indexer.synthetic import ClusteredEmbeddings
-from indexer.vectors import gpu_count
-from search.engine import SearchEngine
+from imgsearch.indexer import ann
+from imgsearch.indexer.config import parse_memory
+from imgsearch.indexer.folder.store import EmbeddingStore, Row
+from imgsearch.indexer.publish.version import publish_index, resolve_options
+from imgsearch.indexer.synthetic import ClusteredEmbeddings
+from imgsearch.indexer.vectors import gpu_count
+from imgsearch.search.engine import SearchEngine
 
 D = 64
 N = 24_000  # above ann.FLAT_MAX, so "auto" must approximate
@@ -177,7 +177,7 @@ def test_a_graph_is_tuned_before_its_held_out_rows_are_added(tmp_path, monkeypat
     assert [engine.search_vector(np.asarray(emb[i], np.float32), 1)[0].id for i in held] == list(held)
     # growing by more than 10 % re-tunes, so the graph is rebuilt (not updated with the old rows in it)
     more = add_shards(store, 3000, 3000, seed=5, start_id=N)
-    with caplog.at_level(logging.INFO, logger="indexer.publish"):
+    with caplog.at_level(logging.INFO, logger="imgsearch.indexer.publish"):
         publish_index(store, manifest, shards + more)
     assert seen[-1] == N + 3000 - ann.held_out(np.arange(N + 3000)).sum()
     assert "(built," in caplog.text
@@ -240,7 +240,7 @@ def _centroids(index):
 @pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF64,Flat", "IVF64,SQ8", "IVF64,SQ6", "IVF64,PQ16x4fs",
                                      "IVF64,PQ16x4fs,RFlat"])
 def test_removal_by_id_works_for_every_index_type(tmp_path, factory):
-    from indexer.run.remove import remove_images
+    from imgsearch.indexer.run.remove import remove_images
 
     store, manifest, shards = make_index_dir(tmp_path / "idx", n=4000, shard_size=1000)
     publish_index(store, manifest, shards, options=ann.AnnOptions(index_type=factory, target_recall=0.9))
@@ -303,7 +303,7 @@ def test_cpu_fallback_when_the_gpu_has_no_version_of_the_index(monkeypatch, capl
     # faked: a GPU that FAISS sees, and its answer for this index type
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1, raising=False)
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", gpu_refuses, raising=False)
-    with caplog.at_level(logging.INFO, logger="indexer.ann.faiss_ops"):
+    with caplog.at_level(logging.INFO, logger="imgsearch.indexer.ann.faiss_ops"):
         assert ann.to_gpu_if_available(index, "auto") == (index, "cpu")
     assert "index stays on CPU: Error in faiss::gpu::ToGpuCloner" in caplog.text and "more" not in caplog.text
     assert ann.to_gpu_if_available(index, "no") == (index, "cpu")
@@ -347,7 +347,7 @@ def test_gpu_build_and_search_give_the_cpu_results(tmp_path):
 def test_build_index_and_info_on_the_command_line(tmp_path):
     from click.testing import CliRunner
 
-    from web.cli import main
+    from imgsearch.web.cli import main
 
     store, manifest, shards = make_index_dir(tmp_path / "idx", n=3000)
     publish_index(store, manifest, shards)

@@ -1,4 +1,4 @@
-"""indexer.atomic: a local write leaves the old content or the new, never part of it, and is durable."""
+"""imgsearch.indexer.atomic: a local write leaves the old content or the new, never part of it, and is durable."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer import atomic
-from indexer.atomic import (
+from imgsearch.indexer import atomic
+from imgsearch.indexer.atomic import (
     atomic_folder,
     atomic_path,
     atomic_write,
     atomic_write_bytes,
     fsync_dir,
 )
-from indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.store import EmbeddingStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,7 +155,7 @@ def test_the_stores_start_up_clean_up_finds_every_temporary_name(tmp_path):
 
 
 def test_the_stores_shards_and_manifest_are_synced_before_they_count(tmp_path, fsyncs):
-    from indexer.folder.store import Row
+    from imgsearch.indexer.folder.store import Row
 
     store = EmbeddingStore(tmp_path / "idx")
     rows = [Row(i, f"/x/{i}.jpg", "", 4, 4, "0" * 64, np.eye(8, dtype=np.float32)[i]) for i in range(3)]
@@ -188,13 +188,13 @@ def test_every_local_writer_goes_through_indexer_atomic():
 def test_every_file_a_manifest_names_is_synced_before_the_manifest(tmp_path, fsyncs):
     """Shards (rewritten ones too), FAISS index, trained index, whitening and heads' indexes: each is
     fsynced, and its folder after the rename, before the manifest that names it is replaced."""
-    from indexer.config import IndexConfig
-    from indexer.folder.heads import head_index_path, list_heads
-    from indexer.folder.store import Row
-    from indexer.publish.version import publish_index, resolve_options
-    from indexer.run.heads import train_head
-    from indexer.run.remove import remove_images
-    from indexer.run.whiten import set_whitening
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.folder.heads import head_index_path, list_heads
+    from imgsearch.indexer.folder.store import Row
+    from imgsearch.indexer.publish.version import publish_index, resolve_options
+    from imgsearch.indexer.run.heads import train_head
+    from imgsearch.indexer.run.remove import remove_images
+    from imgsearch.indexer.run.whiten import set_whitening
 
     store = EmbeddingStore(tmp_path / "idx")
     store.root.mkdir()

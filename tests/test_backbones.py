@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from indexer.model import backbones
-from indexer.model.backbones import BACKBONES, BackboneError, load_backbone
-from indexer.model.embedder import Embedder
+from imgsearch.indexer.model import backbones
+from imgsearch.indexer.model.backbones import BACKBONES, BackboneError, load_backbone
+from imgsearch.indexer.model.embedder import Embedder
 
 
 def test_registry_lists_required_backbones():
@@ -24,7 +24,7 @@ def test_converted_model_is_cached_and_reused(tmp_path, monkeypatch, lite0):
     stamp = cached[0].stat().st_mtime_ns
 
     calls = []
-    import indexer.model.efficientnet_lite as lite
+    import imgsearch.indexer.model.efficientnet_lite as lite
 
     real_build = lite.build_efficientnet_lite
     monkeypatch.setattr(lite, "build_efficientnet_lite", lambda *a, **k: calls.append(1) or real_build(*a, **k))
@@ -96,7 +96,7 @@ def test_keras_backbone_with_local_weights_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
 def test_tflite_and_tf_function_give_the_same_embeddings(name, photos_dir):
-    from indexer.inputs.images import decode_image
+    from imgsearch.indexer.inputs.images import decode_image
 
     bb = load_backbone(name)
     images = np.stack([decode_image(p, bb.input_size).array for p in sorted(photos_dir.glob("*.jpg"))])
@@ -110,7 +110,7 @@ def test_tflite_and_tf_function_give_the_same_embeddings(name, photos_dir):
 
 
 def test_auto_runtime_is_tflite_without_gpu():
-    from indexer.model.runtime import resolve_runtime
+    from imgsearch.indexer.model.runtime import resolve_runtime
 
     assert resolve_runtime("auto") == "tflite"  # no GPU is visible on these machines
     with pytest.raises(ValueError, match="runtime must be one of"):
@@ -120,7 +120,7 @@ def test_auto_runtime_is_tflite_without_gpu():
 def test_auto_runtime_picks_tf_function_when_a_gpu_is_visible(monkeypatch):
     import tensorflow as tf
 
-    from indexer.model.runtime import resolve_runtime
+    from imgsearch.indexer.model.runtime import resolve_runtime
 
     # the one thing mocked in this suite: a GPU, which these machines do not have
     monkeypatch.setattr(tf.config, "list_physical_devices",
@@ -133,9 +133,9 @@ def test_indexing_and_search_with_a_cached_tflite_model_never_import_tensorflow(
     import subprocess
     import sys
 
-    from indexer.config import IndexConfig
-    from indexer.run.pipeline import index_images
-    from search.engine import SearchEngine
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
+    from imgsearch.search.engine import SearchEngine
 
     # The very calls the subprocess makes, here first: they prepare whatever model they ask for (precision,
     # calibration, outputs) through the product's own path, whatever the defaults are and whatever ran before.
@@ -143,8 +143,8 @@ def test_indexing_and_search_with_a_cached_tflite_model_never_import_tensorflow(
     SearchEngine.open(tmp_path / "warm").search_image(photos_dir / "coffee.jpg", 1)
     code = (
         "import sys\n"
-        "from indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
-        "from search.engine import SearchEngine\n"
+        "from imgsearch.indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
+        "from imgsearch.search.engine import SearchEngine\n"
         "if __name__ == '__main__':\n"
         f"    s = index_images([{str(photos_dir)!r}], {str(tmp_path / 'idx')!r}, IndexConfig(progress=False))\n"
         f"    hit = SearchEngine.open({str(tmp_path / 'idx')!r}).search_image({str(photos_dir / 'coffee.jpg')!r}, 1)[0]\n"

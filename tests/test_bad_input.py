@@ -17,10 +17,10 @@ import pytest
 import requests
 from PIL import Image
 
-from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore, embeddings_of
-from indexer.inputs.images import decode_image
-from indexer.run.pipeline import index_images
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+from imgsearch.indexer.inputs.images import decode_image
+from imgsearch.indexer.run.pipeline import index_images
 from tests.bad_images import encode, png_declaring, write_corpus
 
 
@@ -98,7 +98,7 @@ def test_exif_tolerance_would_catch_an_unrotated_photo(bad_index, photos_dir, em
 @pytest.mark.timeout(60)
 def test_index_folder_holds_no_temporary_files(bad_index):
     index_dir, _ = bad_index
-    from indexer.folder.lock import LOCK_FILE
+    from imgsearch.indexer.folder.lock import LOCK_FILE
 
     names = sorted(str(p.relative_to(index_dir)) for p in index_dir.rglob("*"))
     # the writer lock stays (empty while nobody writes); nothing else hidden or temporary does
@@ -202,7 +202,7 @@ def test_configured_pixel_limit_refuses_before_decoding(live_server):
 
 @pytest.mark.timeout(60)
 def test_pixel_limit_is_a_setting(live_server):
-    from web import create_app
+    from imgsearch.web import create_app
 
     app = create_app({"MAX_IMAGE_PIXELS": 1000, "WARM_UP": False}, engine=live_server.app.extensions["imgsearch"])
     client = app.test_client()
@@ -237,8 +237,8 @@ def test_uploads_leave_no_temporary_files(live_server, built_index, monkeypatch,
 @pytest.mark.timeout(60)
 def test_thumbnail_of_a_file_turned_hostile_is_404_at_once(bad_index, bad_corpus):
     """An indexed file later replaced by a pipe, a link to /dev/zero or a bomb: no hang, no 500."""
-    from search.engine import SearchEngine
-    from web import create_app
+    from imgsearch.search.engine import SearchEngine
+    from imgsearch.web import create_app
 
     folder, _ = bad_corpus
     engine = SearchEngine.open(bad_index[0])

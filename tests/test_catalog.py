@@ -13,16 +13,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from indexer.ann import AnnOptions
-from indexer.folder.shard_columns import base_schema
-from indexer.folder.store import EmbeddingStore, Row
-from indexer.folder.texts import text_array, texts_of
-from indexer.publish.compact import compact_shards
-from indexer.publish.version import publish_index
-from indexer.run.remove import remove_images
-from indexer.synthetic import ClusteredEmbeddings, synthetic_manifest
-from search import catalog as catalog_module
-from search.engine import SearchEngine, UnknownIdError
+from imgsearch.indexer.ann import AnnOptions
+from imgsearch.indexer.folder.shard_columns import base_schema
+from imgsearch.indexer.folder.store import EmbeddingStore, Row
+from imgsearch.indexer.folder.texts import text_array, texts_of
+from imgsearch.indexer.publish.compact import compact_shards
+from imgsearch.indexer.publish.version import publish_index
+from imgsearch.indexer.run.remove import remove_images
+from imgsearch.indexer.synthetic import ClusteredEmbeddings, synthetic_manifest
+from imgsearch.search import catalog as catalog_module
+from imgsearch.search.engine import SearchEngine, UnknownIdError
 
 D = 8
 GEN = ClusteredEmbeddings(D, clusters=20, latent=4, seed=5)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from search.client import SearchAPIError, SearchClient
+from imgsearch.search.client import SearchAPIError, SearchClient
 
 
 class FakeServer:

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore
-from indexer.folder.verify import verify_index
-from indexer.publish import compact
-from indexer.run.index_vectors import index_vectors
-from search.engine import SearchEngine
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.verify import verify_index
+from imgsearch.indexer.publish import compact
+from imgsearch.indexer.run.index_vectors import index_vectors
+from imgsearch.search.engine import SearchEngine
 
 DIM = 16
 SHARD_SIZE = 64

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.engine import SearchEngine
+from imgsearch.search.engine import SearchEngine
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).parent / "data" / "v0-index"

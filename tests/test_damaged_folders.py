@@ -24,7 +24,7 @@ def cli(*args) -> subprocess.CompletedProcess:
     """The same command in this process (no interpreter start-up); a traceback shows as an uncaught exception."""
     from click.testing import CliRunner
 
-    from web.cli import main
+    from imgsearch.web.cli import main
 
     result = CliRunner().invoke(main, [str(a) for a in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -57,9 +57,9 @@ MANIFEST_DAMAGE = ["truncated", "not utf-8", "not an object", "ann is a string",
 
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory, emoji_dir):
-    from indexer.config import IndexConfig
-    from indexer.run.heads import train_head
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.heads import train_head
+    from imgsearch.indexer.run.pipeline import index_images
 
     index_dir = tmp_path_factory.mktemp("damaged") / "idx"
     index_images([emoji_dir], index_dir, IndexConfig(progress=False, decode_workers=0))
@@ -105,7 +105,7 @@ def test_the_console_prints_manifest_damage_without_a_traceback(copy, emoji_dir)
 
 
 def test_the_manifest_check_names_the_field(copy):
-    from indexer.folder.store import EmbeddingStore, IndexFormatError
+    from imgsearch.indexer.folder.store import EmbeddingStore, IndexFormatError
 
     damage_manifest(copy, "ann is a string")
     with pytest.raises(IndexFormatError, match=r"'ann' must be an object, got a string"):
@@ -150,9 +150,9 @@ def test_a_damaged_head_is_reported_and_the_others_keep_working(copy, emoji_dir,
 
 @pytest.mark.parametrize("how", HEAD_DAMAGE)
 def test_a_server_starts_without_a_damaged_head_and_answers_409_for_it(copy, how):
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
     from tests.helpers import LiveServer
-    from web import create_app
+    from imgsearch.web import create_app
 
     damage_head(copy, how)
     engine = SearchEngine.open(copy)

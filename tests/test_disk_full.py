@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.atomic import DiskFullError, atomic_path
-from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore
-from indexer.run.pipeline import index_images
-from search.engine import SearchEngine
+from imgsearch.indexer.atomic import DiskFullError, atomic_path
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.run.pipeline import index_images
+from imgsearch.search.engine import SearchEngine
 from tests.helpers import rng_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +144,7 @@ def test_faiss_s_own_disk_full_error_is_mapped_too(disk):
 
 
 def test_the_disk_full_error_is_in_the_family():
-    from indexer.errors import ExecutionError
+    from imgsearch.indexer.errors import ExecutionError
 
     assert issubclass(DiskFullError, ExecutionError) and issubclass(DiskFullError, OSError)
 

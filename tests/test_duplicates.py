@@ -12,14 +12,14 @@ import itertools
 import numpy as np
 import pytest
 
-from indexer import ann
-from indexer.errors import InvalidInputError
-from indexer.folder.store import EmbeddingStore, Row
-from indexer.publish.version import publish_index
-from indexer.synthetic import ClusteredEmbeddings, plant_near_duplicates
-from search import pairs as pairs_module
-from search.duplicates import DEFAULT_THRESHOLD, KEEP_RULES
-from search.engine import SearchEngine
+from imgsearch.indexer import ann
+from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.folder.store import EmbeddingStore, Row
+from imgsearch.indexer.publish.version import publish_index
+from imgsearch.indexer.synthetic import ClusteredEmbeddings, plant_near_duplicates
+from imgsearch.search import pairs as pairs_module
+from imgsearch.search.duplicates import DEFAULT_THRESHOLD, KEEP_RULES
+from imgsearch.search.engine import SearchEngine
 
 D = 128
 N = 4000

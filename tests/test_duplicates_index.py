@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore
-from indexer.folder.verify import verify_index
-from indexer.run.pipeline import index_images
-from indexer.run.remove import remove_images
-from indexer.run.repair import repair_index
-from search import cli
-from search.engine import SearchEngine
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.verify import verify_index
+from imgsearch.indexer.run.pipeline import index_images
+from imgsearch.indexer.run.remove import remove_images
+from imgsearch.indexer.run.repair import repair_index
+from imgsearch.search import cli
+from imgsearch.search.engine import SearchEngine
 
 EDITED = ("astronaut", "rocket", "chelsea", "coffee")
 THRESHOLD = 0.8  # the edits here score 0.85-0.94 against their originals, other photos under 0.5

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from indexer.inputs.images import decode_image
-from indexer.model.backbones import _lite_weights_file, get_spec, load_backbone
-from indexer.model.efficientnet_lite import block_specs
-from indexer.model.torch_weights import load_state_dict
+from imgsearch.indexer.inputs.images import decode_image
+from imgsearch.indexer.model.backbones import _lite_weights_file, get_spec, load_backbone
+from imgsearch.indexer.model.efficientnet_lite import block_specs
+from imgsearch.indexer.model.torch_weights import load_state_dict
 from tests.helpers import DATA
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from indexer.errors import (
+from imgsearch.indexer.errors import (
     DamagedIndexError,
     ExecutionError,
     ImageError,
@@ -22,13 +22,13 @@ from indexer.errors import (
     MissingDependencyError,
     NotFoundError,
 )
-from web.cli import main
+from imgsearch.web.cli import main
 
 
 def _error_classes() -> dict[str, type]:
     """Every public exception class defined in the indexer, search and web packages."""
     found = {}
-    for name in ("indexer", "search", "web"):
+    for name in ("imgsearch.indexer", "imgsearch.search", "imgsearch.web"):
         package = importlib.import_module(name)
         for info in pkgutil.walk_packages(package.__path__, name + "."):
             module = importlib.import_module(info.name)
@@ -41,28 +41,28 @@ def _error_classes() -> dict[str, type]:
 
 def test_every_public_error_class_is_an_imgsearch_error():
     classes = _error_classes()
-    assert {"indexer.folder.store.IndexFormatError", "search.hits.UnknownIdError",
-            "web.errors.ApiError", "search.client.SearchAPIError"} <= set(classes)
+    assert {"imgsearch.indexer.folder.store.IndexFormatError", "imgsearch.search.hits.UnknownIdError",
+            "imgsearch.web.errors.ApiError", "imgsearch.search.client.SearchAPIError"} <= set(classes)
     outside = sorted(name for name, cls in classes.items() if not issubclass(cls, ImgsearchError))
     assert outside == []
 
 
 # the kind each error belongs to, and the builtin base callers caught it by before the family
 KINDS = [
-    ("indexer.folder.store", "IndexFormatError", DamagedIndexError, RuntimeError),
-    ("indexer.folder.heads", "HeadError", InvalidInputError, ValueError),
-    ("indexer.folder.heads", "UnknownHeadError", NotFoundError, ValueError),
-    ("indexer.inputs.images", "ImageDecodeError", ImageError, ValueError),
-    ("indexer.inputs.images", "ImageTooLargeError", ImageError, ValueError),
-    ("indexer.inputs.sources", "SourceNotFoundError", NotFoundError, FileNotFoundError),
-    ("indexer.inputs.samples", "SampleUnavailableError", MissingDependencyError, RuntimeError),
-    ("indexer.model.backbones", "BackboneError", ImgsearchError, RuntimeError),
-    ("indexer.model.torch_weights", "UnsafeWeightsError", InvalidInputError, ValueError),
-    ("indexer.run.spark", "SparkJobError", ExecutionError, RuntimeError),
-    ("search.engine", "UnknownIdError", NotFoundError, KeyError),
-    ("search.engine", "InvalidVectorError", InvalidInputError, ValueError),
-    ("search.thumbnails", "ImageUnavailableError", ImageError, OSError),
-    ("indexer.errors", "MissingDependencyError", ImgsearchError, ImportError),
+    ("imgsearch.indexer.folder.store", "IndexFormatError", DamagedIndexError, RuntimeError),
+    ("imgsearch.indexer.folder.heads", "HeadError", InvalidInputError, ValueError),
+    ("imgsearch.indexer.folder.heads", "UnknownHeadError", NotFoundError, ValueError),
+    ("imgsearch.indexer.inputs.images", "ImageDecodeError", ImageError, ValueError),
+    ("imgsearch.indexer.inputs.images", "ImageTooLargeError", ImageError, ValueError),
+    ("imgsearch.indexer.inputs.sources", "SourceNotFoundError", NotFoundError, FileNotFoundError),
+    ("imgsearch.indexer.inputs.samples", "SampleUnavailableError", MissingDependencyError, RuntimeError),
+    ("imgsearch.indexer.model.backbones", "BackboneError", ImgsearchError, RuntimeError),
+    ("imgsearch.indexer.model.torch_weights", "UnsafeWeightsError", InvalidInputError, ValueError),
+    ("imgsearch.indexer.run.spark", "SparkJobError", ExecutionError, RuntimeError),
+    ("imgsearch.search.engine", "UnknownIdError", NotFoundError, KeyError),
+    ("imgsearch.search.engine", "InvalidVectorError", InvalidInputError, ValueError),
+    ("imgsearch.search.thumbnails", "ImageUnavailableError", ImageError, OSError),
+    ("imgsearch.indexer.errors", "MissingDependencyError", ImgsearchError, ImportError),
 ]
 
 
@@ -73,24 +73,24 @@ def test_each_error_has_its_kind_and_keeps_its_old_base(module, name, kind, buil
 
 
 def test_search_errors_reexports_the_family():
-    import search.errors
+    import imgsearch.search.errors
 
     for name in ("ImgsearchError", "InvalidInputError", "NotFoundError", "ImageError", "DamagedIndexError",
                  "MissingDependencyError", "ExecutionError", "IndexFormatError", "HeadError", "UnknownHeadError",
                  "ImageDecodeError", "ImageTooLargeError", "ImageUnavailableError", "UnknownIdError",
                  "InvalidVectorError"):
-        assert issubclass(getattr(search.errors, name), ImgsearchError), name
+        assert issubclass(getattr(imgsearch.search.errors, name), ImgsearchError), name
 
 
 def test_an_image_error_names_its_image():
-    from indexer.inputs.images import ImageTooLargeError
+    from imgsearch.indexer.inputs.images import ImageTooLargeError
 
     named = ImageTooLargeError("image too large: 9 megapixels").about("x.png")
     assert type(named) is ImageTooLargeError and str(named) == "x.png: image too large: 9 megapixels"
 
 
 def test_config_refuses_a_memory_size_it_cannot_read():
-    from indexer.config import IndexConfig
+    from imgsearch.indexer.config import IndexConfig
 
     with pytest.raises(InvalidInputError, match="memory size 'lots' not understood: write e.g. 512M"):
         IndexConfig(max_index_memory="lots")
@@ -122,12 +122,12 @@ def test_cli_refuses_a_bad_memory_size_before_doing_anything(tmp_path):
 
 
 def test_cli_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch):
-    import search.engine
+    import imgsearch.search.engine
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(search.engine.SearchEngine, "open", broken)
+    monkeypatch.setattr(imgsearch.search.engine.SearchEngine, "open", broken)
     result = CliRunner().invoke(main, ["info", "--index", str(tmp_path)])
     assert isinstance(result.exception, ZeroDivisionError) and "Error:" not in result.output
     with pytest.raises(ZeroDivisionError, match="a bug"):
@@ -135,9 +135,9 @@ def test_cli_keeps_the_traceback_of_a_bug(tmp_path, monkeypatch):
 
 
 def test_the_console_prints_a_bugs_traceback(tmp_path):
-    script = ("import search.engine\n"
-              "search.engine.SearchEngine.open = lambda *args: 1 / 0\n"
-              "from web.cli import main\n"
+    script = ("import imgsearch.search.engine\n"
+              "imgsearch.search.engine.SearchEngine.open = lambda *args: 1 / 0\n"
+              "from imgsearch.web.cli import main\n"
               f"main(['info', '--index', {str(tmp_path)!r}])\n")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parent.parent)
@@ -148,12 +148,12 @@ def test_the_console_prints_a_bugs_traceback(tmp_path):
 
 def test_cli_no_longer_hides_a_plain_value_error(tmp_path, monkeypatch):
     """A ValueError that is not an InvalidInputError is a bug, not a message."""
-    import indexer.run.whiten
+    import imgsearch.indexer.run.whiten
 
     def broken(*args, **kwargs):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(indexer.run.whiten, "set_whitening", broken)
+    monkeypatch.setattr(imgsearch.indexer.run.whiten, "set_whitening", broken)
     result = CliRunner().invoke(main, ["whiten", "--index", str(tmp_path)])
     assert type(result.exception) is ValueError and "Error:" not in result.output
 
@@ -168,7 +168,7 @@ def test_cli_usage_errors_stay_click_usage_errors(tmp_path, monkeypatch):
 
 
 def _web_cases():
-    from search.errors import (
+    from imgsearch.search.errors import (
         HeadError,
         ImageDecodeError,
         ImageTooLargeError,
@@ -200,7 +200,7 @@ def _web_cases():
 def test_web_maps_each_error_kind_to_its_status():
     from flask import Flask
 
-    from web.errors import register_error_handlers
+    from imgsearch.web.errors import register_error_handlers
 
     cases = _web_cases()
     app = Flask(__name__)

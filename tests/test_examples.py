@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.engine import MAX_K, UnknownIdError
-from search.errors import InvalidInputError
-from search.examples import NEGATIVE_WEIGHT, Example
+from imgsearch.search.engine import MAX_K, UnknownIdError
+from imgsearch.search.errors import InvalidInputError
+from imgsearch.search.examples import NEGATIVE_WEIGHT, Example
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 

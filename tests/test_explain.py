@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.config import IndexConfig
-from indexer.errors import InvalidInputError
-from indexer.inputs.calibration import CALIBRATION
-from indexer.inputs.images import decode_image
-from indexer.model.embedder import Embedder, FeatureMapEmbedder
-from search.engine import SearchEngine, UnknownIdError
-from search.explain import ChangedFileError, explainer_for
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.inputs.calibration import CALIBRATION
+from imgsearch.indexer.inputs.images import decode_image
+from imgsearch.indexer.model.embedder import Embedder, FeatureMapEmbedder
+from imgsearch.search.engine import SearchEngine, UnknownIdError
+from imgsearch.search.explain import ChangedFileError, explainer_for
 
 SUM_TOLERANCE = 1e-3  # the issue's bound on |sum of shares - score|
 
@@ -37,8 +37,8 @@ def _photos(photos_dir):
 @pytest.fixture(scope="module")
 def explain_indexes(tmp_path_factory, photos_dir):
     """The bundled photos indexed in float32 and in int8, each also as a whitened copy."""
-    from indexer.run.pipeline import index_images
-    from indexer.run.whiten import set_whitening
+    from imgsearch.indexer.run.pipeline import index_images
+    from imgsearch.indexer.run.whiten import set_whitening
 
     root = tmp_path_factory.mktemp("explain")
     made = {}
@@ -72,7 +72,7 @@ def _cat() -> Image.Image:
 @pytest.fixture(scope="module")
 def planted_index(tmp_path_factory, lite0):
     """Each background with the cat pasted at each place (PNG: the paste stays exact), indexed in float32."""
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.run.pipeline import index_images
 
     folder = tmp_path_factory.mktemp("planted")
     cat = _cat()
@@ -88,8 +88,8 @@ def planted_index(tmp_path_factory, lite0):
 
 def test_the_explaining_model_pools_as_the_plain_model_does(lite0, photos_dir):
     """Its pooled output is the plain model's (float32 within 1e-5, int8 too); its map averages to it."""
-    from indexer.config import default_cache_dir
-    from indexer.model.runtime import _tflite_cache_path
+    from imgsearch.indexer.config import default_cache_dir
+    from imgsearch.indexer.model.runtime import _tflite_cache_path
 
     images = np.stack([decode_image(f, lite0.input_size).array for f in _photos(photos_dir)])  # (n, 224, 224, 3)
     for precision, calibration in (("float32", None), ("int8", CALIBRATION)):
@@ -215,7 +215,7 @@ def test_bad_explain_requests(explain_indexes):
 
 
 def test_a_file_changed_since_it_was_indexed_is_not_explained(tmp_path, photos_dir):
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.run.pipeline import index_images
 
     folder = tmp_path / "images"
     folder.mkdir()

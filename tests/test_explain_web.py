@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import requests
 
-from search.client import SearchAPIError, SearchClient
-from search.engine import SearchEngine
+from imgsearch.search.client import SearchAPIError, SearchClient
+from imgsearch.search.engine import SearchEngine
 
 
 def _post(server, **kwargs):
@@ -98,12 +98,12 @@ def cli(monkeypatch):
 
     from click.testing import CliRunner
 
-    from web.cli import Commands, main
+    from imgsearch.web.cli import Commands, main
 
     points = Commands._points
 
     def with_explain(self):
-        return {**points(self), "explain": EntryPoint("explain", "search.explain_cli:explain", "imgsearch.commands")}
+        return {**points(self), "explain": EntryPoint("explain", "imgsearch.search.explain_cli:explain", "imgsearch.commands")}
 
     monkeypatch.setattr(Commands, "_points", with_explain)
     return lambda *args: CliRunner().invoke(main, list(args))

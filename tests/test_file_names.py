@@ -20,9 +20,9 @@ import requests
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore
-from indexer.folder.texts import (
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.texts import (
     ESCAPE,
     decode_text,
     display_text,
@@ -30,8 +30,8 @@ from indexer.folder.texts import (
     os_bytes,
     texts_of,
 )
-from indexer.run.pipeline import index_images
-from search.engine import SearchEngine
+from imgsearch.indexer.run.pipeline import index_images
+from imgsearch.search.engine import SearchEngine
 from tests.helpers import LiveServer
 
 EXE = Path(sys.executable).parent / "imgsearch"
@@ -157,7 +157,7 @@ def test_search_command_prints_valid_utf8(cli_index, corpus):
 
 
 def test_api_replies_valid_json_with_displayable_paths(cli_index, corpus):
-    from web import create_app
+    from imgsearch.web import create_app
 
     engine = SearchEngine.open(cli_index)
     cafe = next(i for i in engine.ids.tolist() if engine.get(i).path == str(corpus / CAFE))
@@ -188,7 +188,7 @@ def test_remove_by_such_a_path_then_verify(cli_index, corpus, tmp_path):
 
 
 def test_heads_train_on_such_labels_and_a_labels_csv_names_such_paths(cli_index, corpus, tmp_path):
-    from indexer.run.heads import read_labels_csv, train_head
+    from imgsearch.indexer.run.heads import read_labels_csv, train_head
 
     index_dir = tmp_path / "idx"
     shutil.copytree(cli_index, index_dir)
@@ -223,7 +223,7 @@ def test_python_api_gives_the_command_line_index(api_index, cli_index):
 
 
 def test_spark_gives_the_local_rows(api_index, corpus, tmp_path, spark):
-    from indexer.run.spark import index_images_spark
+    from imgsearch.indexer.run.spark import index_images_spark
 
     cfg = IndexConfig(progress=False, shard_size=5, spark_master="local[2]", spark_task_size=4)
     summary = index_images_spark([corpus], tmp_path / "idx", cfg, spark=spark)

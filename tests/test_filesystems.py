@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from indexer.inputs import filesystems
-from indexer.inputs.reader import Decoded, Skipped, read_one
-from indexer.inputs.sources import ImageFile, iter_image_files
-from indexer.run.spark import plan_tasks
+from imgsearch.indexer.inputs import filesystems
+from imgsearch.indexer.inputs.reader import Decoded, Skipped, read_one
+from imgsearch.indexer.inputs.sources import ImageFile, iter_image_files
+from imgsearch.indexer.run.spark import plan_tasks
 
 
 def test_uri_listing_equals_local_listing(corpus):
@@ -93,9 +93,9 @@ def test_tasks_are_named_by_their_files(corpus):
 
 
 def test_local_engine_indexes_uris_and_the_page_shows_them(photos_dir, tmp_path):
-    from indexer.config import IndexConfig
-    from indexer.run.pipeline import index_images
-    from web import create_app
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
+    from imgsearch.web import create_app
 
     summary = index_images([f"file://{photos_dir}"], tmp_path / "idx", IndexConfig(progress=False, decode_workers=0))
     assert summary.added == 8 and not summary.skipped

@@ -14,14 +14,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from indexer.ann import AnnOptions
-from indexer.folder.store import EmbeddingStore, schema
-from indexer.folder.texts import text_array
-from indexer.publish.version import publish_index
-from indexer.synthetic import ClusteredEmbeddings
-from search import filtered
-from search.engine import SearchEngine
-from search.filters import (
+from imgsearch.indexer.ann import AnnOptions
+from imgsearch.indexer.folder.store import EmbeddingStore, schema
+from imgsearch.indexer.folder.texts import text_array
+from imgsearch.indexer.publish.version import publish_index
+from imgsearch.indexer.synthetic import ClusteredEmbeddings
+from imgsearch.search import filtered
+from imgsearch.search.engine import SearchEngine
+from imgsearch.search.filters import (
     InvalidFilterError,
     UnknownLabelError,
     parse_filter,
@@ -155,10 +155,10 @@ def _photo(path, colour, exif=None, mtime=None):
 def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_path, lite0):
     from PIL import Image
 
-    from indexer.config import IndexConfig
-    from indexer.folder.store import FILE_METADATA_FORMAT_VERSION
-    from indexer.folder.verify import verify_index
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.folder.store import FILE_METADATA_FORMAT_VERSION
+    from imgsearch.indexer.folder.verify import verify_index
+    from imgsearch.indexer.run.pipeline import index_images
 
     src = tmp_path / "src"
     (src / "cam").mkdir(parents=True)
@@ -201,7 +201,7 @@ def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_p
     assert SearchEngine.open(tmp_path / "idx").search_vector(engine.vector(0), 10, filter=["mtime<1550000000"]) == []
     from click.testing import CliRunner
 
-    from indexer.cli import index
+    from imgsearch.indexer.cli import index
 
     run = CliRunner().invoke(index, [str(src), "--index", str(tmp_path / "idx"), "--refresh-metadata",
                                      "--workers", "0", "--no-progress"])
@@ -215,9 +215,9 @@ def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_p
 
 
 def test_an_index_of_the_previous_release_reads_nulls_and_new_files_get_metadata(tmp_path, lite0):
-    from indexer.config import IndexConfig
-    from indexer.folder.verify import verify_index
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.folder.verify import verify_index
+    from imgsearch.indexer.run.pipeline import index_images
     from tests.test_compat import copy_fixture
 
     root = copy_fixture(tmp_path)

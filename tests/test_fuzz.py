@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from indexer.inputs.images import ImageDecodeError, ImageTooLargeError, decode_image
+from imgsearch.indexer.inputs.images import ImageDecodeError, ImageTooLargeError, decode_image
 from tests.bad_images import (
     animated_gif,
     encode,

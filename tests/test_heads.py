@@ -8,13 +8,13 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from indexer.folder.heads import HeadError, list_heads, load_head
-from indexer.folder.store import EmbeddingStore
-from indexer.learn.classifiers import stratified_split
-from indexer.run.heads import train_head
-from search.client import SearchAPIError, SearchClient
-from search.engine import SearchEngine
-from web.cli import main
+from imgsearch.indexer.folder.heads import HeadError, list_heads, load_head
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.learn.classifiers import stratified_split
+from imgsearch.indexer.run.heads import train_head
+from imgsearch.search.client import SearchAPIError, SearchClient
+from imgsearch.search.engine import SearchEngine
+from imgsearch.web.cli import main
 
 
 def test_head_is_stored_with_metrics(headed_index):
@@ -121,7 +121,7 @@ def test_head_aware_search_changes_ranking_toward_the_class(headed_index, corpus
 
 
 def test_whitening_on_and_off(headed_index, tmp_path, corpus):
-    from indexer.run.whiten import set_whitening
+    from imgsearch.indexer.run.whiten import set_whitening
 
     copy = tmp_path / "idx"
     shutil.copytree(headed_index, copy)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.inputs.images import (
+from imgsearch.indexer.inputs.images import (
     ImageDecodeError,
     ImageTooLargeError,
     center_crop_resize,

@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # ---------------------------------------------------------------- defaults read when called, not on import
 def test_cache_dir_set_after_import_is_used(monkeypatch, tmp_path, built_index):
-    from indexer.config import IndexConfig
-    from indexer.model import backbones
-    from search.engine import SearchEngine
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.model import backbones
+    from imgsearch.search.engine import SearchEngine
 
     monkeypatch.setenv("IMGSEARCH_CACHE", str(tmp_path / "later"))  # every module above is imported already
     assert IndexConfig().cache_dir == tmp_path / "later"
@@ -54,9 +54,9 @@ def state():
     return [Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES,
             [repr(f) for f in warnings.filters if "PIL" in repr(f[2])]]
 before = state()
-import indexer.inputs.images, indexer.inputs.reader, search.engine
+import imgsearch.indexer.inputs.images, imgsearch.indexer.inputs.reader, imgsearch.search.engine
 imported = state()
-from indexer.inputs.images import decode_image
+from imgsearch.indexer.inputs.images import decode_image
 decode_image(sys.argv[1], 32)
 print(json.dumps({"before": before, "imported": imported, "decoded": state()}))
 """
@@ -69,7 +69,7 @@ def test_importing_the_decoder_leaves_pillow_as_it_was(photos_dir):
     assert run.returncode == 0, run.stderr
     state = json.loads(run.stdout.splitlines()[-1])
     assert state["imported"] == state["before"]
-    from indexer.config import MAX_PIXELS
+    from imgsearch.indexer.config import MAX_PIXELS
 
     max_pixels, load_truncated, filters = state["decoded"]
     assert max_pixels == MAX_PIXELS and load_truncated is False
@@ -77,8 +77,8 @@ def test_importing_the_decoder_leaves_pillow_as_it_was(photos_dir):
 
 
 def test_decoding_applies_its_settings_even_after_another_library_changed_them(monkeypatch, photos_dir):
-    from indexer.config import MAX_PIXELS
-    from indexer.inputs.images import ImageDecodeError, decode_image
+    from imgsearch.indexer.config import MAX_PIXELS
+    from imgsearch.indexer.inputs.images import ImageDecodeError, decode_image
 
     data = (photos_dir / "coffee.jpg").read_bytes()
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # what some other library may do
@@ -91,7 +91,7 @@ def test_decoding_applies_its_settings_even_after_another_library_changed_them(m
 
 # ---------------------------------------------------------------- caches, forgotten explicitly
 def test_clear_loaded_backbones(tmp_path):
-    from indexer.model import backbones
+    from imgsearch.indexer.model import backbones
 
     first = backbones.load_backbone("efficientnet-lite0", cache_dir=tmp_path)
     assert backbones.load_backbone("efficientnet-lite0", cache_dir=tmp_path) is first
@@ -100,7 +100,7 @@ def test_clear_loaded_backbones(tmp_path):
 
 
 def test_clear_whitening_cache(tmp_path):
-    from indexer.folder import whitening
+    from imgsearch.indexer.folder import whitening
 
     rng = np.random.default_rng(0)
     whitening.Whitening(rng.normal(size=4).astype(np.float32),
@@ -114,8 +114,8 @@ def test_clear_whitening_cache(tmp_path):
 
 
 def test_clear_worker_keys(photos_dir):
-    from indexer.inputs import reader
-    from indexer.inputs.sources import ImageFile as Listed
+    from imgsearch.indexer.inputs import reader
+    from imgsearch.indexer.inputs.sources import ImageFile as Listed
 
     path = photos_dir / "coffee.jpg"
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -129,8 +129,8 @@ def test_clear_worker_keys(photos_dir):
 
 
 def test_clear_spark_embedders(lite0):
-    from indexer.config import default_cache_dir
-    from indexer.run import spark_tasks
+    from imgsearch.indexer.config import default_cache_dir
+    from imgsearch.indexer.run import spark_tasks
 
     settings = spark_tasks.TaskSettings("efficientnet-lite0", None, "tflite", 8, str(default_cache_dir()),
                                         None, None)

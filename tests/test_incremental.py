@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore, embeddings_of
-from indexer.run.pipeline import index_images
-from indexer.run.remove import remove_images
-from search.engine import SearchEngine
-from web.cli import main
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+from imgsearch.indexer.run.pipeline import index_images
+from imgsearch.indexer.run.remove import remove_images
+from imgsearch.search.engine import SearchEngine
+from imgsearch.web.cli import main
 
 CFG = IndexConfig(progress=False, decode_workers=0)
 EXE = Path(sys.executable).parent / "imgsearch"
@@ -36,7 +36,7 @@ def rows(index_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def mnist_dir(tmp_path_factory):
-    from indexer.inputs.samples import export_sample
+    from imgsearch.indexer.inputs.samples import export_sample
 
     dest = tmp_path_factory.mktemp("mnist300")
     export_sample("mnist", dest, limit=300)
@@ -47,7 +47,7 @@ def mnist_dir(tmp_path_factory):
 # the test kills it at that point, which it cannot have run past (the shard writer itself is the real one).
 HOLD_AFTER_SHARDS = """
 import sys, threading
-from indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.store import EmbeddingStore
 
 hold_at = int(sys.argv[1])
 real_write_table = EmbeddingStore.write_table
@@ -60,7 +60,7 @@ def write_table_then_hold(self, table):
     return name
 
 EmbeddingStore.write_table = write_table_then_hold
-from web.cli import main
+from imgsearch.web.cli import main
 main(sys.argv[2:], prog_name="imgsearch")
 """
 
@@ -179,7 +179,7 @@ def test_remove_by_id_and_path(tmp_path, emoji_dir):
 
 
 def test_interrupted_removal_is_never_served_half_done(tmp_path, emoji_dir, monkeypatch):
-    from indexer.run import remove as removal
+    from imgsearch.indexer.run import remove as removal
 
     index_dir = tmp_path / "idx"
     index_images([emoji_dir], index_dir, IndexConfig(progress=False, decode_workers=0, shard_size=7))
@@ -232,7 +232,7 @@ def test_decoding_in_worker_processes_matches_in_thread(tmp_path, emoji_dir):
 @pytest.mark.timeout(300)
 def test_script_without_main_guard_gets_a_clear_message(tmp_path, photos_dir):
     script = tmp_path / "unguarded.py"
-    script.write_text("from indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
+    script.write_text("from imgsearch.indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
                       f"index_images([{str(photos_dir)!r}], {str(tmp_path / 'idx')!r}, "
                       "IndexConfig(progress=False, decode_workers=1))\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=280,

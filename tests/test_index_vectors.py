@@ -19,12 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore
-from indexer.inputs.vector_source import VectorSourceError
-from indexer.run.index_vectors import index_vectors
-from search.engine import SearchEngine
-from search.errors import ExternalVectorsError, InvalidInputError
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.inputs.vector_source import VectorSourceError
+from imgsearch.indexer.run.index_vectors import index_vectors
+from imgsearch.search.engine import SearchEngine
+from imgsearch.search.errors import ExternalVectorsError, InvalidInputError
 from tests.helpers import LiveServer
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
@@ -147,7 +147,7 @@ def test_cli_and_server_refuse_what_an_external_index_cannot_do(tmp_path, photos
         assert out.returncode == 1 and out.stderr.startswith("Error: ") and message in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
 
-    from web.app import create_app
+    from imgsearch.web.app import create_app
 
     server = LiveServer(create_app({"INDEX_DIR": str(tmp_path / "idx"), "WARM_UP": False}))
     try:

@@ -7,18 +7,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from indexer.config import IndexConfig
-from indexer.folder.store import (
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import (
     EmbeddingStore,
     IndexFormatError,
     Row,
     embeddings_of,
     schema,
 )
-from indexer.inputs.reader import read_images
-from indexer.inputs.sources import iter_image_files
-from indexer.run.pipeline import embed_batches, index_images
-from indexer.run.writer import ShardWriter
+from imgsearch.indexer.inputs.reader import read_images
+from imgsearch.indexer.inputs.sources import iter_image_files
+from imgsearch.indexer.run.pipeline import embed_batches, index_images
+from imgsearch.indexer.run.writer import ShardWriter
 from tests.helpers import write_bad_files
 
 CFG = IndexConfig(progress=False)
@@ -149,7 +149,7 @@ def test_rerun_embeds_nothing_and_adding_three_embeds_three(tmp_path, emoji_dir,
     before = {r["path"]: r["id"] for r in _table(index_dir).select(["path", "id"]).to_pylist()}
 
     embedded = []
-    from indexer.model import embedder as embedder_module
+    from imgsearch.indexer.model import embedder as embedder_module
 
     real_embed = embedder_module.Embedder.embed
     monkeypatch.setattr(embedder_module.Embedder, "embed",

@@ -12,14 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore, Row, embeddings_of, rows_to_table
-from indexer.inputs import sources
-from indexer.inputs.reader import AlreadyIndexed, Decoded, read_one
-from indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
-from indexer.run.pipeline import index_images
-from indexer.run.summary import IndexSummary
-from indexer.run.writer import ShardWriter
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore, Row, embeddings_of, rows_to_table
+from imgsearch.indexer.inputs import sources
+from imgsearch.indexer.inputs.reader import AlreadyIndexed, Decoded, read_one
+from imgsearch.indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
+from imgsearch.indexer.run.pipeline import index_images
+from imgsearch.indexer.run.summary import IndexSummary
+from imgsearch.indexer.run.writer import ShardWriter
 from tests.conftest import write_bad_files
 
 CFG = IndexConfig(progress=False, decode_workers=0, shard_size=16, batch_size=8)

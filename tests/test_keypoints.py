@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from indexer.config import IndexConfig
-from indexer.inputs.near_duplicates import near_duplicate_set
-from indexer.inputs.samples import lookalikes
-from search.engine import SearchEngine
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.inputs.near_duplicates import near_duplicate_set
+from imgsearch.indexer.inputs.samples import lookalikes
+from imgsearch.search.engine import SearchEngine
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 HARD_EDITS = ("crop50", "rotate10", "occlude", "border")  # the edits cosine alone misses most
@@ -22,7 +22,7 @@ HARD_EDITS = ("crop50", "rotate10", "occlude", "border")  # the edits cosine alo
 @pytest.fixture(scope="module")
 def bench_index(tmp_path_factory):
     """Six photo tiles (two of one texture) with their edits, and 12 look-alike digits and emoji."""
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.run.pipeline import index_images
 
     root = tmp_path_factory.mktemp("kp")
     wanted = {"astronaut-0-0", "coffee-0-1", "rocket-1-2", "gravel-0-0", "gravel-1-1", "immunohistochemistry-0-0"}
@@ -74,7 +74,7 @@ def test_the_command_and_the_api_take_the_keypoint_switch(bench_index):
                           "--no-keypoints"], capture_output=True, text=True, timeout=600)
     without = [json.loads(line) for line in out.stdout.splitlines()]
     assert sum(len(g["ids"]) for g in with_kp) > sum(len(g["ids"]) for g in without)
-    from web import create_app
+    from imgsearch.web import create_app
 
     server = LiveServer(create_app({"INDEX_DIR": str(index_dir), "WARM_UP": False}))
     try:

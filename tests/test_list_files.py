@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from indexer.inputs.sources import ListFileError, iter_image_files
+from imgsearch.indexer.inputs.sources import ListFileError, iter_image_files
 
 EXE = Path(sys.executable).parent / "imgsearch"
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.inputs.calibration import CALIBRATION
-from indexer.inputs.images import decode_image
-from indexer.inputs.near_duplicates import EDITS, near_duplicate_set, originals
-from indexer.inputs.samples import export_sample
-from indexer.model.embedder import Embedder
-from search.evaluation import leave_one_out_precision
+from imgsearch.indexer.inputs.calibration import CALIBRATION
+from imgsearch.indexer.inputs.images import decode_image
+from imgsearch.indexer.inputs.near_duplicates import EDITS, near_duplicate_set, originals
+from imgsearch.indexer.inputs.samples import export_sample
+from imgsearch.indexer.model.embedder import Embedder
+from imgsearch.search.evaluation import leave_one_out_precision
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +48,7 @@ def test_tiles_of_one_photograph_share_no_pixels():
 def test_lookalikes_are_distinct_pictures_each_in_a_group_of_its_own(near_dups):
     import hashlib
 
-    from indexer.inputs.samples import lookalikes
+    from imgsearch.indexer.inputs.samples import lookalikes
 
     alike = lookalikes()
     assert len(alike) >= 200  # issue 16: at least 200 look-alikes
@@ -83,7 +83,7 @@ def test_int8_finds_the_original_as_often_as_float32(lite0, embedder, near_dups)
 
 @pytest.mark.slow
 def test_near_duplicate_recall_floor_lite2(near_dups):
-    from indexer.model.backbones import load_backbone
+    from imgsearch.indexer.model.backbones import load_backbone
 
     lite2 = load_backbone("efficientnet-lite2")
     pixels = np.stack([decode_image(i.source, lite2.input_size).array for i in near_dups])  # (684, 260, 260, 3)

@@ -21,19 +21,19 @@ import faiss
 import numpy as np
 import pytest
 
-from indexer import ann
-from indexer.config import IndexConfig
-from indexer.errors import InvalidInputError
-from indexer.folder.ondisk_lists import on_disk_lists
-from indexer.folder.store import EmbeddingStore, IndexFormatError, Row, file_sha256
-from indexer.publish import ondisk
-from indexer.publish.build import build_index
-from indexer.publish.check import check_shards
-from indexer.publish.plan import plan_build, same_options
-from indexer.publish.tune import tune_index
-from indexer.publish.version import publish_index
-from indexer.synthetic import ClusteredEmbeddings
-from search.engine import SearchEngine
+from imgsearch.indexer import ann
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.folder.ondisk_lists import on_disk_lists
+from imgsearch.indexer.folder.store import EmbeddingStore, IndexFormatError, Row, file_sha256
+from imgsearch.indexer.publish import ondisk
+from imgsearch.indexer.publish.build import build_index
+from imgsearch.indexer.publish.check import check_shards
+from imgsearch.indexer.publish.plan import plan_build, same_options
+from imgsearch.indexer.publish.tune import tune_index
+from imgsearch.indexer.publish.version import publish_index
+from imgsearch.indexer.synthetic import ClusteredEmbeddings
+from imgsearch.search.engine import SearchEngine
 
 D, N, SHARD = 32, 12_000, 2_000  # six shards
 FACTORY = "IVF64,SQ8"  # plain inverted lists: can be on disk
@@ -126,8 +126,8 @@ def test_local_on_disk_build_equals_in_ram_build_from_the_same_trained_file(fold
 
 
 def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark):
-    from indexer.run.indexing import finish_index
-    from indexer.run.spark_fill import SparkFill
+    from imgsearch.indexer.run.indexing import finish_index
+    from imgsearch.indexer.run.spark_fill import SparkFill
 
     store, manifest, shards = folder
     filled = []
@@ -146,9 +146,9 @@ def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark
         def refuse(*args, **kwargs):
             raise AssertionError("the driver read the shards' vectors, or trained, merged or tuned")
 
-        patch.setattr("indexer.publish.shard_vectors.iter_vectors", refuse)
-        patch.setattr("indexer.publish.build.iter_vectors", refuse)
-        for step in ("indexer.ann.train", "indexer.ann.tune", "faiss.contrib.ondisk.merge_ondisk"):
+        patch.setattr("imgsearch.indexer.publish.shard_vectors.iter_vectors", refuse)
+        patch.setattr("imgsearch.indexer.publish.build.iter_vectors", refuse)
+        for step in ("imgsearch.indexer.ann.train", "imgsearch.indexer.ann.tune", "faiss.contrib.ondisk.merge_ondisk"):
             patch.setattr(step, refuse)
         published = finish_index(store, manifest, [], shards, set(), "spark", IndexConfig(index_type=FACTORY),
                                  fill=Counted(lambda: spark))
@@ -169,8 +169,8 @@ def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark
 
 
 def test_executors_pick_rows_and_find_exact_neighbours_as_the_driver_does(folder, spark):
-    from indexer.publish.shard_vectors import exact_neighbours, pick_vectors
-    from indexer.run.spark_fill import SparkFill
+    from imgsearch.indexer.publish.shard_vectors import exact_neighbours, pick_vectors
+    from imgsearch.indexer.run.spark_fill import SparkFill
 
     store, manifest, shards = folder
     executors = SparkFill(lambda: spark)
@@ -185,8 +185,8 @@ def test_executors_pick_rows_and_find_exact_neighbours_as_the_driver_does(folder
 
 
 def test_spark_stage_hands_its_executors_to_the_publish(spark):
-    from indexer.run.spark import SparkStage
-    from indexer.run.spark_fill import (
+    from imgsearch.indexer.run.spark import SparkStage
+    from imgsearch.indexer.run.spark_fill import (
         SparkFill,
         _fill_partition,
         _run_partition,
@@ -220,7 +220,7 @@ def test_engine_serves_it_memory_mapped_read_only_from_a_moved_folder(folder, tm
     hits = engine.search_vector(queries(1)[0], 5)
     assert len(hits) == 5 and all(0 <= h.id < N for h in hits)
 
-    from web.app import create_app
+    from imgsearch.web.app import create_app
 
     api_info = create_app({"INDEX_DIR": str(moved), "WARM_UP": False}).test_client().get("/api/info")
     assert api_info.status_code == 200 and api_info.get_json()["on_disk"] is True
@@ -240,7 +240,7 @@ def test_an_on_disk_index_is_never_moved_to_a_gpu(folder, monkeypatch):
     def no_copy(*_):
         raise AssertionError("an on-disk index was copied to a GPU")
 
-    monkeypatch.setattr("indexer.vectors.gpu_count", lambda: 1)  # the only mock: a GPU
+    monkeypatch.setattr("imgsearch.indexer.vectors.gpu_count", lambda: 1)  # the only mock: a GPU
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", no_copy)
     assert ann.to_gpu_if_available(index, "auto") == (index, "cpu")
 
@@ -325,7 +325,7 @@ def test_a_run_killed_after_writing_leaves_the_old_version_served(folder, monkey
             assert (store.root / "index-000002.ivfdata").is_file() and (store.root / "index-000002.faiss").is_file()
             raise Killed
 
-        monkeypatch.setattr("indexer.publish.version.rebuild_head_indexes", die)
+        monkeypatch.setattr("imgsearch.indexer.publish.version.rebuild_head_indexes", die)
     with pytest.raises(Killed):
         publish_index(store, first, [*shards, added])
     monkeypatch.undo()

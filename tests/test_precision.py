@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import requests
 
-from indexer.config import IndexConfig
-from indexer.errors import InvalidInputError
-from indexer.folder.store import EmbeddingStore, IndexFormatError
-from indexer.inputs.calibration import CALIBRATION, CalibrationSet
-from indexer.inputs.images import decode_image
-from indexer.model.embedder import Embedder
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.folder.store import EmbeddingStore, IndexFormatError
+from imgsearch.indexer.inputs.calibration import CALIBRATION, CalibrationSet
+from imgsearch.indexer.inputs.images import decode_image
+from imgsearch.indexer.model.embedder import Embedder
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 
@@ -33,7 +33,7 @@ def int8_embedder(lite0):
 
 @pytest.fixture(scope="session")
 def int8_index(tmp_path_factory, photos_dir, int8_embedder):
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.run.pipeline import index_images
 
     index_dir = tmp_path_factory.mktemp("int8") / "idx"
     index_images([photos_dir], index_dir, IndexConfig(progress=False, precision="int8"))
@@ -64,8 +64,8 @@ def test_int8_embeddings_are_unit_vectors_close_to_float32(lite0, embedder, int8
 
 
 def test_calibration_set_and_the_cached_model_are_deterministic(lite0, int8_embedder, tmp_path, monkeypatch):
-    from indexer.config import default_cache_dir
-    from indexer.model import runtime
+    from imgsearch.indexer.config import default_cache_dir
+    from imgsearch.indexer.model import runtime
 
     assert CALIBRATION.identity() == CalibrationSet().identity()
     np.testing.assert_array_equal(CalibrationSet(count=6).images(64), CalibrationSet(count=6).images(64))
@@ -87,9 +87,9 @@ def test_a_cached_int8_model_opens_without_the_heavy_imports(int8_embedder):
     """Start-up is part of every indexing run's speed: with the int8 model cached, neither TensorFlow nor
     the packages that ship the calibration photos (scikit-learn: ~2 s to import) are imported."""
     code = ("import sys\n"
-            "from indexer.inputs.calibration import CALIBRATION\n"
-            "from indexer.model.backbones import load_backbone\n"
-            "from indexer.model.embedder import Embedder\n"
+            "from imgsearch.indexer.inputs.calibration import CALIBRATION\n"
+            "from imgsearch.indexer.model.backbones import load_backbone\n"
+            "from imgsearch.indexer.model.embedder import Embedder\n"
             "Embedder(load_backbone('efficientnet-lite0'), precision='int8', calibration=CALIBRATION)\n"
             "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'matplotlib', 'scipy') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -103,7 +103,7 @@ def test_an_int8_index_records_its_precision_and_calibration(int8_index):
 
 
 def test_search_engine_queries_an_int8_index_with_the_int8_model(int8_index, photos_dir, embedder):
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     engine = SearchEngine.open(int8_index)  # the default config: nothing says int8 but the manifest
     stored = _stored(int8_index)
@@ -127,7 +127,7 @@ def test_cli_search_of_an_int8_index_uses_the_int8_model(int8_index, photos_dir)
 
 def test_http_search_of_an_int8_index_uses_the_int8_model(int8_index, photos_dir):
     from tests.helpers import LiveServer
-    from web import create_app
+    from imgsearch.web import create_app
 
     server = LiveServer(create_app({"INDEX_DIR": str(int8_index)}))
     try:
@@ -142,7 +142,7 @@ def test_http_search_of_an_int8_index_uses_the_int8_model(int8_index, photos_dir
 
 
 def test_mixing_precisions_on_one_index_is_refused(int8_index, photos_dir, built_index, tmp_path):
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.run.pipeline import index_images
 
     with pytest.raises(IndexFormatError, match="built with precision int8, not float32"):
         index_images([photos_dir], int8_index, IndexConfig(progress=False, precision="float32"))
@@ -167,7 +167,7 @@ def test_int8_needs_tflite_and_a_known_precision():
 
 
 def test_a_float32_index_stays_float32(built_index):
-    from indexer.folder.manifest import model_precision
+    from imgsearch.indexer.folder.manifest import model_precision
 
     manifest = EmbeddingStore(built_index[0]).read_manifest()
     assert model_precision(manifest) == {"precision": "float32", "calibration": None}
@@ -177,7 +177,7 @@ def test_a_float32_index_stays_float32(built_index):
 def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(built_index, int8_index, photos_dir, tmp_path):
     import shutil
 
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     folder = tmp_path / "idx"
     shutil.copytree(built_index[0], folder)
@@ -191,7 +191,7 @@ def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(built_index,
 
 
 def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_index):
-    from indexer.folder.store import (
+    from imgsearch.indexer.folder.store import (
         FILE_METADATA_FORMAT_VERSION,
         FORMAT_VERSION,
         INT8_FORMAT_VERSION,
@@ -212,8 +212,8 @@ def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_in
 
 
 def test_int8_is_offered_for_the_efficientnet_lite_backbones_only():
-    from indexer.model.backbones import BACKBONES
-    from indexer.model.runtime import check_int8_backbone
+    from imgsearch.indexer.model.backbones import BACKBONES
+    from imgsearch.indexer.model.runtime import check_int8_backbone
 
     for name in BACKBONES:
         if name.startswith("efficientnet-lite"):
@@ -224,8 +224,8 @@ def test_int8_is_offered_for_the_efficientnet_lite_backbones_only():
 
 
 def test_a_new_index_defaults_to_int8_on_cpu_for_efficientnet_lite(monkeypatch):
-    from indexer.model import runtime
-    from indexer.model.backbones import BACKBONES
+    from imgsearch.indexer.model import runtime
+    from imgsearch.indexer.model.backbones import BACKBONES
 
     assert not runtime.gpu_visible()  # this machine: the CPU default
     for name in BACKBONES:
@@ -263,7 +263,7 @@ def test_imgsearch_index_without_precision_builds_int8_and_keeps_an_index_own(ph
 
 def test_a_new_index_records_its_resize_and_embeds_with_it(int8_index, photos_dir, int8_embedder, lite0):
     """New indexes resize bilinear (faster, as good); the manifest says so and every image is resized so."""
-    from indexer.folder.store import RESAMPLE_FORMAT_VERSION
+    from imgsearch.indexer.folder.store import RESAMPLE_FORMAT_VERSION
 
     manifest = EmbeddingStore(int8_index).read_manifest()
     assert manifest["backbone"]["resample"] == "bilinear" and "bilinear" in manifest["backbone"]["resize"]
@@ -280,7 +280,7 @@ def test_an_index_without_a_recorded_resize_is_queried_bicubic(built_index, phot
     """Indexes from before the filter was recorded were resized bicubic: their queries still are."""
     import shutil
 
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     folder = tmp_path / "old"
     shutil.copytree(built_index[0], folder)
@@ -298,7 +298,7 @@ def test_an_index_without_a_recorded_resize_is_queried_bicubic(built_index, phot
 def test_a_manifest_with_an_unknown_resize_is_refused_with_its_name(built_index, tmp_path):
     import shutil
 
-    from indexer.errors import DamagedIndexError
+    from imgsearch.indexer.errors import DamagedIndexError
 
     shutil.copytree(built_index[0], tmp_path / "idx")
     path = tmp_path / "idx" / "manifest.json"

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer import ann
-from indexer.folder.store import EmbeddingStore, IndexFormatError, Row
-from indexer.publish.check import check_shards, duplicate_ids
-from indexer.publish.plan import plan_build
-from indexer.publish.version import publish_index
-from indexer.synthetic import ClusteredEmbeddings
+from imgsearch.indexer import ann
+from imgsearch.indexer.folder.store import EmbeddingStore, IndexFormatError, Row
+from imgsearch.indexer.publish.check import check_shards, duplicate_ids
+from imgsearch.indexer.publish.plan import plan_build
+from imgsearch.indexer.publish.version import publish_index
+from imgsearch.indexer.synthetic import ClusteredEmbeddings
 
 D = 16
 GEN = ClusteredEmbeddings(D, clusters=20, latent=8, seed=5)

@@ -9,9 +9,9 @@ Each full set is embedded once per backbone per session and shared.
 import numpy as np
 import pytest
 
-from indexer.run.heads import labelled_embeddings, train_head
-from indexer.run.samples import sample_index
-from search.evaluation import (
+from imgsearch.indexer.run.heads import labelled_embeddings, train_head
+from imgsearch.indexer.run.samples import sample_index
+from imgsearch.search.evaluation import (
     head_aware_precision,
     index_precision,
     leave_one_out_precision,
@@ -71,8 +71,8 @@ def test_precision_floor_full_sets(sample_indexes, dataset, backbone, floor):
     report = index_precision(index_dir, k=10)
     assert report.images == (5000 if dataset == "mnist" else 1897)
     assert report.precision >= floor, report.to_dict()
-    from indexer.folder.manifest import precision
-    from indexer.folder.store import EmbeddingStore
+    from imgsearch.indexer.folder.manifest import precision
+    from imgsearch.indexer.folder.store import EmbeddingStore
 
     assert precision(EmbeddingStore(index_dir).read_manifest()) == "int8"
 

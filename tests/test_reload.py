@@ -6,11 +6,11 @@ import threading
 import pytest
 import requests
 
-from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore
-from indexer.run.pipeline import index_images
-from indexer.run.remove import remove_images
-from search.engine import SearchEngine
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.run.pipeline import index_images
+from imgsearch.indexer.run.remove import remove_images
+from imgsearch.search.engine import SearchEngine
 from tests.helpers import LiveServer, wait_until
 
 CFG = IndexConfig(progress=False, decode_workers=0)
@@ -20,7 +20,7 @@ REQUESTS_PER_VERSION = 10
 
 @pytest.fixture(scope="module")
 def new_batch(tmp_path_factory):
-    from indexer.inputs.samples import export_sample
+    from imgsearch.indexer.inputs.samples import export_sample
 
     dest = tmp_path_factory.mktemp("mnist20")
     assert export_sample("mnist", dest, limit=20) == 20
@@ -85,7 +85,7 @@ def test_auto_reload_engine_follows_and_survives_a_damaged_version(index_copy, n
     assert live.current() is serving and live.reloads == 1
     assert "truncated or overwritten" in str(live.last_error)
     assert live.search_id(int(serving.ids[0]), k=3)
-    from indexer.run.repair import repair_index
+    from imgsearch.indexer.run.repair import repair_index
 
     repair_index(index_copy)  # a new version: picked up
     live.current()
@@ -96,7 +96,7 @@ def test_auto_reload_engine_follows_and_survives_a_damaged_version(index_copy, n
 def test_serving_while_indexing_every_answer_from_one_version(index_copy, new_batch, corpus):
     """Client threads query a real server while a batch is indexed and images are removed: no errors, no
     restart, and every answer is exactly one version's (all results of k=1000 queries compared)."""
-    from web import create_app
+    from imgsearch.web import create_app
 
     v1 = SearchEngine.open(index_copy)
     vec_query = v1.vector(int(v1.ids[5]))

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from search.plots import load_thumbnail
-from search.report import write_report
+from imgsearch.search.plots import load_thumbnail
+from imgsearch.search.report import write_report
 
 
 class ImageSources(HTMLParser):
@@ -38,8 +38,8 @@ def image_sources(page: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def trained_copy(built_index, tmp_path_factory) -> Path:
     """A private copy of the shared index, with a real head 'cat' trained on its folder labels."""
-    from indexer.learn.classifiers import HeadTrainingConfig
-    from indexer.run.heads import train_head
+    from imgsearch.indexer.learn.classifiers import HeadTrainingConfig
+    from imgsearch.indexer.run.heads import train_head
 
     index_dir, _ = built_index
     copy = tmp_path_factory.mktemp("report-index") / "idx"
@@ -51,7 +51,7 @@ def trained_copy(built_index, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(trained_copy, tmp_path_factory):
     """(results, html path) of a report written from the trained copy."""
-    from search.evaluation import evaluate_index
+    from imgsearch.search.evaluation import evaluate_index
 
     results = evaluate_index(trained_copy)
     out = tmp_path_factory.mktemp("report") / "report"

@@ -9,7 +9,7 @@ from tests import run_caches
 
 
 def test_every_cache_of_this_run_is_outside_the_users_home(request):
-    from indexer.config import IndexConfig, default_cache_dir
+    from imgsearch.indexer.config import IndexConfig, default_cache_dir
 
     run = request.config._imgsearch_caches
     user_home = Path(run.saved["HOME"] or "/nonexistent")
@@ -23,7 +23,7 @@ def test_every_cache_of_this_run_is_outside_the_users_home(request):
 
 def test_a_subprocess_of_the_run_inherits_its_caches(request):
     run = request.config._imgsearch_caches
-    out = subprocess.run([sys.executable, "-c", "from indexer.config import default_cache_dir; print(default_cache_dir())"],
+    out = subprocess.run([sys.executable, "-c", "from imgsearch.indexer.config import default_cache_dir; print(default_cache_dir())"],
                          capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()) == run.root / "imgsearch"
 

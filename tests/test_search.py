@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from indexer.folder.store import IndexFormatError
-from search.engine import Hit, SearchEngine, UnknownIdError
-from web.cli import main
+from imgsearch.indexer.folder.store import IndexFormatError
+from imgsearch.search.engine import Hit, SearchEngine, UnknownIdError
+from imgsearch.web.cli import main
 
 
 def test_search_image_every_input_kind_finds_itself(engine, corpus):

@@ -9,9 +9,9 @@ import shutil
 import pytest
 import requests
 
-from indexer.folder.store import EmbeddingStore
-from indexer.run.remove import remove_images
-from search.engine import SearchEngine
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.run.remove import remove_images
+from imgsearch.search.engine import SearchEngine
 from tests.helpers import LiveServer
 
 
@@ -33,7 +33,7 @@ def published_generation(index_dir) -> int:
 
 @pytest.fixture
 def server(index_copy):
-    from web import create_app
+    from imgsearch.web import create_app
 
     live = LiveServer(create_app({"INDEX_DIR": str(index_copy)}), threads=4)  # the default RELOAD_INTERVAL
     yield live

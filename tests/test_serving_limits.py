@@ -60,8 +60,8 @@ class ServeProcess:
 @pytest.fixture(scope="module")
 def big_images_index(tmp_path_factory):
     """An index holding a 100-megapixel PNG, a 100-megapixel JPEG and two small images."""
-    from indexer.config import IndexConfig
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
 
     folder = tmp_path_factory.mktemp("big")
     Image.new("1", (10_000, 10_000), 1).save(folder / "huge.png")  # 12.5 MB in memory, ~40 KB on disk
@@ -181,7 +181,7 @@ def test_error_messages_quote_at_most_200_characters_of_the_input(server, field)
 
 
 def test_thumbnails_of_100_megapixel_images_take_bounded_memory(server, big_images_index):
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     engine = SearchEngine.open(big_images_index)
     row = {Path(engine.get(int(i)).path).name: int(i) for i in engine.ids}
@@ -212,8 +212,8 @@ def test_serve_on_a_busy_port_says_so_without_a_traceback(big_images_index):
 
 
 def test_server_settings_are_validated(big_images_index):
-    from search.errors import InvalidInputError
-    from web import create_app
+    from imgsearch.search.errors import InvalidInputError
+    from imgsearch.web import create_app
 
     for name, value in [("CONNECTION_LIMIT", 0), ("CHANNEL_TIMEOUT", "30"), ("THUMBNAIL_DECODES", True)]:
         with pytest.raises(InvalidInputError, match=name):

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from indexer.config import IndexConfig
-from indexer.folder.store import EmbeddingStore, embeddings_of
-from indexer.run.pipeline import index_images
-from search.engine import SearchEngine
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+from imgsearch.indexer.run.pipeline import index_images
+from imgsearch.search.engine import SearchEngine
 from tests.helpers import (
     assert_no_embedding_reached,
     watch_spark_driver,
     write_bad_files,
 )
-from web.cli import main
+from imgsearch.web.cli import main
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -33,7 +33,7 @@ COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
 @pytest.fixture(scope="module")
 def spark_corpus(tmp_path_factory, photos_dir) -> Path:
     """312 files: 200 emoji and 100 MNIST digits in label folders, 8 photos, 3 bad files, 1 duplicate."""
-    from indexer.inputs.samples import export_sample
+    from imgsearch.indexer.inputs.samples import export_sample
 
     root = tmp_path_factory.mktemp("spark-corpus")
     export_sample("emoji", root / "emoji", limit=200)
@@ -72,7 +72,7 @@ def assert_same_index(a_dir, b_dir, *, atol=1e-5):
 
 
 def test_spark_index_equals_local_index(spark, spark_corpus, local_index, tmp_path):
-    from indexer.run.spark import index_images_spark
+    from imgsearch.indexer.run.spark import index_images_spark
 
     local_dir, local_summary = local_index
     index_dir = tmp_path / "idx"
@@ -106,8 +106,8 @@ def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_in
     """Killed mid-job: finished tasks are not run again; killed after job 2 wrote two of its shards: the next run
     deletes them (ids never depend on which shards a killed run finished) and writes them again from the staged
     tasks, with no embed job; the driver handles records and ids, never an embedding."""
-    from indexer.inputs import filesystems
-    from indexer.run import spark as spark_index
+    from imgsearch.indexer.inputs import filesystems
+    from imgsearch.indexer.run import spark as spark_index
 
     real_run_tasks, real_write, real_decide, ran = spark_index.run_tasks, spark_index.write_shards, \
         spark_index.decide_ids, []
@@ -162,7 +162,7 @@ def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_in
 
 def test_incremental_runs_match_the_local_engine(spark, spark_corpus, tmp_path):
     """Adding, changing and (with sync) removing files: both engines end with the same ids."""
-    from indexer.run.spark import index_images_spark
+    from imgsearch.indexer.run.spark import index_images_spark
 
     src = tmp_path / "src"
     shutil.copytree(spark_corpus / "digits", src / "digits")
@@ -214,7 +214,7 @@ def test_cli_with_uri_sources_and_work_folder(spark, spark_corpus, local_index, 
 
 def test_spark_executors_embed_in_the_index_precision(spark, photos_dir, tmp_path):
     """An int8 index: the executors run the shipped int8 model, so Spark gives the local engine's int8 rows."""
-    from indexer.run.spark import index_images_spark
+    from imgsearch.indexer.run.spark import index_images_spark
 
     int8 = dataclasses.replace(CFG, precision="int8")
     index_images([photos_dir], tmp_path / "local", int8)
@@ -238,10 +238,10 @@ def labelled_vectors_index(tmp_path_factory):
     """1,600 synthetic embeddings of 3 overlapping classes in 4 shards, published (a real index folder).
 
     scripts/fewshot_table.py --spark makes the same comparison on 5,000 real MNIST embeddings (README)."""
-    from indexer.ann.choice import AnnOptions
-    from indexer.folder.store import Row
-    from indexer.publish.version import publish_index
-    from indexer.synthetic import ClusteredEmbeddings
+    from imgsearch.indexer.ann.choice import AnnOptions
+    from imgsearch.indexer.folder.store import Row
+    from imgsearch.indexer.publish.version import publish_index
+    from imgsearch.indexer.synthetic import ClusteredEmbeddings
 
     gen = ClusteredEmbeddings(HEAD_DIM, clusters=HEAD_CLASSES, latent=16, spread=1.6, seed=11)
     rng = np.random.default_rng(12)
@@ -262,9 +262,9 @@ def labelled_vectors_index(tmp_path_factory):
 
 @pytest.mark.parametrize("model", ["softmax", "svm"])
 def test_spark_heads_match_local_heads_and_serve_like_them(spark, labelled_vectors_index, model):
-    from indexer.folder.heads import load_head
-    from indexer.learn.fewshot import fit_linear
-    from indexer.run.spark_heads import train_head_spark
+    from imgsearch.indexer.folder.heads import load_head
+    from imgsearch.indexer.learn.fewshot import fit_linear
+    from imgsearch.indexer.run.spark_heads import train_head_spark
 
     index_dir, vectors, cls = labelled_vectors_index
     head = train_head_spark(index_dir, f"spark-{model}", model=model, spark=spark)
@@ -299,7 +299,7 @@ def test_spark_heads_match_local_heads_and_serve_like_them(spark, labelled_vecto
 def test_a_staged_known_file_the_index_no_longer_holds_is_embedded_again(spark, photos_dir, tmp_path, monkeypatch):
     """Staged as known (its content was indexed under a path since gone), then a --sync run removes that path:
     the staged task is reused and the file embedded again by an executor, as the local engine embeds it."""
-    from indexer.run import spark as spark_index
+    from imgsearch.indexer.run import spark as spark_index
 
     src = tmp_path / "src"
     shutil.copytree(photos_dir, src)

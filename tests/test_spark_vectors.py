@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from indexer.config import IndexConfig
-from indexer.folder.copies import read_copies
-from indexer.folder.store import EmbeddingStore
-from indexer.run.index_vectors import index_vectors
-from indexer.synthetic import ClusteredEmbeddings
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.copies import read_copies
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.run.index_vectors import index_vectors
+from imgsearch.indexer.synthetic import ClusteredEmbeddings
 from tests.helpers import assert_no_embedding_reached, watch_spark_driver
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
@@ -116,9 +116,9 @@ def test_spark_gives_the_local_engines_index_through_killed_new_changed_and_sync
     with changed contents, a sync run through the CLI; each against the local engine on the same file."""
     from click.testing import CliRunner
 
-    from indexer.run import spark_vectors
-    from indexer.run.spark import SparkJobError
-    from web.cli import main
+    from imgsearch.indexer.run import spark_vectors
+    from imgsearch.indexer.run.spark import SparkJobError
+    from imgsearch.web.cli import main
 
     first = _write(tmp_path / "first.parquet", _first_rows(vectors[0]))
     second = _write(tmp_path / "second.parquet", _second_rows(*vectors))
@@ -167,7 +167,7 @@ def test_spark_gives_the_local_engines_index_through_killed_new_changed_and_sync
 def test_cli_bad_input_is_one_error_line(vectors, tmp_path):
     from click.testing import CliRunner
 
-    from web.cli import main
+    from imgsearch.web.cli import main
 
     pq.write_table(pa.table({"name": ["a"], "embedding": [[1.0, 2.0]]}), tmp_path / "nopath.parquet")
     for args, message in (([str(tmp_path / "missing.parquet")], "no such vectors file"),
@@ -186,9 +186,9 @@ def test_cli_bad_input_is_one_error_line(vectors, tmp_path):
 def test_tasks_cut_the_file_at_exact_rows_whatever_its_row_groups(vectors, tmp_path, group_rows):
     # a task holds its rows at once (job 2): whole row groups made tasks of 48 rows for 40 asked, and of the
     # whole file for a file written as one row group (pyarrow's default is a million rows a group)
-    from indexer.folder.texts import encode_texts
-    from indexer.inputs.vector_source import open_vector_source
-    from indexer.run.spark_vectors import plan_vector_tasks, record_batches
+    from imgsearch.indexer.folder.texts import encode_texts
+    from imgsearch.indexer.inputs.vector_source import open_vector_source
+    from imgsearch.indexer.run.spark_vectors import plan_vector_tasks, record_batches
 
     src = _write(tmp_path / "v.parquet", _first_rows(vectors[0]))
     pq.write_table(pq.read_table(src), src, row_group_size=group_rows)
@@ -210,7 +210,7 @@ def test_a_peak_rss_is_the_process_own_not_its_launcher():
     import sys
 
     held = np.ones(400 * 2**20 // 8)  # noqa: F841  (the launcher's memory, touched)
-    child = subprocess.run([sys.executable, "-c", "from indexer.run.spark_tasks import peak_rss_mb; "
+    child = subprocess.run([sys.executable, "-c", "from imgsearch.indexer.run.spark_tasks import peak_rss_mb; "
                             "print(peak_rss_mb())"], capture_output=True, text=True, check=True)
     assert float(child.stdout) < 300, child.stdout
 
@@ -218,11 +218,11 @@ def test_a_peak_rss_is_the_process_own_not_its_launcher():
 def test_each_shard_is_written_by_its_own_spark_task(spark, vectors, tmp_path):
     # the rows reach job 2 through a shuffle by task; Spark's adaptive execution coalesced that small shuffle
     # into one partition, so one Spark task wrote every shard in turn while the other cores waited
-    from indexer.inputs.vector_source import open_vector_source
-    from indexer.run.index_vectors import ExternalBackbone
-    from indexer.run.indexing import open_index
-    from indexer.run.spark_ids import decide_ids, ledger_partitions
-    from indexer.run.spark_vectors import plan_vector_tasks, read_records, write_shards
+    from imgsearch.indexer.inputs.vector_source import open_vector_source
+    from imgsearch.indexer.run.index_vectors import ExternalBackbone
+    from imgsearch.indexer.run.indexing import open_index
+    from imgsearch.indexer.run.spark_ids import decide_ids, ledger_partitions
+    from imgsearch.indexer.run.spark_vectors import plan_vector_tasks, read_records, write_shards
 
     source = open_vector_source(_write(tmp_path / "v.parquet", _first_rows(vectors[0])))
     tasks = plan_vector_tasks(source, 40)

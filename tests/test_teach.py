@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import requests
 
-from indexer.folder.heads import list_heads, load_head
-from indexer.folder.store import EmbeddingStore
-from indexer.folder.texts import texts_of
-from indexer.folder.verify import verify_index
-from indexer.learn import fewshot
-from indexer.synthetic import ClusteredEmbeddings
+from imgsearch.indexer.folder.heads import list_heads, load_head
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.texts import texts_of
+from imgsearch.indexer.folder.verify import verify_index
+from imgsearch.indexer.learn import fewshot
+from imgsearch.indexer.synthetic import ClusteredEmbeddings
 from tests.helpers import LiveServer
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
@@ -123,7 +123,7 @@ def test_train_head_from_an_examples_file(teach_index, tmp_path):
     assert head.model == "svm" and head.calibration["method"] == "temperature"
     assert head.metrics["examples_per_class"] == {"flag": 5, "photo": 5} and head.metrics["folds"] == 5
     # a flag it never saw is a flag, with its search index written in the same step
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     engine = SearchEngine.open(teach_index)
     assert engine.classify_id(ids["emoji/Flags"][5], "fs", top=1)[0][0] == "flag"
@@ -139,7 +139,7 @@ def test_train_head_from_an_examples_file(teach_index, tmp_path):
 # ------------------------------------------------------------------ the real server
 @pytest.fixture(scope="module")
 def teach_server(teach_index):
-    from web import create_app
+    from imgsearch.web import create_app
 
     server = LiveServer(create_app({"INDEX_DIR": str(teach_index), "WARM_UP": False}))
     yield server
@@ -224,7 +224,7 @@ def test_two_trainings_at_once_leave_a_whole_folder(teach_server, teach_index):
 
 
 def test_a_server_not_allowed_to_train_refuses_with_why(teach_index):
-    from web import create_app
+    from imgsearch.web import create_app
 
     server = LiveServer(create_app({"INDEX_DIR": str(teach_index), "WARM_UP": False, "ALLOW_TRAINING": False}))
     try:
@@ -240,7 +240,7 @@ def test_a_server_not_allowed_to_train_refuses_with_why(teach_index):
 
 
 def test_the_client_teaches_lists_and_deletes_and_openapi_describes_it(teach_server, teach_index):
-    from search.client import SearchAPIError, SearchClient
+    from imgsearch.search.client import SearchAPIError, SearchClient
 
     ids = _ids_by_label(teach_index)
     with SearchClient(teach_server.url) as client:
@@ -267,7 +267,7 @@ def test_the_client_teaches_lists_and_deletes_and_openapi_describes_it(teach_ser
     ({}, False, "address is not known"),
 ])
 def test_who_may_train(built_index, config, allowed, why):
-    from web import create_app
+    from imgsearch.web import create_app
 
     app = create_app({"INDEX_DIR": str(built_index[0]), "WARM_UP": False, **config})
     body = app.test_client().get("/api/heads").get_json()
@@ -299,8 +299,8 @@ def test_a_training_that_finds_another_writer_gets_409_and_changes_nothing(teach
 
 
 def test_train_head_from_labelled_folders_with_the_svm(teach_index):
-    from indexer.learn.classifiers import HeadTrainingConfig
-    from indexer.run.heads import train_head
+    from imgsearch.indexer.learn.classifiers import HeadTrainingConfig
+    from imgsearch.indexer.run.heads import train_head
 
     head = train_head(teach_index, "folders-svm", config=HeadTrainingConfig(model="svm", val_fraction=0.3))
     assert head.model == "svm" and head.calibration["method"] == "temperature"

@@ -5,8 +5,8 @@ import struct
 import numpy as np
 import pytest
 
-from indexer.model.backbones import _lite_weights_file, get_spec
-from indexer.model.torch_weights import (
+from imgsearch.indexer.model.backbones import _lite_weights_file, get_spec
+from imgsearch.indexer.model.torch_weights import (
     LEGACY_MAGIC,
     UnsafeWeightsError,
     load_state_dict,

@@ -19,8 +19,8 @@ import pytest
 import requests
 from PIL import Image
 
-from search.client import SearchAPIError, SearchClient
-from search.urls import (
+from imgsearch.search.client import SearchAPIError, SearchClient
+from imgsearch.search.urls import (
     UrlFetchError,
     UrlNotAllowedError,
     UrlPolicy,
@@ -138,7 +138,7 @@ def images(photos_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def url_server(live_server):
     """A server with URL queries on, allowed to fetch from 127.0.0.1 only (sharing live_server's engine)."""
-    from web import create_app
+    from imgsearch.web import create_app
 
     app = create_app({"ALLOW_URL_QUERIES": True, "URL_QUERY_ALLOW_NETWORKS": "127.0.0.1/32",
                       "MAX_CONTENT_LENGTH": 2 * 2**20, "URL_QUERY_TIMEOUT": 2},
@@ -151,7 +151,7 @@ def url_server(live_server):
 @pytest.fixture(scope="module")
 def guarded_server(live_server):
     """A server with URL queries on and the default guard: public addresses only."""
-    from web import create_app
+    from imgsearch.web import create_app
 
     server = LiveServer(create_app({"ALLOW_URL_QUERIES": True}, engine=live_server.app.extensions["imgsearch"]))
     yield server
@@ -289,7 +289,7 @@ def test_a_server_with_the_default_guard_refuses_local_addresses(guarded_server,
 
 
 def test_url_search_through_a_real_server(url_server, images, built_index):
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     engine = SearchEngine.open(built_index[0])
     r = requests.post(url_server.url + "/api/search", json={"url": f"{images.url}/rocket.jpg", "k": 3}, timeout=60)
@@ -333,8 +333,8 @@ def test_a_url_with_an_id_or_a_bad_box_is_refused(url_server, images):
 
 
 def test_server_settings_are_checked_at_start(live_server):
-    from search.errors import InvalidInputError
-    from web import create_app
+    from imgsearch.search.errors import InvalidInputError
+    from imgsearch.web import create_app
 
     engine = live_server.app.extensions["imgsearch"]
     with pytest.raises(InvalidInputError, match="not a network"):
@@ -400,8 +400,8 @@ def test_https_is_checked_against_the_urls_name_while_connecting_to_the_checked_
 
 
 def test_the_engine_refuses_a_bad_box_or_head_before_fetching(built_index, images):
-    from search.engine import SearchEngine
-    from search.errors import HeadError, InvalidBoxError
+    from imgsearch.search.engine import SearchEngine
+    from imgsearch.search.errors import HeadError, InvalidBoxError
 
     engine = SearchEngine.open(built_index[0])
     before = len(images.requests)

@@ -8,17 +8,17 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from indexer.config import IndexConfig
-from indexer.folder.store import (
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.store import (
     EmbeddingStore,
     IndexFormatError,
     embeddings_of,
     file_sha256,
 )
-from indexer.folder.verify import verify_index
-from indexer.run.pipeline import index_images
-from search.engine import SearchEngine
-from web.cli import main
+from imgsearch.indexer.folder.verify import verify_index
+from imgsearch.indexer.run.pipeline import index_images
+from imgsearch.search.engine import SearchEngine
+from imgsearch.web.cli import main
 
 
 @pytest.fixture
@@ -192,7 +192,7 @@ def test_valid_faiss_index_with_wrong_count_or_vectors(index_copy):
 
 
 def test_head_index_and_manifest_damage(headed_index, tmp_path):
-    from indexer.folder.heads import head_index_path
+    from imgsearch.indexer.folder.heads import head_index_path
 
     copy = tmp_path / "idx"
     shutil.copytree(headed_index, copy)

@@ -8,9 +8,9 @@ import shutil
 import pytest
 import requests
 
-from indexer.run.remove import remove_images
-from search.client import SearchClient
-from search.engine import SearchEngine
+from imgsearch.indexer.run.remove import remove_images
+from imgsearch.search.client import SearchClient
+from imgsearch.search.engine import SearchEngine
 from tests.helpers import LiveServer, wait_until
 from tests.test_web_browser import browser, page  # noqa: F401 - the browser fixtures, CSP and error watch included
 from tests.test_web_browser import wait_until as page_wait_until
@@ -21,7 +21,7 @@ THRESHOLD = 0.8  # 4 photos and their edits, 2 exact copies: 6 groups (test_dupl
 @pytest.fixture(scope="module")
 def served(dup_index, tmp_path_factory):
     """A copy of the duplicates index served on loopback, following new versions at once."""
-    from web import create_app
+    from imgsearch.web import create_app
 
     index_dir = tmp_path_factory.mktemp("served-dups") / "idx"
     shutil.copytree(dup_index[0], index_dir)
@@ -86,7 +86,7 @@ def _groups_shown(pg):
 
 
 def test_the_duplicates_view(page, dup_index, tmp_path):  # noqa: F811 - the page fixture
-    from web import create_app
+    from imgsearch.web import create_app
 
     index_dir = tmp_path / "idx"
     shutil.copytree(dup_index[0], index_dir)

@@ -6,10 +6,10 @@ import base64
 import pytest
 import requests
 
-from search.client import SearchAPIError
-from search.engine import MAX_K
-from search.examples import Example
-from web.examples import MAX_BATCH, MAX_EXAMPLES
+from imgsearch.search.client import SearchAPIError
+from imgsearch.search.engine import MAX_K
+from imgsearch.search.examples import Example
+from imgsearch.web.examples import MAX_BATCH, MAX_EXAMPLES
 
 
 def _post(url, path="/api/search", **kwargs):

@@ -114,7 +114,7 @@ def test_a_box_on_an_indexed_image_is_sent_with_its_id(page, live_server, compos
 
 @pytest.fixture(scope="module")
 def url_page_server(live_server, composite):
-    from web import create_app
+    from imgsearch.web import create_app
 
     images = ImageServer(composite)
     app = create_app({"ALLOW_URL_QUERIES": True, "URL_QUERY_ALLOW_NETWORKS": "127.0.0.1/32"},

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 
-from web.security import CONTENT_SECURITY_POLICY
+from imgsearch.web.security import CONTENT_SECURITY_POLICY
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -102,7 +102,7 @@ def test_paths_and_ids_never_reach_files_outside_the_index(live_server, path):
 
 def test_an_indexed_path_is_not_an_id(live_server, built_index, corpus):
     """The file behind id 0 is served by its id, never by its path."""
-    from search.engine import SearchEngine
+    from imgsearch.search.engine import SearchEngine
 
     path = SearchEngine.open(built_index[0]).get(0).path
     for quoted in (quote(path, safe="/"), quote(path, safe="")):
@@ -158,7 +158,7 @@ def test_form_limits_are_413_with_their_own_message(live_server, corpus):
 def test_create_app_has_debug_off_even_with_flask_debug_set(monkeypatch, built_index):
     from flask import Flask
 
-    from web import create_app
+    from imgsearch.web import create_app
 
     monkeypatch.setenv("FLASK_DEBUG", "1")
     monkeypatch.setenv("IMGSEARCH_INDEX", str(built_index[0]))
@@ -168,7 +168,7 @@ def test_create_app_has_debug_off_even_with_flask_debug_set(monkeypatch, built_i
 
 
 def _failing_app(live_server):
-    from web import create_app
+    from imgsearch.web import create_app
 
     app = create_app({"WARM_UP": False}, engine=live_server.app.extensions["imgsearch"])
 

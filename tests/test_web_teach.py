@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def teach_page_server(tmp_path_factory, built_index):
-    from web import create_app
+    from imgsearch.web import create_app
 
     index_dir = tmp_path_factory.mktemp("teach-page") / "idx"
     shutil.copytree(built_index[0], index_dir)

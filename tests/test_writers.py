@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from indexer.config import IndexConfig
-from indexer.folder.lock import IndexLockedError, writer_lock
-from indexer.folder.store import EmbeddingStore
-from indexer.run.pipeline import index_images
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.lock import IndexLockedError, writer_lock
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.run.pipeline import index_images
 from tests.helpers import rng_image, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,7 +98,7 @@ def test_index_and_remove_started_together_both_succeed(folders, tmp_path):
 
 
 HOLDER = ("import sys\n"
-          "from indexer.folder.lock import writer_lock\n"
+          "from imgsearch.indexer.folder.lock import writer_lock\n"
           "with writer_lock(sys.argv[1], command='holder for the test'):\n"
           "    print('held', flush=True)\n"
           "    sys.stdin.readline()\n")
@@ -180,8 +180,8 @@ def test_the_lock_of_a_killed_holder_is_free_at_once(holder):
 def test_readers_do_not_wait_for_a_writer(holder, folders, lite0):
     from click.testing import CliRunner
 
-    from search.engine import SearchEngine
-    from web.cli import main
+    from imgsearch.search.engine import SearchEngine
+    from imgsearch.web.cli import main
 
     index_dir, proc = holder
     engine = SearchEngine.open(index_dir)
@@ -217,7 +217,7 @@ def test_the_lock_is_one_writer_per_folder_within_a_process_too(tmp_path):
 
 
 def test_the_lock_error_is_in_the_family_with_its_exit_code():
-    from indexer.errors import ExecutionError
+    from imgsearch.indexer.errors import ExecutionError
 
     assert issubclass(IndexLockedError, ExecutionError) and issubclass(IndexLockedError, RuntimeError)
     assert IndexLockedError.exit_code == 75
@@ -232,7 +232,7 @@ def test_a_writer_on_a_missing_folder_creates_nothing(tmp_path):
 
 def test_the_spark_driver_holds_the_lock_too(holder, folders):
     pytest.importorskip("pyspark")
-    from indexer.run.spark import index_images_spark
+    from imgsearch.indexer.run.spark import index_images_spark
 
     index_dir, proc = holder
     with pytest.raises(IndexLockedError, match=f"pid {proc.pid}"):

@@ -8,16 +8,16 @@ from dataclasses import dataclass
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
-from search.duplicates import KEEP_RULES
-from search.engine import MAX_K, SearchEngine, display_text
-from search.errors import ImageError, quote
-from search.examples import Example
-from search.filters import FIELDS
-from search.regions import parse_box
-from search.urls import fetch_image
-from web.errors import ApiError
-from web.examples import decode_image, json_examples, multipart_examples
-from web.fields import (
+from imgsearch.search.duplicates import KEEP_RULES
+from imgsearch.search.engine import MAX_K, SearchEngine, display_text
+from imgsearch.search.errors import ImageError, quote
+from imgsearch.search.examples import Example
+from imgsearch.search.filters import FIELDS
+from imgsearch.search.regions import parse_box
+from imgsearch.search.urls import fetch_image
+from imgsearch.web.errors import ApiError
+from imgsearch.web.examples import decode_image, json_examples, multipart_examples
+from imgsearch.web.fields import (
     filter_fields,
     parse_bool,
     parse_filter_field,
@@ -25,7 +25,7 @@ from web.fields import (
     parse_strategy,
     parse_window,
 )
-from web.openapi import openapi_spec
+from imgsearch.web.openapi import openapi_spec
 
 api = Blueprint("api", __name__, url_prefix="/api")
 

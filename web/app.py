@@ -57,17 +57,17 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     once per process (once per worker under gunicorn/waitress); versions the
     indexer publishes later are picked up while serving (``RELOAD_INTERVAL``).
     """
-    from search.engine import SearchEngine, check_max_pixels
-    from search.errors import InvalidInputError, quote
-    from search.reloading import ReloadingEngine
-    from search.urls import UrlPolicy
-    from web.api import api
-    from web.batch import batch
-    from web.errors import register_error_handlers
-    from web.explain import explain_api
-    from web.heads_api import heads_api
-    from web.pages import pages
-    from web.security import add_security_headers
+    from imgsearch.search.engine import SearchEngine, check_max_pixels
+    from imgsearch.search.errors import InvalidInputError, quote
+    from imgsearch.search.reloading import ReloadingEngine
+    from imgsearch.search.urls import UrlPolicy
+    from imgsearch.web.api import api
+    from imgsearch.web.batch import batch
+    from imgsearch.web.errors import register_error_handlers
+    from imgsearch.web.explain import explain_api
+    from imgsearch.web.heads_api import heads_api
+    from imgsearch.web.pages import pages
+    from imgsearch.web.security import add_security_headers
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)

@@ -11,10 +11,10 @@ import time
 
 from flask import Blueprint, jsonify
 
-from search.errors import ImgsearchError
-from web.api import _hit_json, engine, json_body, query_of_json, search_hits
-from web.errors import ApiError, error_of
-from web.examples import MAX_BATCH
+from imgsearch.search.errors import ImgsearchError
+from imgsearch.web.api import _hit_json, engine, json_body, query_of_json, search_hits
+from imgsearch.web.errors import ApiError, error_of
+from imgsearch.web.examples import MAX_BATCH
 
 batch = Blueprint("batch", __name__, url_prefix="/api")
 

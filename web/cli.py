@@ -1,8 +1,8 @@
 """The ``imgsearch`` command line: the root group, assembled from every package's commands, and ``serve``.
 
 Each package contributes its commands through the ``imgsearch.commands`` entry points in
-pyproject.toml (indexer.cli: the commands that write an index folder; search.cli: those that
-read one; this module: ``serve``).  A command's module is imported only when it runs.
+pyproject.toml (imgsearch.indexer.cli: the commands that write an index folder; imgsearch.search.cli:
+those that read one; this module: ``serve``).  A command's module is imported only when it runs.
 
 Errors are reported here, once for every command: an ``ImgsearchError`` (a problem the user can
 fix) as one ``Error: <message>`` line and exit status 1 (or the error's ``exit_code``: 75 when
@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 
 import click
 
-from search.cli import index_option
+from imgsearch.search.cli import index_option
 
 ENTRY_POINTS = "imgsearch.commands"
 
@@ -41,7 +41,7 @@ class Commands(click.Group):
             raise  # click's own: usage errors (exit 2), --help, Ctrl-C
         except Exception as exc:
             # imported only on a failure: search.errors loads the index readers, slow for 'CMD --help'
-            from search.errors import ImgsearchError
+            from imgsearch.search.errors import ImgsearchError
 
             if isinstance(exc, ImgsearchError):
                 error = click.ClickException(str(exc))
@@ -52,6 +52,7 @@ class Commands(click.Group):
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (which runtime, cache hits).")
+@click.version_option(package_name="imgsearch", message="imgsearch %(version)s")
 def main(verbose: bool) -> None:
     """imgsearch: image similarity search with pretrained CNN embeddings and FAISS."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -83,8 +84,8 @@ def serve(index_dir, host, port, threads, connection_limit, channel_timeout, all
     The port is taken before anything is printed: a busy port is an error, not a traceback.
     Facing the internet, put a reverse proxy in front (README, "Serving").
     """
-    from web import create_app
-    from web.server import make_server, port_in_use
+    from imgsearch.web import create_app
+    from imgsearch.web.server import make_server, port_in_use
 
     app = create_app({"INDEX_DIR": str(index_dir), "SERVER_THREADS": threads, "CONNECTION_LIMIT": connection_limit,
                       "CHANNEL_TIMEOUT": channel_timeout, "ALLOW_URL_QUERIES": allow_url_queries,

@@ -13,7 +13,7 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from search.errors import (
+from imgsearch.search.errors import (
     ExternalVectorsError,
     HeadDamagedError,
     HeadError,

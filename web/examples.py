@@ -13,9 +13,9 @@ import base64
 import binascii
 from typing import Callable
 
-from search.errors import InvalidInputError, quote
-from search.examples import MAX_EXAMPLES, Example, check_examples, check_weight
-from web.errors import ApiError
+from imgsearch.search.errors import InvalidInputError, quote
+from imgsearch.search.examples import MAX_EXAMPLES, Example, check_examples, check_weight
+from imgsearch.web.errors import ApiError
 
 MAX_BATCH = 100  # queries in one POST /api/search/batch
 

@@ -6,9 +6,9 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from search.errors import ImageError, ImageUnavailableError, quote
-from web.api import _parse_head, engine
-from web.errors import ApiError
+from imgsearch.search.errors import ImageError, ImageUnavailableError, quote
+from imgsearch.web.api import _parse_head, engine
+from imgsearch.web.errors import ApiError
 
 explain_api = Blueprint("explain", __name__, url_prefix="/api")
 

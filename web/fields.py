@@ -7,12 +7,12 @@ import json
 
 from flask import current_app
 
-from search.engine import MAX_K
-from search.errors import InvalidInputError, quote
-from search.examples import check_strategy
-from search.filters import parse_filter
-from search.ranking import check_min_score
-from web.errors import ApiError
+from imgsearch.search.engine import MAX_K
+from imgsearch.search.errors import InvalidInputError, quote
+from imgsearch.search.examples import check_strategy
+from imgsearch.search.filters import parse_filter
+from imgsearch.search.ranking import check_min_score
+from imgsearch.web.errors import ApiError
 
 
 def parse_bool(raw, name: str, default: bool) -> bool:

@@ -27,11 +27,11 @@ import threading
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from search.errors import ImageError, InvalidInputError, UnknownIdError, quote
-from search.heads import DEFAULT_MODEL, MODELS, NAME_PATTERN, head_summary
-from web.api import engine as _engine
-from web.errors import ApiError, error_of
-from web.examples import decode_image
+from imgsearch.search.errors import ImageError, InvalidInputError, UnknownIdError, quote
+from imgsearch.search.heads import DEFAULT_MODEL, MODELS, NAME_PATTERN, head_summary
+from imgsearch.web.api import engine as _engine
+from imgsearch.web.errors import ApiError, error_of
+from imgsearch.web.examples import decode_image
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ _one_at_a_time = threading.Lock()
 def _run_training(args: list[str], stdin: str) -> dict:
     """Run ``imgsearch train-head`` on the served folder; its JSON answer, or an ApiError for its error."""
     index_dir = str(_engine().store.root)
-    command = [sys.executable, "-m", "web.cli", "train-head", "--index", index_dir, "--json", "--no-wait", *args]
+    command = [sys.executable, "-m", "imgsearch.web.cli", "train-head", "--index", index_dir, "--json", "--no-wait", *args]
     if not _one_at_a_time.acquire(timeout=TRAINING_WAIT):
         raise ApiError(503, "busy", f"another head has been training for over {TRAINING_WAIT:.0f} s; try again later")
     try:

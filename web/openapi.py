@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from search.duplicates import KEEP_RULES
-from search.engine import MAX_K
-from search.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_WEIGHT, STRATEGIES
-from search.filters import COMPARISONS, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS
-from web.examples import EXAMPLE_FIELDS, MAX_BATCH
+from imgsearch.search.duplicates import KEEP_RULES
+from imgsearch.search.engine import MAX_K
+from imgsearch.search.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_WEIGHT, STRATEGIES
+from imgsearch.search.filters import COMPARISONS, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS
+from imgsearch.web.examples import EXAMPLE_FIELDS, MAX_BATCH
 
 
 def _error(description: str) -> dict:

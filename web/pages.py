@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template
 
-from search.duplicates import DEFAULT_THRESHOLD, KEEP_RULES
-from search.engine import display_text
+from imgsearch.search.duplicates import DEFAULT_THRESHOLD, KEEP_RULES
+from imgsearch.search.engine import display_text
 
 MAX_PICKER_LABELS = 500  # labels the filter picker lists
 

@@ -36,7 +36,7 @@ import waitress
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
-from web.errors import megabytes
+from imgsearch.web.errors import megabytes
 
 log = logging.getLogger(__name__)
 

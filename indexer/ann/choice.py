@@ -34,8 +34,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from indexer.config import ON_DISK_MODES  # noqa: F401  (re-exported: ann.ON_DISK_MODES)
-from indexer.errors import InvalidInputError
+from imgsearch.indexer.config import ON_DISK_MODES  # noqa: F401  (re-exported: ann.ON_DISK_MODES)
+from imgsearch.indexer.errors import InvalidInputError
 
 FLAT_MAX = 20_000  # an exact scan of 20k x 1280 takes ~15 ms here: no need to approximate below
 

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from indexer.errors import InvalidInputError
+from imgsearch.indexer.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def to_gpu_if_available(index, use_gpu: str = "auto"):
     An on-disk index stays on CPU: its lists are a memory-mapped file, which
     copying to a GPU would read whole into its memory, the thing it is there to avoid.
     """
-    from indexer.vectors import gpu_count
+    from imgsearch.indexer.vectors import gpu_count
 
     if use_gpu == "no" or gpu_count() == 0 or is_on_disk(index):
         return index, "cpu"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.ann.choice import SEARCH_K, train_size
-from indexer.ann.faiss_ops import _parts, set_search_params
+from imgsearch.indexer.ann.choice import SEARCH_K, train_size
+from imgsearch.indexer.ann.faiss_ops import _parts, set_search_params
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexer.atomic import atomic_path
-from indexer.folder.store import COPIES_PREFIX, IndexFormatError
-from indexer.folder.texts import text_array, texts_of
+from imgsearch.indexer.atomic import atomic_path
+from imgsearch.indexer.folder.store import COPIES_PREFIX, IndexFormatError
+from imgsearch.indexer.folder.texts import text_array, texts_of
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("sha256", pa.string(), nullable=False),
                     pa.field("path", pa.string(), nullable=False)])

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.atomic import atomic_folder, atomic_write_faiss, remove_folder
-from indexer.errors import DamagedIndexError, InvalidInputError, NotFoundError, quote
-from indexer.folder.manifest import backbone_name
-from indexer.folder.store import EmbeddingStore
-from indexer.vectors import l2_normalize
+from imgsearch.indexer.atomic import atomic_folder, atomic_write_faiss, remove_folder
+from imgsearch.indexer.errors import DamagedIndexError, InvalidInputError, NotFoundError, quote
+from imgsearch.indexer.folder.manifest import backbone_name
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 

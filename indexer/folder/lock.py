@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from indexer.errors import ExecutionError
-from indexer.folder.store import IndexFormatError
+from imgsearch.indexer.errors import ExecutionError
+from imgsearch.indexer.folder.store import IndexFormatError
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from indexer.errors import InvalidInputError
-from indexer.folder.store import IndexFormatError
+from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.folder.store import IndexFormatError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def model_precision(manifest: dict) -> dict:
     built_with = precision(manifest)
     if built_with == "float32":
         return {"precision": "float32", "calibration": None}
-    from indexer.inputs.calibration import CALIBRATION
+    from imgsearch.indexer.inputs.calibration import CALIBRATION
 
     recorded = manifest["backbone"].get("calibration") or {}
     here = CALIBRATION.identity()

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexer.folder.texts import text_array
+from imgsearch.indexer.folder.texts import text_array
 
 # null: unknown (a URI's modification time, an image without EXIF, a shard written before format 4)
 FILE_COLUMNS = {"file_size": pa.int64(), "mtime": pa.int64(), "taken": pa.int64(),

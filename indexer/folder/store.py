@@ -39,32 +39,32 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexer.atomic import (
+from imgsearch.indexer.atomic import (
     TEMP_MARK,
     atomic_path,
     atomic_write_bytes,
     atomic_write_faiss,
     disk_full_error,
 )
-from indexer.errors import DamagedIndexError
-from indexer.folder.formats import (  # noqa: F401 - readers and tests name the versions here
+from imgsearch.indexer.errors import DamagedIndexError
+from imgsearch.indexer.folder.formats import (  # noqa: F401 - readers and tests name the versions here
     FILE_METADATA_FORMAT_VERSION,
     FORMAT_VERSION,
     INT8_FORMAT_VERSION,
     READABLE_FORMATS,
     RESAMPLE_FORMAT_VERSION,
 )
-from indexer.folder.formats import format_version as _format_version
-from indexer.folder.ondisk_lists import LISTS_SUFFIX, read_on_disk
-from indexer.folder.shard_columns import (  # noqa: F401 - writers import the columns, Row and rows_to_table here
+from imgsearch.indexer.folder.formats import format_version as _format_version
+from imgsearch.indexer.folder.ondisk_lists import LISTS_SUFFIX, read_on_disk
+from imgsearch.indexer.folder.shard_columns import (  # noqa: F401 - writers import the columns, Row and rows_to_table here
     FILE_COLUMNS,
     Row,
     read_shard_columns,
     rows_to_table,
     schema,
 )
-from indexer.folder.texts import log_bytes
-from indexer.folder.validate import ManifestShapeError, check_manifest_shape
+from imgsearch.indexer.folder.texts import log_bytes
+from imgsearch.indexer.folder.validate import ManifestShapeError, check_manifest_shape
 
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"

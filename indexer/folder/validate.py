@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from indexer.errors import DamagedIndexError
+from imgsearch.indexer.errors import DamagedIndexError
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")  # a file name in the folder: no '/', no '..'
 

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from indexer.folder.manifest import search_dim
-from indexer.folder.shard_columns import is_shard_schema
-from indexer.folder.store import (
+from imgsearch.indexer.folder.manifest import search_dim
+from imgsearch.indexer.folder.shard_columns import is_shard_schema
+from imgsearch.indexer.folder.store import (
     COPIES_PREFIX,
     MANIFEST,
     SHARD_DIR,
@@ -232,7 +232,7 @@ def _check_shards(store: EmbeddingStore, manifest: dict, report: VerifyReport) -
 def _check_faiss(store: EmbeddingStore, manifest: dict, report: VerifyReport, tables: dict | None) -> None:
     import faiss
 
-    from indexer.folder.whitening import search_space
+    from imgsearch.indexer.folder.whitening import search_space
 
     name = manifest["index_file"]
     if name is None:
@@ -283,7 +283,7 @@ def _check_faiss(store: EmbeddingStore, manifest: dict, report: VerifyReport, ta
 
 
 def _check_whitening(store: EmbeddingStore, manifest: dict, report: VerifyReport) -> None:
-    from indexer.folder.whitening import Whitening
+    from imgsearch.indexer.folder.whitening import Whitening
 
     info = manifest.get("whitening")
     if not info or not (store.root / info["file"]).is_file():
@@ -301,7 +301,7 @@ def _check_whitening(store: EmbeddingStore, manifest: dict, report: VerifyReport
 
 
 def _check_copies(store: EmbeddingStore, manifest: dict, report: VerifyReport) -> None:
-    from indexer.folder.copies import read_copies
+    from imgsearch.indexer.folder.copies import read_copies
 
     info = manifest.get("copies")
     if not info or not (store.root / info["file"]).is_file():
@@ -315,7 +315,7 @@ def _check_copies(store: EmbeddingStore, manifest: dict, report: VerifyReport) -
 def _check_heads(store: EmbeddingStore, manifest: dict, report: VerifyReport) -> None:
     import faiss
 
-    from indexer.folder.heads import HeadError, head_index_path, list_heads, load_head
+    from imgsearch.indexer.folder.heads import HeadError, head_index_path, list_heads, load_head
 
     space_dim = search_dim(manifest)
     for name in list_heads(store.root):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.atomic import atomic_path
-from indexer.vectors import l2_normalize
+from imgsearch.indexer.atomic import atomic_path
+from imgsearch.indexer.vectors import l2_normalize
 
 
 @dataclass
@@ -60,7 +60,7 @@ def clear_cache() -> None:
 def load_for(index_dir, info: dict) -> Whitening:
     path = Path(index_dir) / info["file"]
     if not path.is_file():
-        from indexer.folder.store import IndexFormatError
+        from imgsearch.indexer.folder.store import IndexFormatError
 
         raise IndexFormatError(f"{path} is missing: re-run 'imgsearch whiten --index {index_dir}'")
     key = f"{path}:{path.stat().st_mtime_ns}"

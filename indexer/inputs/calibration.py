@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexer.errors import MissingDependencyError
-from indexer.inputs.images import decode_image
+from imgsearch.indexer.errors import MissingDependencyError
+from imgsearch.indexer.inputs.images import decode_image
 
 RECIPE = "base-install-photo-crops-v1"
 CROP_RANGE = (0.45, 1.0)  # a crop's side, as a fraction of the photo's shorter side

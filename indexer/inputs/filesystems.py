@@ -15,8 +15,8 @@ import re
 import threading
 from typing import Iterator
 
-from indexer.atomic import atomic_path
-from indexer.errors import InvalidInputError
+from imgsearch.indexer.atomic import atomic_path
+from imgsearch.indexer.errors import InvalidInputError
 
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)$")
 _LOCK = threading.Lock()

@@ -18,8 +18,8 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from indexer.config import MAX_PIXELS
-from indexer.errors import ImageError
+from imgsearch.indexer.config import MAX_PIXELS
+from imgsearch.indexer.errors import ImageError
 
 EXIF_ORIENTATION = 0x0112
 

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from indexer.errors import MissingDependencyError
+from imgsearch.indexer.errors import MissingDependencyError
 
 # (skimage.data name, rows, columns): tiles of at least ~150 px a side
 TILINGS = (

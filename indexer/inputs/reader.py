@@ -18,8 +18,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from indexer.inputs.filesystems import is_uri, read_bytes
-from indexer.inputs.images import (
+from imgsearch.indexer.inputs.filesystems import is_uri, read_bytes
+from imgsearch.indexer.inputs.images import (
     DEFAULT_RESAMPLE,
     MAX_PIXELS,
     DecodedImage,
@@ -27,8 +27,8 @@ from indexer.inputs.images import (
     decode_image,
     read_image_file,
 )
-from indexer.inputs.metadata import FileInfo, capture
-from indexer.inputs.sources import ImageFile
+from imgsearch.indexer.inputs.metadata import FileInfo, capture
+from imgsearch.indexer.inputs.sources import ImageFile
 
 
 @dataclass

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexer.config import default_cache_dir
-from indexer.errors import InvalidInputError, MissingDependencyError
+from imgsearch.indexer.config import default_cache_dir
+from imgsearch.indexer.errors import InvalidInputError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def export_sample(name: str, dest: str | os.PathLike, *, limit: int | None = Non
             n += 1
         return n
     if name == "near-duplicates":
-        from indexer.inputs.near_duplicates import export_near_duplicates
+        from imgsearch.indexer.inputs.near_duplicates import export_near_duplicates
 
         return export_near_duplicates(dest)
     raise InvalidInputError(f"unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}")
@@ -177,7 +177,7 @@ def lookalikes(per_family: int = 50, seed: int = 0) -> list:
     """
     import hashlib
 
-    from indexer.inputs.near_duplicates import Item
+    from imgsearch.indexer.inputs.near_duplicates import Item
 
     rng = np.random.default_rng(seed)
     items: list[Item] = []

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from indexer.errors import InvalidInputError, NotFoundError
-from indexer.inputs import filesystems
-from indexer.inputs.images import IMAGE_EXTENSIONS
+from imgsearch.indexer.errors import InvalidInputError, NotFoundError
+from imgsearch.indexer.inputs import filesystems
+from imgsearch.indexer.inputs.images import IMAGE_EXTENSIONS
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".csv", ".parquet"})
 

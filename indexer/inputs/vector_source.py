@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from indexer.errors import InvalidInputError, quote
-from indexer.inputs.sources import ImageFile
+from imgsearch.indexer.errors import InvalidInputError, quote
+from imgsearch.indexer.inputs.sources import ImageFile
 
 REQUIRED = ("path", "embedding")
 OPTIONAL = ("label", "sha256")

@@ -82,7 +82,7 @@ def knn_vote(train_vectors, train_labels, query_vectors, k: int = 10, exclude_se
     train (n, D), labels (n,) ints, queries (q, D) -> (q,) predicted labels.
     With ``exclude_self`` the queries are the training vectors (leave-one-out).
     """
-    from indexer.vectors import build_flat_index, search_index
+    from imgsearch.indexer.vectors import build_flat_index, search_index
 
     train_labels = np.asarray(train_labels)
     index = build_flat_index(np.arange(len(train_vectors), dtype=np.int64), train_vectors)

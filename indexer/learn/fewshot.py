@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexer.learn.classifiers import classification_metrics, knn_vote
+from imgsearch.indexer.learn.classifiers import classification_metrics, knn_vote
 
 MODELS = ("softmax", "svm")
 DEFAULT_MODEL = "softmax"  # from the README's few-shot table: see there for the numbers
@@ -49,7 +49,7 @@ class LinearFit:
 
 
 def check_model(model: str) -> str:
-    from indexer.errors import InvalidInputError, quote
+    from imgsearch.indexer.errors import InvalidInputError, quote
 
     if model not in MODELS:
         raise InvalidInputError(f"model must be one of {', '.join(MODELS)}, got {quote(model)}")

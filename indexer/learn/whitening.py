@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexer.errors import InvalidInputError
-from indexer.folder.whitening import Whitening
+from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.folder.whitening import Whitening
 
 
 def learn_whitening(vectors: np.ndarray, dim: int | None = None, shrink: float = 0.1,

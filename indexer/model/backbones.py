@@ -25,8 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from indexer.atomic import atomic_path
-from indexer.errors import ImgsearchError
+from imgsearch.indexer.atomic import atomic_path
+from imgsearch.indexer.errors import ImgsearchError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -172,8 +172,8 @@ def _load_lite(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Back
         import keras
         import tensorflow as tf
 
-        from indexer.model.efficientnet_lite import build_efficientnet_lite
-        from indexer.model.torch_weights import load_state_dict
+        from imgsearch.indexer.model.efficientnet_lite import build_efficientnet_lite
+        from imgsearch.indexer.model.torch_weights import load_state_dict
 
         model = None
         if cached.is_file():
@@ -275,7 +275,7 @@ def clear_loaded() -> None:
 
 def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path | None = None) -> Backbone:
     """Build (or return the already built) backbone ``name``; one per process."""
-    from indexer.config import default_cache_dir
+    from imgsearch.indexer.config import default_cache_dir
 
     spec = get_spec(name)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

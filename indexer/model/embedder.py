@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.model.backbones import Backbone
-from indexer.vectors import l2_normalize
+from imgsearch.indexer.model.backbones import Backbone
+from imgsearch.indexer.vectors import l2_normalize
 
 
 class Embedder:
@@ -22,7 +22,7 @@ class Embedder:
     def __init__(self, backbone: Backbone, batch_size: int = 32, runtime: str = "auto",
                  cache_dir: Path | None = None, threads: int | None = None, precision: str = "float32",
                  calibration=None):
-        from indexer.model.runtime import make_runner
+        from imgsearch.indexer.model.runtime import make_runner
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -64,7 +64,7 @@ class FeatureMapEmbedder:
 
     def __init__(self, backbone: Backbone, runtime: str = "auto", cache_dir: Path | None = None,
                  threads: int | None = None, precision: str = "float32", calibration=None):
-        from indexer.model.runtime import make_runner
+        from imgsearch.indexer.model.runtime import make_runner
 
         self.backbone = backbone
         self.precision = precision

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.atomic import atomic_write_bytes
-from indexer.config import RUNTIMES, check_precision
-from indexer.errors import InvalidInputError
-from indexer.model.backbones import Backbone
+from imgsearch.indexer.atomic import atomic_write_bytes
+from imgsearch.indexer.config import RUNTIMES, check_precision
+from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.model.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class TFLiteRunner:
 def make_runner(backbone: Backbone, runtime: str = "auto", cache_dir: Path | None = None,
                 threads: int | None = None, precision: str = "float32", calibration=None,
                 outputs: str = "features"):
-    from indexer.config import default_cache_dir
+    from imgsearch.indexer.config import default_cache_dir
 
     chosen = resolve_runtime(runtime, precision)
     if chosen == "tf":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import InvalidInputError
+from imgsearch.indexer.errors import InvalidInputError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 

@@ -9,13 +9,13 @@ import time
 
 import numpy as np
 
-from indexer import ann
-from indexer.errors import InvalidInputError
-from indexer.folder.store import IndexFormatError
-from indexer.publish.ondisk import Fill, fill_ondisk
-from indexer.publish.plan import BuildPlan
-from indexer.publish.shard_vectors import iter_vectors, pick_vectors, picker
-from indexer.publish.tune import tune_index
+from imgsearch.indexer import ann
+from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.folder.store import IndexFormatError
+from imgsearch.indexer.publish.ondisk import Fill, fill_ondisk
+from imgsearch.indexer.publish.plan import BuildPlan
+from imgsearch.indexer.publish.shard_vectors import iter_vectors, pick_vectors, picker
+from imgsearch.indexer.publish.tune import tune_index
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer.folder.store import EmbeddingStore, IndexFormatError
+from imgsearch.indexer.folder.store import EmbeddingStore, IndexFormatError
 
 SHOWN = 5  # duplicate ids named in the message
 

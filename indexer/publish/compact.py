@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from indexer.atomic import atomic_write_faiss
-from indexer.folder.heads import Head, head_index_path, list_heads, load_head
-from indexer.folder.manifest import search_dim
-from indexer.folder.store import EmbeddingStore, embeddings_of
+from imgsearch.indexer.atomic import atomic_write_faiss
+from imgsearch.indexer.folder.heads import Head, head_index_path, list_heads, load_head
+from imgsearch.indexer.folder.manifest import search_dim
+from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
 
 
 def rebuild_head_indexes(index_dir, manifest: dict) -> list[str]:
@@ -25,8 +25,8 @@ def head_search_index(index_dir, head: Head, manifest: dict):
 
     Shard by shard, like the main index: peak memory is the index plus one shard.
     """
-    from indexer.folder.whitening import search_space
-    from indexer.vectors import add_to_index, new_flat_index
+    from imgsearch.indexer.folder.whitening import search_space
+    from imgsearch.indexer.vectors import add_to_index, new_flat_index
 
     store = EmbeddingStore(index_dir)
     index = new_flat_index(search_dim(manifest) + len(head.classes))

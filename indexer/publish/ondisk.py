@@ -32,10 +32,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from indexer.atomic import atomic_path, atomic_write_faiss
-from indexer.folder.ondisk_lists import lists_name, point_at
-from indexer.folder.store import EmbeddingStore
-from indexer.publish.shard_vectors import iter_vectors
+from imgsearch.indexer.atomic import atomic_path, atomic_write_faiss
+from imgsearch.indexer.folder.ondisk_lists import lists_name, point_at
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.publish.shard_vectors import iter_vectors
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from indexer import ann
+from imgsearch.indexer import ann
 
 RETUNE_GROWTH = 0.1  # re-tune when the count moved by more than this since the last tuning
 REBUILD_GROWTH = 2.0  # re-plan the index when the count grew or shrank by this factor since it was built

@@ -13,12 +13,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from indexer.folder.store import EmbeddingStore, embeddings_of
+from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
 
 
 def iter_vectors(store: EmbeddingStore, shards: Sequence[str], manifest: dict) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(ids (s,), search-space vectors (s, d)) one shard at a time."""
-    from indexer.folder.whitening import search_space
+    from imgsearch.indexer.folder.whitening import search_space
 
     for name in shards:
         table = store.read_table([name], ["id", "embedding"])
@@ -40,7 +40,7 @@ def pick_vectors(store, shards, manifest, positions: np.ndarray) -> tuple[np.nda
 def exact_over(store, shards, manifest, queries: np.ndarray, query_ids: np.ndarray, graph: bool = False):
     """``ann.ExactNeighbours`` of ``queries`` over every row of ``shards``; ``graph``: over the rows a graph
     index holds before its held-out rows (``ann.held_out``)."""
-    from indexer import ann
+    from imgsearch.indexer import ann
 
     exact = ann.ExactNeighbours(queries, query_ids)
     for ids, vectors in iter_vectors(store, shards, manifest):

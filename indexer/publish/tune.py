@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer import ann
-from indexer.atomic import atomic_write_faiss, temp_path
-from indexer.folder.ondisk_lists import on_disk_lists
-from indexer.publish.ondisk import runner
-from indexer.publish.plan import BuildPlan, needs_tuning
-from indexer.publish.shard_vectors import exact_finder, picker
+from imgsearch.indexer import ann
+from imgsearch.indexer.atomic import atomic_write_faiss, temp_path
+from imgsearch.indexer.folder.ondisk_lists import on_disk_lists
+from imgsearch.indexer.publish.ondisk import runner
+from imgsearch.indexer.publish.plan import BuildPlan, needs_tuning
+from imgsearch.indexer.publish.shard_vectors import exact_finder, picker
 
 TUNING_QUERIES = 500  # held-back queries for recall tuning: +-1 % on recall@10
 

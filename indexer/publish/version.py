@@ -18,22 +18,22 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer import ann
-from indexer.folder.ondisk_lists import on_disk_lists
-from indexer.folder.store import EmbeddingStore
-from indexer.folder.versions import library_versions
-from indexer.publish.build import build_index, update_index
-from indexer.publish.check import check_built, check_shards
-from indexer.publish.head_indexes import rebuild_head_indexes
-from indexer.publish.ondisk import Fill
-from indexer.publish.plan import (  # noqa: F401  (resolve_options, options_changed: imported from here)
+from imgsearch.indexer import ann
+from imgsearch.indexer.folder.ondisk_lists import on_disk_lists
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.versions import library_versions
+from imgsearch.indexer.publish.build import build_index, update_index
+from imgsearch.indexer.publish.check import check_built, check_shards
+from imgsearch.indexer.publish.head_indexes import rebuild_head_indexes
+from imgsearch.indexer.publish.ondisk import Fill
+from imgsearch.indexer.publish.plan import (  # noqa: F401  (resolve_options, options_changed: imported from here)
     BuildPlan,
     options_changed,
     plan_build,
     resolve_options,
     space_key,
 )
-from indexer.publish.tune import tuning_for
+from imgsearch.indexer.publish.tune import tuning_for
 
 log = logging.getLogger(__name__)
 

@@ -14,20 +14,20 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.folder.heads import NAME_PATTERN, Head, HeadError, save_head
-from indexer.folder.lock import writer_lock
-from indexer.folder.manifest import backbone_name
-from indexer.folder.store import EmbeddingStore, embeddings_of
-from indexer.folder.texts import display_text, texts_of
-from indexer.learn.classifiers import (
+from imgsearch.indexer.folder.heads import NAME_PATTERN, Head, HeadError, save_head
+from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.folder.manifest import backbone_name
+from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+from imgsearch.indexer.folder.texts import display_text, texts_of
+from imgsearch.indexer.learn.classifiers import (
     HeadTrainingConfig,
     classification_metrics,
     fit_softmax,
     knn_vote,
     stratified_split,
 )
-from indexer.learn.fewshot import check_model, fit_linear
-from indexer.publish.head_indexes import head_search_index
+from imgsearch.indexer.learn.fewshot import check_model, fit_linear
+from imgsearch.indexer.publish.head_indexes import head_search_index
 
 log = logging.getLogger(__name__)
 

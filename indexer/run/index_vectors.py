@@ -20,11 +20,11 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
-from indexer.config import IndexConfig
-from indexer.errors import InvalidInputError
-from indexer.inputs.vector_source import VectorSource, open_vector_source
-from indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
-from indexer.run.summary import IndexSummary
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.inputs.vector_source import VectorSource, open_vector_source
+from imgsearch.indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
+from imgsearch.indexer.run.summary import IndexSummary
 
 EXTERNAL_PREFIX = "external:"
 

@@ -40,25 +40,25 @@ from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 import numpy as np
 import pyarrow as pa
 
-from indexer.config import IndexConfig
-from indexer.folder.copies import Copies, write_copies
-from indexer.folder.lock import writer_lock
-from indexer.folder.manifest import check_compatible, check_precision_compatible
-from indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
-from indexer.folder.texts import text_array
-from indexer.folder.versions import library_versions
-from indexer.inputs.metadata import FileInfo
-from indexer.inputs.sources import ImageFile, iter_image_files
-from indexer.publish.compact import compact_shards
-from indexer.publish.ondisk import Fill
-from indexer.publish.version import options_changed, publish_index, resolve_options
-from indexer.run.ledger import Ledger
-from indexer.run.refresh import rewrite_file_columns
-from indexer.run.summary import IndexSummary
-from indexer.run.writer import ShardWriter
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.copies import Copies, write_copies
+from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.folder.manifest import check_compatible, check_precision_compatible
+from imgsearch.indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
+from imgsearch.indexer.folder.texts import text_array
+from imgsearch.indexer.folder.versions import library_versions
+from imgsearch.indexer.inputs.metadata import FileInfo
+from imgsearch.indexer.inputs.sources import ImageFile, iter_image_files
+from imgsearch.indexer.publish.compact import compact_shards
+from imgsearch.indexer.publish.ondisk import Fill
+from imgsearch.indexer.publish.version import options_changed, publish_index, resolve_options
+from imgsearch.indexer.run.ledger import Ledger
+from imgsearch.indexer.run.refresh import rewrite_file_columns
+from imgsearch.indexer.run.summary import IndexSummary
+from imgsearch.indexer.run.writer import ShardWriter
 
 if TYPE_CHECKING:
-    from indexer.model.backbones import Backbone
+    from imgsearch.indexer.model.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
                 sync: bool, started: float, backbone=None) -> IndexSummary:
     from tqdm.auto import tqdm
 
-    from indexer.model.backbones import load_backbone
+    from imgsearch.indexer.model.backbones import load_backbone
 
     summary = stage.summary_type(str(index_dir), found=len(files))
     backbone = backbone or load_backbone(config.backbone, config.weights, config.cache_dir)
@@ -247,7 +247,7 @@ def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = N
         check_compatible(manifest, backbone.name, backbone.dim, str(index_dir))
         check_precision_compatible(manifest, precision, str(index_dir))
     else:
-        from indexer.model.runtime import default_precision
+        from imgsearch.indexer.model.runtime import default_precision
 
         precision = precision or default_precision(backbone.name, runtime)
         manifest = {"backbone": describe_model(backbone, precision), "dim": backbone.dim, "metric": "cosine",
@@ -263,15 +263,15 @@ def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = N
 def describe_model(backbone, precision: str) -> dict:
     """The manifest's record of the model: the backbone, its precision, the resize filter of a new index
     and, for int8, the calibration set."""
-    from indexer.inputs.images import DEFAULT_RESAMPLE
+    from imgsearch.indexer.inputs.images import DEFAULT_RESAMPLE
 
     if getattr(backbone, "external", False):  # vectors made elsewhere: no images to resize, no precision to pick
         return backbone.describe()
     described = dict(backbone.describe(), precision=precision, resample=DEFAULT_RESAMPLE,
                      resize=f"shorter side to input_size ({DEFAULT_RESAMPLE}), centre crop")
     if precision == "int8":
-        from indexer.inputs.calibration import CALIBRATION
-        from indexer.model.runtime import check_int8_backbone
+        from imgsearch.indexer.inputs.calibration import CALIBRATION
+        from imgsearch.indexer.model.runtime import check_int8_backbone
 
         check_int8_backbone(backbone.name)  # before the folder is pinned to a model it cannot have
 

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from indexer.folder.copies import Copies, read_copies
-from indexer.folder.texts import texts_of
-from indexer.inputs.reader import known_keys
-from indexer.inputs.sources import ImageFile
+from imgsearch.indexer.folder.copies import Copies, read_copies
+from imgsearch.indexer.folder.texts import texts_of
+from imgsearch.indexer.inputs.reader import known_keys
+from imgsearch.indexer.inputs.sources import ImageFile
 
 if TYPE_CHECKING:
-    from indexer.folder.store import EmbeddingStore
-    from indexer.run.summary import IndexSummary
+    from imgsearch.indexer.folder.store import EmbeddingStore
+    from imgsearch.indexer.run.summary import IndexSummary
 
 
 class Ledger:

@@ -14,18 +14,18 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from indexer.config import IndexConfig
-from indexer.errors import ExecutionError
-from indexer.folder.manifest import model_precision, resample
-from indexer.inputs.reader import (
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.errors import ExecutionError
+from imgsearch.indexer.folder.manifest import model_precision, resample
+from imgsearch.indexer.inputs.reader import (
     AlreadyIndexed,
     Decoded,
     Skipped,
     read_images,
     read_one,
 )
-from indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
-from indexer.run.summary import IndexSummary
+from imgsearch.indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
+from imgsearch.indexer.run.summary import IndexSummary
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class LocalStage:
         self.embedder = None
 
     def prepare(self, run: IndexRun) -> None:
-        from indexer.model.embedder import Embedder
+        from imgsearch.indexer.model.embedder import Embedder
 
         self.run = run
         self.embedder = Embedder(run.backbone, self.config.batch_size, self.config.runtime, self.config.cache_dir,

@@ -5,10 +5,10 @@ Nothing is re-embedded; the shards an interrupted run completed are adopted.
 
 from __future__ import annotations
 
-from indexer.config import IndexConfig
-from indexer.folder.lock import writer_lock
-from indexer.folder.store import EmbeddingStore
-from indexer.publish.version import publish_index, resolve_options
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.publish.version import publish_index, resolve_options
 
 
 def rebuild_index(index_dir, config: IndexConfig | None = None, *, wait: bool = True) -> dict:

@@ -15,8 +15,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
-from indexer.inputs.metadata import FileInfo
+from imgsearch.indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
+from imgsearch.indexer.inputs.metadata import FileInfo
 
 
 def rewrite_file_columns(store: EmbeddingStore, shards: Sequence[str], infos: Mapping[int, FileInfo],

@@ -7,11 +7,11 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
-from indexer.folder.copies import read_copies, write_copies
-from indexer.folder.lock import writer_lock
-from indexer.folder.store import EmbeddingStore
-from indexer.folder.texts import texts_of
-from indexer.publish.version import publish_index
+from imgsearch.indexer.folder.copies import read_copies, write_copies
+from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.texts import texts_of
+from imgsearch.indexer.publish.version import publish_index
 
 
 @dataclass

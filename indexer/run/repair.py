@@ -9,12 +9,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.folder.lock import writer_lock
-from indexer.folder.store import (
+from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.folder.store import (
     EmbeddingStore,
     IndexFormatError,
 )
-from indexer.folder.verify import VerifyReport, verify_index
+from imgsearch.indexer.folder.verify import VerifyReport, verify_index
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def repair_index(index_dir, *, wait: bool = True) -> RepairResult:
 
 
 def _repair(index_dir) -> RepairResult:
-    from indexer.publish.version import publish_index
+    from imgsearch.indexer.publish.version import publish_index
 
     before = verify_index(index_dir)
     if before.ok:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from indexer.inputs.samples import export_sample
+from imgsearch.indexer.inputs.samples import export_sample
 
 
 def sample_index(name: str, work_dir, backbone: str = "efficientnet-lite0", *, limit: int | None = None,
@@ -17,8 +17,8 @@ def sample_index(name: str, work_dir, backbone: str = "efficientnet-lite0", *, l
     """
     import dataclasses
 
-    from indexer.config import IndexConfig
-    from indexer.run.pipeline import index_images
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
 
     work_dir = Path(work_dir)
     src = work_dir / (f"{name}-{limit}" if limit else name)

@@ -42,18 +42,18 @@ from typing import Sequence
 
 import numpy as np
 
-from indexer.config import IndexConfig
-from indexer.errors import MissingDependencyError
-from indexer.folder.lock import writer_lock
-from indexer.folder.manifest import model_precision, resample
-from indexer.folder.manifest import precision as index_precision
-from indexer.folder.store import shard_name
-from indexer.folder.texts import decode_text, encode_text
-from indexer.inputs import filesystems
-from indexer.inputs.sources import ImageFile, iter_image_files
-from indexer.run.indexing import IndexRun, finish_index, open_index
-from indexer.run.spark_ids import decide_ids, ledger_partitions
-from indexer.run.spark_shards import (
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.errors import MissingDependencyError
+from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.folder.manifest import model_precision, resample
+from imgsearch.indexer.folder.manifest import precision as index_precision
+from imgsearch.indexer.folder.store import shard_name
+from imgsearch.indexer.folder.texts import decode_text, encode_text
+from imgsearch.indexer.inputs import filesystems
+from imgsearch.indexer.inputs.sources import ImageFile, iter_image_files
+from imgsearch.indexer.run.indexing import IndexRun, finish_index, open_index
+from imgsearch.indexer.run.spark_ids import decide_ids, ledger_partitions
+from imgsearch.indexer.run.spark_shards import (
     SparkJobError,
     discard_unpublished,
     embed_again,
@@ -66,14 +66,14 @@ from indexer.run.spark_shards import (
     stale_known,
     write_shards,
 )
-from indexer.run.spark_tasks import (
+from imgsearch.indexer.run.spark_tasks import (
     INPUT_SCHEMA,
     RESULT_SCHEMA,
     TaskSettings,
     embed_task,
     peak_rss_mb,
 )
-from indexer.run.summary import SparkIndexSummary
+from imgsearch.indexer.run.summary import SparkIndexSummary
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def _ship_model(spark, backbone, config: IndexConfig, precision: str = "float32"
     Executors whose model cache lacks it (another machine, another
     $IMGSEARCH_CACHE) take the shipped copy (``spark_tasks``).
     """
-    from indexer.model.runtime import _tflite_cache_path, resolve_runtime, tflite_model
+    from imgsearch.indexer.model.runtime import _tflite_cache_path, resolve_runtime, tflite_model
 
     if resolve_runtime(config.runtime, precision) != "tflite":
         return None
@@ -290,7 +290,7 @@ class SparkStage:
     def fill(self):
         """How the publish fills an on-disk index: on this stage's executors (``spark_fill``); so a run on
         Spark builds an index type that can be on disk, on disk, unless ``--on-disk never``."""
-        from indexer.run.spark_fill import SparkFill
+        from imgsearch.indexer.run.spark_fill import SparkFill
 
         return SparkFill(self._session)
 
@@ -321,7 +321,7 @@ def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os
 
 def _run_locked(files: list[ImageFile], index_dir, config: IndexConfig, stage: SparkStage, sync: bool,
                 started: float) -> SparkIndexSummary:
-    from indexer.model.backbones import load_backbone
+    from imgsearch.indexer.model.backbones import load_backbone
 
     summary = SparkIndexSummary(str(index_dir), found=len(files))
     backbone = load_backbone(config.backbone, config.weights, config.cache_dir)

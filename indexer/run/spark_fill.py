@@ -30,11 +30,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from indexer.atomic import atomic_path
-from indexer.errors import ImgsearchError
-from indexer.folder.store import EmbeddingStore
-from indexer.publish.ondisk import fill_group
-from indexer.run.spark_tasks import peak_rss_mb
+from imgsearch.indexer.atomic import atomic_path
+from imgsearch.indexer.errors import ImgsearchError
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.publish.ondisk import fill_group
+from imgsearch.indexer.run.spark_tasks import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class SparkFill:
                          query_ids: np.ndarray, graph: bool = False) -> np.ndarray:
         """``shard_vectors.exact_neighbours`` by the executors: each finds the top k+1 over its run of
         shards, the driver merges them (q x (k+1) scores and ids a task)."""
-        from indexer import ann
+        from imgsearch.indexer import ann
 
         exact = ann.ExactNeighbours(queries, query_ids)
         job = functools.partial(_exact_run, np.ascontiguousarray(queries, np.float32),
@@ -201,7 +201,7 @@ def _train_on_parts(store: EmbeddingStore, parts: tuple[str, ...], rows: int, ma
 
 def _pick_run(positions: np.ndarray, store: EmbeddingStore, manifest: dict, run: list[str], start: int):
     """(ids, vectors) of the rows at global ``positions`` in ``run`` (its first row at ``start``)."""
-    from indexer.publish.shard_vectors import pick_vectors
+    from imgsearch.indexer.publish.shard_vectors import pick_vectors
 
     end = start + sum(store.shard_rows(run))
     lo, hi = np.searchsorted(positions, [start, end])
@@ -213,7 +213,7 @@ def _pick_run(positions: np.ndarray, store: EmbeddingStore, manifest: dict, run:
 def _exact_run(queries: np.ndarray, query_ids: np.ndarray, graph: bool, store: EmbeddingStore, manifest: dict,
                run: list[str], start: int):
     """(scores, ids), (q, k+1) each: the queries' exact top k+1 over ``run``'s rows."""
-    from indexer.publish.shard_vectors import exact_over
+    from imgsearch.indexer.publish.shard_vectors import exact_over
 
     return exact_over(store, run, manifest, queries, query_ids, graph).partial()
 

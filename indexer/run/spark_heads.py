@@ -23,16 +23,16 @@ import time
 
 import numpy as np
 
-from indexer.config import IndexConfig
-from indexer.folder.heads import Head, HeadError, save_head
-from indexer.folder.lock import writer_lock
-from indexer.folder.manifest import backbone_name
-from indexer.folder.store import EmbeddingStore
-from indexer.folder.texts import display_text, encode_text
-from indexer.learn.classifiers import classification_metrics, knn_vote
-from indexer.learn.fewshot import SOFTMAX_C, SVM_C, check_model, fit_temperature
-from indexer.publish.head_indexes import head_search_index
-from indexer.run.teach import check_head_name
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.heads import Head, HeadError, save_head
+from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.folder.manifest import backbone_name
+from imgsearch.indexer.folder.store import EmbeddingStore
+from imgsearch.indexer.folder.texts import display_text, encode_text
+from imgsearch.indexer.learn.classifiers import classification_metrics, knn_vote
+from imgsearch.indexer.learn.fewshot import SOFTMAX_C, SVM_C, check_model, fit_temperature
+from imgsearch.indexer.publish.head_indexes import head_search_index
+from imgsearch.indexer.run.teach import check_head_name
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def train_head_spark(index_dir, name: str, *, model: str = "softmax", labels_csv
         raise HeadError(f"the validation fraction must be between 0 and 1, got {val_fraction}")
     with writer_lock(index_dir, wait=wait):
         if spark is None:
-            from indexer.run.spark import spark_session
+            from imgsearch.indexer.run.spark import spark_session
 
             spark = spark_session(IndexConfig(spark_master=master, progress=False))
         # a few small shuffles (labels, counts): Spark's default of 200 partitions each is all overhead here
@@ -74,8 +74,8 @@ def _labelled(spark, store: EmbeddingStore, manifest: dict, labels_csv):
     frame = spark.read.parquet(*[str(p) for p in store.shard_paths(manifest["shards"])]).select("id", "path", "label",
                                                                                                 "embedding")
     if labels_csv:
-        from indexer.folder.texts import decode_texts
-        from indexer.run.heads import read_labels_csv
+        from imgsearch.indexer.folder.texts import decode_texts
+        from imgsearch.indexer.run.heads import read_labels_csv
 
         stored_paths = [r[0] for r in frame.select("path").collect()]  # paths only: small beside the embeddings
         mapping = read_labels_csv(labels_csv, decode_texts(stored_paths))

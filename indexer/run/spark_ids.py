@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.folder.copies import Copies, read_copies
-from indexer.folder.texts import decode_text, encode_text
+from imgsearch.indexer.folder.copies import Copies, read_copies
+from imgsearch.indexer.folder.texts import decode_text, encode_text
 
 # what job 1 yields per row of the vectors file: never an embedding
 RECORDS = "task int, ordinal long, path string, sha256 string, reason string"

@@ -32,14 +32,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from indexer.errors import ExecutionError
-from indexer.folder.store import EmbeddingStore, write_shard_file
-from indexer.inputs import filesystems
-from indexer.inputs.reader import known_keys
-from indexer.run.indexing import with_ids
-from indexer.run.spark_groups import per_group
-from indexer.run.spark_ids import RECORDS, Decisions, existing_rows
-from indexer.run.spark_tasks import KNOWN, OK, SKIPPED, peak_rss_mb, restage_task
+from imgsearch.indexer.errors import ExecutionError
+from imgsearch.indexer.folder.store import EmbeddingStore, write_shard_file
+from imgsearch.indexer.inputs import filesystems
+from imgsearch.indexer.inputs.reader import known_keys
+from imgsearch.indexer.run.indexing import with_ids
+from imgsearch.indexer.run.spark_groups import per_group
+from imgsearch.indexer.run.spark_ids import RECORDS, Decisions, existing_rows
+from imgsearch.indexer.run.spark_tasks import KNOWN, OK, SKIPPED, peak_rss_mb, restage_task
 
 _STAGED = "ordinal long, path string, status string, reason string, sha256 string"  # what the driver's jobs read
 

@@ -25,13 +25,13 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from indexer.atomic import atomic_write_bytes
-from indexer.folder.store import FILE_COLUMNS
-from indexer.folder.store import schema as shard_schema
-from indexer.folder.texts import decode_text, encode_text, encode_texts
-from indexer.inputs import filesystems
-from indexer.inputs.reader import AlreadyIndexed, Decoded, Skipped, read_one
-from indexer.inputs.sources import ImageFile
+from imgsearch.indexer.atomic import atomic_write_bytes
+from imgsearch.indexer.folder.store import FILE_COLUMNS
+from imgsearch.indexer.folder.store import schema as shard_schema
+from imgsearch.indexer.folder.texts import decode_text, encode_text, encode_texts
+from imgsearch.indexer.inputs import filesystems
+from imgsearch.indexer.inputs.reader import AlreadyIndexed, Decoded, Skipped, read_one
+from imgsearch.indexer.inputs.sources import ImageFile
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ def process_embedder(settings: TaskSettings, threads: int):
     """The embedder of this worker process, built on first use."""
     key = (settings.backbone, settings.weights, settings.runtime, settings.precision, threads)
     if key not in _EMBEDDERS:
-        from indexer.inputs.calibration import CALIBRATION
-        from indexer.model.backbones import load_backbone
-        from indexer.model.embedder import Embedder
+        from imgsearch.indexer.inputs.calibration import CALIBRATION
+        from imgsearch.indexer.model.backbones import load_backbone
+        from imgsearch.indexer.model.embedder import Embedder
 
         cache = _cache_dir(settings)
         backbone = load_backbone(settings.backbone, settings.weights, cache)

@@ -36,22 +36,22 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from indexer.config import IndexConfig
-from indexer.folder.lock import writer_lock
-from indexer.folder.store import shard_name, write_shard_file
-from indexer.folder.texts import encode_texts
-from indexer.inputs import filesystems
-from indexer.inputs.sources import ImageFile
-from indexer.inputs.vector_source import VectorSource, open_vector_source
-from indexer.run.index_vectors import ExternalBackbone, check_model_name
-from indexer.run.indexing import embedded_rows, finish_index, open_index, with_ids
-from indexer.run.spark import WORK_DIR, SparkJobError, require_pyspark, spark_session
-from indexer.run.spark_fill import SparkFill
-from indexer.run.spark_groups import per_group
-from indexer.run.spark_ids import RECORDS, Decisions, decide_ids, ledger_partitions
-from indexer.run.spark_shards import discard_unpublished, next_shard_number
-from indexer.run.spark_tasks import peak_rss_mb
-from indexer.run.summary import SparkIndexSummary
+from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.folder.store import shard_name, write_shard_file
+from imgsearch.indexer.folder.texts import encode_texts
+from imgsearch.indexer.inputs import filesystems
+from imgsearch.indexer.inputs.sources import ImageFile
+from imgsearch.indexer.inputs.vector_source import VectorSource, open_vector_source
+from imgsearch.indexer.run.index_vectors import ExternalBackbone, check_model_name
+from imgsearch.indexer.run.indexing import embedded_rows, finish_index, open_index, with_ids
+from imgsearch.indexer.run.spark import WORK_DIR, SparkJobError, require_pyspark, spark_session
+from imgsearch.indexer.run.spark_fill import SparkFill
+from imgsearch.indexer.run.spark_groups import per_group
+from imgsearch.indexer.run.spark_ids import RECORDS, Decisions, decide_ids, ledger_partitions
+from imgsearch.indexer.run.spark_shards import discard_unpublished, next_shard_number
+from imgsearch.indexer.run.spark_tasks import peak_rss_mb
+from imgsearch.indexer.run.summary import SparkIndexSummary
 
 MAX_TASK_ROWS = 65_536  # rows a task holds at once in job 2: 335 MB of 1280-d float32 vectors
 BATCH_ROWS = 4096

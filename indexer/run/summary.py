@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexer.folder.texts import display_text
+from imgsearch.indexer.folder.texts import display_text
 
 
 @dataclass

@@ -21,20 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import InvalidInputError, NotFoundError, quote
-from indexer.folder.heads import NAME_PATTERN, Head, HeadError, delete_head, save_head
-from indexer.folder.lock import writer_lock
-from indexer.folder.manifest import backbone_name
-from indexer.folder.store import EmbeddingStore, embeddings_of
-from indexer.folder.texts import texts_of
-from indexer.learn.fewshot import (
+from imgsearch.indexer.errors import InvalidInputError, NotFoundError, quote
+from imgsearch.indexer.folder.heads import NAME_PATTERN, Head, HeadError, delete_head, save_head
+from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.folder.manifest import backbone_name
+from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+from imgsearch.indexer.folder.texts import texts_of
+from imgsearch.indexer.learn.fewshot import (
     DEFAULT_MODEL,
     check_model,
     cross_validated,
     fit_linear,
 )
-from indexer.publish.head_indexes import head_search_index
-from indexer.vectors import l2_normalize
+from imgsearch.indexer.publish.head_indexes import head_search_index
+from imgsearch.indexer.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 

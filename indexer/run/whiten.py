@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from indexer.folder.lock import writer_lock
-from indexer.learn.whitening import learn_whitening
+from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.learn.whitening import learn_whitening
 
 
 def set_whitening(index_dir, *, dim: int | None = 256, shrink: float = 0.1, off: bool = False,
@@ -20,8 +20,8 @@ def set_whitening(index_dir, *, dim: int | None = 256, shrink: float = 0.1, off:
 
 
 def _set_whitening(index_dir, dim: int | None, shrink: float, off: bool) -> dict:
-    from indexer.folder.store import EmbeddingStore, embeddings_of
-    from indexer.publish.version import publish_index
+    from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+    from imgsearch.indexer.publish.version import publish_index
 
     store = EmbeddingStore(index_dir)
     manifest = store.read_manifest()

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from indexer.folder.store import EmbeddingStore, Row, rows_to_table
+from imgsearch.indexer.folder.store import EmbeddingStore, Row, rows_to_table
 
 
 class ShardWriter:

@@ -1,0 +1,5 @@
+"""``python -m imgsearch``: the ``imgsearch`` command."""
+
+from imgsearch.web.cli import main
+
+main()
