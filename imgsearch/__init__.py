@@ -33,8 +33,8 @@ _EXPORTS = {
     # searching
     "SearchEngine": "imgsearch.search.engine",
     "Hit": "imgsearch.search.hits",
-    "Example": "imgsearch.search.examples",
-    "SearchClient": "imgsearch.search.client",
+    "Example": "imgsearch.search.query.examples",
+    "SearchClient": "imgsearch.search.client.http_client",
     # serving
     "create_app": "imgsearch.web.app",
     # the one error family: every error imgsearch raises on purpose is an ImgsearchError
@@ -45,7 +45,7 @@ _EXPORTS = {
     "DamagedIndexError": "imgsearch.indexer.errors",
     "MissingDependencyError": "imgsearch.indexer.errors",
     "ExecutionError": "imgsearch.indexer.errors",
-    "SearchAPIError": "imgsearch.search.client",
+    "SearchAPIError": "imgsearch.search.client.http_client",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -57,9 +57,9 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
     from imgsearch.indexer.run.heads import train_head
     from imgsearch.indexer.run.index_vectors import index_vectors
     from imgsearch.indexer.run.pipeline import index_images
-    from imgsearch.search.client import SearchAPIError, SearchClient
+    from imgsearch.search.client.http_client import SearchAPIError, SearchClient
     from imgsearch.search.engine import SearchEngine
-    from imgsearch.search.examples import Example
+    from imgsearch.search.query.examples import Example
     from imgsearch.search.hits import Hit
     from imgsearch.web.app import create_app
 

@@ -125,7 +125,7 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
         raise click.UsageError("--workers is for --engine local (Spark tasks decode in spark.task.cpus threads)")
     config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk)
     if engine == "spark":
-        from imgsearch.indexer.run.spark import index_images_spark
+        from imgsearch.indexer.spark.images import index_images_spark
 
         summary = index_images_spark(sources, index_dir, config, sync=sync, wait=not no_wait)
     else:
@@ -175,7 +175,7 @@ def index_vectors_command(src, index_dir, model, shard_size, sync, no_progress, 
                                  spark_work_dir=work_dir, spark_task_size=task_size)
     config = _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu_only, on_disk)
     if engine == "spark":
-        from imgsearch.indexer.run.spark_vectors import index_vectors_spark
+        from imgsearch.indexer.spark.vectors import index_vectors_spark
 
         summary = index_vectors_spark(src, index_dir, config, model=model, sync=sync, wait=not no_wait)
     else:
@@ -321,7 +321,7 @@ def _train_head(index_dir, name, labels_csv, examples_file, model, engine, maste
                                         model=model or DEFAULT_MODEL, search_weight=search_weight, seed=seed,
                                         wait=not no_wait, base=base)
     if engine == "spark":
-        from imgsearch.indexer.run.spark_heads import train_head_spark
+        from imgsearch.indexer.spark.heads import train_head_spark
 
         return train_head_spark(index_dir, name, model=model or "softmax", labels_csv=labels_csv,
                                 val_fraction=val_fraction, search_weight=search_weight, seed=seed, master=master,

@@ -58,7 +58,7 @@ class IndexConfig:
     on_disk: str | None = None
     # images declaring more pixels are skipped (indexing) or refused (queries), before decoding
     max_pixels: int = MAX_PIXELS
-    # the Spark engine (indexer/run/spark.py)
+    # the Spark engine (indexer/spark/images.py)
     spark_master: str | None = None  # None: spark-submit's master, else local[*]
     spark_task_size: int | None = None  # files per Spark task, the unit of resume; None: <= 1024, >= 2 tasks a core
     spark_work_dir: str | None = None  # executors' results (a URI or shared path on a cluster); None: DIR/spark-work

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from imgsearch.search.duplicates import DEFAULT_THRESHOLD
+from imgsearch.search.duplicates.groups import DEFAULT_THRESHOLD
 
 THRESHOLDS = (0.98, 0.97, 0.96, 0.94, 0.92, 0.90, 0.88, 0.86, 0.84, 0.82, 0.80, 0.75, 0.70)
 KEYPOINT_THRESHOLDS = (0.98, 0.95, 0.92, 0.90, 0.85, 0.80)  # with keypoints (slower: the files are read)

@@ -134,7 +134,7 @@ def main():
 
 
 def engine_filter(flt):
-    from imgsearch.search.filters import as_filter
+    from imgsearch.search.query.filters import as_filter
 
     return as_filter(flt)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsearch.search.client import SearchAPIError, SearchClient
+from imgsearch.search.client.http_client import SearchAPIError, SearchClient
 from imgsearch.search.engine import SearchEngine
 
 

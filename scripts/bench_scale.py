@@ -57,8 +57,8 @@ def sample_anon():  # the driver's anonymous memory (heap), without the file pag
         time.sleep(0.05)
 threading.Thread(target=sample_anon, daemon=True).start()
 from imgsearch.indexer.config import IndexConfig
-from imgsearch.indexer.run.spark_vectors import index_vectors_spark
-from imgsearch.indexer.run.spark import spark_session
+from imgsearch.indexer.spark.vectors import index_vectors_spark
+from imgsearch.indexer.spark.images import spark_session
 src, index_dir, master, warmup = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 config = IndexConfig(progress=False, spark_master=master)
 t = time.perf_counter()

@@ -49,7 +49,7 @@ print(json.dumps(out))
 SPARK = """
 import json, shutil, sys, time
 from imgsearch.indexer.config import IndexConfig
-from imgsearch.indexer.run.spark import index_images_spark, spark_session
+from imgsearch.indexer.spark.images import index_images_spark, spark_session
 config = IndexConfig(progress=False, batch_size=int(sys.argv[3]), spark_master=sys.argv[5])
 t = time.perf_counter()
 spark = spark_session(config, {"spark.ui.enabled": "false"})

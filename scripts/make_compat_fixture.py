@@ -99,7 +99,7 @@ def write_images(root: Path) -> tuple[list[str], list[str]]:
 def cli(*args: str) -> subprocess.CompletedProcess:
     """``imgsearch ARGS`` with this checkout's code."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    run = subprocess.run([sys.executable, "-c", "from imgsearch.search.cli import main; main()", *args],
+    run = subprocess.run([sys.executable, "-c", "from imgsearch.search.cli.commands import main; main()", *args],
                          capture_output=True, text=True, env=env, timeout=900)
     if run.returncode != 0:
         sys.exit(f"imgsearch {' '.join(args)} failed:\n{run.stdout}\n{run.stderr}")

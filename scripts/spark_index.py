@@ -22,7 +22,7 @@ import sys
 
 from imgsearch.indexer.config import DEFAULT_BACKBONE, IndexConfig
 from imgsearch.indexer.folder.store import EmbeddingStore
-from imgsearch.indexer.run.spark import index_images_spark, spark_session
+from imgsearch.indexer.spark.images import index_images_spark, spark_session
 
 
 def main() -> int:

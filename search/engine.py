@@ -24,18 +24,20 @@ from imgsearch.indexer.folder.whitening import search_space
 from imgsearch.indexer.inputs.images import ImageSource, decode_image
 from imgsearch.indexer.vectors import search_index
 from imgsearch.search.catalog import Catalog
-from imgsearch.search.duplicates import DuplicateCache
-from imgsearch.search.examples import search_examples
-from imgsearch.search.explain import explain_pair
-from imgsearch.search.filtered import FilteredSearch
-from imgsearch.search.filters import as_filter
+from imgsearch.search.duplicates.groups import DuplicateCache
+from imgsearch.search.errors import InvalidVectorError, UnknownIdError  # noqa: F401 - callers import them from here
+from imgsearch.search.explain.explainer import explain_pair
 from imgsearch.search.heads import HeadCatalog
-from imgsearch.search.hits import Hit, InvalidVectorError, UnknownIdError  # noqa: F401 - callers import them from here
+from imgsearch.search.hits import Hit
 from imgsearch.search.opening import newest_if_gone as _newest_if_gone
 from imgsearch.search.opening import open_newest, open_version
-from imgsearch.search.query_forms import search_by_url
-from imgsearch.search.ranking import MAX_K, id_set, ranked, window  # noqa: F401 - callers read MAX_K here
-from imgsearch.search.regions import crop_region, parse_box
+from imgsearch.search.query.examples import search_examples
+from imgsearch.search.query.filter_index import FilteredSearch
+from imgsearch.search.query.filters import as_filter
+from imgsearch.search.query.regions import crop_region, parse_box
+from imgsearch.search.query.remote import search_by_url
+from imgsearch.search.query.window import MAX_K, id_set, ranked, window  # noqa: F401 - callers read MAX_K here
+from imgsearch.search.reloading import ReloadingEngine
 from imgsearch.search.thumbnails import load_indexed_image, thumbnail_jpeg
 
 log = logging.getLogger(__name__)
@@ -85,8 +87,6 @@ class SearchEngine:
         published versions (checking at most every ``reload_interval`` seconds).
         """
         if auto_reload:
-            from imgsearch.search.reloading import ReloadingEngine
-
             return ReloadingEngine(cls.open(index_dir, backbone=backbone, config=config, verify=verify),
                                    interval=reload_interval)
         store = EmbeddingStore(index_dir)

@@ -27,12 +27,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from imgsearch.indexer.errors import InvalidInputError
 
-if TYPE_CHECKING:  # the engine opens a ReloadingEngine (SearchEngine.open(auto_reload=True)), not the reverse
-    from imgsearch.search.engine import SearchEngine
+
+class SearchEngine(Protocol):
+    """What following a folder needs of one version's engine (search/engine.py's ``SearchEngine``, which
+    opens a ``ReloadingEngine`` with ``open(auto_reload=True)``: the engine imports this module, not the reverse)."""
+
+    store: Any
+    manifest: dict
+    _signature: Any
+    _reopen: Any
+
+    @property
+    def generation(self) -> int: ...
+
+    def changed(self) -> bool: ...
+
+    def reload(self) -> "SearchEngine": ...
 
 log = logging.getLogger(__name__)
 

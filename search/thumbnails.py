@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import io
 
-from imgsearch.indexer.errors import ImageError
 from imgsearch.indexer.inputs.filesystems import is_uri, read_bytes
 from imgsearch.indexer.inputs.images import ImageDecodeError, PreviewTooLargeError, load_rgb
-
-
-class ImageUnavailableError(ImageError, OSError):
-    """An indexed image whose file cannot be read any more."""
+from imgsearch.search.errors import ImageUnavailableError
 
 
 def load_indexed(path: str, **options):

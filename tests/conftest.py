@@ -92,7 +92,7 @@ def engine(built_index):
 @pytest.fixture(scope="module")
 def client(live_server):
     """A SearchClient of the shared live server."""
-    from imgsearch.search.client import SearchClient
+    from imgsearch.search.client.http_client import SearchClient
 
     with SearchClient(live_server.url, timeout=30) as c:
         yield c
@@ -166,7 +166,7 @@ def spark(tmp_path_factory):
     starts empty, like a cluster node that never ran imgsearch."""
     pytest.importorskip("pyspark")
     from imgsearch.indexer.config import IndexConfig
-    from imgsearch.indexer.run.spark import spark_session
+    from imgsearch.indexer.spark.images import spark_session
 
     executor_cache = tmp_path_factory.mktemp("executor-cache")
     session = spark_session(IndexConfig(progress=False, spark_master="local[2]"),

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from imgsearch.search.client import SearchAPIError, SearchClient
+from imgsearch.search.client.http_client import SearchAPIError, SearchClient
 
 
 class FakeServer:

@@ -42,7 +42,7 @@ def _error_classes() -> dict[str, type]:
 def test_every_public_error_class_is_an_imgsearch_error():
     classes = _error_classes()
     assert {"imgsearch.indexer.folder.store.IndexFormatError", "imgsearch.search.hits.UnknownIdError",
-            "imgsearch.web.errors.ApiError", "imgsearch.search.client.SearchAPIError"} <= set(classes)
+            "imgsearch.web.errors.ApiError", "imgsearch.search.client.http_client.SearchAPIError"} <= set(classes)
     outside = sorted(name for name, cls in classes.items() if not issubclass(cls, ImgsearchError))
     assert outside == []
 
@@ -58,7 +58,7 @@ KINDS = [
     ("imgsearch.indexer.inputs.samples", "SampleUnavailableError", MissingDependencyError, RuntimeError),
     ("imgsearch.indexer.model.backbones", "BackboneError", ImgsearchError, RuntimeError),
     ("imgsearch.indexer.model.torch_weights", "UnsafeWeightsError", InvalidInputError, ValueError),
-    ("imgsearch.indexer.run.spark", "SparkJobError", ExecutionError, RuntimeError),
+    ("imgsearch.indexer.spark.images", "SparkJobError", ExecutionError, RuntimeError),
     ("imgsearch.search.engine", "UnknownIdError", NotFoundError, KeyError),
     ("imgsearch.search.engine", "InvalidVectorError", InvalidInputError, ValueError),
     ("imgsearch.search.thumbnails", "ImageUnavailableError", ImageError, OSError),

@@ -11,7 +11,7 @@ import pytest
 
 from imgsearch.search.engine import MAX_K, UnknownIdError
 from imgsearch.search.errors import InvalidInputError
-from imgsearch.search.examples import NEGATIVE_WEIGHT, Example
+from imgsearch.search.query.examples import NEGATIVE_WEIGHT, Example
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 

@@ -19,7 +19,7 @@ from imgsearch.indexer.inputs.calibration import CALIBRATION
 from imgsearch.indexer.inputs.images import decode_image
 from imgsearch.indexer.model.embedder import Embedder, FeatureMapEmbedder
 from imgsearch.search.engine import SearchEngine, UnknownIdError
-from imgsearch.search.explain import ChangedFileError, explainer_for
+from imgsearch.search.explain.explainer import ChangedFileError, explainer_for
 
 SUM_TOLERANCE = 1e-3  # the bound on |sum of shares - score|
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import requests
 
-from imgsearch.search.client import SearchAPIError, SearchClient
+from imgsearch.search.client.http_client import SearchAPIError, SearchClient
 from imgsearch.search.engine import SearchEngine
 
 
@@ -103,7 +103,7 @@ def cli(monkeypatch):
     points = Commands._points
 
     def with_explain(self):
-        return {**points(self), "explain": EntryPoint("explain", "imgsearch.search.explain_cli:explain", "imgsearch.commands")}
+        return {**points(self), "explain": EntryPoint("explain", "imgsearch.search.cli.explain:explain", "imgsearch.commands")}
 
     monkeypatch.setattr(Commands, "_points", with_explain)
     return lambda *args: CliRunner().invoke(main, list(args))

@@ -223,7 +223,7 @@ def test_python_api_gives_the_command_line_index(api_index, cli_index):
 
 
 def test_spark_gives_the_local_rows(api_index, corpus, tmp_path, spark):
-    from imgsearch.indexer.run.spark import index_images_spark
+    from imgsearch.indexer.spark.images import index_images_spark
 
     cfg = IndexConfig(progress=False, shard_size=5, spark_master="local[2]", spark_task_size=4)
     summary = index_images_spark([corpus], tmp_path / "idx", cfg, spark=spark)

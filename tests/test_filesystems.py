@@ -12,7 +12,7 @@ from PIL import Image
 from imgsearch.indexer.inputs import filesystems
 from imgsearch.indexer.inputs.reader import Decoded, Skipped, read_one
 from imgsearch.indexer.inputs.sources import ImageFile, iter_image_files
-from imgsearch.indexer.run.spark import plan_tasks
+from imgsearch.indexer.spark.images import plan_tasks
 
 
 def test_uri_listing_equals_local_listing(corpus):

@@ -21,7 +21,7 @@ from imgsearch.indexer.publish.version import publish_index
 from imgsearch.indexer.synthetic import ClusteredEmbeddings
 from imgsearch.search import filtered
 from imgsearch.search.engine import SearchEngine
-from imgsearch.search.filters import (
+from imgsearch.search.query.filters import (
     InvalidFilterError,
     UnknownLabelError,
     parse_filter,

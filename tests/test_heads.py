@@ -12,7 +12,7 @@ from imgsearch.indexer.folder.heads import HeadError, list_heads, load_head
 from imgsearch.indexer.folder.store import EmbeddingStore
 from imgsearch.indexer.learn.classifiers import stratified_split
 from imgsearch.indexer.run.heads import train_head
-from imgsearch.search.client import SearchAPIError, SearchClient
+from imgsearch.search.client.http_client import SearchAPIError, SearchClient
 from imgsearch.search.engine import SearchEngine
 from imgsearch.web.cli import main
 

@@ -29,7 +29,7 @@ def test_cache_dir_set_after_import_is_used(monkeypatch, tmp_path, built_index):
     assert ("efficientnet-lite0", None, str(tmp_path / "later")) in backbones._LOADED
 
 
-# Files another branch of issue 13 rewrites (indexer/run/pipeline.py, indexer/run/spark.py): their
+# Files another branch of issue 13 rewrites (indexer/run/pipeline.py, indexer/spark/images.py): their
 # `config: IndexConfig = IndexConfig()` defaults are replaced there; tolerated here until it lands.
 def test_no_default_argument_is_built_on_import():
     """A default like ``config=IndexConfig()`` is built once, on import: it freezes $IMGSEARCH_CACHE."""

@@ -11,7 +11,7 @@ from imgsearch.indexer.inputs.images import decode_image
 from imgsearch.indexer.inputs.near_duplicates import EDITS, near_duplicate_set, originals
 from imgsearch.indexer.inputs.samples import export_sample
 from imgsearch.indexer.model.embedder import Embedder
-from imgsearch.search.evaluation import leave_one_out_precision
+from imgsearch.search.evaluate.metrics import leave_one_out_precision
 
 
 @pytest.fixture(scope="session")

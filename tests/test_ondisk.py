@@ -127,7 +127,7 @@ def test_local_on_disk_build_equals_in_ram_build_from_the_same_trained_file(fold
 
 def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark):
     from imgsearch.indexer.run.indexing import finish_index
-    from imgsearch.indexer.run.spark_fill import SparkFill
+    from imgsearch.indexer.spark.fill import SparkFill
 
     store, manifest, shards = folder
     filled = []
@@ -170,7 +170,7 @@ def test_spark_fill_equals_local_build_with_the_same_trained_state(folder, spark
 
 def test_executors_pick_rows_and_find_exact_neighbours_as_the_driver_does(folder, spark):
     from imgsearch.indexer.publish.shard_vectors import exact_neighbours, pick_vectors
-    from imgsearch.indexer.run.spark_fill import SparkFill
+    from imgsearch.indexer.spark.fill import SparkFill
 
     store, manifest, shards = folder
     executors = SparkFill(lambda: spark)
@@ -185,8 +185,8 @@ def test_executors_pick_rows_and_find_exact_neighbours_as_the_driver_does(folder
 
 
 def test_spark_stage_hands_its_executors_to_the_publish(spark):
-    from imgsearch.indexer.run.spark import SparkStage
-    from imgsearch.indexer.run.spark_fill import (
+    from imgsearch.indexer.spark.images import SparkStage
+    from imgsearch.indexer.spark.fill import (
         SparkFill,
         _fill_partition,
         _run_partition,

@@ -11,7 +11,7 @@ import pytest
 
 from imgsearch.indexer.run.heads import labelled_embeddings, train_head
 from imgsearch.indexer.run.samples import sample_index
-from imgsearch.search.evaluation import (
+from imgsearch.search.evaluate.metrics import (
     head_aware_precision,
     index_precision,
     leave_one_out_precision,

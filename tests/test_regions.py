@@ -13,9 +13,9 @@ import pytest
 import requests
 from PIL import Image, ImageOps
 
-from imgsearch.search.client import SearchAPIError
+from imgsearch.search.client.http_client import SearchAPIError
 from imgsearch.search.errors import ImageTooLargeError, InvalidBoxError
-from imgsearch.search.regions import crop_region, parse_box, pixel_box
+from imgsearch.search.query.regions import crop_region, parse_box, pixel_box
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 LEFT, RIGHT = [0.0, 0.0, 0.5, 1.0], [0.5, 0.0, 1.0, 1.0]

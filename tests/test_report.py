@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from imgsearch.search.plots import load_thumbnail
-from imgsearch.search.report import write_report
+from imgsearch.search.evaluate.plots import load_thumbnail
+from imgsearch.search.evaluate.report import write_report
 
 
 class ImageSources(HTMLParser):
@@ -51,7 +51,7 @@ def trained_copy(built_index, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(trained_copy, tmp_path_factory):
     """(results, html path) of a report written from the trained copy."""
-    from imgsearch.search.evaluation import evaluate_index
+    from imgsearch.search.evaluate.metrics import evaluate_index
 
     results = evaluate_index(trained_copy)
     out = tmp_path_factory.mktemp("report") / "report"

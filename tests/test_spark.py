@@ -72,7 +72,7 @@ def assert_same_index(a_dir, b_dir, *, atol=1e-5):
 
 
 def test_spark_index_equals_local_index(spark, spark_corpus, local_index, tmp_path):
-    from imgsearch.indexer.run.spark import index_images_spark
+    from imgsearch.indexer.spark.images import index_images_spark
 
     local_dir, local_summary = local_index
     index_dir = tmp_path / "idx"
@@ -162,7 +162,7 @@ def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_in
 
 def test_incremental_runs_match_the_local_engine(spark, spark_corpus, tmp_path):
     """Adding, changing and (with sync) removing files: both engines end with the same ids."""
-    from imgsearch.indexer.run.spark import index_images_spark
+    from imgsearch.indexer.spark.images import index_images_spark
 
     src = tmp_path / "src"
     shutil.copytree(spark_corpus / "digits", src / "digits")
@@ -214,7 +214,7 @@ def test_cli_with_uri_sources_and_work_folder(spark, spark_corpus, local_index, 
 
 def test_spark_executors_embed_in_the_index_precision(spark, photos_dir, tmp_path):
     """An int8 index: the executors run the shipped int8 model, so Spark gives the local engine's int8 rows."""
-    from imgsearch.indexer.run.spark import index_images_spark
+    from imgsearch.indexer.spark.images import index_images_spark
 
     int8 = dataclasses.replace(CFG, precision="int8")
     index_images([photos_dir], tmp_path / "local", int8)
@@ -264,7 +264,7 @@ def labelled_vectors_index(tmp_path_factory):
 def test_spark_heads_match_local_heads_and_serve_like_them(spark, labelled_vectors_index, model):
     from imgsearch.indexer.folder.heads import load_head
     from imgsearch.indexer.learn.fewshot import fit_linear
-    from imgsearch.indexer.run.spark_heads import train_head_spark
+    from imgsearch.indexer.spark.heads import train_head_spark
 
     index_dir, vectors, cls = labelled_vectors_index
     head = train_head_spark(index_dir, f"spark-{model}", model=model, spark=spark)

@@ -117,7 +117,7 @@ def test_spark_gives_the_local_engines_index_through_killed_new_changed_and_sync
     from click.testing import CliRunner
 
     from imgsearch.indexer.run import spark_vectors
-    from imgsearch.indexer.run.spark import SparkJobError
+    from imgsearch.indexer.spark.images import SparkJobError
     from imgsearch.web.cli import main
 
     first = _write(tmp_path / "first.parquet", _first_rows(vectors[0]))
@@ -188,7 +188,7 @@ def test_tasks_cut_the_file_at_exact_rows_whatever_its_row_groups(vectors, tmp_p
     # whole file for a file written as one row group (pyarrow's default is a million rows a group)
     from imgsearch.indexer.folder.texts import encode_texts
     from imgsearch.indexer.inputs.vector_source import open_vector_source
-    from imgsearch.indexer.run.spark_vectors import plan_vector_tasks, record_batches
+    from imgsearch.indexer.spark.vectors import plan_vector_tasks, record_batches
 
     src = _write(tmp_path / "v.parquet", _first_rows(vectors[0]))
     pq.write_table(pq.read_table(src), src, row_group_size=group_rows)
@@ -210,7 +210,7 @@ def test_a_peak_rss_is_the_process_own_not_its_launcher():
     import sys
 
     held = np.ones(400 * 2**20 // 8)  # noqa: F841  (the launcher's memory, touched)
-    child = subprocess.run([sys.executable, "-c", "from imgsearch.indexer.run.spark_tasks import peak_rss_mb; "
+    child = subprocess.run([sys.executable, "-c", "from imgsearch.indexer.spark.tasks import peak_rss_mb; "
                             "print(peak_rss_mb())"], capture_output=True, text=True, check=True)
     assert float(child.stdout) < 300, child.stdout
 
@@ -221,8 +221,8 @@ def test_each_shard_is_written_by_its_own_spark_task(spark, vectors, tmp_path):
     from imgsearch.indexer.inputs.vector_source import open_vector_source
     from imgsearch.indexer.run.index_vectors import ExternalBackbone
     from imgsearch.indexer.run.indexing import open_index
-    from imgsearch.indexer.run.spark_ids import decide_ids, ledger_partitions
-    from imgsearch.indexer.run.spark_vectors import plan_vector_tasks, read_records, write_shards
+    from imgsearch.indexer.spark.ids import decide_ids, ledger_partitions
+    from imgsearch.indexer.spark.vectors import plan_vector_tasks, read_records, write_shards
 
     source = open_vector_source(_write(tmp_path / "v.parquet", _first_rows(vectors[0])))
     tasks = plan_vector_tasks(source, 40)

@@ -240,7 +240,7 @@ def test_a_server_not_allowed_to_train_refuses_with_why(teach_index):
 
 
 def test_the_client_teaches_lists_and_deletes_and_openapi_describes_it(teach_server, teach_index):
-    from imgsearch.search.client import SearchAPIError, SearchClient
+    from imgsearch.search.client.http_client import SearchAPIError, SearchClient
 
     ids = _ids_by_label(teach_index)
     with SearchClient(teach_server.url) as client:

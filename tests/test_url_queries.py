@@ -19,8 +19,8 @@ import pytest
 import requests
 from PIL import Image
 
-from imgsearch.search.client import SearchAPIError, SearchClient
-from imgsearch.search.urls import (
+from imgsearch.search.client.http_client import SearchAPIError, SearchClient
+from imgsearch.search.query.remote import (
     UrlFetchError,
     UrlNotAllowedError,
     UrlPolicy,

@@ -7,7 +7,7 @@ import pytest
 import requests
 from PIL import Image
 
-from imgsearch.search.client import RemoteHit, SearchAPIError, SearchClient
+from imgsearch.search.client.http_client import RemoteHit, SearchAPIError, SearchClient
 
 
 def test_health_and_info(client, built_index):

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from imgsearch.indexer.run.remove import remove_images
-from imgsearch.search.client import SearchClient
+from imgsearch.search.client.http_client import SearchClient
 from imgsearch.search.engine import SearchEngine
 from tests.helpers import LiveServer, wait_until
 from tests.test_web_browser import browser, page  # noqa: F401 - the browser fixtures, CSP and error watch included

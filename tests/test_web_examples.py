@@ -6,9 +6,9 @@ import base64
 import pytest
 import requests
 
-from imgsearch.search.client import SearchAPIError
+from imgsearch.search.client.http_client import SearchAPIError
 from imgsearch.search.engine import MAX_K
-from imgsearch.search.examples import Example
+from imgsearch.search.query.examples import Example
 from imgsearch.web.examples import MAX_BATCH, MAX_EXAMPLES
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from imgsearch.search.client import SearchAPIError, SearchClient
+from imgsearch.search.client.http_client import SearchAPIError, SearchClient
 from tests.test_web_browser import _result_ids, browser, page, wait_until  # noqa: F401 - fixtures
 
 EMOJI = "emoji/Animals & Nature"

@@ -232,7 +232,7 @@ def test_a_writer_on_a_missing_folder_creates_nothing(tmp_path):
 
 def test_the_spark_driver_holds_the_lock_too(holder, folders):
     pytest.importorskip("pyspark")
-    from imgsearch.indexer.run.spark import index_images_spark
+    from imgsearch.indexer.spark.images import index_images_spark
 
     index_dir, proc = holder
     with pytest.raises(IndexLockedError, match=f"pid {proc.pid}"):

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from flask import Blueprint, current_app, g, jsonify, request, send_file, url_for
 
-from imgsearch.search.duplicates import KEEP_RULES
+from imgsearch.search.duplicates.groups import KEEP_RULES
 from imgsearch.search.engine import MAX_K, SearchEngine, display_text
 from imgsearch.search.errors import ImageError, quote
-from imgsearch.search.examples import Example
-from imgsearch.search.filters import FIELDS
-from imgsearch.search.regions import parse_box
-from imgsearch.search.urls import fetch_image
+from imgsearch.search.query.examples import Example
+from imgsearch.search.query.filters import FIELDS
+from imgsearch.search.query.regions import parse_box
+from imgsearch.search.query.remote import fetch_image
 from imgsearch.web.errors import ApiError
 from imgsearch.web.examples import decode_image, json_examples, multipart_examples
 from imgsearch.web.fields import (

@@ -60,7 +60,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from imgsearch.search.engine import SearchEngine, check_max_pixels
     from imgsearch.search.errors import InvalidInputError, quote
     from imgsearch.search.reloading import ReloadingEngine
-    from imgsearch.search.urls import UrlPolicy
+    from imgsearch.search.query.remote import UrlPolicy
     from imgsearch.web.api import api
     from imgsearch.web.batch import batch
     from imgsearch.web.errors import register_error_handlers

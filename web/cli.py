@@ -1,7 +1,7 @@
 """The ``imgsearch`` command line: the root group, assembled from every package's commands, and ``serve``.
 
 Each package contributes its commands through the ``imgsearch.commands`` entry points in
-pyproject.toml (imgsearch.indexer.cli: the commands that write an index folder; imgsearch.search.cli:
+pyproject.toml (imgsearch.indexer.cli: the commands that write an index folder; imgsearch.search.cli.commands:
 those that read one; this module: ``serve``).  A command's module is imported only when it runs.
 
 Errors are reported here, once for every command: an ``ImgsearchError`` (a problem the user can
@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 
 import click
 
-from imgsearch.search.cli import index_option
+from imgsearch.search.cli.commands import index_option
 
 ENTRY_POINTS = "imgsearch.commands"
 

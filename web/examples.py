@@ -14,7 +14,7 @@ import binascii
 from typing import Callable
 
 from imgsearch.search.errors import InvalidInputError, quote
-from imgsearch.search.examples import MAX_EXAMPLES, Example, check_examples, check_weight
+from imgsearch.search.query.examples import MAX_EXAMPLES, Example, check_examples, check_weight
 from imgsearch.web.errors import ApiError
 
 MAX_BATCH = 100  # queries in one POST /api/search/batch

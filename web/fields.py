@@ -9,9 +9,9 @@ from flask import current_app
 
 from imgsearch.search.engine import MAX_K
 from imgsearch.search.errors import InvalidInputError, quote
-from imgsearch.search.examples import check_strategy
-from imgsearch.search.filters import parse_filter
-from imgsearch.search.ranking import check_min_score
+from imgsearch.search.query.examples import check_strategy
+from imgsearch.search.query.filters import parse_filter
+from imgsearch.search.query.window import check_min_score
 from imgsearch.web.errors import ApiError
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from imgsearch.search.duplicates import KEEP_RULES
+from imgsearch.search.duplicates.groups import KEEP_RULES
 from imgsearch.search.engine import MAX_K
-from imgsearch.search.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_WEIGHT, STRATEGIES
-from imgsearch.search.filters import COMPARISONS, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS
+from imgsearch.search.query.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_WEIGHT, STRATEGIES
+from imgsearch.search.query.filters import COMPARISONS, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS
 from imgsearch.web.examples import EXAMPLE_FIELDS, MAX_BATCH
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template
 
-from imgsearch.search.duplicates import DEFAULT_THRESHOLD, KEEP_RULES
+from imgsearch.search.duplicates.groups import DEFAULT_THRESHOLD, KEEP_RULES
 from imgsearch.search.engine import display_text
 
 MAX_PICKER_LABELS = 500  # labels the filter picker lists

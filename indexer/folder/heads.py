@@ -3,7 +3,7 @@
 A head is a linear layer over the stored embeddings whose softmax gives the class
 probabilities, learned by ``indexer.run.heads`` (a softmax layer, from labelled
 folders), ``indexer.run.teach`` (a few-shot softmax or a temperature-calibrated
-linear SVM, from examples) or ``indexer.run.spark_heads`` (Spark MLlib): head.json's
+linear SVM, from examples) or ``indexer.spark.heads`` (Spark MLlib): head.json's
 ``model`` says which family ("softmax" if absent, as in heads written before it) and
 ``calibration`` how its probabilities were calibrated; every head is applied alike.  Heads live inside the index
 folder, one sub-folder each::

@@ -3,7 +3,7 @@
 The trained, empty index (``trained-GEN.faiss``) is copied once per group of
 shards; each copy gets that group's vectors and is written as a partial index
 (a *fill*: ``local_fill`` here, group by group in this process, or the Spark
-executors' in ``indexer/run/spark_fill.py``).  FAISS's ``merge_ondisk`` then
+executors' in ``indexer/spark/fill.py``).  FAISS's ``merge_ondisk`` then
 concatenates the partials' inverted lists into ``index-GEN.ivfdata`` of the
 index folder, and the merged index (``OnDiskInvertedLists`` pointing at that
 file, by its bare name: ``folder/ondisk_lists.py``) is what is tuned and

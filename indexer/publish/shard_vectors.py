@@ -3,7 +3,7 @@
 A build picks rows (the training sample, the tuning queries) and finds the
 tuning queries' exact neighbours by reading every shard.  Here they are read
 in this process; a fill that runs where the shards are (Spark executors,
-``indexer/run/spark_fill.py``) may do both there instead, with the same
+``indexer/spark/fill.py``) may do both there instead, with the same
 results: ``picker(fill)`` and ``exact_finder(fill)`` say which.
 """
 

@@ -6,7 +6,7 @@ order, collapses copies by sha256 and keeps a changed path's id, the writer
 writes the shards, and publishing builds and tunes the FAISS index.  Only the
 stage differs: ``VectorStage`` reads the vectors instead of embedding images.
 On Spark (``--engine spark``) executors read the vectors and write the shards
-themselves, the ledger's rules run as DataFrame steps: ``spark_vectors``.
+themselves, the ledger's rules run as DataFrame steps: ``vectors``.
 
 The index records an external backbone (``external: true``, the model's name
 as given): images cannot be embedded for it, so it is queried by vector or id

@@ -4,7 +4,7 @@ The run is the same whichever local stage embeds (decoding processes and an
 ``Embedder``, ``pipeline.LocalStage``; vectors made elsewhere,
 ``index_vectors``).  The Spark engines do not go through it: their executors
 write the shards, with ids decided by the ledger's rules as DataFrame steps
-(``spark``, ``spark_vectors``, ``spark_ids``), and they share
+(``spark``, ``vectors``, ``ids``), and they share
 ``open_index`` and ``finish_index`` with it.  A stage reports every listed file, in listing
 order, as ``Outcomes``: batches of per-file records (content hash, or why the
 file was not read) with the rows of the files it embedded.  The run admits
@@ -128,7 +128,7 @@ class IndexRun:
     store: EmbeddingStore
     manifest: dict  # as published before this run
     backbone: "Backbone"
-    ledger: Ledger | None  # read-only to a stage; None on Spark, whose ids are decided by Spark (``spark_ids``)
+    ledger: Ledger | None  # read-only to a stage; None on Spark, whose ids are decided by Spark (``ids``)
     summary: IndexSummary
     config: IndexConfig
     started: float  # time.perf_counter() at the start of the run

@@ -4,7 +4,7 @@ The indexing run (``indexing.run_index``) reports the listed files to a
 ``Ledger`` in listing order, each with its content hash or the reason it
 could not be read, and gets back the id to store a new image under, whichever
 local stage embedded them.  The Spark engines apply the same rules as
-DataFrame steps (``spark_ids``), so the same files give the same ids under
+DataFrame steps (``ids``), so the same files give the same ids under
 any engine.
 """
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from imgsearch.search.plots import (
+from imgsearch.search.evaluate.plots import (
     chance_precision,
     plot_confusion,
     plot_embedding_map,

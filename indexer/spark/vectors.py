@@ -6,9 +6,9 @@ rows numbered by their position in the file (the ordinal, as the local run
 numbers them).  Then:
 
 1. job 1: each task reads its rows (``VectorSource.batches``: the local run's checks, normalisation and
-   stand-in digest) and yields one small record per row (``spark_ids.RECORDS``) into a DataFrame that
+   stand-in digest) and yields one small record per row (``ids.RECORDS``) into a DataFrame that
    stays on the cluster;
-2. the ledger as DataFrame steps (``spark_ids.decide_ids``): the same ids, copies and removals as the
+2. the ledger as DataFrame steps (``ids.decide_ids``): the same ids, copies and removals as the
    local ``Ledger``, with only one number per task, the skipped rows and the copies on the driver;
 3. job 2: each task reads its rows again, keeps those the ledger embeds, and writes ONE shard of them
    with their ids (``store.write_shard_file``, atomically) into the index's shard folder, under a name
@@ -45,12 +45,12 @@ from imgsearch.indexer.inputs.sources import ImageFile
 from imgsearch.indexer.inputs.vector_source import VectorSource, open_vector_source
 from imgsearch.indexer.run.index_vectors import ExternalBackbone, check_model_name
 from imgsearch.indexer.run.indexing import embedded_rows, finish_index, open_index, with_ids
-from imgsearch.indexer.run.spark import WORK_DIR, SparkJobError, require_pyspark, spark_session
-from imgsearch.indexer.run.spark_fill import SparkFill
-from imgsearch.indexer.run.spark_groups import per_group
-from imgsearch.indexer.run.spark_ids import RECORDS, Decisions, decide_ids, ledger_partitions
-from imgsearch.indexer.run.spark_shards import discard_unpublished, next_shard_number
-from imgsearch.indexer.run.spark_tasks import peak_rss_mb
+from imgsearch.indexer.spark.images import WORK_DIR, SparkJobError, require_pyspark, spark_session
+from imgsearch.indexer.spark.fill import SparkFill
+from imgsearch.indexer.spark.groups import per_group
+from imgsearch.indexer.spark.ids import RECORDS, Decisions, decide_ids, ledger_partitions
+from imgsearch.indexer.spark.shards import discard_unpublished, next_shard_number
+from imgsearch.indexer.spark.tasks import peak_rss_mb
 from imgsearch.indexer.run.summary import SparkIndexSummary
 
 MAX_TASK_ROWS = 65_536  # rows a task holds at once in job 2: 335 MB of 1280-d float32 vectors
@@ -222,7 +222,7 @@ def _run_locked(source: VectorSource, backbone: ExternalBackbone, index_dir, con
     records.unpersist()
     decisions.release()
 
-    # the FAISS index too is built by the executors (an on-disk index: publish/ondisk.py, run/spark_fill.py)
+    # the FAISS index too is built by the executors (an on-disk index: publish/ondisk.py, spark/fill.py)
     fill = SparkFill(lambda: spark)
     manifest = finish_index(store, manifest, shards, [names[t] for t in sorted(names)], decisions.remove_ids,
                             f"spark {summary.master}: external vectors ({os.path.basename(source.path)})", config,

@@ -35,8 +35,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from imgsearch.indexer.errors import InvalidInputError, quote
+from imgsearch.indexer.errors import quote
 from imgsearch.indexer.folder.texts import texts_of
+from imgsearch.search.errors import InvalidFilterError, UnknownLabelError
 
 TEXT_FIELDS = ("label", "camera_make", "camera_model")  # "=" one of the values
 NUMBER_FIELDS = ("width", "height", "file_size")
@@ -47,14 +48,6 @@ OPERATORS = ("=",) + COMPARISONS
 COLUMNS = ("label", "path", "width", "height", "file_size", "mtime", "taken", "camera_make", "camera_model")
 MAX_VALUES = 1000  # values one field may list
 _WHERE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|=|>|<)(.*)\Z", re.S)
-
-
-class InvalidFilterError(InvalidInputError):
-    """A filter names an unknown field or operator, or a value of the wrong type; the message says which."""
-
-
-class UnknownLabelError(InvalidFilterError):
-    """A filter asks for a label no indexed image has; the message lists the labels there are."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
 embed job, and ``index-vectors --engine spark`` shares the resume record:
 
 - ``staged_records``: Spark reads the staged files' small columns (never the
-  embedding) as ``spark_ids.RECORDS``, one staged file being one task;
+  embedding) as ``ids.RECORDS``, one staged file being one task;
 - ``stale_known`` and ``embed_again``: a file an executor found indexed (its
   64-bit key was known when its task ran) whose content the index no longer
   holds (a --sync run removed its holder since, or a key collision) is read
@@ -37,9 +37,9 @@ from imgsearch.indexer.folder.store import EmbeddingStore, write_shard_file
 from imgsearch.indexer.inputs import filesystems
 from imgsearch.indexer.inputs.reader import known_keys
 from imgsearch.indexer.run.indexing import with_ids
-from imgsearch.indexer.run.spark_groups import per_group
-from imgsearch.indexer.run.spark_ids import RECORDS, Decisions, existing_rows
-from imgsearch.indexer.run.spark_tasks import KNOWN, OK, SKIPPED, peak_rss_mb, restage_task
+from imgsearch.indexer.spark.groups import per_group
+from imgsearch.indexer.spark.ids import RECORDS, Decisions, existing_rows
+from imgsearch.indexer.spark.tasks import KNOWN, OK, SKIPPED, peak_rss_mb, restage_task
 
 _STAGED = "ordinal long, path string, status string, reason string, sha256 string"  # what the driver's jobs read
 

@@ -52,14 +52,10 @@ from imgsearch.indexer.folder.whitening import load_for
 from imgsearch.indexer.inputs.filesystems import is_uri, read_bytes
 from imgsearch.indexer.inputs.images import ImageDecodeError, decode_image
 from imgsearch.indexer.vectors import l2_normalize
-from imgsearch.search.thumbnails import ImageUnavailableError
+from imgsearch.search.errors import ChangedFileError, ImageUnavailableError
 
 MAP_CACHE = 64  # feature maps kept per model (7 x 7 x 1280 float32: 250 KB each)
 SAME_IMAGE = 0.99  # below this cosine, a file's recomputed embedding is not the one indexed: the file changed
-
-
-class ChangedFileError(ImageUnavailableError):
-    """An indexed image whose file no longer holds the picture that was indexed."""
 
 
 @dataclass(frozen=True)

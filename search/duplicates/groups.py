@@ -61,7 +61,7 @@ import numpy as np
 
 from imgsearch.indexer.errors import InvalidInputError, quote
 from imgsearch.indexer.folder.copies import read_copies
-from imgsearch.search.pairs import IndexVectors, Pairs
+from imgsearch.search.duplicates.pairs import IndexVectors, Pairs
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def find_duplicates(engine, threshold: float | None = None, keep: str | None = N
     vectors = IndexVectors(engine)
     judge = None
     if keypoints:
-        from imgsearch.search.keypoints import KeypointMatcher
+        from imgsearch.search.duplicates.keypoints import KeypointMatcher
 
         judge = _Judge(matcher or KeypointMatcher(engine), threshold)
         pairs = _confirmed(vectors.pairs(min(threshold, KEYPOINT_FLOOR)), threshold, judge)
@@ -180,7 +180,7 @@ class DuplicateCache:
             report = self._reports.get(key)
             if report is None:
                 if key[2] and self._matcher is None:
-                    from imgsearch.search.keypoints import KeypointMatcher
+                    from imgsearch.search.duplicates.keypoints import KeypointMatcher
 
                     self._matcher = KeypointMatcher(engine)
                 report = self._reports[key] = find_duplicates(engine, *key, matcher=self._matcher)

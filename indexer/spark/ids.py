@@ -2,7 +2,7 @@
 
 ``index-vectors --engine spark`` and ``index --engine spark`` decide ids without
 a Python record per row on the driver: the rows of the vectors file (or the
-staged tasks' files, ``spark_shards.staged_records``) arrive as a DataFrame of small
+staged tasks' files, ``shards.staged_records``) arrive as a DataFrame of small
 records (``RECORDS``: task, ordinal, path as stored, sha256, reason; no
 embedding), the index's rows are read from its shards by the executors, and
 windows (a path's first row, a content's first row, a task's numbering), joins

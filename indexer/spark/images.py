@@ -7,16 +7,16 @@ listing, a path and a label per file, stays on the driver for now) and cuts
 it into tasks of consecutive files.  Then:
 
 1. the embed job: executors read, hash, decode and embed each task's files
-   (``spark_tasks``, in ``mapInPandas`` batches, one model per Python worker
+   (``tasks``, in ``mapInPandas`` batches, one model per Python worker
    process) and stage the results in the work folder, which may be HDFS, S3
    or any URI ``filesystems`` opens; a staged task is the resume unit;
-2. Spark reads the staged files' small columns (``spark_shards.staged_records``:
+2. Spark reads the staged files' small columns (``shards.staged_records``:
    task, ordinal, path, sha256, reason; never the embedding); a file staged as
    known whose content the index no longer holds is embedded again by an
-   executor (``spark_shards.embed_again``);
-3. the ledger's rules as DataFrame steps (``spark_ids.decide_ids``): the ids,
+   executor (``shards.embed_again``);
+3. the ledger's rules as DataFrame steps (``ids.decide_ids``): the ids,
    copies and removals the local ``Ledger`` gives;
-4. job 2 (``spark_shards.write_shards``): executors write the shards, cut as the
+4. job 2 (``shards.write_shards``): executors write the shards, cut as the
    local engine cuts them, with their final ids, under names the driver gave;
 5. the driver publishes (``indexing.finish_index``), holding the writer lock from the start.
 
@@ -52,8 +52,8 @@ from imgsearch.indexer.folder.texts import decode_text, encode_text
 from imgsearch.indexer.inputs import filesystems
 from imgsearch.indexer.inputs.sources import ImageFile, iter_image_files
 from imgsearch.indexer.run.indexing import IndexRun, finish_index, open_index
-from imgsearch.indexer.run.spark_ids import decide_ids, ledger_partitions
-from imgsearch.indexer.run.spark_shards import (
+from imgsearch.indexer.spark.ids import decide_ids, ledger_partitions
+from imgsearch.indexer.spark.shards import (
     SparkJobError,
     discard_unpublished,
     embed_again,
@@ -66,7 +66,7 @@ from imgsearch.indexer.run.spark_shards import (
     stale_known,
     write_shards,
 )
-from imgsearch.indexer.run.spark_tasks import (
+from imgsearch.indexer.spark.tasks import (
     INPUT_SCHEMA,
     RESULT_SCHEMA,
     TaskSettings,
@@ -179,7 +179,7 @@ def _ship_model(spark, backbone, config: IndexConfig, precision: str = "float32"
     """Convert the model once, here, and ship it with the job: executors never convert it.
 
     Executors whose model cache lacks it (another machine, another
-    $IMGSEARCH_CACHE) take the shipped copy (``spark_tasks``).
+    $IMGSEARCH_CACHE) take the shipped copy (``tasks``).
     """
     from imgsearch.indexer.model.runtime import _tflite_cache_path, resolve_runtime, tflite_model
 
@@ -288,9 +288,9 @@ class SparkStage:
 
     @functools.cached_property
     def fill(self):
-        """How the publish fills an on-disk index: on this stage's executors (``spark_fill``); so a run on
+        """How the publish fills an on-disk index: on this stage's executors (``fill``); so a run on
         Spark builds an index type that can be on disk, on disk, unless ``--on-disk never``."""
-        from imgsearch.indexer.run.spark_fill import SparkFill
+        from imgsearch.indexer.spark.fill import SparkFill
 
         return SparkFill(self._session)
 

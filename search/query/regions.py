@@ -13,14 +13,11 @@ from typing import Sequence
 
 from PIL import Image
 
-from imgsearch.indexer.errors import InvalidInputError, quote
+from imgsearch.indexer.errors import quote
 from imgsearch.indexer.inputs.images import ImageSource, load_rgb
+from imgsearch.search.errors import InvalidBoxError
 
 BOX_FORMAT = "[x0, y0, x1, y1], fractions of the image's width and height with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
-
-
-class InvalidBoxError(InvalidInputError):
-    """A region that is not four fractions inside the image with x0 < x1 and y0 < y1."""
 
 
 Box = tuple[float, float, float, float]

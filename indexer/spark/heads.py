@@ -55,7 +55,7 @@ def train_head_spark(index_dir, name: str, *, model: str = "softmax", labels_csv
         raise HeadError(f"the validation fraction must be between 0 and 1, got {val_fraction}")
     with writer_lock(index_dir, wait=wait):
         if spark is None:
-            from imgsearch.indexer.run.spark import spark_session
+            from imgsearch.indexer.spark.images import spark_session
 
             spark = spark_session(IndexConfig(spark_master=master, progress=False))
         # a few small shuffles (labels, counts): Spark's default of 200 partitions each is all overhead here

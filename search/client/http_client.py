@@ -17,7 +17,7 @@ import requests
 from PIL import Image
 
 from imgsearch.indexer.errors import ImgsearchError
-from imgsearch.search.client_replies import (  # noqa: F401 - callers import the reply types from here
+from imgsearch.search.client.replies import (  # noqa: F401 - callers import the reply types from here
     ClassifyResponse,
     DuplicatesPage,
     Prediction,
@@ -26,20 +26,20 @@ from imgsearch.search.client_replies import (  # noqa: F401 - callers import the
     RemoteHit,
     SearchResponse,
 )
-from imgsearch.search.client_replies import (
+from imgsearch.search.client.replies import (
     classified as _classified,
 )
-from imgsearch.search.client_replies import (
+from imgsearch.search.client.replies import (
     duplicates_page as _duplicates,
 )
-from imgsearch.search.client_replies import (
+from imgsearch.search.client.replies import (
     explained as _explained,
 )
-from imgsearch.search.client_replies import (
+from imgsearch.search.client.replies import (
     response as _response,
 )
-from imgsearch.search.examples import Example, as_example
-from imgsearch.search.transport import (
+from imgsearch.search.query.examples import Example, as_example
+from imgsearch.search.client.transport import (
     TransportError,
     check_base_url,
     fetch,

@@ -79,10 +79,10 @@ def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head
     matches, searched inside the index (search/filters.py).
     """
     from imgsearch.indexer.inputs.images import ImageDecodeError
-    from imgsearch.search.filters import parse_where
-    from imgsearch.search.ranking import window
-    from imgsearch.search.regions import parse_box
-    from imgsearch.search.urls import UrlFetchError, UrlNotAllowedError, UrlPolicy
+    from imgsearch.search.query.filters import parse_where
+    from imgsearch.search.query.window import window
+    from imgsearch.search.query.regions import parse_box
+    from imgsearch.search.query.remote import UrlFetchError, UrlNotAllowedError, UrlPolicy
 
     window(k, offset, min_score)  # a bad window or filter fails before the model loads
     flt = parse_where(where)
@@ -209,8 +209,8 @@ def classify(index_dir, head, images, top, as_json):
               help="Report folder (default: DIR/report).")
 def evaluate(index_dir, out_dir):
     """Retrieval and classification quality of a labelled index: HTML report with plots, and JSON."""
-    from imgsearch.search.evaluation import evaluate_index
-    from imgsearch.search.report import write_report
+    from imgsearch.search.evaluate.metrics import evaluate_index
+    from imgsearch.search.evaluate.report import write_report
 
     results = evaluate_index(index_dir)
     html = write_report(results, out_dir or Path(index_dir) / "report", index_dir=index_dir)
@@ -232,7 +232,7 @@ def evaluate(index_dir, out_dir):
 @index_option
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Cosine score a member must reach against its group's keeper (default: the calibrated one, "
-                   "imgsearch.search.duplicates.DEFAULT_THRESHOLD; the output says which was used).")
+                   "imgsearch.search.duplicates.groups.DEFAULT_THRESHOLD; the output says which was used).")
 @click.option("--keep", type=click.Choice(["largest", "smallest", "oldest", "newest"]), default="largest",
               show_default=True, help="The image of a group to keep: most pixels (then largest file), fewest "
                                       "pixels (then smallest file), indexed first, or indexed last.")

@@ -34,7 +34,7 @@ from imgsearch.indexer.atomic import atomic_path
 from imgsearch.indexer.errors import ImgsearchError
 from imgsearch.indexer.folder.store import EmbeddingStore
 from imgsearch.indexer.publish.ondisk import fill_group
-from imgsearch.indexer.run.spark_tasks import peak_rss_mb
+from imgsearch.indexer.spark.tasks import peak_rss_mb
 
 log = logging.getLogger(__name__)
 

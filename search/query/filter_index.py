@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imgsearch.search.filters import COLUMNS, MetadataColumns
+from imgsearch.search.query.filters import COLUMNS, MetadataColumns
 
 EXACT_MAX = 20_000  # selections up to this many rows are searched exactly (see the module's docstring)
 CACHED_SELECTIONS = 16  # filters whose rows and bitmaps a version keeps

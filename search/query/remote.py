@@ -32,6 +32,10 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from imgsearch.indexer.errors import InvalidInputError, quote
+from imgsearch.search.query.filters import as_filter
+from imgsearch.search.query.regions import parse_box
+from imgsearch.search.query.window import window
+from imgsearch.search.errors import UrlFetchError, UrlNotAllowedError
 
 DEFAULT_MAX_BYTES = 20 * 2**20
 DEFAULT_TIMEOUT = 10.0  # seconds for the whole fetch, redirects included
@@ -45,15 +49,6 @@ _EXTRA_REFUSED = {ipaddress.ip_network("100.64.0.0/10"): "shared address space (
                   ipaddress.ip_network("192.0.0.0/24"): "IETF protocol assignments (192.0.0.0/24)",
                   ipaddress.ip_network("198.18.0.0/15"): "benchmarking (198.18.0.0/15)"}
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-class UrlNotAllowedError(InvalidInputError):
-    """The guard refused the URL or its reply: the message says why (scheme, address, redirects, size,
-    time, content type)."""
-
-
-class UrlFetchError(InvalidInputError):
-    """The URL is allowed but fetching it failed: no such host, no connection, an HTTP error status."""
 
 
 @dataclass(frozen=True)
@@ -275,3 +270,16 @@ def _too_large(url: str, policy: UrlPolicy, detail: str) -> UrlNotAllowedError:
 def _too_slow(url: str, policy: UrlPolicy) -> UrlNotAllowedError:
     return UrlNotAllowedError(f"url {quote(url)} is not allowed: it was not fetched within the limit of "
                               f"{policy.timeout:g} seconds")
+
+
+# ------------------------------------------------------------ the query form: search by a URL's image
+def search_by_url(engine, url: str, k: int | None = None, *, head: str | None = None, max_pixels: int | None = None,
+                  box=None, policy=None, min_score: float | None = None, offset: int = 0, filter=None) -> list:
+    """Nearest images to the image at an http(s) ``url``, fetched through the SSRF guard of
+    the guard above (``policy``: its limits and allowed networks, default ``UrlPolicy()``)."""
+    window(k, offset, min_score)
+    box, filter = None if box is None else parse_box(box), as_filter(filter)
+    if head is not None:
+        engine.head(head)  # a bad head, window, filter or box is refused before anything is fetched
+    return engine.search_image(fetch_image(url, policy), k, head=head, max_pixels=max_pixels, box=box,
+                               min_score=min_score, offset=offset, filter=filter)

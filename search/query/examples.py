@@ -29,7 +29,7 @@ from PIL import Image
 
 from imgsearch.indexer.errors import ImageError, InvalidInputError, quote
 from imgsearch.indexer.vectors import l2_normalize
-from imgsearch.search.ranking import MAX_K, Window
+from imgsearch.search.query.window import MAX_K, Window
 
 STRATEGIES = ("rocchio", "best")
 NEGATIVE_WEIGHT = 0.5  # Rocchio's gamma (its beta is 1): a negative as strong as a positive would push the

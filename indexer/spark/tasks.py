@@ -4,7 +4,7 @@ A task is a run of consecutive listed files.  Its result file ("staged
 task") holds one row per file, in listing order: content hash, size and
 embedding of each decoded image, or why a file was not decoded (its content
 is already indexed, or it is not a readable image).  Executors then turn
-staged tasks into index shards (``spark_shards``); a task whose result file
+staged tasks into index shards (``shards``); a task whose result file
 exists is not run again.
 
 Runs inside PySpark's Python workers, called by ``mapInPandas`` with Arrow

@@ -1,0 +1,1 @@
+"""The commands that read an index folder: search, info, classify, evaluate, duplicates (``commands``), explain."""

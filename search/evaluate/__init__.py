@@ -1,0 +1,1 @@
+"""``imgsearch evaluate``: retrieval and classification metrics (``metrics``), the HTML report and its plots."""

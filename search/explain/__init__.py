@@ -1,0 +1,1 @@
+"""Why is this similar: a match's score split over the feature map's cells (``explainer``)."""
