@@ -93,7 +93,7 @@ def main():
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--work", type=Path, default=Path("/tmp/imgsearch-bench-filters"))
     args = ap.parse_args()
-    from imgsearch.search import filtered
+    from imgsearch.search.query import filter_index as filtered
     from imgsearch.search.engine import SearchEngine
 
     folder = args.work / f"index-{args.n}"

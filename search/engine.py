@@ -25,7 +25,7 @@ from imgsearch.indexer.inputs.images import ImageSource, decode_image
 from imgsearch.indexer.vectors import search_index
 from imgsearch.search.catalog import Catalog
 from imgsearch.search.duplicates.groups import DuplicateCache
-from imgsearch.search.errors import InvalidVectorError, UnknownIdError  # noqa: F401 - callers import them from here
+from imgsearch.search.errors import InvalidBoxError, InvalidVectorError, UnknownIdError  # noqa: F401 - callers import them here
 from imgsearch.search.explain.explainer import explain_pair
 from imgsearch.search.heads import HeadCatalog
 from imgsearch.search.hits import Hit
@@ -35,8 +35,9 @@ from imgsearch.search.query.examples import search_examples
 from imgsearch.search.query.filter_index import FilteredSearch
 from imgsearch.search.query.filters import as_filter
 from imgsearch.search.query.regions import crop_region, parse_box
-from imgsearch.search.query.remote import search_by_url
-from imgsearch.search.query.window import MAX_K, id_set, ranked, window  # noqa: F401 - callers read MAX_K here
+from imgsearch.search.query.remote import fetch_image
+from imgsearch.search.query.spec import Query, as_query
+from imgsearch.search.query.window import MAX_K, id_set, ranked  # noqa: F401 - callers read MAX_K here
 from imgsearch.search.reloading import ReloadingEngine
 from imgsearch.search.thumbnails import load_indexed_image, thumbnail_jpeg
 
@@ -199,39 +200,63 @@ class SearchEngine:
         batch = np.stack([decode_image(img, size, limit, resample(self.manifest)).array for img in images])  # (q,S,S,3)
         return embedder.embed(batch)
 
+    # Every query method takes its options once, as keywords (k, offset, min_score, head, box, filter, ...)
+    # or as ``query=Query(...)`` built where the request entered (search/query/spec.py), and passes the
+    # checked Query on: nothing below checks an option again.
+
     @_newest_if_gone
     def search_image(self, image: ImageSource, k: int | None = None, *, head: str | None = None,
-                     max_pixels: int | None = None, min_score: float | None = None, offset: int = 0,
-                     box=None, filter=None) -> list[Hit]:
+                     max_pixels: int | None = None, min_score: float | None = None, offset: int | None = None,
+                     box=None, filter=None, query: Query | None = None) -> list[Hit]:
         """Nearest images to an image given as a path, bytes, file object or PIL image; ``max_pixels``:
         refuse (ImageTooLargeError) one declaring more pixels (default: the config's); ``box``: search by
         that region of it, ``[x0, y0, x1, y1]`` fractions of its width and height."""
-        window(k, offset, min_score)  # fail on a bad window, filter or head name before embedding
-        filter = as_filter(filter)
-        if head is not None:
-            self._head(head)
-        vector = self.embed_images([image], max_pixels=max_pixels, box=box)[0]
-        return self.search_vector(vector, k, head=head, min_score=min_score, offset=offset, filter=filter)
-
-    # search_url(url, k, *, head, max_pixels, box, policy, min_score, offset, filter): by an http(s) URL's image
-    search_url = search_by_url
+        q = as_query(query, k, head=head, max_pixels=max_pixels, min_score=min_score, offset=offset, box=box,
+                     filter=filter)
+        if q.head is not None:
+            self._head(q.head)  # a bad head name fails before anything is embedded
+        vector = self.embed_images([image], max_pixels=q.max_pixels, box=q.box)[0]
+        return self._search(vector, q)
 
     @_newest_if_gone
-    def search_examples(self, positive, negative=(), k: int | None = None, *, strategy="rocchio", head=None,
-                        min_score=None, offset: int = 0, max_pixels: int | None = None, filter=None) -> list[Hit]:
+    def search_url(self, url: str, k: int | None = None, *, head: str | None = None, max_pixels: int | None = None,
+                   box=None, policy=None, min_score: float | None = None, offset: int | None = None, filter=None,
+                   query: Query | None = None) -> list[Hit]:
+        """Nearest images to the image at an http(s) ``url``, fetched through the SSRF guard
+        (search/query/remote.py; ``policy``: its limits and allowed networks, default ``UrlPolicy()``)."""
+        q = as_query(query, k, head=head, max_pixels=max_pixels, min_score=min_score, offset=offset, box=box,
+                     filter=filter)
+        if q.head is not None:
+            self._head(q.head)  # a bad head is refused before anything is fetched
+        return self.search_image(fetch_image(url, policy), query=q)
+
+    @_newest_if_gone
+    def search_examples(self, positive, negative=(), k: int | None = None, *, strategy=None, head=None,
+                        min_score=None, offset: int | None = None, max_pixels: int | None = None, filter=None,
+                        query: Query | None = None) -> list[Hit]:
         """Nearest images to several examples, ``positive`` and ``negative``: lists of ids, vectors, images
-        or weighted ``Example``s; ``strategy`` "rocchio" or "best" (``search/examples.py``)."""
-        return search_examples(self, positive, negative, window(k, offset, min_score), strategy=strategy,
-                               head=head, max_pixels=max_pixels, filter=as_filter(filter))
+        or weighted ``Example``s; ``strategy`` "rocchio" or "best" (``search/query/examples.py``)."""
+        q = as_query(query, k, strategy=strategy, head=head, min_score=min_score, offset=offset,
+                     max_pixels=max_pixels, filter=filter)
+        return search_examples(self, positive, negative, q)
 
     @_newest_if_gone
     def search_vector(self, vector, k: int | None = None, *, exclude=None, head: str | None = None,
-                      min_score: float | None = None, offset: int = 0, filter=None) -> list[Hit]:
+                      min_score: float | None = None, offset: int | None = None, filter=None,
+                      query: Query | None = None) -> list[Hit]:
         """Nearest images to a (D,) embedding-space vector but the id(s) ``exclude``: ``k`` from rank ``offset``
-        scoring at least ``min_score`` (``k`` None: all such, to MAX_K; ``search/ranking.py``).  With ``head``,
-        similarity blends in that head's class probabilities (head-aware search); else plain cosines.
-        ``filter``: only images whose metadata it selects (``search/filters.py``), searched inside FAISS."""
-        win, filter = window(k, offset, min_score), as_filter(filter)
+        scoring at least ``min_score`` (``k`` None: all such, to MAX_K; ``search/query/window.py``).  With
+        ``head``, similarity blends in that head's class probabilities (head-aware search); else plain cosines.
+        ``filter``: only images whose metadata it selects (``search/query/filters.py``), searched inside FAISS."""
+        q = as_query(query, k, head=head, min_score=min_score, offset=offset, filter=filter)
+        if q.box is not None:
+            raise InvalidBoxError("box takes a region of one image: search an image, a url or an id with it, "
+                                  "not a vector")
+        return self._search(vector, q, exclude)
+
+    def _search(self, vector, q: Query, exclude=None) -> list[Hit]:
+        """The window of ``q`` over the ranking of ``vector``'s neighbours, ``exclude`` left out."""
+        win, head, filter = q.window(), q.head, q.filter
         v = self.check_vector(vector)[None]  # (1, D)
         if self.index is None or len(self) == 0:
             return []
@@ -302,21 +327,20 @@ class SearchEngine:
 
     @_newest_if_gone
     def search_id(self, row_id: int, k: int | None = None, *, head: str | None = None,
-                  min_score: float | None = None, offset: int = 0, box=None, filter=None) -> list[Hit]:
+                  min_score: float | None = None, offset: int | None = None, box=None, filter=None,
+                  query: Query | None = None) -> list[Hit]:
         """Nearest images to an indexed image ("more like this"), itself excluded; with ``box``, to that
         region of its file (decoded again at full resolution), and the image itself is a result like any other."""
-        window(k, offset, min_score)
-        filter = as_filter(filter)
-        if head is not None:
-            self._head(head)  # fail on a bad head name before decoding a region
-        return self.search_vector(self._query_vector(row_id, box), k, exclude=None if box else int(row_id),
-                                  head=head, min_score=min_score, offset=offset, filter=filter)
+        q = as_query(query, k, head=head, min_score=min_score, offset=offset, box=box, filter=filter)
+        if q.head is not None:
+            self._head(q.head)  # fail on a bad head name before decoding a region
+        return self._search(self._query_vector(row_id, q.box), q, exclude=None if q.box else int(row_id))
 
     def _query_vector(self, row_id: int, box) -> np.ndarray:
         """The stored embedding of ``row_id``, or with ``box`` the embedding of that region of its file."""
         if box is None:
             return self.vector(row_id)
-        box = parse_box(box)  # a bad box is refused before the file is read
+        box = parse_box(box)  # (a checked box passes as it is) a bad box is refused before the file is read
         image = load_indexed_image(self.get(row_id).path, self.config.max_pixels, name=f"image {row_id}")
         return self.embed_images([image], max_pixels=self.config.max_pixels, box=box)[0]
 

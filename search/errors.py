@@ -20,9 +20,9 @@ from imgsearch.indexer.inputs.images import ImageDecodeError, ImageTooLargeError
 
 __all__ = ["ChangedFileError", "DamagedIndexError", "ExecutionError", "ExternalVectorsError", "HeadDamagedError",
            "HeadError", "ImageDecodeError", "ImageError", "ImageTooLargeError", "ImageUnavailableError",
-           "ImgsearchError", "IndexFormatError", "InvalidBoxError", "InvalidFilterError", "InvalidInputError",
-           "InvalidVectorError", "MissingDependencyError", "NotFoundError", "UnknownHeadError", "UnknownIdError",
-           "UnknownLabelError", "UrlFetchError", "UrlNotAllowedError", "quote"]
+           "ImgsearchError", "IndexFormatError", "InvalidBoxError", "InvalidFieldError", "InvalidFilterError",
+           "InvalidInputError", "InvalidVectorError", "MissingDependencyError", "NotFoundError", "UnknownHeadError",
+           "UnknownIdError", "UnknownLabelError", "UrlFetchError", "UrlNotAllowedError", "quote"]
 
 
 class InvalidVectorError(InvalidInputError):
@@ -38,6 +38,15 @@ class UnknownIdError(NotFoundError, KeyError):
 
     def __str__(self) -> str:
         return f"no image with id {self.id} in the index"
+
+
+class InvalidFieldError(InvalidInputError):
+    """A query field with a value it cannot take (``k``, ``offset``, ``min_score``, ``strategy``, a weight, an
+    id): ``field`` names it, the message says what it takes."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidFilterError(InvalidInputError):

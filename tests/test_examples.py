@@ -100,7 +100,7 @@ def test_an_image_example_is_embedded(engine, corpus):
     (lambda e: e.search_examples([Example.of_vector([0.0] * 1280)]), InvalidInputError, "cancel out"),
     (lambda e: e.search_id(0, min_score=1.5), InvalidInputError, "min_score must be a number from -1 to 1"),
     (lambda e: e.search_id(0, min_score="high"), InvalidInputError, "min_score must be a number from -1 to 1"),
-    (lambda e: e.search_id(0, offset=-1), InvalidInputError, f"offset must be an integer from 0 to {MAX_K - 1}"),
+    (lambda e: e.search_id(0, offset=-1), InvalidInputError, f"offset must be an integer between 0 and {MAX_K - 1}"),
     (lambda e: e.search_vector(e.vector(0), offset=MAX_K), InvalidInputError, "offset must be an integer"),
 ])
 def test_bad_examples_and_windows_say_what_to_change(engine, call, error, message):

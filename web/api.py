@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from dataclasses import dataclass
@@ -13,18 +14,11 @@ from imgsearch.search.engine import MAX_K, SearchEngine, display_text
 from imgsearch.search.errors import ImageError, quote
 from imgsearch.search.query.examples import Example
 from imgsearch.search.query.filters import FIELDS
-from imgsearch.search.query.regions import parse_box
 from imgsearch.search.query.remote import fetch_image
 from imgsearch.web.errors import ApiError
 from imgsearch.web.examples import decode_image, json_examples, multipart_examples
-from imgsearch.web.fields import (
-    filter_fields,
-    parse_bool,
-    parse_filter_field,
-    parse_int,
-    parse_strategy,
-    parse_window,
-)
+from imgsearch.search.query.spec import Query
+from imgsearch.web.fields import filter_fields, parse_bool, parse_int
 from imgsearch.web.openapi import openapi_spec
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -50,8 +44,8 @@ def _hit_json(hit) -> dict:
 
 
 @dataclass
-class Query:
-    """What a search or classify request asks about, and its other fields (form or JSON)."""
+class Asked:
+    """What a search or classify request asks about (an image, an id, ...), and its fields (form or JSON)."""
 
     kind: str  # "image" | "id" | "vector" | "url" | "examples"
     fields: dict
@@ -62,7 +56,12 @@ class Query:
     positive: list[Example] | None = None
     negative: list[Example] | None = None
     url: str | None = None
-    box: tuple | None = None  # a region of the image or of the indexed id's file (search/regions.py)
+    query: Query = Query()  # its options (k, offset, min_score, head, box, filter, strategy), read once
+
+    @property
+    def box(self) -> tuple | None:
+        """A region of the image or of the indexed id's file (search/query/regions.py)."""
+        return self.query.box
 
     def describe(self) -> dict:
         if self.kind == "examples":
@@ -77,30 +76,28 @@ class Query:
         return described if self.box is None else dict(described, box=list(self.box))
 
 
-def _with_box(query: Query) -> Query:
-    """The query with its ``box`` field checked: a region of an image, a URL's image or an indexed id."""
-    raw = query.fields.get("box")
-    if raw is None or raw == "":
-        return query
-    if query.kind in ("vector", "examples"):
+def _with_box(asked: Asked) -> Asked:
+    """The request with its options read into a ``Query`` (each bad one a 400 saying what to send), and its
+    ``box`` checked against its kind: a region of an image, a URL's image or an indexed id."""
+    asked.query = Query.from_fields(asked.fields)
+    if asked.box is not None and asked.kind in ("vector", "examples"):
         raise ApiError(400, "invalid_box", "box takes a region of one image: send it with an image, a url or an "
                                            "id, not a vector or several examples")
-    query.box = parse_box(raw)  # an InvalidBoxError (400 invalid_box) says what is wrong
-    return query
+    return asked
 
 
-def _parse_query() -> Query:
+def _parse_query() -> Asked:
     """Multipart ``image`` or examples (+ form fields), or a JSON object (``query_of_json``); ``box`` with an
     image, a url or an id."""
     if request.mimetype == "multipart/form-data" or request.files:
         upload = request.files.get("image")
         if upload is None and any(side in request.files or side in request.form for side in ("positive", "negative")):
             positive, negative = multipart_examples(request.files, request.form)
-            return _with_box(Query("examples", request.form.to_dict(), positive=positive, negative=negative))
+            return _with_box(Asked("examples", request.form.to_dict(), positive=positive, negative=negative))
         if upload is None:
             raise ApiError(400, "missing_field", "send the query image in the multipart field 'image' (or "
                                                  "examples in 'positive' and 'negative')")
-        return _with_box(Query("image", request.form.to_dict(), image=upload.read(),
+        return _with_box(Asked("image", request.form.to_dict(), image=upload.read(),
                                filename=upload.filename or "upload"))
     if not request.is_json:
         raise ApiError(400, "missing_field",
@@ -116,27 +113,27 @@ def json_body():
         raise ApiError(400, "invalid_json", "the JSON body is nested too deeply") from None
 
 
-def query_of_json(body) -> Query:
+def query_of_json(body) -> Asked:
     """A JSON query: ``id``, ``vector``, ``image`` (base64) or ``positive``/``negative`` examples."""
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object such as {\"id\": 3, \"k\": 10}")
     if "positive" in body or "negative" in body:
         positive, negative = json_examples(body)
-        return _with_box(Query("examples", body, positive=positive, negative=negative))
+        return _with_box(Asked("examples", body, positive=positive, negative=negative))
     if "image" in body:
-        return _with_box(Query("image", body, image=decode_image(body["image"], "image"), filename="image"))
+        return _with_box(Asked("image", body, image=decode_image(body["image"], "image"), filename="image"))
     if "url" in body:
         url = body["url"]
         if "id" in body or "vector" in body:
             raise ApiError(400, "invalid_json", "send one of 'url', 'id' and 'vector', not several")
         if not isinstance(url, str) or not url:
             raise ApiError(400, "url_not_allowed", f"url must be an http:// or https:// URL, got {quote(url)}")
-        return _with_box(Query("url", body, url=url))
+        return _with_box(Asked("url", body, url=url))
     if "id" in body:
         row_id = body["id"]
         if isinstance(row_id, bool) or not isinstance(row_id, int):
             raise ApiError(400, "invalid_id", f"id must be an integer, got {quote(row_id)}")
-        return _with_box(Query("id", body, row_id=row_id))
+        return _with_box(Asked("id", body, row_id=row_id))
     if "vector" in body:
         vector = body["vector"]
         dim = engine().dim
@@ -144,12 +141,12 @@ def query_of_json(body) -> Query:
             isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
         ):
             raise ApiError(400, "invalid_vector", f"vector must be a list of {dim} numbers")
-        return _with_box(Query("vector", body, vector=vector))
+        return _with_box(Asked("vector", body, vector=vector))
     raise ApiError(400, "missing_field", "the JSON body needs 'image' (base64), 'positive' examples, 'id' or "
                                          "'vector'" + (" (or 'url')" if current_app.config["ALLOW_URL_QUERIES"] else ""))
 
 
-def _answer(query: Query, by_image, by_id, by_vector):
+def _answer(query: Asked, by_image, by_id, by_vector):
     """Call the engine method for the query's kind; an upload's errors name its file.
 
     Errors (an unknown id, a vector of the wrong size, an upload that is not an image) get their
@@ -202,27 +199,26 @@ def search():
     started = time.perf_counter()
     eng = engine()
     query = _parse_query()
-    hits, head, (_, offset, min_score), filtered = search_hits(eng, query)
+    hits, q, filtered = search_hits(eng, query)
     return jsonify(results=[_hit_json(h) for h in hits], query=query.describe(), backbone=eng.backbone,
-                   head=head, offset=offset, min_score=min_score,
+                   head=q.head, offset=q.offset, min_score=q.min_score,
                    took_ms=round((time.perf_counter() - started) * 1000, 2), **filtered)
 
 
-def search_hits(eng: SearchEngine, query: Query):
-    """(hits, head, (k, offset, min_score), what the answer says of its filter) of one search query."""
-    k, offset, min_score = win = parse_window(query.fields)
-    head = _parse_head(query.fields.get("head"), required=False)
-    flt = parse_filter_field(query.fields.get("filter"))
-    filtered = filter_fields(eng, flt)
-    kw = {"head": head, "offset": offset, "min_score": min_score, "filter": flt}
-    if query.kind == "examples":
-        strategy = parse_strategy(query.fields.get("strategy"))
-        return eng.search_examples(query.positive, query.negative, k, strategy=strategy,
-                                   max_pixels=current_app.config["MAX_IMAGE_PIXELS"], **kw), head, win, filtered
-    hits = _answer(query, lambda image, **more: eng.search_image(image, k, **kw, **more),
-                   lambda row_id, **more: eng.search_id(row_id, k, **kw, **more),
-                   lambda vector: eng.search_vector(vector, k, **kw))
-    return hits, head, win, filtered
+def search_hits(eng: SearchEngine, asked: Asked):
+    """(hits, the checked Query, what the answer says of its filter) of one search request: its options read
+    once, here, into a ``Query`` the engine takes as it is."""
+    q = dataclasses.replace(asked.query.with_default_k(current_app.config["DEFAULT_K"]),
+                            max_pixels=current_app.config["MAX_IMAGE_PIXELS"])
+    if q.head is not None:
+        eng.head(q.head)  # an unknown head: 400 unknown_head, before anything is embedded or fetched
+    filtered = filter_fields(eng, q.filter)
+    if asked.kind == "examples":
+        return eng.search_examples(asked.positive, asked.negative, query=q), q, filtered
+    hits = _answer(asked, lambda image, **_: eng.search_image(image, query=q),
+                   lambda row_id, **_: eng.search_id(row_id, query=q),
+                   lambda vector: eng.search_vector(vector, query=q))
+    return hits, q, filtered
 
 
 @api.post("/classify")

@@ -22,6 +22,7 @@ from imgsearch.search.errors import (
     ImageUnavailableError,
     ImgsearchError,
     InvalidBoxError,
+    InvalidFieldError,
     InvalidFilterError,
     InvalidInputError,
     InvalidVectorError,
@@ -58,6 +59,8 @@ STATUS: dict[type[ImgsearchError], tuple[int, str]] = {
 
 def status_of(exc: ImgsearchError) -> tuple[int, str] | None:
     """The (HTTP status, code) that ``STATUS`` gives ``exc``'s class, or None for the server's own problems."""
+    if isinstance(exc, InvalidFieldError):
+        return 400, f"invalid_{exc.field}"  # a query option (k, offset, min_score, ...): the code names it
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]

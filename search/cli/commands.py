@@ -48,8 +48,8 @@ def _example(value: str) -> int | Path:
 @click.command()
 @index_option
 @click.argument("images", nargs=-1, type=ImageOrUrl())
-@click.option("-k", default=None, type=click.IntRange(1, 1000),
-              help="Results per query (default 10; with --min-score, all that reach it, up to 1000).")
+@click.option("-k", "--top", "k", default=None, type=int, metavar="K",
+              help="Results per query, 1 to 1000 (default 10; with --min-score, all that reach it, up to 1000).")
 @click.option("--offset", default=0, show_default=True, type=int, help="Skip this many of the best results.")
 @click.option("--min-score", default=None, type=float, help="Only results scoring at least this cosine (-1 to 1).")
 @click.option("--like", multiple=True, metavar="ID|FILE",
@@ -73,37 +73,36 @@ def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head
     """Find the indexed images most similar to each IMAGE (a file, or an http(s) URL), or to the examples
     --like and --unlike.
 
-    URLs are fetched through an SSRF guard (search/urls.py): public addresses only, unless
+    URLs are fetched through an SSRF guard (search/query/remote.py): public addresses only, unless
     --allow-network widens it.  A query that fails (not an image, a URL refused or unreachable) prints
     its reason, the others are answered, and the command exits 1.  --where: only images whose metadata
-    matches, searched inside the index (search/filters.py).
+    matches, searched inside the index (search/query/filters.py).
     """
     from imgsearch.indexer.inputs.images import ImageDecodeError
     from imgsearch.search.query.filters import parse_where
-    from imgsearch.search.query.window import window
-    from imgsearch.search.query.regions import parse_box
     from imgsearch.search.query.remote import UrlFetchError, UrlNotAllowedError, UrlPolicy
+    from imgsearch.search.query.spec import Query
 
-    window(k, offset, min_score)  # a bad window or filter fails before the model loads
-    flt = parse_where(where)
+    # the options read once, before the index is opened or the model loads: a bad one is one Error line
+    q = Query.of(k, offset=offset, min_score=min_score, head=head, box=box, filter=parse_where(where),
+                 strategy=strategy)
+    flt = q.filter
     if not (images or like or unlike):
         raise click.UsageError("give IMAGES to search by, or examples with --like/--unlike")
     if (like or unlike) and (box is not None or any(isinstance(i, str) for i in images)):
         raise click.UsageError("--like/--unlike take indexed ids and image files; search by a URL or a --box "
                                "on its own")
-    region = None if box is None else parse_box(box)  # before the index is opened: a bad box is one Error line
     policy = UrlPolicy(allow_networks=allow_networks)
     engine = _open_engine(index_dir)
-    if head is not None:
-        engine.head(head)  # fail before embedding anything
+    if q.head is not None:
+        engine.head(q.head)  # fail before embedding anything
     matched = engine.matching(flt) if flt is not None else None  # an unknown label fails here, before embedding
     if matched == 0:
         click.echo("no indexed image matches the --where filter", err=True)
     extra = {} if flt is None else {"filter": flt.describe(), "matched": matched}
     if like or unlike:
         positive = [*images, *map(_example, like)]
-        hits = engine.search_examples(positive, [_example(v) for v in unlike], k, strategy=strategy, head=head,
-                                      min_score=min_score, offset=offset, filter=flt)
+        hits = engine.search_examples(positive, [_example(v) for v in unlike], query=q)
         names = [str(p) if isinstance(p, Path) else f"id {p}" for p in positive]
         _print_hits("like " + ", ".join(names) + "".join(f"; unlike {v}" for v in unlike), hits, as_json,
                     offset + 1, extra)
@@ -112,11 +111,9 @@ def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head
     for image in images:
         try:
             if isinstance(image, str):  # a URL
-                hits = engine.search_url(image, k, head=head, box=region, policy=policy, min_score=min_score,
-                                         offset=offset, filter=flt)
+                hits = engine.search_url(image, policy=policy, query=q)
             else:
-                hits = engine.search_image(image, k, head=head, box=region, min_score=min_score, offset=offset,
-                                           filter=flt)
+                hits = engine.search_image(image, query=q)
         except (UrlNotAllowedError, UrlFetchError) as exc:  # their messages name the URL
             click.echo(str(exc), err=True)
             failed = True

@@ -38,7 +38,9 @@ from imgsearch.search.client.replies import (
 from imgsearch.search.client.replies import (
     response as _response,
 )
+from imgsearch.search.errors import InvalidBoxError, InvalidFieldError, InvalidFilterError
 from imgsearch.search.query.examples import Example, as_example
+from imgsearch.search.query.spec import Query
 from imgsearch.search.client.transport import (
     TransportError,
     check_base_url,
@@ -97,16 +99,11 @@ class SearchClient:
         """
         if (image is None) == (url is None):
             raise TypeError("pass an image or url=..., one of them")
-        region = None if box is None else [float(x) for x in box]
+        options = _options(k, head=head, box=box, min_score=min_score, offset=offset, filter=filter)
         if url is not None:
-            body = _body(url=url, k=k, head=head, box=region, min_score=min_score, offset=offset, filter=filter)
-            return self._parsed(_response, self._request("POST", "/api/search", json=body))
+            return self._parsed(_response, self._request("POST", "/api/search", json={"url": url, **options}))
         name, data = _image_payload(image)
-        fields = {key: str(v) for key, v in _body(k=k, head=head, min_score=min_score, offset=offset).items()}
-        if region is not None:
-            fields["box"] = ",".join(map(repr, region))
-        if filter is not None:
-            fields["filter"] = json.dumps(filter)
+        fields = {key: value if isinstance(value, str) else json.dumps(value) for key, value in options.items()}
         reply = self._request("POST", "/api/search", files={"image": (name, data)}, data=fields)
         return self._parsed(_response, reply)
 
@@ -114,15 +111,14 @@ class SearchClient:
                   min_score: float | None = None, offset: int | None = None,
                   box: Sequence[float] | None = None, filter: dict | None = None) -> SearchResponse:
         """Nearest indexed images to image ``row_id`` (itself left out); with ``box``, to that region of it."""
-        region = None if box is None else [float(x) for x in box]
-        body = _body(id=row_id, k=k, head=head, min_score=min_score, offset=offset, box=region, filter=filter)
+        body = {"id": row_id, **_options(k, head=head, min_score=min_score, offset=offset, box=box, filter=filter)}
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
     def search_vector(self, vector: Sequence[float], k: int | None = None, *, head: str | None = None,
                       min_score: float | None = None, offset: int | None = None,
                       filter: dict | None = None) -> SearchResponse:
-        body = _body(vector=[float(x) for x in vector], k=k, head=head, min_score=min_score, offset=offset,
-                     filter=filter)
+        body = {"vector": [float(x) for x in vector],
+                **_options(k, head=head, min_score=min_score, offset=offset, filter=filter)}
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
     def search_examples(self, positive: Sequence, negative: Sequence = (), k: int | None = None, *,
@@ -132,8 +128,8 @@ class SearchClient:
         file, PIL image) or an ``Example`` with a weight; ``strategy`` "rocchio" (the server's default)
         or "best"."""
         body = _body(positive=_examples_json(positive, "positive"),
-                     negative=_examples_json(negative, "negative") or None, k=k, strategy=strategy, head=head,
-                     min_score=min_score, offset=offset, filter=filter)
+                     negative=_examples_json(negative, "negative") or None,
+                     **_options(k, strategy=strategy, head=head, min_score=min_score, offset=offset, filter=filter))
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
     def search_many(self, queries: Sequence, k: int | None = None, *, head: str | None = None,
@@ -146,7 +142,7 @@ class SearchClient:
         arguments apply where a query does not say.  A query that fails is its ``SearchAPIError`` in
         the list, not raised; a batch the server refuses as a whole raises one.
         """
-        shared = _body(k=k, head=head, min_score=min_score, offset=offset, strategy=strategy)
+        shared = _options(k, head=head, min_score=min_score, offset=offset, strategy=strategy)
         body = {"queries": [{**shared, **_query_json(q, f"queries[{i}]")} for i, q in enumerate(queries)]}
         return self._parsed(_batch, self._request("POST", "/api/search/batch", json=body))
 
@@ -274,6 +270,19 @@ def _object(body) -> dict:
 
 def _body(**fields) -> dict:
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _options(k=None, **fields) -> dict:
+    """A query's options as the API reads them, checked here first by the rules the server applies
+    (``Query``, search/query/spec.py): a bad one raises before anything is sent."""
+    try:
+        return Query.of(k, **fields).to_fields()
+    except InvalidFieldError as exc:  # the code and message the server would answer with (a 400)
+        raise SearchAPIError(None, f"invalid_{exc.field}", str(exc)) from None
+    except InvalidBoxError as exc:
+        raise SearchAPIError(None, "invalid_box", str(exc)) from None
+    except InvalidFilterError as exc:
+        raise SearchAPIError(None, "invalid_filter", str(exc)) from None
 
 
 def _example_json(item, name: str) -> dict:

@@ -20,7 +20,6 @@ engine for vectors, embeddings and searches, so whatever restricts a search rest
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass
 
@@ -29,6 +28,8 @@ from PIL import Image
 
 from imgsearch.indexer.errors import ImageError, InvalidInputError, quote
 from imgsearch.indexer.vectors import l2_normalize
+from imgsearch.search.errors import InvalidFieldError
+from imgsearch.search.query.numbers import number_field
 from imgsearch.search.query.window import MAX_K, Window
 
 STRATEGIES = ("rocchio", "best")
@@ -78,16 +79,19 @@ def as_example(item, name: str) -> Example:
 
 
 def check_weight(weight, name: str) -> float:
-    if (isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating))
-            or not math.isfinite(weight) or not 0 < weight <= MAX_WEIGHT):
-        raise InvalidInputError(f"{name}: weight must be a number above 0 and at most {MAX_WEIGHT:g}, "
-                                f"got {quote(weight)}")
-    return float(weight)
+    try:
+        value = number_field(weight, "weight", 0, MAX_WEIGHT, text=False)
+    except InvalidFieldError:
+        value = 0.0
+    if not value > 0:
+        raise InvalidFieldError("weight", f"{name}: weight must be a number above 0 and at most {MAX_WEIGHT:g}, "
+                                          f"got {quote(weight)}")
+    return value
 
 
 def check_strategy(strategy) -> str:
-    if strategy not in STRATEGIES:
-        raise InvalidInputError(f"strategy must be one of {', '.join(STRATEGIES)}, got {quote(strategy)}")
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise InvalidFieldError("strategy", f"strategy must be one of {', '.join(STRATEGIES)}, got {quote(strategy)}")
     return strategy
 
 
@@ -108,21 +112,18 @@ def check_examples(positive, negative) -> tuple[list[Example], list[Example]]:
     return pos, neg
 
 
-def search_examples(engine, positive, negative, win: Window, *, strategy: str = "rocchio", head=None,
-                    max_pixels: int | None = None, filter=None) -> list:
-    """The window ``win`` of the results for these examples (see the module's docstring); ``filter``: only
-    images whose metadata it selects (``search/filters.py``)."""
-    strategy = check_strategy(strategy)
+def search_examples(engine, positive, negative, query) -> list:
+    """The results for these examples (see the module's docstring) in the window of ``query`` (a checked
+    ``Query``: search/query/spec.py), with its strategy, head and filter."""
     pos, neg = check_examples(positive, negative)
-    if head is not None:
-        engine.head(head)  # a bad head name fails before anything is embedded
-    p, wp = _vectors(engine, pos, max_pixels), np.array([ex.weight for ex in pos])  # (m, D), (m,)
-    n, wn = _vectors(engine, neg, max_pixels), np.array([ex.weight for ex in neg])  # (j, D), (j,)
+    if query.head is not None:
+        engine.head(query.head)  # a bad head name fails before anything is embedded
+    p, wp = _vectors(engine, pos, query.max_pixels), np.array([ex.weight for ex in pos])  # (m, D), (m,)
+    n, wn = _vectors(engine, neg, query.max_pixels), np.array([ex.weight for ex in neg])  # (j, D), (j,)
     exclude = {int(ex.value) for ex in pos + neg if ex.kind == "id"}
-    if strategy == "rocchio":
-        return engine.search_vector(rocchio_vector(p, wp, n, wn), win.k, exclude=exclude, head=head,
-                                    min_score=win.min_score, offset=win.offset, filter=filter)
-    return _best(engine, p, wp, n, wn, win, exclude, head, filter)
+    if query.strategy == "rocchio":
+        return engine.search_vector(rocchio_vector(p, wp, n, wn), exclude=exclude, query=query)
+    return _best(engine, p, wp, n, wn, query.window(), exclude, query.head, query.filter)
 
 
 def rocchio_vector(p: np.ndarray, wp: np.ndarray, n: np.ndarray, wn: np.ndarray) -> np.ndarray:

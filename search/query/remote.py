@@ -32,9 +32,6 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from imgsearch.indexer.errors import InvalidInputError, quote
-from imgsearch.search.query.filters import as_filter
-from imgsearch.search.query.regions import parse_box
-from imgsearch.search.query.window import window
 from imgsearch.search.errors import UrlFetchError, UrlNotAllowedError
 
 DEFAULT_MAX_BYTES = 20 * 2**20
@@ -271,15 +268,3 @@ def _too_slow(url: str, policy: UrlPolicy) -> UrlNotAllowedError:
     return UrlNotAllowedError(f"url {quote(url)} is not allowed: it was not fetched within the limit of "
                               f"{policy.timeout:g} seconds")
 
-
-# ------------------------------------------------------------ the query form: search by a URL's image
-def search_by_url(engine, url: str, k: int | None = None, *, head: str | None = None, max_pixels: int | None = None,
-                  box=None, policy=None, min_score: float | None = None, offset: int = 0, filter=None) -> list:
-    """Nearest images to the image at an http(s) ``url``, fetched through the SSRF guard of
-    the guard above (``policy``: its limits and allowed networks, default ``UrlPolicy()``)."""
-    window(k, offset, min_score)
-    box, filter = None if box is None else parse_box(box), as_filter(filter)
-    if head is not None:
-        engine.head(head)  # a bad head, window, filter or box is refused before anything is fetched
-    return engine.search_image(fetch_image(url, policy), k, head=head, max_pixels=max_pixels, box=box,
-                               min_score=min_score, offset=offset, filter=filter)

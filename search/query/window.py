@@ -10,13 +10,12 @@ cost less than one of MAX_K when the cut-off is high.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
-from imgsearch.indexer.errors import InvalidInputError, quote
+from imgsearch.search.query.numbers import integer_field, number_field
 
 MAX_K = 1000  # the deepest rank served
 DEFAULT_K = 10  # results when neither k nor min_score is given
@@ -43,30 +42,20 @@ class Window:
         return list(ranked[self.offset:self.depth])
 
 
-def check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InvalidInputError(f"k must be an integer, got {quote(k)}")
-    if not 1 <= k <= MAX_K:
-        raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}")
-    return int(k)
+def check_k(k, *, text: bool = False) -> int:
+    """``k`` as an int from 1 to MAX_K (``text``: also its text, as a form or the command line sends it)."""
+    return integer_field(k, "k", 1, MAX_K, text=text)
 
 
-def check_min_score(min_score) -> float | None:
-    if min_score is None:
+def check_min_score(min_score, *, text: bool = False) -> float | None:
+    if min_score is None or (text and min_score == ""):
         return None
-    bad = InvalidInputError(f"min_score must be a number from -1 to 1 (a cosine score), got {quote(min_score)}")
-    if isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.integer, np.floating)):
-        raise bad
-    if not (math.isfinite(min_score) and -1 <= min_score <= 1):
-        raise bad
-    return float(min_score)
+    return number_field(min_score, "min_score", -1, 1, " (a cosine score)", text=text)
 
 
-def check_offset(offset) -> int:
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or not 0 <= offset < MAX_K:
-        raise InvalidInputError(f"offset must be an integer from 0 to {MAX_K - 1} (results past rank {MAX_K} "
-                                f"are never served), got {quote(offset)}")
-    return int(offset)
+def check_offset(offset, *, text: bool = False) -> int:
+    """Results past rank MAX_K are never served, so an offset is below it."""
+    return integer_field(offset, "offset", 0, MAX_K - 1, text=text)
 
 
 def window(k=None, offset=0, min_score=None) -> Window:
