@@ -30,13 +30,14 @@ from imgsearch.search.explain.explainer import explain_pair
 from imgsearch.search.heads import HeadCatalog
 from imgsearch.search.hits import Hit
 from imgsearch.search.opening import newest_if_gone as _newest_if_gone
-from imgsearch.search.opening import open_newest, open_version
+from imgsearch.search.opening import open_newest, open_version, version_info
 from imgsearch.search.query.examples import search_examples
 from imgsearch.search.query.filter_index import FilteredSearch
 from imgsearch.search.query.filters import as_filter
 from imgsearch.search.query.regions import crop_region, parse_box
 from imgsearch.search.query.remote import fetch_image
 from imgsearch.search.query.spec import Query, as_query
+from imgsearch.search.query.vectors import check_query_vector
 from imgsearch.search.query.window import MAX_K, id_set, ranked  # noqa: F401 - callers read MAX_K here
 from imgsearch.search.reloading import ReloadingEngine
 from imgsearch.search.thumbnails import load_indexed_image, thumbnail_jpeg
@@ -164,24 +165,8 @@ class SearchEngine:
         return self._ids
 
     def info(self) -> dict:
-        m = self.manifest
-        return {
-            "index_dir": str(self.store.root),
-            "backbone": m["backbone"],
-            "dim": m["dim"],
-            "count": m["count"],
-            "metric": m["metric"],
-            "index_type": m.get("index_type"),
-            "ann": m.get("ann") and dict(m["ann"], device=self.device),
-            "runtime": m.get("runtime"),
-            "whitening": m.get("whitening"),
-            "heads": self.head_names(),
-            "shards": len(m["shards"]),
-            "generation": m.get("generation", 0),
-            "created": m.get("created"),
-            "updated": m.get("updated"),
-            "versions": m.get("versions"),
-        }
+        """What ``imgsearch info`` and ``GET /api/info`` show of this version."""
+        return version_info(self)
 
     # ------------------------------------------------------------ queries
     def embed_images(self, images: list[ImageSource], *, max_pixels: int | None = None,
@@ -280,18 +265,7 @@ class SearchEngine:
 
     def check_vector(self, vector) -> np.ndarray:
         """A (D,) float32 copy of ``vector``, or InvalidVectorError saying what is wrong with it."""
-        try:
-            with np.errstate(over="ignore"):  # a float beyond float32 becomes inf, refused below
-                v = np.asarray(vector, dtype=np.float32)
-        except (TypeError, ValueError, OverflowError) as exc:  # e.g. an int too large for a float
-            raise InvalidVectorError(f"query vector must be {self.dim} finite numbers: {exc}") from None
-        if v.ndim != 1 or v.shape[0] != self.dim:
-            raise InvalidVectorError(
-                f"query vector has shape {v.shape}, this index ({self.backbone}) needs ({self.dim},)"
-            )
-        if not np.all(np.isfinite(v)):
-            raise InvalidVectorError("query vector contains NaN or infinity")
-        return v
+        return check_query_vector(vector, self.dim, self.backbone)
 
     # ------------------------------------------------------------ heads
     def head_names(self) -> list[str]:

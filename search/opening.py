@@ -133,3 +133,25 @@ def open_newest(store: EmbeddingStore, open_one, verify: bool = False):
             if attempt + 1 == OPEN_ATTEMPTS or store.manifest_signature() == signature:
                 raise
             log.info("%s was republished while it was being opened; opening the new version", store.root)
+
+
+def version_info(engine) -> dict:
+    """What ``imgsearch info`` and ``GET /api/info`` show of the version an engine answers from."""
+    m = engine.manifest
+    return {
+        "index_dir": str(engine.store.root),
+        "backbone": m["backbone"],
+        "dim": m["dim"],
+        "count": m["count"],
+        "metric": m["metric"],
+        "index_type": m.get("index_type"),
+        "ann": m.get("ann") and dict(m["ann"], device=engine.device),
+        "runtime": m.get("runtime"),
+        "whitening": m.get("whitening"),
+        "heads": engine.head_names(),
+        "shards": len(m["shards"]),
+        "generation": m.get("generation", 0),
+        "created": m.get("created"),
+        "updated": m.get("updated"),
+        "versions": m.get("versions"),
+    }
