@@ -1,13 +1,17 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up, index the Noto emoji sample set, run sample searches, serve the page
-#   make test   set up, run the test suite
+#   make test   set up, check the layers, build the docs, run the test suite
+#   make docs   build the documentation site into site/ (mkdocs build --strict: a broken link fails)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo-data
 PORT   ?= 8000
+# --strict: every warning (a broken link or anchor, a page missing from the nav) fails the build.
+# NO_MKDOCS_2_WARNING silences mkdocs-material's banner about its successor.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-.PHONY: install demo test test-fast eval clean
+.PHONY: install demo test test-fast docs eval clean
 
 install: $(VENV)/.installed
 
@@ -30,12 +34,17 @@ demo: install
 test: install
 	scripts/install-system-deps.sh --browser --java
 	$(BIN)/lint-imports
+	$(MKDOCS)
 	$(BIN)/pytest
 
 test-fast: install
 	scripts/install-system-deps.sh --browser --java
 	$(BIN)/lint-imports
+	$(MKDOCS)
 	$(BIN)/pytest -m "not slow"
+
+docs: install
+	$(MKDOCS)
 
 eval: install
 	$(BIN)/python scripts/eval_retrieval.py --work $(DEMO)/eval
