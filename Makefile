@@ -50,4 +50,4 @@ eval: install
 	$(BIN)/python scripts/eval_retrieval.py --work $(DEMO)/eval
 
 clean:
-	rm -rf $(VENV) $(DEMO) *.egg-info
+	rm -rf $(VENV) $(DEMO) site *.egg-info

@@ -15,7 +15,7 @@ the truth: pair precision and recall, and the time.
   imgsearch  `imgsearch duplicates` at each threshold (cosine, keeper guard), on the
              default index (int8 lite0), with --no-keypoints (also the pairs scoring >= the
              threshold, ungrouped) and with keypoints (pairs down to 0.55 confirmed by matching
-             ORB keypoints, search/keypoints.py; the first row includes finding them)
+             ORB keypoints, search/duplicates/keypoints.py; the first row includes finding them)
   imagededup PHash, DHash, WHash, AHash at its default Hamming distance 10, run in
              --imagededup-python (a venv with `pip install imagededup`); its CNN
              method needs torchvision's ImageNet download, which this network refuses

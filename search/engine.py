@@ -175,7 +175,7 @@ class SearchEngine:
 
         Raises ImageDecodeError for a bad image, ImageTooLargeError for one over
         ``max_pixels`` (default: the config's), before any is embedded.  ``box``:
-        embed only that region of each, ``[x0, y0, x1, y1]`` fractions (search/regions.py).
+        embed only that region of each, ``[x0, y0, x1, y1]`` fractions (search/query/regions.py).
         """
         embedder = self._get_embedder()
         size = embedder.backbone.input_size
@@ -341,7 +341,7 @@ class SearchEngine:
 
     @_newest_if_gone
     def duplicates(self, threshold: float | None = None, keep: str | None = "largest", keypoints: bool = True):
-        """Every group of near-duplicates and of exact copies in this version (``search/duplicates.py``),
+        """Every group of near-duplicates and of exact copies in this version (``search/duplicates/groups.py``),
         computed once per version, ``threshold`` (None: the default), ``keep`` rule and ``keypoints``."""
         return self._duplicates.get(self, threshold, keep, keypoints)
 

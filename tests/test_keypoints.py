@@ -1,4 +1,4 @@
-"""Keypoint checks of duplicate pairs (search/keypoints.py): edits of one picture match, look-alikes do not."""
+"""Keypoint checks of duplicate pairs (search/duplicates/keypoints.py): edits of one picture match, look-alikes do not."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Query images by URL, through the SSRF guard (search/urls.py): refused addresses (IPv4 and IPv6,
+"""Query images by URL, through the SSRF guard (search/query/remote.py): refused addresses (IPv4 and IPv6,
 before connecting and after every redirect), schemes, sizes, times and content types; the happy path
 from a local image server that the tests allow explicitly; a real server, the client and the CLI."""
 

@@ -32,7 +32,7 @@ DEFAULTS = {
     # than this is not previewed (413), since it would be decoded whole; at most THUMBNAIL_DECODES at once
     "THUMBNAIL_MAX_PIXELS": 25_000_000,
     "THUMBNAIL_DECODES": 2,
-    # {"url": ...} queries: off, since the server then fetches what its clients name (search/urls.py guards
+    # {"url": ...} queries: off, since the server then fetches what its clients name (search/query/remote.py guards
     # against reaching its own network); URL_QUERY_ALLOW_NETWORKS: CIDRs allowed although private or loopback
     "ALLOW_URL_QUERIES": False,
     "URL_QUERY_ALLOW_NETWORKS": (),

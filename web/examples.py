@@ -1,5 +1,5 @@
 """Reading the examples of a query (``positive`` and ``negative``) from JSON or multipart, and a
-base64 image, into what the engine takes (``search/examples.py``).
+base64 image, into what the engine takes (``search/query/examples.py``).
 
 A JSON example is an object with exactly one kind field, a key of ``EXAMPLE_KINDS`` (``{"id": 3}``,
 ``{"vector": [...]}``, ``{"image": "<base64>"}``), and optional fields of ``EXAMPLE_FIELDS``

@@ -300,7 +300,7 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
 
 
 def _filter_schema() -> dict:
-    """The ``filter`` object: all conditions hold; a list means any of its values (search/filters.py)."""
+    """The ``filter`` object: all conditions hold; a list means any of its values (search/query/filters.py)."""
     texts = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
 
     def bounds(kind: dict) -> dict:

@@ -2,7 +2,7 @@
 
 These become the shards' nullable ``file_size``, ``mtime``, ``taken``,
 ``camera_make`` and ``camera_model`` columns (``indexer/folder/store.py``),
-which search filters on (``search/filters.py``).  Capturing them never fails
+which search filters on (``search/query/filters.py``).  Capturing them never fails
 a file: a value that cannot be read (a URI's modification time, an image
 without EXIF, a hostile or malformed EXIF block) is None, stored as null.
 

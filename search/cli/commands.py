@@ -17,7 +17,7 @@ from imgsearch.indexer.options import describe_ann, index_option
 
 
 class ImageOrUrl(click.ParamType):
-    """An existing image file, or a URL (anything with '://'; search/urls.py fetches http(s) and refuses the rest)."""
+    """An existing image file, or a URL (anything with '://'; search/query/remote.py fetches http(s) and refuses the rest)."""
 
     name = "IMAGE|URL"
     _file = click.Path(exists=True, dir_okay=False, path_type=Path)

@@ -1,6 +1,6 @@
 """``imgsearch explain``: why a result matches a query, drawn as the two images side by side with their shares.
 
-Registered through the ``imgsearch.commands`` entry points (pyproject.toml) like search/cli.py's commands.
+Registered through the ``imgsearch.commands`` entry points (pyproject.toml) like search/cli/commands.py's commands.
 """
 
 from __future__ import annotations

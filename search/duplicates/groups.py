@@ -6,7 +6,7 @@
 1. every pair of images scoring at least ``threshold`` (cosine similarity in
    the space the index searches), from the index itself: exact block-wise
    inner products for an exact index, batched k-NN searches of the ANN index
-   otherwise (``search/pairs.py``); memory grows with the pairs found, never
+   otherwise (``search/duplicates/pairs.py``); memory grows with the pairs found, never
    with n x n;
 2. connected components of those pairs;
 3. the guard against chaining: A~B and B~C must not glue A and C when they
@@ -19,7 +19,7 @@
    and scored exactly against each keeper.
 4. with ``keypoints`` (the default of ``SearchEngine.duplicates`` and of every
    surface), pairs from KEYPOINT_FLOOR to KEYPOINT_SURE are judged by their
-   files' keypoints (``search/keypoints.py``): a match makes a pair below the
+   files' keypoints (``search/duplicates/keypoints.py``): a match makes a pair below the
    threshold a duplicate, a mismatch of two images with corners enough refutes
    one above it; in the keeper check as in the pairs.
 
@@ -66,7 +66,7 @@ from imgsearch.search.duplicates.pairs import IndexVectors, Pairs
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.90  # cosine; scripts/bench_duplicates.py: with keypoints the most recall at pair precision >= 0.98
-# with keypoints (search/keypoints.py), a pair scoring from KEYPOINT_FLOOR to KEYPOINT_SURE is a duplicate
+# with keypoints (search/duplicates/keypoints.py), a pair scoring from KEYPOINT_FLOOR to KEYPOINT_SURE is a duplicate
 # when the two files' keypoints match, and is not when both have corners enough and they do not match;
 # a pair whose keypoints cannot judge (a flat picture, a file gone) needs the threshold. Each image's
 # KEYPOINT_CANDIDATES best partners are checked.
@@ -134,7 +134,7 @@ def find_duplicates(engine, threshold: float | None = None, keep: str | None = N
     """Every near-duplicate group (and group of exact copies) of the version ``engine`` answers from.
 
     ``keypoints``: a pair scoring below ``threshold`` (down to KEYPOINT_FLOOR) is a near-duplicate too
-    when the two files' keypoints match under one transform (``search/keypoints.py``): crops, rotations
+    when the two files' keypoints match under one transform (``search/duplicates/keypoints.py``): crops, rotations
     and stickers are found without grouping look-alikes.  Reads the files of the candidates, once per
     ``matcher`` (a ``keypoints.KeypointMatcher`` of this engine; None: a new one).
     """

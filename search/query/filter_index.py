@@ -1,6 +1,6 @@
 """Filtered search inside FAISS: only the selected rows are ever candidates, so k results come back when k exist.
 
-The rows a filter selects (``search/filters.py``) become an ``IDSelectorBitmap``
+The rows a filter selects (``search/query/filters.py``) become an ``IDSelectorBitmap``
 passed through ``SearchParameters`` to the index that searches:
 
 - an id map (Flat, HNSW, re-ranking: ``IndexIDMap2`` around them) is

@@ -21,7 +21,7 @@ is given) or seconds since the epoch; ``taken`` is the camera's clock
 (``indexer/inputs/metadata.py``).  The rows a filter selects are a boolean
 mask over the version's rows, computed from columns held as arrays
 (``MetadataColumns``), never per row in Python; the search itself is in
-``search/filtered.py``.
+``search/query/filter_index.py``.
 """
 
 from __future__ import annotations
