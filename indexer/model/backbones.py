@@ -27,6 +27,7 @@ import numpy as np
 
 from imgsearch.indexer.atomic import atomic_path
 from imgsearch.indexer.errors import ImgsearchError
+from imgsearch.indexer.progress import step
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -183,10 +184,11 @@ def _load_lite(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Back
             except Exception as exc:  # a damaged cache entry is rebuilt, not fatal
                 log.warning("ignoring unreadable cached model %s: %s", cached, exc)
         if model is None:
-            model = build_efficientnet_lite(load_state_dict(source), spec.input_size, spec.name)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(cached, suffix=".keras") as tmp:  # Keras saves only to a name ending .keras
-                model.save(tmp)
+            with step(f"building {spec.name} in Keras from its ImageNet weights, once; cached in {cached.parent}"):
+                model = build_efficientnet_lite(load_state_dict(source), spec.input_size, spec.name)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cached, suffix=".keras") as tmp:  # Keras saves only to a name ending .keras
+                    model.save(tmp)
             log.info("converted %s from %s, cached at %s", spec.name, source, cached)
         features = keras.Model(model.inputs, model.outputs[0], name=f"{spec.name}-features")
 

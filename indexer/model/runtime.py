@@ -32,6 +32,7 @@ from imgsearch.indexer.atomic import atomic_write_bytes
 from imgsearch.indexer.config import RUNTIMES, check_precision
 from imgsearch.indexer.errors import InvalidInputError
 from imgsearch.indexer.model.backbones import Backbone
+from imgsearch.indexer.progress import step
 
 log = logging.getLogger(__name__)
 
@@ -152,14 +153,20 @@ def tflite_model(backbone: Backbone, cache_dir: Path, precision: str = "float32"
     path = _tflite_cache_path(backbone, cache_dir, precision, calibration, outputs)
     if path.is_file():
         return path.read_bytes()
+    what = "its explaining model" if outputs == "map" else "it"
+    with step(f"preparing {backbone.name} for this machine ({precision}: converting {what} to TFLite), once; "
+              f"cached in {path.parent}"):
+        data = _convert(backbone, precision, calibration, outputs, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
+    return data
+
+
+def _convert(backbone: Backbone, precision: str, calibration, outputs: str, path: Path) -> bytes:
     if precision == "int8":
-        data = _convert_int8(backbone, calibration, outputs)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, data)
-        return data
+        return _convert_int8(backbone, calibration, outputs)
     import tensorflow as tf
 
-    log.info("converting %s to TFLite (once; cached at %s)", backbone.name, path)
     model = _keras_graph(backbone, outputs)
     if backbone.name.startswith("efficientnet-lite"):
         import keras
@@ -168,10 +175,7 @@ def tflite_model(backbone: Backbone, cache_dir: Path, precision: str = "float32"
         images = keras.Input((backbone.input_size, backbone.input_size, 3), dtype="uint8")
         x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(keras.ops.cast(images, "float32"))
         model = keras.Model(images, model(x))
-    data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
-    return data
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def default_precision(backbone_name: str, runtime: str = "auto") -> str:

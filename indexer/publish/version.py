@@ -24,6 +24,7 @@ from imgsearch.indexer.folder.store import EmbeddingStore
 from imgsearch.indexer.folder.versions import library_versions
 from imgsearch.indexer.publish.build import build_index, update_index
 from imgsearch.indexer.publish.check import check_built, check_shards
+from imgsearch.indexer.progress import step
 from imgsearch.indexer.publish.head_indexes import rebuild_head_indexes
 from imgsearch.indexer.publish.ondisk import Fill
 from imgsearch.indexer.publish.plan import (  # noqa: F401  (resolve_options, options_changed: imported from here)
@@ -55,11 +56,13 @@ def publish_index(store: EmbeddingStore, manifest: dict, shards: list[str], reti
     incremental = index is not None
     trained_file, built_tuning = plan.trained_file, None
     if index is None:
-        index, trained_file, built_tuning = build_index(store, manifest, shards, ids, plan, fill)
+        with step(f"building the search index ({plan.factory}, {plan.n:,} vectors)", leave=False):
+            index, trained_file, built_tuning = build_index(store, manifest, shards, ids, plan, fill)
         # an on-disk index filled anew from the same trained file is what an update would have made
         incremental = bool(plan.update and plan.on_disk and plan.trained_file and trained_file == plan.trained_file)
     check_built(index, plan.n, store)
-    tuning, tuned_n = tuning_for(store, manifest, shards, ids, index, plan, incremental, built_tuning, fill)
+    with step("tuning the search index for recall", leave=False):
+        tuning, tuned_n = tuning_for(store, manifest, shards, ids, index, plan, incremental, built_tuning, fill)
 
     generation = manifest.get("generation", 0) + 1
     index_file = store.write_index(index, generation)

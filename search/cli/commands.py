@@ -206,11 +206,14 @@ def classify(index_dir, head, images, top, as_json):
               help="Report folder (default: DIR/report).")
 def evaluate(index_dir, out_dir):
     """Retrieval and classification quality of a labelled index: HTML report with plots, and JSON."""
+    from imgsearch.indexer.progress import step
     from imgsearch.search.evaluate.metrics import evaluate_index
     from imgsearch.search.evaluate.report import write_report
 
-    results = evaluate_index(index_dir)
-    html = write_report(results, out_dir or Path(index_dir) / "report", index_dir=index_dir)
+    with step("measuring retrieval (leave-one-out), kNN and the heads on the stored embeddings", leave=False):
+        results = evaluate_index(index_dir)
+    with step("writing the report and its plots", leave=False):
+        html = write_report(results, out_dir or Path(index_dir) / "report", index_dir=index_dir)
     r = results["retrieval"]
     if r:
         click.echo(f"retrieval (leave-one-out, {r['images']} images, {r['labels']} labels): "

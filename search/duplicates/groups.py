@@ -61,6 +61,7 @@ import numpy as np
 
 from imgsearch.indexer.errors import InvalidInputError, quote
 from imgsearch.indexer.folder.copies import read_copies
+from imgsearch.indexer.progress import bar, step
 from imgsearch.search.duplicates.pairs import IndexVectors, Pairs
 
 log = logging.getLogger(__name__)
@@ -146,9 +147,13 @@ def find_duplicates(engine, threshold: float | None = None, keep: str | None = N
         from imgsearch.search.duplicates.keypoints import KeypointMatcher
 
         judge = _Judge(matcher or KeypointMatcher(engine), threshold)
-        pairs = _confirmed(vectors.pairs(min(threshold, KEYPOINT_FLOOR)), threshold, judge)
+        with step(f"finding pairs scoring at least {min(threshold, KEYPOINT_FLOOR):g} among {len(engine):,} images",
+                  leave=False):
+            candidates = vectors.pairs(min(threshold, KEYPOINT_FLOOR))
+        pairs = _confirmed(candidates, threshold, judge)
     else:
-        pairs = vectors.pairs(threshold)
+        with step(f"finding pairs scoring at least {threshold:g} among {len(engine):,} images", leave=False):
+            pairs = vectors.pairs(threshold)
     near = _near_groups(pairs, vectors, _Priority(engine, keep), threshold, judge)
     exact = _exact_groups(engine)
     found = sorted([(g[0][0], 0, g) for g in near] + [(g[0][0], 1, g) for g in exact], key=lambda x: x[:2])
@@ -267,7 +272,7 @@ def _confirmed(candidates: Pairs, threshold: float, judge: _Judge) -> Pairs:
     band = np.flatnonzero((candidates.score >= KEYPOINT_FLOOR) & (candidates.score < KEYPOINT_SURE))
     band = band[np.argsort(-candidates.score[band], kind="stable")]
     checks: dict[int, int] = {}
-    for i in band:
+    for i in bar(band, desc="checking keypoints", unit="pair", leave=False):
         a, b = int(candidates.a[i]), int(candidates.b[i])
         if checks.get(a, 0) >= KEYPOINT_CANDIDATES and checks.get(b, 0) >= KEYPOINT_CANDIDATES:
             continue
