@@ -95,7 +95,7 @@ def run_index(folder: Path, index_dir: Path, backbone: str, batch: int, precisio
     The child is spawned with ``-c``, so decode workers need no main guard.
     """
     code = ("import sys, time, dataclasses\n"
-            "from imgsearch.indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
+            "from imgsearch.indexer.config import IndexConfig\nfrom imgsearch.indexer.run.pipeline import index_images\n"
             "t = time.perf_counter()\n"
             f"s = index_images([{str(folder)!r}], {str(index_dir)!r}, dataclasses.replace(IndexConfig(), "
             f"backbone={backbone!r}, batch_size={batch}, precision={precision!r}, progress=False))\n"
