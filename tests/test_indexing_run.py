@@ -16,7 +16,7 @@ from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.folder.store import EmbeddingStore, Row, embeddings_of, rows_to_table
 from imgsearch.indexer.inputs import sources
 from imgsearch.indexer.inputs.reader import AlreadyIndexed, Decoded, read_one
-from imgsearch.indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
+from imgsearch.indexer.run.indexing import IndexRun, Outcome, OutcomeStage, Outcomes, embedded_rows, run_index
 from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.indexer.run.summary import IndexSummary
 from imgsearch.indexer.run.writer import ShardWriter
@@ -33,7 +33,7 @@ def sha_vector(sha256: str, dim: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-class ShaVectorStage:
+class ShaVectorStage(OutcomeStage):
     """Reads and decodes like the local stage, one file per ``Outcomes``; vectors from the sha256."""
 
     summary_type = IndexSummary
@@ -186,3 +186,34 @@ def test_a_failed_shard_write_surfaces_in_the_callers_thread(tmp_path):
         writer.add_many(rows(2, dim=3))
         writer.close()
     assert writer.written == []
+
+
+def test_every_engine_is_a_stage_of_the_one_run():
+    """Local, vectors, Spark images and Spark vectors implement one stage contract, and only the run
+    (indexing.run_index) locks, opens and publishes the folder: no engine has a run skeleton of its own."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from imgsearch.indexer.run.index_vectors import VectorStage
+    from imgsearch.indexer.run.indexing import EmbedStage
+    from imgsearch.indexer.run.pipeline import LocalStage
+
+    stages = [LocalStage, VectorStage]
+    try:
+        from imgsearch.indexer.spark.images import SparkStage
+        from imgsearch.indexer.spark.vectors import SparkVectorStage
+        stages += [SparkStage, SparkVectorStage]
+    except ImportError:  # pragma: no cover - pyspark is part of the test extras
+        pass
+    contract = [name for name in dir(EmbedStage) if not name.startswith("_")] + ["summary_type", "uses_ledger"]
+    for stage in stages:
+        missing = [name for name in contract if not hasattr(stage, name)]
+        assert not missing, (stage.__name__, missing)
+        assert list(inspect.signature(stage.write).parameters) == ["self", "run"], stage.__name__
+    root = Path(inspect.getfile(LocalStage)).resolve().parents[1]  # indexer/
+    owners = {p.relative_to(root).as_posix() for p in root.rglob("*.py")
+              if re.search(r"\b(writer_lock|open_index|finish_index)\(", p.read_text(encoding="utf-8"))}
+    assert "run/indexing.py" in owners
+    # heads trained by Spark MLlib are a job of their own (train-head), not an indexing run
+    assert not any(o.startswith("spark/") and o != "spark/heads.py" for o in owners), owners

@@ -23,7 +23,7 @@ from typing import Iterator
 from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.errors import InvalidInputError
 from imgsearch.indexer.inputs.vector_source import VectorSource, open_vector_source
-from imgsearch.indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
+from imgsearch.indexer.run.indexing import IndexRun, Outcome, OutcomeStage, Outcomes, embedded_rows, run_index
 from imgsearch.indexer.run.summary import IndexSummary
 
 EXTERNAL_PREFIX = "external:"
@@ -55,7 +55,7 @@ def check_model_name(model: str) -> str:
     return model
 
 
-class VectorStage:
+class VectorStage(OutcomeStage):
     """Hands the run a vectors file's rows, checked and normalised, as the embedded outcomes of its listing."""
 
     summary_type = IndexSummary

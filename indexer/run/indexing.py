@@ -1,32 +1,31 @@
-"""The one indexing run: list -> embed (a stage passed in) -> ledger -> write shards -> publish.
+"""The one indexing run: list -> open the folder -> a stage embeds and writes the shards -> publish.
 
-The run is the same whichever local stage embeds (decoding processes and an
-``Embedder``, ``pipeline.LocalStage``; vectors made elsewhere,
-``index_vectors``).  The Spark engines do not go through it: their executors
-write the shards, with ids decided by the ledger's rules as DataFrame steps
-(``spark``, ``vectors``, ``ids``), and they share
-``open_index`` and ``finish_index`` with it.  A stage reports every listed file, in listing
-order, as ``Outcomes``: batches of per-file records (content hash, or why the
-file was not read) with the rows of the files it embedded.  The run admits
-each file through the ``Ledger`` (which decides ids, duplicates, changed and
-skipped files), so the same files give the same index under any stage, and
-one ``ShardWriter`` writes the shards.
+One skeleton (``run_index``) for every engine: local processes and an ``Embedder``
+(``pipeline.LocalStage``), vectors made elsewhere (``index_vectors.VectorStage``), and Spark
+(``indexer/spark``: ``images.SparkStage``, ``vectors.SparkVectorStage``).  It takes the folder's writer
+lock, opens the index (``open_index``), hands the stage an ``IndexRun``, and publishes what the stage
+wrote (``finish_index``), so every engine locks, opens, resumes and publishes alike.
 
 The stage interface (``EmbedStage``):
 
 - ``summary_type``: the ``IndexSummary`` class the run counts into;
-- ``prepare(run)``: everything before the first outcome (load the model, run a
-  Spark job); ``run.ledger`` is read-only to a stage (``known_keys``,
-  ``is_known``), only the run admits;
-- ``outcomes()``: ``Outcomes`` in listing order, covering every listed file once;
-- ``runtime``: what embedded, for the manifest (read after ``outcomes``);
-- ``done()``: after the publish (a stage deletes its staged work).
+- ``uses_ledger``: whether the run gives the stage the driver's ``Ledger`` (``run.ledger``);
+- ``begin(index_dir, config)``: before the folder is opened (a Spark stage discards the shards a
+  killed run wrote and never published, as its resume record lists them);
+- ``prepare(run)``: everything before writing (load the model, run a Spark job);
+- ``write(run) -> Written``: the run's new shards, the ids leaving the index, the exact copies;
+- ``runtime``: what embedded, for the manifest (read after ``write``);
+- ``done()``: after the publish (a stage deletes its staged work);
 - optional ``fill``: who fills an on-disk index's partial indexes (``publish.ondisk.Fill``,
   e.g. Spark executors); a stage without one publishes as a local run does.
 
-A stage must embed every file whose content is new to the index and to the
-run so far; it may leave out (``embedded=False``) one it knows the index
-holds, or that repeats an earlier file of the run.
+The local stages write through ``OutcomeStage``: they report every listed file, in listing order, as
+``Outcomes`` (per-file records, content hash or why the file was not read, with the rows of the files
+embedded); the run admits each through the ``Ledger`` (ids, duplicates, changed and skipped files) and
+one ``ShardWriter`` writes the shards.  Such a stage must embed every file whose content is new to the
+index and to the run so far; it may leave out (``embedded=False``) one it knows the index holds, or that
+repeats an earlier file of the run.  The Spark stages decide ids by the ledger's rules as DataFrame steps
+(``indexer/spark/ids.py``) and their executors write the shards; both give the same index.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import numpy as np
@@ -132,19 +131,71 @@ class IndexRun:
     summary: IndexSummary
     config: IndexConfig
     started: float  # time.perf_counter() at the start of the run
+    shards: list[str] = field(default_factory=list)  # the published shards, and those a killed run completed
+    sync: bool = False  # indexed files not in ``files`` leave the index
+
+
+@dataclass
+class Written:
+    """What a stage's ``write`` leaves to publish."""
+
+    new: list[str]  # the shards this run wrote, in order
+    remove_ids: set[int]  # rows leaving the index: replaced by a re-embedded version, or files gone (sync)
+    copies: Copies | None = None  # the exact copies after the run (None: as recorded)
+    shards: list[str] | None = None  # the published shards to keep, when the stage replaced some (None: run.shards)
+    refreshed: Sequence[str] = ()  # shards replaced by ``shards`` with new file metadata only
 
 
 class EmbedStage(Protocol):
     summary_type: type[IndexSummary]
+    uses_ledger: bool
+
+    def begin(self, index_dir: str | os.PathLike, config: IndexConfig) -> None: ...
 
     def prepare(self, run: IndexRun) -> None: ...
 
-    def outcomes(self) -> Iterator[Outcomes]: ...
+    def write(self, run: IndexRun) -> Written: ...
 
     @property
     def runtime(self) -> str: ...
 
     def done(self) -> None: ...
+
+
+class OutcomeStage:
+    """The write step of the stages that hand the driver every file's ``Outcome``: the ``Ledger`` admits
+    them in listing order, one ``ShardWriter`` writes the rows it gives ids."""
+
+    uses_ledger = True
+
+    def begin(self, index_dir, config: IndexConfig) -> None:
+        pass  # a local run resumes from the shards a killed run completed (``open_index`` adopts them)
+
+    def outcomes(self) -> Iterator[Outcomes]:
+        raise NotImplementedError
+
+    def write(self, run: IndexRun) -> Written:
+        from tqdm.auto import tqdm
+
+        ledger, summary, dim, config = run.ledger, run.summary, run.backbone.dim, run.config
+        writer = ShardWriter(run.store, dim, config.shard_size)
+        refreshed: dict = {}  # id -> FileInfo of indexed files whose metadata the stage captured again
+        bar = tqdm(total=len(run.files), unit="img", desc="indexing", disable=not config.progress, smoothing=0.1)
+        try:
+            for batch in self.outcomes():
+                admit(batch, ledger, writer, summary, dim, run.started, refreshed)
+                bar.update(len(batch.outcomes))
+                if summary.skipped:
+                    bar.set_postfix(skipped=len(summary.skipped), refresh=False)
+        finally:
+            bar.close()
+            writer.close()  # on Ctrl-C too: what was embedded is written, and the next run resumes after it
+        shards, replaced = run.shards, []
+        if refreshed:  # rows replaced or removed by this run keep what they had
+            refreshed = {i: info for i, info in refreshed.items() if i not in ledger.remove_ids}
+            shards, replaced = rewrite_file_columns(run.store, run.shards, refreshed, dim)
+            summary.refreshed = len(refreshed)
+        return Written(writer.written, ledger.remove_ids, ledger.final_copies(), shards, replaced)
 
 
 def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike, config: IndexConfig,
@@ -167,37 +218,20 @@ def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike
 
 def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: IndexConfig, stage: EmbedStage,
                 sync: bool, started: float, backbone=None) -> IndexSummary:
-    from tqdm.auto import tqdm
-
     from imgsearch.indexer.model.backbones import load_backbone
 
     summary = stage.summary_type(str(index_dir), found=len(files))
     backbone = backbone or load_backbone(config.backbone, config.weights, config.cache_dir)
+    stage.begin(index_dir, config)
     store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime)
-    ledger = Ledger(store, manifest, shards, summary, {f.path for f in files} if sync else None)
-    stage.prepare(IndexRun(files, str(index_dir), store, manifest, backbone, ledger, summary, config, started))
-
-    writer = ShardWriter(store, backbone.dim, config.shard_size)
-    refreshed: dict = {}  # id -> FileInfo of indexed files whose metadata the stage captured again
-    bar = tqdm(total=len(files), unit="img", desc="indexing", disable=not config.progress, smoothing=0.1)
-    try:
-        for batch in stage.outcomes():
-            admit(batch, ledger, writer, summary, backbone.dim, started, refreshed)
-            bar.update(len(batch.outcomes))
-            if summary.skipped:
-                bar.set_postfix(skipped=len(summary.skipped), refresh=False)
-    finally:
-        bar.close()
-        writer.close()  # on Ctrl-C too: what was embedded is written, and the next run resumes after it
-
-    if refreshed:  # rows replaced or removed by this run keep what they had
-        refreshed = {i: info for i, info in refreshed.items() if i not in ledger.remove_ids}
-        shards, replaced = rewrite_file_columns(store, shards, refreshed, backbone.dim)
-        summary.refreshed = len(refreshed)
-    else:
-        replaced = []
-    manifest = finish_index(store, manifest, shards, writer.written, ledger.remove_ids, stage.runtime, config,
-                            copies=ledger.final_copies(), refreshed=replaced, fill=getattr(stage, "fill", None))
+    ledger = Ledger(store, manifest, shards, summary, {f.path for f in files} if sync else None) \
+        if stage.uses_ledger else None
+    run = IndexRun(files, str(index_dir), store, manifest, backbone, ledger, summary, config, started, shards, sync)
+    stage.prepare(run)
+    written = stage.write(run)
+    manifest = finish_index(store, manifest, shards if written.shards is None else written.shards, written.new,
+                            written.remove_ids, stage.runtime, config, copies=written.copies,
+                            refreshed=written.refreshed, fill=getattr(stage, "fill", None))
     stage.done()
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started

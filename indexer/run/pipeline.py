@@ -24,7 +24,7 @@ from imgsearch.indexer.inputs.reader import (
     read_images,
     read_one,
 )
-from imgsearch.indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded_rows, run_index
+from imgsearch.indexer.run.indexing import IndexRun, Outcome, OutcomeStage, Outcomes, embedded_rows, run_index
 from imgsearch.indexer.run.summary import IndexSummary
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def embed_batches(items: Iterable[Decoded], embed: Callable[[np.ndarray], np.nda
         yield from flush()
 
 
-class LocalStage:
+class LocalStage(OutcomeStage):
     """Embeds on this machine: ``decode_workers`` processes decode, one ``Embedder`` embeds in batches.
 
     A file whose content the index holds is hashed but not decoded (its

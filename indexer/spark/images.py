@@ -1,7 +1,9 @@
 """Indexing on Apache Spark: executors embed and write the shards, the driver decides ids and publishes.
 
 What is Spark's alone lives here: the session, the tasks, the work folder,
-the embed job, and the run that drives it (``index_images_spark``).  The
+the embed job, and the stage (``SparkStage``) that the one run of every engine
+(``indexer/run/indexing.py``'s ``run_index``) drives: it locks, opens, resumes and
+publishes as for the local engine.  The
 driver lists the files exactly as the local engine does (that per-file
 listing, a path and a label per file, stays on the driver for now) and cuts
 it into tasks of consecutive files.  Then:
@@ -18,7 +20,7 @@ it into tasks of consecutive files.  Then:
    copies and removals the local ``Ledger`` gives;
 4. job 2 (``shards.write_shards``): executors write the shards, cut as the
    local engine cuts them, with their final ids, under names the driver gave;
-5. the driver publishes (``indexing.finish_index``), holding the writer lock from the start.
+5. the run publishes (``indexing.finish_index``), holding the writer lock from the start.
 
 So the index is the one the local engine would have built, and no embedding
 passes through the driver.  Resume: a task whose results are in the work
@@ -44,14 +46,13 @@ import numpy as np
 
 from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.errors import MissingDependencyError
-from imgsearch.indexer.folder.lock import writer_lock
 from imgsearch.indexer.folder.manifest import model_precision, resample
 from imgsearch.indexer.folder.manifest import precision as index_precision
 from imgsearch.indexer.folder.store import shard_name
 from imgsearch.indexer.folder.texts import decode_text, encode_text
 from imgsearch.indexer.inputs import filesystems
-from imgsearch.indexer.inputs.sources import ImageFile, iter_image_files
-from imgsearch.indexer.run.indexing import IndexRun, finish_index, open_index
+from imgsearch.indexer.inputs.sources import ImageFile
+from imgsearch.indexer.run.indexing import IndexRun, Written, run_index
 from imgsearch.indexer.spark.ids import decide_ids, ledger_partitions
 from imgsearch.indexer.spark.shards import (
     SparkJobError,
@@ -219,6 +220,7 @@ class SparkStage:
     """
 
     summary_type = SparkIndexSummary
+    uses_ledger = False  # ids are decided by the ledger's rules as DataFrame steps (ids.py)
 
     def __init__(self, config: IndexConfig, spark=None):
         self.config, self.spark = config, spark
@@ -227,10 +229,16 @@ class SparkStage:
         self.tasks: list[Task] = []
         self.staged_runtime = ""  # the executors' runtime, as their results record it
         self.known_rows = 0  # files this run's tasks found indexed (not embedded)
+        self.record_path = ""  # the run's resume record: the shards job 2 was given, until published
 
-    def prepare(self, run: IndexRun, keys: np.ndarray) -> None:
+    def begin(self, index_dir, config: IndexConfig) -> None:
+        self.record_path = filesystems.join(config.spark_work_dir or str(Path(index_dir) / WORK_DIR), RUN_RECORD)
+        discard_unpublished(index_dir, self.record_path)
+
+    def prepare(self, run: IndexRun) -> None:
         config, files, summary, backbone = self.config, run.files, run.summary, run.backbone
         self.run = run
+        keys = indexed_keys(run.store, run.shards, {encode_text(f.path) for f in files} if run.sync else None)
         backbone_id = f"{backbone.name}:{backbone.weights_id}"
         if index_precision(run.manifest) != "float32":  # staged results of another model never count
             backbone_id += ":" + index_precision(run.manifest)
@@ -298,8 +306,38 @@ class SparkStage:
         self.spark = self.spark or spark_session(self.config)
         return self.spark
 
+    def write(self, run: IndexRun) -> Written:
+        """Spark reads the staged records, decides the ids, and executors write the shards (job 2)."""
+        store, manifest, shards, summary = run.store, run.manifest, run.shards, run.summary
+        spark = self._session()
+        summary.master = summary.master or spark.sparkContext.master
+        paths = {i: self.work.path(t) for i, t in enumerate(self.tasks)}
+        # one partition per task, at most two per core
+        with ledger_partitions(spark, min(len(paths), 2 * spark.sparkContext.defaultParallelism)):
+            staged, records = staged_records(spark, list(paths.values()), summary.task_size)
+            # only a reused task, or one this run staged a known file in, can hold a known row the index lacks
+            stale = (stale_known(spark, staged, store, shards, run.sync)
+                     if shards and (summary.tasks_reused or self.known_rows) else [])
+            if stale:  # staged as known, no longer indexed: executors embed them again into their staged files
+                by_task: dict[str, list[int]] = {}
+                for ordinal in stale:
+                    by_task.setdefault(paths[ordinal // summary.task_size], []).append(ordinal)
+                summary.embedded_again = embed_again(spark, by_task, self.settings(None))
+                staged, records = staged_records(spark, list(paths.values()), summary.task_size)  # read anew
+            records = records.persist()
+            decisions = decide_ids(spark, records, store, manifest, shards, run.sync)
+            names = _write_job(spark, store, manifest, shards, decisions, paths, self.record_path, self.config,
+                               summary, run.backbone.dim)
+        records.unpersist()
+        decisions.release()
+        return Written(names, decisions.remove_ids, decisions.copies)
+
     def done(self) -> None:
+        filesystems.remove_file(self.record_path)
         self.work.clear()  # published: the staged results are no longer needed
+        summary = self.run.summary
+        summary.worker_peak_rss_mb = max(summary.worker_peak_rss_mb or 0, self.fill.peak_rss_mb)  # its build tasks'
+        summary.driver_peak_rss_mb = peak_rss_mb()
 
 
 def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike,
@@ -313,53 +351,7 @@ def index_images_spark(sources: Sequence[str | os.PathLike], index_dir: str | os
     """
     require_pyspark()
     config = config or IndexConfig()
-    started = time.perf_counter()
-    files = list(iter_image_files(sources))  # the run's one listing: fails early on a missing source
-    with writer_lock(index_dir, wait=wait, create=True):
-        return _run_locked(files, index_dir, config, SparkStage(config, spark), sync, started)
-
-
-def _run_locked(files: list[ImageFile], index_dir, config: IndexConfig, stage: SparkStage, sync: bool,
-                started: float) -> SparkIndexSummary:
-    from imgsearch.indexer.model.backbones import load_backbone
-
-    summary = SparkIndexSummary(str(index_dir), found=len(files))
-    backbone = load_backbone(config.backbone, config.weights, config.cache_dir)
-    record_path = filesystems.join(config.spark_work_dir or str(Path(index_dir) / WORK_DIR), RUN_RECORD)
-    discard_unpublished(index_dir, record_path)
-    store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime)
-    run = IndexRun(files, str(index_dir), store, manifest, backbone, None, summary, config, started)
-    stage.prepare(run, indexed_keys(store, shards, {encode_text(f.path) for f in files} if sync else None))
-    spark = stage._session()
-    summary.master = summary.master or spark.sparkContext.master
-    paths = {i: stage.work.path(t) for i, t in enumerate(stage.tasks)}
-    # one partition per task, at most two per core
-    with ledger_partitions(spark, min(len(paths), 2 * spark.sparkContext.defaultParallelism)):
-        staged, records = staged_records(spark, list(paths.values()), summary.task_size)
-        # only a reused task, or one this run staged a known file in, can hold a known row the index lacks
-        stale = (stale_known(spark, staged, store, shards, sync)
-                 if shards and (summary.tasks_reused or stage.known_rows) else [])
-        if stale:  # staged as known, no longer indexed: executors embed them again into their staged files
-            by_task: dict[str, list[int]] = {}
-            for ordinal in stale:
-                by_task.setdefault(paths[ordinal // summary.task_size], []).append(ordinal)
-            summary.embedded_again = embed_again(spark, by_task, stage.settings(None))
-            staged, records = staged_records(spark, list(paths.values()), summary.task_size)  # read anew
-        records = records.persist()
-        decisions = decide_ids(spark, records, store, manifest, shards, sync)
-        names = _write_job(spark, store, manifest, shards, decisions, paths, record_path, config, summary, backbone.dim)
-    records.unpersist()
-    decisions.release()
-
-    manifest = finish_index(store, manifest, shards, names, decisions.remove_ids, stage.runtime, config,
-                            copies=decisions.copies, fill=stage.fill)
-    filesystems.remove_file(record_path)
-    stage.done()
-    summary.worker_peak_rss_mb = max(summary.worker_peak_rss_mb or 0, stage.fill.peak_rss_mb)  # its build tasks'
-    summary.total = manifest["count"]
-    summary.seconds = time.perf_counter() - started
-    summary.driver_peak_rss_mb = peak_rss_mb()
-    return summary
+    return run_index(sources, index_dir, config, SparkStage(config, spark), sync=sync, wait=wait)
 
 
 def _write_job(spark, store, manifest, shards, decisions, paths, record_path, config, summary, dim) -> list[str]:

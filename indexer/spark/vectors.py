@@ -13,11 +13,11 @@ numbers them).  Then:
 3. job 2: each task reads its rows again, keeps those the ledger embeds, and writes ONE shard of them
    with their ids (``store.write_shard_file``, atomically) into the index's shard folder, under a name
    the driver gave it in advance; it returns (name, rows, peak RSS) only;
-4. the driver publishes, as every run does (``indexing.finish_index``), holding the writer lock from
-   the start.
+4. the driver publishes, as every run does (``SparkVectorStage`` is a stage of the one run,
+   ``indexing.run_index``), holding the writer lock from the start.
 
-Resume: before job 2 the driver records the names it gave (``imgsearch-vectors-run.json`` in the work
-folder); a run killed before publishing leaves shards that the next run deletes before the store could
+Resume: before job 2 the driver records the names it gave (``shards.record_names``, the resume record the
+images' run writes too, as ``imgsearch-vectors-run.json`` in the work folder); a run killed before publishing leaves shards that the next run deletes before the store could
 adopt them, and that run starts over from job 1: ids never depend on which shards a killed run finished.
 ``remove_ids`` (changed paths, and with sync the paths gone) reach the driver as an int64 array, 8 bytes
 an id; the store rewrites the shards holding them at publish, as for every run.
@@ -25,7 +25,7 @@ an id; the store rewrites the shards holding them at publish, as for every run.
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import os
 import time
@@ -37,19 +37,18 @@ import numpy as np
 import pyarrow as pa
 
 from imgsearch.indexer.config import IndexConfig
-from imgsearch.indexer.folder.lock import writer_lock
 from imgsearch.indexer.folder.store import shard_name, write_shard_file
 from imgsearch.indexer.folder.texts import encode_texts
 from imgsearch.indexer.inputs import filesystems
 from imgsearch.indexer.inputs.sources import ImageFile
 from imgsearch.indexer.inputs.vector_source import VectorSource, open_vector_source
 from imgsearch.indexer.run.index_vectors import ExternalBackbone, check_model_name
-from imgsearch.indexer.run.indexing import embedded_rows, finish_index, open_index, with_ids
+from imgsearch.indexer.run.indexing import Written, embedded_rows, run_index, with_ids
 from imgsearch.indexer.spark.images import WORK_DIR, SparkJobError, require_pyspark, spark_session
 from imgsearch.indexer.spark.fill import SparkFill
 from imgsearch.indexer.spark.groups import per_group
 from imgsearch.indexer.spark.ids import RECORDS, Decisions, decide_ids, ledger_partitions
-from imgsearch.indexer.spark.shards import discard_unpublished, next_shard_number
+from imgsearch.indexer.spark.shards import discard_unpublished, next_shard_number, record_names
 from imgsearch.indexer.spark.tasks import peak_rss_mb
 from imgsearch.indexer.run.summary import SparkIndexSummary
 
@@ -177,8 +176,65 @@ class SparkVectorsSummary(SparkIndexSummary):
             f"largest executor worker {self.worker_peak_rss_mb:.0f} MB"]
 
 
-def _record_path(config: IndexConfig, index_dir) -> str:
-    return filesystems.join(config.spark_work_dir or str(Path(index_dir) / WORK_DIR), RUN_RECORD)
+class SparkVectorStage:
+    """``index-vectors --engine spark`` as a stage of the one run (indexer/run/indexing.py): Spark reads the
+    vectors' small columns, decides the ids by the ledger's rules, and executors write the shards."""
+
+    summary_type = SparkVectorsSummary
+    uses_ledger = False  # ids are decided by the ledger's rules as DataFrame steps (ids.py)
+
+    def __init__(self, source: VectorSource, spark=None):
+        self.source, self.spark = source, spark
+        self.run = None
+        self.tasks: list[VectorTask] = []
+        self.record_path = ""  # the run's resume record: the shards job 2 was given, until published
+        self.names: dict[int, str] = {}
+
+    def begin(self, index_dir, config: IndexConfig) -> None:
+        self.record_path = filesystems.join(config.spark_work_dir or str(Path(index_dir) / WORK_DIR), RUN_RECORD)
+        discard_unpublished(index_dir, self.record_path)
+
+    def prepare(self, run) -> None:
+        self.run, summary, config = run, run.summary, run.config
+        summary.found = self.source.rows
+        self.spark = self.spark or spark_session(config)
+        summary.master = self.spark.sparkContext.master
+        task_rows = config.spark_task_size or min(MAX_TASK_ROWS, max(1, math.ceil(
+            self.source.rows / (2 * self.spark.sparkContext.defaultParallelism))))
+        self.tasks = plan_vector_tasks(self.source, task_rows)
+        summary.tasks, summary.task_size = len(self.tasks), task_rows
+        summary.startup_seconds = time.perf_counter() - run.started
+
+    def write(self, run) -> Written:
+        spark, source, summary = self.spark, self.source, run.summary
+        t = time.perf_counter()
+        with ledger_partitions(spark, len(self.tasks)):  # as many as there are tasks
+            records = read_records(spark, source, self.tasks) if self.tasks else spark.createDataFrame([], RECORDS)
+            decisions = decide_ids(spark, records, run.store, run.manifest, run.shards, run.sync)
+            self.names = _write_job(spark, source, run.store, run.manifest, run.shards, self.tasks, decisions,
+                                    self.record_path, summary)
+        summary.tasks_run = len(self.names)
+        summary.spark_seconds = time.perf_counter() - t
+        records.unpersist()
+        decisions.release()
+        return Written([self.names[t] for t in sorted(self.names)], decisions.remove_ids, decisions.copies)
+
+    @property
+    def runtime(self) -> str:
+        return f"spark {self.run.summary.master}: external vectors ({os.path.basename(self.source.path)})"
+
+    @functools.cached_property
+    def fill(self) -> SparkFill:
+        """The FAISS index too is built by the executors (an on-disk index: publish/ondisk.py, spark/fill.py)."""
+        return SparkFill(lambda: self.spark)
+
+    def done(self) -> None:
+        if self.names:
+            filesystems.remove_file(self.record_path)
+            filesystems.remove_dir_if_empty(os.path.dirname(self.record_path))
+        summary = self.run.summary
+        summary.worker_peak_rss_mb = max(summary.worker_peak_rss_mb or 0, self.fill.peak_rss_mb)  # its build tasks'
+        summary.driver_peak_rss_mb = peak_rss_mb()
 
 
 def index_vectors_spark(src: str | os.PathLike, index_dir: str | os.PathLike, config: IndexConfig | None = None, *,
@@ -193,49 +249,8 @@ def index_vectors_spark(src: str | os.PathLike, index_dir: str | os.PathLike, co
     config = config or IndexConfig()
     source = open_vector_source(src)
     backbone = ExternalBackbone(check_model_name(model), source.dim)
-    started = time.perf_counter()
-    with writer_lock(index_dir, wait=wait, create=True):
-        return _run_locked(source, backbone, index_dir, config, sync, spark, started)
-
-
-def _run_locked(source: VectorSource, backbone: ExternalBackbone, index_dir, config: IndexConfig, sync: bool,
-                spark, started: float) -> SparkVectorsSummary:
-    summary = SparkVectorsSummary(str(index_dir), found=source.rows)
-    record_path = _record_path(config, index_dir)
-    discard_unpublished(index_dir, record_path)
-    store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime)
-    spark = spark or spark_session(config)
-    summary.master = spark.sparkContext.master
-    task_rows = config.spark_task_size or min(MAX_TASK_ROWS, max(1, math.ceil(
-        source.rows / (2 * spark.sparkContext.defaultParallelism))))
-    tasks = plan_vector_tasks(source, task_rows)
-    summary.tasks, summary.task_size = len(tasks), task_rows
-    summary.startup_seconds = time.perf_counter() - started
-
-    t = time.perf_counter()
-    with ledger_partitions(spark, len(tasks)):  # as many as there are tasks
-        records = read_records(spark, source, tasks) if tasks else spark.createDataFrame([], RECORDS)
-        decisions = decide_ids(spark, records, store, manifest, shards, sync)
-        names = _write_job(spark, source, store, manifest, shards, tasks, decisions, record_path, summary)
-    summary.tasks_run = len(names)
-    summary.spark_seconds = time.perf_counter() - t
-    records.unpersist()
-    decisions.release()
-
-    # the FAISS index too is built by the executors (an on-disk index: publish/ondisk.py, spark/fill.py)
-    fill = SparkFill(lambda: spark)
-    manifest = finish_index(store, manifest, shards, [names[t] for t in sorted(names)], decisions.remove_ids,
-                            f"spark {summary.master}: external vectors ({os.path.basename(source.path)})", config,
-                            copies=decisions.copies, fill=fill)
-    summary.worker_peak_rss_mb = max(summary.worker_peak_rss_mb or 0, fill.peak_rss_mb)  # and its build tasks'
-
-    if names:
-        filesystems.remove_file(record_path)
-        filesystems.remove_dir_if_empty(os.path.dirname(record_path))
-    summary.total = manifest["count"]
-    summary.seconds = time.perf_counter() - started
-    summary.driver_peak_rss_mb = peak_rss_mb()
-    return summary
+    return run_index([], index_dir, config, SparkVectorStage(source, spark), sync=sync, wait=wait, files=[],
+                     backbone=backbone)
 
 
 def _write_job(spark, source, store, manifest, shards, tasks, decisions, record_path, summary) -> dict[int, str]:
@@ -247,10 +262,7 @@ def _write_job(spark, source, store, manifest, shards, tasks, decisions, record_
     number = next_shard_number(store, manifest, shards)
     names = {task: shard_name(number + i) for i, task in enumerate(sorted(decisions.per_task))}
     if names:
-        filesystems.make_dirs(os.path.dirname(record_path))
-        published = store.read_manifest()  # as on disk: a new folder's manifest was published by open_index
-        filesystems.write_bytes(record_path, json.dumps({"shards": published["shards"], "updated": published.get(
-            "updated"), "planned": sorted(names.values())}).encode())
+        record_names(record_path, store, list(names.values()))  # the one resume record, as the images' run's
         store.shard_dir.mkdir(parents=True, exist_ok=True)
         results = write_shards(spark, source, decisions, tasks, names, str(store.shard_dir))
         _check_written(results, names, decisions, record_path)
