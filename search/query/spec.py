@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from imgsearch.indexer.errors import quote
-from imgsearch.search.errors import InvalidFieldError, InvalidFilterError
+from imgsearch.search.errors import HeadError, InvalidFilterError
 from imgsearch.search.query.examples import check_strategy
 from imgsearch.search.query.filters import Filter, as_filter, parse_filter
 from imgsearch.search.query.numbers import integer_field
@@ -37,8 +37,8 @@ FIELDS = ("k", "offset", "min_score", "head", "box", "filter", "strategy")
 def _head(raw, *, text: bool) -> str | None:
     if raw is None or (text and raw == ""):
         return None
-    if not isinstance(raw, str) or not raw.strip():
-        raise InvalidFieldError("head", f"head must be a head's name, got {quote(raw)}")
+    if not isinstance(raw, str) or not raw.strip():  # answered as an unknown head (400 unknown_head), as ever
+        raise HeadError(f"head must be a head's name, got {quote(raw)}")
     return raw
 
 
