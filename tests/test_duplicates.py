@@ -17,7 +17,7 @@ from imgsearch.indexer.errors import InvalidInputError
 from imgsearch.indexer.folder.store import EmbeddingStore, Row
 from imgsearch.indexer.publish.version import publish_index
 from imgsearch.indexer.synthetic import ClusteredEmbeddings, plant_near_duplicates
-from imgsearch.search import pairs as pairs_module
+from imgsearch.search.duplicates import pairs as pairs_module
 from imgsearch.search.duplicates.groups import DEFAULT_THRESHOLD, KEEP_RULES
 from imgsearch.search.engine import SearchEngine
 

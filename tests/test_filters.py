@@ -19,8 +19,8 @@ from imgsearch.indexer.folder.store import EmbeddingStore, schema
 from imgsearch.indexer.folder.texts import text_array
 from imgsearch.indexer.publish.version import publish_index
 from imgsearch.indexer.synthetic import ClusteredEmbeddings
-from imgsearch.search import filtered
 from imgsearch.search.engine import SearchEngine
+from imgsearch.search.query import filter_index as filtered
 from imgsearch.search.query.filters import (
     InvalidFilterError,
     UnknownLabelError,
