@@ -143,7 +143,7 @@ def test_indexing_and_search_with_a_cached_tflite_model_never_import_tensorflow(
     SearchEngine.open(tmp_path / "warm").search_image(photos_dir / "coffee.jpg", 1)
     code = (
         "import sys\n"
-        "from imgsearch.indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
+        "from imgsearch.indexer.config import IndexConfig\nfrom imgsearch.indexer.run.pipeline import index_images\n"
         "from imgsearch.search.engine import SearchEngine\n"
         "if __name__ == '__main__':\n"
         f"    s = index_images([{str(photos_dir)!r}], {str(tmp_path / 'idx')!r}, IndexConfig(progress=False))\n"

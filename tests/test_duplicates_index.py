@@ -17,7 +17,7 @@ from imgsearch.indexer.folder.verify import verify_index
 from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.indexer.run.remove import remove_images
 from imgsearch.indexer.run.repair import repair_index
-from imgsearch.search import cli
+from imgsearch.search.cli import commands as cli
 from imgsearch.search.engine import SearchEngine
 
 EDITED = ("astronaut", "rocket", "chelsea", "coffee")

@@ -130,7 +130,7 @@ def test_clear_worker_keys(photos_dir):
 
 def test_clear_spark_embedders(lite0):
     from imgsearch.indexer.config import default_cache_dir
-    from imgsearch.indexer.run import spark_tasks
+    from imgsearch.indexer.spark import tasks as spark_tasks
 
     settings = spark_tasks.TaskSettings("efficientnet-lite0", None, "tflite", 8, str(default_cache_dir()),
                                         None, None)

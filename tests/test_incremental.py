@@ -232,7 +232,7 @@ def test_decoding_in_worker_processes_matches_in_thread(tmp_path, emoji_dir):
 @pytest.mark.timeout(300)
 def test_script_without_main_guard_gets_a_clear_message(tmp_path, photos_dir):
     script = tmp_path / "unguarded.py"
-    script.write_text("from imgsearch.indexer.config import IndexConfig\nfrom indexer.run.pipeline import index_images\n"
+    script.write_text("from imgsearch.indexer.config import IndexConfig\nfrom imgsearch.indexer.run.pipeline import index_images\n"
                       f"index_images([{str(photos_dir)!r}], {str(tmp_path / 'idx')!r}, "
                       "IndexConfig(progress=False, decode_workers=1))\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=280,

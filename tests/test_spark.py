@@ -107,7 +107,7 @@ def test_interrupted_runs_resume_to_the_same_index(spark, spark_corpus, local_in
     deletes them (ids never depend on which shards a killed run finished) and writes them again from the staged
     tasks, with no embed job; the driver handles records and ids, never an embedding."""
     from imgsearch.indexer.inputs import filesystems
-    from imgsearch.indexer.run import spark as spark_index
+    from imgsearch.indexer.spark import images as spark_index
 
     real_run_tasks, real_write, real_decide, ran = spark_index.run_tasks, spark_index.write_shards, \
         spark_index.decide_ids, []
@@ -299,7 +299,7 @@ def test_spark_heads_match_local_heads_and_serve_like_them(spark, labelled_vecto
 def test_a_staged_known_file_the_index_no_longer_holds_is_embedded_again(spark, photos_dir, tmp_path, monkeypatch):
     """Staged as known (its content was indexed under a path since gone), then a --sync run removes that path:
     the staged task is reused and the file embedded again by an executor, as the local engine embeds it."""
-    from imgsearch.indexer.run import spark as spark_index
+    from imgsearch.indexer.spark import images as spark_index
 
     src = tmp_path / "src"
     shutil.copytree(photos_dir, src)

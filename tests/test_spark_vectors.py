@@ -116,7 +116,7 @@ def test_spark_gives_the_local_engines_index_through_killed_new_changed_and_sync
     with changed contents, a sync run through the CLI; each against the local engine on the same file."""
     from click.testing import CliRunner
 
-    from imgsearch.indexer.run import spark_vectors
+    from imgsearch.indexer.spark import vectors as spark_vectors
     from imgsearch.indexer.spark.images import SparkJobError
     from imgsearch.web.cli import main
 

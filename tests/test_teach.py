@@ -280,7 +280,7 @@ def test_who_may_train(built_index, config, allowed, why):
 def test_a_training_that_finds_another_writer_gets_409_and_changes_nothing(teach_server, teach_index):
     import subprocess
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom indexer.folder.lock import writer_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom imgsearch.indexer.folder.lock import writer_lock\n"
                                f"with writer_lock({str(teach_index)!r}, command='imgsearch index (test)'):\n"
                                "    print('held', flush=True)\n    time.sleep(120)\n"],
                               stdout=subprocess.PIPE, text=True)
