@@ -35,7 +35,7 @@ test: install
 test-fast: install
 	scripts/install-system-deps.sh --browser --java
 	$(BIN)/lint-imports
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not spark and not browser and not slow"
 
 eval: install
 	$(BIN)/python scripts/eval_retrieval.py --work $(DEMO)/eval

@@ -16,6 +16,13 @@ def pytest_configure(config):
     config._imgsearch_caches = isolate_caches()
 
 
+def pytest_collection_modifyitems(items):
+    """A test that starts Spark is a ``spark`` test wherever it lives (tests/spark/ holds the ones wholly about it)."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+
+
 def pytest_sessionfinish(session, exitstatus):
     changed = restore_caches(session.config._imgsearch_caches)
     if changed:
@@ -158,6 +165,14 @@ def dup_index(tmp_path_factory, dup_corpus, lite0):
     index_dir = tmp_path_factory.mktemp("dup-index") / "idx"
     summary = index_images([dup_corpus], index_dir, IndexConfig(progress=False))
     return index_dir, summary
+
+
+@pytest.fixture(scope="session")
+def near_dups():
+    """The near-duplicate benchmark set (indexer/inputs/near_duplicates.py): photo tiles and their edits."""
+    from imgsearch.indexer.inputs.near_duplicates import near_duplicate_set
+
+    return near_duplicate_set()
 
 
 @pytest.fixture(scope="session")

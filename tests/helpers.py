@@ -13,7 +13,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 DATA = Path(__file__).parent / "data"
+V0_INDEX = DATA / "v0-index"  # a folder the previous release indexed, with its answers (tests/search/test_compat.py)
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 60, what: str = "the condition",
@@ -31,6 +33,15 @@ def wait_until(condition: Callable[[], object], timeout: float = 60, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def copy_v0_index(parent: Path) -> Path:
+    """A copy of ``V0_INDEX`` under ``parent``, to open or change."""
+    import shutil
+
+    root = parent / "v0-index"
+    shutil.copytree(V0_INDEX, root)
+    return root
 
 
 def write_bad_files(folder: Path, good_jpeg: Path) -> dict[str, str]:
@@ -103,3 +114,11 @@ def assert_no_embedding_reached(seen: dict) -> None:
     assert seen["records"] == ["task", "ordinal", "path", "sha256", "reason"]
     assert seen["embedded"] == ["task", "ordinal", "id"]
     assert {tuple(r) for r in seen["results"]} == {("name", "rows", "peak_rss_mb", "partition")}
+
+
+def mark_area(items, folder: Path, marker) -> None:
+    """Give ``marker`` to every collected test under ``folder`` (an area's conftest.py calls it: pytest hands
+    every conftest's ``pytest_collection_modifyitems`` the whole session's tests)."""
+    for item in items:
+        if item.path.is_relative_to(folder):
+            item.add_marker(marker)

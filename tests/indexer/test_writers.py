@@ -19,9 +19,8 @@ from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.folder.lock import IndexLockedError, writer_lock
 from imgsearch.indexer.folder.store import EmbeddingStore
 from imgsearch.indexer.run.pipeline import index_images
-from tests.helpers import rng_image, wait_until
+from tests.helpers import ROOT, rng_image, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 CFG = IndexConfig(progress=False, decode_workers=0)

@@ -20,7 +20,7 @@ from imgsearch.indexer.run.indexing import IndexRun, Outcome, Outcomes, embedded
 from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.indexer.run.summary import IndexSummary
 from imgsearch.indexer.run.writer import ShardWriter
-from tests.conftest import write_bad_files
+from tests.helpers import write_bad_files
 
 CFG = IndexConfig(progress=False, decode_workers=0, shard_size=16, batch_size=8)
 COLUMNS = ["id", "path", "label", "width", "height", "sha256"]

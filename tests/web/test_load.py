@@ -2,11 +2,12 @@
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "load_test.py"
+from tests.helpers import ROOT
+
+SCRIPT = ROOT / "scripts" / "load_test.py"
 
 
 @pytest.fixture(scope="module")

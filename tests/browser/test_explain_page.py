@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.test_web_browser import ARTIFACTS, browser, page, wait_until  # noqa: F401 - fixtures used by name
+from tests.browser.helpers import ARTIFACTS, wait_until
 
 DRAWN = "(sel) => { const c = document.querySelector(sel); return !!c && !c.hidden && c.dataset.drawn === 'true' }"
 
@@ -19,7 +19,7 @@ def _tinted(pg, selector: str) -> float:
                        selector)
 
 
-def test_why_toggle_overlays_the_query_and_the_hovered_or_focused_result(page, live_server, corpus):  # noqa: F811
+def test_why_toggle_overlays_the_query_and_the_hovered_or_focused_result(page, live_server, corpus):
     page.goto(live_server.url + "/")
     assert page.is_hidden("#why-bar")
     page.set_input_files("#file-input", str(corpus / "photos" / "chelsea.jpg"))

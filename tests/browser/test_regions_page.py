@@ -1,6 +1,6 @@
 """The page's region search (a box dragged with the mouse, or drawn with the keyboard) and its URL field,
 in headless Chromium: what each search sends, what it finds, and no console errors or CSP violations
-(the ``page`` fixture of tests/test_web_browser.py checks those)."""
+(the ``page`` fixture, tests/browser/conftest.py, checks those)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import json
 import pytest
 from PIL import Image
 
+from tests.browser.helpers import ARTIFACTS, wait_until
 from tests.helpers import LiveServer
-from tests.test_url_queries import ImageServer
-from tests.test_web_browser import ARTIFACTS, browser, page, wait_until  # noqa: F401 - fixtures used below
+from tests.image_server import ImageServer
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def _drag(pg, x0, y0, x1, y1) -> None:
     pg.mouse.up()
 
 
-def test_drag_a_box_or_draw_one_with_the_keyboard_to_search_by_a_region(page, live_server, composite):  # noqa: F811
+def test_drag_a_box_or_draw_one_with_the_keyboard_to_search_by_a_region(page, live_server, composite):
     page.add_init_script(SEARCH_RECORDER)
     page.goto(live_server.url + "/")
     page.set_input_files("#file-input", str(composite / "composite.png"))
@@ -97,7 +97,7 @@ def test_drag_a_box_or_draw_one_with_the_keyboard_to_search_by_a_region(page, li
     assert _sent(page)["box"] == "0,0.25,0.5,0.7" and _first_title(page).endswith("astronaut.jpg")
 
 
-def test_a_box_on_an_indexed_image_is_sent_with_its_id(page, live_server, composite):  # noqa: F811
+def test_a_box_on_an_indexed_image_is_sent_with_its_id(page, live_server, composite):
     page.add_init_script(SEARCH_RECORDER)
     page.goto(live_server.url + "/")
     page.set_input_files("#file-input", str(composite / "rocket.jpg"))
@@ -125,7 +125,7 @@ def url_page_server(live_server, composite):
     images.close()
 
 
-def test_search_by_an_images_address_where_the_server_allows_it(page, live_server, url_page_server):  # noqa: F811
+def test_search_by_an_images_address_where_the_server_allows_it(page, live_server, url_page_server):
     page.goto(live_server.url + "/")
     assert page.locator("#url-form").count() == 0  # off by default: no field
     server, images = url_page_server

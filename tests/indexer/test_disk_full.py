@@ -20,9 +20,8 @@ from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.folder.store import EmbeddingStore
 from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.search.engine import SearchEngine
-from tests.helpers import rng_image
+from tests.helpers import ROOT, rng_image
 
-ROOT = Path(__file__).resolve().parent.parent
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 PAGE = 4096

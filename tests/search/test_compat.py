@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +24,10 @@ import numpy as np
 import pytest
 
 from imgsearch.search.engine import SearchEngine
+from tests.helpers import ROOT, V0_INDEX, copy_v0_index
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURE = Path(__file__).parent / "data" / "v0-index"
+REPO = ROOT
+FIXTURE = V0_INDEX
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
 K, HEAD = EXPECTED["k"], EXPECTED["head"]
 ATOL = 1e-5
@@ -48,12 +48,6 @@ def imgsearch(*args, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
-
-
-def copy_fixture(parent: Path) -> Path:
-    root = parent / "v0-index"
-    shutil.copytree(FIXTURE, root)
-    return root
 
 
 def expand(path: str, root: Path) -> str:
@@ -112,7 +106,7 @@ def check_info(data: dict, expected: dict, root: Path) -> None:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """A copy of the fixture that no test changes."""
-    return copy_fixture(tmp_path_factory.mktemp("compat"))
+    return copy_v0_index(tmp_path_factory.mktemp("compat"))
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +178,7 @@ def test_cli_search_and_classify(root):
 
 def test_incremental_index_adds_the_new_batch_as_before(tmp_path):
     inc = EXPECTED["incremental"]
-    root = copy_fixture(tmp_path)
+    root = copy_v0_index(tmp_path)
     args = [a.replace("{root}", str(root)) for a in inc["command"]]
     for key in ("summary", "rerun_summary"):  # the new batch is added; running again adds nothing
         run = imgsearch(*args)

@@ -143,10 +143,10 @@ def test_a_damaged_copies_table_is_found_and_repaired(dup_index, tmp_path):
 
 
 def test_an_index_of_the_previous_release_has_no_copies(tmp_path):
-    from tests.test_compat import FIXTURE
+    from tests.helpers import V0_INDEX
 
     index_dir = tmp_path / "v0"
-    shutil.copytree(FIXTURE / "index", index_dir)
+    shutil.copytree(V0_INDEX / "index", index_dir)
     engine = SearchEngine.open(index_dir)
     report = engine.duplicates(0.95)
     assert report.images == engine.info()["count"] and not any(g.exact for g in report.groups)

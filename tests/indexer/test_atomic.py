@@ -18,8 +18,8 @@ from imgsearch.indexer.atomic import (
     fsync_dir,
 )
 from imgsearch.indexer.folder.store import EmbeddingStore
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Interrupted(Exception):

@@ -2,7 +2,7 @@
 
 Headless Chromium (Playwright) over the production server on loopback, on a copy of the
 session's built index; no JavaScript errors, no Content-Security-Policy violations
-(the ``page`` fixture of test_web_browser checks both).
+(the ``page`` fixture, tests/browser/conftest.py, checks both).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
+from tests.browser.helpers import wait_until
 from tests.helpers import LiveServer
-from tests.test_web_browser import browser, page, wait_until  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -40,7 +40,7 @@ def _add_five(pg, label: str, keyboard: bool) -> None:
             hits.nth(i).click()
 
 
-def test_teach_two_classes_from_clicked_results_and_see_predictions(teach_page_server, page, corpus):  # noqa: F811
+def test_teach_two_classes_from_clicked_results_and_see_predictions(teach_page_server, page, corpus):
     page.goto(teach_page_server.url + "/")
     assert page.locator("#heads-bar").is_hidden()  # no head yet
     page.set_input_files("#file-input", str(sorted((corpus / "emoji" / "Flags").glob("*.png"))[0]))

@@ -1,86 +1,6 @@
 """The search page in a real browser: Debian's headless Chromium driven by Playwright."""
 
-import os
-import shutil
-import time
-from pathlib import Path
-
-import pytest
-
-CHROMIUM = os.environ.get("IMGSEARCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("IMGSEARCH_ARTIFACTS", Path(__file__).resolve().parent.parent / "build" / "test-artifacts"))
-# This machine's network is closed: without these, Chromium keeps trying to reach Google's hosts.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium (make test does) "
-                    "or set IMGSEARCH_CHROMIUM")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
-
-
-# Records every Content-Security-Policy violation the page meets, from its first script on.
-CSP_RECORDER = """
-window.__cspViolations = [];
-document.addEventListener('securitypolicyviolation',
-  (e) => window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || 'inline code'}`));
-"""
-
-
-def _watch(context):
-    """Collect JavaScript errors and CSP violations (console and events) of every page of a context."""
-    found = {"errors": [], "csp": []}
-    context.add_init_script(CSP_RECORDER)
-
-    def on_page(pg):
-        pg.on("pageerror", lambda exc: found["errors"].append(str(exc)))
-        pg.on("console", lambda msg: "Content Security Policy" in msg.text and found["csp"].append(msg.text))
-
-    context.on("page", on_page)
-    return found
-
-
-def _csp_violations(pg, found) -> list[str]:
-    return found["csp"] + pg.evaluate("window.__cspViolations || []")
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    found = _watch(context)
-    pg = context.new_page()
-    yield pg
-    violations = _csp_violations(pg, found) if not pg.is_closed() else found["csp"]
-    context.close()
-    assert found["errors"] == [], f"JavaScript errors on the page: {found['errors']}"
-    assert violations == [], f"Content-Security-Policy violations on the page: {violations}"
-
-
-def wait_until(page, expression: str, timeout: float = 30.0) -> None:
-    """Poll a JavaScript expression until it is true.
-
-    Not page.wait_for_function: Playwright compiles its in-page polling with
-    eval, which the page's Content-Security-Policy rightly forbids;
-    page.evaluate goes through the DevTools protocol, which CSP does not govern.
-    """
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {expression}")
-        page.wait_for_timeout(50)
-
-
-def _result_ids(page):
-    return page.eval_on_selector_all("#results .hit", "els => els.map(e => Number(e.dataset.id))")
+from tests.browser.helpers import ARTIFACTS, csp_violations, result_ids, wait_until, watch
 
 
 def test_upload_see_results_click_for_more(page, live_server, corpus):
@@ -90,7 +10,7 @@ def test_upload_see_results_click_for_more(page, live_server, corpus):
     page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
     page.wait_for_selector("#results .hit")
     wait_until(page, "document.querySelector('#status').textContent.includes('results for coffee.jpg')")
-    first = _result_ids(page)
+    first = result_ids(page)
     assert len(first) == 24
     assert page.get_attribute("#results .hit >> nth=0", "title").endswith("coffee.jpg")
     assert page.is_visible("#query-image")
@@ -102,7 +22,7 @@ def test_upload_see_results_click_for_more(page, live_server, corpus):
     clicked = first[1]
     page.click("#results .hit >> nth=1")
     wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {clicked}')")
-    second = _result_ids(page)
+    second = result_ids(page)
     assert second != first and clicked not in second and len(second) == 24
     assert f"id {clicked}" in page.text_content("#query-caption")
     page.screenshot(path=str(ARTIFACTS / "page-more-like-this.png"), full_page=True)
@@ -120,7 +40,7 @@ def test_drag_and_drop_and_keyboard(page, live_server, corpus):
     assert page.get_attribute("#results .hit >> nth=0", "title").endswith("rocket.jpg")
 
     # keyboard only: focus the third result and press Enter
-    target = _result_ids(page)[2]
+    target = result_ids(page)[2]
     page.focus("#results .hit >> nth=2")
     page.keyboard.press("Enter")
     wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {target}')")
@@ -158,12 +78,12 @@ def test_predicted_classes_and_head_aware_search(page, headed_server, corpus):
     predictions = page.eval_on_selector_all("#predictions li span", "els => els.map(e => e.textContent)")
     assert len(predictions) == 3 and predictions[0] == "photos"
     assert "head-aware" not in page.text_content("#status")
-    plain = _result_ids(page)
+    plain = result_ids(page)
 
     page.check("#head-aware")
     page.set_input_files("#file-input", str(corpus / "photos" / "rocket.jpg"))
     wait_until(page, "document.querySelector('#status').textContent.includes('head-aware: cat')")
-    assert _result_ids(page) != plain
+    assert result_ids(page) != plain
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-heads.png"), full_page=False)
 
@@ -171,7 +91,7 @@ def test_predicted_classes_and_head_aware_search(page, headed_server, corpus):
 def test_csp_blocks_and_reports_injected_code(browser, live_server):
     """The watch the other tests rely on sees a violation when there is one, and CSP stops the code."""
     context = browser.new_context()
-    found = _watch(context)
+    found = watch(context)
     pg = context.new_page()
     pg.goto(live_server.url + "/")
     pg.evaluate("""() => {
@@ -183,7 +103,7 @@ def test_csp_blocks_and_reports_injected_code(browser, live_server):
         document.body.append(img);
     }""")
     wait_until(pg, "window.__cspViolations.length >= 2")
-    violations = _csp_violations(pg, found)
+    violations = csp_violations(pg, found)
     assert pg.evaluate("window.__injected === undefined")  # the inline script never ran
     assert any("script-src" in v for v in violations) and any("img-src" in v for v in violations)
     context.close()
@@ -198,7 +118,7 @@ def test_more_like_these_and_less_like_this(page, live_server, corpus):
     page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
     wait_until(page, "document.querySelector('#status').textContent.includes('results for coffee.jpg')")
     assert page.is_disabled("#more-like-these")
-    first = _result_ids(page)
+    first = result_ids(page)
     chosen = first[1:3]
     for n in (1, 2):
         page.check(f"#results .select >> nth={n}")
@@ -206,7 +126,7 @@ def test_more_like_these_and_less_like_this(page, live_server, corpus):
     page.click("#more-like-these")
     wait_until(page, "document.querySelector('#status').textContent.includes('like 2 images')")
     assert '"positive":[{"id":%d},{"id":%d}]' % tuple(chosen) in sent[-1]
-    liked = _result_ids(page)
+    liked = result_ids(page)
     assert liked != first and not set(chosen) & set(liked) and len(liked) == 24
     assert page.is_disabled("#more-like-these")  # the selection is spent
 
@@ -214,15 +134,15 @@ def test_more_like_these_and_less_like_this(page, live_server, corpus):
     page.click("#results .less >> nth=0")
     wait_until(page, "document.querySelector('#status').textContent.includes('unlike 1')")
     assert '"negative":[{"id":%d}]' % unwanted in sent[-1]
-    assert unwanted not in _result_ids(page)
+    assert unwanted not in result_ids(page)
     assert f"unlike id {unwanted}" in page.text_content("#query-caption")
 
     # an uploaded query marked "less like this": the file goes as a positive, the id as a negative
     page.set_input_files("#file-input", str(corpus / "photos" / "rocket.jpg"))
     wait_until(page, "document.querySelector('#status').textContent.includes('results for rocket.jpg')")
-    unwanted = _result_ids(page)[1]
+    unwanted = result_ids(page)[1]
     page.click("#results .less >> nth=1")
     wait_until(page, "document.querySelector('#status').textContent.includes('unlike 1')")
-    assert unwanted not in _result_ids(page)
+    assert unwanted not in result_ids(page)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "page-less-like-this.png"), full_page=True)

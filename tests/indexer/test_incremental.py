@@ -20,6 +20,7 @@ from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.indexer.run.remove import remove_images
 from imgsearch.search.engine import SearchEngine
 from imgsearch.web.cli import main
+from tests.helpers import ROOT
 
 CFG = IndexConfig(progress=False, decode_workers=0)
 EXE = Path(sys.executable).parent / "imgsearch"
@@ -236,6 +237,6 @@ def test_script_without_main_guard_gets_a_clear_message(tmp_path, photos_dir):
                       f"index_images([{str(photos_dir)!r}], {str(tmp_path / 'idx')!r}, "
                       "IndexConfig(progress=False, decode_workers=1))\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=280,
-                         cwd=Path(__file__).resolve().parent.parent)
+                         cwd=ROOT)
     assert run.returncode != 0
     assert 'if __name__ == "__main__":' in run.stderr and "decode_workers=0" in run.stderr

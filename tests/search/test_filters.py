@@ -218,9 +218,9 @@ def test_an_index_of_the_previous_release_reads_nulls_and_new_files_get_metadata
     from imgsearch.indexer.config import IndexConfig
     from imgsearch.indexer.folder.verify import verify_index
     from imgsearch.indexer.run.pipeline import index_images
-    from tests.test_compat import copy_fixture
+    from tests.helpers import copy_v0_index
 
-    root = copy_fixture(tmp_path)
+    root = copy_v0_index(tmp_path)
     old = SearchEngine.open(root / "index")
     assert old.manifest["format_version"] == 1
     query = old.vector(int(old.ids[0]))
