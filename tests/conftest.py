@@ -1,4 +1,6 @@
-"""Shared fixtures: one real model per session, small real image sets made at test time."""
+"""Session-wide fixtures and hooks: this run's own caches, the real model (one per session) and the tests' fake
+model (tests/pixel_model.py), small real image sets made at test time, the indexes and servers several areas
+share.  Each area's own fixtures are in its conftest.py."""
 
 from __future__ import annotations
 
@@ -12,8 +14,13 @@ from tests.run_caches import isolate_caches, restore_caches
 
 
 def pytest_configure(config):
-    """Before any test module is imported: this run's own caches, never the user's (tests/run_caches.py)."""
+    """Before any test module is imported: this run's own caches, never the user's (tests/run_caches.py); then
+    the fake model joins the backbone registry, so that indexes built with it open with it (in this process)."""
     config._imgsearch_caches = isolate_caches()
+    from imgsearch.indexer.model.backbones import register_backbone
+    from tests import pixel_model  # imports the product: after the caches are this run's
+
+    register_backbone(pixel_model.SPEC)
 
 
 def pytest_collection_modifyitems(items):
@@ -44,6 +51,23 @@ def embedder(lite0):
     from imgsearch.indexer.model.embedder import Embedder
 
     return Embedder(lite0, batch_size=32)
+
+
+@pytest.fixture(scope="session")
+def pixels():
+    """The tests' fake model (tests/pixel_model.py): a backbone that runs in numpy, no TensorFlow."""
+    from imgsearch.indexer.model.backbones import load_backbone
+    from tests.pixel_model import NAME
+
+    return load_backbone(NAME)
+
+
+@pytest.fixture(scope="session")
+def pixel_embedder(pixels):
+    """The real ``Embedder`` over the fake model: what indexing and search run when an index was built with it."""
+    from imgsearch.indexer.model.embedder import Embedder
+
+    return Embedder(pixels, batch_size=32)
 
 
 @pytest.fixture(scope="session")
