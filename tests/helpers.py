@@ -6,6 +6,7 @@ Plain functions and classes, imported as ``from tests.helpers import ...``
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -33,6 +34,13 @@ def wait_until(condition: Callable[[], object], timeout: float = 60, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def fake_model_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process that must know the tests' fake model: tests/child_site first on
+    PYTHONPATH (its sitecustomize registers the fake at start-up), then the repository (for ``tests``)."""
+    path = [str(Path(__file__).parent / "child_site"), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), **extra}
 
 
 def copy_v0_index(parent: Path) -> Path:

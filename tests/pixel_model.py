@@ -28,6 +28,9 @@ INPUT_SIZE = 64  # pixels a side, as decoded for it (the CNN's is 224): block me
 GRID = 8  # cells a side
 DIM = 128
 SEED = 20240229
+# a near-duplicate threshold for it: a photo's mild edits score 0.95 to 1 against it, two different photos
+# at most 0.89 (tests/indexer/test_pixel_model.py measures both); the CNN's are about 0.85 and 0.5
+DUP_THRESHOLD = 0.92
 
 
 class PixelProjection:

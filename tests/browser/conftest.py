@@ -1,4 +1,7 @@
-"""The page in headless Chromium: every test here is a ``browser`` test (deselect with -m "not browser")."""
+"""The page in headless Chromium: every test here is a ``browser`` test (deselect with -m "not browser").
+
+The page runs end to end on the efficientnet-lite0 indexes and servers (``cnn_server`` and the like): what
+it shows is what a user sees, and these tests are outside the inner loop anyway."""
 
 from __future__ import annotations
 
@@ -12,6 +15,17 @@ from tests.helpers import mark_area
 
 def pytest_collection_modifyitems(items):
     mark_area(items, Path(__file__).parent, pytest.mark.browser)
+
+
+@pytest.fixture(scope="session")
+def cnn_dup_index(tmp_path_factory, dup_corpus, lite0):
+    """(folder, summary): ``dup_corpus`` indexed with efficientnet-lite0, whose near-duplicate scores the page's
+    threshold slider is set for (edits 0.85 to 0.94, other photos under 0.5)."""
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
+
+    index_dir = tmp_path_factory.mktemp("cnn-dup-index") / "idx"
+    return index_dir, index_images([dup_corpus], index_dir, IndexConfig(progress=False))
 
 
 @pytest.fixture(scope="module")

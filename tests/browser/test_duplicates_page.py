@@ -13,11 +13,11 @@ def _groups_shown(pg):
     return pg.eval_on_selector_all("#dup-groups .dup-group", "els => els.map(e => Number(e.dataset.group))")
 
 
-def test_the_duplicates_view(page, dup_index, tmp_path):
+def test_the_duplicates_view(page, cnn_dup_index, tmp_path):
     from imgsearch.web import create_app
 
     index_dir = tmp_path / "idx"
-    shutil.copytree(dup_index[0], index_dir)
+    shutil.copytree(cnn_dup_index[0], index_dir)
     server = LiveServer(create_app({"INDEX_DIR": str(index_dir), "WARM_UP": False}))
     try:
         page.goto(server.url + "/")

@@ -19,8 +19,8 @@ def _tinted(pg, selector: str) -> float:
                        selector)
 
 
-def test_why_toggle_overlays_the_query_and_the_hovered_or_focused_result(page, live_server, corpus):
-    page.goto(live_server.url + "/")
+def test_why_toggle_overlays_the_query_and_the_hovered_or_focused_result(page, cnn_server, corpus):
+    page.goto(cnn_server.url + "/")
     assert page.is_hidden("#why-bar")
     page.set_input_files("#file-input", str(corpus / "photos" / "chelsea.jpg"))
     wait_until(page, "document.querySelector('#status').textContent.includes('results for chelsea.jpg')")

@@ -8,8 +8,8 @@ from tests.browser.helpers import result_ids, wait_until
 EMOJI = "emoji/Animals & Nature"
 
 
-def test_the_page_filter_picker_label_and_path_prefix(page, live_server, corpus):
-    page.goto(live_server.url + "/")
+def test_the_page_filter_picker_label_and_path_prefix(page, cnn_server, corpus):
+    page.goto(cnn_server.url + "/")
     assert EMOJI in page.eval_on_selector_all("#filter-labels option", "os => os.map(o => o.value)")
     page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
     wait_until(page, "document.querySelector('#status').textContent.includes('results for coffee.jpg')")
@@ -37,7 +37,7 @@ def test_the_page_filter_picker_label_and_path_prefix(page, live_server, corpus)
     wait_until(page, "document.querySelectorAll('#results .hit').length === 24")
 
 
-def test_the_page_shows_the_newest_query_whatever_order_the_replies_come_in(page, live_server, corpus):
+def test_the_page_shows_the_newest_query_whatever_order_the_replies_come_in(page, cnn_server, corpus):
     # clearing the filter while the filtered query was still out: its late reply ("no indexed image matches")
     # replaced the newer unfiltered results (seen in CI under load); a reply to a superseded query is dropped
     held = []
@@ -49,7 +49,7 @@ def test_the_page_shows_the_newest_query_whatever_order_the_replies_come_in(page
             route.continue_()
 
     page.route("**/api/search", hold_filtered)
-    page.goto(live_server.url + "/")
+    page.goto(cnn_server.url + "/")
     page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
     wait_until(page, "document.querySelector('#status').textContent.includes('results for coffee.jpg')")
     page.fill("#filter-prefix", "/nowhere/")

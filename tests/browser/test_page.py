@@ -3,8 +3,8 @@
 from tests.browser.helpers import ARTIFACTS, csp_violations, result_ids, wait_until, watch
 
 
-def test_upload_see_results_click_for_more(page, live_server, corpus):
-    response = page.goto(live_server.url + "/")
+def test_upload_see_results_click_for_more(page, cnn_server, corpus):
+    response = page.goto(cnn_server.url + "/")
     assert "default-src 'self'" in response.headers["content-security-policy"]  # the page runs under it
     assert "efficientnet-lite0" in page.text_content("#index-meta")
     page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
@@ -28,8 +28,8 @@ def test_upload_see_results_click_for_more(page, live_server, corpus):
     page.screenshot(path=str(ARTIFACTS / "page-more-like-this.png"), full_page=True)
 
 
-def test_drag_and_drop_and_keyboard(page, live_server, corpus):
-    page.goto(live_server.url + "/")
+def test_drag_and_drop_and_keyboard(page, cnn_server, corpus):
+    page.goto(cnn_server.url + "/")
     data = list((corpus / "photos" / "rocket.jpg").read_bytes())
     handle = page.evaluate_handle(
         """bytes => { const dt = new DataTransfer();
@@ -46,8 +46,8 @@ def test_drag_and_drop_and_keyboard(page, live_server, corpus):
     wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {target}')")
 
 
-def test_bad_upload_shows_the_servers_message(page, live_server, tmp_path):
-    page.goto(live_server.url + "/")
+def test_bad_upload_shows_the_servers_message(page, cnn_server, tmp_path):
+    page.goto(cnn_server.url + "/")
     fake = tmp_path / "fake.png"
     fake.write_text("not really a png")
     page.set_input_files("#file-input", str(fake))
@@ -55,10 +55,10 @@ def test_bad_upload_shows_the_servers_message(page, live_server, tmp_path):
     assert "not an image" in page.text_content("#status")
 
 
-def test_phone_width_has_no_horizontal_scroll(browser, live_server, corpus):
+def test_phone_width_has_no_horizontal_scroll(browser, cnn_server, corpus):
     context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
     page = context.new_page()
-    page.goto(live_server.url + "/")
+    page.goto(cnn_server.url + "/")
     page.set_input_files("#file-input", str(corpus / "photos" / "astronaut.jpg"))
     page.wait_for_selector("#results .hit")
     width = page.evaluate("document.documentElement.scrollWidth")
@@ -70,8 +70,8 @@ def test_phone_width_has_no_horizontal_scroll(browser, live_server, corpus):
     context.close()
 
 
-def test_predicted_classes_and_head_aware_search(page, headed_server, corpus):
-    page.goto(headed_server.url + "/")
+def test_predicted_classes_and_head_aware_search(page, cnn_headed_server, corpus):
+    page.goto(cnn_headed_server.url + "/")
     assert page.is_visible("#head-select")
     page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
     page.wait_for_selector("#predictions li")
@@ -88,12 +88,12 @@ def test_predicted_classes_and_head_aware_search(page, headed_server, corpus):
     page.screenshot(path=str(ARTIFACTS / "page-heads.png"), full_page=False)
 
 
-def test_csp_blocks_and_reports_injected_code(browser, live_server):
+def test_csp_blocks_and_reports_injected_code(browser, cnn_server):
     """The watch the other tests rely on sees a violation when there is one, and CSP stops the code."""
     context = browser.new_context()
     found = watch(context)
     pg = context.new_page()
-    pg.goto(live_server.url + "/")
+    pg.goto(cnn_server.url + "/")
     pg.evaluate("""() => {
         const s = document.createElement('script');
         s.textContent = 'window.__injected = true';
@@ -109,11 +109,11 @@ def test_csp_blocks_and_reports_injected_code(browser, live_server):
     context.close()
 
 
-def test_more_like_these_and_less_like_this(page, live_server, corpus):
+def test_more_like_these_and_less_like_this(page, cnn_server, corpus):
     """Select several results and search "more like these"; mark one "less like this"; the score legend."""
     sent = []
     page.on("request", lambda req: req.url.endswith("/api/search") and sent.append(req.post_data or ""))
-    page.goto(live_server.url + "/")
+    page.goto(cnn_server.url + "/")
     assert "near-duplicates" in page.text_content("#score-legend")  # the measured bands, before any search
     page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
     wait_until(page, "document.querySelector('#status').textContent.includes('results for coffee.jpg')")

@@ -65,9 +65,9 @@ def _drag(pg, x0, y0, x1, y1) -> None:
     pg.mouse.up()
 
 
-def test_drag_a_box_or_draw_one_with_the_keyboard_to_search_by_a_region(page, live_server, composite):
+def test_drag_a_box_or_draw_one_with_the_keyboard_to_search_by_a_region(page, cnn_server, composite):
     page.add_init_script(SEARCH_RECORDER)
-    page.goto(live_server.url + "/")
+    page.goto(cnn_server.url + "/")
     page.set_input_files("#file-input", str(composite / "composite.png"))
     _status_has(page, "results for composite.png in")
     assert "box" not in _sent(page)
@@ -97,9 +97,9 @@ def test_drag_a_box_or_draw_one_with_the_keyboard_to_search_by_a_region(page, li
     assert _sent(page)["box"] == "0,0.25,0.5,0.7" and _first_title(page).endswith("astronaut.jpg")
 
 
-def test_a_box_on_an_indexed_image_is_sent_with_its_id(page, live_server, composite):
+def test_a_box_on_an_indexed_image_is_sent_with_its_id(page, cnn_server, composite):
     page.add_init_script(SEARCH_RECORDER)
-    page.goto(live_server.url + "/")
+    page.goto(cnn_server.url + "/")
     page.set_input_files("#file-input", str(composite / "rocket.jpg"))
     _status_has(page, "results for rocket.jpg in")
     target = int(page.get_attribute("#results .hit >> nth=0", "data-id"))
@@ -113,20 +113,20 @@ def test_a_box_on_an_indexed_image_is_sent_with_its_id(page, live_server, compos
 
 
 @pytest.fixture(scope="module")
-def url_page_server(live_server, composite):
+def url_page_server(cnn_server, composite):
     from imgsearch.web import create_app
 
     images = ImageServer(composite)
     app = create_app({"ALLOW_URL_QUERIES": True, "URL_QUERY_ALLOW_NETWORKS": "127.0.0.1/32"},
-                     engine=live_server.app.extensions["imgsearch"])
+                     engine=cnn_server.app.extensions["imgsearch"])
     server = LiveServer(app)
     yield server, images
     server.close()
     images.close()
 
 
-def test_search_by_an_images_address_where_the_server_allows_it(page, live_server, url_page_server):
-    page.goto(live_server.url + "/")
+def test_search_by_an_images_address_where_the_server_allows_it(page, cnn_server, url_page_server):
+    page.goto(cnn_server.url + "/")
     assert page.locator("#url-form").count() == 0  # off by default: no field
     server, images = url_page_server
     page.goto(server.url + "/")

@@ -18,11 +18,11 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def teach_page_server(tmp_path_factory, built_index):
+def teach_page_server(tmp_path_factory, cnn_index):
     from imgsearch.web import create_app
 
     index_dir = tmp_path_factory.mktemp("teach-page") / "idx"
-    shutil.copytree(built_index[0], index_dir)
+    shutil.copytree(cnn_index[0], index_dir)
     server = LiveServer(create_app({"INDEX_DIR": str(index_dir)}))
     yield server
     server.close()

@@ -22,6 +22,8 @@ from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
 from imgsearch.indexer.inputs.images import decode_image
 from imgsearch.indexer.run.pipeline import index_images
 from tests.bad_images import encode, png_declaring, write_corpus
+from tests.helpers import fake_model_env
+from tests.pixel_model import NAME
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,8 @@ def bad_corpus(tmp_path_factory, photos_dir):
 
 @pytest.fixture(scope="module")
 def bad_index(tmp_path_factory, bad_corpus, lite0):
+    """The bad corpus indexed with efficientnet-lite0: its embeddings measure whether odd files decode to the
+    same picture, a measure calibrated on the CNN (tolerances of 0.98 to 0.999)."""
     folder, _ = bad_corpus
     index_dir = tmp_path_factory.mktemp("bad-index") / "idx"
     # one worker process: the pipe, /dev/zero and the bombs go through the real process pool
@@ -139,7 +143,8 @@ def test_unreadable_file_is_skipped_by_the_index_command(tmp_path, photos_dir):
         pytest.skip("this process cannot make a file unreadable to itself (setpriv did not drop the override)")
     imgsearch = Path(sys.executable).with_name("imgsearch")
     run = subprocess.run([*prefix, str(imgsearch), "index", str(src), "--index", str(tmp_path / "idx"),
-                          "--no-progress", "--workers", "0"], capture_output=True, text=True, timeout=110)
+                          "--no-progress", "--workers", "0", "--backbone", NAME], capture_output=True, text=True,
+                         timeout=110, env=fake_model_env())
     assert run.returncode == 0, run.stderr
     assert "indexed 1 new images" in run.stdout and "1 skipped" in run.stdout
     assert f"{locked}: cannot read file: Permission denied" in run.stdout

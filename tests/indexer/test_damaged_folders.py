@@ -12,12 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import fake_model_env
+from tests.pixel_model import NAME
+
 EXE = Path(sys.executable).parent / "imgsearch"
 
 
 def run(*args, timeout=300) -> subprocess.CompletedProcess:
-    """The real console script: what a user sees on the terminal."""
-    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    """The real console script: what a user sees on the terminal (knowing the tests' fake model)."""
+    return subprocess.run([str(EXE), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=fake_model_env())
 
 
 def cli(*args) -> subprocess.CompletedProcess:
@@ -58,13 +62,15 @@ MANIFEST_DAMAGE = ["truncated", "not utf-8", "not an object", "ann is a string",
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory, emoji_dir):
     from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.learn.classifiers import HeadTrainingConfig
     from imgsearch.indexer.run.heads import train_head
     from imgsearch.indexer.run.pipeline import index_images
 
     index_dir = tmp_path_factory.mktemp("damaged") / "idx"
-    index_images([emoji_dir], index_dir, IndexConfig(progress=False, decode_workers=0))
-    train_head(index_dir, "cat")
-    train_head(index_dir, "kind")
+    index_images([emoji_dir], index_dir, IndexConfig(backbone=NAME, progress=False, decode_workers=0))
+    short = HeadTrainingConfig(max_epochs=15, patience=3)  # short: the heads' files are damaged, not judged
+    train_head(index_dir, "cat", config=short)
+    train_head(index_dir, "kind", config=short)
     return index_dir
 
 

@@ -20,10 +20,11 @@ from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.folder.store import EmbeddingStore
 from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.search.engine import SearchEngine
-from tests.helpers import ROOT, rng_image
+from tests.helpers import fake_model_env, rng_image
+from tests.pixel_model import NAME
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+ENV = fake_model_env()  # the children open the index built with the tests' fake model
 PAGE = 4096
 
 
@@ -75,7 +76,7 @@ def small_index(disk, tmp_path) -> tuple[Path, Path, Path]:
         for seed in seeds:
             rng_image(seed).save(folder / f"{folder.name}{seed}.png")
     index_dir = disk / "idx"
-    index_images([a], index_dir, IndexConfig(progress=False, decode_workers=0))
+    index_images([a], index_dir, IndexConfig(backbone=NAME, progress=False, decode_workers=0))
     return index_dir, a, b
 
 

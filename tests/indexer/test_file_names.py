@@ -32,10 +32,11 @@ from imgsearch.indexer.folder.texts import (
 )
 from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.search.engine import SearchEngine
-from tests.helpers import LiveServer
+from tests.helpers import LiveServer, fake_model_env
+from tests.pixel_model import NAME
 
 EXE = Path(sys.executable).parent / "imgsearch"
-CFG = IndexConfig(progress=False, decode_workers=0, shard_size=5)
+CFG = IndexConfig(backbone=NAME, progress=False, decode_workers=0, shard_size=5)
 COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
 
 CAFE = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
@@ -104,16 +105,16 @@ def on_disk(root: Path) -> set[str]:
 
 
 def imgsearch(*args) -> subprocess.CompletedProcess:
-    run = subprocess.run([str(EXE), *map(str, args)], capture_output=True, timeout=300)
+    run = subprocess.run([str(EXE), *map(str, args)], capture_output=True, timeout=300, env=fake_model_env())
     # what a command prints is UTF-8 whatever the names hold
     run.text = run.stdout.decode("utf-8") + run.stderr.decode("utf-8")
     return run
 
 
 @pytest.fixture(scope="module")
-def cli_index(tmp_path_factory, corpus, lite0) -> Path:
+def cli_index(tmp_path_factory, corpus) -> Path:
     index_dir = tmp_path_factory.mktemp("cli") / "idx"
-    first = imgsearch("index", corpus, "--index", index_dir, "--no-progress")
+    first = imgsearch("index", corpus, "--index", index_dir, "--no-progress", "--backbone", NAME)
     assert first.returncode == 0, first.text
     assert "indexed 16 new images" in first.text and "1 skipped" in first.text
     assert "broken\\xe9.jpg: not an image Pillow recognises" in first.text
@@ -188,11 +189,12 @@ def test_remove_by_such_a_path_then_verify(cli_index, corpus, tmp_path):
 
 
 def test_heads_train_on_such_labels_and_a_labels_csv_names_such_paths(cli_index, corpus, tmp_path):
+    from imgsearch.indexer.learn.classifiers import HeadTrainingConfig
     from imgsearch.indexer.run.heads import read_labels_csv, train_head
 
     index_dir = tmp_path / "idx"
     shutil.copytree(cli_index, index_dir)
-    head = train_head(index_dir, "folders")
+    head = train_head(index_dir, "folders", config=HeadTrainingConfig(max_epochs=15, patience=3))  # its names matter
     assert head.classes == ["\\xff\\xfe", "plain"]  # class names are shown, so they are display texts
     csv = tmp_path / "labels.csv"
     csv.write_bytes(b"path,label\n" + os.fsencode(str(corpus / CAFE)) + b",cafe\n")
@@ -202,7 +204,7 @@ def test_heads_train_on_such_labels_and_a_labels_csv_names_such_paths(cli_index,
 
 
 @pytest.fixture(scope="module")
-def api_index(tmp_path_factory, corpus, lite0) -> Path:
+def api_index(tmp_path_factory, corpus) -> Path:
     index_dir = tmp_path_factory.mktemp("api") / "idx"
     summary = index_images([corpus], index_dir, CFG)
     assert (summary.added, len(summary.skipped)) == (16, 1)

@@ -13,6 +13,7 @@ from imgsearch.indexer.inputs import filesystems
 from imgsearch.indexer.inputs.reader import Decoded, Skipped, read_one
 from imgsearch.indexer.inputs.sources import ImageFile, iter_image_files
 from imgsearch.indexer.spark.images import plan_tasks
+from tests.pixel_model import NAME
 
 
 def test_uri_listing_equals_local_listing(corpus):
@@ -97,7 +98,8 @@ def test_local_engine_indexes_uris_and_the_page_shows_them(photos_dir, tmp_path)
     from imgsearch.indexer.run.pipeline import index_images
     from imgsearch.web import create_app
 
-    summary = index_images([f"file://{photos_dir}"], tmp_path / "idx", IndexConfig(progress=False, decode_workers=0))
+    summary = index_images([f"file://{photos_dir}"], tmp_path / "idx",
+                           IndexConfig(backbone=NAME, progress=False, decode_workers=0))
     assert summary.added == 8 and not summary.skipped
     client = create_app({"INDEX_DIR": str(tmp_path / "idx")}).test_client()
     hit = client.post("/api/search", json={"id": 0, "k": 1}).get_json()["results"][0]

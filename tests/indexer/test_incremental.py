@@ -20,9 +20,10 @@ from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.indexer.run.remove import remove_images
 from imgsearch.search.engine import SearchEngine
 from imgsearch.web.cli import main
-from tests.helpers import ROOT
+from tests.helpers import ROOT, fake_model_env
+from tests.pixel_model import NAME
 
-CFG = IndexConfig(progress=False, decode_workers=0)
+CFG = IndexConfig(backbone=NAME, progress=False, decode_workers=0)
 EXE = Path(sys.executable).parent / "imgsearch"
 
 
@@ -68,17 +69,17 @@ main(sys.argv[2:], prog_name="imgsearch")
 
 @pytest.mark.timeout(600)
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, mnist_dir):
-    args = ["--batch-size", "8", "--shard-size", "25", "--no-progress"]
+    args = ["--batch-size", "8", "--shard-size", "25", "--no-progress", "--backbone", NAME]
     reference = tmp_path / "reference"
     run = subprocess.run([str(EXE), "index", str(mnist_dir), "--index", str(reference), *args],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=fake_model_env())
     assert run.returncode == 0, run.stderr
 
     killed = tmp_path / "killed"
     shard_dir = killed / "shards"
     proc = subprocess.Popen([sys.executable, "-c", HOLD_AFTER_SHARDS, "4", "index", str(mnist_dir),
                              "--index", str(killed), *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            text=True)
+                            text=True, env=fake_model_env())
     with proc.stdout:
         said = []
         for line in proc.stdout:  # blocks until the run holds, or ends (EOF) without ever holding
@@ -94,7 +95,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, mnist_dir):
     assert EmbeddingStore(killed).read_manifest()["count"] == 0  # nothing was half-published
 
     run = subprocess.run([str(EXE), "index", str(mnist_dir), "--index", str(killed), *args],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=fake_model_env())
     assert run.returncode == 0, run.stderr
     assert f"{len(done) * 25} already indexed" in run.stdout
     for name, stamp in done.items():  # completed shards were kept, not recomputed
@@ -154,7 +155,7 @@ def test_sync_remove_and_changed_files(tmp_path, emoji_dir, photos_dir):
 
 def test_remove_by_id_and_path(tmp_path, emoji_dir):
     index_dir = tmp_path / "idx"
-    index_images([emoji_dir], index_dir, IndexConfig(progress=False, decode_workers=0, shard_size=7))
+    index_images([emoji_dir], index_dir, IndexConfig(backbone=NAME, progress=False, decode_workers=0, shard_size=7))
     before = rows(index_dir)
     by_id = {i: p for p, (i, _, _) in before.items()}
     victim_path = by_id[3]
@@ -183,7 +184,7 @@ def test_interrupted_removal_is_never_served_half_done(tmp_path, emoji_dir, monk
     from imgsearch.indexer.run import remove as removal
 
     index_dir = tmp_path / "idx"
-    index_images([emoji_dir], index_dir, IndexConfig(progress=False, decode_workers=0, shard_size=7))
+    index_images([emoji_dir], index_dir, IndexConfig(backbone=NAME, progress=False, decode_workers=0, shard_size=7))
     before = rows(index_dir)
 
     def crash(*a, **k):
@@ -221,8 +222,8 @@ def test_list_inputs_txt_csv_parquet(tmp_path, photos_dir):
 
 def test_decoding_in_worker_processes_matches_in_thread(tmp_path, emoji_dir):
     a, b = tmp_path / "a", tmp_path / "b"
-    index_images([emoji_dir], a, IndexConfig(progress=False, decode_workers=0))
-    index_images([emoji_dir], b, IndexConfig(progress=False, decode_workers=2))
+    index_images([emoji_dir], a, IndexConfig(backbone=NAME, progress=False, decode_workers=0))
+    index_images([emoji_dir], b, IndexConfig(backbone=NAME, progress=False, decode_workers=2))
     ra, rb = rows(a), rows(b)
     assert ra.keys() == rb.keys()
     for p in ra:
@@ -235,8 +236,8 @@ def test_script_without_main_guard_gets_a_clear_message(tmp_path, photos_dir):
     script = tmp_path / "unguarded.py"
     script.write_text("from imgsearch.indexer.config import IndexConfig\nfrom imgsearch.indexer.run.pipeline import index_images\n"
                       f"index_images([{str(photos_dir)!r}], {str(tmp_path / 'idx')!r}, "
-                      "IndexConfig(progress=False, decode_workers=1))\n")
+                      f"IndexConfig(backbone={NAME!r}, progress=False, decode_workers=1))\n")
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=280,
-                         cwd=ROOT)
+                         cwd=ROOT, env=fake_model_env())
     assert run.returncode != 0
     assert 'if __name__ == "__main__":' in run.stderr and "decode_workers=0" in run.stderr

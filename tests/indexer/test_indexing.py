@@ -20,8 +20,9 @@ from imgsearch.indexer.inputs.sources import iter_image_files
 from imgsearch.indexer.run.pipeline import embed_batches, index_images
 from imgsearch.indexer.run.writer import ShardWriter
 from tests.helpers import write_bad_files
+from tests.pixel_model import DIM, NAME, SPEC
 
-CFG = IndexConfig(progress=False)
+CFG = IndexConfig(backbone=NAME, progress=False)
 
 
 def _table(index_dir):
@@ -109,7 +110,7 @@ def test_shards_hold_the_schema_and_metadata(built_index, corpus):
     manifest = store.read_manifest()
     assert len(manifest["shards"]) == -(-summary.added // 25)  # shard_size=25
     for shard in store.shard_paths(manifest["shards"]):
-        assert pq.read_schema(shard).equals(schema(1280))
+        assert pq.read_schema(shard).equals(schema(DIM))
     t = _table(index_dir)
     rows = t.to_pylist()
     assert sorted(r["id"] for r in rows) == list(range(len(rows)))
@@ -118,21 +119,21 @@ def test_shards_hold_the_schema_and_metadata(built_index, corpus):
     assert coffee["label"] == "photos"
     assert coffee["sha256"] == hashlib.sha256((corpus / "photos/coffee.jpg").read_bytes()).hexdigest()
     emb = embeddings_of(t)
-    assert emb.shape == (len(rows), 1280) and emb.dtype == np.float32
+    assert emb.shape == (len(rows), DIM) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
 def test_manifest_and_faiss_index(built_index):
     index_dir, summary = built_index
     manifest = json.loads((index_dir / "manifest.json").read_text())
-    assert manifest["backbone"]["name"] == "efficientnet-lite0"
-    assert manifest["dim"] == 1280 and manifest["count"] == summary.total
-    assert manifest["backbone"]["preprocessing"].startswith("RGB/255")
+    assert manifest["backbone"]["name"] == NAME
+    assert manifest["dim"] == DIM and manifest["count"] == summary.total
+    assert manifest["backbone"]["preprocessing"] == SPEC.preprocessing
     for lib in ("tensorflow", "faiss", "pyarrow", "pillow", "numpy"):
         assert manifest["versions"][lib]
     assert manifest["created"] and manifest["metric"] == "cosine"
     index = faiss.read_index(str(index_dir / manifest["index_file"]))
-    assert index.ntotal == summary.total and index.d == 1280
+    assert index.ntotal == summary.total and index.d == DIM
     t = _table(index_dir)
     emb, ids = embeddings_of(t), t.column("id").to_numpy()
     scores, found = index.search(emb[:5], 1)
@@ -140,8 +141,7 @@ def test_manifest_and_faiss_index(built_index):
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
 
-def test_rerun_embeds_nothing_and_adding_three_embeds_three(tmp_path, emoji_dir, photos_dir, embedder,
-                                                            monkeypatch):
+def test_rerun_embeds_nothing_and_adding_three_embeds_three(tmp_path, emoji_dir, photos_dir, monkeypatch):
     src = tmp_path / "src"
     shutil.copytree(emoji_dir, src)
     index_dir = tmp_path / "idx"
@@ -171,5 +171,5 @@ def test_rerun_embeds_nothing_and_adding_three_embeds_three(tmp_path, emoji_dir,
 
 def test_other_backbone_on_existing_index_is_refused(built_index, corpus):
     index_dir, _ = built_index
-    with pytest.raises(IndexFormatError, match="built with backbone efficientnet-lite0.*--backbone"):
+    with pytest.raises(IndexFormatError, match=f"built with backbone {NAME}.*--backbone"):
         index_images([corpus / "photos"], index_dir, IndexConfig(backbone="efficientnet-lite2", progress=False))

@@ -21,8 +21,9 @@ from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.indexer.run.summary import IndexSummary
 from imgsearch.indexer.run.writer import ShardWriter
 from tests.helpers import write_bad_files
+from tests.pixel_model import NAME
 
-CFG = IndexConfig(progress=False, decode_workers=0, shard_size=16, batch_size=8)
+CFG = IndexConfig(backbone=NAME, progress=False, decode_workers=0, shard_size=16, batch_size=8)
 COLUMNS = ["id", "path", "label", "width", "height", "sha256"]
 SUMMARY = ("found", "added", "already_indexed", "changed", "removed", "duplicates", "total")
 
@@ -82,7 +83,7 @@ def source(tmp_path, emoji_dir, photos_dir):
     return src
 
 
-def test_a_stage_passed_in_gives_the_local_stage_ids_and_rows(tmp_path, source, photos_dir, lite0):
+def test_a_stage_passed_in_gives_the_local_stage_ids_and_rows(tmp_path, source, photos_dir, pixels):
     local_dir, fake_dir = tmp_path / "local", tmp_path / "fake"
     stage = ShaVectorStage()
     a = index_images([source], local_dir, CFG)
@@ -95,7 +96,7 @@ def test_a_stage_passed_in_gives_the_local_stage_ids_and_rows(tmp_path, source, 
     for name in COLUMNS:
         assert ta.column(name).to_pylist() == tb.column(name).to_pylist(), name
     # the stage's vectors are what the shards hold, and the run told the stage it was published
-    expected = np.stack([sha_vector(s, lite0.dim) for s in tb.column("sha256").to_pylist()])
+    expected = np.stack([sha_vector(s, pixels.dim) for s in tb.column("sha256").to_pylist()])
     np.testing.assert_array_equal(embeddings_of(tb), expected)
     assert stage.finished and EmbeddingStore(fake_dir).read_manifest()["runtime"] == "sha256 vectors"
 
@@ -124,13 +125,13 @@ class SkipsNewContent(ShaVectorStage):
             yield Outcomes([Outcome(file, "0" * 64)])
 
 
-def test_a_stage_that_leaves_out_a_new_content_is_a_clear_error(tmp_path, source, lite0):
+def test_a_stage_that_leaves_out_a_new_content_is_a_clear_error(tmp_path, source, pixels):
     with pytest.raises(RuntimeError, match="did not embed .*new to the index"):
         run_index([source], tmp_path / "idx", CFG, SkipsNewContent())
 
 
 @pytest.mark.parametrize("sync", [False, True])
-def test_sources_are_listed_once_per_run(tmp_path, source, monkeypatch, lite0, sync):
+def test_sources_are_listed_once_per_run(tmp_path, source, monkeypatch, pixels, sync):
     listed = []
     real = sources._images_of
 

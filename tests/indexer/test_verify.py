@@ -19,6 +19,7 @@ from imgsearch.indexer.folder.verify import verify_index
 from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.search.engine import SearchEngine
 from imgsearch.web.cli import main
+from tests.pixel_model import DIM, NAME
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_truncated_shard_is_found_refused_and_repaired(index_copy, corpus):
     engine = SearchEngine.open(index_copy)
     assert len(engine) == manifest["count"] - lost
     # the next indexing run of the same folder embeds the dropped images again
-    summary = index_images([corpus], index_copy, IndexConfig(progress=False, decode_workers=0))
+    summary = index_images([corpus], index_copy, IndexConfig(backbone=NAME, progress=False, decode_workers=0))
     assert summary.added == lost and summary.total == manifest["count"]
     assert verify_index(index_copy).ok
 
@@ -177,9 +178,9 @@ def test_valid_faiss_index_with_wrong_count_or_vectors(index_copy):
     _index_over(store, manifest, manifest["shards"][:1])
     r = verify(index_copy)
     assert r.exit_code == 1
-    assert (f"{manifest['index_file']}: holds {first} vectors of dimension 1280, the manifest says "
-            f"{manifest['count']} of dimension 1280") in r.output
-    with pytest.raises(IndexFormatError, match=f"FAISS index has {first} vectors of dimension 1280, manifest says "
+    assert (f"{manifest['index_file']}: holds {first} vectors of dimension {DIM}, the manifest says "
+            f"{manifest['count']} of dimension {DIM}") in r.output
+    with pytest.raises(IndexFormatError, match=f"FAISS index has {first} vectors of dimension {DIM}, manifest says "
                                                f"{manifest['count']}"):
         SearchEngine.open(index_copy)
 

@@ -19,11 +19,12 @@ from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.folder.lock import IndexLockedError, writer_lock
 from imgsearch.indexer.folder.store import EmbeddingStore
 from imgsearch.indexer.run.pipeline import index_images
-from tests.helpers import ROOT, rng_image, wait_until
+from tests.helpers import fake_model_env, rng_image, wait_until
+from tests.pixel_model import NAME
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
-ENV = dict(os.environ, PYTHONPATH=str(ROOT))
-CFG = IndexConfig(progress=False, decode_workers=0)
+ENV = fake_model_env()  # the children index with the tests' fake model too
+CFG = IndexConfig(backbone=NAME, progress=False, decode_workers=0)
 TRIALS = 6  # two concurrent runs into a new index, each time
 
 
@@ -51,7 +52,7 @@ def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str
 
 
 def _index_cmd(folder: Path, index_dir: Path, *extra: str) -> list[str]:
-    return ["index", str(folder), "--index", str(index_dir), "--workers", "0", "--no-progress", *extra]
+    return ["index", str(folder), "--index", str(index_dir), "--workers", "0", "--no-progress", "--backbone", NAME, *extra]
 
 
 def _paths(index_dir: Path) -> set[str]:
@@ -176,7 +177,7 @@ def test_the_lock_of_a_killed_holder_is_free_at_once(holder):
     assert run.returncode == 0, run.stderr
 
 
-def test_readers_do_not_wait_for_a_writer(holder, folders, lite0):
+def test_readers_do_not_wait_for_a_writer(holder, folders):
     from click.testing import CliRunner
 
     from imgsearch.search.engine import SearchEngine

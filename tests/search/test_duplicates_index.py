@@ -19,9 +19,10 @@ from imgsearch.indexer.run.remove import remove_images
 from imgsearch.indexer.run.repair import repair_index
 from imgsearch.search.cli import commands as cli
 from imgsearch.search.engine import SearchEngine
+from tests.pixel_model import DUP_THRESHOLD, NAME
 
 EDITED = ("astronaut", "rocket", "chelsea", "coffee")
-THRESHOLD = 0.8  # the edits here score 0.85-0.94 against their originals, other photos under 0.5
+THRESHOLD = DUP_THRESHOLD  # the fake model's: edits score 0.95-1 against their originals, other photos under 0.9
 
 
 def _name(path: str) -> str:
@@ -90,7 +91,7 @@ def test_copies_follow_later_runs_removal_and_sync(photos_dir, tmp_path):
     shutil.copy(photos_dir / "coffee.jpg", src / "b" / "coffee-1.jpg")
     shutil.copy(photos_dir / "rocket.jpg", src / "b" / "rocket-1.jpg")
     index_dir = tmp_path / "idx"
-    config = IndexConfig(progress=False)
+    config = IndexConfig(backbone=NAME, progress=False)
     index_images([src], index_dir, config)
     assert _exact(index_dir) == {"coffee.jpg": ["coffee-1.jpg"], "rocket.jpg": ["rocket-1.jpg"]}
     store = EmbeddingStore(index_dir)

@@ -12,6 +12,8 @@ import pytest
 from imgsearch.search.engine import MAX_K, UnknownIdError
 from imgsearch.search.errors import InvalidInputError
 from imgsearch.search.query.examples import NEGATIVE_WEIGHT, Example
+from tests.helpers import fake_model_env
+from tests.pixel_model import DIM
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 
@@ -95,9 +97,9 @@ def test_an_image_example_is_embedded(engine, corpus):
     (lambda e: e.search_examples([10 ** 6]), UnknownIdError, "no image with id 1000000"),
     (lambda e: e.search_examples([Example.of_id(1, weight=0)]), InvalidInputError, "weight must be a number"),
     (lambda e: e.search_examples([Example.of_id(1, weight=float("nan"))]), InvalidInputError, "weight"),
-    (lambda e: e.search_examples([[1.0, 2.0]]), InvalidInputError, "needs (1280,)"),
+    (lambda e: e.search_examples([[1.0, 2.0]]), InvalidInputError, f"needs ({DIM},)"),
     (lambda e: e.search_examples([True]), InvalidInputError, "an indexed id, a vector or an image"),
-    (lambda e: e.search_examples([Example.of_vector([0.0] * 1280)]), InvalidInputError, "cancel out"),
+    (lambda e: e.search_examples([Example.of_vector([0.0] * DIM)]), InvalidInputError, "cancel out"),
     (lambda e: e.search_id(0, min_score=1.5), InvalidInputError, "min_score must be a number from -1 to 1"),
     (lambda e: e.search_id(0, min_score="high"), InvalidInputError, "min_score must be a number from -1 to 1"),
     (lambda e: e.search_id(0, offset=-1), InvalidInputError, f"offset must be an integer from 0 to {MAX_K - 1}"),
@@ -110,7 +112,7 @@ def test_bad_examples_and_windows_say_what_to_change(engine, call, error, messag
 
 
 def _cli(*args):
-    return subprocess.run([IMGSEARCH, "search", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([IMGSEARCH, "search", *args], capture_output=True, text=True, timeout=300, env=fake_model_env())
 
 
 def test_cli_like_and_unlike_take_ids_and_image_files(engine, built_index, corpus):

@@ -177,8 +177,8 @@ def test_a_planted_object_holds_most_of_the_positive_share(planted_index):
     assert fractions.mean() >= 0.6
 
 
-def test_head_aware_scores_split_with_the_heads_term_apart(headed_index):
-    engine = SearchEngine.open(headed_index)
+def test_head_aware_scores_split_with_the_heads_term_apart(cnn_headed_index):
+    engine = SearchEngine.open(cnn_headed_index)
     query = int(engine.ids[0])
     for hit in engine.search_id(query, k=5, head="cat"):
         why = engine.explain(query, hit.id, head="cat")

@@ -27,6 +27,7 @@ from imgsearch.search.query.filters import (
     parse_filter,
     parse_where,
 )
+from tests.pixel_model import NAME
 
 D, N = 32, 6000
 LABELS = np.array(["a", "b", "c", "d"])
@@ -152,7 +153,7 @@ def _photo(path, colour, exif=None, mtime=None):
         os.utime(path, (mtime, mtime))
 
 
-def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_path, lite0):
+def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_path):
     from PIL import Image
 
     from imgsearch.indexer.config import IndexConfig
@@ -171,7 +172,7 @@ def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_p
     _photo(src / "cam" / "b.jpg", "green", placeholder)
     _photo(src / "c.jpg", "blue", b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + bytes(range(256)) * 4)  # hostile
     _photo(src / "d.png", "yellow")
-    summary = index_images([src], tmp_path / "idx", IndexConfig(progress=False, decode_workers=0))
+    summary = index_images([src], tmp_path / "idx", IndexConfig(backbone=NAME, progress=False, decode_workers=0))
     assert summary.added == 4 and not summary.skipped
 
     engine = SearchEngine.open(tmp_path / "idx")
@@ -197,7 +198,8 @@ def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_p
 
     # a file touched but not changed: a run leaves its metadata, --refresh-metadata captures it again
     os.utime(src / "cam" / "a.jpg", (1_500_000_000, 1_500_000_000))
-    assert index_images([src], tmp_path / "idx", IndexConfig(progress=False, decode_workers=0)).refreshed == 0
+    again = index_images([src], tmp_path / "idx", IndexConfig(backbone=NAME, progress=False, decode_workers=0))
+    assert again.refreshed == 0
     assert SearchEngine.open(tmp_path / "idx").search_vector(engine.vector(0), 10, filter=["mtime<1550000000"]) == []
     from click.testing import CliRunner
 

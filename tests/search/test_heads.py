@@ -1,4 +1,7 @@
-"""Classification heads on a small real index: training, storage, refusal, classify via CLI, API and client."""
+"""Classification heads on a small real index: training, storage, refusal, classify via CLI, API and client.
+
+The plumbing runs on the fake model's index; a test whose head must tell a photo from an emoji (what the
+pictures show) runs on the efficientnet-lite0 index."""
 
 import json
 import shutil
@@ -15,13 +18,14 @@ from imgsearch.indexer.run.heads import train_head
 from imgsearch.search.client.http_client import SearchAPIError, SearchClient
 from imgsearch.search.engine import SearchEngine
 from imgsearch.web.cli import main
+from tests.pixel_model import DIM, NAME
 
 
 def test_head_is_stored_with_metrics(headed_index):
     assert list_heads(headed_index) == ["cat"]
     head = load_head(headed_index, "cat")
-    assert head.backbone == "efficientnet-lite0" and head.dim == 1280
-    assert head.weights.shape == (1280, len(head.classes)) and "photos" in head.classes
+    assert head.backbone == NAME and head.dim == DIM
+    assert head.weights.shape == (DIM, len(head.classes)) and "photos" in head.classes
     m = head.metrics
     assert m["train_images"] + m["val_images"] == EmbeddingStore(headed_index).read_manifest()["count"]
     assert 0 <= m["validation"]["accuracy"] <= 1 and "macro_f1" in m["validation"]
@@ -30,8 +34,8 @@ def test_head_is_stored_with_metrics(headed_index):
     assert meta["classes"] == head.classes
 
 
-def test_classify_image_engine(headed_index, corpus):
-    engine = SearchEngine.open(headed_index)
+def test_classify_image_engine(cnn_headed_index, corpus):
+    engine = SearchEngine.open(cnn_headed_index)
     preds = engine.classify(corpus / "photos" / "coffee.jpg", "cat", top=3)
     assert len(preds) == 3 and preds[0][0] == "photos"  # a photo among emoji
     assert preds[0][1] >= preds[1][1] >= preds[2][1]
@@ -56,9 +60,9 @@ def test_head_for_another_backbone_is_refused(headed_index, tmp_path):
         load_head(copy, "dog")
 
 
-def test_labels_from_csv(built_index, tmp_path, corpus):
+def test_labels_from_csv(cnn_index, tmp_path, corpus):
     copy = tmp_path / "idx"
-    shutil.copytree(built_index[0], copy)
+    shutil.copytree(cnn_index[0], copy)
     table = EmbeddingStore(copy).read_table(EmbeddingStore(copy).read_manifest()["shards"], ["path"])
     paths = table.column("path").to_pylist()
     csv = tmp_path / "labels.csv"
@@ -90,9 +94,9 @@ def test_stratified_split_keeps_every_class():
     assert not set(keep) & set(held)
 
 
-def test_cli_train_classify_search_with_head(built_index, corpus, tmp_path):
+def test_cli_train_classify_search_with_head(cnn_index, corpus, tmp_path):
     copy = tmp_path / "idx"
-    shutil.copytree(built_index[0], copy)
+    shutil.copytree(cnn_index[0], copy)
     runner = CliRunner()
     r = runner.invoke(main, ["train-head", "--index", str(copy), "--name", "cat"])
     assert r.exit_code == 0, r.output
@@ -110,8 +114,8 @@ def test_cli_train_classify_search_with_head(built_index, corpus, tmp_path):
     assert "heads:      cat" in r.output
 
 
-def test_head_aware_search_changes_ranking_toward_the_class(headed_index, corpus):
-    engine = SearchEngine.open(headed_index)
+def test_head_aware_search_changes_ranking_toward_the_class(cnn_headed_index, corpus):
+    engine = SearchEngine.open(cnn_headed_index)
     flag = sorted((corpus / "emoji" / "Flags").glob("*.png"))[0]
     plain = engine.search_image(flag, k=6)
     aware = engine.search_image(flag, k=6, head="cat")
@@ -144,13 +148,13 @@ def test_whitening_on_and_off(headed_index, tmp_path, corpus):
     assert [h.id for h in again] == [h.id for h in before]
 
 
-def test_api_and_client_classify(headed_server, headed_index, corpus):
-    client = SearchClient(headed_server.url, timeout=30)
+def test_api_and_client_classify(cnn_headed_server, cnn_headed_index, corpus):
+    client = SearchClient(cnn_headed_server.url, timeout=30)
     assert client.info()["heads"] == ["cat"]
     coffee = corpus / "photos" / "coffee.jpg"
     res = client.classify(coffee, top=3)  # the only head is the default
     assert res.head == "cat" and len(res) == 3 and res[0].label == "photos"
-    engine = SearchEngine.open(headed_index)
+    engine = SearchEngine.open(cnn_headed_index)
     expected = engine.classify(coffee, "cat", top=3)
     assert [(p.label, round(p.probability, 4)) for p in res] == [(c, round(p, 4)) for c, p in expected]
     assert client.classify_id(0, "cat", top=1)[0].label == engine.classify_id(0, "cat", top=1)[0][0]
@@ -158,7 +162,7 @@ def test_api_and_client_classify(headed_server, headed_index, corpus):
     assert [h.id for h in aware] == [h.id for h in engine.search_image(coffee, k=5, head="cat")]
     for body, code in [({"id": 0, "head": "dog"}, "unknown_head"), ({"id": 0, "head": 5}, "unknown_head"),
                        ({"id": 0, "top": 0}, "invalid_top"), ({"id": 10 ** 6}, "not_found")]:
-        r = requests.post(headed_server.url + "/api/classify", json=body, timeout=10)
+        r = requests.post(cnn_headed_server.url + "/api/classify", json=body, timeout=10)
         assert r.status_code in (400, 404) and r.json()["error"]["code"] == code, (body, r.text)
     with pytest.raises(SearchAPIError) as info:
         client.classify(b"not an image")

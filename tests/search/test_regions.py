@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from imgsearch.search.client.http_client import SearchAPIError
 from imgsearch.search.errors import ImageTooLargeError, InvalidBoxError
 from imgsearch.search.query.regions import crop_region, parse_box, pixel_box
+from tests.helpers import fake_model_env
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 LEFT, RIGHT = [0.0, 0.0, 0.5, 1.0], [0.5, 0.0, 1.0, 1.0]
@@ -180,11 +181,11 @@ def test_a_box_with_a_vector_or_an_unknown_id_is_refused(live_server, engine, cl
 def test_the_cli_searches_by_a_region_and_refuses_a_bad_box(built_index, composite):
     index_dir = str(built_index[0])
     out = subprocess.run([IMGSEARCH, "search", "--index", index_dir, "--box", "0.5,0,1,1", "-k", "2", "--json",
-                          str(composite)], capture_output=True, text=True, timeout=300)
+                          str(composite)], capture_output=True, text=True, timeout=300, env=fake_model_env())
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["results"][0]["path"].endswith("retina.jpg")
     bad = subprocess.run([IMGSEARCH, "search", "--index", index_dir, "--box", "0,0,0,1", str(composite)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env=fake_model_env())
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("Error: box ") and "no area" in bad.stderr
 

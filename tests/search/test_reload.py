@@ -12,8 +12,9 @@ from imgsearch.indexer.run.pipeline import index_images
 from imgsearch.indexer.run.remove import remove_images
 from imgsearch.search.engine import SearchEngine
 from tests.helpers import LiveServer, wait_until
+from tests.pixel_model import NAME
 
-CFG = IndexConfig(progress=False, decode_workers=0)
+CFG = IndexConfig(backbone=NAME, progress=False, decode_workers=0)  # the shared index's fake model
 # requests each client makes while one version is served: two rounds of the five kinds it cycles through
 REQUESTS_PER_VERSION = 10
 

@@ -9,6 +9,7 @@ from PIL import Image
 from imgsearch.indexer.folder.store import IndexFormatError
 from imgsearch.search.engine import Hit, SearchEngine, UnknownIdError
 from imgsearch.web.cli import main
+from tests.pixel_model import DIM, NAME
 
 
 def test_search_image_every_input_kind_finds_itself(engine, corpus):
@@ -22,23 +23,24 @@ def test_search_image_every_input_kind_finds_itself(engine, corpus):
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-def test_similar_images_rank_above_unrelated(engine, corpus):
+def test_similar_images_rank_above_unrelated(cnn_engine, corpus):
+    """What the CNN's neighbours mean: the real model."""
     # a flag emoji's nearest neighbours are mostly other flags
     flag = sorted((corpus / "emoji" / "Flags").glob("*.png"))[0]
-    hits = engine.search_image(flag, k=4)[1:]
+    hits = cnn_engine.search_image(flag, k=4)[1:]
     assert sum(h.label == "emoji/Flags" for h in hits) >= 2, hits
     # a photo slightly changed (crop + JPEG) still finds its original first
     img = Image.open(corpus / "photos" / "coffee.jpg").crop((20, 10, 580, 390))
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=70)
-    assert engine.search_image(buf.getvalue(), k=1)[0].path.endswith("coffee.jpg")
+    assert cnn_engine.search_image(buf.getvalue(), k=1)[0].path.endswith("coffee.jpg")
 
 
 def test_search_vector_and_id(engine):
     target = engine.search_image(engine.get(0).path, k=1)[0]
     assert target.id == 0
     vec = engine.vector(0)
-    assert vec.shape == (1280,)
+    assert vec.shape == (DIM,)
     hits = engine.search_vector(vec * 7.5, k=3)  # scale does not matter: normalised first
     assert hits[0].id == 0 and hits[0].score == pytest.approx(1.0, abs=1e-4)
     by_id = engine.search_id(0, k=3)
@@ -49,18 +51,18 @@ def test_search_vector_and_id(engine):
 def test_errors_are_clear(engine):
     with pytest.raises(UnknownIdError, match="no image with id 999999"):
         engine.search_id(999999)
-    with pytest.raises(ValueError, match=r"needs \(1280,\)"):
+    with pytest.raises(ValueError, match=rf"needs \({DIM},\)"):
         engine.search_vector(np.ones(512))
     with pytest.raises(ValueError, match="NaN"):
-        engine.search_vector(np.full(1280, np.nan))
+        engine.search_vector(np.full(DIM, np.nan))
     for k in (0, 1001, 2.5, True):
         with pytest.raises(ValueError, match="k must be"):
-            engine.search_vector(np.ones(1280), k=k)
+            engine.search_vector(np.ones(DIM), k=k)
 
 
 def test_open_refuses_other_backbone_and_non_index(built_index, tmp_path):
     index_dir, _ = built_index
-    with pytest.raises(IndexFormatError, match="built with backbone efficientnet-lite0, not efficientnet-lite2"):
+    with pytest.raises(IndexFormatError, match=f"built with backbone {NAME}, not efficientnet-lite2"):
         SearchEngine.open(index_dir, backbone="efficientnet-lite2")
     with pytest.raises(IndexFormatError, match="not an imgsearch index"):
         SearchEngine.open(tmp_path)
@@ -87,7 +89,7 @@ def test_cli_search_json_and_info(built_index, corpus):
 
     result = runner.invoke(main, ["info", "--index", str(index_dir)])
     assert result.exit_code == 0
-    assert f"images:     {summary.total}" in result.output and "efficientnet-lite0" in result.output
+    assert f"images:     {summary.total}" in result.output and NAME in result.output
 
 
 def test_cli_errors(built_index, corpus, tmp_path):

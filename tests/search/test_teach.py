@@ -84,9 +84,10 @@ def test_cross_validation_never_holds_out_a_single_example_and_measures_the_rest
 
 # ------------------------------------------------------------------ from examples, on a real index
 @pytest.fixture(scope="module")
-def teach_index(tmp_path_factory, built_index):
+def teach_index(tmp_path_factory, cnn_index):
+    """A copy of the efficientnet-lite0 index: a head taught from five flags must know a flag it never saw."""
     index_dir = tmp_path_factory.mktemp("teach") / "idx"
-    shutil.copytree(built_index[0], index_dir)
+    shutil.copytree(cnn_index[0], index_dir)
     return index_dir
 
 

@@ -8,12 +8,13 @@ import requests
 from PIL import Image
 
 from imgsearch.search.client.http_client import RemoteHit, SearchAPIError, SearchClient
+from tests.pixel_model import DIM, NAME
 
 
 def test_health_and_info(client, built_index):
     assert client.health() == {"status": "ok", "count": built_index[1].total}
     info = client.info()
-    assert info["backbone"]["name"] == "efficientnet-lite0" and info["dim"] == 1280
+    assert info["backbone"]["name"] == NAME and info["dim"] == DIM
     assert info["count"] == built_index[1].total and info["max_k"] == 1000
 
 
@@ -27,7 +28,7 @@ def test_search_by_image_every_input_kind(client, corpus, engine):
             assert isinstance(res[0], RemoteHit)
             # a PIL image is re-encoded as PNG; the ranking is still the rocket first
             assert res[0].path == str(path) and res[0].score == pytest.approx(1.0, abs=1e-3)
-            assert len(res) == 5 and res.backbone == "efficientnet-lite0" and res.took_ms > 0
+            assert len(res) == 5 and res.backbone == NAME and res.took_ms > 0
     assert [h.id for h in client.search(path, k=5)] == expected  # same as in process
 
 
@@ -70,9 +71,9 @@ def _post(url, **kw):
     ({"json": {"id": 0, "k": 2.5}}, 400, "invalid_k", "integer"),
     ({"json": {"id": "7"}}, 400, "invalid_id", "integer"),
     ({"json": {"id": 10 ** 6}}, 404, "not_found", "no image with id 1000000"),
-    ({"json": {"vector": [1.0, 2.0]}}, 400, "invalid_vector", "needs (1280,)"),
-    ({"json": {"vector": "abc"}}, 400, "invalid_vector", "list of 1280 numbers"),
-    ({"json": {"vector": [None] * 1280}}, 400, "invalid_vector", "list of 1280 numbers"),
+    ({"json": {"vector": [1.0, 2.0]}}, 400, "invalid_vector", f"needs ({DIM},)"),
+    ({"json": {"vector": "abc"}}, 400, "invalid_vector", f"list of {DIM} numbers"),
+    ({"json": {"vector": [None] * DIM}}, 400, "invalid_vector", f"list of {DIM} numbers"),
 ])
 def test_search_errors(live_server, kwargs, status, code, message):
     r = _post(live_server.url, **kwargs)
@@ -136,7 +137,7 @@ def test_page_is_served_without_external_resources(live_server):
     r = requests.get(live_server.url + "/", timeout=10)
     assert r.status_code == 200 and "text/html" in r.headers["Content-Type"]
     html = r.text
-    assert "efficientnet-lite0" in html and 'id="file-input"' in html
+    assert NAME in html and 'id="file-input"' in html
     assert "http://" not in html and "https://" not in html  # no CDN, works offline
     for asset in ("/static/app.js", "/static/app.css", "/static/explain.js"):
         assert requests.get(live_server.url + asset, timeout=10).status_code == 200
@@ -146,7 +147,7 @@ def test_page_is_served_without_external_resources(live_server):
 
 def test_vector_search_matches_engine(client, engine):
     rng = np.random.default_rng(0)
-    v = rng.normal(size=1280).astype(np.float32)
+    v = rng.normal(size=DIM).astype(np.float32)
     assert [h.id for h in client.search_vector(v, k=5)] == [h.id for h in engine.search_vector(v, k=5)]
 
 

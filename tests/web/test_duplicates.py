@@ -12,8 +12,9 @@ from imgsearch.indexer.run.remove import remove_images
 from imgsearch.search.client.http_client import SearchClient
 from imgsearch.search.engine import SearchEngine
 from tests.helpers import LiveServer, wait_until
+from tests.pixel_model import DUP_THRESHOLD
 
-THRESHOLD = 0.8  # 4 photos and their edits, 2 exact copies: 6 groups (tests/search/test_duplicates_index.py)
+THRESHOLD = DUP_THRESHOLD  # 4 photos and their edits, 2 exact copies: 6 groups (tests/search/test_duplicates_index.py)
 
 
 @pytest.fixture(scope="module")

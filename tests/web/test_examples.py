@@ -10,6 +10,7 @@ from imgsearch.search.client.http_client import SearchAPIError
 from imgsearch.search.engine import MAX_K
 from imgsearch.search.query.examples import Example
 from imgsearch.web.examples import MAX_BATCH, MAX_EXAMPLES
+from tests.pixel_model import DIM
 
 
 def _post(url, path="/api/search", **kwargs):
@@ -79,7 +80,7 @@ BAD = [
     ({"positive": [{"id": 1, "colour": "red"}]}, 400, "invalid_example", "unknown field 'colour'"),
     ({"positive": [{"image": "@@not base64@@"}]}, 400, "invalid_image", "positive[0]: image must be base64"),
     ({"positive": [{"image": base64.b64encode(b"not a picture").decode()}]}, 400, "invalid_image", "positive[0]"),
-    ({"positive": [{"vector": [1.0, 2.0]}]}, 400, "invalid_vector", "needs (1280,)"),
+    ({"positive": [{"vector": [1.0, 2.0]}]}, 400, "invalid_vector", f"needs ({DIM},)"),
     ({"positive": [{"id": 1}] * (MAX_EXAMPLES + 1)}, 400, "invalid_examples", f"at most {MAX_EXAMPLES}"),
 ]
 

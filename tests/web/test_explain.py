@@ -1,4 +1,6 @@
-"""POST /api/explain on a real server on loopback (issue 18), through raw HTTP and the Python client."""
+"""POST /api/explain on a real server on loopback (issue 18), through raw HTTP and the Python client.
+
+An explanation is the CNN's feature map: these run on the efficientnet-lite0 index."""
 
 from __future__ import annotations
 
@@ -16,11 +18,11 @@ def _post(server, **kwargs):
     return requests.post(f"{server.url}/api/explain", timeout=60, **kwargs)
 
 
-def test_explain_by_id_and_by_upload(live_server, engine, corpus):
+def test_explain_by_id_and_by_upload(cnn_server, cnn_engine, corpus):
     query = corpus / "photos" / "chelsea.jpg"
-    hits = engine.search_image(query, k=3)
+    hits = cnn_engine.search_image(query, k=3)
     with open(query, "rb") as f:
-        r = _post(live_server, files={"image": ("chelsea.jpg", f)}, data={"id": str(hits[1].id)})
+        r = _post(cnn_server, files={"image": ("chelsea.jpg", f)}, data={"id": str(hits[1].id)})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["grid"] == [7, 7] and len(body["query_shares"]) == 7 and len(body["result_shares"][0]) == 7
@@ -29,8 +31,8 @@ def test_explain_by_id_and_by_upload(live_server, engine, corpus):
     assert abs(sum(map(sum, body["result_shares"])) - body["score"]) < 1e-3
     assert body["query"] == {"type": "image", "filename": "chelsea.jpg"} and body["id"] == hits[1].id
     query_id = hits[0].id
-    by_id = engine.search_id(query_id, k=2)
-    r = _post(live_server, json={"query": {"id": query_id}, "id": by_id[0].id})
+    by_id = cnn_engine.search_id(query_id, k=2)
+    r = _post(cnn_server, json={"query": {"id": query_id}, "id": by_id[0].id})
     assert r.status_code == 200, r.text
     body = r.json()
     assert abs(body["query_sum"] - by_id[0].score) < 1e-3 and abs(body["result_sum"] - by_id[0].score) < 1e-3
@@ -52,40 +54,40 @@ def test_explain_by_id_and_by_upload(live_server, engine, corpus):
     ({"files": {"image": ("a.jpg", b"x")}}, 400, "name the result to explain in 'id'"),
     ({"files": {"other": ("a.jpg", b"x")}, "data": {"id": "0"}}, 400, "multipart field 'image'"),
 ])
-def test_bad_explain_requests_get_the_error_contract(live_server, kwargs, status, words):
-    r = _post(live_server, **kwargs)
+def test_bad_explain_requests_get_the_error_contract(cnn_server, kwargs, status, words):
+    r = _post(cnn_server, **kwargs)
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert words in error["message"] and error["code"]
 
 
-def test_openapi_describes_explain(live_server):
-    spec = requests.get(f"{live_server.url}/api/openapi.json", timeout=30).json()
+def test_openapi_describes_explain(cnn_server):
+    spec = requests.get(f"{cnn_server.url}/api/openapi.json", timeout=30).json()
     post = spec["paths"]["/api/explain"]["post"]
     assert set(post["requestBody"]["content"]) == {"multipart/form-data", "application/json"}
     assert {"score", "query_shares", "result_shares"} <= set(post["responses"]["200"]["content"]["application/json"]
                                                              ["schema"]["required"])
 
 
-def test_client_explain_by_image_and_id_and_its_errors(live_server, engine, corpus):
-    hits = engine.search_id(int(engine.ids[0]), k=2)
-    with SearchClient(live_server.url, timeout=60) as client:
-        why = client.explain(int(engine.ids[0]), hits[0].id)
+def test_client_explain_by_image_and_id_and_its_errors(cnn_server, cnn_engine, corpus):
+    hits = cnn_engine.search_id(int(cnn_engine.ids[0]), k=2)
+    with SearchClient(cnn_server.url, timeout=60) as client:
+        why = client.explain(int(cnn_engine.ids[0]), hits[0].id)
         assert abs(why.score - hits[0].score) < 1e-4 and abs(why.query_sum - why.score) < 1e-3
         assert len(why.query_shares) == 7 and why.id == hits[0].id and why.head is None
         image = corpus / "photos" / "rocket.jpg"
         why = client.explain(image, hits[0].id)
         assert why.raw["query"]["filename"] == "rocket.jpg"
         with pytest.raises(SearchAPIError) as err:
-            client.explain(int(engine.ids[0]), 99999)
+            client.explain(int(cnn_engine.ids[0]), 99999)
         assert err.value.status == 404
 
 
-def test_head_aware_explain_over_http(headed_server, headed_index):
-    engine = SearchEngine.open(headed_index)
+def test_head_aware_explain_over_http(cnn_headed_server, cnn_headed_index):
+    engine = SearchEngine.open(cnn_headed_index)
     query = int(engine.ids[0])
     hit = engine.search_id(query, k=1, head="cat")[0]
-    with SearchClient(headed_server.url, timeout=60) as client:
+    with SearchClient(cnn_headed_server.url, timeout=60) as client:
         why = client.explain(query, hit.id, head="cat")
     assert why.head == "cat" and why.head_share > 0
     assert abs(why.score - hit.score) < 1e-4 and abs(why.result_sum - hit.score) < 1e-3
@@ -109,12 +111,12 @@ def cli(monkeypatch):
     return lambda *args: CliRunner().invoke(main, list(args))
 
 
-def test_cli_explain_writes_the_pair_with_its_heat(cli, built_index, engine, corpus, tmp_path):
+def test_cli_explain_writes_the_pair_with_its_heat(cli, cnn_index, cnn_engine, corpus, tmp_path):
     from PIL import Image
 
-    index_dir = str(built_index[0])
+    index_dir = str(cnn_index[0])
     query = corpus / "photos" / "chelsea.jpg"
-    hit = engine.search_image(query, k=2)[1]
+    hit = cnn_engine.search_image(query, k=2)[1]
     out = tmp_path / "why.png"
     result = cli("explain", "--index", index_dir, str(query), str(hit.id), "--out", str(out))
     assert result.exit_code == 0, result.output
@@ -124,15 +126,15 @@ def test_cli_explain_writes_the_pair_with_its_heat(cli, built_index, engine, cor
         pixels = np.asarray(picture.convert("RGB"), np.int32)
     red = (pixels[..., 0] > pixels[..., 2] + 60).mean()  # the positive shares' tint is on the images
     assert red > 0.05
-    result = cli("explain", "--index", index_dir, str(int(engine.ids[0])), str(hit.id), "--json")
+    result = cli("explain", "--index", index_dir, str(int(cnn_engine.ids[0])), str(hit.id), "--json")
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
-    assert body["query_id"] == int(engine.ids[0]) and abs(body["query_sum"] - body["score"]) < 1e-3
+    assert body["query_id"] == int(cnn_engine.ids[0]) and abs(body["query_sum"] - body["score"]) < 1e-3
 
 
-def test_cli_explain_errors_are_one_line(cli, built_index, engine):
-    index_dir = str(built_index[0])
-    result = cli("explain", "--index", index_dir, str(int(engine.ids[0])), "99999")
+def test_cli_explain_errors_are_one_line(cli, cnn_index, cnn_engine):
+    index_dir = str(cnn_index[0])
+    result = cli("explain", "--index", index_dir, str(int(cnn_engine.ids[0])), "99999")
     assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: no image with id 99999 in the index"
     result = cli("explain", "--index", index_dir, "no-such-file.jpg", "0")
     assert result.exit_code == 2 and "neither an image file nor an indexed id" in result.output

@@ -12,6 +12,8 @@ import pytest
 import requests
 
 from imgsearch.search.client.http_client import SearchAPIError, SearchClient
+from tests.helpers import fake_model_env
+from tests.pixel_model import DIM
 
 EMOJI = "emoji/Animals & Nature"
 
@@ -31,7 +33,7 @@ def test_a_label_filter_returns_k_results_all_of_that_label(live_server, labels)
     assert len(body["results"]) == 5 and {h["label"] for h in body["results"]} <= {EMOJI, "photos"}
     assert body["filter"] == {"label": [EMOJI, "photos"]} and body["matched"] >= 5 and "note" not in body
     # more results than one label holds: all of them, not k
-    one = _search(live_server, {"vector": [1.0] * 1280, "k": 50, "filter": {"label": EMOJI, "width": {">=": 1}}}).json()
+    one = _search(live_server, {"vector": [1.0] * DIM, "k": 50, "filter": {"label": EMOJI, "width": {">=": 1}}}).json()
     assert len(one["results"]) == one["matched"] < 50
     assert {h["label"] for h in one["results"]} == {EMOJI}
 
@@ -49,7 +51,7 @@ def test_a_filter_on_an_uploaded_image_and_through_the_client(live_server, corpu
         empty = client.search_id(0, 4, filter={"width": {">": 100_000}})
         assert list(empty) == [] and empty.matched == 0 and "no indexed image matches" in empty.note
         with pytest.raises(SearchAPIError) as err:
-            client.search_vector([0.0] * 1280, 3, filter={"label": ["no such label"]})
+            client.search_vector([0.0] * DIM, 3, filter={"label": ["no such label"]})
         assert err.value.status == 400 and err.value.code == "unknown_label"
 
 
@@ -94,13 +96,13 @@ def test_cli_where(built_index, corpus):
     query = corpus / "photos" / "coffee.jpg"
     run = subprocess.run([exe, "search", "--index", built_index[0], query, "-k", "3", "--json",
                           "--where", f"label={EMOJI}",
-                          "--where", "width>=1"], capture_output=True, text=True, timeout=300)
+                          "--where", "width>=1"], capture_output=True, text=True, timeout=300, env=fake_model_env())
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     assert len(out["results"]) == 3 and {h["label"] for h in out["results"]} == {EMOJI}
     assert out["filter"] == {"label": [EMOJI], "width": {">=": 1.0}} and out["matched"] >= 3
     bad = subprocess.run([exe, "search", "--index", built_index[0], query, "--where", "colour=red"],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=fake_model_env())
     assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith(
         "Error: unknown filter field 'colour'; valid fields: label, path_prefix"), bad.stderr
     assert "Traceback" not in bad.stderr

@@ -26,6 +26,7 @@ from tests.bad_images import (
     png16_rgb,
     png_declaring,
 )
+from tests.pixel_model import DIM
 
 # Pillow warns about the corrupt TIFF/EXIF tags it skips and about sizes over its guard (which the
 # decoder refuses anyway), in this process and in the loopback servers' threads
@@ -107,7 +108,6 @@ def test_decoder_raises_only_image_decode_error(data):
 # ---------------------------------------------------------------- the API
 
 
-DIM = 1280
 TEXT = st.text(max_size=12)
 WEIRD_VALUES = st.one_of(
     TEXT, st.integers(-3, 1_100).map(str),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ import pytest
 import requests
 
 from imgsearch.web.security import CONTENT_SECURITY_POLICY
+from tests.helpers import fake_model_env
+from tests.pixel_model import DIM
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -118,9 +119,9 @@ def test_an_indexed_path_is_not_an_id(live_server, built_index, corpus):
     ({"id": "/etc/passwd"}, 400, "invalid_id", "integer"),
     ({"id": 0, "head": "../../../etc"}, 400, "unknown_head", "no head named"),
     ({"id": 0, "head": "/etc/passwd"}, 400, "unknown_head", "no head named"),
-    ({"vector": [10 ** 400] * 1280}, 400, "invalid_vector", "finite numbers"),
-    ({"vector": [1e39] * 1280}, 400, "invalid_vector", "NaN or infinity"),
-    ({"vector": [0.0] * 1280, "k": 3}, 200, None, None),
+    ({"vector": [10 ** 400] * DIM}, 400, "invalid_vector", "finite numbers"),
+    ({"vector": [1e39] * DIM}, 400, "invalid_vector", "NaN or infinity"),
+    ({"vector": [0.0] * DIM, "k": 3}, 200, None, None),
 ])
 def test_hostile_json_fields(live_server, body, status, code, message):
     r = requests.post(live_server.url + "/api/search", json=body, timeout=30)
@@ -206,7 +207,7 @@ def test_serve_command_runs_waitress_without_debug(built_index):
     """`imgsearch serve` (no --dev) with FLASK_DEBUG=1 in its environment still serves without debug."""
     port = _free_port()
     imgsearch = Path(sys.executable).with_name("imgsearch")
-    env = dict(os.environ, FLASK_DEBUG="1")
+    env = fake_model_env(FLASK_DEBUG="1")
     proc = subprocess.Popen([str(imgsearch), "-v", "serve", "--index", str(built_index[0]), "--port", str(port),
                              "--threads", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     url = f"http://127.0.0.1:{port}"

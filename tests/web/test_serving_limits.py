@@ -7,7 +7,6 @@ The server runs as a real `imgsearch serve` process on loopback; every loop here
 from __future__ import annotations
 
 import json
-import os
 import re
 import resource
 import socket
@@ -20,7 +19,8 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.helpers import wait_until
+from tests.helpers import fake_model_env, wait_until
+from tests.pixel_model import NAME
 
 EXE = Path(sys.executable).parent / "imgsearch"
 
@@ -32,7 +32,7 @@ def rss_mb(pid: int) -> float:
 
 class ServeProcess:
     def __init__(self, index_dir, *args):
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = fake_model_env(PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([str(EXE), "serve", "--index", str(index_dir), "--port", "0", *map(str, args)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         lines = []
@@ -69,7 +69,7 @@ def big_images_index(tmp_path_factory):
     Image.new("RGB", (64, 64), "red").save(folder / "small.png")
     Image.new("RGB", (80, 60), "blue").save(folder / "small.jpg")
     index_dir = folder / "idx"
-    index_images([folder], index_dir, IndexConfig(progress=False, decode_workers=0))
+    index_images([folder], index_dir, IndexConfig(backbone=NAME, progress=False, decode_workers=0))
     return index_dir
 
 
@@ -205,7 +205,7 @@ def test_serve_on_a_busy_port_says_so_without_a_traceback(big_images_index):
         taken.listen()
         port = taken.getsockname()[1]
         run = subprocess.run([str(EXE), "serve", "--index", str(big_images_index), "--port", str(port)],
-                             capture_output=True, text=True, timeout=180)
+                             capture_output=True, text=True, timeout=180, env=fake_model_env())
     assert run.returncode == 1
     assert "serving" not in run.stdout and "open http" not in run.stdout
     assert "Traceback" not in run.stderr and f"127.0.0.1:{port}" in run.stderr and "--port" in run.stderr

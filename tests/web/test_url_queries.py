@@ -23,7 +23,7 @@ from imgsearch.search.query.remote import (
     fetch_image,
     refusal,
 )
-from tests.helpers import LiveServer
+from tests.helpers import LiveServer, fake_model_env
 from tests.image_server import ImageServer
 
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
@@ -257,12 +257,13 @@ def test_the_cli_searches_urls_with_the_guard_on(built_index, images):
     index_dir = str(built_index[0])
     url = f"{images.url}/composite.png"
     ok = subprocess.run([IMGSEARCH, "search", "--index", index_dir, "--allow-network", "127.0.0.1/32", "--box",
-                         "0,0,0.5,1", "-k", "2", "--json", url], capture_output=True, text=True, timeout=300)
+                         "0,0,0.5,1", "-k", "2", "--json", url], capture_output=True, text=True, timeout=300,
+                        env=fake_model_env())
     assert ok.returncode == 0, ok.stderr
     found = json.loads(ok.stdout)
     assert found["query"] == url and found["results"][0]["path"].endswith("astronaut.jpg")
     refused = subprocess.run([IMGSEARCH, "search", "--index", index_dir, url, "file:///etc/passwd"],
-                             capture_output=True, text=True, timeout=120)
+                             capture_output=True, text=True, timeout=120, env=fake_model_env())
     assert refused.returncode == 1 and refused.stdout == ""
     lines = refused.stderr.splitlines()
     assert len(lines) == 2 and "127.0.0.1 is a loopback address" in lines[0] and "only http and https" in lines[1]
@@ -270,7 +271,8 @@ def test_the_cli_searches_urls_with_the_guard_on(built_index, images):
 
 def test_serve_passes_its_url_options_to_the_server(built_index):
     bad = subprocess.run([IMGSEARCH, "serve", "--index", str(built_index[0]), "--port", "0", "--allow-url-queries",
-                          "--url-allow-network", "nonsense"], capture_output=True, text=True, timeout=120)
+                          "--url-allow-network", "nonsense"], capture_output=True, text=True, timeout=120,
+                         env=fake_model_env())
     assert bad.returncode == 1 and bad.stderr.startswith("Error: 'nonsense' is not a network"), bad.stderr
 
 
