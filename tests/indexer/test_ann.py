@@ -102,7 +102,8 @@ def test_memory_estimate_matches_what_faiss_writes(tmp_path):
 @pytest.mark.parametrize("memory, rerank, family", [
     ("32G", None, "HNSW"),  # fits in full precision: graph
     ("8M", False, "IVF256,Flat"),  # HNSW's links no longer fit, all in RAM: inverted lists of full vectors
-    ("1M", None, "PQ"),  # 4-bit product-quantised codes, re-scored exactly from the memory-mapped vectors
+    # 4-bit product-quantised codes, re-scored exactly from the memory-mapped vectors; trains long: slow
+    pytest.param("1M", None, "PQ", marks=pytest.mark.slow),
 ])
 def test_auto_index_meets_its_recall_target_against_brute_force(tmp_path, memory, rerank, family):
     store, manifest, shards = make_index_dir(tmp_path / "idx")

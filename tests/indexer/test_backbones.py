@@ -75,6 +75,7 @@ def test_keras_backbone_offline_error_says_what_to_do(tmp_path, monkeypatch):
         pytest.skip("this machine can download Keras weights; the offline path is not exercised")
 
 
+@pytest.mark.slow
 def test_keras_backbone_with_local_weights_file(tmp_path):
     import keras
 
@@ -94,7 +95,7 @@ def test_keras_backbone_with_local_weights_file(tmp_path):
         load_backbone("mobilenet_v2", weights=str(tmp_path / "missing.h5"))
 
 
-@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
+@pytest.mark.parametrize("name", ["efficientnet-lite0", pytest.param("efficientnet-lite2", marks=pytest.mark.slow)])
 def test_tflite_and_tf_function_give_the_same_embeddings(name, photos_dir):
     from imgsearch.indexer.inputs.images import decode_image
 
@@ -128,6 +129,7 @@ def test_auto_runtime_picks_tf_function_when_a_gpu_is_visible(monkeypatch):
     assert resolve_runtime("auto") == "tf"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_indexing_and_search_with_a_cached_tflite_model_never_import_tensorflow(tmp_path, photos_dir, lite0):
     import subprocess

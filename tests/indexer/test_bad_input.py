@@ -34,12 +34,12 @@ def bad_corpus(tmp_path_factory, photos_dir):
 
 @pytest.fixture(scope="module")
 def bad_index(tmp_path_factory, bad_corpus, lite0):
-    """The bad corpus indexed with efficientnet-lite0: its embeddings measure whether odd files decode to the
-    same picture, a measure calibrated on the CNN (tolerances of 0.98 to 0.999)."""
+    """The bad corpus indexed with efficientnet-lite0 (float32, as ``embedder``): its embeddings measure whether
+    odd files decode to the same picture, a measure calibrated on the CNN (tolerances of 0.98 to 0.999)."""
     folder, _ = bad_corpus
     index_dir = tmp_path_factory.mktemp("bad-index") / "idx"
     # one worker process: the pipe, /dev/zero and the bombs go through the real process pool
-    summary = index_images([folder], index_dir, IndexConfig(progress=False, decode_workers=1))
+    summary = index_images([folder], index_dir, IndexConfig(progress=False, decode_workers=1, precision="float32"))
     return index_dir, summary
 
 

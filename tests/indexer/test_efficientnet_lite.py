@@ -33,7 +33,7 @@ def test_block_structure_read_from_tensor_names(name, blocks, skips):
     assert [s.stride for s in specs].count(2) == 4  # four downsampling stages after the stem
 
 
-@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+@pytest.mark.parametrize("variant", ["lite0", pytest.param("lite2", marks=pytest.mark.slow)])
 def test_keras_port_matches_pytorch_reference(reference, variant):
     backbone = load_backbone(f"efficientnet-{variant}")
     features, logits = backbone.classifier(_normalise(reference[f"images_{variant}"]))
@@ -67,6 +67,7 @@ def test_chelsea_is_a_cat(lite0):
     assert top5 & {967, 968, 504}, f"top-5 classes {sorted(top5)} hold no espresso, cup or mug"
 
 
+@pytest.mark.slow
 def test_chelsea_is_a_cat_for_lite2():
     import skimage.data
 

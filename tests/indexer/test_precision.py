@@ -3,6 +3,9 @@
 An int8 embedding differs from the float32 one of the same image (cosine about
 0.99), so "the query embedding of an indexed image equals its stored embedding
 within 1e-5" tells which model answered a query.
+
+A test that needs the int8 model is ``slow``: the calibrated conversion alone takes tens of seconds in a
+run's empty cache.  The float32 side and the rules run in the inner loop.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def _stored(index_dir: Path) -> dict[str, np.ndarray]:
                                                        table.column("embedding").to_pylist())}
 
 
+@pytest.mark.slow
 def test_int8_embeddings_are_unit_vectors_close_to_float32(lite0, embedder, int8_embedder, photos_dir):
     images = np.stack([decode_image(f, lite0.input_size).array for f in _photo_files(photos_dir)]
                       + list(CalibrationSet(count=24, seed=7).images(lite0.input_size)))
@@ -63,6 +67,7 @@ def test_int8_embeddings_are_unit_vectors_close_to_float32(lite0, embedder, int8
     assert "int8" in int8_embedder.runtime
 
 
+@pytest.mark.slow
 def test_calibration_set_and_the_cached_model_are_deterministic(lite0, int8_embedder, tmp_path, monkeypatch):
     from imgsearch.indexer.config import default_cache_dir
     from imgsearch.indexer.model import runtime
@@ -83,6 +88,7 @@ def test_calibration_set_and_the_cached_model_are_deterministic(lite0, int8_embe
     assert Embedder(lite0, precision="int8", calibration=CALIBRATION).precision == "int8"
 
 
+@pytest.mark.slow
 def test_a_cached_int8_model_opens_without_the_heavy_imports(int8_embedder):
     """Start-up is part of every indexing run's speed: with the int8 model cached, neither TensorFlow nor
     the packages that ship the calibration photos (scikit-learn: ~2 s to import) are imported."""
@@ -96,12 +102,14 @@ def test_a_cached_int8_model_opens_without_the_heavy_imports(int8_embedder):
     assert out.stdout.split("\n")[-2] == "[]", out.stdout
 
 
+@pytest.mark.slow
 def test_an_int8_index_records_its_precision_and_calibration(int8_index):
     backbone = EmbeddingStore(int8_index).read_manifest()["backbone"]
     assert backbone["precision"] == "int8"
     assert backbone["calibration"] == CALIBRATION.identity()
 
 
+@pytest.mark.slow
 def test_search_engine_queries_an_int8_index_with_the_int8_model(int8_index, photos_dir, embedder):
     from imgsearch.search.engine import SearchEngine
 
@@ -116,6 +124,7 @@ def test_search_engine_queries_an_int8_index_with_the_int8_model(int8_index, pho
     assert ((as_float32 * query).sum(1) < 0.9999).any()  # a float32 query would not match so closely
 
 
+@pytest.mark.slow
 def test_cli_search_of_an_int8_index_uses_the_int8_model(int8_index, photos_dir):
     image = _photo_files(photos_dir)[0]
     out = subprocess.run([IMGSEARCH, "search", "--index", str(int8_index), "--json", "-k", "1", str(image)],
@@ -125,6 +134,7 @@ def test_cli_search_of_an_int8_index_uses_the_int8_model(int8_index, photos_dir)
     assert top["path"] == str(image) and top["score"] >= 1 - 1e-5
 
 
+@pytest.mark.slow
 def test_http_search_of_an_int8_index_uses_the_int8_model(int8_index, photos_dir):
     from tests.helpers import LiveServer
     from imgsearch.web import create_app
@@ -141,12 +151,13 @@ def test_http_search_of_an_int8_index_uses_the_int8_model(int8_index, photos_dir
         server.close()
 
 
-def test_mixing_precisions_on_one_index_is_refused(int8_index, photos_dir, built_index, tmp_path):
+@pytest.mark.slow
+def test_mixing_precisions_on_one_index_is_refused(int8_index, photos_dir, cnn_index, tmp_path):
     from imgsearch.indexer.run.pipeline import index_images
 
     with pytest.raises(IndexFormatError, match="built with precision int8, not float32"):
         index_images([photos_dir], int8_index, IndexConfig(progress=False, precision="float32"))
-    out = subprocess.run([IMGSEARCH, "index", str(photos_dir), "--index", str(built_index[0]),
+    out = subprocess.run([IMGSEARCH, "index", str(photos_dir), "--index", str(cnn_index[0]),
                           "--precision", "int8", "--no-progress"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert "Error: " in out.stderr and "built with precision float32, not int8" in out.stderr
@@ -166,21 +177,22 @@ def test_int8_needs_tflite_and_a_known_precision():
     assert out.returncode == 1 and "int8 runs only through TFLite" in out.stderr
 
 
-def test_a_float32_index_stays_float32(built_index):
+def test_a_float32_index_stays_float32(cnn_index):
     from imgsearch.indexer.folder.manifest import model_precision
 
-    manifest = EmbeddingStore(built_index[0]).read_manifest()
+    manifest = EmbeddingStore(cnn_index[0]).read_manifest()
     assert model_precision(manifest) == {"precision": "float32", "calibration": None}
     assert model_precision({"backbone": {"name": "efficientnet-lite0"}})["precision"] == "float32"  # old manifests
 
 
-def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(built_index, int8_index, photos_dir, tmp_path):
+@pytest.mark.slow
+def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(cnn_index, int8_index, photos_dir, tmp_path):
     import shutil
 
     from imgsearch.search.engine import SearchEngine
 
     folder = tmp_path / "idx"
-    shutil.copytree(built_index[0], folder)
+    shutil.copytree(cnn_index[0], folder)
     engine = SearchEngine.open(folder)
     engine.warm_up()  # the float32 model is loaded
     shutil.rmtree(folder)
@@ -190,7 +202,8 @@ def test_a_server_following_a_folder_rebuilt_in_int8_switches_model(built_index,
     np.testing.assert_allclose(new.embed_images([str(image)])[0], _stored(folder)[str(image)], atol=1e-5)
 
 
-def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_index):
+@pytest.mark.slow
+def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, cnn_index):
     from imgsearch.indexer.folder.store import (
         FILE_METADATA_FORMAT_VERSION,
         FORMAT_VERSION,
@@ -203,7 +216,7 @@ def test_an_int8_index_has_a_format_earlier_releases_refuse(int8_index, built_in
     assert EmbeddingStore(int8_index).read_manifest()["format_version"] != FORMAT_VERSION
     # and the releases before the resize was recorded refuse an index they would query with another resize
     # (new indexes also hold the file metadata columns, the newest format: refused by every release before them)
-    assert EmbeddingStore(built_index[0]).read_manifest()["format_version"] == FILE_METADATA_FORMAT_VERSION
+    assert EmbeddingStore(cnn_index[0]).read_manifest()["format_version"] == FILE_METADATA_FORMAT_VERSION
     assert _format_version({"backbone": {"name": "x", "resample": "bilinear"}}) == RESAMPLE_FORMAT_VERSION
     old = {"backbone": {"name": "efficientnet-lite0"}}
     assert _format_version(old) == FORMAT_VERSION  # what every earlier float32 index is, and stays
@@ -237,7 +250,8 @@ def test_a_new_index_defaults_to_int8_on_cpu_for_efficientnet_lite(monkeypatch):
     assert runtime.default_precision("efficientnet-lite0", "tflite") == "int8"
 
 
-def test_imgsearch_index_without_precision_builds_int8_and_keeps_an_index_own(photos_dir, built_index, tmp_path):
+@pytest.mark.slow
+def test_imgsearch_index_without_precision_builds_int8_and_keeps_an_index_own(photos_dir, cnn_index, tmp_path):
     out = subprocess.run([IMGSEARCH, "index", str(photos_dir), "--index", str(tmp_path / "new"), "--no-progress"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -247,7 +261,7 @@ def test_imgsearch_index_without_precision_builds_int8_and_keeps_an_index_own(ph
     # a float32 index (an earlier release's default) stays float32 when it grows without --precision
     import shutil
 
-    shutil.copytree(built_index[0], tmp_path / "old")
+    shutil.copytree(cnn_index[0], tmp_path / "old")
     extra = tmp_path / "extra"
     extra.mkdir()
     from PIL import Image
@@ -261,6 +275,7 @@ def test_imgsearch_index_without_precision_builds_int8_and_keeps_an_index_own(ph
     assert manifest["backbone"]["precision"] == "float32" and manifest["count"] == before + 1
 
 
+@pytest.mark.slow
 def test_a_new_index_records_its_resize_and_embeds_with_it(int8_index, photos_dir, int8_embedder, lite0):
     """New indexes resize bilinear (faster, as good); the manifest says so and every image is resized so."""
     from imgsearch.indexer.folder.store import RESAMPLE_FORMAT_VERSION
@@ -276,14 +291,14 @@ def test_a_new_index_records_its_resize_and_embeds_with_it(int8_index, photos_di
     assert not np.allclose(stored, bicubic, atol=1e-3)
 
 
-def test_an_index_without_a_recorded_resize_is_queried_bicubic(built_index, photos_dir, embedder, lite0, tmp_path):
+def test_an_index_without_a_recorded_resize_is_queried_bicubic(cnn_index, photos_dir, embedder, lite0, tmp_path):
     """Indexes from before the filter was recorded were resized bicubic: their queries still are."""
     import shutil
 
     from imgsearch.search.engine import SearchEngine
 
     folder = tmp_path / "old"
-    shutil.copytree(built_index[0], folder)
+    shutil.copytree(cnn_index[0], folder)
     store = EmbeddingStore(folder)
     manifest = store.read_manifest()
     del manifest["backbone"]["resample"]  # as an earlier release wrote it
@@ -295,12 +310,12 @@ def test_an_index_without_a_recorded_resize_is_queried_bicubic(built_index, phot
     np.testing.assert_allclose(query, bicubic, atol=1e-5)
 
 
-def test_a_manifest_with_an_unknown_resize_is_refused_with_its_name(built_index, tmp_path):
+def test_a_manifest_with_an_unknown_resize_is_refused_with_its_name(cnn_index, tmp_path):
     import shutil
 
     from imgsearch.indexer.errors import DamagedIndexError
 
-    shutil.copytree(built_index[0], tmp_path / "idx")
+    shutil.copytree(cnn_index[0], tmp_path / "idx")
     path = tmp_path / "idx" / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["backbone"]["resample"] = "lanczos"

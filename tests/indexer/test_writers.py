@@ -70,6 +70,7 @@ def _verify_ok(index_dir: Path) -> bool:
     return run.returncode == 0
 
 
+@pytest.mark.slow  # TRIALS rounds of two real index processes racing: a measurement of the lock
 def test_two_index_runs_into_one_new_index_keep_both(folders, tmp_path):
     a, b = folders
     lost = []

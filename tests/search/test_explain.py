@@ -21,6 +21,9 @@ from imgsearch.indexer.model.embedder import Embedder, FeatureMapEmbedder
 from imgsearch.search.engine import SearchEngine, UnknownIdError
 from imgsearch.search.explain.explainer import ChangedFileError, explainer_for
 
+# the explaining model is a conversion of its own per precision (int8 calibrated): tens of seconds cold
+pytestmark = pytest.mark.slow
+
 SUM_TOLERANCE = 1e-3  # the bound on |sum of shares - score|
 
 # the planted object: the cat's face from scikit-image's chelsea, pasted at PASTE x PASTE px (4 x 4 of the 7 x 7

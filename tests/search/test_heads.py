@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from imgsearch.indexer.folder.heads import HeadError, list_heads, load_head
 from imgsearch.indexer.folder.store import EmbeddingStore
-from imgsearch.indexer.learn.classifiers import stratified_split
+from imgsearch.indexer.learn.classifiers import HeadTrainingConfig, stratified_split
 from imgsearch.indexer.run.heads import train_head
 from imgsearch.search.client.http_client import SearchAPIError, SearchClient
 from imgsearch.search.engine import SearchEngine
@@ -72,7 +72,7 @@ def test_labels_from_csv(cnn_index, tmp_path, corpus):
     lines = ["path,label"] + [f"{os.path.relpath(p, tmp_path)},{'photo' if '/photos/' in p else 'emoji'}"
                               for p in paths]
     csv.write_text("\n".join(lines) + "\n")
-    head = train_head(copy, "kind", labels_csv=csv)
+    head = train_head(copy, "kind", labels_csv=csv, config=HeadTrainingConfig(max_epochs=15, patience=3))
     assert head.classes == ["emoji", "photo"] and head.labels_source.startswith("csv")
     assert head.metrics["train_images"] + head.metrics["val_images"] == len(paths)
     engine = SearchEngine.open(copy)
@@ -94,6 +94,7 @@ def test_stratified_split_keeps_every_class():
     assert not set(keep) & set(held)
 
 
+@pytest.mark.slow
 def test_cli_train_classify_search_with_head(cnn_index, corpus, tmp_path):
     copy = tmp_path / "idx"
     shutil.copytree(cnn_index[0], copy)

@@ -15,6 +15,8 @@ from imgsearch.indexer.inputs.near_duplicates import near_duplicate_set
 from imgsearch.indexer.inputs.samples import lookalikes
 from imgsearch.search.engine import SearchEngine
 
+pytestmark = pytest.mark.slow  # a benchmark set through the int8 CNN and ORB: a measurement
+
 IMGSEARCH = str(Path(sys.executable).parent / "imgsearch")
 HARD_EDITS = ("crop50", "rotate10", "occlude", "border")  # the edits cosine alone misses most
 

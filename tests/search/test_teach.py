@@ -106,6 +106,7 @@ def _paths_by_id(index_dir) -> dict[int, str]:
     return dict(zip(t.column("id").to_pylist(), texts_of(t, "path")))
 
 
+@pytest.mark.slow
 def test_train_head_from_an_examples_file(teach_index, tmp_path):
     import subprocess
 
@@ -147,6 +148,7 @@ def teach_server(teach_index):
     server.close()
 
 
+@pytest.mark.slow
 def test_teach_classify_search_and_delete_through_the_server(teach_server, teach_index):
     ids = _ids_by_label(teach_index)
     flags, smileys = ids["emoji/Flags"], ids["emoji/Smileys & Emotion"]
@@ -198,6 +200,7 @@ def test_bad_examples_are_refused_with_what_to_change(teach_server, examples, st
     assert "bad" not in requests.get(f"{teach_server.url}/api/heads", timeout=30).json()["heads"]
 
 
+@pytest.mark.slow
 def test_two_trainings_at_once_leave_a_whole_folder(teach_server, teach_index):
     ids = _ids_by_label(teach_index)
     bodies = [{"name": "twin", "examples": {"flag": ids["emoji/Flags"][:4], "photo": ids["photos"][:4]}},
@@ -240,6 +243,7 @@ def test_a_server_not_allowed_to_train_refuses_with_why(teach_index):
     assert "x" not in list_heads(teach_index)
 
 
+@pytest.mark.slow
 def test_the_client_teaches_lists_and_deletes_and_openapi_describes_it(teach_server, teach_index):
     from imgsearch.search.client.http_client import SearchAPIError, SearchClient
 
@@ -299,6 +303,7 @@ def test_a_training_that_finds_another_writer_gets_409_and_changes_nothing(teach
     assert "blocked" not in list_heads(teach_index)
 
 
+@pytest.mark.slow
 def test_train_head_from_labelled_folders_with_the_svm(teach_index):
     from imgsearch.indexer.learn.classifiers import HeadTrainingConfig
     from imgsearch.indexer.run.heads import train_head

@@ -13,6 +13,8 @@ import requests
 from imgsearch.search.client.http_client import SearchAPIError, SearchClient
 from imgsearch.search.engine import SearchEngine
 
+pytestmark = pytest.mark.slow  # the explaining model is a conversion of its own: tens of seconds cold
+
 
 def _post(server, **kwargs):
     return requests.post(f"{server.url}/api/explain", timeout=60, **kwargs)

@@ -80,6 +80,7 @@ def server(big_images_index):
     s.close()
 
 
+@pytest.mark.slow  # holds 500 idle connections for 10 s and measures /api/health under them
 def test_idle_connection_flood_does_not_take_the_server_offline(server):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 1200:
