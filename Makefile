@@ -41,7 +41,7 @@ test-fast: install
 	scripts/install-system-deps.sh --browser --java
 	$(BIN)/lint-imports
 	$(MKDOCS)
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not spark and not browser and not slow"
 
 docs: install
 	$(MKDOCS)

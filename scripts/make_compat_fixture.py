@@ -1,6 +1,6 @@
 """One-off: write ``tests/data/v0-index``, an index folder made by THIS release, and its answers.
 
-``tests/test_compat.py`` opens that folder with whatever code it runs under and
+``tests/search/test_compat.py`` opens that folder with whatever code it runs under and
 checks that it searches, classifies and indexes incrementally exactly as the
 release that wrote it did.  So this script is run ONCE, at the release whose
 format is to be kept readable (it was run at a5e8f0e), and its output is

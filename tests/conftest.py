@@ -1,4 +1,6 @@
-"""Shared fixtures: one real model per session, small real image sets made at test time."""
+"""Session-wide fixtures and hooks: this run's own caches, the real model (one per session) and the tests' fake
+model (tests/pixel_model.py), small real image sets made at test time, the indexes and servers several areas
+share.  Each area's own fixtures are in its conftest.py."""
 
 from __future__ import annotations
 
@@ -12,8 +14,20 @@ from tests.run_caches import isolate_caches, restore_caches
 
 
 def pytest_configure(config):
-    """Before any test module is imported: this run's own caches, never the user's (tests/run_caches.py)."""
+    """Before any test module is imported: this run's own caches, never the user's (tests/run_caches.py); then
+    the fake model joins the backbone registry, so that indexes built with it open with it (in this process)."""
     config._imgsearch_caches = isolate_caches()
+    from imgsearch.indexer.model.backbones import register_backbone
+    from tests import pixel_model  # imports the product: after the caches are this run's
+
+    register_backbone(pixel_model.SPEC)
+
+
+def pytest_collection_modifyitems(items):
+    """A test that starts Spark is a ``spark`` test wherever it lives (tests/spark/ holds the ones wholly about it)."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -37,6 +51,23 @@ def embedder(lite0):
     from imgsearch.indexer.model.embedder import Embedder
 
     return Embedder(lite0, batch_size=32)
+
+
+@pytest.fixture(scope="session")
+def pixels():
+    """The tests' fake model (tests/pixel_model.py): a backbone that runs in numpy, no TensorFlow."""
+    from imgsearch.indexer.model.backbones import load_backbone
+    from tests.pixel_model import NAME
+
+    return load_backbone(NAME)
+
+
+@pytest.fixture(scope="session")
+def pixel_embedder(pixels):
+    """The real ``Embedder`` over the fake model: what indexing and search run when an index was built with it."""
+    from imgsearch.indexer.model.embedder import Embedder
+
+    return Embedder(pixels, batch_size=32)
 
 
 @pytest.fixture(scope="session")
@@ -69,24 +100,62 @@ def corpus(tmp_path_factory, photos_dir, emoji_dir) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def built_index(tmp_path_factory, corpus, lite0):
-    """The corpus indexed once with efficientnet-lite0, shared read-only by search tests."""
+def _index(sources, index_dir: Path, **config):
     from imgsearch.indexer.config import IndexConfig
     from imgsearch.indexer.run.pipeline import index_images
 
+    return index_images(sources, index_dir, IndexConfig(progress=False, **config))
+
+
+def _headed_copy(index_dir: Path, copy: Path, **training) -> Path:
+    """A copy of ``index_dir`` with a trained head 'cat' (labels: the parent folders)."""
+    from imgsearch.indexer.learn.classifiers import HeadTrainingConfig
+    from imgsearch.indexer.run.heads import train_head
+
+    shutil.copytree(index_dir, copy)
+    train_head(copy, "cat", config=HeadTrainingConfig(**training))
+    return copy
+
+
+def _live_server(index_dir: Path, **settings):
+    from imgsearch.web import create_app
+
+    server = LiveServer(create_app({"INDEX_DIR": str(index_dir), **settings}))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory, corpus):
+    """(folder, summary): the corpus indexed once with the fake model, shared read-only by search and web tests."""
+    from tests.pixel_model import NAME
+
     index_dir = tmp_path_factory.mktemp("index") / "idx"
-    # float32, as every index written before int8 became the default: many tests compare with `embedder`
-    summary = index_images([corpus], index_dir, IndexConfig(progress=False, shard_size=25, precision="float32"))
-    return index_dir, summary
+    return index_dir, _index([corpus], index_dir, backbone=NAME, shard_size=25)
+
+
+@pytest.fixture(scope="session")
+def cnn_index(tmp_path_factory, corpus, lite0):
+    """(folder, summary): the corpus indexed once with efficientnet-lite0, for tests of what its neighbours mean."""
+    index_dir = tmp_path_factory.mktemp("cnn-index") / "idx"
+    # float32, as every index written before int8 became the default: tests compare with `embedder`
+    return index_dir, _index([corpus], index_dir, shard_size=25, precision="float32")
 
 
 @pytest.fixture(scope="module")
 def engine(built_index):
-    """A SearchEngine over the shared index (tests that need another define their own)."""
+    """A SearchEngine over the shared fake-model index (tests that need another define their own)."""
     from imgsearch.search.engine import SearchEngine
 
     return SearchEngine.open(built_index[0])
+
+
+@pytest.fixture(scope="module")
+def cnn_engine(cnn_index):
+    """A SearchEngine over the shared efficientnet-lite0 index."""
+    from imgsearch.search.engine import SearchEngine
+
+    return SearchEngine.open(cnn_index[0])
 
 
 @pytest.fixture(scope="module")
@@ -100,33 +169,37 @@ def client(live_server):
 
 @pytest.fixture(scope="session")
 def live_server(built_index):
-    from imgsearch.web import create_app
+    """The production server on loopback over the shared fake-model index."""
+    yield from _live_server(built_index[0], MAX_CONTENT_LENGTH=2 * 1024 * 1024)
 
-    index_dir, _ = built_index
-    app = create_app({"INDEX_DIR": str(index_dir), "MAX_CONTENT_LENGTH": 2 * 1024 * 1024})
-    server = LiveServer(app)
-    yield server
-    server.close()
+
+@pytest.fixture(scope="session")
+def cnn_server(cnn_index):
+    """The production server on loopback over the shared efficientnet-lite0 index."""
+    yield from _live_server(cnn_index[0], MAX_CONTENT_LENGTH=2 * 1024 * 1024)
 
 
 @pytest.fixture(scope="session")
 def headed_index(tmp_path_factory, built_index):
-    """A copy of the built index with a trained head 'cat' (labels: the parent folders)."""
-    from imgsearch.indexer.run.heads import train_head
+    """A copy of the fake-model index with a head 'cat' (labels: the parent folders), trained briefly: tests here
+    serve, store, damage and explain a head; what a head learns is tested on ``cnn_headed_index``."""
+    return _headed_copy(built_index[0], tmp_path_factory.mktemp("headed") / "idx", max_epochs=15, patience=3)
 
-    index_dir = tmp_path_factory.mktemp("headed") / "idx"
-    shutil.copytree(built_index[0], index_dir)
-    train_head(index_dir, "cat")
-    return index_dir
+
+@pytest.fixture(scope="session")
+def cnn_headed_index(tmp_path_factory, cnn_index):
+    """A copy of the efficientnet-lite0 index with a trained head 'cat': its classes mean what the pictures show."""
+    return _headed_copy(cnn_index[0], tmp_path_factory.mktemp("cnn-headed") / "idx", max_epochs=15, patience=3)
 
 
 @pytest.fixture(scope="session")
 def headed_server(headed_index):
-    from imgsearch.web import create_app
+    yield from _live_server(headed_index)
 
-    server = LiveServer(create_app({"INDEX_DIR": str(headed_index)}))
-    yield server
-    server.close()
+
+@pytest.fixture(scope="session")
+def cnn_headed_server(cnn_headed_index):
+    yield from _live_server(cnn_headed_index)
 
 
 @pytest.fixture(scope="session")
@@ -150,14 +223,21 @@ def dup_corpus(tmp_path_factory, photos_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def dup_index(tmp_path_factory, dup_corpus, lite0):
-    """``dup_corpus`` indexed once (shared read-only: copy it to change it)."""
-    from imgsearch.indexer.config import IndexConfig
-    from imgsearch.indexer.run.pipeline import index_images
+def dup_index(tmp_path_factory, dup_corpus):
+    """(folder, summary): ``dup_corpus`` indexed once with the fake model (shared read-only: copy it to change it).
+    Its edits score 0.95 to 1 against their originals, two different photos at most 0.89 (``DUP_THRESHOLD``)."""
+    from tests.pixel_model import NAME
 
     index_dir = tmp_path_factory.mktemp("dup-index") / "idx"
-    summary = index_images([dup_corpus], index_dir, IndexConfig(progress=False))
-    return index_dir, summary
+    return index_dir, _index([dup_corpus], index_dir, backbone=NAME)
+
+
+@pytest.fixture(scope="session")
+def near_dups():
+    """The near-duplicate benchmark set (indexer/inputs/near_duplicates.py): photo tiles and their edits."""
+    from imgsearch.indexer.inputs.near_duplicates import near_duplicate_set
+
+    return near_duplicate_set()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ Plain functions and classes, imported as ``from tests.helpers import ...``
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -13,7 +14,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 DATA = Path(__file__).parent / "data"
+V0_INDEX = DATA / "v0-index"  # a folder the previous release indexed, with its answers (tests/search/test_compat.py)
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 60, what: str = "the condition",
@@ -31,6 +34,22 @@ def wait_until(condition: Callable[[], object], timeout: float = 60, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def fake_model_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process that must know the tests' fake model: tests/child_site first on
+    PYTHONPATH (its sitecustomize registers the fake at start-up), then the repository (for ``tests``)."""
+    path = [str(Path(__file__).parent / "child_site"), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path), **extra}
+
+
+def copy_v0_index(parent: Path) -> Path:
+    """A copy of ``V0_INDEX`` under ``parent``, to open or change."""
+    import shutil
+
+    root = parent / "v0-index"
+    shutil.copytree(V0_INDEX, root)
+    return root
 
 
 def write_bad_files(folder: Path, good_jpeg: Path) -> dict[str, str]:
@@ -103,3 +122,11 @@ def assert_no_embedding_reached(seen: dict) -> None:
     assert seen["records"] == ["task", "ordinal", "path", "sha256", "reason"]
     assert seen["embedded"] == ["task", "ordinal", "id"]
     assert {tuple(r) for r in seen["results"]} == {("name", "rows", "peak_rss_mb", "partition")}
+
+
+def mark_area(items, folder: Path, marker) -> None:
+    """Give ``marker`` to every collected test under ``folder`` (an area's conftest.py calls it: pytest hands
+    every conftest's ``pytest_collection_modifyitems`` the whole session's tests)."""
+    for item in items:
+        if item.path.is_relative_to(folder):
+            item.add_marker(marker)

@@ -11,6 +11,7 @@ import pytest
 EXE = Path(sys.executable).parent / "imgsearch"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not EXE.exists(), reason="console script not installed (pip install -e .)")
 def test_index_then_search_from_the_shell(tmp_path, photos_dir, corpus):
     src = tmp_path / "pics"

@@ -57,11 +57,14 @@ class Backbone:
 
     def __init__(self, spec: BackboneSpec, weights: str, weights_id: str,
                  load_models: Callable[[], tuple[object, object | None, Callable]],
-                 preprocess_np: Callable[[np.ndarray], np.ndarray]):
+                 preprocess_np: Callable[[np.ndarray], np.ndarray], runner: Callable | None = None):
         self.spec = spec
         self.weights = weights  # "imagenet", or the weights file used
         self.weights_id = weights_id  # identifies the exact weights, for caches derived from them
         self.preprocess_np = preprocess_np  # numpy: raw RGB (n, S, S, 3) in [0, 255] -> model input, float32
+        # a backbone that runs itself, with no Keras graph (tests' fake model, tests/pixel_model.py): a callable
+        # (n, S, S, 3) uint8 -> (n, D) float32 with a ``description``; runtime.make_runner returns it as it is
+        self.runner = runner
         self._load_models = load_models
         self._models = None
         self._map_model = None  # built from ``features`` on first use
@@ -258,6 +261,12 @@ BACKBONES: dict[str, BackboneSpec] = {
                      _load_keras_app, ("vgg16", "VGG16")),
     ]
 }
+
+
+def register_backbone(spec: BackboneSpec) -> None:
+    """Add a backbone to the registry (the tests' fake model): ``load_backbone``, and so indexing and an
+    index built with it, then find it by name.  In this process only."""
+    BACKBONES[spec.name] = spec
 
 
 def get_spec(name: str) -> BackboneSpec:

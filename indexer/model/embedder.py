@@ -59,7 +59,7 @@ class FeatureMapEmbedder:
 
     A model of its own (its own cached flatbuffer, ``outputs="map"`` in ``indexer/model/runtime.py``), so
     indexing and search keep running exactly the model they always ran; its pooled output equals theirs
-    (tests/test_explain.py checks it).  One image per call: the interpreter keeps its batch size of 1.
+    (tests/search/test_explain.py checks it).  One image per call: the interpreter keeps its batch size of 1.
     """
 
     def __init__(self, backbone: Backbone, runtime: str = "auto", cache_dir: Path | None = None,

@@ -281,6 +281,11 @@ def make_runner(backbone: Backbone, runtime: str = "auto", cache_dir: Path | Non
                 outputs: str = "features"):
     from imgsearch.indexer.config import default_cache_dir
 
+    if backbone.runner is not None:  # a backbone that runs itself: its features, float32, whatever the runtime
+        if precision != "float32" or outputs != "features":
+            raise InvalidInputError(f"{backbone.name} runs its float32 features only, not {precision} "
+                                    f"{outputs}: it has no Keras graph to convert")
+        return backbone.runner
     chosen = resolve_runtime(runtime, precision)
     if chosen == "tf":
         runner = TFFunctionRunner(backbone, outputs)
