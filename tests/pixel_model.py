@@ -11,8 +11,9 @@ its mild edits (resized, re-encoded, cropped by a few percent) have nearly the s
 close; unrelated pictures do not.  It knows nothing of what a picture shows: a test of what the model's
 neighbours mean (a cat is a cat, flags go with flags) keeps the real model.
 
-Registered in the test process only (tests/conftest.py): a child process (``imgsearch`` run as a
-command, a Spark executor) does not know it, so such tests index with the real model.
+Registered in the test process by tests/conftest.py, and in a child process started with
+``tests.helpers.fake_model_env()`` (tests/child_site/sitecustomize.py); any other child, a Spark executor
+for one, knows the real models only.
 """
 
 from __future__ import annotations
