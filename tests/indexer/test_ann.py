@@ -310,7 +310,7 @@ def test_cpu_fallback_when_the_gpu_has_no_version_of_the_index(monkeypatch, capl
     assert ann.to_gpu_if_available(index, "no") == (index, "cpu")
 
 
-@pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu and a visible GPU (pip install .[gpu]); "
+@pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu in place of faiss-cpu (README, GPU) and a visible GPU; "
                     "the fallback without one is test_cpu_fallback_when_faiss_has_no_gpu")
 def test_auto_puts_the_index_on_the_gpu_when_there_is_one():
     x = GEN.sample(4000, 7)
@@ -327,7 +327,7 @@ def test_auto_puts_the_index_on_the_gpu_when_there_is_one():
     np.testing.assert_array_equal(moved.search(queries, 10)[1], cpu.search(queries, 10)[1])
 
 
-@pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu and a visible GPU (pip install .[gpu])")
+@pytest.mark.skipif(gpu_count() == 0, reason="needs faiss-gpu in place of faiss-cpu (README, GPU) and a visible GPU")
 def test_gpu_build_and_search_give_the_cpu_results(tmp_path):
     x = GEN.sample(N, 4)
     cpu = ann.new_index("IVF256,Flat", D)
