@@ -10,6 +10,10 @@ PORT   ?= 8000
 # --strict: every warning (a broken link or anchor, a page missing from the nav) fails the build.
 # NO_MKDOCS_2_WARNING silences mkdocs-material's banner about its successor.
 MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+# Tests run on every core (pytest-xdist); a module's tests stay on one worker, so its fixtures are built once.
+# The workers share the run's caches (tests/run_caches.py). JOBS=0 runs them in this one process.
+JOBS   ?= auto
+PYTEST := $(BIN)/pytest -n $(JOBS) --dist loadscope
 
 .PHONY: install demo test test-fast docs eval clean
 
@@ -35,13 +39,13 @@ test: install
 	scripts/install-system-deps.sh --browser --java
 	$(BIN)/lint-imports
 	$(MKDOCS)
-	$(BIN)/pytest
+	$(PYTEST)
 
 test-fast: install
 	scripts/install-system-deps.sh --browser --java
 	$(BIN)/lint-imports
 	$(MKDOCS)
-	$(BIN)/pytest -m "not spark and not browser and not slow"
+	$(PYTEST) -m "not spark and not browser and not slow"
 
 docs: install
 	$(MKDOCS)

@@ -63,7 +63,14 @@ def listing(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def isolate_caches() -> RunCaches:
-    """Point every cache variable at this run's folders (call before the product is imported)."""
+    """Point every cache variable at this run's folders (call before the product is imported).
+
+    An xdist worker (``PYTEST_XDIST_WORKER``) was started by the run's controller with the controller's
+    variables, which already point at the run's folders: the workers share them (each model is converted
+    once per run, whichever worker asks first; the cache writes are atomic), and only the controller makes,
+    watches and removes them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return RunCaches(Path(os.environ["IMGSEARCH_CACHE"]).parent, temporary=False, saved={})
     keep = os.environ.get("IMGSEARCH_TEST_CACHE")
     root = Path(keep).resolve() if keep else Path(tempfile.mkdtemp(prefix="imgsearch-test-run-"))
     run = RunCaches(root, temporary=not keep, saved={v: os.environ.get(v) for v in CACHE_VARIABLES})

@@ -12,7 +12,7 @@ def test_every_cache_of_this_run_is_outside_the_users_home(request):
     from imgsearch.indexer.config import IndexConfig, default_cache_dir
 
     run = request.config._imgsearch_caches
-    user_home = Path(run.saved["HOME"] or "/nonexistent")
+    user_home = Path(run.saved.get("HOME") or "/nonexistent")  # {} in an xdist worker: the controller saved them
     for variable in run_caches.CACHE_VARIABLES:
         path = Path(os.environ[variable])
         assert path.is_relative_to(run.root), variable
@@ -36,6 +36,7 @@ def test_a_change_to_the_users_caches_is_reported(tmp_path, monkeypatch):
     for variable in run_caches.CACHE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.delenv("IMGSEARCH_TEST_CACHE", raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # a controller's run, even inside an xdist worker
     monkeypatch.setenv("HOME", str(user))
 
     nested = run_caches.isolate_caches()
@@ -51,3 +52,16 @@ def test_a_change_to_the_users_caches_is_reported(tmp_path, monkeypatch):
     assert f"{user / '.keras'}: created" in changed, changed
     assert not any("kept.tflite" in line for line in changed)
     assert run_caches.restore_caches(run_caches.isolate_caches()) == []  # nothing written: nothing reported
+
+
+def test_an_xdist_worker_shares_the_controllers_caches_and_leaves_them_be(monkeypatch):
+    """Workers start with the controller's variables: they use its folders, and neither remove nor re-point them."""
+    monkeypatch.delenv("IMGSEARCH_TEST_CACHE", raising=False)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw7")
+    before = {variable: os.environ[variable] for variable in run_caches.CACHE_VARIABLES}
+
+    worker = run_caches.isolate_caches()
+    assert {variable: os.environ[variable] for variable in run_caches.CACHE_VARIABLES} == before
+    assert worker.root == Path(before["IMGSEARCH_CACHE"]).parent and not worker.temporary
+    assert run_caches.restore_caches(worker) == []
+    assert worker.root.is_dir() and {variable: os.environ[variable] for variable in run_caches.CACHE_VARIABLES} == before
