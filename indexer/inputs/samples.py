@@ -14,11 +14,13 @@ it indexes like any user's folder:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,24 +50,39 @@ class SampleUnavailableError(MissingDependencyError, RuntimeError):
 
 
 def emoji_package_dir(cache_dir: Path | None = None) -> Path:
-    """The installed npm package, installing it into the cache on first use."""
+    """The installed npm package, installing it into the cache on first use.
+
+    The install runs in a staging folder renamed into place when whole, under a lock: a second process
+    asking meanwhile (another first run, another test worker) waits for it and never reads a package
+    whose files are still landing."""
     env = os.environ.get("IMGSEARCH_EMOJI_DIR")
     if env:
         return Path(env)
     prefix = Path(cache_dir or default_cache_dir()) / "npm"
     pkg = prefix / "node_modules" / EMOJI_PACKAGE
-    if not (pkg / "emoji.json").is_file():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise SampleUnavailableError(
-                f"the emoji sample comes from the npm package {EMOJI_PACKAGE}; install Node.js/npm, "
-                f"or run 'npm install {EMOJI_PACKAGE}@{EMOJI_VERSION}' and set IMGSEARCH_EMOJI_DIR "
-                f"to its node_modules/{EMOJI_PACKAGE} folder"
-            )
-        prefix.mkdir(parents=True, exist_ok=True)
+    if (pkg / "emoji.json").is_file():
+        return pkg
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SampleUnavailableError(
+            f"the emoji sample comes from the npm package {EMOJI_PACKAGE}; install Node.js/npm, "
+            f"or run 'npm install {EMOJI_PACKAGE}@{EMOJI_VERSION}' and set IMGSEARCH_EMOJI_DIR "
+            f"to its node_modules/{EMOJI_PACKAGE} folder"
+        )
+    prefix.mkdir(parents=True, exist_ok=True)
+    with open(prefix / ".install.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a killed holder dies
+        if (pkg / "emoji.json").is_file():  # installed while this process waited
+            return pkg
         log.info("installing npm %s@%s into %s", EMOJI_PACKAGE, EMOJI_VERSION, prefix)
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix),
-                        f"{EMOJI_PACKAGE}@{EMOJI_VERSION}"], check=True, stdout=subprocess.DEVNULL)
+        staging = Path(tempfile.mkdtemp(prefix=".install-", dir=prefix))
+        try:
+            subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(staging),
+                            f"{EMOJI_PACKAGE}@{EMOJI_VERSION}"], check=True, stdout=subprocess.DEVNULL)
+            shutil.rmtree(prefix / "node_modules", ignore_errors=True)  # a half install by an older release
+            os.replace(staging / "node_modules", prefix / "node_modules")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return pkg
 
 
