@@ -38,6 +38,9 @@ DEFAULTS = {
     "URL_QUERY_ALLOW_NETWORKS": (),
     "URL_QUERY_MAX_BYTES": None,  # None: MAX_CONTENT_LENGTH, as an upload
     "URL_QUERY_TIMEOUT": 10.0,  # seconds for the whole fetch, redirects included
+    # URL fetches at once, beyond which a URL query gets 503 busy at once (web/url_fetches.py); a trickling remote
+    # server holds a request thread for URL_QUERY_TIMEOUT. None: a quarter of SERVER_THREADS (at least 1)
+    "MAX_URL_FETCHES": None,
     # teaching heads over HTTP (POST/DELETE /api/heads, web/heads_api.py): True or False; None: allowed when the
     # server is bound to loopback (BOUND_HOST, set by web/server.py), where only this machine reaches it
     "ALLOW_TRAINING": None,
@@ -68,6 +71,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from imgsearch.web.heads_api import heads_api
     from imgsearch.web.pages import pages
     from imgsearch.web.security import add_security_headers
+    from imgsearch.web.url_fetches import install_url_fetches
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)
@@ -95,6 +99,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
         engine.warm_up()
     app.extensions["imgsearch"] = engine
     app.extensions["imgsearch_url_policy"] = url_policy
+    install_url_fetches(app)
     app.extensions["imgsearch_thumbnail_slots"] = threading.BoundedSemaphore(app.config["THUMBNAIL_DECODES"])
     register_error_handlers(app)
     add_security_headers(app)

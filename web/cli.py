@@ -73,12 +73,14 @@ def main(verbose: bool) -> None:
               help="Let clients search by {\"url\": ...}: the server fetches it (public addresses only, see README).")
 @click.option("--url-allow-network", "url_allow_networks", multiple=True, metavar="CIDR",
               help="With --allow-url-queries: also fetch from this private or loopback network; repeatable.")
+@click.option("--max-url-fetches", type=click.IntRange(1, 64), default=None,
+              help="With --allow-url-queries: URL fetches at once; more get 503 busy [default: threads / 4].")
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of waitress.")
 @click.option("--allow-training/--no-training", default=None, envvar="IMGSEARCH_ALLOW_TRAINING",
               help="Let clients train and delete heads (POST/DELETE /api/heads) [default: only when bound to "
                    "loopback].")
 def serve(index_dir, host, port, threads, connection_limit, channel_timeout, allow_url_queries, url_allow_networks,
-          dev, allow_training):
+          max_url_fetches, dev, allow_training):
     """Serve the search page and JSON API for one index folder.
 
     The port is taken before anything is printed: a busy port is an error, not a traceback.
@@ -89,7 +91,7 @@ def serve(index_dir, host, port, threads, connection_limit, channel_timeout, all
 
     app = create_app({"INDEX_DIR": str(index_dir), "SERVER_THREADS": threads, "CONNECTION_LIMIT": connection_limit,
                       "CHANNEL_TIMEOUT": channel_timeout, "ALLOW_URL_QUERIES": allow_url_queries,
-                      "URL_QUERY_ALLOW_NETWORKS": url_allow_networks, "ALLOW_TRAINING": allow_training,
+                      "URL_QUERY_ALLOW_NETWORKS": url_allow_networks, "MAX_URL_FETCHES": max_url_fetches, "ALLOW_TRAINING": allow_training,
                       "BOUND_HOST": host})
     engine = app.extensions["imgsearch"]
     try:

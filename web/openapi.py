@@ -126,6 +126,7 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                     "404": _error("Unknown id"),
                     "409": _error("The head named is damaged: retrain it"),
                     "413": _error("Upload over the size limit, or an image over the pixel limit"),
+                    "503": _error("A url query while MAX_URL_FETCHES fetches run (busy); Retry-After says when"),
                 },
             }},
             "/api/search/batch": {"post": {

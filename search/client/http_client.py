@@ -52,11 +52,13 @@ ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 
 class SearchAPIError(ImgsearchError):
-    """Any failure talking to the server: ``status`` (None if unreachable), ``code``, ``message``."""
+    """Any failure talking to the server: ``status`` (None if unreachable), ``code``, ``message``;
+    ``retry_after``: the seconds a 503 ``busy`` asks the caller to wait, else None."""
 
-    def __init__(self, status: int | None, code: str, message: str):
+    def __init__(self, status: int | None, code: str, message: str, retry_after: float | None = None):
         super().__init__(f"{code}: {message}" if status is None else f"HTTP {status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
 
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20  # k=1000 results are ~200 KB, a 1024 px thumbnail well under 1 MB
@@ -220,7 +222,8 @@ class SearchClient:
                 code, message = str(err["code"]), str(err["message"])
             except (ValueError, KeyError, TypeError):
                 code, message = "http_error", r.body[:200].decode("utf-8", "replace") or r.reason
-            raise SearchAPIError(r.status, code, message)
+            retry = str(r.headers.get("Retry-After", ""))
+            raise SearchAPIError(r.status, code, message, float(retry) if retry.isdigit() else None)
         if raw:
             return r.body
         try:
