@@ -44,6 +44,10 @@ DEFAULTS = {
     # teaching heads over HTTP (POST/DELETE /api/heads, web/heads_api.py): True or False; None: allowed when the
     # server is bound to loopback (BOUND_HOST, set by web/server.py), where only this machine reaches it
     "ALLOW_TRAINING": None,
+    # the names clients reach the server by, besides localhost, 127.0.0.1, [::1] and BOUND_HOST ("*": any), and the
+    # other sites whose pages may post to it (web/hosts.py): the defence against DNS rebinding and cross-site posts
+    "ALLOWED_HOSTS": (),
+    "ALLOWED_ORIGINS": (),
     "BOUND_HOST": None,
 }
 
@@ -69,6 +73,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from imgsearch.web.errors import register_error_handlers
     from imgsearch.web.explain import explain_api
     from imgsearch.web.heads_api import heads_api
+    from imgsearch.web.hosts import install_host_checks
     from imgsearch.web.pages import pages
     from imgsearch.web.security import add_security_headers
     from imgsearch.web.url_fetches import install_url_fetches
@@ -102,6 +107,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     install_url_fetches(app)
     app.extensions["imgsearch_thumbnail_slots"] = threading.BoundedSemaphore(app.config["THUMBNAIL_DECODES"])
     register_error_handlers(app)
+    install_host_checks(app)
     add_security_headers(app)
     app.register_blueprint(api)
     app.register_blueprint(batch)

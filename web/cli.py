@@ -75,12 +75,17 @@ def main(verbose: bool) -> None:
               help="With --allow-url-queries: also fetch from this private or loopback network; repeatable.")
 @click.option("--max-url-fetches", type=click.IntRange(1, 64), default=None,
               help="With --allow-url-queries: URL fetches at once; more get 503 busy [default: threads / 4].")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A name clients reach the server by, besides localhost, 127.0.0.1, [::1] and --host; repeatable; "
+                   "'*': any (only behind a proxy that checks Host). Other names get 400 (DNS rebinding).")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help="Another site whose pages may post to this server (e.g. https://front.example); repeatable.")
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of waitress.")
 @click.option("--allow-training/--no-training", default=None, envvar="IMGSEARCH_ALLOW_TRAINING",
               help="Let clients train and delete heads (POST/DELETE /api/heads) [default: only when bound to "
                    "loopback].")
 def serve(index_dir, host, port, threads, connection_limit, channel_timeout, allow_url_queries, url_allow_networks,
-          max_url_fetches, dev, allow_training):
+          max_url_fetches, allowed_hosts, allowed_origins, dev, allow_training):
     """Serve the search page and JSON API for one index folder.
 
     The port is taken before anything is printed: a busy port is an error, not a traceback.
@@ -91,7 +96,8 @@ def serve(index_dir, host, port, threads, connection_limit, channel_timeout, all
 
     app = create_app({"INDEX_DIR": str(index_dir), "SERVER_THREADS": threads, "CONNECTION_LIMIT": connection_limit,
                       "CHANNEL_TIMEOUT": channel_timeout, "ALLOW_URL_QUERIES": allow_url_queries,
-                      "URL_QUERY_ALLOW_NETWORKS": url_allow_networks, "MAX_URL_FETCHES": max_url_fetches, "ALLOW_TRAINING": allow_training,
+                      "URL_QUERY_ALLOW_NETWORKS": url_allow_networks, "MAX_URL_FETCHES": max_url_fetches,
+                      "ALLOWED_HOSTS": allowed_hosts, "ALLOWED_ORIGINS": allowed_origins, "ALLOW_TRAINING": allow_training,
                       "BOUND_HOST": host})
     engine = app.extensions["imgsearch"]
     try:
@@ -105,6 +111,9 @@ def serve(index_dir, host, port, threads, connection_limit, channel_timeout, all
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     click.echo(f"serving {engine.info()['count']} images from {index_dir}")
     click.echo(f"open http://{shown}:{port}/  (JSON API under /api, Ctrl-C to stop)", err=False)
+    if host in ("0.0.0.0", "::", "") and not allowed_hosts:
+        click.echo("listening on every address: requests must name this server as localhost or 127.0.0.1; add the "
+                   "names and addresses others use with --allowed-host NAME", err=True)
     if dev:
         app.run(host=host, port=port, debug=False, threaded=True, use_reloader=False)
     else:
