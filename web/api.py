@@ -14,12 +14,12 @@ from imgsearch.search.engine import MAX_K, SearchEngine, display_text
 from imgsearch.search.errors import ImageError, quote
 from imgsearch.search.query.examples import Example
 from imgsearch.search.query.filters import FIELDS
-from imgsearch.search.query.remote import fetch_image
 from imgsearch.web.errors import ApiError
 from imgsearch.web.examples import decode_image, json_examples, multipart_examples
 from imgsearch.search.query.spec import Query
 from imgsearch.web.fields import filter_fields, parse_bool, parse_int
 from imgsearch.web.openapi import openapi_spec
+from imgsearch.web.url_fetches import fetch_query_image
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -158,7 +158,8 @@ def _answer(query: Asked, by_image, by_id, by_vector):
             raise ApiError(403, "url_queries_disabled", "this server does not fetch query images from URLs "
                                                         "(its ALLOW_URL_QUERIES setting is off): upload the image")
         # refused addresses, redirects, sizes, times and types: UrlNotAllowedError (400 url_not_allowed)
-        query.image = fetch_image(query.url, current_app.extensions["imgsearch_url_policy"])
+        # at most MAX_URL_FETCHES at once (503 busy beyond), one deadline per request (web/url_fetches.py)
+        query.image = fetch_query_image(query.url)
         query.filename = query.url
     if query.kind in ("image", "url"):
         try:

@@ -38,9 +38,17 @@ DEFAULTS = {
     "URL_QUERY_ALLOW_NETWORKS": (),
     "URL_QUERY_MAX_BYTES": None,  # None: MAX_CONTENT_LENGTH, as an upload
     "URL_QUERY_TIMEOUT": 10.0,  # seconds for the whole fetch, redirects included
-    # teaching heads over HTTP (POST/DELETE /api/heads, web/heads_api.py): True or False; None: allowed when the
-    # server is bound to loopback (BOUND_HOST, set by web/server.py), where only this machine reaches it
-    "ALLOW_TRAINING": None,
+    # URL fetches at once, beyond which a URL query gets 503 busy at once (web/url_fetches.py); a trickling remote
+    # server holds a request thread for URL_QUERY_TIMEOUT. None: a quarter of SERVER_THREADS (at least 1)
+    "MAX_URL_FETCHES": None,
+    # API keys (web/keys.py, web/auth.py): the keys file (None: $IMGSEARCH_KEYS or ~/.config/imgsearch/keys.json),
+    # and whether every /api request needs a key; off loopback (BOUND_HOST, set by web/server.py) writes always do
+    "KEYS_FILE": None,
+    "REQUIRE_KEY": False,
+    # the names clients reach the server by, besides localhost, 127.0.0.1, [::1] and BOUND_HOST ("*": any), and the
+    # other sites whose pages may post to it (web/hosts.py): the defence against DNS rebinding and cross-site posts
+    "ALLOWED_HOSTS": (),
+    "ALLOWED_ORIGINS": (),
     "BOUND_HOST": None,
 }
 
@@ -62,19 +70,20 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from imgsearch.search.reloading import ReloadingEngine
     from imgsearch.search.query.remote import UrlPolicy
     from imgsearch.web.api import api
+    from imgsearch.web.auth import install_keys
     from imgsearch.web.batch import batch
     from imgsearch.web.errors import register_error_handlers
     from imgsearch.web.explain import explain_api
     from imgsearch.web.heads_api import heads_api
+    from imgsearch.web.hosts import install_host_checks
     from imgsearch.web.pages import pages
     from imgsearch.web.security import add_security_headers
+    from imgsearch.web.url_fetches import install_url_fetches
 
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
     check_max_pixels(app.config["MAX_IMAGE_PIXELS"], "MAX_IMAGE_PIXELS")
-    if app.config["ALLOW_TRAINING"] not in (None, True, False):
-        raise InvalidInputError(f"ALLOW_TRAINING must be True, False or None, got {quote(app.config['ALLOW_TRAINING'])}")
     for name in _POSITIVE:
         value = app.config[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -95,8 +104,11 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
         engine.warm_up()
     app.extensions["imgsearch"] = engine
     app.extensions["imgsearch_url_policy"] = url_policy
+    install_url_fetches(app)
     app.extensions["imgsearch_thumbnail_slots"] = threading.BoundedSemaphore(app.config["THUMBNAIL_DECODES"])
     register_error_handlers(app)
+    install_host_checks(app)
+    install_keys(app)
     add_security_headers(app)
     app.register_blueprint(api)
     app.register_blueprint(batch)

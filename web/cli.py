@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 import click
 
 from imgsearch.search.cli.commands import index_option
+from imgsearch.web.keys_cli import keys_file_option
 
 ENTRY_POINTS = "imgsearch.commands"
 
@@ -73,12 +74,21 @@ def main(verbose: bool) -> None:
               help="Let clients search by {\"url\": ...}: the server fetches it (public addresses only, see README).")
 @click.option("--url-allow-network", "url_allow_networks", multiple=True, metavar="CIDR",
               help="With --allow-url-queries: also fetch from this private or loopback network; repeatable.")
+@click.option("--max-url-fetches", type=click.IntRange(1, 64), default=None,
+              help="With --allow-url-queries: URL fetches at once; more get 503 busy [default: threads / 4].")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="A name clients reach the server by, besides localhost, 127.0.0.1, [::1] and --host; repeatable; "
+                   "'*': any (only behind a proxy that checks Host). Other names get 400 (DNS rebinding).")
+@click.option("--allowed-origin", "allowed_origins", multiple=True, metavar="ORIGIN",
+              help="Another site whose pages may post to this server (e.g. https://front.example); repeatable.")
 @click.option("--dev", is_flag=True, help="Use Flask's development server instead of waitress.")
-@click.option("--allow-training/--no-training", default=None, envvar="IMGSEARCH_ALLOW_TRAINING",
-              help="Let clients train and delete heads (POST/DELETE /api/heads) [default: only when bound to "
-                   "loopback].")
+@keys_file_option
+@click.option("--require-key", is_flag=True,
+              help="Every /api request needs a key (imgsearch keys create); off loopback, writes always need a "
+                   "write key.")
+@click.option("--allow-training/--no-training", default=None, hidden=True)
 def serve(index_dir, host, port, threads, connection_limit, channel_timeout, allow_url_queries, url_allow_networks,
-          dev, allow_training):
+          max_url_fetches, allowed_hosts, allowed_origins, dev, keys_file, require_key, allow_training):
     """Serve the search page and JSON API for one index folder.
 
     The port is taken before anything is printed: a busy port is an error, not a traceback.
@@ -87,10 +97,17 @@ def serve(index_dir, host, port, threads, connection_limit, channel_timeout, all
     from imgsearch.web import create_app
     from imgsearch.web.server import make_server, port_in_use
 
+    if allow_training is not None:
+        raise click.UsageError("--allow-training and --no-training are gone: off loopback, teaching and deleting heads "
+                               "need a write key (imgsearch keys create --scope write); on loopback they are allowed "
+                               "unless --require-key")
+    logging.getLogger("imgsearch.web.audit").setLevel(logging.INFO)  # every write, with its key's name
+
     app = create_app({"INDEX_DIR": str(index_dir), "SERVER_THREADS": threads, "CONNECTION_LIMIT": connection_limit,
                       "CHANNEL_TIMEOUT": channel_timeout, "ALLOW_URL_QUERIES": allow_url_queries,
-                      "URL_QUERY_ALLOW_NETWORKS": url_allow_networks, "ALLOW_TRAINING": allow_training,
-                      "BOUND_HOST": host})
+                      "URL_QUERY_ALLOW_NETWORKS": url_allow_networks, "MAX_URL_FETCHES": max_url_fetches,
+                      "ALLOWED_HOSTS": allowed_hosts, "ALLOWED_ORIGINS": allowed_origins, "KEYS_FILE": keys_file,
+                      "REQUIRE_KEY": require_key, "BOUND_HOST": host})
     engine = app.extensions["imgsearch"]
     try:
         server = None if dev else make_server(app, host, port)
@@ -103,6 +120,9 @@ def serve(index_dir, host, port, threads, connection_limit, channel_timeout, all
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     click.echo(f"serving {engine.info()['count']} images from {index_dir}")
     click.echo(f"open http://{shown}:{port}/  (JSON API under /api, Ctrl-C to stop)", err=False)
+    if host in ("0.0.0.0", "::", "") and not allowed_hosts:
+        click.echo("listening on every address: requests must name this server as localhost or 127.0.0.1; add the "
+                   "names and addresses others use with --allowed-host NAME", err=True)
     if dev:
         app.run(host=host, port=port, debug=False, threaded=True, use_reloader=False)
     else:

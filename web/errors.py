@@ -70,9 +70,10 @@ def status_of(exc: ImgsearchError) -> tuple[int, str] | None:
 class ApiError(ImgsearchError):
     """A request that web itself finds malformed (a missing field, a bad integer); the message says how to fix it."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}  # e.g. Retry-After on a 503, WWW-Authenticate on a 401
 
 
 def error_of(exc: ImgsearchError) -> tuple[int, str, str] | None:
@@ -102,7 +103,7 @@ def megabytes(n: int) -> str:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError):
-        return _respond(exc.status, exc.code, exc.message)
+        return _respond(exc.status, exc.code, exc.message, exc.headers)
 
     @app.errorhandler(ImgsearchError)
     def imgsearch_error(exc: ImgsearchError):

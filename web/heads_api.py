@@ -10,15 +10,13 @@ up to ``TRAINING_WAIT`` seconds), and one that finds another writer at work
 (an indexing run, a training from the command line) gets 409.  The new head is
 served at once: the engine's heads follow their files (``search/heads.py``).
 
-Who may train: ``ALLOW_TRAINING`` True or False says; None (the default) allows
-it when the server is bound to a loopback address (``imgsearch serve``'s
-default), where only this machine's users reach it.  Every answer about heads
-says which (``training``: ``allowed`` and ``why``); a refused request gets 403.
+Who may train: web/auth.py decides, by API key (a write key off loopback, or with
+``--require-key``; anyone on loopback otherwise).  Every answer about heads says
+whether this request may (``training``: ``allowed`` and ``why``).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import subprocess
@@ -30,6 +28,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from imgsearch.search.errors import ImageError, InvalidInputError, UnknownIdError, quote
 from imgsearch.search.heads import DEFAULT_MODEL, MODELS, NAME_PATTERN, head_summary
 from imgsearch.web.api import engine as _engine
+from imgsearch.web.auth import write_permission
 from imgsearch.web.errors import ApiError, error_of
 from imgsearch.web.examples import decode_image
 
@@ -47,42 +46,13 @@ _STATUS_OF_KIND = {"InvalidInputError": (400, "bad_request"), "NotFoundError": (
                    "ImageError": (400, "invalid_image"), "ExecutionError": (409, "index_busy")}
 
 
-def training_permission(app) -> tuple[bool, str]:
-    """(allowed, why) for training and deleting heads on this server."""
-    setting = app.config.get("ALLOW_TRAINING")
-    if setting is True:
-        return True, "training is allowed by the server's ALLOW_TRAINING setting"
-    if setting is False:
-        return False, "training is turned off by the server's ALLOW_TRAINING setting"
-    host = app.config.get("BOUND_HOST")
-    if host is None:
-        return False, ("the server's address is not known (not started by imgsearch serve), so training is off; "
-                       "set ALLOW_TRAINING to allow it")
-    if _is_loopback(host):
-        return True, f"the server is bound to loopback ({host}): only this machine reaches it"
-    return False, (f"the server listens on {host}, beyond this machine: training is off unless it is started "
-                   "with --allow-training (ALLOW_TRAINING)")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _training() -> dict:
-    allowed, why = training_permission(current_app)
+    allowed, why = write_permission()
     return {"allowed": allowed, "why": why}
 
 
 def _require_training() -> dict:
-    training = _training()
-    if not training["allowed"]:
-        raise ApiError(403, "training_not_allowed", training["why"])
-    return training
+    return _training()  # refused before the view runs if not allowed (web/auth.py: 401 key_required, 403)
 
 
 @heads_api.get("/heads")

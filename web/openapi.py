@@ -7,6 +7,7 @@ from imgsearch.search.engine import MAX_K
 from imgsearch.search.query.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_WEIGHT, STRATEGIES
 from imgsearch.search.query.filters import COMPARISONS, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS
 from imgsearch.web.examples import EXAMPLE_FIELDS, MAX_BATCH
+from imgsearch.web.openapi_access import add_access_control
 
 
 def _error(description: str) -> dict:
@@ -89,6 +90,7 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     form_filter = {"type": "string", "description": "a Filter as JSON text"}
     spec = _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_field, url, flt, form_filter)
     spec["paths"].update(_heads_paths(vector))
+    add_access_control(spec)
     spec["components"]["schemas"]["Head"] = _HEAD_SCHEMA
     return spec
 
@@ -126,6 +128,7 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                     "404": _error("Unknown id"),
                     "409": _error("The head named is damaged: retrain it"),
                     "413": _error("Upload over the size limit, or an image over the pixel limit"),
+                    "503": _error("A url query while MAX_URL_FETCHES fetches run (busy); Retry-After says when"),
                 },
             }},
             "/api/search/batch": {"post": {
@@ -339,7 +342,7 @@ def _heads_paths(vector: dict) -> dict:
                          {"type": "object", "properties": {"vector": vector}, "required": ["vector"]},
                          {"type": "object", "properties": {"image": {"type": "string", "contentEncoding": "base64"}},
                           "required": ["image"]}]}
-    refused = _error("Training is not allowed on this server (loopback only, or ALLOW_TRAINING); the message says why")
+    refused = _error("Training is not allowed for this request (write_scope_required: a read key); the message says why")
     return {
         "/api/heads": {
             "get": {"summary": "The index's heads, and whether this server trains them",

@@ -52,11 +52,13 @@ ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 
 class SearchAPIError(ImgsearchError):
-    """Any failure talking to the server: ``status`` (None if unreachable), ``code``, ``message``."""
+    """Any failure talking to the server: ``status`` (None if unreachable), ``code``, ``message``;
+    ``retry_after``: the seconds a 503 ``busy`` asks the caller to wait, else None."""
 
-    def __init__(self, status: int | None, code: str, message: str):
+    def __init__(self, status: int | None, code: str, message: str, retry_after: float | None = None):
         super().__init__(f"{code}: {message}" if status is None else f"HTTP {status} {code}: {message}")
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
 
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20  # k=1000 results are ~200 KB, a 1024 px thumbnail well under 1 MB
@@ -65,11 +67,12 @@ DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20  # k=1000 results are ~200 KB, a 1024 px
 class SearchClient:
     def __init__(self, base_url: str, *, timeout: float | tuple[float, float] = (3.05, 60.0),
                  deadline: float | None = None, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, api_key: str | None = None):
         """``timeout``: seconds, or (connect, read) seconds, for each socket operation;
         ``deadline``: seconds a whole call may take, however slowly the server answers
         (default: connect + read timeout); ``max_response_bytes``: the largest reply accepted.
-        Every failure raises ``SearchAPIError``.
+        ``api_key``: sent as ``Authorization: Bearer`` (default: ``$IMGSEARCH_API_KEY``), for servers that
+        need one (``imgsearch keys create``).  Every failure raises ``SearchAPIError``.
         """
         try:
             self.base_url = check_base_url(base_url)
@@ -82,6 +85,11 @@ class SearchClient:
             raise SearchAPIError(None, "invalid_deadline", f"deadline must be > 0 seconds, got {deadline!r}")
         self.max_response_bytes = int(max_response_bytes)
         self.session = session_with_deadlines(session)
+        api_key = api_key if api_key is not None else os.environ.get("IMGSEARCH_API_KEY")
+        if api_key is not None:
+            if not isinstance(api_key, str) or not api_key.strip() or any(c in api_key for c in "\r\n"):
+                raise SearchAPIError(None, "invalid_api_key", "api_key must be the key imgsearch keys create printed")
+            self.session.headers["Authorization"] = f"Bearer {api_key.strip()}"
 
     # ------------------------------------------------------------ queries
     def search(self, image: ImageInput | None = None, k: int | None = None, *, head: str | None = None,
@@ -220,7 +228,8 @@ class SearchClient:
                 code, message = str(err["code"]), str(err["message"])
             except (ValueError, KeyError, TypeError):
                 code, message = "http_error", r.body[:200].decode("utf-8", "replace") or r.reason
-            raise SearchAPIError(r.status, code, message)
+            retry = str(r.headers.get("Retry-After", ""))
+            raise SearchAPIError(r.status, code, message, float(retry) if retry.isdigit() else None)
         if raw:
             return r.body
         try:

@@ -21,6 +21,8 @@ server on 127.0.0.1); nothing else does.
 
 from __future__ import annotations
 
+import errno
+import http.client
 import ipaddress
 import socket
 import threading
@@ -150,7 +152,9 @@ def _checked_address(t: _Target, url: str, allow_networks) -> str:
     try:
         infos = socket.getaddrinfo(t.host, t.port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise UrlFetchError(f"cannot resolve the host of {quote(url)}: {exc}") from None
+        reason = exc.strerror if isinstance(exc, socket.gaierror) and exc.strerror else str(exc)
+        raise UrlFetchError(f"cannot resolve the host {quote(t.host)} of {quote(url)}: the name lookup failed "
+                            f"({reason})") from None
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     for address in addresses:
         # all or nothing: a name resolving to one public and one private address is refused
@@ -162,11 +166,13 @@ def _checked_address(t: _Target, url: str, allow_networks) -> str:
     return addresses[0]
 
 
-def fetch_image(url: str, policy: UrlPolicy | None = None) -> bytes:
+def fetch_image(url: str, policy: UrlPolicy | None = None, *, deadline: float | None = None) -> bytes:
     """The body of the image at ``url``, fetched as the module docstring says, or UrlNotAllowedError /
-    UrlFetchError saying why not."""
+    UrlFetchError saying why not.  ``deadline`` (a ``time.monotonic()`` instant) ends the fetch sooner than
+    ``policy.timeout`` would: several fetches for one request share it."""
     policy = policy or UrlPolicy()
-    deadline = time.monotonic() + policy.timeout
+    own = time.monotonic() + policy.timeout
+    deadline = own if deadline is None else min(own, deadline)
     current = url
     for hop in range(policy.max_redirects + 1):
         t = _target(current)
@@ -228,12 +234,37 @@ def _get(t: _Target, address: str, url: str, first: str, policy: UrlPolicy, dead
     except ValueError as exc:  # http.client on a reply that is not HTTP, for one
         raise UrlFetchError(f"cannot fetch {quote(url)}: {exc.__class__.__name__}: {str(exc)[:200]}") from None
     except (OSError, urllib3.exceptions.HTTPError) as exc:
-        if expired.is_set() or isinstance(exc, (socket.timeout, urllib3.exceptions.TimeoutError)):
+        if expired.is_set():
             raise _too_slow(first, policy) from None
-        raise UrlFetchError(f"cannot fetch {quote(url)}: {exc.__class__.__name__}: {str(exc)[:200]}") from None
+        raise _failed(exc, t, address, url, first, policy) from None
     finally:
         watchdog.cancel()
         conn.close()
+
+
+def _failed(exc: BaseException, t: _Target, address: str, url: str, first: str, policy: UrlPolicy):
+    """The error that says truthfully why the fetch of one hop failed: refused, unreachable, too slow, hung up.
+
+    urllib3's NewConnectionError is a ConnectTimeoutError (a TimeoutError) whatever the cause, so the
+    cause is read from the error it wraps, never from that class."""
+    cause = exc
+    for _ in range(5):  # the OSError inside urllib3's wrappers
+        if isinstance(cause, OSError) or getattr(cause, "__context__", None) is None:
+            break
+        cause = cause.__context__
+    where = f"{t.host}:{t.port}" if t.host == address else f"{t.host}:{t.port} ({address})"
+    if isinstance(cause, ConnectionRefusedError):
+        return UrlFetchError(f"cannot fetch {quote(url)}: connection refused by {where}: nothing listens there")
+    if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return UrlFetchError(f"cannot fetch {quote(url)}: {where} is unreachable from this server")
+    if isinstance(cause, (socket.timeout, TimeoutError)) or (
+            isinstance(exc, urllib3.exceptions.TimeoutError)
+            and not isinstance(exc, urllib3.exceptions.NewConnectionError)):
+        return _too_slow(first, policy)
+    if isinstance(cause, (ConnectionResetError, BrokenPipeError)) or isinstance(
+            exc, (http.client.RemoteDisconnected, urllib3.exceptions.ProtocolError)):
+        return UrlFetchError(f"cannot fetch {quote(url)}: {where} closed the connection without a complete answer")
+    return UrlFetchError(f"cannot fetch {quote(url)}: {exc.__class__.__name__}: {str(exc)[:200]}")
 
 
 def _image_body(reply, url: str, first: str, policy: UrlPolicy, expired: threading.Event) -> bytes:

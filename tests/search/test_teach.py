@@ -228,15 +228,16 @@ def test_two_trainings_at_once_leave_a_whole_folder(teach_server, teach_index):
 
 
 def test_a_server_not_allowed_to_train_refuses_with_why(teach_index):
+    """Off loopback, teaching and deleting need a write key (web/auth.py; tests/web/test_keys.py has the rest)."""
     from imgsearch.web import create_app
 
-    server = LiveServer(create_app({"INDEX_DIR": str(teach_index), "WARM_UP": False, "ALLOW_TRAINING": False}))
+    server = LiveServer(create_app({"INDEX_DIR": str(teach_index), "WARM_UP": False}))
+    server.app.config["BOUND_HOST"] = "0.0.0.0"
     try:
         r = requests.post(f"{server.url}/api/heads", json={"name": "x", "examples": {"a": [0], "b": [1]}}, timeout=30)
-        assert r.status_code == 403
-        assert r.json()["error"] == {"code": "training_not_allowed",
-                                     "message": "training is turned off by the server's ALLOW_TRAINING setting"}
-        assert requests.delete(f"{server.url}/api/heads/x", timeout=30).status_code == 403
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "key_required" and "need a write key" in r.json()["error"]["message"]
+        assert requests.delete(f"{server.url}/api/heads/x", timeout=30).status_code == 401
         assert requests.get(f"{server.url}/api/heads", timeout=30).json()["training"]["allowed"] is False
     finally:
         server.close()
@@ -268,7 +269,6 @@ def test_the_client_teaches_lists_and_deletes_and_openapi_describes_it(teach_ser
     ({"BOUND_HOST": "127.0.0.1"}, True, "bound to loopback (127.0.0.1)"),
     ({"BOUND_HOST": "::1"}, True, "bound to loopback (::1)"),
     ({"BOUND_HOST": "0.0.0.0"}, False, "listens on 0.0.0.0, beyond this machine"),
-    ({"BOUND_HOST": "0.0.0.0", "ALLOW_TRAINING": True}, True, "allowed by the server's ALLOW_TRAINING"),
     ({}, False, "address is not known"),
 ])
 def test_who_may_train(built_index, config, allowed, why):
@@ -279,7 +279,7 @@ def test_who_may_train(built_index, config, allowed, why):
     assert body["training"]["allowed"] is allowed and why in body["training"]["why"]
     if not allowed:
         r = app.test_client().post("/api/heads", json={"name": "x", "examples": {"a": [0], "b": [1]}})
-        assert r.status_code == 403 and why in r.get_json()["error"]["message"]
+        assert r.status_code == 401 and why in r.get_json()["error"]["message"]
 
 
 def test_a_training_that_finds_another_writer_gets_409_and_changes_nothing(teach_server, teach_index):

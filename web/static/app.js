@@ -30,7 +30,7 @@ function showQuery(src, caption) {
   if (queryUrl && src !== queryUrl) URL.revokeObjectURL(queryUrl);
   queryUrl = src && src.startsWith("blob:") ? src : null;
   $("query-image").hidden = !src;
-  if (src) $("query-image").src = src;
+  if (src) apiImage($("query-image"), src);
   else $("query-image").removeAttribute("src");
   $("query-frame").hidden = !src;  // a URL's image is not shown: the page's policy loads images from here only
   $("region-help").hidden = !src;
@@ -82,7 +82,7 @@ async function post(endpoint, query, fields) {
       body: JSON.stringify({ ...(query.url ? { url: query.url } : { id: query.id }), ...fields }),
     };
   }
-  const response = await fetch(endpoint, init);
+  const response = await apiFetch(endpoint, init);
   const body = await response.json();
   if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
   return body;
@@ -332,7 +332,7 @@ function render(results) {
     button.title = hit.path;
     button.setAttribute("aria-label", `More like ${hit.label || "this image"} (id ${hit.id}, score ${hit.score.toFixed(3)})`);
     const img = document.createElement("img");
-    img.src = hit.thumbnail_url;
+    apiImage(img, hit.thumbnail_url);
     img.alt = hit.label || `image ${hit.id}`;
     img.loading = "lazy";
     const caption = document.createElement("span");
@@ -445,7 +445,7 @@ async function loadDuplicates() {
   setDupStatus("Finding duplicates…");
   $("dup-groups").setAttribute("aria-busy", "true");
   try {
-    const response = await fetch(`/api/duplicates?${params}`);
+    const response = await apiFetch(`/api/duplicates?${params}`);
     const body = await response.json();
     if (ticket !== dup.request) return;
     if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
@@ -491,7 +491,7 @@ function renderGroups(groups) {
       button.setAttribute("aria-label", `Search by ${baseName(group.paths[i])} (id ${id}, score ` +
                                         `${group.scores[i].toFixed(3)}${kept ? ", kept" : ""})`);
       const img = document.createElement("img");
-      img.src = group.thumbnail_urls[i];
+      apiImage(img, group.thumbnail_urls[i]);
       img.alt = baseName(group.paths[i]);
       img.loading = "lazy";
       const caption = document.createElement("span");

@@ -65,7 +65,7 @@
       const body = { query: { id: query.id }, id, ...(head ? { head } : {}) };
       init = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
     }
-    const response = await fetch("/api/explain", init);
+    const response = await apiFetch("/api/explain", init);
     const body = await response.json();
     if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
     return body;

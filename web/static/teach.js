@@ -55,7 +55,7 @@ function renderClasses() {
       remove.title = "Remove this example";
       remove.setAttribute("aria-label", `Remove example ${j + 1} of ${cls.name || "class " + (i + 1)}`);
       const img = document.createElement("img");
-      img.src = ex.src;
+      apiImage(img, ex.src);
       img.alt = "";
       remove.append(img);
       remove.addEventListener("click", () => { cls.examples.splice(j, 1); renderClasses(); });
@@ -140,7 +140,7 @@ function setTeaching(on) {
 
 async function checkPermission() {
   try {
-    const response = await fetch("/api/heads");
+    const response = await apiFetch("/api/heads");
     const body = await response.json();
     $("teach-train").disabled = !body.training.allowed;
     if (!body.training.allowed) teachStatus(`Training is off on this server: ${body.training.why}`, true);
@@ -195,7 +195,7 @@ async function train() {
   teachStatus("Training…");
   $("teach-train").disabled = true;
   try {
-    const response = await fetch("/api/heads", {
+    const response = await apiFetch("/api/heads", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
