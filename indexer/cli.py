@@ -342,6 +342,9 @@ def _echo_head(head) -> None:
                f"embeddings in {m['train_seconds']:.1f}s ({how}{m['val_images']} measured held out)")
     if "examples_per_class" in m:
         click.echo("  examples per class: " + ", ".join(f"{c} {n}" for c, n in m["examples_per_class"].items()))
+    if m.get("repeats_dropped"):
+        click.echo(f"  {m['repeats_dropped']} of the {m['examples_given']} examples given repeated an image given "
+                   "before: each image counted once")
     if v is None:
         click.echo("  not measured: no class has 2 examples (one to hold out, one to train on)")
     else:

@@ -325,8 +325,9 @@ _HEAD_SCHEMA = {
         "model": {"type": "string", "enum": ["softmax", "svm"]},
         "calibration": {"type": "object", "description": "how probabilities were calibrated (the SVM: a temperature)"},
         "search_weight": {"type": "number"}, "created": {"type": "string"}, "labels_source": {"type": "string"},
-        "metrics": {"type": "object", "description": "examples_per_class, warnings, folds, measured_examples, and "
-                                                     "validation / knn_validation (cross-validated; null when no "
+        "metrics": {"type": "object", "description": "examples_per_class (each image once), "
+                                                     "examples_given, repeats_dropped, warnings, folds, "
+                                                     "measured_examples, and validation / knn_validation (cross-validated; null when no "
                                                      "class has 2 examples)"}}}
 
 
