@@ -13,7 +13,6 @@ string, or ``{"path": ...}``: as stored, or relative to ``base``) or an embeddin
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imgsearch.indexer.errors import InvalidInputError, NotFoundError, quote
+from imgsearch.indexer.errors import InvalidFieldError, InvalidInputError, NotFoundError, quote
 from imgsearch.indexer.folder.heads import NAME_PATTERN, Head, HeadError, delete_head, save_head
 from imgsearch.indexer.folder.lock import writer_lock
 from imgsearch.indexer.folder.manifest import backbone_name
@@ -35,6 +34,7 @@ from imgsearch.indexer.learn.fewshot import (
     fit_linear,
 )
 from imgsearch.indexer.publish.head_indexes import head_search_index
+from imgsearch.indexer.numbers import loads
 from imgsearch.indexer.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,9 @@ def read_examples_file(path) -> dict:
 
     try:
         text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
-        examples = json.loads(text)
+        examples = loads(text)
+    except InvalidFieldError as exc:  # NaN, 1e400, a 400-digit id, a class given twice
+        raise HeadError(f"examples file {path}: {exc}") from None
     except OSError as exc:
         raise HeadError(f"cannot read examples file {path}: {exc.strerror or exc}") from exc
     except ValueError as exc:
