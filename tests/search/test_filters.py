@@ -200,7 +200,7 @@ def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_p
     os.utime(src / "cam" / "a.jpg", (1_500_000_000, 1_500_000_000))
     again = index_images([src], tmp_path / "idx", IndexConfig(backbone=NAME, progress=False, decode_workers=0))
     assert again.refreshed == 0
-    assert SearchEngine.open(tmp_path / "idx").search_vector(engine.vector(0), 10, filter=["mtime<1550000000"]) == []
+    assert SearchEngine.open(tmp_path / "idx").search_vector(engine.vector(0), 10, filter=["mtime<2019-02-12T19:33:20Z"]) == []
     from click.testing import CliRunner
 
     from imgsearch.indexer.cli import index
@@ -212,7 +212,7 @@ def test_indexing_captures_size_times_and_camera_and_survives_hostile_exif(tmp_p
     refreshed = SearchEngine.open(tmp_path / "idx")
     assert refreshed.generation == engine.generation, "metadata alone does not rebuild the FAISS index"
     assert [os.path.basename(h.path) for h in refreshed.search_vector(engine.vector(0), 10,
-                                                                      filter=["mtime<1550000000"])] == ["a.jpg"]
+                                                                      filter=["mtime<2019-02-12T19:33:20Z"])] == ["a.jpg"]
     assert verify_index(tmp_path / "idx").ok
 
 
