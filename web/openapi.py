@@ -172,13 +172,15 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
             "/api/images/{id}": {"get": {
                 "summary": "An indexed image as JPEG",
                 "parameters": [
-                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                    {"name": "id", "in": "path", "required": True,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
                     {"name": "size", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 16, "maximum": 1024},
                      "description": "fit the image in size x size pixels"},
                 ],
                 "responses": {"200": {"description": "JPEG image", "content": {"image/jpeg": {}}},
-                              "400": _error("Bad size"), "404": _error("Unknown id or file gone"),
+                              "400": _error("Not an id (an integer from 0 to 2**63 - 1), or a bad size"),
+                              "404": _error("Unknown id or file gone"),
                               "413": _error("Too large to preview (not a JPEG, over THUMBNAIL_MAX_PIXELS)"),
                               "503": _error("Too many images being decoded at once: try again")},
             }},
