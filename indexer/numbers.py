@@ -53,8 +53,11 @@ def integer_field(raw, name: str, low: int, high: int, *, text: bool = True) -> 
 
 
 def id_field(raw, name: str = "id", *, text: bool = True) -> int:
-    """An image id: an integer from 0 to ``MAX_ID`` (an unknown one is the caller's NotFoundError, a
-    malformed or impossible one this ``InvalidFieldError``)."""
+    """An image id: an integer from 0 to ``MAX_ID``, its text digits only, no sign (an unknown id is the
+    caller's NotFoundError; a malformed or impossible one this ``InvalidFieldError``)."""
+    if text and isinstance(raw, str) and raw.strip()[:1] in ("+", "-"):
+        raise InvalidFieldError(name, f"{name} must be an integer between 0 and {MAX_ID} (digits only), got "
+                                      f"{quote(raw)}")
     return integer_field(raw, name, 0, MAX_ID, text=text)
 
 
