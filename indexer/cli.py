@@ -20,7 +20,7 @@ from imgsearch.indexer.config import (
     RUNTIMES,
     IndexConfig,
 )
-from imgsearch.indexer.options import describe_ann, index_option
+from imgsearch.indexer.options import Integer, Number, describe_ann, index_option
 
 
 def ann_options(f):
@@ -34,7 +34,7 @@ def ann_options(f):
     f = click.option("--cpu-only", is_flag=True, help="Build and search FAISS on CPU even if a GPU is there.")(f)
     f = click.option("--rerank/--no-rerank", default=None,
                      help="Re-score approximate candidates with the full vectors, memory-mapped from disk.")(f)
-    f = click.option("--target-recall", type=click.FloatRange(0.01, 1.0), default=None,
+    f = click.option("--target-recall", type=Number(0.01, 1.0), default=None,
                      help="recall@10 against exact search that tuning aims for [default: 0.95].")(f)
     f = click.option("--max-index-memory", default=None,
                      help="RAM the index may take, e.g. 2G or 512M [default: 32G]; picks the index type.")(f)
@@ -63,7 +63,7 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @click.option("--backbone", default=None, show_default=DEFAULT_BACKBONE,
               help="CNN to embed with; an existing index keeps the one it was built with.")
 @click.option("--weights", default=None, help="Local weights file (default: the backbone's ImageNet weights).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--batch-size", default=32, show_default=True, type=Integer(1, 4096))
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
               help="Inference: TFLite (fastest exact on CPU), tf.function (GPU); auto picks.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
@@ -71,9 +71,9 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
               help="A calibrated full-integer int8 model (TFLite, efficientnet-lite; about 3x faster on CPUs with "
                    "VNNI, the same retrieval quality), or float32. An existing index keeps its own; queries always "
                    "use the index's.")
-@click.option("--shard-size", default=4096, show_default=True, type=click.IntRange(1),
+@click.option("--shard-size", default=4096, show_default=True, type=Integer(1),
               help="Rows per Parquet shard.")
-@click.option("--workers", type=click.IntRange(0, 256), default=None,
+@click.option("--workers", type=Integer(0, 256), default=None,
               help="Decoding processes (default: one per core; 0: decode in a thread).")
 @click.option("--sync", is_flag=True, help="Also remove indexed images whose files are gone from SOURCES.")
 @click.option("--refresh-metadata", is_flag=True,
@@ -87,7 +87,7 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @click.option("--work-dir", default=None,
               help="Where Spark executors write their results: a shared path or a URI (hdfs://, s3://) "
                    "on a cluster (default: INDEX/spark-work).")
-@click.option("--task-size", type=click.IntRange(1), default=None,
+@click.option("--task-size", type=Integer(1), default=None,
               help="Files per Spark task, the unit of resume (default: up to 1024, at least 2 tasks per core).")
 @ann_options
 @no_wait_option
@@ -140,7 +140,7 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
 @index_option
 @click.option("--model", default="external", show_default=True,
               help="Name of the model that made the vectors (recorded; an index holds one model's vectors).")
-@click.option("--shard-size", default=4096, show_default=True, type=click.IntRange(1),
+@click.option("--shard-size", default=4096, show_default=True, type=Integer(1),
               help="Rows per Parquet shard.")
 @click.option("--sync", is_flag=True, help="Also remove indexed rows whose paths are not in SRC.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
@@ -151,7 +151,7 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
 @click.option("--work-dir", default=None,
               help="Where the Spark run records the shards it is writing, so that a killed run's are deleted "
                    "(default: INDEX/spark-work).")
-@click.option("--task-size", type=click.IntRange(1), default=None,
+@click.option("--task-size", type=Integer(1), default=None,
               help="Rows per Spark task, cut at exact rows whatever SRC's row groups (default: 2 tasks per "
                    "core, at most 65536 rows).")
 @ann_options
@@ -265,11 +265,11 @@ def verify(index_dir, no_checksums, repair, as_json, no_wait):
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="spark: train with Spark MLlib straight from the Parquet shards (pip install imgsearch[spark]).")
 @click.option("--master", default=None, help="Spark master URL (--engine spark) [default: spark.master, or local[*]].")
-@click.option("--val-fraction", default=0.2, show_default=True, type=click.FloatRange(0.05, 0.5),
+@click.option("--val-fraction", default=0.2, show_default=True, type=Number(0.05, 0.5),
               help="Stratified share held out for the reported metrics (labelled folders or --labels).")
-@click.option("--search-weight", default=1.0, show_default=True, type=click.FloatRange(0, 10),
+@click.option("--search-weight", default=1.0, show_default=True, type=Number(0, 10),
               help="Weight of the class probabilities in head-aware search.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=Integer(0, 2**32 - 1))
 @click.option("--json", "as_json", is_flag=True, help="Print the head's classes, model and metrics as JSON.")
 @click.option("--delete", is_flag=True, help="Delete head NAME (its weights and search index) instead of training.")
 @no_wait_option
@@ -342,6 +342,9 @@ def _echo_head(head) -> None:
                f"embeddings in {m['train_seconds']:.1f}s ({how}{m['val_images']} measured held out)")
     if "examples_per_class" in m:
         click.echo("  examples per class: " + ", ".join(f"{c} {n}" for c, n in m["examples_per_class"].items()))
+    if m.get("repeats_dropped"):
+        click.echo(f"  {m['repeats_dropped']} of the {m['examples_given']} examples given repeated an image given "
+                   "before: each image counted once")
     if v is None:
         click.echo("  not measured: no class has 2 examples (one to hold out, one to train on)")
     else:
@@ -356,7 +359,7 @@ def _echo_head(head) -> None:
 
 @click.command()
 @index_option
-@click.option("--dim", default=256, show_default=True, type=click.IntRange(2),
+@click.option("--dim", default=256, show_default=True, type=Integer(2),
               help="Principal components kept.")
 @click.option("--off", is_flag=True, help="Remove whitening: search plain embeddings again.")
 @no_wait_option
@@ -373,7 +376,7 @@ def whiten(index_dir, dim, off, no_wait):
 @click.command()
 @click.argument("name", type=click.Choice(["emoji", "mnist", "digits", "photos", "near-duplicates"]))
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many images, classes balanced.")
+@click.option("--limit", type=Integer(1), default=None, help="At most this many images, classes balanced.")
 @click.option("--emoji-labels", type=click.Choice(["category", "subcategory"]), default="category",
               show_default=True)
 def sample(name, dest, limit, emoji_labels):

@@ -23,6 +23,15 @@ class InvalidInputError(ImgsearchError, ValueError):
     """A value passed in (an argument, an option, a setting, a query) is not acceptable: pass another."""
 
 
+class InvalidFieldError(InvalidInputError):
+    """A field with a value it cannot take (``k``, ``offset``, ``min_score``, a weight, an id, a number on the
+    command line): ``field`` names it, the message says what it takes."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class NotFoundError(ImgsearchError):
     """Something asked for by name (an image id, a head, a source file) does not exist: name one that does."""
 

@@ -8,6 +8,7 @@ from imgsearch.indexer.errors import (
     ExecutionError,
     ImageError,
     ImgsearchError,
+    InvalidFieldError,
     InvalidInputError,
     MissingDependencyError,
     NotFoundError,
@@ -38,15 +39,6 @@ class UnknownIdError(NotFoundError, KeyError):
 
     def __str__(self) -> str:
         return f"no image with id {self.id} in the index"
-
-
-class InvalidFieldError(InvalidInputError):
-    """A query field with a value it cannot take (``k``, ``offset``, ``min_score``, ``strategy``, a weight, an
-    id): ``field`` names it, the message says what it takes."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
 
 
 class InvalidFilterError(InvalidInputError):

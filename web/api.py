@@ -16,6 +16,7 @@ from imgsearch.search.query.examples import Example
 from imgsearch.search.query.filters import FIELDS
 from imgsearch.web.errors import ApiError
 from imgsearch.web.examples import decode_image, json_examples, multipart_examples
+from imgsearch.search.query.numbers import id_field, integer_field, number_field
 from imgsearch.search.query.spec import Query
 from imgsearch.web.fields import filter_fields, parse_bool, parse_int
 from imgsearch.web.openapi import openapi_spec
@@ -130,10 +131,7 @@ def query_of_json(body) -> Asked:
             raise ApiError(400, "url_not_allowed", f"url must be an http:// or https:// URL, got {quote(url)}")
         return _with_box(Asked("url", body, url=url))
     if "id" in body:
-        row_id = body["id"]
-        if isinstance(row_id, bool) or not isinstance(row_id, int):
-            raise ApiError(400, "invalid_id", f"id must be an integer, got {quote(row_id)}")
-        return _with_box(Asked("id", body, row_id=row_id))
+        return _with_box(Asked("id", body, row_id=id_field(body["id"], text=False)))
     if "vector" in body:
         vector = body["vector"]
         dim = engine().dim
@@ -240,14 +238,7 @@ def classify():
 def _parse_threshold(raw) -> float | None:
     if raw is None or raw == "":
         return None  # the calibrated default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:  # NaN fails too
-        raise ApiError(400, "invalid_threshold", f"threshold must be a number in (0, 1] (a cosine score), "
-                                                 f"got {quote(raw)}")
-    return value
+    return number_field(raw, "threshold", 0, 1, " (a cosine score)", above_low=True)
 
 
 def _group_json(group) -> dict:
@@ -282,19 +273,15 @@ def duplicates():
                    took_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
-@api.get("/images/<int:row_id>")
-def image(row_id: int):
+@api.get("/images/<row_id>")
+def image(row_id: str):
     """An indexed image, re-encoded as JPEG; ``?size=N`` fits it in N x N pixels."""
     eng = engine()
+    row_id = id_field(row_id)  # the path's text, read as every id is: 400 invalid_id if it is not one
     eng.get(row_id)  # an UnknownIdError (404) before the size is looked at
     size = request.args.get("size")
     if size is not None:
-        try:
-            size = int(size)
-        except ValueError:
-            raise ApiError(400, "invalid_size", f"size must be an integer, got {quote(size)}") from None
-        if not 16 <= size <= MAX_THUMBNAIL:
-            raise ApiError(400, "invalid_size", f"size must be between 16 and {MAX_THUMBNAIL}, got {size}")
+        size = integer_field(size, "size", 16, MAX_THUMBNAIL)
     # decodes are the costly part (memory): at most THUMBNAIL_DECODES at once, the rest wait a while
     slots = current_app.extensions["imgsearch_thumbnail_slots"]
     if not slots.acquire(timeout=THUMBNAIL_WAIT):

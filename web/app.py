@@ -74,6 +74,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from imgsearch.web.batch import batch
     from imgsearch.web.errors import register_error_handlers
     from imgsearch.web.explain import explain_api
+    from imgsearch.web.fields import StrictJSONProvider
     from imgsearch.web.heads_api import heads_api
     from imgsearch.web.hosts import install_host_checks
     from imgsearch.web.pages import pages
@@ -81,6 +82,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from imgsearch.web.url_fetches import install_url_fetches
 
     app = Flask(__name__)
+    app.json = StrictJSONProvider(app)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
     check_max_pixels(app.config["MAX_IMAGE_PIXELS"], "MAX_IMAGE_PIXELS")

@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 import click
 
 from imgsearch.search.cli.commands import index_option
+from imgsearch.search.query.numbers import Integer
 from imgsearch.web.keys_cli import keys_file_option
 
 ENTRY_POINTS = "imgsearch.commands"
@@ -63,12 +64,12 @@ def main(verbose: bool) -> None:
 @click.command()
 @index_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
+@click.option("--port", default=8000, show_default=True, type=Integer(0, 65535))
+@click.option("--threads", default=8, show_default=True, type=Integer(1, 64),
               help="Worker threads (waitress); they share one loaded model.")
-@click.option("--connection-limit", default=1000, show_default=True, type=click.IntRange(1, 100_000),
+@click.option("--connection-limit", default=1000, show_default=True, type=Integer(1, 100_000),
               help="Open connections, idle ones included, before new ones wait.")
-@click.option("--channel-timeout", default=30, show_default=True, type=click.IntRange(1, 3600),
+@click.option("--channel-timeout", default=30, show_default=True, type=Integer(1, 3600),
               help="Seconds an idle or trickling connection is kept open.")
 @click.option("--allow-url-queries", is_flag=True,
               help="Let clients search by {\"url\": ...}: the server fetches it (public addresses only, see README).")

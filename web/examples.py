@@ -13,8 +13,9 @@ import base64
 import binascii
 from typing import Callable
 
-from imgsearch.search.errors import InvalidInputError, quote
+from imgsearch.search.errors import InvalidFieldError, InvalidInputError, quote
 from imgsearch.search.query.examples import MAX_EXAMPLES, Example, check_examples, check_weight
+from imgsearch.search.query.numbers import id_field
 from imgsearch.web.errors import ApiError
 
 MAX_BATCH = 100  # queries in one POST /api/search/batch
@@ -38,9 +39,14 @@ def decode_image(raw, name: str) -> bytes:
 
 
 def _id(value, name: str) -> Example:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(400, "invalid_id", f"{name}: id must be an integer, got {quote(value)}")
-    return Example("id", value, name=name)
+    return Example("id", _checked_id(value, name, text=False), name=name)
+
+
+def _checked_id(value, name: str, *, text: bool) -> int:
+    try:
+        return id_field(value, "id", text=text)
+    except InvalidFieldError as exc:
+        raise ApiError(400, "invalid_id", f"{name}: {exc}") from None
 
 
 def _vector(value, name: str) -> Example:
@@ -111,10 +117,7 @@ def multipart_examples(files, form) -> tuple[list[Example], list[Example]]:
         examples = [Example("image", f.read(), name=f"{side} file {f.filename or 'upload'}")
                     for f in files.getlist(side)]
         for i, raw in enumerate(form.getlist(side)):
-            try:
-                examples.append(Example("id", int(raw), name=f"{side} id {raw}"))
-            except ValueError:
-                raise ApiError(400, "invalid_id", f"{side}: a text field holds an indexed id (an integer), got "
-                                                  f"{quote(raw, 40)}") from None
+            row_id = _checked_id(raw, f"{side} (a text field: an indexed id)", text=True)
+            examples.append(Example("id", row_id, name=f"{side} id {row_id}"))
         lists[side] = examples
     return _checked(lists["positive"], lists["negative"])

@@ -6,7 +6,8 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from imgsearch.search.errors import ImageError, ImageUnavailableError, quote
+from imgsearch.search.errors import ImageError, ImageUnavailableError, InvalidFieldError
+from imgsearch.search.query.numbers import id_field
 from imgsearch.web.api import _parse_head, engine
 from imgsearch.web.errors import ApiError
 
@@ -14,11 +15,10 @@ explain_api = Blueprint("explain", __name__, url_prefix="/api")
 
 
 def _parse_id(raw, what: str) -> int:
-    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():  # a form field is text
-        raw = int(raw)
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise ApiError(400, "invalid_id", f"{what} must be an indexed image's id (an integer), got {quote(raw)}")
-    return raw
+    try:
+        return id_field(raw, what)  # a form field is text
+    except InvalidFieldError as exc:
+        raise ApiError(400, "invalid_id", f"{exc} (an indexed image's id)") from None
 
 
 @explain_api.post("/explain")

@@ -1,13 +1,27 @@
 """Reading a request's fields that are not a query's options (integers such as ``top`` and ``limit``,
-switches), and what an answer says of its filter.  A query's options (k, offset, min_score, head, box,
+switches), its JSON body (``StrictJSONProvider``: the one strict number rule, so ``1e400``, ``NaN``, a
+400-digit integer or a key given twice is a 400 ``invalid_json`` that says so), and what an answer says of
+its filter.  A query's options (k, offset, min_score, head, box,
 filter, strategy) are read once, by ``Query.from_fields`` (search/query/spec.py); each bad value a 400
 that says what to send."""
 
 from __future__ import annotations
 
-from imgsearch.search.errors import quote
-from imgsearch.search.query.numbers import integer_field
+from flask.json.provider import DefaultJSONProvider
+
+from imgsearch.search.errors import InvalidFieldError, quote
+from imgsearch.search.query.numbers import integer_field, loads
 from imgsearch.web.errors import ApiError
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with request bodies read by ``search/query/numbers.py``'s ``loads``."""
+
+    def loads(self, s, **kwargs):
+        try:
+            return loads(s)
+        except InvalidFieldError as exc:  # not a ValueError to Flask: get_json(silent=True) must not hide it
+            raise ApiError(400, "invalid_json", f"the JSON body: {exc}") from None
 
 
 def parse_bool(raw, name: str, default: bool) -> bool:

@@ -25,8 +25,9 @@ import threading
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from imgsearch.search.errors import ImageError, InvalidInputError, UnknownIdError, quote
+from imgsearch.search.errors import ImageError, InvalidFieldError, InvalidInputError, UnknownIdError, quote
 from imgsearch.search.heads import DEFAULT_MODEL, MODELS, NAME_PATTERN, head_summary
+from imgsearch.search.query.numbers import id_field, number_field
 from imgsearch.web.api import engine as _engine
 from imgsearch.web.auth import write_permission
 from imgsearch.web.errors import ApiError, error_of
@@ -82,9 +83,7 @@ def create_head():
     model = body.get("model", DEFAULT_MODEL)
     if model not in MODELS:
         raise ApiError(400, "invalid_model", f"model must be one of {', '.join(MODELS)}, got {quote(model)}")
-    weight = body.get("search_weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 10:
-        raise ApiError(400, "invalid_search_weight", f"search_weight must be a number from 0 to 10, got {quote(weight)}")
+    weight = number_field(body.get("search_weight", 1.0), "search_weight", 0, 10, text=False)
     unknown = sorted(set(body) - {"name", "model", "search_weight", "examples"})
     if unknown:
         raise ApiError(400, "invalid_field", f"unknown field {quote(unknown[0])}; a head has name, examples, model "
@@ -147,14 +146,16 @@ def _checked_examples(examples) -> dict:
 def _example(eng, item, where: str):
     if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in ("id", "vector", "image"):
         kind, value = next(iter(item.items()))
-    elif isinstance(item, int) and not isinstance(item, bool):
-        kind, value = "id", item
+    elif isinstance(item, (int, float)) and not isinstance(item, bool):
+        kind, value = "id", item  # read as an id below: 3.0 is 3, 3.5 or 1e300 a 400
     else:
         raise ApiError(400, "invalid_example", f"{where}: an example is an indexed id (3 or {{\"id\": 3}}), "
                                                f"{{\"vector\": [...]}} or {{\"image\": \"<base64>\"}}, got {quote(item, 40)}")
     if kind == "id":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ApiError(400, "invalid_id", f"{where}: id must be an integer, got {quote(value)}")
+        try:
+            value = id_field(value, text=False)
+        except InvalidFieldError as exc:
+            raise ApiError(400, "invalid_id", f"{where}: {exc}") from None
         try:
             eng.get(value)
         except UnknownIdError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from imgsearch.search.duplicates.groups import KEEP_RULES
 from imgsearch.search.engine import MAX_K
 from imgsearch.search.query.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_WEIGHT, STRATEGIES
-from imgsearch.search.query.filters import COMPARISONS, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS
+from imgsearch.search.query.filters import COMPARISONS, ISO_PATTERN, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS, TIME_FORMS
 from imgsearch.web.examples import EXAMPLE_FIELDS, MAX_BATCH
 from imgsearch.web.openapi_access import add_access_control
 
@@ -175,13 +175,15 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
             "/api/images/{id}": {"get": {
                 "summary": "An indexed image as JPEG",
                 "parameters": [
-                    {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                    {"name": "id", "in": "path", "required": True,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
                     {"name": "size", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 16, "maximum": 1024},
                      "description": "fit the image in size x size pixels"},
                 ],
                 "responses": {"200": {"description": "JPEG image", "content": {"image/jpeg": {}}},
-                              "400": _error("Bad size"), "404": _error("Unknown id or file gone"),
+                              "400": _error("Not an id (an integer from 0 to 2**63 - 1), or a bad size"),
+                              "404": _error("Unknown id or file gone"),
                               "413": _error("Too large to preview (not a JPEG, over THUMBNAIL_MAX_PIXELS)"),
                               "503": _error("Too many images being decoded at once: try again")},
             }},
@@ -307,15 +309,18 @@ def _filter_schema() -> dict:
     texts = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
 
     def bounds(kind: dict) -> dict:
+        values = {"oneOf": [kind, {"type": "array", "items": kind, "minItems": 1}]}
         return {"oneOf": [kind, {"type": "array", "items": kind, "minItems": 1},
                           {"type": "object", "minProperties": 1, "additionalProperties": False,
-                           "properties": {op: kind for op in COMPARISONS}}]}
+                           "properties": {"=": values, **{op: kind for op in COMPARISONS}}}]}
 
-    when = {"oneOf": [{"type": "number"}, {"type": "string", "description": "ISO date or date-time (UTC)"}]}
+    when = {"type": "string", "pattern": ISO_PATTERN.pattern,
+            "description": f"ISO 8601 date or date-time: {TIME_FORMS} (UTC when no zone is given)"}
     return {"type": "object", "additionalProperties": False,
-            "description": "Search only images whose stored metadata matches: every field given must hold; "
-                           "null (unknown) metadata never matches.  Times are ISO dates or seconds since 1970; "
-                           "taken is the camera's EXIF clock.",
+            "description": "Search only images whose stored metadata matches: every field and operator given must "
+                           "hold (ones that contradict select nothing); a list means any of its values; null "
+                           "(unknown) metadata never matches.  Times are ISO 8601 only, never numbers; taken is "
+                           "the camera's EXIF clock.  An answer echoes the filter as applied, in this form.",
             "properties": {**{name: texts for name in TEXT_FIELDS}, "path_prefix": texts,
                            **{name: bounds({"type": "number"}) for name in NUMBER_FIELDS},
                            **{name: bounds(when) for name in TIME_FIELDS}}}
@@ -328,8 +333,9 @@ _HEAD_SCHEMA = {
         "model": {"type": "string", "enum": ["softmax", "svm"]},
         "calibration": {"type": "object", "description": "how probabilities were calibrated (the SVM: a temperature)"},
         "search_weight": {"type": "number"}, "created": {"type": "string"}, "labels_source": {"type": "string"},
-        "metrics": {"type": "object", "description": "examples_per_class, warnings, folds, measured_examples, and "
-                                                     "validation / knn_validation (cross-validated; null when no "
+        "metrics": {"type": "object", "description": "examples_per_class (each image once), "
+                                                     "examples_given, repeats_dropped, warnings, folds, "
+                                                     "measured_examples, and validation / knn_validation (cross-validated; null when no "
                                                      "class has 2 examples)"}}}
 
 

@@ -45,6 +45,6 @@ def write_head_index(index_dir, head: Head, manifest: dict, index) -> str:
     # keep the previous generation's: it is what is served until the manifest of this one is published
     generation = manifest.get("generation", 0)
     for old in path.parent.glob("search-*.faiss"):
-        if old.stem[7:].isdigit() and int(old.stem[7:]) < generation - 1:
+        if old.stem[7:].isascii() and old.stem[7:].isdigit() and int(old.stem[7:]) < generation - 1:
             old.unlink(missing_ok=True)
     return path.name

@@ -56,8 +56,10 @@ def read_labels_csv(path, table_paths: list[str]) -> dict[str, str]:
         if full not in known:
             missing.append(p)
             continue
-        if row["label"].strip():
-            labels[full] = row["label"].strip()
+        label = row["label"].strip()
+        if label and labels.setdefault(full, label) != label:  # the same image twice: one label, or refused
+            raise HeadError(f"{path}: {display_text(p)} is labelled both {labels[full]!r} and {label!r}; an image "
+                            "teaches one class")
     if missing:
         log.warning("%d rows of %s name images not in the index (first: %s)", len(missing), path,
                     display_text(missing[0]))

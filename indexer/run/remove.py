@@ -40,7 +40,7 @@ def _remove(index_dir, items: Sequence[str | int]) -> RemovalSummary:
     remove, unknown = set(), []
     for item in items:
         text = str(item)
-        if text.lstrip("-").isdigit() and int(text) in all_ids:
+        if text.isascii() and text.isdigit() and int(text) in all_ids:
             remove.add(int(text))
         elif os.path.abspath(text) in id_of_path:
             remove.add(id_of_path[os.path.abspath(text)])

@@ -13,15 +13,15 @@ string, or ``{"path": ...}``: as stored, or relative to ``base``) or an embeddin
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from imgsearch.indexer.errors import InvalidInputError, NotFoundError, quote
+from imgsearch.indexer.errors import InvalidFieldError, InvalidInputError, NotFoundError, quote
 from imgsearch.indexer.folder.heads import NAME_PATTERN, Head, HeadError, delete_head, save_head
 from imgsearch.indexer.folder.lock import writer_lock
 from imgsearch.indexer.folder.manifest import backbone_name
@@ -34,6 +34,7 @@ from imgsearch.indexer.learn.fewshot import (
     fit_linear,
 )
 from imgsearch.indexer.publish.head_indexes import head_search_index
+from imgsearch.indexer.numbers import loads
 from imgsearch.indexer.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,9 @@ def read_examples_file(path) -> dict:
 
     try:
         text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
-        examples = json.loads(text)
+        examples = loads(text)
+    except InvalidFieldError as exc:  # NaN, 1e400, a 400-digit id, a class given twice
+        raise HeadError(f"examples file {path}: {exc}") from None
     except OSError as exc:
         raise HeadError(f"cannot read examples file {path}: {exc.strerror or exc}") from exc
     except ValueError as exc:
@@ -117,42 +120,69 @@ def _kind_of(item, where: str) -> tuple[str, object]:
     return kind, item
 
 
-def examples_embeddings(index_dir, examples: dict, manifest: dict, base=None):
-    """(classes, x (n, D) unit vectors, y (n,) class indices, ids of the indexed examples)."""
+@dataclass
+class ExampleSet:
+    """The examples as trained on: one row per image (a repeat, by id, path or the same vector, collapses
+    to its first), so no image is counted twice or split across cross-validation folds."""
+
+    classes: list[str]
+    x: np.ndarray  # (n, D) unit vectors
+    y: np.ndarray  # (n,) class indices
+    ids: list[int]  # the indexed examples' ids
+    given: int  # examples as given, repeats included
+    repeats: int  # examples dropped as repeats of one given before (in the same class)
+
+
+def examples_embeddings(index_dir, examples: dict, manifest: dict, base=None) -> ExampleSet:
+    """The examples' unit embeddings, one per image: an id, path or vector given again for the same class is
+    dropped (and counted); one given for two classes is refused, naming it."""
     store = EmbeddingStore(index_dir)
     table = store.read_table(manifest["shards"], ["id", "path", "embedding"])
     row_of = {int(i): r for r, i in enumerate(table.column("id").to_numpy())}
     path_row = {p: r for r, p in enumerate(texts_of(table, "path"))}
     stored = embeddings_of(table)  # (N, D)
     classes = list(examples)
-    rows, y, ids, seen = [], [], [], {}
+    rows, y, ids, given = [], [], [], 0
+    seen: dict[object, tuple[str, str]] = {}  # an image's key -> (its class, how it was first named)
     for c, cls in enumerate(classes):
         for i, item in enumerate(examples[cls]):
             where = f"examples[{cls!r}][{i}]"
+            given += 1
             kind, value = _kind_of(item, where)
             if kind == "vector":
-                rows.append(_checked_vector(value, manifest["dim"], where))
-                y.append(c)
-                continue
-            if kind == "id":
-                row = row_of.get(value)
-                if row is None:
-                    raise UnknownExampleError(f"{where}: no image with id {value} in the index")
+                vector = l2_normalize(_checked_vector(value, manifest["dim"], where)[None])[0]
+                key, named = ("vector", vector.tobytes()), "this vector"
             else:
-                full = value if os.path.isabs(value) or base is None else os.path.abspath(os.path.join(base, value))
-                row = path_row.get(full)
-                if row is None:
-                    raise UnknownExampleError(f"{where}: {quote(value)} is not an indexed image (paths as "
-                                              "stored, or relative to the examples file)")
-            key = int(table.column("id")[row].as_py())
-            if key in seen and seen[key] != cls:
-                raise HeadError(f"{where}: image {key} is an example of both {seen[key]!r} and {cls!r}; "
-                                "an image teaches one class")
-            seen[key] = cls
-            rows.append(stored[row])
+                row = _row_of(kind, value, row_of, path_row, base, where)
+                vector = stored[row]
+                key = ("id", int(table.column("id")[row].as_py()))
+                named = f"image {key[1]}"
+            if key in seen:
+                first_cls, first = seen[key]
+                if first_cls != cls:
+                    raise HeadError(f"{where}: {named} is an example of both {first_cls!r} ({first}) and {cls!r}; "
+                                    "an image teaches one class")
+                continue  # a repeat: counted once, so it is never on both sides of a fold
+            seen[key] = (cls, where)
+            rows.append(vector)
             y.append(c)
-            ids.append(key)
-    return classes, l2_normalize(np.stack(rows)), np.asarray(y, np.int64), ids
+            if key[0] == "id":
+                ids.append(key[1])
+    return ExampleSet(classes, l2_normalize(np.stack(rows)), np.asarray(y, np.int64), ids, given, given - len(rows))
+
+
+def _row_of(kind: str, value, row_of: dict, path_row: dict, base, where: str) -> int:
+    if kind == "id":
+        row = row_of.get(value)
+        if row is None:
+            raise UnknownExampleError(f"{where}: no image with id {value} in the index")
+        return row
+    full = value if os.path.isabs(value) or base is None else os.path.abspath(os.path.join(base, value))
+    row = path_row.get(full)
+    if row is None:
+        raise UnknownExampleError(f"{where}: {quote(value)} is not an indexed image (paths as stored, or relative "
+                                  "to the examples file)")
+    return row
 
 
 def _checked_vector(value, dim: int, where: str) -> np.ndarray:
@@ -180,7 +210,8 @@ def train_head_from_examples(index_dir, name: str, examples: dict, *, model: str
         raise InvalidInputError(f"search_weight must be a number from 0 to 10, got {quote(search_weight)}")
     with writer_lock(index_dir, wait=wait):
         manifest = EmbeddingStore(index_dir).read_manifest()
-        classes, x, y, ids = examples_embeddings(index_dir, examples, manifest, base)
+        taught = examples_embeddings(index_dir, examples, manifest, base)
+        classes, x, y, ids = taught.classes, taught.x, taught.y, taught.ids
         started = time.perf_counter()
         fit = fit_linear(x, y, model, seed=seed)
         seconds = time.perf_counter() - started
@@ -190,7 +221,11 @@ def train_head_from_examples(index_dir, name: str, examples: dict, *, model: str
                     labels_source=f"examples ({len(y)}, {len(ids)} of them indexed images)", model=model,
                     calibration=fit.calibration)
         head.metrics = dict(report, model=model, train_images=int(len(y)), val_images=report["measured_examples"],
-                            train_seconds=round(seconds, 3), example_ids=ids)
+                            train_seconds=round(seconds, 3), example_ids=ids,
+                            examples_given=taught.given, repeats_dropped=taught.repeats)
+        if taught.repeats:
+            log.info("head %s: %d of the %d examples given were repeats of an image already given, counted once",
+                     name, taught.repeats, taught.given)
         for warning in report["warnings"]:
             log.warning("head %s: %s", name, warning)
         save_head(index_dir, head, head_search_index(index_dir, head, manifest), manifest)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from imgsearch.indexer.options import describe_ann, index_option
+from imgsearch.indexer.options import Integer, Number, describe_ann, index_option
 
 
 class ImageOrUrl(click.ParamType):
@@ -37,21 +37,22 @@ def _open_engine(index_dir):
 def _example(value: str) -> int | Path:
     """A --like/--unlike value: an image file if one is there by that name, else an indexed id."""
     from imgsearch.indexer.errors import InvalidInputError, quote
+    from imgsearch.indexer.numbers import id_field
 
     if Path(value).is_file():
         return Path(value)
-    if value.strip().isdigit():
-        return int(value)
+    if value.strip().isascii() and value.strip().isdigit():
+        return id_field(value, "--like/--unlike")
     raise InvalidInputError(f"--like/--unlike {quote(value)} is neither an indexed id nor an image file")
 
 
 @click.command()
 @index_option
 @click.argument("images", nargs=-1, type=ImageOrUrl())
-@click.option("-k", "--top", "k", default=None, type=int, metavar="K",
+@click.option("-k", "--top", "k", default=None, type=Integer(1, 1000), metavar="K",
               help="Results per query, 1 to 1000 (default 10; with --min-score, all that reach it, up to 1000).")
-@click.option("--offset", default=0, show_default=True, type=int, help="Skip this many of the best results.")
-@click.option("--min-score", default=None, type=float, help="Only results scoring at least this cosine (-1 to 1).")
+@click.option("--offset", default=0, show_default=True, type=Integer(0, 999), help="Skip this many of the best results.")
+@click.option("--min-score", default=None, type=Number(-1, 1), help="Only results scoring at least this cosine (-1 to 1).")
 @click.option("--like", multiple=True, metavar="ID|FILE",
               help="A positive example: an indexed id or an image file (repeat for several). With --like or "
                    "--unlike, IMAGES and the examples make one query.")
@@ -175,7 +176,7 @@ def info(index_dir, as_json):
 @index_option
 @click.option("--head", required=True, help="Name of a trained head.")
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--top", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--top", default=5, show_default=True, type=Integer(1, 1000))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
 def classify(index_dir, head, images, top, as_json):
     """Predict classes of each IMAGE with a trained head."""
@@ -230,7 +231,7 @@ def evaluate(index_dir, out_dir):
 
 @click.command()
 @index_option
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--threshold", type=Number(0, 1, above_low=True), default=None,
               help="Cosine score a member must reach against its group's keeper (default: the calibrated one, "
                    "imgsearch.search.duplicates.groups.DEFAULT_THRESHOLD; the output says which was used).")
 @click.option("--keep", type=click.Choice(["largest", "smallest", "oldest", "newest"]), default="largest",
@@ -239,7 +240,7 @@ def evaluate(index_dir, out_dir):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group, one per line.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one row per image of each group to this CSV file.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Show at most this many groups.")
+@click.option("--limit", type=Integer(1), default=None, help="Show at most this many groups.")
 @click.option("--keypoints/--no-keypoints", default=True, show_default=True,
               help="Also group pairs scoring below the threshold (down to 0.55) whose files' keypoints match "
                    "under one transform: finds crops, rotations and stickers, not look-alikes; reads the files.")

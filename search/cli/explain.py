@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from imgsearch.indexer.options import index_option
+from imgsearch.indexer.options import Integer, index_option
 
 SIDE = 336  # px: each image's drawn square (the 224 px the model sees, enlarged)
 POSITIVE, NEGATIVE = (220, 38, 38), (37, 99, 235)  # red: where the score comes from; blue: where it is held back
@@ -66,7 +66,7 @@ def _square(source, size: int, resample: str):
 @click.command()
 @index_option
 @click.argument("query")
-@click.argument("result_id", metavar="ID", type=int)
+@click.argument("result_id", metavar="ID", type=Integer(0))
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the pair side by side with the shares as heat overlays (PNG).")
 @click.option("--head", default=None, help="Explain the head-aware score; the head's part is its own term.")
@@ -86,8 +86,9 @@ def explain(index_dir, query, result_id, out, head, as_json):
     engine = SearchEngine.open(index_dir)
     if Path(query).is_file():
         source, label = Path(query), query
-    elif query.strip().isdigit():
-        source, label = int(query), f"image {int(query)}"
+    elif query.strip().isascii() and query.strip().isdigit():
+        source = Integer(0).convert(query, None, None)
+        label = f"image {source}"
     else:
         raise click.BadParameter(f"{query!r} is neither an image file nor an indexed id", param_hint="QUERY")
     why = engine.explain(source if isinstance(source, int) else str(source), result_id, head=head)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 from typing import BinaryIO, Sequence, Union
 
@@ -40,6 +41,7 @@ from imgsearch.search.client.replies import (
 )
 from imgsearch.search.errors import InvalidBoxError, InvalidFieldError, InvalidFilterError
 from imgsearch.search.query.examples import Example, as_example
+from imgsearch.search.query.numbers import number_field
 from imgsearch.search.query.spec import Query
 from imgsearch.search.client.transport import (
     TransportError,
@@ -125,7 +127,7 @@ class SearchClient:
     def search_vector(self, vector: Sequence[float], k: int | None = None, *, head: str | None = None,
                       min_score: float | None = None, offset: int | None = None,
                       filter: dict | None = None) -> SearchResponse:
-        body = {"vector": [float(x) for x in vector],
+        body = {"vector": _numbers(vector, "vector"),
                 **_options(k, head=head, min_score=min_score, offset=offset, filter=filter)}
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
@@ -294,6 +296,12 @@ def _options(k=None, **fields) -> dict:
         raise SearchAPIError(None, "invalid_filter", str(exc)) from None
 
 
+def _numbers(values, name: str) -> list[float]:
+    """A vector's numbers as JSON takes them, read by the one strict parser (10**400 or NaN: InvalidFieldError,
+    before anything is sent)."""
+    return [number_field(x, name, -math.inf, math.inf, text=False) for x in values]
+
+
 def _example_json(item, name: str) -> dict:
     if isinstance(item, dict):
         return item  # already as the API takes it
@@ -301,7 +309,7 @@ def _example_json(item, name: str) -> dict:
     if ex.kind == "id":
         value = ex.value
     elif ex.kind == "vector":
-        value = [float(x) for x in ex.value]
+        value = _numbers(ex.value, f"{name} vector")
     else:
         value = base64.b64encode(_image_payload(ex.value)[1]).decode("ascii")
     return {ex.kind: value, **({"weight": ex.weight} if ex.weight != 1.0 else {})}

@@ -115,7 +115,7 @@ def fetch(session: requests.Session, method: str, url: str, *, timeout, deadline
     try:
         with session.request(method, url, timeout=timeout, stream=True, **kwargs) as r:
             declared = r.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
+            if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
                 raise TransportError("response_too_large", f"{url} sent a reply of {int(declared):,} bytes, "
                                                            f"over the client's limit of {max_bytes:,}")
             chunks, size = [], 0

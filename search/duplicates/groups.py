@@ -61,6 +61,7 @@ import numpy as np
 
 from imgsearch.indexer.errors import InvalidInputError, quote
 from imgsearch.indexer.folder.copies import read_copies
+from imgsearch.indexer.numbers import number_field
 from imgsearch.indexer.progress import bar, step
 from imgsearch.search.duplicates.pairs import IndexVectors, Pairs
 
@@ -120,10 +121,8 @@ def check_options(threshold, keep) -> tuple[float, str]:
     """(threshold, keep) as given, None meaning the default; InvalidInputError saying what to change."""
     if threshold is None:
         threshold = DEFAULT_THRESHOLD
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)) \
-            or not 0 < float(threshold) <= 1:
-        raise InvalidInputError(f"threshold must be a number in (0, 1] (a cosine score; default "
-                                f"{DEFAULT_THRESHOLD}), got {quote(threshold)}")
+    threshold = number_field(threshold, "threshold", 0, 1, f" (a cosine score; default {DEFAULT_THRESHOLD})",
+                             text=False, above_low=True)  # the one strict parser: 10**400 is this error too
     keep = "largest" if keep is None else keep
     if keep not in KEEP_RULES:
         raise InvalidInputError(f"keep must be one of {', '.join(KEEP_RULES)}, got {quote(keep)}")

@@ -16,8 +16,12 @@ The command line (``--where``, repeatable, all must hold)::
 
     label=cats,dogs   path_prefix=/photos/   width>=640   taken>=2020-01-01   file_size<1000000
 
-Times (``mtime``, ``taken``) are ISO dates or date-times (UTC when no zone
-is given) or seconds since the epoch; ``taken`` is the camera's clock
+Within a field, several operators all hold (``{"width": {">=": 64, "<": 100}}``); each field and operator
+once (the command line refuses a repeat rather than keep one of them); conditions that contradict
+(``{"width": {"=": [64], "<": 10}}``) are evaluated, and select nothing.  Times (``mtime``, ``taken``) are
+ISO 8601 dates or date-times only (``TIME_FORMS``; UTC when no zone is given): a number is never read as
+a time.  ``Filter.describe`` is the one echo of what was applied, in the JSON form, read back to the same
+filter.  ``taken`` is the camera's clock
 (``indexer/inputs/metadata.py``).  The rows a filter selects are a boolean
 mask over the version's rows, computed from columns held as arrays
 (``MetadataColumns``), never per row in Python; the search itself is in
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 import numpy as np
@@ -37,7 +41,8 @@ import pyarrow.compute as pc
 
 from imgsearch.indexer.errors import quote
 from imgsearch.indexer.folder.texts import texts_of
-from imgsearch.search.errors import InvalidFilterError, UnknownLabelError
+from imgsearch.search.errors import InvalidFieldError, InvalidFilterError, UnknownLabelError
+from imgsearch.search.query.numbers import number_field
 
 TEXT_FIELDS = ("label", "camera_make", "camera_model")  # "=" one of the values
 NUMBER_FIELDS = ("width", "height", "file_size")
@@ -47,6 +52,7 @@ COMPARISONS = (">=", "<=", ">", "<")
 OPERATORS = ("=",) + COMPARISONS
 COLUMNS = ("label", "path", "width", "height", "file_size", "mtime", "taken", "camera_make", "camera_model")
 MAX_VALUES = 1000  # values one field may list
+MAX_NUMBER = 1e18  # a numeric bound's size either way: beyond any width, height or file size
 _WHERE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|=|>|<)(.*)\Z", re.S)
 
 
@@ -54,59 +60,75 @@ _WHERE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|=|>|<)(.*)\Z", re.S)
 class Condition:
     field: str
     op: str  # one of OPERATORS
-    value: tuple | float  # "=": the values (any of them); a comparison: the bound
+    value: tuple | float  # "=": the values (any of them); a comparison: the bound (times: seconds since 1970)
 
 
 @dataclass(frozen=True)
 class Filter:
-    """All ``conditions`` must hold (hashable: a version caches the rows of the filters it was asked)."""
+    """All ``conditions`` must hold, at most one per field and operator, in ``FIELDS`` and ``OPERATORS``
+    order (hashable: a version caches the rows of the filters it was asked).  Conditions that contradict
+    (``width = 64`` and ``width < 10``) are kept and evaluated: such a filter selects nothing."""
 
     conditions: tuple[Condition, ...]
 
     def describe(self) -> dict:
-        """The filter as JSON, in the shape ``parse_filter`` reads (times as seconds since the epoch)."""
-        out: dict = {}
+        """The filter as applied, in the JSON shape ``parse_filter`` reads back to this same filter: a field
+        with only ``=`` as its list of values, otherwise an object of every operator; numbers as given
+        (integers as integers), times in ISO 8601 UTC (``2020-01-01T00:00:00Z``)."""
+        by_field: dict[str, dict] = {}
         for c in self.conditions:
-            if c.op == "=":
-                out[c.field] = list(c.value)
-            else:
-                out.setdefault(c.field, {})[c.op] = c.value
-        return out
+            shown = [_shown(c.field, v) for v in c.value] if c.op == "=" else _shown(c.field, c.value)
+            by_field.setdefault(c.field, {})[c.op] = shown
+        return {field: ops["="] if list(ops) == ["="] else ops for field, ops in by_field.items()}
+
+
+def _shown(field: str, value):
+    if field in TIME_FIELDS:
+        return _iso(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _fields_message() -> str:
     return f"valid fields: {', '.join(FIELDS)}; operators: {' '.join(OPERATORS)}"
 
 
+# ISO 8601, extended form: a date, or a date-time to the minute, second or microsecond, with Z, an offset or
+# no zone (UTC); a number, or a date without its dashes, is never read as a time
+ISO_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?"
+                  r"(?:Z|[+-][0-9]{2}:[0-9]{2})?)?")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_FIRST, _LAST = datetime(1, 1, 2, tzinfo=timezone.utc), datetime(9999, 12, 30, tzinfo=timezone.utc)
+TIME_FORMS = "2025-01-31, 2025-01-31T12:00, 2025-01-31T12:00:00, 2025-01-31T12:00:00Z or 2025-01-31T12:00:00+02:00"
+
+
 def _time(raw, field: str) -> float:
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return float(raw)
-    if isinstance(raw, str):
-        text = raw.strip()
+    """An ISO 8601 date or date-time (UTC when it gives no zone) as seconds since 1970, whole microseconds."""
+    if isinstance(raw, str) and ISO_PATTERN.fullmatch(raw.strip()):
         try:
-            return float(text)
-        except ValueError:
-            pass
-        try:
-            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
+            when = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        except ValueError:  # a day or hour that does not exist (2025-02-30, 25:00)
             pass
         else:
-            return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
-    raise InvalidFilterError(f"{field} needs a date such as 2020-01-01, a date-time such as 2020-01-01T12:00:00, "
-                             f"or seconds since 1970; got {quote(raw)}")
+            when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+            if _FIRST <= when <= _LAST:  # an offset may carry a day past year 1 or 9999 in UTC
+                return ((when - _EPOCH) // timedelta(microseconds=1)) / 1e6
+    raise InvalidFilterError(f"{field} needs an ISO 8601 date or date-time ({TIME_FORMS}; UTC when no zone is "
+                             f"given), got {quote(raw)}")
+
+
+def _iso(seconds: float) -> str:
+    when = _EPOCH + timedelta(microseconds=round(seconds * 1e6))
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def _number(raw, field: str) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-        raise InvalidFilterError(f"{field} needs a number, got {quote(raw)}")
     try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidFilterError(f"{field} needs a number, got {quote(raw)}") from None
-    if not np.isfinite(value):
-        raise InvalidFilterError(f"{field} needs a finite number, got {quote(raw)}")
-    return value
+        return number_field(raw, field, -MAX_NUMBER, MAX_NUMBER)
+    except InvalidFieldError:
+        raise InvalidFilterError(f"{field} needs a finite number such as 640 (at most {MAX_NUMBER:.0e} either "
+                                 f"way), got {quote(raw)}") from None
 
 
 def _bound(field: str, raw) -> float:
@@ -138,7 +160,15 @@ def _condition(field: str, op: str, raw) -> Condition:
         raise InvalidFilterError(f"{field} takes only '=' (one or several values), not {op!r}")
     if op == "=":
         return Condition(field, op, _values(field, raw))
+    if isinstance(raw, (list, tuple)):
+        raise InvalidFilterError(f"{field} {op} takes one bound, got {quote(raw)}")
     return Condition(field, op, _bound(field, raw))
+
+
+def _ordered(conditions: list[Condition]) -> Filter | None:
+    """The one normal form: fields in FIELDS order, operators in OPERATORS order (each pair once)."""
+    key = {(f, o): i for i, (f, o) in enumerate((f, o) for f in FIELDS for o in OPERATORS)}
+    return Filter(tuple(sorted(conditions, key=lambda c: key[c.field, c.op]))) if conditions else None
 
 
 def parse_filter(raw) -> Filter | None:
@@ -157,12 +187,13 @@ def parse_filter(raw) -> Filter | None:
             conditions += [_condition(field, op, value) for op, value in spec.items()]
         else:
             conditions.append(_condition(field, "=", spec))
-    return Filter(tuple(conditions)) if conditions else None
+    return _ordered(conditions)
 
 
 def parse_where(expressions: Sequence[str]) -> Filter | None:
-    """The command line's form: ``field=v1,v2``, ``field>=x``, ``field<=x``, ``field>x``, ``field<x``."""
-    conditions = []
+    """The command line's form: ``field=v1,v2``, ``field>=x``, ``field<=x``, ``field>x``, ``field<x``; each
+    field and operator once (every expression must hold; a list of values means any of them)."""
+    conditions: dict[tuple[str, str], tuple[str, Condition]] = {}
     for text in expressions:
         found = _WHERE.match(text)
         if not found:
@@ -172,10 +203,16 @@ def parse_where(expressions: Sequence[str]) -> Filter | None:
         if value == "":
             raise InvalidFilterError(f"--where {quote(text)} has no value after {op!r}")
         if op == "=" and field != "path_prefix":  # a path prefix may hold commas
-            conditions.append(_condition(field, op, [v.strip() for v in value.split(",")]))
+            condition = _condition(field, op, [v.strip() for v in value.split(",")])
         else:
-            conditions.append(_condition(field, op, value))
-    return Filter(tuple(conditions)) if conditions else None
+            condition = _condition(field, op, value)
+        if (field, op) in conditions:
+            first = conditions[field, op][0]
+            how = (f"list the values once, any of them: {field}=a,b" if op == "=" and field != "path_prefix" else
+                   "give it once" if op == "=" else "give one bound")
+            raise InvalidFilterError(f"--where gives {field}{op} twice ({quote(first)} and {quote(text)}): {how}")
+        conditions[field, op] = (text, condition)
+    return _ordered([c for _, c in conditions.values()])
 
 
 class MetadataColumns:

@@ -15,7 +15,8 @@ from PIL import Image
 
 from imgsearch.indexer.errors import quote
 from imgsearch.indexer.inputs.images import ImageSource, load_rgb
-from imgsearch.search.errors import InvalidBoxError
+from imgsearch.search.errors import InvalidBoxError, InvalidFieldError
+from imgsearch.search.query.numbers import number_field
 
 BOX_FORMAT = "[x0, y0, x1, y1], fractions of the image's width and height with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1"
 
@@ -36,15 +37,10 @@ def parse_box(raw) -> Box:
         raise InvalidBoxError(f"box must be {BOX_FORMAT}; got {quote(raw)}")
     box = []
     for v in values:
-        if isinstance(v, bool):
-            raise InvalidBoxError(f"box must be four numbers, got {quote(raw)}")
-        try:
-            f = float(v)
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidBoxError(f"box must be four numbers, got {quote(raw)}") from None
-        if not math.isfinite(f):
-            raise InvalidBoxError(f"box must be four finite numbers, got {quote(raw)}")
-        box.append(f)
+        try:  # the one strict parser: no bool, NaN, infinity, 10**400 or other scripts' digits
+            box.append(number_field(v, "box", -math.inf, math.inf))
+        except InvalidFieldError:
+            raise InvalidBoxError(f"box must be four numbers (finite, in decimal), got {quote(raw)}") from None
     x0, y0, x1, y1 = box
     if not all(0 <= v <= 1 for v in box):
         raise InvalidBoxError(f"box {quote(raw)} reaches outside the image: each value is a fraction of the "

@@ -277,7 +277,7 @@ def _image_body(reply, url: str, first: str, policy: UrlPolicy, expired: threadi
         raise UrlNotAllowedError(f"url {quote(first)} is not allowed: {quote(url)} sent a {quote(encoding)}-"
                                  f"encoded body; images are fetched as they are")
     declared = reply.headers.get("Content-Length", "").strip()
-    if declared.isdigit() and int(declared) > policy.max_bytes:
+    if declared.isascii() and declared.isdigit() and int(declared) > policy.max_bytes:
         raise _too_large(first, policy, f"declares {int(declared):,} bytes")
     chunks, size = [], 0
     for chunk in reply.stream(64 * 1024, decode_content=False):

@@ -19,15 +19,14 @@ or the field's own error (``InvalidBoxError``, ``InvalidFilterError``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from typing import Mapping
 
 from imgsearch.indexer.errors import quote
-from imgsearch.search.errors import HeadError, InvalidFilterError
+from imgsearch.search.errors import HeadError, InvalidFieldError, InvalidFilterError
 from imgsearch.search.query.examples import check_strategy
 from imgsearch.search.query.filters import Filter, as_filter, parse_filter
-from imgsearch.search.query.numbers import integer_field
+from imgsearch.search.query.numbers import integer_field, loads
 from imgsearch.search.query.regions import Box, parse_box
 from imgsearch.search.query.window import DEFAULT_K, MAX_K, Window, check_k, check_min_score, check_offset
 
@@ -52,7 +51,9 @@ def _filter_text(raw) -> Filter | None:
         return None
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
+            raw = loads(raw)
+        except InvalidFieldError as exc:  # NaN, 1e400, a 400-digit integer, a key twice: what to change
+            raise InvalidFilterError(f"filter: {exc}") from None
         except (ValueError, RecursionError):
             raise InvalidFilterError("filter must be a JSON object such as {\"label\": [\"cats\"]}, "
                                      f"got {quote(raw)}") from None

@@ -137,8 +137,8 @@ def test_keeper_rules(tmp_path):
 
 
 @pytest.mark.parametrize("threshold, keep, message", [
-    (0, "largest", "threshold must be a number in (0, 1]"),
-    (1.5, "largest", "threshold must be a number in (0, 1]"),
+    (0, "largest", "threshold must be a number above 0 and at most 1"),
+    (1.5, "largest", "threshold must be a number above 0 and at most 1"),
     ("high", "largest", "threshold must be a number"),
     (True, "largest", "threshold must be a number"),
     (0.9, "biggest", "keep must be one of largest, smallest, oldest, newest"),

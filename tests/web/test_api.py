@@ -91,7 +91,8 @@ def test_upload_over_limit_is_413(live_server):
 
 @pytest.mark.parametrize("path, status, code", [
     ("/api/images/999999", 404, "not_found"),
-    ("/api/images/-1", 404, "not_found"),
+    ("/api/images/-1", 400, "invalid_id"),  # not an id at all: what to send, not "not found"
+    ("/api/images/1e3", 400, "invalid_id"),
     ("/api/images/..%2F..%2Fetc%2Fpasswd", 404, "not_found"),
     ("/api/images/0?size=5", 400, "invalid_size"),
     ("/api/images/0?size=big", 400, "invalid_size"),

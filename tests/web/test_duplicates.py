@@ -54,8 +54,8 @@ def test_pages_of_groups_as_the_engine_finds_them(client, served):
 
 
 @pytest.mark.parametrize("query, code, message", [
-    ("threshold=0", "invalid_threshold", "threshold must be a number in (0, 1]"),
-    ("threshold=1.01", "invalid_threshold", "threshold must be a number in (0, 1]"),
+    ("threshold=0", "invalid_threshold", "threshold must be a number above 0 and at most 1"),
+    ("threshold=1.01", "invalid_threshold", "threshold must be a number above 0 and at most 1"),
     ("threshold=nan", "invalid_threshold", "got 'nan'"),
     ("threshold=high", "invalid_threshold", "got 'high'"),
     ("keep=biggest", "invalid_keep", "keep must be one of largest, smallest, oldest, newest"),

@@ -113,13 +113,13 @@ def test_an_indexed_path_is_not_an_id(live_server, built_index, corpus):
 
 
 @pytest.mark.parametrize("body, status, code, message", [
-    ({"id": -1}, 404, "not_found", "no image with id -1"),
-    ({"id": 10 ** 30}, 404, "not_found", "no image with id"),
+    ({"id": -1}, 400, "invalid_id", "id must be an integer between 0 and 9223372036854775807, got -1"),
+    ({"id": 10 ** 30}, 400, "invalid_json", "beyond 64 bits"),
     ({"id": "../../etc/passwd"}, 400, "invalid_id", "integer"),
     ({"id": "/etc/passwd"}, 400, "invalid_id", "integer"),
     ({"id": 0, "head": "../../../etc"}, 400, "unknown_head", "no head named"),
     ({"id": 0, "head": "/etc/passwd"}, 400, "unknown_head", "no head named"),
-    ({"vector": [10 ** 400] * DIM}, 400, "invalid_vector", "finite numbers"),
+    ({"vector": [10 ** 400] * DIM}, 400, "invalid_json", "beyond 64 bits"),
     ({"vector": [1e39] * DIM}, 400, "invalid_vector", "NaN or infinity"),
     ({"vector": [0.0] * DIM, "k": 3}, 200, None, None),
 ])
