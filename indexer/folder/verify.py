@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 SELF_SEARCHES = 8  # rows whose own embedding must find them in the FAISS index
+UNIT_TOLERANCE = 1e-3  # a stored embedding's length may differ from 1 by float32 rounding, never by more
 
 
 REQUIRED_KEYS = {"backbone": dict, "dim": int, "count": int, "shards": list, "generation": int}
@@ -214,6 +215,11 @@ def _check_shards(store: EmbeddingStore, manifest: dict, report: VerifyReport) -
             report.problem("shard", rel, "holds embeddings with NaN or infinity")
             continue
         ids = table.column("id").to_numpy()
+        off = np.flatnonzero(np.abs(np.linalg.norm(emb.astype(np.float64), axis=1) - 1) > UNIT_TOLERANCE)
+        if len(off):
+            report.problem("shard", rel, f"holds {len(off)} embedding(s) that are not unit length (ids "
+                                         f"{ids[off][:5].tolist()}): a vector without a direction was stored")
+            continue
         step = max(1, len(ids) // 2)
         tables[name] = (ids, ids[::step][:2], emb[::step][:2])  # a couple of rows to search for
         rows += len(ids)
