@@ -271,6 +271,8 @@ def _check_faiss(store: EmbeddingStore, manifest: dict, report: VerifyReport, ta
         report.problem("index", name, f"ids differ from the shards': {len(extra)} not in the shards "
                                       f"{extra[:5].tolist()}, {len(lacking)} missing {lacking[:5].tolist()}")
         return
+    if not tables or not index.ntotal:
+        return  # an empty index: nothing to search for
     sample_ids = np.concatenate([t[1] for t in tables.values()])
     if not len(sample_ids):
         return
