@@ -103,15 +103,15 @@ def _from_uri(source: str) -> Iterator[ImageFile]:
 
 
 def _entry(base: Path | str, path: str, label: str | None) -> ImageFile:
-    path = path.strip()
+    """One list entry: ``path`` exactly as written (absolute, a URI, or relative to the list's folder)."""
     if filesystems.is_uri(path):
         full = path
     elif filesystems.is_uri(str(base)):
         full = filesystems.join_relative(str(base), path)
     else:
-        full = os.path.abspath(os.path.join(base, os.path.expanduser(path)))
+        full = os.path.abspath(os.path.join(base, path))
     parent = posixpath.basename(posixpath.dirname(full)) if filesystems.is_uri(full) else Path(full).parent.name
-    return ImageFile(full, label.strip() if label else parent)
+    return ImageFile(full, label if label else parent)
 
 
 class ListFileError(InvalidInputError):
@@ -119,25 +119,45 @@ class ListFileError(InvalidInputError):
 
 
 def _list_text(path: Path | str, remote: bool) -> str:
-    """A text or CSV list's contents: UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8")."""
+    """A text or CSV list's contents: UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8").
+
+    Bytes that are not UTF-8 are kept as the file system keeps them (``os.fsdecode``'s surrogate escapes): a
+    name that is not UTF-8 is data; ``_checked_name`` refuses one that names no file.
+    """
     data = filesystems.read_bytes(str(path)) if remote else Path(path).read_bytes()
+    return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
+
+
+def _checked_name(list_path, line: int, name: str, entry: ImageFile, remote: bool) -> ImageFile:
+    """``entry`` if ``name`` is UTF-8 or, not being UTF-8, names a file that exists; else ListFileError."""
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ListFileError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
-                            "save the list as UTF-8") from None
+        name.encode("utf-8")
+        return entry
+    except UnicodeEncodeError as exc:
+        if not remote and not filesystems.is_uri(entry.path) and os.path.lexists(entry.path):
+            return entry  # a file name that is not UTF-8, written as its bytes
+        byte = os.fsencode(name[exc.start])[0]
+        raise ListFileError(f"{list_path}, line {line}: not UTF-8 text (byte 0x{byte:02x}) and no file has "
+                            "that name; save the list as UTF-8") from None
 
 
 def _read_list(path: Path | str) -> Iterator[ImageFile]:
-    """Entries of a list file, local or at a URI (read whole: lists are small next to their images)."""
+    """Entries of a list file, local or at a URI (read whole: lists are small next to their images).
+
+    A text list's line is a path exactly as written but its line ending (``\\n`` or ``\\r\\n``): spaces,
+    tabs, quotes and bytes that are not UTF-8 are part of the name.  A line that is empty or only whitespace
+    is skipped, as is one whose first character is ``#`` (a comment; list ``./#name`` for such a file).  A
+    name holding a newline, or made only of whitespace, is listed in a CSV (quoted) or Parquet list, whose
+    ``path`` cells are also taken exactly as written (an empty cell is skipped).
+    """
     remote = filesystems.is_uri(str(path))
     parent = posixpath.dirname(str(path)) if remote else Path(path).parent
     suffix = posixpath.splitext(str(path))[1].lower()
     if suffix in (".txt", ".lst"):
-        for line in io.StringIO(_list_text(path, remote), newline=""):
-            if line.strip() and not line.lstrip().startswith("#"):
-                yield _entry(parent, line.rstrip("\r\n"), None)
+        for number, line in enumerate(_list_text(path, remote).split("\n"), 1):
+            line = line.removesuffix("\r")
+            if line.strip() and not line.startswith("#"):
+                yield _checked_name(path, number, line, _entry(parent, line, None), remote)
     elif suffix == ".csv":
         reader = csv.DictReader(io.StringIO(_list_text(path, remote), newline=""))
         try:
@@ -147,8 +167,10 @@ def _read_list(path: Path | str) -> Iterator[ImageFile]:
                 raise ListFileError(f"{path}: a CSV list needs a 'path' column in its first line "
                                     f"(it has: {', '.join(map(repr, columns)) or 'none'})")
             for row in reader:
-                if row["path"] and row["path"].strip():
-                    yield _entry(parent, row["path"], row.get("label"))
+                if row["path"]:
+                    entry = _entry(parent, row["path"], row.get("label"))
+                    yield _checked_name(path, reader.line_num, row["path"] + (row.get("label") or ""), entry,
+                                        remote)
         except csv.Error as exc:
             raise ListFileError(f"{path}, line {reader.line_num}: not a readable CSV row ({exc})") from None
     else:
