@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 from imgsearch.indexer.errors import InvalidInputError, NotFoundError
 from imgsearch.indexer.inputs import filesystems
 from imgsearch.indexer.inputs.images import IMAGE_EXTENSIONS
+from imgsearch.indexer.inputs.outputs import OutputFilter
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".csv", ".parquet"})
 
@@ -35,27 +36,32 @@ class ImageFile:
     label: str  # parent folder relative to the source root ("" at the root), or the list's label
 
 
-def iter_image_files(sources: Iterable[str | os.PathLike]) -> Iterator[ImageFile]:
+def iter_image_files(sources: Iterable[str | os.PathLike], outputs: OutputFilter | None = None) -> Iterator[ImageFile]:
     """Yield the images of every source once each, in a stable order (folders sorted).
 
     Inside folders only known image extensions are taken; a file named
     explicitly, or in a list, is taken whatever its extension (the decoder decides).
+    What imgsearch wrote (index folders, reports: ``outputs.py``) is never yielded: ``outputs`` collects
+    what was left out, and why, in its ``left_out``.
     """
+    outputs = outputs if outputs is not None else OutputFilter()
     seen: set[str] = set()
     for source in sources:
-        for item in _images_of(source):
-            if item.path not in seen:
+        walked = not filesystems.is_uri(source) and os.path.isdir(source)  # checked folder by folder by _walk
+        for item in _images_of(source, outputs):
+            if item.path not in seen and (walked or filesystems.is_uri(item.path)
+                                          or outputs.keep(item.path, outputs.file_reason(item.path))):
                 seen.add(item.path)
                 yield item
 
 
-def _images_of(source: str | os.PathLike) -> Iterator[ImageFile]:
+def _images_of(source: str | os.PathLike, outputs: OutputFilter) -> Iterator[ImageFile]:
     """The images of one source; FileNotFoundError when there is no such file or folder."""
     if filesystems.is_uri(source):
         return _from_uri(str(source).rstrip("/"))
     root = Path(os.path.abspath(source))
     if root.is_dir():
-        return _walk(root)
+        return _walk(root, outputs)
     if root.suffix.lower() in LIST_SUFFIXES and root.is_file():
         return _read_list(root)
     if root.exists() or root.is_symlink():
@@ -63,7 +69,7 @@ def _images_of(source: str | os.PathLike) -> Iterator[ImageFile]:
     raise SourceNotFoundError(f"no such file or folder: {source}")
 
 
-def _walk(root: Path) -> Iterator[ImageFile]:
+def _walk(root: Path, outputs: OutputFilter) -> Iterator[ImageFile]:
     seen: set[tuple[int, int]] = set()  # (device, inode) of the folders walked
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         try:
@@ -74,12 +80,18 @@ def _walk(root: Path) -> Iterator[ImageFile]:
             dirnames.clear()
             continue
         seen.add((st.st_dev, st.st_ino))
+        if not outputs.keep(dirpath, outputs.folder_reason(dirpath)):  # an index folder: none of it
+            dirnames.clear()
+            continue
         dirnames.sort()
         rel = os.path.relpath(dirpath, root)
         label = "" if rel == "." else Path(rel).as_posix()
+        written = outputs.written_in(dirpath)  # files a command wrote here (a report's plots)
         for name in sorted(filenames):
             if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                yield ImageFile(os.path.join(dirpath, name), label)
+                path = os.path.join(dirpath, name)
+                if outputs.keep(path, written.get(os.fsencode(name))):
+                    yield ImageFile(path, label)
 
 
 def _walk_order(rel: str) -> tuple:
