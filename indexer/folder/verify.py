@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from imgsearch.indexer.folder.evidence import claim_problems, id_problems, read_evidence
 from imgsearch.indexer.folder.manifest import search_dim
 from imgsearch.indexer.folder.shard_columns import is_shard_schema
 from imgsearch.indexer.folder.store import (
@@ -152,6 +153,11 @@ def verify_index(index_dir, *, checksums: bool = True) -> VerifyReport:
         return report
     report.images, report.shards = manifest["count"], len(manifest["shards"])
     _check_files(store, manifest, report, checksums)
+    claims = claim_problems(manifest, read_evidence(store, manifest["shards"]))
+    for message in claims:  # not repairable: dropping shards cannot make a lying manifest true
+        report.problem("manifest", MANIFEST, message, repairable=False)
+    if claims:
+        return report  # every shard would look damaged against a false claim
     tables = _check_shards(store, manifest, report)
     _check_faiss(store, manifest, report, tables)
     _check_whitening(store, manifest, report)
@@ -232,6 +238,8 @@ def _check_shards(store: EmbeddingStore, manifest: dict, report: VerifyReport) -
         return None
     if rows != manifest["count"]:
         report.problem("shards", "", f"the manifest says {manifest['count']} images, the shards hold {rows}")
+    for message in id_problems(manifest, all_ids):
+        report.problem("manifest", MANIFEST, message, repairable=False)
     return tables
 
 

@@ -41,6 +41,7 @@ import pyarrow as pa
 
 from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.folder.copies import Copies, write_copies
+from imgsearch.indexer.folder.evidence import embedder_fingerprint
 from imgsearch.indexer.folder.lock import writer_lock
 from imgsearch.indexer.folder.manifest import check_compatible, check_precision_compatible
 from imgsearch.indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
@@ -295,6 +296,7 @@ def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = N
         store.root.mkdir(parents=True, exist_ok=True)
         store.publish(manifest)
     store.remove_temp_files()  # what a killed run was writing
+    store.fingerprint = embedder_fingerprint(manifest)  # each shard records the model that made it
     shards = store.recover_shards(manifest)  # adds shards an interrupted run completed
     return store, manifest, shards
 
