@@ -219,11 +219,14 @@ def remove(index_dir, items, no_wait):
 @index_option
 @click.option("--no-checksums", is_flag=True, help="Skip hashing the files: faster, misses same-size damage.")
 @click.option("--repair", is_flag=True,
-              help="Rebuild the FAISS and head indexes from the intact shards; damaged shards are dropped "
-                   "(index their images again afterwards).")
+              help="Rebuild the FAISS and head indexes from the intact shards; refuses to drop a damaged "
+                   "shard's images unless --allow-drop.")
+@click.option("--allow-drop", is_flag=True,
+              help="With --repair: publish without the damaged shards, listing what is dropped (index their "
+                   "images again afterwards).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @no_wait_option
-def verify(index_dir, no_checksums, repair, as_json, no_wait):
+def verify(index_dir, no_checksums, repair, allow_drop, as_json, no_wait):
     """Check that the manifest, shards, FAISS index and heads agree; exit 1 if anything is damaged.
 
     Reads every published file: sizes and sha256 against the manifest, Parquet
@@ -235,8 +238,10 @@ def verify(index_dir, no_checksums, repair, as_json, no_wait):
     from imgsearch.indexer.folder.verify import verify_index
     from imgsearch.indexer.run.repair import repair_index
 
+    if allow_drop and not repair:
+        raise click.UsageError("--allow-drop goes with --repair")
     if repair:
-        result = repair_index(index_dir, wait=not no_wait)
+        result = repair_index(index_dir, wait=not no_wait, allow_drop=allow_drop)
         report = result.after
         lines = result.lines() if result.before is not result.after else report.lines()
     else:

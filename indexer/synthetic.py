@@ -37,7 +37,11 @@ class ClusteredEmbeddings:
         rng = np.random.default_rng(seed)
         c = rng.integers(len(self.centres), size=n)
         z = self.centres[c] + self.spread * rng.standard_normal((n, self.centres.shape[1]), dtype=np.float32)
-        return l2_normalize(np.maximum(z @ self.layer + self.bias, 0))  # (n, d)
+        h = z @ self.layer + self.bias  # (n, d)
+        out = np.maximum(h, 0)
+        dead = ~out.any(axis=1)  # every feature below the ReLU: keep the strongest, as a CNN's pooling would
+        out[dead, np.argmax(h[dead], axis=1)] = 1
+        return l2_normalize(out)  # (n, d) unit vectors, never a zero row
 
     def chunks(self, n: int, seed: int, chunk: int = 50_000) -> Iterator[np.ndarray]:
         """n vectors in chunks of ``chunk`` (chunk i is seeded with seed + i)."""

@@ -14,6 +14,7 @@ from imgsearch.indexer.folder.manifest import (
     backbone_name,
     check_compatible,
     check_image_queries,
+    is_external,
     model_precision,
     precision,
     resample,
@@ -374,7 +375,11 @@ class SearchEngine:
         return [Hit(i, p, self.catalog.label(r), s) for i, p, r, s in zip(row_ids, paths, rows.tolist(), scores)]
 
     def warm_up(self) -> None:
-        """Load and trace the CNN now, so the first query-by-image is not slow."""
+        """Load and trace the CNN now, so the first query-by-image is not slow; an index of vectors made
+        elsewhere has no model to load (image queries are refused when they come)."""
+        if is_external(self.manifest):
+            log.info("%s holds vectors made elsewhere: no model to warm up", self.store.root)
+            return
         size = self._get_embedder().backbone.input_size
         self._get_embedder().embed(np.zeros((1, size, size, 3), np.uint8))
 

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from imgsearch.indexer.config import IndexConfig
+from imgsearch.indexer.folder.evidence import check_claims
 from imgsearch.indexer.folder.heads import HeadDamagedError
 from imgsearch.indexer.folder.manifest import backbone_name, search_dim
 from imgsearch.indexer.folder.store import EmbeddingStore, IndexFormatError
@@ -49,6 +50,7 @@ def open_version(store: EmbeddingStore, backbone: str | None, config: IndexConfi
                 index, device = _load_index(store, manifest, config)
         finally:
             metadata = reading.result()  # a damaged shard is reported before a damaged index, as ever
+    check_claims(store, manifest, metadata.ids)  # a manifest that lies about the data is refused, never believed
     if index is not None:
         space_dim = search_dim(manifest)
         if index.ntotal != manifest["count"] or index.d != space_dim:

@@ -53,7 +53,8 @@ def _explain_path(max_upload_bytes: int) -> dict:
                                             "did not account for (int8), spread evenly over its cells"},
                                "query": {"type": "object"}, "thumbnail_url": {"type": "string"},
                                "took_ms": {"type": "number"}}}}}},
-            "400": _error("Not an image, missing field, a vector query, bad id or head"),
+            "400": _error("Not an image, missing field, a vector query, bad id or head; "
+                          "image_queries_unsupported: the index holds vectors made elsewhere (no model to explain)"),
             "404": _error("Unknown id, or an indexed image whose file is gone or changed"),
             "409": _error("The head named is damaged: retrain it"),
             "413": _error("Upload over the size limit, or an image over the pixel limit"),
@@ -65,7 +66,8 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     k = {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}
     top = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}
     head = {"type": "string", "description": "a trained head's name (GET /api/info lists them)"}
-    vector = {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim}
+    vector = {"type": "array", "items": {"type": "number"}, "minItems": dim, "maxItems": dim,
+              "description": "finite numbers, not all zero, of any magnitude: normalised to unit length"}
     window = {
         "min_score": {"type": "number", "minimum": -1, "maximum": 1,
                       "description": f"only results scoring at least this (a cosine); without k, every one up to "

@@ -30,10 +30,10 @@ from typing import Iterator
 
 from imgsearch.indexer.errors import ExecutionError
 from imgsearch.indexer.folder.store import IndexFormatError
+from imgsearch.indexer.inputs.outputs import LOCK_FILE  # listings recognise index folders by it
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".writer.lock"
 EX_TEMPFAIL = 75  # sysexits.h: "try again later", the exit status of a writer that would not wait
 
 _held: dict[tuple[int, str], int] = {}  # (thread, folder) -> depth: this process's locks, for re-entry

@@ -8,6 +8,7 @@ Readers get a FILE_COLUMN an older shard lacks as nulls (``read_shard_columns``)
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -20,6 +21,18 @@ from imgsearch.indexer.folder.texts import text_array
 # null: unknown (a URI's modification time, an image without EXIF, a shard written before format 4)
 FILE_COLUMNS = {"file_size": pa.int64(), "mtime": pa.int64(), "taken": pa.int64(),
                 "camera_make": pa.string(), "camera_model": pa.string()}
+
+
+EMBEDDER_KEY = b"imgsearch.embedder"  # a shard's key-value metadata: the model that made it (folder/evidence.py)
+
+
+def with_fingerprint(table: pa.Table, fingerprint: dict | None) -> pa.Table:
+    """``table`` whose schema metadata records the embedder ``fingerprint`` (one it already records is kept)."""
+    metadata = dict(table.schema.metadata or {})
+    if fingerprint is None or EMBEDDER_KEY in metadata:
+        return table
+    metadata[EMBEDDER_KEY] = json.dumps(fingerprint, sort_keys=True).encode()
+    return table.replace_schema_metadata(metadata)
 
 
 def base_schema(dim: int) -> pa.Schema:

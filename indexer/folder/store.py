@@ -62,6 +62,7 @@ from imgsearch.indexer.folder.shard_columns import (  # noqa: F401 - writers imp
     read_shard_columns,
     rows_to_table,
     schema,
+    with_fingerprint,
 )
 from imgsearch.indexer.folder.texts import log_bytes
 from imgsearch.indexer.folder.validate import ManifestShapeError, check_manifest_shape
@@ -115,6 +116,7 @@ class EmbeddingStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self.fingerprint: dict | None = None  # the embedder a writer's shards record (folder/evidence.py)
 
     # ------------------------------------------------------------ manifest
     @property
@@ -241,7 +243,7 @@ class EmbeddingStore:
         existing = self.completed_shards()
         number = int(existing[-1][5:10]) + 1 if existing else 0
         name = shard_name(number)
-        write_shard_file(self.shard_dir / name, table)
+        write_shard_file(self.shard_dir / name, with_fingerprint(table, self.fingerprint))
         return name
 
     def recover_shards(self, manifest: dict) -> list[str]:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from imgsearch.indexer.folder.evidence import claim_problems, id_problems, read_evidence
 from imgsearch.indexer.folder.manifest import search_dim
 from imgsearch.indexer.folder.shard_columns import is_shard_schema
 from imgsearch.indexer.folder.store import (
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 SELF_SEARCHES = 8  # rows whose own embedding must find them in the FAISS index
+UNIT_TOLERANCE = 1e-3  # a stored embedding's length may differ from 1 by float32 rounding, never by more
 
 
 REQUIRED_KEYS = {"backbone": dict, "dim": int, "count": int, "shards": list, "generation": int}
@@ -151,6 +153,11 @@ def verify_index(index_dir, *, checksums: bool = True) -> VerifyReport:
         return report
     report.images, report.shards = manifest["count"], len(manifest["shards"])
     _check_files(store, manifest, report, checksums)
+    claims = claim_problems(manifest, read_evidence(store, manifest["shards"]))
+    for message in claims:  # not repairable: dropping shards cannot make a lying manifest true
+        report.problem("manifest", MANIFEST, message, repairable=False)
+    if claims:
+        return report  # every shard would look damaged against a false claim
     tables = _check_shards(store, manifest, report)
     _check_faiss(store, manifest, report, tables)
     _check_whitening(store, manifest, report)
@@ -214,6 +221,11 @@ def _check_shards(store: EmbeddingStore, manifest: dict, report: VerifyReport) -
             report.problem("shard", rel, "holds embeddings with NaN or infinity")
             continue
         ids = table.column("id").to_numpy()
+        off = np.flatnonzero(np.abs(np.linalg.norm(emb.astype(np.float64), axis=1) - 1) > UNIT_TOLERANCE)
+        if len(off):
+            report.problem("shard", rel, f"holds {len(off)} embedding(s) that are not unit length (ids "
+                                         f"{ids[off][:5].tolist()}): a vector without a direction was stored")
+            continue
         step = max(1, len(ids) // 2)
         tables[name] = (ids, ids[::step][:2], emb[::step][:2])  # a couple of rows to search for
         rows += len(ids)
@@ -226,6 +238,8 @@ def _check_shards(store: EmbeddingStore, manifest: dict, report: VerifyReport) -
         return None
     if rows != manifest["count"]:
         report.problem("shards", "", f"the manifest says {manifest['count']} images, the shards hold {rows}")
+    for message in id_problems(manifest, all_ids):
+        report.problem("manifest", MANIFEST, message, repairable=False)
     return tables
 
 
@@ -265,6 +279,8 @@ def _check_faiss(store: EmbeddingStore, manifest: dict, report: VerifyReport, ta
         report.problem("index", name, f"ids differ from the shards': {len(extra)} not in the shards "
                                       f"{extra[:5].tolist()}, {len(lacking)} missing {lacking[:5].tolist()}")
         return
+    if not tables or not index.ntotal:
+        return  # an empty index: nothing to search for
     sample_ids = np.concatenate([t[1] for t in tables.values()])
     if not len(sample_ids):
         return

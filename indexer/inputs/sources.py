@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 from imgsearch.indexer.errors import InvalidInputError, NotFoundError
 from imgsearch.indexer.inputs import filesystems
 from imgsearch.indexer.inputs.images import IMAGE_EXTENSIONS
+from imgsearch.indexer.inputs.outputs import OutputFilter
 
 LIST_SUFFIXES = frozenset({".txt", ".lst", ".csv", ".parquet"})
 
@@ -35,27 +36,32 @@ class ImageFile:
     label: str  # parent folder relative to the source root ("" at the root), or the list's label
 
 
-def iter_image_files(sources: Iterable[str | os.PathLike]) -> Iterator[ImageFile]:
+def iter_image_files(sources: Iterable[str | os.PathLike], outputs: OutputFilter | None = None) -> Iterator[ImageFile]:
     """Yield the images of every source once each, in a stable order (folders sorted).
 
     Inside folders only known image extensions are taken; a file named
     explicitly, or in a list, is taken whatever its extension (the decoder decides).
+    What imgsearch wrote (index folders, reports: ``outputs.py``) is never yielded: ``outputs`` collects
+    what was left out, and why, in its ``left_out``.
     """
+    outputs = outputs if outputs is not None else OutputFilter()
     seen: set[str] = set()
     for source in sources:
-        for item in _images_of(source):
-            if item.path not in seen:
+        walked = not filesystems.is_uri(source) and os.path.isdir(source)  # checked folder by folder by _walk
+        for item in _images_of(source, outputs):
+            if item.path not in seen and (walked or filesystems.is_uri(item.path)
+                                          or outputs.keep(item.path, outputs.file_reason(item.path))):
                 seen.add(item.path)
                 yield item
 
 
-def _images_of(source: str | os.PathLike) -> Iterator[ImageFile]:
+def _images_of(source: str | os.PathLike, outputs: OutputFilter) -> Iterator[ImageFile]:
     """The images of one source; FileNotFoundError when there is no such file or folder."""
     if filesystems.is_uri(source):
         return _from_uri(str(source).rstrip("/"))
     root = Path(os.path.abspath(source))
     if root.is_dir():
-        return _walk(root)
+        return _walk(root, outputs)
     if root.suffix.lower() in LIST_SUFFIXES and root.is_file():
         return _read_list(root)
     if root.exists() or root.is_symlink():
@@ -63,7 +69,7 @@ def _images_of(source: str | os.PathLike) -> Iterator[ImageFile]:
     raise SourceNotFoundError(f"no such file or folder: {source}")
 
 
-def _walk(root: Path) -> Iterator[ImageFile]:
+def _walk(root: Path, outputs: OutputFilter) -> Iterator[ImageFile]:
     seen: set[tuple[int, int]] = set()  # (device, inode) of the folders walked
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         try:
@@ -74,12 +80,18 @@ def _walk(root: Path) -> Iterator[ImageFile]:
             dirnames.clear()
             continue
         seen.add((st.st_dev, st.st_ino))
+        if not outputs.keep(dirpath, outputs.folder_reason(dirpath)):  # an index folder: none of it
+            dirnames.clear()
+            continue
         dirnames.sort()
         rel = os.path.relpath(dirpath, root)
         label = "" if rel == "." else Path(rel).as_posix()
+        written = outputs.written_in(dirpath)  # files a command wrote here (a report's plots)
         for name in sorted(filenames):
             if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                yield ImageFile(os.path.join(dirpath, name), label)
+                path = os.path.join(dirpath, name)
+                if outputs.keep(path, written.get(os.fsencode(name))):
+                    yield ImageFile(path, label)
 
 
 def _walk_order(rel: str) -> tuple:
@@ -103,15 +115,15 @@ def _from_uri(source: str) -> Iterator[ImageFile]:
 
 
 def _entry(base: Path | str, path: str, label: str | None) -> ImageFile:
-    path = path.strip()
+    """One list entry: ``path`` exactly as written (absolute, a URI, or relative to the list's folder)."""
     if filesystems.is_uri(path):
         full = path
     elif filesystems.is_uri(str(base)):
         full = filesystems.join_relative(str(base), path)
     else:
-        full = os.path.abspath(os.path.join(base, os.path.expanduser(path)))
+        full = os.path.abspath(os.path.join(base, path))
     parent = posixpath.basename(posixpath.dirname(full)) if filesystems.is_uri(full) else Path(full).parent.name
-    return ImageFile(full, label.strip() if label else parent)
+    return ImageFile(full, label if label else parent)
 
 
 class ListFileError(InvalidInputError):
@@ -119,25 +131,45 @@ class ListFileError(InvalidInputError):
 
 
 def _list_text(path: Path | str, remote: bool) -> str:
-    """A text or CSV list's contents: UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8")."""
+    """A text or CSV list's contents: UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8").
+
+    Bytes that are not UTF-8 are kept as the file system keeps them (``os.fsdecode``'s surrogate escapes): a
+    name that is not UTF-8 is data; ``_checked_name`` refuses one that names no file.
+    """
     data = filesystems.read_bytes(str(path)) if remote else Path(path).read_bytes()
+    return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
+
+
+def _checked_name(list_path, line: int, name: str, entry: ImageFile, remote: bool) -> ImageFile:
+    """``entry`` if ``name`` is UTF-8 or, not being UTF-8, names a file that exists; else ListFileError."""
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ListFileError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
-                            "save the list as UTF-8") from None
+        name.encode("utf-8")
+        return entry
+    except UnicodeEncodeError as exc:
+        if not remote and not filesystems.is_uri(entry.path) and os.path.lexists(entry.path):
+            return entry  # a file name that is not UTF-8, written as its bytes
+        byte = os.fsencode(name[exc.start])[0]
+        raise ListFileError(f"{list_path}, line {line}: not UTF-8 text (byte 0x{byte:02x}) and no file has "
+                            "that name; save the list as UTF-8") from None
 
 
 def _read_list(path: Path | str) -> Iterator[ImageFile]:
-    """Entries of a list file, local or at a URI (read whole: lists are small next to their images)."""
+    """Entries of a list file, local or at a URI (read whole: lists are small next to their images).
+
+    A text list's line is a path exactly as written but its line ending (``\\n`` or ``\\r\\n``): spaces,
+    tabs, quotes and bytes that are not UTF-8 are part of the name.  A line that is empty or only whitespace
+    is skipped, as is one whose first character is ``#`` (a comment; list ``./#name`` for such a file).  A
+    name holding a newline, or made only of whitespace, is listed in a CSV (quoted) or Parquet list, whose
+    ``path`` cells are also taken exactly as written (an empty cell is skipped).
+    """
     remote = filesystems.is_uri(str(path))
     parent = posixpath.dirname(str(path)) if remote else Path(path).parent
     suffix = posixpath.splitext(str(path))[1].lower()
     if suffix in (".txt", ".lst"):
-        for line in io.StringIO(_list_text(path, remote), newline=""):
-            if line.strip() and not line.lstrip().startswith("#"):
-                yield _entry(parent, line.rstrip("\r\n"), None)
+        for number, line in enumerate(_list_text(path, remote).split("\n"), 1):
+            line = line.removesuffix("\r")
+            if line.strip() and not line.startswith("#"):
+                yield _checked_name(path, number, line, _entry(parent, line, None), remote)
     elif suffix == ".csv":
         reader = csv.DictReader(io.StringIO(_list_text(path, remote), newline=""))
         try:
@@ -147,8 +179,10 @@ def _read_list(path: Path | str) -> Iterator[ImageFile]:
                 raise ListFileError(f"{path}: a CSV list needs a 'path' column in its first line "
                                     f"(it has: {', '.join(map(repr, columns)) or 'none'})")
             for row in reader:
-                if row["path"] and row["path"].strip():
-                    yield _entry(parent, row["path"], row.get("label"))
+                if row["path"]:
+                    entry = _entry(parent, row["path"], row.get("label"))
+                    yield _checked_name(path, reader.line_num, row["path"] + (row.get("label") or ""), entry,
+                                        remote)
         except csv.Error as exc:
             raise ListFileError(f"{path}, line {reader.line_num}: not a readable CSV row ({exc})") from None
     else:

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from imgsearch.indexer.errors import InvalidInputError, quote
 from imgsearch.indexer.inputs.sources import ImageFile
+from imgsearch.indexer.vectors import l2_normalize, undirected_rows
 
 REQUIRED = ("path", "embedding")
 OPTIONAL = ("label", "sha256")
@@ -155,17 +156,13 @@ def _checked(batch: pa.RecordBatch, dim: int, start: int) -> VectorBatch:
     column = batch.column("embedding")
     lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)  # (n,)
     whole = lengths == dim
-    vectors = np.zeros((n, dim), np.float32)  # (n, D)
+    vectors = np.zeros((n, dim), np.float64)  # (n, D): float64 keeps what a float64 column holds
     if whole.any():
         rows = column.filter(pa.array(whole))
-        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below
-            values = np.asarray(rows.flatten().to_numpy(zero_copy_only=False), np.float32)
-        vectors[whole] = values.reshape(-1, dim)
+        vectors[whole] = np.asarray(rows.flatten().to_numpy(zero_copy_only=False), np.float64).reshape(-1, dim)
     finite = np.isfinite(vectors).all(axis=1)
-    norms = np.linalg.norm(np.where(finite[:, None], vectors, 0), axis=1)
-    good = whole & finite & (norms > 0)
-    vectors[good] /= norms[good, None]
-    vectors[~good] = 0
+    good = whole & ~undirected_rows(vectors)
+    vectors = l2_normalize(np.where(good[:, None], vectors, 0))  # (n, D) float32, scaled before squaring
     sha256s: list[str | None] = [None] * n
     for i in range(n):
         sha = given[i].lower() if isinstance(given[i], str) else None

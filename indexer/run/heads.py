@@ -51,7 +51,7 @@ def read_labels_csv(path, table_paths: list[str]) -> dict[str, str]:
     known = set(table_paths)
     labels, missing = {}, []
     for row in rows:
-        p = row["path"].strip()
+        p = row["path"]  # exactly as written: spaces and quotes are part of a name
         full = p if os.path.isabs(p) else os.path.abspath(os.path.join(path.parent, p))
         if full not in known:
             missing.append(p)

@@ -41,12 +41,14 @@ import pyarrow as pa
 
 from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.folder.copies import Copies, write_copies
+from imgsearch.indexer.folder.evidence import embedder_fingerprint
 from imgsearch.indexer.folder.lock import writer_lock
 from imgsearch.indexer.folder.manifest import check_compatible, check_precision_compatible
 from imgsearch.indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
 from imgsearch.indexer.folder.texts import text_array
 from imgsearch.indexer.folder.versions import library_versions
 from imgsearch.indexer.inputs.metadata import FileInfo
+from imgsearch.indexer.inputs.outputs import OutputFilter
 from imgsearch.indexer.inputs.sources import ImageFile, iter_image_files
 from imgsearch.indexer.publish.compact import compact_shards
 from imgsearch.indexer.publish.ondisk import Fill
@@ -211,16 +213,20 @@ def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike
     started = time.perf_counter()
     # the run's one listing (nothing is read yet): fails early on a missing source, sizes the progress
     # bar, and with sync tells which indexed files are gone
-    files = list(iter_image_files(sources)) if files is None else files
+    outputs = OutputFilter([index_dir])  # what imgsearch wrote is never listed, the run's own folder first
+    files = list(iter_image_files(sources, outputs)) if files is None else files
+    for path, reason in outputs.left_out:
+        log.warning("left out %s: %s", path, reason)
     with writer_lock(index_dir, wait=wait, create=True):
-        return _run_locked(files, index_dir, config, stage, sync, started, backbone)
+        return _run_locked(files, index_dir, config, stage, sync, started, backbone, outputs.left_out)
 
 
 def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: IndexConfig, stage: EmbedStage,
-                sync: bool, started: float, backbone=None) -> IndexSummary:
+                sync: bool, started: float, backbone=None, left_out=()) -> IndexSummary:
     from imgsearch.indexer.model.backbones import load_backbone
 
     summary = stage.summary_type(str(index_dir), found=len(files))
+    summary.skipped.extend(left_out)  # shown with the run's skipped files: what imgsearch wrote
     backbone = backbone or load_backbone(config.backbone, config.weights, config.cache_dir)
     stage.begin(index_dir, config)
     store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime)
@@ -290,6 +296,7 @@ def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = N
         store.root.mkdir(parents=True, exist_ok=True)
         store.publish(manifest)
     store.remove_temp_files()  # what a killed run was writing
+    store.fingerprint = embedder_fingerprint(manifest)  # each shard records the model that made it
     shards = store.recover_shards(manifest)  # adds shards an interrupted run completed
     return store, manifest, shards
 

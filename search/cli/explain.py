@@ -78,6 +78,7 @@ def explain(index_dir, query, result_id, out, head, as_json):
     forward pass of the model for the result's image and one for the query's (read from its file).
     """
     from imgsearch.indexer.atomic import atomic_path
+    from imgsearch.indexer.inputs.outputs import mark_output
     from imgsearch.indexer.folder.manifest import resample
     from imgsearch.indexer.model.backbones import get_spec
     from imgsearch.search.engine import SearchEngine
@@ -107,6 +108,7 @@ def explain(index_dir, query, result_id, out, head, as_json):
 
         query_square = indexed(source) if isinstance(source, int) else _square(source, size, how)
         picture = render(query_square, indexed(result_id), why, f"{label} -> image {result_id}")
+        mark_output([out])  # a picture imgsearch made is never indexed
         with atomic_path(out, suffix=".png") as tmp:
             picture.save(tmp, "PNG")
         click.echo(f"wrote {out}")

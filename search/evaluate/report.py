@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+from imgsearch.indexer.inputs.outputs import mark_output
 from imgsearch.search.evaluate.plots import (
     chance_precision,
     plot_confusion,
@@ -64,6 +65,7 @@ def write_report(results: dict, out_dir, *, index_dir=None, map_points: int = 15
 
     page = out / "index.html"
     page.write_text(render_html(results, plots), encoding="utf-8")
+    mark_output([out / "report.json", page, *(out / name for name in plots.values())])  # never indexed
     log.info("report written to %s", page)
     return page
 

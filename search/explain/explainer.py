@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgsearch.indexer.errors import InvalidInputError, quote
-from imgsearch.indexer.folder.manifest import model_precision, resample
+from imgsearch.indexer.folder.manifest import check_image_queries, model_precision, resample
 from imgsearch.indexer.folder.whitening import load_for
 from imgsearch.indexer.inputs.filesystems import is_uri, read_bytes
 from imgsearch.indexer.inputs.images import ImageDecodeError, decode_image
@@ -214,6 +214,7 @@ def explain_pair(engine, query, result_id, *, head: str | None = None,
         raise InvalidInputError(f"the result to explain must be an indexed id (an integer), got {quote(result_id)}")
     if isinstance(query, (list, tuple, np.ndarray)):
         raise InvalidInputError("a vector has no feature map to explain: query by the image or by its id")
+    check_image_queries(engine.manifest)  # vectors made elsewhere: no model, no feature map to explain
     result_id = int(result_id)
     engine.get(result_id)  # UnknownIdError before any decoding
     if _is_id(query):

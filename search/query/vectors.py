@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from imgsearch.indexer.vectors import l2_normalize
 from imgsearch.search.errors import InvalidVectorError
 
 
 def check_query_vector(vector, dim: int, backbone: str) -> np.ndarray:
-    """A (dim,) float32 copy of ``vector``, or InvalidVectorError saying what is wrong with it."""
+    """``vector`` as a (dim,) float32 unit vector (scaled before squaring, so any finite magnitude normalises),
+    or InvalidVectorError saying what is wrong with it (another length, NaN or infinity, all zeros)."""
     try:
-        with np.errstate(over="ignore"):  # a float beyond float32 becomes inf, refused below
-            v = np.asarray(vector, dtype=np.float32)
+        v = np.asarray(vector, dtype=np.float64)  # float64: 3e38s and 1e-300s keep their direction
     except (TypeError, ValueError, OverflowError) as exc:  # e.g. an int too large for a float
         raise InvalidVectorError(f"query vector must be {dim} finite numbers: {exc}") from None
     if v.ndim != 1 or v.shape[0] != dim:
         raise InvalidVectorError(f"query vector has shape {v.shape}, this index ({backbone}) needs ({dim},)")
     if not np.all(np.isfinite(v)):
         raise InvalidVectorError("query vector contains NaN or infinity")
-    return v
+    if not v.any():
+        raise InvalidVectorError("query vector is all zeros: it has no direction to search in")
+    return l2_normalize(v[None])[0]

@@ -4,6 +4,7 @@ names the list file (and the line or row), never with a traceback from a library
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from imgsearch.indexer.inputs.sources import ListFileError, iter_image_files
@@ -105,3 +108,89 @@ def test_the_cli_reports_a_bad_list_in_one_line(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr and str(lst) in run.stderr
+
+
+# A list file's paths are taken exactly as written (issue 30, item 2): only the line ending ("\n", "\r\n") is
+# not part of a line's path; whitespace, quotes, tabs and bytes that are not UTF-8 are data.  A look-alike
+# file (the name without its space) is never taken instead.
+
+_NAMES = ["trailing.png ", " leading.png", "\ttab.png", "tab.png\t", "'quoted.png'", '"double.png"', "a  b.png",
+          "\u00a0nbsp.png\u00a0", "  ", "x.png\r", "cr\rin.png", "#hash.png", " #not-a-comment.png", "\\back.png",
+          "semi;colon.png", "sep.png\u2028", "comma,.png ", "\fform.png\v"]
+
+
+def _write_lookalikes(folder: Path, names) -> dict[str, Path]:
+    """For each name, a file with it and (when it differs) a look-alike with its whitespace stripped."""
+    folder.mkdir(exist_ok=True)
+    made = {}
+    for i, name in enumerate(names):
+        path = folder / name
+        Image.new("RGB", (8, 8), (i * 10, 0, 0)).save(path, "PNG")
+        made[name] = path
+        for lookalike in {folder / name.strip(), folder / name.strip().strip("'\"")} - {path, folder}:
+            if not lookalike.exists():
+                Image.new("RGB", (8, 8), "white").save(lookalike, "PNG")
+    return made
+
+
+def test_text_lists_take_each_line_exactly_as_written(tmp_path):
+    names = [n for n in _NAMES if not n.endswith("\r") and not n.startswith("#") and n.strip()]
+    made = _write_lookalikes(tmp_path / "pics", names)
+    for ending in ("\n", "\r\n"):
+        lst = tmp_path / "list.txt"
+        lst.write_bytes(("# a comment\n\n" + "".join(f"pics/{n}{ending}" for n in names) + "\n").encode())
+        got = [f.path for f in iter_image_files([lst])]
+        assert got == [str(made[n]) for n in names], ending
+
+
+def test_a_csv_or_parquet_list_takes_any_name_even_with_a_newline(tmp_path):
+    names = _NAMES + ["new\nline.png", "end.png\n", "\r\n"]
+    made = _write_lookalikes(tmp_path / "pics", names)
+    import csv
+
+    with open(tmp_path / "list.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerows([f"pics/{n}", f" {n} "] for n in names)
+    pq.write_table(pa.table({"path": [f"pics/{n}" for n in names]}), tmp_path / "list.parquet")
+    for lst in ("list.csv", "list.parquet"):
+        got = list(iter_image_files([tmp_path / lst]))
+        assert [f.path for f in got] == [str(made[n]) for n in names], lst
+    assert [f.label for f in iter_image_files([tmp_path / "list.csv"])] == [f" {n} " for n in names]
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".csv"])
+def test_a_name_that_is_not_utf8_is_taken_as_its_bytes(tmp_path, suffix):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    raw = os.fsdecode(b"caf\xe9 .png")  # latin-1, with a trailing space
+    Image.new("RGB", (8, 8), "red").save(folder / raw, "PNG")
+    Image.new("RGB", (8, 8), "blue").save(folder / os.fsdecode(b"caf\xe9.png"), "PNG")  # the look-alike
+    lst = tmp_path / f"list{suffix}"
+    lst.write_bytes((b"path\n" if suffix == ".csv" else b"") + b"pics/caf\xe9 .png\n")
+    assert [f.path for f in iter_image_files([lst])] == [str(folder / raw)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n/\x00"), min_size=1, max_size=12))
+def test_any_name_without_a_newline_survives_a_text_list(tmp_path, name):
+    if name in (".", "..") or name.startswith("#") or not name.strip():
+        return  # a comment, a blank line (documented), or not a file name
+    folder = tmp_path / "h"
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_bytes(b"x")
+    lst = tmp_path / "h.txt"
+    lst.write_bytes(f"h/{name}\n".encode())
+    try:
+        assert [f.path for f in iter_image_files([lst])] == [str(path)]
+    finally:
+        path.unlink()
+
+
+def test_a_labels_csv_for_a_head_takes_its_paths_exactly_as_written(tmp_path):
+    from imgsearch.indexer.run.heads import read_labels_csv
+
+    indexed = [str(tmp_path / "a.png "), str(tmp_path / "a.png"), str(tmp_path / " b.png")]
+    (tmp_path / "labels.csv").write_text("path,label\na.png ,spaced\n b.png,lead\n", encoding="utf-8")
+    assert read_labels_csv(tmp_path / "labels.csv", indexed) == {indexed[0]: "spaced", indexed[2]: "lead"}

@@ -81,7 +81,11 @@ def test_truncated_shard_is_found_refused_and_repaired(index_copy, corpus):
                                                "published: it was truncated or overwritten"):
         SearchEngine.open(index_copy)
 
-    r = verify(index_copy, "--repair")
+    r = verify(index_copy, "--repair")  # never fewer images than found, unless told so
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and "--allow-drop" in r.output, r.output
+    assert f"would drop 1 damaged shard(s) of {len(manifest['shards'])}: {name}" in r.output
+    assert EmbeddingStore(index_copy).read_manifest() == manifest  # nothing changed
+    r = verify(index_copy, "--repair", "--allow-drop")
     assert r.exit_code == 0, r.output
     assert f"dropped 1 damaged shard(s) ({name}) with {lost} image(s)" in r.output
     engine = SearchEngine.open(index_copy)
