@@ -191,7 +191,7 @@ def test_teach_classify_search_and_delete_through_the_server(teach_server, teach
     ({"flag": [0] * 600, "photo": [1] * 600}, 413, "at most 1000 examples in one request, got 1200"),
     ({"flag": ["zero"], "photo": [1]}, 400, "examples['flag'][0]: an example is an indexed id"),
     ({"flag": [{"vector": [1, 2]}], "photo": [1]}, 400, "examples['flag'][0]: query vector has shape (2,)"),
-    ({"flag": [0], "photo": [0]}, 400, "image 0 is an example of both 'flag' and 'photo'"),
+    ({"flag": [0], "photo": [0]}, 400, "image 0 is an example of both 'flag' (examples['flag'][0]) and 'photo'"),
 ])
 def test_bad_examples_are_refused_with_what_to_change(teach_server, examples, status, message):
     r = requests.post(f"{teach_server.url}/api/heads", json={"name": "bad", "examples": examples}, timeout=60)
