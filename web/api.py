@@ -245,7 +245,7 @@ def _group_json(group) -> dict:
     size = current_app.config["THUMBNAIL_SIZE"]
     return {"group": group.group, "ids": group.ids, "paths": [display_text(p) for p in group.paths],
             "scores": group.scores, "keep": group.keep, "exact": group.exact,
-            "thumbnail_urls": [url_for("api.image", row_id=i, size=size) for i in group.ids]}
+            "evidence": group.evidence, "thumbnail_urls": [url_for("api.image", row_id=i, size=size) for i in group.ids]}
 
 
 @api.get("/duplicates")

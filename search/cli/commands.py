@@ -287,8 +287,13 @@ def _write_duplicates_csv(path: Path, groups) -> None:
 
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["group", "id", "path", "score", "keeper", "exact"])
+    evidence = ["decided_by", "check", "inliers", "coverage", "agreement", "correlation", "scale", "rotation",
+                "region"]
+    writer.writerow(["group", "id", "path", "score", "keeper", "exact", *evidence])
     for g in groups:
         for i, (row_id, p, score) in enumerate(zip(g.ids, g.paths, g.scores)):
-            writer.writerow([g.group, row_id, display_text(p), f"{score:.6f}", i == 0, g.exact])
+            found = g.evidence[i] if i < len(g.evidence) else {}
+            writer.writerow([g.group, row_id, display_text(p), f"{score:.6f}", i == 0, g.exact,
+                             *(" ".join(map(str, v)) if isinstance(v := found.get(k, ""), list) else v
+                               for k in evidence)])
     atomic_write_bytes(path, out.getvalue().encode())

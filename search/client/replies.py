@@ -86,6 +86,7 @@ class RemoteDuplicateGroup:
     keep: int
     exact: bool
     thumbnail_urls: list[str]
+    evidence: list[dict] = field(default_factory=list)  # per member: cosine, decided_by, the check's numbers
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def response(body: dict) -> SearchResponse:
 def duplicates_page(body: dict) -> DuplicatesPage:
     groups = [RemoteDuplicateGroup(int(g["group"]), [int(i) for i in g["ids"]], list(g["paths"]),
                                    [float(x) for x in g["scores"]], int(g["keep"]), bool(g["exact"]),
-                                   list(g["thumbnail_urls"])) for g in body["groups"]]
+                                   list(g["thumbnail_urls"]), [dict(e) for e in g.get("evidence", [])])
+              for g in body["groups"]]
     return DuplicatesPage(groups, int(body["total"]), int(body["offset"]), int(body["limit"]),
                           float(body["threshold"]), body["keep"], int(body.get("generation", 0)),
                           bool(body.get("keypoints", False)))

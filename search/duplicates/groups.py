@@ -17,11 +17,11 @@
    A component whose pairs all passed (a clique) needs nothing more; for the
    others the members' vectors are fetched (``FETCH_BUDGET`` bytes at a time)
    and scored exactly against each keeper.
-4. with ``keypoints`` (the default of ``SearchEngine.duplicates`` and of every
-   surface), pairs from KEYPOINT_FLOOR to KEYPOINT_SURE are judged by their
-   files' keypoints (``search/duplicates/keypoints.py``): a match makes a pair below the
-   threshold a duplicate, a mismatch of two images with corners enough refutes
-   one above it; in the keeper check as in the pairs.
+4. with ``keypoints`` (the default of every surface), pairs from KEYPOINT_FLOOR
+   to KEYPOINT_SURE are judged by the verifier (``search/duplicates/verifier.py``
+   over ``keypoints.py``): a match makes a pair below the threshold a duplicate
+   (the threshold is the first stage's cosine gate; the member's evidence says
+   which check promoted it), a mismatch refutes one above it.
 
 The keeper (``KEEP_RULES``): ``largest`` (default) the most pixels (width x
 height as indexed), then the largest file, then the lowest id; ``smallest``
@@ -34,8 +34,7 @@ Exact copies (files with the same sha256 as an indexed image, which indexing
 does not embed twice, ``indexer/folder/copies.py``) are groups of their own,
 ``exact=True``: the indexed id once per file, every file's path, scores 1.0.
 
-Groups are numbered from 1 in order of their keeper's id (a near-duplicate
-group before the exact copies of the same keeper); members keeper first, then
+Groups are numbered from 1 in order of their keeper's id (exact copies after); members keeper first, then
 by score, best first.  imgsearch deletes nothing: ``imgsearch remove`` takes ids.
 
 After an incremental ``imgsearch index`` nothing is reused: the groups are
@@ -45,8 +44,7 @@ measured with ``scripts/bench_duplicates_scale.py`` on 2 shared cores,
 100,000 x 1280 (HNSW32) in 55 s, 1,000,000 x 1280 (IVF2048,PQ320x4fs,RFlat)
 in 6.2 min with 1.25 GiB of the process's own memory (besides 5 GiB of
 memory-mapped vectors), planted pairs found with recall and precision 1.000.
-Servers cache the result per version, threshold and keeper rule
-(``SearchEngine.duplicates``): a new version is a new engine with an empty cache.
+Servers cache the result per version, threshold and keeper rule: a new version is a new engine.
 """
 
 from __future__ import annotations
@@ -55,7 +53,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -88,6 +86,10 @@ class DuplicateGroup:
     scores: list[float]  # scores[i]: member i against the keeper
     keep: int  # the keeper's id
     exact: bool  # exact copies (same sha256) rather than near-duplicates
+    # evidence[i]: why member i is in the group: its cosine, ``decided_by`` ("keeper", "cosine": it scores
+    # at least the threshold, "keypoints" / "dense": that check promoted it from below the threshold,
+    # "sha256": an exact copy) and, when the verifier ran, its numbers (search/duplicates/verifier.py)
+    evidence: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,8 +160,9 @@ def find_duplicates(engine, threshold: float | None = None, keep: str | None = N
     found = sorted([(g[0][0], 0, g) for g in near] + [(g[0][0], 1, g) for g in exact], key=lambda x: x[:2])
     groups = []
     for number, (keeper, is_exact, (ids, paths, scores)) in enumerate(found, 1):
-        groups.append(DuplicateGroup(number, [int(i) for i in ids], paths, [round(float(s), 6) for s in scores],
-                                     int(keeper), bool(is_exact)))
+        scores = [round(float(s), 6) for s in scores]
+        groups.append(DuplicateGroup(number, [int(i) for i in ids], paths, scores, int(keeper), bool(is_exact),
+                                     _evidence(ids, scores, threshold, judge, bool(is_exact))))
     report = DuplicateReport(groups, threshold, keep, engine.generation, len(engine), vectors.method, len(pairs),
                              round(time.perf_counter() - started, 3), keypoints,
                              sum(judge.verdicts.values()) if judge else 0,
@@ -167,6 +170,18 @@ def find_duplicates(engine, threshold: float | None = None, keep: str | None = N
     log.info("%d duplicate groups among %d images (%d pairs >= %.3f, %s) in %.1f s", len(groups), len(engine),
              len(pairs), threshold, vectors.method, report.seconds)
     return report
+
+
+def _evidence(ids, scores: list[float], threshold: float, judge, exact: bool) -> list[dict]:
+    """Each member's evidence against the keeper (ids[0]): see ``DuplicateGroup.evidence``."""
+    out = [{"cosine": 1.0, "decided_by": "keeper"}]
+    for row_id, score in zip(ids[1:], scores[1:]):
+        if exact:
+            out.append({"cosine": 1.0, "decided_by": "sha256"})
+            continue
+        out.append(judge.matcher.member_evidence(int(ids[0]), int(row_id), score, threshold) if judge else
+                   {"cosine": score, "decided_by": "cosine"})
+    return out
 
 
 class DuplicateCache:
@@ -240,7 +255,7 @@ def _components(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
 
 
 class _Judge:
-    """The keypoints' verdict on a pair: True (duplicates), False (not), None (the score decides).
+    """The verifier's verdict on a pair: True (duplicates), False (not), None (the score decides).
 
     Pairs scoring from KEYPOINT_FLOOR to KEYPOINT_SURE are judged, each once; ``verdicts`` keeps those
     that overrode the score: (a, b) -> True (confirmed below the threshold) or False (refuted above it).
@@ -253,11 +268,8 @@ class _Judge:
     def __call__(self, a: int, b: int, score: float) -> bool | None:
         if not KEYPOINT_FLOOR <= score < KEYPOINT_SURE:
             return None
-        if self.matcher.matches(a, b):
-            verdict = True
-        elif self.matcher.judgeable(a) and self.matcher.judgeable(b):
-            verdict = False
-        else:  # a flat picture, or a file gone: no evidence either way
+        verdict = self.matcher.verdict(a, b)
+        if verdict is None:  # a file gone: no evidence either way
             return None
         if verdict != (score >= self.threshold):
             self.verdicts[(min(a, b), max(a, b))] = verdict

@@ -1,109 +1,62 @@
-"""Pixel evidence that two images are one picture: ORB keypoints matched under one similarity transform.
+"""Pixel evidence that two images are one picture, for the duplicate groups: each image's local features once.
 
-The embeddings of two different photos of one thing (tiles of one texture,
-two handwritten 1s, two flags) can score as high as a photo and its crop, so a
-cosine threshold alone cannot tell "the same picture, edited" from "a similar
-picture" (scripts/bench_duplicates.py).  Keypoints can: an edit keeps the
-picture's corners where a similarity transform (shift, scale, rotation) of
-the original puts them, a look-alike does not.  Each image is read once from
-its file (grey, longest side SIDE pixels), ORB finds up to KEYPOINTS corners
-(scikit-image), and a pair counts the matches (mutual nearest descriptors,
-ratio test) that RANSAC fits with one transform: MIN_INLIERS or more is a match.
-
-Measured on the benchmark (932 images, lite0 int8 candidates scoring >= 0.55):
-edits have a median of 57 inliers, 99.9 % of look-alike pairs 16 or fewer.
+``KeypointMatcher(engine)`` holds each image's ``LocalFeatures``
+(``indexer/inputs/local_features.py``: ORB keypoints and a small RGB
+thumbnail), computed once per matcher from the image's file (decoded once,
+at most ``max_pixels``), and the ``Evidence`` of each pair it was asked about
+(``search/duplicates/verifier.py``: one similarity transform that must
+explain the pair, or, without corners, a dense alignment of the thumbnails).
+``evidence(keeper, member)`` is the verdict with its numbers; a pair whose
+file is gone has ``check="none"`` and no verdict (its cosine score decides).
 """
 
 from __future__ import annotations
 
-import warnings
-
-import numpy as np
-from PIL import Image
-
-from imgsearch.indexer.errors import ImgsearchError, MissingDependencyError
+from imgsearch.indexer.errors import ImgsearchError
+from imgsearch.indexer.inputs.local_features import THUMB, LocalFeatures, cv2_module, local_features
+from imgsearch.search.duplicates.verifier import Evidence, compare
 from imgsearch.search.thumbnails import load_indexed
-
-SIDE = 256  # pixels, longest side: enough corners for ORB's pyramid, cheap to detect
-KEYPOINTS = 300
-MIN_INLIERS = 15  # fewer: no evidence (look-alikes: 99.9 % at or below 16, edits: median 57)
-RESIDUAL = 4.0  # pixels at SIDE: how far a match may sit from where the transform puts it
-
-
-def _skimage():
-    try:
-        from skimage.feature import ORB, match_descriptors
-        from skimage.measure import ransac
-        from skimage.transform import SimilarityTransform
-    except ImportError as exc:
-        raise MissingDependencyError("keypoint checks of duplicates need scikit-image: pip install scikit-image, "
-                                     "or pass --no-keypoints (cosine scores only)") from exc
-    return ORB, match_descriptors, ransac, SimilarityTransform
 
 
 class KeypointMatcher:
-    """Keypoints of an index's images, each found once (from its file), and the inliers of a pair."""
+    """Local features of an index's images, each computed once (from its file), and the evidence of a pair."""
 
     def __init__(self, engine, max_pixels: int | None = None):
-        self._orb, self._match, self._ransac, self._transform = _skimage()
+        cv2_module()  # a MissingDependencyError saying what to install, before any work
         self.engine = engine
         self.max_pixels = max_pixels or engine.config.max_pixels
-        self._found: dict[int, tuple | None] = {}
-        self._inliers: dict[tuple[int, int], int] = {}  # a pair checked once serves every threshold
+        self._found: dict[int, LocalFeatures | None] = {}
+        self._evidence: dict[tuple[int, int], Evidence] = {}  # a pair checked once serves every threshold
         self.unreadable = 0  # images whose file could not be read: their pairs are not confirmed
 
-    def _grey(self, path: str) -> np.ndarray:  # (h, w) float64 in [0, 1], longest side SIDE
-        img, _, _ = load_indexed(path, min_size=SIDE // 2, max_pixels=self.max_pixels)
-        grey = img.convert("L")
-        scale = SIDE / max(grey.size)
-        grey = grey.resize((max(8, round(grey.width * scale)), max(8, round(grey.height * scale))), Image.BILINEAR)
-        return np.asarray(grey, np.float64) / 255
-
-    def keypoints(self, row_id: int) -> tuple | None:
-        """((k, 2) positions, (k, 256) bool descriptors), or None when the file is gone or has no corners."""
+    def features(self, row_id: int) -> LocalFeatures | None:
+        """The image's keypoints and thumbnail, or None when its file cannot be read any more."""
         if row_id not in self._found:
             try:
-                orb = self._orb(n_keypoints=KEYPOINTS, fast_threshold=0.05)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    orb.detect_and_extract(self._grey(self.engine.get(row_id).path))
-                self._found[row_id] = (orb.keypoints, orb.descriptors)
+                img, _, _ = load_indexed(self.engine.get(row_id).path, min_size=THUMB, max_pixels=self.max_pixels)
+                self._found[row_id] = local_features(img)
             except (ImgsearchError, OSError):
                 self.unreadable += 1
                 self._found[row_id] = None
-            except RuntimeError:  # ORB found no corner at all (a flat picture)
-                self._found[row_id] = None
         return self._found[row_id]
 
-    def judgeable(self, row_id: int) -> bool:
-        """Whether the image has corners enough for its keypoints to confirm or refute a match."""
-        found = self.keypoints(row_id)
-        return found is not None and len(found[0]) >= MIN_INLIERS
+    def evidence(self, keeper: int, member: int) -> Evidence:
+        """Why ``member`` is (or is not) ``keeper``'s picture edited; computed once per ordered pair."""
+        key = (keeper, member)
+        if key not in self._evidence:
+            self._evidence[key] = compare(self.features(keeper), self.features(member))
+        return self._evidence[key]
 
-    def inliers(self, a: int, b: int) -> int:
-        key = (min(a, b), max(a, b))
-        if key not in self._inliers:
-            self._inliers[key] = self._count(*key)
-        return self._inliers[key]
+    def verdict(self, a: int, b: int) -> bool | None:
+        """True (one picture), False (two), None (no evidence: a file gone)."""
+        return self.evidence(min(a, b), max(a, b)).match
 
-    def _count(self, a: int, b: int, seed: int = 0) -> int:
-        """Matches of images ``a`` and ``b`` that one similarity transform explains.
-
-        0 when there is no evidence: a file gone, no corners, or fewer than MIN_INLIERS matches to fit.
-        """
-        found_a, found_b = self.keypoints(a), self.keypoints(b)
-        if found_a is None or found_b is None or min(len(found_a[0]), len(found_b[0])) < MIN_INLIERS:
-            return 0
-        matches = self._match(found_a[1], found_b[1], cross_check=True, max_ratio=0.8)
-        return 0 if len(matches) < MIN_INLIERS else self._fit(found_a, found_b, matches, seed)
-
-    def _fit(self, found_a, found_b, matches, seed: int) -> int:
-        src, dst = found_a[0][matches[:, 0]][:, ::-1], found_b[0][matches[:, 1]][:, ::-1]  # (m, 2) x, y
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _, inliers = self._ransac((src, dst), self._transform, min_samples=3, residual_threshold=RESIDUAL,
-                                      max_trials=200, rng=np.random.default_rng(seed))
-        return 0 if inliers is None else int(inliers.sum())
-
-    def matches(self, a: int, b: int) -> bool:
-        return self.inliers(a, b) >= MIN_INLIERS
+    def member_evidence(self, keeper: int, member: int, score: float, threshold: float) -> dict:
+        """A group member's evidence (``DuplicateGroup.evidence``): its cosine, what decided, the numbers."""
+        found = self.evidence(keeper, member)
+        decided = "cosine"
+        if score < threshold:  # only the verifier puts a member below the threshold in a group
+            if not found.match:  # confirmed by the pair's own check, or against another keeper's member
+                found = self.evidence(min(keeper, member), max(keeper, member))
+            decided = found.check
+        return {"cosine": score, "decided_by": decided, **found.to_dict()}

@@ -54,8 +54,18 @@ def test_the_command_prints_json_csv_and_a_table(dup_index, tmp_path):
     out = runner.invoke(cli.duplicates, ["--index", str(index_dir), "--threshold", str(THRESHOLD), "--json"])
     assert out.exit_code == 0, out.output
     lines = [json.loads(line) for line in out.output.splitlines()]
-    assert len(lines) == 6 and set(lines[0]) == {"group", "ids", "paths", "scores", "keep", "exact"}
+    assert len(lines) == 6 and set(lines[0]) == {"group", "ids", "paths", "scores", "keep", "exact", "evidence"}
     assert [line["group"] for line in lines] == list(range(1, 7)) and sum(line["exact"] for line in lines) == 2
+    for line in lines:  # each member's evidence: what decided, and (verification on) the check's numbers
+        assert len(line["evidence"]) == len(line["ids"]) and line["evidence"][0]["decided_by"] == "keeper"
+        for score, found in zip(line["scores"][1:], line["evidence"][1:]):
+            assert found["cosine"] == score
+            if line["exact"]:
+                assert found["decided_by"] == "sha256"
+            else:  # below the threshold only when a check promoted it, and then the check says so
+                assert found["check"] in ("keypoints", "dense", "none") and "region" in found
+                assert found["decided_by"] == ("cosine" if score >= THRESHOLD else found["check"])
+                assert found["decided_by"] == "cosine" or found["match"] is True
 
     target = tmp_path / "dups.csv"
     out = runner.invoke(cli.duplicates, ["--index", str(index_dir), "--threshold", str(THRESHOLD), "--csv",
@@ -63,6 +73,8 @@ def test_the_command_prints_json_csv_and_a_table(dup_index, tmp_path):
     assert out.exit_code == 0 and "6 groups of duplicates" in out.output, out.output
     rows = list(csv.DictReader(target.open()))
     assert len(rows) == 12 and sum(r["keeper"] == "True" for r in rows) == 6
+    assert {r["decided_by"] for r in rows} <= {"keeper", "cosine", "keypoints", "dense", "sha256"}
+    assert all(r["check"] in ("keypoints", "dense", "none") for r in rows if r["decided_by"] == "cosine")
     edits = {r["path"] for r in rows if r["keeper"] == "True" and r["exact"] == "False"}
     assert {_name(p) for p in edits} == {f"{n}-edit.jpg" for n in EDITED}  # the smaller ones kept
 

@@ -1,0 +1,241 @@
+"""Is this pair the same picture, edited, or a similar picture?  Judged by what one transform explains.
+
+Two images' ``LocalFeatures`` (``indexer/inputs/local_features.py``: ORB
+keypoints and a grey thumbnail) are compared, the keeper ``a`` and a member
+``b``, and ``compare`` answers with its ``Evidence``:
+
+* ``keypoints`` (both images have MIN_POINTS corners or more): descriptors
+  matched with the ratio test, one similarity transform (shift, scale,
+  rotation) fitted by USAC (MAGSAC), and the match must be *explained*: at
+  least MIN_INLIERS inliers, whose convex hull covers MIN_COVERAGE of the
+  region the two pictures share, and the aligned thumbnails must agree where
+  they overlap (``agreement``: the share of textured 8 x 8 blocks whose
+  normalised correlation is at least BLOCK_NCC, at least MIN_AGREEMENT).  A
+  shared ribbon or outline gives inliers on that part only: low coverage,
+  and the rest of the picture disagrees.
+* ``dense`` (too few corners: flat art, gradients, digits, tiny images): the
+  thumbnails aligned without corners (ECC, an affine warp close to a
+  similarity, from the identity), then the same agreement, stricter
+  (DENSE_AGREEMENT and a global correlation of DENSE_NCC): two different
+  handwritten digits of one class align roughly but not to that.
+
+Correlations are of zero-mean, unit-variance pixels, so brightness, contrast
+and a colour change of the same picture do not count against it; the mean
+colour does (``colour``), so a recoloured drawing (a baseball and a softball)
+is not the same picture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from imgsearch.indexer.inputs.local_features import LocalFeatures, cv2_module
+
+MIN_POINTS = 24  # corners each image needs for the keypoint check; fewer: the dense check
+RATIO = 0.8  # Lowe's ratio test
+MIN_INLIERS = 12
+RESIDUAL = 4.0  # pixels at the keypoints' SIDE frame
+MAX_SCALE = 8.0  # a member may be 1/8 to 8 times the keeper's size
+MIN_COVERAGE = 0.1  # the inliers' hull over the overlap (clip-art keypoints crowd on outlines: agreement decides more)
+MIN_OVERLAP = 0.2  # the overlap over the smaller picture's area
+BLOCK = 8  # pixels of a thumbnail block
+BLOCK_NCC = 0.5
+MIN_AGREEMENT = 0.7  # share of textured blocks that agree
+DENSE_AGREEMENT = 0.85
+DENSE_NCC = 0.9
+TEXTURE = 4.0  # grey levels of standard deviation that make a block textured
+FLAT_DIFF = 20.0  # grey levels: a flat block this far from the other's colour disagrees
+TEXTURED_DIFF = 40.0  # grey levels of mean difference a textured block may have and agree
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a pair is (or is not) one picture; ``check``: "keypoints", "dense" or "none" (nothing to judge)."""
+
+    check: str
+    match: bool | None  # None: no evidence either way
+    inliers: int = 0
+    coverage: float = 0.0  # keypoints: the inliers' hull over the overlap; dense: the overlap over the keeper
+    agreement: float = 0.0  # share of textured blocks of the overlap whose pixels agree
+    correlation: float = 0.0  # normalised correlation of the aligned thumbnails over the overlap
+    scale: float = 1.0  # the member's size over the keeper's
+    rotation: float = 0.0  # degrees
+    region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # of the keeper the member covers, 0..1
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["region"] = list(self.region)
+        return out
+
+
+def compare(a: LocalFeatures | None, b: LocalFeatures | None) -> Evidence:
+    """The evidence that ``b`` is ``a`` edited (``a``: the keeper); no features: ``check="none"``."""
+    if a is None or b is None:
+        return Evidence("none", None)
+    if len(a) >= MIN_POINTS and len(b) >= MIN_POINTS:
+        found = _keypoints(a, b)
+        if found.match or found.inliers >= MIN_INLIERS:  # a transform was fitted: its verdict stands
+            return found
+    return _dense(a, b)
+
+
+def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
+    cv2 = cv2_module()
+    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(b.descriptors, a.descriptors, k=2)
+    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+    if len(good) < MIN_INLIERS:
+        return Evidence("keypoints", False, inliers=0)
+    src = b.points[[m.queryIdx for m in good]]
+    dst = a.points[[m.trainIdx for m in good]]
+    matrix, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RESIDUAL,
+                                               maxIters=2000, confidence=0.999, refineIters=10)
+    inliers = 0 if mask is None else int(mask.sum())
+    if matrix is None or inliers < MIN_INLIERS:
+        return Evidence("keypoints", False, inliers=inliers)
+    scale, rotation = _similarity(matrix)
+    region, overlap = _overlap(matrix, b.size, a.size)
+    if not 1 / MAX_SCALE <= scale <= MAX_SCALE or overlap <= 0:
+        return Evidence("keypoints", False, inliers=inliers, scale=scale, rotation=rotation)
+    hull = cv2.contourArea(cv2.convexHull(dst[mask.ravel() > 0].reshape(-1, 1, 2)))
+    coverage = min(1.0, hull / overlap)
+    thumb = _to_thumb(matrix, b, a)
+    agreement, correlation, _ = _agreement(a.thumb, b.thumb, thumb)
+    smaller = min(a.size[0] * a.size[1], b.size[0] * b.size[1] * scale ** 2)
+    explained = coverage >= MIN_COVERAGE or (agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC)
+    match = explained and agreement >= MIN_AGREEMENT and overlap >= MIN_OVERLAP * smaller
+    return Evidence("keypoints", bool(match), inliers, round(coverage, 3), round(agreement, 3),
+                    round(correlation, 3), round(scale, 3), round(rotation, 2), region)
+
+
+def _dense(a: LocalFeatures, b: LocalFeatures) -> Evidence:
+    cv2 = cv2_module()
+    ha, wa = a.thumb.shape[:2]
+    hb, wb = b.thumb.shape[:2]
+    # b's thumbnail in a's frame, whole picture on whole picture to begin with; ECC refines (template a)
+    start = np.array([[wb / wa, 0, 0], [0, hb / ha, 0]], np.float32)  # a's pixel -> b's pixel
+    template, moving = _grey(a.thumb), _grey(b.thumb)
+    try:
+        _, warp = cv2.findTransformECC(template, moving, start.copy(), cv2.MOTION_AFFINE,
+                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5), None, 1)
+    except cv2.error:
+        warp = start
+    # the warp maps a -> b; as b -> a it is the member placed on the keeper
+    matrix = cv2.invertAffineTransform(warp)
+    sx, sy = math.hypot(*matrix[:, 0]), math.hypot(*matrix[:, 1])
+    shear = abs(float(matrix[:, 0] @ matrix[:, 1])) / (sx * sy)
+    scale, rotation = _similarity(matrix)
+    scale *= a.size[0] / a.thumb.shape[1] / (b.size[0] / b.thumb.shape[1])  # in the keypoints' frames
+    agreement, correlation, covered = _agreement(a.thumb, b.thumb, matrix)
+    region, _ = _overlap(matrix, (wb, hb), (wa, ha))
+    match = (max(sx, sy) / min(sx, sy) < 1.06 and shear < 0.05 and covered >= 0.5
+             and agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC)
+    return Evidence("dense", bool(match), 0, round(covered, 3), round(agreement, 3), round(correlation, 3),
+                    round(scale, 3), round(rotation, 2), region)
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32).mean(2)
+
+
+def _similarity(matrix: np.ndarray) -> tuple[float, float]:
+    scale = math.sqrt(abs(float(np.linalg.det(matrix[:, :2]))))
+    return scale, math.degrees(math.atan2(float(matrix[1, 0]), float(matrix[0, 0])))
+
+
+def _overlap(matrix: np.ndarray, size_b, size_a) -> tuple[tuple, float]:
+    """(region of a covered by b as fractions (x0, y0, x1, y1), the overlap's area in a's pixels)."""
+    cv2 = cv2_module()
+    (wb, hb), (wa, ha) = size_b, size_a
+    corners = np.array([[0, 0], [wb, 0], [wb, hb], [0, hb]], np.float32)
+    placed = corners @ matrix[:, :2].T.astype(np.float32) + matrix[:, 2].astype(np.float32)
+    rect = np.array([[0, 0], [wa, 0], [wa, ha], [0, ha]], np.float32)
+    area, shared = cv2.intersectConvexConvex(cv2.convexHull(placed), rect)
+    if shared is None or area <= 0:
+        return (0.0, 0.0, 0.0, 0.0), 0.0
+    shared = shared.reshape(-1, 2)
+    lo, hi = shared.min(0) / (wa, ha), shared.max(0) / (wa, ha)
+    region = tuple(round(float(min(1.0, max(0.0, v))), 3) for v in (*lo, *hi))
+    return region, float(area)
+
+
+def _to_thumb(matrix: np.ndarray, b: LocalFeatures, a: LocalFeatures) -> np.ndarray:
+    """The b -> a transform of the keypoints' frames, between the thumbnails' frames."""
+    sa = a.thumb.shape[1] / a.size[0]
+    sb = b.thumb.shape[1] / b.size[0]
+    out = matrix.astype(np.float64).copy()
+    out[:, :2] *= sa / sb
+    out[:, 2] *= sa
+    return out
+
+
+def _agreement(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray) -> tuple[float, float, float]:
+    """(share of informative blocks that agree, grey correlation over the overlap, overlap over a's thumbnail).
+
+    ``tb`` (RGB) is placed on ``ta`` by ``matrix``; its colours are mapped onto ``ta``'s by a gain and an
+    offset per channel (fitted on the overlap, the worst-fitting pixels left out, in whichever direction
+    fits better), which a change of brightness, contrast or saturation or a tint allows and a recolouring
+    (another flag, a softball for a baseball) does not.  A textured block agrees when its pixels
+    correlate (BLOCK_NCC) and its colours are close; a flat block counts only when its colour differs.
+    """
+    cv2 = cv2_module()
+    h, w = ta.shape[:2]
+    placed = cv2.warpAffine(tb.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR)
+    valid = cv2.warpAffine(np.ones(tb.shape[:2], np.float32), matrix, (w, h), flags=cv2.INTER_NEAREST) > 0.5
+    valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    covered = float(valid.mean())
+    if valid.sum() < 16:
+        return 0.0, 0.0, covered
+    target, source = _mapped(ta.astype(np.float32), placed, valid)
+    grey_t, grey_s = target.mean(2), source.mean(2)
+    correlation = _ncc(grey_t[valid], grey_s[valid])
+    agree = counted = 0
+    for r in range(0, h - BLOCK + 1, BLOCK):
+        for c in range(0, w - BLOCK + 1, BLOCK):
+            if not valid[r:r + BLOCK, c:c + BLOCK].all():
+                continue
+            pt, ps = grey_t[r:r + BLOCK, c:c + BLOCK], grey_s[r:r + BLOCK, c:c + BLOCK]
+            diff = float(np.abs(target[r:r + BLOCK, c:c + BLOCK] - source[r:r + BLOCK, c:c + BLOCK]).mean((0, 1)).max())
+            st, ss = float(pt.std()), float(ps.std())
+            if max(st, ss) < TEXTURE:
+                if diff >= FLAT_DIFF:  # a flat block of another colour: a sticker, a recolouring
+                    counted += 1
+                continue
+            counted += 1
+            agree += bool(min(st, ss) >= TEXTURE / 2 and diff < TEXTURED_DIFF
+                          and _ncc(pt.ravel(), ps.ravel()) >= BLOCK_NCC)
+    return (agree / counted if counted else 0.0), correlation, covered
+
+
+def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(target, source) thumbnails with one's colours mapped onto the other's, the better-fitting way."""
+    best = None
+    for target, source in ((ta, placed), (placed, ta)):
+        mapped = _fit_channels(source, target, valid)
+        error = float(np.abs(mapped - target)[valid].mean())
+        if best is None or error < best[0]:
+            best = (error, target, mapped)
+    return best[1], best[2]
+
+
+def _fit_channels(source: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``source`` with each channel's gain (0.25 to 4) and offset fitted to ``target`` on ``valid``."""
+    out = np.empty_like(source)
+    for ch in range(source.shape[2]):
+        x, y = source[..., ch][valid], target[..., ch][valid]
+        use = np.ones(len(x), bool)
+        for _ in range(2):  # fit, then again without the worst quarter (a sticker, an occluded corner)
+            mx, my = x[use].mean(), y[use].mean()
+            gain = float(np.clip(((x[use] - mx) * (y[use] - my)).mean() / max(float(x[use].var()), 1.0), 0.25, 4))
+            residual = np.abs(gain * (x - mx) + my - y)
+            use = residual <= np.quantile(residual, 0.75)
+        out[..., ch] = gain * (source[..., ch] - mx) + my
+    return out
+
+
+def _ncc(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    norm = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y) / norm if norm > 0 else 0.0

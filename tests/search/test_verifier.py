@@ -1,0 +1,132 @@
+"""The duplicates verifier (search/duplicates/verifier.py): the same picture edited is one, a similar picture is not.
+
+Real OpenCV on real pictures made at test time: scikit-image's photographs and
+their edits (indexer/inputs/near_duplicates.py), Google's emoji (npm), and
+scikit-learn's handwritten digits.  Look-alikes share parts (a medal's ribbon,
+a ball's stitching, a dog's face, a digit's stroke); edits share everything
+but what the edit changed.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance, ImageOps
+
+from imgsearch.indexer.inputs.local_features import local_features
+from imgsearch.indexer.inputs.near_duplicates import EDITS, originals
+from imgsearch.search.duplicates.verifier import compare
+
+# (the look-alikes a user found grouped on the emoji demo, issue 31), each pair two different emoji
+# Known misses (strict xfail, so a fix shows): gold and bronze medals (one ribbon, a disk of a close hue with
+# another number), the sports medal against the gold one, and the star against the glowing star; at the
+# 64-pixel thumbnail their differences are a few blocks.
+_MISS = pytest.mark.xfail(strict=True, reason="known miss of the verifier: the differing part is a few blocks")
+LOOKALIKE_EMOJI = [("first_place_medal", "second_place_medal"),
+                   pytest.param("first_place_medal", "third_place_medal", marks=_MISS),
+                   ("second_place_medal", "third_place_medal"),
+                   pytest.param("first_place_medal", "sports_medal", marks=_MISS),
+                   ("third_place_medal", "sports_medal"), ("baseball", "softball"), ("dog", "dog2"),
+                   ("cat", "cat2"), pytest.param("star", "star2", marks=_MISS), ("volleyball", "soccer"),
+                   ("tennis", "basketball")]
+
+
+def _decoded(edited) -> Image.Image:
+    return Image.open(io.BytesIO(edited)).convert("RGB") if isinstance(edited, bytes) else edited
+
+
+@pytest.fixture(scope="module")
+def emoji():
+    from imgsearch.indexer.inputs.samples import emoji_records
+
+    records = {r["name"]: r for r in emoji_records()}
+    out = {}
+    for name in {n for pair in LOOKALIKE_EMOJI for n in getattr(pair, "values", pair)}:
+        with Image.open(records[name]["file"]) as img:
+            rgba = img.convert("RGBA")
+        out[name] = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return data.images, data.target
+
+
+@pytest.mark.parametrize("a, b", LOOKALIKE_EMOJI)
+def test_emoji_that_share_parts_are_not_one_picture(emoji, a, b):
+    for keeper, member in ((a, b), (b, a)):
+        found = compare(local_features(emoji[keeper]), local_features(emoji[member]))
+        assert found.match is False, (keeper, member, found)
+
+
+@pytest.mark.xfail(strict=True, reason="measured 40 of 48 edits (0.83): borders and stickers are missed most")
+def test_photo_edits_are_one_picture_and_tiles_of_one_photo_are_not():
+    rng = np.random.default_rng(3)
+    tiles = dict(originals())
+    names = ["astronaut-0-0", "coffee-0-1", "rocket-1-2", "chelsea-0-0", "clock-0-1", "camera-1-0"]
+    matched = total = 0
+    for name in names:
+        base = local_features(tiles[name])
+        for edit, fn in EDITS.items():
+            found = compare(base, local_features(_decoded(fn(tiles[name], rng))))
+            matched += bool(found.match)
+            total += 1
+            if edit in ("half", "jpeg20", "colour", "crop80"):  # the easy ones: every one
+                assert found.match, (name, edit, found)
+    assert matched >= 0.85 * total, f"{matched} of {total} edits matched"
+    for photo in ("gravel", "brick", "grass", "retina", "hubble_deep_field"):
+        same_photo = [n for n in tiles if n.rsplit("-", 2)[0] == photo]
+        for x in same_photo[:3]:
+            for y in same_photo[:3]:
+                if x != y:  # two tiles of one texture: similar, never one picture
+                    assert compare(local_features(tiles[x]), local_features(tiles[y])).match is False, (x, y)
+
+
+@pytest.mark.xfail(strict=True, reason="the sports medal re-encoded at JPEG 20 is missed (agreement 0.65)")
+def test_emoji_edits_are_one_picture(emoji):
+    rng = np.random.default_rng(4)
+    for name, picture in emoji.items():
+        base = local_features(picture)
+        for edit in ("crop80", "jpeg20", "colour", "border", "rotate10"):
+            found = compare(base, local_features(_decoded(EDITS[edit](picture, rng))))
+            assert found.match, (name, edit, found)
+
+
+def _digit(pixels: np.ndarray, colour=(255, 255, 255)) -> Image.Image:
+    """An 8 x 8 digit (0..16) drawn in ``colour`` on black, at 32 x 32 as a small scan would be."""
+    grey = Image.fromarray(np.uint8(pixels * 255 / 16)).resize((32, 32), Image.BILINEAR)
+    return ImageOps.colorize(grey, (0, 0, 0), colour)
+
+
+@pytest.mark.xfail(strict=True, reason="measured 21 of 560 pairs of 8 x 8 digits called one picture")
+def test_two_handwritten_digits_of_one_class_are_kept_apart(digits):
+    images, target = digits
+    false = total = 0
+    for digit in range(10):
+        same = np.flatnonzero(target == digit)[:8]
+        feats = [local_features(_digit(images[i])) for i in same]
+        for i in range(len(feats)):
+            for j in range(len(feats)):
+                if i != j and not np.array_equal(images[same[i]], images[same[j]]):
+                    total += 1
+                    false += bool(compare(feats[i], feats[j]).match)
+    assert false == 0, f"{false} of {total} pairs of different digits called one picture"
+
+
+def test_a_recoloured_or_re_encoded_digit_is_one_picture(digits):
+    images, _ = digits
+    for i in range(0, 200, 20):
+        base = _digit(images[i])
+        buffer = io.BytesIO()
+        base.save(buffer, "JPEG", quality=30)
+        for edited in (_digit(images[i], (255, 200, 40)), _digit(images[i], (120, 220, 255)),
+                       ImageEnhance.Brightness(base).enhance(0.7), Image.open(buffer).convert("RGB"),
+                       base.resize((64, 64), Image.BICUBIC)):
+            found = compare(local_features(base), local_features(edited))
+            assert found.match, (i, found)
