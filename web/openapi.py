@@ -8,6 +8,7 @@ from imgsearch.search.query.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_W
 from imgsearch.search.query.filters import COMPARISONS, ISO_PATTERN, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS, TIME_FORMS
 from imgsearch.web.examples import EXAMPLE_FIELDS, MAX_BATCH
 from imgsearch.web.openapi_access import add_access_control
+from imgsearch.web.openapi_duplicates import DUPLICATE_EVIDENCE
 
 
 def _error(description: str) -> dict:
@@ -279,24 +280,7 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                                                                          "description": "images the filter selects"},
                                               "note": {"type": "string"}}},
             "Filter": _filter_schema(),
-            "DuplicateEvidence": {
-                "type": "object", "required": ["cosine", "decided_by"],
-                "description": "Why a member is in its group (one per member, the keeper first): its cosine "
-                               "against the keeper; decided_by: keeper, cosine (at least the threshold), "
-                               "keypoints or dense (that check promoted it from below the threshold: the "
-                               "threshold is the first stage's cosine gate) or sha256 (an exact copy); with "
-                               "verification on, the check's numbers.",
-                "properties": {"cosine": {"type": "number"},
-                               "decided_by": {"type": "string",
-                                              "enum": ["keeper", "cosine", "keypoints", "dense", "sha256"]},
-                               "check": {"type": "string", "enum": ["keypoints", "dense", "none"]},
-                               "match": {"type": ["boolean", "null"]}, "inliers": {"type": "integer"},
-                               "coverage": {"type": "number"}, "agreement": {"type": "number"},
-                               "correlation": {"type": "number"}, "conflict": {"type": "number"},
-                               "scale": {"type": "number"},
-                               "rotation": {"type": "number", "description": "degrees"},
-                               "region": {"type": "array", "items": {"type": "number"},
-                                          "description": "x0, y0, x1, y1 of the keeper the member covers, 0..1"}}},
+            "DuplicateEvidence": DUPLICATE_EVIDENCE,
             "DuplicateGroup": {"type": "object",
                                "required": ["group", "ids", "paths", "scores", "keep", "exact", "thumbnail_urls"],
                                "properties": {"group": {"type": "integer"},
