@@ -79,6 +79,10 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @click.option("--refresh-metadata", is_flag=True,
               help="Also capture again the file metadata (size, times, EXIF date and camera) of indexed images; "
                    "without it only new files get it (local engine).")
+@click.option("--refresh-features", is_flag=True,
+              help="Then compute the duplicates verifier's local features (keypoints, a thumbnail) of indexed "
+                   "images that lack them, into the folder's side table, so 'imgsearch duplicates' does not "
+                   "read the files again.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="Embed in local processes, or on Apache Spark executors that also write the shards "
@@ -92,7 +96,7 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @ann_options
 @no_wait_option
 def index(sources, index_dir, backbone, weights, batch_size, runtime, precision, shard_size, workers, sync,
-          refresh_metadata, no_progress, engine, master, work_dir, task_size, index_type, max_index_memory,
+          refresh_metadata, refresh_features, no_progress, engine, master, work_dir, task_size, index_type, max_index_memory,
           target_recall, rerank, cpu_only, on_disk, no_wait):
     """Embed the images in SOURCES into an index folder.
 
@@ -133,6 +137,10 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
                                refresh_metadata=refresh_metadata)
     for line in summary.lines():
         click.echo(line)
+    if refresh_features:
+        from imgsearch.indexer.run.features import refresh_features as refresh
+
+        click.echo(refresh(index_dir, config, wait=not no_wait).line())
 
 
 @click.command("index-vectors")

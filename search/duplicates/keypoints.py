@@ -6,6 +6,9 @@ thumbnail), computed once per matcher from the image's file (decoded once,
 at most ``max_pixels``), and the ``Evidence`` of each pair it was asked about
 (``search/duplicates/verifier.py``: one similarity transform that must
 explain the pair, or, without corners, a dense alignment of the thumbnails).
+The features come from the folder's side table (``indexer/folder/features.py``,
+written by ``imgsearch index --refresh-features``) where it holds the image's
+current content, from the file otherwise.
 ``evidence(keeper, member)`` is the verdict with its numbers; a pair whose
 file is gone has ``check="none"`` and no verdict (its cosine score decides).
 """
@@ -13,6 +16,7 @@ file is gone has ``check="none"`` and no verdict (its cosine score decides).
 from __future__ import annotations
 
 from imgsearch.indexer.errors import ImgsearchError
+from imgsearch.indexer.folder.features import read_features
 from imgsearch.indexer.inputs.local_features import THUMB, LocalFeatures, cv2_module, local_features
 from imgsearch.search.duplicates.verifier import Evidence, compare
 from imgsearch.search.thumbnails import load_indexed
@@ -28,10 +32,25 @@ class KeypointMatcher:
         self._found: dict[int, LocalFeatures | None] = {}
         self._evidence: dict[tuple[int, int], Evidence] = {}  # a pair checked once serves every threshold
         self.unreadable = 0  # images whose file could not be read: their pairs are not confirmed
+        self.from_files = 0  # images whose features were computed from their file (none stored, or stale)
+        self._stored = None  # {id: features} of the folder's side table whose sha256 the version holds
+
+    def _side_table(self) -> dict:
+        if self._stored is None:
+            stored = read_features(self.engine.store.root)
+            if stored:
+                table = self.engine.store.read_table(self.engine.manifest["shards"], ["id", "sha256"])
+                holds = dict(zip(table.column("id").to_pylist(), table.column("sha256").to_pylist()))
+                stored = {i: f for i, (sha, f) in stored.items() if holds.get(i) == sha}
+            self._stored = stored
+        return self._stored
 
     def features(self, row_id: int) -> LocalFeatures | None:
         """The image's keypoints and thumbnail, or None when its file cannot be read any more."""
+        if row_id not in self._found and row_id in self._side_table():
+            self._found[row_id] = self._stored[row_id]
         if row_id not in self._found:
+            self.from_files += 1
             try:
                 img, _, _ = load_indexed(self.engine.get(row_id).path, min_size=THUMB, max_pixels=self.max_pixels)
                 self._found[row_id] = local_features(img)
