@@ -52,7 +52,9 @@ TEXTURE = 4.0  # grey levels of standard deviation that make a block textured
 FLAT_DIFF = 20.0  # grey levels: a flat block this far from the other's colour disagrees
 TEXTURED_DIFF = 40.0
 MAX_CONFLICT = 0.12  # more of the blocks textured in both disagree: two pictures (flags sharing an outline)
-OCCLUDED_WEIGHT = 0.5  # of a block flat on one side only  # grey levels of mean difference a textured block may have and agree
+OCCLUDED_WEIGHT = 0.5  # of a block flat on one side only
+MAX_GAIN_RATIO = 1.5  # channels' gains of one colour change (saturation 1.8 on photos: under 1.3)
+MAX_OFFSET_SPREAD = 40.0  # grey levels between the channels' offsets  # grey levels of mean difference a textured block may have and agree
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,11 @@ def compare(a: LocalFeatures | None, b: LocalFeatures | None) -> Evidence:
         return Evidence("none", None)
     if len(a) >= MIN_POINTS and len(b) >= MIN_POINTS:
         found = _keypoints(a, b)
-        if found.match is not False or found.inliers >= MIN_INLIERS:  # a transform was fitted: its verdict stands
+        if found.match or (found.match is False and found.inliers >= MIN_INLIERS):  # a fitted transform's verdict
             return found
+        if found.match is None:  # a transform that agrees but explains too little of the picture: dense may tell
+            dense = _dense(a, b)
+            return dense if dense.match else found
     return _dense(a, b)
 
 
@@ -112,7 +117,7 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     explained = coverage >= MIN_COVERAGE
     if explained and agreement >= MIN_AGREEMENT and conflict <= MAX_CONFLICT and overlap >= MIN_OVERLAP * smaller:
         match = True
-    elif agreement < REFUTE_AGREEMENT or overlap < MIN_OVERLAP * smaller:
+    elif agreement < REFUTE_AGREEMENT or conflict > MAX_CONFLICT or overlap < MIN_OVERLAP * smaller:
         match = False
     else:  # the transform explains part of the pair: a sticker, a border, or a shared part: no verdict
         match = None
@@ -240,8 +245,18 @@ def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.n
 
 
 def _fit_channels(source: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``source`` with each channel's gain (0.25 to 4) and offset fitted to ``target`` on ``valid``."""
+    """``source`` with a gain (0.25 to 4) and offset per channel fitted to ``target`` on ``valid``, as long as the
+    channels move together (gains within MAX_GAIN_RATIO, offsets within MAX_OFFSET_SPREAD: brightness,
+    contrast, saturation); otherwise one gain and offset for all three (a recolouring is not fitted)."""
     x, y = source[valid], target[valid]  # (n, 3)
+    gain, offset = _fit(x, y)
+    if gain.max() / gain.min() > MAX_GAIN_RATIO or np.ptp(offset) > MAX_OFFSET_SPREAD:
+        gain, offset = _fit(x.reshape(-1, 1), y.reshape(-1, 1))
+    return gain * source + offset
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gain, offset) per column of ``x`` (n, c) onto ``y``, fitted again without the worst quarter."""
     use = np.ones(x.shape, bool)
     keep = max(1, (3 * len(x)) // 4)
     for _ in range(2):  # fit, then again without the worst quarter (a sticker, an occluded corner)
@@ -251,7 +266,7 @@ def _fit_channels(source: np.ndarray, target: np.ndarray, valid: np.ndarray) -> 
         gain = np.clip((((x - mx) * (y - my)) * use).sum(0) / count / np.maximum(var, 1.0), 0.25, 4)
         residual = np.abs(gain * (x - mx) + my - y)
         use = residual <= np.partition(residual, keep - 1, axis=0)[keep - 1]
-    return gain * (source - mx) + my
+    return gain, my - gain * mx
 
 
 def _ncc(x: np.ndarray, y: np.ndarray) -> float:

@@ -20,12 +20,11 @@ from imgsearch.indexer.inputs.near_duplicates import EDITS, originals
 from imgsearch.search.duplicates.verifier import compare
 
 # (the look-alikes a user found grouped on the emoji demo, issue 31), each pair two different emoji
-# Known misses (strict xfail, so a fix shows): gold and bronze medals (one ribbon, a disk of a close hue with
-# another number) and the star against the glowing star; at the
-# 64-pixel thumbnail their differences are a few blocks.
+# Known miss (strict xfail, so a fix shows): the star against the glowing star; at the 64-pixel thumbnail
+# the sparkles are a few blocks.
 _MISS = pytest.mark.xfail(strict=True, reason="known miss of the verifier: the differing part is a few blocks")
 LOOKALIKE_EMOJI = [("first_place_medal", "second_place_medal"),
-                   pytest.param("first_place_medal", "third_place_medal", marks=_MISS),
+                   ("first_place_medal", "third_place_medal"),
                    ("second_place_medal", "third_place_medal"),
                    ("first_place_medal", "sports_medal"),
                    ("third_place_medal", "sports_medal"), ("baseball", "softball"), ("dog", "dog2"),
@@ -65,7 +64,8 @@ def test_emoji_that_share_parts_are_not_one_picture(emoji, a, b):
         assert found.match is False, (keeper, member, found)
 
 
-@pytest.mark.xfail(strict=True, reason="measured 40 of 48 edits (0.83): borders and stickers are missed most")
+@pytest.mark.xfail(strict=True, reason="a clock tile cropped to 80 % finds too few keypoint matches and the "
+                                        "dense check does not align the crop")
 def test_photo_edits_are_one_picture_and_tiles_of_one_photo_are_not():
     rng = np.random.default_rng(3)
     tiles = dict(originals())
@@ -88,7 +88,7 @@ def test_photo_edits_are_one_picture_and_tiles_of_one_photo_are_not():
                     assert compare(local_features(tiles[x]), local_features(tiles[y])).match is False, (x, y)
 
 
-@pytest.mark.xfail(strict=True, reason="the sports medal re-encoded at JPEG 20 is missed (agreement 0.65)")
+@pytest.mark.xfail(strict=True, reason="the cat emoji re-encoded at JPEG 20 is missed (its blocks conflict: 0.14)")
 def test_emoji_edits_are_one_picture(emoji):
     rng = np.random.default_rng(4)
     for name, picture in emoji.items():
@@ -104,7 +104,7 @@ def _digit(pixels: np.ndarray, colour=(255, 255, 255)) -> Image.Image:
     return ImageOps.colorize(grey, (0, 0, 0), colour)
 
 
-@pytest.mark.xfail(strict=True, reason="measured 21 of 560 pairs of 8 x 8 digits called one picture")
+@pytest.mark.xfail(strict=True, reason="measured 3 of 560 pairs of 8 x 8 digits called one picture")
 def test_two_handwritten_digits_of_one_class_are_kept_apart(digits):
     images, target = digits
     false = total = 0
@@ -119,14 +119,42 @@ def test_two_handwritten_digits_of_one_class_are_kept_apart(digits):
     assert false == 0, f"{false} of {total} pairs of different digits called one picture"
 
 
-def test_a_recoloured_or_re_encoded_digit_is_one_picture(digits):
+def test_a_brighter_darker_or_re_encoded_digit_is_one_picture(digits):
     images, _ = digits
     for i in range(0, 200, 20):
         base = _digit(images[i])
         buffer = io.BytesIO()
         base.save(buffer, "JPEG", quality=30)
-        for edited in (_digit(images[i], (255, 200, 40)), _digit(images[i], (120, 220, 255)),
-                       ImageEnhance.Brightness(base).enhance(0.7), Image.open(buffer).convert("RGB"),
+        for edited in (ImageEnhance.Brightness(base).enhance(0.7), ImageEnhance.Contrast(base).enhance(1.4),
+                       _digit(images[i], (200, 200, 200)), Image.open(buffer).convert("RGB"),
                        base.resize((64, 64), Image.BICUBIC)):
             found = compare(local_features(base), local_features(edited))
             assert found.match, (i, found)
+
+
+@pytest.mark.parametrize("shape", ["square", "heart", "digit"])
+def test_one_drawing_in_another_colour_is_another_picture(shape, digits):
+    """A recolouring is not an edit of one picture: the blue and the green heart, the red and the yellow
+    square, a white digit and an orange one (a baseball and a softball are one drawing, recoloured)."""
+    from PIL import ImageDraw
+
+    def drawn(colour):
+        if shape == "digit":
+            return _digit(digits[0][7], colour)
+        img = Image.new("RGB", (64, 64), "white")
+        draw = ImageDraw.Draw(img)
+        if shape == "square":
+            draw.rectangle((8, 8, 55, 55), fill=colour)
+        else:
+            draw.ellipse((6, 8, 32, 34), fill=colour)
+            draw.ellipse((30, 8, 56, 34), fill=colour)
+            draw.polygon([(8, 26), (56, 26), (32, 56)], fill=colour)
+        return img
+
+    colours = [(220, 40, 40), (250, 210, 40), (40, 120, 230), (60, 180, 80)]
+    if shape == "digit":
+        colours = [(255, 255, 255), (255, 150, 30), (60, 200, 255)]
+    for a in colours:
+        for b in colours:
+            if a != b:
+                assert not compare(local_features(drawn(a)), local_features(drawn(b))).match, (a, b)
