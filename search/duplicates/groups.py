@@ -317,7 +317,7 @@ def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, thres
         members = by_label[starts[label]:starts[label + 1]]
         comp_edges = edge_order[edge_starts[label]:edge_starts[label + 1]]
         ids = nodes[members]
-        if edges[label] == len(members) * (len(members) - 1) // 2:  # a clique: every member passes any keeper
+        if judge is None and edges[label] == len(members) * (len(members) - 1) // 2:  # a clique passes any keeper
             keeper = ids[np.argmin(priority.ranks(ids))]
             scores = np.ones(len(ids), np.float32)
             at_keeper = (pairs.a[comp_edges] == keeper) | (pairs.b[comp_edges] == keeper)

@@ -20,8 +20,8 @@ from imgsearch.indexer.inputs.near_duplicates import EDITS, originals
 from imgsearch.search.duplicates.verifier import compare
 
 # (the look-alikes a user found grouped on the emoji demo, issue 31), each pair two different emoji
-# Known miss (strict xfail, so a fix shows): the star against the glowing star; at the 64-pixel thumbnail
-# the sparkles are a few blocks.
+# Known miss (strict xfail, so a fix shows): the star against the glowing star (conflict 0.065: the sparkles
+# are a few blocks of the 64-pixel thumbnail, under what a resized photo's alignment may disagree by).
 _MISS = pytest.mark.xfail(strict=True, reason="known miss of the verifier: the differing part is a few blocks")
 LOOKALIKE_EMOJI = [("first_place_medal", "second_place_medal"),
                    ("first_place_medal", "third_place_medal"),
@@ -88,7 +88,7 @@ def test_photo_edits_are_one_picture_and_tiles_of_one_photo_are_not():
                     assert compare(local_features(tiles[x]), local_features(tiles[y])).match is False, (x, y)
 
 
-@pytest.mark.xfail(strict=True, reason="the cat emoji re-encoded at JPEG 20 is missed (its blocks conflict: 0.14)")
+@pytest.mark.xfail(strict=True, reason="the sports medal re-encoded at JPEG 20 is missed (its blocks conflict: 0.14)")
 def test_emoji_edits_are_one_picture(emoji):
     rng = np.random.default_rng(4)
     for name, picture in emoji.items():
