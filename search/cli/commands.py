@@ -242,13 +242,16 @@ def evaluate(index_dir, out_dir):
               help="Write one row per image of each group to this CSV file.")
 @click.option("--limit", type=Integer(1), default=None, help="Show at most this many groups.")
 @click.option("--keypoints/--no-keypoints", default=True, show_default=True,
-              help="Also group pairs scoring below the threshold (down to 0.55) whose files' keypoints match "
-                   "under one transform: finds crops, rotations and stickers, not look-alikes; reads the files.")
+              help="Verify pairs scoring 0.55 to 0.99 (search/duplicates/verifier.py): one transform must "
+                   "explain the pair, so crops and rotations below the threshold join and look-alikes above "
+                   "it do not; reads the files unless 'imgsearch index --refresh-features' stored features.")
 def duplicates(index_dir, threshold, keep, as_json, csv_file, limit, keypoints):
     """List groups of near-duplicate images (and exact copies) for review.
 
     Each group is the same picture resized, re-encoded, cropped or edited: every member scores at least
-    the threshold against the group's keeper.  Nothing is deleted: 'imgsearch remove' takes the ids.
+    the threshold (the cosine gate) against the group's keeper, or, with --keypoints, the verifier found
+    it is the keeper's picture edited; --json and --csv give each member's evidence (what decided).
+    Nothing is deleted: 'imgsearch remove' takes the ids.
     """
     from imgsearch.search.engine import display_text
 

@@ -1,28 +1,28 @@
 """Is this pair the same picture, edited, or a similar picture?  Judged by what one transform explains.
 
 Two images' ``LocalFeatures`` (``indexer/inputs/local_features.py``: ORB
-keypoints and a grey thumbnail) are compared, the keeper ``a`` and a member
-``b``, and ``compare`` answers with its ``Evidence``:
+keypoints and a small RGB thumbnail) are compared, the keeper ``a`` and a
+member ``b``, and ``compare`` answers with its ``Evidence``:
 
 * ``keypoints`` (both images have MIN_POINTS corners or more): descriptors
   matched with the ratio test, one similarity transform (shift, scale,
-  rotation) fitted by USAC (MAGSAC), and the match must be *explained*: at
-  least MIN_INLIERS inliers, whose convex hull covers MIN_COVERAGE of the
-  region the two pictures share, and the aligned thumbnails must agree where
-  they overlap (``agreement``: the share of textured 8 x 8 blocks whose
-  normalised correlation is at least BLOCK_NCC, at least MIN_AGREEMENT).  A
-  shared ribbon or outline gives inliers on that part only: low coverage,
-  and the rest of the picture disagrees.
-* ``dense`` (too few corners: flat art, gradients, digits, tiny images): the
-  thumbnails aligned without corners (ECC, an affine warp close to a
-  similarity, from the identity), then the same agreement, stricter
-  (DENSE_AGREEMENT and a global correlation of DENSE_NCC): two different
+  rotation) fitted by RANSAC, and the match must be *explained*: at least
+  MIN_INLIERS inliers whose convex hull covers MIN_COVERAGE of the overlap,
+  and the member's thumbnail placed on the keeper's must agree (``_agreement``:
+  MIN_AGREEMENT of the informative 8 x 8 blocks agree, at most MAX_CONFLICT of
+  the blocks textured on both sides disagree).  A shared ribbon, outline or
+  stitching gives inliers on that part only, and the rest disagrees.
+* ``dense`` (too few corners, or a keypoint fit that explains too little:
+  flat art, digits, tiny images): the thumbnails aligned without corners
+  (ECC, an affine warp that must stay close to a similarity), then stricter
+  agreement (DENSE_AGREEMENT, a correlation of DENSE_NCC): two different
   handwritten digits of one class align roughly but not to that.
 
-Correlations are of zero-mean, unit-variance pixels, so brightness, contrast
-and a colour change of the same picture do not count against it; the mean
-colour does (``colour``), so a recoloured drawing (a baseball and a softball)
-is not the same picture.
+Colours are compared after one gain and offset per channel that must move
+together (brightness, contrast, saturation), so a recoloured drawing (a
+baseball and a softball, a blue and a green heart) is not one picture.
+Thresholds were set on the photo and emoji benchmark (scripts/bench_duplicates.py)
+and checked on scikit-learn's digits (tests/search/test_verifier.py).
 """
 
 from __future__ import annotations
