@@ -42,6 +42,9 @@ def test_pages_of_groups_as_the_engine_finds_them(client, served):
     assert (first.total, len(first), len(rest), first.threshold, first.keep) == (6, 4, 2, THRESHOLD, "largest")
     got = [(g.group, g.ids, g.scores, g.keep, g.exact) for g in [*first, *rest]]
     assert got == [(g.group, g.ids, g.scores, g.keep, g.exact) for g in expected.groups]
+    # each member's evidence reaches the client as the engine gives it (what decided, the check's numbers)
+    assert [g.evidence for g in [*first, *rest]] == [g.evidence for g in expected.groups]
+    assert all(len(g.evidence) == len(g.ids) and g.evidence[0]["decided_by"] == "keeper" for g in first)
     assert [p.rsplit("/", 1)[-1] for p in first[0].paths] == [p.rsplit("/", 1)[-1] for p in expected.groups[0].paths]
     r = requests.get(served[0].url + first[0].thumbnail_urls[1], timeout=30)
     assert r.status_code == 200 and r.headers["Content-Type"] == "image/jpeg"
