@@ -315,7 +315,7 @@ class SearchEngine:
         if box is None:
             return self.vector(row_id)
         box = parse_box(box)  # (a checked box passes as it is) a bad box is refused before the file is read
-        image = load_indexed_image(self.get(row_id).path, self.config.max_pixels, name=f"image {row_id}")
+        image = load_indexed_image(self, row_id, self.config.max_pixels)  # checked: the picture indexed
         return self.embed_images([image], max_pixels=self.config.max_pixels, box=box)[0]
 
     @_newest_if_gone
@@ -350,9 +350,8 @@ class SearchEngine:
 
     def thumbnail(self, row_id: int, size: int | None = None, *, max_decoded_pixels: int | None = None) -> bytes:
         """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable,
-        ``ImageTooLargeError`` if decoding it would take more than ``max_decoded_pixels``."""
-        return thumbnail_jpeg(self.get(row_id).path, size, self.config.max_pixels, name=f"image {row_id}",
-                              max_decoded_pixels=max_decoded_pixels)
+        ``ChangedFileError`` if changed since indexed, ``ImageTooLargeError`` over ``max_decoded_pixels``."""
+        return thumbnail_jpeg(self, row_id, size, self.config.max_pixels, max_decoded_pixels=max_decoded_pixels)
 
     @_newest_if_gone
     def get(self, row_id: int) -> Hit:

@@ -169,6 +169,7 @@ def test_cli_usage_errors_stay_click_usage_errors(tmp_path, monkeypatch):
 
 def _web_cases():
     from imgsearch.search.errors import (
+        ChangedFileError,
         HeadError,
         ImageDecodeError,
         ImageTooLargeError,
@@ -188,6 +189,7 @@ def _web_cases():
         (ImageDecodeError("a.png: not an image"), 400, "invalid_image", "a.png: not an image"),
         (ImageTooLargeError("a.png: image too large"), 413, "image_too_large", "a.png: image too large"),
         (ImageUnavailableError("image 3 is gone"), 404, "image_unavailable", "image 3 is gone"),
+        (ChangedFileError("image 3's file changed"), 409, "file_changed", "image 3's file changed"),
         (InvalidVectorError("query vector contains NaN"), 400, "invalid_vector", "query vector contains NaN"),
         (InvalidInputError("k must be an integer"), 400, "bad_request", "k must be an integer"),
         # the server's own problems: logged, and the client learns nothing of its files

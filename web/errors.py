@@ -14,6 +14,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from imgsearch.search.errors import (
+    ChangedFileError,
     ExternalVectorsError,
     HeadDamagedError,
     HeadError,
@@ -52,6 +53,7 @@ STATUS: dict[type[ImgsearchError], tuple[int, str]] = {
     ImageError: (400, "invalid_image"),  # an upload that is not an image
     ImageTooLargeError: (413, "image_too_large"),
     ImageUnavailableError: (404, "image_unavailable"),  # an indexed image whose file is gone
+    ChangedFileError: (409, "file_changed"),  # ... or holds another picture now: re-index to pick it up
     InvalidFilterError: (400, "invalid_filter"),  # an unknown field or operator, a value of the wrong type
     UnknownLabelError: (400, "unknown_label"),  # the message lists the labels the index has
 }

@@ -101,7 +101,7 @@ def explain(index_dir, query, result_id, out, head, as_json):
         size, how = get_spec(engine.backbone).input_size, resample(engine.manifest)
 
         def indexed(row_id):
-            img, _, _ = load_indexed(engine.get(row_id).path, max_pixels=engine.config.max_pixels)
+            img, _, _ = load_indexed(engine, row_id, max_pixels=engine.config.max_pixels)
             return _square(img, size, how)
 
         query_square = indexed(source) if isinstance(source, int) else _square(source, size, how)

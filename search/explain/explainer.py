@@ -49,10 +49,11 @@ import numpy as np
 from imgsearch.indexer.errors import InvalidInputError, quote
 from imgsearch.indexer.folder.manifest import model_precision, resample
 from imgsearch.indexer.folder.whitening import load_for
-from imgsearch.indexer.inputs.filesystems import is_uri, read_bytes
+from imgsearch.indexer.folder.texts import display_text
 from imgsearch.indexer.inputs.images import ImageDecodeError, decode_image
 from imgsearch.indexer.vectors import l2_normalize
 from imgsearch.search.errors import ChangedFileError, ImageUnavailableError
+from imgsearch.search.thumbnails import read_indexed
 
 MAP_CACHE = 64  # feature maps kept per model (7 x 7 x 1280 float32: 250 KB each)
 SAME_IMAGE = 0.99  # below this cosine, a file's recomputed embedding is not the one indexed: the file changed
@@ -265,24 +266,19 @@ def _image_bytes(image) -> bytes:
 
 def _indexed(explainer: Explainer, engine, row_id: int, size: int, how: str, stored: np.ndarray):
     """(pooled, map) of indexed image ``row_id``, recomputed from its file (or cached); ChangedFileError when
-    the file no longer gives the embedding that was stored for it."""
-    path = engine.get(row_id).path
+    the file no longer holds the bytes indexed (search/thumbnails.py) or, however that came about, no longer
+    gives the embedding that was stored for it."""
     name = f"image {row_id}"
+    data = read_indexed(engine, row_id)  # checked against the stored sha256: the bytes indexed, or an error
+    key = ("image", hashlib.sha256(data).hexdigest(), engine.config.max_pixels, how)
     try:
-        if is_uri(path):
-            data = read_bytes(path)
-            key = ("image", hashlib.sha256(data).hexdigest(), engine.config.max_pixels, how)
-            source = data
-        else:
-            st = os.stat(path)
-            key = ("file", path, st.st_mtime_ns, st.st_size, how)
-            source = path
         pooled, feature_map = explainer.pooled_and_map(
-            key, lambda: decode_image(source, size, engine.config.max_pixels, how).array)
-    except (ImageDecodeError, OSError) as exc:
+            key, lambda: decode_image(data, size, engine.config.max_pixels, how).array)
+    except ImageDecodeError as exc:
         raise ImageUnavailableError(f"{name} is in the index but its file is not readable any more: {exc}") from exc
     cosine = float(l2_normalize(pooled[None])[0] @ stored)
     if cosine < SAME_IMAGE:
-        raise ChangedFileError(f"{name}'s file {path} has changed since it was indexed (its embedding now has "
-                               f"cosine {cosine:.3f} with the stored one): re-index the folder to explain it")
+        raise ChangedFileError(f"{name}'s file {display_text(engine.get(row_id).path)} has changed since it was "
+                               f"indexed (its embedding now has cosine {cosine:.3f} with the stored one): "
+                               "re-index the folder to explain it")
     return pooled, feature_map
