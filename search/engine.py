@@ -30,7 +30,7 @@ from imgsearch.search.explain.explainer import explain_pair
 from imgsearch.search.heads import HeadCatalog
 from imgsearch.search.hits import Hit
 from imgsearch.search.opening import newest_if_gone as _newest_if_gone
-from imgsearch.search.opening import open_newest, open_version, version_info
+from imgsearch.search.opening import open_newest, open_version, version_health, version_info
 from imgsearch.search.query.examples import search_examples
 from imgsearch.search.query.filter_index import FilteredSearch
 from imgsearch.search.query.filters import as_filter
@@ -69,6 +69,7 @@ class SearchEngine:
         self._lock = threading.Lock()
         self.device = device  # where FAISS searches: "cpu" or "gpu"
         self._signature = None  # of the manifest file this engine was opened from
+        self.opened_files: dict = {}  # relative path -> (inode, size, mtime_ns) at open (``health``)
         # set by a ReloadingEngine: engine -> the newest version, for when this one's files are gone
         self._reopen = None
         self._successor = None  # the newer version answering for this one, once its files were found gone
@@ -100,7 +101,7 @@ class SearchEngine:
         """Open the version published now (one attempt)."""
         v = open_version(store, backbone, config)
         engine = cls(store, v.manifest, v.index, v.metadata, v.config, device=v.device)
-        engine._signature = v.signature
+        engine._signature, engine.opened_files = v.signature, v.files
         return engine
 
     # ------------------------------------------------------------ versions
@@ -167,6 +168,10 @@ class SearchEngine:
     def info(self) -> dict:
         """What ``imgsearch info`` and ``GET /api/info`` show of this version."""
         return version_info(self)
+
+    def health(self) -> dict:
+        """``{"status": "ok"}`` or ``"degraded"`` with the ``reason``: damaged shards met, files changed on disk."""
+        return version_health(self)
 
     # ------------------------------------------------------------ queries
     def embed_images(self, images: list[ImageSource], *, max_pixels: int | None = None,
