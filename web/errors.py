@@ -103,6 +103,7 @@ def public_message(exc: ImgsearchError) -> str:
             "index is repaired ('imgsearch verify --repair'); queries that do not read it are answered")
 
 
+GENERIC = "internal server error; the server log has the details"  # all a client learns of a 500
 MAX_MESSAGE = 2000  # characters: messages quote at most ~200 of a caller's value (quote()); this is the backstop
 
 
@@ -148,4 +149,4 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _respond(500, "internal_error", "internal server error; the server log has the details")
+        return _respond(500, "internal_error", GENERIC)

@@ -83,7 +83,9 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
             "/api/search/batch": {"post": {
                 "summary": "Several searches in one request, answered in order",
                 "description": "Each query is what POST /api/search takes as JSON. A query that fails is answered "
-                               "in its place by its error object and HTTP status; the others are still answered.",
+                               "in its place by its error object and the HTTP status it would have had alone (a "
+                               "bug or the server's own problem: 500 internal_error, logged); the others are "
+                               "still answered, and the batch is 200.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/BatchRequest"}}}},
                 "responses": {
