@@ -29,8 +29,7 @@ from imgsearch.search.errors import InvalidBoxError, InvalidVectorError, Unknown
 from imgsearch.search.explain.explainer import explain_pair
 from imgsearch.search.heads import HeadCatalog
 from imgsearch.search.hits import Hit
-from imgsearch.search.opening import newest_if_gone as _newest_if_gone
-from imgsearch.search.opening import open_newest, open_version, version_health, version_info
+from imgsearch.search.opening import newest_if_gone as _newest_if_gone, open_newest, open_version, version_health, version_info
 from imgsearch.search.query.examples import search_examples
 from imgsearch.search.query.filter_index import FilteredSearch
 from imgsearch.search.query.filters import as_filter
@@ -350,8 +349,12 @@ class SearchEngine:
         computed once per version, ``threshold`` (None: the default), ``keep`` rule and ``keypoints``."""
         return self._duplicates.get(self, threshold, keep, keypoints)
 
-    # explain(query, result_id, *, head=None, max_pixels=None) -> Explanation: the score split over cells
-    explain = _newest_if_gone(explain_pair)
+    @_newest_if_gone
+    def explain(self, query, result_id: int, *, head: str | None = None, max_pixels: int | None = None, box=None):
+        """``result_id``'s score for ``query`` split over both images' cells; ``box``: for that region of the query."""
+        box = None if box is None else parse_box(box)  # InvalidBoxError before a model is loaded or a file read
+        region = None if box is None else (box, lambda data, limit: crop_region(data, box, limit))
+        return explain_pair(self, query, result_id, head=head, max_pixels=max_pixels, region=region)
 
     def thumbnail(self, row_id: int, size: int | None = None, *, max_decoded_pixels: int | None = None) -> bytes:
         """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable,

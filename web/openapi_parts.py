@@ -24,6 +24,11 @@ def explain_path(max_upload_bytes: int) -> dict:
     """POST /api/explain (web/explain.py): a pair's score split over both images' cells."""
     result_id = {"type": "integer", "description": "the result to explain: an indexed image's id"}
     head = {"type": "string", "description": "split the head-aware score; the head's part is head_share"}
+    box = {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1}, "minItems": 4, "maxItems": 4,
+           "description": "explain this region of the query, [x0, y0, x1, y1] fractions, as a search with this box "
+                          "scores it (the query grid then covers the region's centred square); a bad one is 400 "
+                          "invalid_box, never ignored"}
+    box_field = {"type": "string", "description": "a region, as 'x0,y0,x1,y1' (see box in the JSON body)"}
     grid = {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
             "description": "signed shares of the score, rows first from the top, over the centred square of the "
                            "image the model sees (7 x 7 for efficientnet-lite0 at 224 px)"}
@@ -37,12 +42,12 @@ def explain_path(max_upload_bytes: int) -> dict:
                 "type": "object", "required": ["image", "id"],
                 "properties": {"image": {"type": "string", "format": "binary",
                                          "description": f"the query, at most {max_upload_bytes} bytes"},
-                               "id": result_id, "head": head}}},
+                               "id": result_id, "head": head, "box": box_field}}},
             "application/json": {"schema": {
                 "type": "object", "required": ["query", "id"],
                 "properties": {"query": {"type": "object", "required": ["id"],
                                          "properties": {"id": {"type": "integer"}}},
-                               "id": result_id, "head": head}}},
+                               "id": result_id, "head": head, "box": box}}},
         }},
         "responses": {
             "200": {"description": "The score and its split", "content": {"application/json": {"schema": {
@@ -56,9 +61,11 @@ def explain_path(max_upload_bytes: int) -> dict:
                                "forward_passes": {"type": "integer"},
                                "residual": {"type": "object", "description": "the part of the score each map "
                                             "did not account for (int8), spread evenly over its cells"},
+                               "box": {"type": ["array", "null"], "items": {"type": "number"},
+                                       "description": "the query's region explained, null: the whole image"},
                                "query": {"type": "object"}, "thumbnail_url": {"type": "string"},
                                "took_ms": {"type": "number"}}}}}},
-            "400": error_response("Not an image, missing field, a vector query, bad id or head"),
+            "400": error_response("Not an image, missing field, a vector query, bad id, head or box (invalid_box)"),
             "404": error_response("Unknown id, or an indexed image whose file is gone"),
             "409": error_response(CONFLICT),
             "413": error_response("Upload over the size limit, or an image over the pixel limit"),
