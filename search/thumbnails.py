@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import time
 
 from imgsearch.indexer.folder.texts import display_text
 from imgsearch.indexer.inputs.filesystems import is_uri, read_bytes
-from imgsearch.indexer.inputs.images import ImageDecodeError, PreviewTooLargeError, load_rgb
+from imgsearch.indexer.inputs.images import ImageDecodeError, PreviewTooLargeError, load_rgb, read_image_file
 from imgsearch.search.errors import ChangedFileError, ImageUnavailableError, UnknownIdError
 
 REINDEX = "re-index its folder (imgsearch index) to search, show or explain the new picture"
@@ -41,20 +42,27 @@ def read_indexed(engine, row_id: int) -> bytes:
 
 def read_checked(path: str, sha256: str, size: int | None, mtime: int | None, *, name: str) -> bytes:
     """The bytes at ``path`` if they are those indexed (``sha256``; ``size`` and ``mtime`` as stored, None
-    where unknown); ``name`` stands for the image in the errors' messages."""
+    where unknown); ``name`` stands for the image in the errors' messages.  A local path is looked at before
+    it is read: a named pipe, a device or a folder in its place is unavailable (never read: a pipe would
+    block, /dev/zero fill the memory), a file of another size changed (never read either)."""
     shown = display_text(path)
     try:
-        st = None if size is None or is_uri(path) else os.stat(path)
-        # the cheap check first: a new size needs no reading nor hashing
-        data = read_bytes(path) if st is None or st.st_size == size else None
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
+        if is_uri(path):
+            data = read_bytes(path)
+        else:
+            st = os.stat(path)
+            if stat.S_ISREG(st.st_mode) and size is not None and st.st_size != size:
+                raise _changed(name, shown, f"its size is {st.st_size:,} bytes, {size:,} when it was indexed",
+                               mtime, st.st_mtime)
+            data = read_image_file(path)  # opened non-blocking, a regular file or ImageDecodeError saying what
+    except ChangedFileError:
+        raise
+    except (OSError, ImageDecodeError) as exc:
+        reason = (exc.strerror or str(exc) or type(exc).__name__) if isinstance(exc, OSError) else str(exc)
         raise ImageUnavailableError(f"{name} is in the index but its file {shown} is not readable any more: "
                                     f"{reason}") from exc
-    found = st.st_size if data is None else len(data)
-    if size is not None and found != size:
-        raise _changed(name, shown, f"its size is {found:,} bytes, {size:,} when it was indexed", mtime,
-                       None if st is None else st.st_mtime)
+    if size is not None and len(data) != size:
+        raise _changed(name, shown, f"its size is {len(data):,} bytes, {size:,} when it was indexed", mtime, None)
     if hashlib.sha256(data).hexdigest() != sha256:
         raise _changed(name, shown, "its content is not the indexed content (sha256 differs)", mtime,
                        None if is_uri(path) else _mtime(path))

@@ -207,3 +207,26 @@ def test_any_edit_of_the_bytes_is_refused_and_a_touch_is_not(tmp_path_factory, d
     with pytest.raises(ImageUnavailableError) as gone:
         read_checked(str(path), *stored, name="image 0")
     assert not isinstance(gone.value, ChangedFileError)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stored_size", [True, False], ids=["size stored", "size unknown"])
+def test_a_pipe_or_device_in_its_place_is_never_read(engine, files, stored_size):
+    """Not even where the size is unknown (a shard of formats 1-3): a pipe would block, /dev/zero fill the memory."""
+    import hashlib
+
+    path = files / "p0.bmp"
+    data = path.read_bytes()
+    record = (hashlib.sha256(data).hexdigest(), len(data) if stored_size else None, None)
+    path.unlink()
+    try:
+        for make, kind in ((lambda: os.mkfifo(path), "a named pipe"), (lambda: path.symlink_to("/dev/zero"),
+                                                                       "a character device")):
+            make()
+            with pytest.raises(ImageUnavailableError, match=f"not a regular file \\({kind}\\)") as raised:
+                read_checked(str(path), *record, name="image 0")
+            assert not isinstance(raised.value, ChangedFileError)
+            path.unlink()
+    finally:
+        path.unlink(missing_ok=True)
+        path.write_bytes(data)
