@@ -178,6 +178,23 @@ class Catalog:
                 stored[i] = column[int(rows[i] - self._group_starts[g])].as_py()
         return decode_texts(stored)
 
+    def file_record(self, row: int) -> tuple[str, int | None, int | None]:
+        """(sha256, file_size, mtime) stored for ``row``: what its file held when it was indexed (size and
+        mtime None where unknown: a shard of formats 1-3, a URI's time).  One row group's columns, read now."""
+        g = int(np.searchsorted(self._group_starts, row, side="right") - 1)
+        shard = int(self._group_shard[g])
+        with self._lock:
+            try:
+                f = self._file(shard)
+                columns = [c for c in ("sha256", "file_size", "mtime") if c in f.schema_arrow.names]
+                table = f.read_row_group(int(self._group_index[g]), columns=columns, use_threads=False)
+            except (OSError, pa.ArrowException) as exc:
+                raise self.store.unreadable_shard(exc, self.shards[shard]) from exc
+        at = row - int(self._group_starts[g])
+        sha256, size, mtime = (table.column(c)[at].as_py() if c in columns else None
+                               for c in ("sha256", "file_size", "mtime"))
+        return sha256, size, mtime
+
     def _group_paths(self, g: int) -> pa.Array:
         """The stored ``path`` column of row group ``g`` (LRU cached)."""
         with self._lock:

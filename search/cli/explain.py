@@ -71,7 +71,10 @@ def _square(source, size: int, resample: str):
               help="Write the pair side by side with the shares as heat overlays (PNG).")
 @click.option("--head", default=None, help="Explain the head-aware score; the head's part is its own term.")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON (the API's fields).")
-def explain(index_dir, query, result_id, out, head, as_json):
+@click.option("--box", default=None, metavar="X0,Y0,X1,Y1",
+              help="Explain this region of QUERY, as 'imgsearch search --box' scores it: fractions of its width "
+                   "and height (0,0 top left).")
+def explain(index_dir, query, result_id, out, head, as_json, box):
     """Why image ID matches QUERY: the score split over both images' feature-map cells.
 
     QUERY is an image file, or an indexed image's id (a number that is not a file's name). Costs one
@@ -82,8 +85,10 @@ def explain(index_dir, query, result_id, out, head, as_json):
     from imgsearch.indexer.folder.manifest import resample
     from imgsearch.indexer.model.backbones import get_spec
     from imgsearch.search.engine import SearchEngine
-    from imgsearch.search.thumbnails import load_indexed
+    from imgsearch.search.query.regions import crop_region, parse_box
+    from imgsearch.search.thumbnails import load_indexed, read_indexed
 
+    box = None if box is None else parse_box(box)  # a bad box: one line, before the index is opened
     engine = SearchEngine.open(index_dir)
     if Path(query).is_file():
         source, label = Path(query), query
@@ -92,7 +97,9 @@ def explain(index_dir, query, result_id, out, head, as_json):
         label = f"image {source}"
     else:
         raise click.BadParameter(f"{query!r} is neither an image file nor an indexed id", param_hint="QUERY")
-    why = engine.explain(source if isinstance(source, int) else str(source), result_id, head=head)
+    why = engine.explain(source if isinstance(source, int) else str(source), result_id, head=head, box=box)
+    if box is not None:
+        label += f" (region {','.join(f'{v:g}' for v in box)})"
     if as_json:
         click.echo(json.dumps(why.to_dict()))
     else:
@@ -103,10 +110,14 @@ def explain(index_dir, query, result_id, out, head, as_json):
         size, how = get_spec(engine.backbone).input_size, resample(engine.manifest)
 
         def indexed(row_id):
-            img, _, _ = load_indexed(engine.get(row_id).path, max_pixels=engine.config.max_pixels)
+            img, _, _ = load_indexed(engine, row_id, max_pixels=engine.config.max_pixels)
             return _square(img, size, how)
 
-        query_square = indexed(source) if isinstance(source, int) else _square(source, size, how)
+        if box is not None:  # the region's square, as explained
+            data = read_indexed(engine, source) if isinstance(source, int) else source.read_bytes()
+            query_square = _square(crop_region(data, box, engine.config.max_pixels), size, how)
+        else:
+            query_square = indexed(source) if isinstance(source, int) else _square(source, size, how)
         picture = render(query_square, indexed(result_id), why, f"{label} -> image {result_id}")
         mark_output([out])  # a picture imgsearch made is never indexed
         with atomic_path(out, suffix=".png") as tmp:

@@ -16,13 +16,17 @@ edits have a median of 57 inliers, 99.9 % of look-alike pairs 16 or fewer.
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
 from PIL import Image
 
 from imgsearch.indexer.errors import ImgsearchError, MissingDependencyError
+from imgsearch.search.errors import ChangedFileError
 from imgsearch.search.thumbnails import load_indexed
+
+log = logging.getLogger(__name__)
 
 SIDE = 256  # pixels, longest side: enough corners for ORB's pyramid, cheap to detect
 KEYPOINTS = 300
@@ -51,9 +55,10 @@ class KeypointMatcher:
         self._found: dict[int, tuple | None] = {}
         self._inliers: dict[tuple[int, int], int] = {}  # a pair checked once serves every threshold
         self.unreadable = 0  # images whose file could not be read: their pairs are not confirmed
+        self.changed: list[int] = []  # ids whose file changed since indexed: their pairs are not judged either
 
-    def _grey(self, path: str) -> np.ndarray:  # (h, w) float64 in [0, 1], longest side SIDE
-        img, _, _ = load_indexed(path, min_size=SIDE // 2, max_pixels=self.max_pixels)
+    def _grey(self, row_id: int) -> np.ndarray:  # (h, w) float64 in [0, 1], longest side SIDE
+        img, _, _ = load_indexed(self.engine, row_id, min_size=SIDE // 2, max_pixels=self.max_pixels)
         grey = img.convert("L")
         scale = SIDE / max(grey.size)
         grey = grey.resize((max(8, round(grey.width * scale)), max(8, round(grey.height * scale))), Image.BILINEAR)
@@ -66,8 +71,12 @@ class KeypointMatcher:
                 orb = self._orb(n_keypoints=KEYPOINTS, fast_threshold=0.05)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    orb.detect_and_extract(self._grey(self.engine.get(row_id).path))
+                    orb.detect_and_extract(self._grey(row_id))
                 self._found[row_id] = (orb.keypoints, orb.descriptors)
+            except ChangedFileError as exc:  # not the picture indexed: no evidence for or against its pairs
+                log.warning("keypoints of image %d not checked: %s", row_id, exc)
+                self.changed.append(row_id)
+                self._found[row_id] = None
             except (ImgsearchError, OSError):
                 self.unreadable += 1
                 self._found[row_id] = None

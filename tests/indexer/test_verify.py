@@ -112,7 +112,7 @@ def test_garbled_shard_never_gives_wrong_results(index_copy, built_index):
         SearchEngine.open(index_copy, verify=True)
     # the cheap open does not read embeddings; a query that needs this shard's vectors fails, never misreads
     engine = SearchEngine.open(index_copy)
-    with pytest.raises(IndexFormatError, match=f"{name} is unreadable: .*CRC checksum verification failed"):
+    with pytest.raises(IndexFormatError, match=f"shard {name} of .* is unreadable: .*CRC checksum verification failed"):
         engine.search_id(ids[0])
     intact = SearchEngine.open(built_index[0])
     query = intact.vector(ids[0])

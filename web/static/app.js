@@ -95,8 +95,9 @@ async function run(query, label) {
   current = query;
   selected.clear();
   updateMoreButton();
-  document.dispatchEvent(new CustomEvent("imgsearch:query", { detail: query }));  // explain.js: "why?"
   if (query.positive) region = null;  // a region is of one image, not of several examples
+  // explain.js: "why?" explains what was searched, the region too
+  document.dispatchEvent(new CustomEvent("imgsearch:query", { detail: { ...query, box: region } }));
   lastSearch = { query, label, region };
   if (region) label = `${label} (region ${describeRegion(region)})`;
   setStatus("Searching…");
