@@ -26,7 +26,7 @@ from imgsearch.indexer.inputs.images import ImageSource, decode_image
 from imgsearch.indexer.vectors import search_index
 from imgsearch.search.catalog import Catalog
 from imgsearch.search.duplicates.groups import DuplicateCache
-from imgsearch.search.errors import InvalidBoxError, UnknownIdError  # noqa: F401 - callers import them here
+from imgsearch.search.errors import InvalidBoxError, InvalidVectorError, UnknownIdError  # noqa: F401 - callers import them here
 from imgsearch.search.explain.explainer import explain_pair
 from imgsearch.search.heads import HeadCatalog
 from imgsearch.search.hits import Hit
