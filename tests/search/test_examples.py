@@ -99,7 +99,7 @@ def test_an_image_example_is_embedded(engine, corpus):
     (lambda e: e.search_examples([Example.of_id(1, weight=float("nan"))]), InvalidInputError, "weight"),
     (lambda e: e.search_examples([[1.0, 2.0]]), InvalidInputError, f"needs ({DIM},)"),
     (lambda e: e.search_examples([True]), InvalidInputError, "an indexed id, a vector or an image"),
-    (lambda e: e.search_examples([Example.of_vector([0.0] * DIM)]), InvalidInputError, "cancel out"),
+    (lambda e: e.search_examples([Example.of_vector([0.0] * DIM)]), InvalidInputError, "positive[0]: query vector is all zeros"),
     (lambda e: e.search_id(0, min_score=1.5), InvalidInputError, "min_score must be a number from -1 to 1"),
     (lambda e: e.search_id(0, min_score="high"), InvalidInputError, "min_score must be a number from -1 to 1"),
     (lambda e: e.search_id(0, offset=-1), InvalidInputError, f"offset must be an integer between 0 and {MAX_K - 1}"),
@@ -135,7 +135,7 @@ def test_cli_like_and_unlike_take_ids_and_image_files(engine, built_index, corpu
     for args, message in ((["--like", str(10 ** 6)], "no image with id 1000000"),
                           (["--like", "no-such-file.jpg"], "neither an indexed id nor an image file"),
                           (["--unlike", "3"], "at least one positive example"),
-                          (["--like", "3", "--min-score", "2"], "min_score must be a number from -1 to 1")):
+                          (["--like", "3", "--min-score", "2"], "--min-score must be a number from -1 to 1")):
         r = _cli("--index", index_dir, *args)
         assert r.returncode != 0
         assert r.stderr.strip().splitlines()[-1].startswith("Error:") and message in r.stderr, r.stderr

@@ -118,7 +118,7 @@ def test_unlabelled_index_without_heads_renders(tmp_path):
     assert "no retrieval figures" in text
     assert "/data/&lt;unlabelled&gt;" in text
     assert json.loads((tmp_path / "out" / "report.json").read_text()) == results
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["index.html", "report.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".imgsearch-output", "index.html", "report.json"]  # the mark: never indexed
 
 
 def test_head_without_validation_gets_no_confusion_plot(tmp_path):
