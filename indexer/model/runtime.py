@@ -33,6 +33,7 @@ from imgsearch.indexer.config import RUNTIMES, check_precision
 from imgsearch.indexer.errors import InvalidInputError
 from imgsearch.indexer.model.backbones import Backbone
 from imgsearch.indexer.progress import step
+from imgsearch.indexer.quiet import captured
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,21 @@ def gpu_visible() -> bool:
 
     if "tensorflow" not in sys.modules and not glob.glob("/dev/nvidia[0-9]*") and not glob.glob("/dev/dxg"):
         return False
-    import tensorflow as tf
+    from imgsearch.indexer.config import default_cache_dir
 
-    return bool(tf.config.list_physical_devices("GPU"))
+    with captured(libraries_log(default_cache_dir()), "looking for a GPU"):
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+
+
+def libraries_log(cache_dir: Path) -> Path:
+    """Where what TensorFlow and TFLite print while a model is prepared or loaded is kept (``quiet.captured``)."""
+    return Path(cache_dir) / "models" / "libraries.log"
+
+
+# about how long converting a model takes on a laptop's CPU, said before it starts
+PREPARE_SECONDS = {"float32": 20, "int8": 40}
 
 
 def resolve_runtime(requested: str = "auto", precision: str = "float32") -> str:
@@ -84,6 +97,12 @@ class TFFunctionRunner:
     name = "tf.function"
 
     def __init__(self, backbone: Backbone, outputs: str = "features"):
+        from imgsearch.indexer.config import default_cache_dir
+
+        with captured(libraries_log(default_cache_dir()), f"building the tf.function of {backbone.name}"):
+            self._build(backbone, outputs)
+
+    def _build(self, backbone: Backbone, outputs: str) -> None:
         import tensorflow as tf
 
         size = backbone.input_size
@@ -153,9 +172,10 @@ def tflite_model(backbone: Backbone, cache_dir: Path, precision: str = "float32"
     path = _tflite_cache_path(backbone, cache_dir, precision, calibration, outputs)
     if path.is_file():
         return path.read_bytes()
-    what = "its explaining model" if outputs == "map" else "it"
-    with step(f"preparing {backbone.name} for this machine ({precision}: converting {what} to TFLite), once; "
-              f"cached in {path.parent}"):
+    what = ", its explaining model," if outputs == "map" else ""
+    with captured(libraries_log(cache_dir), f"preparing {path.name}"), \
+            step(f"preparing {backbone.name}{what} for this CPU ({precision} TFLite), once: about "
+                 f"{PREPARE_SECONDS[precision]} s; cached in {path.parent}", say=True):
         data = _convert(backbone, precision, calibration, outputs, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
@@ -242,8 +262,11 @@ class TFLiteRunner:
         self.threads = threads or os.cpu_count() or 1
         self.precision = precision
         self.outputs = outputs
-        self._interp = interpreter_class(
-            model_content=tflite_model(backbone, cache_dir, precision, calibration, outputs), num_threads=self.threads)
+        content = tflite_model(backbone, cache_dir, precision, calibration, outputs)
+        # the TFLite runtime says "Created TensorFlow Lite XNNPACK delegate for CPU." on the first allocation
+        with captured(libraries_log(cache_dir), f"loading the {precision} model of {backbone.name}"):
+            self._interp = interpreter_class(model_content=content, num_threads=self.threads)
+            self._interp.allocate_tensors()
         details = self._interp.get_input_details()[0]
         self._input = details["index"]
         self._raw_input = details["dtype"] == np.uint8  # preprocessing is inside the flatbuffer
