@@ -20,6 +20,7 @@ from imgsearch.indexer.quiet import terminal
 log = logging.getLogger(__name__)
 
 TICK = 0.5  # seconds between refreshes of a step's clock
+_said = threading.local()  # a step that said its line off a terminal: the steps inside it only log theirs
 
 
 def _on_terminal() -> bool:
@@ -48,10 +49,15 @@ def step(description: str, enabled: bool | None = None, leave: bool = True, say:
         yield
         return
     if not _on_terminal():
-        if say:
+        if say and not getattr(_said, "on", False):
             print(f"{description} ...", file=terminal(), flush=True)
-        else:
-            log.info("%s ...", description)
+            _said.on = True
+            try:
+                yield
+            finally:
+                _said.on = False
+            return
+        log.info("%s ...", description)
         yield
         return
     from tqdm.auto import tqdm

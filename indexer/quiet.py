@@ -46,6 +46,11 @@ def quiet_environment(show: bool | None = None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if show else "2")
 
 
+def libraries_log(cache_dir: Path) -> Path:
+    """Where what the libraries print while a model is prepared or loaded is kept: in the cache, beside the models."""
+    return Path(cache_dir) / "models" / "libraries.log"
+
+
 def terminal() -> TextIO:
     """The stream for lines imgsearch writes for people: sys.stderr, or the real stderr during a capture."""
     return _terminal if _terminal is not None else sys.stderr

@@ -33,7 +33,7 @@ from imgsearch.indexer.config import RUNTIMES, check_precision
 from imgsearch.indexer.errors import InvalidInputError
 from imgsearch.indexer.model.backbones import Backbone
 from imgsearch.indexer.progress import step
-from imgsearch.indexer.quiet import captured
+from imgsearch.indexer.quiet import captured, libraries_log
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,6 @@ def gpu_visible() -> bool:
         import tensorflow as tf
 
         return bool(tf.config.list_physical_devices("GPU"))
-
-
-def libraries_log(cache_dir: Path) -> Path:
-    """Where what TensorFlow and TFLite print while a model is prepared or loaded is kept (``quiet.captured``)."""
-    return Path(cache_dir) / "models" / "libraries.log"
 
 
 # about how long converting a model takes on a laptop's CPU, said before it starts
@@ -198,18 +193,29 @@ def _convert(backbone: Backbone, precision: str, calibration, outputs: str, path
     return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
-def default_precision(backbone_name: str, runtime: str = "auto") -> str:
-    """The precision of a new index when none is asked for.
+def default_precision(backbone: Backbone, runtime: str = "auto", cache_dir: Path | None = None,
+                      calibration=None) -> tuple[str, str]:
+    """(precision, reason) of a new index when none is asked for; the manifest records both.
 
-    int8 where it was measured to keep retrieval quality (the efficientnet-lite
-    backbones, within 0.01 of float32 on every row of scripts/eval_precision.py's
-    table) and runs faster: through TFLite, on a CPU.  float32 for the GPU's
-    tf.function (``runtime="tf"``, or ``"auto"`` with a GPU visible) and for the
-    other backbones.  An existing index keeps its own precision whatever this says.
+    int8 only where it was measured to keep retrieval quality (the efficientnet-lite backbones, within
+    0.01 of float32 on every row of scripts/eval_precision.py's table) and where it is measurably faster
+    on this CPU (``precision_choice``: both models timed once, cached).  float32 for the GPU's
+    tf.function (``runtime="tf"``, or ``"auto"`` with a GPU visible) and for the other backbones.
+    An existing index keeps its own precision whatever this says.
     """
-    if not backbone_name.startswith("efficientnet-lite") or runtime == "tf":
-        return "float32"
-    return "float32" if runtime == "auto" and gpu_visible() else "int8"
+    from imgsearch.indexer.config import default_cache_dir
+    from imgsearch.indexer.model.precision_choice import measured_precision
+
+    if not backbone.name.startswith("efficientnet-lite") or getattr(backbone, "runner", None) is not None:
+        return "float32", f"float32: int8 is offered for the efficientnet-lite backbones, not {backbone.name}"
+    if runtime == "tf":
+        return "float32", "float32: the tf.function runtime runs float32 only"
+    if runtime == "auto" and gpu_visible():
+        return "float32", "float32: a GPU runs the float32 tf.function"
+    cache_dir, threads = Path(cache_dir) if cache_dir else default_cache_dir(), os.cpu_count() or 1
+    calibration = _calibration(calibration, "int8")
+    return measured_precision(backbone, cache_dir, lambda precision: TFLiteRunner(
+        backbone, cache_dir, threads, precision, calibration if precision == "int8" else None), threads)
 
 
 def check_int8_backbone(name: str) -> None:

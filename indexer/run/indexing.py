@@ -229,7 +229,8 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
     summary.skipped.extend(left_out)  # shown with the run's skipped files: what imgsearch wrote
     backbone = backbone or load_backbone(config.backbone, config.weights, config.cache_dir)
     stage.begin(index_dir, config)
-    store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime)
+    store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime,
+                                         config.cache_dir)
     ledger = Ledger(store, manifest, shards, summary, {f.path for f in files} if sync else None) \
         if stage.uses_ledger else None
     run = IndexRun(files, str(index_dir), store, manifest, backbone, ledger, summary, config, started, shards, sync)
@@ -272,12 +273,12 @@ def admit(batch: Outcomes, ledger: Ledger, writer: ShardWriter, summary: IndexSu
 
 
 def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = None,
-               runtime: str = "auto") -> tuple[EmbeddingStore, dict, list[str]]:
+               runtime: str = "auto", cache_dir=None) -> tuple[EmbeddingStore, dict, list[str]]:
     """The index folder ready for a run: (store, manifest, shards).
 
     A new folder is published empty first, which pins it to ``backbone`` and
-    ``precision`` (None: ``runtime.default_precision``: int8 on CPU for
-    efficientnet-lite, else float32), with the int8 calibration set's
+    ``precision`` (None: ``runtime.default_precision``: int8 for efficientnet-lite where it measured
+    faster on this CPU, else float32; the manifest's ``backbone.precision_reason`` says why), with the int8 calibration set's
     identity; an existing one must have been built with them (None: its own).  What a killed run was writing
     is deleted, and the shards it completed are adopted.
     """
@@ -287,10 +288,16 @@ def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = N
         check_compatible(manifest, backbone.name, backbone.dim, str(index_dir))
         check_precision_compatible(manifest, precision, str(index_dir))
     else:
+        from imgsearch.indexer.inputs.calibration import CALIBRATION
         from imgsearch.indexer.model.runtime import default_precision
 
-        precision = precision or default_precision(backbone.name, runtime)
-        manifest = {"backbone": describe_model(backbone, precision), "dim": backbone.dim, "metric": "cosine",
+        reason = f"{precision}: asked for" if precision else None
+        if precision is None:
+            precision, reason = default_precision(backbone, runtime, cache_dir, CALIBRATION)
+        described = describe_model(backbone, precision)
+        if not getattr(backbone, "external", False):
+            described["precision_reason"] = reason  # why this precision: asked for, or measured here
+        manifest = {"backbone": described, "dim": backbone.dim, "metric": "cosine",
                     "count": 0, "shards": [], "index_file": None, "generation": 0,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions()}
         store.root.mkdir(parents=True, exist_ok=True)
