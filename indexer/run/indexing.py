@@ -210,7 +210,10 @@ def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike
     ``files`` and ``backbone``: the listing and the model when they come from elsewhere than ``sources``
     and the config (vectors made by another model: ``index_vectors``).
     """
+    from imgsearch.indexer.run.placement import index_placement
+
     started = time.perf_counter()
+    notes = index_placement(sources, index_dir)  # an index folder that is a source, or holds one: refused
     # the run's one listing (nothing is read yet): fails early on a missing source, sizes the progress
     # bar, and with sync tells which indexed files are gone
     outputs = OutputFilter([index_dir])  # what imgsearch wrote is never listed, the run's own folder first
@@ -218,7 +221,9 @@ def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike
     for path, reason in outputs.left_out:
         log.warning("left out %s: %s", path, reason)
     with writer_lock(index_dir, wait=wait, create=True):
-        return _run_locked(files, index_dir, config, stage, sync, started, backbone, outputs.left_out)
+        summary = _run_locked(files, index_dir, config, stage, sync, started, backbone, outputs.left_out)
+    summary.notes.extend(notes)
+    return summary
 
 
 def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: IndexConfig, stage: EmbedStage,
