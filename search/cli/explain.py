@@ -54,6 +54,15 @@ def render(query_square, result_square, why, title: str):
     return out
 
 
+def _id_or_file(text: str, hint: str) -> int | str:
+    """An indexed id (a number that is not a file's name) or an image file's path."""
+    if Path(text).is_file():
+        return text
+    if text.strip().isascii() and text.strip().isdigit():
+        return Integer(0).convert(text, None, None)
+    raise click.BadParameter(f"{text!r} is neither an image file nor an indexed id", param_hint=hint)
+
+
 def _square(source, size: int, resample: str):
     """The centred square of an image that the model sees, as a PIL image."""
     from PIL import Image
@@ -66,16 +75,17 @@ def _square(source, size: int, resample: str):
 @click.command()
 @index_option
 @click.argument("query")
-@click.argument("result_id", metavar="ID", type=Integer(0))
+@click.argument("result", metavar="RESULT")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the pair side by side with the shares as heat overlays (PNG).")
 @click.option("--head", default=None, help="Explain the head-aware score; the head's part is its own term.")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON (the API's fields).")
-def explain(index_dir, query, result_id, out, head, as_json):
-    """Why image ID matches QUERY: the score split over both images' feature-map cells.
+def explain(index_dir, query, result, out, head, as_json):
+    """Why RESULT matches QUERY: the score split over both images' feature-map cells.
 
-    QUERY is an image file, or an indexed image's id (a number that is not a file's name). Costs one
-    forward pass of the model for the result's image and one for the query's (read from its file).
+    QUERY is an image file (one the index holds is explained as that indexed image), or an indexed
+    image's id (a number that is not a file's name). RESULT is an indexed image: its id, or its file.
+    Costs one forward pass of the model for the result's image and one for the query's.
     """
     from imgsearch.indexer.atomic import atomic_path
     from imgsearch.indexer.inputs.outputs import mark_output
@@ -84,15 +94,21 @@ def explain(index_dir, query, result_id, out, head, as_json):
     from imgsearch.search.engine import SearchEngine
     from imgsearch.search.thumbnails import load_indexed
 
+    from imgsearch.search.explain.explainer import indexed_id
+
     engine = SearchEngine.open(index_dir)
-    if Path(query).is_file():
-        source, label = Path(query), query
-    elif query.strip().isascii() and query.strip().isdigit():
-        source = Integer(0).convert(query, None, None)
-        label = f"image {source}"
-    else:
-        raise click.BadParameter(f"{query!r} is neither an image file nor an indexed id", param_hint="QUERY")
-    why = engine.explain(source if isinstance(source, int) else str(source), result_id, head=head)
+    source = _id_or_file(query, "QUERY")
+    if not isinstance(source, int):
+        found = indexed_id(engine, source)  # a file the index holds: that indexed image, by its id
+        source = source if found is None else found
+    label = f"image {source}" if isinstance(source, int) else query
+    result_id = _id_or_file(result, "RESULT")
+    if not isinstance(result_id, int):
+        result_id = indexed_id(engine, result_id)
+        if result_id is None:
+            raise click.BadParameter(f"{result!r} is not an image this index holds: give an indexed id, or the "
+                                     "path of an indexed file (imgsearch search finds them)", param_hint="RESULT")
+    why = engine.explain(source, result_id, head=head)
     if as_json:
         click.echo(json.dumps(why.to_dict()))
     else:

@@ -140,3 +140,25 @@ def test_cli_explain_errors_are_one_line(cli, cnn_index, cnn_engine):
     assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: no image with id 99999 in the index"
     result = cli("explain", "--index", index_dir, "no-such-file.jpg", "0")
     assert result.exit_code == 2 and "neither an image file nor an indexed id" in result.output
+
+
+def test_cli_explain_by_path_or_id(cli, cnn_index, cnn_engine, corpus, tmp_path):
+    """Issue 32: a file the index holds is that indexed image, as QUERY or RESULT; another file is only a query."""
+    import shutil
+
+    index_dir = str(cnn_index[0])
+    query = corpus / "photos" / "chelsea.jpg"
+    query_id = indexed = next(h.id for h in cnn_engine.get_many(cnn_engine.ids.tolist()) if h.path == str(query))
+    hit = cnn_engine.search_id(query_id, k=2)[0]
+    for q in (str(query), str(query_id)):
+        for r in (hit.path, str(hit.id)):
+            result = cli("explain", "--index", index_dir, q, r)
+            assert result.exit_code == 0, result.output
+            assert result.output.startswith(f"image {indexed} -> image {hit.id}: score {hit.score:.4f}"), result.output
+    copy = tmp_path / "copy.jpg"  # a file the index does not hold: explained as an uploaded query
+    shutil.copy(query, copy)
+    result = cli("explain", "--index", index_dir, str(copy), hit.path, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["query_id"] is None
+    result = cli("explain", "--index", index_dir, hit.path, str(copy))
+    assert result.exit_code == 2 and "is not an image this index holds" in result.output, result.output
