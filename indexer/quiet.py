@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Iterator, TextIO
 
 VERBOSE_ENV = "IMGSEARCH_VERBOSE"
+LOG_LIMIT = 1 << 20  # bytes of libraries.log before it is started again (the previous one kept as .1)
 _lock = threading.RLock()
 _terminal: TextIO | None = None
 
@@ -85,7 +86,7 @@ def captured(log_file: Path | None, what: str) -> Iterator[None]:
             _terminal = os.fdopen(os.dup(saved_err), "w", buffering=1, errors="replace")
             # Python's own streams too, where they are not descriptors 1 and 2 (a notebook, a test's capture)
             streams = sys.stdout, sys.stderr
-            sys.stdout = sys.stderr = os.fdopen(os.dup(sink.fileno()), "w", buffering=1, errors="replace")
+            ours = sys.stdout = sys.stderr = os.fdopen(os.dup(sink.fileno()), "w", buffering=1, errors="replace")
     if not owner:
         yield
         return
@@ -98,7 +99,7 @@ def captured(log_file: Path | None, what: str) -> Iterator[None]:
     finally:
         with _lock:
             _flush()
-            sys.stdout.close()
+            ours.close()
             sys.stdout, sys.stderr = streams
             os.dup2(saved_out, 1)
             os.dup2(saved_err, 2)
@@ -117,6 +118,8 @@ def _keep(text: str, log_file: Path | None, what: str, failed: bool) -> None:
     if text.strip() and log_file is not None:
         try:
             Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+            if Path(log_file).is_file() and Path(log_file).stat().st_size > LOG_LIMIT:
+                os.replace(log_file, f"{log_file}.1")  # the one before is kept, the one before that goes
             with open(log_file, "a", encoding="utf-8") as out:
                 out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {what}{' (failed)' if failed else ''}\n{text}")
                 if not text.endswith("\n"):

@@ -80,3 +80,13 @@ def test_environment_is_quiet_unless_verbose(monkeypatch):
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
     quiet.quiet_environment(show=True)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0" and quiet.verbose()
+
+
+def test_the_log_is_bounded(tmp_path, monkeypatch, capfd):
+    monkeypatch.setattr(quiet, "LOG_LIMIT", 1000)
+    log = tmp_path / "libraries.log"
+    for i in range(50):
+        with captured(log, f"loading {i}"):
+            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+    assert log.stat().st_size <= 1000 + 200 and (tmp_path / "libraries.log.1").stat().st_size > 1000
+    assert "loading 49" in log.read_text() and capfd.readouterr().err == ""
