@@ -2,7 +2,8 @@
 
 int8 is faster than float32 only where the CPU has instructions for it (AVX-512 VNNI, AVX-VNNI, AMX: about
 3x); on an AVX2-only CPU the int8 model runs at the float32 model's speed and costs a little quality for
-nothing.  So the first time a new index needs a default on a CPU, both TFLite models of the backbone are
+nothing.  So an x86 CPU without those instructions gets float32 from its flags (``without_measuring``);
+on any other, the first time a new index needs a default, both TFLite models of the backbone are
 timed on the same batch, in turns (``measure``), and int8 is chosen only if it is at least ``MARGIN`` times
 faster (``choose``).  The result is cached beside the models, keyed by the backbone, the CPU's model name
 and instruction flags and the thread count, so later runs read it; the manifest records the choice and its
@@ -33,6 +34,7 @@ BATCH = 8  # images per timed call
 ROUNDS = 5  # timed calls of each model, in turns; the fastest of each counts
 PREPARE_SECONDS = 60  # about: converting both models and timing them, on a laptop's CPU
 INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")  # the flags that decide int8's speed
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products: where int8 can be ~3x faster
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,28 @@ def _cache_file(backbone_name: str, cache_dir: Path, threads: int) -> Path:
     return Path(cache_dir) / "models" / f"{backbone_name}-precision-{key}.json"
 
 
-def measured_precision(backbone, cache_dir: Path, runner: Callable[[str], Callable], threads: int) -> tuple[str, str]:
+def without_measuring(flags: str) -> tuple[str, str] | None:
+    """(float32, why) where the CPU's flags already answer: an x86 CPU without int8 dot-product instructions
+    runs the int8 model at the float32 model's speed (measured here on an AVX2-only EPYC: 1.05-1.13x over
+    three runs), so converting and timing both models (a minute) would only confirm it.  None: measure."""
+    have = set(flags.split())
+    if have & {"avx2", "avx512f"} and not have & set(VNNI_FLAGS):
+        return "float32", (f"float32: this CPU has no int8 dot-product instructions ({', '.join(VNNI_FLAGS)}; "
+                           f"CPU flags: {flags}), where int8 runs at float32's speed")
+    return None
+
+
+def measured_precision(backbone, cache_dir: Path, runner: Callable[[str], Callable], threads: int,
+                       flags: str | None = None) -> tuple[str, str]:
     """(precision, reason) for a new index of ``backbone`` on this CPU: measured once, then read from the cache.
 
     ``runner(precision)``: the backbone's TFLite model of that precision with ``threads`` threads
-    (``runtime.TFLiteRunner``)."""
+    (``runtime.TFLiteRunner``).  A CPU whose ``flags`` (default: this one's) answer without measuring
+    (``without_measuring``) is not measured."""
+    known = without_measuring(cpu_info()[1] if flags is None else flags)
+    if known is not None:
+        log.info("precision of a new %s index: %s", backbone.name, known[1])
+        return known
     path = _cache_file(backbone.name, cache_dir, threads)
     try:
         measured = Measurement(**json.loads(path.read_text()))

@@ -199,7 +199,8 @@ def default_precision(backbone: Backbone, runtime: str = "auto", cache_dir: Path
 
     int8 only where it was measured to keep retrieval quality (the efficientnet-lite backbones, within
     0.01 of float32 on every row of scripts/eval_precision.py's table) and where it is measurably faster
-    on this CPU (``precision_choice``: both models timed once, cached).  float32 for the GPU's
+    on this CPU (``precision_choice``: an x86 CPU without VNNI or AMX gets float32 from its flags; elsewhere
+    both models are timed once, cached).  float32 for the GPU's
     tf.function (``runtime="tf"``, or ``"auto"`` with a GPU visible) and for the other backbones.
     An existing index keeps its own precision whatever this says.
     """

@@ -59,16 +59,37 @@ def test_measured_once_then_read_from_the_cache(tmp_path, f32, i8, expected):
         made.append(precision)
         return Slow(f32 if precision == "float32" else i8)
 
-    chosen, reason = measured_precision(Named(), tmp_path, runner, threads=2)
+    vnni = "avx2 avx512f avx512_vnni"  # a CPU whose flags do not answer: measured
+    chosen, reason = measured_precision(Named(), tmp_path, runner, threads=2, flags=vnni)
     assert chosen == expected and reason.startswith(expected) and sorted(made) == ["float32", "int8"]
     cached = list((tmp_path / "models").glob("efficientnet-lite0-precision-*.json"))
     assert len(cached) == 1 and json.loads(cached[0].read_text())["threads"] == 2
-    assert measured_precision(Named(), tmp_path, runner, threads=2) == (chosen, reason)
+    assert measured_precision(Named(), tmp_path, runner, threads=2, flags=vnni) == (chosen, reason)
     assert len(made) == 2  # not measured again
     cached[0].write_text("{damaged")
-    assert measured_precision(Named(), tmp_path, runner, threads=2)[0] == expected and len(made) == 4
-    measured_precision(Named(), tmp_path, runner, threads=3)  # another thread count is another measurement
+    assert measured_precision(Named(), tmp_path, runner, threads=2, flags=vnni)[0] == expected and len(made) == 4
+    measured_precision(Named(), tmp_path, runner, threads=3, flags=vnni)  # another thread count: measured again
     assert len(made) == 6
+
+
+@pytest.mark.parametrize("flags, measured", [("avx2", False), ("avx2 avx512f", False), ("avx2 avx512f avx512_vnni", True),
+                                             ("avx2 avx_vnni", True), ("avx2 avx512f amx_int8", True),
+                                             ("unknown", True), ("no avx2/avx512/vnni", True)])
+def test_an_x86_cpu_without_vnni_gets_float32_from_its_flags_without_measuring(tmp_path, flags, measured):
+    """Converting and timing both models costs a minute on a first run; where the flags already say int8
+    cannot be faster (AVX2 or AVX-512 without VNNI), the answer is float32 and nothing is measured.
+    Elsewhere (VNNI, AMX, another architecture) it is measured."""
+    made = []
+
+    def runner(precision):
+        made.append(precision)
+        return Slow(0.001)
+
+    chosen, reason = measured_precision(Named(), tmp_path, runner, threads=2, flags=flags)
+    assert bool(made) == measured
+    if not measured:
+        assert chosen == "float32" and "no int8 dot-product instructions" in reason and flags in reason
+        assert not (tmp_path / "models").exists()
 
 
 def test_the_cpu_is_described():
@@ -121,12 +142,18 @@ def test_a_new_index_records_the_measured_choice(monkeypatch, tmp_path, lite0):
 
 @pytest.mark.slow
 def test_on_this_cpu(lite0, tmp_path):
-    """The real measurement: both models of efficientnet-lite0 timed on this CPU; prints what it chose."""
+    """What a new index gets on this CPU, and the real measurement of both models of efficientnet-lite0 here
+    (printed either way: where the flags answered, it shows what they spared)."""
     from imgsearch.indexer.config import default_cache_dir
     from imgsearch.indexer.inputs.calibration import CALIBRATION
 
     chosen, reason = runtime.default_precision(lite0, "tflite", default_cache_dir(), CALIBRATION)
-    print(f"\nthis CPU ({' / '.join(cpu_info())}): a new index gets {reason}")
-    cached = json.loads(next((default_cache_dir() / "models").glob("efficientnet-lite0-precision-*.json")).read_text())
-    assert (chosen, reason) == choose(Measurement(**cached))
-    assert cached["float32_seconds"] > 0 and cached["int8_seconds"] > 0
+    measured = precision_choice.measure(lite0, default_cache_dir(), lambda precision: runtime.TFLiteRunner(
+        lite0, default_cache_dir(), 2, precision, CALIBRATION if precision == "int8" else None), threads=2)
+    print(f"\nthis CPU ({' / '.join(cpu_info())}): a new index gets {reason}; measured: {choose(measured)[1]}")
+    assert measured.float32_seconds > 0 and measured.int8_seconds > 0
+    if precision_choice.without_measuring(cpu_info()[1]) is None:
+        assert (chosen, reason) == choose(Measurement(**json.loads(next(
+            (default_cache_dir() / "models").glob("efficientnet-lite0-precision-*.json")).read_text())))
+    else:
+        assert chosen == "float32" and measured.ratio < precision_choice.MARGIN, choose(measured)[1]
