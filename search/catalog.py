@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from imgsearch.indexer.folder.store import EmbeddingStore
-from imgsearch.indexer.folder.texts import decode_text, decode_texts
+from imgsearch.indexer.folder.texts import decode_text, decode_texts, encode_text
 
 CACHED_GROUPS = 256  # row groups whose paths are kept (256 rows each: ~4 MB of paths at most)
 OPEN_SHARDS = 64  # shard files kept open for path reads, their footers parsed once (4096-row shards: ~100 KB each)
@@ -194,6 +194,18 @@ class Catalog:
         sha256, size, mtime = (table.column(c)[at].as_py() if c in columns else None
                                for c in ("sha256", "file_size", "mtime"))
         return sha256, size, mtime
+
+    def ids_of_path(self, path: str) -> list[int]:
+        """The ids indexed under ``path`` exactly as stored (one, unless a list named the file twice); reads
+        every row group's paths once, in order: for a command's argument, not a request's loop."""
+        import pyarrow.compute as pc
+
+        stored = encode_text(path)
+        found = []
+        for g in range(len(self._group_shard)):  # G row groups (_group_starts has G + 1 entries)
+            hits = np.flatnonzero(pc.equal(self._group_paths(g), stored).to_numpy(zero_copy_only=False))
+            found += [int(self.ids[self._group_starts[g] + i]) for i in hits]
+        return found
 
     def _group_paths(self, g: int) -> pa.Array:
         """The stored ``path`` column of row group ``g`` (LRU cached)."""

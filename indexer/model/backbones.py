@@ -28,8 +28,9 @@ import numpy as np
 from imgsearch.indexer.atomic import atomic_path
 from imgsearch.indexer.errors import ImgsearchError
 from imgsearch.indexer.progress import step
+from imgsearch.indexer.quiet import quiet_environment
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_environment()  # before TensorFlow is imported: its C++ logs, errors only unless --verbose
 
 log = logging.getLogger(__name__)
 

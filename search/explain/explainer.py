@@ -50,6 +50,7 @@ from imgsearch.indexer.errors import InvalidInputError, quote
 from imgsearch.indexer.folder.manifest import check_image_queries, model_precision, resample
 from imgsearch.indexer.folder.whitening import load_for
 from imgsearch.indexer.folder.texts import display_text
+from imgsearch.indexer.inputs.filesystems import is_uri
 from imgsearch.indexer.inputs.images import ImageDecodeError, decode_image
 from imgsearch.indexer.vectors import l2_normalize
 from imgsearch.search.errors import ChangedFileError, ImageUnavailableError
@@ -209,15 +210,37 @@ def _is_id(query) -> bool:
     return isinstance(query, (int, np.integer)) and not isinstance(query, (bool, np.bool_))
 
 
+def indexed_id(engine, path) -> int | None:
+    """The id of the indexed image at ``path`` (as indexed: as given, absolute or with links resolved), else None."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or is_uri(os.fspath(path)):
+        return None
+    text = os.fspath(path)
+    for candidate in dict.fromkeys((text, os.path.abspath(text), os.path.realpath(text))):
+        found = engine.catalog.ids_of_path(candidate)
+        if found:
+            return found[0]
+    return None
+
+
 def explain_pair(engine, query, result_id, *, head: str | None = None, max_pixels: int | None = None,
                  region=None) -> Explanation:
-    """Split the score of ``result_id`` for ``query`` (an indexed id, or an image: path, bytes, file, PIL image)
-    over both images' cells.  ``head``: the head-aware score's split (its term apart).  ``region``: (box,
-    crop) to explain the score of that region of the query, as a search with that box scores it: ``crop(image
-    bytes, max_pixels)`` gives the region (``search/query/regions.py``, passed in by the engine), an id's
-    image read from its checked file."""
+    """Split the score of ``result_id`` for ``query`` over both images' cells.
+
+    ``query``: an indexed id, or an image (path, bytes, file, PIL image); a path the index holds is that
+    indexed image, by its id.  ``result_id``: an indexed id, or the path of an indexed image.  ``head``:
+    the head-aware score's split (its term apart).  ``region``: (box, crop) to explain the score of that
+    region of the query, as a search with that box scores it: ``crop(image bytes, max_pixels)`` gives the
+    region (``search/query/regions.py``, passed in by the engine), an id's image read from its checked file."""
     if not _is_id(result_id):
-        raise InvalidInputError(f"the result to explain must be an indexed id (an integer), got {quote(result_id)}")
+        found = indexed_id(engine, result_id)
+        if found is None:
+            held = " (not an image this index holds)" if isinstance(result_id, (str, os.PathLike)) else ""
+            raise InvalidInputError(f"the result to explain must be an indexed id, or the path of an indexed "
+                                    f"image, got {quote(result_id)}{held}: find it with imgsearch search")
+        result_id = found
+    if not _is_id(query):
+        found = indexed_id(engine, query)
+        query = query if found is None else found
     if isinstance(query, (list, tuple, np.ndarray)):
         raise InvalidInputError("a vector has no feature map to explain: query by the image or by its id")
     check_image_queries(engine.manifest)  # vectors made elsewhere: no model, no feature map to explain

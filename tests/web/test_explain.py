@@ -161,3 +161,25 @@ def test_a_box_is_explained_as_the_region_search_scores_it(cnn_server, cnn_engin
     whole = client.explain(query_id, hits[2].id)
     assert abs(whole.score - cnn_engine.explain(query_id, hits[2].id).score) < 1e-4
     assert abs(whole.score - why.score) > 1e-4  # the region, not the whole image, was explained
+
+
+def test_cli_explain_by_path_or_id(cli, cnn_index, cnn_engine, corpus, tmp_path):
+    """Issue 32: a file the index holds is that indexed image, as QUERY or RESULT; another file is only a query."""
+    import shutil
+
+    index_dir = str(cnn_index[0])
+    query = corpus / "photos" / "chelsea.jpg"
+    query_id = indexed = next(h.id for h in cnn_engine.get_many(cnn_engine.ids.tolist()) if h.path == str(query))
+    hit = cnn_engine.search_id(query_id, k=2)[0]
+    for q in (str(query), str(query_id)):
+        for r in (hit.path, str(hit.id)):
+            result = cli("explain", "--index", index_dir, q, r)
+            assert result.exit_code == 0, result.output
+            assert result.output.startswith(f"image {indexed} -> image {hit.id}: score {hit.score:.4f}"), result.output
+    copy = tmp_path / "copy.jpg"  # a file the index does not hold: explained as an uploaded query
+    shutil.copy(query, copy)
+    result = cli("explain", "--index", index_dir, str(copy), hit.path, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["query_id"] is None
+    result = cli("explain", "--index", index_dir, hit.path, str(copy))
+    assert result.exit_code == 2 and "is not an image this index holds" in result.output, result.output
