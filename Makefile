@@ -39,8 +39,8 @@ $(VENV)/.installed-demo: pyproject.toml
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-# The demo's library: scikit-image's photos, their near-duplicate edits (tiles, crops, re-encodes, labelled by
-# photo) and the Noto emoji (labelled by category), one folder each, so a photo finds photos and an emoji emoji.
+# The demo's library: scikit-image's photos, tiles of them with eight edits each (crops, re-encodes, rotations;
+# labelled by tile) and the Noto emoji (labelled by category), one folder each: a photo finds photos, an emoji emoji.
 # The page opens on a search by the cat photo (/?id=N, N looked up by its path).
 demo: install-demo
 	$(BIN)/imgsearch sample photos $(DEMO)/library/photos
