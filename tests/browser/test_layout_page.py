@@ -231,3 +231,19 @@ def test_no_serious_or_critical_accessibility_violation(browser, layout_server, 
         assert axe_violations(pg) == [], "duplicates view"
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("photo", ["chelsea.jpg", "rocket.jpg", "astronaut.jpg"])  # landscape, portrait, square
+@pytest.mark.parametrize("size", SIZES)
+def test_the_query_image_stays_put_while_a_region_is_drawn(watched, layout_server, corpus, size, photo):
+    # the region's text grew the query chip while a box was dragged, and the image, centred in it, moved under
+    # the pointer: the box came out shorter than dragged
+    pg = watched(size)
+    pg.goto(layout_server.url + "/")
+    pg.set_input_files("#file-input", str(corpus / "photos" / photo))
+    _status_has(pg, f"results for {photo}")
+    before = pg.locator("#query-image").bounding_box()
+    pg.focus("#query-frame")
+    pg.keyboard.press("ArrowRight")  # shows a box, and the region's text
+    wait_until(pg, "document.getElementById('region-status').textContent.includes('press Enter')")
+    assert pg.locator("#query-image").bounding_box() == before
