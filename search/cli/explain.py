@@ -55,11 +55,19 @@ def render(query_square, result_square, why, title: str):
 
 
 def _id_or_file(text: str, hint: str) -> int | str:
-    """An indexed id (a number that is not a file's name) or an image file's path."""
-    if Path(text).is_file():
-        return text
-    if text.strip().isascii() and text.strip().isdigit():
-        return Integer(0).convert(text, None, None)
+    """An indexed id (a number that is not a file's name) or an image file's path.  Text that looks like a
+    number but is no id (``1e400``, ``nan``, ``-3``, Arabic digits, 400 digits) gets the number parser's
+    message; a name too long to be a file is not one."""
+    try:
+        if Path(text).is_file():
+            return text
+    except OSError:  # a name longer than the file system takes (400 digits): not a file
+        pass
+    if any(c.isdigit() for c in text) or text.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        try:
+            return Integer(0).convert(text, None, None)
+        except click.BadParameter as exc:
+            raise click.BadParameter(f"not an image file, and as an id: {exc.message}", param_hint=hint) from None
     raise click.BadParameter(f"{text!r} is neither an image file nor an indexed id", param_hint=hint)
 
 
@@ -100,14 +108,13 @@ def explain(index_dir, query, result, out, head, as_json, box):
 
     from imgsearch.search.explain.explainer import indexed_id
 
-    box = None if box is None else parse_box(box)  # a bad box: one line, before the index is opened
+    box = None if box is None else parse_box(box)  # bad arguments: one line, before the index is opened
+    source, result_id = _id_or_file(query, "QUERY"), _id_or_file(result, "RESULT")
     engine = SearchEngine.open(index_dir)
-    source = _id_or_file(query, "QUERY")
     if not isinstance(source, int):
         found = indexed_id(engine, source)  # a file the index holds: that indexed image, by its id
         source = source if found is None else found
     label = f"image {source}" if isinstance(source, int) else query
-    result_id = _id_or_file(result, "RESULT")
     if not isinstance(result_id, int):
         result_id = indexed_id(engine, result_id)
         if result_id is None:
