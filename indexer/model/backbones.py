@@ -213,7 +213,7 @@ def _load_keras_app(spec: BackboneSpec, weights: str | None, cache_dir: Path) ->
     module_name, class_name = spec.source
     module = getattr(keras.applications, module_name)
     weights = weights or "imagenet"
-    if weights != "imagenet" and not Path(weights).is_file():
+    if weights != "imagenet" and not os.path.isfile(weights):
         raise BackboneError(f"weights file not found: {weights} (pass 'imagenet' or a local .h5 file)")
     try:
         model = getattr(module, class_name)(
