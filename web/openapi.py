@@ -11,6 +11,18 @@ from imgsearch.web.openapi_access import add_access_control
 from imgsearch.web.openapi_parts import CONFLICT, DAMAGED, HEALTH, HEALTH_SCHEMA, error_response, explain_path
 
 
+def _query_errors(bad_request: str) -> dict:
+    """The errors of a query by image, id, vector or URL (search and classify); ``bad_request``: its 400's words."""
+    return {
+        "400": error_response(bad_request),
+        "403": error_response("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
+        "404": error_response("Unknown id, or (with a box) an indexed image whose file is gone"),
+        "409": error_response(CONFLICT),
+        "413": error_response("Upload over the size limit, or an image over the pixel limit"),
+        "503": error_response("A url query while MAX_URL_FETCHES fetches run (busy; Retry-After says when); or "
+                              + DAMAGED),
+    }
+
 def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     k = {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}
     top = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}
@@ -72,16 +84,10 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                     "200": {"description": "Results, best first (with a filter: only images it selects; none "
                                            "selected: empty results and a note)",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
-                    "400": error_response("Not an image, missing field, bad k, min_score, offset, id, vector, head, example, "
-                                  "weight, strategy or box (invalid_box); a filter with an unknown field, operator or "
-                                  "label (invalid_filter, unknown_label); a URL refused (url_not_allowed, with the "
-                                  "reason) or not fetched (url_fetch_failed)"),
-                    "403": error_response("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
-                    "404": error_response("Unknown id, or (with a box) an indexed image whose file is gone"),
-                    "409": error_response(CONFLICT),
-                    "413": error_response("Upload over the size limit, or an image over the pixel limit"),
-                    "503": error_response("A url query while MAX_URL_FETCHES fetches run (busy; Retry-After says "
-                                          "when); or " + DAMAGED),
+                    **_query_errors("Not an image, missing field, bad k, min_score, offset, id, vector, head, "
+                                    "example, weight, strategy or box (invalid_box); a filter with an unknown field, "
+                                    "operator or label (invalid_filter, unknown_label); a URL refused "
+                                    "(url_not_allowed, with the reason) or not fetched (url_fetch_failed)"),
                 },
             }},
             "/api/search/batch": {"post": {
@@ -118,14 +124,8 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                 "responses": {
                     "200": {"description": "Predictions, most probable first",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClassifyResponse"}}}},
-                    "400": error_response("Not an image, missing field, unknown head, bad top, id, vector or box; a URL "
-                                  "refused (url_not_allowed) or not fetched (url_fetch_failed)"),
-                    "403": error_response("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
-                    "404": error_response("Unknown id, or (with a box) an indexed image whose file is gone"),
-                    "409": error_response(CONFLICT),
-                    "413": error_response("Upload over the size limit, or an image over the pixel limit"),
-                    "503": error_response("A url query while MAX_URL_FETCHES fetches run (busy; Retry-After says "
-                                          "when); or " + DAMAGED),
+                    **_query_errors("Not an image, missing field, unknown head, bad top, id, vector or box; a URL "
+                                    "refused (url_not_allowed) or not fetched (url_fetch_failed)"),
                 },
             }},
             "/api/explain": explain_path(max_upload_bytes),
