@@ -115,18 +115,34 @@ def _cli(*args):
     return subprocess.run([IMGSEARCH, "search", *args], capture_output=True, text=True, timeout=300, env=fake_model_env())
 
 
+def _in_process(*args):
+    """``imgsearch ARGS`` run by click in this process (the same command, a second to spare per run)."""
+    from click.testing import CliRunner
+
+    from imgsearch.web.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
 @pytest.mark.parametrize("value", ["9" * 400, "-" + "9" * 400, "1e400", "\u0663", "-5", "nan"])
 def test_cli_example_values_that_are_neither_id_nor_file_are_one_line(built_index, value):
     """A value too long to be a file name (the OS refuses to look it up: ENAMETOOLONG) or a number that is no id
     is one error line, never a traceback, for --like, --unlike, IMAGES and explain's QUERY and RESULT."""
     index_dir = str(built_index[0])
-    runs = [_cli("--index", index_dir, "--like", value), _cli("--index", index_dir, "--like", "1", "--unlike", value),
-            _cli("--index", index_dir, "--", value),
-            subprocess.run([IMGSEARCH, "explain", "--index", index_dir, "--", value, "1"], capture_output=True,
-                           text=True, timeout=300, env=fake_model_env())]
-    for r in runs:
-        assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
+    runs = [["search", "--index", index_dir, "--like", value],
+            ["search", "--index", index_dir, "--like", "1", "--unlike", value],
+            ["search", "--index", index_dir, "--", value], ["explain", "--index", index_dir, "--", value, "1"]]
+    for args in runs:
+        r = _in_process(*args)
+        assert r.exit_code in (1, 2) and isinstance(r.exception, SystemExit), (args, r.output, r.exception)
         assert r.stderr.strip().splitlines()[-1].startswith("Error:"), r.stderr
+
+
+def test_the_console_script_prints_such_a_value_as_one_line(built_index):
+    """The same through the installed ``imgsearch`` in a child process: one line on stderr, no traceback."""
+    r = _cli("--index", str(built_index[0]), "--like", "9" * 400)
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("Error:"), r.stderr
 
 
 def test_cli_like_and_unlike_take_ids_and_image_files(engine, built_index, corpus):
