@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
-#   make demo   set up, index the Noto emoji sample set, run sample searches, serve the page
+#   make demo   set up what the demo needs (no test extras), index photos, photo edits and emoji, serve the page
+#               opened on a search by the cat photo
 #   make test   set up, check the layers, build the docs, run the test suite
 #   make docs   build the documentation site into site/ (mkdocs build --strict: a broken link fails)
 PYTHON ?= python3
@@ -15,8 +16,11 @@ MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 JOBS   ?= auto
 PYTEST := $(BIN)/pytest -n $(JOBS) --dist loadscope
 
-.PHONY: install demo test test-fast docs eval clean
+.PHONY: install install-demo demo test test-fast docs eval clean
 
+# Two installs, two stamps: `make test` needs the test extras (pytest, Playwright, Spark, the docs tools);
+# `make demo` needs only the package (the emoji come from npm, the photos with scikit-image), so a first
+# `make demo` does not download them. `make test` after `make demo` adds the extras to the same venv.
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -24,16 +28,30 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-demo
+
+install-demo: $(VENV)/.installed-demo
+
+$(VENV)/.installed-demo: pyproject.toml
+	scripts/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
 	touch $@
 
-demo: install
-	$(BIN)/imgsearch sample emoji $(DEMO)/emoji
-	$(BIN)/imgsearch sample photos $(DEMO)/photos
-	$(BIN)/imgsearch index $(DEMO)/emoji --index $(DEMO)/emoji-index
-	$(BIN)/imgsearch info --index $(DEMO)/emoji-index
-	$(BIN)/imgsearch search --index $(DEMO)/emoji-index -k 5 \
-		$(DEMO)/photos/coffee.jpg $(DEMO)/photos/rocket.jpg "$(DEMO)/emoji/Animals & Nature/1f436.png"
-	$(BIN)/imgsearch serve --index $(DEMO)/emoji-index --port $(PORT)
+# The demo's library: scikit-image's photos, tiles of them with eight edits each (crops, re-encodes, rotations;
+# labelled by tile) and the Noto emoji (labelled by category), one folder each: a photo finds photos, an emoji emoji.
+# The page opens on a search by the cat photo (/?id=N, N looked up by its path).
+demo: install-demo
+	$(BIN)/imgsearch sample photos $(DEMO)/library/photos
+	$(BIN)/imgsearch sample near-duplicates $(DEMO)/library/photo-edits
+	$(BIN)/imgsearch sample emoji $(DEMO)/library/emoji
+	$(BIN)/imgsearch index $(DEMO)/library --index $(DEMO)/index
+	$(BIN)/imgsearch info --index $(DEMO)/index
+	$(BIN)/imgsearch search --index $(DEMO)/index -k 5 \
+		$(DEMO)/library/photos/chelsea.jpg $(DEMO)/library/photos/rocket.jpg "$(DEMO)/library/emoji/Animals & Nature/1f436.png"
+	@echo "Open http://127.0.0.1:$(PORT)/?id=$$($(BIN)/python scripts/demo_id.py $(DEMO)/index $(DEMO)/library/photos/chelsea.jpg)"
+	$(BIN)/imgsearch serve --index $(DEMO)/index --port $(PORT)
 
 test: install
 	scripts/install-system-deps.sh --browser --java

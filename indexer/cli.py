@@ -397,4 +397,4 @@ def sample(name, dest, limit, emoji_labels):
     from imgsearch.indexer.inputs.samples import export_sample
 
     n = export_sample(name, dest, limit=limit, emoji_labels=emoji_labels)
-    click.echo(f"wrote {n} {name} images to {dest}")
+    click.echo(f"wrote {n} image{'' if n == 1 else 's'} of the {name} sample to {dest}")

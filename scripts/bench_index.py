@@ -139,6 +139,9 @@ def main() -> None:
     a = rate(lambda: fast.embed(tensors), len(tensors))
     quantised = Embedder(bb, args.batch_size, "tflite", precision="int8", calibration=CALIBRATION)
     a8 = rate(lambda: quantised.embed(tensors), len(tensors))
+    from imgsearch.indexer.model.runtime import default_precision
+
+    chosen = default_precision(bb, "tflite", calibration=CALIBRATION)[1]  # the self-test's figures and choice
     d = rate(lambda: graph.embed(tensors), len(tensors))
     sample = photos[:200]
     e = rate(lambda: [decode_image(p, s, resample="bilinear") for p in sample], len(sample), repeat=2)  # new indexes
@@ -178,6 +181,7 @@ def main() -> None:
     print(f"(d) model only, tf.function:      {d:8.1f} img/s   a/d = {a / d:.2f}  (target >= 2.5)")
     print(f"(a8) model only, TFLite int8:     {a8:8.1f} img/s   a8/a = {a8 / a:.2f}  (target >= 2.5; CPU flags: "
           f"{cpu_flags()})")
+    print(f"    a new index on this CPU: {chosen}  (float32 {a:.1f} img/s, int8 {a8:.1f} img/s here)")
     print(f"(e) decode+resize, one core:      {e:8.1f} img/s   (bilinear, as new indexes; bicubic, as earlier "
           f"ones: {e_bicubic:.1f} img/s, bilinear {e / e_bicubic:.2f}x)")
     print(f"    ceiling L = 1/(1/a + 1/({cores}e)): {L:8.1f} img/s;  L8 (with a8): {L8:.1f} img/s")
@@ -199,6 +203,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"a": a, "a8": a8, "d": d, "e": e, "L": L, "L8": L8, "b": b,
                                          "b8": b8, "c": c, "e_bicubic": e_bicubic, "cores": cores, "cpu_flags": cpu_flags(),
+                                         "new_index_precision": chosen,
                                          "runs": results, "int8_run": int8}, indent=2))
 
 

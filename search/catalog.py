@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from imgsearch.indexer.folder.store import EmbeddingStore
-from imgsearch.indexer.folder.texts import decode_text, decode_texts
+from imgsearch.indexer.folder.texts import decode_text, decode_texts, encode_text
 
 CACHED_GROUPS = 256  # row groups whose paths are kept (256 rows each: ~4 MB of paths at most)
 OPEN_SHARDS = 64  # shard files kept open for path reads, their footers parsed once (4096-row shards: ~100 KB each)
@@ -177,6 +177,35 @@ class Catalog:
             for i in np.flatnonzero(groups == g):
                 stored[i] = column[int(rows[i] - self._group_starts[g])].as_py()
         return decode_texts(stored)
+
+    def file_record(self, row: int) -> tuple[str, int | None, int | None]:
+        """(sha256, file_size, mtime) stored for ``row``: what its file held when it was indexed (size and
+        mtime None where unknown: a shard of formats 1-3, a URI's time).  One row group's columns, read now."""
+        g = int(np.searchsorted(self._group_starts, row, side="right") - 1)
+        shard = int(self._group_shard[g])
+        with self._lock:
+            try:
+                f = self._file(shard)
+                columns = [c for c in ("sha256", "file_size", "mtime") if c in f.schema_arrow.names]
+                table = f.read_row_group(int(self._group_index[g]), columns=columns, use_threads=False)
+            except (OSError, pa.ArrowException) as exc:
+                raise self.store.unreadable_shard(exc, self.shards[shard]) from exc
+        at = row - int(self._group_starts[g])
+        sha256, size, mtime = (table.column(c)[at].as_py() if c in columns else None
+                               for c in ("sha256", "file_size", "mtime"))
+        return sha256, size, mtime
+
+    def ids_of_path(self, path: str) -> list[int]:
+        """The ids indexed under ``path`` exactly as stored (one, unless a list named the file twice); reads
+        every row group's paths once, in order: for a command's argument, not a request's loop."""
+        import pyarrow.compute as pc
+
+        stored = encode_text(path)
+        found = []
+        for g in range(len(self._group_shard)):  # G row groups (_group_starts has G + 1 entries)
+            hits = np.flatnonzero(pc.equal(self._group_paths(g), stored).to_numpy(zero_copy_only=False))
+            found += [int(self.ids[self._group_starts[g] + i]) for i in hits]
+        return found
 
     def _group_paths(self, g: int) -> pa.Array:
         """The stored ``path`` column of row group ``g`` (LRU cached)."""

@@ -20,7 +20,7 @@ from imgsearch.indexer.folder.manifest import (
     resample,
 )
 from imgsearch.indexer.folder.store import EmbeddingStore
-from imgsearch.indexer.folder.texts import display_text, texts_of  # noqa: F401 - web shows paths with display_text
+from imgsearch.indexer.folder.texts import display_text  # noqa: F401 - web shows paths with display_text
 from imgsearch.indexer.folder.whitening import search_space
 from imgsearch.indexer.inputs.images import ImageSource, decode_image
 from imgsearch.indexer.vectors import search_index
@@ -30,8 +30,7 @@ from imgsearch.search.errors import InvalidBoxError, InvalidVectorError, Unknown
 from imgsearch.search.explain.explainer import explain_pair
 from imgsearch.search.heads import HeadCatalog
 from imgsearch.search.hits import Hit
-from imgsearch.search.opening import newest_if_gone as _newest_if_gone
-from imgsearch.search.opening import open_newest, open_version, version_info
+from imgsearch.search.opening import newest_if_gone as _newest_if_gone, open_newest, open_version, version_health, version_info
 from imgsearch.search.query.examples import search_examples
 from imgsearch.search.query.filter_index import FilteredSearch
 from imgsearch.search.query.filters import as_filter
@@ -44,6 +43,7 @@ from imgsearch.search.reloading import ReloadingEngine
 from imgsearch.search.thumbnails import load_indexed_image, thumbnail_jpeg
 
 log = logging.getLogger(__name__)
+
 
 class SearchEngine:
     """Query-by-image, by vector and by id over a published index folder.
@@ -70,8 +70,8 @@ class SearchEngine:
         self._lock = threading.Lock()
         self.device = device  # where FAISS searches: "cpu" or "gpu"
         self._signature = None  # of the manifest file this engine was opened from
-        # set by a ReloadingEngine: engine -> the newest version, for when this one's files are gone
-        self._reopen = None
+        self.opened_files: dict = {}  # relative path -> (inode, size, mtime_ns) at open (``health``)
+        self._reopen = None  # set by a ReloadingEngine: engine -> the newest version, when this one's files are gone
         self._successor = None  # the newer version answering for this one, once its files were found gone
         self._duplicates = DuplicateCache()  # this version's duplicate reports
         self.filtered = FilteredSearch(store, manifest["shards"], self._ids)  # metadata read on first use
@@ -82,12 +82,11 @@ class SearchEngine:
              reload_interval: float = 1.0):
         """Open a published index; ``backbone``, if given, must be the one it was built with.
 
-        Checks that the published files are all there with the sizes the manifest
-        recorded, and that the shards and the FAISS index hold as many vectors of
-        the dimension it says; ``verify=True`` also reads every file and checks its
-        sha256 (``imgsearch verify``).  A damaged index raises ``IndexFormatError``.
-        ``auto_reload=True`` returns a ``ReloadingEngine`` that picks up newly
-        published versions (checking at most every ``reload_interval`` seconds).
+        Checks that the published files are all there with the sizes the manifest recorded, and that the shards
+        and the FAISS index hold as many vectors of the dimension it says; ``verify=True`` also reads every file
+        and checks its sha256 (``imgsearch verify``).  A damaged index raises ``IndexFormatError``.
+        ``auto_reload=True`` returns a ``ReloadingEngine`` that picks up newly published versions (checking at
+        most every ``reload_interval`` seconds).
         """
         if auto_reload:
             return ReloadingEngine(cls.open(index_dir, backbone=backbone, config=config, verify=verify),
@@ -101,7 +100,7 @@ class SearchEngine:
         """Open the version published now (one attempt)."""
         v = open_version(store, backbone, config)
         engine = cls(store, v.manifest, v.index, v.metadata, v.config, device=v.device)
-        engine._signature = v.signature
+        engine._signature, engine.opened_files = v.signature, v.files
         return engine
 
     # ------------------------------------------------------------ versions
@@ -117,8 +116,8 @@ class SearchEngine:
     def reload(self) -> "SearchEngine":
         """An engine over the version published now, sharing this one's loaded model.
 
-        Returns this engine if nothing was published since it was opened.  This
-        engine is not changed: requests it is answering finish on its version.
+        Returns this engine if nothing was published since it was opened.  This engine is not changed: requests
+        it is answering finish on its version.
         """
         if not self.changed():
             return self
@@ -169,14 +168,17 @@ class SearchEngine:
         """What ``imgsearch info`` and ``GET /api/info`` show of this version."""
         return version_info(self)
 
+    def health(self) -> dict:
+        """``{"status": "ok"}`` or ``"degraded"`` with the ``reason``: damaged shards met, files changed on disk."""
+        return version_health(self)
+
     # ------------------------------------------------------------ queries
     def embed_images(self, images: list[ImageSource], *, max_pixels: int | None = None,
                      box=None) -> np.ndarray:
         """Embed query images with the index's backbone: -> (q, D) unit vectors.
 
-        Raises ImageDecodeError for a bad image, ImageTooLargeError for one over
-        ``max_pixels`` (default: the config's), before any is embedded.  ``box``:
-        embed only that region of each, ``[x0, y0, x1, y1]`` fractions (search/query/regions.py).
+        Raises ImageDecodeError for a bad image, ImageTooLargeError for one over ``max_pixels`` (default: the
+        config's), before any is embedded.  ``box``: embed only that region of each, ``[x0, y0, x1, y1]`` fractions.
         """
         embedder = self._get_embedder()
         size = embedder.backbone.input_size
@@ -316,17 +318,15 @@ class SearchEngine:
         if box is None:
             return self.vector(row_id)
         box = parse_box(box)  # (a checked box passes as it is) a bad box is refused before the file is read
-        image = load_indexed_image(self.get(row_id).path, self.config.max_pixels, name=f"image {row_id}")
+        image = load_indexed_image(self, row_id, self.config.max_pixels)  # checked: the picture indexed
         return self.embed_images([image], max_pixels=self.config.max_pixels, box=box)[0]
 
     @_newest_if_gone
     def vector(self, row_id: int) -> np.ndarray:
         """The stored (D,) embedding of an indexed image."""
-        row = self.catalog.row(row_id)
-        if row is None:
+        if (row := self.catalog.row(row_id)) is None:
             raise UnknownIdError(row_id)
-        vec = self.store.read_embedding([self.catalog.shard_of(row)], int(row_id))
-        if vec is None:
+        if (vec := self.store.read_embedding([self.catalog.shard_of(row)], int(row_id))) is None:
             raise UnknownIdError(row_id)
         return vec
 
@@ -346,14 +346,17 @@ class SearchEngine:
         computed once per version, ``threshold`` (None: the default), ``keep`` rule and ``keypoints``."""
         return self._duplicates.get(self, threshold, keep, keypoints)
 
-    # explain(query, result_id, *, head=None, max_pixels=None) -> Explanation: the score split over cells
-    explain = _newest_if_gone(explain_pair)
+    @_newest_if_gone
+    def explain(self, query, result_id: int, *, head: str | None = None, max_pixels: int | None = None, box=None):
+        """``result_id``'s score for ``query`` split over both images' cells; ``box``: for that region of the query."""
+        box = None if box is None else parse_box(box)  # InvalidBoxError before a model is loaded or a file read
+        region = None if box is None else (box, lambda data, limit: crop_region(data, box, limit))
+        return explain_pair(self, query, result_id, head=head, max_pixels=max_pixels, region=region)
 
     def thumbnail(self, row_id: int, size: int | None = None, *, max_decoded_pixels: int | None = None) -> bytes:
         """Image ``row_id`` as JPEG bytes, fitted in ``size`` x ``size``; ``ImageUnavailableError`` if unreadable,
-        ``ImageTooLargeError`` if decoding it would take more than ``max_decoded_pixels``."""
-        return thumbnail_jpeg(self.get(row_id).path, size, self.config.max_pixels, name=f"image {row_id}",
-                              max_decoded_pixels=max_decoded_pixels)
+        ``ChangedFileError`` if changed since indexed, ``ImageTooLargeError`` over ``max_decoded_pixels``."""
+        return thumbnail_jpeg(self, row_id, size, self.config.max_pixels, max_decoded_pixels=max_decoded_pixels)
 
     @_newest_if_gone
     def get(self, row_id: int) -> Hit:
@@ -368,8 +371,7 @@ class SearchEngine:
         return self._hits(row_ids, [1.0] * len(row_ids))
 
     def _hits(self, row_ids: list[int], scores: list[float]) -> list[Hit]:
-        rows = self.catalog.rows(row_ids)
-        if len(rows) and rows.min() < 0:
+        if len(rows := self.catalog.rows(row_ids)) and rows.min() < 0:
             raise UnknownIdError(row_ids[int(np.argmin(rows))])
         paths = self.catalog.paths(rows)
         return [Hit(i, p, self.catalog.label(r), s) for i, p, r, s in zip(row_ids, paths, rows.tolist(), scores)]
@@ -378,10 +380,9 @@ class SearchEngine:
         """Load and trace the CNN now, so the first query-by-image is not slow; an index of vectors made
         elsewhere has no model to load (image queries are refused when they come)."""
         if is_external(self.manifest):
-            log.info("%s holds vectors made elsewhere: no model to warm up", self.store.root)
-            return
-        size = self._get_embedder().backbone.input_size
-        self._get_embedder().embed(np.zeros((1, size, size, 3), np.uint8))
+            return log.info("%s holds vectors made elsewhere: no model to warm up", self.store.root)
+        size = (embedder := self._get_embedder()).backbone.input_size
+        embedder.embed(np.zeros((1, size, size, 3), np.uint8))
 
     def _get_embedder(self):
         with self._lock:

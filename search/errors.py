@@ -16,10 +16,10 @@ from imgsearch.indexer.errors import (
 )
 from imgsearch.indexer.folder.heads import HeadDamagedError, HeadError, UnknownHeadError
 from imgsearch.indexer.folder.manifest import ExternalVectorsError
-from imgsearch.indexer.folder.store import IndexFormatError
+from imgsearch.indexer.folder.store import DamagedShardError, IndexFormatError
 from imgsearch.indexer.inputs.images import ImageDecodeError, ImageTooLargeError
 
-__all__ = ["ChangedFileError", "DamagedIndexError", "ExecutionError", "ExternalVectorsError", "HeadDamagedError",
+__all__ = ["ChangedFileError", "DamagedIndexError", "DamagedShardError", "ExecutionError", "ExternalVectorsError", "HeadDamagedError",
            "HeadError", "ImageDecodeError", "ImageError", "ImageTooLargeError", "ImageUnavailableError",
            "ImgsearchError", "IndexFormatError", "InvalidBoxError", "InvalidFieldError", "InvalidFilterError",
            "InvalidInputError", "InvalidVectorError", "MissingDependencyError", "NotFoundError", "UnknownHeadError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class OpenedVersion:
     config: IndexConfig
     device: str  # where FAISS searches: "cpu" or "gpu"
     signature: tuple | None  # of the manifest file it was opened from
+    files: dict  # relative path -> (inode, size, mtime_ns) of each file it uses, as opened (``version_health``)
 
 
 def open_version(store: EmbeddingStore, backbone: str | None, config: IndexConfig | None) -> OpenedVersion:
@@ -34,6 +36,7 @@ def open_version(store: EmbeddingStore, backbone: str | None, config: IndexConfi
     signature = store.manifest_signature()
     manifest = store.read_manifest()
     check_published_files(store, manifest)  # truncated or missing files: a clear error, before reading them
+    files = file_stats(store, manifest)
     config = config or IndexConfig(backbone=backbone_name(manifest))
     if backbone is not None and backbone != backbone_name(manifest):
         raise IndexFormatError(
@@ -59,7 +62,39 @@ def open_version(store: EmbeddingStore, backbone: str | None, config: IndexConfi
                 f"manifest says {manifest['count']} of {space_dim}; the index is damaged: "
                 f"'imgsearch verify --index {index_dir} --repair' rebuilds it"
             )
-    return OpenedVersion(manifest, index, metadata, config, device, signature)
+    return OpenedVersion(manifest, index, metadata, config, device, signature, files)
+
+
+def file_stats(store: EmbeddingStore, manifest: dict) -> dict:
+    """(inode, size, mtime_ns) of each file a version uses, None for one missing: one stat each."""
+    stats = {}
+    for rel in store.published_files(manifest):
+        try:
+            st = os.stat(store.root / rel)
+            stats[rel] = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            stats[rel] = None
+    return stats
+
+
+def version_health(engine) -> dict:
+    """``{"status": "ok"}``, or ``{"status": "degraded", "reason": ..., "reasons": [...]}`` when the version
+    an engine answers from is damaged: a shard a read found unreadable (queries reading it are refused, the
+    others answered), or a file it uses changed or gone on disk since it was opened (published files never
+    change: that is damage, even where nothing read it yet).  Costs one stat per file of the version."""
+    shards = set(engine.manifest["shards"])
+    reasons = [f"shard {name} is damaged (a read of it failed): queries that read it are refused until it is "
+               "repaired with 'imgsearch verify --repair'" for name in sorted(engine.store.damaged) if name in shards]
+    if engine.opened_files and not engine.changed():  # a publish replaces files on purpose: not damage
+        now = file_stats(engine.store, engine.manifest)
+        for rel, opened in sorted(engine.opened_files.items()):
+            if now.get(rel) != opened and not any(rel == f"shards/{name}" for name in engine.store.damaged):
+                what = "is gone" if now.get(rel) is None else "changed"
+                reasons.append(f"{rel} {what} on disk since this version was opened (published files never "
+                               "change): check the index with 'imgsearch verify'")
+    if not reasons:
+        return {"status": "ok"}
+    return {"status": "degraded", "reason": "; ".join(reasons), "reasons": reasons}
 
 
 def _read_metadata(store: EmbeddingStore, manifest: dict) -> Catalog:

@@ -23,11 +23,22 @@ def pytest_configure(config):
     register_backbone(pixel_model.SPEC)
 
 
+# the fixtures that run the real CNN: TensorFlow (seconds to import in each process), the converted model and an
+# index embedded with it (half a minute on two cores from an empty cache)
+REAL_MODEL_FIXTURES = frozenset({"lite0", "embedder", "cnn_index", "cnn_engine", "cnn_server", "cnn_headed_index",
+                                 "cnn_headed_server"})
+
+
 def pytest_collection_modifyitems(items):
-    """A test that starts Spark is a ``spark`` test wherever it lives (tests/spark/ holds the ones wholly about it)."""
+    """A test that starts Spark is a ``spark`` test wherever it lives (tests/spark/ holds the ones wholly about it);
+    a test that runs the real model is a ``slow`` one: `make test-fast` leaves it to `make test`, and the fake
+    model (tests/pixel_model.py) serves the search and web tests that do not test the model."""
     for item in items:
-        if "spark" in getattr(item, "fixturenames", ()):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if "spark" in fixtures:
             item.add_marker(pytest.mark.spark)
+        if fixtures & REAL_MODEL_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -181,9 +192,10 @@ def cnn_server(cnn_index):
 
 @pytest.fixture(scope="session")
 def headed_index(tmp_path_factory, built_index):
-    """A copy of the fake-model index with a head 'cat' (labels: the parent folders), trained briefly: tests here
-    serve, store, damage and explain a head; what a head learns is tested on ``cnn_headed_index``."""
-    return _headed_copy(built_index[0], tmp_path_factory.mktemp("headed") / "idx", max_epochs=15, patience=3)
+    """A copy of the fake-model index with a head 'cat' (labels: the parent folders): tests here serve, store,
+    damage and explain a head; what a head learns is tested on ``cnn_headed_index``.  An SVM head (scikit-learn,
+    no Keras): the same stored linear head, fitted in a second where Keras takes twenty to import and train."""
+    return _headed_copy(built_index[0], tmp_path_factory.mktemp("headed") / "idx", model="svm")
 
 
 @pytest.fixture(scope="session")

@@ -28,8 +28,14 @@ CACHE_VARIABLES = {
     "MPLCONFIGDIR": "matplotlib",
     "npm_config_cache": "npm",
     "XDG_CACHE_HOME": "xdg-cache",
+    "XDG_CONFIG_HOME": "xdg-config",  # the server's API keys file lives there by default
     "HOME": "home",
 }
+
+
+# Variables that would hand a test the user's own settings: their API keys file and the key the client sends.
+# A run unsets them (and puts them back after).
+UNSET_VARIABLES = ("IMGSEARCH_KEYS", "IMGSEARCH_API_KEY")
 
 
 @dataclass
@@ -73,11 +79,14 @@ def isolate_caches() -> RunCaches:
         return RunCaches(Path(os.environ["IMGSEARCH_CACHE"]).parent, temporary=False, saved={})
     keep = os.environ.get("IMGSEARCH_TEST_CACHE")
     root = Path(keep).resolve() if keep else Path(tempfile.mkdtemp(prefix="imgsearch-test-run-"))
-    run = RunCaches(root, temporary=not keep, saved={v: os.environ.get(v) for v in CACHE_VARIABLES})
+    run = RunCaches(root, temporary=not keep,
+                    saved={v: os.environ.get(v) for v in (*CACHE_VARIABLES, *UNSET_VARIABLES)})
     run.watched = {path: listing(path) for path in user_caches()}
     for variable, folder in CACHE_VARIABLES.items():
         (root / folder).mkdir(parents=True, exist_ok=True)
         os.environ[variable] = str(root / folder)
+    for variable in UNSET_VARIABLES:
+        os.environ.pop(variable, None)
     return run
 
 

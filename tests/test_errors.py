@@ -169,6 +169,8 @@ def test_cli_usage_errors_stay_click_usage_errors(tmp_path, monkeypatch):
 
 def _web_cases():
     from imgsearch.search.errors import (
+        ChangedFileError,
+        DamagedShardError,
         HeadError,
         ImageDecodeError,
         ImageTooLargeError,
@@ -188,6 +190,11 @@ def _web_cases():
         (ImageDecodeError("a.png: not an image"), 400, "invalid_image", "a.png: not an image"),
         (ImageTooLargeError("a.png: image too large"), 413, "image_too_large", "a.png: image too large"),
         (ImageUnavailableError("image 3 is gone"), 404, "image_unavailable", "image 3 is gone"),
+        (ChangedFileError("image 3's file changed"), 409, "file_changed", "image 3's file changed"),
+        (DamagedShardError("shard part-00001.parquet of /srv/index is unreadable", "part-00001.parquet"), 503,
+         "shard_damaged", "shard part-00001.parquet of the index is damaged: this query reads it and cannot be "
+                          "answered until the index is repaired ('imgsearch verify --repair'); queries that do not "
+                          "read it are answered"),
         (InvalidVectorError("query vector contains NaN"), 400, "invalid_vector", "query vector contains NaN"),
         (InvalidInputError("k must be an integer"), 400, "bad_request", "k must be an integer"),
         # the server's own problems: logged, and the client learns nothing of its files

@@ -19,6 +19,22 @@ def test_every_cache_of_this_run_is_outside_the_users_home(request):
         assert not path.is_relative_to(user_home) or run.root.is_relative_to(user_home), variable
     assert default_cache_dir() == IndexConfig().cache_dir == run.root / "imgsearch"
     assert Path.home() == run.root / "home"
+    assert not [variable for variable in run_caches.UNSET_VARIABLES if variable in os.environ]
+
+
+def test_the_users_api_keys_never_reach_a_test(tmp_path, monkeypatch):
+    """A user's keys file and client key are theirs: a nested run unsets them, and puts them back after."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.delenv("IMGSEARCH_TEST_CACHE", raising=False)
+    monkeypatch.setenv("IMGSEARCH_KEYS", str(tmp_path / "users-keys.json"))
+    monkeypatch.setenv("IMGSEARCH_API_KEY", "isk_users_own")
+    nested = run_caches.isolate_caches()
+    from imgsearch.web.keys import default_keys_file
+
+    assert "IMGSEARCH_KEYS" not in os.environ and "IMGSEARCH_API_KEY" not in os.environ
+    assert default_keys_file().is_relative_to(nested.root)
+    run_caches.restore_caches(nested)
+    assert os.environ["IMGSEARCH_API_KEY"] == "isk_users_own"
 
 
 def test_a_subprocess_of_the_run_inherits_its_caches(request):

@@ -315,7 +315,15 @@ def info():
 @api.get("/health")
 def health():
     eng = engine()
-    return jsonify(status="ok", count=len(eng))
+    health = eng.health()
+    if getattr(current_app.extensions["imgsearch"], "last_error", None) is not None:  # a ReloadingEngine's
+        reasons = health.get("reasons", []) + [
+            f"the newest published version cannot be opened (the server log says why): version "
+            f"{eng.generation} is served until it is repaired ('imgsearch verify --repair')"]
+        health = {"status": "degraded", "reason": "; ".join(reasons), "reasons": reasons}
+    # 200 while degraded: the server answers every query that does not read the damage; a 503 here would make
+    # a load balancer drop it, and every query with it
+    return jsonify(**health, count=len(eng))
 
 
 @api.get("/openapi.json")

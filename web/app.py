@@ -32,6 +32,9 @@ DEFAULTS = {
     # than this is not previewed (413), since it would be decoded whole; at most THUMBNAIL_DECODES at once
     "THUMBNAIL_MAX_PIXELS": 25_000_000,
     "THUMBNAIL_DECODES": 2,
+    # explanations decode their images whole (a 49 MP PNG: ~150 MB of pixels) and run the model: at most this
+    # many at once (POST /api/explain waits, then 503 busy)
+    "EXPLAIN_DECODES": 2,
     # {"url": ...} queries: off, since the server then fetches what its clients name (search/query/remote.py guards
     # against reaching its own network); URL_QUERY_ALLOW_NETWORKS: CIDRs allowed although private or loopback
     "ALLOW_URL_QUERIES": False,
@@ -54,7 +57,7 @@ DEFAULTS = {
 
 # settings that must be whole numbers of at least 1
 _POSITIVE = ("MAX_CONTENT_LENGTH", "SERVER_THREADS", "CONNECTION_LIMIT", "CHANNEL_TIMEOUT", "THUMBNAIL_MAX_PIXELS",
-             "THUMBNAIL_DECODES")
+             "THUMBNAIL_DECODES", "EXPLAIN_DECODES")
 
 
 def create_app(config: dict | None = None, *, engine=None) -> Flask:
@@ -108,6 +111,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     app.extensions["imgsearch_url_policy"] = url_policy
     install_url_fetches(app)
     app.extensions["imgsearch_thumbnail_slots"] = threading.BoundedSemaphore(app.config["THUMBNAIL_DECODES"])
+    app.extensions["imgsearch_explain_slots"] = threading.BoundedSemaphore(app.config["EXPLAIN_DECODES"])
     register_error_handlers(app)
     install_host_checks(app)
     install_keys(app)

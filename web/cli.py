@@ -12,6 +12,7 @@ another command is writing the index); any other exception is a bug and keeps it
 from __future__ import annotations
 
 import logging
+import os
 from importlib.metadata import entry_points
 
 import click
@@ -53,10 +54,14 @@ class Commands(click.Group):
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("-v", "--verbose", is_flag=True, help="Log what happens (which runtime, cache hits).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log what happens (which runtime, cache hits) and show what TensorFlow and TFLite print.")
 @click.version_option(package_name="imgsearch", message="imgsearch %(version)s")
 def main(verbose: bool) -> None:
     """imgsearch: image similarity search with pretrained CNN embeddings and FAISS."""
+    # read by imgsearch.indexer.quiet, here and in worker processes: without it, the libraries' own output
+    # is kept in the cache's models/libraries.log, not shown
+    os.environ["IMGSEARCH_VERBOSE"] = "1" if verbose else "0"
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 

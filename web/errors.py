@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from imgsearch.search.errors import (
+    ChangedFileError,
+    DamagedShardError,
     ExternalVectorsError,
     HeadDamagedError,
     HeadError,
@@ -52,8 +54,11 @@ STATUS: dict[type[ImgsearchError], tuple[int, str]] = {
     ImageError: (400, "invalid_image"),  # an upload that is not an image
     ImageTooLargeError: (413, "image_too_large"),
     ImageUnavailableError: (404, "image_unavailable"),  # an indexed image whose file is gone
+    ChangedFileError: (409, "file_changed"),  # ... or holds another picture now: re-index to pick it up
     InvalidFilterError: (400, "invalid_filter"),  # an unknown field or operator, a value of the wrong type
     UnknownLabelError: (400, "unknown_label"),  # the message lists the labels the index has
+    # the server's own problem, but a known one with a known scope: the queries reading that shard (logged once)
+    DamagedShardError: (503, "shard_damaged"),
 }
 
 
@@ -77,14 +82,29 @@ class ApiError(ImgsearchError):
 
 
 def error_of(exc: ImgsearchError) -> tuple[int, str, str] | None:
-    """(HTTP status, code, message) of an error the caller can fix, as a response would carry them; None for
-    the server's own problems (a batch answers those as a whole request's failure)."""
+    """(HTTP status, code, message) of an error ``STATUS`` names, as a response would carry them; None for
+    the server's own problems (logged, answered 500 ``internal_error``)."""
     if isinstance(exc, ApiError):
         return exc.status, exc.code, exc.message
     mapped = status_of(exc)
-    return None if mapped is None else (*mapped, str(exc)[:MAX_MESSAGE])
+    return None if mapped is None else (*mapped, public_message(exc)[:MAX_MESSAGE])
 
 
+def public_message(exc: ImgsearchError) -> str:
+    """What a client is told of ``exc``: its message, but of a damaged shard only its name (not the server's
+    paths); the first time a shard is found damaged, the whole message goes to the log (once, no traceback)."""
+    if not isinstance(exc, DamagedShardError):
+        return str(exc)
+    logged = current_app.extensions.setdefault("imgsearch_damaged_logged", set())
+    if exc.shard not in logged:
+        logged.add(exc.shard)
+        log.error("%s (answering 503 shard_damaged to the queries that read it; GET /api/health says degraded)",
+                  exc)
+    return (f"shard {exc.shard} of the index is damaged: this query reads it and cannot be answered until the "
+            "index is repaired ('imgsearch verify --repair'); queries that do not read it are answered")
+
+
+GENERIC = "internal server error; the server log has the details"  # all a client learns of a 500
 MAX_MESSAGE = 2000  # characters: messages quote at most ~200 of a caller's value (quote()); this is the backstop
 
 
@@ -110,7 +130,7 @@ def register_error_handlers(app: Flask) -> None:
         mapped = status_of(exc)
         if mapped is None:
             return unexpected(exc)
-        return _respond(*mapped, str(exc))
+        return _respond(*mapped, public_message(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -130,4 +150,4 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _respond(500, "internal_error", "internal server error; the server log has the details")
+        return _respond(500, "internal_error", GENERIC)

@@ -8,10 +8,12 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from imgsearch.search.errors import ImageError, ImageUnavailableError, InvalidFieldError
 from imgsearch.search.query.numbers import id_field
+from imgsearch.search.query.regions import parse_box
 from imgsearch.web.api import _parse_head, engine
 from imgsearch.web.errors import ApiError
 
 explain_api = Blueprint("explain", __name__, url_prefix="/api")
+EXPLAIN_WAIT = 30.0  # seconds a request waits for a free slot (an explanation takes a second or two)
 
 
 def _parse_id(raw, what: str) -> int:
@@ -24,7 +26,11 @@ def _parse_id(raw, what: str) -> int:
 @explain_api.post("/explain")
 def explain():
     """Multipart ``image`` (the query) + ``id`` (the result), or JSON ``{"query": {"id": Q}, "id": R}``;
-    ``head`` for the head-aware score.  Answers the score and the two grids of shares, rows first."""
+    ``head`` for the head-aware score; ``box`` to explain that region of the query (as a search with that box
+    scores it; a bad one is 400 invalid_box).  Answers the score and the two grids of shares, rows first.
+
+    Decoding a query or result image whole is the costly part (a 49 MP PNG is ~150 MB of pixels, more while
+    converted): at most EXPLAIN_DECODES explanations run at once, the rest wait EXPLAIN_WAIT seconds, then 503."""
     started = time.perf_counter()
     eng = engine()
     if request.mimetype == "multipart/form-data" or request.files:
@@ -53,14 +59,24 @@ def explain():
         raise ApiError(400, "missing_field", "name the result to explain in 'id'")
     result_id = _parse_id(fields["id"], "id")
     head = _parse_head(fields.get("head"), required=False)
+    box = fields.get("box")
+    if box is not None:
+        box = parse_box(box)  # 400 invalid_box before anything is decoded or waited for
+        described["box"] = list(box)
+    slots = current_app.extensions["imgsearch_explain_slots"]
+    if not slots.acquire(timeout=EXPLAIN_WAIT):
+        raise ApiError(503, "busy", f"more than {current_app.config['EXPLAIN_DECODES']} explanations are being "
+                                    "computed; try again in a moment")
     try:
-        why = eng.explain(query, result_id, head=head, max_pixels=current_app.config["MAX_IMAGE_PIXELS"])
+        why = eng.explain(query, result_id, head=head, max_pixels=current_app.config["MAX_IMAGE_PIXELS"], box=box)
     except ImageUnavailableError:
         raise  # an indexed image's file: its message names it
     except ImageError as exc:
         if described["type"] != "image":
             raise
         raise exc.about(described["filename"]) from None
+    finally:
+        slots.release()
     size = current_app.config["THUMBNAIL_SIZE"]
     return jsonify(**why.to_dict(), query=described, backbone=eng.backbone,
                    thumbnail_url=url_for("api.image", row_id=result_id, size=size),

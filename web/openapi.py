@@ -9,59 +9,20 @@ from imgsearch.search.query.filters import COMPARISONS, ISO_PATTERN, NUMBER_FIEL
 from imgsearch.web.examples import EXAMPLE_FIELDS, MAX_BATCH
 from imgsearch.web.openapi_access import add_access_control
 from imgsearch.web.openapi_duplicates import DUPLICATE_EVIDENCE
+from imgsearch.web.openapi_parts import CONFLICT, DAMAGED, HEALTH, HEALTH_SCHEMA, error_response, explain_path
 
 
-def _error(description: str) -> dict:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-
-
-def _explain_path(max_upload_bytes: int) -> dict:
-    """POST /api/explain (web/explain.py): a pair's score split over both images' cells."""
-    result_id = {"type": "integer", "description": "the result to explain: an indexed image's id"}
-    head = {"type": "string", "description": "split the head-aware score; the head's part is head_share"}
-    grid = {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
-            "description": "signed shares of the score, rows first from the top, over the centred square of the "
-                           "image the model sees (7 x 7 for efficientnet-lite0 at 224 px)"}
-    return {"post": {
-        "summary": "Why a result matches: its score split over the query's and the result's feature-map cells",
-        "description": "Each grid adds up (with head_share) to the score search gives the pair. Costs one forward "
-                       "pass for the result's image and one for the query's (an upload, or an id's file), fewer "
-                       "when their maps are cached.",
-        "requestBody": {"required": True, "content": {
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["image", "id"],
-                "properties": {"image": {"type": "string", "format": "binary",
-                                         "description": f"the query, at most {max_upload_bytes} bytes"},
-                               "id": result_id, "head": head}}},
-            "application/json": {"schema": {
-                "type": "object", "required": ["query", "id"],
-                "properties": {"query": {"type": "object", "required": ["id"],
-                                         "properties": {"id": {"type": "integer"}}},
-                               "id": result_id, "head": head}}},
-        }},
-        "responses": {
-            "200": {"description": "The score and its split", "content": {"application/json": {"schema": {
-                "type": "object",
-                "required": ["score", "query_shares", "result_shares", "query_sum", "result_sum", "grid", "id"],
-                "properties": {"score": {"type": "number"}, "query_shares": grid, "result_shares": grid,
-                               "query_sum": {"type": "number"}, "result_sum": {"type": "number"},
-                               "grid": {"type": "array", "items": {"type": "integer"}, "description": "[rows, cols]"},
-                               "head": {"type": ["string", "null"]}, "head_share": {"type": "number"},
-                               "id": {"type": "integer"}, "query_id": {"type": ["integer", "null"]},
-                               "forward_passes": {"type": "integer"},
-                               "residual": {"type": "object", "description": "the part of the score each map "
-                                            "did not account for (int8), spread evenly over its cells"},
-                               "query": {"type": "object"}, "thumbnail_url": {"type": "string"},
-                               "took_ms": {"type": "number"}}}}}},
-            "400": _error("Not an image, missing field, a vector query, bad id or head; "
-                          "image_queries_unsupported: the index holds vectors made elsewhere (no model to explain)"),
-            "404": _error("Unknown id, or an indexed image whose file is gone or changed"),
-            "409": _error("The head named is damaged: retrain it"),
-            "413": _error("Upload over the size limit, or an image over the pixel limit"),
-        },
-    }}
-
+def _query_errors(bad_request: str) -> dict:
+    """The errors of a query by image, id, vector or URL (search and classify); ``bad_request``: its 400's words."""
+    return {
+        "400": error_response(bad_request),
+        "403": error_response("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
+        "404": error_response("Unknown id, or (with a box) an indexed image whose file is gone"),
+        "409": error_response(CONFLICT),
+        "413": error_response("Upload over the size limit, or an image over the pixel limit"),
+        "503": error_response("A url query while MAX_URL_FETCHES fetches run (busy; Retry-After says when); or "
+                              + DAMAGED),
+    }
 
 def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     k = {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}
@@ -95,6 +56,7 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     spec["paths"].update(_heads_paths(vector))
     add_access_control(spec)
     spec["components"]["schemas"]["Head"] = _HEAD_SCHEMA
+    spec["components"]["schemas"]["Health"] = HEALTH_SCHEMA
     return spec
 
 
@@ -123,28 +85,25 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                     "200": {"description": "Results, best first (with a filter: only images it selects; none "
                                            "selected: empty results and a note)",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
-                    "400": _error("Not an image, missing field, bad k, min_score, offset, id, vector, head, example, "
-                                  "weight, strategy or box (invalid_box); a filter with an unknown field, operator or "
-                                  "label (invalid_filter, unknown_label); a URL refused (url_not_allowed, with the "
-                                  "reason) or not fetched (url_fetch_failed)"),
-                    "403": _error("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
-                    "404": _error("Unknown id"),
-                    "409": _error("The head named is damaged: retrain it"),
-                    "413": _error("Upload over the size limit, or an image over the pixel limit"),
-                    "503": _error("A url query while MAX_URL_FETCHES fetches run (busy); Retry-After says when"),
+                    **_query_errors("Not an image, missing field, bad k, min_score, offset, id, vector, head, "
+                                    "example, weight, strategy or box (invalid_box); a filter with an unknown field, "
+                                    "operator or label (invalid_filter, unknown_label); a URL refused "
+                                    "(url_not_allowed, with the reason) or not fetched (url_fetch_failed)"),
                 },
             }},
             "/api/search/batch": {"post": {
                 "summary": "Several searches in one request, answered in order",
                 "description": "Each query is what POST /api/search takes as JSON. A query that fails is answered "
-                               "in its place by its error object and HTTP status; the others are still answered.",
+                               "in its place by its error object and the HTTP status it would have had alone (a "
+                               "bug or the server's own problem: 500 internal_error, logged); the others are "
+                               "still answered, and the batch is 200.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "$ref": "#/components/schemas/BatchRequest"}}}},
                 "responses": {
                     "200": {"description": "One answer per query, in order: its results, or its error",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResponse"}}}},
-                    "400": _error("Not {\"queries\": [...]}, or no query"),
-                    "413": _error(f"More than {MAX_BATCH} queries, or a body over {max_upload_bytes} bytes"),
+                    "400": error_response("Not {\"queries\": [...]}, or no query"),
+                    "413": error_response(f"More than {MAX_BATCH} queries, or a body over {max_upload_bytes} bytes"),
                 },
             }},
             "/api/classify": {"post": {
@@ -166,15 +125,11 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                 "responses": {
                     "200": {"description": "Predictions, most probable first",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClassifyResponse"}}}},
-                    "400": _error("Not an image, missing field, unknown head, bad top, id, vector or box; a URL "
-                                  "refused (url_not_allowed) or not fetched (url_fetch_failed)"),
-                    "403": _error("A url query, and this server's ALLOW_URL_QUERIES is off (url_queries_disabled)"),
-                    "404": _error("Unknown id"),
-                    "409": _error("The head named is damaged: retrain it"),
-                    "413": _error("Upload over the size limit, or an image over the pixel limit"),
+                    **_query_errors("Not an image, missing field, unknown head, bad top, id, vector or box; a URL "
+                                    "refused (url_not_allowed) or not fetched (url_fetch_failed)"),
                 },
             }},
-            "/api/explain": _explain_path(max_upload_bytes),
+            "/api/explain": explain_path(max_upload_bytes),
             "/api/images/{id}": {"get": {
                 "summary": "An indexed image as JPEG",
                 "parameters": [
@@ -185,10 +140,12 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                      "description": "fit the image in size x size pixels"},
                 ],
                 "responses": {"200": {"description": "JPEG image", "content": {"image/jpeg": {}}},
-                              "400": _error("Not an id (an integer from 0 to 2**63 - 1), or a bad size"),
-                              "404": _error("Unknown id or file gone"),
-                              "413": _error("Too large to preview (not a JPEG, over THUMBNAIL_MAX_PIXELS)"),
-                              "503": _error("Too many images being decoded at once: try again")},
+                              "400": error_response("Not an id (an integer from 0 to 2**63 - 1), or a bad size"),
+                              "404": error_response("Unknown id or file gone"),
+                              "409": error_response("The file changed since it was indexed (file_changed): re-index it"),
+                              "413": error_response("Too large to preview (not a JPEG, over THUMBNAIL_MAX_PIXELS)"),
+                              "503": error_response("Too many images being decoded at once: try again (busy); or "
+                                            + DAMAGED)},
             }},
             "/api/duplicates": {"get": {
                 "summary": "Groups of near-duplicate images and of exact copies, a page at a time",
@@ -215,7 +172,7 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                 "responses": {
                     "200": {"description": "One page of groups, in order of their keeper's id",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DuplicatesResponse"}}}},
-                    "400": _error("Bad threshold, keep, offset or limit"),
+                    "400": error_response("Bad threshold, keep, offset or limit"),
                 },
             }},
             "/api/info": {"get": {"summary": "Backbone, size and limits of the index",
@@ -223,9 +180,9 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                                                                        "inverted lists are a memory-mapped file, "
                                                                        "searched on CPU",
                                                         "content": {"application/json": {}}}}}},
-            "/api/health": {"get": {"summary": "Liveness",
-                                    "responses": {"200": {"description": "ok",
-                                                          "content": {"application/json": {}}}}}},
+            "/api/health": {"get": {"summary": "Liveness, and whether the version served is damaged",
+                                    "responses": {"200": {"description": HEALTH, "content": {"application/json": {
+                                        "schema": {"$ref": "#/components/schemas/Health"}}}}}}},
         },
         "components": {"schemas": {
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
@@ -354,7 +311,7 @@ def _heads_paths(vector: dict) -> dict:
                          {"type": "object", "properties": {"vector": vector}, "required": ["vector"]},
                          {"type": "object", "properties": {"image": {"type": "string", "contentEncoding": "base64"}},
                           "required": ["image"]}]}
-    refused = _error("Training is not allowed for this request (write_scope_required: a read key); the message says why")
+    refused = error_response("Training is not allowed for this request (write_scope_required: a read key); the message says why")
     return {
         "/api/heads": {
             "get": {"summary": "The index's heads, and whether this server trains them",
@@ -377,20 +334,20 @@ def _heads_paths(vector: dict) -> dict:
                     "201": {"description": "The head, with its cross-validated metrics", "content": {
                         "application/json": {"schema": {"type": "object", "properties": {
                             "head": head_ref, "training": training}}}}},
-                    "400": _error("Bad name, model or examples (an unknown id, an empty class, one class)"),
+                    "400": error_response("Bad name, model or examples (an unknown id, an empty class, one class)"),
                     "403": refused,
-                    "409": _error("Another command is writing the index; try again"),
-                    "413": _error("Too many examples in one request"),
+                    "409": error_response("Another command is writing the index; try again"),
+                    "413": error_response("Too many examples in one request"),
                 }},
         },
         "/api/heads/{name}": {
             "get": {"summary": "One head", "parameters": [{"name": "name", "in": "path", "required": True,
                                                            "schema": {"type": "string"}}],
                     "responses": {"200": {"description": "the head", "content": {"application/json": {}}},
-                                  "400": _error("No such head")}},
+                                  "400": error_response("No such head")}},
             "delete": {"summary": "Delete a head", "parameters": [{"name": "name", "in": "path", "required": True,
                                                                    "schema": {"type": "string"}}],
                        "responses": {"200": {"description": "deleted", "content": {"application/json": {}}},
-                                     "403": refused, "404": _error("No such head")}},
+                                     "403": refused, "404": error_response("No such head")}},
         },
     }

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from imgsearch.indexer.errors import ExecutionError
-from imgsearch.indexer.folder.store import IndexFormatError
+from imgsearch.indexer.folder.store import MANIFEST, SHARD_DIR, IndexFormatError
 from imgsearch.indexer.inputs.outputs import LOCK_FILE  # listings recognise index folders by it
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,11 @@ def writer_lock(index_dir, *, wait: bool = True, command: str | None = None,
         folder.mkdir(parents=True, exist_ok=True)
     elif not folder.is_dir():
         raise IndexFormatError(f"{folder} is not an imgsearch index (no such folder); create one with "
+                               f"'imgsearch index SRC --index {folder}'")
+    elif not (folder / MANIFEST).exists() and not (folder / SHARD_DIR).is_dir():
+        # a folder of pictures named by mistake: no lock file there, which would mark it as an index folder
+        # that indexing never lists (inputs/outputs.py)
+        raise IndexFormatError(f"{folder} is not an imgsearch index (no {MANIFEST}); create one with "
                                f"'imgsearch index SRC --index {folder}'")
     key = (threading.get_ident(), os.path.realpath(folder))
     with _held_guard:

@@ -8,22 +8,19 @@ This module is the only one that knows the layout::
     DIR/skipped.log            one line per file that could not be indexed
     DIR/copies-KEY.parquet     optional: files whose content an indexed image has (``copies``)
 
-Every file is written under a temporary name and renamed into place, and the
-manifest is replaced last, so a reader sees either the old index or the new
-one, never half of one.  Shards that were completed by an interrupted run are
-on disk but not yet in the manifest; the next run adopts them.
+Every file is written under a temporary name and renamed into place, and the manifest is replaced last,
+so a reader sees either the old index or the new one, never half of one.  Shards that were completed by an
+interrupted run are on disk but not yet in the manifest; the next run adopts them.
 
-The manifest records the size and sha256 of every file it publishes
-(``files``), so damage after publishing can be told apart from a valid index
-(``indexer/folder/verify.py``), and shards carry Parquet page checksums, checked on
-every read.  Files a new version no longer uses (the previous FAISS file,
-shards replaced by a removal, the previous whitening) are kept until the
-version after it is published, so a server still answering from the previous
-version while it opens the new one never finds its files gone.
+The manifest records the size and sha256 of every file it publishes (``files``), so damage after publishing
+can be told apart from a valid index (``indexer/folder/verify.py``), and shards carry Parquet page checksums,
+checked on every read.  Files a new version no longer uses (the previous FAISS file, shards replaced by a
+removal, the previous whitening) are kept until the version after it is published, so a server still
+answering from the previous version while it opens the new one never finds its files gone.
 
-Paths and labels are stored losslessly, whatever their bytes (``texts``: as
-themselves when valid UTF-8, else NUL + the percent-encoded bytes): columns
-are built by ``texts.text_array`` and read back by ``texts.texts_of``.
+Paths and labels are stored losslessly, whatever their bytes (``texts``: as themselves when valid UTF-8,
+else NUL + the percent-encoded bytes): columns are built by ``texts.text_array`` and read back by
+``texts.texts_of``.
 """
 
 from __future__ import annotations
@@ -79,6 +76,14 @@ class IndexFormatError(DamagedIndexError, RuntimeError):
     """The folder is not a usable index; the message says what is wrong."""
 
 
+class DamagedShardError(IndexFormatError):
+    """A published shard that cannot be read (bytes garbled, cut short, gone): ``shard`` names it."""
+
+    def __init__(self, message: str, shard: str = ""):
+        super().__init__(message)
+        self.shard = shard
+
+
 def shard_name(number: int) -> str:
     return f"part-{number:05d}.parquet"  # names sort in the order shards were written
 
@@ -117,6 +122,7 @@ class EmbeddingStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.fingerprint: dict | None = None  # the embedder a writer's shards record (folder/evidence.py)
+        self.damaged: dict[str, str] = {}  # shard -> why a read of it failed, since this store was made
 
     # ------------------------------------------------------------ manifest
     @property
@@ -131,10 +137,8 @@ class EmbeddingStore:
         try:
             manifest = json.loads(self.manifest_path.read_bytes())
         except FileNotFoundError:
-            raise IndexFormatError(
-                f"{self.root} is not an imgsearch index (no {MANIFEST}); create one with "
-                f"'imgsearch index SRC --index {self.root}'"
-            ) from None
+            raise IndexFormatError(f"{self.root} is not an imgsearch index (no {MANIFEST}); create one with "
+                                   f"'imgsearch index SRC --index {self.root}'") from None
         except IsADirectoryError:
             raise IndexFormatError(f"{self.manifest_path} is a folder, not a manifest; {_DAMAGED}") from None
         except OSError as exc:
@@ -144,10 +148,8 @@ class EmbeddingStore:
                                    f"{_DAMAGED}") from None
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
         if isinstance(manifest, dict) and version not in READABLE_FORMATS:
-            raise IndexFormatError(
-                f"{self.root} has index format {str(version)[:20]}, this imgsearch reads "
-                f"{' and '.join(map(str, READABLE_FORMATS))}; re-index the images"
-            )
+            raise IndexFormatError(f"{self.root} has index format {str(version)[:20]}, this imgsearch reads "
+                                   f"{' and '.join(map(str, READABLE_FORMATS))}; re-index the images")
         try:
             check_manifest_shape(manifest)
         except ManifestShapeError as exc:
@@ -226,9 +228,7 @@ class EmbeddingStore:
 
     def completed_shards(self) -> list[str]:
         """All fully written shards, published or left by an interrupted run."""
-        if not self.shard_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.shard_dir.glob("part-*.parquet"))
+        return sorted(p.name for p in self.shard_dir.glob("part-*.parquet")) if self.shard_dir.is_dir() else []
 
     def shard_paths(self, names: Iterable[str]) -> list[str]:
         return [str(self.shard_dir / n) for n in names]
@@ -272,11 +272,8 @@ class EmbeddingStore:
         return result
 
     def rewrite_without(self, shards: Sequence[str], remove_ids) -> tuple[list[str], list[str]]:
-        """New shard list with the rows of ``remove_ids`` left out, and the shards that were replaced.
-
-        Affected shards are rewritten as new shards (the originals stay on disk
-        until the caller has published and deletes them).
-        """
+        """New shard list with the rows of ``remove_ids`` left out, and the shards that were replaced (rewritten
+        as new shards; the originals stay on disk until the caller has published and deletes them)."""
         import pyarrow.compute as pc
 
         remove = pa.array(sorted(int(i) for i in remove_ids), pa.int64())
@@ -300,26 +297,27 @@ class EmbeddingStore:
     def read_table(self, shards: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
         if not shards:
             return schema(1).empty_table().select(columns or schema(1).names)
-        try:
-            tables = [_read_parquet(p, columns=columns) for p in self.shard_paths(shards)]
-        except (OSError, pa.ArrowException) as exc:
-            raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
+        tables = self._each_shard(shards, lambda p: _read_parquet(p, columns=columns))
         return pa.concat_tables(tables, promote_options="default")  # shards of formats 1-3 lack FILE_COLUMNS
 
     def read_columns(self, shards: Sequence[str], columns: Sequence[str]) -> pa.Table:
         """``columns`` of every row, in shard order; FILE_COLUMNS a shard of formats 1-3 lacks are null."""
-        try:
-            tables = [read_shard_columns(_read_parquet, p, columns) for p in self.shard_paths(shards)]
-        except (OSError, pa.ArrowException) as exc:
-            raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
+        tables = self._each_shard(shards, lambda p: read_shard_columns(_read_parquet, p, columns))
         return pa.concat_tables(tables) if tables else schema(1).empty_table().select(list(columns))
 
     def shard_rows(self, shards: Sequence[str]) -> list[int]:
         """Rows of each shard, from the Parquet footers (no data read)."""
-        try:
-            return [pq.ParquetFile(p).metadata.num_rows for p in self.shard_paths(shards)]
-        except (OSError, pa.ArrowException) as exc:
-            raise IndexFormatError(f"a shard of {self.root} is unreadable: {exc}") from exc
+        return self._each_shard(shards, lambda p: pq.ParquetFile(p).metadata.num_rows)
+
+    def _each_shard(self, shards: Sequence[str], read) -> list:
+        """``read(path)`` of each of ``shards``; DamagedShardError naming the one that fails."""
+        found = []
+        for name in shards:
+            try:
+                found.append(read(str(self.shard_dir / name)))
+            except (OSError, pa.ArrowException) as exc:
+                raise self.unreadable_shard(exc, name) from exc
+        return found
 
     def open_shard(self, name: str, read_dictionary: Sequence[str] = ()) -> pq.ParquetFile:
         """One shard, open for reading column by column and row group by row group (page checksums
@@ -332,18 +330,19 @@ class EmbeddingStore:
         except (OSError, pa.ArrowException) as exc:
             raise self.unreadable_shard(exc, name) from exc
 
-    def unreadable_shard(self, exc: Exception, name: str) -> IndexFormatError:
-        return IndexFormatError(f"shard {name} of {self.root} is unreadable: {exc}; check the index with "
-                                f"'imgsearch verify --index {self.root}'")
+    def unreadable_shard(self, exc: Exception, name: str) -> DamagedShardError:
+        """The error for a failed read of shard ``name``, remembered in ``damaged`` (a server's health)."""
+        self.damaged.setdefault(name, str(exc)[:300])
+        return DamagedShardError(f"shard {name} of {self.root} is unreadable: {exc}; check the index with "
+                                 f"'imgsearch verify --index {self.root}'", name)
 
     def read_embedding(self, shards: Sequence[str], row_id: int) -> np.ndarray | None:
         """The stored (D,) embedding of one id, reading only what the filter needs."""
-        for path in self.shard_paths(shards):
+        for name in shards:
             try:
-                t = _read_parquet(path, columns=["embedding"], filters=[("id", "=", row_id)])
+                t = _read_parquet(self.shard_dir / name, columns=["embedding"], filters=[("id", "=", row_id)])
             except (OSError, pa.ArrowException) as exc:
-                raise IndexFormatError(f"shard {path} is unreadable: {exc}; check the index with "
-                                       f"'imgsearch verify --index {self.root}'") from exc
+                raise self.unreadable_shard(exc, name) from exc
             if t.num_rows:
                 return embeddings_of(t)[0]
         return None

@@ -62,6 +62,7 @@ def check_manifest_shape(manifest) -> None:
     _type(backbone.get("name"), str, "backbone.name", "a string")
     _optional(backbone, "input_size", lambda v: _int(v, "backbone.input_size"))  # 0: vectors without a model
     _optional(backbone, "precision", _check_precision)  # absent: float32 (indexes from before precisions)
+    _optional(backbone, "precision_reason", lambda v: _type(v, str, "backbone.precision_reason", "a string"))
     _optional(backbone, "calibration", lambda v: _type(v, dict, "backbone.calibration", "an object"))
     _optional(backbone, "resample", _check_resample)  # absent: bicubic (indexes from before it was recorded)
     _optional(backbone, "external", lambda v: _type(v, bool, "backbone.external", "true or false"))

@@ -141,6 +141,8 @@ def verify_index(index_dir, *, checksums: bool = True) -> VerifyReport:
     """Check everything an index folder publishes; the report lists each problem found."""
     store = EmbeddingStore(index_dir)
     report = VerifyReport(str(index_dir))
+    if not (store.root / MANIFEST).exists() and not store.shard_dir.exists():
+        store.read_manifest()  # no index here at all (a mistyped --index): its error, not a damage report
     try:
         manifest = store.read_manifest()
     except IndexFormatError as exc:

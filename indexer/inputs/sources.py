@@ -114,6 +114,18 @@ def _from_uri(source: str) -> Iterator[ImageFile]:
         raise SourceNotFoundError(f"no such file or folder: {source}")
 
 
+def _without_line_ending(parent, line: str, remote: bool) -> str:
+    """``line`` without the ``\r`` of a ``\r\n`` ending, unless the ``\r`` is the last character of a local
+    file's name: a name ending in ``\r`` whose twin without it does not exist (Windows lists keep working)."""
+    if not line.endswith("\r"):
+        return line
+    if not remote and not filesystems.is_uri(line):
+        full = os.path.join(parent, line)
+        if os.path.lexists(full) and not os.path.lexists(full[:-1]):
+            return line
+    return line[:-1]
+
+
 def _entry(base: Path | str, path: str, label: str | None) -> ImageFile:
     """One list entry: ``path`` exactly as written (absolute, a URI, or relative to the list's folder)."""
     if filesystems.is_uri(path):
@@ -156,7 +168,8 @@ def _checked_name(list_path, line: int, name: str, entry: ImageFile, remote: boo
 def _read_list(path: Path | str) -> Iterator[ImageFile]:
     """Entries of a list file, local or at a URI (read whole: lists are small next to their images).
 
-    A text list's line is a path exactly as written but its line ending (``\\n`` or ``\\r\\n``): spaces,
+    A text list's line is a path exactly as written but its line ending (``\\n`` or ``\\r\\n``; a name that
+    ends in ``\\r`` is kept whole when only it exists): spaces,
     tabs, quotes and bytes that are not UTF-8 are part of the name.  A line that is empty or only whitespace
     is skipped, as is one whose first character is ``#`` (a comment; list ``./#name`` for such a file).  A
     name holding a newline, or made only of whitespace, is listed in a CSV (quoted) or Parquet list, whose
@@ -167,7 +180,7 @@ def _read_list(path: Path | str) -> Iterator[ImageFile]:
     suffix = posixpath.splitext(str(path))[1].lower()
     if suffix in (".txt", ".lst"):
         for number, line in enumerate(_list_text(path, remote).split("\n"), 1):
-            line = line.removesuffix("\r")
+            line = _without_line_ending(parent, line, remote)
             if line.strip() and not line.startswith("#"):
                 yield _checked_name(path, number, line, _entry(parent, line, None), remote)
     elif suffix == ".csv":

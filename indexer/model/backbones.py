@@ -28,8 +28,9 @@ import numpy as np
 from imgsearch.indexer.atomic import atomic_path
 from imgsearch.indexer.errors import ImgsearchError
 from imgsearch.indexer.progress import step
+from imgsearch.indexer.quiet import quiet_environment
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_environment()  # before TensorFlow is imported: its C++ logs, errors only unless --verbose
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def _load_keras_app(spec: BackboneSpec, weights: str | None, cache_dir: Path) ->
     module_name, class_name = spec.source
     module = getattr(keras.applications, module_name)
     weights = weights or "imagenet"
-    if weights != "imagenet" and not Path(weights).is_file():
+    if weights != "imagenet" and not os.path.isfile(weights):
         raise BackboneError(f"weights file not found: {weights} (pass 'imagenet' or a local .h5 file)")
     try:
         model = getattr(module, class_name)(

@@ -33,6 +33,7 @@ from imgsearch.indexer.config import RUNTIMES, check_precision
 from imgsearch.indexer.errors import InvalidInputError
 from imgsearch.indexer.model.backbones import Backbone
 from imgsearch.indexer.progress import step
+from imgsearch.indexer.quiet import captured, libraries_log
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,16 @@ def gpu_visible() -> bool:
 
     if "tensorflow" not in sys.modules and not glob.glob("/dev/nvidia[0-9]*") and not glob.glob("/dev/dxg"):
         return False
-    import tensorflow as tf
+    from imgsearch.indexer.config import default_cache_dir
 
-    return bool(tf.config.list_physical_devices("GPU"))
+    with captured(libraries_log(default_cache_dir()), "looking for a GPU"):
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+
+
+# about how long converting a model takes on a laptop's CPU, said before it starts
+PREPARE_SECONDS = {"float32": 20, "int8": 40}
 
 
 def resolve_runtime(requested: str = "auto", precision: str = "float32") -> str:
@@ -84,6 +92,12 @@ class TFFunctionRunner:
     name = "tf.function"
 
     def __init__(self, backbone: Backbone, outputs: str = "features"):
+        from imgsearch.indexer.config import default_cache_dir
+
+        with captured(libraries_log(default_cache_dir()), f"building the tf.function of {backbone.name}"):
+            self._build(backbone, outputs)
+
+    def _build(self, backbone: Backbone, outputs: str) -> None:
         import tensorflow as tf
 
         size = backbone.input_size
@@ -153,9 +167,10 @@ def tflite_model(backbone: Backbone, cache_dir: Path, precision: str = "float32"
     path = _tflite_cache_path(backbone, cache_dir, precision, calibration, outputs)
     if path.is_file():
         return path.read_bytes()
-    what = "its explaining model" if outputs == "map" else "it"
-    with step(f"preparing {backbone.name} for this machine ({precision}: converting {what} to TFLite), once; "
-              f"cached in {path.parent}"):
+    what = ", its explaining model," if outputs == "map" else ""
+    with captured(libraries_log(cache_dir), f"preparing {path.name}"), \
+            step(f"preparing {backbone.name}{what} for this CPU ({precision} TFLite), once: about "
+                 f"{PREPARE_SECONDS[precision]} s; cached in {path.parent}", say=True):
         data = _convert(backbone, precision, calibration, outputs, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
@@ -178,18 +193,30 @@ def _convert(backbone: Backbone, precision: str, calibration, outputs: str, path
     return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
-def default_precision(backbone_name: str, runtime: str = "auto") -> str:
-    """The precision of a new index when none is asked for.
+def default_precision(backbone: Backbone, runtime: str = "auto", cache_dir: Path | None = None,
+                      calibration=None) -> tuple[str, str]:
+    """(precision, reason) of a new index when none is asked for; the manifest records both.
 
-    int8 where it was measured to keep retrieval quality (the efficientnet-lite
-    backbones, within 0.01 of float32 on every row of scripts/eval_precision.py's
-    table) and runs faster: through TFLite, on a CPU.  float32 for the GPU's
-    tf.function (``runtime="tf"``, or ``"auto"`` with a GPU visible) and for the
-    other backbones.  An existing index keeps its own precision whatever this says.
+    int8 only where it was measured to keep retrieval quality (the efficientnet-lite backbones, within
+    0.01 of float32 on every row of scripts/eval_precision.py's table) and where it is measurably faster
+    on this CPU (``precision_choice``: an x86 CPU without VNNI or AMX gets float32 from its flags; elsewhere
+    both models are timed once, cached).  float32 for the GPU's
+    tf.function (``runtime="tf"``, or ``"auto"`` with a GPU visible) and for the other backbones.
+    An existing index keeps its own precision whatever this says.
     """
-    if not backbone_name.startswith("efficientnet-lite") or runtime == "tf":
-        return "float32"
-    return "float32" if runtime == "auto" and gpu_visible() else "int8"
+    from imgsearch.indexer.config import default_cache_dir
+    from imgsearch.indexer.model.precision_choice import measured_precision
+
+    if not backbone.name.startswith("efficientnet-lite") or getattr(backbone, "runner", None) is not None:
+        return "float32", f"float32: int8 is offered for the efficientnet-lite backbones, not {backbone.name}"
+    if runtime == "tf":
+        return "float32", "float32: the tf.function runtime runs float32 only"
+    if runtime == "auto" and gpu_visible():
+        return "float32", "float32: a GPU runs the float32 tf.function"
+    cache_dir, threads = Path(cache_dir) if cache_dir else default_cache_dir(), os.cpu_count() or 1
+    calibration = _calibration(calibration, "int8")
+    return measured_precision(backbone, cache_dir, lambda precision: TFLiteRunner(
+        backbone, cache_dir, threads, precision, calibration if precision == "int8" else None), threads)
 
 
 def check_int8_backbone(name: str) -> None:
@@ -242,8 +269,11 @@ class TFLiteRunner:
         self.threads = threads or os.cpu_count() or 1
         self.precision = precision
         self.outputs = outputs
-        self._interp = interpreter_class(
-            model_content=tflite_model(backbone, cache_dir, precision, calibration, outputs), num_threads=self.threads)
+        content = tflite_model(backbone, cache_dir, precision, calibration, outputs)
+        # the TFLite runtime says "Created TensorFlow Lite XNNPACK delegate for CPU." on the first allocation
+        with captured(libraries_log(cache_dir), f"loading the {precision} model of {backbone.name}"):
+            self._interp = interpreter_class(model_content=content, num_threads=self.threads)
+            self._interp.allocate_tensors()
         details = self._interp.get_input_details()[0]
         self._input = details["index"]
         self._raw_input = details["dtype"] == np.uint8  # preprocessing is inside the flatbuffer

@@ -210,7 +210,10 @@ def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike
     ``files`` and ``backbone``: the listing and the model when they come from elsewhere than ``sources``
     and the config (vectors made by another model: ``index_vectors``).
     """
+    from imgsearch.indexer.run.placement import index_placement
+
     started = time.perf_counter()
+    notes = index_placement(sources, index_dir)  # an index folder that is a source, or holds one: refused
     # the run's one listing (nothing is read yet): fails early on a missing source, sizes the progress
     # bar, and with sync tells which indexed files are gone
     outputs = OutputFilter([index_dir])  # what imgsearch wrote is never listed, the run's own folder first
@@ -218,7 +221,9 @@ def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike
     for path, reason in outputs.left_out:
         log.warning("left out %s: %s", path, reason)
     with writer_lock(index_dir, wait=wait, create=True):
-        return _run_locked(files, index_dir, config, stage, sync, started, backbone, outputs.left_out)
+        summary = _run_locked(files, index_dir, config, stage, sync, started, backbone, outputs.left_out)
+    summary.notes.extend(notes)
+    return summary
 
 
 def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: IndexConfig, stage: EmbedStage,
@@ -229,7 +234,8 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
     summary.skipped.extend(left_out)  # shown with the run's skipped files: what imgsearch wrote
     backbone = backbone or load_backbone(config.backbone, config.weights, config.cache_dir)
     stage.begin(index_dir, config)
-    store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime)
+    store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime,
+                                         config.cache_dir)
     ledger = Ledger(store, manifest, shards, summary, {f.path for f in files} if sync else None) \
         if stage.uses_ledger else None
     run = IndexRun(files, str(index_dir), store, manifest, backbone, ledger, summary, config, started, shards, sync)
@@ -272,12 +278,12 @@ def admit(batch: Outcomes, ledger: Ledger, writer: ShardWriter, summary: IndexSu
 
 
 def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = None,
-               runtime: str = "auto") -> tuple[EmbeddingStore, dict, list[str]]:
+               runtime: str = "auto", cache_dir=None) -> tuple[EmbeddingStore, dict, list[str]]:
     """The index folder ready for a run: (store, manifest, shards).
 
     A new folder is published empty first, which pins it to ``backbone`` and
-    ``precision`` (None: ``runtime.default_precision``: int8 on CPU for
-    efficientnet-lite, else float32), with the int8 calibration set's
+    ``precision`` (None: ``runtime.default_precision``: int8 for efficientnet-lite where it measured
+    faster on this CPU, else float32; the manifest's ``backbone.precision_reason`` says why), with the int8 calibration set's
     identity; an existing one must have been built with them (None: its own).  What a killed run was writing
     is deleted, and the shards it completed are adopted.
     """
@@ -287,10 +293,16 @@ def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = N
         check_compatible(manifest, backbone.name, backbone.dim, str(index_dir))
         check_precision_compatible(manifest, precision, str(index_dir))
     else:
+        from imgsearch.indexer.inputs.calibration import CALIBRATION
         from imgsearch.indexer.model.runtime import default_precision
 
-        precision = precision or default_precision(backbone.name, runtime)
-        manifest = {"backbone": describe_model(backbone, precision), "dim": backbone.dim, "metric": "cosine",
+        reason = f"{precision}: asked for" if precision else None
+        if precision is None:
+            precision, reason = default_precision(backbone, runtime, cache_dir, CALIBRATION)
+        described = describe_model(backbone, precision)
+        if not getattr(backbone, "external", False):
+            described["precision_reason"] = reason  # why this precision: asked for, or measured here
+        manifest = {"backbone": described, "dim": backbone.dim, "metric": "cosine",
                     "count": 0, "shards": [], "index_file": None, "generation": 0,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": library_versions()}
         store.root.mkdir(parents=True, exist_ok=True)

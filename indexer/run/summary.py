@@ -23,6 +23,7 @@ class IndexSummary:
     seconds: float = 0.0
     startup_seconds: float = 0.0  # until the first batch was embedded (imports, model, workers)
     refreshed: int = 0  # with refresh_metadata: indexed images whose file metadata was captured again
+    notes: list[str] = field(default_factory=list)  # lines about the run itself (run/placement.py)
 
     @property
     def steady_rate(self) -> float:
@@ -37,6 +38,7 @@ class IndexSummary:
             f"{self.already_indexed} already indexed, {self.changed} changed, {self.removed} removed, "
             f"{self.duplicates} duplicates, {len(self.skipped)} skipped; {self.total} images in {self.index_dir}"
         ]
+        out += self.notes
         if self.refreshed:
             out.append(f"file metadata captured again for {self.refreshed} indexed images")
         if self.skipped:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _example(value: str) -> int | Path:
     from imgsearch.indexer.errors import InvalidInputError, quote
     from imgsearch.indexer.numbers import id_field
 
-    if Path(value).is_file():
+    if os.path.isfile(value):  # (not Path.is_file: a name longer than the OS takes raises there, False here)
         return Path(value)
     if value.strip().isascii() and value.strip().isdigit():
         return id_field(value, "--like/--unlike")

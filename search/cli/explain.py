@@ -54,6 +54,23 @@ def render(query_square, result_square, why, title: str):
     return out
 
 
+def _id_or_file(text: str, hint: str) -> int | str:
+    """An indexed id (a number that is not a file's name) or an image file's path.  Text that looks like a
+    number but is no id (``1e400``, ``nan``, ``-3``, Arabic digits, 400 digits) gets the number parser's
+    message; a name too long to be a file is not one."""
+    try:
+        if Path(text).is_file():
+            return text
+    except OSError:  # a name longer than the file system takes (400 digits): not a file
+        pass
+    if any(c.isdigit() for c in text) or text.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+        try:
+            return Integer(0).convert(text, None, None)
+        except click.BadParameter as exc:
+            raise click.BadParameter(f"not an image file, and as an id: {exc.message}", param_hint=hint) from None
+    raise click.BadParameter(f"{text!r} is neither an image file nor an indexed id", param_hint=hint)
+
+
 def _square(source, size: int, resample: str):
     """The centred square of an image that the model sees, as a PIL image."""
     from PIL import Image
@@ -66,33 +83,46 @@ def _square(source, size: int, resample: str):
 @click.command()
 @index_option
 @click.argument("query")
-@click.argument("result_id", metavar="ID", type=Integer(0))
+@click.argument("result", metavar="RESULT")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the pair side by side with the shares as heat overlays (PNG).")
 @click.option("--head", default=None, help="Explain the head-aware score; the head's part is its own term.")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON (the API's fields).")
-def explain(index_dir, query, result_id, out, head, as_json):
-    """Why image ID matches QUERY: the score split over both images' feature-map cells.
+@click.option("--box", default=None, metavar="X0,Y0,X1,Y1",
+              help="Explain this region of QUERY, as 'imgsearch search --box' scores it: fractions of its width "
+                   "and height (0,0 top left).")
+def explain(index_dir, query, result, out, head, as_json, box):
+    """Why RESULT matches QUERY: the score split over both images' feature-map cells.
 
-    QUERY is an image file, or an indexed image's id (a number that is not a file's name). Costs one
-    forward pass of the model for the result's image and one for the query's (read from its file).
+    QUERY is an image file (one the index holds is explained as that indexed image), or an indexed
+    image's id (a number that is not a file's name). RESULT is an indexed image: its id, or its file.
+    Costs one forward pass of the model for the result's image and one for the query's.
     """
     from imgsearch.indexer.atomic import atomic_path
     from imgsearch.indexer.inputs.outputs import mark_output
     from imgsearch.indexer.folder.manifest import resample
     from imgsearch.indexer.model.backbones import get_spec
     from imgsearch.search.engine import SearchEngine
-    from imgsearch.search.thumbnails import load_indexed
+    from imgsearch.search.query.regions import crop_region, parse_box
+    from imgsearch.search.thumbnails import load_indexed, read_indexed
 
+    from imgsearch.search.explain.explainer import indexed_id
+
+    box = None if box is None else parse_box(box)  # bad arguments: one line, before the index is opened
+    source, result_id = _id_or_file(query, "QUERY"), _id_or_file(result, "RESULT")
     engine = SearchEngine.open(index_dir)
-    if Path(query).is_file():
-        source, label = Path(query), query
-    elif query.strip().isascii() and query.strip().isdigit():
-        source = Integer(0).convert(query, None, None)
-        label = f"image {source}"
-    else:
-        raise click.BadParameter(f"{query!r} is neither an image file nor an indexed id", param_hint="QUERY")
-    why = engine.explain(source if isinstance(source, int) else str(source), result_id, head=head)
+    if not isinstance(source, int):
+        found = indexed_id(engine, source)  # a file the index holds: that indexed image, by its id
+        source = source if found is None else found
+    label = f"image {source}" if isinstance(source, int) else query
+    if not isinstance(result_id, int):
+        result_id = indexed_id(engine, result_id)
+        if result_id is None:
+            raise click.BadParameter(f"{result!r} is not an image this index holds: give an indexed id, or the "
+                                     "path of an indexed file (imgsearch search finds them)", param_hint="RESULT")
+    why = engine.explain(source, result_id, head=head, box=box)
+    if box is not None:
+        label += f" (region {','.join(f'{v:g}' for v in box)})"
     if as_json:
         click.echo(json.dumps(why.to_dict()))
     else:
@@ -103,10 +133,14 @@ def explain(index_dir, query, result_id, out, head, as_json):
         size, how = get_spec(engine.backbone).input_size, resample(engine.manifest)
 
         def indexed(row_id):
-            img, _, _ = load_indexed(engine.get(row_id).path, max_pixels=engine.config.max_pixels)
+            img, _, _ = load_indexed(engine, row_id, max_pixels=engine.config.max_pixels)
             return _square(img, size, how)
 
-        query_square = indexed(source) if isinstance(source, int) else _square(source, size, how)
+        if box is not None:  # the region's square, as explained
+            data = read_indexed(engine, source) if isinstance(source, int) else Path(source).read_bytes()
+            query_square = _square(crop_region(data, box, engine.config.max_pixels), size, how)
+        else:
+            query_square = indexed(source) if isinstance(source, int) else _square(source, size, how)
         picture = render(query_square, indexed(result_id), why, f"{label} -> image {result_id}")
         mark_output([out])  # a picture imgsearch made is never indexed
         with atomic_path(out, suffix=".png") as tmp:

@@ -167,14 +167,19 @@ class SearchClient:
         reply = self._request("POST", "/api/classify", json=_body(id=row_id, head=head, top=top))
         return self._parsed(_classified, reply)
 
-    def explain(self, query: ImageInput | int, result_id: int, *, head: str | None = None) -> RemoteExplanation:
+    def explain(self, query: ImageInput | int, result_id: int, *, head: str | None = None,
+                box: Sequence[float] | None = None) -> RemoteExplanation:
         """Why ``result_id`` matches ``query`` (an image, or an int: an indexed id): the score split over
-        both images' cells.  ``head``: the head-aware score's split, the head's term apart."""
+        both images' cells.  ``head``: the head-aware score's split, the head's term apart.  ``box``: explain
+        that region of the query, as a search with that box scores it (a bad one: SearchAPIError invalid_box)."""
+        box = _options(box=box).get("box")  # checked before anything is sent
         if isinstance(query, int) and not isinstance(query, bool):
-            reply = self._request("POST", "/api/explain", json=_body(query={"id": query}, id=result_id, head=head))
+            reply = self._request("POST", "/api/explain",
+                                  json=_body(query={"id": query}, id=result_id, head=head, box=box))
         else:
             name, data = _image_payload(query)
-            fields = {"id": str(result_id), **({"head": head} if head else {})}
+            fields = {"id": str(result_id), **({"head": head} if head else {}),
+                      **({"box": ",".join(map(repr, box))} if box else {})}
             reply = self._request("POST", "/api/explain", files={"image": (name, data)}, data=fields)
         return self._parsed(_explained, reply)
 

@@ -15,11 +15,16 @@ file is gone has ``check="none"`` and no verdict (its cosine score decides).
 
 from __future__ import annotations
 
+import logging
+
 from imgsearch.indexer.errors import ImgsearchError
 from imgsearch.indexer.folder.features import read_features
 from imgsearch.indexer.inputs.local_features import THUMB, LocalFeatures, cv2_module, local_features
 from imgsearch.search.duplicates.verifier import Evidence, compare
+from imgsearch.search.errors import ChangedFileError
 from imgsearch.search.thumbnails import load_indexed
+
+log = logging.getLogger(__name__)
 
 
 class KeypointMatcher:
@@ -32,6 +37,7 @@ class KeypointMatcher:
         self._found: dict[int, LocalFeatures | None] = {}
         self._evidence: dict[tuple[int, int], Evidence] = {}  # a pair checked once serves every threshold
         self.unreadable = 0  # images whose file could not be read: their pairs are not confirmed
+        self.changed: list[int] = []  # ids whose file changed since indexed: their pairs are not judged either
         self.from_files = 0  # images whose features were computed from their file (none stored, or stale)
         self._stored = None  # {id: features} of the folder's side table whose sha256 the version holds
 
@@ -52,8 +58,12 @@ class KeypointMatcher:
         if row_id not in self._found:
             self.from_files += 1
             try:
-                img, _, _ = load_indexed(self.engine.get(row_id).path, min_size=THUMB, max_pixels=self.max_pixels)
+                img, _, _ = load_indexed(self.engine, row_id, min_size=THUMB, max_pixels=self.max_pixels)
                 self._found[row_id] = local_features(img)
+            except ChangedFileError as exc:  # not the picture indexed: no evidence for or against its pairs
+                log.warning("local features of image %d not computed: %s", row_id, exc)
+                self.changed.append(row_id)
+                self._found[row_id] = None
             except (ImgsearchError, OSError):
                 self.unreadable += 1
                 self._found[row_id] = None

@@ -49,10 +49,12 @@ import numpy as np
 from imgsearch.indexer.errors import InvalidInputError, quote
 from imgsearch.indexer.folder.manifest import check_image_queries, model_precision, resample
 from imgsearch.indexer.folder.whitening import load_for
-from imgsearch.indexer.inputs.filesystems import is_uri, read_bytes
+from imgsearch.indexer.folder.texts import display_text
+from imgsearch.indexer.inputs.filesystems import is_uri
 from imgsearch.indexer.inputs.images import ImageDecodeError, decode_image
 from imgsearch.indexer.vectors import l2_normalize
 from imgsearch.search.errors import ChangedFileError, ImageUnavailableError
+from imgsearch.search.thumbnails import read_indexed
 
 MAP_CACHE = 64  # feature maps kept per model (7 x 7 x 1280 float32: 250 KB each)
 SAME_IMAGE = 0.99  # below this cosine, a file's recomputed embedding is not the one indexed: the file changed
@@ -75,6 +77,7 @@ class Explanation:
     forward_passes: int = 0  # images this call ran through the explaining model (cached maps cost none)
     query_residual: float = 0.0  # the score's part the query's map did not account for, spread over its cells
     result_residual: float = 0.0
+    box: tuple | None = None  # the query's region explained, None: the whole query image
 
     @property
     def query_sum(self) -> float:
@@ -95,6 +98,7 @@ class Explanation:
                 "result_sum": round(self.result_sum, digits), "grid": list(self.query_shares.shape),
                 "head": self.head, "head_share": round(self.head_share, digits), "id": self.result_id,
                 "query_id": self.query_id, "forward_passes": self.forward_passes,
+                "box": None if self.box is None else list(self.box),
                 "residual": {"query": round(self.query_residual, digits), "result": round(self.result_residual, digits)}}
 
 
@@ -206,12 +210,37 @@ def _is_id(query) -> bool:
     return isinstance(query, (int, np.integer)) and not isinstance(query, (bool, np.bool_))
 
 
-def explain_pair(engine, query, result_id, *, head: str | None = None,
-                 max_pixels: int | None = None) -> Explanation:
-    """Split the score of ``result_id`` for ``query`` (an indexed id, or an image: path, bytes, file, PIL image)
-    over both images' cells.  ``head``: the head-aware score's split (its term apart)."""
+def indexed_id(engine, path) -> int | None:
+    """The id of the indexed image at ``path`` (as indexed: as given, absolute or with links resolved), else None."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes) or is_uri(os.fspath(path)):
+        return None
+    text = os.fspath(path)
+    for candidate in dict.fromkeys((text, os.path.abspath(text), os.path.realpath(text))):
+        found = engine.catalog.ids_of_path(candidate)
+        if found:
+            return found[0]
+    return None
+
+
+def explain_pair(engine, query, result_id, *, head: str | None = None, max_pixels: int | None = None,
+                 region=None) -> Explanation:
+    """Split the score of ``result_id`` for ``query`` over both images' cells.
+
+    ``query``: an indexed id, or an image (path, bytes, file, PIL image); a path the index holds is that
+    indexed image, by its id.  ``result_id``: an indexed id, or the path of an indexed image.  ``head``:
+    the head-aware score's split (its term apart).  ``region``: (box, crop) to explain the score of that
+    region of the query, as a search with that box scores it: ``crop(image bytes, max_pixels)`` gives the
+    region (``search/query/regions.py``, passed in by the engine), an id's image read from its checked file."""
     if not _is_id(result_id):
-        raise InvalidInputError(f"the result to explain must be an indexed id (an integer), got {quote(result_id)}")
+        found = indexed_id(engine, result_id)
+        if found is None:
+            held = " (not an image this index holds)" if isinstance(result_id, (str, os.PathLike)) else ""
+            raise InvalidInputError(f"the result to explain must be an indexed id, or the path of an indexed "
+                                    f"image, got {quote(result_id)}{held}: find it with imgsearch search")
+        result_id = found
+    if not _is_id(query):
+        found = indexed_id(engine, query)
+        query = query if found is None else found
     if isinstance(query, (list, tuple, np.ndarray)):
         raise InvalidInputError("a vector has no feature map to explain: query by the image or by its id")
     check_image_queries(engine.manifest)  # vectors made elsewhere: no model, no feature map to explain
@@ -224,7 +253,15 @@ def explain_pair(engine, query, result_id, *, head: str | None = None,
     size = explainer.embedder.backbone.input_size
     how = resample(engine.manifest)
     passes_before = explainer.forward_passes
-    if _is_id(query):
+    if region is not None:  # the region's own vector and map: what a search by the region embeds
+        query_id = int(query) if _is_id(query) else None
+        limit = engine.config.max_pixels if query_id is not None or max_pixels is None else max_pixels
+        data = read_indexed(engine, query_id) if query_id is not None else _image_bytes(query)
+        box, crop = region
+        key = ("region", hashlib.sha256(data).hexdigest(), tuple(box), limit, how)
+        pooled_q, map_q = explainer.pooled_and_map(key, lambda: decode_image(crop(data, limit), size, limit, how).array)
+        query_vector = l2_normalize(pooled_q[None])[0]
+    elif _is_id(query):
         query_id = int(query)
         query_vector = engine.vector(query_id)
         pooled_q, map_q = _indexed(explainer, engine, query_id, size, how, query_vector)
@@ -242,7 +279,8 @@ def explain_pair(engine, query, result_id, *, head: str | None = None,
     score, q_shares, r_shares, head_share, q_residual, r_residual = split_score(
         cells_of(pooled_q, map_q), query_vector, cells_of(pooled_r, map_r), result_vector, whiten, h)
     return Explanation(score, q_shares.reshape(map_q.shape[:2]), r_shares.reshape(map_r.shape[:2]), result_id,
-                       query_id, head, head_share, explainer.forward_passes - passes_before, q_residual, r_residual)
+                       query_id, head, head_share, explainer.forward_passes - passes_before, q_residual, r_residual,
+                       None if region is None else tuple(region[0]))
 
 
 def _image_bytes(image) -> bytes:
@@ -266,24 +304,19 @@ def _image_bytes(image) -> bytes:
 
 def _indexed(explainer: Explainer, engine, row_id: int, size: int, how: str, stored: np.ndarray):
     """(pooled, map) of indexed image ``row_id``, recomputed from its file (or cached); ChangedFileError when
-    the file no longer gives the embedding that was stored for it."""
-    path = engine.get(row_id).path
+    the file no longer holds the bytes indexed (search/thumbnails.py) or, however that came about, no longer
+    gives the embedding that was stored for it."""
     name = f"image {row_id}"
+    data = read_indexed(engine, row_id)  # checked against the stored sha256: the bytes indexed, or an error
+    key = ("image", hashlib.sha256(data).hexdigest(), engine.config.max_pixels, how)
     try:
-        if is_uri(path):
-            data = read_bytes(path)
-            key = ("image", hashlib.sha256(data).hexdigest(), engine.config.max_pixels, how)
-            source = data
-        else:
-            st = os.stat(path)
-            key = ("file", path, st.st_mtime_ns, st.st_size, how)
-            source = path
         pooled, feature_map = explainer.pooled_and_map(
-            key, lambda: decode_image(source, size, engine.config.max_pixels, how).array)
-    except (ImageDecodeError, OSError) as exc:
+            key, lambda: decode_image(data, size, engine.config.max_pixels, how).array)
+    except ImageDecodeError as exc:
         raise ImageUnavailableError(f"{name} is in the index but its file is not readable any more: {exc}") from exc
     cosine = float(l2_normalize(pooled[None])[0] @ stored)
     if cosine < SAME_IMAGE:
-        raise ChangedFileError(f"{name}'s file {path} has changed since it was indexed (its embedding now has "
-                               f"cosine {cosine:.3f} with the stored one): re-index the folder to explain it")
+        raise ChangedFileError(f"{name}'s file {display_text(engine.get(row_id).path)} has changed since it was "
+                               f"indexed (its embedding now has cosine {cosine:.3f} with the stored one): "
+                               "re-index the folder to explain it")
     return pooled, feature_map

@@ -61,3 +61,58 @@ def wait_until(page, expression: str, timeout: float = 30.0) -> None:
 
 def result_ids(page):
     return page.eval_on_selector_all("#results .hit", "els => els.map(e => Number(e.dataset.id))")
+
+
+AXE_PACKAGE = "axe-core@4.14.1"
+
+
+def axe_script() -> Path:
+    """axe-core's axe.min.js, installed from npm into the run's cache on first use (under a lock, in a staging
+    folder renamed into place when whole, as the emoji sample is: indexer/inputs/samples.py)."""
+    import fcntl
+    import subprocess
+    import tempfile
+
+    from imgsearch.indexer.config import default_cache_dir
+
+    prefix = Path(default_cache_dir()) / "npm-axe"
+    script = prefix / "node_modules" / "axe-core" / "axe.min.js"
+    if script.is_file():
+        return script
+    npm = shutil.which("npm")
+    assert npm, "the accessibility check needs npm (Node.js) to install axe-core"
+    prefix.mkdir(parents=True, exist_ok=True)
+    with open(prefix / ".install.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if script.is_file():
+            return script
+        staging = Path(tempfile.mkdtemp(prefix=".install-", dir=prefix))
+        try:
+            subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(staging), AXE_PACKAGE],
+                           check=True, stdout=subprocess.DEVNULL)
+            shutil.rmtree(prefix / "node_modules", ignore_errors=True)
+            os.replace(staging / "node_modules", prefix / "node_modules")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return script
+
+
+def axe_violations(page, impacts=("serious", "critical")) -> list[str]:
+    """Run axe-core in the page (loaded into a context made with bypass_csp=True: it comes inline) and return
+    its violations of the given impacts, one line each with the elements it names."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(axe_script()))
+    found = page.evaluate("async () => (await axe.run(document)).violations.map(v => ({id: v.id, impact: v.impact, "
+                          "help: v.help, nodes: v.nodes.map(n => n.target.join(' '))}))")
+    return [f"{v['impact']}: {v['id']} ({v['help']}) at {v['nodes'][:5]}" for v in found if v["impact"] in impacts]
+
+
+def box_in_view(page, selector: str) -> bool:
+    """Whether the element's whole box lies inside the viewport, its middle not covered by anything else."""
+    return page.evaluate(
+        """sel => { const el = document.querySelector(sel); if (!el) return false;
+                    const r = el.getBoundingClientRect();
+                    const inside = r.width > 0 && r.height > 0 && r.top >= 0 && r.left >= 0 &&
+                                   r.bottom <= innerHeight && r.right <= innerWidth;
+                    const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+                    return inside && !!top && el.contains(top); }""", selector)

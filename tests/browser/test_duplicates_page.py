@@ -59,7 +59,7 @@ def test_the_duplicates_view(page, cnn_dup_index, tmp_path):
         page.click("#dup-groups .dup-hit:not(.keeper) >> nth=0")
         wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {target}')")
         assert page.is_visible("#search-view") and page.is_hidden("#duplicates-view")
-        assert f"id {target}" in page.text_content("#query-caption")
+        assert f"(id {target})" in page.get_attribute("#query-caption", "title")
         assert page.evaluate("location.hash") == "#search"
     finally:
         server.close()

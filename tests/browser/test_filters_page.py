@@ -15,6 +15,7 @@ def test_the_page_filter_picker_label_and_path_prefix(page, cnn_server, corpus):
     wait_until(page, "document.querySelector('#status').textContent.includes('results for coffee.jpg')")
     unfiltered = result_ids(page)
     assert len(unfiltered) == 24
+    page.click("#filters-toggle")  # the filters are a panel opened on demand
 
     page.select_option("#filter-labels", [EMOJI])  # the last query runs again, filtered
     wait_until(page, "document.querySelector('#status').textContent.includes('among')")
@@ -52,6 +53,7 @@ def test_the_page_shows_the_newest_query_whatever_order_the_replies_come_in(page
     page.goto(cnn_server.url + "/")
     page.set_input_files("#file-input", str(corpus / "photos" / "coffee.jpg"))
     wait_until(page, "document.querySelector('#status').textContent.includes('results for coffee.jpg')")
+    page.click("#filters-toggle")
     page.fill("#filter-prefix", "/nowhere/")
     page.dispatch_event("#filter-prefix", "change")
     for _ in range(100):

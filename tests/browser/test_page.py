@@ -24,7 +24,10 @@ def test_upload_see_results_click_for_more(page, cnn_server, corpus):
     wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {clicked}')")
     second = result_ids(page)
     assert second != first and clicked not in second and len(second) == 24
-    assert f"id {clicked}" in page.text_content("#query-caption")
+    # the query is captioned by its file name; its id is in the caption's title
+    assert f"(id {clicked})" in page.get_attribute("#query-caption", "title")
+    assert page.text_content("#query-caption").split(" · ")[0] == \
+        page.get_attribute("#query-caption", "title").split(" (id")[0].split("/")[-1]
     page.screenshot(path=str(ARTIFACTS / "page-more-like-this.png"), full_page=True)
 
 
@@ -131,11 +134,12 @@ def test_more_like_these_and_less_like_this(page, cnn_server, corpus):
     assert page.is_disabled("#more-like-these")  # the selection is spent
 
     unwanted = liked[0]
+    unwanted_name = page.get_attribute("#results .hit >> nth=0", "title").split("/")[-1]
     page.click("#results .less >> nth=0")
     wait_until(page, "document.querySelector('#status').textContent.includes('unlike 1')")
     assert '"negative":[{"id":%d}]' % unwanted in sent[-1]
     assert unwanted not in result_ids(page)
-    assert f"unlike id {unwanted}" in page.text_content("#query-caption")
+    assert f"unlike {unwanted_name}" in page.text_content("#query-caption")  # by file name, not id
 
     # an uploaded query marked "less like this": the file goes as a positive, the id as a negative
     page.set_input_files("#file-input", str(corpus / "photos" / "rocket.jpg"))

@@ -30,7 +30,7 @@ def teach_page_server(tmp_path_factory, cnn_index):
 
 def _add_five(pg, label: str, keyboard: bool) -> None:
     """Add five results labelled ``label`` to the chosen class: clicks, or Enter on the focused result."""
-    hits = pg.locator(f'#results .hit:has(img[alt="{label}"])')
+    hits = pg.locator(f'#results .hit[data-label="{label}"]')
     assert hits.count() >= 5, f"only {hits.count()} results labelled {label}"
     for i in range(5):
         if keyboard:
@@ -56,7 +56,7 @@ def test_teach_two_classes_from_clicked_results_and_see_predictions(teach_page_s
     # the clicks added examples; they did not search
     assert page.locator(".teach-class").nth(0).locator(".teach-count").inner_text() == "5 examples"
     page.set_input_files("#file-input", str(sorted((corpus / "emoji" / "Smileys & Emotion").glob("*.png"))[0]))
-    wait_until(page, "[...document.querySelectorAll('#results .hit img')].some(i => i.alt === 'emoji/Smileys & Emotion')")
+    wait_until(page, "[...document.querySelectorAll('#results .hit')].some(e => e.dataset.label === 'emoji/Smileys & Emotion')")
     page.locator(".teach-class input[type=radio]").nth(1).check()
     _add_five(page, "emoji/Smileys & Emotion", keyboard=True)
     assert page.locator(".teach-class").nth(1).locator(".teach-count").inner_text() == "5 examples"

@@ -167,8 +167,15 @@ def test_the_stores_shards_and_manifest_are_synced_before_they_count(tmp_path, f
     assert sorted(os.listdir(store.root)) == ["manifest.json", "shards"]
 
 
-# Writers whose os.replace is not indexer.atomic's, each with the reason; none today.
-ALLOWED_REPLACE: dict[str, str] = {}
+# Writers whose os.replace is not indexer.atomic's, each with the reason.
+ALLOWED_REPLACE: dict[str, str] = {
+    "indexer/inputs/samples.py": "renames npm's whole install of the emoji package into the cache (a folder npm "
+                                 "wrote); lost in a power cut, it is installed again, nothing else is lost",
+    "indexer/quiet.py": "rotates the libraries' log (what TensorFlow printed, kept for a person to read; nothing "
+                        "reads it back)",
+    "web/keys.py": "web never imports indexer (the layers); the keys file is written to a temp file, fsynced, "
+                   "renamed and its folder fsynced there, as indexer.atomic does",
+}
 
 
 def test_every_local_writer_goes_through_indexer_atomic():
@@ -237,7 +244,7 @@ def test_every_file_a_manifest_names_is_synced_before_the_manifest(tmp_path, fsy
     first = check(lambda: publish_index(store, manifest, shards, options=options))
     assert first["ann"]["trained_file"]
     assert check(lambda: set_whitening(store.root, dim=8))["whitening"]["file"]
-    short = HeadTrainingConfig(max_epochs=15, patience=3)  # its files are what is checked, not what it learnt
+    short = HeadTrainingConfig(model="svm")  # no Keras: its files are what is checked, not what it learnt
     check(lambda: train_head(store.root, "h", config=short))  # its files, and its index for the published version
     after = check(lambda: remove_images(store.root, [5]))
     assert after["shards"][-1] not in shards  # the shard holding id 5 was rewritten

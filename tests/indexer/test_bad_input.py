@@ -241,7 +241,8 @@ def test_uploads_leave_no_temporary_files(live_server, built_index, monkeypatch,
 
 @pytest.mark.timeout(60)
 def test_thumbnail_of_a_file_turned_hostile_is_404_at_once(bad_index, bad_corpus):
-    """An indexed file later replaced by a pipe, a link to /dev/zero or a bomb: no hang, no 500."""
+    """An indexed file later replaced by a pipe, a link to /dev/zero or a bomb: no hang, no 500 (the bomb is
+    other bytes than those indexed: 409 file_changed, before a byte of it is decoded)."""
     from imgsearch.search.engine import SearchEngine
     from imgsearch.web import create_app
 
@@ -254,12 +255,14 @@ def test_thumbnail_of_a_file_turned_hostile_is_404_at_once(bad_index, bad_corpus
     backup = target.with_name("backup.bin")
     target.rename(backup)
     try:
-        for make, reason in ((lambda: os.mkfifo(target), "not a regular file (a named pipe)"),
-                             (lambda: target.symlink_to("/dev/zero"), "not a regular file (a character device)"),
-                             (lambda: target.write_bytes(png_declaring(30_000, 30_000)), "image too large")):
+        unavailable, changed = (404, "image_unavailable"), (409, "file_changed")  # other bytes: another picture
+        for make, answer, reason in (
+                (lambda: os.mkfifo(target), unavailable, "not a regular file (a named pipe)"),
+                (lambda: target.symlink_to("/dev/zero"), unavailable, "not a regular file (a character device)"),
+                (lambda: target.write_bytes(png_declaring(30_000, 30_000)), changed, "changed since it was indexed")):
             make()
             r = client.get(f"/api/images/{row_id}?size=64")
-            assert r.status_code == 404 and r.get_json()["error"]["code"] == "image_unavailable"
+            assert (r.status_code, r.get_json()["error"]["code"]) == answer
             assert reason in r.get_json()["error"]["message"]
             target.unlink()
     finally:

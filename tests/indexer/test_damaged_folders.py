@@ -68,7 +68,7 @@ def small_index(tmp_path_factory, emoji_dir):
 
     index_dir = tmp_path_factory.mktemp("damaged") / "idx"
     index_images([emoji_dir], index_dir, IndexConfig(backbone=NAME, progress=False, decode_workers=0))
-    short = HeadTrainingConfig(max_epochs=15, patience=3)  # short: the heads' files are damaged, not judged
+    short = HeadTrainingConfig(model="svm")  # an SVM head (no Keras): the heads' files are damaged, not judged
     train_head(index_dir, "cat", config=short)
     train_head(index_dir, "kind", config=short)
     return index_dir

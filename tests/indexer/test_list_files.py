@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -173,6 +173,7 @@ def test_a_name_that_is_not_utf8_is_taken_as_its_bytes(tmp_path, suffix):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n/\x00"), min_size=1, max_size=12))
+@example(name="0\r")  # a name ending in CR: found by this test, once read as a CRLF line ending
 def test_any_name_without_a_newline_survives_a_text_list(tmp_path, name):
     if name in (".", "..") or name.startswith("#") or not name.strip():
         return  # a comment, a blank line (documented), or not a file name
@@ -194,3 +195,14 @@ def test_a_labels_csv_for_a_head_takes_its_paths_exactly_as_written(tmp_path):
     indexed = [str(tmp_path / "a.png "), str(tmp_path / "a.png"), str(tmp_path / " b.png")]
     (tmp_path / "labels.csv").write_text("path,label\na.png ,spaced\n b.png,lead\n", encoding="utf-8")
     assert read_labels_csv(tmp_path / "labels.csv", indexed) == {indexed[0]: "spaced", indexed[2]: "lead"}
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_a_name_ending_in_cr_is_kept_whole_and_a_crlf_list_still_reads(tmp_path, ending):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    (folder / "b.png\r").write_bytes(b"x")  # only the name with the CR exists
+    (tmp_path / "list.txt").write_bytes(b"pics/a.png" + ending + b"pics/b.png\r" + ending)
+    assert [f.path for f in iter_image_files([tmp_path / "list.txt"])] == [str(folder / "a.png"),
+                                                                          str(folder / "b.png\r")]

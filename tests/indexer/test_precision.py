@@ -236,28 +236,37 @@ def test_int8_is_offered_for_the_efficientnet_lite_backbones_only():
                 check_int8_backbone(name)
 
 
-def test_a_new_index_defaults_to_int8_on_cpu_for_efficientnet_lite(monkeypatch):
+def test_a_new_index_is_float32_for_the_backbones_without_int8(lite0):
+    """Which precision efficientnet-lite gets is measured on the CPU: tests/indexer/test_precision_choice.py."""
     from imgsearch.indexer.model import runtime
-    from imgsearch.indexer.model.backbones import BACKBONES
+    from imgsearch.indexer.model.backbones import BACKBONES, get_spec
 
-    assert not runtime.gpu_visible()  # this machine: the CPU default
+    class Other:
+        runner = None
+
+        def __init__(self, name):
+            self.name = name
+
     for name in BACKBONES:
-        assert runtime.default_precision(name) == ("int8" if name.startswith("efficientnet-lite") else "float32")
-    assert runtime.default_precision("efficientnet-lite0", "tflite") == "int8"
-    assert runtime.default_precision("efficientnet-lite0", "tf") == "float32"  # the GPU path stays float32
-    monkeypatch.setattr(runtime, "gpu_visible", lambda: True)  # a GPU cannot exist here
-    assert runtime.default_precision("efficientnet-lite0") == "float32"
-    assert runtime.default_precision("efficientnet-lite0", "tflite") == "int8"
+        if not name.startswith("efficientnet-lite"):
+            assert runtime.default_precision(Other(get_spec(name).name))[0] == "float32"
 
 
 @pytest.mark.slow
-def test_imgsearch_index_without_precision_builds_int8_and_keeps_an_index_own(photos_dir, cnn_index, tmp_path):
+def test_imgsearch_index_without_precision_builds_the_measured_one_and_keeps_an_index_own(photos_dir, cnn_index,
+                                                                                        tmp_path):
+    from imgsearch.indexer.config import default_cache_dir
+    from imgsearch.indexer.model.backbones import load_backbone
+    from imgsearch.indexer.model.runtime import default_precision
+
     out = subprocess.run([IMGSEARCH, "index", str(photos_dir), "--index", str(tmp_path / "new"), "--no-progress"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     manifest = EmbeddingStore(tmp_path / "new").read_manifest()
-    assert manifest["backbone"]["precision"] == "int8"
-    assert manifest["backbone"]["calibration"] == CALIBRATION.identity()
+    chosen, reason = default_precision(load_backbone("efficientnet-lite0"), "tflite", default_cache_dir(), CALIBRATION)
+    assert manifest["backbone"]["precision"] == chosen and manifest["backbone"]["precision_reason"] == reason
+    if chosen == "int8":
+        assert manifest["backbone"]["calibration"] == CALIBRATION.identity()
     # a float32 index (an earlier release's default) stays float32 when it grows without --precision
     import shutil
 

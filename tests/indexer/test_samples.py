@@ -7,6 +7,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 FAKE_NPM = """#!/bin/sh
 # npm install --no-audit --no-fund --prefix PREFIX PACKAGE@VERSION, slowly: the package's index file
 # lands first and its images a second later, as a real install's files land one by one.
@@ -47,3 +49,18 @@ def test_two_first_uses_at_once_install_once_and_both_see_the_whole_package(tmp_
     assert (first_out.strip(), second.stdout.strip()) == ("True", "True"), second.stderr
     assert len(calls.read_text().split()) == 1
     assert not [p.name for p in (tmp_path / "cache" / "npm").iterdir() if p.name.startswith(".install-")]
+
+
+@pytest.mark.parametrize("name, limit", [("photos", 1), ("photos", 2), ("photos", None), ("digits", 3)])
+def test_the_sample_command_says_how_many_images_of_which_sample(tmp_path, name, limit):
+    """Not "wrote 8 photos images" (issue 32): the count's noun agrees with it, the sample is named apart."""
+    from click.testing import CliRunner
+
+    from imgsearch.web.cli import main
+
+    dest = tmp_path / name
+    r = CliRunner().invoke(main, ["sample", name, str(dest), *(["--limit", str(limit)] if limit else [])])
+    assert r.exit_code == 0, r.output
+    n = sum(1 for p in dest.rglob("*") if p.is_file() and p.name != ".imgsearch-output")
+    noun = "image" if n == 1 else "images"
+    assert r.output == f"wrote {n} {noun} of the {name} sample to {dest}\n"

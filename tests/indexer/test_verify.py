@@ -4,6 +4,8 @@ import json
 import shutil
 
 import numpy as np
+from pathlib import Path
+from PIL import Image
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -112,7 +114,7 @@ def test_garbled_shard_never_gives_wrong_results(index_copy, built_index):
         SearchEngine.open(index_copy, verify=True)
     # the cheap open does not read embeddings; a query that needs this shard's vectors fails, never misreads
     engine = SearchEngine.open(index_copy)
-    with pytest.raises(IndexFormatError, match=f"{name} is unreadable: .*CRC checksum verification failed"):
+    with pytest.raises(IndexFormatError, match=f"shard {name} of .* is unreadable: .*CRC checksum verification failed"):
         engine.search_id(ids[0])
     intact = SearchEngine.open(built_index[0])
     query = intact.vector(ids[0])
@@ -215,3 +217,48 @@ def test_head_index_and_manifest_damage(headed_index, tmp_path):
     assert r.exit_code == 1 and "manifest.json is unreadable" in r.output and "not repairable in place" in r.output
     r = verify(copy, "--repair")
     assert r.exit_code == 1 and "cannot repair in place" in r.output
+
+
+NO_INDEX_FOLDERS = ["no such folder", "an empty folder", "a folder of other files"]
+
+
+@pytest.mark.parametrize("made", NO_INDEX_FOLDERS)
+def test_verify_of_a_folder_that_is_no_index_says_so_and_not_damaged(tmp_path, made):
+    """A mistyped --index is not a damaged index: one error line, not a report telling to restore a backup."""
+    folder = tmp_path / "idx"
+    if made != "no such folder":
+        folder.mkdir()
+    if made == "a folder of other files":
+        (folder / "notes.txt").write_text("x")
+    for args in (["verify"], ["verify", "--repair"], ["verify", "--json"]):
+        result = CliRunner().invoke(main, [*args, "--index", str(folder)])
+        assert result.exit_code == 1, (args, result.output)
+        assert "not an imgsearch index" in result.output, (args, result.output)
+        assert "DAMAGED" not in result.output and "backup" not in result.output, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+    assert not folder.exists() or sorted(p.name for p in folder.iterdir()) == (["notes.txt"] if "other" in made else [])
+
+
+def test_a_folder_with_shards_but_no_manifest_is_damage(tmp_path, built_index):
+    folder = tmp_path / "idx"
+    shutil.copytree(built_index[0], folder)
+    (folder / "manifest.json").unlink()
+    result = CliRunner().invoke(main, ["verify", "--index", str(folder)])
+    assert result.exit_code == 1 and "DAMAGED" in result.output, result.output
+
+
+@pytest.mark.parametrize("command", [["remove", "1"], ["train-head", "--name", "h"], ["whiten"], ["build-index"],
+                                     ["verify", "--repair"]])
+def test_a_writer_given_a_folder_that_is_no_index_leaves_it_as_it_was(tmp_path, command):
+    """A command that updates an index, pointed at a folder of pictures by mistake, refuses in one line and
+    writes nothing there: a writer's lock file left behind would mark the folder as an index folder, which
+    indexing then never lists (indexer/inputs/outputs.py)."""
+    from imgsearch.indexer.inputs.sources import iter_image_files
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    Image.new("RGB", (32, 32), "red").save(pictures / "red.png")
+    result = CliRunner().invoke(main, [command[0], "--index", str(pictures), *command[1:]])
+    assert result.exit_code != 0 and "not an imgsearch index" in result.output, result.output
+    assert sorted(p.name for p in pictures.iterdir()) == ["red.png"]
+    assert [Path(f.path).name for f in iter_image_files([tmp_path])] == ["red.png"]

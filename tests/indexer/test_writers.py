@@ -197,6 +197,7 @@ def test_readers_do_not_wait_for_a_writer(holder, folders):
 
 
 def test_the_lock_is_one_writer_per_folder_within_a_process_too(tmp_path):
+    (tmp_path / "shards").mkdir()  # an index folder (its first run's shards): a writer locks only an index
     with writer_lock(tmp_path):
         with writer_lock(tmp_path, wait=False):  # re-entrant in one thread (a job calling a job)
             pass

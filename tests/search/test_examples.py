@@ -99,7 +99,7 @@ def test_an_image_example_is_embedded(engine, corpus):
     (lambda e: e.search_examples([Example.of_id(1, weight=float("nan"))]), InvalidInputError, "weight"),
     (lambda e: e.search_examples([[1.0, 2.0]]), InvalidInputError, f"needs ({DIM},)"),
     (lambda e: e.search_examples([True]), InvalidInputError, "an indexed id, a vector or an image"),
-    (lambda e: e.search_examples([Example.of_vector([0.0] * DIM)]), InvalidInputError, "cancel out"),
+    (lambda e: e.search_examples([Example.of_vector([0.0] * DIM)]), InvalidInputError, "positive[0]: query vector is all zeros"),
     (lambda e: e.search_id(0, min_score=1.5), InvalidInputError, "min_score must be a number from -1 to 1"),
     (lambda e: e.search_id(0, min_score="high"), InvalidInputError, "min_score must be a number from -1 to 1"),
     (lambda e: e.search_id(0, offset=-1), InvalidInputError, f"offset must be an integer between 0 and {MAX_K - 1}"),
@@ -113,6 +113,36 @@ def test_bad_examples_and_windows_say_what_to_change(engine, call, error, messag
 
 def _cli(*args):
     return subprocess.run([IMGSEARCH, "search", *args], capture_output=True, text=True, timeout=300, env=fake_model_env())
+
+
+def _in_process(*args):
+    """``imgsearch ARGS`` run by click in this process (the same command, a second to spare per run)."""
+    from click.testing import CliRunner
+
+    from imgsearch.web.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.parametrize("value", ["9" * 400, "-" + "9" * 400, "1e400", "\u0663", "-5", "nan"])
+def test_cli_example_values_that_are_neither_id_nor_file_are_one_line(built_index, value):
+    """A value too long to be a file name (the OS refuses to look it up: ENAMETOOLONG) or a number that is no id
+    is one error line, never a traceback, for --like, --unlike, IMAGES and explain's QUERY and RESULT."""
+    index_dir = str(built_index[0])
+    runs = [["search", "--index", index_dir, "--like", value],
+            ["search", "--index", index_dir, "--like", "1", "--unlike", value],
+            ["search", "--index", index_dir, "--", value], ["explain", "--index", index_dir, "--", value, "1"]]
+    for args in runs:
+        r = _in_process(*args)
+        assert r.exit_code in (1, 2) and isinstance(r.exception, SystemExit), (args, r.output, r.exception)
+        assert r.stderr.strip().splitlines()[-1].startswith("Error:"), r.stderr
+
+
+def test_the_console_script_prints_such_a_value_as_one_line(built_index):
+    """The same through the installed ``imgsearch`` in a child process: one line on stderr, no traceback."""
+    r = _cli("--index", str(built_index[0]), "--like", "9" * 400)
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("Error:"), r.stderr
 
 
 def test_cli_like_and_unlike_take_ids_and_image_files(engine, built_index, corpus):
@@ -135,7 +165,7 @@ def test_cli_like_and_unlike_take_ids_and_image_files(engine, built_index, corpu
     for args, message in ((["--like", str(10 ** 6)], "no image with id 1000000"),
                           (["--like", "no-such-file.jpg"], "neither an indexed id nor an image file"),
                           (["--unlike", "3"], "at least one positive example"),
-                          (["--like", "3", "--min-score", "2"], "min_score must be a number from -1 to 1")):
+                          (["--like", "3", "--min-score", "2"], "--min-score must be a number from -1 to 1")):
         r = _cli("--index", index_dir, *args)
         assert r.returncode != 0
         assert r.stderr.strip().splitlines()[-1].startswith("Error:") and message in r.stderr, r.stderr

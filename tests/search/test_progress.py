@@ -59,3 +59,17 @@ def test_duplicates_and_publishing_say_what_they_do(engine, capsys, monkeypatch,
     rebuild_index(copy)
     err = capsys.readouterr().err
     assert "building the search index (" in err and "tuning the search index for recall" in err
+
+
+def test_a_step_that_says_is_one_line_off_a_terminal_and_its_inner_steps_only_log(capsys, caplog):
+    """Issue 32: preparing a model on the first run is said on stderr even off a terminal, once, inner steps
+    included (tests/indexer/test_quiet.py: it reaches the real stderr while the libraries' output is captured)."""
+    caplog.set_level(logging.INFO, logger="imgsearch.indexer.progress")
+    with progress.step("preparing the model for this CPU, once", say=True):
+        with progress.step("converting it", say=True):
+            pass
+    assert capsys.readouterr().err == "preparing the model for this CPU, once ...\n"
+    assert [r.getMessage() for r in caplog.records] == ["converting it ..."]
+    with progress.step("again", say=True):  # the next step says its line too
+        pass
+    assert capsys.readouterr().err == "again ...\n"

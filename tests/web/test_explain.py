@@ -140,3 +140,46 @@ def test_cli_explain_errors_are_one_line(cli, cnn_index, cnn_engine):
     assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == "Error: no image with id 99999 in the index"
     result = cli("explain", "--index", index_dir, "no-such-file.jpg", "0")
     assert result.exit_code == 2 and "neither an image file nor an indexed id" in result.output
+
+
+def test_a_box_is_explained_as_the_region_search_scores_it(cnn_server, cnn_engine, corpus):
+    """Issue 30, item 12: ``box`` is honoured, by id and by upload, never ignored."""
+    box = [0.1, 0.2, 0.6, 0.9]
+    query = corpus / "photos" / "chelsea.jpg"
+    by_region = cnn_engine.search_image(query, k=2, box=box)
+    with open(query, "rb") as f:
+        r = _post(cnn_server, files={"image": ("chelsea.jpg", f)}, data={"id": str(by_region[1].id), "box": "0.1,0.2,0.6,0.9"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert abs(body["score"] - by_region[1].score) < 1e-3 and body["box"] == box
+    assert abs(body["query_sum"] - body["score"]) < 1e-3 and body["query"]["box"] == box
+    query_id = int(cnn_engine.ids[3])
+    hits = cnn_engine.search_id(query_id, k=3, box=box)
+    client = SearchClient(cnn_server.url)
+    why = client.explain(query_id, hits[2].id, box=box)
+    assert abs(why.score - hits[2].score) < 1e-3
+    whole = client.explain(query_id, hits[2].id)
+    assert abs(whole.score - cnn_engine.explain(query_id, hits[2].id).score) < 1e-4
+    assert abs(whole.score - why.score) > 1e-4  # the region, not the whole image, was explained
+
+
+def test_cli_explain_by_path_or_id(cli, cnn_index, cnn_engine, corpus, tmp_path):
+    """Issue 32: a file the index holds is that indexed image, as QUERY or RESULT; another file is only a query."""
+    import shutil
+
+    index_dir = str(cnn_index[0])
+    query = corpus / "photos" / "chelsea.jpg"
+    query_id = indexed = next(h.id for h in cnn_engine.get_many(cnn_engine.ids.tolist()) if h.path == str(query))
+    hit = cnn_engine.search_id(query_id, k=2)[0]
+    for q in (str(query), str(query_id)):
+        for r in (hit.path, str(hit.id)):
+            result = cli("explain", "--index", index_dir, q, r)
+            assert result.exit_code == 0, result.output
+            assert result.output.startswith(f"image {indexed} -> image {hit.id}: score {hit.score:.4f}"), result.output
+    copy = tmp_path / "copy.jpg"  # a file the index does not hold: explained as an uploaded query
+    shutil.copy(query, copy)
+    result = cli("explain", "--index", index_dir, str(copy), hit.path, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["query_id"] is None
+    result = cli("explain", "--index", index_dir, hit.path, str(copy))
+    assert result.exit_code == 2 and "is not an image this index holds" in result.output, result.output

@@ -85,24 +85,29 @@ def test_idle_connection_flood_does_not_take_the_server_offline(server):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 1200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
-    held = []
-    try:
-        for _ in range(500):  # a bounded flood: 500 sockets that connect and never send a byte
-            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-            held.append(s)
+    def health_p99(seconds: float) -> tuple[float, int]:
         latencies = []
         started = time.monotonic()
-        while time.monotonic() - started < 10:  # held for 10 s while health is asked ~every 50 ms
+        while time.monotonic() - started < seconds:  # health asked ~every 50 ms
             t = time.perf_counter()
             r = requests.get(server.url + "/api/health", timeout=5)
             latencies.append(time.perf_counter() - t)
             assert r.status_code == 200
             time.sleep(0.05)
         latencies.sort()
-        p99 = latencies[int(0.99 * (len(latencies) - 1))]
-        print(f"500 idle sockets: {len(latencies)} health requests, p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
-              f"p99 {p99 * 1000:.1f} ms")
-        assert len(latencies) >= 100 and p99 < 0.1, f"p99 {p99 * 1000:.1f} ms over {len(latencies)} requests"
+        return latencies[int(0.99 * (len(latencies) - 1))], len(latencies)
+
+    # the same machine's own pace first: with other tests on its cores (pytest-xdist), 100 ms is not a flood's
+    baseline, _ = health_p99(3)
+    held = []
+    try:
+        for _ in range(500):  # a bounded flood: 500 sockets that connect and never send a byte
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            held.append(s)
+        p99, asked = health_p99(10)  # held for 10 s
+        print(f"500 idle sockets: {asked} health requests, p99 {p99 * 1000:.1f} ms (without them {baseline * 1000:.1f} ms)")
+        bound = max(0.1, 3 * baseline)
+        assert asked >= 100 and p99 < bound, f"p99 {p99 * 1000:.1f} ms over {asked} requests, bound {bound * 1000:.0f} ms"
     finally:
         for s in held:
             s.close()

@@ -2,7 +2,9 @@
 // click a result for "more like this"; drag a box on the query image (or use the arrow keys) to search by a region.
 // Several examples: select results and search "More like these"; "Less like this" on a result
 // searches again with it as a negative example (POST /api/search with positive/negative).
-// The Duplicates view (#duplicates) lists groups of near-duplicates; click one to search by it.
+// The Duplicates view (#duplicates, duplicates.js) lists groups of near-duplicates; click one to search by it.
+// Layout: the search bar (choose/drop/paste, the query as a chip, the panel toggles) stays on top and the
+// results grid right under it; filters, teach mode and the score legend are panels opened on demand.
 // With classification heads, the query's predicted classes show beside it, and
 // "head-aware search" blends the head's class probabilities into the similarity.
 "use strict";
@@ -26,7 +28,7 @@ function setStatus(text, isError = false) {
   statusEl.classList.toggle("error", isError);
 }
 
-function showQuery(src, caption) {
+function showQuery(src, caption, title = "") {
   if (queryUrl && src !== queryUrl) URL.revokeObjectURL(queryUrl);
   queryUrl = src && src.startsWith("blob:") ? src : null;
   $("query-image").hidden = !src;
@@ -35,6 +37,7 @@ function showQuery(src, caption) {
   $("query-frame").hidden = !src;  // a URL's image is not shown: the page's policy loads images from here only
   $("region-help").hidden = !src;
   $("query-caption").textContent = caption;
+  $("query-caption").title = title;
   setRegion(null);
   $("predictions").hidden = true;
   $("query").hidden = false;
@@ -88,6 +91,18 @@ async function post(endpoint, query, fields) {
   return body;
 }
 
+$("query-image").addEventListener("error", () => {
+  if (!$("query-image").getAttribute("src")) return;
+  $("query-frame").hidden = true;
+  $("region-help").hidden = true;
+});
+
+// the results area: what to say where there are no cards (the first view, no match, a failed search)
+function showEmpty(text) {
+  $("results-empty").textContent = text;
+  $("results-empty").hidden = !text;
+}
+
 let runs = 0;  // the newest query's number: a reply to an older one (still out when it was superseded) is dropped
 
 async function run(query, label) {
@@ -95,12 +110,14 @@ async function run(query, label) {
   current = query;
   selected.clear();
   updateMoreButton();
-  document.dispatchEvent(new CustomEvent("imgsearch:query", { detail: query }));  // explain.js: "why?"
   if (query.positive) region = null;  // a region is of one image, not of several examples
+  // explain.js: "why?" explains what was searched, the region too
+  document.dispatchEvent(new CustomEvent("imgsearch:query", { detail: { ...query, box: region } }));
   lastSearch = { query, label, region };
   if (region) label = `${label} (region ${describeRegion(region)})`;
   setStatus("Searching…");
   resultsEl.setAttribute("aria-busy", "true");
+  window.scrollTo({ top: 0 });  // a new search shows its first results, under the search bar
   const head = headSelect ? headSelect.value : null;
   const fields = { k: K };
   const box = region ? { box: region } : {};  // a form field "x0,y0,x1,y1", or a JSON array
@@ -114,13 +131,18 @@ async function run(query, label) {
     ]);
     if (mine !== runs) return;
     render(found.results);
+    showEmpty(found.results.length ? "" : found.note || "No indexed image matches: clear or widen the filter.");
     if (classified) renderPredictions(classified.predictions);
     const how = found.head ? ` (head-aware: ${found.head})` : "";
     const among = found.matched === undefined ? "" : ` among ${found.matched} images the filter selects`;
     const note = found.note ? ` — ${found.note}` : "";
     setStatus(`${found.results.length} results for ${label}${among} in ${found.took_ms} ms${how}${note}`);
   } catch (err) {
-    if (mine === runs) setStatus(`Search failed: ${err.message}`, true);
+    if (mine === runs) {
+      setStatus(`Search failed: ${err.message}`, true);
+      render([]);  // the old results belong to another query
+      showEmpty("Nothing to show for this query: see the message above, then choose another image.");
+    }
   } finally {
     if (mine === runs) resultsEl.removeAttribute("aria-busy");
   }
@@ -132,18 +154,20 @@ function searchFile(file) {
     setStatus(`${file.name} is not an image`, true);
     return;
   }
-  showQuery(URL.createObjectURL(file), file.name || "pasted image");
+  showQuery(URL.createObjectURL(file), file.name || "pasted image", "uploaded");
   run({ file }, file.name || "the pasted image");
 }
 
 function searchId(hit) {
-  showQuery(hit.thumbnail_url, `${hit.label || "(no label)"} · id ${hit.id}`);
-  run({ id: hit.id, thumbnail_url: hit.thumbnail_url }, `image ${hit.id}`);
+  const name = hit.path ? baseName(hit.path) : `image ${hit.id}`;
+  showQuery(hit.thumbnail_url, hit.label ? `${name} · ${hit.label}` : name, `${hit.path || ""} (id ${hit.id})`);
+  run({ id: hit.id, thumbnail_url: hit.thumbnail_url, name: hit.path ? name : null }, `image ${hit.id}`);
 }
 
 // ---------------------------------------------------------------- several examples
 function nameOf(example) {
-  return example.file ? example.file.name || "pasted image" : `id ${example.id}`;
+  if (example.file) return example.file.name || "pasted image";
+  return example.name || `image ${example.id}`;
 }
 
 function searchExamples(positive, negative) {
@@ -170,7 +194,7 @@ function lessLikeThis(hit) {
     return;
   }
   const positive = current.positive || [current];  // a single query becomes the one positive
-  const negative = [...(current.negative || []), { id: hit.id }];
+  const negative = [...(current.negative || []), { id: hit.id, name: baseName(hit.path) }];
   searchExamples(positive, negative);
 }
 
@@ -181,18 +205,20 @@ function hitActions(hit) {
   const box = document.createElement("input");
   box.type = "checkbox";
   box.className = "select";
-  box.setAttribute("aria-label", `Select ${hit.label || "image"} (id ${hit.id}) for "More like these"`);
+  const name = baseName(hit.path);
+  box.setAttribute("aria-label", `Pick ${name} for "More like these"`);
   box.addEventListener("change", () => {
     if (box.checked) selected.set(hit.id, hit);
     else selected.delete(hit.id);
     updateMoreButton();
   });
-  pick.append(box, " select");
+  pick.append(box, " pick");
   const less = document.createElement("button");
   less.type = "button";
-  less.className = "less";
-  less.textContent = "less like this";
-  less.setAttribute("aria-label", `Less like ${hit.label || "this image"} (id ${hit.id})`);
+  less.className = "less button quiet";
+  less.textContent = "less";
+  less.title = "Less like this: search again, away from it";
+  less.setAttribute("aria-label", `Less like ${name}`);
   less.addEventListener("click", () => lessLikeThis(hit));
   actions.append(pick, less);
   return actions;
@@ -322,29 +348,10 @@ function renderPredictions(predictions) {
 }
 
 function render(results) {
-  $("results-title").hidden = false;
   resultsEl.replaceChildren(...results.map((hit) => {
     const li = document.createElement("li");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "hit";
-    button.dataset.id = hit.id;
-    button.title = hit.path;
-    button.setAttribute("aria-label", `More like ${hit.label || "this image"} (id ${hit.id}, score ${hit.score.toFixed(3)})`);
-    const img = document.createElement("img");
-    apiImage(img, hit.thumbnail_url);
-    img.alt = hit.label || `image ${hit.id}`;
-    img.loading = "lazy";
-    const caption = document.createElement("span");
-    caption.className = "caption";
-    const score = document.createElement("strong");
-    score.textContent = hit.score.toFixed(3);
-    const label = document.createElement("span");
-    label.textContent = hit.label || "—";
-    caption.append(score, label);
-    button.append(img, caption);
-    button.addEventListener("click", () => searchId(hit));
-    li.append(button, hitActions(hit));
+    const named = { ...hit, name: baseName(hit.path) };
+    li.append(card(hit, { action: "More like", onClick: () => searchId(named) }), hitActions(named));
     return li;
   }));
 }
@@ -384,7 +391,10 @@ $("filter-clear").addEventListener("click", () => {
 });
 
 const dropzone = $("dropzone");
-$("file-input").addEventListener("change", (e) => searchFile(e.target.files[0]));
+$("file-input").addEventListener("change", (e) => {
+  searchFile(e.target.files[0]);
+  e.target.value = "";  // choosing the same file again is a change too: it searches again
+});
 dropzone.addEventListener("keydown", (e) => {
   if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file-input").click(); }
 });
@@ -402,126 +412,40 @@ document.addEventListener("paste", (e) => {
   if (item) searchFile(item.getAsFile());
 });
 
-// ---------------------------------------------------------------- views: search | duplicates (#duplicates)
-const views = { search: $("search-view"), duplicates: $("duplicates-view") };
 
-function showView(name) {
-  for (const [key, el] of Object.entries(views)) el.hidden = key !== name;
-  for (const [key, link] of [["search", $("nav-search")], ["duplicates", $("nav-duplicates")]]) {
-    if (key === name) link.setAttribute("aria-current", "page");
-    else link.removeAttribute("aria-current");
-  }
-  if (name === "duplicates" && !dup.loaded) loadDuplicates();
-}
-
-function viewOfHash() {
-  return location.hash === "#duplicates" ? "duplicates" : "search";
-}
-
-window.addEventListener("hashchange", () => showView(viewOfHash()));
-
-// ---------------------------------------------------------------- the Duplicates view
-// Groups of near-duplicates and exact copies, a page at a time, from GET /api/duplicates.
-const dup = { offset: 0, total: 0, loaded: false, request: 0 };
-const dupThreshold = $("dup-threshold");
-const dupStatus = $("dup-status");
-
-function dupLimit() {
-  return Number($("dup-limit").value);
-}
-
-function setDupStatus(text, isError = false) {
-  dupStatus.textContent = text;
-  dupStatus.classList.toggle("error", isError);
-}
-
-async function loadDuplicates() {
-  dup.loaded = true;
-  const ticket = ++dup.request;  // a slower answer to an earlier request is dropped
-  const params = new URLSearchParams({
-    threshold: dupThreshold.value, keep: $("dup-keep").value, offset: dup.offset, limit: dupLimit(),
-    keypoints: $("dup-keypoints").checked,
+// ---------------------------------------------------------------- panels opened on demand
+// Each toggle shows one panel (filters, teach, the score legend) between the search bar and the results.
+function panelToggle(button, panel, onToggle) {
+  button.addEventListener("click", () => {
+    const open = panel.hidden;
+    panel.hidden = !open;
+    button.setAttribute("aria-expanded", String(open));
+    if (onToggle) onToggle(open);
   });
-  setDupStatus("Finding duplicates…");
-  $("dup-groups").setAttribute("aria-busy", "true");
-  try {
-    const response = await apiFetch(`/api/duplicates?${params}`);
-    const body = await response.json();
-    if (ticket !== dup.request) return;
-    if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
-    dup.total = body.total;
-    renderGroups(body.groups);
-    const first = body.total ? body.offset + 1 : 0;
-    const last = body.offset + body.groups.length;
-    $("dup-page").textContent = `${first}–${last} of ${body.total}`;
-    $("dup-prev").disabled = body.offset === 0;
-    $("dup-next").disabled = last >= body.total;
-    setDupStatus(`${body.total} groups at threshold ${body.threshold.toFixed(2)} (keep ${body.keep}` +
-                 `${body.keypoints ? ", keypoints checked" : ", scores only"}) among ${body.images} images`);
-  } catch (err) {
-    if (ticket === dup.request) setDupStatus(`Finding duplicates failed: ${err.message}`, true);
-  } finally {
-    if (ticket === dup.request) $("dup-groups").removeAttribute("aria-busy");
+}
+panelToggle($("filters-toggle"), $("filters-panel"));
+panelToggle($("legend-toggle"), $("score-legend"));
+
+// the filters in force, on their toggle, so a closed panel still says it is filtering
+function markFilters() {
+  const filter = currentFilter();
+  const n = filter ? Object.keys(filter).length : 0;
+  $("filters-toggle").textContent = n ? `Filters (${n})` : "Filters";
+  $("filters-toggle").classList.toggle("active", n > 0);
+}
+$("filters").addEventListener("change", markFilters);
+$("filter-clear").addEventListener("click", markFilters);
+
+// /?id=N opens the page on a search by that indexed image (make demo prints such an address); the page's
+// server looked the id up (web/pages.py): its path and label, or what is wrong with it
+function openingSearch() {
+  const view = $("search-view");
+  if (!view.dataset.open) return;
+  const opening = JSON.parse(view.dataset.open);
+  if (opening.error) {
+    setStatus(opening.error, true);
+    return;
   }
+  searchId({ ...opening, thumbnail_url: `/api/images/${opening.id}?size=${view.dataset.thumbnailSize}` });
 }
-
-function baseName(path) {
-  return path.split("/").pop();
-}
-
-function renderGroups(groups) {
-  $("dup-groups").replaceChildren(...groups.map((group) => {
-    const li = document.createElement("li");
-    li.className = "dup-group";
-    li.dataset.group = group.group;
-    const title = document.createElement("h3");
-    title.textContent = `Group ${group.group} · ${group.exact ? "exact copies" : "near-duplicates"} · ` +
-                        `${group.ids.length} files`;
-    const row = document.createElement("ol");
-    row.className = "dup-row";
-    row.replaceChildren(...group.ids.map((id, i) => {
-      const item = document.createElement("li");
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "hit dup-hit";
-      button.dataset.id = id;
-      button.title = group.paths[i];
-      const kept = i === 0;
-      if (kept) button.classList.add("keeper");
-      button.setAttribute("aria-label", `Search by ${baseName(group.paths[i])} (id ${id}, score ` +
-                                        `${group.scores[i].toFixed(3)}${kept ? ", kept" : ""})`);
-      const img = document.createElement("img");
-      apiImage(img, group.thumbnail_urls[i]);
-      img.alt = baseName(group.paths[i]);
-      img.loading = "lazy";
-      const caption = document.createElement("span");
-      caption.className = "caption";
-      const score = document.createElement("strong");
-      score.textContent = group.scores[i].toFixed(3);
-      const label = document.createElement("span");
-      label.textContent = kept ? "keep" : baseName(group.paths[i]);
-      if (kept) label.className = "keep-badge";
-      caption.append(score, label);
-      button.append(img, caption);
-      button.addEventListener("click", () => {
-        location.hash = "#search";
-        searchId({ id, thumbnail_url: group.thumbnail_urls[i], label: baseName(group.paths[i]) });
-      });
-      item.append(button);
-      return item;
-    }));
-    li.append(title, row);
-    return li;
-  }));
-}
-
-dupThreshold.addEventListener("input", () => {
-  $("dup-threshold-value").textContent = Number(dupThreshold.value).toFixed(2);
-});
-dupThreshold.addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
-$("dup-keep").addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
-$("dup-keypoints").addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
-$("dup-limit").addEventListener("change", () => { dup.offset = 0; loadDuplicates(); });
-$("dup-prev").addEventListener("click", () => { dup.offset = Math.max(0, dup.offset - dupLimit()); loadDuplicates(); });
-$("dup-next").addEventListener("click", () => { dup.offset += dupLimit(); loadDuplicates(); });
-showView(viewOfHash());
+window.addEventListener("DOMContentLoaded", openingSearch);  // after every script has set up its listeners

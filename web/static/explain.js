@@ -60,9 +60,10 @@
       form.append("image", query.file, query.file.name || "pasted.png");
       form.append("id", String(id));
       if (head) form.append("head", head);
+      if (query.box) form.append("box", query.box.join(","));
       init = { method: "POST", body: form };
     } else {
-      const body = { query: { id: query.id }, id, ...(head ? { head } : {}) };
+      const body = { query: { id: query.id }, id, ...(head ? { head } : {}), ...(query.box ? { box: query.box } : {}) };
       init = { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
     }
     const response = await apiFetch("/api/explain", init);
@@ -85,8 +86,9 @@
     return Math.max(...grid.map((row) => Math.max(...row.map(Math.abs))));
   }
 
-  // Draw a grid of shares over the centred square of ``img`` (shown whole: object-fit contain, or its own size).
-  function draw(canvas, img, grid, scale) {
+  // Draw a grid of shares over the centred square of ``img`` (shown whole: object-fit contain, or its own size),
+  // or of its ``region`` [x0, y0, x1, y1] (fractions) when the query was a region of it.
+  function draw(canvas, img, grid, scale, region = [0, 0, 1, 1]) {
     const width = img.clientWidth;
     const height = img.clientHeight;
     if (!width || !height || !img.naturalWidth) return;
@@ -95,9 +97,14 @@
     canvas.style.left = `${img.offsetLeft + img.clientLeft}px`;  // CSSOM, which the CSP allows
     canvas.style.top = `${img.offsetTop + img.clientTop}px`;
     const fit = Math.min(width / img.naturalWidth, height / img.naturalHeight);
-    const side = Math.min(img.naturalWidth, img.naturalHeight) * fit;
-    const x0 = (width - side) / 2;
-    const y0 = (height - side) / 2;
+    const shownW = img.naturalWidth * fit;
+    const shownH = img.naturalHeight * fit;
+    const [rx0, ry0, rx1, ry1] = region;
+    const w = (rx1 - rx0) * shownW;
+    const h = (ry1 - ry0) * shownH;
+    const side = Math.min(w, h);
+    const x0 = (width - shownW) / 2 + rx0 * shownW + (w - side) / 2;
+    const y0 = (height - shownH) / 2 + ry0 * shownH + (h - side) / 2;
     const rows = grid.length;
     const cols = grid[0].length;
     const ctx = canvas.getContext("2d");
@@ -126,7 +133,7 @@
         canvas = newCanvas();
         button.append(canvas);
       }
-      draw(queryCanvas, queryImg, why.query_shares, scale);
+      draw(queryCanvas, queryImg, why.query_shares, scale, why.box || undefined);
       draw(canvas, button.querySelector("img"), why.result_shares, scale);
       button.classList.add("explained");
       const head = why.head ? ` + head ${why.head_share.toFixed(3)}` : "";

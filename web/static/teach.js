@@ -132,7 +132,7 @@ function setTeaching(on) {
   teach.on = on;
   teachPanel.hidden = !on;
   teachToggle.setAttribute("aria-expanded", String(on));
-  teachToggle.textContent = on ? "Stop teaching" : "Teach a head…";
+  teachToggle.textContent = on ? "Stop teaching" : "Teach a head";
   document.body.classList.toggle("teaching", on);
   if (on && !teach.classes.length) { addClass("class 1"); addClass("class 2"); teach.active = 0; renderClasses(); }
   if (on) checkPermission();

@@ -1,0 +1,54 @@
+"""Screenshots of the page for the docs site (docs/screenshots/), from a running server such as `make demo`'s.
+
+    python scripts/page_screenshots.py http://127.0.0.1:8000 ID [--out docs/screenshots]
+
+Opens /?id=ID at a laptop's size (1280x800) and a phone's (390x844) in headless Chromium (Playwright),
+waits for the results and their thumbnails, and writes demo-desktop.png and demo-phone.png, reduced to
+256 colours to stay small."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.browser.helpers import CHROMIUM, FLAGS, wait_until  # noqa: E402
+
+SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
+
+
+def save_small(png: bytes, path: Path) -> None:
+    with Image.open(io.BytesIO(png)) as im:
+        im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    print(f"{path}: {path.stat().st_size // 1024} KiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("id", type=int)
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        for name, (width, height) in SIZES.items():
+            phone = name == "phone"
+            page = browser.new_page(viewport={"width": width, "height": height}, is_mobile=phone, has_touch=phone)
+            page.goto(f"{args.url}/?id={args.id}")
+            wait_until(page, "document.querySelector('#status').textContent.includes('results for')", 120)
+            wait_until(page, "[...document.querySelectorAll('#results img')].slice(0, 12)"
+                             ".every(i => i.complete && i.naturalWidth > 0)", 60)
+            save_small(page.screenshot(), args.out / f"demo-{name}.png")
+            page.close()
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+// The one result card of the page: search results, duplicate groups and teach mode all show images with it.
+// A card is a button (click, Enter or Space: its action) holding the thumbnail, the file name, the folder
+// label and the score with its band (the measured bands of the "Scores" panel).
+"use strict";
+
+// Score bands, highest first: [lowest score, class, words]; the "Scores" panel says where they come from.
+const BANDS = [
+  [0.985, "same", "same picture"],
+  [0.85, "near", "near-duplicate"],
+  [0.45, "kind", "same kind"],
+  [0.35, "weak", "weak"],
+  [-Infinity, "unrelated", "unrelated"],
+];
+
+function bandOf(score) {
+  return BANDS.find(([low]) => score >= low);
+}
+
+function baseName(path) {
+  return String(path || "").split(/[\\/]/).pop() || String(path || "");
+}
+
+// A card for ``hit`` ({id, path, label, score, thumbnail_url}); ``opts``: {classes, action (the verb of the
+// card's accessible name), badge (a word shown instead of the label, e.g. "keep"), onClick}.
+function card(hit, opts = {}) {
+  const name = baseName(hit.path) || `image ${hit.id}`;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = ["hit", ...(opts.classes || [])].join(" ");
+  button.dataset.id = hit.id;
+  button.title = hit.path;
+  const img = document.createElement("img");
+  apiImage(img, hit.thumbnail_url);
+  img.alt = "";  // the caption names the image
+  button.dataset.label = hit.label;
+  img.loading = "lazy";
+  img.addEventListener("error", () => button.classList.add("no-image"));
+  const caption = document.createElement("span");
+  caption.className = "caption";
+  const file = document.createElement("span");
+  file.className = "file";
+  file.textContent = name;
+  const meta = document.createElement("span");
+  meta.className = "meta-row";
+  const score = document.createElement("strong");
+  score.className = "score";
+  score.textContent = hit.score.toFixed(3);
+  const [, band, words] = bandOf(hit.score);
+  const pill = document.createElement("span");
+  pill.className = `band ${band}`;
+  pill.textContent = opts.badge || words;
+  if (opts.badge) pill.classList.add("badge");
+  meta.append(score, pill);
+  const label = document.createElement("span");
+  label.className = "label";
+  label.textContent = hit.label || "(no label)";
+  caption.append(file, label, meta);
+  button.append(img, caption);
+  const action = document.createElement("span");  // the card's name: this verb, then what it shows
+  action.className = "visually-hidden";
+  action.textContent = `${opts.action || "Search by"} `;
+  button.prepend(action);
+  if (opts.onClick) button.addEventListener("click", opts.onClick);
+  return button;
+}
