@@ -167,9 +167,10 @@ def test_keypoint_checks_skip_a_changed_file_and_say_so(index, files, caplog):
     changed, kept = _id_of(engine, "p1.bmp"), _id_of(engine, "p0.bmp")
     _same_size_other_picture(files / "p1.bmp")
     matcher = KeypointMatcher(engine)
-    assert matcher.keypoints(changed) is None and matcher.changed == [changed]
-    assert matcher.keypoints(kept) is not None
-    assert matcher.inliers(changed, kept) == 0  # no evidence either way: the score decides
+    assert matcher.features(changed) is None and matcher.changed == [changed]
+    assert matcher.features(kept) is not None
+    found = matcher.evidence(kept, changed)
+    assert found.check == "none" and found.match is None  # no evidence either way: the score decides
     assert "changed since it was indexed" in caplog.text
     engine.duplicates(threshold=0.5, keypoints=True)  # the whole run still answers
 
