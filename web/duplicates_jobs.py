@@ -54,13 +54,15 @@ class DuplicatesJob:
         self.error: dict | None = None
         self.cancel = threading.Event()
         self._lock = threading.Lock()  # state changes: a cancel and the thread's end never cross
+        self.thread: threading.Thread | None = None
 
     def start(self) -> None:
         cached = self.engine.duplicate_reports.cached(*self.options)
         if cached is not None:  # nothing to compute: done at once
             self.report, self.state, self.progress = cached, "done", (None, 0, 0)
             return
-        threading.Thread(target=self._run, name=f"duplicates-job-{self.id[:8]}", daemon=True).start()
+        self.thread = threading.Thread(target=self._run, name=f"duplicates-job-{self.id[:8]}", daemon=True)
+        self.thread.start()
 
     def _on_progress(self, stage: str, done: int, total: int) -> None:
         self.progress = (stage, done, total)
@@ -113,6 +115,7 @@ class DuplicatesJobs:
     def __init__(self, max_jobs: int = MAX_JOBS):
         self.max_jobs = max_jobs
         self._jobs: OrderedDict[str, DuplicatesJob] = OrderedDict()
+        self._threads: list[threading.Thread] = []  # every job thread not yet ended, cancelled ones included
         self._lock = threading.Lock()
 
     def start(self, eng, threshold, keep, keypoints: bool) -> DuplicatesJob:
@@ -122,13 +125,17 @@ class DuplicatesJobs:
             for job in self._jobs.values():
                 if job.key == key and job.state in ("running", "done"):
                     return job
-            running = sum(job.state == "running" for job in self._jobs.values())
-            if running >= self.max_jobs:
-                raise ApiError(503, "busy", f"{running} duplicates jobs are running; cancel one (DELETE "
-                                            "/api/duplicates/jobs/ID) or wait for one to finish",
-                               headers={"Retry-After": "10"})
+            # a cancelled job's thread counts until it ends (it may wait for another computation first): starts
+            # and cancels in a loop never pile up threads
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if len(self._threads) >= self.max_jobs:
+                raise ApiError(503, "busy", f"{len(self._threads)} duplicates jobs are running or stopping; "
+                                            "cancel one (DELETE /api/duplicates/jobs/ID) or wait for one to "
+                                            "finish", headers={"Retry-After": "10"})
             job = DuplicatesJob(eng, threshold, keep, bool(keypoints))
             job.start()
+            if job.thread is not None:
+                self._threads.append(job.thread)
             self._jobs[job.id] = job
             for old in [j for j in self._jobs.values() if j.state != "running"]:
                 if len(self._jobs) <= self.max_jobs:

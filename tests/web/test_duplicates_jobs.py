@@ -115,6 +115,22 @@ def test_finished_jobs_are_dropped_oldest_first_and_running_ones_are_capped(serv
     assert held[2].headers["Retry-After"]
 
 
+def test_starts_and_cancels_in_a_loop_never_pile_up_threads(server, gate):
+    server.app.extensions["imgsearch_duplicates_jobs"].max_jobs = 3
+    codes = []
+    for threshold in (0.91, 0.93, 0.94, 0.95, 0.96):  # each cancelled at once; the first is held verifying
+        r = requests.post(server.url + JOBS, json={"threshold": threshold}, timeout=30)
+        codes.append(r.status_code)
+        if r.status_code == 202:
+            assert requests.delete(f"{server.url}{JOBS}/{r.json()['id']}", timeout=30).json()["state"] == "cancelled"
+    # cancelled jobs whose threads still wait (behind the held computation) count: the fourth start is refused
+    assert codes == [202, 202, 202, 503, 503]
+    gate.release()
+    jobs = server.app.extensions["imgsearch_duplicates_jobs"]
+    wait_until(lambda: not any(t.is_alive() for t in jobs._threads), what="the cancelled threads to end")
+    assert requests.post(server.url + JOBS, json={"threshold": 0.97}, timeout=30).status_code == 202
+
+
 @pytest.mark.parametrize("body, params, code, message", [
     ({"threshold": 0}, {}, "invalid_threshold", "threshold must be a number above 0 and at most 1"),
     ({"threshold": "abc"}, {}, "invalid_threshold", "threshold"),
