@@ -218,3 +218,28 @@ def test_the_openapi_document_names_every_job_route_and_status(server):
     job = spec["components"]["schemas"]["DuplicatesJob"]
     assert set(job["properties"]["state"]["enum"]) == {"running", "done", "cancelled", "failed"}
     assert "sizes" in spec["components"]["schemas"]["DuplicateGroup"]["properties"]
+
+
+def test_off_loopback_a_read_key_starts_and_cancels_jobs_and_no_key_does_not(dup_index, tmp_path, gate):
+    """Jobs change nothing in the index: reads, by the key rules (web/auth.py), not writes."""
+    from imgsearch.web import create_app
+    from imgsearch.web.keys import KeyStore
+
+    store = KeyStore(tmp_path / "keys.json")
+    read, _ = store.create("read", "reader")
+    live = LiveServer(create_app({"INDEX_DIR": str(dup_index[0]), "WARM_UP": False, "RELOAD_INTERVAL": None,
+                                  "KEYS_FILE": str(store.path), "REQUIRE_KEY": True}))
+    live.app.config["BOUND_HOST"] = "0.0.0.0"
+    try:
+        bare = requests.post(live.url + JOBS, json={}, timeout=30)
+        assert bare.status_code == 401 and bare.json()["error"]["code"] == "key_required"
+        auth = {"Authorization": f"Bearer {read}"}
+        started = requests.post(live.url + JOBS, json={}, headers=auth, timeout=30)
+        assert started.status_code == 202, started.text
+        job_url = f"{live.url}{JOBS}/{started.json()['id']}"
+        assert requests.get(job_url, timeout=30).status_code == 401
+        gone = requests.delete(job_url, headers=auth, timeout=30)
+        assert gone.status_code == 200 and gone.json()["state"] == "cancelled"
+    finally:
+        gate.release()
+        live.close()
