@@ -174,7 +174,7 @@ function evidenceWords(found, keep) {
   }
   const numbers = parts.length ? `: ${parts.join(", ")}` : "";
   if (found.decided_by === "cosine") return [cosine, ` ≥ threshold${numbers ? ` (${found.check} check${numbers})` : ""}`];
-  return [`${found.decided_by} check`, ` matched, ${cosine} below the threshold${numbers}`];
+  return [`${found.decided_by} check`, ` matched (${cosine}, below the threshold)${numbers}`];
 }
 
 function regionOf(found) {
@@ -245,6 +245,7 @@ function memberElement(group, i, keep) {
   if (kept && !group.exact) {
     const box = document.createElement("span");
     box.className = "dup-region";
+    box.setAttribute("aria-hidden", "true");  // a picture of what each member's words say
     box.hidden = true;
     const label = document.createElement("span");
     label.className = "dup-region-label";
