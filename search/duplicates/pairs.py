@@ -104,7 +104,7 @@ class IndexVectors:
     def pairs(self, threshold: float, progress=None) -> Pairs:
         """``progress`` (a ``progress.DuplicatesProgress``): the ``pairs`` stage, counted in images searched."""
         progress = progress or DuplicatesProgress(bars=False)
-        progress.start("pairs", len(self.engine))
+        progress.start("pairs", len(self.engine), f"finding pairs scoring at least {threshold:g}")
         if self.engine.index is None or len(self.engine) < 2:
             empty = np.empty(0, np.int64)
             return Pairs(empty, empty, np.empty(0, np.float32), self.method)

@@ -35,14 +35,15 @@ class DuplicatesProgress:
         self.done = self.total = 0
         self._bar = None
 
-    def start(self, stage: str, total: int) -> None:
-        """A new stage of ``total`` units (the previous one ends); raises if cancelled."""
+    def start(self, stage: str, total: int, words: str | None = None) -> None:
+        """A new stage of ``total`` units (the previous one ends); raises if cancelled.  ``words``: the bar's
+        description (default: the stage's)."""
         self.close()
         self.check()
         self.stage, self.done, self.total = stage, 0, int(total)
         if self.bars:
             desc, unit = _BARS[stage]
-            self._bar = bar(total=self.total, desc=desc, unit=unit, leave=False)
+            self._bar = bar(total=self.total, desc=words or desc, unit=unit, leave=False)
         self._report()
 
     def advance(self, units: int = 1) -> None:
