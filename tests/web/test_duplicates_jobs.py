@@ -243,3 +243,29 @@ def test_off_loopback_a_read_key_starts_and_cancels_jobs_and_no_key_does_not(dup
     finally:
         gate.release()
         live.close()
+
+
+@pytest.mark.parametrize("raised, code, words", [
+    (RuntimeError("secret /srv/path in a bug"), "internal_error", "the server log says why"),
+    ("damaged", "shard_damaged", "shard-00001.parquet"),
+])
+def test_a_job_that_fails_says_why_in_the_error_contract_and_nothing_internal(server, monkeypatch, raised, code,
+                                                                             words):
+    from imgsearch.search.duplicates import groups
+    from imgsearch.search.errors import DamagedShardError
+
+    if raised == "damaged":
+        raised = DamagedShardError("shard shard-00001.parquet is damaged (cut short): repair it with imgsearch "
+                                   "verify --repair")
+
+    def fails(*args, **kwargs):
+        raise raised
+
+    monkeypatch.setattr(groups, "_find", fails)
+    job = requests.post(server.url + JOBS, json={}, timeout=30).json()
+    failed = _finished(server, job["id"])
+    assert failed["state"] == "failed" and "result" not in failed
+    assert failed["error"]["code"] == code and words in failed["error"]["message"]
+    assert "/srv/path" not in str(failed)
+    # a failed job is not reused: the next start tries again
+    assert requests.post(server.url + JOBS, json={}, timeout=30).json()["id"] != job["id"]
