@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser.helpers import wait_until
+from tests.browser.helpers import ARTIFACTS, wait_until
 from tests.helpers import LiveServer, VerificationGate
 
 DONE = "document.querySelector('#dup-status').textContent.includes('groups at threshold')"
@@ -39,6 +39,8 @@ def test_progress_then_cancel_then_the_groups_with_their_evidence(page, server, 
         bar = page.get_by_role("progressbar", name=re.compile("Verifying pairs"))
         assert bar.get_attribute("max") == str(total) and bar.get_attribute("value") == str(done)
         assert "verifying" in page.text_content("#dup-status")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "page-duplicates-progress.png"))
 
         page.click("#dup-cancel")
         wait_until(page, "document.querySelector('#dup-status').textContent.startsWith('Cancelled')")
