@@ -269,3 +269,14 @@ def test_a_job_that_fails_says_why_in_the_error_contract_and_nothing_internal(se
     assert "/srv/path" not in str(failed)
     # a failed job is not reused: the next start tries again
     assert requests.post(server.url + JOBS, json={}, timeout=30).json()["id"] != job["id"]
+
+
+def test_ctrl_c_while_the_client_waits_cancels_the_job_on_the_server(server, gate):
+    def interrupted(stage, done, total):
+        raise KeyboardInterrupt  # as Ctrl-C arrives while the caller's progress callback runs
+
+    with SearchClient(server.url, timeout=30) as client:
+        with pytest.raises(KeyboardInterrupt):
+            client.duplicates(threshold=DUP_THRESHOLD, progress=interrupted)
+    jobs = list(server.app.extensions["imgsearch_duplicates_jobs"]._jobs.values())
+    assert [j.state for j in jobs] == ["cancelled"]
