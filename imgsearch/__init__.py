@@ -35,6 +35,7 @@ _EXPORTS = {
     "Hit": "imgsearch.search.hits",
     "Example": "imgsearch.search.query.examples",
     "SearchClient": "imgsearch.search.client.http_client",
+    "DuplicatesProgress": "imgsearch.search.duplicates.progress",  # SearchEngine.duplicates(progress=...)
     # serving
     "create_app": "imgsearch.web.app",
     # the one error family: every error imgsearch raises on purpose is an ImgsearchError
@@ -46,6 +47,7 @@ _EXPORTS = {
     "MissingDependencyError": "imgsearch.indexer.errors",
     "ExecutionError": "imgsearch.indexer.errors",
     "SearchAPIError": "imgsearch.search.client.http_client",
+    "DuplicatesCancelledError": "imgsearch.search.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -58,6 +60,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
     from imgsearch.indexer.run.index_vectors import index_vectors
     from imgsearch.indexer.run.pipeline import index_images
     from imgsearch.search.client.http_client import SearchAPIError, SearchClient
+    from imgsearch.search.duplicates.progress import DuplicatesProgress
+    from imgsearch.search.errors import DuplicatesCancelledError
     from imgsearch.search.engine import SearchEngine
     from imgsearch.search.query.examples import Example
     from imgsearch.search.hits import Hit

@@ -25,7 +25,7 @@ from imgsearch.indexer.folder.whitening import search_space
 from imgsearch.indexer.inputs.images import ImageSource, decode_image
 from imgsearch.indexer.vectors import search_index
 from imgsearch.search.catalog import Catalog
-from imgsearch.search.duplicates.groups import DuplicateCache
+from imgsearch.search.duplicates.cache import DuplicateCache
 from imgsearch.search.errors import InvalidBoxError, InvalidVectorError, UnknownIdError  # noqa: F401 - callers import them here
 from imgsearch.search.explain.explainer import explain_pair
 from imgsearch.search.heads import HeadCatalog
@@ -73,7 +73,7 @@ class SearchEngine:
         self.opened_files: dict = {}  # relative path -> (inode, size, mtime_ns) at open (``health``)
         self._reopen = None  # set by a ReloadingEngine: engine -> the newest version, when this one's files are gone
         self._successor = None  # the newer version answering for this one, once its files were found gone
-        self._duplicates = DuplicateCache()  # this version's duplicate reports
+        self.duplicate_reports = DuplicateCache()  # this version's duplicate reports (``cached`` peeks)
         self.filtered = FilteredSearch(store, manifest["shards"], self._ids)  # metadata read on first use
 
     @classmethod
@@ -341,10 +341,10 @@ class SearchEngine:
         return self.catalog.distinct_labels()  # from the labels' codes: the filter columns are not read
 
     @_newest_if_gone
-    def duplicates(self, threshold: float | None = None, keep: str | None = "largest", keypoints: bool = True):
+    def duplicates(self, threshold: float | None = None, keep: str | None = "largest", keypoints=True, progress=None):
         """Every group of near-duplicates and of exact copies in this version (``search/duplicates/groups.py``),
-        computed once per version, ``threshold`` (None: the default), ``keep`` rule and ``keypoints``."""
-        return self._duplicates.get(self, threshold, keep, keypoints)
+        once per version, ``threshold``, ``keep`` and ``keypoints``; ``progress``: ``search/duplicates/progress.py``."""
+        return self.duplicate_reports.get(self, threshold, keep, keypoints, progress)
 
     @_newest_if_gone
     def explain(self, query, result_id: int, *, head: str | None = None, max_pixels: int | None = None, box=None):

@@ -19,7 +19,7 @@ from imgsearch.indexer.folder.manifest import ExternalVectorsError
 from imgsearch.indexer.folder.store import DamagedShardError, IndexFormatError
 from imgsearch.indexer.inputs.images import ImageDecodeError, ImageTooLargeError
 
-__all__ = ["ChangedFileError", "DamagedIndexError", "DamagedShardError", "ExecutionError", "ExternalVectorsError", "HeadDamagedError",
+__all__ = ["ChangedFileError", "DamagedIndexError", "DuplicatesCancelledError", "DamagedShardError", "ExecutionError", "ExternalVectorsError", "HeadDamagedError",
            "HeadError", "ImageDecodeError", "ImageError", "ImageTooLargeError", "ImageUnavailableError",
            "ImgsearchError", "IndexFormatError", "InvalidBoxError", "InvalidFieldError", "InvalidFilterError",
            "InvalidInputError", "InvalidVectorError", "MissingDependencyError", "NotFoundError", "UnknownHeadError",
@@ -68,3 +68,9 @@ class UrlNotAllowedError(InvalidInputError):
 
 class UrlFetchError(InvalidInputError):
     """The URL is allowed but fetching it failed: no such host, no connection, an HTTP error status."""
+
+
+class DuplicatesCancelledError(ImgsearchError):
+    """A duplicates computation was cancelled (a job's cancel, Ctrl-C): nothing of it was cached."""
+
+    exit_code = 130  # the shell's code for a run ended by Ctrl-C

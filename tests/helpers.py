@@ -133,3 +133,27 @@ def mark_area(items, folder: Path, marker) -> None:
     for item in items:
         if item.path.is_relative_to(folder):
             item.add_marker(marker)
+
+
+class VerificationGate:
+    """Holds every duplicates computation at its first pair to verify until ``release()``: a job is then
+    observably running (stage ``verifying``) for as long as a test needs, with no sleep to guess at."""
+
+    def __init__(self, monkeypatch):
+        import threading
+
+        from imgsearch.search.duplicates import groups
+
+        self.entered, self.released = threading.Event(), threading.Event()
+        judge = groups._Judge.__call__
+
+        def held(this, a, b, score):
+            self.entered.set()
+            if not self.released.wait(120):
+                raise AssertionError("the test never released the verification gate")
+            return judge(this, a, b, score)
+
+        monkeypatch.setattr(groups._Judge, "__call__", held)
+
+    def release(self) -> None:
+        self.released.set()

@@ -241,11 +241,38 @@ def _parse_threshold(raw) -> float | None:
     return number_field(raw, "threshold", 0, 1, " (a cosine score)", above_low=True)
 
 
+def duplicate_options(fields) -> tuple[float | None, str | None, bool]:
+    """(threshold, keep, keypoints) of a duplicates request (a query string or a JSON object), checked once
+    here for GET /api/duplicates and its jobs (web/duplicates_jobs.py): 400 saying what to change."""
+    threshold = _parse_threshold(fields.get("threshold"))
+    keep = fields.get("keep") or None
+    if keep is not None and keep not in KEEP_RULES:
+        raise ApiError(400, "invalid_keep", f"keep must be one of {', '.join(KEEP_RULES)}, got {quote(keep)}")
+    return threshold, keep, parse_bool(fields.get("keypoints"), "keypoints", True)
+
+
+def duplicates_window() -> tuple[int, int]:
+    """(offset, limit) of the page of groups this request asks for."""
+    return (parse_int(request.args.get("offset"), "offset", 0, 0, 2**31 - 1),
+            parse_int(request.args.get("limit"), "limit", 20, 1, MAX_GROUPS))
+
+
+def duplicates_json(report, offset: int, limit: int, started: float) -> dict:
+    """One page of ``report``'s groups, as GET /api/duplicates answers and a finished job's ``result``."""
+    page = report.groups[offset:offset + limit]
+    return dict(groups=[_group_json(g) for g in page], total=len(report.groups), offset=offset, limit=limit,
+                threshold=report.threshold, keep=report.keep, keypoints=report.keypoints,
+                confirmed=report.confirmed, refuted=report.refuted, generation=report.generation,
+                images=report.images, method=report.method, seconds=report.seconds,
+                took_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
 def _group_json(group) -> dict:
     size = current_app.config["THUMBNAIL_SIZE"]
     return {"group": group.group, "ids": group.ids, "paths": [display_text(p) for p in group.paths],
             "scores": group.scores, "keep": group.keep, "exact": group.exact,
-            "evidence": group.evidence, "thumbnail_urls": [url_for("api.image", row_id=i, size=size) for i in group.ids]}
+            "evidence": group.evidence, "sizes": group.sizes,
+            "thumbnail_urls": [url_for("api.image", row_id=i, size=size) for i in group.ids]}
 
 
 @api.get("/duplicates")
@@ -253,24 +280,14 @@ def duplicates():
     """Groups of near-duplicate images and of exact copies, a page at a time.
 
     Computed once per index version, threshold and keeper rule (the engine of a version caches
-    them; a newly published version is a new engine, so nothing stale is served).
+    them; a newly published version is a new engine, so nothing stale is served).  A long computation
+    is better started as a job with progress and a cancel: POST /api/duplicates/jobs.
     """
     started = time.perf_counter()
     eng = engine()
-    threshold = _parse_threshold(request.args.get("threshold"))
-    keep = request.args.get("keep") or None
-    if keep is not None and keep not in KEEP_RULES:
-        raise ApiError(400, "invalid_keep", f"keep must be one of {', '.join(KEEP_RULES)}, got {quote(keep)}")
-    offset = parse_int(request.args.get("offset"), "offset", 0, 0, 2**31 - 1)
-    limit = parse_int(request.args.get("limit"), "limit", 20, 1, MAX_GROUPS)
-    keypoints = parse_bool(request.args.get("keypoints"), "keypoints", True)
-    report = eng.duplicates(threshold, keep, keypoints)
-    page = report.groups[offset:offset + limit]
-    return jsonify(groups=[_group_json(g) for g in page], total=len(report.groups), offset=offset, limit=limit,
-                   threshold=report.threshold, keep=report.keep, keypoints=report.keypoints,
-                   confirmed=report.confirmed, refuted=report.refuted, generation=report.generation,
-                   images=report.images, method=report.method,
-                   took_ms=round((time.perf_counter() - started) * 1000, 2))
+    threshold, keep, keypoints = duplicate_options(request.args)
+    offset, limit = duplicates_window()
+    return jsonify(duplicates_json(eng.duplicates(threshold, keep, keypoints), offset, limit, started))
 
 
 @api.get("/images/<row_id>")

@@ -75,6 +75,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from imgsearch.web.api import api
     from imgsearch.web.auth import install_keys
     from imgsearch.web.batch import batch
+    from imgsearch.web.duplicates_jobs import duplicates_jobs
     from imgsearch.web.errors import register_error_handlers
     from imgsearch.web.explain import explain_api
     from imgsearch.web.fields import StrictJSONProvider
@@ -118,6 +119,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     add_security_headers(app)
     app.register_blueprint(api)
     app.register_blueprint(batch)
+    app.register_blueprint(duplicates_jobs)
     app.register_blueprint(explain_api)
     app.register_blueprint(heads_api)
     app.register_blueprint(pages)

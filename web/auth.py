@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 audit = logging.getLogger("imgsearch.web.audit")  # one line per write; imgsearch serve shows it (INFO)
 
 READS = ("GET", "HEAD", "OPTIONS")
-READ_POSTS = {"api.search", "api.classify", "batch.search_batch", "explain.explain"}  # POSTs that change nothing
+# POSTs (and a DELETE) that change nothing in the index: searches, and duplicates jobs (web/duplicates_jobs.py)
+READ_POSTS = {"api.search", "api.classify", "batch.search_batch", "explain.explain", "duplicates_jobs.start",
+              "duplicates_jobs.cancel"}
 OPEN = {"api.health"}  # answered without a key, even with REQUIRE_KEY: load balancers ask it
 
 

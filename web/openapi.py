@@ -8,7 +8,7 @@ from imgsearch.search.query.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_W
 from imgsearch.search.query.filters import COMPARISONS, ISO_PATTERN, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS, TIME_FORMS
 from imgsearch.web.examples import EXAMPLE_FIELDS, MAX_BATCH
 from imgsearch.web.openapi_access import add_access_control
-from imgsearch.web.openapi_duplicates import DUPLICATE_EVIDENCE
+from imgsearch.web.openapi_duplicates import DUPLICATE_EVIDENCE, DUPLICATES_JOB, DUPLICATES_JOB_PATHS, MEMBER_SIZE
 from imgsearch.web.openapi_parts import CONFLICT, DAMAGED, HEALTH, HEALTH_SCHEMA, error_response, explain_path
 
 
@@ -54,6 +54,8 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     form_filter = {"type": "string", "description": "a Filter as JSON text"}
     spec = _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_field, url, flt, form_filter)
     spec["paths"].update(_heads_paths(vector))
+    spec["paths"].update(DUPLICATES_JOB_PATHS)
+    spec["components"]["schemas"].update(DuplicatesJob=DUPLICATES_JOB, MemberSize=MEMBER_SIZE)
     add_access_control(spec)
     spec["components"]["schemas"]["Head"] = _HEAD_SCHEMA
     spec["components"]["schemas"]["Health"] = HEALTH_SCHEMA
@@ -247,6 +249,8 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                                               "keep": {"type": "integer"}, "exact": {"type": "boolean"},
                                               "evidence": {"type": "array", "items": {
                                                   "$ref": "#/components/schemas/DuplicateEvidence"}},
+                                              "sizes": {"type": "array", "items": {
+                                                  "$ref": "#/components/schemas/MemberSize"}},
                                               "thumbnail_urls": {"type": "array", "items": {"type": "string"}}}},
             "DuplicatesResponse": {"type": "object",
                                    "required": ["groups", "total", "offset", "limit", "threshold", "keep"],
@@ -256,6 +260,8 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                                                   "limit": {"type": "integer"}, "threshold": {"type": "number"},
                                                   "keep": {"type": "string"}, "generation": {"type": "integer"},
                                                   "images": {"type": "integer"}, "method": {"type": "string"},
+                                                  "seconds": {"type": "number",
+                                                              "description": "the computation's own time"},
                                                   "took_ms": {"type": "number"}}},
             "ClassifyResponse": {"type": "object", "required": ["head", "predictions", "took_ms"],
                                  "properties": {"head": {"type": "string"}, "took_ms": {"type": "number"},

@@ -258,7 +258,12 @@ def duplicates(index_dir, threshold, keep, as_json, csv_file, limit, keypoints):
 
     if as_json and csv_file:
         raise click.UsageError("choose one of --json and --csv")
-    report = _open_engine(index_dir).duplicates(threshold, keep, keypoints)
+    from imgsearch.search.errors import DuplicatesCancelledError
+
+    try:  # a bar per stage on a terminal (search/duplicates/progress.py)
+        report = _open_engine(index_dir).duplicates(threshold, keep, keypoints)
+    except KeyboardInterrupt:
+        raise DuplicatesCancelledError("finding duplicates stopped (Ctrl-C); nothing was written") from None
     groups = report.groups[:limit] if limit else report.groups
     if csv_file:
         _write_duplicates_csv(csv_file, groups)
@@ -293,11 +298,13 @@ def _write_duplicates_csv(path: Path, groups) -> None:
     writer = csv.writer(out)
     evidence = ["decided_by", "check", "inliers", "coverage", "agreement", "correlation", "scale", "rotation",
                 "region"]
-    writer.writerow(["group", "id", "path", "score", "keeper", "exact", *evidence])
+    writer.writerow(["group", "id", "path", "score", "keeper", "exact", "width", "height", "file_size", *evidence])
     for g in groups:
         for i, (row_id, p, score) in enumerate(zip(g.ids, g.paths, g.scores)):
             found = g.evidence[i] if i < len(g.evidence) else {}
+            size = g.sizes[i] if i < len(g.sizes) else {}
             writer.writerow([g.group, row_id, display_text(p), f"{score:.6f}", i == 0, g.exact,
+                             *("" if size.get(k) is None else size[k] for k in ("width", "height", "file_size")),
                              *(" ".join(map(str, v)) if isinstance(v := found.get(k, ""), list) else v
                                for k in evidence)])
     atomic_write_bytes(path, out.getvalue().encode())

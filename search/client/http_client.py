@@ -12,7 +12,9 @@ import io
 import json
 import math
 import os
+import time
 from typing import BinaryIO, Sequence, Union
+from urllib.parse import quote
 
 import requests
 from PIL import Image
@@ -23,6 +25,7 @@ from imgsearch.search.client.replies import (  # noqa: F401 - callers import the
     DuplicatesPage,
     Prediction,
     RemoteDuplicateGroup,
+    RemoteDuplicatesJob,
     RemoteExplanation,
     RemoteHit,
     SearchResponse,
@@ -31,7 +34,7 @@ from imgsearch.search.client.replies import (
     classified as _classified,
 )
 from imgsearch.search.client.replies import (
-    duplicates_page as _duplicates,
+    duplicates_job as _job,
 )
 from imgsearch.search.client.replies import (
     explained as _explained,
@@ -39,7 +42,7 @@ from imgsearch.search.client.replies import (
 from imgsearch.search.client.replies import (
     response as _response,
 )
-from imgsearch.search.errors import InvalidBoxError, InvalidFieldError, InvalidFilterError
+from imgsearch.search.errors import DuplicatesCancelledError, InvalidBoxError, InvalidFieldError, InvalidFilterError
 from imgsearch.search.query.examples import Example, as_example
 from imgsearch.search.query.numbers import number_field
 from imgsearch.search.query.spec import Query
@@ -189,13 +192,49 @@ class SearchClient:
         return self._request("GET", f"/api/images/{row_id}", params=params, raw=True)
 
     def duplicates(self, threshold: float | None = None, keep: str | None = None, offset: int = 0,
-                   limit: int = 20, keypoints: bool | None = None) -> DuplicatesPage:
+                   limit: int = 20, keypoints: bool | None = None, progress=None, poll: float = 1.0) -> DuplicatesPage:
         """Groups of near-duplicates and exact copies, ``limit`` from ``offset``; ``threshold`` None: the
         server's default; ``keep``: largest (None), smallest, oldest or newest; ``keypoints`` None: the
-        server's default (on), False: cosine scores only."""
-        params = _body(threshold=threshold, keep=keep, offset=offset, limit=limit,
-                       keypoints=None if keypoints is None else ("true" if keypoints else "false"))
-        return self._parsed(_duplicates, self._request("GET", "/api/duplicates", params=params))
+        server's default (on), False: cosine scores only.  Found by a job on the server, polled at most every
+        ``poll`` seconds: ``progress(stage, done, total)`` hears each answer; Ctrl-C cancels the job.
+        A job cancelled by someone else raises DuplicatesCancelledError."""
+        job = self.start_duplicates_job(threshold, keep, keypoints, offset=offset, limit=limit)
+        wait = 0.05
+        try:
+            while job.state == "running":
+                if progress is not None:
+                    progress(job.stage, job.done, job.total)
+                time.sleep(wait)
+                wait = min(poll, 2 * wait)
+                job = self.duplicates_job(job.id, offset=offset, limit=limit)
+        except KeyboardInterrupt:
+            self.cancel_duplicates_job(job.id)
+            raise
+        if job.state == "cancelled":
+            raise DuplicatesCancelledError(f"duplicates job {job.id} was cancelled on the server; start it again")
+        if job.state != "done" or job.result is None:
+            error = job.error or {}
+            raise SearchAPIError(200, str(error.get("code", "job_failed")), str(error.get("message", job.state)))
+        if progress is not None:
+            progress(job.stage, job.done, job.total)
+        return job.result
+
+    def start_duplicates_job(self, threshold: float | None = None, keep: str | None = None,
+                             keypoints: bool | None = None, offset: int = 0, limit: int = 20) -> RemoteDuplicatesJob:
+        """Start finding duplicates on the server (or join the job already at it): its state, a result if done."""
+        body = _body(threshold=threshold, keep=keep, keypoints=keypoints)
+        reply = self._request("POST", "/api/duplicates/jobs", json=body, params={"offset": offset, "limit": limit})
+        return self._parsed(_job, reply)
+
+    def duplicates_job(self, job_id: str, offset: int = 0, limit: int = 20) -> RemoteDuplicatesJob:
+        """A job's state, stage, done and total; once done, ``result``: groups ``limit`` from ``offset``."""
+        reply = self._request("GET", f"/api/duplicates/jobs/{quote(str(job_id), safe='')}",
+                              params={"offset": offset, "limit": limit})
+        return self._parsed(_job, reply)
+
+    def cancel_duplicates_job(self, job_id: str) -> RemoteDuplicatesJob:
+        """Cancel a job (a finished one is left as it is)."""
+        return self._parsed(_job, self._request("DELETE", f"/api/duplicates/jobs/{quote(str(job_id), safe='')}"))
 
     def info(self) -> dict:
         return self._parsed(_object, self._request("GET", "/api/info"))

@@ -87,6 +87,7 @@ class RemoteDuplicateGroup:
     exact: bool
     thumbnail_urls: list[str]
     evidence: list[dict] = field(default_factory=list)  # per member: cosine, decided_by, the check's numbers
+    sizes: list[dict] = field(default_factory=list)  # per member: width, height, file_size (as stored)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,30 @@ class DuplicatesPage:
         return self.groups[i]
 
 
+@dataclass(frozen=True)
+class RemoteDuplicatesJob:
+    """A duplicates job on the server (POST /api/duplicates/jobs): its state and progress, its result once done."""
+
+    id: str
+    state: str  # running, done, cancelled, failed
+    stage: str | None  # queued, pairs, verifying, grouping; None: the report was already computed
+    done: int
+    total: int  # units of this stage
+    threshold: float
+    keep: str
+    keypoints: bool
+    result: DuplicatesPage | None = None  # state "done": the page of groups asked for
+    error: dict | None = None  # state "failed": {"code", "message"}
+
+
+def duplicates_job(body: dict) -> RemoteDuplicatesJob:
+    return RemoteDuplicatesJob(str(body["id"]), str(body["state"]), body["stage"], int(body["done"]),
+                               int(body["total"]), float(body["threshold"]), str(body["keep"]),
+                               bool(body["keypoints"]),
+                               duplicates_page(body["result"]) if body.get("result") is not None else None,
+                               body.get("error"))
+
+
 def classified(body: dict) -> ClassifyResponse:
     preds = [Prediction(p["class"], float(p["probability"])) for p in body["predictions"]]
     return ClassifyResponse(preds, body["head"], float(body["took_ms"]))
@@ -127,7 +152,8 @@ def response(body: dict) -> SearchResponse:
 def duplicates_page(body: dict) -> DuplicatesPage:
     groups = [RemoteDuplicateGroup(int(g["group"]), [int(i) for i in g["ids"]], list(g["paths"]),
                                    [float(x) for x in g["scores"]], int(g["keep"]), bool(g["exact"]),
-                                   list(g["thumbnail_urls"]), [dict(e) for e in g.get("evidence", [])])
+                                   list(g["thumbnail_urls"]), [dict(e) for e in g.get("evidence", [])],
+                                   [dict(x) for x in g.get("sizes", [])])
               for g in body["groups"]]
     return DuplicatesPage(groups, int(body["total"]), int(body["offset"]), int(body["limit"]),
                           float(body["threshold"]), body["keep"], int(body.get("generation", 0)),

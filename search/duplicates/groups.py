@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -60,8 +59,9 @@ import numpy as np
 from imgsearch.indexer.errors import InvalidInputError, quote
 from imgsearch.indexer.folder.copies import read_copies
 from imgsearch.indexer.numbers import number_field
-from imgsearch.indexer.progress import bar, step
 from imgsearch.search.duplicates.pairs import IndexVectors, Pairs
+from imgsearch.search.duplicates.progress import DuplicatesProgress
+from imgsearch.search.duplicates.sizes import StoredSizes
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,6 @@ KEYPOINT_SURE = 0.99  # above: the same picture whatever the keypoints say
 KEYPOINT_CANDIDATES = 10
 KEEP_RULES = ("largest", "smallest", "oldest", "newest")
 FETCH_BUDGET = 256 * 2**20  # bytes of vectors held at once for the anti-chaining check
-CACHED_REPORTS = 8  # (threshold, keep) reports a version keeps
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,7 @@ class DuplicateGroup:
     # at least the threshold, "keypoints" / "dense": that check promoted it from below the threshold,
     # "sha256": an exact copy) and, when the verifier ran, its numbers (search/duplicates/verifier.py)
     evidence: list[dict] = field(default_factory=list)
+    sizes: list[dict] = field(default_factory=list)  # sizes[i]: member i's width, height, file_size as stored
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,37 +132,43 @@ def check_options(threshold, keep) -> tuple[float, str]:
 
 
 def find_duplicates(engine, threshold: float | None = None, keep: str | None = None,
-                    keypoints: bool = False, matcher=None) -> DuplicateReport:
+                    keypoints: bool = False, matcher=None, progress: DuplicatesProgress | None = None) -> DuplicateReport:
     """Every near-duplicate group (and group of exact copies) of the version ``engine`` answers from.
 
     ``keypoints``: a pair scoring below ``threshold`` (down to KEYPOINT_FLOOR) is a near-duplicate too
     when the two files' keypoints match under one transform (``search/duplicates/keypoints.py``): crops, rotations
     and stickers are found without grouping look-alikes.  Reads the files of the candidates, once per
-    ``matcher`` (a ``keypoints.KeypointMatcher`` of this engine; None: a new one).
+    ``matcher`` (a ``keypoints.KeypointMatcher`` of this engine; None: a new one).  ``progress``: reported by
+    stage and obeyed when cancelled (``search/duplicates/progress.py``; None: bars on a terminal).
     """
     started = time.perf_counter()
     threshold, keep = check_options(threshold, keep)
+    progress = progress or DuplicatesProgress()
+    try:
+        return _find(engine, threshold, keep, keypoints, matcher, progress, started)
+    finally:
+        progress.close()
+
+
+def _find(engine, threshold: float, keep: str, keypoints: bool, matcher, progress, started: float):
     vectors = IndexVectors(engine)
     judge = None
     if keypoints:
         from imgsearch.search.duplicates.keypoints import KeypointMatcher
 
         judge = _Judge(matcher or KeypointMatcher(engine), threshold)
-        with step(f"finding pairs scoring at least {min(threshold, KEYPOINT_FLOOR):g} among {len(engine):,} images",
-                  leave=False):
-            candidates = vectors.pairs(min(threshold, KEYPOINT_FLOOR))
-        pairs = _confirmed(candidates, threshold, judge)
+        candidates = vectors.pairs(min(threshold, KEYPOINT_FLOOR), progress)
+        pairs = _confirmed(candidates, threshold, judge, progress)
     else:
-        with step(f"finding pairs scoring at least {threshold:g} among {len(engine):,} images", leave=False):
-            pairs = vectors.pairs(threshold)
-    near = _near_groups(pairs, vectors, _Priority(engine, keep), threshold, judge)
+        pairs = vectors.pairs(threshold, progress)
+    near = _near_groups(pairs, vectors, _Priority(engine, keep), threshold, judge, progress)
     exact = _exact_groups(engine)
     found = sorted([(g[0][0], 0, g) for g in near] + [(g[0][0], 1, g) for g in exact], key=lambda x: x[:2])
-    groups = []
+    groups, sizes = [], StoredSizes(engine)
     for number, (keeper, is_exact, (ids, paths, scores)) in enumerate(found, 1):
         scores = [round(float(s), 6) for s in scores]
         groups.append(DuplicateGroup(number, [int(i) for i in ids], paths, scores, int(keeper), bool(is_exact),
-                                     _evidence(ids, scores, threshold, judge, bool(is_exact))))
+                                     _evidence(ids, scores, threshold, judge, bool(is_exact)), sizes.of(ids)))
     report = DuplicateReport(groups, threshold, keep, engine.generation, len(engine), vectors.method, len(pairs),
                              round(time.perf_counter() - started, 3), keypoints,
                              sum(judge.verdicts.values()) if judge else 0,
@@ -182,30 +188,6 @@ def _evidence(ids, scores: list[float], threshold: float, judge, exact: bool) ->
         out.append(judge.matcher.member_evidence(int(ids[0]), int(row_id), score, threshold) if judge else
                    {"cosine": score, "decided_by": "cosine"})
     return out
-
-
-class DuplicateCache:
-    """One engine's (one version's) reports by (threshold, keep, keypoints), and the keypoints found for them:
-    a new version gets a new engine, and a new cache."""
-
-    def __init__(self):
-        self._reports: dict = {}
-        self._lock = threading.Lock()
-        self._matcher = None  # keypoints found for one report serve the next (another threshold, say)
-
-    def get(self, engine, threshold, keep, keypoints: bool = False) -> DuplicateReport:
-        key = (*check_options(threshold, keep), bool(keypoints))
-        with self._lock:  # requests asking together wait for one computation and share it
-            report = self._reports.get(key)
-            if report is None:
-                if key[2] and self._matcher is None:
-                    from imgsearch.search.duplicates.keypoints import KeypointMatcher
-
-                    self._matcher = KeypointMatcher(engine)
-                report = self._reports[key] = find_duplicates(engine, *key, matcher=self._matcher)
-                while len(self._reports) > CACHED_REPORTS:
-                    self._reports.pop(next(iter(self._reports)))
-            return report
 
 
 class _Priority:
@@ -276,14 +258,16 @@ class _Judge:
         return verdict
 
 
-def _confirmed(candidates: Pairs, threshold: float, judge: _Judge) -> Pairs:
+def _confirmed(candidates: Pairs, threshold: float, judge: _Judge, progress: DuplicatesProgress) -> Pairs:
     """The candidate pairs that are duplicates: the score decides, unless the keypoints say otherwise;
     each image's KEYPOINT_CANDIDATES best partners are judged (the keeper check judges the rest it needs)."""
     keep = candidates.score >= threshold
     band = np.flatnonzero((candidates.score >= KEYPOINT_FLOOR) & (candidates.score < KEYPOINT_SURE))
     band = band[np.argsort(-candidates.score[band], kind="stable")]
     checks: dict[int, int] = {}
-    for i in bar(band, desc="checking keypoints", unit="pair", leave=False):
+    progress.start("verifying", len(band))
+    for i in band:
+        progress.advance()
         a, b = int(candidates.a[i]), int(candidates.b[i])
         if checks.get(a, 0) >= KEYPOINT_CANDIDATES and checks.get(b, 0) >= KEYPOINT_CANDIDATES:
             continue
@@ -298,9 +282,10 @@ def _confirmed(candidates: Pairs, threshold: float, judge: _Judge) -> Pairs:
 
 
 def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, threshold: float,
-                 judge: _Judge | None = None) -> list:
+                 judge: _Judge | None, progress: DuplicatesProgress) -> list:
     """[(ids, paths, scores)] of the near-duplicate groups, keeper first."""
     if not len(pairs):
+        progress.start("grouping", 0)
         return []
     nodes = np.unique(np.concatenate([pairs.a, pairs.b]))  # ids in a pair, sorted
     a, b = np.searchsorted(nodes, pairs.a), np.searchsorted(nodes, pairs.b)  # node indices, a < b
@@ -313,7 +298,9 @@ def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, thres
     edge_starts = np.concatenate([[0], np.cumsum(edges)])
     groups, pending, pending_rows = [], [], 0
     budget_rows = max(2, FETCH_BUDGET // (4 * (vectors.engine.index.d)))
+    progress.start("grouping", len(sizes))
     for label in range(len(sizes)):
+        progress.advance()
         members = by_label[starts[label]:starts[label + 1]]
         comp_edges = edge_order[edge_starts[label]:edge_starts[label + 1]]
         ids = nodes[members]
@@ -328,14 +315,14 @@ def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, thres
         pending.append((ids, comp_edges))
         pending_rows += len(ids)
         if pending_rows >= budget_rows:
-            groups += _split_components(pending, pairs, vectors, priority, threshold, judge)
+            groups += _split_components(pending, pairs, vectors, priority, threshold, judge, progress)
             pending, pending_rows = [], 0
-    groups += _split_components(pending, pairs, vectors, priority, threshold, judge)
+    groups += _split_components(pending, pairs, vectors, priority, threshold, judge, progress)
     return groups
 
 
 def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, priority: _Priority,
-                      threshold: float, judge: _Judge | None = None) -> list:
+                      threshold: float, judge: _Judge | None, progress: DuplicatesProgress) -> list:
     """The groups of components that are not cliques: each member scored exactly against its keeper,
     passing when it scores >= threshold, unless the keypoints (``judge``) say otherwise."""
     if not components:
@@ -351,6 +338,7 @@ def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, pri
         eb = np.searchsorted(ids, pairs.b[comp_edges])
         parts = [np.arange(len(ids))]
         while parts:
+            progress.check()  # the keeper check judges pairs too: a cancel is obeyed between them
             part = parts.pop()
             if len(part) < 2:
                 continue

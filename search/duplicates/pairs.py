@@ -32,6 +32,7 @@ import numpy as np
 from imgsearch.indexer.folder.store import embeddings_of
 from imgsearch.indexer.folder.whitening import search_space
 from imgsearch.indexer.vectors import search_index
+from imgsearch.search.duplicates.progress import DuplicatesProgress
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,18 @@ class IndexVectors:
     def method(self) -> str:
         return "exact" if self.flat is not None else f"ann:{self.engine.manifest.get('index_type')}"
 
-    def pairs(self, threshold: float) -> Pairs:
+    def pairs(self, threshold: float, progress=None) -> Pairs:
+        """``progress`` (a ``progress.DuplicatesProgress``): the ``pairs`` stage, counted in images searched."""
+        progress = progress or DuplicatesProgress(bars=False)
+        progress.start("pairs", len(self.engine), f"finding pairs scoring at least {threshold:g}")
         if self.engine.index is None or len(self.engine) < 2:
             empty = np.empty(0, np.int64)
             return Pairs(empty, empty, np.empty(0, np.float32), self.method)
-        found = self._exact_pairs(threshold) if self.flat is not None else self._ann_pairs(threshold)
+        search = self._exact_pairs if self.flat is not None else self._ann_pairs
+        found = search(threshold, progress)
         return _unique_pairs(*found, self.method)
 
-    def _exact_pairs(self, threshold: float):
+    def _exact_pairs(self, threshold: float, progress):
         ids, vectors = self.flat
         n = len(ids)
         rows = min(QUERY_BLOCK, n)
@@ -121,6 +126,7 @@ class IndexVectors:
                 upper = c0 + j > r0 + i  # each pair once, never an image with itself
                 i, j = i[upper], j[upper]
                 parts.append((ids[r0 + i], ids[c0 + j], scores[i, j]))
+            progress.advance(len(block))
         return [np.concatenate(p) for p in zip(*parts)] if parts else [np.empty(0)] * 3
 
     def _read_shard(self, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +139,7 @@ class IndexVectors:
         for name in self.engine.manifest["shards"]:
             yield self._read_shard(name)
 
-    def _ann_pairs(self, threshold: float):
+    def _ann_pairs(self, threshold: float, progress):
         index, n = self.engine.index, len(self.engine)
         search = _scan_search(index)
         parts = []
@@ -141,6 +147,7 @@ class IndexVectors:
             for start in range(0, len(shard_ids), QUERY_BLOCK):
                 parts += _neighbour_pairs(search, shard_ids[start:start + QUERY_BLOCK],
                                           vectors[start:start + QUERY_BLOCK], threshold, n)
+                progress.advance(len(shard_ids[start:start + QUERY_BLOCK]))
         return [np.concatenate(p) for p in zip(*parts)] if parts else [np.empty(0)] * 3
 
     def fetch(self, ids: np.ndarray) -> np.ndarray:

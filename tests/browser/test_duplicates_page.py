@@ -55,8 +55,8 @@ def test_the_duplicates_view(page, cnn_dup_index, tmp_path):
         wait_until(page, "[...document.querySelectorAll('#dup-groups img')].every(i => i.complete && "
                               "i.naturalWidth > 0)")
 
-        target = page.get_attribute("#dup-groups .dup-hit:not(.keeper) >> nth=0", "data-id")
-        page.click("#dup-groups .dup-hit:not(.keeper) >> nth=0")
+        target = page.get_attribute("#dup-groups .dup-member:not(.keeper) >> nth=0", "data-id")
+        page.click("#dup-groups .dup-member:not(.keeper) .dup-hit >> nth=0")
         wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {target}')")
         assert page.is_visible("#search-view") and page.is_hidden("#duplicates-view")
         assert f"(id {target})" in page.get_attribute("#query-caption", "title")

@@ -54,7 +54,8 @@ def test_the_command_prints_json_csv_and_a_table(dup_index, tmp_path):
     out = runner.invoke(cli.duplicates, ["--index", str(index_dir), "--threshold", str(THRESHOLD), "--json"])
     assert out.exit_code == 0, out.output
     lines = [json.loads(line) for line in out.output.splitlines()]
-    assert len(lines) == 6 and set(lines[0]) == {"group", "ids", "paths", "scores", "keep", "exact", "evidence"}
+    assert len(lines) == 6 and set(lines[0]) == {"group", "ids", "paths", "scores", "keep", "exact", "evidence",
+                                                  "sizes"}
     assert [line["group"] for line in lines] == list(range(1, 7)) and sum(line["exact"] for line in lines) == 2
     for line in lines:  # each member's evidence: what decided, and (verification on) the check's numbers
         assert len(line["evidence"]) == len(line["ids"]) and line["evidence"][0]["decided_by"] == "keeper"
@@ -77,6 +78,7 @@ def test_the_command_prints_json_csv_and_a_table(dup_index, tmp_path):
     assert all(r["check"] in ("keypoints", "dense", "none") for r in rows if r["decided_by"] == "cosine")
     edits = {r["path"] for r in rows if r["keeper"] == "True" and r["exact"] == "False"}
     assert {_name(p) for p in edits} == {f"{n}-edit.jpg" for n in EDITED}  # the smaller ones kept
+    assert all(int(r["width"]) > 0 and int(r["height"]) > 0 and int(r["file_size"]) > 0 for r in rows)
 
     out = runner.invoke(cli.duplicates, ["--index", str(index_dir), "--threshold", str(THRESHOLD), "--limit", "2"])
     assert out.exit_code == 0 and "6 groups of duplicates, 2 shown" in out.output
