@@ -28,6 +28,7 @@ from imgsearch.indexer.folder.store import IndexFormatError
 
 MARKS_FILE = "duplicate-marks.json"
 MARKS_FORMAT = 1
+MAX_MARK_IDS = 200  # ids in one mark: every pair among them is stored (19,900 for 200)
 
 
 @dataclass(frozen=True)

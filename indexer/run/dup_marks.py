@@ -16,13 +16,11 @@ from itertools import combinations
 from typing import Sequence
 
 from imgsearch.indexer.errors import InvalidInputError, NotFoundError
-from imgsearch.indexer.folder.dup_marks import Mark, listing, read_marks, write_marks
+from imgsearch.indexer.folder.dup_marks import MAX_MARK_IDS, Mark, listing, read_marks, write_marks
 from imgsearch.indexer.folder.lock import writer_lock
 from imgsearch.indexer.folder.store import EmbeddingStore
 from imgsearch.indexer.folder.texts import display_text, texts_of
 from imgsearch.indexer.numbers import id_field
-
-MAX_MARK_IDS = 200  # ids in one mark: every pair among them is stored (19,900 for 200)
 
 
 @dataclass

@@ -16,8 +16,11 @@ import os
 
 import numpy as np
 
-from imgsearch.indexer.folder.dup_marks import listing, marks_path, read_marks
+from imgsearch.indexer.folder.dup_marks import MAX_MARK_IDS, listing, marks_path, read_marks
 from imgsearch.search.duplicates.pairs import Pairs
+
+__all__ = ["MAX_MARK_IDS", "MAX_REMOVE", "Marks", "marks_stamp"]
+MAX_REMOVE = 1000  # ids one request of the review removes from the index (POST /api/duplicates/remove)
 
 
 def marks_stamp(engine) -> tuple | None:
