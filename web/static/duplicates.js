@@ -70,6 +70,7 @@ function renderGroups(groups) {
     const li = document.createElement("li");
     li.className = "dup-group";
     li.dataset.group = group.group;
+    li.dataset.keeper = group.keep;
     const title = document.createElement("h3");
     title.textContent = `Group ${group.group} · ${group.exact ? "exact copies" : "near-duplicates"} · ` +
                         `${group.ids.length} files`;
@@ -77,6 +78,7 @@ function renderGroups(groups) {
     row.className = "grid dup-row";
     row.replaceChildren(...group.ids.map((id, i) => {
       const item = document.createElement("li");
+      item.dataset.id = id;
       const kept = i === 0;  // the group's kept image comes first
       const hit = { id, path: group.paths[i], label: dirLabel(group.paths[i]),
                     score: group.scores[i], thumbnail_url: group.thumbnail_urls[i] };
@@ -92,6 +94,8 @@ function renderGroups(groups) {
     li.append(title, row);
     return li;
   }));
+  // review.js (and anything else) adds its controls to the groups now shown
+  document.dispatchEvent(new CustomEvent("imgsearch:duplicates-rendered", { detail: { container: $("dup-groups") } }));
 }
 
 // the folder a file is in, as a card's second line (the duplicates API gives paths, not labels)
