@@ -33,7 +33,10 @@ def not_duplicates(index_dir, ids, unmark, as_list, as_json, no_wait):
     if as_list:
         if ids or unmark:
             raise click.UsageError("--list takes no IDS and no --unmark")
-        for m in list_marks(index_dir):
+        marks = list_marks(index_dir)
+        if not marks and not as_json:
+            click.echo(f"no pairs are marked in {index_dir}")
+        for m in marks:
             now = "/".join("-" if i is None else str(i) for i in m["ids"])
             click.echo(json.dumps(m) if as_json else f"ids {now} (marked as {m['marked_ids'][0]}/"
                                                      f"{m['marked_ids'][1]} on {m['marked']})  {m['paths'][0]}  "

@@ -45,6 +45,10 @@ def test_mark_list_and_unmark_from_the_command_line(index_dir):
     out = _run("not-duplicates", "--index", index_dir, "--unmark", "--json", *pair)
     assert out.exit_code == 0 and json.loads(out.output) == {"pairs": 1, "changed": 1, "total": 0}
     assert pair in [g["ids"] for g in _groups(index_dir)]
+    out = _run("not-duplicates", "--index", index_dir, "--list")
+    assert out.exit_code == 0 and out.output == f"no pairs are marked in {index_dir}\n"
+    out = _run("not-duplicates", "--index", index_dir, "--list", "3", "4")
+    assert out.exit_code == 2 and "--list takes no IDS" in out.output
 
 
 @pytest.mark.parametrize("ids, words", [
