@@ -52,5 +52,6 @@ def not_duplicates(index_dir, ids, unmark, as_list, as_json, no_wait):
         click.echo(json.dumps(summary.to_dict()))
         return
     verb = "unmarked" if unmark else "marked"
-    click.echo(f"{verb} {summary.changed} of {summary.pairs} pairs (the others were {'not ' if unmark else ''}"
-               f"marked already); {summary.total} marks in {index_dir}")
+    rest = summary.pairs - summary.changed
+    why = f"; {rest} {'were not marked' if unmark else 'marked already'}" if rest else ""
+    click.echo(f"{verb} {summary.changed} of {summary.pairs} pairs{why}; {summary.total} marks in {index_dir}")
