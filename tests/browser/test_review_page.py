@@ -75,6 +75,15 @@ def test_marks_survive_a_reload_and_a_new_version_and_removal_is_confirmed(page,
         assert "among 13 images" in page.text_content("#dup-status")
         assert [keeper, member] not in _shown(page) and len(_shown(page)) == 7
 
+        # the mark listed, and undone from the list: the pair is grouped again
+        wait_until(page, "document.querySelector('#review-marks-count').textContent === '1'")
+        page.click("#review-marks summary")
+        page.click("#review-marks-list button")
+        wait_until(page, "document.querySelector('#review-status').textContent.startsWith('Unmarked')")
+        wait_until(page, "document.querySelector('#review-marks-count').textContent === '0'")
+        assert [keeper, member] in _shown(page) and len(_shown(page)) == 8
+        assert page.is_hidden("#review-permission")  # loopback: anyone may write
+
         # "Remove others…": a dialog listing exactly the members to be removed; Escape cancels
         number, group = next((n, g) for n, g in enumerate(_shown(page)) if len(set(g)) > 1)
         paths = [page.get_attribute(f"#dup-groups li[data-id='{i}'] .hit", "title") for i in group[1:]]
@@ -106,5 +115,32 @@ def test_marks_survive_a_reload_and_a_new_version_and_removal_is_confirmed(page,
             page.click("#dup-download-json")
         report = json.loads(Path(info.value.path()).read_text())
         assert [g["ids"] for g in report["groups"]] == shown and report["total"] == len(shown)
+    finally:
+        server.close()
+
+
+def test_a_read_key_is_told_it_cannot_write_and_nothing_is_removed(page, dup_index, tmp_path):
+    from imgsearch.web import create_app
+    from imgsearch.web.keys import KeyStore
+
+    index_dir = tmp_path / "idx"
+    shutil.copytree(dup_index[0], index_dir)
+    store = KeyStore(tmp_path / "keys.json")
+    read, _ = store.create("read", "reader")
+    server = LiveServer(create_app({"INDEX_DIR": str(index_dir), "WARM_UP": False, "RELOAD_INTERVAL": 0,
+                                    "REQUIRE_KEY": True, "KEYS_FILE": str(store.path)}))
+    try:
+        page.goto(server.url + "/")
+        page.evaluate(f"sessionStorage.setItem('imgsearch-api-key', {read!r})")
+        _open_duplicates(page, server.url)
+        wait_until(page, "!document.querySelector('#review-permission').hidden")
+        assert "read-only" in page.text_content("#review-permission")
+        before = _shown(page)
+        page.locator("#dup-groups .review-actions >> nth=0").locator("button", has_text="Remove others").click()
+        page.click("#review-confirm")
+        wait_until(page, "document.querySelector('#review-status').textContent.startsWith('Removing failed')")
+        assert "read-only" in page.text_content("#review-status")
+        assert page.evaluate("document.querySelector('#review-status').classList.contains('error')")
+        assert len(SearchEngine.open(index_dir)) == 12 and _shown(page) == before
     finally:
         server.close()

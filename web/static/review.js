@@ -110,7 +110,41 @@ review.dialog.addEventListener("close", async () => {
 
 document.addEventListener("imgsearch:duplicates-rendered", (event) => {
   for (const group of event.detail.container.querySelectorAll(".dup-group")) addReviewControls(group);
+  loadMarks();
 });
+
+// ---------------------------------------------------------------- the marks: listed, each can be undone
+async function loadMarks() {
+  try {
+    const response = await apiFetch("/api/duplicates/marks");
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    // who may write (web/auth.py): said up front; the buttons stay, so a key can still be asked for and given
+    $("review-permission").hidden = body.writing.allowed;
+    $("review-permission").textContent = body.writing.allowed ? "" :
+      `Marking and removing need write permission: ${body.writing.why}.`;
+    $("review-marks-count").textContent = body.total;
+    $("review-marks-list").replaceChildren(...body.marks.map((mark) => {
+      const li = document.createElement("li");
+      const ids = mark.ids.every((id) => id !== null) ? mark.ids : mark.marked_ids;
+      li.append(`${mark.paths[0]} · ${mark.paths[1]} (ids ${ids[0]}, ${ids[1]}) `,
+                reviewButton("Unmark", `Unmark ${mark.paths[0]} and ${mark.paths[1]}`, () => unmarkPair(ids)));
+      return li;
+    }));
+  } catch (err) {
+    setReviewStatus(`Listing the marks failed: ${err.message}`, true);
+  }
+}
+
+async function unmarkPair(ids) {
+  try {
+    await reviewCall("DELETE", "/api/duplicates/marks", { ids });
+    setReviewStatus(`Unmarked images ${ids[0]} and ${ids[1]}: they may be grouped again.`);
+    reloadGroups();
+  } catch (err) {
+    setReviewStatus(`Unmarking failed: ${err.message}`, true);
+  }
+}
 
 // ---------------------------------------------------------------- download: every group at the view's settings
 async function allGroups() {
