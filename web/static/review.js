@@ -4,6 +4,7 @@
 // download of the groups (JSON or CSV) at the view's settings. duplicates.js renders the groups and
 // dispatches "imgsearch:duplicates-rendered" ({container}); each group is a .dup-group with data-keeper,
 // each member an element with data-id. Writes need write permission (web/auth.py): keys.js sends the key.
+// A button's accessible name starts with its visible text (axe: label-content-name-mismatch).
 "use strict";
 
 const review = { dialog: $("review-dialog"), status: $("review-status"), pending: null };
@@ -65,15 +66,15 @@ function addReviewControls(group) {
   const actions = document.createElement("div");
   actions.className = "review-actions";
   actions.append(
-    reviewButton("Not duplicates", `Group ${number}: not duplicates (mark every pair)`,
+    reviewButton("Not duplicates", `Not duplicates (group ${number}: mark every pair)`,
                  () => markNotDuplicates(ids, `group ${number}`)),
-    reviewButton("Remove others…", `Group ${number}: remove the others from the index…`,
+    reviewButton("Remove others…", `Remove others… (group ${number}: from the index, not the disk)`,
                  () => confirmRemoval(keeper, others.map((el) => [Number(el.dataset.id), memberPath(el)]))),
   );
   group.querySelector("h3").after(actions);
   for (const member of others) {
     const id = Number(member.dataset.id);
-    member.append(reviewButton("Not a duplicate", `${memberPath(member)}: not a duplicate of the kept image`,
+    member.append(reviewButton("Not a duplicate", `Not a duplicate: ${memberPath(member)} (of the kept image)`,
                                () => markNotDuplicates([keeper, id], `image ${id}`)));
   }
 }
