@@ -150,3 +150,16 @@ def test_a_damaged_marks_file_says_how_to_fix_it(three):
     (index_dir / MARKS_FILE).write_text(json.dumps({"format": 1, "marks": [{"sha256": ["b", "a"]}]}))
     with pytest.raises(IndexFormatError, match="damaged.*delete it"):
         SearchEngine.open(index_dir).duplicates(DUP_THRESHOLD, keypoints=False)
+
+
+def test_a_mark_of_an_image_no_longer_indexed_is_listed_and_can_be_undone_by_its_old_ids(three):
+    _, index_dir = three
+    ids = _ids(SearchEngine.open(index_dir))
+    pair = [ids["rocket.jpg"], ids["rocket-half.jpg"]]
+    mark_not_duplicates(index_dir, pair)
+    remove_images(index_dir, [pair[1]])
+    [listed] = list_marks(index_dir)
+    assert sorted(listed["ids"], key=str) == sorted([pair[0], None], key=str) and sorted(listed["marked_ids"]) == sorted(pair)
+    with pytest.raises(NotFoundError, match=f"no image with id {pair[1]}"):
+        mark_not_duplicates(index_dir, pair)  # marking needs indexed ids
+    assert unmark(index_dir, pair).changed == 1 and list_marks(index_dir) == []
