@@ -43,6 +43,10 @@ class Marks:
             a, b = self.by_sha.get(m.sha256[0]), self.by_sha.get(m.sha256[1])
             if a is not None and b is not None and a != b:
                 self.pairs.add((min(a, b), max(a, b)))
+        self.partners: dict[int, set[int]] = {}  # id -> the ids marked against it
+        for a, b in self.pairs:
+            self.partners.setdefault(a, set()).add(b)
+            self.partners.setdefault(b, set()).add(a)
 
     def listing(self) -> list[dict]:
         """Every mark as listed (``GET /api/duplicates/marks``), ids as in this version."""
@@ -50,9 +54,6 @@ class Marks:
 
     def __len__(self) -> int:
         return len(self.pairs)
-
-    def marked(self, a: int, b: int) -> bool:
-        return (min(a, b), max(a, b)) in self.pairs
 
     def drop(self, pairs: Pairs) -> Pairs:
         """``pairs`` without the marked ones."""
@@ -70,15 +71,16 @@ class Marks:
         if not self.pairs:
             return passed
         passed = passed.copy()
-        staying = [int(keeper)]
-        for i in np.argsort(-scores, kind="stable"):
-            member = int(ids[i])
-            if not passed[i] or member == keeper:
+        staying = {int(keeper)}
+        none: set[int] = set()
+        for i in np.argsort(-scores, kind="stable"):  # each member against its own marks: O(members + marks)
+            if not passed[i]:
                 continue
-            if any(self.marked(member, s) for s in staying):
+            member = int(ids[i])
+            if member != keeper and self.partners.get(member, none) & staying:
                 passed[i] = False
             else:
-                staying.append(member)
+                staying.add(member)
         return passed
 
 

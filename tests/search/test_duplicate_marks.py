@@ -163,3 +163,29 @@ def test_a_mark_of_an_image_no_longer_indexed_is_listed_and_can_be_undone_by_its
     with pytest.raises(NotFoundError, match=f"no image with id {pair[1]}"):
         mark_not_duplicates(index_dir, pair)  # marking needs indexed ids
     assert unmark(index_dir, pair).changed == 1 and list_marks(index_dir) == []
+
+
+def test_no_group_ever_holds_a_marked_pair_whatever_is_marked(three):
+    """The general rule, over random marks (seeded): no group holds a marked pair, and every member of a group
+    still scores at least the threshold against its keeper."""
+    import random
+
+    from imgsearch.indexer.folder.dup_marks import marks_path
+
+    _, index_dir = three
+    engine = SearchEngine.open(index_dir)
+    all_ids = sorted(int(i) for i in engine.ids)
+    for seed in range(12):
+        rng = random.Random(seed)
+        marks_path(index_dir).unlink(missing_ok=True)
+        marked = set()
+        for _ in range(rng.randint(1, 4)):
+            ids = rng.sample(all_ids, rng.randint(2, 3))
+            mark_not_duplicates(index_dir, ids)
+            marked |= {(min(a, b), max(a, b)) for a in ids for b in ids if a != b}
+        report = engine.duplicates(DUP_THRESHOLD, keypoints=False)
+        assert report.marked == len(marked)
+        for g in report.groups:
+            members = set(g.ids)
+            assert not any(a in members and b in members for a, b in marked), (seed, g.ids, marked)
+            assert all(s >= DUP_THRESHOLD for s in g.scores), (seed, g)
