@@ -299,11 +299,12 @@ def duplicates(ctx, index_dir, threshold, keep, as_json, out_file, csv_file, lim
         for i, (row_id, path, score) in enumerate(zip(g.ids, g.paths, g.scores)):
             click.echo(display_text(f"  {'keep' if i == 0 else '    '}  {score:.4f}  id {row_id:<8d} {path}"))
     if remove_others:
-        _remove_others(ctx, index_dir, groups, yes)
+        _remove_others(ctx, index_dir, groups, report.groups, yes)
 
 
-def _remove_others(ctx, index_dir, groups, yes: bool) -> None:
-    """Remove the non-kept members of ``groups`` from the index, after listing them and asking (``yes``: not)."""
+def _remove_others(ctx, index_dir, groups, every, yes: bool) -> None:
+    """Remove the non-kept members of ``groups`` from the index, after listing them and asking (``yes``: not);
+    ``every``: all groups, whose exact copies of a removed image are listed with it (they leave the index too)."""
     from importlib.metadata import entry_points
 
     from imgsearch.search.engine import display_text
@@ -314,8 +315,11 @@ def _remove_others(ctx, index_dir, groups, yes: bool) -> None:
         click.echo("no near-duplicate members to remove")
         return
     click.echo(f"to remove from the index ({len(others)} images; their files stay on disk):")
+    copies = {g.keep: g.paths[1:] for g in every if g.exact}
     for row_id, path in others:
         click.echo(display_text(f"  id {row_id:<8d} {path}"))
+        for copy in copies.get(row_id, []):  # the same bytes, recorded as a copy of the removed image
+            click.echo(display_text(f"     (its exact copy {copy})"))
     if not yes:
         click.confirm(f"remove these {len(others)} images from {index_dir}?", abort=True)
     # 'imgsearch remove' itself, found as the root group finds it: writing is the indexer's (search only reads)

@@ -231,7 +231,7 @@ def test_no_serious_or_critical_accessibility_violation(browser, layout_server, 
         assert axe_violations(pg) == [], "duplicates view"
         wait_until(pg, "document.querySelectorAll('#dup-groups .review-actions').length > 0")
         pg.locator("#dup-groups .review-actions >> nth=0").locator("button", has_text="Remove others").click()
-        assert pg.is_visible("#review-dialog")
+        wait_until(pg, "document.querySelector('#review-dialog').open")
         assert axe_violations(pg) == [], "the review's removal dialog"
         pg.keyboard.press("Escape")
     finally:

@@ -90,13 +90,14 @@ def test_marks_survive_a_reload_and_a_new_version_and_removal_is_confirmed(page,
         remove = page.locator(f"#dup-groups .dup-group >> nth={number}").locator("button", has_text="Remove others")
         remove.focus()
         page.keyboard.press("Enter")
-        assert page.is_visible("#review-dialog")
-        listed = page.eval_on_selector_all("#review-dialog-list li", "els => els.map(e => e.textContent)")
+        wait_until(page, "document.querySelector('#review-dialog').open")
+        listed = page.eval_on_selector_all("#review-dialog-list > li", "els => els.map(e => e.textContent)")
         assert listed == [f"{p} (id {i})" for p, i in zip(paths, group[1:])]
         page.keyboard.press("Escape")
         assert page.is_hidden("#review-dialog")
         assert set(group) <= set(SearchEngine.open(index_dir).ids.tolist())  # nothing removed
         remove.click()
+        wait_until(page, "document.querySelector('#review-dialog').open")
         page.click("#review-confirm")
         wait_until(page, "document.querySelector('#review-status').textContent.startsWith('Removed')")
         wait_until(page, f"!document.querySelector(\"#dup-groups li[data-id='{group[1]}']\")")
@@ -137,6 +138,7 @@ def test_a_read_key_is_told_it_cannot_write_and_nothing_is_removed(page, dup_ind
         assert "read-only" in page.text_content("#review-permission")
         before = _shown(page)
         page.locator("#dup-groups .review-actions >> nth=0").locator("button", has_text="Remove others").click()
+        wait_until(page, "document.querySelector('#review-dialog').open")
         page.click("#review-confirm")
         wait_until(page, "document.querySelector('#review-status').textContent.startsWith('Removing failed')")
         assert "read-only" in page.text_content("#review-status")
@@ -144,3 +146,30 @@ def test_a_read_key_is_told_it_cannot_write_and_nothing_is_removed(page, dup_ind
         assert len(SearchEngine.open(index_dir)) == 12 and _shown(page) == before
     finally:
         server.close()
+
+
+def test_the_removal_dialog_lists_the_exact_copies_that_leave_with_an_image(page, dup_index, tmp_path):
+    from imgsearch.web import create_app
+
+    index_dir = tmp_path / "idx"
+    shutil.copytree(dup_index[0], index_dir)
+    server = LiveServer(create_app({"INDEX_DIR": str(index_dir), "WARM_UP": False, "RELOAD_INTERVAL": 0}))
+    try:
+        _open_duplicates(page, server.url)
+        page.select_option("#dup-keep", "smallest")  # the edit of chelsea kept: the indexed chelsea goes
+        wait_until(page, "document.querySelector('#dup-status').textContent.includes('keep smallest')")
+        wait_until(page, "document.querySelectorAll('#dup-groups .review-actions').length > 0")
+        report = SearchEngine.open(index_dir).duplicates(keep="smallest")
+        copies = {g.keep: g.paths[1:] for g in report.groups if g.exact}
+        number, group = next((n, g) for n, g in enumerate(_shown(page)) if len(set(g)) > 1 and group_has(g, copies))
+        page.locator(f"#dup-groups .dup-group >> nth={number}").locator("button", has_text="Remove others").click()
+        wait_until(page, "document.querySelector('#review-dialog').open")
+        nested = page.eval_on_selector_all("#review-dialog-list li li", "els => els.map(e => e.textContent)")
+        assert nested == [f"its exact copy {p}" for i in group[1:] for p in copies.get(i, [])]
+        page.keyboard.press("Escape")
+    finally:
+        server.close()
+
+
+def group_has(ids, copies) -> bool:
+    return any(i in copies for i in ids[1:])

@@ -97,3 +97,15 @@ def test_remove_others_lists_asks_and_removes_from_the_index_only(index_dir):
     assert [g for g in _groups(index_dir) if not g["exact"]] == []  # the groups are gone
     out = _run(*args, "--yes")
     assert out.exit_code == 0 and "no near-duplicate members to remove" in out.output
+
+
+def test_remove_others_lists_the_exact_copies_that_leave_with_a_removed_image(index_dir):
+    # keep the smallest: the edit of chelsea is kept, and the indexed chelsea (with its exact copy) removed
+    groups = _groups(index_dir, "--keep", "smallest")
+    copies = {g["keep"]: g["paths"][1:] for g in groups if g["exact"]}
+    removed = [i for g in groups if not g["exact"] for i in g["ids"][1:]]
+    [(row_id, [copy])] = [(i, copies[i]) for i in removed if i in copies]
+    out = _run("duplicates", "--index", index_dir, "--threshold", DUP_THRESHOLD, "--no-keypoints", "--keep",
+               "smallest", "--remove-others", input="n\n")
+    listed = out.output.split("to remove from the index")[1].split(f"id {row_id:<8d}")[1].splitlines()
+    assert listed[1] == f"     (its exact copy {copy})"

@@ -79,14 +79,29 @@ function addReviewControls(group) {
   }
 }
 
-// the confirmation: a modal <dialog> (focus kept inside, Escape cancels) listing every path to be removed
-function confirmRemoval(keeper, others) {
+// the confirmation: a modal <dialog> (focus kept inside, Escape cancels) listing every path to be removed,
+// with the exact copies (the same bytes, recorded with the indexed image) that leave the index with it
+async function confirmRemoval(keeper, others) {
+  const copies = new Map();
+  try {
+    for (const g of (await allGroups()).groups) if (g.exact) copies.set(g.keep, g.paths.slice(1));
+  } catch (err) { /* listed without them; the removal is still the server's to refuse */ }
   review.pending = { keeper, ids: others.map(([id]) => id) };
   $("review-dialog-text").textContent =
     `These ${others.length} images leave the index (image ${keeper} is kept). Their files stay on disk.`;
   $("review-dialog-list").replaceChildren(...others.map(([id, path]) => {
     const li = document.createElement("li");
     li.textContent = `${path} (id ${id})`;
+    const same = copies.get(id) || [];
+    if (same.length) {
+      const sub = document.createElement("ul");
+      sub.replaceChildren(...same.map((copy) => {
+        const item = document.createElement("li");
+        item.textContent = `its exact copy ${copy}`;
+        return item;
+      }));
+      li.append(sub);
+    }
     return li;
   }));
   review.dialog.returnValue = "";
