@@ -82,6 +82,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     from imgsearch.web.heads_api import heads_api
     from imgsearch.web.hosts import install_host_checks
     from imgsearch.web.pages import pages
+    from imgsearch.web.review_api import review_api
     from imgsearch.web.security import add_security_headers
     from imgsearch.web.url_fetches import install_url_fetches
 
@@ -122,6 +123,7 @@ def create_app(config: dict | None = None, *, engine=None) -> Flask:
     app.register_blueprint(duplicates_jobs)
     app.register_blueprint(explain_api)
     app.register_blueprint(heads_api)
+    app.register_blueprint(review_api)
     app.register_blueprint(pages)
     log.info("serving %s (%d images, %s, debug %s)", engine.store.root, len(engine), engine.backbone,
              "on" if app.debug else "off")

@@ -1,6 +1,6 @@
 """Who may read and who may write, by API key (``Authorization: Bearer isk_...``; keys: web/keys.py).
 
-- A request that writes (teaching or deleting a head: every POST, PUT, PATCH
+- A request that writes (teaching or deleting a head, marking or removing duplicates: every POST, PUT, PATCH
   or DELETE under /api except the searches, classify and explain, which only
   read) needs a ``write`` key whenever the server is not bound to loopback
   (``BOUND_HOST``; unknown counts as not loopback): none gets 401
@@ -77,7 +77,7 @@ def is_write() -> bool:
 
 
 def write_permission() -> tuple[bool, str]:
-    """(allowed, why) for this request to teach or delete heads, from the server's rules and its key."""
+    """(allowed, why) for this request to write (heads, duplicate marks, removals), from the server's rules and its key."""
     key = g.get("api_key")
     config = current_app.config
     if key is not None:
@@ -90,7 +90,8 @@ def write_permission() -> tuple[bool, str]:
     if is_loopback(host):
         return True, f"the server is bound to loopback ({host}): only this machine reaches it"
     where = f"listens on {host}, beyond this machine" if host else "address is not known (not started by imgsearch serve)"
-    return False, (f"the server {where}: teaching and deleting heads need a write key "
+    return False, (f"the server {where}: writes (teaching and deleting heads, marking duplicates, removing them "
+                   "from the index) need a write key "
                    "(Authorization: Bearer KEY; imgsearch keys create --scope write)")
 
 

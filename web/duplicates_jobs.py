@@ -3,7 +3,7 @@
 - ``POST /api/duplicates/jobs`` (a JSON object: ``threshold``, ``keep``, ``keypoints``, read and checked as
   ``GET /api/duplicates`` reads them) answers 202 with the job (``Location``: its URL), or 200 with a finished
   job when the report is already computed.  A job of the same version and options that is running or done is
-  reused: one computation per (version, threshold, keep, keypoints), whoever asks.
+  reused: one computation per (version, threshold, keep, keypoints, marks), whoever asks.
 - ``GET /api/duplicates/jobs/<id>`` (``offset``, ``limit``: the page of groups) answers its ``state``
   (running, done, cancelled, failed), ``stage`` (queued, then search/duplicates/progress.py's pairs,
   verifying, grouping), ``done`` and ``total`` of that stage, and, once done, ``result``: the page
@@ -27,6 +27,7 @@ from collections import OrderedDict
 
 from flask import Blueprint, current_app, jsonify, request, url_for
 
+from imgsearch.search.duplicates.cache import report_key
 from imgsearch.search.duplicates.groups import check_options
 from imgsearch.search.duplicates.progress import DuplicatesProgress
 from imgsearch.search.errors import DuplicatesCancelledError, ImgsearchError, quote
@@ -47,7 +48,7 @@ class DuplicatesJob:
     def __init__(self, eng, threshold: float, keep: str, keypoints: bool):
         self.id = uuid.uuid4().hex
         self.engine, self.options = eng, (threshold, keep, keypoints)
-        self.key = (eng.generation, threshold, keep, keypoints)
+        self.key = (eng.generation, *report_key(eng, threshold, keep, keypoints))
         self.state = "running"
         self.progress = ("queued", 0, 0)  # (stage, done, total), replaced whole so a reader sees one of them
         self.report = None
@@ -57,7 +58,7 @@ class DuplicatesJob:
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        cached = self.engine.duplicate_reports.cached(*self.options)
+        cached = self.engine.duplicate_reports.cached(self.engine, *self.options)
         if cached is not None:  # nothing to compute: done at once
             self.report, self.state, self.progress = cached, "done", (None, 0, 0)
             return
@@ -120,7 +121,7 @@ class DuplicatesJobs:
 
     def start(self, eng, threshold, keep, keypoints: bool) -> DuplicatesJob:
         threshold, keep = check_options(threshold, keep)  # the defaults resolved: one key per computation
-        key = (eng.generation, threshold, keep, bool(keypoints))
+        key = (eng.generation, *report_key(eng, threshold, keep, bool(keypoints)))  # marks changed: a new job
         with self._lock:
             for job in self._jobs.values():
                 if job.key == key and job.state in ("running", "done"):

@@ -16,7 +16,7 @@ def keys():
 
 @keys.command("create")
 @click.option("--scope", type=click.Choice(["read", "write"]), required=True,
-              help="read: every query; write: also teaching and deleting heads.")
+              help="read: every query; write: also teaching and deleting heads, marking and removing duplicates.")
 @click.option("--name", default=None, help="A name for the key, shown in lists and in the server's log of writes "
                                            "[default: SCOPE-xxxxxxxx].")
 @keys_file_option

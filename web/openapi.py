@@ -8,7 +8,8 @@ from imgsearch.search.query.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_W
 from imgsearch.search.query.filters import COMPARISONS, ISO_PATTERN, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS, TIME_FORMS
 from imgsearch.web.examples import EXAMPLE_FIELDS, MAX_BATCH
 from imgsearch.web.openapi_access import add_access_control
-from imgsearch.web.openapi_duplicates import DUPLICATE_EVIDENCE, DUPLICATES_JOB, DUPLICATES_JOB_PATHS, MEMBER_SIZE
+from imgsearch.web.openapi_duplicates import (DUPLICATE_EVIDENCE, DUPLICATES_JOB, DUPLICATES_JOB_PATHS, MEMBER_SIZE,
+                                               review_paths)
 from imgsearch.web.openapi_parts import CONFLICT, DAMAGED, HEALTH, HEALTH_SCHEMA, error_response, explain_path
 
 
@@ -56,6 +57,7 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
     spec["paths"].update(_heads_paths(vector))
     spec["paths"].update(DUPLICATES_JOB_PATHS)
     spec["components"]["schemas"].update(DuplicatesJob=DUPLICATES_JOB, MemberSize=MEMBER_SIZE)
+    spec["paths"].update(review_paths())
     add_access_control(spec)
     spec["components"]["schemas"]["Head"] = _HEAD_SCHEMA
     spec["components"]["schemas"]["Health"] = HEALTH_SCHEMA

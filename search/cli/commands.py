@@ -239,6 +239,8 @@ def evaluate(index_dir, out_dir):
               show_default=True, help="The image of a group to keep: most pixels (then largest file), fewest "
                                       "pixels (then smallest file), indexed first, or indexed last.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group, one per line.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --json: write the lines to this file instead of printing them.")
 @click.option("--csv", "csv_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one row per image of each group to this CSV file.")
 @click.option("--limit", type=Integer(1), default=None, help="Show at most this many groups.")
@@ -246,18 +248,28 @@ def evaluate(index_dir, out_dir):
               help="Verify pairs scoring 0.55 to 0.99 (search/duplicates/verifier.py): one transform must "
                    "explain the pair, so crops and rotations below the threshold join and look-alikes above "
                    "it do not; reads the files unless 'imgsearch index --refresh-features' stored features.")
-def duplicates(index_dir, threshold, keep, as_json, csv_file, limit, keypoints):
+@click.option("--remove-others", is_flag=True,
+              help="Remove every member but the keeper of each group shown from the index (as 'imgsearch "
+                   "remove' does; the files stay on disk), after listing them and asking.")
+@click.option("--yes", is_flag=True, help="With --remove-others: do not ask.")
+@click.pass_context
+def duplicates(ctx, index_dir, threshold, keep, as_json, out_file, csv_file, limit, keypoints, remove_others, yes):
     """List groups of near-duplicate images (and exact copies) for review.
 
     Each group is the same picture resized, re-encoded, cropped or edited: every member scores at least
     the threshold (the cosine gate) against the group's keeper, or, with --keypoints, the verifier found
     it is the keeper's picture edited; --json and --csv give each member's evidence (what decided).
-    Nothing is deleted: 'imgsearch remove' takes the ids.
+    Pairs marked with 'imgsearch not-duplicates' are never in one group. Files are never deleted;
+    --remove-others removes the non-kept members from the index.
     """
     from imgsearch.search.engine import display_text
 
     if as_json and csv_file:
         raise click.UsageError("choose one of --json and --csv")
+    if out_file and not as_json:
+        raise click.UsageError("--out writes the --json lines: add --json (or use --csv FILE)")
+    if remove_others and (as_json or csv_file):
+        raise click.UsageError("--remove-others lists what it removes and asks: leave out --json and --csv")
     from imgsearch.search.errors import DuplicatesCancelledError
 
     try:  # a bar per stage on a terminal (search/duplicates/progress.py)
@@ -268,8 +280,14 @@ def duplicates(index_dir, threshold, keep, as_json, csv_file, limit, keypoints):
     if csv_file:
         _write_duplicates_csv(csv_file, groups)
     if as_json:
-        for g in groups:
-            click.echo(json.dumps(dict(g.to_dict(), paths=[display_text(p) for p in g.paths])))
+        lines = [json.dumps(dict(g.to_dict(), paths=[display_text(p) for p in g.paths])) for g in groups]
+        if out_file:
+            from imgsearch.indexer.atomic import atomic_write_bytes
+
+            atomic_write_bytes(out_file, "".join(f"{line}\n" for line in lines).encode())
+            click.echo(f"wrote {len(lines)} groups to {out_file}", err=True)
+        for line in [] if out_file else lines:
+            click.echo(line)
         return
     how = "exact search" if report.method == "exact" else f"approximate search ({report.method[4:]})"
     shown = f", {len(groups)} shown" if len(groups) < len(report.groups) else ""
@@ -285,6 +303,33 @@ def duplicates(index_dir, threshold, keep, as_json, csv_file, limit, keypoints):
         click.echo(f"group {g.group}: keep id {g.keep}, {kind}")
         for i, (row_id, path, score) in enumerate(zip(g.ids, g.paths, g.scores)):
             click.echo(display_text(f"  {'keep' if i == 0 else '    '}  {score:.4f}  id {row_id:<8d} {path}"))
+    if remove_others:
+        _remove_others(ctx, index_dir, groups, report.groups, yes)
+
+
+def _remove_others(ctx, index_dir, groups, every, yes: bool) -> None:
+    """Remove the non-kept members of ``groups`` from the index, after listing them and asking (``yes``: not);
+    ``every``: all groups, whose exact copies of a removed image are listed with it (they leave the index too)."""
+    from importlib.metadata import entry_points
+
+    from imgsearch.search.engine import display_text
+
+    # exact copies are one indexed image (their files were never indexed apart): nothing to remove
+    others = [(i, p) for g in groups if not g.exact for i, p in zip(g.ids[1:], g.paths[1:])]
+    if not others:
+        click.echo("no near-duplicate members to remove")
+        return
+    click.echo(f"to remove from the index ({len(others)} images; their files stay on disk):")
+    copies = {g.keep: g.paths[1:] for g in every if g.exact}
+    for row_id, path in others:
+        click.echo(display_text(f"  id {row_id:<8d} {path}"))
+        for copy in copies.get(row_id, []):  # the same bytes, recorded as a copy of the removed image
+            click.echo(display_text(f"     (its exact copy {copy})"))
+    if not yes:
+        click.confirm(f"remove these {len(others)} images from {index_dir}?", abort=True)
+    # 'imgsearch remove' itself, found as the root group finds it: writing is the indexer's (search only reads)
+    remove = next(p for p in entry_points(group="imgsearch.commands") if p.name == "remove").load()
+    ctx.invoke(remove, index_dir=index_dir, items=tuple(str(i) for i, _ in others), no_wait=False)
 
 
 def _write_duplicates_csv(path: Path, groups) -> None:

@@ -260,6 +260,27 @@ class SearchClient:
     def delete_head(self, name: str) -> None:
         self._request("DELETE", f"/api/heads/{name}")
 
+    # reviewing duplicate groups (web/review_api.py); marking and removing need write permission
+    def duplicate_marks(self) -> list[dict]:
+        """The pairs marked "not a duplicate": ``ids`` (now; None: not indexed), ``marked_ids``, ``paths``."""
+        return self._parsed(lambda b: [_object(m) for m in b["marks"]],
+                            self._request("GET", "/api/duplicates/marks"))
+
+    def mark_not_duplicates(self, ids: Sequence[int]) -> dict:
+        """Mark every pair among ``ids`` (a pair, or a group's ids) "not a duplicate": later runs never group
+        them; {"pairs", "changed", "total"}."""
+        return self._parsed(_object, self._request("POST", "/api/duplicates/marks", json={"ids": list(ids)}))
+
+    def unmark_not_duplicates(self, ids: Sequence[int]) -> dict:
+        """Remove the marks of every pair among ``ids``; {"pairs", "changed", "total"}."""
+        return self._parsed(_object, self._request("DELETE", "/api/duplicates/marks", json={"ids": list(ids)}))
+
+    def remove_duplicates(self, keep: int, remove: Sequence[int]) -> dict:
+        """Remove the ids in ``remove`` (a group's members other than ``keep``) from the index, never the files;
+        {"removed", "keep", "count", "generation"}: the version the server serves after."""
+        return self._parsed(_object, self._request("POST", "/api/duplicates/remove",
+                                                   json={"keep": keep, "remove": list(remove)}))
+
     # ------------------------------------------------------------ plumbing
     def _request(self, method: str, path: str, raw: bool = False, **kwargs):
         url = self.base_url + path

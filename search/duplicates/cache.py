@@ -1,4 +1,4 @@
-"""One version's duplicate reports, computed once per (threshold, keep, keypoints) and shared by every caller.
+"""One version's duplicate reports, computed once per (threshold, keep, keypoints, marks) and shared by every caller.
 
 A cancelled computation (``progress.DuplicatesProgress``) raises before anything is stored, so what the
 cache holds is always a whole report.  ``cached`` answers without computing (a server's job reports a
@@ -10,8 +10,14 @@ from __future__ import annotations
 import threading
 
 from imgsearch.search.duplicates.groups import DuplicateReport, check_options, find_duplicates
+from imgsearch.search.duplicates.marks import marks_stamp
 
 CACHED_REPORTS = 8  # (threshold, keep, keypoints) reports a version keeps
+
+
+def report_key(engine, threshold, keep, keypoints: bool) -> tuple:
+    """(threshold, keep, keypoints, the marks file's stamp): marking or unmarking a pair is a new report."""
+    return (*check_options(threshold, keep), bool(keypoints), marks_stamp(engine))
 
 
 class DuplicateCache:
@@ -23,12 +29,12 @@ class DuplicateCache:
         self._lock = threading.Lock()
         self._matcher = None  # keypoints found for one report serve the next (another threshold, say)
 
-    def cached(self, threshold, keep, keypoints: bool = False) -> DuplicateReport | None:
+    def cached(self, engine, threshold, keep, keypoints: bool = False) -> DuplicateReport | None:
         """The report if it was computed already, else None (InvalidInputError for bad options)."""
-        return self._reports.get((*check_options(threshold, keep), bool(keypoints)))
+        return self._reports.get(report_key(engine, threshold, keep, keypoints))
 
     def get(self, engine, threshold, keep, keypoints: bool = False, progress=None) -> DuplicateReport:
-        key = (*check_options(threshold, keep), bool(keypoints))
+        key = report_key(engine, threshold, keep, keypoints)
         with self._lock:  # requests asking together wait for one computation and share it
             report = self._reports.get(key)
             if report is None:
@@ -37,7 +43,7 @@ class DuplicateCache:
 
                     self._matcher = KeypointMatcher(engine)
                 # stored only once whole: a cancelled run raises DuplicatesCancelledError before this
-                report = find_duplicates(engine, *key, matcher=self._matcher, progress=progress)
+                report = find_duplicates(engine, *key[:3], matcher=self._matcher, progress=progress)
                 self._reports[key] = report
                 while len(self._reports) > CACHED_REPORTS:
                     self._reports.pop(next(iter(self._reports)))

@@ -3,11 +3,9 @@
 ``find_duplicates(engine, threshold, keep)`` (``SearchEngine.duplicates``,
 ``imgsearch duplicates``, ``GET /api/duplicates``):
 
-1. every pair of images scoring at least ``threshold`` (cosine similarity in
-   the space the index searches), from the index itself: exact block-wise
-   inner products for an exact index, batched k-NN searches of the ANN index
-   otherwise (``search/duplicates/pairs.py``); memory grows with the pairs found, never
-   with n x n;
+1. every pair of images scoring at least ``threshold`` (cosine similarity in the space the index searches),
+   from the index itself: exact block-wise inner products for an exact index, batched k-NN searches of the
+   ANN index otherwise (``search/duplicates/pairs.py``); memory grows with the pairs found, never n x n;
 2. connected components of those pairs;
 3. the guard against chaining: A~B and B~C must not glue A and C when they
    are different photos.  In each component the keeper is chosen (``keep``)
@@ -35,16 +33,14 @@ does not embed twice, ``indexer/folder/copies.py``) are groups of their own,
 ``exact=True``: the indexed id once per file, every file's path, scores 1.0.
 
 Groups are numbered from 1 in order of their keeper's id (exact copies after); members keeper first, then
-by score, best first.  imgsearch deletes nothing: ``imgsearch remove`` takes ids.
+by score, best first.  Pairs marked "not a duplicate" (``marks.py``) are never in one group.
 
-After an incremental ``imgsearch index`` nothing is reused: the groups are
-computed again for the new version (new images can join or bridge old
-groups, removed ones split them), which is fast enough not to need it:
-measured with ``scripts/bench_duplicates_scale.py`` on 2 shared cores,
-100,000 x 1280 (HNSW32) in 55 s, 1,000,000 x 1280 (IVF2048,PQ320x4fs,RFlat)
-in 6.2 min with 1.25 GiB of the process's own memory (besides 5 GiB of
-memory-mapped vectors), planted pairs found with recall and precision 1.000.
-Servers cache the result per version, threshold and keeper rule: a new version is a new engine.
+After an incremental ``imgsearch index`` nothing is reused: the groups are computed again for the new version
+(new images can join or bridge old groups, removed ones split them), which is fast enough not to need it:
+measured with ``scripts/bench_duplicates_scale.py`` on 2 shared cores, 100,000 x 1280 (HNSW32) in 55 s,
+1,000,000 x 1280 (IVF2048,PQ320x4fs,RFlat) in 6.2 min with 1.25 GiB of the process's own memory (besides
+5 GiB of memory-mapped vectors), planted pairs found with recall and precision 1.000.  Servers cache the
+result per version, threshold, keeper rule and marks: a new version is a new engine.
 """
 
 from __future__ import annotations
@@ -59,6 +55,7 @@ import numpy as np
 from imgsearch.indexer.errors import InvalidInputError, quote
 from imgsearch.indexer.folder.copies import read_copies
 from imgsearch.indexer.numbers import number_field
+from imgsearch.search.duplicates.marks import Marks
 from imgsearch.search.duplicates.pairs import IndexVectors, Pairs
 from imgsearch.search.duplicates.progress import DuplicatesProgress
 from imgsearch.search.duplicates.sizes import StoredSizes
@@ -108,6 +105,7 @@ class DuplicateReport:
     keypoints: bool = False  # whether pairs below the threshold were checked for matching keypoints
     confirmed: int = 0  # pairs below the threshold whose keypoints matched
     refuted: int = 0  # pairs at or above the threshold whose keypoints did not match
+    marked: int = 0  # pairs marked "not a duplicate" (search/duplicates/marks.py) among the indexed images
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -161,7 +159,8 @@ def _find(engine, threshold: float, keep: str, keypoints: bool, matcher, progres
         pairs = _confirmed(candidates, threshold, judge, progress)
     else:
         pairs = vectors.pairs(threshold, progress)
-    near = _near_groups(pairs, vectors, _Priority(engine, keep), threshold, judge, progress)
+    marks = Marks(engine)  # pairs marked "not a duplicate": never in one group
+    near = _near_groups(marks.drop(pairs), vectors, _Priority(engine, keep), threshold, judge, progress, marks)
     exact = _exact_groups(engine)
     found = sorted([(g[0][0], 0, g) for g in near] + [(g[0][0], 1, g) for g in exact], key=lambda x: x[:2])
     groups, sizes = [], StoredSizes(engine)
@@ -172,7 +171,7 @@ def _find(engine, threshold: float, keep: str, keypoints: bool, matcher, progres
     report = DuplicateReport(groups, threshold, keep, engine.generation, len(engine), vectors.method, len(pairs),
                              round(time.perf_counter() - started, 3), keypoints,
                              sum(judge.verdicts.values()) if judge else 0,
-                             sum(not v for v in judge.verdicts.values()) if judge else 0)
+                             sum(not v for v in judge.verdicts.values()) if judge else 0, len(marks))
     log.info("%d duplicate groups among %d images (%d pairs >= %.3f, %s) in %.1f s", len(groups), len(engine),
              len(pairs), threshold, vectors.method, report.seconds)
     return report
@@ -282,7 +281,7 @@ def _confirmed(candidates: Pairs, threshold: float, judge: _Judge, progress: Dup
 
 
 def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, threshold: float,
-                 judge: _Judge | None, progress: DuplicatesProgress) -> list:
+                 judge: _Judge | None, progress: DuplicatesProgress, marks: Marks | None = None) -> list:
     """[(ids, paths, scores)] of the near-duplicate groups, keeper first."""
     if not len(pairs):
         progress.start("grouping", 0)
@@ -315,16 +314,17 @@ def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, thres
         pending.append((ids, comp_edges))
         pending_rows += len(ids)
         if pending_rows >= budget_rows:
-            groups += _split_components(pending, pairs, vectors, priority, threshold, judge, progress)
+            groups += _split_components(pending, pairs, vectors, priority, threshold, judge, progress, marks)
             pending, pending_rows = [], 0
-    groups += _split_components(pending, pairs, vectors, priority, threshold, judge, progress)
+    groups += _split_components(pending, pairs, vectors, priority, threshold, judge, progress, marks)
     return groups
 
 
 def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, priority: _Priority,
-                      threshold: float, judge: _Judge | None, progress: DuplicatesProgress) -> list:
+                      threshold: float, judge: _Judge | None, progress: DuplicatesProgress,
+                      marks: Marks | None = None) -> list:
     """The groups of components that are not cliques: each member scored exactly against its keeper,
-    passing when it scores >= threshold, unless the keypoints (``judge``) say otherwise."""
+    passing when it scores >= threshold, unless the keypoints (``judge``) say otherwise or it is marked."""
     if not components:
         return []
     all_ids = np.concatenate([ids for ids, _ in components])
@@ -350,6 +350,7 @@ def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, pri
                 k = int(ids[keeper])
                 said = [judge(k, int(i), float(s)) for i, s in zip(ids[part], scores)]
                 passed = np.array([p if v is None else v for p, v in zip(passed, said)])
+            passed = marks.separate(ids[part], ids[keeper], scores, passed) if marks else passed
             if passed.sum() >= 2:
                 groups.append(_ordered(ids[part[passed]], scores[passed], ids[keeper], vectors.engine))
             rest = part[~passed]

@@ -229,6 +229,11 @@ def test_no_serious_or_critical_accessibility_violation(browser, layout_server, 
         pg.click("#nav-duplicates")
         wait_until(pg, "document.querySelector('#dup-status').textContent.includes('groups')", timeout=120)
         assert axe_violations(pg) == [], "duplicates view"
+        wait_until(pg, "document.querySelectorAll('#dup-groups .review-actions').length > 0")
+        pg.locator("#dup-groups .review-actions >> nth=0").locator("button", has_text="Remove others").click()
+        wait_until(pg, "document.querySelector('#review-dialog').open")
+        assert axe_violations(pg) == [], "the review's removal dialog"
+        pg.keyboard.press("Escape")
     finally:
         context.close()
 

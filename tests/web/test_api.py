@@ -127,8 +127,9 @@ def test_openapi_describes_the_api(client, live_server):
     spec = requests.get(live_server.url + "/api/openapi.json", timeout=10).json()
     assert spec["openapi"].startswith("3.")
     assert set(spec["paths"]) == {"/api/search", "/api/search/batch", "/api/classify", "/api/images/{id}",
-                                  "/api/duplicates", "/api/info", "/api/health", "/api/explain", "/api/heads",
-                                  "/api/heads/{name}", "/api/duplicates/jobs", "/api/duplicates/jobs/{id}"}
+                                  "/api/duplicates", "/api/duplicates/marks", "/api/duplicates/remove", "/api/info",
+                                  "/api/health", "/api/explain", "/api/heads", "/api/heads/{name}",
+                                  "/api/duplicates/jobs", "/api/duplicates/jobs/{id}"}
     assert {"400", "404", "413"} <= set(spec["paths"]["/api/search"]["post"]["responses"])
     hit = spec["components"]["schemas"]["Hit"]
     assert set(hit["required"]) == {"id", "path", "label", "score", "thumbnail_url"}
