@@ -12,14 +12,12 @@ import io
 import json
 import math
 import os
-import time
 from typing import BinaryIO, Sequence, Union
-from urllib.parse import quote
 
 import requests
 from PIL import Image
 
-from imgsearch.indexer.errors import ImgsearchError
+from imgsearch.search.client.duplicates import DuplicatesCalls, _body, _object
 from imgsearch.search.client.replies import (  # noqa: F401 - callers import the reply types from here
     ClassifyResponse,
     DuplicatesPage,
@@ -28,13 +26,11 @@ from imgsearch.search.client.replies import (  # noqa: F401 - callers import the
     RemoteDuplicatesJob,
     RemoteExplanation,
     RemoteHit,
+    SearchAPIError,
     SearchResponse,
 )
 from imgsearch.search.client.replies import (
     classified as _classified,
-)
-from imgsearch.search.client.replies import (
-    duplicates_job as _job,
 )
 from imgsearch.search.client.replies import (
     explained as _explained,
@@ -42,7 +38,7 @@ from imgsearch.search.client.replies import (
 from imgsearch.search.client.replies import (
     response as _response,
 )
-from imgsearch.search.errors import DuplicatesCancelledError, InvalidBoxError, InvalidFieldError, InvalidFilterError
+from imgsearch.search.errors import InvalidBoxError, InvalidFieldError, InvalidFilterError
 from imgsearch.search.query.examples import Example, as_example
 from imgsearch.search.query.numbers import number_field
 from imgsearch.search.query.spec import Query
@@ -56,20 +52,10 @@ from imgsearch.search.client.transport import (
 ImageInput = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 
-class SearchAPIError(ImgsearchError):
-    """Any failure talking to the server: ``status`` (None if unreachable), ``code``, ``message``;
-    ``retry_after``: the seconds a 503 ``busy`` asks the caller to wait, else None."""
-
-    def __init__(self, status: int | None, code: str, message: str, retry_after: float | None = None):
-        super().__init__(f"{code}: {message}" if status is None else f"HTTP {status} {code}: {message}")
-        self.status, self.code, self.message = status, code, message
-        self.retry_after = retry_after
-
-
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20  # k=1000 results are ~200 KB, a 1024 px thumbnail well under 1 MB
 
 
-class SearchClient:
+class SearchClient(DuplicatesCalls):
     def __init__(self, base_url: str, *, timeout: float | tuple[float, float] = (3.05, 60.0),
                  deadline: float | None = None, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
                  session: requests.Session | None = None, api_key: str | None = None):
@@ -191,51 +177,6 @@ class SearchClient:
         params = {"size": size} if size else None
         return self._request("GET", f"/api/images/{row_id}", params=params, raw=True)
 
-    def duplicates(self, threshold: float | None = None, keep: str | None = None, offset: int = 0,
-                   limit: int = 20, keypoints: bool | None = None, progress=None, poll: float = 1.0) -> DuplicatesPage:
-        """Groups of near-duplicates and exact copies, ``limit`` from ``offset``; ``threshold`` None: the
-        server's default; ``keep``: largest (None), smallest, oldest or newest; ``keypoints`` None: the
-        server's default (on), False: cosine scores only.  Found by a job on the server, polled at most every
-        ``poll`` seconds: ``progress(stage, done, total)`` hears each answer; Ctrl-C cancels the job.
-        A job cancelled by someone else raises DuplicatesCancelledError."""
-        job = self.start_duplicates_job(threshold, keep, keypoints, offset=offset, limit=limit)
-        wait = 0.05
-        try:
-            while job.state == "running":
-                if progress is not None:
-                    progress(job.stage, job.done, job.total)
-                time.sleep(wait)
-                wait = min(poll, 2 * wait)
-                job = self.duplicates_job(job.id, offset=offset, limit=limit)
-        except KeyboardInterrupt:
-            self.cancel_duplicates_job(job.id)
-            raise
-        if job.state == "cancelled":
-            raise DuplicatesCancelledError(f"duplicates job {job.id} was cancelled on the server; start it again")
-        if job.state != "done" or job.result is None:
-            error = job.error or {}
-            raise SearchAPIError(200, str(error.get("code", "job_failed")), str(error.get("message", job.state)))
-        if progress is not None:
-            progress(job.stage, job.done, job.total)
-        return job.result
-
-    def start_duplicates_job(self, threshold: float | None = None, keep: str | None = None,
-                             keypoints: bool | None = None, offset: int = 0, limit: int = 20) -> RemoteDuplicatesJob:
-        """Start finding duplicates on the server (or join the job already at it): its state, a result if done."""
-        body = _body(threshold=threshold, keep=keep, keypoints=keypoints)
-        reply = self._request("POST", "/api/duplicates/jobs", json=body, params={"offset": offset, "limit": limit})
-        return self._parsed(_job, reply)
-
-    def duplicates_job(self, job_id: str, offset: int = 0, limit: int = 20) -> RemoteDuplicatesJob:
-        """A job's state, stage, done and total; once done, ``result``: groups ``limit`` from ``offset``."""
-        reply = self._request("GET", f"/api/duplicates/jobs/{quote(str(job_id), safe='')}",
-                              params={"offset": offset, "limit": limit})
-        return self._parsed(_job, reply)
-
-    def cancel_duplicates_job(self, job_id: str) -> RemoteDuplicatesJob:
-        """Cancel a job (a finished one is left as it is)."""
-        return self._parsed(_job, self._request("DELETE", f"/api/duplicates/jobs/{quote(str(job_id), safe='')}"))
-
     def info(self) -> dict:
         return self._parsed(_object, self._request("GET", "/api/info"))
 
@@ -261,26 +202,6 @@ class SearchClient:
         self._request("DELETE", f"/api/heads/{name}")
 
     # reviewing duplicate groups (web/review_api.py); marking and removing need write permission
-    def duplicate_marks(self) -> list[dict]:
-        """The pairs marked "not a duplicate": ``ids`` (now; None: not indexed), ``marked_ids``, ``paths``."""
-        return self._parsed(lambda b: [_object(m) for m in b["marks"]],
-                            self._request("GET", "/api/duplicates/marks"))
-
-    def mark_not_duplicates(self, ids: Sequence[int]) -> dict:
-        """Mark every pair among ``ids`` (a pair, or a group's ids) "not a duplicate": later runs never group
-        them; {"pairs", "changed", "total"}."""
-        return self._parsed(_object, self._request("POST", "/api/duplicates/marks", json={"ids": list(ids)}))
-
-    def unmark_not_duplicates(self, ids: Sequence[int]) -> dict:
-        """Remove the marks of every pair among ``ids``; {"pairs", "changed", "total"}."""
-        return self._parsed(_object, self._request("DELETE", "/api/duplicates/marks", json={"ids": list(ids)}))
-
-    def remove_duplicates(self, keep: int, remove: Sequence[int]) -> dict:
-        """Remove the ids in ``remove`` (a group's members other than ``keep``) from the index, never the files;
-        {"removed", "keep", "count", "generation"}: the version the server serves after."""
-        return self._parsed(_object, self._request("POST", "/api/duplicates/remove",
-                                                   json={"keep": keep, "remove": list(remove)}))
-
     # ------------------------------------------------------------ plumbing
     def _request(self, method: str, path: str, raw: bool = False, **kwargs):
         url = self.base_url + path
@@ -336,16 +257,6 @@ def _image_payload(image: ImageInput) -> tuple[str, bytes]:
         name = getattr(image, "name", None)
         return (os.path.basename(name) if isinstance(name, str) else "image"), image.read()
     raise TypeError(f"image must be a path, bytes, a file object or a PIL image, not {type(image).__name__}")
-
-
-def _object(body) -> dict:
-    if not isinstance(body, dict):
-        raise TypeError(f"expected a JSON object, got {type(body).__name__}")
-    return body
-
-
-def _body(**fields) -> dict:
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _options(k=None, **fields) -> dict:

@@ -5,6 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from imgsearch.indexer.errors import ImgsearchError
+
+
+class SearchAPIError(ImgsearchError):
+    """Any failure talking to the server: ``status`` (None if unreachable), ``code``, ``message``;
+    ``retry_after``: the seconds a 503 ``busy`` asks the caller to wait, else None."""
+
+    def __init__(self, status: int | None, code: str, message: str, retry_after: float | None = None):
+        super().__init__(f"{code}: {message}" if status is None else f"HTTP {status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after
+
 
 @dataclass(frozen=True)
 class RemoteHit:

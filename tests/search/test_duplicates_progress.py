@@ -47,10 +47,10 @@ def test_a_cancelled_run_raises_and_caches_nothing(dup_index, stage):
     with pytest.raises(DuplicatesCancelledError, match="cancelled; nothing was cached") as raised:
         engine.duplicates(DUP_THRESHOLD, progress=DuplicatesProgress(watch, cancel, bars=False))
     assert isinstance(raised.value, ImgsearchError)
-    assert engine.duplicate_reports.cached(DUP_THRESHOLD, "largest", True) is None
+    assert engine.duplicate_reports.cached(engine, DUP_THRESHOLD, "largest", True) is None
     # the next run computes the whole report (the keypoints found before the cancel may serve it)
     assert engine.duplicates(DUP_THRESHOLD).groups == SearchEngine.open(dup_index[0]).duplicates(DUP_THRESHOLD).groups
-    assert engine.duplicate_reports.cached(DUP_THRESHOLD, "largest", True) is not None
+    assert engine.duplicate_reports.cached(engine, DUP_THRESHOLD, "largest", True) is not None
 
 
 def test_a_flag_set_before_the_start_stops_it_before_any_work(dup_index):

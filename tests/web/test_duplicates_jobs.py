@@ -89,7 +89,7 @@ def test_a_cancelled_job_stops_and_caches_nothing(server, gate):
     engine = server.app.extensions["imgsearch"].current()
     # the thread stops at its next unit of work, and leaves no report behind
     wait_until(lambda: not engine.duplicate_reports._lock.locked(), what="the computation to stop")
-    assert engine.duplicate_reports.cached(DUP_THRESHOLD, None, True) is None
+    assert engine.duplicate_reports.cached(engine, DUP_THRESHOLD, None, True) is None
     assert _job(server, job["id"])["state"] == "cancelled"
     # a new start is a new job (a cancelled one is never reused), and it runs to the end
     fresh = requests.post(server.url + JOBS, json={"threshold": DUP_THRESHOLD}, timeout=30).json()
