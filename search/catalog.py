@@ -195,6 +195,27 @@ class Catalog:
                                for c in ("sha256", "file_size", "mtime"))
         return sha256, size, mtime
 
+    def sizes(self, rows) -> list[tuple[int | None, int | None, int | None]]:
+        """(width, height, file_size) stored for each of ``rows``, in that order (None where a shard of an older
+        format has no such column); each row group they fall in is read once, three small columns."""
+        rows = np.asarray(rows, np.int64).ravel()
+        groups = np.searchsorted(self._group_starts, rows, side="right") - 1
+        found: list = [(None, None, None)] * len(rows)
+        for g in np.unique(groups):
+            shard = int(self._group_shard[g])
+            with self._lock:
+                try:
+                    f = self._file(shard)
+                    columns = [c for c in ("width", "height", "file_size") if c in f.schema_arrow.names]
+                    table = f.read_row_group(int(self._group_index[g]), columns=columns, use_threads=False)
+                except (OSError, pa.ArrowException) as exc:
+                    raise self.store.unreadable_shard(exc, self.shards[shard]) from exc
+            values = {c: table.column(c).to_pylist() for c in columns}
+            for i in np.flatnonzero(groups == g):
+                at = int(rows[i] - self._group_starts[g])
+                found[i] = tuple(values[c][at] if c in values else None for c in ("width", "height", "file_size"))
+        return found
+
     def ids_of_path(self, path: str) -> list[int]:
         """The ids indexed under ``path`` exactly as stored (one, unless a list named the file twice); reads
         every row group's paths once, in order: for a command's argument, not a request's loop."""

@@ -37,11 +37,18 @@ def engine() -> SearchEngine:
     return g.imgsearch_engine
 
 
-def _hit_json(hit) -> dict:
+def _hit_json(hit, size: tuple = (None, None, None)) -> dict:
     # as shown: valid UTF-8 whatever bytes a file name holds (the id names the image losslessly)
+    width, height, file_size = size
     return {"id": hit.id, "path": display_text(hit.path), "label": display_text(hit.label),
-            "score": round(hit.score, 6),
+            "score": round(hit.score, 6), "width": width, "height": height, "file_size": file_size,
             "thumbnail_url": url_for("api.image", row_id=hit.id, size=current_app.config["THUMBNAIL_SIZE"])}
+
+
+def hits_json(eng: SearchEngine, hits) -> list[dict]:
+    """The hits as the API answers them, each with its width, height and file size as indexed."""
+    sizes = eng.catalog.sizes(eng.catalog.rows([h.id for h in hits])) if hits else []
+    return [_hit_json(h, size) for h, size in zip(hits, sizes)]
 
 
 @dataclass
@@ -199,7 +206,7 @@ def search():
     eng = engine()
     query = _parse_query()
     hits, q, filtered = search_hits(eng, query)
-    return jsonify(results=[_hit_json(h) for h in hits], query=query.describe(), backbone=eng.backbone,
+    return jsonify(results=hits_json(eng, hits), query=query.describe(), backbone=eng.backbone,
                    head=q.head, offset=q.offset, min_score=q.min_score,
                    took_ms=round((time.perf_counter() - started) * 1000, 2), **filtered)
 

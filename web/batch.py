@@ -17,7 +17,7 @@ from flask import Blueprint, jsonify
 from werkzeug.exceptions import HTTPException
 
 from imgsearch.search.errors import ImgsearchError
-from imgsearch.web.api import _hit_json, engine, json_body, query_of_json, search_hits
+from imgsearch.web.api import engine, hits_json, json_body, query_of_json, search_hits
 from imgsearch.web.errors import GENERIC, ApiError, error_of
 from imgsearch.web.examples import MAX_BATCH
 
@@ -55,5 +55,5 @@ def search_batch():
             status, code, message = failure
             results.append({"error": {"code": code, "message": message}, "status": status})
         else:
-            results.append([_hit_json(h) for h in hits])
+            results.append(hits_json(eng, hits))
     return jsonify(results=results, backbone=eng.backbone, took_ms=round((time.perf_counter() - started) * 1000, 2))

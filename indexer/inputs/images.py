@@ -24,7 +24,8 @@ from imgsearch.indexer.errors import ImageError
 EXIF_ORIENTATION = 0x0112
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib", ".tif", ".tiff",
+     ".heic", ".heif", ".hif", ".avif"}  # HEIF: pillow-heif; AVIF: Pillow's own plugin
 )
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
@@ -103,6 +104,7 @@ def use_decoder_settings() -> None:
     """
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+    _register_heif()
     # an image's pixels in one block: a large one (over glibc's largest mmap threshold, 32 MB) is its own
     # mapping, given back when freed; in 16 MB blocks (Pillow's default) it stays in the decoding thread's malloc
     # arena, so every server thread kept its peak (8 threads explaining 49 MP PNGs one at a time held 2.9 GB)
@@ -111,6 +113,23 @@ def use_decoder_settings() -> None:
     # looked up each time, not once: warnings.catch_warnings (pytest, for one) drops filters on exit
     if _QUIET_BOMB_WARNING not in warnings.filters:
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def _register_heif() -> None:
+    """HEIC/HEIF photos (phones' default) open with Pillow once pillow-heif registers its opener: once per
+    process, with its EXIF orientation left for ``load_rgb`` to apply, as for every other format."""
+    global _HEIF_REGISTERED
+    if _HEIF_REGISTERED:
+        return
+    _HEIF_REGISTERED = True
+    try:
+        import pillow_heif
+    except ImportError:  # a HEIC file is then "not an image Pillow recognises"; pillow-heif is a dependency
+        return
+    pillow_heif.register_heif_opener()
+
+
+_HEIF_REGISTERED = False
 
 
 def _open(source: ImageSource) -> Image.Image:

@@ -9,6 +9,9 @@ from pathlib import Path
 from imgsearch.indexer.folder.texts import display_text
 
 
+LONG_STARTUP = 5.0  # seconds of start-up the printed rate leaves out (a warm start: 1-3 s)
+
+
 @dataclass
 class IndexSummary:
     index_dir: str
@@ -31,10 +34,16 @@ class IndexSummary:
         busy = self.seconds - self.startup_seconds
         return self.added / busy if busy > 0 else 0.0
 
+    def rate_text(self) -> str:
+        """Images per second as printed: over the whole run, or, when a long start-up (a model prepared for
+        this CPU the first time) took most of it, the rate once running, with the start-up said apart."""
+        if self.added and self.startup_seconds >= LONG_STARTUP and self.startup_seconds > 0.2 * self.seconds:
+            return f"{self.steady_rate:.1f} img/s after {self.startup_seconds:.1f}s of start-up"
+        return f"{self.added / self.seconds if self.seconds else 0.0:.1f} img/s"
+
     def lines(self) -> list[str]:
-        rate = self.added / self.seconds if self.seconds else 0.0
         out = [
-            f"indexed {self.added} new images in {self.seconds:.1f}s ({rate:.1f} img/s); "
+            f"indexed {self.added} new images in {self.seconds:.1f}s ({self.rate_text()}); "
             f"{self.already_indexed} already indexed, {self.changed} changed, {self.removed} removed, "
             f"{self.duplicates} duplicates, {len(self.skipped)} skipped; {self.total} images in {self.index_dir}"
         ]

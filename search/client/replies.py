@@ -25,6 +25,9 @@ class RemoteHit:
     label: str
     score: float
     thumbnail_url: str
+    width: int | None = None  # pixels and bytes as indexed (None: an index of an older format)
+    height: int | None = None
+    file_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,8 @@ def classified(body: dict) -> ClassifyResponse:
 
 
 def response(body: dict) -> SearchResponse:
-    hits = [RemoteHit(h["id"], h["path"], h["label"], float(h["score"]), h["thumbnail_url"])
-            for h in body["results"]]
+    hits = [RemoteHit(h["id"], h["path"], h["label"], float(h["score"]), h["thumbnail_url"], h.get("width"),
+                      h.get("height"), h.get("file_size")) for h in body["results"]]
     return SearchResponse(hits, float(body["took_ms"]), body["backbone"], body.get("query", {}),
                           body.get("matched"), body.get("note"))
 

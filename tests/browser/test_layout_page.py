@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.browser.helpers import ARTIFACTS, axe_violations, box_in_view, result_ids, wait_until, watch
 from tests.helpers import LiveServer
@@ -187,6 +188,11 @@ def test_cards_name_the_file_and_captions_name_examples_by_file(page, layout_ser
     first = page.locator(FIRST_CARD)
     assert first.locator(".file").inner_text() == "coffee.jpg"
     assert first.locator(".score").inner_text() == "1.000" and first.locator(".band").inner_text() == "same picture"
+    with Image.open(corpus / "photos" / "coffee.jpg") as picture:  # its pixels and bytes, as indexed
+        width, height = picture.size
+    size = (corpus / "photos" / "coffee.jpg").stat().st_size
+    shown = f"{size / 1e3:.{1 if size < 1e4 else 0}f} KB" if size < 1e6 else f"{size / 1e6:.{1 if size < 1e7 else 0}f} MB"
+    assert first.locator(".size").inner_text() == f"{width}\u00d7{height} \u00b7 {shown}"
     names = page.eval_on_selector_all("#results .hit", "els => els.map(e => e.title.split('/').pop())")
     page.check("#results .select >> nth=1")
     page.check("#results .select >> nth=2")

@@ -40,6 +40,7 @@ def test_converted_model_is_cached_and_reused(tmp_path, monkeypatch, lite0):
                                atol=1e-6)
 
 
+@pytest.mark.slow  # runs the real model in TensorFlow (seconds to import per process): `make test` runs it
 def test_damaged_cache_entry_is_rebuilt(tmp_path):
     backbones.clear_loaded()
     load_backbone("efficientnet-lite0", cache_dir=tmp_path).features
@@ -62,6 +63,7 @@ def test_embeddings_are_unit_length_float32(embedder):
         embedder.embed(x[:, :100])
 
 
+@pytest.mark.slow  # runs the real model in TensorFlow (seconds to import per process): `make test` runs it
 @pytest.mark.timeout(120)
 def test_keras_backbone_offline_error_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights
@@ -95,7 +97,8 @@ def test_keras_backbone_with_local_weights_file(tmp_path):
         load_backbone("mobilenet_v2", weights=str(tmp_path / "missing.h5"))
 
 
-@pytest.mark.parametrize("name", ["efficientnet-lite0", pytest.param("efficientnet-lite2", marks=pytest.mark.slow)])
+@pytest.mark.slow  # runs the real model in TensorFlow (seconds to import per process): `make test` runs it
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite2"])
 def test_tflite_and_tf_function_give_the_same_embeddings(name, photos_dir):
     from imgsearch.indexer.inputs.images import decode_image
 
@@ -118,6 +121,7 @@ def test_auto_runtime_is_tflite_without_gpu():
         resolve_runtime("onnx")
 
 
+@pytest.mark.slow  # runs the real model in TensorFlow (seconds to import per process): `make test` runs it
 def test_auto_runtime_picks_tf_function_when_a_gpu_is_visible(monkeypatch):
     import tensorflow as tf
 

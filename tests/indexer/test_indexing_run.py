@@ -218,3 +218,16 @@ def test_every_engine_is_a_stage_of_the_one_run():
     assert "run/indexing.py" in owners
     # heads trained by Spark MLlib are a job of their own (train-head), not an indexing run
     assert not any(o.startswith("spark/") and o != "spark/heads.py" for o in owners), owners
+
+
+def test_the_rate_printed_leaves_out_a_long_start_up():
+    """A cold first run spends most of its time preparing the model: the line says so and gives the rate the
+    embedding ran at, not images over the whole time (0.4 img/s); a warm run's short start-up stays inside."""
+    from imgsearch.indexer.run.summary import IndexSummary
+
+    cold = IndexSummary("idx", added=80, seconds=48.0, startup_seconds=40.0).lines()[0]
+    assert "in 48.0s (10.0 img/s after 40.0s of start-up" in cold and "1.7 img/s" not in cold
+    warm = IndexSummary("idx", added=80, seconds=10.0, startup_seconds=1.5).lines()[0]
+    assert "in 10.0s (8.0 img/s)" in warm
+    nothing = IndexSummary("idx", added=0, seconds=30.0, startup_seconds=29.0).lines()[0]
+    assert "indexed 0 new images in 30.0s" in nothing and "start-up" not in nothing

@@ -131,6 +131,7 @@ def test_opens_with_the_same_rows_and_embeddings(engine, root):
         assert float(np.linalg.norm(v)) == pytest.approx(want["norm"], abs=ATOL)
 
 
+@pytest.mark.slow  # runs the real model in TensorFlow (seconds to import per process): `make test` runs it
 def test_searches_and_classifies_as_before(engine, root):
     check_queries(engine, root, EXPECTED)
 
@@ -149,6 +150,7 @@ def test_cli_info_and_verify(root):
                                  f"{EXPECTED['info']['shards']} shard(s), 1 head(s)")
 
 
+@pytest.mark.slow  # runs the real model in TensorFlow (seconds to import per process): `make test` runs it
 def test_cli_search_and_classify(root):
     images = [root / rel for rel in EXPECTED["queries"]["images"]]
     for key, head in (("by_image", []), ("head_by_image", ["--head", HEAD])):
@@ -176,6 +178,7 @@ def test_cli_search_and_classify(root):
         check_predictions([(p["class"], p["probability"]) for p in out["predictions"]], want, rel)
 
 
+@pytest.mark.slow  # runs the real model in TensorFlow (seconds to import per process): `make test` runs it
 def test_incremental_index_adds_the_new_batch_as_before(tmp_path):
     inc = EXPECTED["incremental"]
     root = copy_v0_index(tmp_path)

@@ -1,6 +1,7 @@
 """The JSON API on a real server on loopback, driven by the Python client and raw HTTP."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -39,6 +40,25 @@ def test_search_by_id_and_vector(client, engine):
     vec = engine.vector(3)
     res = client.search_vector(vec.tolist(), k=2)
     assert res[0].id == 3 and res[0].score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_every_hit_carries_its_pixels_and_bytes_as_indexed(client, live_server, engine):
+    """Width, height and file size of each result (the page's cards show them), as the shards hold them: the
+    client, raw JSON and a batch alike; what the files say now is not asked."""
+    from PIL import Image as PILImage
+
+    res = client.search_id(0, k=30)
+    assert len(res) == 30
+    for hit in res:
+        with PILImage.open(hit.path) as picture:
+            assert (hit.width, hit.height) == picture.size, hit.path
+        assert hit.file_size == os.path.getsize(hit.path), hit.path
+    body = requests.post(live_server.url + "/api/search/batch", json={"queries": [{"id": 0, "k": 3}]},
+                         timeout=30).json()
+    first = body["results"][0][0]
+    assert {"width", "height", "file_size"} <= set(first) and first["id"] == res[0].id
+    assert (first["width"], first["height"], first["file_size"]) == (res[0].width, res[0].height,
+                                                                     res[0].file_size)
 
 
 def test_thumbnails(client, live_server):

@@ -16,11 +16,24 @@ function bandOf(score) {
   return BANDS.find(([low]) => score >= low);
 }
 
+// "1280×960 · 245 KB" from a hit's width, height and file size as indexed; "" when the index has neither.
+function sizeText(hit) {
+  const parts = [];
+  if (hit.width && hit.height) parts.push(`${hit.width}\u00d7${hit.height}`);
+  if (hit.file_size != null) {
+    const units = [["GB", 1e9], ["MB", 1e6], ["KB", 1e3]];
+    const [unit, scale] = units.find(([, s]) => hit.file_size >= s) || ["bytes", 1];
+    const value = hit.file_size / scale;
+    parts.push(`${scale === 1 ? value : value.toFixed(value < 10 ? 1 : 0)} ${unit}`);
+  }
+  return parts.join(" \u00b7 ");
+}
+
 function baseName(path) {
   return String(path || "").split(/[\\/]/).pop() || String(path || "");
 }
 
-// A card for ``hit`` ({id, path, label, score, thumbnail_url}); ``opts``: {classes, action (the verb of the
+// A card for ``hit`` ({id, path, label, score, thumbnail_url, width, height, file_size}); ``opts``: {classes, action (the verb of the
 // card's accessible name), badge (a word shown instead of the label, e.g. "keep"), onClick}.
 function card(hit, opts = {}) {
   const name = baseName(hit.path) || `image ${hit.id}`;
@@ -54,7 +67,15 @@ function card(hit, opts = {}) {
   const label = document.createElement("span");
   label.className = "label";
   label.textContent = hit.label || "(no label)";
-  caption.append(file, label, meta);
+  caption.append(file, label);
+  const size = sizeText(hit);
+  if (size) {
+    const facts = document.createElement("span");
+    facts.className = "size";
+    facts.textContent = size;
+    caption.append(facts);
+  }
+  caption.append(meta);
   button.append(img, caption);
   const action = document.createElement("span");  // the card's name: this verb, then what it shows
   action.className = "visually-hidden";
