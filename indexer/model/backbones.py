@@ -58,8 +58,10 @@ class Backbone:
 
     def __init__(self, spec: BackboneSpec, weights: str, weights_id: str,
                  load_models: Callable[[], tuple[object, object | None, Callable]],
-                 preprocess_np: Callable[[np.ndarray], np.ndarray], runner: Callable | None = None):
+                 preprocess_np: Callable[[np.ndarray], np.ndarray], runner: Callable | None = None,
+                 extra: dict | None = None):
         self.spec = spec
+        self.extra = extra or {}  # more for the manifest (a KerasHub preset: its identity, pooling)
         self.weights = weights  # "imagenet", or the weights file used
         self.weights_id = weights_id  # identifies the exact weights, for caches derived from them
         self.preprocess_np = preprocess_np  # numpy: raw RGB (n, S, S, 3) in [0, 255] -> model input, float32
@@ -133,6 +135,7 @@ class Backbone:
             "input_size": self.spec.input_size,
             "preprocessing": self.spec.preprocessing,
             "resize": "shorter side to input_size (bicubic), centre crop",
+            **self.extra,
         }
 
 
@@ -241,6 +244,21 @@ def _load_keras_app(spec: BackboneSpec, weights: str | None, cache_dir: Path) ->
     return Backbone(spec, weights, weights_id, lambda: (model, None, module.preprocess_input), preprocess_np)
 
 
+# ---------------------------------------------------------------- KerasHub presets
+
+
+def _load_hub(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Backbone:
+    """A KerasHub preset (indexer/model/hub.py): its name or folder; its identity is the folder's digest."""
+    from imgsearch.indexer.model.hub import open_preset
+
+    if weights is not None:
+        raise BackboneError(f"a KerasHub preset carries its own weights: leave out --weights ({weights!r})")
+    preset = open_preset(spec.name)
+    built = BackboneSpec(preset.name, preset.input_size, preset.dim, preset.preprocessing, _load_hub, spec.source)
+    return Backbone(built, f"KerasHub preset ({preset.source})", preset.digest[:16], preset.load_models,
+                    preset.preprocess_np, extra={"preset": preset.describe()})
+
+
 # ---------------------------------------------------------------- registry
 
 _LITE_PRE = "RGB/255, then (x - 0.5) / 0.5"
@@ -271,13 +289,18 @@ def register_backbone(spec: BackboneSpec) -> None:
 
 
 def get_spec(name: str) -> BackboneSpec:
-    try:
+    from imgsearch.indexer.model.hub import is_preset
+
+    if name in BACKBONES:
         return BACKBONES[name]
-    except KeyError:
-        raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
+    if is_preset(name):
+        return BackboneSpec(name, 0, 0, "", _load_hub, ("keras_hub", name))
+    raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, a KerasHub preset "
+                        "name (e.g. dinov2_small) or a local preset folder") from None
 
 
-_LOADED: dict[tuple[str, str | None, str], Backbone] = {}  # (name, weights, cache dir) -> built backbone
+# (name, weights, cache dir, a preset folder's file sizes and times) -> built backbone
+_LOADED: dict[tuple[str, str | None, str, tuple | None], Backbone] = {}
 
 
 def clear_loaded() -> None:
@@ -288,10 +311,11 @@ def clear_loaded() -> None:
 def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path | None = None) -> Backbone:
     """Build (or return the already built) backbone ``name``; one per process."""
     from imgsearch.indexer.config import default_cache_dir
+    from imgsearch.indexer.model.hub import folder_stamp
 
     spec = get_spec(name)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = (name, weights, str(cache_dir))
+    key = (name, weights, str(cache_dir), folder_stamp(name) if spec.loader is _load_hub else None)
     if key not in _LOADED:
         _LOADED[key] = spec.loader(spec, weights, cache_dir)
     return _LOADED[key]
