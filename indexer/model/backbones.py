@@ -299,13 +299,14 @@ def get_spec(name: str) -> BackboneSpec:
                         "name (e.g. dinov2_small) or a local preset folder") from None
 
 
-# (name, weights, cache dir, a preset folder's file sizes and times) -> built backbone
-_LOADED: dict[tuple[str, str | None, str, tuple | None], Backbone] = {}
+_LOADED: dict[tuple[str, str | None, str], Backbone] = {}  # (name, weights, cache dir) -> built backbone
+_STAMPS: dict[tuple[str, str | None, str], tuple | None] = {}  # the same key -> a preset folder's files, sizes, times
 
 
 def clear_loaded() -> None:
     """Forget the backbones built so far: the next ``load_backbone`` builds (or reads from its cache) anew."""
     _LOADED.clear()
+    _STAMPS.clear()
 
 
 def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path | None = None) -> Backbone:
@@ -315,7 +316,9 @@ def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path |
 
     spec = get_spec(name)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = (name, weights, str(cache_dir), folder_stamp(name) if spec.loader is _load_hub else None)
-    if key not in _LOADED:
+    key = (name, weights, str(cache_dir))
+    stamp = folder_stamp(name) if spec.loader is _load_hub else None  # a preset folder changed: opened anew
+    if key not in _LOADED or _STAMPS.get(key) != stamp:
         _LOADED[key] = spec.loader(spec, weights, cache_dir)
+        _STAMPS[key] = stamp
     return _LOADED[key]
