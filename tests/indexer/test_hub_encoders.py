@@ -209,10 +209,13 @@ def test_index_and_search_by_preset_folder_find_an_image_and_its_edit_and_refuse
     assert again.returncode == 1 and "preset changed" in again.stderr
 
 
-def test_an_index_built_with_a_preset_refuses_a_changed_one_in_process(tiny_dinov2, tmp_path, photos_dir):
+def test_python_api_and_client_search_a_preset_index_and_refuse_a_changed_preset(tiny_dinov2, tmp_path, photos_dir):
     from imgsearch.indexer.config import IndexConfig
     from imgsearch.indexer.run.pipeline import index_images
+    from imgsearch.search.client import SearchClient
     from imgsearch.search.engine import SearchEngine
+    from imgsearch.web.app import create_app
+    from tests.helpers import LiveServer
 
     preset = shutil.copytree(tiny_dinov2, tmp_path / "preset")
     backbones.clear_loaded()
@@ -220,6 +223,12 @@ def test_an_index_built_with_a_preset_refuses_a_changed_one_in_process(tiny_dino
     index_images([str(photos_dir)], tmp_path / "idx", config)
     photo = sorted(photos_dir.glob("*.jpg"))[2]
     assert SearchEngine.open(tmp_path / "idx", config=config).search_image(photo, k=1)[0].path == str(photo)
+    server = LiveServer(create_app({"INDEX_DIR": str(tmp_path / "idx"), "WARM_UP": False}))
+    try:  # the API and the Python client embed the query with the index's preset too
+        found = SearchClient(server.url).search(photo, k=1)
+        assert found.results[0].path == str(photo) and found.backbone == str(preset.resolve())
+    finally:
+        server.close()
     (preset / "metadata.json").write_text((preset / "metadata.json").read_text() + " ")  # any change to its files
     with pytest.raises(ImgsearchError, match="preset changed"):
         SearchEngine.open(tmp_path / "idx", config=config).search_image(photo, k=1)
