@@ -70,15 +70,18 @@ def preset_names() -> frozenset[str]:
     return frozenset(names)
 
 
-def is_path_like(name: str) -> bool:
+def is_folder(name: str) -> bool:
+    """Whether ``name`` means a preset folder: a path (a separator, ``.`` or ``~`` first) or an existing folder;
+    not a handle (``hub:...``, ``kaggle://...``, ``hf://...``)."""
+    if name.startswith(HUB_PREFIX) or "://" in name:
+        return False
     return "/" in name or "\\" in name or name.startswith((".", "~")) or Path(name).is_dir()
 
 
 def is_preset(name: str) -> bool:
-    """Whether ``name`` means a KerasHub preset: a folder (or a path), ``hub:HANDLE``, or a preset's name."""
-    if name.startswith(HUB_PREFIX) or (is_path_like(name) and "://" not in name):
-        return True
-    return name in preset_names()
+    """Whether ``name`` means a KerasHub preset: a folder, a handle (``hub:HANDLE``, ``kaggle://...``), or the
+    name of one of KerasHub's presets."""
+    return name.startswith(HUB_PREFIX) or "://" in name or is_folder(name) or name in preset_names()
 
 
 def require_keras_hub():
@@ -89,12 +92,19 @@ def require_keras_hub():
     return keras_hub
 
 
-def folder_digest(folder: Path) -> str:
-    """SHA-256 over the folder's files (relative path and content, sorted by path); hidden files left out."""
+def _preset_file(rel: str) -> bool:
+    """The files of a downloaded preset that its image encoder reads: a download cache folder may hold others
+    of the same preset later (a tokenizer, say), which must not change its identity."""
+    return rel in PRESET_FILES or (rel.startswith("model") and ".weights." in rel)
+
+
+def folder_digest(folder: Path, downloaded: bool = False) -> str:
+    """SHA-256 over the folder's files (relative path and content, sorted by path); hidden files left out, and
+    for a ``downloaded`` preset (keras-hub's cache) the files other than the encoder's."""
     h = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")):
+        if any(part.startswith(".") for part in rel.split("/")) or (downloaded and not _preset_file(rel)):
             continue
         h.update(rel.encode() + b"\0")
         with open(path, "rb") as f:
@@ -106,7 +116,7 @@ def folder_digest(folder: Path) -> str:
 
 def folder_stamp(name: str) -> tuple | None:
     """A preset folder's files with their sizes and modification times: a changed folder is opened anew."""
-    if not is_path_like(name) or not Path(name).expanduser().is_dir():
+    if not is_folder(name) or not Path(name).expanduser().is_dir():
         return None
     folder = Path(name).expanduser().resolve()
     return tuple((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
@@ -235,7 +245,7 @@ def _channels(value, default: float) -> np.ndarray:
 
 def open_preset(name: str) -> Preset:
     """Open the preset ``name`` (a folder, or a name that keras-hub downloads): identity, size, preprocessing."""
-    if is_path_like(name) and not name.startswith(HUB_PREFIX):
+    if is_folder(name):
         folder, source = Path(name).expanduser().resolve(), "folder"
         if not folder.is_dir():
             raise PresetError(f"KerasHub preset folder {folder} does not exist: pass a folder written by "
@@ -262,7 +272,7 @@ def open_preset(name: str) -> Preset:
     dim = settings.get("hidden_dim") if pooling == CLASS_TOKEN else None
     if not isinstance(dim, int) or dim < 1:
         dim = _feature_dim(folder)
-    return Preset(label, folder, source, folder_digest(folder), class_name, size, int(dim), pooling,
+    return Preset(label, folder, source, folder_digest(folder, downloaded=source == "name"), class_name, size, int(dim), pooling,
                   _channels(converter_config.get("scale"), 1.0), _channels(converter_config.get("offset"), 0.0),
                   converter)
 

@@ -40,6 +40,7 @@ def _one_line(exc: BaseException) -> str:
 def test_a_preset_name_or_folder_is_a_backbone_and_an_unknown_name_says_what_is_accepted(tmp_path):
     assert hub.is_preset("dinov2_small") and hub.is_preset("dinov2_base")  # KerasHub's table, read without importing it
     assert hub.is_preset(str(tmp_path)) and hub.is_preset("./copied/preset") and hub.is_preset("hub:kaggle://a/b/keras/c")
+    assert hub.is_preset("kaggle://keras/dinov2/keras/dinov2_base/1") and not hub.is_folder("kaggle://a/b/keras/c")
     assert not hub.is_preset("resnet51") and not hub.is_preset("efficientnet-lite9")
     with pytest.raises(BackboneError, match="unknown backbone 'resnet51'.*KerasHub preset name.*preset folder"):
         load_backbone("resnet51")
@@ -89,6 +90,14 @@ def test_the_folder_digest_covers_every_file_and_its_name(tmp_path):
     assert hub.folder_digest(tmp_path) == first
     (tmp_path / "a.json").rename(tmp_path / "b.json")
     assert hub.folder_digest(tmp_path) != first
+    # a download cache folder: only the encoder's files count (a tokenizer fetched later changes nothing)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.weights.h5").write_bytes(b"w")
+    downloaded = hub.folder_digest(tmp_path, downloaded=True)
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert hub.folder_digest(tmp_path, downloaded=True) == downloaded
+    (tmp_path / "model.weights.h5").write_bytes(b"v")
+    assert hub.folder_digest(tmp_path, downloaded=True) != downloaded
 
 
 # ---------------------------------------------------------------- the tiny DINOv2 (TensorFlow: slow)
@@ -232,3 +241,29 @@ def test_python_api_and_client_search_a_preset_index_and_refuse_a_changed_preset
     (preset / "metadata.json").write_text((preset / "metadata.json").read_text() + " ")  # any change to its files
     with pytest.raises(ImgsearchError, match="preset changed"):
         SearchEngine.open(tmp_path / "idx", config=config).search_image(photo, k=1)
+
+
+@pytest.mark.slow  # runs TensorFlow
+def test_a_feature_map_backbone_is_pooled_by_global_average_as_keras_computes_it(tmp_path):
+    """Any keras_hub image backbone whose output is a feature map: a tiny ResNet (random weights) as a preset."""
+    import keras
+    import keras_hub
+
+    from imgsearch.indexer.model.embedder import Embedder
+    from imgsearch.indexer.vectors import l2_normalize
+
+    keras.utils.set_random_seed(3)
+    model = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block", image_shape=(64, 64, 3))
+    converter = keras_hub.layers.ResNetImageConverter(image_size=(64, 64), scale=1 / 255)
+    model.save_to_preset(str(tmp_path / "resnet"))
+    converter.save_to_preset(str(tmp_path / "resnet"))
+    backbones.clear_loaded()
+    bb = load_backbone(str(tmp_path / "resnet"), cache_dir=tmp_path)
+    assert (bb.input_size, bb.dim, bb.describe()["preset"]["pooling"]) == (64, 16, hub.GAP)
+    pixels = np.random.default_rng(2).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    expected = l2_normalize(np.asarray(model(converter(pixels.astype(np.float32)))).mean(axis=(1, 2)))
+    for runtime in ("tf", "tflite"):
+        np.testing.assert_allclose(Embedder(bb, runtime=runtime, cache_dir=tmp_path).embed(pixels), expected,
+                                   atol=1e-4, err_msg=runtime)
