@@ -236,11 +236,18 @@ def _size(value) -> int | None:
     return None
 
 
-def _channels(value, default: float) -> np.ndarray:
+def _channels(value, default: float, what: str, folder: Path) -> np.ndarray:
+    """An image converter's scale or offset as (3,) float32: one number, or one per channel."""
     if value is None:
         return np.full(3, default, np.float32)
-    values = np.asarray(value if isinstance(value, (list, tuple)) else [value] * 3, np.float32).reshape(-1)
-    return np.broadcast_to(values, (3,)).astype(np.float32) if values.size in (1, 3) else np.full(3, default)
+    try:
+        values = np.asarray(value if isinstance(value, (list, tuple)) else [value], np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        values = np.zeros(0, np.float32)
+    if values.size not in (1, 3) or not np.isfinite(values).all():
+        raise PresetError(f"the image converter in {folder} has {what} {str(value)[:60]}, not a number or three: "
+                          "copy the preset folder again")
+    return np.broadcast_to(values, (3,)).astype(np.float32)
 
 
 def open_preset(name: str) -> Preset:
@@ -272,9 +279,10 @@ def open_preset(name: str) -> Preset:
     dim = settings.get("hidden_dim") if pooling == CLASS_TOKEN else None
     if not isinstance(dim, int) or dim < 1:
         dim = _feature_dim(folder)
-    return Preset(label, folder, source, folder_digest(folder, downloaded=source == "name"), class_name, size, int(dim), pooling,
-                  _channels(converter_config.get("scale"), 1.0), _channels(converter_config.get("offset"), 0.0),
-                  converter)
+    digest = folder_digest(folder, downloaded=source == "name")
+    return Preset(label, folder, source, digest, class_name, size, int(dim), pooling,
+                  _channels(converter_config.get("scale"), 1.0, "scale", folder),
+                  _channels(converter_config.get("offset"), 0.0, "offset", folder), converter)
 
 
 def _feature_dim(folder: Path) -> int:

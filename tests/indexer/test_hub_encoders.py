@@ -39,7 +39,8 @@ def _one_line(exc: BaseException) -> str:
 
 def test_a_preset_name_or_folder_is_a_backbone_and_an_unknown_name_says_what_is_accepted(tmp_path):
     assert hub.is_preset("dinov2_small") and hub.is_preset("dinov2_base")  # KerasHub's table, read without importing it
-    assert hub.is_preset(str(tmp_path)) and hub.is_preset("./copied/preset") and hub.is_preset("hub:kaggle://a/b/keras/c")
+    assert hub.is_preset(str(tmp_path)) and hub.is_preset("./copied/preset")
+    assert hub.is_preset("hub:kaggle://a/b/keras/c")
     assert hub.is_preset("kaggle://keras/dinov2/keras/dinov2_base/1") and not hub.is_folder("kaggle://a/b/keras/c")
     assert not hub.is_preset("resnet51") and not hub.is_preset("efficientnet-lite9")
     with pytest.raises(BackboneError, match="unknown backbone 'resnet51'.*KerasHub preset name.*preset folder"):
@@ -63,6 +64,15 @@ def test_a_missing_or_damaged_preset_folder_is_a_one_line_error_saying_what_to_d
     (empty / "config.json").write_text('{"registered_name": "keras_hub>DINOV2Backbone", "config": {}}')
     with pytest.raises(PresetError, match="no square input size"):
         load_backbone(str(empty))
+    (empty / "config.json").write_text('{"registered_name": "keras_hub>DINOV2Backbone", '
+                                       '"config": {"image_shape": [56, 56, 3], "hidden_dim": 32}}')
+    (empty / "image_converter.json").write_text('{"config": {"image_size": [56, 56], "scale": [1, 2]}}')
+    with pytest.raises(PresetError, match=r"has scale \[1, 2\], not a number or three"):
+        load_backbone(str(empty))
+    (empty / "image_converter.json").write_text('{"config": {"image_size": [56, 56], "scale": 0.5}}')
+    opened = load_backbone(str(empty))  # one number for every channel; float32 for the runtimes
+    assert (opened.input_size, opened.dim) == (56, 32)
+    assert opened.preprocess_np(np.full((1, 2, 2, 3), 10, np.uint8)).dtype == np.float32
 
 
 def test_without_keras_hub_a_preset_asks_for_the_extra(monkeypatch):
