@@ -91,6 +91,19 @@ def test_the_cli_prints_one_line_for_a_missing_preset_folder(tmp_path, photos_di
     assert not (tmp_path / "idx" / "manifest.json").exists()
 
 
+@pytest.mark.parametrize("preset, message", [("x", "'backbone.preset' must be an object"),
+                                             ({"sha256": 3}, "'backbone.preset.sha256' must be a string"),
+                                             ({}, "'backbone.preset.sha256' must be a string")])
+def test_a_manifest_whose_preset_record_is_damaged_is_refused_not_trusted(preset, message):
+    """The digest is what refuses another preset's embeddings: a record without one must not open unchecked."""
+    from imgsearch.indexer.folder.validate import ManifestShapeError, check_manifest_shape
+
+    manifest = {"backbone": {"name": "/models/dinov2", "preset": preset}, "dim": 32, "count": 0, "shards": []}
+    with pytest.raises(ManifestShapeError, match=message):
+        check_manifest_shape(manifest)
+    check_manifest_shape(dict(manifest, backbone={"name": "/models/dinov2", "preset": {"sha256": "ab"}}))
+
+
 def test_the_folder_digest_covers_every_file_and_its_name(tmp_path):
     (tmp_path / "a.json").write_text("1")
     first = hub.folder_digest(tmp_path)
