@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from imgsearch.indexer.atomic import atomic_path
-from imgsearch.indexer.errors import ImgsearchError
+from imgsearch.indexer.errors import ImgsearchError, InvalidInputError
 from imgsearch.indexer.progress import step
 from imgsearch.indexer.quiet import quiet_environment
 
@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 class BackboneError(ImgsearchError, RuntimeError):
     """A backbone cannot be built; the message says what to do."""
+
+
+class NotExplainableError(BackboneError, InvalidInputError):
+    """An explanation asked of a backbone that does not average a feature map (a ViT's class token): a 400."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,10 @@ class Backbone:
         features = self.features
         pool = features.layers[-1]
         if not isinstance(pool, keras.layers.GlobalAveragePooling2D):
-            raise BackboneError(f"{self.name} does not end in a global average pooling: its matches cannot be "
-                                "explained cell by cell")
+            raise NotExplainableError(
+                f"{self.name} does not end in a global average pooling (it pools "
+                f"{self.extra.get('preset', {}).get('pooling', 'otherwise')}): its matches cannot be explained "
+                "cell by cell; explain works with the CNNs and with presets whose output is a feature map")
         with self._lock:
             if self._map_model is None:
                 self._map_model = keras.Model(features.inputs, [features.outputs[0], pool.input],

@@ -30,7 +30,7 @@ import numpy as np
 
 from imgsearch.indexer.atomic import atomic_write_bytes
 from imgsearch.indexer.config import RUNTIMES, check_precision
-from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.errors import ImgsearchError, InvalidInputError
 from imgsearch.indexer.model.backbones import Backbone
 from imgsearch.indexer.progress import step
 from imgsearch.indexer.quiet import captured, libraries_log
@@ -337,6 +337,8 @@ def _preset_runner(backbone: Backbone, cache_dir: Path, threads: int | None, pre
     once in the log and in the runner's description (the manifest's ``runtime``)."""
     try:
         return TFLiteRunner(backbone, cache_dir, threads, precision, None, outputs)
+    except ImgsearchError:
+        raise  # not the converter's refusal: what the model cannot do at all (explain a class token, say)
     except Exception as exc:  # the converter's or the interpreter's refusal, whatever it raised
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
         log.warning("%s does not run as TFLite (%s): using the tf.function", backbone.name, why)

@@ -244,6 +244,8 @@ def test_index_and_search_by_preset_folder_find_an_image_and_its_edit_and_refuse
 def test_python_api_and_client_search_a_preset_index_and_refuse_a_changed_preset(tiny_dinov2, tmp_path, photos_dir):
     from imgsearch.indexer.config import IndexConfig
     from imgsearch.indexer.run.pipeline import index_images
+    import requests
+
     from imgsearch.search.client import SearchClient
     from imgsearch.search.engine import SearchEngine
     from imgsearch.web.app import create_app
@@ -259,6 +261,9 @@ def test_python_api_and_client_search_a_preset_index_and_refuse_a_changed_preset
     try:  # the API and the Python client embed the query with the index's preset too
         found = SearchClient(server.url).search(photo, k=1)
         assert found.results[0].path == str(photo) and found.backbone == str(preset.resolve())
+        # a class token is no average of cells: explaining a match is refused as a request, not a 500
+        r = requests.post(f"{server.url}/api/explain", json={"query": {"id": 0}, "id": 1}, timeout=60)
+        assert r.status_code == 400 and "cannot be explained cell by cell" in r.json()["error"]["message"], r.text
     finally:
         server.close()
     (preset / "metadata.json").write_text((preset / "metadata.json").read_text() + " ")  # any change to its files
