@@ -61,7 +61,8 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @click.argument("sources", nargs=-1, required=True, type=click.Path())  # str: URIs stay intact
 @index_option
 @click.option("--backbone", default=None, show_default=DEFAULT_BACKBONE,
-              help="CNN to embed with; an existing index keeps the one it was built with.")
+              help="CNN to embed with, or a KerasHub preset: its name (downloaded once) or a local preset folder "
+                   "(pip install 'imgsearch[hub]'); an existing index keeps the one it was built with.")
 @click.option("--weights", default=None, help="Local weights file (default: the backbone's ImageNet weights).")
 @click.option("--batch-size", default=32, show_default=True, type=Integer(1, 4096))
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,

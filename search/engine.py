@@ -392,7 +392,7 @@ class SearchEngine:
                 from imgsearch.indexer.model.embedder import Embedder
 
                 bb = load_backbone(self.backbone, self.config.weights, self.config.cache_dir)
-                check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root))
+                check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root), bb.extra.get("preset"))
                 # the index's precision, whatever the config says: one index never mixes two models
                 self._embedder = Embedder(bb, self.config.batch_size, self.config.runtime, self.config.cache_dir,
                                           **model_precision(self.manifest))

@@ -26,7 +26,7 @@ def pytest_configure(config):
 # the fixtures that run the real CNN: TensorFlow (seconds to import in each process), the converted model and an
 # index embedded with it (half a minute on two cores from an empty cache)
 REAL_MODEL_FIXTURES = frozenset({"lite0", "embedder", "cnn_index", "cnn_engine", "cnn_server", "cnn_headed_index",
-                                 "cnn_headed_server"})
+                                 "cnn_headed_server", "tiny_dinov2"})
 
 
 def pytest_collection_modifyitems(items):
@@ -62,6 +62,14 @@ def embedder(lite0):
     from imgsearch.indexer.model.embedder import Embedder
 
     return Embedder(lite0, batch_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2(tmp_path_factory) -> Path:
+    """A two-layer DINOv2 with random weights saved as a KerasHub preset folder (tests/hub_presets.py)."""
+    from tests.hub_presets import write_tiny_dinov2
+
+    return write_tiny_dinov2(tmp_path_factory.mktemp("hub") / "tiny-dinov2")
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,17 @@ from imgsearch.indexer.folder.store import IndexFormatError
 log = logging.getLogger(__name__)
 
 
-def check_compatible(manifest: dict, backbone: str, dim: int, where: str) -> None:
-    """Raise if an index folder was built with another backbone (name) or dimension."""
+def check_compatible(manifest: dict, backbone: str, dim: int, where: str, preset: dict | None = None) -> None:
+    """Raise if an index folder was built with another backbone (name) or dimension, or (``preset``: the
+    backbone's ``describe()["preset"]``) with a KerasHub preset whose files have changed since."""
     built_with = backbone_name(manifest)
+    recorded = manifest["backbone"].get("preset")
+    if built_with == backbone and isinstance(recorded, dict) and recorded.get("sha256") != (preset or {}).get("sha256"):
+        raise IndexFormatError(
+            f"{where} was built with the KerasHub preset {built_with} whose files had SHA-256 "
+            f"{str(recorded.get('sha256'))[:16]}..., but they now have {str((preset or {}).get('sha256'))[:16]}...: "
+            "the preset changed, so its embeddings would not match the index's; put the preset it was built "
+            "with back, or build a new index (another --index folder) with this one")
     if built_with != backbone or manifest["dim"] != dim:
         if is_external(manifest):
             raise IndexFormatError(

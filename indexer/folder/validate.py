@@ -66,6 +66,7 @@ def check_manifest_shape(manifest) -> None:
     _optional(backbone, "calibration", lambda v: _type(v, dict, "backbone.calibration", "an object"))
     _optional(backbone, "resample", _check_resample)  # absent: bicubic (indexes from before it was recorded)
     _optional(backbone, "external", lambda v: _type(v, bool, "backbone.external", "true or false"))
+    _optional(backbone, "preset", _check_preset)  # a KerasHub preset's identity (issue 33): checked on every open
     _int(manifest["dim"], "dim", 1)
     _int(manifest["count"], "count")
     _type(manifest["shards"], list, "shards", "a list of file names")
@@ -85,6 +86,11 @@ def check_manifest_shape(manifest) -> None:
     _optional(manifest, "ann", _check_ann)
     _optional(manifest, "whitening", _check_whitening)
     _optional(manifest, "copies", _check_copies)
+
+
+def _check_preset(value) -> None:
+    _type(value, dict, "backbone.preset", "an object")
+    _type(value.get("sha256"), str, "backbone.preset.sha256", "a string")
 
 
 def _check_precision(value) -> None:

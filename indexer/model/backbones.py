@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from imgsearch.indexer.atomic import atomic_path
-from imgsearch.indexer.errors import ImgsearchError
+from imgsearch.indexer.errors import ImgsearchError, InvalidInputError
 from imgsearch.indexer.progress import step
 from imgsearch.indexer.quiet import quiet_environment
 
@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 
 class BackboneError(ImgsearchError, RuntimeError):
     """A backbone cannot be built; the message says what to do."""
+
+
+class NotExplainableError(BackboneError, InvalidInputError):
+    """An explanation asked of a backbone that does not average a feature map (a ViT's class token): a 400."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,10 @@ class Backbone:
 
     def __init__(self, spec: BackboneSpec, weights: str, weights_id: str,
                  load_models: Callable[[], tuple[object, object | None, Callable]],
-                 preprocess_np: Callable[[np.ndarray], np.ndarray], runner: Callable | None = None):
+                 preprocess_np: Callable[[np.ndarray], np.ndarray], runner: Callable | None = None,
+                 extra: dict | None = None):
         self.spec = spec
+        self.extra = extra or {}  # more for the manifest (a KerasHub preset: its identity, pooling)
         self.weights = weights  # "imagenet", or the weights file used
         self.weights_id = weights_id  # identifies the exact weights, for caches derived from them
         self.preprocess_np = preprocess_np  # numpy: raw RGB (n, S, S, 3) in [0, 255] -> model input, float32
@@ -94,8 +100,10 @@ class Backbone:
         features = self.features
         pool = features.layers[-1]
         if not isinstance(pool, keras.layers.GlobalAveragePooling2D):
-            raise BackboneError(f"{self.name} does not end in a global average pooling: its matches cannot be "
-                                "explained cell by cell")
+            raise NotExplainableError(
+                f"{self.name} does not end in a global average pooling (it pools "
+                f"{self.extra.get('preset', {}).get('pooling', 'otherwise')}): its matches cannot be explained "
+                "cell by cell; explain works with the CNNs and with presets whose output is a feature map")
         with self._lock:
             if self._map_model is None:
                 self._map_model = keras.Model(features.inputs, [features.outputs[0], pool.input],
@@ -133,6 +141,7 @@ class Backbone:
             "input_size": self.spec.input_size,
             "preprocessing": self.spec.preprocessing,
             "resize": "shorter side to input_size (bicubic), centre crop",
+            **self.extra,
         }
 
 
@@ -241,6 +250,21 @@ def _load_keras_app(spec: BackboneSpec, weights: str | None, cache_dir: Path) ->
     return Backbone(spec, weights, weights_id, lambda: (model, None, module.preprocess_input), preprocess_np)
 
 
+# ---------------------------------------------------------------- KerasHub presets
+
+
+def _load_hub(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Backbone:
+    """A KerasHub preset (indexer/model/hub.py): its name or folder; its identity is the folder's digest."""
+    from imgsearch.indexer.model.hub import open_preset
+
+    if weights is not None:
+        raise BackboneError(f"a KerasHub preset carries its own weights: leave out --weights ({weights!r})")
+    preset = open_preset(spec.name)
+    built = BackboneSpec(preset.name, preset.input_size, preset.dim, preset.preprocessing, _load_hub, spec.source)
+    return Backbone(built, f"KerasHub preset ({preset.source})", preset.digest[:16], preset.load_models,
+                    preset.preprocess_np, extra={"preset": preset.describe()})
+
+
 # ---------------------------------------------------------------- registry
 
 _LITE_PRE = "RGB/255, then (x - 0.5) / 0.5"
@@ -271,27 +295,36 @@ def register_backbone(spec: BackboneSpec) -> None:
 
 
 def get_spec(name: str) -> BackboneSpec:
-    try:
+    from imgsearch.indexer.model.hub import is_preset
+
+    if name in BACKBONES:
         return BACKBONES[name]
-    except KeyError:
-        raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}") from None
+    if is_preset(name):
+        return BackboneSpec(name, 0, 0, "", _load_hub, ("keras_hub", name))
+    raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, a KerasHub preset "
+                        "name (e.g. dinov2_small) or a local preset folder") from None
 
 
 _LOADED: dict[tuple[str, str | None, str], Backbone] = {}  # (name, weights, cache dir) -> built backbone
+_STAMPS: dict[tuple[str, str | None, str], tuple | None] = {}  # the same key -> a preset folder's files, sizes, times
 
 
 def clear_loaded() -> None:
     """Forget the backbones built so far: the next ``load_backbone`` builds (or reads from its cache) anew."""
     _LOADED.clear()
+    _STAMPS.clear()
 
 
 def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path | None = None) -> Backbone:
     """Build (or return the already built) backbone ``name``; one per process."""
     from imgsearch.indexer.config import default_cache_dir
+    from imgsearch.indexer.model.hub import folder_stamp
 
     spec = get_spec(name)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = (name, weights, str(cache_dir))
-    if key not in _LOADED:
+    stamp = folder_stamp(name) if spec.loader is _load_hub else None  # a preset folder changed: opened anew
+    if key not in _LOADED or _STAMPS.get(key) != stamp:
         _LOADED[key] = spec.loader(spec, weights, cache_dir)
+        _STAMPS[key] = stamp
     return _LOADED[key]

@@ -30,7 +30,7 @@ import numpy as np
 
 from imgsearch.indexer.atomic import atomic_write_bytes
 from imgsearch.indexer.config import RUNTIMES, check_precision
-from imgsearch.indexer.errors import InvalidInputError
+from imgsearch.indexer.errors import ImgsearchError, InvalidInputError
 from imgsearch.indexer.model.backbones import Backbone
 from imgsearch.indexer.progress import step
 from imgsearch.indexer.quiet import captured, libraries_log
@@ -124,15 +124,18 @@ def _tflite_cache_path(backbone: Backbone, cache_dir: Path, precision: str = "fl
     # the flatbuffer format is stable across TensorFlow versions: the weights identify it (float32), the
     # weights and the calibration set (int8); the float32 name is the one earlier releases cached under.
     # The explaining model (outputs="map") is another flatbuffer under its own key: the plain one is untouched
+    # a KerasHub preset's name may be a folder's path: the file name keeps its last part, the key its digest
     _check_outputs(outputs)
     extra, tag = ("", "") if outputs == "features" else (f"|outputs={outputs}", f"-{outputs}")
+    stem = backbone.name if backbone.name.replace("-", "").replace("_", "").isalnum() else \
+        "hub-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(backbone.name).name)[-40:]
     if precision == "float32":
         key = hashlib.sha256(f"{backbone.name}|{backbone.weights_id}|tflite-f32-v2{extra}".encode()).hexdigest()[:16]
-        return Path(cache_dir) / "models" / f"{backbone.name}{tag}-{key}.tflite"
+        return Path(cache_dir) / "models" / f"{stem}{tag}-{key}.tflite"
     ident = json.dumps(_calibration(calibration, precision).identity(), sort_keys=True)
     key = hashlib.sha256(
         f"{backbone.name}|{backbone.weights_id}|tflite-int8-v1|{ident}{extra}".encode()).hexdigest()[:16]
-    return Path(cache_dir) / "models" / f"{backbone.name}-int8{tag}-{key}.tflite"
+    return Path(cache_dir) / "models" / f"{stem}-int8{tag}-{key}.tflite"
 
 
 def _calibration(calibration, precision: str):
@@ -319,8 +322,26 @@ def make_runner(backbone: Backbone, runtime: str = "auto", cache_dir: Path | Non
     chosen = resolve_runtime(runtime, precision)
     if chosen == "tf":
         runner = TFFunctionRunner(backbone, outputs)
+    elif "preset" in backbone.extra:  # a KerasHub encoder: TFLite where its converter handles the model
+        runner = _preset_runner(backbone, Path(cache_dir) if cache_dir else default_cache_dir(), threads,
+                                precision, outputs)
     else:
         runner = TFLiteRunner(backbone, Path(cache_dir) if cache_dir else default_cache_dir(), threads,
                               precision, calibration, outputs)
     log.info("inference runtime for %s: %s", backbone.name, runner.description)
     return runner
+
+
+def _preset_runner(backbone: Backbone, cache_dir: Path, threads: int | None, precision: str, outputs: str):
+    """TFLite float32 for a KerasHub encoder when its model converts (and runs); else the tf.function, said
+    once in the log and in the runner's description (the manifest's ``runtime``)."""
+    try:
+        return TFLiteRunner(backbone, cache_dir, threads, precision, None, outputs)
+    except ImgsearchError:
+        raise  # not the converter's refusal: what the model cannot do at all (explain a class token, say)
+    except Exception as exc:  # the converter's or the interpreter's refusal, whatever it raised
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+        log.warning("%s does not run as TFLite (%s): using the tf.function", backbone.name, why)
+        runner = TFFunctionRunner(backbone, outputs)
+        runner.description += f" (TFLite conversion failed: {why})"
+        return runner

@@ -290,7 +290,8 @@ def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = N
     store = EmbeddingStore(index_dir)
     if store.exists():
         manifest = store.read_manifest()
-        check_compatible(manifest, backbone.name, backbone.dim, str(index_dir))
+        check_compatible(manifest, backbone.name, backbone.dim, str(index_dir),
+                         getattr(backbone, "extra", {}).get("preset"))
         check_precision_compatible(manifest, precision, str(index_dir))
     else:
         from imgsearch.indexer.inputs.calibration import CALIBRATION

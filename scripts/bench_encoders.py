@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Time per image of KerasHub encoders beside EfficientNet-Lite0, side by side in one run (issue 33).
+
+No pretrained DINOv2 weights can be downloaded here, and speed does not depend on the weights' values: the
+encoders are KerasHub ``DINOV2Backbone``s with random weights, saved as preset folders (under --work) and loaded
+by ``--backbone FOLDER``'s code path:
+
+  tiny      2 layers, hidden 32, 56 px, patch 14 (the tests' encoder, tests/hub_presets.py)
+  small     DINOv2-S/14's shape: 12 layers, hidden 384, 6 heads, MLP 1536, 224 px, patch 14 (dinov2_small)
+
+Each model runs on the same pre-made uint8 tensors (model only: no decoding), batch 32, through each runtime
+(TFLite float32 with XNNPACK, and the compiled tf.function); best of 3.  The CPU's flags are printed with it.
+
+    python scripts/bench_encoders.py --work /tmp/imgsearch-bench-encoders --images 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = {  # name -> (layers, hidden, heads, mlp, size)
+    "tiny": (2, 32, 2, 64, 56),
+    "small": (12, 384, 6, 1536, 224),
+}
+
+
+def write_dinov2(folder: Path, layers: int, hidden: int, heads: int, mlp: int, size: int) -> Path:
+    import keras
+    import keras_hub
+
+    if (folder / "config.json").is_file():
+        return folder
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.DINOV2Backbone(patch_size=14, num_layers=layers, hidden_dim=hidden, num_heads=heads,
+                                               intermediate_dim=mlp, image_shape=(size, size, 3),
+                                               position_embedding_shape=(size, size))
+    std, mean = (0.229, 0.224, 0.225), (0.485, 0.456, 0.406)
+    converter = keras_hub.layers.DINOV2ImageConverter(image_size=(size, size), scale=[1 / (255 * s) for s in std],
+                                                      offset=[-m / s for m, s in zip(mean, std)])
+    backbone.save_to_preset(str(folder))
+    converter.save_to_preset(str(folder))
+    return folder
+
+
+def cpu_flags() -> str:
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+    return " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
+
+
+def ms_per_image(embedder, images: np.ndarray, repeat: int = 3) -> float:
+    embedder.embed(images[:embedder.batch_size])  # warm up: traces, allocates
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        embedder.embed(images)
+        best = min(best, time.perf_counter() - t)
+    return 1000 * best / len(images)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/imgsearch-bench-encoders"))
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--encoders", default="tiny,small", help="comma-separated: " + ", ".join(SHAPES))
+    parser.add_argument("--runtimes", default="tflite,tf")
+    args = parser.parse_args()
+
+    from imgsearch.indexer.model.backbones import load_backbone
+    from imgsearch.indexer.model.embedder import Embedder
+
+    cache = args.work / "cache"
+    models = [("efficientnet-lite0", "efficientnet-lite0")]
+    for name in [e for e in args.encoders.split(",") if e]:
+        t = time.perf_counter()
+        folder = write_dinov2(args.work / f"dinov2-{name}", *SHAPES[name])
+        models.append((f"DINOv2 {name} (random weights)", str(folder)))
+        print(f"preset {folder}: ready in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    rng = np.random.default_rng(0)
+    print(f"CPU: {os.cpu_count()} cores, flags {cpu_flags()}; {args.images} images, batch 32, model only")
+    print(f"{'encoder':34} {'size':>5} {'dim':>5} {'runtime':40} {'ms/img':>8} {'img/s':>8} {'prepare s':>9}")
+    for label, name in models:
+        backbone = load_backbone(name, cache_dir=cache)
+        size = backbone.input_size
+        images = rng.integers(0, 256, (args.images, size, size, 3), dtype=np.uint8)
+        for runtime in args.runtimes.split(","):
+            t = time.perf_counter()
+            embedder = Embedder(backbone, 32, runtime, cache, precision="float32")
+            prepare = time.perf_counter() - t
+            ms = ms_per_image(embedder, images)
+            print(f"{label:34} {size:5d} {backbone.dim:5d} {embedder.runtime[:40]:40} {ms:8.2f} {1000 / ms:8.1f} "
+                  f"{prepare:9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
