@@ -1,6 +1,8 @@
 """Stage 1 of indexing: read, hash and decode image files, in parallel worker processes.
 
 Kept free of TensorFlow and pyarrow imports so worker processes start fast.
+A decoded picture's local features for the duplicates verifier
+(``local_features``) are computed here too, from the same decoded picture.
 Results come back in input order, at most ``window`` ahead of the consumer,
 so memory stays bounded however many files there are.
 """
@@ -24,9 +26,12 @@ from imgsearch.indexer.inputs.images import (
     MAX_PIXELS,
     DecodedImage,
     ImageDecodeError,
-    decode_image,
+    ImageTooLargeError,
+    center_crop_resize,
+    load_rgb,
     read_image_file,
 )
+from imgsearch.indexer.inputs.local_features import LocalFeatures, features_or_none
 from imgsearch.indexer.inputs.metadata import FileInfo, capture
 from imgsearch.indexer.inputs.sources import ImageFile
 
@@ -37,6 +42,7 @@ class Decoded:
     sha256: str
     image: DecodedImage
     info: FileInfo | None = None  # size, times, camera (``metadata.capture``)
+    features: LocalFeatures | None = None  # the duplicates verifier's, from the same decoded picture
 
 
 @dataclass
@@ -116,12 +122,23 @@ def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pix
     if _is_known(keys, sha):
         return AlreadyIndexed(file, sha, capture(data, file.path, local=local) if refresh_metadata else None)
     try:
-        image = decode_image(data, size, max_pixels, resample)
-        return Decoded(file, sha, image, capture(data, file.path, local=local))
+        image, features = _decode(data, size, max_pixels, resample)
+        return Decoded(file, sha, image, capture(data, file.path, local=local), features)
     except ImageDecodeError as exc:
         return Skipped(file, str(exc))
     except Exception as exc:  # a decoder bug on one file must not end the run
         return Skipped(file, f"unexpected decoder error: {type(exc).__name__}: {exc}")
+
+
+def _decode(data: bytes, size: int, max_pixels: int, resample: str) -> tuple[DecodedImage, LocalFeatures | None]:
+    """``images.decode_image``, and the local features (``local_features``) of the picture it decoded: no
+    second decode (None without OpenCV)."""
+    img, width, height = load_rgb(data, min_size=size, max_pixels=max_pixels)
+    try:
+        array = center_crop_resize(img, size, resample)
+    except MemoryError as exc:
+        raise ImageTooLargeError("image too large: not enough memory to resize it") from exc
+    return DecodedImage(array, width, height), features_or_none(img)
 
 
 def _pool(workers: int, keys: np.ndarray) -> Executor:

@@ -103,7 +103,7 @@ class LocalStage(OutcomeStage):
             rows = embedded_rows([d.file for d in batch], [d.sha256 for d in batch],
                                  [(d.image.width, d.image.height) for d in batch], vectors, dim,
                                  [d.info for d in batch])
-            out = Outcomes(list(pending), rows)
+            out = Outcomes(list(pending), rows, [d.features for d in batch])
             pending.clear()
             batch.clear()
             return out

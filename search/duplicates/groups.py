@@ -283,11 +283,17 @@ def _confirmed(candidates: Pairs, threshold: float, judge: _Judge) -> Pairs:
     band = np.flatnonzero((candidates.score >= KEYPOINT_FLOOR) & (candidates.score < KEYPOINT_SURE))
     band = band[np.argsort(-candidates.score[band], kind="stable")]
     checks: dict[int, int] = {}
-    for i in bar(band, desc="checking keypoints", unit="pair", leave=False):
+    asked = []  # which pairs are judged does not depend on the verdicts: all judged at once, in processes
+    for i in band:
         a, b = int(candidates.a[i]), int(candidates.b[i])
         if checks.get(a, 0) >= KEYPOINT_CANDIDATES and checks.get(b, 0) >= KEYPOINT_CANDIDATES:
             continue
         checks[a], checks[b] = checks.get(a, 0) + 1, checks.get(b, 0) + 1
+        asked.append(i)
+    with bar(total=len(asked), desc="checking keypoints", unit="pair", leave=False) as progress:
+        judge.matcher.prepare([(candidates.a[i], candidates.b[i]) for i in asked], progress.update)
+    for i in asked:
+        a, b = int(candidates.a[i]), int(candidates.b[i])
         verdict = judge(a, b, float(candidates.score[i]))
         if verdict is not None:
             keep[i] = verdict
