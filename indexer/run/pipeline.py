@@ -110,11 +110,11 @@ class LocalStage(OutcomeStage):
 
         for item in read_images(iter(run.files), size, run.ledger.known_keys(), workers=config.decode_workers,
                                 max_pixels=config.max_pixels, resample=filter_,
-                                refresh_metadata=self.refresh_metadata):
+                                refresh_metadata=self.refresh_metadata, features=config.local_features):
             if isinstance(item, AlreadyIndexed) and not run.ledger.is_known(item.sha256):
                 # only its 64-bit key was known
                 item = read_one(item.file, size, max_pixels=config.max_pixels, resample=filter_,
-                                refresh_metadata=self.refresh_metadata)
+                                refresh_metadata=self.refresh_metadata, features=config.local_features)
             if isinstance(item, Skipped):
                 pending.append(Outcome(item.file, None, item.reason))
             elif isinstance(item, Decoded) and item.sha256 not in seen:

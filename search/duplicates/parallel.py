@@ -9,11 +9,10 @@ pair's evidence is the same whichever process judges it and whatever else
 it judges; ``tests/search/test_duplicates_speed.py`` checks it against the
 plain ``compare``.  Processes are started (spawn: the parent may run
 FAISS's and TensorFlow's threads) only when there are MIN_PARALLEL pairs or
-more; fewer are judged here.  The processes are forked where the system
-can (they run only OpenCV and numpy, never the parent's FAISS or model
-threads; a spawned process would import the caller's ``__main__`` again,
-which a script without a main guard does not survive), spawned elsewhere;
-should one die, the pairs are judged in this process instead.
+more; fewer are judged here.  The processes are spawned, not forked
+(OpenCV's thread pool does not survive a fork: the child hangs), so a script
+calling this needs ``if __name__ == "__main__":`` as for indexing; should a
+process die, the pairs are judged in this process instead, with a warning.
 """
 
 from __future__ import annotations
@@ -71,14 +70,14 @@ def compare_pairs(pairs: Sequence[tuple[int, int]], features: Callable[[int], Lo
     try:
         return _in_processes(pairs, features, workers, done)
     except BrokenProcessPool as exc:
-        log.warning("a verifying process died (%s): the pairs are judged in this process", exc)
+        log.warning("a verifying process died (%s): the pairs are judged in this process (from a script, "
+                    "call it under `if __name__ == \"__main__\":`)", exc)
         return compare_pairs(pairs, features, 1, None)
 
 
 def _in_processes(pairs: list, features, workers: int, done) -> list[Evidence]:
     chunks = [pairs[i:i + CHUNK] for i in range(0, len(pairs), CHUNK)]
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_single_threaded) as pool:
         window, pending, out = 4 * workers, [], []  # at most this many chunks' features in flight
         for chunk in chunks:
