@@ -126,3 +126,28 @@ def test_indexing_without_opencv_still_indexes(images, tmp_path, monkeypatch):
     index_dir = tmp_path / "idx"
     _index(index_dir, images)
     assert _held(index_dir) and not (index_dir / FEATURES_FILE).exists()
+
+
+def test_a_table_read_in_several_chunks_gives_each_row_its_own_arrays(images, tmp_path):
+    import pyarrow.parquet as pq
+
+    from imgsearch.indexer.folder.features import StoredFeatures
+
+    index_dir = tmp_path / "idx"
+    _index(index_dir, images)
+    table = pq.read_table(index_dir / FEATURES_FILE)
+    whole = read_features(index_dir)
+    for cut in (1, 3, table.num_rows - 1):  # row groups of a large table come as chunks; a slice has an offset
+        chunked = StoredFeatures(pa_concat(table.slice(0, cut), table.slice(cut)), index_dir / FEATURES_FILE)
+        assert set(chunked) == set(whole)
+        for row_id in whole:
+            a, b = whole[row_id][1], chunked[row_id][1]
+            assert whole[row_id][0] == chunked[row_id][0] and a.size == b.size
+            assert np.array_equal(a.points, b.points) and np.array_equal(a.descriptors, b.descriptors)
+            assert np.array_equal(a.thumb, b.thumb)
+
+
+def pa_concat(*tables):
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)
