@@ -17,8 +17,19 @@ resident, file-backed pages included), and the peak of RssAnon sampled every
 RssFile at the end (pages of memory-mapped files: the re-ranking vectors of
 the FAISS file, the shards read).
 
+With ``--features INDEX`` (an index folder of real images with stored local
+features, e.g. the emoji demo's) the synthetic images get local features
+too, so verification judges every pair it asks about as it would real
+pictures: each image that is no planted copy takes the stored features of
+one of INDEX's images (cycled), each planted copy those of its group's
+picture edited (half size and JPEG quality 70, a 90 % crop, or brighter by
+30, in turn; computed from INDEX's file); they are written as the folder's
+side table, as indexing writes it.  The report then adds how many pairs were
+judged and how long verification took.
+
     python scripts/bench_duplicates_scale.py --vectors 100000
     python scripts/bench_duplicates_scale.py --vectors 1000000 --work /tmp/imgsearch-bench-dups
+    python scripts/bench_duplicates_scale.py --vectors 100000 --features /tmp/emoji-idx
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyarrow as pa  # noqa: E402
 
-from imgsearch.indexer.folder.store import EmbeddingStore, schema  # noqa: E402
+from imgsearch.indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema  # noqa: E402
 from imgsearch.indexer.folder.texts import text_array  # noqa: E402
 from imgsearch.indexer.synthetic import (  # noqa: E402
     ClusteredEmbeddings,
@@ -76,6 +87,7 @@ def build(folder: Path, n: int, d: int, clusters: int, share: float) -> None:
                 "height": pa.array(width * 3 // 4, pa.int32()),
                 "sha256": pa.array([f"{j:064x}" for j in ids]),
                 "embedding": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), d),
+                **{f.name: pa.nulls(len(rows), f.type) for f in schema(d) if f.name in FILE_COLUMNS},
             }, schema=schema(d))
             shards.append(store.write_table(table))
     made = time.perf_counter() - t0
@@ -84,6 +96,51 @@ def build(folder: Path, n: int, d: int, clusters: int, share: float) -> None:
     print(f"built {n:,} x {d} vectors ({made:.0f} s to make and write), {manifest['index_type']} in "
           f"{manifest['ann']['seconds']:.0f} s; recall@10 {manifest['ann']['tuning']['recall_at_10']:.3f}",
           flush=True)
+
+
+def attach_features(folder: Path, source: Path) -> None:
+    """The side table of ``folder``'s synthetic images, from ``source``'s stored features (see the docstring)."""
+    import io
+
+    from PIL import ImageEnhance
+
+    from imgsearch.indexer.folder.features import FEATURES_FILE, read_features, write_features
+    from imgsearch.indexer.inputs.images import load_rgb
+    from imgsearch.indexer.inputs.local_features import local_features
+
+    if (folder / FEATURES_FILE).is_file():
+        return
+    t0 = time.perf_counter()
+    stored = read_features(source)
+    paths = dict(zip(*(lambda t: (t.column("id").to_pylist(), t.column("path").to_pylist()))(
+        EmbeddingStore(source).read_table(EmbeddingStore(source).read_manifest()["shards"], ["id", "path"]))))
+    pictures = sorted(stored)
+    planted = np.load(folder / "planted.npy")
+    edited: dict = {}
+
+    def edit(picture: int, kind: int):
+        if (picture, kind) not in edited:
+            img = load_rgb(paths[picture])[0]
+            w, h = img.size
+            if kind == 0:
+                buf = io.BytesIO()
+                img.resize((max(8, w // 2), max(8, h // 2))).save(buf, format="JPEG", quality=70)
+                img = load_rgb(buf.getvalue())[0]
+            elif kind == 1:
+                img = img.crop((w // 20, h // 20, w - w // 20, h - h // 20))
+            else:
+                img = ImageEnhance.Brightness(img).enhance(1.12)
+            edited[(picture, kind)] = local_features(img)
+        return edited[(picture, kind)]
+
+    rows = []
+    for j in range(len(planted)):
+        base = int(planted[j]) if planted[j] >= 0 else j
+        picture = pictures[base % len(pictures)]
+        rows.append((j, f"{j:064x}", stored[picture][1] if base == j else edit(picture, j % 3)))
+    size = write_features(folder, rows)
+    print(f"local features of {len(rows):,} images from {len(pictures):,} pictures of {source} "
+          f"({len(edited):,} edits computed) in {time.perf_counter() - t0:.0f} s: {size / 2**30:.2f} GiB", flush=True)
 
 
 def _status() -> dict:
@@ -110,7 +167,11 @@ def measure(folder: Path, threshold: float | None, out: Path) -> None:
     t0 = time.perf_counter()
     engine = SearchEngine.open(folder)
     opened = time.perf_counter() - t0
-    report = engine.duplicates(threshold)
+    from imgsearch.search.duplicates.keypoints import KeypointMatcher
+    from imgsearch.search.duplicates.groups import find_duplicates
+
+    matcher = KeypointMatcher(engine)
+    report = find_duplicates(engine, threshold, keypoints=True, matcher=matcher)
     seconds = time.perf_counter() - t0
     stop.set()
     status = _status()
@@ -118,6 +179,9 @@ def measure(folder: Path, threshold: float | None, out: Path) -> None:
     out.write_text(json.dumps({"seconds": seconds, "open_seconds": opened, "find_seconds": report.seconds,
                                "groups": len(report.groups), "pairs": report.pairs, "method": report.method,
                                "threshold": report.threshold, "peak_anon": max(peak_anon[0], status["RssAnon"]),
+                               "judged": len(matcher._evidence), "from_files": matcher.from_files,
+                               "unreadable": matcher.unreadable, "confirmed": report.confirmed,
+                               "refuted": report.refuted,
                                **status}))
 
 
@@ -144,14 +208,17 @@ def main():
     ap.add_argument("--share", type=float, default=0.1, help="share of the vectors in planted groups")
     ap.add_argument("--threshold", type=float, default=None, help="default: search.duplicates.DEFAULT_THRESHOLD")
     ap.add_argument("--work", type=Path, default=Path("/tmp/imgsearch-bench-dups"))
+    ap.add_argument("--features", type=Path, help="an index folder with stored local features (see above)")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: the measuring process
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.measure:
         measure(args.measure, args.threshold, args.out)
         return
-    folder = args.work / f"dups-{args.vectors}x{args.dim}-c{args.clusters}-s{args.share}"
+    folder = args.work / f"dups-{args.vectors}x{args.dim}-c{args.clusters}-s{args.share}{'-f' if args.features else ''}"
     build(folder, args.vectors, args.dim, args.clusters, args.share)
+    if args.features:
+        attach_features(folder, args.features)
     out = args.work / f"result-{args.vectors}.json"
     cmd = [sys.executable, __file__, "--measure", str(folder), "--out", str(out)]
     if args.threshold is not None:
@@ -163,6 +230,8 @@ def main():
     print(f"duplicates over {args.vectors:,} x {args.dim} ({r['method']}, threshold {r['threshold']}): "
           f"{r['seconds']:.1f} s ({r['open_seconds']:.1f} s opening), {r['groups']:,} groups from "
           f"{r['pairs']:,} pairs")
+    print(f"  verification: {r['judged']:,} pairs judged ({r['from_files']:,} images without stored features, "
+          f"{r['unreadable']:,} of them unreadable), {r['confirmed']:,} confirmed, {r['refuted']:,} refuted")
     print(f"  memory: peak RSS (VmHWM) {r['VmHWM'] / gib:.2f} GiB; own memory (peak RssAnon) "
           f"{r['peak_anon'] / gib:.2f} GiB; memory-mapped/file pages at the end (RssFile) {r['RssFile'] / gib:.2f} GiB")
     print(f"  planted pairs: recall {recall:.4f} ({truth:,} planted), precision {precision:.4f} ({found:,} found)")

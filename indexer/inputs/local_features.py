@@ -6,8 +6,9 @@ their 32-byte descriptors, and a grey thumbnail of THUMB pixels on its longest
 side for the dense checks (``search/duplicates/verifier.py`` compares two).
 About 300 x (8 + 32) + 64 x 64 bytes, ~16 KB, per image at most.
 
-Indexing can compute them from the picture it already decoded for the
-embedding; a reader without them computes them from the file.
+Indexing computes them from the picture it already decoded for the
+embedding (``reader.read_one``) and stores them (``indexer/folder/features.py``);
+a reader without them computes them from the file.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def local_features(image: Image.Image) -> LocalFeatures:
         points, desc = points[keep], desc[keep]
     thumb = np.asarray(rgb.resize(_scaled(grey, THUMB).size, Image.BILINEAR), np.uint8)
     return LocalFeatures(points, np.asarray(desc, np.uint8), (big.shape[1], big.shape[0]), thumb)
+
+
+def features_or_none(image: Image.Image) -> LocalFeatures | None:
+    """``local_features(image)``, or None without OpenCV (indexing goes on; the verifier reads the file later)."""
+    try:
+        return local_features(image)
+    except MissingDependencyError:
+        return None
 
 
 def _spread(points: np.ndarray, response: np.ndarray, shape: tuple, grid: int = 8) -> np.ndarray:

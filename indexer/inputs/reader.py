@@ -1,6 +1,8 @@
 """Stage 1 of indexing: read, hash and decode image files, in parallel worker processes.
 
 Kept free of TensorFlow and pyarrow imports so worker processes start fast.
+A decoded picture's local features for the duplicates verifier
+(``local_features``) are computed here too, from the same decoded picture.
 Results come back in input order, at most ``window`` ahead of the consumer,
 so memory stays bounded however many files there are.
 """
@@ -24,9 +26,12 @@ from imgsearch.indexer.inputs.images import (
     MAX_PIXELS,
     DecodedImage,
     ImageDecodeError,
-    decode_image,
+    ImageTooLargeError,
+    center_crop_resize,
+    load_rgb,
     read_image_file,
 )
+from imgsearch.indexer.inputs.local_features import LocalFeatures, features_or_none
 from imgsearch.indexer.inputs.metadata import FileInfo, capture
 from imgsearch.indexer.inputs.sources import ImageFile
 
@@ -37,6 +42,7 @@ class Decoded:
     sha256: str
     image: DecodedImage
     info: FileInfo | None = None  # size, times, camera (``metadata.capture``)
+    features: LocalFeatures | None = None  # the duplicates verifier's, from the same decoded picture
 
 
 @dataclass
@@ -94,13 +100,14 @@ def clear_worker_keys() -> None:
 
 
 def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pixels: int = MAX_PIXELS,
-             resample: str = DEFAULT_RESAMPLE, refresh_metadata: bool = False):
+             resample: str = DEFAULT_RESAMPLE, refresh_metadata: bool = False, features: bool = True):
     """Read, hash and decode one file; never raises for a bad file.
 
     ``keys``: known-content keys (default: the worker's, set at start; pass an
     empty array to decode whatever is known).  Images over ``max_pixels`` are skipped; ``resample``: the
     index's resize filter (``manifest.resample``).  A decoded file's metadata is captured
-    (``metadata.capture``); a known one's only with ``refresh_metadata``.
+    (``metadata.capture``); a known one's only with ``refresh_metadata``.  ``features``: a decoded picture's
+    local features too (``Decoded.features``).
     """
     keys = _WORKER_KEYS if keys is None else keys
     try:
@@ -116,12 +123,24 @@ def read_one(file: ImageFile, size: int, keys: np.ndarray | None = None, max_pix
     if _is_known(keys, sha):
         return AlreadyIndexed(file, sha, capture(data, file.path, local=local) if refresh_metadata else None)
     try:
-        image = decode_image(data, size, max_pixels, resample)
-        return Decoded(file, sha, image, capture(data, file.path, local=local))
+        image, found = _decode(data, size, max_pixels, resample, features)
+        return Decoded(file, sha, image, capture(data, file.path, local=local), found)
     except ImageDecodeError as exc:
         return Skipped(file, str(exc))
     except Exception as exc:  # a decoder bug on one file must not end the run
         return Skipped(file, f"unexpected decoder error: {type(exc).__name__}: {exc}")
+
+
+def _decode(data: bytes, size: int, max_pixels: int, resample: str,
+            features: bool) -> tuple[DecodedImage, LocalFeatures | None]:
+    """``images.decode_image``, and the local features (``local_features``) of the picture it decoded: no
+    second decode (None without OpenCV)."""
+    img, width, height = load_rgb(data, min_size=size, max_pixels=max_pixels)
+    try:
+        array = center_crop_resize(img, size, resample)
+    except MemoryError as exc:
+        raise ImageTooLargeError("image too large: not enough memory to resize it") from exc
+    return DecodedImage(array, width, height), features_or_none(img) if features else None
 
 
 def _pool(workers: int, keys: np.ndarray) -> Executor:
@@ -132,20 +151,22 @@ def _pool(workers: int, keys: np.ndarray) -> Executor:
                                initializer=_init_worker, initargs=(keys,))
 
 
-def _read_chunk(files: list[ImageFile], size: int, max_pixels: int, resample: str, refresh: bool) -> list:
-    return [read_one(file, size, None, max_pixels, resample, refresh) for file in files]
+def _read_chunk(files: list[ImageFile], size: int, max_pixels: int, resample: str, refresh: bool,
+                features: bool) -> list:
+    return [read_one(file, size, None, max_pixels, resample, refresh, features) for file in files]
 
 
 def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None = None, *,
                 workers: int | None = None, window: int = 256, chunk: int = CHUNK,
                 max_pixels: int = MAX_PIXELS, resample: str = DEFAULT_RESAMPLE,
-                refresh_metadata: bool = False) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
+                refresh_metadata: bool = False, features: bool = True) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
     """Decode ``files`` in ``workers`` processes (default: one per core), yielding in input order.
 
     ``known``: sorted uint64 keys (``known_keys``) of contents already indexed;
     those files are hashed but not decoded.  Images over ``max_pixels`` are skipped.
     A process is handed ``chunk`` files at a time; at most ``window`` files are in flight.
-    ``refresh_metadata``: capture the metadata of known files too.
+    ``refresh_metadata``: capture the metadata of known files too; ``features``: compute decoded pictures'
+    local features.
     """
     keys = np.empty(0, np.uint64) if known is None else known
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -157,9 +178,10 @@ def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None 
 
         def submit(group: list[ImageFile]):
             if workers == 0:
-                return pool.submit(lambda: [read_one(group[0], size, keys, max_pixels, resample, refresh_metadata)])
+                return pool.submit(lambda: [read_one(group[0], size, keys, max_pixels, resample, refresh_metadata,
+                                                     features)])
             # processes got the keys once, at start
-            return pool.submit(_read_chunk, group, size, max_pixels, resample, refresh_metadata)
+            return pool.submit(_read_chunk, group, size, max_pixels, resample, refresh_metadata, features)
 
         for group in batched(files, chunk):
             pending.append(submit(list(group)))

@@ -43,6 +43,7 @@ from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.folder.copies import Copies, write_copies
 from imgsearch.indexer.folder.evidence import embedder_fingerprint
 from imgsearch.indexer.folder.lock import writer_lock
+from imgsearch.indexer.folder.features import update_features
 from imgsearch.indexer.folder.manifest import check_compatible, check_precision_compatible
 from imgsearch.indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
 from imgsearch.indexer.folder.texts import text_array
@@ -87,6 +88,7 @@ class Outcomes:
 
     outcomes: Sequence[Outcome]
     rows: pa.Table | None = None
+    features: Sequence | None = None  # per row: its ``LocalFeatures`` (None: not computed), or None for none
 
 
 def embedded_schema(dim: int) -> pa.Schema:
@@ -146,6 +148,7 @@ class Written:
     copies: Copies | None = None  # the exact copies after the run (None: as recorded)
     shards: list[str] | None = None  # the published shards to keep, when the stage replaced some (None: run.shards)
     refreshed: Sequence[str] = ()  # shards replaced by ``shards`` with new file metadata only
+    features: list = field(default_factory=list)  # (id, sha256, LocalFeatures) of the rows written
 
 
 class EmbedStage(Protocol):
@@ -182,10 +185,11 @@ class OutcomeStage:
         ledger, summary, dim, config = run.ledger, run.summary, run.backbone.dim, run.config
         writer = ShardWriter(run.store, dim, config.shard_size)
         refreshed: dict = {}  # id -> FileInfo of indexed files whose metadata the stage captured again
+        features: list = []  # (id, sha256, LocalFeatures) of the rows written
         bar = tqdm(total=len(run.files), unit="img", desc="indexing", disable=not config.progress, smoothing=0.1)
         try:
             for batch in self.outcomes():
-                admit(batch, ledger, writer, summary, dim, run.started, refreshed)
+                admit(batch, ledger, writer, summary, dim, run.started, refreshed, features)
                 bar.update(len(batch.outcomes))
                 if summary.skipped:
                     bar.set_postfix(skipped=len(summary.skipped), refresh=False)
@@ -197,7 +201,7 @@ class OutcomeStage:
             refreshed = {i: info for i, info in refreshed.items() if i not in ledger.remove_ids}
             shards, replaced = rewrite_file_columns(run.store, run.shards, refreshed, dim)
             summary.refreshed = len(refreshed)
-        return Written(writer.written, ledger.remove_ids, ledger.final_copies(), shards, replaced)
+        return Written(writer.written, ledger.remove_ids, ledger.final_copies(), shards, replaced, features)
 
 
 def run_index(sources: Sequence[str | os.PathLike], index_dir: str | os.PathLike, config: IndexConfig,
@@ -244,6 +248,8 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
     manifest = finish_index(store, manifest, shards if written.shards is None else written.shards, written.new,
                             written.remove_ids, stage.runtime, config, copies=written.copies,
                             refreshed=written.refreshed, fill=getattr(stage, "fill", None))
+    # the verifier's features of the new rows (a re-embedded image's replaced), removed images' dropped
+    update_features(store.root, written.features, written.remove_ids)
     stage.done()
     summary.total = manifest["count"]
     summary.seconds = time.perf_counter() - started
@@ -251,9 +257,10 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
 
 
 def admit(batch: Outcomes, ledger: Ledger, writer: ShardWriter, summary: IndexSummary, dim: int,
-          started: float, refreshed: dict | None = None) -> None:
+          started: float, refreshed: dict | None = None, features: list | None = None) -> None:
     """Admit a batch's files through the ledger, in order; the rows it gives ids go to the writer.
-    ``refreshed``: collects id -> metadata of indexed files the stage captured again."""
+    ``refreshed``: collects id -> metadata of indexed files the stage captured again; ``features``:
+    (id, sha256, LocalFeatures) of the rows given ids whose features the stage computed."""
     take: list[int] = []  # rows of batch.rows that become index rows
     ids: list[int] = []
     row = 0
@@ -266,6 +273,8 @@ def admit(batch: Outcomes, ledger: Ledger, writer: ShardWriter, summary: IndexSu
             if row_id is not None:
                 take.append(row)
                 ids.append(row_id)
+                if features is not None and batch.features is not None and batch.features[row] is not None:
+                    features.append((row_id, outcome.sha256, batch.features[row]))
             row += 1
         elif row_id is not None:
             raise RuntimeError(f"the embedding stage did not embed {outcome.file.path}, whose content "

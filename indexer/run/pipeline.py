@@ -103,18 +103,18 @@ class LocalStage(OutcomeStage):
             rows = embedded_rows([d.file for d in batch], [d.sha256 for d in batch],
                                  [(d.image.width, d.image.height) for d in batch], vectors, dim,
                                  [d.info for d in batch])
-            out = Outcomes(list(pending), rows)
+            out = Outcomes(list(pending), rows, [d.features for d in batch])
             pending.clear()
             batch.clear()
             return out
 
         for item in read_images(iter(run.files), size, run.ledger.known_keys(), workers=config.decode_workers,
                                 max_pixels=config.max_pixels, resample=filter_,
-                                refresh_metadata=self.refresh_metadata):
+                                refresh_metadata=self.refresh_metadata, features=config.local_features):
             if isinstance(item, AlreadyIndexed) and not run.ledger.is_known(item.sha256):
                 # only its 64-bit key was known
                 item = read_one(item.file, size, max_pixels=config.max_pixels, resample=filter_,
-                                refresh_metadata=self.refresh_metadata)
+                                refresh_metadata=self.refresh_metadata, features=config.local_features)
             if isinstance(item, Skipped):
                 pending.append(Outcome(item.file, None, item.reason))
             elif isinstance(item, Decoded) and item.sha256 not in seen:

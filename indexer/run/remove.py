@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from imgsearch.indexer.folder.copies import read_copies, write_copies
+from imgsearch.indexer.folder.features import update_features
 from imgsearch.indexer.folder.lock import writer_lock
 from imgsearch.indexer.folder.store import EmbeddingStore
 from imgsearch.indexer.folder.texts import texts_of
@@ -53,4 +54,5 @@ def _remove(index_dir, items: Sequence[str | int]) -> RemovalSummary:
         if copies.changed:
             manifest = dict(manifest, copies=write_copies(store.root, copies))
         manifest = publish_index(store, manifest, kept, retired)
+        update_features(store.root, [], remove)  # the verifier's features of the removed images go too
     return RemovalSummary(sorted(remove), unknown, manifest["count"])

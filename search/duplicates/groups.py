@@ -35,12 +35,9 @@ does not embed twice, ``indexer/folder/copies.py``) are groups of their own,
 Groups are numbered from 1 in order of their keeper's id (exact copies after); members keeper first, then
 by score, best first.  Pairs marked "not a duplicate" (``marks.py``) are never in one group.
 
-After an incremental ``imgsearch index`` nothing is reused: the groups are computed again for the new version
-(new images can join or bridge old groups, removed ones split them), which is fast enough not to need it:
-measured with ``scripts/bench_duplicates_scale.py`` on 2 shared cores, 100,000 x 1280 (HNSW32) in 55 s,
-1,000,000 x 1280 (IVF2048,PQ320x4fs,RFlat) in 6.2 min with 1.25 GiB of the process's own memory (besides
-5 GiB of memory-mapped vectors), planted pairs found with recall and precision 1.000.  Servers cache the
-result per version, threshold, keeper rule and marks: a new version is a new engine.
+After an incremental ``imgsearch index`` the groups are computed again for the new version (new images can
+join or bridge old groups, removed ones split them); figures: docs/benchmarks.md (scripts/bench_duplicates_*.py).
+Servers cache the result per version, threshold, keeper rule and marks: a new version is a new engine.
 """
 
 from __future__ import annotations
@@ -264,13 +261,14 @@ def _confirmed(candidates: Pairs, threshold: float, judge: _Judge, progress: Dup
     band = np.flatnonzero((candidates.score >= KEYPOINT_FLOOR) & (candidates.score < KEYPOINT_SURE))
     band = band[np.argsort(-candidates.score[band], kind="stable")]
     checks: dict[int, int] = {}
-    progress.start("verifying", len(band))
-    for i in band:
-        progress.advance()
-        a, b = int(candidates.a[i]), int(candidates.b[i])
-        if checks.get(a, 0) >= KEYPOINT_CANDIDATES and checks.get(b, 0) >= KEYPOINT_CANDIDATES:
-            continue
-        checks[a], checks[b] = checks.get(a, 0) + 1, checks.get(b, 0) + 1
+    asked = []  # (index, a, b); which pairs are judged does not depend on verdicts: all at once, in processes
+    for i, a, b in zip(band.tolist(), candidates.a[band].tolist(), candidates.b[band].tolist()):
+        if checks.get(a, 0) < KEYPOINT_CANDIDATES or checks.get(b, 0) < KEYPOINT_CANDIDATES:
+            checks[a], checks[b] = checks.get(a, 0) + 1, checks.get(b, 0) + 1
+            asked.append((i, a, b))
+    progress.start("verifying", len(asked))  # a cancel is heard between two chunks of pairs
+    judge.matcher.prepare([(a, b) for _, a, b in asked], progress.advance)
+    for i, a, b in asked:
         verdict = judge(a, b, float(candidates.score[i]))
         if verdict is not None:
             keep[i] = verdict

@@ -7,8 +7,10 @@ at most ``max_pixels``), and the ``Evidence`` of each pair it was asked about
 (``search/duplicates/verifier.py``: one similarity transform that must
 explain the pair, or, without corners, a dense alignment of the thumbnails).
 The features come from the folder's side table (``indexer/folder/features.py``,
-written by ``imgsearch index --refresh-features``) where it holds the image's
-current content, from the file otherwise.
+written by ``imgsearch index`` with the shards, or by ``--refresh-features``
+for an older index), read once, where it holds the image's current content,
+from the file otherwise.  ``prepare(pairs)`` judges many pairs at once in
+worker processes (``parallel.py``), with the same evidence.
 ``evidence(keeper, member)`` is the verdict with its numbers; a pair whose
 file is gone has ``check="none"`` and no verdict (its cosine score decides).
 """
@@ -20,6 +22,7 @@ import logging
 from imgsearch.indexer.errors import ImgsearchError
 from imgsearch.indexer.folder.features import read_features
 from imgsearch.indexer.inputs.local_features import THUMB, LocalFeatures, cv2_module, local_features
+from imgsearch.search.duplicates.parallel import compare_pairs
 from imgsearch.search.duplicates.verifier import Evidence, compare
 from imgsearch.search.errors import ChangedFileError
 from imgsearch.search.thumbnails import load_indexed
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 class KeypointMatcher:
     """Local features of an index's images, each computed once (from its file), and the evidence of a pair."""
 
-    def __init__(self, engine, max_pixels: int | None = None):
+    def __init__(self, engine, max_pixels: int | None = None, workers: int | None = None):
         cv2_module()  # a MissingDependencyError saying what to install, before any work
         self.engine = engine
         self.max_pixels = max_pixels or engine.config.max_pixels
@@ -39,22 +42,27 @@ class KeypointMatcher:
         self.unreadable = 0  # images whose file could not be read: their pairs are not confirmed
         self.changed: list[int] = []  # ids whose file changed since indexed: their pairs are not judged either
         self.from_files = 0  # images whose features were computed from their file (none stored, or stale)
-        self._stored = None  # {id: features} of the folder's side table whose sha256 the version holds
+        self.workers = workers  # processes judging many pairs (``parallel.compare_pairs``); None: one per core
+        self._stored = None  # the folder's side table, read once
+        self._holds: dict[int, str] | None = None  # id -> the sha256 the version holds
 
-    def _side_table(self) -> dict:
+    def _from_table(self, row_id: int) -> LocalFeatures | None:
+        """The stored features of ``row_id`` when the side table holds them for its current content."""
         if self._stored is None:
-            stored = read_features(self.engine.store.root)
-            if stored:
+            self._stored = read_features(self.engine.store.root)
+            if len(self._stored):
                 table = self.engine.store.read_table(self.engine.manifest["shards"], ["id", "sha256"])
-                holds = dict(zip(table.column("id").to_pylist(), table.column("sha256").to_pylist()))
-                stored = {i: f for i, (sha, f) in stored.items() if holds.get(i) == sha}
-            self._stored = stored
-        return self._stored
+                self._holds = dict(zip(table.column("id").to_pylist(), table.column("sha256").to_pylist()))
+        if row_id not in self._stored or self._stored.sha256(row_id) != self._holds.get(row_id):
+            return None
+        return self._stored[row_id][1]
 
     def features(self, row_id: int) -> LocalFeatures | None:
         """The image's keypoints and thumbnail, or None when its file cannot be read any more."""
-        if row_id not in self._found and row_id in self._side_table():
-            self._found[row_id] = self._stored[row_id]
+        if row_id not in self._found:
+            stored = self._from_table(row_id)
+            if stored is not None:
+                self._found[row_id] = stored
         if row_id not in self._found:
             self.from_files += 1
             try:
@@ -75,6 +83,14 @@ class KeypointMatcher:
         if key not in self._evidence:
             self._evidence[key] = compare(self.features(keeper), self.features(member))
         return self._evidence[key]
+
+    def prepare(self, pairs, done=None) -> None:
+        """Judge the unordered ``pairs`` (a, b) not judged yet, many at once (``parallel.compare_pairs``: the
+        same evidence as ``evidence(min, max)`` one at a time); ``done(k)``: progress."""
+        todo = list(dict.fromkeys((min(a, b), max(a, b)) for a, b in pairs if (min(a, b), max(a, b))
+                                  not in self._evidence))
+        for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done)):
+            self._evidence[pair] = found
 
     def verdict(self, a: int, b: int) -> bool | None:
         """True (one picture), False (two), None (no evidence: a file gone)."""

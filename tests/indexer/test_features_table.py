@@ -1,5 +1,5 @@
-"""The local features side table (indexer/folder/features.py): computed once by
-`imgsearch index --refresh-features`, read by the duplicates verifier instead of the files, stale rows ignored."""
+"""The local features side table (indexer/folder/features.py) of an index made before indexing wrote it: computed
+once by `imgsearch index --refresh-features`, read by the duplicates verifier instead of the files, stale rows ignored."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def copied(dup_corpus, tmp_path):
     images = tmp_path / "images"
     shutil.copytree(dup_corpus, images)
     _index(tmp_path / "idx", images)
+    (tmp_path / "idx" / FEATURES_FILE).unlink()  # an index made before indexing wrote the features
     return tmp_path / "idx", images
 
 
