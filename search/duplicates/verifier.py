@@ -54,6 +54,10 @@ TEXTURED_DIFF = 40.0
 MAX_CONFLICT = 0.1  # more of the blocks textured in both disagree: two pictures (flags sharing an outline)
 OCCLUDED_WEIGHT = 0.5  # of a block flat on one side only
 MAX_GAIN_RATIO = 1.5  # channels' gains of one colour change (saturation 1.8 on photos: under 1.3)
+VISIBLE = 6.0  # grey levels of mean difference under which a block agrees though it does not correlate
+MAX_OCCLUDED = 0.4  # share of the overlap's blocks a flat occluder (a sticker) may cover
+OCCLUDER_COVERAGE = 0.5  # an occluder is left out only when the inliers' hull covers this much of the overlap:
+# the transform explains the picture around it (look-alike clip-art matches on its outline only, 0.2-0.3)
 MAX_OFFSET_SPREAD = 40.0  # grey levels between the channels' offsets  # grey levels of mean difference a textured block may have and agree
 
 
@@ -113,7 +117,7 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     hull = cv2.contourArea(cv2.convexHull(dst[mask.ravel() > 0].reshape(-1, 1, 2)))
     coverage = min(1.0, hull / overlap)
     thumb = _to_thumb(matrix, b, a)
-    agreement, correlation, _, conflict = _agreement(a.thumb, b.thumb, thumb)
+    agreement, correlation, _, conflict, occluded = _agreement(a.thumb, b.thumb, thumb, coverage >= OCCLUDER_COVERAGE)
     smaller = min(a.size[0] * a.size[1], b.size[0] * b.size[1] * scale ** 2)
     explained = coverage >= MIN_COVERAGE
     if explained and agreement >= MIN_AGREEMENT and conflict <= MAX_CONFLICT and overlap >= MIN_OVERLAP * smaller:
@@ -147,7 +151,7 @@ def _dense(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     shear = abs(float(matrix[:, 0] @ matrix[:, 1])) / (sx * sy)
     scale, rotation = _similarity(matrix)
     scale *= a.size[0] / a.thumb.shape[1] / (b.size[0] / b.thumb.shape[1])  # in the keypoints' frames
-    agreement, correlation, covered, conflict = _agreement(a.thumb, b.thumb, matrix)
+    agreement, correlation, covered, conflict, _ = _agreement(a.thumb, b.thumb, matrix, False)
     region, _ = _overlap(matrix, (wb, hb), (wa, ha))
     match = (max(sx, sy) / min(sx, sy) < 1.06 and shear < 0.05 and covered >= 0.5
              and agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT)
@@ -190,7 +194,8 @@ def _to_thumb(matrix: np.ndarray, b: LocalFeatures, a: LocalFeatures) -> np.ndar
     return out
 
 
-def _agreement(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray) -> tuple[float, float, float, float]:
+def _agreement(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
+               occluder: bool = False) -> tuple[float, float, float, float, float]:
     """(share of informative blocks that agree, grey correlation over the overlap, overlap over a's thumbnail,
     share of the blocks textured on both sides that disagree: another emblem on one flag, another number).
 
@@ -207,7 +212,7 @@ def _agreement(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray) -> tuple[floa
     valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     covered = float(valid.mean())
     if valid.sum() < 16:
-        return 0.0, 0.0, covered, 1.0
+        return 0.0, 0.0, covered, 1.0, 0.0
     target, source = _mapped(ta.astype(np.float32), placed, valid)
     grey_t, grey_s = target.mean(2), source.mean(2)
     correlation = _ncc(grey_t[valid], grey_s[valid])
@@ -225,13 +230,60 @@ def _agreement(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray) -> tuple[floa
     textured = np.maximum(st, ss) >= TEXTURE
     ct, cs = pt - pt.mean(1, keepdims=True), ps - ps.mean(1, keepdims=True)
     ncc = (ct * cs).sum(1) / np.maximum(np.sqrt((ct * ct).sum(1) * (cs * cs).sum(1)), 1e-6)
-    agree = textured & (np.minimum(st, ss) >= TEXTURE / 2) & (diff < TEXTURED_DIFF) & (ncc >= BLOCK_NCC)
+    # a block agrees when its pixels correlate, or differ by less than the eye sees (a faint texture that
+    # resampling or JPEG decorrelates), and its colours are close
+    alike = (ncc >= BLOCK_NCC) | (np.abs(pt - ps).mean(1) < VISIBLE)
+    agree = textured & (np.minimum(st, ss) >= TEXTURE / 2) & (diff < TEXTURED_DIFF) & alike
     # a block flat on one side only (a sticker, a caption box over the picture) counts OCCLUDED_WEIGHT
     weight = np.where(textured & (np.minimum(st, ss) < TEXTURE / 2), OCCLUDED_WEIGHT, 1.0)
-    counted = float((weight * textured).sum() + (~textured & (diff >= FLAT_DIFF)).sum())  # flat, another colour
+    counts = (weight * textured) + (~textured & (diff >= FLAT_DIFF))  # flat, another colour: counts, disagrees
     both = np.minimum(st, ss) >= TEXTURE  # textured on both sides: an edit keeps these, another picture not
+    hidden = _occluder((rows, cols), whole, counts > 0, agree, st, ss, pt.mean(1), ps.mean(1)) if occluder else \
+        np.zeros(len(st), bool)
+    if hidden.any():  # leave the occluder and its edge out; the rest must agree as an unoccluded pair would
+        counts, both = counts * ~hidden, both & ~hidden
+        covered_by = np.repeat(np.repeat(_grid(hidden, whole, (rows, cols)), BLOCK, 0), BLOCK, 1)
+        keep = valid & ~np.pad(covered_by, ((0, h - rows * BLOCK), (0, w - cols * BLOCK)))
+        correlation = _ncc(grey_t[keep], grey_s[keep]) if keep.sum() >= 16 else correlation
+    counted = float(counts.sum())
     conflict = float((both & ~agree).sum()) / max(int(both.sum()), 1)
-    return (float((weight * agree).sum()) / counted if counted else 0.0), correlation, covered, conflict
+    agreement = float((weight * agree * (counts > 0)).sum()) / counted if counted else 0.0
+    return agreement, correlation, covered, conflict, float(hidden.sum()) / max(int(whole.sum()), 1)
+
+
+def _grid(values: np.ndarray, whole: np.ndarray, shape: tuple) -> np.ndarray:
+    out = np.zeros(shape[0] * shape[1], values.dtype)
+    out[whole] = values
+    return out.reshape(shape)
+
+
+def _occluder(shape, whole, counts, agree, st, ss, mt, ms) -> np.ndarray:
+    """The blocks (of ``whole``) a flat occluder covers, its edges included: one compact region of blocks
+    that disagree, flat on one side only and of one colour there (a sticker, a caption box, a
+    redaction), at most MAX_OCCLUDED of the blocks; none otherwise (a disagreement in several places
+    or with content on both sides: a clock's hands at another hour, another emblem on a flag)."""
+    cv2 = cv2_module()
+    none = np.zeros(len(st), bool)
+    wrong = _grid(counts & ~agree, whole, shape).astype(np.uint8)
+    if wrong.sum() < 2:
+        return none
+    n, labels = cv2.connectedComponents(wrong, connectivity=8)
+    sizes = np.bincount(labels.ravel(), minlength=n)[1:]
+    region = labels == 1 + int(np.argmax(sizes))
+    if sizes.max() < 0.8 * wrong.sum():  # the disagreement is scattered: not one occluder
+        return none
+    ys, xs = np.nonzero(region)
+    box = np.zeros(shape, bool)
+    box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    inside = box.ravel()[whole]
+    flat_t, flat_s = st[inside] < TEXTURE, ss[inside] < TEXTURE
+    for flat, other, means, under in ((flat_t, flat_s, mt[inside], ms[inside]), (flat_s, flat_t, ms[inside], mt[inside])):
+        # the occluder's inside is flat on its side (its edges are blocks it covers in part), the picture's not,
+        # of one colour, another than the picture's there (a keycap's background where the other has a digit is not)
+        if flat.sum() >= 2 and flat.sum() >= 3 * other.sum() and np.ptp(means[flat]) < FLAT_DIFF \
+                and np.abs(means[flat] - under[flat]).mean() >= FLAT_DIFF:
+            return inside if inside.mean() <= MAX_OCCLUDED else none
+    return none
 
 
 def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
