@@ -46,6 +46,7 @@ BLOCK_NCC = 0.5
 MIN_AGREEMENT = 0.75  # share of informative blocks that agree: one picture
 REFUTE_AGREEMENT = MIN_AGREEMENT  # fewer agree: two pictures (a middle zone without a verdict cost precision: medals)
 DENSE_AGREEMENT = 0.9
+MIN_NCC = 0.88  # the aligned pictures' correlation (an occluder left out): clock faces at other hours 0.82-0.85
 DENSE_NCC = 0.985  # two handwritten 1s reach 0.97-0.987 aligned; a recoloured copy 0.99 and more
 DENSE_START = 0.5  # the whole thumbnails' correlation the dense check starts from
 TEXTURE = 4.0  # grey levels of standard deviation that make a block textured
@@ -54,11 +55,13 @@ TEXTURED_DIFF = 40.0
 MAX_CONFLICT = 0.1  # more of the blocks textured in both disagree: two pictures (flags sharing an outline)
 OCCLUDED_WEIGHT = 0.5  # of a block flat on one side only
 MAX_GAIN_RATIO = 1.5  # channels' gains of one colour change (saturation 1.8 on photos: under 1.3)
+SHARPER = 1.3  # a thumbnail this much sharper than the other is blurred to it (dense check)
+EDGE = 2  # thumbnail pixels along the overlap's edge left out of the blocks
 VISIBLE = 6.0  # grey levels of mean difference under which a block agrees though it does not correlate
-MAX_OCCLUDED = 0.4  # share of the overlap's blocks a flat occluder (a sticker) may cover
-OCCLUDER_COVERAGE = 0.5  # an occluder is left out only when the inliers' hull covers this much of the overlap:
+MAX_OCCLUDED = 0.5  # share of the overlap's blocks a flat occluder (a sticker) may cover, its part-covered edge blocks included
+OCCLUDER_COVERAGE = 0.3  # an occluder is left out only when the inliers' hull covers this much of the overlap:
 # the transform explains the picture around it (look-alike clip-art matches on its outline only, 0.2-0.3)
-MAX_OFFSET_SPREAD = 40.0  # grey levels between the channels' offsets  # grey levels of mean difference a textured block may have and agree
+MAX_OFFSET_SPREAD = 40.0  # grey levels between the channels' offsets
 
 
 @dataclass(frozen=True)
@@ -119,10 +122,13 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     thumb = _to_thumb(matrix, b, a)
     agreement, correlation, _, conflict, occluded = _agreement(a.thumb, b.thumb, thumb, coverage >= OCCLUDER_COVERAGE)
     smaller = min(a.size[0] * a.size[1], b.size[0] * b.size[1] * scale ** 2)
-    explained = coverage >= MIN_COVERAGE
-    if explained and agreement >= MIN_AGREEMENT and conflict <= MAX_CONFLICT and overlap >= MIN_OVERLAP * smaller:
+    explained = coverage >= MIN_COVERAGE or (  # or the pixels confirm it, as the dense check would
+        agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT)
+    if explained and agreement >= MIN_AGREEMENT and conflict <= MAX_CONFLICT and overlap >= MIN_OVERLAP * smaller \
+            and correlation >= MIN_NCC:
         match = True
-    elif agreement < REFUTE_AGREEMENT or conflict > MAX_CONFLICT or overlap < MIN_OVERLAP * smaller:
+    elif agreement < REFUTE_AGREEMENT or conflict > MAX_CONFLICT or overlap < MIN_OVERLAP * smaller \
+            or correlation < MIN_NCC:  # aligned, the pictures differ as a whole (a clock at another hour)
         match = False
     else:  # the transform explains part of the pair: a sticker, a border, or a shared part: no verdict
         match = None
@@ -131,14 +137,35 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
 
 
 def _dense(a: LocalFeatures, b: LocalFeatures) -> Evidence:
+    """The thumbnails aligned by ECC from whole picture on whole picture, and from content on content (a
+    uniform border or margin left out); the first start that matches, else the better-correlated one."""
+    ta, tb = _common_blur(a.thumb, b.thumb)
+    best = None
+    for start in _starts(a.thumb, b.thumb):
+        found = _dense_from(a, b, ta, tb, start)
+        if found.match:
+            return found
+        if best is None or found.correlation > best.correlation:
+            best = found
+    return best
+
+
+def _dense_from(a: LocalFeatures, b: LocalFeatures, ta: np.ndarray, tb: np.ndarray, start: np.ndarray) -> Evidence:
     cv2 = cv2_module()
-    ha, wa = a.thumb.shape[:2]
-    hb, wb = b.thumb.shape[:2]
-    # b's thumbnail in a's frame, whole picture on whole picture to begin with; ECC refines (template a)
-    start = np.array([[wb / wa, 0, 0], [0, hb / ha, 0]], np.float32)  # a's pixel -> b's pixel
-    template, moving = _grey(a.thumb), _grey(b.thumb)
-    if _ncc(cv2.resize(template, (16, 16), interpolation=cv2.INTER_AREA).ravel(),
-            cv2.resize(moving, (16, 16), interpolation=cv2.INTER_AREA).ravel()) < DENSE_START:
+    ha, wa = ta.shape[:2]
+    hb, wb = tb.shape[:2]
+    template, moving = _grey(ta), _grey(tb)
+    near = cv2.warpAffine(moving, start, (wa, ha), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    inside = cv2.warpAffine(np.ones_like(moving), start, (wa, ha), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+    coarse = max(wa, ha) / 16  # the pictures' coarse shapes, where the start places one on the other
+    weight = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), coarse) + 1e-6  # blurred inside the overlap only
+
+    def shape(x):
+        return cv2.GaussianBlur(x * inside, (0, 0), coarse) / weight
+
+    coarse_t, coarse_s = shape(template)[inside], shape(near)[inside]
+    shapeless = max(coarse_t.std(), coarse_s.std()) < TEXTURE  # a fine texture (bricks, gravel): no coarse shape
+    if inside.sum() < 16 or (not shapeless and _ncc(coarse_t, coarse_s) < DENSE_START):
         return Evidence("dense", False)  # not near one another to begin with: ECC aligns only nearby pictures
     try:
         _, warp = cv2.findTransformECC(template, moving, start.copy(), cv2.MOTION_AFFINE,
@@ -151,12 +178,57 @@ def _dense(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     shear = abs(float(matrix[:, 0] @ matrix[:, 1])) / (sx * sy)
     scale, rotation = _similarity(matrix)
     scale *= a.size[0] / a.thumb.shape[1] / (b.size[0] / b.thumb.shape[1])  # in the keypoints' frames
-    agreement, correlation, covered, conflict, _ = _agreement(a.thumb, b.thumb, matrix, False)
-    region, _ = _overlap(matrix, (wb, hb), (wa, ha))
-    match = (max(sx, sy) / min(sx, sy) < 1.06 and shear < 0.05 and covered >= 0.5
+    agreement, correlation, covered, conflict, _ = _agreement(ta, tb, matrix, False)
+    region, overlap = _overlap(matrix, (wb, hb), (wa, ha))
+    smaller = min(wa * ha, wb * hb * sx * sy)
+    match = (max(sx, sy) / min(sx, sy) < 1.06 and shear < 0.05 and overlap >= 0.5 * smaller
              and agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT)
     return Evidence("dense", bool(match), 0, round(covered, 3), round(agreement, 3), round(correlation, 3),
                     round(scale, 3), round(rotation, 2), region, round(conflict, 3))
+
+
+def _starts(ta: np.ndarray, tb: np.ndarray) -> list[np.ndarray]:
+    """ECC's starting warps (a's pixel -> b's pixel): whole on whole, then content box on content box."""
+    (ha, wa), (hb, wb) = ta.shape[:2], tb.shape[:2]
+    starts = [np.array([[wb / wa, 0, 0], [0, hb / ha, 0]], np.float32)]
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = _content(ta), _content(tb)
+    if (ax1 - ax0) * (ay1 - ay0) < 0.97 * wa * ha or (bx1 - bx0) * (by1 - by0) < 0.97 * wb * hb:
+        gx, gy = (bx1 - bx0) / (ax1 - ax0), (by1 - by0) / (ay1 - ay0)
+        starts.append(np.array([[gx, 0, bx0 - ax0 * gx], [0, gy, by0 - ay0 * gy]], np.float32))
+    return starts
+
+
+def _content(thumb: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of what differs from the colour of the thumbnail's outer ring (a border, a margin)."""
+    rgb = thumb.astype(np.float32)
+    ring = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    away = np.abs(rgb - np.median(ring, 0)).max(2) > FLAT_DIFF
+    rows, cols = np.flatnonzero(away.any(1)), np.flatnonzero(away.any(0))
+    if len(rows) < 4 or len(cols) < 4:
+        return 0, 0, thumb.shape[1], thumb.shape[0]
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _common_blur(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two thumbnails at the sharpness of the blurrier: a half-size copy's thumbnail is an enlarged
+    small picture, softer than its original's; the sharper one is blurred until it is no sharper."""
+    cv2 = cv2_module()
+    sharp_a, sharp_b = _sharpness(ta), _sharpness(tb)
+    if max(sharp_a, sharp_b) < SHARPER * min(sharp_a, sharp_b):
+        return ta, tb
+    which, other = (ta, sharp_b) if sharp_a > sharp_b else (tb, sharp_a)
+    for sigma in (0.5, 0.75, 1.0, 1.5, 2.0):
+        blurred = cv2.GaussianBlur(which, (0, 0), sigma)
+        if _sharpness(blurred) <= other:
+            break
+    return (blurred, tb) if which is ta else (ta, blurred)
+
+
+def _sharpness(thumb: np.ndarray) -> float:
+    """Gradient energy over intensity variance: how much of the picture's contrast is in fine detail."""
+    grey = _grey(thumb)
+    gy, gx = np.gradient(grey)
+    return float((gx * gx + gy * gy).mean() / max(float(grey.var()), 1e-6))
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -214,8 +286,11 @@ def _agreement(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
     if valid.sum() < 16:
         return 0.0, 0.0, covered, 1.0, 0.0
     target, source = _mapped(ta.astype(np.float32), placed, valid)
+    # the overlap's edge (a border's seam, the frame's last pixels) mixes in what lies outside when either
+    # picture was resampled: EDGE pixels of it are left out, and a block counts on its other pixels
+    inner = cv2.erode(np.pad(valid, 1).astype(np.uint8), np.ones((2 * EDGE + 1,) * 2, np.uint8))[1:-1, 1:-1] > 0
     grey_t, grey_s = target.mean(2), source.mean(2)
-    correlation = _ncc(grey_t[valid], grey_s[valid])
+    correlation = _ncc(grey_t[inner], grey_s[inner]) if inner.sum() >= 16 else _ncc(grey_t[valid], grey_s[valid])
     rows, cols = h // BLOCK, w // BLOCK
 
     def blocks(x):  # (rows * cols, BLOCK * BLOCK, ...) of the thumbnail's whole blocks
@@ -223,27 +298,34 @@ def _agreement(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
         x = x.reshape(rows, BLOCK, cols, BLOCK, *x.shape[2:]).swapaxes(1, 2)
         return x.reshape(rows * cols, BLOCK * BLOCK, *x.shape[4:])
 
-    whole = blocks(valid).all(1)
+    use = blocks(inner).astype(np.float32)
+    whole = use.sum(1) >= 0.75 * BLOCK * BLOCK  # a block counts with three quarters of its pixels inside
+    use = use[whole]
+    n = use.sum(1)
+
+    def mean(x):  # per block over its inner pixels
+        return (x * (use if x.ndim == 2 else use[..., None])).sum(1) / (n if x.ndim == 2 else n[:, None])
+
     pt, ps = blocks(grey_t)[whole], blocks(grey_s)[whole]
-    diff = np.abs(blocks(target)[whole] - blocks(source)[whole]).mean(1).max(1)  # the worst channel's
-    st, ss = pt.std(1), ps.std(1)
+    diff = mean(np.abs(blocks(target)[whole] - blocks(source)[whole])).max(1)  # the worst channel's
+    ct, cs = (pt - mean(pt)[:, None]) * use, (ps - mean(ps)[:, None]) * use
+    st, ss = np.sqrt(mean(ct * ct)), np.sqrt(mean(cs * cs))
     textured = np.maximum(st, ss) >= TEXTURE
-    ct, cs = pt - pt.mean(1, keepdims=True), ps - ps.mean(1, keepdims=True)
     ncc = (ct * cs).sum(1) / np.maximum(np.sqrt((ct * ct).sum(1) * (cs * cs).sum(1)), 1e-6)
     # a block agrees when its pixels correlate, or differ by less than the eye sees (a faint texture that
     # resampling or JPEG decorrelates), and its colours are close
-    alike = (ncc >= BLOCK_NCC) | (np.abs(pt - ps).mean(1) < VISIBLE)
+    alike = (ncc >= BLOCK_NCC) | (mean(np.abs(pt - ps)) < VISIBLE)
     agree = textured & (np.minimum(st, ss) >= TEXTURE / 2) & (diff < TEXTURED_DIFF) & alike
     # a block flat on one side only (a sticker, a caption box over the picture) counts OCCLUDED_WEIGHT
     weight = np.where(textured & (np.minimum(st, ss) < TEXTURE / 2), OCCLUDED_WEIGHT, 1.0)
     counts = (weight * textured) + (~textured & (diff >= FLAT_DIFF))  # flat, another colour: counts, disagrees
     both = np.minimum(st, ss) >= TEXTURE  # textured on both sides: an edit keeps these, another picture not
-    hidden = _occluder((rows, cols), whole, counts > 0, agree, st, ss, pt.mean(1), ps.mean(1)) if occluder else \
+    hidden = _occluder((rows, cols), whole, counts > 0, agree, st, ss, mean(pt), mean(ps), diff) if occluder else \
         np.zeros(len(st), bool)
     if hidden.any():  # leave the occluder and its edge out; the rest must agree as an unoccluded pair would
         counts, both = counts * ~hidden, both & ~hidden
         covered_by = np.repeat(np.repeat(_grid(hidden, whole, (rows, cols)), BLOCK, 0), BLOCK, 1)
-        keep = valid & ~np.pad(covered_by, ((0, h - rows * BLOCK), (0, w - cols * BLOCK)))
+        keep = inner & ~np.pad(covered_by, ((0, h - rows * BLOCK), (0, w - cols * BLOCK)))
         correlation = _ncc(grey_t[keep], grey_s[keep]) if keep.sum() >= 16 else correlation
     counted = float(counts.sum())
     conflict = float((both & ~agree).sum()) / max(int(both.sum()), 1)
@@ -257,7 +339,7 @@ def _grid(values: np.ndarray, whole: np.ndarray, shape: tuple) -> np.ndarray:
     return out.reshape(shape)
 
 
-def _occluder(shape, whole, counts, agree, st, ss, mt, ms) -> np.ndarray:
+def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff) -> np.ndarray:
     """The blocks (of ``whole``) a flat occluder covers, its edges included: one compact region of blocks
     that disagree, flat on one side only and of one colour there (a sticker, a caption box, a
     redaction), at most MAX_OCCLUDED of the blocks; none otherwise (a disagreement in several places
@@ -277,11 +359,12 @@ def _occluder(shape, whole, counts, agree, st, ss, mt, ms) -> np.ndarray:
     box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
     inside = box.ravel()[whole]
     flat_t, flat_s = st[inside] < TEXTURE, ss[inside] < TEXTURE
-    for flat, other, means, under in ((flat_t, flat_s, mt[inside], ms[inside]), (flat_s, flat_t, ms[inside], mt[inside])):
+    sides = ((flat_t, flat_s, mt[inside]), (flat_s, flat_t, ms[inside]))
+    for flat, other, means in sides:
         # the occluder's inside is flat on its side (its edges are blocks it covers in part), the picture's not,
         # of one colour, another than the picture's there (a keycap's background where the other has a digit is not)
         if flat.sum() >= 2 and flat.sum() >= 3 * other.sum() and np.ptp(means[flat]) < FLAT_DIFF \
-                and np.abs(means[flat] - under[flat]).mean() >= FLAT_DIFF:
+                and diff[inside][flat].mean() >= FLAT_DIFF:
             return inside if inside.mean() <= MAX_OCCLUDED else none
     return none
 
