@@ -279,9 +279,11 @@ def main() -> None:
     for r in rows:
         if "per_edit" in r:
             print(f"\nwith keypoints at the default {r['threshold']}, each edit grouped with its original:\n"
-                  "| edit | grouped |\n|---|---:|\n" + "\n".join(f"| {k} | {v:.2f} |" for k, v in r["per_edit"].items()))
+                  "| edit | grouped |\n|---|---:|\n"
+                  + "\n".join(f"| {k} | {v:.2f} |" for k, v in r["per_edit"].items()))
             print("\nlook-alikes (and other originals' edits) grouped wrongly, by family:\n"
-                  "| family | kind | images | grouped with another picture | wrong pairs |\n|---|---|---:|---:|---:|\n"
+                  "| family | kind | images | grouped with another picture | wrong pairs |\n"
+                  "|---|---|---:|---:|---:|\n"
                   + "\n".join(f"| {k} | {v['kind']} | {v['images']} | {v['grouped']} | {v['wrong_pairs']} |"
                                for k, v in r["per_kind"].items()))
     print("\nimgsearch without the keeper guard (every pair scoring >= threshold):")
