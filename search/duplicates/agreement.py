@@ -22,6 +22,8 @@ OCCLUDED_WEIGHT = 0.5  # of a block flat on one side only
 MAX_GAIN_RATIO = 1.5  # channels' gains of one colour change (saturation 1.8 on photos: under 1.3)
 EDGE = 2  # thumbnail pixels along the overlap's edge left out of the blocks
 VISIBLE = 6.0  # grey levels of mean difference under which a block agrees though it does not correlate
+OCCLUDER_SIDE = 3  # blocks an occluder spans at least each way
+OCCLUDER_FILL = 0.85  # share of its bounding box its disagreeing blocks fill (a rectangle, not a blob)
 MAX_OCCLUDED = 0.5  # share of the overlap's blocks a flat occluder (a sticker) may cover, edge blocks included
 MAX_OFFSET_SPREAD = 40.0  # grey levels between the channels' offsets
 
@@ -106,7 +108,8 @@ def _grid(values: np.ndarray, whole: np.ndarray, shape: tuple) -> np.ndarray:
 def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff) -> np.ndarray:
     """The blocks (of ``whole``) a flat occluder covers, its edges included: one compact region of blocks
     that disagree, flat on one side only and of one colour there (a sticker, a caption box, a
-    redaction), at most MAX_OCCLUDED of the blocks; none otherwise (a disagreement in several places
+    redaction), at most MAX_OCCLUDED of the blocks, a rectangle of OCCLUDER_SIDE blocks or more
+    that its blocks fill (OCCLUDER_FILL); none otherwise (a disagreement in several places
     or with content on both sides: a clock's hands at another hour, another emblem on a flag)."""
     cv2 = cv2_module()
     none = np.zeros(len(st), bool)
@@ -122,6 +125,8 @@ def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff) -> np.ndarray:
     box = np.zeros(shape, bool)
     box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
     inside = box.ravel()[whole]
+    if min(np.ptp(ys), np.ptp(xs)) + 1 < OCCLUDER_SIDE or region.sum() < OCCLUDER_FILL * box.sum():
+        return none  # a sticker is a rectangle that fills its box; a part drawn otherwise is a small blob
     flat_t, flat_s = st[inside] < TEXTURE, ss[inside] < TEXTURE
     sides = ((flat_t, flat_s, mt[inside]), (flat_s, flat_t, ms[inside]))
     for flat, other, means in sides:
