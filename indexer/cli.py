@@ -81,9 +81,8 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
               help="Also capture again the file metadata (size, times, EXIF date and camera) of indexed images; "
                    "without it only new files get it (local engine).")
 @click.option("--refresh-features", is_flag=True,
-              help="Then compute the duplicates verifier's local features (keypoints, a thumbnail) of indexed "
-                   "images that lack them, into the folder's side table, so 'imgsearch duplicates' does not "
-                   "read the files again.")
+              help="Then compute the duplicates verifier's local features of indexed images that lack them (an "
+                   "index made before indexing stored them), so 'imgsearch duplicates' reads no file again.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
               help="Embed in local processes, or on Apache Spark executors that also write the shards "
@@ -97,8 +96,8 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @ann_options
 @no_wait_option
 def index(sources, index_dir, backbone, weights, batch_size, runtime, precision, shard_size, workers, sync,
-          refresh_metadata, refresh_features, no_progress, engine, master, work_dir, task_size, index_type, max_index_memory,
-          target_recall, rerank, cpu_only, on_disk, no_wait):
+          refresh_metadata, refresh_features, no_progress, engine, master, work_dir, task_size, index_type,
+          max_index_memory, target_recall, rerank, cpu_only, on_disk, no_wait):
     """Embed the images in SOURCES into an index folder.
 
     SOURCES are folders (walked recursively), image files, or lists of images:

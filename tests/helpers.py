@@ -142,18 +142,18 @@ class VerificationGate:
     def __init__(self, monkeypatch):
         import threading
 
-        from imgsearch.search.duplicates import groups
+        from imgsearch.search.duplicates.keypoints import KeypointMatcher
 
         self.entered, self.released = threading.Event(), threading.Event()
-        judge = groups._Judge.__call__
+        prepare = KeypointMatcher.prepare  # the pairs to verify, judged all at once before any verdict is read
 
-        def held(this, a, b, score):
+        def held(this, pairs, done=None):
             self.entered.set()
             if not self.released.wait(120):
                 raise AssertionError("the test never released the verification gate")
-            return judge(this, a, b, score)
+            return prepare(this, pairs, done)
 
-        monkeypatch.setattr(groups._Judge, "__call__", held)
+        monkeypatch.setattr(KeypointMatcher, "prepare", held)
 
     def release(self) -> None:
         self.released.set()

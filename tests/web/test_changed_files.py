@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
@@ -163,9 +164,15 @@ def test_a_file_only_touched_is_still_the_indexed_one(server, engine, files):
 def test_keypoint_checks_skip_a_changed_file_and_say_so(index, files, caplog):
     from imgsearch.search.duplicates.keypoints import KeypointMatcher
 
+    from imgsearch.indexer.folder.features import FEATURES_FILE
+
     engine = SearchEngine.open(index[1])
     changed, kept = _id_of(engine, "p1.bmp"), _id_of(engine, "p0.bmp")
+    stored = KeypointMatcher(engine).features(changed)  # indexing stored the features of the picture indexed
     _same_size_other_picture(files / "p1.bmp")
+    matcher = KeypointMatcher(engine)
+    assert np.array_equal(matcher.features(changed).descriptors, stored.descriptors) and matcher.changed == []
+    (index[1] / FEATURES_FILE).unlink()  # an index made before features were stored: the files are read
     matcher = KeypointMatcher(engine)
     assert matcher.features(changed) is None and matcher.changed == [changed]
     assert matcher.features(kept) is not None
