@@ -35,7 +35,7 @@ def test_progress_then_cancel_then_the_groups_with_their_evidence(page, server, 
         assert page.is_visible("#dup-progress") and page.is_visible("#dup-cancel")
         label = page.text_content("#dup-progress-label")
         done, total = map(int, re.search(r"([\d,]+) of ([\d,]+)", label).groups())
-        assert label.startswith("Verifying pairs") and 1 <= done <= total
+        assert label.startswith("Verifying pairs") and 0 <= done < total  # held where the pairs are judged: none yet
         bar = page.get_by_role("progressbar", name=re.compile("Verifying pairs"))
         assert bar.get_attribute("max") == str(total) and bar.get_attribute("value") == str(done)
         assert "verifying" in page.text_content("#dup-status")
