@@ -42,7 +42,7 @@ def _error_classes() -> dict[str, type]:
 def test_every_public_error_class_is_an_imgsearch_error():
     classes = _error_classes()
     assert {"imgsearch.indexer.folder.store.IndexFormatError", "imgsearch.search.errors.UnknownIdError",
-            "imgsearch.web.errors.ApiError", "imgsearch.search.client.http_client.SearchAPIError"} <= set(classes)
+            "imgsearch.web.errors.ApiError", "imgsearch.search.client.replies.SearchAPIError"} <= set(classes)
     outside = sorted(name for name, cls in classes.items() if not issubclass(cls, ImgsearchError))
     assert outside == []
 
