@@ -61,6 +61,14 @@ def test_progress_then_cancel_then_the_groups_with_their_evidence(page, server, 
     assert all(words) and sum(w.startswith("kept: most pixels") for w in words) == 6  # one keeper per group
     assert any(w.startswith("exact copy") for w in words)
     assert any("cosine" in w and ("keypoints" in w or "aligned pixels" in w) and "scaled ×" in w for w in words)
+    # the pill says what a check found, not the band of a cosine below the threshold
+    pills = page.eval_on_selector_all("#dup-groups .dup-member", """els => els.map(e => [
+        e.querySelector('.dup-evidence').textContent, e.querySelector('.band').textContent])""")
+    bands = {"same picture", "near-duplicate", "same kind", "weak", "unrelated"}
+    for evidence, pill in pills:
+        expected = ({"keep"} if evidence.startswith("kept") else {"exact copy"} if evidence.startswith("exact copy")
+                    else {"edited copy"} if evidence.startswith(("keypoints check", "dense check")) else bands)
+        assert pill in expected, (evidence, pill)
 
     # the contract review.js uses: one event per render, groups with their keeper, one data-id per member
     assert page.evaluate("window.__rendered") == ["dup-groups"]

@@ -218,6 +218,15 @@ function outline(groupEl, member) {
 }
 
 // ---------------------------------------------------------------- the groups
+// the pill of a member a check put in the group: what it is, not the band of its cosine ("same kind" under
+// a verified edit read as a contradiction); a member in by its cosine keeps the band
+function verdictWord(found) {
+  if (!found) return null;
+  if (found.decided_by === "sha256") return "exact copy";
+  if (found.decided_by === "keypoints" || found.decided_by === "dense") return "edited copy";
+  return null;
+}
+
 function memberElement(group, i, keep) {
   const id = group.ids[i];
   const kept = i === 0;  // the group's kept image comes first
@@ -229,7 +238,7 @@ function memberElement(group, i, keep) {
   const hit = { id, path: group.paths[i], label: dirLabel(group.paths[i]),
                 score: group.scores[i], thumbnail_url: group.thumbnail_urls[i] };
   const button = card(hit, {
-    classes: ["dup-hit", ...(kept ? ["keeper"] : [])], badge: kept ? "keep" : null,
+    classes: ["dup-hit", ...(kept ? ["keeper"] : [])], badge: kept ? "keep" : verdictWord(found),
     onClick: () => {
       location.hash = "#search";
       searchId(hit);
