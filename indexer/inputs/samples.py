@@ -234,7 +234,7 @@ def lookalikes(per_family: int = 50, seed: int = 0) -> list:
     return items
 
 
-def flat_near_duplicate_set(count: int = 48, seed: int = 0, exclude: set[bytes] = frozenset()) -> list:
+def flat_near_duplicate_set(count: int = 48, seed: int = 0, exclude: set[bytes] | None = None) -> list:
     """``count`` seeded emoji (on white, 64 px) each followed by its FLAT_EDITS, groups from FLAT_GROUP.
 
     ``exclude``: sha256 digests of pictures (``Image.tobytes()``) not to take, e.g. the look-alikes, so no
@@ -247,7 +247,7 @@ def flat_near_duplicate_set(count: int = 48, seed: int = 0, exclude: set[bytes] 
 
     rng = np.random.default_rng(seed)
     records = emoji_records()
-    seen, items = set(exclude), []
+    seen, items = set(exclude or ()), []
     for i in rng.permutation(len(records)):
         if len(items) >= count * (1 + len(FLAT_EDITS)):
             break

@@ -102,6 +102,7 @@ def test_exif_tolerance_would_catch_an_unrotated_photo(bad_index, photos_dir, em
 @pytest.mark.timeout(60)
 def test_index_folder_holds_no_temporary_files(bad_index):
     index_dir, _ = bad_index
+    from imgsearch.indexer.folder.features import FEATURES_FILE
     from imgsearch.indexer.folder.lock import LOCK_FILE
 
     names = sorted(str(p.relative_to(index_dir)) for p in index_dir.rglob("*"))
@@ -109,7 +110,8 @@ def test_index_folder_holds_no_temporary_files(bad_index):
     assert not [n for n in names if n != LOCK_FILE and (Path(n).name.startswith(".") or ".tmp" in n)], names
     assert not (index_dir / LOCK_FILE).read_bytes()
     manifest = EmbeddingStore(index_dir).read_manifest()
-    expected = {"manifest.json", "skipped.log", LOCK_FILE, manifest["index_file"], "shards",
+    # FEATURES_FILE: the duplicates verifier's side table, written by indexing
+    expected = {"manifest.json", "skipped.log", LOCK_FILE, manifest["index_file"], "shards", FEATURES_FILE,
                 *(f"shards/{s}" for s in manifest["shards"])}
     assert set(names) == expected
 
