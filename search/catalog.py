@@ -182,16 +182,9 @@ class Catalog:
         """(sha256, file_size, mtime) stored for ``row``: what its file held when it was indexed (size and
         mtime None where unknown: a shard of formats 1-3, a URI's time).  One row group's columns, read now."""
         g = int(np.searchsorted(self._group_starts, row, side="right") - 1)
-        shard = int(self._group_shard[g])
-        with self._lock:
-            try:
-                f = self._file(shard)
-                columns = [c for c in ("sha256", "file_size", "mtime") if c in f.schema_arrow.names]
-                table = f.read_row_group(int(self._group_index[g]), columns=columns, use_threads=False)
-            except (OSError, pa.ArrowException) as exc:
-                raise self.store.unreadable_shard(exc, self.shards[shard]) from exc
+        table = self._group_columns(g, ("sha256", "file_size", "mtime"))
         at = row - int(self._group_starts[g])
-        sha256, size, mtime = (table.column(c)[at].as_py() if c in columns else None
+        sha256, size, mtime = (table.column(c)[at].as_py() if c in table.column_names else None
                                for c in ("sha256", "file_size", "mtime"))
         return sha256, size, mtime
 
@@ -202,19 +195,23 @@ class Catalog:
         groups = np.searchsorted(self._group_starts, rows, side="right") - 1
         found: list = [(None, None, None)] * len(rows)
         for g in np.unique(groups):
-            shard = int(self._group_shard[g])
-            with self._lock:
-                try:
-                    f = self._file(shard)
-                    columns = [c for c in ("width", "height", "file_size") if c in f.schema_arrow.names]
-                    table = f.read_row_group(int(self._group_index[g]), columns=columns, use_threads=False)
-                except (OSError, pa.ArrowException) as exc:
-                    raise self.store.unreadable_shard(exc, self.shards[shard]) from exc
-            values = {c: table.column(c).to_pylist() for c in columns}
+            table = self._group_columns(int(g), ("width", "height", "file_size"))
+            values = {c: table.column(c).to_pylist() for c in table.column_names}
             for i in np.flatnonzero(groups == g):
                 at = int(rows[i] - self._group_starts[g])
                 found[i] = tuple(values[c][at] if c in values else None for c in ("width", "height", "file_size"))
         return found
+
+    def _group_columns(self, g: int, names) -> pa.Table:
+        """Row group ``g``'s columns among ``names`` that its shard has (an older format lacks some), read now."""
+        shard = int(self._group_shard[g])
+        with self._lock:
+            try:
+                f = self._file(shard)
+                columns = [c for c in names if c in f.schema_arrow.names]
+                return f.read_row_group(int(self._group_index[g]), columns=columns, use_threads=False)
+            except (OSError, pa.ArrowException) as exc:
+                raise self.store.unreadable_shard(exc, self.shards[shard]) from exc
 
     def ids_of_path(self, path: str) -> list[int]:
         """The ids indexed under ``path`` exactly as stored (one, unless a list named the file twice); reads
