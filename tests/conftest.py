@@ -243,6 +243,12 @@ def dup_corpus(tmp_path_factory, photos_dir) -> Path:
     return root
 
 
+@pytest.fixture
+def dup_server(dup_index):
+    """A fresh server (a fresh engine: nothing cached) over the shared duplicates index."""
+    yield from _live_server(dup_index[0], WARM_UP=False, RELOAD_INTERVAL=None)
+
+
 @pytest.fixture(scope="session")
 def dup_index(tmp_path_factory, dup_corpus):
     """(folder, summary): ``dup_corpus`` indexed once with the fake model (shared read-only: copy it to change it).

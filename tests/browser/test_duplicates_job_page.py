@@ -10,18 +10,14 @@ import re
 import pytest
 
 from tests.browser.helpers import ARTIFACTS, wait_until
-from tests.helpers import LiveServer, VerificationGate
+from tests.helpers import VerificationGate
 
 DONE = "document.querySelector('#dup-status').textContent.includes('groups at threshold')"
 
 
 @pytest.fixture
-def server(dup_index):
-    from imgsearch.web import create_app
-
-    live = LiveServer(create_app({"INDEX_DIR": str(dup_index[0]), "WARM_UP": False, "RELOAD_INTERVAL": None}))
-    yield live
-    live.close()
+def server(dup_server):
+    return dup_server  # tests/conftest.py: a fresh server over the shared duplicates index
 
 
 def test_progress_then_cancel_then_the_groups_with_their_evidence(page, server, monkeypatch):

@@ -16,13 +16,8 @@ JOBS = "/api/duplicates/jobs"
 
 
 @pytest.fixture
-def server(dup_index):
-    """A fresh server (a fresh engine: nothing cached) over the shared duplicates index."""
-    from imgsearch.web import create_app
-
-    live = LiveServer(create_app({"INDEX_DIR": str(dup_index[0]), "WARM_UP": False, "RELOAD_INTERVAL": None}))
-    yield live
-    live.close()
+def server(dup_server):
+    return dup_server  # tests/conftest.py: a fresh server over the shared duplicates index
 
 
 @pytest.fixture
