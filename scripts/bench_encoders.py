@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from imgsearch.indexer.model.precision_choice import cpu_info
+
 SHAPES = {  # name -> (layers, hidden, heads, mlp, size)
     "tiny": (2, 32, 2, 64, 56),
     "small": (12, 384, 6, 1536, 224),
@@ -46,15 +48,6 @@ def write_dinov2(folder: Path, layers: int, hidden: int, heads: int, mlp: int, s
     backbone.save_to_preset(str(folder))
     converter.save_to_preset(str(folder))
     return folder
-
-
-def cpu_flags() -> str:
-    try:
-        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split())
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return " ".join(f for f in wanted if f in flags) or "none of " + " ".join(wanted)
 
 
 def ms_per_image(embedder, images: np.ndarray, repeat: int = 3) -> float:
@@ -86,7 +79,7 @@ def main() -> None:
         models.append((f"DINOv2 {name} (random weights)", str(folder)))
         print(f"preset {folder}: ready in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     rng = np.random.default_rng(0)
-    print(f"CPU: {os.cpu_count()} cores, flags {cpu_flags()}; {args.images} images, batch 32, model only")
+    print(f"CPU: {os.cpu_count()} cores, {' / '.join(cpu_info())}; {args.images} images, batch 32, model only")
     print(f"{'encoder':34} {'size':>5} {'dim':>5} {'runtime':40} {'ms/img':>8} {'img/s':>8} {'prepare s':>9}")
     for label, name in models:
         backbone = load_backbone(name, cache_dir=cache)
