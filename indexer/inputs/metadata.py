@@ -17,6 +17,7 @@ import calendar
 import io
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,7 @@ from datetime import datetime
 EXIF_IFD = 0x8769  # the Exif sub-IFD, where DateTimeOriginal lives
 DATE_TIME_ORIGINAL = 0x9003
 MAKE, MODEL = 0x010F, 0x0110
+_WARNINGS_LOCK = threading.Lock()
 MAX_TEXT = 64  # a camera's make or model longer than this is cut: EXIF strings can be any size
 _EXIF_DATE = re.compile(r"(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -60,7 +62,9 @@ def exif_fields(data: bytes) -> tuple[int | None, str | None, str | None]:
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
+        # one thread at a time: catch_warnings saves and restores the process's filters, so two threads
+        # interleaving it (decoding threads, server threads) could leave "ignore everything" behind
+        with _WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about corrupt EXIF: it is only metadata here
             with Image.open(io.BytesIO(data)) as img:  # reads the header only, never the pixels
                 exif = img.getexif()

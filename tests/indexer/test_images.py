@@ -138,3 +138,36 @@ def test_special_files_are_refused_without_reading(tmp_path):
                          ("dangling.jpg", "broken symbolic link"), ("folder.jpg", "a folder")):
         with pytest.raises(ImageDecodeError, match=reason):
             decode_image(tmp_path / name, 32)
+
+
+def test_exif_read_in_many_threads_leaves_the_warning_filters_as_they_were():
+    """Decoding threads (small runs) and server threads read EXIF at once: catch_warnings saves and restores the
+    process's filters, so interleaved it could leave "ignore every warning" behind, or drop another's filter."""
+    import io
+    import threading
+    import warnings
+
+    from PIL import Image
+
+    from imgsearch.indexer.inputs.metadata import exif_fields
+
+    buffer = io.BytesIO()  # hostile EXIF: Pillow warns while parsing it
+    Image.new("RGB", (8, 8)).save(buffer, "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" +
+                                  bytes(range(256)) * 4)
+    data = buffer.getvalue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        before = list(warnings.filters)
+        start = threading.Barrier(8)
+
+        def read():
+            start.wait()
+            for _ in range(300):
+                exif_fields(data)
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert warnings.filters == before
