@@ -16,7 +16,7 @@ from collections import deque
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sized
 
 import numpy as np
 
@@ -77,6 +77,9 @@ def _is_known(keys: np.ndarray, sha: str) -> bool:
 
 
 CHUNK = 8  # files a decoding process is handed at once: one round trip for several images
+# listed files up to which a run is decoded by threads of this process: starting a decoding process (spawn,
+# importing Pillow, NumPy and OpenCV) costs about a second, more than it saves on a few dozen files
+SMALL_RUN = 64
 
 
 def batched(items: Iterable, n: int) -> Iterator[tuple]:
@@ -143,9 +146,9 @@ def _decode(data: bytes, size: int, max_pixels: int, resample: str,
     return DecodedImage(array, width, height), features_or_none(img) if features else None
 
 
-def _pool(workers: int, keys: np.ndarray) -> Executor:
-    if workers == 0:  # decode in a thread of this process (small runs, tests)
-        return ThreadPoolExecutor(1, thread_name_prefix="decode")
+def _pool(workers: int, keys: np.ndarray, threads: int) -> Executor:
+    if threads:  # decode in threads of this process: Pillow and OpenCV release the GIL while they work
+        return ThreadPoolExecutor(threads, thread_name_prefix="decode")
     # spawn, not fork: the parent may already run TensorFlow's threads
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(keys,))
@@ -160,7 +163,10 @@ def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None 
                 workers: int | None = None, window: int = 256, chunk: int = CHUNK,
                 max_pixels: int = MAX_PIXELS, resample: str = DEFAULT_RESAMPLE,
                 refresh_metadata: bool = False, features: bool = True) -> Iterator[Decoded | Skipped | AlreadyIndexed]:
-    """Decode ``files`` in ``workers`` processes (default: one per core), yielding in input order.
+    """Decode ``files`` in ``workers`` processes, yielding in input order.
+
+    ``workers``: None decodes a list of at most SMALL_RUN files in one thread per core of this process and
+    anything else in one process per core; 0 decodes in one thread of this process.
 
     ``known``: sorted uint64 keys (``known_keys``) of contents already indexed;
     those files are hashed but not decoded.  Images over ``max_pixels`` are skipped.
@@ -169,15 +175,19 @@ def read_images(files: Iterable[ImageFile], size: int, known: np.ndarray | None 
     local features.
     """
     keys = np.empty(0, np.uint64) if known is None else known
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers == 0:  # a thread gets the keys with each call
+    cores = os.cpu_count() or 1
+    threads = 1 if workers == 0 else 0
+    if workers is None:
+        small = isinstance(files, Sized) and len(files) <= SMALL_RUN
+        workers, threads = (0, cores) if small else (cores, 0)
+    if threads:  # a thread gets the keys with each call
         chunk = 1
     window = max(window // chunk, 1)  # in chunks
-    with _pool(workers, keys) as pool:
+    with _pool(workers, keys, threads) as pool:
         pending: deque = deque()
 
         def submit(group: list[ImageFile]):
-            if workers == 0:
+            if threads:
                 return pool.submit(lambda: [read_one(group[0], size, keys, max_pixels, resample, refresh_metadata,
                                                      features)])
             # processes got the keys once, at start

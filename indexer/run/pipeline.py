@@ -108,7 +108,7 @@ class LocalStage(OutcomeStage):
             batch.clear()
             return out
 
-        for item in read_images(iter(run.files), size, run.ledger.known_keys(), workers=config.decode_workers,
+        for item in read_images(run.files, size, run.ledger.known_keys(), workers=config.decode_workers,
                                 max_pixels=config.max_pixels, resample=filter_,
                                 refresh_metadata=self.refresh_metadata, features=config.local_features):
             if isinstance(item, AlreadyIndexed) and not run.ledger.is_known(item.sha256):

@@ -60,6 +60,37 @@ def test_read_stage_keeps_input_order_whatever_the_chunks(corpus, workers, chunk
     assert {type(i).__name__ for i in items} == {"Decoded", "Skipped"}
 
 
+def test_a_small_run_is_decoded_by_threads_and_a_large_one_by_processes(corpus, monkeypatch):
+    """Starting a decoding process (spawn) costs about a second, more than it saves on a few dozen files: a run
+    of at most SMALL_RUN listed files is decoded by this process's threads (Pillow and OpenCV release the GIL),
+    a larger one, or an unsized stream, by processes; the items are the same either way, in order."""
+    import concurrent.futures
+
+    from imgsearch.indexer.inputs import reader
+
+    started = []
+
+    class Counting(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            started.append(args[0] if args else kwargs.get("max_workers"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(reader, "ProcessPoolExecutor", Counting)
+    files = list(iter_image_files([corpus]))
+    assert reader.SMALL_RUN < len(files) * 4 and len(files[: reader.SMALL_RUN]) == reader.SMALL_RUN
+    small = list(read_images(files[: reader.SMALL_RUN], 32))
+    assert started == []
+    by_process = list(read_images(files[: reader.SMALL_RUN], 32, workers=1))
+    assert started == [1]
+    assert [(i.file.path, type(i).__name__, getattr(i, "sha256", None)) for i in small] == \
+        [(i.file.path, type(i).__name__, getattr(i, "sha256", None)) for i in by_process]
+    decoded = [(a, b) for a, b in zip(small, by_process) if type(a).__name__ == "Decoded"]
+    assert decoded and all(np.array_equal(a.image.array, b.image.array) for a, b in decoded)
+    list(read_images(iter(files[: reader.SMALL_RUN]), 32))  # a stream: its length is not known
+    list(read_images(files * 2, 32))  # more than SMALL_RUN files
+    assert len(started) == 3
+
+
 def test_embed_stage_alone():
     calls = []
 
