@@ -156,9 +156,9 @@ def test_cli_like_and_unlike_take_ids_and_image_files(engine, built_index, corpu
     answer = json.loads(r.stdout)
     assert [h["id"] for h in answer["results"]] == [h.id for h in expected] and len(expected) == 5
 
-    # best, plain text, ids only (no model to load)
-    r = _cli("--index", index_dir, "--like", "7", "--like", "30", "--strategy", "best", "-k", "3")
-    assert r.returncode == 0, r.stderr
+    # best, plain text, ids only (no model to load); the rest in this process: the child above is the console script
+    r = _in_process("search", "--index", index_dir, "--like", "7", "--like", "30", "--strategy", "best", "-k", "3")
+    assert r.exit_code == 0, r.output
     best = engine.search_examples([7, 30], strategy="best", k=3)
     assert [line.split("(id ")[1].rstrip(")") for line in r.stdout.splitlines()[1:]] == [str(h.id) for h in best]
 
@@ -166,6 +166,6 @@ def test_cli_like_and_unlike_take_ids_and_image_files(engine, built_index, corpu
                           (["--like", "no-such-file.jpg"], "neither an indexed id nor an image file"),
                           (["--unlike", "3"], "at least one positive example"),
                           (["--like", "3", "--min-score", "2"], "--min-score must be a number from -1 to 1")):
-        r = _cli("--index", index_dir, *args)
-        assert r.returncode != 0
+        r = _in_process("search", "--index", index_dir, *args)
+        assert r.exit_code != 0 and isinstance(r.exception, SystemExit), (args, r.output, r.exception)
         assert r.stderr.strip().splitlines()[-1].startswith("Error:") and message in r.stderr, r.stderr

@@ -107,6 +107,7 @@ def _digit(pixels: np.ndarray, colour=(255, 255, 255)) -> Image.Image:
     return ImageOps.colorize(grey, (0, 0, 0), colour)
 
 
+@pytest.mark.slow  # a measurement over 560 pairs of real digits, like tests/quality/
 @pytest.mark.xfail(strict=True, reason="measured 3 of 560 pairs of 8 x 8 digits called one picture")
 def test_two_handwritten_digits_of_one_class_are_kept_apart(digits):
     images, target = digits
