@@ -75,7 +75,7 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @click.option("--shard-size", default=4096, show_default=True, type=Integer(1),
               help="Rows per Parquet shard.")
 @click.option("--workers", type=Integer(0, 256), default=None,
-              help="Decoding processes (default: one per core; 0: decode in a thread).")
+              help="Decoding processes (default: one per core; threads for 64 files or fewer; 0: one thread).")
 @click.option("--sync", is_flag=True, help="Also remove indexed images whose files are gone from SOURCES.")
 @click.option("--refresh-metadata", is_flag=True,
               help="Also capture again the file metadata (size, times, EXIF date and camera) of indexed images; "

@@ -44,7 +44,7 @@ class IndexConfig:
     # Queries always use the index's.
     precision: str | None = None
     shard_size: int = 4096  # rows per Parquet shard
-    decode_workers: int | None = None  # decoding processes; None = one per core, 0 = a thread
+    decode_workers: int | None = None  # decoding processes; None = one per core (threads for a small run), 0 = a thread
     local_features: bool = True  # the duplicates verifier's features, computed while decoding and stored
     cache_dir: Path = field(default_factory=default_cache_dir)
     progress: bool = True
