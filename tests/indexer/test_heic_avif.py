@@ -74,11 +74,15 @@ def test_heic_and_avif_are_indexed_and_found_by_the_same_picture_as_jpeg(tmp_pat
     run = subprocess.run([imgsearch, "index", str(folder), "--index", str(tmp_path / "idx"), "--backbone", NAME],
                          capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0 and "indexed 4 new images" in run.stderr + run.stdout, run.stderr
+    queries = []
     for name, array in pictures.items():
-        query = tmp_path / f"{name}.jpg"
-        Image.fromarray(array).save(query, "JPEG", quality=85)
-        run = subprocess.run([imgsearch, "search", "--index", str(tmp_path / "idx"), str(query), "-k", "1", "--json"],
-                             capture_output=True, text=True, timeout=300, env=env)
-        assert run.returncode == 0, run.stderr
-        best = json.loads(run.stdout)["results"][0]
+        queries.append(tmp_path / f"{name}.jpg")
+        Image.fromarray(array).save(queries[-1], "JPEG", quality=85)
+    run = subprocess.run([imgsearch, "search", "--index", str(tmp_path / "idx"), *map(str, queries), "-k", "1",
+                          "--json"], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    answers = [json.loads(line) for line in run.stdout.splitlines()]  # one JSON line per query, in order
+    assert [a["query"] for a in answers] == list(map(str, queries))
+    for name, answer in zip(pictures, answers):
+        best = answer["results"][0]
         assert best["path"].rsplit("/", 1)[1].split(".")[0] == name and best["score"] > 0.98, (name, best)

@@ -108,8 +108,11 @@ def test_the_command_line_reports_the_repeats_and_a_labels_file_refuses_two_labe
                                                                                     tmp_path):
     file = tmp_path / "examples.json"
     file.write_text(json.dumps({cls: ids * 7 for cls, ids in chosen.items()}))
+    # an SVM head: how repeats are counted does not depend on the classifier (softmax: the test above), and the
+    # child then trains without importing TensorFlow
     done = subprocess.run([IMGSEARCH, "train-head", "--index", str(repeats_index), "--name", "cli", "--examples",
-                           str(file)], capture_output=True, text=True, timeout=300, env=fake_model_env())
+                           str(file), "--model", "svm"], capture_output=True, text=True, timeout=300,
+                          env=fake_model_env())
     assert done.returncode == 0, done.stderr
     assert "examples per class: a 6, b 6" in done.stdout
     assert "72 of the 84 examples given repeated an image given before: each image counted once" in done.stdout
@@ -131,16 +134,18 @@ def test_post_heads_counts_repeated_ids_once(repeats_index, chosen, monkeypatch)
     server = LiveServer(create_app({"INDEX_DIR": str(repeats_index), "WARM_UP": False}))
     try:
         url = f"{server.url}/api/heads"
-        once = requests.post(url, json={"name": "web-once", "examples": chosen}, timeout=300)
+        # SVM heads, as on the command line above: the training child then imports no TensorFlow
+        once = requests.post(url, json={"name": "web-once", "model": "svm", "examples": chosen}, timeout=300)
         assert once.status_code == 201, once.text
-        body = {"name": "web-7x", "examples": {cls: ids * 7 for cls, ids in chosen.items()}}
+        body = {"name": "web-7x", "model": "svm", "examples": {cls: ids * 7 for cls, ids in chosen.items()}}
         repeated = requests.post(url, json=body, timeout=300)
         assert repeated.status_code == 201, repeated.text
         m, m1 = repeated.json()["head"]["metrics"], once.json()["head"]["metrics"]
         assert m["examples_per_class"] == {"a": 6, "b": 6} and m["repeats_dropped"] == 72
         assert m["validation"] == m1["validation"] and m["measured_examples"] == m1["measured_examples"] == 12
         one = chosen["a"][0]
-        clash = requests.post(url, json={"name": "web-bad", "examples": {"a": chosen["a"], "b": [{"id": one}]}},
+        clash = requests.post(url, json={"name": "web-bad", "model": "svm",
+                                         "examples": {"a": chosen["a"], "b": [{"id": one}]}},
                               timeout=300)
         assert clash.status_code == 400, clash.text
         assert f"image {one} is an example of both 'a'" in clash.json()["error"]["message"]
