@@ -74,6 +74,7 @@ class TaskSettings:
     keys: object  # Broadcast of the sorted uint64 keys of indexed contents (reader.known_keys)
     precision: str = "float32"  # the index's (manifest.model_precision): executors embed as it was built
     resample: str = "bicubic"  # the index's resize filter (manifest.resample), likewise
+    model_spec: dict | None = None  # an ONNX model's spec, as the manifest records it (manifest.recorded_model_spec)
 
 
 _EMBEDDERS: dict = {}  # one model per Python worker process, kept across the tasks it runs
@@ -116,7 +117,7 @@ def process_embedder(settings: TaskSettings, threads: int):
         from imgsearch.indexer.model.embedder import Embedder
 
         cache = _cache_dir(settings)
-        backbone = load_backbone(settings.backbone, settings.weights, cache)
+        backbone = load_backbone(settings.backbone, settings.weights, cache, settings.model_spec)
         _EMBEDDERS[key] = Embedder(backbone, settings.batch_size, settings.runtime, cache, threads=threads,
                                    precision=settings.precision,
                                    calibration=CALIBRATION if settings.precision == "int8" else None)
