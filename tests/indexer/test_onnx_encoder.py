@@ -257,3 +257,22 @@ def test_python_index_by_an_onnx_model_with_its_spec_beside_it_and_search_it(tmp
         backbone=f"onnx:{model}", model_spec=dict(SPEC), cache_dir=tmp_path / "cache", progress=False,
         decode_workers=0))
     assert again.added == 0
+
+
+# ---------------------------------------------------------------- the product's own CNN through ONNX (slow)
+
+
+def test_efficientnet_lite0_exported_to_onnx_embeds_as_the_tflite_float32_path(lite0, tmp_path, photos_dir):
+    """The default backbone, as the indexer builds it, exported at test time by tf2onnx: onnxruntime with the
+    spec that says Lite0's preprocessing gives the TFLite float32 embeddings within 1e-4."""
+    from imgsearch.indexer.inputs.images import decode_image
+    from tests.onnx_models import export_lite0
+
+    model = export_lite0(lite0, tmp_path / "lite0.onnx")
+    spec = {"input_size": 224, "layout": "NHWC", "scale": 1 / 127.5, "offset": -1.0, "pooling": "none"}
+    onnx_bb = load_backbone(f"onnx:{model}", model_spec=spec)
+    assert onnx_bb.dim == lite0.dim == 1280
+    images = np.stack([decode_image(p, 224).array for p in sorted(photos_dir.glob("*.jpg"))])  # (8, 224, 224, 3)
+    tflite = Embedder(lite0, runtime="tflite", precision="float32").embed(images)
+    onnx = Embedder(onnx_bb, batch_size=3).embed(images)
+    assert np.abs(onnx - tflite).max() < 1e-4
