@@ -361,8 +361,8 @@ def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path |
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = (name, weights, str(cache_dir), json.dumps(model_spec, sort_keys=True, default=str))
     # a preset folder or a model file changed: opened anew
-    stamp = folder_stamp(name) if spec.loader is _load_hub else file_stamp(name) if spec.loader is _load_onnx \
-        else None
+    stamp = folder_stamp(name) if spec.loader is _load_hub else \
+        file_stamp(name, model_spec) if spec.loader is _load_onnx else None
     if key not in _LOADED or _STAMPS.get(key) != stamp:
         _LOADED[key] = spec.loader(spec, weights, cache_dir, model_spec) if spec.loader is _load_onnx else \
             spec.loader(spec, weights, cache_dir)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from imgsearch.indexer.errors import ImgsearchError, InvalidInputError, MissingDependencyError
-from imgsearch.indexer.model.onnx_spec import OnnxSpec, read_spec
+from imgsearch.indexer.model.onnx_spec import SPEC_SUFFIX, OnnxSpec, read_spec
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ def model_path(name: str) -> Path:
     """The model file a backbone name ``onnx:FILE`` means, absolute."""
     if not is_onnx(name) or not name[len(ONNX_PREFIX):].strip():
         raise InvalidInputError(f"an ONNX backbone is spelt onnx:FILE.onnx, got {name!r}")
-    return Path(name[len(ONNX_PREFIX):]).expanduser().resolve()
+    # absolute, links kept: "a link to it there" must keep working after the file it points to moves
+    return Path(os.path.abspath(Path(name[len(ONNX_PREFIX):]).expanduser()))
 
 
 def onnx_name(name: str) -> str:
@@ -49,13 +51,23 @@ def onnx_name(name: str) -> str:
     return ONNX_PREFIX + str(model_path(name))
 
 
-def file_stamp(name: str) -> tuple | None:
-    """The model file's size and modification time: a changed file is opened anew."""
+def file_stamp(name: str, spec_value=None) -> tuple | None:
+    """The sizes and modification times of the model file and of its spec file (the one given, or the one
+    beside the model): either changed, the model is opened anew."""
     try:
-        stat = model_path(name).stat()
-    except (OSError, InvalidInputError):
+        model = model_path(name)
+    except InvalidInputError:
         return None
-    return stat.st_size, stat.st_mtime_ns
+    spec = Path(spec_value).expanduser() if isinstance(spec_value, (str, Path)) and \
+        not str(spec_value).lstrip().startswith("{") else model.with_name(model.name + SPEC_SUFFIX)
+    stamps = []
+    for path in (model, spec):
+        try:
+            stat = path.stat()
+            stamps.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
 
 
 def require_onnxruntime():

@@ -123,6 +123,20 @@ def test_the_tiny_model_embeds_unit_vectors_preprocessed_and_pooled_as_its_spec_
     assert np.abs(Embedder(bgr).embed(pixels[..., ::-1].copy()) - vectors).max() < 1e-5
 
 
+def test_a_model_or_spec_file_changed_in_the_same_process_is_opened_anew_and_a_link_keeps_its_own_path(tmp_path):
+    backbones.clear_loaded()
+    model = write_tiny_cnn(tmp_path / "m.onnx")
+    spec = write_spec(tmp_path / "spec.json")
+    first = load_backbone(f"onnx:{model}", model_spec=str(spec))
+    write_spec(spec, output="map", pooling="gap")
+    assert load_backbone(f"onnx:{model}", model_spec=str(spec)).extra["onnx"]["output"] == "map"
+    write_tiny_cnn(model, seed=3)
+    assert load_backbone(f"onnx:{model}", model_spec=str(spec)).weights_id != first.weights_id
+    link = tmp_path / "link.onnx"
+    link.symlink_to(model)  # the manifest keeps the link, so the file behind it may move
+    assert load_backbone(f"onnx:{link}", model_spec=SPEC).name == f"onnx:{link}"
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"layout": "NHWC"}, "would have 32 channels, not 3; set \"layout\": \"NCHW\""),
     ({"input_size": 64}, "not 64 x 64 in layout NCHW: set \"input_size\" to its size"),
@@ -257,6 +271,30 @@ def test_python_index_by_an_onnx_model_with_its_spec_beside_it_and_search_it(tmp
         backbone=f"onnx:{model}", model_spec=dict(SPEC), cache_dir=tmp_path / "cache", progress=False,
         decode_workers=0))
     assert again.added == 0
+
+
+def test_the_api_and_client_search_an_onnx_index_and_explain_is_a_400(tmp_path, photos_dir):
+    import requests
+
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
+    from imgsearch.search.client import SearchClient
+    from imgsearch.web.app import create_app
+    from tests.helpers import LiveServer
+
+    backbones.clear_loaded()
+    model = write_tiny_cnn(tmp_path / "tiny.onnx")
+    index_images([str(photos_dir)], tmp_path / "idx", IndexConfig(
+        backbone=f"onnx:{model}", model_spec=SPEC, cache_dir=tmp_path / "cache", progress=False, decode_workers=0))
+    photo = sorted(photos_dir.glob("*.jpg"))[3]
+    server = LiveServer(create_app({"INDEX_DIR": str(tmp_path / "idx"), "WARM_UP": False}))
+    try:  # the API embeds the uploaded query with the index's model and recorded spec
+        found = SearchClient(server.url).search(photo, k=1)
+        assert found.results[0].path == str(photo) and found.backbone == f"onnx:{model}"
+        r = requests.post(f"{server.url}/api/explain", json={"query": {"id": 0}, "id": 1}, timeout=60)
+        assert r.status_code == 400 and "ONNX model" in r.json()["error"]["message"], r.text
+    finally:
+        server.close()
 
 
 # ---------------------------------------------------------------- the product's own CNN through ONNX (slow)
