@@ -314,3 +314,25 @@ def test_efficientnet_lite0_exported_to_onnx_embeds_as_the_tflite_float32_path(l
     tflite = Embedder(lite0, runtime="tflite", precision="float32").embed(images)
     onnx = Embedder(onnx_bb, batch_size=3).embed(images)
     assert np.abs(onnx - tflite).max() < 1e-4
+
+
+def test_spark_executors_embed_with_the_onnx_model_and_its_recorded_spec(spark, tmp_path, photos_dir):
+    """No spec beside the model: the executors can only embed as the driver did by the manifest's record."""
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+    from imgsearch.indexer.run.pipeline import index_images
+    from imgsearch.indexer.spark.images import index_images_spark
+
+    model = write_tiny_cnn(tmp_path / "tiny.onnx")
+    config = IndexConfig(backbone=f"onnx:{model}", model_spec=dict(SPEC, channels="BGR"), progress=False,
+                         decode_workers=0, spark_master="local[2]", spark_task_size=4)
+    index_images([photos_dir], tmp_path / "local", config)
+    index_images_spark([photos_dir], tmp_path / "spark", config, spark=spark)
+    rows = {}
+    for name in ("local", "spark"):
+        store = EmbeddingStore(tmp_path / name)
+        table = store.read_table(store.read_manifest()["shards"]).sort_by("path")
+        rows[name] = (table.column("path").to_pylist(), embeddings_of(table))
+    assert rows["local"][0] == rows["spark"][0] and len(rows["local"][0]) == 8
+    assert np.abs(rows["local"][1] - rows["spark"][1]).max() < 1e-6
+    assert "onnxruntime" in EmbeddingStore(tmp_path / "spark").read_manifest()["runtime"]
