@@ -14,6 +14,7 @@ and reused by every task that process runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -32,6 +33,7 @@ from imgsearch.indexer.folder.texts import decode_text, encode_text, encode_text
 from imgsearch.indexer.inputs import filesystems
 from imgsearch.indexer.inputs.reader import AlreadyIndexed, Decoded, Skipped, read_one
 from imgsearch.indexer.inputs.sources import ImageFile
+from imgsearch.indexer.model.onnx_encoder import file_stamp, is_onnx
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +112,11 @@ def _cache_dir(settings: TaskSettings) -> Path:
 
 def process_embedder(settings: TaskSettings, threads: int):
     """The embedder of this worker process, built on first use."""
-    key = (settings.backbone, settings.weights, settings.runtime, settings.precision, threads)
+    # an ONNX model: its spec and its file's size and time too (a worker outlives a job; the next job's index
+    # may have another spec, or the file other weights)
+    onnx = (json.dumps(settings.model_spec, sort_keys=True), file_stamp(settings.backbone, settings.model_spec)) \
+        if is_onnx(settings.backbone) else ()
+    key = (settings.backbone, settings.weights, settings.runtime, settings.precision, threads, *onnx)
     if key not in _EMBEDDERS:
         from imgsearch.indexer.inputs.calibration import CALIBRATION
         from imgsearch.indexer.model.backbones import load_backbone

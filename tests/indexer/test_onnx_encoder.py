@@ -9,6 +9,7 @@ EfficientNet-Lite0 to ONNX (tf2onnx) and checks it embeds as the TFLite float32 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -336,3 +337,22 @@ def test_spark_executors_embed_with_the_onnx_model_and_its_recorded_spec(spark, 
     assert rows["local"][0] == rows["spark"][0] and len(rows["local"][0]) == 8
     assert np.abs(rows["local"][1] - rows["spark"][1]).max() < 1e-6
     assert "onnxruntime" in EmbeddingStore(tmp_path / "spark").read_manifest()["runtime"]
+
+
+def test_a_spark_worker_builds_its_onnx_embedder_anew_for_another_spec_or_a_changed_file(tmp_path):
+    """Python workers outlive a job: the next job's index may have another spec, or the file other weights."""
+    from imgsearch.indexer.spark import tasks
+
+    model = write_tiny_cnn(tmp_path / "tiny.onnx")
+    settings = tasks.TaskSettings(f"onnx:{model}", None, "auto", 8, str(tmp_path / "cache"), None, None,
+                                  model_spec=parse_spec(SPEC).normalised())
+    try:
+        first = tasks.process_embedder(settings, 1)
+        assert tasks.process_embedder(settings, 1) is first
+        bgr = tasks.process_embedder(dataclasses.replace(
+            settings, model_spec=parse_spec(dict(SPEC, channels="BGR")).normalised()), 1)
+        assert bgr is not first
+        write_tiny_cnn(model, seed=5)
+        assert tasks.process_embedder(settings, 1).backbone.weights_id != first.backbone.weights_id
+    finally:
+        tasks.clear_embedders()
