@@ -240,6 +240,8 @@ def test_cli_index_and_search_by_an_onnx_model_and_refuse_a_changed_or_moved_one
         found = _cli("search", "--index", str(index), "--json", "-k", "1", str(query))
         assert found.returncode == 0, found.stderr
         assert json.loads(found.stdout)["results"][0]["path"] == str(query)
+    added = _cli("index", str(photos_dir), "--index", str(index), "--no-progress")  # no --backbone, no --spec
+    assert added.returncode == 0 and "indexed 0 new images" in added.stdout, added.stderr
 
     _refused(_cli("index", str(photos_dir), "--index", str(index), "--spec", json.dumps(dict(SPEC, channels="BGR")),
                   "--no-progress"), "under another spec", "leave out --spec")
