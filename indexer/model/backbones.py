@@ -332,7 +332,7 @@ def get_spec(name: str) -> BackboneSpec:
                         "name (e.g. dinov2_small), a local preset folder, or onnx:FILE.onnx") from None
 
 
-_LOADED: dict[tuple, Backbone] = {}  # (name, weights, cache dir, model spec) -> built backbone
+_LOADED: dict[tuple, Backbone] = {}  # (name, weights, cache dir[, an ONNX model's spec]) -> built backbone
 _STAMPS: dict[tuple, tuple | None] = {}  # the same key -> a preset folder's or a model file's sizes and times
 
 
@@ -359,7 +359,9 @@ def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path |
     if model_spec is not None and spec.loader is not _load_onnx:
         raise BackboneError(f"a spec is for an ONNX model (--backbone onnx:FILE.onnx), not {name}: leave out --spec")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = (name, weights, str(cache_dir), json.dumps(model_spec, sort_keys=True, default=str))
+    key = (name, weights, str(cache_dir))
+    if spec.loader is _load_onnx:  # one model file under two specs: two backbones
+        key += (json.dumps(model_spec, sort_keys=True, default=str),)
     # a preset folder or a model file changed: opened anew
     stamp = folder_stamp(name) if spec.loader is _load_hub else \
         file_stamp(name, model_spec) if spec.loader is _load_onnx else None
