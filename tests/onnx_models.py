@@ -20,8 +20,10 @@ SPEC = {"input_size": SIZE, "layout": "NCHW", "mean": list(MEAN), "std": list(ST
         "pooling": "none"}
 
 
-def write_tiny_cnn(path: Path, seed: int = 0, layout: str = "NCHW", batch: int | str = "n") -> Path:
-    """Write the tiny model to ``path`` (``layout`` NHWC: a transpose first, the same weights); returns it."""
+def write_tiny_cnn(path: Path, seed: int = 0, layout: str = "NCHW", batch: int | str = "n",
+                   sequence: bool = False) -> Path:
+    """Write the tiny model to ``path`` (``layout`` NHWC: a transpose first, the same weights; ``sequence``: a
+    third output, ``list``, a sequence of the embedding tensor, as classifiers' non-tensor outputs are); returns it."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -35,10 +37,14 @@ def write_tiny_cnn(path: Path, seed: int = 0, layout: str = "NCHW", batch: int |
               helper.make_node("Relu", ["conv"], ["map"]),
               helper.make_node("GlobalAveragePool", ["map"], ["gap"]),
               helper.make_node("Flatten", ["gap"], ["embedding"], axis=1)]
+    extra = []
+    if sequence:
+        nodes.append(helper.make_node("SequenceConstruct", ["embedding"], ["list"]))
+        extra.append(helper.make_tensor_sequence_value_info("list", TensorProto.FLOAT, None))
     graph = helper.make_graph(
         nodes, "tiny-cnn", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, CHANNELS]),
-         helper.make_tensor_value_info("map", TensorProto.FLOAT, [batch, CHANNELS, None, None])],
+         helper.make_tensor_value_info("map", TensorProto.FLOAT, [batch, CHANNELS, None, None]), *extra],
         initializer=[weights, bias])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

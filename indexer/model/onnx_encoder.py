@@ -177,11 +177,16 @@ def _pick_output(outputs, spec: OnnxSpec, path: Path):
         if spec.output >= len(outputs):
             raise OnnxModelError(f"the ONNX model {path} has {len(outputs)} output(s) ({', '.join(names)}), no "
                                  f"output {spec.output}: set \"output\" to one of them, by name or position")
-        return outputs[spec.output]
-    if spec.output not in names:
+        chosen = outputs[spec.output]
+    elif spec.output not in names:
         raise OnnxModelError(f"the ONNX model {path} has no output {spec.output!r}: its outputs are "
                              f"{', '.join(names)}; set \"output\" to one of them")
-    return outputs[names.index(spec.output)]
+    else:
+        chosen = outputs[names.index(spec.output)]
+    if not chosen.type.startswith("tensor("):  # a sequence or a map (a classifier's ZipMap, say): no embedding
+        raise OnnxModelError(f"the ONNX model {path}'s output {chosen.name!r} is a {chosen.type}, not a tensor: "
+                             f"set \"output\" to a tensor output ({', '.join(names)})")
+    return chosen
 
 
 _EXPECTED = {"none": "(n, D)", "gap": "a feature map (n, h, w, C) or (n, C, h, w)", "class-token": "tokens (n, T, D)"}

@@ -154,6 +154,15 @@ def test_a_spec_that_does_not_fit_the_model_says_what_to_change(tiny, changes, m
     _one_line(exc.value)
 
 
+def test_an_output_that_is_not_a_tensor_is_refused_naming_the_outputs(tmp_path):
+    model = write_tiny_cnn(tmp_path / "seq.onnx", sequence=True)
+    with pytest.raises(OnnxModelError, match="output 'list' is a seq\\(tensor\\(float\\)\\), not a tensor: set "
+                                             "\"output\" to a tensor output \\(embedding, map, list\\)") as exc:
+        load_backbone(f"onnx:{model}", model_spec=dict(SPEC, output="list"))
+    _one_line(exc.value)
+    assert load_backbone(f"onnx:{model}", model_spec=SPEC).dim == CHANNELS
+
+
 def test_a_missing_or_damaged_model_file_is_a_one_line_error(tiny, tmp_path):
     backbones.clear_loaded()
     with pytest.raises(OnnxModelError, match="model file .*nowhere.onnx does not exist: pass the path") as exc:
