@@ -145,6 +145,8 @@ def read_spec(value, model: Path) -> OnnxSpec:
         except json.JSONDecodeError as exc:
             raise OnnxSpecError(f"the ONNX spec given inline is not JSON ({exc.msg} at character {exc.pos}): "
                                 "write a JSON object, or the path of a .json file") from None
+    if isinstance(value, str) and not value.strip():
+        raise OnnxSpecError("the ONNX spec is empty: pass the path of a JSON file, or a JSON object")
     if value is not None and not isinstance(value, (str, Path)):
         raise OnnxSpecError(f"the ONNX spec must be a dict, a JSON string or a file path, not {type(value).__name__}")
     path = Path(value).expanduser() if value is not None else model.with_name(model.name + SPEC_SUFFIX)

@@ -89,7 +89,8 @@ def test_the_spec_is_read_from_a_file_inline_json_or_beside_the_model_with_one_l
     assert read_spec(None, model).layout == "NHWC"
     (tmp_path / "bad.json").write_text('{"input_size": 3')
     for value, message in [(str(tmp_path / "bad.json"), "is not readable JSON"), ('{"input_size":', "inline is not JSON"),
-                           (str(tmp_path / "none.json"), "spec file .*none.json does not exist")]:
+                           (str(tmp_path / "none.json"), "spec file .*none.json does not exist"),
+                           (" ", "the ONNX spec is empty"), ("[]", "spec file \\[\\] does not exist")]:
         with pytest.raises(OnnxSpecError, match=message) as exc:
             read_spec(value, model)
         _one_line(exc.value)
