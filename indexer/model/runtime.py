@@ -31,7 +31,7 @@ import numpy as np
 from imgsearch.indexer.atomic import atomic_write_bytes
 from imgsearch.indexer.config import RUNTIMES, check_precision
 from imgsearch.indexer.errors import ImgsearchError, InvalidInputError
-from imgsearch.indexer.model.backbones import Backbone
+from imgsearch.indexer.model.backbones import Backbone, NotExplainableError
 from imgsearch.indexer.progress import step
 from imgsearch.indexer.quiet import captured, libraries_log
 
@@ -350,7 +350,6 @@ def _preset_runner(backbone: Backbone, cache_dir: Path, threads: int | None, pre
 
 
 def _onnx_runner(backbone: Backbone, runtime: str, threads: int | None, precision: str, outputs: str):
-    from imgsearch.indexer.model.backbones import NotExplainableError
     from imgsearch.indexer.model.onnx_encoder import OnnxRunner
 
     if runtime not in RUNTIMES:
