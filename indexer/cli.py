@@ -20,7 +20,7 @@ from imgsearch.indexer.config import (
     RUNTIMES,
     IndexConfig,
 )
-from imgsearch.indexer.options import Integer, Number, describe_ann, index_option
+from imgsearch.indexer.options import Integer, Number, describe_ann, index_option, spec_option
 
 
 def ann_options(f):
@@ -61,8 +61,9 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
 @click.argument("sources", nargs=-1, required=True, type=click.Path())  # str: URIs stay intact
 @index_option
 @click.option("--backbone", default=None, show_default=DEFAULT_BACKBONE,
-              help="CNN to embed with, or a KerasHub preset: its name (downloaded once) or a local preset folder "
-                   "(pip install 'imgsearch[hub]'); an existing index keeps the one it was built with.")
+              help="CNN to embed with; a KerasHub preset's name or local folder (pip install 'imgsearch[hub]'); or "
+                   "onnx:FILE.onnx (imgsearch[onnx], see --spec). An existing index keeps the one it was built with.")
+@spec_option
 @click.option("--weights", default=None, help="Local weights file (default: the backbone's ImageNet weights).")
 @click.option("--batch-size", default=32, show_default=True, type=Integer(1, 4096))
 @click.option("--runtime", type=click.Choice(RUNTIMES), default="auto", show_default=True,
@@ -95,8 +96,8 @@ def _ann_config(config, index_type, max_index_memory, target_recall, rerank, cpu
               help="Files per Spark task, the unit of resume (default: up to 1024, at least 2 tasks per core).")
 @ann_options
 @no_wait_option
-def index(sources, index_dir, backbone, weights, batch_size, runtime, precision, shard_size, workers, sync,
-          refresh_metadata, refresh_features, no_progress, engine, master, work_dir, task_size, index_type,
+def index(sources, index_dir, backbone, model_spec, weights, batch_size, runtime, precision, shard_size, workers,
+          sync, refresh_metadata, refresh_features, no_progress, engine, master, work_dir, task_size, index_type,
           max_index_memory, target_recall, rerank, cpu_only, on_disk, no_wait):
     """Embed the images in SOURCES into an index folder.
 
@@ -105,8 +106,7 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
     optionally 'label'); any of them may be a URI (hdfs://, s3://, file://).
     Running it again adds only new images, re-embeds files whose content
     changed (keeping their ids), and resumes a run that was interrupted.
-    With --engine spark the embedding runs on a Spark cluster; the index is
-    the same.
+    With --engine spark the embedding runs on a Spark cluster; the index is the same.
     """
     from imgsearch.indexer.folder.manifest import backbone_name, check_not_external
     from imgsearch.indexer.folder.store import EmbeddingStore
@@ -117,10 +117,10 @@ def index(sources, index_dir, backbone, weights, batch_size, runtime, precision,
         check_not_external(store.read_manifest(), index_dir)
     if backbone is None:
         backbone = backbone_name(store.read_manifest()) if store.exists() else DEFAULT_BACKBONE
-    config = dataclasses.replace(IndexConfig(), backbone=backbone, weights=weights, batch_size=batch_size,
-                                 runtime=runtime, precision=precision, shard_size=shard_size, decode_workers=workers,
-                                 progress=not no_progress, spark_master=master, spark_work_dir=work_dir,
-                                 spark_task_size=task_size)
+    config = dataclasses.replace(IndexConfig(), backbone=backbone, model_spec=model_spec, weights=weights,
+                                 batch_size=batch_size, runtime=runtime, precision=precision, shard_size=shard_size,
+                                 decode_workers=workers, progress=not no_progress, spark_master=master,
+                                 spark_work_dir=work_dir, spark_task_size=task_size)
     if engine == "local" and (master or work_dir or task_size):
         raise click.UsageError("--master, --work-dir and --task-size are for --engine spark")
     if engine == "spark" and refresh_metadata:

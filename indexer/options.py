@@ -70,3 +70,9 @@ def describe_ann(count: int, ann: dict) -> list[str]:
         return lines + ["tuned:      exact search, nothing to tune; recall@10 1.000"]
     return lines + [f"tuned:      {params}; recall@10 {tuning.get('recall_at_10', 1.0):.3f} "
                     f"(target {tuning.get('target_recall', 0.95)}, {tuning.get('queries', 0)} held-back queries)"]
+
+
+spec_option = click.option(
+    "--spec", "model_spec", default=None, metavar="SPEC.json|JSON",
+    help="With --backbone onnx:FILE.onnx: the model's spec (input size, layout, mean/std, output, pooling), a JSON "
+         "file or inline JSON [default: FILE.onnx.json beside the model; an existing index keeps its own].")

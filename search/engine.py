@@ -17,6 +17,7 @@ from imgsearch.indexer.folder.manifest import (
     is_external,
     model_precision,
     precision,
+    recorded_model_spec,
     resample,
 )
 from imgsearch.indexer.folder.store import EmbeddingStore
@@ -391,8 +392,8 @@ class SearchEngine:
                 from imgsearch.indexer.model.backbones import load_backbone
                 from imgsearch.indexer.model.embedder import Embedder
 
-                bb = load_backbone(self.backbone, self.config.weights, self.config.cache_dir)
-                check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root), bb.extra.get("preset"))
+                bb = load_backbone(self.backbone, self.config.weights, self.config.cache_dir, recorded_model_spec(self.manifest))
+                check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root), bb.extra)
                 # the index's precision, whatever the config says: one index never mixes two models
                 self._embedder = Embedder(bb, self.config.batch_size, self.config.runtime, self.config.cache_dir,
                                           **model_precision(self.manifest))

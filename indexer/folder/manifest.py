@@ -11,10 +11,13 @@ from imgsearch.indexer.folder.store import IndexFormatError
 log = logging.getLogger(__name__)
 
 
-def check_compatible(manifest: dict, backbone: str, dim: int, where: str, preset: dict | None = None) -> None:
-    """Raise if an index folder was built with another backbone (name) or dimension, or (``preset``: the
-    backbone's ``describe()["preset"]``) with a KerasHub preset whose files have changed since."""
+def check_compatible(manifest: dict, backbone: str, dim: int, where: str, identity: dict | None = None) -> None:
+    """Raise if an index folder was built with another backbone (name) or dimension, or with a KerasHub preset
+    whose files have changed since, or an ONNX model file that changed since or another spec (``identity``:
+    the backbone's ``extra``, with its ``preset`` and ``onnx`` records)."""
     built_with = backbone_name(manifest)
+    preset = (identity or {}).get("preset")
+    _check_onnx_model(manifest, backbone, where, (identity or {}).get("onnx"))
     recorded = manifest["backbone"].get("preset")
     if built_with == backbone and isinstance(recorded, dict) and recorded.get("sha256") != (preset or {}).get("sha256"):
         raise IndexFormatError(
@@ -33,6 +36,33 @@ def check_compatible(manifest: dict, backbone: str, dim: int, where: str, preset
             f"(dimension {manifest['dim']}), not {backbone} (dimension {dim}); "
             f"use --backbone {built_with} or another --index folder"
         )
+
+
+def _check_onnx_model(manifest: dict, backbone: str, where: str, onnx: dict | None) -> None:
+    recorded = manifest["backbone"].get("onnx")
+    if backbone_name(manifest) != backbone or not isinstance(recorded, dict):
+        return
+    onnx = onnx or {}
+    if recorded.get("sha256") != onnx.get("sha256"):
+        raise IndexFormatError(
+            f"{where} was built with the ONNX model file {recorded.get('file')} whose SHA-256 was "
+            f"{str(recorded.get('sha256'))[:16]}..., but it now has {str(onnx.get('sha256'))[:16]}...: the model "
+            "file changed, so its embeddings would not match the index's; put the file it was built with back, "
+            "or build a new index (another --index folder) with this one")
+    if recorded.get("spec") != onnx.get("spec"):
+        raise IndexFormatError(
+            f"{where} was built with the ONNX model {recorded.get('file')} under another spec "
+            f"({recorded.get('spec')}): its embeddings would not match the index's; leave out --spec (the index "
+            "keeps its own), or build a new index (another --index folder) with this spec")
+
+
+def recorded_model_spec(manifest: dict, backbone: str | None = None) -> dict | None:
+    """The ONNX spec the index was built with (None: not an ONNX model, or ``backbone`` is another one): search
+    and later indexing runs embed with it, whatever file sits beside the model now."""
+    recorded = manifest["backbone"].get("onnx")
+    if not isinstance(recorded, dict) or (backbone is not None and backbone != backbone_name(manifest)):
+        return None
+    return recorded.get("spec")
 
 
 class ExternalVectorsError(InvalidInputError):

@@ -67,6 +67,7 @@ def check_manifest_shape(manifest) -> None:
     _optional(backbone, "resample", _check_resample)  # absent: bicubic (indexes from before it was recorded)
     _optional(backbone, "external", lambda v: _type(v, bool, "backbone.external", "true or false"))
     _optional(backbone, "preset", _check_preset)  # a KerasHub preset's identity (issue 33): checked on every open
+    _optional(backbone, "onnx", _check_onnx)  # an ONNX model file's identity and spec (issue 33): likewise
     _int(manifest["dim"], "dim", 1)
     _int(manifest["count"], "count")
     _type(manifest["shards"], list, "shards", "a list of file names")
@@ -91,6 +92,12 @@ def check_manifest_shape(manifest) -> None:
 def _check_preset(value) -> None:
     _type(value, dict, "backbone.preset", "an object")
     _type(value.get("sha256"), str, "backbone.preset.sha256", "a string")
+
+
+def _check_onnx(value) -> None:
+    _type(value, dict, "backbone.onnx", "an object")
+    _type(value.get("sha256"), str, "backbone.onnx.sha256", "a string")
+    _type(value.get("spec"), dict, "backbone.onnx.spec", "an object")
 
 
 def _check_precision(value) -> None:

@@ -72,6 +72,7 @@ class Backbone:
         # a backbone that runs itself, with no Keras graph (tests' fake model, tests/pixel_model.py): a callable
         # (n, S, S, 3) uint8 -> (n, D) float32 with a ``description``; runtime.make_runner returns it as it is
         self.runner = runner
+        self.onnx = None  # an ONNX model file's opened model (onnx_encoder.OnnxModel): runtime.make_runner runs it
         self._load_models = load_models
         self._models = None
         self._map_model = None  # built from ``features`` on first use
@@ -265,6 +266,29 @@ def _load_hub(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Backb
                     preset.preprocess_np, extra={"preset": preset.describe()})
 
 
+# ---------------------------------------------------------------- ONNX model files
+
+
+def _load_onnx(spec: BackboneSpec, weights: str | None, cache_dir: Path, model_spec=None) -> Backbone:
+    """An ONNX model file (indexer/model/onnx_encoder.py), run by onnxruntime; its identity is the file's digest."""
+    from imgsearch.indexer.model.onnx_encoder import open_model
+
+    if weights is not None:
+        raise BackboneError(f"an ONNX model file carries its own weights: leave out --weights ({weights!r})")
+    model = open_model(spec.name, model_spec)
+    built = BackboneSpec(model.name, model.spec.input_size, model.dim, model.spec.describe(), _load_onnx,
+                         spec.source)
+
+    def no_keras_graph():
+        raise NotExplainableError(f"{model.name} is an ONNX model, run by onnxruntime: it has no Keras graph, "
+                                  "so its matches cannot be explained cell by cell (explain works with the CNNs)")
+
+    backbone = Backbone(built, "ONNX model file", model.digest[:16], no_keras_graph, model.preprocess_np,
+                        extra={"onnx": model.describe()})
+    backbone.onnx = model
+    return backbone
+
+
 # ---------------------------------------------------------------- registry
 
 _LITE_PRE = "RGB/255, then (x - 0.5) / 0.5"
@@ -296,17 +320,20 @@ def register_backbone(spec: BackboneSpec) -> None:
 
 def get_spec(name: str) -> BackboneSpec:
     from imgsearch.indexer.model.hub import is_preset
+    from imgsearch.indexer.model.onnx_encoder import is_onnx
 
     if name in BACKBONES:
         return BACKBONES[name]
+    if is_onnx(name):
+        return BackboneSpec(name, 0, 0, "", _load_onnx, ("onnx", name))
     if is_preset(name):
         return BackboneSpec(name, 0, 0, "", _load_hub, ("keras_hub", name))
     raise BackboneError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}, a KerasHub preset "
-                        "name (e.g. dinov2_small) or a local preset folder") from None
+                        "name (e.g. dinov2_small), a local preset folder, or onnx:FILE.onnx") from None
 
 
-_LOADED: dict[tuple[str, str | None, str], Backbone] = {}  # (name, weights, cache dir) -> built backbone
-_STAMPS: dict[tuple[str, str | None, str], tuple | None] = {}  # the same key -> a preset folder's files, sizes, times
+_LOADED: dict[tuple, Backbone] = {}  # (name, weights, cache dir[, an ONNX model's spec]) -> built backbone
+_STAMPS: dict[tuple, tuple | None] = {}  # the same key -> a preset folder's or a model file's sizes and times
 
 
 def clear_loaded() -> None:
@@ -315,16 +342,31 @@ def clear_loaded() -> None:
     _STAMPS.clear()
 
 
-def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path | None = None) -> Backbone:
-    """Build (or return the already built) backbone ``name``; one per process."""
+def load_backbone(name: str, weights: str | None = None, cache_dir: str | Path | None = None,
+                  model_spec=None) -> Backbone:
+    """Build (or return the already built) backbone ``name``; one per process.
+
+    ``model_spec``: an ONNX model's spec (``onnx_spec.read_spec``: a dict, JSON text or a file path; None: the
+    file beside the model); an index's recorded spec when search opens it.  Other backbones take none.
+    """
+    import json
+
     from imgsearch.indexer.config import default_cache_dir
     from imgsearch.indexer.model.hub import folder_stamp
+    from imgsearch.indexer.model.onnx_encoder import file_stamp
 
     spec = get_spec(name)
+    if model_spec is not None and spec.loader is not _load_onnx:
+        raise BackboneError(f"a spec is for an ONNX model (--backbone onnx:FILE.onnx), not {name}: leave out --spec")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = (name, weights, str(cache_dir))
-    stamp = folder_stamp(name) if spec.loader is _load_hub else None  # a preset folder changed: opened anew
+    if spec.loader is _load_onnx:  # one model file under two specs: two backbones
+        key += (json.dumps(model_spec, sort_keys=True, default=str),)
+    # a preset folder or a model file changed: opened anew
+    stamp = folder_stamp(name) if spec.loader is _load_hub else \
+        file_stamp(name, model_spec) if spec.loader is _load_onnx else None
     if key not in _LOADED or _STAMPS.get(key) != stamp:
-        _LOADED[key] = spec.loader(spec, weights, cache_dir)
+        _LOADED[key] = spec.loader(spec, weights, cache_dir, model_spec) if spec.loader is _load_onnx else \
+            spec.loader(spec, weights, cache_dir)
         _STAMPS[key] = stamp
     return _LOADED[key]

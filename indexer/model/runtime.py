@@ -31,7 +31,7 @@ import numpy as np
 from imgsearch.indexer.atomic import atomic_write_bytes
 from imgsearch.indexer.config import RUNTIMES, check_precision
 from imgsearch.indexer.errors import ImgsearchError, InvalidInputError
-from imgsearch.indexer.model.backbones import Backbone
+from imgsearch.indexer.model.backbones import Backbone, NotExplainableError
 from imgsearch.indexer.progress import step
 from imgsearch.indexer.quiet import captured, libraries_log
 
@@ -319,6 +319,8 @@ def make_runner(backbone: Backbone, runtime: str = "auto", cache_dir: Path | Non
             raise InvalidInputError(f"{backbone.name} runs its float32 features only, not {precision} "
                                     f"{outputs}: it has no Keras graph to convert")
         return backbone.runner
+    if backbone.onnx is not None:  # an ONNX model file: onnxruntime, float32 features
+        return _onnx_runner(backbone, runtime, threads, precision, outputs)
     chosen = resolve_runtime(runtime, precision)
     if chosen == "tf":
         runner = TFFunctionRunner(backbone, outputs)
@@ -345,3 +347,19 @@ def _preset_runner(backbone: Backbone, cache_dir: Path, threads: int | None, pre
         runner = TFFunctionRunner(backbone, outputs)
         runner.description += f" (TFLite conversion failed: {why})"
         return runner
+
+
+def _onnx_runner(backbone: Backbone, runtime: str, threads: int | None, precision: str, outputs: str):
+    from imgsearch.indexer.model.onnx_encoder import OnnxRunner
+
+    if runtime not in RUNTIMES:
+        raise InvalidInputError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if precision != "float32":
+        raise InvalidInputError(f"{backbone.name} is an ONNX model: it runs in float32 only, not {precision}; "
+                                "use --precision float32")
+    if outputs != "features":
+        raise NotExplainableError(f"{backbone.name} is an ONNX model, run by onnxruntime: its matches cannot be "
+                                  "explained cell by cell (explain works with the CNNs)")
+    runner = OnnxRunner(backbone.onnx, runtime, threads)
+    log.info("inference runtime for %s: %s", backbone.name, runner.description)
+    return runner

@@ -44,13 +44,14 @@ from imgsearch.indexer.folder.copies import Copies, write_copies
 from imgsearch.indexer.folder.evidence import embedder_fingerprint
 from imgsearch.indexer.folder.lock import writer_lock
 from imgsearch.indexer.folder.features import update_features
-from imgsearch.indexer.folder.manifest import check_compatible, check_precision_compatible
+from imgsearch.indexer.folder.manifest import check_compatible, check_precision_compatible, recorded_model_spec
 from imgsearch.indexer.folder.store import FILE_COLUMNS, EmbeddingStore, schema
 from imgsearch.indexer.folder.texts import text_array
 from imgsearch.indexer.folder.versions import library_versions
 from imgsearch.indexer.inputs.metadata import FileInfo
 from imgsearch.indexer.inputs.outputs import OutputFilter
 from imgsearch.indexer.inputs.sources import ImageFile, iter_image_files
+from imgsearch.indexer.model.onnx_encoder import onnx_name
 from imgsearch.indexer.publish.compact import compact_shards
 from imgsearch.indexer.publish.ondisk import Fill
 from imgsearch.indexer.publish.version import options_changed, publish_index, resolve_options
@@ -236,7 +237,8 @@ def _run_locked(files: list[ImageFile], index_dir: str | os.PathLike, config: In
 
     summary = stage.summary_type(str(index_dir), found=len(files))
     summary.skipped.extend(left_out)  # shown with the run's skipped files: what imgsearch wrote
-    backbone = backbone or load_backbone(config.backbone, config.weights, config.cache_dir)
+    backbone = backbone or load_backbone(config.backbone, config.weights, config.cache_dir,
+                                         model_spec(index_dir, config))
     stage.begin(index_dir, config)
     store, manifest, shards = open_index(index_dir, backbone, config.precision, config.runtime,
                                          config.cache_dir)
@@ -299,8 +301,7 @@ def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = N
     store = EmbeddingStore(index_dir)
     if store.exists():
         manifest = store.read_manifest()
-        check_compatible(manifest, backbone.name, backbone.dim, str(index_dir),
-                         getattr(backbone, "extra", {}).get("preset"))
+        check_compatible(manifest, backbone.name, backbone.dim, str(index_dir), getattr(backbone, "extra", None))
         check_precision_compatible(manifest, precision, str(index_dir))
     else:
         from imgsearch.indexer.inputs.calibration import CALIBRATION
@@ -321,6 +322,15 @@ def open_index(index_dir: str | os.PathLike, backbone, precision: str | None = N
     store.fingerprint = embedder_fingerprint(manifest)  # each shard records the model that made it
     shards = store.recover_shards(manifest)  # adds shards an interrupted run completed
     return store, manifest, shards
+
+
+def model_spec(index_dir, config: IndexConfig):
+    """The spec to open an ONNX backbone with: the config's, else the index's own (a later run embeds as the
+    first did, whatever file sits beside the model now); None for a new index without one (the file beside)."""
+    if config.model_spec is not None or not config.backbone.startswith("onnx:"):
+        return config.model_spec
+    store = EmbeddingStore(index_dir)
+    return recorded_model_spec(store.read_manifest(), onnx_name(config.backbone)) if store.exists() else None
 
 
 def describe_model(backbone, precision: str) -> dict:

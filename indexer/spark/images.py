@@ -46,7 +46,7 @@ import numpy as np
 
 from imgsearch.indexer.config import IndexConfig
 from imgsearch.indexer.errors import MissingDependencyError
-from imgsearch.indexer.folder.manifest import model_precision, resample
+from imgsearch.indexer.folder.manifest import model_precision, recorded_model_spec, resample
 from imgsearch.indexer.folder.manifest import precision as index_precision
 from imgsearch.indexer.folder.store import shard_name
 from imgsearch.indexer.folder.texts import decode_text, encode_text
@@ -184,8 +184,8 @@ def _ship_model(spark, backbone, config: IndexConfig, precision: str = "float32"
     """
     from imgsearch.indexer.model.runtime import _tflite_cache_path, resolve_runtime, tflite_model
 
-    if resolve_runtime(config.runtime, precision) != "tflite":
-        return None
+    if getattr(backbone, "onnx", None) is not None or resolve_runtime(config.runtime, precision) != "tflite":
+        return None  # an ONNX model runs from its file, at the path the manifest records, on every executor
     tflite_model(backbone, config.cache_dir, precision, calibration)  # converted and cached on first use
     path = _tflite_cache_path(backbone, config.cache_dir, precision, calibration)
     if not any(added.endswith("/" + path.name) for added in spark.sparkContext.listFiles):
@@ -266,7 +266,7 @@ class SparkStage:
         return TaskSettings(self.run.backbone.name, config.weights, config.runtime, config.batch_size,
                             str(config.cache_dir), _ship_model(spark, self.run.backbone, config, **model),
                             None if keys is None else spark.sparkContext.broadcast(keys), model["precision"],
-                            resample(self.run.manifest))
+                            resample(self.run.manifest), recorded_model_spec(self.run.manifest))
 
     def _run_job(self, todo: list[Task], keys: np.ndarray) -> None:
         summary, work = self.run.summary, self.work

@@ -14,6 +14,7 @@ and reused by every task that process runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -32,6 +33,7 @@ from imgsearch.indexer.folder.texts import decode_text, encode_text, encode_text
 from imgsearch.indexer.inputs import filesystems
 from imgsearch.indexer.inputs.reader import AlreadyIndexed, Decoded, Skipped, read_one
 from imgsearch.indexer.inputs.sources import ImageFile
+from imgsearch.indexer.model.onnx_encoder import file_stamp, is_onnx
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class TaskSettings:
     keys: object  # Broadcast of the sorted uint64 keys of indexed contents (reader.known_keys)
     precision: str = "float32"  # the index's (manifest.model_precision): executors embed as it was built
     resample: str = "bicubic"  # the index's resize filter (manifest.resample), likewise
+    model_spec: dict | None = None  # an ONNX model's spec, as the manifest records it (manifest.recorded_model_spec)
 
 
 _EMBEDDERS: dict = {}  # one model per Python worker process, kept across the tasks it runs
@@ -109,14 +112,18 @@ def _cache_dir(settings: TaskSettings) -> Path:
 
 def process_embedder(settings: TaskSettings, threads: int):
     """The embedder of this worker process, built on first use."""
-    key = (settings.backbone, settings.weights, settings.runtime, settings.precision, threads)
+    # an ONNX model: its spec and its file's size and time too (a worker outlives a job; the next job's index
+    # may have another spec, or the file other weights)
+    onnx = (json.dumps(settings.model_spec, sort_keys=True), file_stamp(settings.backbone, settings.model_spec)) \
+        if is_onnx(settings.backbone) else ()
+    key = (settings.backbone, settings.weights, settings.runtime, settings.precision, threads, *onnx)
     if key not in _EMBEDDERS:
         from imgsearch.indexer.inputs.calibration import CALIBRATION
         from imgsearch.indexer.model.backbones import load_backbone
         from imgsearch.indexer.model.embedder import Embedder
 
         cache = _cache_dir(settings)
-        backbone = load_backbone(settings.backbone, settings.weights, cache)
+        backbone = load_backbone(settings.backbone, settings.weights, cache, settings.model_spec)
         _EMBEDDERS[key] = Embedder(backbone, settings.batch_size, settings.runtime, cache, threads=threads,
                                    precision=settings.precision,
                                    calibration=CALIBRATION if settings.precision == "int8" else None)

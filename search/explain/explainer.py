@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imgsearch.indexer.errors import InvalidInputError, quote
-from imgsearch.indexer.folder.manifest import check_image_queries, model_precision, resample
+from imgsearch.indexer.folder.manifest import check_image_queries, model_precision, recorded_model_spec, resample
 from imgsearch.indexer.folder.whitening import load_for
 from imgsearch.indexer.folder.texts import display_text
 from imgsearch.indexer.inputs.filesystems import is_uri
@@ -201,7 +201,8 @@ def explainer_for(engine) -> Explainer:
     key = (engine.backbone, config.weights, str(config.cache_dir), config.runtime, kwargs["precision"])
     with _EXPLAINERS_LOCK:
         if key not in _EXPLAINERS:
-            backbone = load_backbone(engine.backbone, config.weights, config.cache_dir)
+            backbone = load_backbone(engine.backbone, config.weights, config.cache_dir,
+                                     recorded_model_spec(engine.manifest))
             _EXPLAINERS[key] = Explainer(FeatureMapEmbedder(backbone, config.runtime, config.cache_dir, **kwargs))
         return _EXPLAINERS[key]
 
