@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +108,9 @@ class Backbone:
                 "cell by cell; explain works with the CNNs and with presets whose output is a feature map")
         with self._lock:
             if self._map_model is None:
+                # a Keras name: a preset folder's or a model file's path has "/", which Keras refuses
                 self._map_model = keras.Model(features.inputs, [features.outputs[0], pool.input],
-                                              name=f"{self.name}-features-and-map")
+                                              name=re.sub(r"[^\w.-]+", "_", self.name)[-64:] + "-features-and-map")
             return self._map_model
 
     @property

@@ -101,12 +101,11 @@ def explain(index_dir, query, result, out, head, as_json, box):
     from imgsearch.indexer.atomic import atomic_path
     from imgsearch.indexer.inputs.outputs import mark_output
     from imgsearch.indexer.folder.manifest import resample
-    from imgsearch.indexer.model.backbones import get_spec
     from imgsearch.search.engine import SearchEngine
     from imgsearch.search.query.regions import crop_region, parse_box
     from imgsearch.search.thumbnails import load_indexed, read_indexed
 
-    from imgsearch.search.explain.explainer import indexed_id
+    from imgsearch.search.explain.explainer import explainer_for, indexed_id
 
     box = None if box is None else parse_box(box)  # bad arguments: one line, before the index is opened
     source, result_id = _id_or_file(query, "QUERY"), _id_or_file(result, "RESULT")
@@ -130,7 +129,8 @@ def explain(index_dir, query, result, out, head, as_json, box):
                    f"{why.query_sum:.4f}, result cells to {why.result_sum:.4f}"
                    + (f" (head {head}: {why.head_share:.4f} of it)" if head else ""))
     if out is not None:
-        size, how = get_spec(engine.backbone).input_size, resample(engine.manifest)
+        # the size the model was run at: a preset's or a model file's is known only once it is opened
+        size, how = explainer_for(engine).embedder.backbone.input_size, resample(engine.manifest)
 
         def indexed(row_id):
             img, _, _ = load_indexed(engine, row_id, max_pixels=engine.config.max_pixels)

@@ -295,3 +295,21 @@ def test_a_feature_map_backbone_is_pooled_by_global_average_as_keras_computes_it
     for runtime in ("tf", "tflite"):
         np.testing.assert_allclose(Embedder(bb, runtime=runtime, cache_dir=tmp_path).embed(pixels), expected,
                                    atol=1e-4, err_msg=runtime)
+    # a feature-map preset is explained cell by cell, and `explain --out` draws both images at its input size
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.run.pipeline import index_images
+    from imgsearch.web.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, colour in enumerate(("red", "navy", "olive")):
+        Image.new("RGB", (80, 60), colour).save(photos / f"{i}.png")
+    index_images([photos], tmp_path / "idx", IndexConfig(backbone=str(tmp_path / "resnet"), cache_dir=tmp_path,
+                                                         progress=False))
+    out = tmp_path / "why.png"
+    done = CliRunner().invoke(main, ["explain", "--index", str(tmp_path / "idx"), "0", "1", "--out", str(out)])
+    assert done.exit_code == 0, (done.output, done.exception)
+    assert Image.open(out).size[0] > 2 * 64  # the two squares, side by side, and the cells' scores
