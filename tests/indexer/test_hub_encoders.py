@@ -313,3 +313,28 @@ def test_a_feature_map_backbone_is_pooled_by_global_average_as_keras_computes_it
     done = CliRunner().invoke(main, ["explain", "--index", str(tmp_path / "idx"), "0", "1", "--out", str(out)])
     assert done.exit_code == 0, (done.output, done.exception)
     assert Image.open(out).size[0] > 2 * 64  # the two squares, side by side, and the cells' scores
+
+
+@pytest.mark.slow  # runs TensorFlow, in Spark's Python workers too
+def test_spark_executors_embed_with_a_preset_folder_as_the_local_run_does(spark, tiny_dinov2, tmp_path, photos_dir):
+    """A preset folder reachable from the executors (a shared path, or local mode): their rows equal a local
+    run's, and the manifest records the same preset."""
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.folder.store import EmbeddingStore, embeddings_of
+    from imgsearch.indexer.run.pipeline import index_images
+    from imgsearch.indexer.spark.images import index_images_spark
+
+    config = IndexConfig(backbone=str(tiny_dinov2), cache_dir=tmp_path / "cache", progress=False, decode_workers=0,
+                         spark_master="local[2]", spark_task_size=4)
+    index_images([photos_dir], tmp_path / "local", config)
+    index_images_spark([photos_dir], tmp_path / "spark", config, spark=spark)
+    rows, presets = {}, {}
+    for name in ("local", "spark"):
+        store = EmbeddingStore(tmp_path / name)
+        manifest = store.read_manifest()
+        table = store.read_table(manifest["shards"]).sort_by("path")
+        rows[name] = (table.column("path").to_pylist(), embeddings_of(table))
+        presets[name] = manifest["backbone"]["preset"]
+    assert rows["local"][0] == rows["spark"][0] and len(rows["local"][0]) == 8
+    assert np.abs(rows["local"][1] - rows["spark"][1]).max() < 1e-5
+    assert presets["local"] == presets["spark"] and presets["spark"]["sha256"] == hub.folder_digest(tiny_dinov2)
