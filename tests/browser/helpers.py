@@ -59,6 +59,14 @@ def wait_until(page, expression: str, timeout: float = 30.0) -> None:
         page.wait_for_timeout(50)
 
 
+def wait_for_search_by_id(page, target) -> None:
+    """Wait for the results of a search by the indexed image ``target``: the query chip's title ends with its id
+    and the status names its file (\"8 results for chelsea.jpg in 21 ms\")."""
+    wait_until(page, "(() => { const t = document.querySelector('#query-caption').title; "
+                     f"return t.endsWith('(id {int(target)})') && document.querySelector('#status').textContent"
+                     ".includes('results for ' + t.slice(0, t.lastIndexOf(' (id ')).split('/').pop() + ' '); })()")
+
+
 def result_ids(page):
     return page.eval_on_selector_all("#results .hit", "els => els.map(e => Number(e.dataset.id))")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from tests.browser.helpers import wait_until
+from tests.browser.helpers import wait_for_search_by_id, wait_until
 from tests.helpers import LiveServer
 
 
@@ -57,7 +57,7 @@ def test_the_duplicates_view(page, cnn_dup_index, tmp_path):
 
         target = page.get_attribute("#dup-groups .dup-member:not(.keeper) >> nth=0", "data-id")
         page.click("#dup-groups .dup-member:not(.keeper) .dup-hit >> nth=0")
-        wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {target}')")
+        wait_for_search_by_id(page, target)
         assert page.is_visible("#search-view") and page.is_hidden("#duplicates-view")
         assert f"(id {target})" in page.get_attribute("#query-caption", "title")
         assert page.evaluate("location.hash") == "#search"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.browser.helpers import ARTIFACTS, wait_until
+from tests.browser.helpers import ARTIFACTS, result_ids, wait_for_search_by_id, wait_until
 
 DRAWN = "(sel) => { const c = document.querySelector(sel); return !!c && !c.hidden && c.dataset.drawn === 'true' }"
 
@@ -51,8 +51,9 @@ def test_why_toggle_overlays_the_query_and_the_hovered_or_focused_result(page, c
     assert not _drawn(page, "#query canvas.heat") and not _drawn(page, "#results li:nth-child(4) canvas.heat")
 
     # a query by id (click a result), explained too
+    target = result_ids(page)[0]
     page.click("#results .hit >> nth=0")
-    wait_until(page, "document.querySelector('#status').textContent.includes('results for image')")
+    wait_for_search_by_id(page, target)
     page.click("#why-toggle")
     page.hover("#results .hit >> nth=2")
     wait_until(page, f"({DRAWN})('#query canvas.heat') && ({DRAWN})('#results li:nth-child(3) canvas.heat')")

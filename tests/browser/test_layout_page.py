@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.browser.helpers import ARTIFACTS, axe_violations, box_in_view, result_ids, wait_until, watch
+from tests.browser.helpers import (ARTIFACTS, axe_violations, box_in_view, result_ids, wait_for_search_by_id, wait_until,
+                                   watch)
 from tests.helpers import LiveServer
 
 pytestmark = pytest.mark.timeout(300)
@@ -99,7 +100,7 @@ def test_the_first_result_is_in_view_after_every_kind_of_search(watched, layout_
     if size == "desktop":  # the search bar stays: "why?" shows the query and a result far down on one screen
         assert box_in_view(pg, "#query-frame") and box_in_view(pg, "#results li:last-child .hit")
     pg.locator("#results .hit").last.click()
-    _status_has(pg, f"results for image {target}")
+    wait_for_search_by_id(pg, target)
     _first_card_in_view(pg, "more like this")
 
     # a filter change, with the filter panel open
@@ -207,7 +208,7 @@ def test_cards_name_the_file_and_captions_name_examples_by_file(page, layout_ser
 
 def test_the_page_opens_on_a_search_by_id(page, layout_server):
     page.goto(layout_server.url + "/?id=3")
-    _status_has(page, "results for image 3")
+    wait_for_search_by_id(page, 3)
     assert page.is_visible("#query-image")
     caption = page.text_content("#query-caption")
     assert caption.split(" · ")[0] == page.get_attribute("#query-caption", "title").split(" (id")[0].split("/")[-1]

@@ -1,6 +1,6 @@
 """The search page in a real browser: Debian's headless Chromium driven by Playwright."""
 
-from tests.browser.helpers import ARTIFACTS, csp_violations, result_ids, wait_until, watch
+from tests.browser.helpers import ARTIFACTS, csp_violations, result_ids, wait_for_search_by_id, wait_until, watch
 
 
 def test_upload_see_results_click_for_more(page, cnn_server, corpus):
@@ -21,7 +21,7 @@ def test_upload_see_results_click_for_more(page, cnn_server, corpus):
 
     clicked = first[1]
     page.click("#results .hit >> nth=1")
-    wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {clicked}')")
+    wait_for_search_by_id(page, clicked)
     second = result_ids(page)
     assert second != first and clicked not in second and len(second) == 24
     # the query is captioned by its file name; its id is in the caption's title
@@ -46,7 +46,7 @@ def test_drag_and_drop_and_keyboard(page, cnn_server, corpus):
     target = result_ids(page)[2]
     page.focus("#results .hit >> nth=2")
     page.keyboard.press("Enter")
-    wait_until(page, f"document.querySelector('#status').textContent.includes('results for image {target}')")
+    wait_for_search_by_id(page, target)
 
 
 def test_bad_upload_shows_the_servers_message(page, cnn_server, tmp_path):

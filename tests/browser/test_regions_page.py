@@ -9,7 +9,7 @@ import json
 import pytest
 from PIL import Image
 
-from tests.browser.helpers import ARTIFACTS, wait_until
+from tests.browser.helpers import ARTIFACTS, wait_for_search_by_id, wait_until
 from tests.helpers import LiveServer
 from tests.image_server import ImageServer
 
@@ -103,11 +103,12 @@ def test_a_box_on_an_indexed_image_is_sent_with_its_id(page, cnn_server, composi
     page.set_input_files("#file-input", str(composite / "rocket.jpg"))
     _status_has(page, "results for rocket.jpg in")
     target = int(page.get_attribute("#results .hit >> nth=0", "data-id"))
+    name = _first_title(page).rsplit("/", 1)[-1]
     page.click("#results .hit >> nth=0")
-    _status_has(page, f"results for image {target} in")
+    wait_for_search_by_id(page, target)
     wait_until(page, "document.querySelector('#query-image').complete")
     _drag(page, 0.1, 0.1, 0.6, 0.9)
-    _status_has(page, f"results for image {target} (region 10–60 % across, 10–90 % down)")
+    _status_has(page, f"results for {name} (region 10–60 % across, 10–90 % down)")
     body = _sent(page)
     assert body["id"] == target and body["box"] == pytest.approx([0.1, 0.1, 0.6, 0.9], abs=0.02)
 

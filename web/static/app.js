@@ -161,7 +161,7 @@ function searchFile(file) {
 function searchId(hit) {
   const name = hit.path ? baseName(hit.path) : `image ${hit.id}`;
   showQuery(hit.thumbnail_url, hit.label ? `${name} · ${hit.label}` : name, `${hit.path || ""} (id ${hit.id})`);
-  run({ id: hit.id, thumbnail_url: hit.thumbnail_url, name: hit.path ? name : null }, `image ${hit.id}`);
+  run({ id: hit.id, thumbnail_url: hit.thumbnail_url, name: hit.path ? name : null }, name);  // its id: the chip's title
 }
 
 // ---------------------------------------------------------------- several examples

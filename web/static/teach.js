@@ -180,7 +180,7 @@ function useHead(name) {
   if (![...headSelect.options].some((o) => o.value === name)) headSelect.append(new Option(name, name));
   headSelect.value = name;
   $("heads-bar").hidden = false;
-  if (current) run(current, current.id !== undefined ? `image ${current.id}` : "the query");
+  if (lastSearch) run(lastSearch.query, lastSearch.label);  // the same search, now head-aware
 }
 
 async function train() {
