@@ -160,7 +160,7 @@ def test_choosing_the_same_file_twice_searches_twice(page, layout_server, corpus
     page.goto(layout_server.url + "/")
     for n in (1, 2, 3):
         page.set_input_files("#file-input", str(corpus / "photos" / "rocket.jpg"))
-        wait_until(page, f"document.querySelector('#status').textContent.includes('results for rocket.jpg')")
+        wait_until(page, "document.querySelector('#status').textContent.includes('results for rocket.jpg')")
         for _ in range(100):
             if len(searches) >= n:
                 break
