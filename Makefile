@@ -23,11 +23,15 @@ PYTEST := $(BIN)/pytest -n $(JOBS) --dist loadscope
 # `make demo` does not download them. `make test` after `make demo` adds the extras to the same venv.
 install: $(VENV)/.installed
 
+# setuptools warns on every editable install that a folder named like the package (imgsearch/, which maps the
+# repository's folders) could shadow it: true of any checkout, and not the newcomer's concern
+QUIET_BUILD := PYTHONWARNINGS=ignore::UserWarning
+
 $(VENV)/.installed: pyproject.toml
 	scripts/install-system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(QUIET_BUILD) $(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-demo
 
 install-demo: $(VENV)/.installed-demo
@@ -36,7 +40,7 @@ $(VENV)/.installed-demo: pyproject.toml
 	scripts/install-system-deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(QUIET_BUILD) $(BIN)/pip install --quiet -e .
 	touch $@
 
 # The demo's library: scikit-image's photos, tiles of them with eight edits each (crops, re-encodes, rotations;
