@@ -26,7 +26,7 @@ def pytest_configure(config):
 # the fixtures that run the real CNN: TensorFlow (seconds to import in each process), the converted model and an
 # index embedded with it (half a minute on two cores from an empty cache)
 REAL_MODEL_FIXTURES = frozenset({"lite0", "embedder", "cnn_index", "cnn_engine", "cnn_server", "cnn_headed_index",
-                                 "cnn_headed_server", "tiny_dinov2"})
+                                 "cnn_headed_server", "tiny_dinov2", "tiny_siglip"})
 
 
 def pytest_collection_modifyitems(items):
@@ -70,6 +70,15 @@ def tiny_dinov2(tmp_path_factory) -> Path:
     from tests.hub_presets import write_tiny_dinov2
 
     return write_tiny_dinov2(tmp_path_factory.mktemp("hub") / "tiny-dinov2")
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory) -> Path:
+    """A two-layer SigLIP with random weights and a SentencePiece vocabulary trained at test time, saved as a
+    KerasHub preset folder (tests/hub_presets.py): built once per session."""
+    from tests.hub_presets import write_tiny_siglip
+
+    return write_tiny_siglip(tmp_path_factory.mktemp("hub") / "tiny-siglip")
 
 
 @pytest.fixture(scope="session")
