@@ -97,7 +97,8 @@ def _preset_file(rel: str, text: bool = False) -> bool:
     """The files of a downloaded preset that its image encoder reads (and with ``text``, its text tower: the
     tokenizer, its vocabulary, the preprocessor): a download cache folder may hold others of the same preset
     later (a tokenizer, say), which must not change an image encoder's identity."""
-    return rel in PRESET_FILES or (rel.startswith("model") and ".weights." in rel) or (text and image_text.text_file(rel))
+    encoder = rel in PRESET_FILES or (rel.startswith("model") and ".weights." in rel)
+    return encoder or (text and image_text.text_file(rel))
 
 
 def folder_digest(folder: Path, downloaded: bool = False, text: bool = False) -> str:
