@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from imgsearch.indexer.errors import quote
-from imgsearch.indexer.folder.manifest import check_compatible, check_text_queries
+from imgsearch.indexer.folder.manifest import check_compatible, check_text_queries, text_tower
 from imgsearch.indexer.model.text_encoder import load_text_encoder
 from imgsearch.search.errors import InvalidBoxError, InvalidFieldError
 
@@ -28,6 +28,11 @@ def check_text(value, name: str = "text") -> str:
         raise InvalidFieldError("text", f"{name} may have at most {MAX_TEXT} characters, got {len(value)}: "
                                         "shorten it")
     return value
+
+
+def has_text_tower(manifest: dict) -> bool:
+    """Whether the index's encoder embeds words (the page shows its text box only then)."""
+    return text_tower(manifest) is not None
 
 
 def text_vectors(engine, texts: list[str]) -> np.ndarray:

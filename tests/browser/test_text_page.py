@@ -1,0 +1,39 @@
+"""The page's text box (issue 33): words searched on an index whose encoder has a text tower (the tiny SigLIP),
+"less like this" from a text query, and no text box where the encoder has none."""
+
+import json
+
+from imgsearch.search.engine import SearchEngine
+from imgsearch.search.query.examples import Example
+from tests.browser.helpers import result_ids, wait_until
+
+TEXT = "a photo of a red car"
+
+
+def test_the_text_box_searches_by_words_and_less_like_this_keeps_them(page, siglip_server, siglip_index):
+    engine = SearchEngine.open(siglip_index)
+    sent = []
+    page.on("request", lambda req: req.url.endswith("/api/search") and sent.append(req.post_data or ""))
+    page.goto(siglip_server.url + "/")
+    assert page.is_visible("#text-input")
+    page.fill("#text-input", TEXT)
+    page.press("#text-input", "Enter")
+    wait_until(page, "document.querySelector('#status').textContent.includes('results for “a photo of a red car”')")
+    assert json.loads(sent[-1])["text"] == TEXT
+    assert result_ids(page) == [h.id for h in engine.search_text(TEXT, k=24)]
+    assert page.text_content("#query-caption") == f"“{TEXT}”" and not page.is_visible("#query-image")
+    assert page.is_hidden("#why-bar")  # a text has no image to split a score over
+
+    unwanted = result_ids(page)[0]
+    page.click("#results .less >> nth=0")
+    wait_until(page, "document.querySelector('#status').textContent.includes('unlike 1')")
+    body = json.loads(sent[-1])
+    assert body["positive"] == [{"text": TEXT}] and body["negative"] == [{"id": unwanted}]
+    expected = engine.search_examples([Example.of_text(TEXT)], [unwanted], k=24)
+    assert result_ids(page) == [h.id for h in expected]
+
+
+def test_no_text_box_where_the_encoder_has_no_text_tower(page, live_server):
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("#file-input", state="attached")
+    assert page.query_selector("#text-input") is None
