@@ -22,6 +22,15 @@ from imgsearch.indexer.options import Integer, Number, index_option
 @click.option("--examples", "examples_file", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path),
               help="JSON {class: [ids, indexed paths or {\"vector\": [...]}]} ('-': standard input): train from "
                    "a few examples per class, measured by cross-validation.")
+@click.option("--zero-shot", "zero_shot", default=None, metavar="CLASSES",
+              help="Make the head from class names alone, e.g. --zero-shot 'cat,dog,car' (or a JSON list), by the "
+                   "index's text tower (an image-text preset such as SigLIP): nothing is trained.")
+@click.option("--zero-shot-scale", default="preset", show_default=True, metavar="preset|labels|NUMBER",
+              help="The zero-shot head's inverse temperature: the preset's logit scale, fitted on labelled "
+                   "images of the classes, or a number (1 to 1000).")
+@click.option("--template", "templates", multiple=True, metavar="TEXT",
+              help="A zero-shot prompt with {} for the class name (repeatable) [default: 'a photo of a {}.' and "
+                   "five more].")
 @click.option("--model", type=click.Choice(["softmax", "svm"]), default=None,
               help="softmax (multinomial logistic regression) or svm (linear SVM, temperature-calibrated) "
                    "[default: softmax].")
@@ -36,9 +45,13 @@ from imgsearch.indexer.options import Integer, Number, index_option
 @click.option("--json", "as_json", is_flag=True, help="Print the head's classes, model and metrics as JSON.")
 @click.option("--delete", is_flag=True, help="Delete head NAME (its weights and search index) instead of training.")
 @no_wait_option
-def train_head_command(index_dir, name, labels_csv, examples_file, model, engine, master, val_fraction, search_weight,
-                       seed, as_json, delete, no_wait):
-    """Train a classification head on the stored embeddings (seconds, no image is re-read)."""
+def train_head_command(index_dir, name, labels_csv, examples_file, zero_shot, zero_shot_scale, templates, model,
+                       engine, master, val_fraction, search_weight, seed, as_json, delete, no_wait):
+    """Train a classification head on the stored embeddings (seconds, no image is re-read), or make one from
+    class names alone (--zero-shot)."""
+    if zero_shot is not None and (examples_file is not None or labels_csv is not None or model or engine == "spark"):
+        raise click.UsageError("--zero-shot makes a head from class names alone: leave out --labels, --examples, "
+                               "--model and --engine spark")
     if examples_file is not None and (labels_csv is not None or engine == "spark"):
         raise click.UsageError("--examples trains locally from its own labels: leave out --labels and --engine spark")
     try:
@@ -48,8 +61,14 @@ def train_head_command(index_dir, name, labels_csv, examples_file, model, engine
             remove_head(index_dir, name, wait=not no_wait)
             click.echo(json.dumps({"deleted": name}) if as_json else f"head {name!r} deleted from {index_dir}")
             return
-        head = _train_head(index_dir, name, labels_csv, examples_file, model, engine, master, val_fraction,
-                           search_weight, seed, no_wait)
+        if zero_shot is not None:
+            from imgsearch.indexer.run.zero_shot import TEMPLATES, zero_shot_head
+
+            head = zero_shot_head(index_dir, name, zero_shot, templates=templates or TEMPLATES,
+                                  scale=zero_shot_scale, search_weight=search_weight, wait=not no_wait)
+        else:
+            head = _train_head(index_dir, name, labels_csv, examples_file, model, engine, master, val_fraction,
+                               search_weight, seed, no_wait)
     except Exception as exc:
         if as_json:  # the error's kind too, for a program running this command (the server: web/heads_api.py)
             _echo_error(exc)
@@ -89,6 +108,8 @@ def _train_head(index_dir, name, labels_csv, examples_file, model, engine, maste
 
 def _echo_head(head) -> None:
     m = head.metrics
+    if head.model == "zero-shot":
+        return _echo_zero_shot(head)
     v, knn = m.get("validation"), m.get("knn_validation")
     how = f"{m['epochs']} epochs, " if m.get("epochs") else ""
     click.echo(f"head {head.name!r} ({head.model}): {len(head.classes)} classes, trained on {m['train_images']} "
@@ -108,3 +129,15 @@ def _echo_head(head) -> None:
                                                    for w in v["worst_classes"]))
     for warning in m.get("warnings", []):
         click.echo(f"  warning: {warning}")
+
+
+def _echo_zero_shot(head) -> None:
+    m, cal = head.metrics, head.calibration
+    click.echo(f"head {head.name!r} (zero-shot): {len(head.classes)} classes from their names, "
+               f"{len(cal['templates'])} prompts each; softmax of {cal['scale']:.4g} x cosine ({cal['how']})")
+    v = m.get("validation")
+    if v is None:
+        click.echo("  not measured: no indexed image is labelled with one of the class names")
+    else:
+        click.echo(f"  on the {m['val_images']} images labelled with a class name: accuracy {v['accuracy']:.4f}, "
+                   f"macro-F1 {v['macro_f1']:.4f}, mean NLL {m['nll']:.4f} (nothing was trained on them)")
