@@ -339,20 +339,35 @@ def _heads_paths(vector: dict) -> dict:
                             "models": {"type": "array", "items": {"type": "string"}},
                             "default_model": {"type": "string"}}}}}}}},
             "post": {
-                "summary": "Teach a head from a few examples per class (trained in seconds, served at once)",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "summary": "Teach a head from a few examples per class (trained in seconds, served at once), or "
+                           "make one from class names alone (zero_shot: needs an encoder with a text tower)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [{
+                    "type": "object", "required": ["name", "zero_shot"],
+                    "description": "a zero-shot head: p(class) = softmax(scale x cosine(image, the class's averaged "
+                                   "prompt embeddings)); scale: the preset's logit scale, fitted on labelled "
+                                   "images ('labels') or a number",
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                        "zero_shot": {"type": "array", "minItems": 2, "items": {"type": "string", "minLength": 1}},
+                        "scale": {"oneOf": [{"type": "string", "enum": ["preset", "labels"]},
+                                            {"type": "number", "minimum": 1, "maximum": 1000}], "default": "preset"},
+                        "templates": {"type": "array", "maxItems": 20, "items": {"type": "string"},
+                                      "description": "prompts with one {} for the class name"},
+                        "search_weight": {"type": "number", "minimum": 0, "maximum": 10, "default": 1}}}, {
                     "type": "object", "required": ["name", "examples"],
                     "properties": {
                         "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
                         "model": {"type": "string", "enum": ["softmax", "svm"]},
                         "search_weight": {"type": "number", "minimum": 0, "maximum": 10, "default": 1},
                         "examples": {"type": "object", "minProperties": 2, "description": "class name -> examples",
-                                     "additionalProperties": {"type": "array", "minItems": 1, "items": example}}}}}}},
+                                     "additionalProperties": {"type": "array", "minItems": 1, "items": example}}}}]}}}},
                 "responses": {
                     "201": {"description": "The head, with its cross-validated metrics", "content": {
                         "application/json": {"schema": {"type": "object", "properties": {
                             "head": head_ref, "training": training}}}}},
-                    "400": error_response("Bad name, model or examples (an unknown id, an empty class, one class)"),
+                    "400": error_response("Bad name, model or examples (an unknown id, an empty class, one class); "
+                                          "bad zero-shot classes, scale or templates, or an encoder without a text "
+                                          "tower (text_queries_unsupported)"),
                     "403": refused,
                     "409": error_response("Another command is writing the index; try again"),
                     "413": error_response("Too many examples in one request"),

@@ -201,10 +201,19 @@ class SearchClient(DuplicatesCalls):
         """{"heads": [summaries], "training": {"allowed", "why"}, ...}: the server's heads and whether it trains."""
         return self._parsed(_object, self._request("GET", "/api/heads"))
 
-    def create_head(self, name: str, examples: dict, *, model: str | None = None,
-                    search_weight: float | None = None) -> dict:
+    def create_head(self, name: str, examples: dict | None = None, *, model: str | None = None,
+                    search_weight: float | None = None, zero_shot: Sequence[str] | None = None,
+                    scale: str | float | None = None, templates: Sequence[str] | None = None) -> dict:
         """Teach head ``name`` from ``examples`` ({class: [ids, vectors or images]}); the head's summary with
-        its cross-validated metrics.  SearchAPIError 403 where the server may not train."""
+        its cross-validated metrics.  Or, with ``zero_shot`` (class names) instead, make it from the names alone
+        by the index's text tower (``scale``: "preset", "labels" or a number; ``templates``: prompts with {}).
+        SearchAPIError 403 where the server may not train."""
+        if zero_shot is not None:
+            if examples is not None or model is not None:
+                raise TypeError("a zero-shot head is made from class names alone: leave out examples and model")
+            body = _body(name=name, zero_shot=list(zero_shot), scale=scale, search_weight=search_weight,
+                         templates=None if templates is None else list(templates))
+            return self._parsed(lambda b: _object(b["head"]), self._request("POST", "/api/heads", json=body))
         if not isinstance(examples, dict):
             raise TypeError("examples must be a dict of class name -> list of examples")
         body = _body(name=name, model=model, search_weight=search_weight,

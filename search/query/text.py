@@ -17,6 +17,8 @@ from imgsearch.indexer.folder.manifest import check_compatible, check_text_queri
 from imgsearch.indexer.model.text_encoder import load_text_encoder
 from imgsearch.search.errors import InvalidBoxError, InvalidFieldError
 
+__all__ = ["MAX_TEXT", "check_text", "check_text_queries", "has_text_tower", "search_text", "text_vectors"]
+
 MAX_TEXT = 1000  # characters of one text (a text tower reads a few dozen tokens: the rest would be cut anyway)
 
 

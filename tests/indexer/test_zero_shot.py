@@ -124,3 +124,41 @@ def test_the_cli_makes_a_zero_shot_head_and_refuses_an_index_without_a_text_towe
     assert len(lines) == 1 and "no text tower" in lines[0], refused.stderr
     with pytest.raises(TextQueriesUnsupportedError):
         zero_shot_head(plain, "zs", "cat,dog")
+
+
+def test_the_api_and_client_make_a_zero_shot_head_that_classify_serves(siglip_index, live_server, tmp_path):
+    import requests
+
+    from imgsearch.search.client import SearchClient
+    from imgsearch.search.client.replies import SearchAPIError
+    from imgsearch.web import create_app
+    from tests.helpers import LiveServer
+
+    index = shutil.copytree(siglip_index, tmp_path / "idx")
+    server = LiveServer(create_app({"INDEX_DIR": str(index), "WARM_UP": False}))
+    try:
+        made = requests.post(f"{server.url}/api/heads", json={"name": "zs", "zero_shot": CLASSES, "scale": 5},
+                             timeout=300)
+        assert made.status_code == 201, made.text
+        head = made.json()["head"]
+        assert head["model"] == "zero-shot" and head["calibration"]["scale"] == 5
+        classified = requests.post(f"{server.url}/api/classify", json={"id": 0, "head": "zs", "top": 4}, timeout=60)
+        assert classified.status_code == 200 and len(classified.json()["predictions"]) == 4
+        for body, code in [({"name": "x", "zero_shot": ["cat"]}, "invalid_classes"),
+                           ({"name": "x", "zero_shot": ["cat", "dog"], "scale": "hot"}, "invalid_scale"),
+                           ({"name": "x", "zero_shot": ["cat", "dog"], "templates": ["no slot"]}, "invalid_templates"),
+                           ({"name": "x", "zero_shot": ["cat", "dog"], "examples": {}}, "invalid_field")]:
+            bad = requests.post(f"{server.url}/api/heads", json=body, timeout=60)
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == code, (body, bad.text)
+        with SearchClient(server.url, timeout=300) as client:
+            summary = client.create_head("zs2", zero_shot=["cat", "dog"], templates=["a {}"])
+            assert summary["calibration"]["templates"] == ["a {}"]
+            assert len(client.classify_id(1, "zs2").predictions) == 2  # classify serves it at once
+    finally:
+        server.close()
+    refused = requests.post(f"{live_server.url}/api/heads", json={"name": "zs", "zero_shot": ["cat", "dog"]},
+                            timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "text_queries_unsupported"
+    with SearchClient(live_server.url, timeout=60) as client, pytest.raises(SearchAPIError) as exc:
+        client.create_head("zs", zero_shot=["cat", "dog"])
+    assert exc.value.code == "text_queries_unsupported"
