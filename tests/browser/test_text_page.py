@@ -37,3 +37,33 @@ def test_no_text_box_where_the_encoder_has_no_text_tower(page, live_server):
     page.goto(live_server.url + "/")
     page.wait_for_selector("#file-input", state="attached")
     assert page.query_selector("#text-input") is None
+
+
+def test_the_teach_panel_makes_a_zero_shot_head_from_the_class_names(page, siglip_index, tmp_path):
+    import shutil
+
+    from imgsearch.web import create_app
+    from tests.helpers import LiveServer
+
+    index = shutil.copytree(siglip_index, tmp_path / "idx")  # the head is written into this copy
+    server = LiveServer(create_app({"INDEX_DIR": str(index)}))
+    try:
+        page.goto(server.url + "/")
+        page.fill("#text-input", TEXT)
+        page.press("#text-input", "Enter")
+        wait_until(page, "document.querySelector('#status').textContent.includes('results for')")
+        page.click("#teach-toggle")
+        assert page.locator(".teach-class-name").count() == 2  # the panel opens with two classes to name
+        for n, name in enumerate(("Flags", "Activities")):
+            page.fill(f".teach-class-name >> nth={n}", name)
+        page.fill("#teach-name", "names")
+        page.click("#teach-zero-shot")
+        # the server runs imgsearch train-head, which loads TensorFlow and the text tower: tens of seconds here
+        wait_until(page, "!document.querySelector('#teach-status').textContent.endsWith('…')", timeout=240)
+        assert "Made names from 2 class names" in page.text_content("#teach-status")
+        assert "images labelled with a class name" in page.text_content("#teach-report")
+        assert page.eval_on_selector("#head-select", "s => s.value") == "names"
+        head = SearchEngine.open(index).head("names")
+        assert head.model == "zero-shot" and head.classes == ["Flags", "Activities"]
+    finally:
+        server.close()
