@@ -66,6 +66,10 @@ def text_tower(manifest: dict) -> dict | None:
 
 def check_text_queries(manifest: dict) -> dict:
     """The text tower's record, or TextQueriesUnsupportedError saying what to do instead."""
+    preset = manifest["backbone"].get("preset")
+    if text_tower(manifest) is None and isinstance(preset, dict) and isinstance(preset.get("text_unavailable"), str):
+        raise TextQueriesUnsupportedError(f"this index's encoder ({backbone_name(manifest)}) has a text tower, but "
+                                          + preset["text_unavailable"])
     if (text := text_tower(manifest)) is None:
         raise TextQueriesUnsupportedError(
             f"this index's encoder ({backbone_name(manifest)}) has no text tower, so it cannot be searched by text: "

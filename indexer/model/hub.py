@@ -181,7 +181,11 @@ class Preset:
         """The manifest's ``backbone.preset``."""
         described = {"source": self.source, "sha256": self.digest, "class": self.class_name, "pooling": self.pooling,
                      "scale": [float(v) for v in self.scale], "offset": [float(v) for v in self.offset]}
-        return described if self.text is None else dict(described, text=self.text)
+        if self.text is not None:
+            return dict(described, text=self.text)
+        if self.pooling == image_text.POOLED:  # an image-text pair whose text half was not saved
+            return dict(described, text_unavailable=image_text.UNAVAILABLE)
+        return described
 
     def preprocess_np(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, np.float32) * self.scale + self.offset

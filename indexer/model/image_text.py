@@ -88,9 +88,17 @@ def head_scale(folder: Path) -> tuple[float | None, float | None]:
     return None, None
 
 
-def describe_text_tower(folder: Path, class_name: str, settings: dict) -> dict:
-    """The manifest's ``backbone.preset.text``: what embeds a text query into this index's space."""
+UNAVAILABLE = ("the preset was saved without its preprocessor (tokenizer and vocabulary), so words cannot be "
+               "embedded: save keras_hub.models.SigLIPPreprocessor.from_preset(NAME).save_to_preset(FOLDER) into "
+               "the preset folder, then index again")
+
+
+def describe_text_tower(folder: Path, class_name: str, settings: dict) -> dict | None:
+    """The manifest's ``backbone.preset.text``: what embeds a text query into this index's space; None where the
+    preset has no preprocessor to tokenize with (``UNAVAILABLE`` says why)."""
     text = _tower(settings, "text_encoder")
+    if not (folder / "preprocessor.json").is_file() or not (folder / "tokenizer.json").is_file():
+        return None
     preprocessor = _json(folder / "preprocessor.json")
     pre_config = preprocessor.get("config") if isinstance(preprocessor.get("config"), dict) else {}
     tokenizer = _json(folder / "tokenizer.json")

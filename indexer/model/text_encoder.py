@@ -22,8 +22,9 @@ class TextEncoder:
 
     def __init__(self, preset: Preset):
         if preset.text is None:
-            raise PresetError(f"the KerasHub preset {preset.name} ({preset.class_name}) has no text tower: "
-                              "text needs an image-text preset such as SigLIP")
+            why = preset.describe().get("text_unavailable") or ("text needs an image-text preset such as SigLIP")
+            raise PresetError(f"the KerasHub preset {preset.name} ({preset.class_name}) has no usable text tower: "
+                              + why)
         self.preset = preset
         self.sequence_length = preset.text.get("sequence_length")
         self._model = self._preprocessor = None

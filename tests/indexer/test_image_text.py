@@ -33,6 +33,21 @@ def test_a_downloaded_image_text_presets_identity_covers_its_tokenizer(tmp_path)
     assert hub.folder_digest(tmp_path, downloaded=True, text=True) != paired
 
 
+@pytest.mark.parametrize("text, message", [("x", "'backbone.preset.text' must be an object"),
+                                           ({"logit_scale": "10"}, "logit_scale' must be a positive number"),
+                                           ({"logit_scale": -1.0}, "logit_scale' must be a positive number")])
+def test_a_manifest_whose_text_tower_record_is_damaged_is_refused(text, message):
+    """A zero-shot head takes its temperature from this record: a damaged one must not open unchecked."""
+    from imgsearch.indexer.folder.validate import ManifestShapeError, check_manifest_shape
+
+    manifest = {"backbone": {"name": "/models/siglip", "preset": {"sha256": "ab", "text": text}}, "dim": 32,
+                "count": 0, "shards": []}
+    with pytest.raises(ManifestShapeError, match=message):
+        check_manifest_shape(manifest)
+    check_manifest_shape(dict(manifest, backbone={"name": "/m", "preset": {"sha256": "ab", "text": {
+        "logit_scale": None}}}))
+
+
 def _keras_reference(folder, pixels, texts):
     """Both towers straight from keras_hub: the backbone and the preprocessor loaded from the preset."""
     import keras_hub
@@ -90,5 +105,34 @@ def test_an_image_only_preset_has_no_text_tower(tiny_dinov2):
 
     preset = hub.open_preset(str(tiny_dinov2))
     assert preset.text is None and "text" not in preset.describe()
-    with pytest.raises(PresetError, match="has no text tower.*SigLIP"):
+    with pytest.raises(PresetError, match="has no usable text tower.*SigLIP"):
         TextEncoder(preset)
+
+
+def test_a_siglip_preset_saved_without_its_preprocessor_says_how_to_add_it(tiny_siglip, tmp_path, photos_dir):
+    """The backbone alone (what ``Backbone.save_to_preset`` writes): images index, words are refused with the
+    command that saves the tokenizer, never a 500 or a traceback."""
+    import shutil
+
+    from imgsearch.indexer.config import IndexConfig
+    from imgsearch.indexer.folder.manifest import TextQueriesUnsupportedError
+    from imgsearch.indexer.model.text_encoder import TextEncoder
+    from imgsearch.indexer.run.pipeline import index_images
+    from imgsearch.search.engine import SearchEngine
+
+    bare = shutil.copytree(tiny_siglip, tmp_path / "bare")
+    for name in ("preprocessor.json", "tokenizer.json"):
+        (bare / name).unlink()
+    shutil.rmtree(bare / "assets")
+    preset = hub.open_preset(str(bare))
+    assert preset.text is None and "SigLIPPreprocessor" in preset.describe()["text_unavailable"]
+    with pytest.raises(PresetError, match="save_to_preset"):
+        TextEncoder(preset)
+    backbones.clear_loaded()
+    index_images([photos_dir], tmp_path / "idx", IndexConfig(backbone=str(bare), progress=False, decode_workers=0,
+                                                             cache_dir=tmp_path / "cache"))
+    engine = SearchEngine.open(tmp_path / "idx")
+    assert len(engine.search_id(int(engine.ids[0]), k=2)) == 2  # the image tower serves as ever
+    with pytest.raises(TextQueriesUnsupportedError, match="has a text tower, but.*SigLIPPreprocessor") as exc:
+        engine.search_text("a red car")
+    assert "\n" not in str(exc.value)
