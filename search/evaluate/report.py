@@ -168,7 +168,9 @@ def _head_section(name: str, head: dict, retrieval: dict | None, plots: dict[str
     trained = head.get("trained") or {}
     parts = [f"<h2>Head {_e(name)}</h2>",
              f'<p class="note">{len(head.get("classes", []))} classes, labels from {_e(head.get("labels_source", "?"))}'
-             + (f"; trained on {_count(trained['train_images'])} images, validated on "
+             + (f"; made from the class names alone (zero-shot), measured on the {_count(trained['val_images'])} "
+                "images labelled with one" if trained.get("model") == "zero-shot" else
+                f"; trained on {_count(trained['train_images'])} images, validated on "
                 f"{_count(trained['val_images'])} held-out images" if "train_images" in trained else "")
              + (f", {_e(trained['epochs'])} epochs" if "epochs" in trained else "") + ".</p>"]
     if not val:

@@ -97,6 +97,15 @@ def test_the_scale_can_be_fitted_on_labels_or_given(siglip_index, tmp_path):
     assert fitted.metrics["validation"] == given.metrics["validation"]
     assert fitted.metrics["nll"] <= given.metrics["nll"]
     assert zero_shot_head(index, "bare", CLASSES, templates=["{}"]).calibration["templates"] == ["{}"]
+    # the evaluate report shows it beside the index's other figures: measured on every labelled image of its classes
+    from imgsearch.search.evaluate.metrics import evaluate_index
+    from imgsearch.search.evaluate.report import render_html
+
+    results = evaluate_index(index)
+    assert results["heads"]["given"]["validation"] == given.metrics["validation"]
+    assert results["heads"]["given"]["labels_source"] == "zero-shot: class names"
+    html = render_html(results, {})
+    assert "Head given" in html and "made from the class names alone (zero-shot)" in html
     with pytest.raises(InvalidInputError, match="one \\{\\}"):
         zero_shot_head(index, "bad", CLASSES, templates=["a photo"])
     with pytest.raises(InvalidInputError, match="'preset', 'labels' or a number"):
