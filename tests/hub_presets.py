@@ -85,3 +85,35 @@ def write_tiny_siglip(folder: Path, seed: int = 0) -> Path:
     backbone.save_to_preset(str(folder))
     preprocessor.save_to_preset(str(folder))  # tokenizer.json, its vocabulary, image_converter.json, preprocessor.json
     return folder
+
+
+CLIP_PROJECTION = 24  # CLIP's image and text embeddings: projections of the towers' outputs
+
+
+def write_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A two-layer CLIP (hidden 32, 28 px, patch 14, projection 24; text: 2 layers, 16 tokens) with seeded random
+    weights, a byte-pair vocabulary of single letters and a few merges written here, and its preprocessor, saved
+    as a KerasHub preset in ``folder``; returns ``folder``."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    vocabulary = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for piece in [p for c in "abcdefghijklmnopqrstuvwxyz" for p in (c, c + "</w>")] + ["ca", "cat</w>", "do",
+                                                                                         "dog</w>"]:
+        vocabulary[piece] = len(vocabulary)
+    tokenizer = keras_hub.models.CLIPTokenizer(vocabulary=vocabulary, merges=["c a", "ca t</w>", "d o", "do g</w>"])
+    vision = keras_hub.models.CLIPVisionEncoder(
+        patch_size=14, hidden_dim=SIGLIP_DIM, num_layers=2, num_heads=2, intermediate_dim=2 * SIGLIP_DIM,
+        image_shape=(SIGLIP_SIZE, SIGLIP_SIZE, 3))
+    text = keras_hub.models.CLIPTextEncoder(
+        vocabulary_size=len(vocabulary), embedding_dim=SIGLIP_DIM, hidden_dim=SIGLIP_DIM, num_layers=2, num_heads=2,
+        intermediate_dim=2 * SIGLIP_DIM, max_sequence_length=SIGLIP_LENGTH)
+    backbone = keras_hub.models.CLIPBackbone(vision, text, projection_dim=CLIP_PROJECTION)
+    converter = keras_hub.layers.CLIPImageConverter(image_size=(SIGLIP_SIZE, SIGLIP_SIZE), scale=1 / 255.0)
+    preprocessor = keras_hub.models.CLIPPreprocessor(tokenizer=tokenizer, image_converter=converter,
+                                                     sequence_length=SIGLIP_LENGTH)
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone.save_to_preset(str(folder))
+    preprocessor.save_to_preset(str(folder))
+    return folder

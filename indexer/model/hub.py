@@ -183,8 +183,8 @@ class Preset:
                      "scale": [float(v) for v in self.scale], "offset": [float(v) for v in self.offset]}
         if self.text is not None:
             return dict(described, text=self.text)
-        if self.pooling == image_text.POOLED:  # an image-text pair whose text half was not saved
-            return dict(described, text_unavailable=image_text.UNAVAILABLE)
+        if image_text.is_image_text(self.class_name):  # an image-text pair whose text half was not saved
+            return dict(described, text_unavailable=image_text.unavailable(self.class_name))
         return described
 
     def preprocess_np(self, x: np.ndarray) -> np.ndarray:
@@ -205,8 +205,8 @@ class Preset:
                               "save it again with save_to_preset, or copy it again") from None
         size = self.input_size
         images = keras.Input((size, size, 3), name="images")
-        if self.pooling == image_text.POOLED:  # the image tower of an image-text pair: already one vector
-            out = hub.vision_encoder({"images": images})
+        if image_text.is_image_text(self.class_name):  # the image tower of an image-text pair: one vector
+            out = hub.get_vision_embeddings(images)
         else:
             try:
                 out = hub({"images": images})  # KerasHub image backbones name their one input "images"
@@ -214,7 +214,7 @@ class Preset:
                 out = hub(images)
         if isinstance(out, dict):
             raise PresetError(f"{self.class_name} in {self.folder} returns several outputs: not an image backbone")
-        if self.pooling == image_text.POOLED:
+        if image_text.is_image_text(self.class_name):
             pooled = out
         elif self.pooling == CLASS_TOKEN:
             if len(out.shape) != 3:
@@ -292,8 +292,9 @@ def open_preset(name: str) -> Preset:
     if not size:
         raise PresetError(f"the preset in {folder} says no square input size (image_shape or its image "
                           "converter's image_size): save it with a fixed image_shape")
-    pooling = image_text.POOLED if paired else CLASS_TOKEN if class_name in TOKEN_CLASSES else GAP
-    dim = settings.get("hidden_dim") if pooling == CLASS_TOKEN else image_text.image_dim(settings) if paired else None
+    pooling = image_text.POOLINGS[class_name] if paired else CLASS_TOKEN if class_name in TOKEN_CLASSES else GAP
+    dim = settings.get("hidden_dim") if pooling == CLASS_TOKEN else \
+        image_text.image_dim(settings, class_name) if paired else None
     if not isinstance(dim, int) or dim < 1:
         dim = _feature_dim(folder)
     if paired and source == "name":
@@ -311,7 +312,8 @@ def _download_text(name: str) -> None:
     from keras_hub.src.utils import preset_utils
 
     handle = name.removeprefix(HUB_PREFIX)
-    for rel in ("tokenizer.json", "preprocessor.json", "assets/tokenizer/vocabulary.spm"):
+    for rel in ("tokenizer.json", "preprocessor.json", "assets/tokenizer/vocabulary.spm",  # SigLIP's SentencePiece
+                "assets/tokenizer/vocabulary.json", "assets/tokenizer/merges.txt"):  # CLIP's byte-pair encoding
         try:
             preset_utils.get_file(handle, rel)
         except FileNotFoundError:

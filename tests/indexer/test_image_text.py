@@ -136,3 +136,33 @@ def test_a_siglip_preset_saved_without_its_preprocessor_says_how_to_add_it(tiny_
     with pytest.raises(TextQueriesUnsupportedError, match="has a text tower, but.*SigLIPPreprocessor") as exc:
         engine.search_text("a red car")
     assert "\n" not in str(exc.value)
+
+
+def test_a_tiny_clip_preset_embeds_images_and_words_as_keras_does(tmp_path):
+    """CLIP through the same path: its projected image and text embeddings, its scale (no bias)."""
+    import keras_hub
+
+    from imgsearch.indexer.model.embedder import Embedder
+    from imgsearch.indexer.model.text_encoder import load_text_encoder
+    from tests.hub_presets import CLIP_PROJECTION, write_tiny_clip
+
+    folder = write_tiny_clip(tmp_path / "clip")
+    backbones.clear_loaded()
+    bb = load_backbone(str(folder), cache_dir=tmp_path)
+    assert (bb.input_size, bb.dim) == (SIGLIP_SIZE, CLIP_PROJECTION)
+    preset = bb.describe()["preset"]
+    assert preset["class"] == "CLIPBackbone" and preset["pooling"] == image_text.POOLINGS["CLIPBackbone"]
+    assert (preset["text"]["class"], preset["text"]["tokenizer"]) == ("CLIPTextEncoder", "CLIPTokenizer")
+    assert preset["text"]["logit_scale"] == pytest.approx(1 / 0.07, rel=1e-4) and preset["text"]["logit_bias"] is None
+    model = keras_hub.models.CLIPBackbone.from_preset(str(folder))
+    packed = keras_hub.models.CLIPPreprocessor.from_preset(str(folder))(
+        {"images": np.random.default_rng(5).integers(0, 256, (3, SIGLIP_SIZE, SIGLIP_SIZE, 3)).astype(np.float32),
+         "prompts": ["a cat", "the dog", "a red car"]})
+    pixels = np.random.default_rng(5).integers(0, 256, (3, SIGLIP_SIZE, SIGLIP_SIZE, 3)).astype(np.uint8)
+    images = l2_normalize(np.asarray(model.get_vision_embeddings(packed["images"])))
+    for runtime in ("tf", "tflite"):
+        np.testing.assert_allclose(Embedder(bb, runtime=runtime, cache_dir=tmp_path).embed(pixels), images,
+                                   atol=1e-4, err_msg=runtime)
+    words = l2_normalize(np.asarray(model.get_text_embeddings(packed["token_ids"])))
+    np.testing.assert_allclose(load_text_encoder(str(folder)).encode(["a cat", "the dog", "a red car"]), words,
+                               atol=1e-4)
