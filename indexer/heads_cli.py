@@ -141,3 +141,6 @@ def _echo_zero_shot(head) -> None:
     else:
         click.echo(f"  on the {m['val_images']} images labelled with a class name: accuracy {v['accuracy']:.4f}, "
                    f"macro-F1 {v['macro_f1']:.4f}, mean NLL {m['nll']:.4f} (nothing was trained on them)")
+        knn = m["knn_validation"]
+        click.echo(f"  kNN vote (k={m['knn_k']}, leave-one-out) on the same images: accuracy {knn['accuracy']:.4f}, "
+                   f"macro-F1 {knn['macro_f1']:.4f}")

@@ -20,7 +20,8 @@ the softmax of the scaled cosines.  ``s``, the inverse temperature, is (``scale`
 * a number: that ``s``.
 
 Where the index has labelled images of the classes, the head's metrics measure it on all of them (nothing was
-trained on them, so none is held out).
+trained on them, so none is held out), beside the kNN vote on the same images, leave-one-out: what the labels
+themselves would give.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from imgsearch.indexer.folder.heads import NAME_PATTERN, Head, HeadError, save_h
 from imgsearch.indexer.folder.lock import writer_lock
 from imgsearch.indexer.folder.manifest import backbone_name, check_compatible, check_text_queries
 from imgsearch.indexer.folder.store import EmbeddingStore
-from imgsearch.indexer.learn.classifiers import classification_metrics
+from imgsearch.indexer.learn.classifiers import classification_metrics, knn_vote
 from imgsearch.indexer.model.text_encoder import load_text_encoder
 from imgsearch.indexer.publish.head_indexes import head_search_index
 from imgsearch.indexer.run.heads import labelled_embeddings
@@ -47,6 +48,7 @@ TEMPLATES = ("a photo of a {}.", "a photo of the {}.", "a picture of a {}.", "an
              "a close-up photo of a {}.", "a drawing of a {}.")  # after the CLIP/SigLIP prompt ensembles
 FALLBACK_SCALE = 100.0  # CLIP's learned logit scale (its ceiling): for a preset that records none
 MAX_CLASSES = 1000
+KNN_K = 10
 MAX_NAME = 200  # characters of a class name
 SCALE_RANGE = (1.0, 1000.0)  # a fitted inverse temperature is searched in this range
 
@@ -136,12 +138,12 @@ def zero_shot_head(index_dir, name: str, classes, *, templates=TEMPLATES, scale=
         preset = encoder.preset
         check_compatible(manifest, preset.name, preset.dim, str(index_dir), preset.describe())
         directions = class_directions(encoder, classes, templates)  # (C, D)
-        measured = _labelled(index_dir, classes, directions)  # (cosines, y) of labelled images of the classes
+        measured = _labelled(index_dir, classes, directions)  # (cosines, y, vectors) of labelled images of them
         if scale == "labels":
             if measured is None:
                 raise HeadError("--zero-shot-scale labels fits the temperature on labelled images of the classes, "
                                 f"and no indexed image is labelled one of {', '.join(classes)}: use 'preset'")
-            s, how = fit_scale(*measured), f"fitted on {len(measured[1])} labelled images (least NLL)"
+            s, how = fit_scale(*measured[:2]), f"fitted on {len(measured[1])} labelled images (least NLL)"
         elif scale == "preset":
             recorded = text.get("logit_scale")
             s, how = (float(recorded), "the preset's learned logit scale") if recorded else (
@@ -156,15 +158,18 @@ def zero_shot_head(index_dir, name: str, classes, *, templates=TEMPLATES, scale=
         head.metrics = {"model": MODEL, "train_images": 0, "train_seconds": round(time.perf_counter() - started, 2),
                         "val_images": 0, "validation": None, "warnings": []}
         if measured is not None:
-            cosines, y = measured
+            cosines, y, vectors = measured
+            knn = knn_vote(vectors, y, vectors, KNN_K, exclude_self=True) if len(y) > 1 else y
             head.metrics.update(val_images=int(len(y)), nll=round(softmax_nll(cosines, y, s), 6),
-                                validation=classification_metrics(y, cosines.argmax(axis=1), classes))
+                                validation=classification_metrics(y, cosines.argmax(axis=1), classes),
+                                knn_validation=classification_metrics(y, knn, classes), knn_k=KNN_K)
         save_head(index_dir, head, head_search_index(index_dir, head, manifest), manifest)
         return head
 
 
 def _labelled(index_dir, classes: list[str], directions: np.ndarray):
-    """(cosines (n, C), class indexes (n,)) of the labelled images whose label is one of ``classes``, or None."""
+    """(cosines (n, C), class indexes (n,), unit vectors (n, D)) of the labelled images whose label is one of
+    ``classes``, or None."""
     try:
         _, vectors, labels, _ = labelled_embeddings(index_dir)
     except HeadError:  # no label at all
@@ -174,4 +179,5 @@ def _labelled(index_dir, classes: list[str], directions: np.ndarray):
     if not keep.any():
         return None
     y = np.array([index[label] for label in labels[keep]])
-    return l2_normalize(vectors[keep]) @ directions.T, y
+    unit = l2_normalize(vectors[keep])
+    return unit @ directions.T, y, unit

@@ -176,7 +176,8 @@ def _head_section(name: str, head: dict, retrieval: dict | None, plots: dict[str
     if not val:
         return parts + ['<p class="note">No validation figures were recorded for this head.</p>']
     knn_k = trained.get("knn_k")
-    knn_title = f"kNN vote{f' (k = {knn_k})' if knn_k else ''}, same split"
+    knn_title = f"kNN vote{f' (k = {knn_k})' if knn_k else ''}, " + (
+        "leave-one-out, same images" if trained.get("model") == "zero-shot" else "same split")
     parts += ['<table><tr><th>validation images</th><th class="n">head</th>'
               f'<th class="n">{_e(knn_title)}</th></tr>']
     for key, title in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):

@@ -61,7 +61,8 @@ def test_the_teach_panel_makes_a_zero_shot_head_from_the_class_names(page, sigli
         # the server runs imgsearch train-head, which loads TensorFlow and the text tower: tens of seconds here
         wait_until(page, "!document.querySelector('#teach-status').textContent.endsWith('…')", timeout=240)
         assert "Made names from 2 class names" in page.text_content("#teach-status")
-        assert "images labelled with a class name" in page.text_content("#teach-report")
+        report = page.text_content("#teach-report")
+        assert "images labelled with a class name" in report and "kNN vote on the same images" in report
         assert page.eval_on_selector("#head-select", "s => s.value") == "names"
         head = SearchEngine.open(index).head("names")
         assert head.model == "zero-shot" and head.classes == ["Flags", "Activities"]

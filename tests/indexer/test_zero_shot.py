@@ -81,6 +81,12 @@ def test_a_zero_shot_heads_probabilities_are_the_softmax_of_scaled_cosines(sigli
     assert head.metrics["val_images"] == len(labelled)
     assert head.metrics["validation"]["accuracy"] == pytest.approx(
         np.mean([p == h.label for p, h in zip(predicted, labelled)]))
+    # beside it, the kNN vote on the same images (leave-one-out): the evaluate report's kNN over those images
+    from imgsearch.search.evaluate.metrics import knn_loo_accuracy
+
+    vectors = np.stack([engine.vector(h.id) for h in labelled])
+    assert head.metrics["knn_validation"]["accuracy"] == pytest.approx(
+        knn_loo_accuracy(vectors, [h.label for h in labelled], head.metrics["knn_k"]))
     # head-aware search uses it as any head
     assert len(engine.search_id(ids[0], k=5, head="zs")) == 5
     assert len(engine.search_text("a photo of a flag", k=5, head="zs")) == 5
@@ -106,6 +112,7 @@ def test_the_scale_can_be_fitted_on_labels_or_given(siglip_index, tmp_path):
     assert results["heads"]["given"]["labels_source"] == "zero-shot: class names"
     html = render_html(results, {})
     assert "Head given" in html and "made from the class names alone (zero-shot)" in html
+    assert "leave-one-out, same images" in html
     with pytest.raises(InvalidInputError, match="one \\{\\}"):
         zero_shot_head(index, "bad", CLASSES, templates=["a photo"])
     with pytest.raises(InvalidInputError, match="'preset', 'labels' or a number"):

@@ -234,7 +234,8 @@ async function zeroShot() {
     const line = document.createElement("p");
     line.textContent = v
       ? `${head.name} (zero-shot): ${percent(v.accuracy)} right on the ${head.metrics.val_images} images labelled ` +
-        "with a class name (nothing was trained on them)"
+        "with a class name (nothing was trained on them; a kNN vote on the same images, leave-one-out: " +
+        `${percent(head.metrics.knn_validation.accuracy)})`
       : `${head.name} (zero-shot): not measured (no indexed image is labelled with a class name)`;
     report.replaceChildren(line);
     report.hidden = false;
