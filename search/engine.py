@@ -38,6 +38,7 @@ from imgsearch.search.query.filters import as_filter
 from imgsearch.search.query.regions import crop_region, parse_box
 from imgsearch.search.query.remote import fetch_image
 from imgsearch.search.query.spec import Query, as_query
+from imgsearch.search.query.text import search_text
 from imgsearch.search.query.vectors import check_query_vector
 from imgsearch.search.query.window import MAX_K, id_set, ranked  # noqa: F401 - callers read MAX_K here
 from imgsearch.search.reloading import ReloadingEngine
@@ -115,11 +116,8 @@ class SearchEngine:
         return self._signature is None or self.store.manifest_signature() != self._signature
 
     def reload(self) -> "SearchEngine":
-        """An engine over the version published now, sharing this one's loaded model.
-
-        Returns this engine if nothing was published since it was opened.  This engine is not changed: requests
-        it is answering finish on its version.
-        """
+        """An engine over the version published now, sharing this one's loaded model (this engine if nothing was
+        published since it was opened).  This engine is not changed: requests it answers finish on its version."""
         if not self.changed():
             return self
         new = type(self).open(self.store.root, config=self.config)
@@ -176,11 +174,9 @@ class SearchEngine:
     # ------------------------------------------------------------ queries
     def embed_images(self, images: list[ImageSource], *, max_pixels: int | None = None,
                      box=None) -> np.ndarray:
-        """Embed query images with the index's backbone: -> (q, D) unit vectors.
-
-        Raises ImageDecodeError for a bad image, ImageTooLargeError for one over ``max_pixels`` (default: the
-        config's), before any is embedded.  ``box``: embed only that region of each, ``[x0, y0, x1, y1]`` fractions.
-        """
+        """Embed query images with the index's backbone: -> (q, D) unit vectors.  Raises ImageDecodeError for a bad
+        image, ImageTooLargeError for one over ``max_pixels`` (default: the config's), before any is embedded.
+        ``box``: embed only that region of each, ``[x0, y0, x1, y1]`` fractions."""
         embedder = self._get_embedder()
         size = embedder.backbone.input_size
         limit = self.config.max_pixels if max_pixels is None else max_pixels
@@ -228,6 +224,12 @@ class SearchEngine:
         q = as_query(query, k, strategy=strategy, head=head, min_score=min_score, offset=offset,
                      max_pixels=max_pixels, filter=filter)
         return search_examples(self, positive, negative, q)
+
+    @_newest_if_gone
+    def search_text(self, text: str, k: int | None = None, *, head=None, min_score=None, offset: int | None = None,
+                    filter=None, query: Query | None = None) -> list[Hit]:
+        """Nearest images to the words ``text``, by the index's text tower (image-text presets: query/text.py)."""
+        return search_text(self, text, as_query(query, k, head=head, min_score=min_score, offset=offset, filter=filter))
 
     @_newest_if_gone
     def search_vector(self, vector, k: int | None = None, *, exclude=None, head: str | None = None,
@@ -378,8 +380,7 @@ class SearchEngine:
         return [Hit(i, p, self.catalog.label(r), s) for i, p, r, s in zip(row_ids, paths, rows.tolist(), scores)]
 
     def warm_up(self) -> None:
-        """Load and trace the CNN now, so the first query-by-image is not slow; an index of vectors made
-        elsewhere has no model to load (image queries are refused when they come)."""
+        """Load and trace the CNN now, so the first query-by-image is not slow (vectors made elsewhere: no model)."""
         if is_external(self.manifest):
             return log.info("%s holds vectors made elsewhere: no model to warm up", self.store.root)
         size = (embedder := self._get_embedder()).backbone.input_size

@@ -15,14 +15,15 @@ from imgsearch.indexer.errors import (
     quote,
 )
 from imgsearch.indexer.folder.heads import HeadDamagedError, HeadError, UnknownHeadError
-from imgsearch.indexer.folder.manifest import ExternalVectorsError
+from imgsearch.indexer.folder.manifest import ExternalVectorsError, TextQueriesUnsupportedError
 from imgsearch.indexer.folder.store import DamagedShardError, IndexFormatError
 from imgsearch.indexer.inputs.images import ImageDecodeError, ImageTooLargeError
 
 __all__ = ["ChangedFileError", "DamagedIndexError", "DuplicatesCancelledError", "DamagedShardError", "ExecutionError", "ExternalVectorsError", "HeadDamagedError",
            "HeadError", "ImageDecodeError", "ImageError", "ImageTooLargeError", "ImageUnavailableError",
            "ImgsearchError", "IndexFormatError", "InvalidBoxError", "InvalidFieldError", "InvalidFilterError",
-           "InvalidInputError", "InvalidVectorError", "MissingDependencyError", "NotFoundError", "UnknownHeadError",
+           "InvalidInputError", "InvalidVectorError", "MissingDependencyError", "NotFoundError",
+           "TextQueriesUnsupportedError", "UnknownHeadError",
            "UnknownIdError", "UnknownLabelError", "UrlFetchError", "UrlNotAllowedError", "quote"]
 
 

@@ -26,7 +26,8 @@ def pytest_configure(config):
 # the fixtures that run the real CNN: TensorFlow (seconds to import in each process), the converted model and an
 # index embedded with it (half a minute on two cores from an empty cache)
 REAL_MODEL_FIXTURES = frozenset({"lite0", "embedder", "cnn_index", "cnn_engine", "cnn_server", "cnn_headed_index",
-                                 "cnn_headed_server", "tiny_dinov2"})
+                                 "cnn_headed_server", "tiny_dinov2", "tiny_siglip",
+                                 "siglip_index", "siglip_server"})
 
 
 def pytest_collection_modifyitems(items):
@@ -70,6 +71,15 @@ def tiny_dinov2(tmp_path_factory) -> Path:
     from tests.hub_presets import write_tiny_dinov2
 
     return write_tiny_dinov2(tmp_path_factory.mktemp("hub") / "tiny-dinov2")
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory) -> Path:
+    """A two-layer SigLIP with random weights and a SentencePiece vocabulary trained at test time, saved as a
+    KerasHub preset folder (tests/hub_presets.py): built once per session."""
+    from tests.hub_presets import write_tiny_siglip
+
+    return write_tiny_siglip(tmp_path_factory.mktemp("hub") / "tiny-siglip")
 
 
 @pytest.fixture(scope="session")
@@ -196,6 +206,21 @@ def live_server(built_index):
 def cnn_server(cnn_index):
     """The production server on loopback over the shared efficientnet-lite0 index."""
     yield from _live_server(cnn_index[0], MAX_CONTENT_LENGTH=2 * 1024 * 1024)
+
+
+@pytest.fixture(scope="session")
+def siglip_index(tmp_path_factory, emoji_dir, tiny_siglip) -> Path:
+    """The labelled emoji indexed once with the tiny SigLIP preset (an encoder with a text tower): text queries
+    and zero-shot heads; shared read-only."""
+    index_dir = tmp_path_factory.mktemp("siglip-index") / "idx"
+    _index([emoji_dir], index_dir, backbone=str(tiny_siglip), decode_workers=0)
+    return index_dir
+
+
+@pytest.fixture(scope="session")
+def siglip_server(siglip_index):
+    """The production server on loopback over ``siglip_index``."""
+    yield from _live_server(siglip_index, MAX_CONTENT_LENGTH=2 * 1024 * 1024)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from imgsearch.web.errors import ApiError
 from imgsearch.web.examples import decode_image, json_examples, multipart_examples
 from imgsearch.search.query.numbers import id_field, integer_field, number_field
 from imgsearch.search.query.spec import Query
+from imgsearch.search.query.text import check_text
 from imgsearch.web.fields import filter_fields, parse_bool, parse_int
 from imgsearch.web.openapi import openapi_spec
 from imgsearch.web.url_fetches import fetch_query_image
@@ -55,7 +56,7 @@ def hits_json(eng: SearchEngine, hits) -> list[dict]:
 class Asked:
     """What a search or classify request asks about (an image, an id, ...), and its fields (form or JSON)."""
 
-    kind: str  # "image" | "id" | "vector" | "url" | "examples"
+    kind: str  # "image" | "id" | "vector" | "url" | "examples" | "text"
     fields: dict
     image: bytes | None = None
     filename: str | None = None
@@ -64,6 +65,7 @@ class Asked:
     positive: list[Example] | None = None
     negative: list[Example] | None = None
     url: str | None = None
+    text: str | None = None  # words, for an index whose encoder has a text tower (search/query/text.py)
     query: Query = Query()  # its options (k, offset, min_score, head, box, filter, strategy), read once
 
     @property
@@ -75,6 +77,8 @@ class Asked:
         if self.kind == "examples":
             return {"type": "examples", "strategy": self.fields.get("strategy") or "rocchio",
                     "positive": len(self.positive), "negative": len(self.negative)}
+        if self.kind == "text":
+            return {"type": "text", "text": self.text}
         if self.kind == "image":
             described = {"type": "image", "filename": self.filename}
         elif self.kind == "url":
@@ -88,9 +92,9 @@ def _with_box(asked: Asked) -> Asked:
     """The request with its options read into a ``Query`` (each bad one a 400 saying what to send), and its
     ``box`` checked against its kind: a region of an image, a URL's image or an indexed id."""
     asked.query = Query.from_fields(asked.fields)
-    if asked.box is not None and asked.kind in ("vector", "examples"):
+    if asked.box is not None and asked.kind in ("vector", "examples", "text"):
         raise ApiError(400, "invalid_box", "box takes a region of one image: send it with an image, a url or an "
-                                           "id, not a vector or several examples")
+                                           "id, not a vector, a text or several examples")
     return asked
 
 
@@ -99,6 +103,8 @@ def _parse_query() -> Asked:
     image, a url or an id."""
     if request.mimetype == "multipart/form-data" or request.files:
         upload = request.files.get("image")
+        if upload is None and "text" in request.form:
+            return _with_box(Asked("text", request.form.to_dict(), text=check_text(request.form["text"])))
         if upload is None and any(side in request.files or side in request.form for side in ("positive", "negative")):
             positive, negative = multipart_examples(request.files, request.form)
             return _with_box(Asked("examples", request.form.to_dict(), positive=positive, negative=negative))
@@ -128,6 +134,12 @@ def query_of_json(body) -> Asked:
     if "positive" in body or "negative" in body:
         positive, negative = json_examples(body)
         return _with_box(Asked("examples", body, positive=positive, negative=negative))
+    if "text" in body:
+        others = [key for key in ("image", "url", "id", "vector") if key in body]
+        if others:
+            raise ApiError(400, "invalid_json", f"send one of 'text' and '{others[0]}', not both (or make them "
+                                                "examples: positive and negative)")
+        return _with_box(Asked("text", body, text=check_text(body["text"])))
     if "image" in body:
         return _with_box(Asked("image", body, image=decode_image(body["image"], "image"), filename="image"))
     if "url" in body:
@@ -147,8 +159,8 @@ def query_of_json(body) -> Asked:
         ):
             raise ApiError(400, "invalid_vector", f"vector must be a list of {dim} numbers")
         return _with_box(Asked("vector", body, vector=vector))
-    raise ApiError(400, "missing_field", "the JSON body needs 'image' (base64), 'positive' examples, 'id' or "
-                                         "'vector'" + (" (or 'url')" if current_app.config["ALLOW_URL_QUERIES"] else ""))
+    raise ApiError(400, "missing_field", "the JSON body needs 'image' (base64), 'positive' examples, 'text', "
+                                         "'id' or 'vector'" + (" (or 'url')" if current_app.config["ALLOW_URL_QUERIES"] else ""))
 
 
 def _answer(query: Asked, by_image, by_id, by_vector):
@@ -173,9 +185,9 @@ def _answer(query: Asked, by_image, by_id, by_vector):
             raise exc.about(query.filename) from None
     if query.kind == "id":
         return by_id(query.row_id, **region)
-    if query.kind == "examples":
-        raise ApiError(400, "invalid_examples", "several examples are for searching; classify one image, id or "
-                                                "vector")
+    if query.kind in ("examples", "text"):
+        what = "several examples are" if query.kind == "examples" else "a text is"
+        raise ApiError(400, f"invalid_{query.kind}", f"{what} for searching; classify one image, id or vector")
     return by_vector(query.vector)
 
 
@@ -221,6 +233,8 @@ def search_hits(eng: SearchEngine, asked: Asked):
     filtered = filter_fields(eng, q.filter)
     if asked.kind == "examples":
         return eng.search_examples(asked.positive, asked.negative, query=q), q, filtered
+    if asked.kind == "text":
+        return eng.search_text(asked.text, query=q), q, filtered
     hits = _answer(asked, lambda image, **_: eng.search_image(image, query=q),
                    lambda row_id, **_: eng.search_id(row_id, query=q),
                    lambda vector: eng.search_vector(vector, query=q))

@@ -29,6 +29,7 @@ from imgsearch.search.errors import (
     InvalidInputError,
     InvalidVectorError,
     NotFoundError,
+    TextQueriesUnsupportedError,
     UnknownLabelError,
     UrlFetchError,
     UrlNotAllowedError,
@@ -44,7 +45,8 @@ _CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 409: 
 STATUS: dict[type[ImgsearchError], tuple[int, str]] = {
     InvalidInputError: (400, "bad_request"),
     InvalidVectorError: (400, "invalid_vector"),
-    ExternalVectorsError: (400, "image_queries_unsupported"),  # vectors made elsewhere: query by vector or id
+    ExternalVectorsError: (400, "image_queries_unsupported"),
+    TextQueriesUnsupportedError: (400, "text_queries_unsupported"),  # no text tower: a CNN, DINOv2  # vectors made elsewhere: query by vector or id
     InvalidBoxError: (400, "invalid_box"),
     UrlNotAllowedError: (400, "url_not_allowed"),  # the SSRF guard's refusals, with the reason
     UrlFetchError: (400, "url_fetch_failed"),  # an allowed URL that could not be fetched

@@ -2,7 +2,7 @@
 base64 image, into what the engine takes (``search/query/examples.py``).
 
 A JSON example is an object with exactly one kind field, a key of ``EXAMPLE_KINDS`` (``{"id": 3}``,
-``{"vector": [...]}``, ``{"image": "<base64>"}``), and optional fields of ``EXAMPLE_FIELDS``
+``{"vector": [...]}``, ``{"image": "<base64>"}``, ``{"text": "a red car"}``), and optional fields of ``EXAMPLE_FIELDS``
 (``"weight"``).  A new kind of example is one entry in ``EXAMPLE_KINDS``: a function from the
 field's value and the example's name to an ``Example``.
 """
@@ -16,6 +16,7 @@ from typing import Callable
 from imgsearch.search.errors import InvalidFieldError, InvalidInputError, quote
 from imgsearch.search.query.examples import MAX_EXAMPLES, Example, check_examples, check_weight
 from imgsearch.search.query.numbers import id_field
+from imgsearch.search.query.text import check_text
 from imgsearch.web.errors import ApiError
 
 MAX_BATCH = 100  # queries in one POST /api/search/batch
@@ -60,8 +61,13 @@ def _image(value, name: str) -> Example:
     return Example("image", decode_image(value, name), name=name)
 
 
+def _text(value, name: str) -> Example:
+    return Example("text", check_text(value, name), name=name)
+
+
 # kind field -> (value, name) -> Example
-EXAMPLE_KINDS: dict[str, Callable[[object, str], Example]] = {"id": _id, "vector": _vector, "image": _image}
+EXAMPLE_KINDS: dict[str, Callable[[object, str], Example]] = {"id": _id, "vector": _vector, "image": _image,
+                                                              "text": _text}
 EXAMPLE_FIELDS = ("weight",)  # what any example may carry besides its kind field
 
 

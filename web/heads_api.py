@@ -27,6 +27,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from imgsearch.search.errors import ImageError, InvalidFieldError, InvalidInputError, UnknownIdError, quote
 from imgsearch.search.heads import DEFAULT_MODEL, MODELS, NAME_PATTERN, head_summary
+from imgsearch.search.query.text import check_text_queries
 from imgsearch.search.query.numbers import id_field, number_field
 from imgsearch.web.api import engine as _engine
 from imgsearch.web.auth import write_permission
@@ -84,6 +85,9 @@ def create_head():
     if model not in MODELS:
         raise ApiError(400, "invalid_model", f"model must be one of {', '.join(MODELS)}, got {quote(model)}")
     weight = number_field(body.get("search_weight", 1.0), "search_weight", 0, 10, text=False)
+    if "zero_shot" in body:  # a head from class names alone, by the index's text tower
+        summary = _run_training(["--name", name, "--search-weight", str(float(weight)), *_zero_shot_args(body)], "")
+        return jsonify(head=summary, training=training), 201, {"Location": url_for("heads_api.get_head", name=name)}
     unknown = sorted(set(body) - {"name", "model", "search_weight", "examples"})
     if unknown:
         raise ApiError(400, "invalid_field", f"unknown field {quote(unknown[0])}; a head has name, examples, model "
@@ -109,6 +113,28 @@ def delete_head(name: str):
                                             f"{', '.join(eng.head_names()) or 'none'})")
     _run_training(["--name", name, "--delete"], "")
     return jsonify(deleted=name, training=training)
+
+
+def _zero_shot_args(body: dict) -> list[str]:
+    """The command's options for ``{"zero_shot": [class names], "scale": ..., "templates": [...]}``, checked."""
+    unknown = sorted(set(body) - {"name", "search_weight", "zero_shot", "scale", "templates"})
+    if unknown:
+        raise ApiError(400, "invalid_field", f"unknown field {quote(unknown[0])}; a zero-shot head has name, "
+                                             "zero_shot, scale, templates and search_weight")
+    check_text_queries(_engine().manifest)  # 400 text_queries_unsupported: no text tower to read the names
+    classes, scale, templates = body["zero_shot"], body.get("scale", "preset"), body.get("templates", [])
+    if not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES or not all(
+            isinstance(c, str) and c.strip() and len(c) <= MAX_CLASS_NAME for c in classes):
+        raise ApiError(400, "invalid_classes", f"zero_shot must be a list of 2 to {MAX_CLASSES} class names (each "
+                                               f"1 to {MAX_CLASS_NAME} characters), got {quote(classes, 60)}")
+    if not (scale in ("preset", "labels") or isinstance(scale, (int, float)) and not isinstance(scale, bool)):
+        raise ApiError(400, "invalid_scale", f"scale must be \"preset\", \"labels\" or a number, got {quote(scale)}")
+    if not isinstance(templates, list) or len(templates) > 20 or not all(
+            isinstance(t, str) and t.count("{}") == 1 and len(t) <= MAX_CLASS_NAME for t in templates):
+        raise ApiError(400, "invalid_templates", "templates must be a list of at most 20 texts, each with one {} "
+                                                 f"where the class name goes, got {quote(templates, 60)}")
+    args = ["--zero-shot", json.dumps(classes), "--zero-shot-scale", str(scale)]
+    return args + [arg for t in templates for arg in ("--template", t)]
 
 
 def _checked_examples(examples) -> dict:

@@ -6,6 +6,7 @@ from imgsearch.search.duplicates.groups import KEEP_RULES
 from imgsearch.search.engine import MAX_K
 from imgsearch.search.query.examples import MAX_EXAMPLES, MAX_WEIGHT, NEGATIVE_WEIGHT, STRATEGIES
 from imgsearch.search.query.filters import COMPARISONS, ISO_PATTERN, NUMBER_FIELDS, TEXT_FIELDS, TIME_FIELDS, TIME_FORMS
+from imgsearch.search.query.text import MAX_TEXT
 from imgsearch.web.examples import EXAMPLE_FIELDS, MAX_BATCH
 from imgsearch.web.openapi_access import add_access_control
 from imgsearch.web.openapi_duplicates import (DUPLICATE_EVIDENCE, DUPLICATES_JOB, DUPLICATES_JOB_PATHS, MEMBER_SIZE,
@@ -65,20 +66,25 @@ def openapi_spec(dim: int, max_upload_bytes: int) -> dict:
 
 
 def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_field, url, flt, form_filter) -> dict:
+    text = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT,
+            "description": "words, embedded by the index's text tower (an index built with an image-text preset "
+                           "such as SigLIP; else 400 text_queries_unsupported)"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "imgsearch", "version": "1",
                  "description": "Image similarity search over one index folder."},
         "paths": {
             "/api/search": {"post": {
-                "summary": "Nearest images to an uploaded image, an indexed id or a vector",
+                "summary": "Nearest images to an uploaded image, words (text), an indexed id or a vector",
                 "requestBody": {"required": True, "content": {
                     "multipart/form-data": {"schema": {
                         "type": "object", "required": ["image"],
-                        "description": "an image in 'image', or examples: image files in 'positive' and "
-                                       "'negative' (several each) and indexed ids as text fields of those names",
+                        "description": "an image in 'image', words in 'text', or examples: image files in "
+                                       "'positive' and 'negative' (several each) and indexed ids as text fields of "
+                                       "those names",
                         "properties": {"image": {"type": "string", "format": "binary",
                                                  "description": f"at most {max_upload_bytes} bytes"},
+                                       "text": text,
                                        "positive": {"type": "array", "items": {"type": "string", "format": "binary"}},
                                        "negative": {"type": "array", "items": {"type": "string", "format": "binary"}},
                                        "strategy": {"type": "string", "enum": list(STRATEGIES)},
@@ -89,9 +95,10 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                     "200": {"description": "Results, best first (with a filter: only images it selects; none "
                                            "selected: empty results and a note)",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SearchResponse"}}}},
-                    **_query_errors("Not an image, missing field, bad k, min_score, offset, id, vector, head, "
-                                    "example, weight, strategy or box (invalid_box); a filter with an unknown field, "
-                                    "operator or label (invalid_filter, unknown_label); a URL refused "
+                    **_query_errors("Not an image, missing field, bad k, min_score, offset, id, vector, text, head, "
+                                    "example, weight, strategy or box (invalid_box); a text query of an index whose "
+                                    "encoder has no text tower (text_queries_unsupported); a filter with an "
+                                    "unknown field, operator or label (invalid_filter, unknown_label); a URL refused "
                                     "(url_not_allowed, with the reason) or not fetched (url_fetch_failed)"),
                 },
             }},
@@ -194,22 +201,22 @@ def _spec(k, top, head, vector, window, query_ref, max_upload_bytes, box, box_fi
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
             "Example": {
                 "type": "object", "minProperties": 1,
-                "description": "exactly one of id, vector, image; with an optional weight",
-                "properties": {"id": {"type": "integer"}, "vector": vector,
+                "description": "exactly one of id, vector, image, text; with an optional weight",
+                "properties": {"id": {"type": "integer"}, "vector": vector, "text": text,
                                "image": {"type": "string", "contentEncoding": "base64",
                                          "description": "an image file, base64; the upload limits apply"},
                                **{f: {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_WEIGHT, "default": 1}
                                   for f in EXAMPLE_FIELDS}}},
             "SearchQuery": {
                 "type": "object",
-                "description": "one of id, vector, image (base64), url or positive (with negative) examples; box "
+                "description": "one of id, vector, image (base64), text, url or positive (with negative) examples; box "
                                "with an id, an image or a url. Examples: "
                                "'rocchio' searches by the weighted mean of the positives minus "
                                f"{NEGATIVE_WEIGHT} x the weighted mean of the negatives, re-normalised (scores are "
                                "cosines to it); 'best' scores each image by its best positive (weight x cosine) "
                                "and leaves out those more like a negative than like that positive. Examples "
                                "given by id are not among the results.",
-                "properties": {"id": {"type": "integer"}, "vector": vector,
+                "properties": {"id": {"type": "integer"}, "vector": vector, "text": text,
                                "image": {"type": "string", "contentEncoding": "base64"},
                                "positive": {"type": "array", "minItems": 1, "maxItems": MAX_EXAMPLES,
                                             "items": {"$ref": "#/components/schemas/Example"}},
@@ -332,20 +339,35 @@ def _heads_paths(vector: dict) -> dict:
                             "models": {"type": "array", "items": {"type": "string"}},
                             "default_model": {"type": "string"}}}}}}}},
             "post": {
-                "summary": "Teach a head from a few examples per class (trained in seconds, served at once)",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "summary": "Teach a head from a few examples per class (trained in seconds, served at once), or "
+                           "make one from class names alone (zero_shot: needs an encoder with a text tower)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [{
+                    "type": "object", "required": ["name", "zero_shot"],
+                    "description": "a zero-shot head: p(class) = softmax(scale x cosine(image, the class's averaged "
+                                   "prompt embeddings)); scale: the preset's logit scale, fitted on labelled "
+                                   "images ('labels') or a number",
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                        "zero_shot": {"type": "array", "minItems": 2, "items": {"type": "string", "minLength": 1}},
+                        "scale": {"oneOf": [{"type": "string", "enum": ["preset", "labels"]},
+                                            {"type": "number", "minimum": 1, "maximum": 1000}], "default": "preset"},
+                        "templates": {"type": "array", "maxItems": 20, "items": {"type": "string"},
+                                      "description": "prompts with one {} for the class name"},
+                        "search_weight": {"type": "number", "minimum": 0, "maximum": 10, "default": 1}}}, {
                     "type": "object", "required": ["name", "examples"],
                     "properties": {
                         "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
                         "model": {"type": "string", "enum": ["softmax", "svm"]},
                         "search_weight": {"type": "number", "minimum": 0, "maximum": 10, "default": 1},
                         "examples": {"type": "object", "minProperties": 2, "description": "class name -> examples",
-                                     "additionalProperties": {"type": "array", "minItems": 1, "items": example}}}}}}},
+                                     "additionalProperties": {"type": "array", "minItems": 1, "items": example}}}}]}}}},
                 "responses": {
                     "201": {"description": "The head, with its cross-validated metrics", "content": {
                         "application/json": {"schema": {"type": "object", "properties": {
                             "head": head_ref, "training": training}}}}},
-                    "400": error_response("Bad name, model or examples (an unknown id, an empty class, one class)"),
+                    "400": error_response("Bad name, model or examples (an unknown id, an empty class, one class); "
+                                          "bad zero-shot classes, scale or templates, or an encoder without a text "
+                                          "tower (text_queries_unsupported)"),
                     "403": refused,
                     "409": error_response("Another command is writing the index; try again"),
                     "413": error_response("Too many examples in one request"),

@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, render_template, request
 
 from imgsearch.search.duplicates.groups import DEFAULT_THRESHOLD, KEEP_RULES
 from imgsearch.search.engine import display_text
+from imgsearch.search.query.text import has_text_tower
 from imgsearch.search.errors import ImgsearchError
 from imgsearch.search.query.numbers import id_field
 
@@ -22,6 +23,7 @@ def index():
                            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            default_threshold=f"{DEFAULT_THRESHOLD:.2f}", keep_rules=KEEP_RULES,
                            url_queries=current_app.config["ALLOW_URL_QUERIES"],
+                           text_queries=has_text_tower(engine.manifest),  # an image-text encoder
                            thumbnail_size=current_app.config["THUMBNAIL_SIZE"],
                            opening=_opening(engine, request.args.get("id")),
                            labels=[display_text(x) for x in engine.labels()[:MAX_PICKER_LABELS]])

@@ -82,6 +82,32 @@ def check_image_queries(manifest: dict) -> None:
             "embedded for it here: query it by vector (made by that model) or by id")
 
 
+class TextQueriesUnsupportedError(InvalidInputError):
+    """A text query (or a zero-shot head) of an index whose encoder has no text tower: a CNN, DINOv2, vectors
+    made elsewhere.  Only an image-text preset (SigLIP) embeds words into its images' space."""
+
+
+def text_tower(manifest: dict) -> dict | None:
+    """What the manifest records of the encoder's text tower (``backbone.preset.text``), or None."""
+    preset = manifest["backbone"].get("preset")
+    text = preset.get("text") if isinstance(preset, dict) else None
+    return text if isinstance(text, dict) else None
+
+
+def check_text_queries(manifest: dict) -> dict:
+    """The text tower's record, or TextQueriesUnsupportedError saying what to do instead."""
+    preset = manifest["backbone"].get("preset")
+    if text_tower(manifest) is None and isinstance(preset, dict) and isinstance(preset.get("text_unavailable"), str):
+        raise TextQueriesUnsupportedError(f"this index's encoder ({backbone_name(manifest)}) has a text tower, but "
+                                          + preset["text_unavailable"])
+    if (text := text_tower(manifest)) is None:
+        raise TextQueriesUnsupportedError(
+            f"this index's encoder ({backbone_name(manifest)}) has no text tower, so it cannot be searched by text: "
+            "search it by image, id or vector, or index the images with an image-text preset such as "
+            "--backbone siglip_base_patch16_224")
+    return text
+
+
 def check_not_external(manifest: dict, where) -> None:
     """Raise if images would be added to an index of vectors made elsewhere."""
     if is_external(manifest):

@@ -92,6 +92,12 @@ def check_manifest_shape(manifest) -> None:
 def _check_preset(value) -> None:
     _type(value, dict, "backbone.preset", "an object")
     _type(value.get("sha256"), str, "backbone.preset.sha256", "a string")
+    if "text" in value:  # an image-text preset's text tower (issue 33): what text queries and zero-shot heads read
+        _type(value["text"], dict, "backbone.preset.text", "an object")
+        scale = value["text"].get("logit_scale")
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0):
+            raise ManifestShapeError(f"'backbone.preset.text.logit_scale' must be a positive number or null, got "
+                                     f"{str(scale)[:40]!r}")
 
 
 def _check_onnx(value) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from imgsearch.indexer.errors import ImgsearchError, MissingDependencyError
+from imgsearch.indexer.model import image_text
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +93,22 @@ def require_keras_hub():
     return keras_hub
 
 
-def _preset_file(rel: str) -> bool:
-    """The files of a downloaded preset that its image encoder reads: a download cache folder may hold others
-    of the same preset later (a tokenizer, say), which must not change its identity."""
-    return rel in PRESET_FILES or (rel.startswith("model") and ".weights." in rel)
+def _preset_file(rel: str, text: bool = False) -> bool:
+    """The files of a downloaded preset that its image encoder reads (and with ``text``, its text tower: the
+    tokenizer, its vocabulary, the preprocessor): a download cache folder may hold others of the same preset
+    later (a tokenizer, say), which must not change an image encoder's identity."""
+    encoder = rel in PRESET_FILES or (rel.startswith("model") and ".weights." in rel)
+    return encoder or (text and image_text.text_file(rel))
 
 
-def folder_digest(folder: Path, downloaded: bool = False) -> str:
+def folder_digest(folder: Path, downloaded: bool = False, text: bool = False) -> str:
     """SHA-256 over the folder's files (relative path and content, sorted by path); hidden files left out, and
-    for a ``downloaded`` preset (keras-hub's cache) the files other than the encoder's."""
+    for a ``downloaded`` preset (keras-hub's cache) the files other than the encoder's (``text``: and its text
+    tower's)."""
     h = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
-        if any(part.startswith(".") for part in rel.split("/")) or (downloaded and not _preset_file(rel)):
+        if any(part.startswith(".") for part in rel.split("/")) or (downloaded and not _preset_file(rel, text)):
             continue
         h.update(rel.encode() + b"\0")
         with open(path, "rb") as f:
@@ -164,6 +168,7 @@ class Preset:
     scale: np.ndarray = field(repr=False)  # (3,) float32: model input = pixel * scale + offset, per channel
     offset: np.ndarray = field(repr=False)
     converter: str = ""  # what the image converter said, for the manifest
+    text: dict | None = None  # an image-text preset's text tower (image_text.describe_text_tower), else None
 
     @property
     def preprocessing(self) -> str:
@@ -174,8 +179,13 @@ class Preset:
 
     def describe(self) -> dict:
         """The manifest's ``backbone.preset``."""
-        return {"source": self.source, "sha256": self.digest, "class": self.class_name, "pooling": self.pooling,
-                "scale": [float(v) for v in self.scale], "offset": [float(v) for v in self.offset]}
+        described = {"source": self.source, "sha256": self.digest, "class": self.class_name, "pooling": self.pooling,
+                     "scale": [float(v) for v in self.scale], "offset": [float(v) for v in self.offset]}
+        if self.text is not None:
+            return dict(described, text=self.text)
+        if image_text.is_image_text(self.class_name):  # an image-text pair whose text half was not saved
+            return dict(described, text_unavailable=image_text.unavailable(self.class_name))
+        return described
 
     def preprocess_np(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x, np.float32) * self.scale + self.offset
@@ -195,13 +205,18 @@ class Preset:
                               "save it again with save_to_preset, or copy it again") from None
         size = self.input_size
         images = keras.Input((size, size, 3), name="images")
-        try:
-            out = hub({"images": images})  # KerasHub image backbones name their one input "images"
-        except (ValueError, KeyError, TypeError):
-            out = hub(images)
+        if image_text.is_image_text(self.class_name):  # the image tower of an image-text pair: one vector
+            out = hub.get_vision_embeddings(images)
+        else:
+            try:
+                out = hub({"images": images})  # KerasHub image backbones name their one input "images"
+            except (ValueError, KeyError, TypeError):
+                out = hub(images)
         if isinstance(out, dict):
             raise PresetError(f"{self.class_name} in {self.folder} returns several outputs: not an image backbone")
-        if self.pooling == CLASS_TOKEN:
+        if image_text.is_image_text(self.class_name):
+            pooled = out
+        elif self.pooling == CLASS_TOKEN:
             if len(out.shape) != 3:
                 raise PresetError(f"{self.class_name} gives outputs of shape {out.shape}, not tokens")
             pooled = out[:, 0, :]
@@ -271,18 +286,41 @@ def open_preset(name: str) -> Preset:
         converter_json = _read_json(folder / "image_converter.json", "preset's image converter")
         converter_config = converter_json.get("config") if isinstance(converter_json.get("config"), dict) else {}
         converter = str(converter_json.get("class_name") or "ImageConverter")
-    size = _size(converter_config.get("image_size")) or _size(settings.get("image_shape"))
+    paired = image_text.is_image_text(class_name)
+    size = _size(converter_config.get("image_size")) or _size(settings.get("image_shape")) or (
+        _size(image_text.image_shape(settings)) if paired else None)
     if not size:
         raise PresetError(f"the preset in {folder} says no square input size (image_shape or its image "
                           "converter's image_size): save it with a fixed image_shape")
-    pooling = CLASS_TOKEN if class_name in TOKEN_CLASSES else GAP
-    dim = settings.get("hidden_dim") if pooling == CLASS_TOKEN else None
+    pooling = image_text.POOLINGS[class_name] if paired else CLASS_TOKEN if class_name in TOKEN_CLASSES else GAP
+    dim = settings.get("hidden_dim") if pooling == CLASS_TOKEN else \
+        image_text.image_dim(settings, class_name) if paired else None
     if not isinstance(dim, int) or dim < 1:
         dim = _feature_dim(folder)
-    digest = folder_digest(folder, downloaded=source == "name")
+    if paired and source == "name":
+        _download_text(name)
+    digest = folder_digest(folder, downloaded=source == "name", text=paired)
     return Preset(label, folder, source, digest, class_name, size, int(dim), pooling,
                   _channels(converter_config.get("scale"), 1.0, "scale", folder),
-                  _channels(converter_config.get("offset"), 0.0, "offset", folder), converter)
+                  _channels(converter_config.get("offset"), 0.0, "offset", folder), converter,
+                  image_text.describe_text_tower(folder, class_name, settings) if paired else None)
+
+
+def _download_text(name: str) -> None:
+    """An image-text preset's text files (tokenizer, preprocessor, vocabulary) into keras-hub's cache beside its
+    encoder's, so that its digest covers them and a text query finds them offline later."""
+    from keras_hub.src.utils import preset_utils
+
+    handle = name.removeprefix(HUB_PREFIX)
+    for rel in ("tokenizer.json", "preprocessor.json", "assets/tokenizer/vocabulary.spm",  # SigLIP's SentencePiece
+                "assets/tokenizer/vocabulary.json", "assets/tokenizer/merges.txt"):  # CLIP's byte-pair encoding
+        try:
+            preset_utils.get_file(handle, rel)
+        except FileNotFoundError:
+            pass
+        except Exception as exc:  # offline between the two downloads
+            raise PresetError(f"could not download {rel} of the KerasHub preset {handle!r} "
+                              f"({type(exc).__name__}): try again with internet") from None
 
 
 def _feature_dim(folder: Path) -> int:

@@ -58,6 +58,10 @@ def _example(value: str) -> int | Path:
               help="A positive example: an indexed id or an image file (repeat for several). With --like or "
                    "--unlike, IMAGES and the examples make one query.")
 @click.option("--unlike", multiple=True, metavar="ID|FILE", help="A negative example (repeat for several).")
+@click.option("--text", "texts", multiple=True, metavar="WORDS",
+              help="Search by words, e.g. --text 'a red car' (an index built with an image-text preset such as "
+                   "SigLIP); repeat for several queries. With --like or --unlike, a positive example.")
+@click.option("--unlike-text", multiple=True, metavar="WORDS", help="A negative example in words (repeatable).")
 @click.option("--strategy", default="rocchio", show_default=True, type=click.Choice(["rocchio", "best"]),
               help="Several examples: one combined query (rocchio) or each result by its best positive (best).")
 @click.option("--head", default=None, help="Head-aware search: blend in this head's class probabilities.")
@@ -70,10 +74,10 @@ def _example(value: str) -> int | Path:
               help="Only images whose metadata matches, inside the search (repeat: all must hold), e.g. "
                    "--where label=cats,dogs --where 'taken>=2020-01-01'. Fields: label, path_prefix, width, "
                    "height, file_size, mtime, taken, camera_make, camera_model; operators = >= <= > <.")
-def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head, box, allow_networks, as_json,
-           where):
-    """Find the indexed images most similar to each IMAGE (a file, or an http(s) URL), or to the examples
-    --like and --unlike.
+def search(index_dir, images, k, offset, min_score, like, unlike, texts, unlike_text, strategy, head, box,
+           allow_networks, as_json, where):
+    """Find the indexed images most similar to each IMAGE (a file, or an http(s) URL), to each --text, or to
+    the examples --like and --unlike (and --text, --unlike-text with them).
 
     URLs are fetched through an SSRF guard (search/query/remote.py): public addresses only, unless
     --allow-network widens it.  A query that fails (not an image, a URL refused or unreachable) prints
@@ -83,15 +87,22 @@ def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head
     from imgsearch.indexer.inputs.images import ImageDecodeError
     from imgsearch.search.query.filters import parse_where
     from imgsearch.search.query.remote import UrlFetchError, UrlNotAllowedError, UrlPolicy
+    from imgsearch.search.query.examples import Example
     from imgsearch.search.query.spec import Query
+    from imgsearch.search.query.text import check_text
 
     # the options read once, before the index is opened or the model loads: a bad one is one Error line
     q = Query.of(k, offset=offset, min_score=min_score, head=head, box=box, filter=parse_where(where),
                  strategy=strategy)
     flt = q.filter
-    if not (images or like or unlike):
-        raise click.UsageError("give IMAGES to search by, or examples with --like/--unlike")
-    if (like or unlike) and (box is not None or any(isinstance(i, str) for i in images)):
+    for text in (*texts, *unlike_text):
+        check_text(text, "--text")
+    if not (images or like or unlike or texts or unlike_text):
+        raise click.UsageError("give IMAGES or --text to search by, or examples with --like/--unlike")
+    examples = bool(like or unlike or unlike_text)
+    if texts and box is not None:
+        raise click.UsageError("--box takes a region of an image: search --text without it")
+    if examples and (box is not None or any(isinstance(i, str) for i in images)):
         raise click.UsageError("--like/--unlike take indexed ids and image files; search by a URL or a --box "
                                "on its own")
     policy = UrlPolicy(allow_networks=allow_networks)
@@ -102,13 +113,17 @@ def search(index_dir, images, k, offset, min_score, like, unlike, strategy, head
     if matched == 0:
         click.echo("no indexed image matches the --where filter", err=True)
     extra = {} if flt is None else {"filter": flt.describe(), "matched": matched}
-    if like or unlike:
-        positive = [*images, *map(_example, like)]
-        hits = engine.search_examples(positive, [_example(v) for v in unlike], query=q)
-        names = [str(p) if isinstance(p, Path) else f"id {p}" for p in positive]
-        _print_hits("like " + ", ".join(names) + "".join(f"; unlike {v}" for v in unlike), hits, as_json,
-                    offset + 1, extra)
+    if examples:
+        positive = [*images, *map(_example, like), *map(Example.of_text, texts)]
+        negative = [*map(_example, unlike), *map(Example.of_text, unlike_text)]
+        hits = engine.search_examples(positive, negative, query=q)
+        names = [f"text {p.value!r}" if isinstance(p, Example) else str(p) if isinstance(p, Path) else f"id {p}"
+                 for p in positive]
+        _print_hits("like " + ", ".join(names) + "".join(f"; unlike {v}" for v in (*unlike, *unlike_text)), hits,
+                    as_json, offset + 1, extra)
         return
+    for text in texts:
+        _print_hits(text, engine.search_text(text, query=q), as_json, offset + 1, extra)
     failed = False
     for image in images:
         try:

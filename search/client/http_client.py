@@ -42,6 +42,7 @@ from imgsearch.search.errors import InvalidBoxError, InvalidFieldError, InvalidF
 from imgsearch.search.query.examples import Example, as_example
 from imgsearch.search.query.numbers import number_field
 from imgsearch.search.query.spec import Query
+from imgsearch.search.query.text import check_text
 from imgsearch.search.client.transport import (
     TransportError,
     check_base_url,
@@ -113,6 +114,18 @@ class SearchClient(DuplicatesCalls):
         body = {"id": row_id, **_options(k, head=head, min_score=min_score, offset=offset, box=box, filter=filter)}
         return self._parsed(_response, self._request("POST", "/api/search", json=body))
 
+    def search_text(self, text: str, k: int | None = None, *, head: str | None = None,
+                    min_score: float | None = None, offset: int | None = None,
+                    filter: dict | None = None) -> SearchResponse:
+        """Nearest indexed images to the words ``text`` (an index built with an image-text preset such as
+        SigLIP; another answers 400 ``text_queries_unsupported``)."""
+        try:
+            text = check_text(text)
+        except InvalidFieldError as exc:
+            raise SearchAPIError(None, "invalid_text", str(exc)) from None
+        body = {"text": text, **_options(k, head=head, min_score=min_score, offset=offset, filter=filter)}
+        return self._parsed(_response, self._request("POST", "/api/search", json=body))
+
     def search_vector(self, vector: Sequence[float], k: int | None = None, *, head: str | None = None,
                       min_score: float | None = None, offset: int | None = None,
                       filter: dict | None = None) -> SearchResponse:
@@ -124,8 +137,8 @@ class SearchClient(DuplicatesCalls):
                         strategy: str | None = None, head: str | None = None, min_score: float | None = None,
                         offset: int | None = None, filter: dict | None = None) -> SearchResponse:
         """Nearest indexed images to several examples: each an id (int), a vector, an image (path, bytes,
-        file, PIL image) or an ``Example`` with a weight; ``strategy`` "rocchio" (the server's default)
-        or "best"."""
+        file, PIL image) or an ``Example`` with a weight (``Example.of_text("a red car")``: words); ``strategy``
+        "rocchio" (the server's default) or "best"."""
         body = _body(positive=_examples_json(positive, "positive"),
                      negative=_examples_json(negative, "negative") or None,
                      **_options(k, strategy=strategy, head=head, min_score=min_score, offset=offset, filter=filter))
@@ -188,10 +201,19 @@ class SearchClient(DuplicatesCalls):
         """{"heads": [summaries], "training": {"allowed", "why"}, ...}: the server's heads and whether it trains."""
         return self._parsed(_object, self._request("GET", "/api/heads"))
 
-    def create_head(self, name: str, examples: dict, *, model: str | None = None,
-                    search_weight: float | None = None) -> dict:
+    def create_head(self, name: str, examples: dict | None = None, *, model: str | None = None,
+                    search_weight: float | None = None, zero_shot: Sequence[str] | None = None,
+                    scale: str | float | None = None, templates: Sequence[str] | None = None) -> dict:
         """Teach head ``name`` from ``examples`` ({class: [ids, vectors or images]}); the head's summary with
-        its cross-validated metrics.  SearchAPIError 403 where the server may not train."""
+        its cross-validated metrics.  Or, with ``zero_shot`` (class names) instead, make it from the names alone
+        by the index's text tower (``scale``: "preset", "labels" or a number; ``templates``: prompts with {}).
+        SearchAPIError 403 where the server may not train."""
+        if zero_shot is not None:
+            if examples is not None or model is not None:
+                raise TypeError("a zero-shot head is made from class names alone: leave out examples and model")
+            body = _body(name=name, zero_shot=list(zero_shot), scale=scale, search_weight=search_weight,
+                         templates=None if templates is None else list(templates))
+            return self._parsed(lambda b: _object(b["head"]), self._request("POST", "/api/heads", json=body))
         if not isinstance(examples, dict):
             raise TypeError("examples must be a dict of class name -> list of examples")
         body = _body(name=name, model=model, search_weight=search_weight,
@@ -286,6 +308,8 @@ def _example_json(item, name: str) -> dict:
         value = ex.value
     elif ex.kind == "vector":
         value = _numbers(ex.value, f"{name} vector")
+    elif ex.kind == "text":
+        value = ex.value
     else:
         value = base64.b64encode(_image_payload(ex.value)[1]).decode("ascii")
     return {ex.kind: value, **({"weight": ex.weight} if ex.weight != 1.0 else {})}

@@ -168,13 +168,16 @@ def _head_section(name: str, head: dict, retrieval: dict | None, plots: dict[str
     trained = head.get("trained") or {}
     parts = [f"<h2>Head {_e(name)}</h2>",
              f'<p class="note">{len(head.get("classes", []))} classes, labels from {_e(head.get("labels_source", "?"))}'
-             + (f"; trained on {_count(trained['train_images'])} images, validated on "
+             + (f"; made from the class names alone (zero-shot), measured on the {_count(trained['val_images'])} "
+                "images labelled with one" if trained.get("model") == "zero-shot" else
+                f"; trained on {_count(trained['train_images'])} images, validated on "
                 f"{_count(trained['val_images'])} held-out images" if "train_images" in trained else "")
              + (f", {_e(trained['epochs'])} epochs" if "epochs" in trained else "") + ".</p>"]
     if not val:
         return parts + ['<p class="note">No validation figures were recorded for this head.</p>']
     knn_k = trained.get("knn_k")
-    knn_title = f"kNN vote{f' (k = {knn_k})' if knn_k else ''}, same split"
+    knn_title = f"kNN vote{f' (k = {knn_k})' if knn_k else ''}, " + (
+        "leave-one-out, same images" if trained.get("model") == "zero-shot" else "same split")
     parts += ['<table><tr><th>validation images</th><th class="n">head</th>'
               f'<th class="n">{_e(knn_title)}</th></tr>']
     for key, title in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):

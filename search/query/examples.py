@@ -1,5 +1,5 @@
-"""Queries of several examples: positives and negatives, each an indexed id, a vector or an image,
-with an optional weight (default 1).
+"""Queries of several examples: positives and negatives, each an indexed id, a vector, an image or a text
+(words, embedded by the index's text tower: search/query/text.py), with an optional weight (default 1).
 
 Two strategies:
 
@@ -30,6 +30,7 @@ from imgsearch.indexer.errors import ImageError, InvalidInputError, quote
 from imgsearch.indexer.vectors import l2_normalize
 from imgsearch.search.errors import InvalidFieldError
 from imgsearch.search.query.numbers import number_field
+from imgsearch.search.query.text import check_text, text_vectors
 from imgsearch.search.query.window import MAX_K, Window
 
 STRATEGIES = ("rocchio", "best")
@@ -41,8 +42,8 @@ MAX_EXAMPLES = 100  # positives and negatives together
 
 @dataclass(frozen=True)
 class Example:
-    """One example: ``kind`` "id" (an indexed id), "vector" (D numbers) or "image" (a path, bytes, a file
-    object or a PIL image); ``name`` is how messages call it (e.g. "positive[2]")."""
+    """One example: ``kind`` "id" (an indexed id), "vector" (D numbers), "image" (a path, bytes, a file
+    object or a PIL image) or "text" (words); ``name`` is how messages call it (e.g. "positive[2]")."""
 
     kind: str
     value: object
@@ -60,6 +61,11 @@ class Example:
     @classmethod
     def of_image(cls, image, weight: float = 1.0, name: str = "") -> "Example":
         return cls("image", image, weight, name)
+
+    @classmethod
+    def of_text(cls, text: str, weight: float = 1.0, name: str = "") -> "Example":
+        """Words (a plain ``str`` example is an image's path): needs an index with a text tower."""
+        return cls("text", text, weight, name)
 
 
 def as_example(item, name: str) -> Example:
@@ -109,6 +115,8 @@ def check_examples(positive, negative) -> tuple[list[Example], list[Example]]:
         raise InvalidInputError(f"a query may have at most {MAX_EXAMPLES} examples, got {len(pos) + len(neg)}")
     for ex in pos + neg:
         check_weight(ex.weight, ex.name)
+        if ex.kind == "text":
+            check_text(ex.value, ex.name)
     return pos, neg
 
 
@@ -144,6 +152,8 @@ def _vectors(engine, examples: list[Example], max_pixels) -> np.ndarray:
     for ex in examples:
         if ex.kind == "id":
             rows.append(engine.vector(ex.value))
+        elif ex.kind == "text":
+            rows.append(text_vectors(engine, [ex.value])[0])
         elif ex.kind == "vector":
             try:
                 rows.append(engine.check_vector(ex.value))

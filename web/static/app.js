@@ -65,7 +65,8 @@ async function post(endpoint, query, fields) {
     }
     init = { method: "POST", body: form };
   } else if (query.positive) {
-    const ids = (list) => list.map((e) => ({ id: e.id }));
+    // each example by id, or by its words (a text query, then "less like this")
+    const ids = (list) => list.map((e) => (e.text !== undefined ? { text: e.text } : { id: e.id }));
     init = {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -82,7 +83,10 @@ async function post(endpoint, query, fields) {
     init = {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ ...(query.url ? { url: query.url } : { id: query.id }), ...fields }),
+      body: JSON.stringify({
+        ...(query.url ? { url: query.url } : query.text !== undefined ? { text: query.text } : { id: query.id }),
+        ...fields,
+      }),
     };
   }
   const response = await apiFetch(endpoint, init);
@@ -127,7 +131,8 @@ async function run(query, label) {
   try {
     const [found, classified] = await Promise.all([
       post("/api/search", query, { ...fields, ...box }),
-      head && !query.positive ? post("/api/classify", query, { head, top: 3, ...box }) : Promise.resolve(null),
+      head && !query.positive && query.text === undefined
+        ? post("/api/classify", query, { head, top: 3, ...box }) : Promise.resolve(null),
     ]);
     if (mine !== runs) return;
     render(found.results);
@@ -167,12 +172,13 @@ function searchId(hit) {
 // ---------------------------------------------------------------- several examples
 function nameOf(example) {
   if (example.file) return example.file.name || "pasted image";
+  if (example.text !== undefined) return `“${example.text}”`;
   return example.name || `image ${example.id}`;
 }
 
 function searchExamples(positive, negative) {
   const first = positive[0];
-  const src = first.file ? queryUrl : first.thumbnail_url;
+  const src = first.file ? queryUrl : first.text !== undefined ? null : first.thumbnail_url;
   const unlike = negative.length ? ` · unlike ${negative.map(nameOf).join(", ")}` : "";
   showQuery(src, `like ${positive.map(nameOf).join(", ")}${unlike}`);
   const what = positive.length === 1 ? nameOf(first) : `${positive.length} images`;
@@ -227,6 +233,11 @@ function hitActions(hit) {
 function searchUrl(url) {
   showQuery(null, url);
   run({ url }, url);
+}
+
+function searchText(text) {  // words, embedded by the index's text tower (the box shows only where it has one)
+  showQuery(null, `“${text}”`);
+  run({ text }, `“${text}”`);
 }
 
 // ---------------------------------------------------------------- a region of the query image
@@ -320,6 +331,15 @@ frame.addEventListener("keydown", (e) => {
     if (lastSearch.region) searchRegion();  // the whole image again
   }
 });
+
+const textForm = $("text-form");  // absent unless the index's encoder has a text tower
+if (textForm) {
+  textForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("text-input").value.trim();
+    if (text) searchText(text);
+  });
+}
 
 const urlForm = $("url-form");  // absent unless the server fetches query images from URLs
 if (urlForm) {

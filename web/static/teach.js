@@ -213,6 +213,39 @@ async function train() {
   }
 }
 
+// A zero-shot head: the classes' names alone, read by the index's text tower (the button shows only where it has one)
+async function zeroShot() {
+  const names = teach.classes.map((cls) => cls.name.trim());
+  if (names.length < 2 || names.some((n) => !n)) { teachStatus("name at least 2 classes", true); return; }
+  if (new Set(names).size < names.length) { teachStatus("two classes have the same name", true); return; }
+  teachStatus("Reading the names…");
+  try {
+    const response = await apiFetch("/api/heads", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name: $("teach-name").value.trim(), zero_shot: names }),
+    });
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error ? answer.error.message : `HTTP ${response.status}`);
+    const head = answer.head;
+    const v = head.metrics.validation;
+    teachStatus(`Made ${head.name} from ${names.length} class names (zero-shot)`);
+    const report = $("teach-report");
+    const line = document.createElement("p");
+    line.textContent = v
+      ? `${head.name} (zero-shot): ${percent(v.accuracy)} right on the ${head.metrics.val_images} images labelled ` +
+        "with a class name (nothing was trained on them; a kNN vote on the same images, leave-one-out: " +
+        `${percent(head.metrics.knn_validation.accuracy)})`
+      : `${head.name} (zero-shot): not measured (no indexed image is labelled with a class name)`;
+    report.replaceChildren(line);
+    report.hidden = false;
+    useHead(head.name);
+  } catch (err) {
+    teachStatus(`Zero-shot head failed: ${err.message}`, true);
+  }
+}
+
 teachToggle.addEventListener("click", () => setTeaching(!teach.on));
+if ($("teach-zero-shot")) $("teach-zero-shot").addEventListener("click", zeroShot);
 $("teach-add-class").addEventListener("click", () => addClass(`class ${teach.classes.length + 1}`));
 $("teach-train").addEventListener("click", train);
