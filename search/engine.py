@@ -10,16 +10,8 @@ import numpy as np
 
 from imgsearch.indexer.config import IndexConfig, check_max_pixels  # noqa: F401 - the web app checks its limit with it
 from imgsearch.indexer.errors import InvalidInputError, quote
-from imgsearch.indexer.folder.manifest import (
-    backbone_name,
-    check_compatible,
-    check_image_queries,
-    is_external,
-    model_precision,
-    precision,
-    recorded_model_spec,
-    resample,
-)
+from imgsearch.indexer.folder.manifest import (backbone_name, check_compatible, check_image_queries, is_external,
+                                               model_precision, precision, recorded_model_spec, resample)
 from imgsearch.indexer.folder.store import EmbeddingStore
 from imgsearch.indexer.folder.texts import display_text  # noqa: F401 - web shows paths with display_text
 from imgsearch.indexer.folder.whitening import search_space
@@ -393,7 +385,8 @@ class SearchEngine:
                 from imgsearch.indexer.model.backbones import load_backbone
                 from imgsearch.indexer.model.embedder import Embedder
 
-                bb = load_backbone(self.backbone, self.config.weights, self.config.cache_dir, recorded_model_spec(self.manifest))
+                bb = load_backbone(self.backbone, self.config.weights, self.config.cache_dir,
+                                   recorded_model_spec(self.manifest))
                 check_compatible(self.manifest, bb.name, bb.dim, str(self.store.root), bb.extra)
                 # the index's precision, whatever the config says: one index never mixes two models
                 self._embedder = Embedder(bb, self.config.batch_size, self.config.runtime, self.config.cache_dir,

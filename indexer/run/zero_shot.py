@@ -136,7 +136,7 @@ def zero_shot_head(index_dir, name: str, classes, *, templates=TEMPLATES, scale=
         text = check_text_queries(manifest)
         encoder = load_text_encoder(backbone_name(manifest))
         preset = encoder.preset
-        check_compatible(manifest, preset.name, preset.dim, str(index_dir), preset.describe())
+        check_compatible(manifest, preset.name, preset.dim, str(index_dir), {"preset": preset.describe()})
         directions = class_directions(encoder, classes, templates)  # (C, D)
         measured = _labelled(index_dir, classes, directions)  # (cosines, y, vectors) of labelled images of them
         if scale == "labels":

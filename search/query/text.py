@@ -42,7 +42,7 @@ def text_vectors(engine, texts: list[str]) -> np.ndarray:
     check_text_queries(engine.manifest)
     encoder = load_text_encoder(engine.backbone)
     preset = encoder.preset
-    check_compatible(engine.manifest, preset.name, preset.dim, str(engine.store.root), preset.describe())
+    check_compatible(engine.manifest, preset.name, preset.dim, str(engine.store.root), {"preset": preset.describe()})
     return encoder.encode([check_text(t) for t in texts])
 
 
