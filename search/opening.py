@@ -14,6 +14,7 @@ from imgsearch.indexer.folder.heads import HeadDamagedError
 from imgsearch.indexer.folder.manifest import backbone_name, search_dim
 from imgsearch.indexer.folder.store import EmbeddingStore, IndexFormatError
 from imgsearch.indexer.folder.verify import check_published_files
+from imgsearch.indexer.memory import release_unused_memory
 from imgsearch.search.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def open_version(store: EmbeddingStore, backbone: str | None, config: IndexConfi
                 f"manifest says {manifest['count']} of {space_dim}; the index is damaged: "
                 f"'imgsearch verify --index {index_dir} --repair' rebuilds it"
             )
+    release_unused_memory()  # what the reads freed: a served process would keep it for as long as it serves
     return OpenedVersion(manifest, index, metadata, config, device, signature, files)
 
 

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from imgsearch.indexer.atomic import atomic_path
 from imgsearch.indexer.folder.store import IndexFormatError
 from imgsearch.indexer.inputs.local_features import LocalFeatures
+from imgsearch.indexer.memory import release_unused_memory
 
 FEATURES_FILE = "local-features.parquet"
 SCHEMA = pa.schema([("id", pa.int64()), ("sha256", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
@@ -147,7 +148,7 @@ def read_features(root) -> StoredFeatures:
 def _read_table(path: Path) -> pa.Table:
     try:
         table = pq.read_table(path, page_checksum_verification=True)
-        pa.default_memory_pool().release_unused()  # the pages decompressed on the way: as much again, kept
+        release_unused_memory()  # the pages decompressed on the way: as much again, kept
     except (OSError, pa.ArrowException) as exc:
         raise IndexFormatError(f"{path} is unreadable: {exc}; delete it, or write it again with "
                                "'imgsearch index ... --refresh-features'") from exc
