@@ -8,6 +8,8 @@ by ``--backbone FOLDER``'s code path:
   tiny      2 layers, hidden 32, 56 px, patch 14 (the tests' encoder, tests/hub_presets.py)
   small     DINOv2-S/14's shape: 12 layers, hidden 384, 6 heads, MLP 1536, 224 px, patch 14 (dinov2_small)
 
+the image-text presets are the tests' tiny SigLIP and CLIP (tests/hub_presets.py: two layers, 28 px, random
+weights; their image towers here, and the time of one text query by their text towers, ``--image-text``),
 and the ONNX encoder (``--backbone onnx:FILE --spec``) is EfficientNet-Lite0 itself, exported by tf2onnx
 (under --work): the same network through onnxruntime (CPU provider) beside its TFLite run, with the largest
 difference of their embeddings on the same images.
@@ -89,6 +91,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/imgsearch-bench-encoders"))
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--encoders", default="tiny,small", help="comma-separated: " + ", ".join(SHAPES))
+    parser.add_argument("--image-text", default="siglip,clip", help="the tests' tiny image-text presets: siglip, clip")
     parser.add_argument("--runtimes", default="tflite,tf")
     parser.add_argument("--onnx", default="lite0", help="'lite0': EfficientNet-Lite0 exported to ONNX; '': none")
     args = parser.parse_args()
@@ -109,6 +112,15 @@ def main() -> None:
         folder = write_dinov2(args.work / f"dinov2-{name}", *SHAPES[name])
         models.append((f"DINOv2 {name} (random weights)", str(folder), None, runtimes))
         print(f"preset {folder}: ready in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    texts = {}  # label -> preset folder, for the text query timing
+    for name in [e for e in args.image_text.split(",") if e]:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' builders
+        from tests import hub_presets
+
+        folder = getattr(hub_presets, f"write_tiny_{name}")(args.work / f"tiny-{name}")
+        texts[f"{name.upper() if name == 'clip' else 'SigLIP'} tiny (random weights)"] = folder
+        models.append((f"{name.upper() if name == 'clip' else 'SigLIP'} tiny (random weights)", str(folder), None,
+                       runtimes))
     rng = np.random.default_rng(0)
     print(f"CPU: {os.cpu_count()} cores, {' / '.join(cpu_info())}; {args.images} images, batch 32, model only")
     print(f"{'encoder':34} {'size':>5} {'dim':>5} {'runtime':40} {'ms/img':>8} {'img/s':>8} {'prepare s':>9}")
@@ -125,6 +137,21 @@ def main() -> None:
             vectors[label, runtime] = embedder.embed(images)
             print(f"{label:34} {size:5d} {backbone.dim:5d} {embedder.runtime[:40]:40} {ms:8.2f} {1000 / ms:8.1f} "
                   f"{prepare:9.1f}", flush=True)
+    if texts:
+        from imgsearch.indexer.model.text_encoder import load_text_encoder
+
+        print(f"\n{'text tower':34} {'ms/query (warm, one text)':>26} {'first query s':>14}")
+        for label, folder in texts.items():
+            t = time.perf_counter()
+            encoder = load_text_encoder(str(folder))
+            encoder.encode(["a red bicycle"])
+            first = time.perf_counter() - t
+            times = []
+            for i in range(20):
+                t = time.perf_counter()
+                encoder.encode([f"a photo of thing number {i}"])
+                times.append(time.perf_counter() - t)
+            print(f"{label:34} {1000 * min(times):26.2f} {first:14.1f}")
     onnx, tflite = vectors.get(("efficientnet-lite0 (ONNX, tf2onnx)", "auto")), \
         vectors.get(("efficientnet-lite0", "tflite"))
     if onnx is not None and tflite is not None:
