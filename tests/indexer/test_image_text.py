@@ -138,6 +138,7 @@ def test_a_siglip_preset_saved_without_its_preprocessor_says_how_to_add_it(tiny_
     assert "\n" not in str(exc.value)
 
 
+@pytest.mark.slow  # builds and runs a KerasHub model: TensorFlow
 def test_a_tiny_clip_preset_embeds_images_and_words_as_keras_does(tmp_path):
     """CLIP through the same path: its projected image and text embeddings, its scale (no bias)."""
     import keras_hub

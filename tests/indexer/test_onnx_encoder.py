@@ -246,10 +246,9 @@ def test_cli_index_and_search_by_an_onnx_model_and_refuse_a_changed_or_moved_one
     assert "onnxruntime" in manifest["runtime"]
     photos = sorted(photos_dir.glob("*.jpg"))
     spec.write_text("{}")  # search embeds with the index's recorded spec, not whatever the file says now
-    for query in photos[:3]:
-        found = _cli("search", "--index", str(index), "--json", "-k", "1", str(query))
-        assert found.returncode == 0, found.stderr
-        assert json.loads(found.stdout)["results"][0]["path"] == str(query)
+    found = _cli("search", "--index", str(index), "--json", "-k", "1", *map(str, photos[:3]))  # a JSON line each
+    assert found.returncode == 0, found.stderr
+    assert [json.loads(line)["results"][0]["path"] for line in found.stdout.splitlines()] == list(map(str, photos[:3]))
     added = _cli("index", str(photos_dir), "--index", str(index), "--no-progress")  # no --backbone, no --spec
     assert added.returncode == 0 and "indexed 0 new images" in added.stdout, added.stderr
 
