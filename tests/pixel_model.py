@@ -65,5 +65,6 @@ def _load(spec: BackboneSpec, weights: str | None, cache_dir: Path) -> Backbone:
                     lambda x: np.asarray(x, np.float32) / np.float32(127.5) - np.float32(1.0), runner=PixelProjection())
 
 
+# score_bands: it stands in for efficientnet-lite0 on the page, whose results carry the measured bands
 SPEC = BackboneSpec(NAME, INPUT_SIZE, DIM, f"{GRID}x{GRID} cell means, (x - 127.5) / 127.5, seeded projection",
-                    _load, ("", ""))
+                    _load, ("", ""), score_bands=True)

@@ -6,11 +6,22 @@ from flask import Blueprint, current_app, render_template, request
 
 from imgsearch.search.duplicates.groups import DEFAULT_THRESHOLD, KEEP_RULES
 from imgsearch.search.engine import display_text
+from imgsearch.search.hits import score_bands_apply
 from imgsearch.search.query.text import has_text_tower
 from imgsearch.search.errors import ImgsearchError
 from imgsearch.search.query.numbers import id_field
 
 MAX_PICKER_LABELS = 500  # labels the filter picker lists
+
+
+def backbone_label(name: str) -> str:
+    """The encoder as the page names it: a preset folder or a model file by its last name, not its whole path
+    (a name or a download handle as it is)."""
+    if "://" in name:
+        return name
+    kind, _, rest = name.rpartition(":") if name.startswith("onnx:") else ("", "", name)
+    short = rest.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or rest
+    return f"{kind}:{short}" if kind else short
 
 pages = Blueprint("pages", __name__, template_folder="templates", static_folder="static",
                   static_url_path="/static")
@@ -19,7 +30,8 @@ pages = Blueprint("pages", __name__, template_folder="templates", static_folder=
 @pages.get("/")
 def index():
     engine = current_app.extensions["imgsearch"].current()  # one index version for the whole page
-    return render_template("index.html", backbone=engine.backbone, count=len(engine), heads=engine.head_names(),
+    return render_template("index.html", backbone=backbone_label(engine.backbone), count=len(engine),
+                           bands=score_bands_apply(engine.backbone), heads=engine.head_names(),
                            max_upload_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            default_threshold=f"{DEFAULT_THRESHOLD:.2f}", keep_rules=KEEP_RULES,
                            url_queries=current_app.config["ALLOW_URL_QUERIES"],

