@@ -16,10 +16,13 @@
    others the members' vectors are fetched (``FETCH_BUDGET`` bytes at a time)
    and scored exactly against each keeper.
 4. with ``keypoints`` (the default of every surface), pairs from KEYPOINT_FLOOR
-   to KEYPOINT_SURE are judged by the verifier (``search/duplicates/verifier.py``
-   over ``keypoints.py``): a match makes a pair below the threshold a duplicate
-   (the threshold is the first stage's cosine gate; the member's evidence says
-   which check promoted it), a mismatch refutes one above it.
+   up are judged by the verifier (``search/duplicates/verifier.py`` over
+   ``keypoints.py``, ``judge.py``): a match makes a pair below the threshold a
+   duplicate (the threshold is the first stage's cosine gate; the member's
+   evidence says which check promoted it), a mismatch refutes one above it
+   (above KEYPOINT_SURE, only a fitted transform's); a member the keeper's
+   check leaves out joins through a member that matches it clearly
+   (``judge.vouched``; its evidence's ``via``).
 
 The keeper (``KEEP_RULES``): ``largest`` (default) the most pixels (width x
 height as indexed), then the largest file, then the lowest id; ``smallest``

@@ -1,9 +1,11 @@
 """The verifier's part in the duplicate groups (``groups.py``): which pairs it judges, and who vouches for whom.
 
 * ``confirmed``: the candidate pairs that are duplicates: the score decides unless the verifier says otherwise
-  (each image's KEYPOINT_CANDIDATES best partners in the band KEYPOINT_FLOOR to KEYPOINT_SURE are judged, all at
-  once, in worker processes).
-* ``Judge``: the verdict on one pair, each judged once; ``verdicts`` keeps those that overrode the score.
+  (each image's KEYPOINT_CANDIDATES best partners in the band KEYPOINT_FLOOR to KEYPOINT_SURE, and every pair
+  above it, are judged, all at once, in worker processes).
+* ``Judge``: the verdict on one pair, each judged once; ``verdicts`` keeps those that overrode the score.  Above
+  KEYPOINT_SURE only a refutation by a fitted transform counts (the two aligned, and they differ: clock faces
+  whose hands mirror each other score 0.991-0.995); a check that could not align them does not.
 * ``vouched``: when a keeper's group is formed, a member the keeper's own check left out joins through its best
   verified neighbour already in the group (a bordered keeper does not match a crop of its original; the
   original does).  Only an edge the verifier matched, clearly (VOUCH_NCC, VOUCH_CONFLICT: a second hop is
@@ -19,6 +21,7 @@ import numpy as np
 
 from imgsearch.search.duplicates.pairs import Pairs
 from imgsearch.search.duplicates.progress import DuplicatesProgress
+from imgsearch.search.duplicates.verifier import MIN_INLIERS
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ log = logging.getLogger(__name__)
 # a pair whose keypoints cannot judge (a flat picture, a file gone) needs the threshold. Each image's
 # KEYPOINT_CANDIDATES best partners are checked.
 KEYPOINT_FLOOR = 0.55  # 0.957 of the benchmark's true pairs score at least this (lite0 int8)
-KEYPOINT_SURE = 0.99  # above: the same picture whatever the keypoints say
+KEYPOINT_SURE = 0.99  # above: the same picture unless a fitted transform aligns the two and finds them different
 KEYPOINT_CANDIDATES = 10
 # a member vouches for another only through a clear match, a second hop being weaker evidence for the keeper
 # (scripts/bench_duplicates.py --misses: the true edits let in through another member correlate 0.915 and more,
@@ -39,8 +42,9 @@ VOUCH_CONFLICT = 0.05  # keycaps with another digit on one frame: 0.09 of their 
 class Judge:
     """The verifier's verdict on a pair: True (duplicates), False (not), None (the score decides).
 
-    Pairs scoring from KEYPOINT_FLOOR to KEYPOINT_SURE are judged, each once; ``verdicts`` keeps those
-    that overrode the score: (a, b) -> True (confirmed below the threshold) or False (refuted above it).
+    Pairs scoring KEYPOINT_FLOOR or more are judged, each once (above KEYPOINT_SURE only a fitted transform's
+    refutation counts: ``aligned_refutation``); ``verdicts`` keeps those that overrode the score: (a, b) -> True
+    (confirmed below the threshold) or False (refuted above it).
     """
 
     def __init__(self, matcher, threshold: float):
@@ -48,11 +52,13 @@ class Judge:
         self.verdicts: dict[tuple[int, int], bool] = {}
 
     def __call__(self, a: int, b: int, score: float) -> bool | None:
-        if not KEYPOINT_FLOOR <= score < KEYPOINT_SURE:
+        if score < KEYPOINT_FLOOR:
             return None
         verdict = self.matcher.verdict(a, b)
         if verdict is None:  # a file gone: no evidence either way
             return None
+        if score >= KEYPOINT_SURE and not aligned_refutation(self.matcher.evidence(min(a, b), max(a, b))):
+            return None  # near-identical: a check that could not align them says nothing
         if verdict != (score >= self.threshold):
             self.verdicts[(min(a, b), max(a, b))] = verdict
         return verdict
@@ -62,12 +68,15 @@ def confirmed(candidates: Pairs, threshold: float, judge: Judge, progress: Dupli
     """The candidate pairs that are duplicates: the score decides, unless the keypoints say otherwise;
     each image's KEYPOINT_CANDIDATES best partners are judged (the keeper check judges the rest it needs)."""
     keep = candidates.score >= threshold
-    band = np.flatnonzero((candidates.score >= KEYPOINT_FLOOR) & (candidates.score < KEYPOINT_SURE))
+    band = np.flatnonzero(candidates.score >= KEYPOINT_FLOOR)
     band = band[np.argsort(-candidates.score[band], kind="stable")]
+    sure = candidates.score >= KEYPOINT_SURE  # every such pair is asked, and counts against no partner's share
     checks: dict[int, int] = {}
     asked = []  # (index, a, b); which pairs are judged does not depend on verdicts: all at once, in processes
     for i, a, b in zip(band.tolist(), candidates.a[band].tolist(), candidates.b[band].tolist()):
-        if checks.get(a, 0) < KEYPOINT_CANDIDATES or checks.get(b, 0) < KEYPOINT_CANDIDATES:
+        if sure[i]:
+            asked.append((i, a, b))
+        elif checks.get(a, 0) < KEYPOINT_CANDIDATES or checks.get(b, 0) < KEYPOINT_CANDIDATES:
             checks[a], checks[b] = checks.get(a, 0) + 1, checks.get(b, 0) + 1
             asked.append((i, a, b))
     progress.start("verifying", len(asked))  # a cancel is heard between two chunks of pairs
@@ -80,6 +89,12 @@ def confirmed(candidates: Pairs, threshold: float, judge: Judge, progress: Dupli
         log.warning("%d images could not be read for keypoints: only their cosine scores count",
                     judge.matcher.unreadable)
     return Pairs(candidates.a[keep], candidates.b[keep], candidates.score[keep], candidates.method)
+
+
+def aligned_refutation(found) -> bool:
+    """Whether the verifier's ``Evidence`` refutes the pair with a fitted transform (MIN_INLIERS inliers: the
+    two aligned, and they differ), not by failing to align them."""
+    return found.match is False and found.check == "keypoints" and found.inliers >= MIN_INLIERS
 
 
 def clear_match(found) -> bool:
