@@ -4,6 +4,10 @@ kept image only what was measured on it (tests/search/test_duplicates_via.py bui
 
 from __future__ import annotations
 
+import csv
+import io
+from pathlib import Path
+
 from tests.browser.helpers import wait_until
 from tests.helpers import LiveServer
 from tests.search.test_duplicates_via import pictures, via_index  # noqa: F401 (fixtures)
@@ -26,5 +30,10 @@ def test_a_member_in_through_another_member_says_which(page, via_index):  # noqa
         original = page.locator(f"#dup-groups .dup-member[data-id='{ids['original']}']")
         assert "checked against" not in original.locator(".dup-evidence").text_content()
         assert original.get_attribute("data-region") is not None  # measured on the kept image: outlined there
+        with page.expect_download() as info:  # the review's download names it too, as --csv does
+            page.click("#dup-download-csv")
+        rows = list(csv.DictReader(io.StringIO(Path(info.value.path()).read_text())))
+        assert {int(r["id"]): r["via"] for r in rows} == {ids["border"]: "", ids["original"]: str(ids["border"]),
+                                                          ids["crop"]: str(ids["original"])}
     finally:
         server.close()
