@@ -10,7 +10,8 @@
   verified neighbour already in the group (a bordered keeper does not match a crop of its original; the
   original does).  Only an edge the verifier matched, clearly (VOUCH_NCC, VOUCH_CONFLICT: a second hop is
   weaker evidence), vouches, never a cosine alone, so look-alikes are not chained in by their scores; a member
-  marked "not a duplicate" against anyone in the group stays out.
+  the keeper's check aligned and found other detail in (look-alike clip-art: flags of one layout, one figure
+  with another attribute) or marked "not a duplicate" against anyone in the group stays out.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from imgsearch.search.duplicates.pairs import Pairs
 from imgsearch.search.duplicates.progress import DuplicatesProgress
-from imgsearch.search.duplicates.verifier import MIN_INLIERS
+from imgsearch.search.duplicates.verifier import MAX_CONFLICT, MIN_INLIERS
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,13 @@ def clear_match(found) -> bool:
     return found.match is True and found.correlation >= VOUCH_NCC and found.conflict <= VOUCH_CONFLICT
 
 
+def keeper_saw_other_detail(found) -> bool:
+    """Whether the keeper's own check aligned the member and found detail that differs (``Evidence.conflict``
+    over MAX_CONFLICT: another emblem on one flag layout, another attribute on one figure): no member's match
+    overrides that.  A check that could not align them (a crop against a bordered copy) leaves it open."""
+    return found.match is False and found.conflict > MAX_CONFLICT
+
+
 def vouched(judge: Judge, ids: np.ndarray, part: np.ndarray, passed: np.ndarray, via: np.ndarray,
             edges: tuple[np.ndarray, np.ndarray, np.ndarray], marks=None) -> None:
     """Grow the keeper's group (``part[passed]``, positions into ``ids``) through verified edges, in place.
@@ -109,9 +117,11 @@ def vouched(judge: Judge, ids: np.ndarray, part: np.ndarray, passed: np.ndarray,
     ``edges``: (ea, eb, score) of the component's pairs, positions into ``ids``.  Round after round, each
     member left out is checked against the members that joined in the round before (the keeper's group to
     begin with), best-scoring pair first; the first the verifier matches clearly (``clear_match``) vouches for it: ``via[k]`` (a
-    position into ``ids``) records which.  A member marked against anyone in the group is not let in.
+    position into ``ids``) records which.  A member marked against anyone in the group is not let in, nor one
+    the keeper (``via``'s value) aligned and found other detail in (``keeper_saw_other_detail``).
     """
     ea, eb, score = edges
+    keeper = int(ids[via[0]])
     inside = np.isin(ea, part) & np.isin(eb, part)
     ea, eb, score = ea[inside], eb[inside], score[inside]
     where = {int(p): k for k, p in enumerate(part)}  # position into ids -> position into part
@@ -128,6 +138,8 @@ def vouched(judge: Judge, ids: np.ndarray, part: np.ndarray, passed: np.ndarray,
         newest = set()
         for _, g, r in ask:
             if r in group or not clear_match(judge.matcher.evidence(*sorted((int(ids[g]), int(ids[r]))))):
+                continue
+            if keeper_saw_other_detail(judge.matcher.evidence(*sorted((keeper, int(ids[r]))))):
                 continue
             marked = partners.get(int(ids[r]))
             if marked and marked & {int(ids[m]) for m in group}:

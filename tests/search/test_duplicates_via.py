@@ -166,3 +166,32 @@ def test_a_look_alike_matched_by_a_member_but_not_clearly_stays_out(tmp_path):
     assert (matcher.verdict(0, 2), matcher.verdict(1, 2), matcher.verdict(0, 1)) == (True, True, False)
     report = engine.duplicates(THRESHOLD, keypoints=True)
     assert [sorted(g.ids) for g in report.groups] == [[0, 2]]
+
+
+def test_no_way_in_when_the_keeper_aligned_it_and_found_other_detail(tmp_path):
+    # the emoji demo's man artist (the keeper), man and man health worker: the keeper ~ the man and the man ~ the
+    # health worker match (one figure, a small attribute apart); the keeper aligns the health worker and finds
+    # other detail (conflicting blocks: the palette against the stethoscope): no member overrides that
+    from imgsearch.indexer.inputs.samples import emoji_picture, emoji_records
+
+    by_stem = {r["file"].stem: r for r in emoji_records()}
+    found = []
+    for stem in ("1f468-200d-1f3a8", "1f468-200d-2695-fe0f", "1f468"):  # ids 0 (the keeper), 1, 2
+        path = tmp_path / f"{stem}.png"
+        emoji_picture(by_stem[stem]).save(path, compress_level=1)
+        found.append((str(path), hashlib.sha256(path.read_bytes()).hexdigest()))
+    import numpy as np
+
+    engine = write_index(tmp_path / "idx", np.vstack([_arc([0, 36, 18]), GEN.sample(20, seed=9)]),
+                         paths=[p for p, _ in found] + [f"/nowhere/{i}" for i in range(20)],
+                         shas=[s for _, s in found] + [f"{i:064x}" for i in range(20)],
+                         sizes=[(80, 80), (64, 64), (64, 64)] + [(10, 10)] * 20)
+    from imgsearch.search.duplicates.judge import clear_match
+    from imgsearch.search.duplicates.keypoints import KeypointMatcher
+    from imgsearch.search.duplicates.verifier import MAX_CONFLICT
+
+    matcher = KeypointMatcher(engine)
+    assert matcher.verdict(0, 2) is True and clear_match(matcher.evidence(1, 2))
+    assert matcher.evidence(0, 1).match is False and matcher.evidence(0, 1).conflict > MAX_CONFLICT
+    report = engine.duplicates(THRESHOLD, keypoints=True)
+    assert [sorted(g.ids) for g in report.groups] == [[0, 2]]
