@@ -22,7 +22,7 @@ import numpy as np
 
 from imgsearch.search.duplicates.pairs import Pairs
 from imgsearch.search.duplicates.progress import DuplicatesProgress
-from imgsearch.search.duplicates.verifier import MAX_CONFLICT, MIN_INLIERS
+from imgsearch.search.duplicates.verifier import MAX_CONFLICT, MIN_AGREEMENT, MIN_INLIERS
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ KEYPOINT_CANDIDATES = 10
 # with no disagreeing block but in one recoloured flat picture, 0.086)
 VOUCH_NCC = 0.93  # clock faces at other hours that the pair rule lets through correlate 0.88-0.91
 VOUCH_CONFLICT = 0.05  # keycaps with another digit on one frame: 0.09 of their textured blocks disagree
+WHOLE = 0.9  # a dense check that laid the member over this much of the keeper compared the whole pictures
 
 
 class Judge:
@@ -104,10 +105,16 @@ def clear_match(found) -> bool:
 
 
 def keeper_saw_other_detail(found) -> bool:
-    """Whether the keeper's own check aligned the member and found detail that differs (``Evidence.conflict``
-    over MAX_CONFLICT: another emblem on one flag layout, another attribute on one figure): no member's match
-    overrides that.  A check that could not align them (a crop against a bordered copy) leaves it open."""
-    return found.match is False and found.conflict > MAX_CONFLICT
+    """Whether the keeper's own check aligned the member and found it another picture: detail that differs
+    (``Evidence.conflict`` over MAX_CONFLICT: another emblem on one flag layout, another attribute on one
+    figure), or, laid whole on the whole keeper by the dense check (WHOLE), blocks that agree in shape
+    (MIN_AGREEMENT) in pictures that do not correlate (one swatch in another colour, one square at another
+    size).  No member's match overrides that.  A check that could not align them (a crop against a bordered
+    copy: a warp refuted before the blocks were compared) leaves it open."""
+    if found.match is not False:
+        return False
+    return found.conflict > MAX_CONFLICT or (found.check == "dense" and found.coverage >= WHOLE
+                                             and found.agreement >= MIN_AGREEMENT)
 
 
 def vouched(judge: Judge, ids: np.ndarray, part: np.ndarray, passed: np.ndarray, via: np.ndarray,
