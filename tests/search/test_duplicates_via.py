@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 
 from imgsearch.indexer.run.dup_marks import mark_not_duplicates
@@ -38,8 +39,6 @@ def pictures(near_dups, tmp_path_factory):
 def _index(tmp_path, pictures, names, angles):
     """An index of ``names`` (a name not in ``pictures``: a file gone) at ``angles`` on the arc, and 20
     unrelated vectors; ids in the order of ``names``."""
-    import numpy as np
-
     gone = (str(tmp_path / "gone.png"), "f" * 64, (64, 64))
     found = [pictures.get(n, gone) for n in names]
     vectors = np.vstack([_arc(angles), GEN.sample(20, seed=9)])
@@ -146,20 +145,7 @@ def test_a_look_alike_matched_by_a_member_but_not_clearly_stays_out(tmp_path):
     # clock faces at other hours: the verifier's pair rule lets 4:00 (the keeper) ~ 12:00 and 7:00 ~ 12:00
     # through (aligned on the dial, the hands a few blocks: correlation 0.88), not 4:00 ~ 7:00; a second hop
     # needs a clear match (judge.VOUCH_NCC), so 7:00 is not chained in through 12:00
-    from imgsearch.indexer.inputs.samples import emoji_picture, emoji_records
-
-    by_stem = {r["file"].stem: r for r in emoji_records()}
-    found = []
-    for stem in ("1f553", "1f556", "1f55b"):  # ids 0 (the keeper: most pixels), 1, 2
-        path = tmp_path / f"{stem}.png"
-        emoji_picture(by_stem[stem]).save(path, compress_level=1)
-        found.append((str(path), hashlib.sha256(path.read_bytes()).hexdigest()))
-    import numpy as np
-
-    engine = write_index(tmp_path / "idx", np.vstack([_arc([0, 36, 18]), GEN.sample(20, seed=9)]),
-                         paths=[p for p, _ in found] + [f"/nowhere/{i}" for i in range(20)],
-                         shas=[s for _, s in found] + [f"{i:064x}" for i in range(20)],
-                         sizes=[(80, 80), (64, 64), (64, 64)] + [(10, 10)] * 20)
+    engine = _emoji_index(tmp_path, ("1f553", "1f556", "1f55b"), [0, 36, 18])  # ids 0 (the keeper), 1, 2
     from imgsearch.search.duplicates.keypoints import KeypointMatcher
 
     matcher = KeypointMatcher(engine)
@@ -170,8 +156,6 @@ def test_a_look_alike_matched_by_a_member_but_not_clearly_stays_out(tmp_path):
 
 def _emoji_index(tmp_path, stems, angles):
     """An index of the emoji ``stems`` (ids in that order, the first the keeper: the most pixels) at ``angles``."""
-    import numpy as np
-
     from imgsearch.indexer.inputs.samples import emoji_picture, emoji_records
 
     by_stem = {r["file"].stem: r for r in emoji_records()}
