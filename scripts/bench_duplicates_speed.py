@@ -68,6 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index", type=Path, required=True)
     ap.add_argument("--evidence", action="store_true", help="check every judged pair's evidence too")
+    ap.add_argument("--out", type=Path, help="write the verified groups there (the command's --json lines)")
     args = ap.parse_args()
     print(f"cpu: {cpu()}")
     plain, _ = timed(args.index, "--no-keypoints")
@@ -75,6 +76,8 @@ def main() -> None:
     many, out_many = timed(args.index)
     print(f"--no-keypoints: {plain:.1f} s; keypoints, 1 process: {one:.1f} s ({one / plain:.1f}x); "
           f"keypoints, one per core: {many:.1f} s ({many / plain:.1f}x); groups identical: {out_one == out_many}")
+    if args.out:
+        args.out.write_text(out_many)
     if args.evidence:
         print(check_evidence(args.index))
     print(f"cpu at the end: {cpu()}")

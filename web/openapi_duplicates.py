@@ -7,13 +7,18 @@ from imgsearch.search.duplicates.marks import MAX_MARK_IDS, MAX_REMOVE
 from imgsearch.web.openapi_parts import error_response
 
 DUPLICATE_EVIDENCE = {
-    "type": "object", "required": ["cosine", "decided_by"],
+    "type": "object", "required": ["cosine", "decided_by", "via"],
     "description": "Why a member is in its group (one per member, the keeper first): its cosine "
                    "against the keeper; decided_by: keeper, cosine (at least the threshold), "
-                   "keypoints or dense (that check promoted it from below the threshold: the "
-                   "threshold is the first stage's cosine gate) or sha256 (an exact copy); with "
+                   "keypoints or dense (that check promoted it from below the threshold, or matched it "
+                   "against another member, via: the threshold is the first stage's cosine gate) or "
+                   "sha256 (an exact copy); via: the member the check was made against; with "
                    "verification on, the check's numbers.",
     "properties": {"cosine": {"type": "number"},
+                   "via": {"type": ["integer", "null"],
+                           "description": "the id of the member this one was checked against: the keeper, or, "
+                                          "when the keeper's own check left it out, the member already in the "
+                                          "group whose check matched it; null for the keeper"},
                    "decided_by": {"type": "string",
                                   "enum": ["keeper", "cosine", "keypoints", "dense", "sha256"]},
                    "check": {"type": "string", "enum": ["keypoints", "dense", "none"]},
@@ -23,7 +28,8 @@ DUPLICATE_EVIDENCE = {
                    "scale": {"type": "number"},
                    "rotation": {"type": "number", "description": "degrees"},
                    "region": {"type": "array", "items": {"type": "number"},
-                              "description": "x0, y0, x1, y1 of the keeper the member covers, 0..1"}}}
+                              "description": "x0, y0, x1, y1 of the keeper (of via when via is another "
+                                             "member) the member covers, 0..1"}}}
 
 MEMBER_SIZE = {
     "type": "object", "required": ["width", "height", "file_size"],

@@ -273,7 +273,8 @@ def duplicates(ctx, index_dir, threshold, keep, as_json, out_file, csv_file, lim
 
     Each group is the same picture resized, re-encoded, cropped or edited: every member scores at least
     the threshold (the cosine gate) against the group's keeper, or, with --keypoints, the verifier found
-    it is the keeper's picture edited; --json and --csv give each member's evidence (what decided).
+    it is the keeper's picture edited, or a verified member's ("checked against id N"); --json and --csv
+    give each member's evidence (what decided, and via: the member it was checked against).
     Pairs marked with 'imgsearch not-duplicates' are never in one group. Files are never deleted;
     --remove-others removes the non-kept members from the index.
     """
@@ -317,7 +318,9 @@ def duplicates(ctx, index_dir, threshold, keep, as_json, out_file, csv_file, lim
         kind = "exact copies" if g.exact else f"{len(g.ids)} images"
         click.echo(f"group {g.group}: keep id {g.keep}, {kind}")
         for i, (row_id, path, score) in enumerate(zip(g.ids, g.paths, g.scores)):
-            click.echo(display_text(f"  {'keep' if i == 0 else '    '}  {score:.4f}  id {row_id:<8d} {path}"))
+            via = g.evidence[i].get("via") if i < len(g.evidence) else None
+            through = f"  (checked against id {via})" if via not in (None, g.keep) else ""
+            click.echo(display_text(f"  {'keep' if i == 0 else '    '}  {score:.4f}  id {row_id:<8d} {path}{through}"))
     if remove_others:
         _remove_others(ctx, index_dir, groups, report.groups, yes)
 
@@ -356,7 +359,7 @@ def _write_duplicates_csv(path: Path, groups) -> None:
 
     out = io.StringIO()
     writer = csv.writer(out)
-    evidence = ["decided_by", "check", "inliers", "coverage", "agreement", "correlation", "scale", "rotation",
+    evidence = ["decided_by", "via", "check", "inliers", "coverage", "agreement", "correlation", "scale", "rotation",
                 "region"]
     writer.writerow(["group", "id", "path", "score", "keeper", "exact", "width", "height", "file_size", *evidence])
     for g in groups:

@@ -16,10 +16,13 @@
    others the members' vectors are fetched (``FETCH_BUDGET`` bytes at a time)
    and scored exactly against each keeper.
 4. with ``keypoints`` (the default of every surface), pairs from KEYPOINT_FLOOR
-   to KEYPOINT_SURE are judged by the verifier (``search/duplicates/verifier.py``
-   over ``keypoints.py``): a match makes a pair below the threshold a duplicate
-   (the threshold is the first stage's cosine gate; the member's evidence says
-   which check promoted it), a mismatch refutes one above it.
+   up are judged by the verifier (``search/duplicates/verifier.py`` over
+   ``keypoints.py``, ``judge.py``): a match makes a pair below the threshold a
+   duplicate (the threshold is the first stage's cosine gate; the member's
+   evidence says which check promoted it), a mismatch refutes one above it
+   (above KEYPOINT_SURE, only a fitted transform's); a member the keeper's
+   check leaves out joins through a member that matches it clearly
+   (``judge.vouched``; its evidence's ``via``).
 
 The keeper (``KEEP_RULES``): ``largest`` (default) the most pixels (width x
 height as indexed), then the largest file, then the lowest id; ``smallest``
@@ -52,6 +55,7 @@ import numpy as np
 from imgsearch.indexer.errors import InvalidInputError, quote
 from imgsearch.indexer.folder.copies import read_copies
 from imgsearch.indexer.numbers import number_field
+from imgsearch.search.duplicates.judge import KEYPOINT_FLOOR, Judge, confirmed, vouched
 from imgsearch.search.duplicates.marks import Marks
 from imgsearch.search.duplicates.pairs import IndexVectors, Pairs
 from imgsearch.search.duplicates.progress import DuplicatesProgress
@@ -60,13 +64,6 @@ from imgsearch.search.duplicates.sizes import StoredSizes
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.90  # cosine; scripts/bench_duplicates.py: with keypoints the most recall at pair precision >= 0.98
-# with keypoints (search/duplicates/keypoints.py), a pair scoring from KEYPOINT_FLOOR to KEYPOINT_SURE is a duplicate
-# when the two files' keypoints match, and is not when both have corners enough and they do not match;
-# a pair whose keypoints cannot judge (a flat picture, a file gone) needs the threshold. Each image's
-# KEYPOINT_CANDIDATES best partners are checked.
-KEYPOINT_FLOOR = 0.55  # 0.957 of the benchmark's true pairs score at least this (lite0 int8)
-KEYPOINT_SURE = 0.99  # above: the same picture whatever the keypoints say
-KEYPOINT_CANDIDATES = 10
 KEEP_RULES = ("largest", "smallest", "oldest", "newest")
 FETCH_BUDGET = 256 * 2**20  # bytes of vectors held at once for the anti-chaining check
 
@@ -151,9 +148,9 @@ def _find(engine, threshold: float, keep: str, keypoints: bool, matcher, progres
     if keypoints:
         from imgsearch.search.duplicates.keypoints import KeypointMatcher
 
-        judge = _Judge(matcher or KeypointMatcher(engine), threshold)
+        judge = Judge(matcher or KeypointMatcher(engine), threshold)
         candidates = vectors.pairs(min(threshold, KEYPOINT_FLOOR), progress)
-        pairs = _confirmed(candidates, threshold, judge, progress)
+        pairs = confirmed(candidates, threshold, judge, progress)
     else:
         pairs = vectors.pairs(threshold, progress)
     marks = Marks(engine)  # pairs marked "not a duplicate": never in one group
@@ -161,10 +158,10 @@ def _find(engine, threshold: float, keep: str, keypoints: bool, matcher, progres
     exact = _exact_groups(engine)
     found = sorted([(g[0][0], 0, g) for g in near] + [(g[0][0], 1, g) for g in exact], key=lambda x: x[:2])
     groups, sizes = [], StoredSizes(engine)
-    for number, (keeper, is_exact, (ids, paths, scores)) in enumerate(found, 1):
+    for number, (keeper, is_exact, (ids, paths, scores, vias)) in enumerate(found, 1):
         scores = [round(float(s), 6) for s in scores]
         groups.append(DuplicateGroup(number, [int(i) for i in ids], paths, scores, int(keeper), bool(is_exact),
-                                     _evidence(ids, scores, threshold, judge, bool(is_exact)), sizes.of(ids)))
+                                     _evidence(ids, vias, scores, threshold, judge, bool(is_exact)), sizes.of(ids)))
     report = DuplicateReport(groups, threshold, keep, engine.generation, len(engine), vectors.method, len(pairs),
                              round(time.perf_counter() - started, 3), keypoints,
                              sum(judge.verdicts.values()) if judge else 0,
@@ -174,15 +171,23 @@ def _find(engine, threshold: float, keep: str, keypoints: bool, matcher, progres
     return report
 
 
-def _evidence(ids, scores: list[float], threshold: float, judge, exact: bool) -> list[dict]:
-    """Each member's evidence against the keeper (ids[0]): see ``DuplicateGroup.evidence``."""
-    out = [{"cosine": 1.0, "decided_by": "keeper"}]
-    for row_id, score in zip(ids[1:], scores[1:]):
+def _evidence(ids, vias, scores: list[float], threshold: float, judge, exact: bool) -> list[dict]:
+    """Each member's evidence against the member that vouched for it (``vias``, the keeper ids[0] unless
+    the keeper's own check left it out): see ``DuplicateGroup.evidence``."""
+    out = [{"cosine": 1.0, "decided_by": "keeper", "via": None}]
+    for row_id, via, score in zip(ids[1:], vias[1:], scores[1:]):
+        via = int(via)
         if exact:
-            out.append({"cosine": 1.0, "decided_by": "sha256"})
-            continue
-        out.append(judge.matcher.member_evidence(int(ids[0]), int(row_id), score, threshold) if judge else
-                   {"cosine": score, "decided_by": "cosine"})
+            out.append({"cosine": 1.0, "decided_by": "sha256", "via": via})
+        elif judge is None:
+            out.append({"cosine": score, "decided_by": "cosine", "via": via})
+        elif via == int(ids[0]):
+            out.append({**judge.matcher.member_evidence(via, int(row_id), score, threshold), "via": via})
+        else:  # in through another member, whose check matched it: that check decided, whatever the cosine
+            found = judge.matcher.evidence(via, int(row_id))
+            if not found.match:  # the pair was judged the other way round
+                found = judge.matcher.evidence(min(via, int(row_id)), max(via, int(row_id)))
+            out.append({"cosine": score, "decided_by": found.check, **found.to_dict(), "via": via})
     return out
 
 
@@ -232,54 +237,8 @@ def _components(a: np.ndarray, b: np.ndarray, m: int) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-class _Judge:
-    """The verifier's verdict on a pair: True (duplicates), False (not), None (the score decides).
-
-    Pairs scoring from KEYPOINT_FLOOR to KEYPOINT_SURE are judged, each once; ``verdicts`` keeps those
-    that overrode the score: (a, b) -> True (confirmed below the threshold) or False (refuted above it).
-    """
-
-    def __init__(self, matcher, threshold: float):
-        self.matcher, self.threshold = matcher, threshold
-        self.verdicts: dict[tuple[int, int], bool] = {}
-
-    def __call__(self, a: int, b: int, score: float) -> bool | None:
-        if not KEYPOINT_FLOOR <= score < KEYPOINT_SURE:
-            return None
-        verdict = self.matcher.verdict(a, b)
-        if verdict is None:  # a file gone: no evidence either way
-            return None
-        if verdict != (score >= self.threshold):
-            self.verdicts[(min(a, b), max(a, b))] = verdict
-        return verdict
-
-
-def _confirmed(candidates: Pairs, threshold: float, judge: _Judge, progress: DuplicatesProgress) -> Pairs:
-    """The candidate pairs that are duplicates: the score decides, unless the keypoints say otherwise;
-    each image's KEYPOINT_CANDIDATES best partners are judged (the keeper check judges the rest it needs)."""
-    keep = candidates.score >= threshold
-    band = np.flatnonzero((candidates.score >= KEYPOINT_FLOOR) & (candidates.score < KEYPOINT_SURE))
-    band = band[np.argsort(-candidates.score[band], kind="stable")]
-    checks: dict[int, int] = {}
-    asked = []  # (index, a, b); which pairs are judged does not depend on verdicts: all at once, in processes
-    for i, a, b in zip(band.tolist(), candidates.a[band].tolist(), candidates.b[band].tolist()):
-        if checks.get(a, 0) < KEYPOINT_CANDIDATES or checks.get(b, 0) < KEYPOINT_CANDIDATES:
-            checks[a], checks[b] = checks.get(a, 0) + 1, checks.get(b, 0) + 1
-            asked.append((i, a, b))
-    progress.start("verifying", len(asked))  # a cancel is heard between two chunks of pairs
-    judge.matcher.prepare([(a, b) for _, a, b in asked], progress.advance)
-    for i, a, b in asked:
-        verdict = judge(a, b, float(candidates.score[i]))
-        if verdict is not None:
-            keep[i] = verdict
-    if judge.matcher.unreadable:
-        log.warning("%d images could not be read for keypoints: only their cosine scores count",
-                    judge.matcher.unreadable)
-    return Pairs(candidates.a[keep], candidates.b[keep], candidates.score[keep], candidates.method)
-
-
 def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, threshold: float,
-                 judge: _Judge | None, progress: DuplicatesProgress, marks: Marks | None = None) -> list:
+                 judge: Judge | None, progress: DuplicatesProgress, marks: Marks | None = None) -> list:
     """[(ids, paths, scores)] of the near-duplicate groups, keeper first."""
     if not len(pairs):
         progress.start("grouping", 0)
@@ -307,7 +266,7 @@ def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, thres
             at_keeper = (pairs.a[comp_edges] == keeper) | (pairs.b[comp_edges] == keeper)
             partner = np.where(pairs.a[comp_edges] == keeper, pairs.b[comp_edges], pairs.a[comp_edges])
             scores[np.searchsorted(ids, partner[at_keeper])] = pairs.score[comp_edges][at_keeper]
-            groups.append(_ordered(ids, scores, keeper, vectors.engine))
+            groups.append(_ordered(ids, scores, keeper, vectors.engine, np.full(len(ids), keeper)))
             continue
         pending.append((ids, comp_edges))
         pending_rows += len(ids)
@@ -319,7 +278,7 @@ def _near_groups(pairs: Pairs, vectors: IndexVectors, priority: _Priority, thres
 
 
 def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, priority: _Priority,
-                      threshold: float, judge: _Judge | None, progress: DuplicatesProgress,
+                      threshold: float, judge: Judge | None, progress: DuplicatesProgress,
                       marks: Marks | None = None) -> list:
     """The groups of components that are not cliques: each member scored exactly against its keeper,
     passing when it scores >= threshold, unless the keypoints (``judge``) say otherwise or it is marked."""
@@ -349,8 +308,12 @@ def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, pri
                 said = [judge(k, int(i), float(s)) for i, s in zip(ids[part], scores)]
                 passed = np.array([p if v is None else v for p, v in zip(passed, said)])
             passed = marks.separate(ids[part], ids[keeper], scores, passed) if marks else passed
+            via = np.full(len(part), keeper)  # positions into ids: who vouched for each member
+            if judge is not None:  # members the keeper's check left out: through a verified member instead
+                vouched(judge, ids, part, passed, via, (ea, eb, pairs.score[comp_edges]), marks)
             if passed.sum() >= 2:
-                groups.append(_ordered(ids[part[passed]], scores[passed], ids[keeper], vectors.engine))
+                groups.append(_ordered(ids[part[passed]], scores[passed], ids[keeper], vectors.engine,
+                                       ids[via[passed]]))
             rest = part[~passed]
             if len(rest) >= 2:  # regrouped among themselves: their own components, then the same rule
                 inside = np.isin(ea, rest) & np.isin(eb, rest)
@@ -361,12 +324,12 @@ def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, pri
     return groups
 
 
-def _ordered(ids: np.ndarray, scores: np.ndarray, keeper: int, engine) -> tuple:
-    """(ids, paths, scores) with the keeper first, then by score (best first), then by id."""
+def _ordered(ids: np.ndarray, scores: np.ndarray, keeper: int, engine, vias: np.ndarray) -> tuple:
+    """(ids, paths, scores, vias) with the keeper first, then by score (best first), then by id."""
     is_keeper = ids == keeper
     order = np.lexsort((ids, -scores, ~is_keeper))
     ids, scores = ids[order], scores[order]
-    return ids, [h.path for h in engine.get_many(ids)], np.asarray(scores, np.float64)
+    return ids, [h.path for h in engine.get_many(ids)], np.asarray(scores, np.float64), vias[order]
 
 
 def _exact_groups(engine) -> list:
@@ -383,5 +346,6 @@ def _exact_groups(engine) -> list:
     groups = []
     for row_id in sorted(by_id):
         paths = [engine.get(row_id).path] + sorted(by_id[row_id])
-        groups.append((np.full(len(paths), row_id, np.int64), paths, np.ones(len(paths))))
+        ids = np.full(len(paths), row_id, np.int64)
+        groups.append((ids, paths, np.ones(len(paths)), ids))
     return groups

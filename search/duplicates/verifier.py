@@ -190,11 +190,14 @@ def _dense_from(a: LocalFeatures, b: LocalFeatures, ta: np.ndarray, tb: np.ndarr
     shear = abs(float(matrix[:, 0] @ matrix[:, 1])) / (sx * sy)
     scale, rotation = _similarity(matrix)
     scale *= a.size[0] / a.thumb.shape[1] / (b.size[0] / b.thumb.shape[1])  # in the keypoints' frames
-    agreement, correlation, covered, conflict, _ = compare_blocks(ta, tb, matrix, False)
     region, overlap = _overlap(matrix, (wb, hb), (wa, ha))
     smaller = min(wa * ha, wb * hb * sx * sy)
-    match = (max(sx, sy) / min(sx, sy) < 1.06 and shear < 0.05 and overlap >= 0.5 * smaller
-             and agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT)
+    if not (max(sx, sy) / min(sx, sy) < 1.06 and shear < 0.05 and overlap >= 0.5 * smaller):
+        # the warp is no similarity, or overlaps too little: no verdict but False, whatever the pixels say, so
+        # the block agreement (most of a dense check's time) is not computed; its numbers are left at 0
+        return Evidence("dense", False, 0, 0.0, 0.0, 0.0, round(scale, 3), round(rotation, 2), region, 0.0)
+    agreement, correlation, covered, conflict, _ = compare_blocks(ta, tb, matrix, False)
+    match = agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT
     return Evidence("dense", bool(match), 0, round(covered, 3), round(agreement, 3), round(correlation, 3),
                     round(scale, 3), round(rotation, 2), region, round(conflict, 3))
 

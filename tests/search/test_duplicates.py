@@ -26,8 +26,10 @@ N = 4000
 GEN = ClusteredEmbeddings(D, clusters=1000, spread=1.0, seed=4)  # no two background vectors score >= 0.87
 
 
-def write_index(path, vectors, *, sizes=None, paths=None, index_type="auto", shard_size=1000) -> SearchEngine:
-    """An index folder of ``vectors`` (ids = rows) published with ``index_type``, opened."""
+def write_index(path, vectors, *, sizes=None, paths=None, shas=None, index_type="auto",
+                shard_size=1000) -> SearchEngine:
+    """An index folder of ``vectors`` (ids = rows) published with ``index_type``, opened; ``shas``: the
+    files' sha256 (their pixels can then be read back, checked, as the verifier reads them)."""
     store = EmbeddingStore(path)
     store.root.mkdir(parents=True, exist_ok=True)
     manifest = {"backbone": {"name": "synthetic", "weights": None, "input_size": 0, "preprocessing": "",
@@ -36,7 +38,8 @@ def write_index(path, vectors, *, sizes=None, paths=None, index_type="auto", sha
                 "generation": 0}
     sizes = sizes or [(64, 48)] * len(vectors)
     paths = paths or [f"/nowhere/{i}.png" for i in range(len(vectors))]
-    rows = [Row(i, paths[i], "", sizes[i][0], sizes[i][1], f"{i:064x}", v) for i, v in enumerate(vectors)]
+    shas = shas or [f"{i:064x}" for i in range(len(vectors))]
+    rows = [Row(i, paths[i], "", sizes[i][0], sizes[i][1], shas[i], v) for i, v in enumerate(vectors)]
     shards = [store.write_shard(rows[s:s + shard_size], vectors.shape[1]) for s in range(0, len(rows), shard_size)]
     publish_index(store, manifest, shards, options=ann.AnnOptions(index_type=index_type))
     return SearchEngine.open(path)

@@ -158,8 +158,16 @@ function percent(x) {
   return `${Math.round(100 * x)}%`;
 }
 
+// the member a check was made against, when it is not the kept image (the keeper's own check left it out and
+// a member already in the group matched it): null otherwise
+function viaOf(found, group) {
+  if (!found || found.via == null || found.via === group.keep || found.decided_by === "sha256") return null;
+  const i = group.ids.indexOf(found.via);
+  return (i >= 0 && baseName(group.paths[i])) || `image ${found.via}`;
+}
+
 // [strong words, the rest] of why a member is in its group (the keeper: why it is kept)
-function evidenceWords(found, keep) {
+function evidenceWords(found, keep, via) {
   if (!found) return ["", ""];
   if (found.decided_by === "keeper") return ["kept", `: ${KEEP_WORDS[keep] || keep}`];
   if (found.decided_by === "sha256") return ["exact copy", ": the same bytes"];
@@ -172,14 +180,16 @@ function evidenceWords(found, keep) {
     const turn = Math.abs(found.rotation) >= 0.5 ? `, turned ${Math.round(found.rotation)}°` : "";
     parts.push(`scaled ×${Number(found.scale).toFixed(2)}${turn}`);
   }
+  if (via) parts.push(`checked against ${via}, not the kept image`);
   const numbers = parts.length ? `: ${parts.join(", ")}` : "";
   if (found.decided_by === "cosine") return [cosine, ` ≥ threshold${numbers ? ` (${found.check} check${numbers})` : ""}`];
   return [`${found.decided_by} check`, ` matched (${cosine}, below the threshold)${numbers}`];
 }
 
-function regionOf(found) {
+function regionOf(found, group) {
   const r = found && found.region;
   if (!r || r.length !== 4 || found.decided_by === "keeper" || found.decided_by === "sha256") return null;
+  if (viaOf(found, group)) return null;  // a region of the member it was checked against, not of the kept image
   if (found.check !== "keypoints" && found.check !== "dense") return null;
   return r;
 }
@@ -262,14 +272,14 @@ function memberElement(group, i, keep) {
     frame.append(box);
     if (size) item.dataset.size = JSON.stringify(size);
   }
-  const region = regionOf(found);
+  const region = regionOf(found, group);
   if (region) item.dataset.region = JSON.stringify(region);
   const facts = document.createElement("p");
   facts.className = "dup-facts";
   facts.textContent = sizeWords(size);
   const evidence = document.createElement("p");
   evidence.className = "dup-evidence";
-  const [strong, rest] = evidenceWords(found, keep);
+  const [strong, rest] = evidenceWords(found, keep, viaOf(found, group));
   const head = document.createElement("strong");
   head.textContent = strong;
   evidence.append(head, rest);

@@ -180,7 +180,7 @@ async function allGroups() {
            total: body.total, groups };
 }
 
-const EVIDENCE = ["decided_by", "check", "inliers", "coverage", "agreement", "correlation", "scale", "rotation",
+const EVIDENCE = ["decided_by", "via", "check", "inliers", "coverage", "agreement", "correlation", "scale", "rotation",
                   "region"];  // the columns imgsearch duplicates --csv writes
 
 function csvCell(value) {

@@ -1,0 +1,156 @@
+"""The verifier's part in the duplicate groups (``groups.py``): which pairs it judges, and who vouches for whom.
+
+* ``confirmed``: the candidate pairs that are duplicates: the score decides unless the verifier says otherwise
+  (each image's KEYPOINT_CANDIDATES best partners in the band KEYPOINT_FLOOR to KEYPOINT_SURE, and every pair
+  above it, are judged, all at once, in worker processes).
+* ``Judge``: the verdict on one pair, each judged once; ``verdicts`` keeps those that overrode the score.  Above
+  KEYPOINT_SURE only a refutation by a fitted transform counts (the two aligned, and they differ: clock faces
+  whose hands mirror each other score 0.991-0.995); a check that could not align them does not.
+* ``vouched``: when a keeper's group is formed, a member the keeper's own check left out joins through its best
+  verified neighbour already in the group (a bordered keeper does not match a crop of its original; the
+  original does).  Only an edge the verifier matched, clearly (VOUCH_NCC, VOUCH_CONFLICT: a second hop is
+  weaker evidence), vouches, never a cosine alone, so look-alikes are not chained in by their scores; a member
+  the keeper's check aligned and found other detail in (look-alike clip-art: flags of one layout, one figure
+  with another attribute) or marked "not a duplicate" against anyone in the group stays out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from imgsearch.search.duplicates.pairs import Pairs
+from imgsearch.search.duplicates.progress import DuplicatesProgress
+from imgsearch.search.duplicates.verifier import MAX_CONFLICT, MIN_AGREEMENT, MIN_INLIERS
+
+log = logging.getLogger(__name__)
+
+# with keypoints (search/duplicates/keypoints.py), a pair scoring from KEYPOINT_FLOOR to KEYPOINT_SURE is a duplicate
+# when the two files' keypoints match, and is not when both have corners enough and they do not match;
+# a pair whose keypoints cannot judge (a flat picture, a file gone) needs the threshold. Each image's
+# KEYPOINT_CANDIDATES best partners are checked.
+KEYPOINT_FLOOR = 0.55  # 0.957 of the benchmark's true pairs score at least this (lite0 int8)
+KEYPOINT_SURE = 0.99  # above: the same picture unless a fitted transform aligns the two and finds them different
+KEYPOINT_CANDIDATES = 10
+# a member vouches for another only through a clear match, a second hop being weaker evidence for the keeper
+# (scripts/bench_duplicates.py --misses: the true edits let in through another member correlate 0.915 and more,
+# with no disagreeing block but in one recoloured flat picture, 0.086)
+VOUCH_NCC = 0.93  # clock faces at other hours that the pair rule lets through correlate 0.88-0.91
+VOUCH_CONFLICT = 0.05  # keycaps with another digit on one frame: 0.09 of their textured blocks disagree
+WHOLE = 0.9  # a dense check that laid the member over this much of the keeper compared the whole pictures
+
+
+class Judge:
+    """The verifier's verdict on a pair: True (duplicates), False (not), None (the score decides).
+
+    Pairs scoring KEYPOINT_FLOOR or more are judged, each once (above KEYPOINT_SURE only a fitted transform's
+    refutation counts: ``aligned_refutation``); ``verdicts`` keeps those that overrode the score: (a, b) -> True
+    (confirmed below the threshold) or False (refuted above it).
+    """
+
+    def __init__(self, matcher, threshold: float):
+        self.matcher, self.threshold = matcher, threshold
+        self.verdicts: dict[tuple[int, int], bool] = {}
+
+    def __call__(self, a: int, b: int, score: float) -> bool | None:
+        if score < KEYPOINT_FLOOR:
+            return None
+        verdict = self.matcher.verdict(a, b)
+        if verdict is None:  # a file gone: no evidence either way
+            return None
+        if score >= KEYPOINT_SURE and not aligned_refutation(self.matcher.evidence(min(a, b), max(a, b))):
+            return None  # near-identical: a check that could not align them says nothing
+        if verdict != (score >= self.threshold):
+            self.verdicts[(min(a, b), max(a, b))] = verdict
+        return verdict
+
+
+def confirmed(candidates: Pairs, threshold: float, judge: Judge, progress: DuplicatesProgress) -> Pairs:
+    """The candidate pairs that are duplicates: the score decides, unless the keypoints say otherwise;
+    each image's KEYPOINT_CANDIDATES best partners are judged (the keeper check judges the rest it needs)."""
+    keep = candidates.score >= threshold
+    band = np.flatnonzero(candidates.score >= KEYPOINT_FLOOR)
+    band = band[np.argsort(-candidates.score[band], kind="stable")]
+    sure = candidates.score >= KEYPOINT_SURE  # every such pair is asked, and counts against no partner's share
+    checks: dict[int, int] = {}
+    asked = []  # (index, a, b); which pairs are judged does not depend on verdicts: all at once, in processes
+    for i, a, b in zip(band.tolist(), candidates.a[band].tolist(), candidates.b[band].tolist()):
+        if sure[i]:
+            asked.append((i, a, b))
+        elif checks.get(a, 0) < KEYPOINT_CANDIDATES or checks.get(b, 0) < KEYPOINT_CANDIDATES:
+            checks[a], checks[b] = checks.get(a, 0) + 1, checks.get(b, 0) + 1
+            asked.append((i, a, b))
+    progress.start("verifying", len(asked))  # a cancel is heard between two chunks of pairs
+    judge.matcher.prepare([(a, b) for _, a, b in asked], progress.advance)
+    for i, a, b in asked:
+        verdict = judge(a, b, float(candidates.score[i]))
+        if verdict is not None:
+            keep[i] = verdict
+    if judge.matcher.unreadable:
+        log.warning("%d images could not be read for keypoints: only their cosine scores count",
+                    judge.matcher.unreadable)
+    return Pairs(candidates.a[keep], candidates.b[keep], candidates.score[keep], candidates.method)
+
+
+def aligned_refutation(found) -> bool:
+    """Whether the verifier's ``Evidence`` refutes the pair with a fitted transform (MIN_INLIERS inliers: the
+    two aligned, and they differ), not by failing to align them."""
+    return found.match is False and found.check == "keypoints" and found.inliers >= MIN_INLIERS
+
+
+def clear_match(found) -> bool:
+    """Whether the verifier's ``Evidence`` is a match clear enough to vouch for a member (VOUCH_NCC, VOUCH_CONFLICT)."""
+    return found.match is True and found.correlation >= VOUCH_NCC and found.conflict <= VOUCH_CONFLICT
+
+
+def keeper_saw_other_detail(found) -> bool:
+    """Whether the keeper's own check aligned the member and found it another picture: detail that differs
+    (``Evidence.conflict`` over MAX_CONFLICT: another emblem on one flag layout, another attribute on one
+    figure), or, laid whole on the whole keeper by the dense check (WHOLE), blocks that agree in shape
+    (MIN_AGREEMENT) in pictures that do not correlate (one swatch in another colour, one square at another
+    size).  No member's match overrides that.  A check that could not align them (a crop against a bordered
+    copy: a warp refuted before the blocks were compared) leaves it open."""
+    if found.match is not False:
+        return False
+    return found.conflict > MAX_CONFLICT or (found.check == "dense" and found.coverage >= WHOLE
+                                             and found.agreement >= MIN_AGREEMENT)
+
+
+def vouched(judge: Judge, ids: np.ndarray, part: np.ndarray, passed: np.ndarray, via: np.ndarray,
+            edges: tuple[np.ndarray, np.ndarray, np.ndarray], marks=None) -> None:
+    """Grow the keeper's group (``part[passed]``, positions into ``ids``) through verified edges, in place.
+
+    ``edges``: (ea, eb, score) of the component's pairs, positions into ``ids``.  Round after round, each
+    member left out is checked against the members that joined in the round before (the keeper's group to
+    begin with), best-scoring pair first; the first the verifier matches clearly (``clear_match``) vouches for it: ``via[k]`` (a
+    position into ``ids``) records which.  A member marked against anyone in the group is not let in, nor one
+    the keeper (``via``'s value) aligned and found other detail in (``keeper_saw_other_detail``).
+    """
+    ea, eb, score = edges
+    keeper = int(ids[via[0]])
+    inside = np.isin(ea, part) & np.isin(eb, part)
+    ea, eb, score = ea[inside], eb[inside], score[inside]
+    where = {int(p): k for k, p in enumerate(part)}  # position into ids -> position into part
+    group = {int(p) for p in part[passed]}
+    newest = set(group)
+    partners = marks.partners if marks is not None and len(marks) else {}
+    while newest:
+        ask = [(float(s), int(g), int(r)) for x, y, s in zip(ea.tolist(), eb.tolist(), score.tolist())
+               for g, r in ((x, y), (y, x)) if g in newest and r not in group]
+        if not ask:
+            return
+        ask.sort(key=lambda t: (-t[0], t[1], t[2]))
+        judge.matcher.prepare([(int(ids[g]), int(ids[r])) for _, g, r in ask])  # in worker processes
+        newest = set()
+        for _, g, r in ask:
+            if r in group or not clear_match(judge.matcher.evidence(*sorted((int(ids[g]), int(ids[r]))))):
+                continue
+            if keeper_saw_other_detail(judge.matcher.evidence(*sorted((keeper, int(ids[r]))))):
+                continue
+            marked = partners.get(int(ids[r]))
+            if marked and marked & {int(ids[m]) for m in group}:
+                continue
+            group.add(r)
+            newest.add(r)
+            passed[where[r]], via[where[r]] = True, g
