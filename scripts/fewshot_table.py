@@ -9,9 +9,13 @@ linear SVM) and the kNN vote on the same draw, and prints the mean accuracy
 (and standard deviation over the draws) as the README's table.  ``--sweep``
 also prints the accuracy of each regularisation value tried (how SOFTMAX_C and
 SVM_C were chosen); ``--spark`` trains softmax and SVM heads on the MNIST index
-with Spark MLlib in local[2] beside the local ones on the same split.
+with Spark MLlib in local[2] beside the local ones on the same split.  ``--index DIR`` adds an index of your
+own labelled folders (one per class); where its encoder has a text tower (a SigLIP or CLIP preset) the table
+gains a zero-shot row: the head made from the class names alone (indexer/run/zero_shot.py, the folder names as
+class names), scored on the same held-out images as the few-shot heads.
 
     python scripts/fewshot_table.py --work /tmp/imgsearch-fewshot --sweep --spark
+    python scripts/fewshot_table.py --sets "" --index ~/labelled.idx   # zero-shot, few-shot and kNN, one split
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from imgsearch.indexer.run.samples import sample_index
 
 SHOTS = (1, 5, 10, 20, 50)
 METHODS = ("softmax", "svm", "knn")
+COLUMNS = ("zero-shot",) + METHODS
 
 
 def labelled(index_dir: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -61,11 +66,29 @@ def accuracy(method: str, x, y, xt, yt, seed: int) -> float:
     return float(((xt @ fit.weights + fit.bias).argmax(axis=1) == yt).mean())
 
 
-def table(x, y, draws: int, test_per_class: int, methods=METHODS, shots=SHOTS) -> dict:
+def zero_shot_directions(index_dir: Path, classes: list[str]) -> np.ndarray | None:
+    """(C, D) the classes' averaged prompt embeddings by the index's text tower; None where it has none."""
+    from imgsearch.indexer.folder.manifest import backbone_name, text_tower
+    from imgsearch.indexer.model.text_encoder import load_text_encoder
+    from imgsearch.indexer.run.zero_shot import class_directions
+
+    manifest = EmbeddingStore(index_dir).read_manifest()
+    if text_tower(manifest) is None:
+        return None
+    return class_directions(load_text_encoder(backbone_name(manifest)), classes)
+
+
+def table(x, y, draws: int, test_per_class: int, methods=METHODS, shots=SHOTS, zero_shot=None) -> dict:
+    """Few-shot heads and the kNN vote per number of examples; with ``zero_shot`` (every class's direction, as
+    zero_shot_directions gives), a row of 0 examples: the class names alone, on the same held-out images."""
     pools, test, kept = split(y, test_per_class, max(shots))
     remap = {c: i for i, c in enumerate(kept)}
     yt = np.array([remap[c] for c in y[test]])
     out = {"classes": len(kept), "test_images": int(len(test)), "rows": {}}
+    if zero_shot is not None:
+        right = float(((x[test] @ zero_shot[kept].T).argmax(axis=1) == yt).mean())
+        out["rows"][0] = {"zero-shot": (right, 0.0)}
+        print(f"   0 per class (class names only): zero-shot {right:.3f}", flush=True)
     for n in shots:
         scores = {m: [] for m in methods}
         for seed in range(draws):
@@ -157,12 +180,16 @@ def main() -> None:
     ap.add_argument("--emoji", type=int, default=2000, help="class-balanced emoji subset size (by category)")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--test-per-class", type=int, default=50)
+    ap.add_argument("--shots", default=",".join(map(str, SHOTS)), help="examples per class, comma-separated")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--spark", action="store_true")
     ap.add_argument("--sets", default="mnist,emoji", help="which sets, comma-separated")
     ap.add_argument("--no-table", action="store_true", help="only the sweep and the Spark check")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--index", type=Path, default=None,
+                    help="also an index of your labelled folders; zero-shot too where its encoder has a text tower")
     args = ap.parse_args()
+    shots = tuple(int(v) for v in args.shots.split(","))
 
     results = {}
     for name, limit in (("mnist", args.mnist), ("emoji", args.emoji)):
@@ -171,16 +198,21 @@ def main() -> None:
         index_dir = sample_index(name, args.work, limit=limit)
         x, y, classes = labelled(index_dir)
         print(f"{name}: {len(y)} images, {len(classes)} classes", flush=True)
-        results[name] = {"rows": {}} if args.no_table else table(x, y, args.draws, args.test_per_class)
+        results[name] = {"rows": {}} if args.no_table else table(x, y, args.draws, args.test_per_class, shots=shots)
         if args.sweep:
             results[name]["sweep"] = sweep(x, y, args.draws, args.test_per_class)
         if args.spark and name == "mnist":
             results[name]["spark"] = spark_check(index_dir, args.work)
-    print("\n| set | per class | " + " | ".join(METHODS) + " |\n|---|---:|" + "---:|" * len(METHODS))
+    if args.index is not None:
+        x, y, classes = labelled(args.index)
+        print(f"{args.index}: {len(y)} images, {len(classes)} classes", flush=True)
+        results[str(args.index)] = table(x, y, args.draws, args.test_per_class, shots=shots,
+                                         zero_shot=zero_shot_directions(args.index, classes))
+    print("\n| set | per class | " + " | ".join(COLUMNS) + " |\n|---|---:|" + "---:|" * len(COLUMNS))
     for name, r in results.items():
         for n, row in r["rows"].items():
             print(f"| {name} ({r['classes']} classes) | {n} | "
-                  + " | ".join(f"{row[m][0]:.3f} ± {row[m][1]:.3f}" for m in METHODS) + " |")
+                  + " | ".join(f"{row[m][0]:.3f} ± {row[m][1]:.3f}" if m in row else "" for m in COLUMNS) + " |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
