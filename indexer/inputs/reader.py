@@ -34,6 +34,7 @@ from imgsearch.indexer.inputs.images import (
 from imgsearch.indexer.inputs.local_features import LocalFeatures, features_or_none
 from imgsearch.indexer.inputs.metadata import FileInfo, capture
 from imgsearch.indexer.inputs.sources import ImageFile
+from imgsearch.indexer.parent_watch import exit_with_parent
 
 
 @dataclass
@@ -95,6 +96,7 @@ _WORKER_KEYS = np.empty(0, np.uint64)  # a decoding process's known-content keys
 def _init_worker(keys: np.ndarray) -> None:
     global _WORKER_KEYS
     _WORKER_KEYS = keys
+    exit_with_parent()  # a killed run leaves no decoding process behind
 
 
 def clear_worker_keys() -> None:

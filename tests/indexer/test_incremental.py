@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,27 @@ main(sys.argv[2:], prog_name="imgsearch")
 """
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: /proc/PID/stat's fourth field)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @pytest.mark.timeout(600)
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, mnist_dir):
     args = ["--batch-size", "8", "--shard-size", "25", "--no-progress", "--backbone", NAME]
@@ -88,8 +110,15 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, mnist_dir):
                 break
         assert said == ["held after part-00003.parquet\n"], "the run never reached its fourth shard"
         assert proc.poll() is None  # still running: the kill below interrupts it
+        workers = _children(proc.pid)  # its decoding processes (300 files: processes, not threads)
+        assert workers, "the run decoded in no process of its own"
         os.kill(proc.pid, signal.SIGKILL)
         assert proc.wait(timeout=60) == -signal.SIGKILL
+    # nothing can tell them (a SIGKILL runs no handler): they see their parent gone and end, not wait for ever
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in workers if _alive(p)], "decoding processes outlived the killed run"
     done = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shard_dir.glob("part-*.parquet")}
     assert sorted(done) == [f"part-{i:05d}.parquet" for i in range(4)]  # 4 of the 12 shards: killed mid-way
     assert EmbeddingStore(killed).read_manifest()["count"] == 0  # nothing was half-published
