@@ -90,11 +90,13 @@ class KeypointMatcher:
             self._evidence[key] = compare(self.features(keeper), self.features(member))
         return self._evidence[key]
 
-    def prepare(self, pairs, done=None) -> None:
+    def prepare(self, pairs, done=None, ordered: bool = False) -> None:
         """Judge the unordered ``pairs`` (a, b) not judged yet, many at once (``parallel.compare_pairs``: the
-        same evidence as ``evidence(min, max)`` one at a time); ``done(k)``: progress."""
-        todo = list(dict.fromkeys((min(a, b), max(a, b)) for a, b in pairs if (min(a, b), max(a, b))
-                                  not in self._evidence))
+        same evidence as ``evidence(min, max)`` one at a time); ``done(k)``: progress.  ``ordered``: each as
+        given, (keeper, member), the evidence ``evidence(keeper, member)`` and ``member_evidence`` then find
+        (the groups' members against their keepers: judged at once rather than one by one)."""
+        key = (lambda a, b: (a, b)) if ordered else (lambda a, b: (min(a, b), max(a, b)))
+        todo = list(dict.fromkeys(k for k in (key(int(a), int(b)) for a, b in pairs) if k not in self._evidence))
         table = self._table()
         mapped = (table.path, table.identity, self._current) if table.mapped else None
         for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, mapped)):

@@ -133,3 +133,18 @@ def test_prepare_judges_from_the_map_with_the_whole_table_verdicts(engine, monke
     whole.prepare(pairs)
     assert not whole._table().mapped
     assert [mapped.evidence(a, b) for a, b in pairs] == [whole.evidence(a, b) for a, b in pairs]
+
+
+def test_pairs_prepared_in_their_order_are_the_evidence_asked_later_in_that_order(engine, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_PARALLEL", 0)
+    ids = sorted(engine.ids)
+    ordered = [(b, a) for a, b in itertools.combinations(ids, 2)]  # the keeper after the member by id
+    prepared = KeypointMatcher(engine, workers=2)
+    prepared.prepare(ordered, ordered=True)
+    alone = KeypointMatcher(engine, workers=1)
+    computed = []
+    monkeypatch.setattr("imgsearch.search.duplicates.keypoints.compare",
+                        lambda *a: computed.append(1) or compare(*a))
+    assert [prepared.evidence(k, m) for k, m in ordered] == [compare(alone.features(k), alone.features(m))
+                                                             for k, m in ordered]
+    assert computed == [] and len(prepared._evidence) == len(ordered)  # none judged again, one by one
