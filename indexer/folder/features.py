@@ -2,7 +2,7 @@
 
 One row per indexed image: its id, the sha256 of the content the features
 were computed from, and its ``LocalFeatures`` (``indexer/inputs/local_features.py``:
-keypoints, descriptors, a small RGB thumbnail), about 24 KB.  The duplicates
+keypoints, descriptors, a small RGB thumbnail), about 22 KiB.  The duplicates
 verifier reads them instead of decoding the files again.  A row counts only
 while its sha256 is the one the version's shards hold for the id (a changed
 file's features are stale and ignored); an image without a row is read from

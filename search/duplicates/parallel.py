@@ -8,7 +8,7 @@ identity and the sorted ids whose stored features are current:
 (``indexer/folder/features.py``) and reads those images' features from it
 itself: nothing of them is pickled, and no process holds the table (its
 pages are the page cache's).  The features of the other images (computed
-from files) are sent with the chunk, pickled (about 24 KB an image); no
+from files) are sent with the chunk, pickled (about 22 KiB an image); no
 process reads a file.  ``compare`` seeds RANSAC per pair (``verifier._keypoints``), so a
 pair's evidence is the same whichever process judges it and whatever else
 it judges; ``tests/search/test_duplicates_speed.py`` checks it against the
