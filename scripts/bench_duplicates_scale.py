@@ -133,13 +133,14 @@ def attach_features(folder: Path, source: Path) -> None:
             edited[(picture, kind)] = local_features(img)
         return edited[(picture, kind)]
 
-    rows = []
-    for j in range(len(planted)):
-        base = int(planted[j]) if planted[j] >= 0 else j
-        picture = pictures[base % len(pictures)]
-        rows.append((j, f"{j:064x}", stored[picture][1] if base == j else edit(picture, j % 3)))
-    size = write_features(folder, rows)
-    print(f"local features of {len(rows):,} images from {len(pictures):,} pictures of {source} "
+    def rows():  # made as they are written (a batch at a time): never the whole table in memory
+        for j in range(len(planted)):
+            base = int(planted[j]) if planted[j] >= 0 else j
+            picture = pictures[base % len(pictures)]
+            yield j, f"{j:064x}", stored[picture][1] if base == j else edit(picture, j % 3)
+
+    size = write_features(folder, rows())
+    print(f"local features of {len(planted):,} images from {len(pictures):,} pictures of {source} "
           f"({len(edited):,} edits computed) in {time.perf_counter() - t0:.0f} s: {size / 2**30:.2f} GiB", flush=True)
 
 

@@ -3,7 +3,7 @@
 Computed from each file (decoded once, at most ``config.max_pixels``) for the
 images whose features are missing or stale (another sha256), kept for the
 others, and written as the folder's side table (``indexer/folder/features.py``)
-under the writer lock.  A file that cannot be read is left out (the verifier
+under the writer lock, a batch of rows at a time (memory does not grow with the index).  A file that cannot be read is left out (the verifier
 reads it itself later, or judges the pair by its score).
 """
 
@@ -40,20 +40,24 @@ def refresh_features(index_dir, config, *, wait: bool = True) -> FeaturesSummary
         manifest = store.read_manifest()
         table = store.read_table(manifest["shards"], ["id", "path", "sha256"])
         have = read_features(store.root)
-        rows, computed, kept, unreadable = [], 0, 0, 0
-        items = zip(table.column("id").to_pylist(), texts_of(table, "path"), table.column("sha256").to_pylist())
-        for row_id, path, sha in bar(list(items), desc="local features", unit="img", leave=False):
-            if row_id in have and have[row_id][0] == sha:
-                rows.append((row_id, sha, have[row_id][1]))
-                kept += 1
-                continue
-            try:
-                img, _, _ = load_rgb(read_bytes(path) if is_uri(path) else path, min_size=THUMB,
-                                     max_pixels=config.max_pixels)
-            except (ImgsearchError, OSError):
-                unreadable += 1
-                continue
-            rows.append((row_id, sha, local_features(img)))
-            computed += 1
-        size = write_features(store.root, rows)
+        counts = {"computed": 0, "kept": 0, "unreadable": 0}
+
+        def rows():  # made as they are written, a batch at a time: never every image's features at once
+            items = zip(table.column("id").to_pylist(), texts_of(table, "path"), table.column("sha256").to_pylist())
+            for row_id, path, sha in bar(list(items), desc="local features", unit="img", leave=False):
+                if row_id in have and have.sha256(row_id) == sha:
+                    counts["kept"] += 1
+                    yield row_id, sha, have[row_id][1]
+                    continue
+                try:
+                    img, _, _ = load_rgb(read_bytes(path) if is_uri(path) else path, min_size=THUMB,
+                                         max_pixels=config.max_pixels)
+                except (ImgsearchError, OSError):
+                    counts["unreadable"] += 1
+                    continue
+                counts["computed"] += 1
+                yield row_id, sha, local_features(img)
+
+        size = write_features(store.root, rows())
+        computed, kept, unreadable = counts["computed"], counts["kept"], counts["unreadable"]
     return FeaturesSummary(computed, kept, unreadable, size)

@@ -8,9 +8,12 @@ at most ``max_pixels``), and the ``Evidence`` of each pair it was asked about
 explain the pair, or, without corners, a dense alignment of the thumbnails).
 The features come from the folder's side table (``indexer/folder/features.py``,
 written by ``imgsearch index`` with the shards, or by ``--refresh-features``
-for an older index), read once, where it holds the image's current content,
-from the file otherwise.  ``prepare(pairs)`` judges many pairs at once in
-worker processes (``parallel.py``), with the same evidence.
+for an older index), memory-mapped, where it holds the image's current
+content (its stored sha256 is the version's), from the file otherwise; a
+stored image's features are views of the map made when asked, never all
+held (memory does not grow with the table).  ``prepare(pairs)`` judges many
+pairs at once in worker processes (``parallel.py``, which map the table too
+and are sent the ids of stored images), with the same evidence.
 ``evidence(keeper, member)`` is the verdict with its numbers; a pair whose
 file is gone has ``check="none"`` and no verdict (its cosine score decides).
 """
@@ -18,6 +21,8 @@ file is gone has ``check="none"`` and no verdict (its cosine score decides).
 from __future__ import annotations
 
 import logging
+
+import numpy as np
 
 from imgsearch.indexer.errors import ImgsearchError
 from imgsearch.indexer.folder.features import read_features
@@ -37,32 +42,33 @@ class KeypointMatcher:
         cv2_module()  # a MissingDependencyError saying what to install, before any work
         self.engine = engine
         self.max_pixels = max_pixels or engine.config.max_pixels
-        self._found: dict[int, LocalFeatures | None] = {}
+        self._found: dict[int, LocalFeatures | None] = {}  # computed from files (not those of the table)
         self._evidence: dict[tuple[int, int], Evidence] = {}  # a pair checked once serves every threshold
         self.unreadable = 0  # images whose file could not be read: their pairs are not confirmed
         self.changed: list[int] = []  # ids whose file changed since indexed: their pairs are not judged either
         self.from_files = 0  # images whose features were computed from their file (none stored, or stale)
         self.workers = workers  # processes judging many pairs (``parallel.compare_pairs``); None: one per core
-        self._stored = None  # the folder's side table, read once
-        self._holds: dict[int, str] | None = None  # id -> the sha256 the version holds
+        self._stored = None  # the folder's side table, mapped once
+        self._current = np.empty(0, np.int64)  # sorted ids whose stored features are of their current content
 
-    def _from_table(self, row_id: int) -> LocalFeatures | None:
-        """The stored features of ``row_id`` when the side table holds them for its current content."""
+    def _table(self):
         if self._stored is None:
             self._stored = read_features(self.engine.store.root)
             if len(self._stored):
                 table = self.engine.store.read_table(self.engine.manifest["shards"], ["id", "sha256"])
-                self._holds = dict(zip(table.column("id").to_pylist(), table.column("sha256").to_pylist()))
-        if row_id not in self._stored or self._stored.sha256(row_id) != self._holds.get(row_id):
-            return None
-        return self._stored[row_id][1]
+                self._current = self._stored.current(table.column("id").to_numpy(), table.column("sha256"))
+        return self._stored
+
+    def stored(self, row_id: int) -> bool:
+        """Whether the side table holds ``row_id``'s features for its current content."""
+        self._table()
+        at = int(np.searchsorted(self._current, row_id))
+        return at < len(self._current) and int(self._current[at]) == row_id
 
     def features(self, row_id: int) -> LocalFeatures | None:
         """The image's keypoints and thumbnail, or None when its file cannot be read any more."""
-        if row_id not in self._found:
-            stored = self._from_table(row_id)
-            if stored is not None:
-                self._found[row_id] = stored
+        if self.stored(row_id):
+            return self._stored[row_id][1]  # views of the mapped table: made again when asked, not kept
         if row_id not in self._found:
             self.from_files += 1
             try:
@@ -84,12 +90,16 @@ class KeypointMatcher:
             self._evidence[key] = compare(self.features(keeper), self.features(member))
         return self._evidence[key]
 
-    def prepare(self, pairs, done=None) -> None:
+    def prepare(self, pairs, done=None, ordered: bool = False) -> None:
         """Judge the unordered ``pairs`` (a, b) not judged yet, many at once (``parallel.compare_pairs``: the
-        same evidence as ``evidence(min, max)`` one at a time); ``done(k)``: progress."""
-        todo = list(dict.fromkeys((min(a, b), max(a, b)) for a, b in pairs if (min(a, b), max(a, b))
-                                  not in self._evidence))
-        for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done)):
+        same evidence as ``evidence(min, max)`` one at a time); ``done(k)``: progress.  ``ordered``: each as
+        given, (keeper, member), the evidence ``evidence(keeper, member)`` and ``member_evidence`` then find
+        (the groups' members against their keepers: judged at once rather than one by one)."""
+        key = (lambda a, b: (a, b)) if ordered else (lambda a, b: (min(a, b), max(a, b)))
+        todo = list(dict.fromkeys(k for k in (key(int(a), int(b)) for a, b in pairs) if k not in self._evidence))
+        table = self._table()
+        mapped = (table.path, table.identity, self._current) if table.mapped else None
+        for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, mapped)):
             self._evidence[pair] = found
 
     def verdict(self, a: int, b: int) -> bool | None:

@@ -1,10 +1,15 @@
 """The verifier over many pairs at once, in worker processes: the same ``compare`` as one pair at a time.
 
-``compare_pairs(pairs, features, workers)`` -> [Evidence] in the order of
-``pairs``: each chunk of CHUNK pairs goes to a process with the features of
-the images it names (their arrays pickled, about 13 KB an image), so no
-process reads the side table or a file and memory does not grow with the
-workers.  ``compare`` seeds RANSAC per pair (``verifier._keypoints``), so a
+``compare_pairs(pairs, features, workers, done, mapped)`` -> [Evidence] in
+the order of ``pairs``: each chunk of CHUNK pairs goes to a process with the
+ids of its images.  With ``mapped`` (the side table's path, its file's
+identity and the sorted ids whose stored features are current:
+``KeypointMatcher.prepare``) each process memory-maps the table
+(``indexer/folder/features.py``) and reads those images' features from it
+itself: nothing of them is pickled, and no process holds the table (its
+pages are the page cache's).  The features of the other images (computed
+from files) are sent with the chunk, pickled (about 22 KiB an image); no
+process reads a file.  ``compare`` seeds RANSAC per pair (``verifier._keypoints``), so a
 pair's evidence is the same whichever process judges it and whatever else
 it judges; ``tests/search/test_duplicates_speed.py`` checks it against the
 plain ``compare``.  Processes are started (spawn: the parent may run
@@ -23,6 +28,8 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Sequence
+
+import numpy as np
 
 from imgsearch.indexer.inputs.local_features import LocalFeatures
 from imgsearch.search.duplicates.verifier import Evidence, compare
@@ -43,21 +50,33 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+_MAPPED = None  # in a worker process: the side table it mapped (``_start``)
+
+
 def _chunk(pairs: list, found: dict) -> list[Evidence]:
-    return [compare(found[a], found[b]) for a, b in pairs]
+    def get(i):
+        return found[i] if i in found else _MAPPED[i][1]
+
+    return [compare(get(a), get(b)) for a, b in pairs]
 
 
-def _single_threaded() -> None:
-    """A worker's OpenCV uses one thread: the processes are the parallelism."""
+def _start(path=None, identity=None) -> None:
+    """A worker's OpenCV uses one thread (the processes are the parallelism); it maps the side table."""
+    global _MAPPED
+    from imgsearch.indexer.folder.features import map_features
     from imgsearch.indexer.inputs.local_features import cv2_module
 
     cv2_module().setNumThreads(1)
+    if path is not None:
+        _MAPPED = map_features(path, identity)
 
 
 def compare_pairs(pairs: Sequence[tuple[int, int]], features: Callable[[int], LocalFeatures | None],
-                  workers: int | None = None, done: Callable[[int], None] | None = None) -> list[Evidence]:
+                  workers: int | None = None, done: Callable[[int], None] | None = None,
+                  mapped: tuple | None = None) -> list[Evidence]:
     """``compare(features(a), features(b))`` for each (a, b) of ``pairs``, in their order; ``done(k)``
-    after each k pairs judged (a progress bar)."""
+    after each k pairs judged (a progress bar); ``mapped``: (path, identity, ids) of the side table, whose
+    ``ids`` the processes read from it themselves (see above)."""
     workers = default_workers() if workers is None else workers
     pairs = [(int(a), int(b)) for a, b in pairs]
     if workers <= 1 or len(pairs) < MIN_PARALLEL:
@@ -68,20 +87,24 @@ def compare_pairs(pairs: Sequence[tuple[int, int]], features: Callable[[int], Lo
                 done(1)
         return out
     try:
-        return _in_processes(pairs, features, workers, done)
+        return _in_processes(pairs, features, workers, done, mapped)
     except BrokenProcessPool as exc:
         log.warning("a verifying process died (%s): the pairs are judged in this process (from a script, "
                     "call it under `if __name__ == \"__main__\":`)", exc)
         return compare_pairs(pairs, features, 1, None)
 
 
-def _in_processes(pairs: list, features, workers: int, done) -> list[Evidence]:
+def _in_processes(pairs: list, features, workers: int, done, mapped) -> list[Evidence]:
     chunks = [pairs[i:i + CHUNK] for i in range(0, len(pairs), CHUNK)]
+    path, identity, stored = mapped if mapped is not None else (None, None, np.empty(0, np.int64))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_single_threaded) as pool:
+                             initializer=_start, initargs=(path, identity)) as pool:
         window, pending, out = 4 * workers, [], []  # at most this many chunks' features in flight
         for chunk in chunks:
-            found = {i: features(i) for pair in chunk for i in pair}
+            ids = np.unique(np.array(chunk, np.int64))
+            at = np.minimum(np.searchsorted(stored, ids), max(len(stored) - 1, 0))
+            mine = ids[(stored[at] != ids) if len(stored) else slice(None)]  # not read from the table there
+            found = {i: features(i) for i in mine.tolist()}
             pending.append((len(chunk), pool.submit(_chunk, chunk, found)))
             if len(pending) >= window:
                 n, future = pending.pop(0)

@@ -86,3 +86,29 @@ def test_a_damaged_table_says_how_to_fix_it(copied):
     (index_dir / FEATURES_FILE).write_bytes(b"not parquet")
     with pytest.raises(IndexFormatError, match="refresh-features"):
         read_features(index_dir)
+
+
+def test_a_refresh_holds_a_batch_of_features_at_a_time_not_the_whole_table(copied, monkeypatch):
+    import gc
+    import weakref
+
+    from imgsearch.indexer.folder import features as table_module
+    from imgsearch.indexer.run import features as refresh_module
+
+    index_dir, images = copied
+    monkeypatch.setattr(table_module, "BATCH", 2)
+    made, alive, most = refresh_module.local_features, set(), [0]
+
+    def counted(img):
+        f = made(img)
+        gc.collect()
+        alive.add(id(f))
+        weakref.finalize(f, alive.discard, id(f))
+        most[0] = max(most[0], len(alive))
+        return f
+
+    monkeypatch.setattr(refresh_module, "local_features", counted)
+    _refresh(index_dir, images)
+    engine = SearchEngine.open(index_dir)
+    assert len(read_features(index_dir)) == len(engine) >= 8
+    assert most[0] <= 3  # a batch of 2 being written, and the one just made
