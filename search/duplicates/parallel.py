@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from imgsearch.indexer.inputs.local_features import LocalFeatures
+from imgsearch.indexer.parent_watch import exit_with_parent
 from imgsearch.search.duplicates.verifier import Evidence, compare
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def _start(path=None, identity=None) -> None:
     from imgsearch.indexer.inputs.local_features import cv2_module
 
     cv2_module().setNumThreads(1)
+    exit_with_parent()  # a server or command killed outright leaves no verifying process behind
     if path is not None:
         _MAPPED = map_features(path, identity)
 
