@@ -147,11 +147,11 @@ class VerificationGate:
         self.entered, self.released = threading.Event(), threading.Event()
         prepare = KeypointMatcher.prepare  # the pairs to verify, judged all at once before any verdict is read
 
-        def held(this, pairs, done=None):
+        def held(this, pairs, done=None, ordered=False):
             self.entered.set()
             if not self.released.wait(120):
                 raise AssertionError("the test never released the verification gate")
-            return prepare(this, pairs, done)
+            return prepare(this, pairs, done, ordered)
 
         monkeypatch.setattr(KeypointMatcher, "prepare", held)
 

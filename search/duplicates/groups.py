@@ -158,6 +158,9 @@ def _find(engine, threshold: float, keep: str, keypoints: bool, matcher, progres
     exact = _exact_groups(engine)
     found = sorted([(g[0][0], 0, g) for g in near] + [(g[0][0], 1, g) for g in exact], key=lambda x: x[:2])
     groups, sizes = [], StoredSizes(engine)
+    if judge is not None:  # each member against its keeper, as its evidence asks: judged at once, in the workers
+        judge.matcher.prepare([(int(ids[0]), int(m)) for _, is_exact, (ids, _, _, vias) in found if not is_exact
+                               for m, via in zip(ids[1:], vias[1:]) if int(via) == int(ids[0])], ordered=True)
     for number, (keeper, is_exact, (ids, paths, scores, vias)) in enumerate(found, 1):
         scores = [round(float(s), 6) for s in scores]
         groups.append(DuplicateGroup(number, [int(i) for i in ids], paths, scores, int(keeper), bool(is_exact),
