@@ -89,6 +89,14 @@ class LiveServer:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
 
+    def wait_serving(self, count: int, timeout: float = 60) -> None:
+        """Wait until the server answers from a version of ``count`` images: it picks up a version published
+        meanwhile in the background, answering from the one it holds until that is open."""
+        import requests
+
+        wait_until(lambda: requests.get(f"{self.url}/api/info", timeout=30).json().get("count") == count, timeout,
+                   f"the server to serve a version of {count} images", interval=0.1)
+
     def close(self):
         self.server.close()
         # waitress's loop runs while any connection is open: close the idle keep-alive ones too

@@ -69,6 +69,7 @@ def test_marks_survive_a_reload_and_a_new_version_and_removal_is_confirmed(page,
         with Image.open(photos_dir / "colorwheel.jpg") as im:
             im.resize((im.width // 2, im.height // 2)).save(extra / "colorwheel-edit.jpg", quality=80)
         index_images([extra], index_dir, IndexConfig(backbone=NAME, progress=False))
+        server.wait_serving(13)  # the server opens the new version in the background
         page.reload()
         _open_duplicates(page, server.url)
         # colorwheel.jpg's bytes are indexed already (photos/): an exact copy; its edit a near-duplicate
