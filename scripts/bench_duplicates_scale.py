@@ -153,18 +153,29 @@ def _status() -> dict:
     return fields
 
 
+class AnonPeak:
+    """The peak of this process's own memory (RssAnon), sampled every 0.2 s from start to ``stop()``."""
+
+    def __init__(self):
+        self.peak, self._stop = 0, threading.Event()
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, _status()["RssAnon"])
+
+    def stop(self) -> int:
+        """Stop sampling; the peak, the memory now included."""
+        self._stop.set()
+        self.peak = max(self.peak, _status()["RssAnon"])
+        return self.peak
+
+
 def measure(folder: Path, threshold: float | None, out: Path) -> None:
     """In this (fresh) process: open the index, find its duplicates, write the groups and the figures."""
     from imgsearch.search.engine import SearchEngine
 
-    peak_anon = [0]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.wait(0.2):
-            peak_anon[0] = max(peak_anon[0], _status()["RssAnon"])
-
-    threading.Thread(target=sample, daemon=True).start()
+    anon = AnonPeak()
     t0 = time.perf_counter()
     engine = SearchEngine.open(folder)
     opened = time.perf_counter() - t0
@@ -174,12 +185,12 @@ def measure(folder: Path, threshold: float | None, out: Path) -> None:
     matcher = KeypointMatcher(engine)
     report = find_duplicates(engine, threshold, keypoints=True, matcher=matcher)
     seconds = time.perf_counter() - t0
-    stop.set()
+    peak_anon = anon.stop()
     status = _status()
     np.savez(out.with_suffix(".npz"), **{f"g{g.group}": np.array(g.ids) for g in report.groups})
     out.write_text(json.dumps({"seconds": seconds, "open_seconds": opened, "find_seconds": report.seconds,
                                "groups": len(report.groups), "pairs": report.pairs, "method": report.method,
-                               "threshold": report.threshold, "peak_anon": max(peak_anon[0], status["RssAnon"]),
+                               "threshold": report.threshold, "peak_anon": peak_anon,
                                "judged": len(matcher._evidence), "from_files": matcher.from_files,
                                "unreadable": matcher.unreadable, "confirmed": report.confirmed,
                                "refuted": report.refuted,

@@ -20,22 +20,13 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def _status(pid="self") -> dict:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "RssAnon", "RssFile"):
-            out[key] = int(value.split()[0]) * 1024
-    return out
+from bench_duplicates_scale import AnonPeak, _status  # noqa: E402  (this folder is on sys.path: the script's own)
 
 
 def build(folder: Path, rows: int, source: Path) -> None:
@@ -59,14 +50,7 @@ def measure(folder: Path, rows: int, pairs: int, out: Path) -> None:
     from imgsearch.indexer.folder.features import read_features
     from imgsearch.search.duplicates.parallel import compare_pairs, default_workers
 
-    peak = [0]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.wait(0.2):
-            peak[0] = max(peak[0], _status()["RssAnon"])
-
-    threading.Thread(target=sample, daemon=True).start()
+    anon = AnonPeak()
     steps = {"start": _status()["RssAnon"]}
     t0 = time.perf_counter()
     stored = read_features(folder)
@@ -80,11 +64,11 @@ def measure(folder: Path, rows: int, pairs: int, out: Path) -> None:
     t1 = time.perf_counter()
     evidence = compare_pairs(asked, lambda i: stored[i][1], None, None, (stored.path, stored.identity, current))
     judged_s = time.perf_counter() - t1
-    stop.set()
+    peak = anon.stop()
     steps["judged"] = _status()["RssAnon"]
     out.write_text(json.dumps({"rows": rows, "pairs": len(evidence), "workers": default_workers(),
                                "mapped_seconds": mapped_s, "judged_seconds": judged_s, "steps": steps,
-                               "peak_anon": max(peak[0], steps["judged"]), **_status()}))
+                               "peak_anon": max(peak, steps["judged"]), **_status()}))
 
 
 def main():
