@@ -12,6 +12,8 @@ import pytest
 from tests.helpers import LiveServer, write_bad_files
 from tests.run_caches import isolate_caches, restore_caches
 
+pytest_plugins = ["tests.cpu_report"]
+
 
 def pytest_configure(config):
     """Before any test module is imported: this run's own caches, never the user's (tests/run_caches.py); then

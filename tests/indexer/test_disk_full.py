@@ -80,6 +80,7 @@ def small_index(disk, tmp_path) -> tuple[Path, Path, Path]:
     return index_dir, a, b
 
 
+@pytest.mark.slow  # 5 s of CPU or more with its child processes (tests/cpu_report.py)
 def test_writers_on_a_full_disk_fail_in_one_line_and_the_next_run_recovers(small_index):
     index_dir, a, b = small_index
     before = EmbeddingStore(index_dir).read_manifest()

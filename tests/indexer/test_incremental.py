@@ -89,6 +89,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow  # 5 s of CPU or more with its child processes (tests/cpu_report.py)
 @pytest.mark.timeout(600)
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path, mnist_dir):
     args = ["--batch-size", "8", "--shard-size", "25", "--no-progress", "--backbone", NAME]

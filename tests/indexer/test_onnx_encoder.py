@@ -230,6 +230,7 @@ def _refused(run: subprocess.CompletedProcess, *words: str) -> None:
     assert len(lines) == 1 and all(w in lines[0] for w in words), run.stderr
 
 
+@pytest.mark.slow  # 5 s of CPU or more with its child processes (tests/cpu_report.py)
 def test_cli_index_and_search_by_an_onnx_model_and_refuse_a_changed_or_moved_one(tmp_path, photos_dir):
     model = write_tiny_cnn(tmp_path / "models" / "tiny.onnx")
     spec = write_spec(tmp_path / "spec.json")

@@ -85,6 +85,7 @@ def test_two_index_runs_into_one_new_index_keep_both(folders, tmp_path):
     assert not lost, f"{len(lost)} of {TRIALS} trials lost images or failed verify: {lost}"
 
 
+@pytest.mark.slow  # 5 s of CPU or more with its child processes (tests/cpu_report.py)
 def test_index_and_remove_started_together_both_succeed(folders, tmp_path):
     a, b = folders
     for trial in range(3):

@@ -127,6 +127,7 @@ def test_the_command_line_reports_the_repeats_and_a_labels_file_refuses_two_labe
     assert "csv" not in list_heads(repeats_index)
 
 
+@pytest.mark.slow  # 5 s of CPU or more with its child processes (tests/cpu_report.py)
 def test_post_heads_counts_repeated_ids_once(repeats_index, chosen, monkeypatch):
     from imgsearch.web import create_app
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.search.verdict_pairs import VERDICTS, verdicts
+
+# a measurement over 460 pairs of real pictures (seconds of the verifier's own work): `make test` runs it,
+# `make test-fast` leaves it out, like the other real-data measurements
+pytestmark = pytest.mark.slow
 
 
 def test_the_verdicts_on_a_fixed_set_of_pairs_are_the_recorded_ones():

@@ -103,6 +103,7 @@ print(round(rss_mb() - before))
 """
 
 
+@pytest.mark.slow  # 5 s of CPU or more with its child processes (tests/cpu_report.py)
 def test_decoding_a_huge_image_gives_its_memory_back_whatever_thread_decoded_it(tmp_path):
     """What explains of huge uploads kept: each server thread's malloc arena held its peak (2.9 GB for 8
     threads explaining 49 MP PNGs one at a time, scripts/bench_explain_memory.py); now blocks are mapped."""
