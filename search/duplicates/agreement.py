@@ -26,6 +26,8 @@ OCCLUDER_SIDE = 3  # blocks an occluder spans at least each way
 OCCLUDER_FILL = 0.85  # share of its bounding box its disagreeing blocks fill (a rectangle, not a blob)
 MAX_OCCLUDED = 0.5  # share of the overlap's blocks a flat occluder (a sticker) may cover, edge blocks included
 MAX_OFFSET_SPREAD = 40.0  # grey levels between the channels' offsets
+OUTLINE_FILL = 0.9  # share of its bounding rectangle an occluder over a flat part fills
+OUTLINE_GAP = 2  # pixels across an occluder's outline: its inside against the picture beside it
 
 
 def grey_of(rgb: np.ndarray) -> np.ndarray:
@@ -33,7 +35,7 @@ def grey_of(rgb: np.ndarray) -> np.ndarray:
 
 
 def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
-               occluder: bool = False) -> tuple[float, float, float, float, float]:
+               occluder: str | None = None) -> tuple[float, float, float, float, float]:
     """(share of informative blocks that agree, grey correlation over the overlap, overlap over a's thumbnail,
     share of the blocks textured on both sides that disagree: another emblem on one flag, another number).
 
@@ -72,27 +74,37 @@ def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
     def mean(x):  # per block over its inner pixels
         return (x * (use if x.ndim == 2 else use[..., None])).sum(1) / (n if x.ndim == 2 else n[:, None])
 
-    pt, ps = blocks(grey_t)[whole], blocks(grey_s)[whole]
-    diff = mean(np.abs(blocks(target)[whole] - blocks(source)[whole])).max(1)  # the worst channel's
-    ct, cs = (pt - mean(pt)[:, None]) * use, (ps - mean(ps)[:, None]) * use
-    st, ss = np.sqrt(mean(ct * ct)), np.sqrt(mean(cs * cs))
-    textured = np.maximum(st, ss) >= TEXTURE
-    ncc = (ct * cs).sum(1) / np.maximum(np.sqrt((ct * ct).sum(1) * (cs * cs).sum(1)), 1e-6)
-    # a block agrees when its pixels correlate, or differ by less than the eye sees (a faint texture that
-    # resampling or JPEG decorrelates), and its colours are close
-    alike = (ncc >= BLOCK_NCC) | (mean(np.abs(pt - ps)) < VISIBLE)
-    agree = textured & (np.minimum(st, ss) >= TEXTURE / 2) & (diff < TEXTURED_DIFF) & alike
-    # a block flat on one side only (a sticker, a caption box over the picture) counts OCCLUDED_WEIGHT
-    weight = np.where(textured & (np.minimum(st, ss) < TEXTURE / 2), OCCLUDED_WEIGHT, 1.0)
-    counts = (weight * textured) + (~textured & (diff >= FLAT_DIFF))  # flat, another colour: counts, disagrees
-    both = np.minimum(st, ss) >= TEXTURE  # textured on both sides: an edit keeps these, another picture not
-    hidden = _occluder((rows, cols), whole, counts > 0, agree, st, ss, mean(pt), mean(ps), diff) if occluder else \
-        np.zeros(len(st), bool)
-    if hidden.any():  # leave the occluder and its edge out; the rest must agree as an unoccluded pair would
-        counts, both = counts * ~hidden, both & ~hidden
+    def judge(target, source):  # each block's numbers, and whether it agrees, counts, is textured on both sides
+        grey_t, grey_s = target.mean(2), source.mean(2)
+        pt, ps = blocks(grey_t)[whole], blocks(grey_s)[whole]
+        diff = mean(np.abs(blocks(target)[whole] - blocks(source)[whole])).max(1)  # the worst channel's
+        ct, cs = (pt - mean(pt)[:, None]) * use, (ps - mean(ps)[:, None]) * use
+        st, ss = np.sqrt(mean(ct * ct)), np.sqrt(mean(cs * cs))
+        textured = np.maximum(st, ss) >= TEXTURE
+        ncc = (ct * cs).sum(1) / np.maximum(np.sqrt((ct * ct).sum(1) * (cs * cs).sum(1)), 1e-6)
+        # a block agrees when its pixels correlate, or differ by less than the eye sees (a faint texture that
+        # resampling or JPEG decorrelates), and its colours are close
+        alike = (ncc >= BLOCK_NCC) | (mean(np.abs(pt - ps)) < VISIBLE)
+        agree = textured & (np.minimum(st, ss) >= TEXTURE / 2) & (diff < TEXTURED_DIFF) & alike
+        # a block flat on one side only (a sticker, a caption box over the picture) counts OCCLUDED_WEIGHT
+        weight = np.where(textured & (np.minimum(st, ss) < TEXTURE / 2), OCCLUDED_WEIGHT, 1.0)
+        counts = (weight * textured) + (~textured & (diff >= FLAT_DIFF))  # flat, another colour: counts, disagrees
+        both = np.minimum(st, ss) >= TEXTURE  # textured on both sides: an edit keeps these, another picture not
+        return grey_t, grey_s, (pt, ps, diff, st, ss), agree, weight, counts, both
+
+    grey_t, grey_s, (pt, ps, diff, st, ss), agree, weight, counts, both = judge(target, source)
+    hidden = _occluder((rows, cols), whole, counts > 0, agree, st, ss, mean(pt), mean(ps), diff,
+                       (target, source, valid), occluder == "any") if occluder else np.zeros(len(st), bool)
+    if hidden.any():  # leave the occluder and its edge out; the rest must agree as an unoccluded pair would,
+        # its colours fitted again without the occluder (a large one of a strong colour pulls the first fit)
         covered_by = np.repeat(np.repeat(_grid(hidden, whole, (rows, cols)), BLOCK, 0), BLOCK, 1)
         keep = inner & ~np.pad(covered_by, ((0, h - rows * BLOCK), (0, w - cols * BLOCK)))
-        correlation = correlate(grey_t[keep], grey_s[keep]) if keep.sum() >= 16 else correlation
+        if keep.sum() >= 16:
+            target, source = _mapped(ta.astype(np.float32), placed, valid & ~np.pad(
+                covered_by, ((0, h - rows * BLOCK), (0, w - cols * BLOCK))))
+            grey_t, grey_s, _, agree, weight, counts, both = judge(target, source)
+            correlation = correlate(grey_t[keep], grey_s[keep])
+        counts, both = counts * ~hidden, both & ~hidden
     counted = float(counts.sum())
     conflict = float((both & ~agree).sum()) / max(int(both.sum()), 1)
     agreement = float((weight * agree * (counts > 0)).sum()) / counted if counted else 0.0
@@ -105,12 +117,16 @@ def _grid(values: np.ndarray, whole: np.ndarray, shape: tuple) -> np.ndarray:
     return out.reshape(shape)
 
 
-def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff) -> np.ndarray:
+def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff, pixels, by_blocks: bool) -> np.ndarray:
     """The blocks (of ``whole``) a flat occluder covers, its edges included: one compact region of blocks
     that disagree, flat on one side only and of one colour there (a sticker, a caption box, a
     redaction), at most MAX_OCCLUDED of the blocks, a rectangle of OCCLUDER_SIDE blocks or more
     that its blocks fill (OCCLUDER_FILL); none otherwise (a disagreement in several places
-    or with content on both sides: a clock's hands at another hour, another emblem on a flag)."""
+    or with content on both sides: a clock's hands at another hour, another emblem on a flag).  Over a part
+    of the picture that is flat itself (sky, a wall), the occluder is flat on both sides: it is one then
+    when its pixels make a rectangle whose outline is an edge in its picture only (``_outlined``: a band of
+    another colour on a flag ends where the other flag's band ends too).  ``pixels``: (target, source,
+    valid), the colour-mapped thumbnails and their overlap; ``by_blocks``: False, only an outlined one."""
     cv2 = cv2_module()
     none = np.zeros(len(st), bool)
     wrong = _grid(counts & ~agree, whole, shape).astype(np.uint8)
@@ -125,17 +141,81 @@ def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff) -> np.ndarray:
     box = np.zeros(shape, bool)
     box[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
     inside = box.ravel()[whole]
-    if min(np.ptp(ys), np.ptp(xs)) + 1 < OCCLUDER_SIDE or region.sum() < OCCLUDER_FILL * box.sum():
-        return none  # a sticker is a rectangle that fills its box; a part drawn otherwise is a small blob
+    if min(np.ptp(ys), np.ptp(xs)) + 1 < OCCLUDER_SIDE:
+        return none  # a sticker spans blocks each way; a part drawn otherwise may be a small blob
+    filled = region.sum() >= OCCLUDER_FILL * box.sum()  # a rectangle its blocks fill
     flat_t, flat_s = st[inside] < TEXTURE, ss[inside] < TEXTURE
     sides = ((flat_t, flat_s, mt[inside]), (flat_s, flat_t, ms[inside]))
-    for flat, other, means in sides:
-        # the occluder's inside is flat on its side (its edges are blocks it covers in part), the picture's not,
-        # of one colour, another than the picture's there (a keycap's background where the other has a digit is not)
-        if flat.sum() >= 2 and flat.sum() >= 3 * other.sum() and np.ptp(means[flat]) < FLAT_DIFF \
-                and diff[inside][flat].mean() >= FLAT_DIFF:
-            return inside if inside.mean() <= MAX_OCCLUDED else none
+    target, source, valid = pixels
+    box_px = tuple(BLOCK * v for v in (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1))
+    for (flat, other, means), (occ, hid) in zip(sides, ((target, source), (source, target))):
+        # the occluder's inside is flat on its side (its edges are blocks it covers in part), of one colour,
+        # another than the picture's there (a keycap's background where the other has a digit is not); the
+        # picture's is not flat there, or the occluder is a rectangle outlined in its picture only
+        one_colour = flat.sum() >= 2 and np.ptp(means[flat]) < FLAT_DIFF and diff[inside][flat].mean() >= FLAT_DIFF
+        if by_blocks and filled and one_colour and flat.sum() >= 3 * other.sum():
+            hidden = inside
+        else:
+            rect = _outlined(occ, hid, valid, box_px)
+            if rect is None:
+                continue
+            ry0, ry1, rx0, rx1 = rect  # the blocks it touches
+            cover = np.zeros(shape, bool)
+            cover[ry0 // BLOCK:(ry1 - 1) // BLOCK + 1, rx0 // BLOCK:(rx1 - 1) // BLOCK + 1] = True
+            hidden = cover.ravel()[whole]
+        return hidden if hidden.mean() <= MAX_OCCLUDED else none
     return none
+
+
+def _outlined(occ: np.ndarray, hid: np.ndarray, valid: np.ndarray, box: tuple) -> tuple | None:
+    """The rectangle (y0, y1, x0, x1, in pixels) of an occluder near ``box`` (y0, y1, x0, x1), or None.
+
+    Its pixels are the commonest colour of ``occ`` where it differs from ``hid`` in ``box``; they must fill a
+    rectangle (OUTLINE_FILL) whose sides inside the overlap are a step in ``occ`` (FLAT_DIFF or more) and, at
+    most half that, in ``hid``: an occluder laid on the picture, not a part drawn in both (a flag's band of
+    another colour ends where the other flag's band ends).  The rectangle may reach past ``box`` (the blocks
+    it covers in part agree)."""
+    y0, y1, x0, x1 = box
+    inside = valid[y0:y1, x0:x1]
+    shown = np.abs(occ[y0:y1, x0:x1] - hid[y0:y1, x0:x1]).max(2) >= FLAT_DIFF
+    if (inside & shown).sum() < 2 * BLOCK * BLOCK:
+        return None
+    # its colour: the commonest (in steps of FLAT_DIFF / 2) of the pixels that differ from the other picture
+    pixels = occ[y0:y1, x0:x1][inside & shown]
+    bins = np.clip(pixels // (FLAT_DIFF / 2), 0, 255).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
+    values, counts = np.unique(bins, return_counts=True)
+    colour = np.median(pixels[bins == values[np.argmax(counts)]], 0)
+    h, w = valid.shape  # the rectangle is looked for a block around the box, where it may reach
+    y0, y1, x0, x1 = max(0, y0 - BLOCK), min(h, y1 + BLOCK), max(0, x0 - BLOCK), min(w, x1 + BLOCK)
+    mask = valid[y0:y1, x0:x1] & (np.abs(occ[y0:y1, x0:x1] - colour).max(2) < FLAT_DIFF / 2)
+    n, labels, stats, _ = cv2_module().connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4)
+    if n < 2:
+        return None
+    biggest = 1 + int(np.argmax(stats[1:, 4]))
+    bx, by, bw, bh, area = (int(v) for v in stats[biggest])
+    if area < 2 * BLOCK * BLOCK or min(bw, bh) < 2 * BLOCK or area < OUTLINE_FILL * bw * bh:
+        return None
+    ry0, ry1, rx0, rx1 = by + y0, by + bh + y0, bx + x0, bx + bw + x0
+    steps = []  # (inside pixels, outside pixels) of each side of the rectangle that lies inside the overlap
+    if ry0 - OUTLINE_GAP >= 0:
+        steps.append(((ry0, slice(rx0, rx1)), (ry0 - OUTLINE_GAP, slice(rx0, rx1))))
+    if ry1 - 1 + OUTLINE_GAP < h:
+        steps.append(((ry1 - 1, slice(rx0, rx1)), (ry1 - 1 + OUTLINE_GAP, slice(rx0, rx1))))
+    if rx0 - OUTLINE_GAP >= 0:
+        steps.append(((slice(ry0, ry1), rx0), (slice(ry0, ry1), rx0 - OUTLINE_GAP)))
+    if rx1 - 1 + OUTLINE_GAP < w:
+        steps.append(((slice(ry0, ry1), rx1 - 1), (slice(ry0, ry1), rx1 - 1 + OUTLINE_GAP)))
+    step_occ, step_hid, n = 0.0, 0.0, 0
+    for a, b in steps:
+        ok = valid[a] & valid[b]
+        if ok.sum() < BLOCK:  # this side is the overlap's edge
+            continue
+        step_occ += float(np.abs(occ[a] - occ[b]).max(-1)[ok].sum())
+        step_hid += float(np.abs(hid[a] - hid[b]).max(-1)[ok].sum())
+        n += int(ok.sum())
+    if n >= 2 * BLOCK and step_occ / n >= FLAT_DIFF and step_hid <= 0.5 * step_occ:
+        return ry0, ry1, rx0, rx1
+    return None
 
 
 def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

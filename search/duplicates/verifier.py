@@ -132,7 +132,8 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     hull = cv2.contourArea(cv2.convexHull(dst[mask.ravel() > 0].reshape(-1, 1, 2)))
     coverage = min(1.0, hull / overlap)
     thumb = _to_thumb(matrix, b, a)
-    agreement, correlation, _, conflict, occluded = compare_blocks(a.thumb, b.thumb, thumb, coverage >= OCCLUDER_COVERAGE)
+    occluder = "any" if coverage >= OCCLUDER_COVERAGE else "outlined" if coverage >= MIN_COVERAGE else None
+    agreement, correlation, _, conflict, occluded = compare_blocks(a.thumb, b.thumb, thumb, occluder)
     smaller = min(a.size[0] * a.size[1], b.size[0] * b.size[1] * scale ** 2)
     explained = coverage >= MIN_COVERAGE or (  # or the pixels confirm it, as the dense check would
         agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT)
@@ -196,7 +197,7 @@ def _dense_from(a: LocalFeatures, b: LocalFeatures, ta: np.ndarray, tb: np.ndarr
         # the warp is no similarity, or overlaps too little: no verdict but False, whatever the pixels say, so
         # the block agreement (most of a dense check's time) is not computed; its numbers are left at 0
         return Evidence("dense", False, 0, 0.0, 0.0, 0.0, round(scale, 3), round(rotation, 2), region, 0.0)
-    agreement, correlation, covered, conflict, _ = compare_blocks(ta, tb, matrix, False)
+    agreement, correlation, covered, conflict, _ = compare_blocks(ta, tb, matrix, None)
     match = agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT
     return Evidence("dense", bool(match), 0, round(covered, 3), round(agreement, 3), round(correlation, 3),
                     round(scale, 3), round(rotation, 2), region, round(conflict, 3))

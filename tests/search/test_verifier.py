@@ -178,3 +178,24 @@ def test_a_flat_sticker_over_a_photo_is_one_picture():
         ImageDraw.Draw(stuck).rectangle(box, fill=colour)
         found = compare(local_features(tiles[name]), local_features(stuck))
         assert found.match, (name, found)
+
+
+def test_a_sticker_over_a_flat_part_of_a_photo_is_one_picture():
+    """The benchmark's sticker edit on every tile (a solid rectangle over about a fifth, at a seeded place):
+    where it covers a flat part of the photo (sky, a wall), both pictures are flat there, and the sticker is
+    told from a part drawn in another colour by its outline, an edge in its picture only.  Before, none of
+    the 32 stickers over a flat part was one picture with its original (23 of the 44 over texture)."""
+    from imgsearch.indexer.inputs.near_duplicates import near_duplicate_set
+
+    items = near_duplicate_set({"occlude": EDITS["occlude"]}, seed=0)
+    originals_ = {i.group: i.image for i in items if i.edit == "original"}
+    found = {"flat": [], "textured": []}
+    for item in (i for i in items if i.edit == "occlude"):
+        a, b = np.asarray(originals_[item.group], np.float32), np.asarray(item.image, np.float32)
+        ys, xs = np.nonzero(np.abs(a - b).max(2) > 0)
+        under = a[ys.min():ys.max() + 1, xs.min():xs.max() + 1].mean(2)
+        kind = "flat" if under.std() < 25 else "textured"
+        found[kind].append(bool(compare(local_features(originals_[item.group]), local_features(item.image)).match))
+    assert len(found["flat"]) >= 20 and len(found["textured"]) >= 20
+    assert np.mean(found["flat"]) >= 0.5, found  # 19 of 32 measured
+    assert np.mean(found["textured"]) >= 0.8, found  # 38 of 44 measured
