@@ -28,11 +28,17 @@ log = logging.getLogger(__name__)
 
 # with keypoints (search/duplicates/keypoints.py), a pair scoring from KEYPOINT_FLOOR to KEYPOINT_SURE is a duplicate
 # when the two files' keypoints match, and is not when both have corners enough and they do not match;
-# a pair whose keypoints cannot judge (a flat picture, a file gone) needs the threshold. Each image's
-# KEYPOINT_CANDIDATES best partners are checked.
+# a pair whose keypoints cannot judge (a flat picture, a file gone) needs the threshold.  Which pairs are judged
+# (``asked``): among each image's KEYPOINT_RANKED best partners by cosine, its KEYPOINT_CANDIDATES best, and the
+# KEYPOINT_CORNERS that share the most corners with it (``verifier.shared_corners``, MIN_INLIERS or more: tiles
+# of one photograph, edited alike, outscore an image's own crop or sticker by cosine, not by corners).
+# scripts/bench_duplicates.py: of the 3,456 true pairs, the 10 best by cosine held 2,790 in 8,721 pairs judged;
+# 6 + 6 among the 20 best hold 2,941 in 7,358.
 KEYPOINT_FLOOR = 0.55  # 0.957 of the benchmark's true pairs score at least this (lite0 int8)
 KEYPOINT_SURE = 0.99  # above: the same picture unless a fitted transform aligns the two and finds them different
-KEYPOINT_CANDIDATES = 10
+KEYPOINT_CANDIDATES = 6
+KEYPOINT_CORNERS = 6
+KEYPOINT_RANKED = 20
 # a member vouches for another only through a clear match, a second hop being weaker evidence for the keeper
 # (scripts/bench_duplicates.py --misses: the true edits let in through another member correlate 0.915 and more,
 # with no disagreeing block but in one recoloured flat picture, 0.086)
@@ -68,29 +74,46 @@ class Judge:
 
 def confirmed(candidates: Pairs, threshold: float, judge: Judge, progress: DuplicatesProgress) -> Pairs:
     """The candidate pairs that are duplicates: the score decides, unless the keypoints say otherwise;
-    each image's KEYPOINT_CANDIDATES best partners are judged (the keeper check judges the rest it needs)."""
+    the pairs ``asked`` are judged (the keeper check judges the rest it needs)."""
     keep = candidates.score >= threshold
-    band = np.flatnonzero(candidates.score >= KEYPOINT_FLOOR)
-    band = band[np.argsort(-candidates.score[band], kind="stable")]
-    sure = candidates.score >= KEYPOINT_SURE  # every such pair is asked, and counts against no partner's share
-    checks: dict[int, int] = {}
-    asked = []  # (index, a, b); which pairs are judged does not depend on verdicts: all at once, in processes
-    for i, a, b in zip(band.tolist(), candidates.a[band].tolist(), candidates.b[band].tolist()):
-        if sure[i]:
-            asked.append((i, a, b))
-        elif checks.get(a, 0) < KEYPOINT_CANDIDATES or checks.get(b, 0) < KEYPOINT_CANDIDATES:
-            checks[a], checks[b] = checks.get(a, 0) + 1, checks.get(b, 0) + 1
-            asked.append((i, a, b))
-    progress.start("verifying", len(asked))  # a cancel is heard between two chunks of pairs
-    judge.matcher.prepare([(a, b) for _, a, b in asked], progress.advance)
-    for i, a, b in asked:
-        verdict = judge(a, b, float(candidates.score[i]))
+    progress.start("verifying", 0)  # a cancel is heard between two chunks of pairs
+    asked = _asked(candidates, judge.matcher, progress)
+    progress.more(len(asked))
+    judge.matcher.prepare([(int(candidates.a[i]), int(candidates.b[i])) for i in asked], progress.advance)
+    for i in asked.tolist():
+        verdict = judge(int(candidates.a[i]), int(candidates.b[i]), float(candidates.score[i]))
         if verdict is not None:
             keep[i] = verdict
     if judge.matcher.unreadable:
         log.warning("%d images could not be read for keypoints: only their cosine scores count",
                     judge.matcher.unreadable)
     return Pairs(candidates.a[keep], candidates.b[keep], candidates.score[keep], candidates.method)
+
+
+def _asked(candidates: Pairs, matcher, progress: DuplicatesProgress) -> np.ndarray:
+    """Positions of the candidate pairs to judge: every pair above KEYPOINT_SURE, and, among each image's
+    KEYPOINT_RANKED best partners in the band, its KEYPOINT_CANDIDATES best and the KEYPOINT_CORNERS that share
+    the most corners with it (at least MIN_INLIERS).  Which pairs are judged does not depend on verdicts: all
+    at once, in processes."""
+    band = np.flatnonzero((candidates.score >= KEYPOINT_FLOOR) & (candidates.score < KEYPOINT_SURE))
+    band = band[np.argsort(-candidates.score[band], kind="stable")]
+    ranked: dict[int, list[int]] = {}  # image -> positions of its best partners, best first
+    for i, a, b in zip(band.tolist(), candidates.a[band].tolist(), candidates.b[band].tolist()):
+        for x in (a, b):
+            mine = ranked.setdefault(x, [])
+            if len(mine) < KEYPOINT_RANKED:
+                mine.append(i)
+    pick = {i for mine in ranked.values() for i in mine[:KEYPOINT_CANDIDATES]}
+    counted = np.array(sorted({i for mine in ranked.values() for i in mine}), np.int64)
+    if len(counted) and KEYPOINT_CORNERS:
+        progress.more(len(counted))
+        shared = dict(zip(counted.tolist(), matcher.shared_corners(
+            [(int(candidates.a[i]), int(candidates.b[i])) for i in counted], progress.advance).tolist()))
+        for mine in ranked.values():
+            by_corners = sorted(mine, key=lambda i: -shared[i])[:KEYPOINT_CORNERS]
+            pick.update(i for i in by_corners if shared[i] >= MIN_INLIERS)
+    pick.update(np.flatnonzero(candidates.score >= KEYPOINT_SURE).tolist())
+    return np.array(sorted(pick), np.int64)
 
 
 def aligned_refutation(found) -> bool:

@@ -28,7 +28,7 @@ from imgsearch.indexer.errors import ImgsearchError
 from imgsearch.indexer.folder.features import read_features
 from imgsearch.indexer.inputs.local_features import THUMB, LocalFeatures, cv2_module, local_features
 from imgsearch.search.duplicates.parallel import compare_pairs
-from imgsearch.search.duplicates.verifier import Evidence, compare
+from imgsearch.search.duplicates.verifier import Evidence, compare, shared_corners
 from imgsearch.search.errors import ChangedFileError
 from imgsearch.search.thumbnails import load_indexed
 
@@ -101,6 +101,15 @@ class KeypointMatcher:
         mapped = (table.path, table.identity, self._current) if table.mapped else None
         for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, mapped)):
             self._evidence[pair] = found
+
+    def shared_corners(self, pairs, done=None) -> np.ndarray:
+        """For each (a, b) of ``pairs``: how many of b's corners match a's (``verifier.shared_corners``, in
+        worker processes as ``prepare``); not kept."""
+        pairs = [(int(a), int(b)) for a, b in pairs]
+        table = self._table()
+        mapped = (table.path, table.identity, self._current) if table.mapped else None
+        return np.array(compare_pairs(pairs, self.features, self.workers, done, mapped, judge=shared_corners),
+                        np.int64).reshape(len(pairs))
 
     def verdict(self, a: int, b: int) -> bool | None:
         """True (one picture), False (two), None (no evidence: a file gone)."""

@@ -54,11 +54,11 @@ def default_workers() -> int:
 _MAPPED = None  # in a worker process: the side table it mapped (``_start``)
 
 
-def _chunk(pairs: list, found: dict) -> list[Evidence]:
+def _chunk(pairs: list, found: dict, judge: Callable = compare) -> list:
     def get(i):
         return found[i] if i in found else _MAPPED[i][1]
 
-    return [compare(get(a), get(b)) for a, b in pairs]
+    return [judge(get(a), get(b)) for a, b in pairs]
 
 
 def _start(path=None, identity=None) -> None:
@@ -75,28 +75,29 @@ def _start(path=None, identity=None) -> None:
 
 def compare_pairs(pairs: Sequence[tuple[int, int]], features: Callable[[int], LocalFeatures | None],
                   workers: int | None = None, done: Callable[[int], None] | None = None,
-                  mapped: tuple | None = None) -> list[Evidence]:
-    """``compare(features(a), features(b))`` for each (a, b) of ``pairs``, in their order; ``done(k)``
+                  mapped: tuple | None = None, judge: Callable = compare) -> list:
+    """``judge(features(a), features(b))`` for each (a, b) of ``pairs``, in their order; ``done(k)``
     after each k pairs judged (a progress bar); ``mapped``: (path, identity, ids) of the side table, whose
-    ``ids`` the processes read from it themselves (see above)."""
+    ``ids`` the processes read from it themselves (see above); ``judge``: ``compare`` (the evidence) or
+    another function of the verifier's module (``shared_corners``), picklable by name."""
     workers = default_workers() if workers is None else workers
     pairs = [(int(a), int(b)) for a, b in pairs]
     if workers <= 1 or len(pairs) < MIN_PARALLEL:
         out = []
         for a, b in pairs:
-            out.append(compare(features(a), features(b)))
+            out.append(judge(features(a), features(b)))
             if done:
                 done(1)
         return out
     try:
-        return _in_processes(pairs, features, workers, done, mapped)
+        return _in_processes(pairs, features, workers, done, mapped, judge)
     except BrokenProcessPool as exc:
         log.warning("a verifying process died (%s): the pairs are judged in this process (from a script, "
                     "call it under `if __name__ == \"__main__\":`)", exc)
-        return compare_pairs(pairs, features, 1, None)
+        return compare_pairs(pairs, features, 1, None, judge=judge)
 
 
-def _in_processes(pairs: list, features, workers: int, done, mapped) -> list[Evidence]:
+def _in_processes(pairs: list, features, workers: int, done, mapped, judge) -> list:
     chunks = [pairs[i:i + CHUNK] for i in range(0, len(pairs), CHUNK)]
     path, identity, stored = mapped if mapped is not None else (None, None, np.empty(0, np.int64))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
@@ -107,7 +108,7 @@ def _in_processes(pairs: list, features, workers: int, done, mapped) -> list[Evi
             at = np.minimum(np.searchsorted(stored, ids), max(len(stored) - 1, 0))
             mine = ids[(stored[at] != ids) if len(stored) else slice(None)]  # not read from the table there
             found = {i: features(i) for i in mine.tolist()}
-            pending.append((len(chunk), pool.submit(_chunk, chunk, found)))
+            pending.append((len(chunk), pool.submit(_chunk, chunk, found, judge)))
             if len(pending) >= window:
                 n, future = pending.pop(0)
                 out += future.result()

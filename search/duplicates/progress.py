@@ -46,6 +46,16 @@ class DuplicatesProgress:
             self._bar = bar(total=self.total, desc=words or desc, unit=unit, leave=False)
         self._report()
 
+    def more(self, units: int) -> None:
+        """``units`` more to do in this stage: its total grows, what is done stays (a stage whose work is
+        known in steps: the verifying stage counts corners first, then judges the pairs they pick)."""
+        self.total += int(units)
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
+        self._report()
+        self.check()
+
     def advance(self, units: int = 1) -> None:
         """``units`` more of this stage done; raises if cancelled."""
         self.done = min(self.total, self.done + int(units))

@@ -111,10 +111,22 @@ def compare(a: LocalFeatures | None, b: LocalFeatures | None) -> Evidence:
     return _dense(a, b)
 
 
+def shared_corners(a: LocalFeatures | None, b: LocalFeatures | None) -> int:
+    """How many of ``b``'s corners match one of ``a``'s (the ratio test, the keypoint check's first step): a
+    cheap measure of how much of one picture the other holds, whatever their cosine (0: corners too few)."""
+    if a is None or b is None or len(a) < MIN_POINTS or len(b) < MIN_POINTS:
+        return 0
+    return len(_good(a, b))
+
+
+def _good(a: LocalFeatures, b: LocalFeatures) -> list:
+    knn = cv2_module().BFMatcher(cv2_module().NORM_HAMMING).knnMatch(b.descriptors, a.descriptors, k=2)
+    return [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+
+
 def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     cv2 = cv2_module()
-    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(b.descriptors, a.descriptors, k=2)
-    good = [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+    good = _good(a, b)
     if len(good) < MIN_INLIERS:
         return Evidence("keypoints", False, inliers=0)
     src = b.points[[m.queryIdx for m in good]]
