@@ -53,7 +53,8 @@ def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
     covered = float(valid.mean())
     if valid.sum() < 16:
         return 0.0, 0.0, covered, 1.0, 0.0
-    target, source = _mapped(ta.astype(np.float32), placed, valid)
+    ta = ta.astype(np.float32)
+    target, source = _mapped(ta, placed, valid)
     # the overlap's edge (a border's seam, the frame's last pixels) mixes in what lies outside when either
     # picture was resampled: EDGE pixels of it are left out, and a block counts on its other pixels
     inner = cv2.erode(np.pad(valid, 1).astype(np.uint8), np.ones((2 * EDGE + 1,) * 2, np.uint8))[1:-1, 1:-1] > 0
@@ -97,11 +98,11 @@ def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
                        (target, source, valid), occluder == "any") if occluder else np.zeros(len(st), bool)
     if hidden.any():  # leave the occluder and its edge out; the rest must agree as an unoccluded pair would,
         # its colours fitted again without the occluder (a large one of a strong colour pulls the first fit)
-        covered_by = np.repeat(np.repeat(_grid(hidden, whole, (rows, cols)), BLOCK, 0), BLOCK, 1)
-        keep = inner & ~np.pad(covered_by, ((0, h - rows * BLOCK), (0, w - cols * BLOCK)))
+        covered_by = np.pad(np.repeat(np.repeat(_grid(hidden, whole, (rows, cols)), BLOCK, 0), BLOCK, 1),
+                            ((0, h - rows * BLOCK), (0, w - cols * BLOCK)))
+        keep = inner & ~covered_by
         if keep.sum() >= 16:
-            target, source = _mapped(ta.astype(np.float32), placed, valid & ~np.pad(
-                covered_by, ((0, h - rows * BLOCK), (0, w - cols * BLOCK))))
+            target, source = _mapped(ta, placed, valid & ~covered_by)
             grey_t, grey_s, _, agree, weight, counts, both = judge(target, source)
             correlation = correlate(grey_t[keep], grey_s[keep])
         counts, both = counts * ~hidden, both & ~hidden

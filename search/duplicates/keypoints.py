@@ -97,19 +97,20 @@ class KeypointMatcher:
         (the groups' members against their keepers: judged at once rather than one by one)."""
         key = (lambda a, b: (a, b)) if ordered else (lambda a, b: (min(a, b), max(a, b)))
         todo = list(dict.fromkeys(k for k in (key(int(a), int(b)) for a, b in pairs) if k not in self._evidence))
-        table = self._table()
-        mapped = (table.path, table.identity, self._current) if table.mapped else None
-        for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, mapped)):
+        for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, self._table_for_workers())):
             self._evidence[pair] = found
 
     def shared_corners(self, pairs, done=None) -> np.ndarray:
         """For each (a, b) of ``pairs``: how many of b's corners match a's (``verifier.shared_corners``, in
         worker processes as ``prepare``); not kept."""
         pairs = [(int(a), int(b)) for a, b in pairs]
+        return np.array(compare_pairs(pairs, self.features, self.workers, done, self._table_for_workers(),
+                                      judge=shared_corners), np.int64).reshape(len(pairs))
+
+    def _table_for_workers(self) -> tuple | None:
+        """What the worker processes need to read the mapped side table themselves (``parallel.compare_pairs``)."""
         table = self._table()
-        mapped = (table.path, table.identity, self._current) if table.mapped else None
-        return np.array(compare_pairs(pairs, self.features, self.workers, done, mapped, judge=shared_corners),
-                        np.int64).reshape(len(pairs))
+        return (table.path, table.identity, self._current) if table.mapped else None
 
     def verdict(self, a: int, b: int) -> bool | None:
         """True (one picture), False (two), None (no evidence: a file gone)."""

@@ -122,7 +122,8 @@ def shared_corners(a: LocalFeatures | None, b: LocalFeatures | None) -> int:
 
 
 def _good(a: LocalFeatures, b: LocalFeatures) -> list:
-    knn = cv2_module().BFMatcher(cv2_module().NORM_HAMMING).knnMatch(b.descriptors, a.descriptors, k=2)
+    cv2 = cv2_module()
+    knn = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(b.descriptors, a.descriptors, k=2)
     return [m[0] for m in knn if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
 
 
