@@ -98,6 +98,7 @@ class LiveServer:
                    f"the server to serve a version of {count} images", interval=0.1)
 
     def close(self):
+        self._stop_duplicates_jobs()
         self.server.close()
         # waitress's loop runs while any connection is open: close the idle keep-alive ones too
         for channel in list(self.server._map.values()):
@@ -105,6 +106,18 @@ class LiveServer:
         self.server.task_dispatcher.shutdown()
         self.thread.join(timeout=10)
         assert not self.thread.is_alive(), "the server thread did not stop"
+
+    def _stop_duplicates_jobs(self) -> None:
+        """Cancel the app's duplicates jobs and wait for their threads: a job queued behind a held one would
+        otherwise run on into the next test, and be held by that test's gate in place of its own."""
+        jobs = self.app.extensions.get("imgsearch_duplicates_jobs")
+        if jobs is None:
+            return
+        for job in list(jobs._jobs.values()):
+            job.stop()
+        for thread in list(jobs._threads):
+            thread.join(timeout=120)
+        assert not any(t.is_alive() for t in jobs._threads), "a duplicates job thread outlived its server"
 
 
 def watch_spark_driver(monkeypatch, module, decide_ids, write_shards) -> dict:
