@@ -94,8 +94,9 @@ def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
         return grey_t, grey_s, (pt, ps, diff, st, ss), agree, weight, counts, both
 
     grey_t, grey_s, (pt, ps, diff, st, ss), agree, weight, counts, both = judge(target, source)
+    raw = (ta, placed) if target is ta else (placed, ta)  # as target and source, their colours not mapped
     hidden = _occluder((rows, cols), whole, counts > 0, agree, st, ss, mean(pt), mean(ps), diff,
-                       (target, source, valid), occluder == "any") if occluder else np.zeros(len(st), bool)
+                       (target, source, valid, raw), occluder == "any") if occluder else np.zeros(len(st), bool)
     if hidden.any():  # leave the occluder and its edge out; the rest must agree as an unoccluded pair would,
         # its colours fitted again without the occluder (a large one of a strong colour pulls the first fit)
         covered_by = np.pad(np.repeat(np.repeat(_grid(hidden, whole, (rows, cols)), BLOCK, 0), BLOCK, 1),
@@ -127,7 +128,9 @@ def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff, pixels, by_bloc
     of the picture that is flat itself (sky, a wall), the occluder is flat on both sides: it is one then
     when its pixels make a rectangle whose outline is an edge in its picture only (``_outlined``: a band of
     another colour on a flag ends where the other flag's band ends too).  ``pixels``: (target, source,
-    valid), the colour-mapped thumbnails and their overlap; ``by_blocks``: False, only an outlined one."""
+    valid, raw), the colour-mapped thumbnails, their overlap, and the two as they are (an occluder's outline
+    is a step in its own picture's colours, which a mapping fitted to the other may flatten); ``by_blocks``:
+    False, only an outlined one."""
     cv2 = cv2_module()
     none = np.zeros(len(st), bool)
     wrong = _grid(counts & ~agree, whole, shape).astype(np.uint8)
@@ -147,49 +150,59 @@ def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff, pixels, by_bloc
     filled = region.sum() >= OCCLUDER_FILL * box.sum()  # a rectangle its blocks fill
     flat_t, flat_s = st[inside] < TEXTURE, ss[inside] < TEXTURE
     sides = ((flat_t, flat_s, mt[inside]), (flat_s, flat_t, ms[inside]))
-    target, source, valid = pixels
+    target, source, valid, (raw_t, raw_s) = pixels
     box_px = tuple(BLOCK * v for v in (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1))
-    for (flat, other, means), (occ, hid) in zip(sides, ((target, source), (source, target))):
+    for (flat, other, means), (occ, hid, raw) in zip(
+            sides, ((target, source, (raw_t, raw_s)), (source, target, (raw_s, raw_t)))):
         # the occluder's inside is flat on its side (its edges are blocks it covers in part), of one colour,
-        # another than the picture's there (a keycap's background where the other has a digit is not); the
-        # picture's is not flat there, or the occluder is a rectangle outlined in its picture only
+        # another than the picture's there (a keycap's background where the other has a digit is not), and
+        # its colour ends at its edge (a flag's field where the other flag has an emblem runs on around it);
+        # the picture's is not flat there, or the occluder is a rectangle outlined in its picture only
         one_colour = flat.sum() >= 2 and np.ptp(means[flat]) < FLAT_DIFF and diff[inside][flat].mean() >= FLAT_DIFF
-        if by_blocks and filled and one_colour and flat.sum() >= 3 * other.sum():
-            hidden = inside
+        if by_blocks and filled and one_colour and flat.sum() >= 3 * other.sum() \
+                and _outlined(occ, hid, valid, box_px, raw, over_flat=False) is not None:
+            hidden = inside  # over texture: its outline is a step in its picture (the hidden one may step too)
         else:
-            rect = _outlined(occ, hid, valid, box_px)
+            rect = _outlined(occ, hid, valid, box_px, raw)
             if rect is None:
                 continue
-            ry0, ry1, rx0, rx1 = rect  # the blocks it touches
+            ry0, ry1, rx0, rx1 = rect  # the blocks it touches, its resampled seam (a pixel round it) included
             cover = np.zeros(shape, bool)
-            cover[ry0 // BLOCK:(ry1 - 1) // BLOCK + 1, rx0 // BLOCK:(rx1 - 1) // BLOCK + 1] = True
+            cover[max(0, ry0 - 1) // BLOCK:ry1 // BLOCK + 1, max(0, rx0 - 1) // BLOCK:rx1 // BLOCK + 1] = True
             hidden = cover.ravel()[whole]
         return hidden if hidden.mean() <= MAX_OCCLUDED else none
     return none
 
 
-def _outlined(occ: np.ndarray, hid: np.ndarray, valid: np.ndarray, box: tuple) -> tuple | None:
+def _outlined(occ: np.ndarray, hid: np.ndarray, valid: np.ndarray, box: tuple, raw: tuple,
+              over_flat: bool = True) -> tuple | None:
     """The rectangle (y0, y1, x0, x1, in pixels) of an occluder near ``box`` (y0, y1, x0, x1), or None.
 
     Its pixels are the commonest colour of ``occ`` where it differs from ``hid`` in ``box``; they must fill a
-    rectangle (OUTLINE_FILL) whose sides inside the overlap are a step in ``occ`` (FLAT_DIFF or more) and, at
-    most half that, in ``hid``: an occluder laid on the picture, not a part drawn in both (a flag's band of
-    another colour ends where the other flag's band ends).  The rectangle may reach past ``box`` (the blocks
-    it covers in part agree)."""
+    rectangle (OUTLINE_FILL) whose sides inside the overlap are a step in ``occ`` (FLAT_DIFF or more): a
+    sticker's colour ends at its edge, a flag's field where the other flag has an emblem runs on around it.
+    ``over_flat``: and, at most half that, in ``hid``: an occluder laid on a flat part, not a part drawn in
+    both (a flag's band of another colour ends where the other flag's band ends).  The rectangle may reach
+    past ``box`` (the blocks it covers in part agree).  ``occ`` and ``hid`` are colour-mapped onto each other
+    (where they differ); ``raw``: the two as they are, whose colours make the rectangle and its steps."""
     y0, y1, x0, x1 = box
     inside = valid[y0:y1, x0:x1]
     shown = np.abs(occ[y0:y1, x0:x1] - hid[y0:y1, x0:x1]).max(2) >= FLAT_DIFF
     if (inside & shown).sum() < 2 * BLOCK * BLOCK:
         return None
     # its colour: the commonest (in steps of FLAT_DIFF / 2) of the pixels that differ from the other picture
+    occ, hid = raw
     pixels = occ[y0:y1, x0:x1][inside & shown]
     bins = np.clip(pixels // (FLAT_DIFF / 2), 0, 255).astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
     values, counts = np.unique(bins, return_counts=True)
     colour = np.median(pixels[bins == values[np.argmax(counts)]], 0)
     h, w = valid.shape  # the rectangle is looked for a block around the box, where it may reach
     y0, y1, x0, x1 = max(0, y0 - BLOCK), min(h, y1 + BLOCK), max(0, x0 - BLOCK), min(w, x1 + BLOCK)
+    cv2 = cv2_module()
     mask = valid[y0:y1, x0:x1] & (np.abs(occ[y0:y1, x0:x1] - colour).max(2) < FLAT_DIFF / 2)
-    n, labels, stats, _ = cv2_module().connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4)
+    # opened: the picture's own pixels of about that colour (grass, gravel) touch it in specks, not in areas
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
     if n < 2:
         return None
     biggest = 1 + int(np.argmax(stats[1:, 4]))
@@ -214,7 +227,7 @@ def _outlined(occ: np.ndarray, hid: np.ndarray, valid: np.ndarray, box: tuple) -
         step_occ += float(np.abs(occ[a] - occ[b]).max(-1)[ok].sum())
         step_hid += float(np.abs(hid[a] - hid[b]).max(-1)[ok].sum())
         n += int(ok.sum())
-    if n >= 2 * BLOCK and step_occ / n >= FLAT_DIFF and step_hid <= 0.5 * step_occ:
+    if n >= 2 * BLOCK and step_occ / n >= FLAT_DIFF and (not over_flat or step_hid <= 0.5 * step_occ):
         return ry0, ry1, rx0, rx1
     return None
 

@@ -27,7 +27,8 @@ scripts/bench_verifier.py on MNIST, scikit-learn's digits and emoji):
 * a block agrees when its pixels correlate or differ by less than VISIBLE
   (a faint texture that JPEG or resampling decorrelates);
 * a sticker is a compact region of disagreement, flat on one side only, of
-  one colour that differs from what it hides, a rectangle its blocks fill, at
+  one colour that differs from what it hides and ends at its edge (a flag's
+  field around another flag's emblem runs on), a rectangle its blocks fill, at
   most MAX_OCCLUDED of the overlap (search/duplicates/agreement.py): when the keypoints explain the rest (OCCLUDER_COVERAGE) it is left
   out and the rest must agree; disagreement in several places or with
   content on both sides (a clock's hands) is not an occluder;
