@@ -256,16 +256,30 @@ def _fit_channels(source: np.ndarray, target: np.ndarray, valid: np.ndarray) -> 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(gain, offset) per column of ``x`` (n, c) onto ``y``, fitted again without the worst quarter."""
-    use = np.ones(x.shape, bool)
-    keep = max(1, (3 * len(x)) // 4)
-    for _ in range(2):  # fit, then again without the worst quarter (a sticker, an occluded corner)
-        count = np.maximum(use.sum(0), 1)
-        mx, my = (x * use).sum(0) / count, (y * use).sum(0) / count
-        var = (((x - mx) ** 2) * use).sum(0) / count
-        gain = np.clip((((x - mx) * (y - my)) * use).sum(0) / count / np.maximum(var, 1.0), 0.25, 4)
-        residual = np.abs(gain * (x - mx) + my - y)
-        use = residual <= np.partition(residual, keep - 1, axis=0)[keep - 1]
-    return gain, my - gain * mx
+    x, y = np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)  # (c, n): sums along rows, not down columns
+    keep = max(1, (3 * x.shape[1]) // 4)
+    gain, mx, my = _fit_on(x, y, None)  # fit, then again without the worst quarter (a sticker, an occluded corner)
+    residual = np.abs(gain * (x - mx) + my - y)
+    gain, mx, my = _fit_on(x, y, residual <= np.partition(residual, keep - 1, axis=1)[:, keep - 1:keep])
+    return gain.ravel(), (my - gain * mx).ravel()
+
+
+def _fit_on(x: np.ndarray, y: np.ndarray, use: np.ndarray | None) -> tuple:
+    """(gain, mean of x, mean of y) per row of ``x`` (c, n) over ``use`` (None: every column), as (c, 1)."""
+    if use is None:
+        count = max(x.shape[1], 1)
+        mx, my = x.sum(1, keepdims=True) / count, y.sum(1, keepdims=True) / count
+        dx = x - mx
+        var = (dx * dx).sum(1, keepdims=True) / count
+        covariance = (dx * (y - my)).sum(1, keepdims=True) / count
+    else:
+        count = np.maximum(use.sum(1, keepdims=True), 1)
+        x, y = x * use, y * use
+        mx, my = x.sum(1, keepdims=True) / count, y.sum(1, keepdims=True) / count
+        dx = (x - mx) * use
+        var = (dx * dx).sum(1, keepdims=True) / count
+        covariance = (dx * (y - my)).sum(1, keepdims=True) / count
+    return np.clip(covariance / np.maximum(var, 1.0), 0.25, 4), mx, my
 
 
 def correlate(x: np.ndarray, y: np.ndarray) -> float:
