@@ -198,7 +198,7 @@ def _dense_from(a: LocalFeatures, b: LocalFeatures, ta: np.ndarray, tb: np.ndarr
         return Evidence("dense", False)  # not near one another to begin with: ECC aligns only nearby pictures
     try:
         _, warp = cv2.findTransformECC(template, moving, start.copy(), cv2.MOTION_AFFINE,
-                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-4), None, 1)
+                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4), None, 1)
     except cv2.error:
         warp = start
     # the warp maps a -> b; as b -> a it is the member placed on the keeper
