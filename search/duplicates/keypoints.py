@@ -21,13 +21,14 @@ file is gone has ``check="none"`` and no verdict (its cosine score decides).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import numpy as np
 
 from imgsearch.indexer.errors import ImgsearchError
 from imgsearch.indexer.folder.features import read_features
 from imgsearch.indexer.inputs.local_features import THUMB, LocalFeatures, cv2_module, local_features
-from imgsearch.search.duplicates.parallel import compare_pairs
+from imgsearch.search.duplicates.parallel import compare_pairs, kept
 from imgsearch.search.duplicates.verifier import Evidence, compare, shared_corners
 from imgsearch.search.errors import ChangedFileError
 from imgsearch.search.thumbnails import load_indexed
@@ -49,6 +50,7 @@ class KeypointMatcher:
         self.from_files = 0  # images whose features were computed from their file (none stored, or stale)
         self.workers = workers  # processes judging many pairs (``parallel.compare_pairs``); None: one per core
         self._stored = None  # the folder's side table, mapped once
+        self._kept: OrderedDict = OrderedDict()  # features read from it lately (``parallel.kept``)
         self._current = np.empty(0, np.int64)  # sorted ids whose stored features are of their current content
 
     def _table(self):
@@ -67,8 +69,8 @@ class KeypointMatcher:
 
     def features(self, row_id: int) -> LocalFeatures | None:
         """The image's keypoints and thumbnail, or None when its file cannot be read any more."""
-        if self.stored(row_id):
-            return self._stored[row_id][1]  # views of the mapped table: made again when asked, not kept
+        if self.stored(row_id):  # views of the mapped table, the last KEPT of them kept (with what the
+            return kept(self._kept, row_id, lambda: self._stored[row_id][1])  # verifier derived from them)
         if row_id not in self._found:
             self.from_files += 1
             try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Sequence
@@ -52,11 +53,26 @@ def default_workers() -> int:
 
 
 _MAPPED = None  # in a worker process: the side table it mapped (``_start``)
+_KEPT: OrderedDict = OrderedDict()  # in a worker process: features read from it lately (``kept``)
+KEPT = 4096  # features objects kept: an image is judged against many partners, and the verifier keeps what
+# it derives from the thumbnail (its content box, its sharpness) on the object (about 1 KB each, plus the views)
+
+
+def kept(cache: OrderedDict, row_id: int, read: Callable[[], LocalFeatures]) -> LocalFeatures:
+    """``read()`` (an image's features, views of the mapped table), the KEPT last read kept in ``cache``."""
+    found = cache.get(row_id)
+    if found is None:
+        found = cache[row_id] = read()
+        if len(cache) > KEPT:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(row_id)
+    return found
 
 
 def _chunk(pairs: list, found: dict, judge: Callable = compare) -> list:
     def get(i):
-        return found[i] if i in found else _MAPPED[i][1]
+        return found[i] if i in found else kept(_KEPT, i, lambda: _MAPPED[i][1])
 
     return [judge(get(a), get(b)) for a, b in pairs]
 

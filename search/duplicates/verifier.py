@@ -168,9 +168,9 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
 def _dense(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     """The thumbnails aligned by ECC from whole picture on whole picture, and from content on content (a
     uniform border or margin left out); the first start that matches, else the better-correlated one."""
-    ta, tb = _common_blur(a.thumb, b.thumb)
+    ta, tb = _common_blur(a, b)
     best = None
-    for start in _starts(a.thumb, b.thumb):
+    for start in _starts(a, b):
         found = _dense_from(a, b, ta, tb, start)
         if found.match:
             return found
@@ -219,11 +219,20 @@ def _dense_from(a: LocalFeatures, b: LocalFeatures, ta: np.ndarray, tb: np.ndarr
                     round(scale, 3), round(rotation, 2), region, round(conflict, 3))
 
 
-def _starts(ta: np.ndarray, tb: np.ndarray) -> list[np.ndarray]:
+def _of_thumb(f: LocalFeatures, name: str, compute):
+    """``compute(f.thumb)``, once per features object: an image's thumbnail is judged against many partners
+    (kept in the object's ``__dict__``: the frozen dataclass has no field for it)."""
+    found = f.__dict__.get(name)
+    if found is None:
+        found = f.__dict__[name] = compute(f.thumb)
+    return found
+
+
+def _starts(a: LocalFeatures, b: LocalFeatures) -> list[np.ndarray]:
     """ECC's starting warps (a's pixel -> b's pixel): whole on whole, then content box on content box."""
-    (ha, wa), (hb, wb) = ta.shape[:2], tb.shape[:2]
+    (ha, wa), (hb, wb) = a.thumb.shape[:2], b.thumb.shape[:2]
     starts = [np.array([[wb / wa, 0, 0], [0, hb / ha, 0]], np.float32)]
-    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = _content(ta), _content(tb)
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = _of_thumb(a, "content", _content), _of_thumb(b, "content", _content)
     if (ax1 - ax0) * (ay1 - ay0) < 0.97 * wa * ha or (bx1 - bx0) * (by1 - by0) < 0.97 * wb * hb:
         gx, gy = (bx1 - bx0) / (ax1 - ax0), (by1 - by0) / (ay1 - ay0)
         starts.append(np.array([[gx, 0, bx0 - ax0 * gx], [0, gy, by0 - ay0 * gy]], np.float32))
@@ -241,11 +250,12 @@ def _content(thumb: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _common_blur(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _common_blur(a: LocalFeatures, b: LocalFeatures) -> tuple[np.ndarray, np.ndarray]:
     """The two thumbnails at the sharpness of the blurrier: a half-size copy's thumbnail is an enlarged
     small picture, softer than its original's; the sharper one is blurred until it is no sharper."""
     cv2 = cv2_module()
-    sharp_a, sharp_b = _sharpness(ta), _sharpness(tb)
+    ta, tb = a.thumb, b.thumb
+    sharp_a, sharp_b = _of_thumb(a, "sharpness", _sharpness), _of_thumb(b, "sharpness", _sharpness)
     if max(sharp_a, sharp_b) < SHARPER * min(sharp_a, sharp_b):
         return ta, tb
     which, other = (ta, sharp_b) if sharp_a > sharp_b else (tb, sharp_a)
