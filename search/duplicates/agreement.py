@@ -234,29 +234,29 @@ def _outlined(occ: np.ndarray, hid: np.ndarray, valid: np.ndarray, box: tuple, r
 
 def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(target, source) thumbnails with one's colours mapped onto the other's, the better-fitting way."""
+    pixels = np.ascontiguousarray(ta[valid].T), np.ascontiguousarray(placed[valid].T)  # (3, n): the overlap's
     best = None
-    for target, source in ((ta, placed), (placed, ta)):
-        mapped = _fit_channels(source, target, valid)
-        error = float(np.abs(mapped - target)[valid].mean())
+    for (target, source), (y, x) in zip(((ta, placed), (placed, ta)), (pixels, pixels[::-1])):
+        gain, offset = _fit_channels(x, y)
+        error = float(np.abs(gain[:, None] * x + offset[:, None] - y).mean())
         if best is None or error < best[0]:
-            best = (error, target, mapped)
-    return best[1], best[2]
+            best = (error, target, source, gain, offset)
+    _, target, source, gain, offset = best
+    return target, gain * source + offset
 
 
-def _fit_channels(source: np.ndarray, target: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """``source`` with a gain (0.25 to 4) and offset per channel fitted to ``target`` on ``valid``, as long as the
-    channels move together (gains within MAX_GAIN_RATIO, offsets within MAX_OFFSET_SPREAD: brightness,
-    contrast, saturation); otherwise one gain and offset for all three (a recolouring is not fitted)."""
-    x, y = source[valid], target[valid]  # (n, 3)
+def _fit_channels(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gain, offset) of the channels of ``x`` (3, n) onto ``y``: a gain (0.25 to 4) and an offset per channel, as
+    long as the channels move together (gains within MAX_GAIN_RATIO, offsets within MAX_OFFSET_SPREAD:
+    brightness, contrast, saturation); otherwise one gain and offset for all three (a recolouring is not fitted)."""
     gain, offset = _fit(x, y)
     if gain.max() / gain.min() > MAX_GAIN_RATIO or np.ptp(offset) > MAX_OFFSET_SPREAD:
-        gain, offset = _fit(x.reshape(-1, 1), y.reshape(-1, 1))
-    return gain * source + offset
+        gain, offset = _fit(x.reshape(1, -1), y.reshape(1, -1))
+    return gain, offset
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(gain, offset) per column of ``x`` (n, c) onto ``y``, fitted again without the worst quarter."""
-    x, y = np.ascontiguousarray(x.T), np.ascontiguousarray(y.T)  # (c, n): sums along rows, not down columns
+    """(gain, offset) per row of ``x`` (c, n) onto ``y``, fitted again without the worst quarter."""
     keep = max(1, (3 * x.shape[1]) // 4)
     gain, mx, my = _fit_on(x, y, None)  # fit, then again without the worst quarter (a sticker, an occluded corner)
     residual = np.abs(gain * (x - mx) + my - y)
