@@ -58,7 +58,7 @@ def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
     if valid.sum() < 16:
         return 0.0, 0.0, covered, 1.0, 0.0
     ta = ta.astype(np.float32)
-    target, source = _mapped(ta, placed, valid)
+    target, source, unmapped = _mapped(ta, placed, valid)
     # the overlap's edge (a border's seam, the frame's last pixels) mixes in what lies outside when either
     # picture was resampled: EDGE pixels of it are left out, and a block counts on its other pixels
     inner = cv2.erode(np.pad(valid, 1).astype(np.uint8), np.ones((2 * EDGE + 1,) * 2, np.uint8))[1:-1, 1:-1] > 0
@@ -98,16 +98,15 @@ def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
         return grey_t, grey_s, (pt, ps, diff, st, ss), agree, weight, counts, both
 
     grey_t, grey_s, (pt, ps, diff, st, ss), agree, weight, counts, both = judge(target, source)
-    raw = (ta, placed) if target is ta else (placed, ta)  # as target and source, their colours not mapped
     hidden = _occluder((rows, cols), whole, counts > 0, agree, st, ss, mean(pt), mean(ps), diff,
-                       (target, source, valid, raw), occluder == "any") if occluder else np.zeros(len(st), bool)
+                       (target, source, valid, unmapped), occluder == "any") if occluder else np.zeros(len(st), bool)
     if hidden.any():  # leave the occluder and its edge out; the rest must agree as an unoccluded pair would,
         # its colours fitted again without the occluder (a large one of a strong colour pulls the first fit)
         covered_by = np.pad(np.repeat(np.repeat(_grid(hidden, whole, (rows, cols)), BLOCK, 0), BLOCK, 1),
                             ((0, h - rows * BLOCK), (0, w - cols * BLOCK)))
         keep = inner & ~covered_by
         if keep.sum() >= 16:
-            target, source = _mapped(ta, placed, valid & ~covered_by)
+            target, source, _ = _mapped(ta, placed, valid & ~covered_by)
             grey_t, grey_s, _, agree, weight, counts, both = judge(target, source)
             correlation = correlate(grey_t[keep], grey_s[keep])
         counts, both = counts * ~hidden, both & ~hidden
@@ -132,9 +131,9 @@ def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff, pixels, by_bloc
     of the picture that is flat itself (sky, a wall), the occluder is flat on both sides: it is one then
     when its pixels make a rectangle whose outline is an edge in its picture only (``_outlined``: a band of
     another colour on a flag ends where the other flag's band ends too).  ``pixels``: (target, source,
-    valid, raw), the colour-mapped thumbnails, their overlap, and the two as they are (an occluder's outline
-    is a step in its own picture's colours, which a mapping fitted to the other may flatten); ``by_blocks``:
-    False, only an outlined one."""
+    valid, unmapped): the thumbnails, the source's colours mapped onto the target's, their overlap, and the
+    source as it is (an occluder's outline is a step in its own picture's colours, which a mapping fitted to
+    the other may flatten); ``by_blocks``: False, only an outlined one."""
     cv2 = cv2_module()
     none = np.zeros(len(st), bool)
     wrong = _grid(counts & ~agree, whole, shape).astype(np.uint8)
@@ -154,22 +153,23 @@ def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff, pixels, by_bloc
     filled = region.sum() >= OCCLUDER_FILL * box.sum()  # a rectangle its blocks fill
     flat_t, flat_s = st[inside] < TEXTURE, ss[inside] < TEXTURE
     sides = ((flat_t, flat_s, mt[inside]), (flat_s, flat_t, ms[inside]))
-    target, source, valid, (raw_t, raw_s) = pixels
+    target, source, valid, unmapped = pixels
     box_px = tuple(BLOCK * v for v in (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1))
     for (flat, other, means), (occ, hid, raw) in zip(
-            sides, ((target, source, (raw_t, raw_s)), (source, target, (raw_s, raw_t)))):
+            sides, ((target, source, (target, unmapped)), (source, target, (unmapped, target)))):
         # the occluder's inside is flat on its side (its edges are blocks it covers in part), of one colour,
         # another than the picture's there (a keycap's background where the other has a digit is not), and
         # its colour ends at its edge (a flag's field where the other flag has an emblem runs on around it);
         # the picture's is not flat there, or the occluder is a rectangle outlined in its picture only
         one_colour = flat.sum() >= 2 and np.ptp(means[flat]) < FLAT_DIFF and diff[inside][flat].mean() >= FLAT_DIFF
-        if by_blocks and filled and one_colour and flat.sum() >= 3 * other.sum() \
-                and _outlined(occ, hid, valid, box_px, raw, over_flat=False) is not None:
-            hidden = inside  # over texture: its outline is a step in its picture (the hidden one may step too)
+        over_texture = by_blocks and filled and one_colour and flat.sum() >= 3 * other.sum()
+        # over texture the hidden picture may step at the outline too; over a flat part it may not
+        rect = _outlined(occ, hid, valid, box_px, raw, over_flat=not over_texture)
+        if rect is None:
+            continue
+        if over_texture:
+            hidden = inside
         else:
-            rect = _outlined(occ, hid, valid, box_px, raw)
-            if rect is None:
-                continue
             ry0, ry1, rx0, rx1 = rect  # the blocks it touches, its resampled seam (a pixel round it) included
             cover = np.zeros(shape, bool)
             cover[max(0, ry0 - 1) // BLOCK:ry1 // BLOCK + 1, max(0, rx0 - 1) // BLOCK:rx1 // BLOCK + 1] = True
@@ -179,7 +179,7 @@ def _occluder(shape, whole, counts, agree, st, ss, mt, ms, diff, pixels, by_bloc
 
 
 def _outlined(occ: np.ndarray, hid: np.ndarray, valid: np.ndarray, box: tuple, raw: tuple,
-              over_flat: bool = True) -> tuple | None:
+              over_flat: bool) -> tuple | None:
     """The rectangle (y0, y1, x0, x1, in pixels) of an occluder near ``box`` (y0, y1, x0, x1), or None.
 
     Its pixels are the commonest colour of ``occ`` where it differs from ``hid`` in ``box``; they must fill a
@@ -236,8 +236,9 @@ def _outlined(occ: np.ndarray, hid: np.ndarray, valid: np.ndarray, box: tuple, r
     return None
 
 
-def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(target, source) thumbnails with one's colours mapped onto the other's, the better-fitting way."""
+def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(target, source, unmapped): the two thumbnails, the source's colours mapped onto the target's, whichever
+    way fits better, and the source as it was."""
     pixels = np.ascontiguousarray(ta[valid].T), np.ascontiguousarray(placed[valid].T)  # (3, n): the overlap's
     best = None
     for (target, source), (y, x) in zip(((ta, placed), (placed, ta)), (pixels, pixels[::-1])):
@@ -246,7 +247,7 @@ def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.n
         if best is None or error < best[0]:
             best = (error, target, source, gain, offset)
     _, target, source, gain, offset = best
-    return target, gain * source + offset
+    return target, gain * source + offset, source
 
 
 def _fit_channels(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
