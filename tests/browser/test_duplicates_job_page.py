@@ -90,6 +90,17 @@ def test_progress_then_cancel_then_the_groups_with_their_evidence(page, server, 
     assert outline["y"] >= picture["y"] - 1 and outline["y"] + outline["height"] <= picture["y"] + picture["height"] + 1
     member.locator(".dup-hit").focus()  # by keyboard too
     assert box.is_visible() and box.get_attribute("data-member") == member.get_attribute("data-id")
+    # its label ("covered by NAME") lies on the kept picture for every member, whole-picture regions included:
+    # never over the kept image's name and facts below it
+    for covering in page.locator("#dup-groups .dup-member[data-region]").all():
+        covering.scroll_into_view_if_needed()
+        covering.hover()
+        label, picture = covering.evaluate("""m => {
+            const keeper = m.closest('.dup-group').querySelector('.dup-member.keeper');
+            const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+            return [box(keeper.querySelector('.dup-region-label')), box(keeper.querySelector('img'))]; }""")
+        assert picture[0] - 3 <= label[0] and label[2] <= picture[2] + 3, (label, picture)
+        assert picture[1] - 3 <= label[1] and label[3] <= picture[3] + 3, (label, picture)
 
 
 @pytest.mark.parametrize("width", [360, 1280])

@@ -202,11 +202,16 @@ function placeRegion(box, img, size, region) {
   const fw = w >= h ? 1 : w / h;
   const fh = h >= w ? 1 : h / w;
   const [x0, y0, x1, y1] = region.map((v) => Math.min(1, Math.max(0, v)));
-  box.style.left = `${100 * ((1 - fw) / 2 + x0 * fw)}%`;
-  box.style.top = `${100 * ((1 - fh) / 2 + y0 * fh)}%`;
-  box.style.width = `${100 * (x1 - x0) * fw}%`;
+  const left = (1 - fw) / 2 + x0 * fw;
+  const top = (1 - fh) / 2 + y0 * fh;
+  const width = (x1 - x0) * fw;
+  box.style.left = `${100 * left}%`;
+  box.style.top = `${100 * top}%`;
+  box.style.width = `${100 * width}%`;
   box.style.height = `${100 * (y1 - y0) * fh}%`;
-  box.classList.toggle("below", (1 - fh) / 2 + y0 * fh < 0.1);  // no room for the label above it
+  box.classList.toggle("inside", top < 0.1);  // no room for the label above it
+  // the label may reach past the region, not past the picture (a percentage of the region's width)
+  box.querySelector(".dup-region-label").style.maxWidth = `${100 * (1 - left) / Math.max(width, 0.01)}%`;
 }
 
 function outline(groupEl, member) {
@@ -221,7 +226,9 @@ function outline(groupEl, member) {
   }
   const img = keeper.querySelector("img");
   placeRegion(box, img, JSON.parse(keeper.dataset.size || "null"), JSON.parse(target.dataset.region));
-  box.querySelector(".dup-region-label").textContent = `covered by ${target.dataset.name}`;
+  const label = box.querySelector(".dup-region-label");
+  label.textContent = `covered by ${target.dataset.name}`;
+  label.title = label.textContent;  // the whole name where the picture is too narrow for it
   box.dataset.member = target.dataset.id;
   box.hidden = false;
   target.classList.add("showing");
