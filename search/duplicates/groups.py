@@ -143,12 +143,19 @@ def find_duplicates(engine, threshold: float | None = None, keep: str | None = N
 
 
 def _find(engine, threshold: float, keep: str, keypoints: bool, matcher, progress, started: float):
-    vectors = IndexVectors(engine)
-    judge = None
-    if keypoints:
-        from imgsearch.search.duplicates.keypoints import KeypointMatcher
+    if not keypoints:
+        return _found(engine, threshold, keep, None, progress, started)
+    from imgsearch.search.duplicates.keypoints import KeypointMatcher
 
-        judge = Judge(matcher or KeypointMatcher(engine), threshold)
+    matcher = matcher or KeypointMatcher(engine)
+    with matcher.running():  # the verifying processes, started once, judge every stage's pairs
+        return _found(engine, threshold, keep, Judge(matcher, threshold), progress, started)
+
+
+def _found(engine, threshold: float, keep: str, judge: Judge | None, progress, started: float):
+    vectors = IndexVectors(engine)
+    keypoints = judge is not None
+    if keypoints:
         candidates = vectors.pairs(min(threshold, KEYPOINT_FLOOR), progress)
         pairs = confirmed(candidates, threshold, judge, progress)
     else:
@@ -284,25 +291,29 @@ def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, pri
                       threshold: float, judge: Judge | None, progress: DuplicatesProgress,
                       marks: Marks | None = None) -> list:
     """The groups of components that are not cliques: each member scored exactly against its keeper,
-    passing when it scores >= threshold, unless the keypoints (``judge``) say otherwise or it is marked."""
+    passing when it scores >= threshold, unless the keypoints (``judge``) say otherwise or it is marked.
+    Members left out are regrouped among themselves (their own components, their own keeper) in the next
+    round; each round's keeper checks are judged at once (``_prepare_keepers``)."""
     if not components:
         return []
     all_ids = np.concatenate([ids for ids, _ in components])
     fetched = vectors.fetch(all_ids)  # (m, d)
+    ends = np.cumsum([len(ids) for ids, _ in components])
+    found = []  # (ids, local vectors, edge ends in ids' positions, edge scores) of each component
+    for (ids, comp_edges), end in zip(components, ends):
+        found.append((ids, fetched[end - len(ids):end], np.searchsorted(ids, pairs.a[comp_edges]),
+                      np.searchsorted(ids, pairs.b[comp_edges]), pairs.score[comp_edges]))
     groups = []
-    offset = 0
-    for ids, comp_edges in components:
-        local = fetched[offset:offset + len(ids)]  # rows in the order of ids (sorted)
-        offset += len(ids)
-        ea = np.searchsorted(ids, pairs.a[comp_edges])
-        eb = np.searchsorted(ids, pairs.b[comp_edges])
-        parts = [np.arange(len(ids))]
-        while parts:
+    parts = [(c, np.arange(len(ids))) for c, (ids, *_) in enumerate(found)]
+    while parts:
+        parts = [(c, part) for c, part in parts if len(part) >= 2]
+        keepers = [part[np.argmin(priority.ranks(found[c][0][part]))] for c, part in parts]
+        if judge is not None:
+            _prepare_keepers(found, parts, keepers, judge)
+        later = []
+        for (c, part), keeper in zip(parts, keepers):
             progress.check()  # the keeper check judges pairs too: a cancel is obeyed between them
-            part = parts.pop()
-            if len(part) < 2:
-                continue
-            keeper = part[np.argmin(priority.ranks(ids[part]))]
+            ids, local, ea, eb, edge_scores = found[c]
             scores = local[part] @ local[keeper]  # (p,)
             scores[part == keeper] = 1.0
             passed = scores >= threshold
@@ -313,7 +324,7 @@ def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, pri
             passed = marks.separate(ids[part], ids[keeper], scores, passed) if marks else passed
             via = np.full(len(part), keeper)  # positions into ids: who vouched for each member
             if judge is not None:  # members the keeper's check left out: through a verified member instead
-                vouched(judge, ids, part, passed, via, (ea, eb, pairs.score[comp_edges]), marks)
+                vouched(judge, ids, part, passed, via, (ea, eb, edge_scores), marks)
             if passed.sum() >= 2:
                 groups.append(_ordered(ids[part[passed]], scores[passed], ids[keeper], vectors.engine,
                                        ids[via[passed]]))
@@ -323,8 +334,20 @@ def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, pri
                 if inside.any():
                     sub = _components(np.searchsorted(rest, ea[inside]), np.searchsorted(rest, eb[inside]),
                                       len(rest))
-                    parts += [rest[sub == s] for s in np.unique(sub)]
+                    later += [(c, rest[sub == s]) for s in np.unique(sub)]
+        parts = later
     return groups
+
+
+def _prepare_keepers(found: list, parts: list, keepers: list, judge: Judge) -> None:
+    """Each part's members against its keeper, the pairs the keeper check asks the verifier about (those
+    scoring KEYPOINT_FLOOR or more), judged at once rather than one by one."""
+    asked = []
+    for (c, part), keeper in zip(parts, keepers):
+        ids, local = found[c][:2]
+        scores = local[part] @ local[keeper]
+        asked += [(int(ids[keeper]), int(i)) for i in ids[part[(scores >= KEYPOINT_FLOOR) & (part != keeper)]]]
+    judge.matcher.prepare(asked)
 
 
 def _ordered(ids: np.ndarray, scores: np.ndarray, keeper: int, engine, vias: np.ndarray) -> tuple:

@@ -13,7 +13,8 @@ content (its stored sha256 is the version's), from the file otherwise; a
 stored image's features are views of the map made when asked, never all
 held (memory does not grow with the table).  ``prepare(pairs)`` judges many
 pairs at once in worker processes (``parallel.py``, which map the table too
-and are sent the ids of stored images), with the same evidence.
+and are sent the ids of stored images), with the same evidence; within
+``running()`` those processes are started once for every call.
 ``evidence(keeper, member)`` is the verdict with its numbers; a pair whose
 file is gone has ``check="none"`` and no verdict (its cosine score decides).
 """
@@ -22,13 +23,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 
 from imgsearch.indexer.errors import ImgsearchError
 from imgsearch.indexer.folder.features import read_features
 from imgsearch.indexer.inputs.local_features import THUMB, LocalFeatures, cv2_module, local_features
-from imgsearch.search.duplicates.parallel import compare_pairs, kept
+from imgsearch.search.duplicates.parallel import Workers, compare_pairs, kept
 from imgsearch.search.duplicates.verifier import Evidence, compare, shared_corners
 from imgsearch.search.errors import ChangedFileError
 from imgsearch.search.thumbnails import load_indexed
@@ -52,6 +54,20 @@ class KeypointMatcher:
         self._stored = None  # the folder's side table, mapped once
         self._kept: OrderedDict = OrderedDict()  # features read from it lately (``parallel.kept``)
         self._current = np.empty(0, np.int64)  # sorted ids whose stored features are of their current content
+        self._running: Workers | None = None  # processes kept for every call (``running``)
+
+    @contextmanager
+    def running(self):
+        """Within: the verifying processes, once started, judge every call's pairs (``parallel.Workers``),
+        small calls too; they end with the context."""
+        if self._running is not None:  # already within
+            yield self
+            return
+        with Workers(self.workers) as self._running:
+            try:
+                yield self
+            finally:
+                self._running = None
 
     def _table(self):
         if self._stored is None:
@@ -99,7 +115,8 @@ class KeypointMatcher:
         (the groups' members against their keepers: judged at once rather than one by one)."""
         key = (lambda a, b: (a, b)) if ordered else (lambda a, b: (min(a, b), max(a, b)))
         todo = list(dict.fromkeys(k for k in (key(int(a), int(b)) for a, b in pairs) if k not in self._evidence))
-        for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, self._table_for_workers())):
+        for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, self._table_for_workers(),
+                                                          kept=self._running)):
             self._evidence[pair] = found
 
     def shared_corners(self, pairs, done=None) -> np.ndarray:
@@ -107,7 +124,7 @@ class KeypointMatcher:
         worker processes as ``prepare``); not kept."""
         pairs = [(int(a), int(b)) for a, b in pairs]
         return np.array(compare_pairs(pairs, self.features, self.workers, done, self._table_for_workers(),
-                                      judge=shared_corners), np.int64).reshape(len(pairs))
+                                      judge=shared_corners, kept=self._running), np.int64).reshape(len(pairs))
 
     def _table_for_workers(self) -> tuple | None:
         """What the worker processes need to read the mapped side table themselves (``parallel.compare_pairs``)."""

@@ -14,7 +14,9 @@ pair's evidence is the same whichever process judges it and whatever else
 it judges; ``tests/search/test_duplicates_speed.py`` checks it against the
 plain ``compare``.  Processes are started (spawn: the parent may run
 FAISS's and TensorFlow's threads) only when there are MIN_PARALLEL pairs or
-more; fewer are judged here.  The processes are spawned, not forked
+more; fewer are judged here.  Within ``Workers`` (a context: ``KeypointMatcher.pool``) the processes are
+started once and serve every call until it ends, and a call of MIN_POOLED pairs or more uses them (the
+groups' keeper checks come in many small calls).  The processes are spawned, not forked
 (OpenCV's thread pool does not survive a fork: the child hangs), so a script
 calling this needs ``if __name__ == "__main__":`` as for indexing; should a
 process die, the pairs are judged in this process instead, with a warning.
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 128  # pairs a process is handed at once
 MIN_PARALLEL = 2000  # fewer pairs: judged in this process (starting processes costs about a second)
+MIN_POOLED = 16  # fewer: judged in this process even when the processes are running (``Workers``)
 
 
 def default_workers() -> int:
@@ -84,21 +87,70 @@ def _start(path=None, identity=None) -> None:
     from imgsearch.indexer.inputs.local_features import cv2_module
 
     cv2_module().setNumThreads(1)
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # the descriptors' matching (``verifier._good``) too
     exit_with_parent()  # a server or command killed outright leaves no verifying process behind
     if path is not None:
         _MAPPED = map_features(path, identity)
 
 
+class Workers:
+    """Verifying processes kept for many ``compare_pairs`` calls: started by the first call that needs them
+    (MIN_PARALLEL pairs, or MIN_POOLED once running), ended with the context (``with Workers(...)``)."""
+
+    def __init__(self, workers: int | None = None, mapped: tuple | None = None):
+        self.workers = default_workers() if workers is None else workers
+        self.mapped = mapped
+        self._pool: ProcessPoolExecutor | None = None
+
+    def pool(self, pairs: int, mapped: tuple | None) -> ProcessPoolExecutor | None:
+        """The running processes for a call of ``pairs`` pairs (started if it is worth it), else None."""
+        if self.workers <= 1 or pairs < (MIN_POOLED if self._pool is not None else MIN_PARALLEL):
+            return None
+        if self._pool is None:
+            self.mapped = mapped
+            self._pool = _new_pool(self.workers, mapped)
+        return self._pool
+
+    def broken(self) -> None:
+        """A process died: the others are ended, and later calls start new ones."""
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _new_pool(workers: int, mapped: tuple | None) -> ProcessPoolExecutor:
+    path, identity = (mapped[0], mapped[1]) if mapped is not None else (None, None)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start, initargs=(path, identity))
+
+
 def compare_pairs(pairs: Sequence[tuple[int, int]], features: Callable[[int], LocalFeatures | None],
                   workers: int | None = None, done: Callable[[int], None] | None = None,
-                  mapped: tuple | None = None, judge: Callable = compare) -> list:
+                  mapped: tuple | None = None, judge: Callable = compare, kept: Workers | None = None) -> list:
     """``judge(features(a), features(b))`` for each (a, b) of ``pairs``, in their order; ``done(k)``
     after each k pairs judged (a progress bar); ``mapped``: (path, identity, ids) of the side table, whose
     ``ids`` the processes read from it themselves (see above); ``judge``: ``compare`` (the evidence) or
-    another function of the verifier's module (``shared_corners``), picklable by name."""
+    another function of the verifier's module (``shared_corners``), picklable by name; ``kept``: processes
+    kept running between calls (``Workers``; its count of processes stands for ``workers``)."""
     workers = default_workers() if workers is None else workers
     pairs = [(int(a), int(b)) for a, b in pairs]
-    if workers <= 1 or len(pairs) < MIN_PARALLEL:
+    pool = None
+    if kept is not None:
+        pool = kept.pool(len(pairs), mapped)
+    elif workers > 1 and len(pairs) >= MIN_PARALLEL:
+        pool = _new_pool(workers, mapped)
+    if pool is None:
         out = []
         for a, b in pairs:
             out.append(judge(features(a), features(b)))
@@ -106,32 +158,37 @@ def compare_pairs(pairs: Sequence[tuple[int, int]], features: Callable[[int], Lo
                 done(1)
         return out
     try:
-        return _in_processes(pairs, features, workers, done, mapped, judge)
+        return _in_processes(pairs, features, kept.workers if kept is not None else workers, done,
+                             mapped, judge, pool)
     except BrokenProcessPool as exc:
         log.warning("a verifying process died (%s): the pairs are judged in this process (from a script, "
                     "call it under `if __name__ == \"__main__\":`)", exc)
+        if kept is not None:
+            kept.broken()
         return compare_pairs(pairs, features, 1, None, judge=judge)
+    finally:
+        if kept is None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _in_processes(pairs: list, features, workers: int, done, mapped, judge) -> list:
-    chunks = [pairs[i:i + CHUNK] for i in range(0, len(pairs), CHUNK)]
-    path, identity, stored = mapped if mapped is not None else (None, None, np.empty(0, np.int64))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start, initargs=(path, identity)) as pool:
-        window, pending, out = 4 * workers, [], []  # at most this many chunks' features in flight
-        for chunk in chunks:
-            ids = np.unique(np.array(chunk, np.int64))
-            at = np.minimum(np.searchsorted(stored, ids), max(len(stored) - 1, 0))
-            mine = ids[(stored[at] != ids) if len(stored) else slice(None)]  # not read from the table there
-            found = {i: features(i) for i in mine.tolist()}
-            pending.append((len(chunk), pool.submit(_chunk, chunk, found, judge)))
-            if len(pending) >= window:
-                n, future = pending.pop(0)
-                out += future.result()
-                if done:
-                    done(n)
-        for n, future in pending:
+def _in_processes(pairs: list, features, workers: int, done, mapped, judge, pool) -> list:
+    size = min(CHUNK, -(-len(pairs) // (2 * workers)))  # a small call is shared by every process too
+    chunks = [pairs[i:i + size] for i in range(0, len(pairs), size)]
+    stored = mapped[2] if mapped is not None else np.empty(0, np.int64)
+    window, pending, out = 4 * workers, [], []  # at most this many chunks' features in flight
+    for chunk in chunks:
+        ids = np.unique(np.array(chunk, np.int64))
+        at = np.minimum(np.searchsorted(stored, ids), max(len(stored) - 1, 0))
+        mine = ids[(stored[at] != ids) if len(stored) else slice(None)]  # not read from the table there
+        found = {i: features(i) for i in mine.tolist()}
+        pending.append((len(chunk), pool.submit(_chunk, chunk, found, judge)))
+        if len(pending) >= window:
+            n, future = pending.pop(0)
             out += future.result()
             if done:
                 done(n)
+    for n, future in pending:
+        out += future.result()
+        if done:
+            done(n)
     return out

@@ -66,3 +66,42 @@ def test_a_dying_process_leaves_the_pairs_to_this_one(engine, monkeypatch):
     pairs = _all_pairs(engine)
     assert parallel.compare_pairs(pairs, matcher.features, 2) == [
         compare(matcher.features(a), matcher.features(b)) for a, b in pairs]
+
+
+def test_within_running_the_processes_start_once_and_end_with_it(engine, monkeypatch):
+    started = []
+    new_pool = parallel._new_pool
+
+    def counted(*args):
+        started.append(new_pool(*args))
+        return started[-1]
+
+    monkeypatch.setattr(parallel, "_new_pool", counted)
+    monkeypatch.setattr(parallel, "MIN_PARALLEL", 6)
+    monkeypatch.setattr(parallel, "MIN_POOLED", 2)
+    pairs = _all_pairs(engine)
+    matcher, alone = KeypointMatcher(engine, workers=2), KeypointMatcher(engine, workers=1)
+    with matcher.running():
+        matcher.prepare(pairs[:1])  # too few to start processes: judged here
+        assert started == []
+        matcher.prepare(pairs[1:7])  # starts them
+        matcher.prepare(pairs[7:9])  # small, but they run: judged there
+        corners = matcher.shared_corners(pairs[9:12])
+        assert len(started) == 1
+        processes = list(started[0]._processes.values())
+        assert processes and all(p.is_alive() for p in processes)
+    assert all(not p.is_alive() for p in processes)  # ended with the context
+    assert [matcher.evidence(a, b) for a, b in pairs[:9]] == [alone.evidence(a, b) for a, b in pairs[:9]]
+    assert corners.tolist() == alone.shared_corners(pairs[9:12]).tolist()
+
+
+def test_a_dying_process_within_running_leaves_its_pairs_here_and_later_calls_start_anew(engine, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_PARALLEL", 0)
+    pairs = _all_pairs(engine)
+    matcher, alone = KeypointMatcher(engine, workers=2), KeypointMatcher(engine, workers=1)
+    with matcher.running():
+        with monkeypatch.context() as m:
+            m.setattr(parallel, "_chunk", _die)
+            matcher.prepare(pairs[:4])
+        matcher.prepare(pairs[4:])  # new processes
+    assert [matcher.evidence(a, b) for a, b in pairs] == [alone.evidence(a, b) for a, b in pairs]
