@@ -1,8 +1,9 @@
 """The verifier's part in the duplicate groups (``groups.py``): which pairs it judges, and who vouches for whom.
 
 * ``confirmed``: the candidate pairs that are duplicates: the score decides unless the verifier says otherwise
-  (each image's KEYPOINT_CANDIDATES best partners in the band KEYPOINT_FLOOR to KEYPOINT_SURE, and every pair
-  above it, are judged, all at once, in worker processes).
+  (each image's KEYPOINT_CANDIDATES best partners in the band KEYPOINT_FLOOR to KEYPOINT_SURE, its
+  KEYPOINT_CORNERS sharing the most corners, and every pair above it, are judged, all at once, in worker
+  processes).
 * ``Judge``: the verdict on one pair, each judged once; ``verdicts`` keeps those that overrode the score.  Above
   KEYPOINT_SURE only a refutation by a fitted transform counts (the two aligned, and they differ: clock faces
   whose hands mirror each other score 0.991-0.995); a check that could not align them does not.
@@ -33,7 +34,11 @@ log = logging.getLogger(__name__)
 # KEYPOINT_CORNERS that share the most corners with it (``verifier.shared_corners``, MIN_INLIERS or more: tiles
 # of one photograph, edited alike, outscore an image's own crop or sticker by cosine, not by corners).
 # scripts/bench_duplicates.py: of the 3,456 true pairs, the 10 best by cosine held 2,790 in 8,721 pairs judged;
-# 6 + 6 among the 20 best hold 2,941 in 7,358.
+# 6 + 6 among the 20 best hold 2,941 in 7,358.  A pair picked for its corners alone, below the threshold, is
+# judged by its keypoints alone (``verifier.keypoints_verdict``; the dense check is for pictures without corners
+# to share): of the benchmark's true pairs the dense check matched 148 below the threshold, 4 of them outside
+# the 6 best by cosine (and the groups are the same without them), while on the emoji demo 731 of 1,013 such
+# pairs in a sample of 3,000 went on to a dense check that never matched.
 KEYPOINT_FLOOR = 0.55  # 0.957 of the benchmark's true pairs score at least this (lite0 int8)
 KEYPOINT_SURE = 0.99  # above: the same picture unless a fitted transform aligns the two and finds them different
 KEYPOINT_CANDIDATES = 6
@@ -77,11 +82,15 @@ def confirmed(candidates: Pairs, threshold: float, judge: Judge, progress: Dupli
     the pairs ``asked`` are judged (the keeper check judges the rest it needs)."""
     keep = candidates.score >= threshold
     progress.start("verifying", 0)  # a cancel is heard between two chunks of pairs
-    asked = _asked(candidates, judge.matcher, progress)
-    progress.more(len(asked))
+    asked, by_corners = _asked(candidates, judge.matcher, progress)
+    quick = by_corners[~keep[by_corners]]  # picked for their corners alone, below the threshold: see above
+    asked = np.union1d(asked, by_corners[keep[by_corners]])
+    progress.more(len(asked) + len(quick))
     judge.matcher.prepare([(int(candidates.a[i]), int(candidates.b[i])) for i in asked], progress.advance)
-    for i in asked.tolist():
-        verdict = judge(int(candidates.a[i]), int(candidates.b[i]), float(candidates.score[i]))
+    judge.matcher.prepare_keypoints([(int(candidates.a[i]), int(candidates.b[i])) for i in quick], progress.advance)
+    for i in np.union1d(asked, quick).tolist():
+        a, b = int(candidates.a[i]), int(candidates.b[i])
+        verdict = judge(a, b, float(candidates.score[i])) if judge.matcher.judged(a, b) else None
         if verdict is not None:
             keep[i] = verdict
     if judge.matcher.unreadable:
@@ -90,11 +99,11 @@ def confirmed(candidates: Pairs, threshold: float, judge: Judge, progress: Dupli
     return Pairs(candidates.a[keep], candidates.b[keep], candidates.score[keep], candidates.method)
 
 
-def _asked(candidates: Pairs, matcher, progress: DuplicatesProgress) -> np.ndarray:
-    """Positions of the candidate pairs to judge: every pair above KEYPOINT_SURE, and, among each image's
-    KEYPOINT_RANKED best partners in the band, its KEYPOINT_CANDIDATES best and the KEYPOINT_CORNERS that share
-    the most corners with it (at least MIN_INLIERS).  Which pairs are judged does not depend on verdicts: all
-    at once, in processes."""
+def _asked(candidates: Pairs, matcher, progress: DuplicatesProgress) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the candidate pairs to judge: (every pair above KEYPOINT_SURE and, among each image's
+    KEYPOINT_RANKED best partners in the band, its KEYPOINT_CANDIDATES best; those of the KEYPOINT_CORNERS
+    that share the most corners with it (at least MIN_INLIERS) that are not in the first).  Which pairs are
+    judged does not depend on verdicts: all at once, in processes."""
     band = np.flatnonzero((candidates.score >= KEYPOINT_FLOOR) & (candidates.score < KEYPOINT_SURE))
     band = band[np.argsort(-candidates.score[band], kind="stable")]
     ranked: dict[int, list[int]] = {}  # image -> positions of its best partners, best first
@@ -104,6 +113,8 @@ def _asked(candidates: Pairs, matcher, progress: DuplicatesProgress) -> np.ndarr
             if len(mine) < KEYPOINT_RANKED:
                 mine.append(i)
     pick = {i for mine in ranked.values() for i in mine[:KEYPOINT_CANDIDATES]}
+    pick.update(np.flatnonzero(candidates.score >= KEYPOINT_SURE).tolist())
+    corners: set[int] = set()
     counted = np.array(sorted({i for mine in ranked.values() for i in mine}), np.int64)
     if len(counted) and KEYPOINT_CORNERS:
         progress.more(len(counted))
@@ -111,9 +122,8 @@ def _asked(candidates: Pairs, matcher, progress: DuplicatesProgress) -> np.ndarr
             [(int(candidates.a[i]), int(candidates.b[i])) for i in counted], progress.advance).tolist()))
         for mine in ranked.values():
             by_corners = sorted(mine, key=lambda i: -shared[i])[:KEYPOINT_CORNERS]
-            pick.update(i for i in by_corners if shared[i] >= MIN_INLIERS)
-    pick.update(np.flatnonzero(candidates.score >= KEYPOINT_SURE).tolist())
-    return np.array(sorted(pick), np.int64)
+            corners.update(i for i in by_corners if shared[i] >= MIN_INLIERS and i not in pick)
+    return np.array(sorted(pick), np.int64), np.array(sorted(corners), np.int64)
 
 
 def aligned_refutation(found) -> bool:

@@ -31,7 +31,7 @@ from imgsearch.indexer.errors import ImgsearchError
 from imgsearch.indexer.folder.features import read_features
 from imgsearch.indexer.inputs.local_features import THUMB, LocalFeatures, cv2_module, local_features
 from imgsearch.search.duplicates.parallel import Workers, compare_pairs, kept
-from imgsearch.search.duplicates.verifier import Evidence, compare, shared_corners
+from imgsearch.search.duplicates.verifier import Evidence, compare, keypoints_verdict, shared_corners
 from imgsearch.search.errors import ChangedFileError
 from imgsearch.search.thumbnails import load_indexed
 
@@ -118,6 +118,21 @@ class KeypointMatcher:
         for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, self._table_for_workers(),
                                                           kept=self._running)):
             self._evidence[pair] = found
+
+    def prepare_keypoints(self, pairs, done=None) -> None:
+        """Judge the unordered ``pairs`` not judged yet by their keypoints alone (``verifier.keypoints_verdict``),
+        many at once; a pair the keypoint check decides has its evidence (the same as ``evidence``'s), the
+        others are left unjudged (``evidence`` would need the dense check)."""
+        todo = list(dict.fromkeys(k for k in ((min(int(a), int(b)), max(int(a), int(b))) for a, b in pairs)
+                                  if k not in self._evidence))
+        for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, self._table_for_workers(),
+                                                   judge=keypoints_verdict, kept=self._running)):
+            if found is not None:
+                self._evidence[pair] = found
+
+    def judged(self, a: int, b: int) -> bool:
+        """Whether the unordered pair has its evidence already."""
+        return (min(a, b), max(a, b)) in self._evidence
 
     def shared_corners(self, pairs, done=None) -> np.ndarray:
         """For each (a, b) of ``pairs``: how many of b's corners match a's (``verifier.shared_corners``, in

@@ -114,6 +114,15 @@ def compare(a: LocalFeatures | None, b: LocalFeatures | None) -> Evidence:
     return _dense(a, b)
 
 
+def keypoints_verdict(a: LocalFeatures | None, b: LocalFeatures | None) -> Evidence | None:
+    """``compare(a, b)`` when the keypoint check decides it (a match, or a fitted transform's refutation),
+    else None (``compare`` would go on to the dense check): the cheap part of the verdict alone."""
+    if a is None or b is None or len(a) < MIN_POINTS or len(b) < MIN_POINTS:
+        return None
+    found = _keypoints(a, b)
+    return found if found.match or (found.match is False and found.inliers >= MIN_INLIERS) else None
+
+
 def shared_corners(a: LocalFeatures | None, b: LocalFeatures | None) -> int:
     """How many of ``b``'s corners match one of ``a``'s (the ratio test, the keypoint check's first step): a
     cheap measure of how much of one picture the other holds, whatever their cosine (0: corners too few)."""
@@ -200,11 +209,7 @@ def _dense_from(a: LocalFeatures, b: LocalFeatures, ta: np.ndarray, tb: np.ndarr
     shapeless = max(coarse_t.std(), coarse_s.std()) < TEXTURE  # a fine texture (bricks, gravel): no coarse shape
     if inside.sum() < 16 or (not shapeless and correlate(coarse_t, coarse_s) < DENSE_START):
         return Evidence("dense", False)  # not near one another to begin with: ECC aligns only nearby pictures
-    try:
-        _, warp = cv2.findTransformECC(template, moving, start.copy(), cv2.MOTION_AFFINE,
-                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4), None, 1)
-    except cv2.error:
-        warp = start
+    warp = _align(template, moving, start)
     # the warp maps a -> b; as b -> a it is the member placed on the keeper
     matrix = cv2.invertAffineTransform(warp)
     sx, sy = math.hypot(*matrix[:, 0]), math.hypot(*matrix[:, 1])
@@ -223,6 +228,16 @@ def _dense_from(a: LocalFeatures, b: LocalFeatures, ta: np.ndarray, tb: np.ndarr
                     round(scale, 3), round(rotation, 2), region, round(conflict, 3))
 
 
+def _align(template: np.ndarray, moving: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """ECC's affine warp (template's pixel -> moving's pixel) from ``start``; ``start`` when it fails."""
+    cv2 = cv2_module()
+    try:
+        return cv2.findTransformECC(template, moving, start.copy(), cv2.MOTION_AFFINE,
+                                    (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4), None, 1)[1]
+    except cv2.error:
+        return start
+
+
 def _of_thumb(f: LocalFeatures, name: str, compute):
     """``compute(f.thumb)``, once per features object: an image's thumbnail is judged against many partners
     (kept in the object's ``__dict__``: the frozen dataclass has no field for it)."""
@@ -239,7 +254,9 @@ def _starts(a: LocalFeatures, b: LocalFeatures) -> list[np.ndarray]:
     (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = _of_thumb(a, "content", _content), _of_thumb(b, "content", _content)
     if (ax1 - ax0) * (ay1 - ay0) < 0.97 * wa * ha or (bx1 - bx0) * (by1 - by0) < 0.97 * wb * hb:
         gx, gy = (bx1 - bx0) / (ax1 - ax0), (by1 - by0) / (ay1 - ay0)
-        starts.append(np.array([[gx, 0, bx0 - ax0 * gx], [0, gy, by0 - ay0 * gy]], np.float32))
+        content = np.array([[gx, 0, bx0 - ax0 * gx], [0, gy, by0 - ay0 * gy]], np.float32)
+        if not np.array_equal(content, starts[0]):  # margins in the same place: the same start, the same warp
+            starts.append(content)
     return starts
 
 

@@ -43,8 +43,9 @@ def test_an_edit_outscored_by_look_alikes_is_judged_through_the_corners_it_share
         score += [0.95 - 0.01 * k, 0.95 - 0.01 * k]
     candidates = Pairs(np.array(a), np.array(b), np.array(score), "exact")
     matcher = Corners(features)
-    asked = judge._asked(candidates, matcher, DuplicatesProgress(bars=False))
-    assert 0 in asked.tolist()  # the edit's pair: it shares its corners with the original
+    by_cosine, by_corners = judge._asked(candidates, matcher, DuplicatesProgress(bars=False))
+    assert 0 in by_corners.tolist() and 0 not in by_cosine.tolist()  # the edit's pair: it shares its corners
+    asked = np.union1d(by_cosine, by_corners)
     edit = shared_corners(features[0], features[1])
     assert edit >= 100 and all(shared_corners(features[0], features[2 + k]) < edit / 2 for k in range(len(others)))
     # the original asks its KEYPOINT_CANDIDATES best by cosine and its KEYPOINT_CORNERS best by corners, no more

@@ -11,7 +11,7 @@ import pytest
 from imgsearch.search.duplicates import parallel
 from imgsearch.search.duplicates.groups import find_duplicates
 from imgsearch.search.duplicates.keypoints import KeypointMatcher
-from imgsearch.search.duplicates.verifier import compare
+from imgsearch.search.duplicates.verifier import MIN_INLIERS, compare, keypoints_verdict
 from imgsearch.search.engine import SearchEngine
 from tests.pixel_model import DUP_THRESHOLD
 
@@ -105,3 +105,20 @@ def test_a_dying_process_within_running_leaves_its_pairs_here_and_later_calls_st
             matcher.prepare(pairs[:4])
         matcher.prepare(pairs[4:])  # new processes
     assert [matcher.evidence(a, b) for a, b in pairs] == [alone.evidence(a, b) for a, b in pairs]
+
+
+def test_the_keypoint_verdict_alone_is_the_whole_verdict_or_none(engine):
+    """Pairs picked for their shared corners alone, below the threshold, are judged by their keypoints alone
+    (judge.confirmed): where the keypoint check decides, its evidence is compare's; elsewhere nothing."""
+    matcher = KeypointMatcher(engine, workers=1)
+    decided = 0
+    for a, b in _all_pairs(engine) + [(b, a) for a, b in _all_pairs(engine)]:
+        quick, whole = keypoints_verdict(matcher.features(a), matcher.features(b)), compare(matcher.features(a),
+                                                                                           matcher.features(b))
+        if whole.check == "keypoints" and (whole.match is True or (whole.match is False
+                                                                   and whole.inliers >= MIN_INLIERS)):
+            assert quick == whole
+            decided += 1
+        else:
+            assert quick is None
+    assert decided
