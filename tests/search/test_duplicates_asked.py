@@ -32,10 +32,12 @@ def test_an_edit_outscored_by_look_alikes_is_judged_through_the_corners_it_share
     tiles = originals()
     photo = tiles[0][1]
     sticker = EDITS["occlude"](photo, np.random.default_rng(0))
-    others = [img for name, img in tiles[1:] if not name.startswith(tiles[0][0].rsplit("-", 2)[0])][:14]
+    # more look-alikes than judge.KEYPOINT_RANKED once held (20): a sticker draws an edit's cosine towards the
+    # other photos with that sticker, and the edit's pair with its original ranked 24th on the benchmark
+    others = [img for name, img in tiles[1:] if not name.startswith(tiles[0][0].rsplit("-", 2)[0])][:30]
     features = {0: local_features(photo), 1: local_features(sticker)}
     features.update({2 + k: local_features(img) for k, img in enumerate(others)})
-    # by cosine, the original and its sticker edit are each other's 15th partner: 14 other photos score higher
+    # by cosine, the original and its sticker edit are each other's 31st partner: 30 other photos score higher
     a, b, score = [0], [1], [0.6]
     for k in range(len(others)):
         a += [0, 1]
