@@ -74,6 +74,8 @@ DENSE_START = 0.5  # the whole thumbnails' correlation the dense check starts fr
 MAX_CONFLICT = 0.07  # more of the blocks textured in both disagree: two pictures (flags sharing an outline;
 # one figure drawn as a man and as a woman, 0.05-0.1 on the emoji demo); true edits' keypoint matches: 0 in 95 % of
 # pairs, 0.06 in 99 % (scripts/bench_duplicates.py: 0.1 -> 0.07 cost 0.009 of recall; the emoji demo 100 -> 81 groups)
+MAX_CAST = 0.2  # mean chromaticity apart (``colours_alike``): the benchmark's true pairs of corner-less pictures
+# that no check aligned, 0-0.115 (a colour edit included); two halves of a colour wheel, 0.28-0.45
 SHARPER = 1.3  # a thumbnail this much sharper than the other is blurred to it (dense check)
 OCCLUDER_COVERAGE = 0.3  # an occluder is left out only when the inliers' hull covers this much of the overlap:
 # the transform explains the picture around it (look-alike clip-art matches on its outline only, 0.2-0.3)
@@ -236,6 +238,24 @@ def _align(template: np.ndarray, moving: np.ndarray, start: np.ndarray) -> np.nd
                                     (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4), None, 1)[1]
     except cv2.error:
         return start
+
+
+def colours_alike(a: LocalFeatures, b: LocalFeatures) -> bool:
+    """Whether the two pictures' colours, taken as a whole, could be one picture's (no alignment needed): their
+    mean chromaticities (each pixel's r, g, b over r + g + b, near-black pixels left out) at most MAX_CAST
+    apart.  A crop, a resize or a brightness, contrast or saturation change keeps the cast; two halves of a
+    colour wheel, or a blue sky and a green one, do not."""
+    ca, cb = _of_thumb(a, "cast", _cast), _of_thumb(b, "cast", _cast)
+    return float(np.abs(ca - cb).max()) <= MAX_CAST
+
+
+def _cast(thumb: np.ndarray) -> np.ndarray:
+    rgb = thumb.reshape(-1, 3).astype(np.float32)
+    total = rgb.sum(1)
+    lit = total > 30  # near-black pixels have no colour to speak of
+    if not lit.any():
+        return np.full(3, 1 / 3, np.float32)
+    return (rgb[lit] / total[lit, None]).mean(0)
 
 
 def _of_thumb(f: LocalFeatures, name: str, compute):

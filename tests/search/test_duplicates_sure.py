@@ -86,3 +86,17 @@ def test_two_photos_with_corners_that_nothing_aligns_are_still_refuted_above_the
     engine = _engine_at(tmp_path, [("one", one), ("other", other)], 21.6)
     report = engine.duplicates(THRESHOLD, keypoints=True)
     assert report.groups == [] and report.refuted == 1
+
+
+def test_two_pictures_without_corners_in_other_colours_are_still_refuted_when_nothing_aligns_them(
+        tmp_path, near_dups):
+    """Two halves of a colour wheel (one blue, one green) score 0.93: no check aligns them, and their colours as
+    a whole are not one picture's (verifier.colours_alike), so they stay apart."""
+    from imgsearch.search.duplicates.verifier import MIN_POINTS
+
+    tile = {(i.group, i.edit): i.image for i in near_dups}
+    blue, green = tile[(30, "original")], tile[(31, "original")]
+    assert max(_corners(blue), _corners(green)) < MIN_POINTS
+    engine = _engine_at(tmp_path, [("blue", blue), ("green", green)], 21.6)
+    report = engine.duplicates(THRESHOLD, keypoints=True)
+    assert report.groups == [] and report.refuted == 1
