@@ -26,6 +26,7 @@ OCCLUDER_SIDE = 3  # blocks an occluder spans at least each way
 OCCLUDER_FILL = 0.85  # share of its bounding box its disagreeing blocks fill (a rectangle, not a blob)
 MAX_OCCLUDED = 0.5  # share of the overlap's blocks a flat occluder (a sticker) may cover, edge blocks included
 MAX_OFFSET_SPREAD = 40.0  # grey levels between the channels' offsets
+MAX_SATURATION = 2.5  # a colour change may scale the colours' distance from their grey this much either way
 OUTLINE_FILL = 0.9  # share of its bounding rectangle an occluder over a flat part fills
 OUTLINE_GAP = 2  # pixels across an occluder's outline: its inside against the picture beside it
 
@@ -45,7 +46,8 @@ def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
 
     ``tb`` (RGB) is placed on ``ta`` by ``matrix``; its colours are mapped onto ``ta``'s by a gain and an
     offset per channel (fitted on the overlap, the worst-fitting pixels left out, in whichever direction
-    fits better), which a change of brightness, contrast or saturation or a tint allows and a recolouring
+    fits better; or one saturation, gain and offset for the three: ``_fit_saturation``, if it fits better),
+    which a change of brightness, contrast or saturation or a tint allows and a recolouring
     (another flag, a softball for a baseball) does not.  A textured block agrees when its pixels
     correlate (BLOCK_NCC) and its colours are close; a flat block counts only when its colour differs.
     """
@@ -245,9 +247,43 @@ def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.n
         gain, offset = _fit_channels(x, y)
         error = float(np.abs(gain[:, None] * x + offset[:, None] - y).mean())
         if best is None or error < best[0]:
-            best = (error, target, source, gain, offset)
-    _, target, source, gain, offset = best
-    return target, gain * source + offset, source
+            best = (error, target, source, (gain, offset, 0.0))
+        saturated = _fit_saturation(x, y)
+        if saturated is not None:
+            alpha, beta, offset = saturated
+            error = float(np.abs(alpha * x + beta * x.mean(0) + offset - y).mean())
+            if error < best[0]:
+                best = (error, target, source, (np.full(3, alpha), np.full(3, offset), beta))
+    _, target, source, (gain, offset, beta) = best
+    return target, gain * source + offset + (beta * grey_of(source)[..., None] if beta else 0.0), source
+
+
+def _fit_saturation(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
+    """(alpha, beta, offset) of one change of saturation, contrast and brightness mapping ``x`` (3, n) onto
+    ``y``: y = alpha * x + beta * grey(x) + offset in every channel (a gain ``a`` = alpha + beta, a saturation
+    ``s`` = alpha / a: each pixel's colour moved towards or away from its grey, never to another hue), fitted
+    again without the worst quarter; None when the gain is outside 0.25 to 4 or the saturation outside
+    1 / MAX_SATURATION to MAX_SATURATION (a recolouring is not fitted)."""
+    grey = x.mean(0)  # (n,)
+    keep = None
+    for _ in range(2):  # fit, then again without the worst quarter (a sticker, an occluded corner)
+        u, w, t = (x, np.broadcast_to(grey, x.shape), y) if keep is None else (x * keep, grey * keep, y * keep)
+        count = float(x.size if keep is None else keep.sum())
+        su, sw, st = float(u.sum()), float(w.sum()), float(t.sum())
+        normal = np.array([[float((u * u).sum()), float((u * w).sum()), su],
+                           [float((u * w).sum()), float((w * w).sum()), sw],
+                           [su, sw, count]], np.float64)
+        rhs = np.array([float((u * t).sum()), float((w * t).sum()), st], np.float64)
+        try:
+            alpha, beta, offset = np.linalg.solve(normal, rhs)
+        except np.linalg.LinAlgError:  # a flat overlap: no saturation to speak of
+            return None
+        residual = np.abs(alpha * x + beta * grey + offset - y)
+        keep = residual <= np.partition(residual.ravel(), (3 * x.size) // 4)[(3 * x.size) // 4]
+    gain = alpha + beta
+    if not 0.25 <= gain <= 4 or not 1 / MAX_SATURATION <= alpha / gain <= MAX_SATURATION:
+        return None
+    return float(alpha), float(beta), float(offset)
 
 
 def _fit_channels(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

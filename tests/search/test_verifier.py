@@ -207,3 +207,18 @@ def test_a_sticker_over_a_flat_part_of_a_photo_is_one_picture():
     assert len(found["flat"]) >= 20 and len(found["textured"]) >= 20
     assert np.mean(found["flat"]) >= 0.5, found  # 19 of 32 measured
     assert np.mean(found["textured"]) >= 0.8, found  # 38 of 44 measured
+
+
+def test_a_photo_made_more_vivid_darker_and_more_contrasted_is_one_picture():
+    """The benchmark's colour edit (saturation x1.4-1.8, brightness x0.75-0.9, contrast x1.1-1.3) moves each
+    colour away from its grey: no gain and offset per channel maps a many-coloured photo so, and tiles 23, 57,
+    59, 63 and 65 were refuted (their blocks' colours conflicted); one saturation, gain and offset for the
+    three channels maps it (agreement._fit_saturation), and never to another hue (the recolourings above)."""
+    tiles = originals()
+    missed = []
+    for k, (_, img) in enumerate(tiles):
+        edited = EDITS["colour"](img, np.random.default_rng(k))
+        if not compare(local_features(img), local_features(edited)).match:
+            missed.append(k)
+    assert not {23, 57, 59, 63, 65} & set(missed)
+    assert len(missed) <= 5, missed  # measured: 28, 30, 31, 61, 62, pictures without corners ECC does not align
