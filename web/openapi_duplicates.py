@@ -25,6 +25,9 @@ DUPLICATE_EVIDENCE = {
                    "match": {"type": ["boolean", "null"]}, "inliers": {"type": "integer"},
                    "coverage": {"type": "number"}, "agreement": {"type": "number"},
                    "correlation": {"type": "number"}, "conflict": {"type": "number"},
+                   "occluded": {"type": "number",
+                                "description": "share of the overlap's blocks a sticker or caption box covered in "
+                                               "one picture, left out of the comparison"},
                    "scale": {"type": "number"},
                    "rotation": {"type": "number", "description": "degrees"},
                    "region": {"type": "array", "items": {"type": "number"},

@@ -97,6 +97,7 @@ class Evidence:
     rotation: float = 0.0  # degrees
     region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # of the keeper the member covers, 0..1
     conflict: float = 0.0  # share of the blocks textured in both that disagree
+    occluded: float = 0.0  # share of the overlap's blocks an occluder (a sticker, a caption box) covered, left out
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -179,7 +180,8 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     else:  # the transform explains part of the pair: a sticker, a border, or a shared part: no verdict
         match = None
     return Evidence("keypoints", match, inliers, round(coverage, 3), round(agreement, 3),
-                    round(correlation, 3), round(scale, 3), round(rotation, 2), region, round(conflict, 3))
+                    round(correlation, 3), round(scale, 3), round(rotation, 2), region, round(conflict, 3),
+                    round(occluded, 3))
 
 
 def _dense(a: LocalFeatures, b: LocalFeatures) -> Evidence:

@@ -193,3 +193,31 @@ def test_no_way_in_when_the_keeper_aligned_it_and_found_it_other(tmp_path, stems
     assert (refuted.conflict > MAX_CONFLICT) == (how == "conflict")
     report = engine.duplicates(THRESHOLD, keypoints=True)
     assert [sorted(g.ids) for g in report.groups] == [[0, via]]
+
+
+STICKERED = 40  # a tile whose sticker copy matches its original (the sticker left out) but not its bordered copy
+
+
+@pytest.fixture(scope="module")
+def stickered(near_dups, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stickered")
+    out = {}
+    for item in near_dups:
+        if item.group == STICKERED and item.edit in ("border", "original", "occlude"):
+            path = folder / f"{item.edit}.png"
+            item.image.save(path)
+            out[item.edit] = (str(path), hashlib.sha256(path.read_bytes()).hexdigest(), item.image.size)
+    return out
+
+
+def test_a_sticker_copy_joins_through_the_original_whose_match_left_the_sticker_out(tmp_path, stickered):
+    """The keeper (the bordered copy) holds the picture in part of its thumbnail, where the sticker is too small
+    to be told from other detail: its check sees conflicting blocks.  The original's match left the sticker
+    out (its evidence's ``occluded``), so the keeper's conflict is no reason to keep the copy out."""
+    engine = _index(tmp_path, stickered, ["border", "original", "occlude"], [0, 18, 36])
+    border, original, occlude = 0, 1, 2
+    report = engine.duplicates(THRESHOLD, keypoints=True)
+    (group,) = [g for g in report.groups if not g.exact]
+    assert group.keep == border and sorted(group.ids) == [border, original, occlude]
+    found = dict(zip(group.ids, group.evidence))
+    assert found[occlude]["via"] == original and found[occlude]["occluded"] > 0.2

@@ -177,6 +177,7 @@ function evidenceWords(found, keep, via) {
   else if (found.check === "dense") parts.push(`aligned pixels agree over ${percent(found.coverage)} of the kept image`);
   if (found.check === "keypoints" || found.check === "dense") {
     if (found.agreement) parts.push(`${percent(found.agreement)} of its detail agrees`);
+    if (found.occluded > 0) parts.push(`a sticker or box over ${percent(found.occluded)} of it left out`);
     const turn = Math.abs(found.rotation) >= 0.5 ? `, turned ${Math.round(found.rotation)}°` : "";
     parts.push(`scaled ×${Number(found.scale).toFixed(2)}${turn}`);
   }
