@@ -269,9 +269,9 @@ def _fit_saturation(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] 
     for _ in range(2):  # fit, then again without the worst quarter (a sticker, an occluded corner)
         u, w, t = (x, np.broadcast_to(grey, x.shape), y) if keep is None else (x * keep, grey * keep, y * keep)
         count = float(x.size if keep is None else keep.sum())
-        su, sw, st = float(u.sum()), float(w.sum()), float(t.sum())
-        normal = np.array([[float((u * u).sum()), float((u * w).sum()), su],
-                           [float((u * w).sum()), float((w * w).sum()), sw],
+        su, sw, st, suw = float(u.sum()), float(w.sum()), float(t.sum()), float((u * w).sum())
+        normal = np.array([[float((u * u).sum()), suw, su],
+                           [suw, float((w * w).sum()), sw],
                            [su, sw, count]], np.float64)
         rhs = np.array([float((u * t).sum()), float((w * t).sum()), st], np.float64)
         try:

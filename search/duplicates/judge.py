@@ -42,11 +42,12 @@ log = logging.getLogger(__name__)
 # scripts/bench_duplicates.py: of the 3,456 true pairs, the 10 best by cosine held 2,790 in 8,721 pairs judged;
 # 6 + 6 among the 20 best hold 2,941 in 7,358.  The corners are counted among each image's 40 best: a sticker
 # pulls an edit's cosine towards the other photos with that sticker (an edit's pair with its original ranked
-# 24th), and counting is cheap (0.2 ms a pair): pair recall 0.841 -> 0.850 at precision 0.997 (80: the same).  A pair picked for its corners alone, below the threshold, is
-# judged by its keypoints alone (``verifier.keypoints_verdict``; the dense check is for pictures without corners
-# to share): of the benchmark's true pairs the dense check matched 148 below the threshold, 4 of them outside
-# the 6 best by cosine (and the groups are the same without them), while on the emoji demo 731 of 1,013 such
-# pairs in a sample of 3,000 went on to a dense check that never matched.
+# 24th), and counting is cheap (0.2 ms a pair): pair recall 0.841 -> 0.850 at precision 0.997 (80: the same).
+# A pair picked for its corners alone, below the threshold, is judged by its keypoints alone
+# (``verifier.keypoints_verdict``; the dense check is for pictures without corners to share): of the
+# benchmark's true pairs the dense check matched 148 below the threshold, 4 of them outside the 6 best by cosine
+# (and the groups are the same without them), while on the emoji demo 731 of 1,013 such pairs in a sample of
+# 3,000 went on to a dense check that never matched.
 KEYPOINT_FLOOR = 0.55  # 0.957 of the benchmark's true pairs score at least this (lite0 int8)
 KEYPOINT_SURE = 0.99  # above: the same picture unless a fitted transform aligns the two and finds them different
 KEYPOINT_CANDIDATES = 6
@@ -89,10 +90,10 @@ class Judge:
     def __call__(self, a: int, b: int, score: float) -> bool | None:
         if score < KEYPOINT_FLOOR:
             return None
-        verdict = self.matcher.verdict(a, b)
+        found = self.matcher.evidence(min(a, b), max(a, b))  # the pair's verdict, ``matcher.verdict``
+        verdict = found.match
         if verdict is None:  # a file gone: no evidence either way
             return None
-        found = self.matcher.evidence(min(a, b), max(a, b))
         if score >= KEYPOINT_SURE and not aligned_refutation(found):
             return None  # near-identical: a check that could not align them says nothing
         if verdict is False and self._unaligned_without_corners(a, b, found):
@@ -208,10 +209,12 @@ def vouched(judge: Judge, ids: np.ndarray, part: np.ndarray, passed: np.ndarray,
         judge.matcher.prepare([(int(ids[g]), int(ids[r])) for _, g, r in ask])  # in worker processes
         newest = set()
         for _, g, r in ask:
-            if r in group or not clear_match(judge.matcher.evidence(*sorted((int(ids[g]), int(ids[r]))))):
+            if r in group:
                 continue
-            if keeper_saw_other_detail(judge.matcher.evidence(*sorted((keeper, int(ids[r])))),
-                                       judge.matcher.evidence(*sorted((int(ids[g]), int(ids[r]))))):
+            vouching = judge.matcher.evidence(*sorted((int(ids[g]), int(ids[r]))))
+            if not clear_match(vouching):
+                continue
+            if keeper_saw_other_detail(judge.matcher.evidence(*sorted((keeper, int(ids[r])))), vouching):
                 continue
             marked = partners.get(int(ids[r]))
             if marked and marked & {int(ids[m]) for m in group}:

@@ -38,6 +38,11 @@ from imgsearch.search.thumbnails import load_indexed
 log = logging.getLogger(__name__)
 
 
+def _unordered(a: int, b: int) -> tuple[int, int]:
+    """An unordered pair's key: its evidence is judged with the lower id as the keeper."""
+    return min(a, b), max(a, b)
+
+
 class KeypointMatcher:
     """Local features of an index's images, each computed once (from its file), and the evidence of a pair."""
 
@@ -113,7 +118,7 @@ class KeypointMatcher:
         same evidence as ``evidence(min, max)`` one at a time); ``done(k)``: progress.  ``ordered``: each as
         given, (keeper, member), the evidence ``evidence(keeper, member)`` and ``member_evidence`` then find
         (the groups' members against their keepers: judged at once rather than one by one)."""
-        key = (lambda a, b: (a, b)) if ordered else (lambda a, b: (min(a, b), max(a, b)))
+        key = (lambda a, b: (a, b)) if ordered else _unordered
         todo = list(dict.fromkeys(k for k in (key(int(a), int(b)) for a, b in pairs) if k not in self._evidence))
         for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, self._table_for_workers(),
                                                           kept=self._running)):
@@ -123,7 +128,7 @@ class KeypointMatcher:
         """Judge the unordered ``pairs`` not judged yet by their keypoints alone (``verifier.keypoints_verdict``),
         many at once; a pair the keypoint check decides has its evidence (the same as ``evidence``'s), the
         others are left unjudged (``evidence`` would need the dense check)."""
-        todo = list(dict.fromkeys(k for k in ((min(int(a), int(b)), max(int(a), int(b))) for a, b in pairs)
+        todo = list(dict.fromkeys(k for k in (_unordered(int(a), int(b)) for a, b in pairs)
                                   if k not in self._evidence))
         for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, self._table_for_workers(),
                                                    judge=keypoints_verdict, kept=self._running)):
@@ -132,7 +137,7 @@ class KeypointMatcher:
 
     def judged(self, a: int, b: int) -> bool:
         """Whether the unordered pair has its evidence already."""
-        return (min(a, b), max(a, b)) in self._evidence
+        return _unordered(a, b) in self._evidence
 
     def shared_corners(self, pairs, done=None) -> np.ndarray:
         """For each (a, b) of ``pairs``: how many of b's corners match a's (``verifier.shared_corners``, in
@@ -148,7 +153,7 @@ class KeypointMatcher:
 
     def verdict(self, a: int, b: int) -> bool | None:
         """True (one picture), False (two), None (no evidence: a file gone)."""
-        return self.evidence(min(a, b), max(a, b)).match
+        return self.evidence(*_unordered(a, b)).match
 
     def member_evidence(self, keeper: int, member: int, score: float, threshold: float) -> dict:
         """A group member's evidence (``DuplicateGroup.evidence``): its cosine, what decided, the numbers."""
@@ -156,6 +161,6 @@ class KeypointMatcher:
         decided = "cosine"
         if score < threshold:  # only the verifier puts a member below the threshold in a group
             if not found.match:  # confirmed by the pair's own check, or against another keeper's member
-                found = self.evidence(min(keeper, member), max(keeper, member))
+                found = self.evidence(*_unordered(keeper, member))
             decided = found.check
         return {"cosine": score, "decided_by": decided, **found.to_dict()}

@@ -14,7 +14,7 @@ pair's evidence is the same whichever process judges it and whatever else
 it judges; ``tests/search/test_duplicates_speed.py`` checks it against the
 plain ``compare``.  Processes are started (spawn: the parent may run
 FAISS's and TensorFlow's threads) only when there are MIN_PARALLEL pairs or
-more; fewer are judged here.  Within ``Workers`` (a context: ``KeypointMatcher.pool``) the processes are
+more; fewer are judged here.  Within ``Workers`` (a context: ``KeypointMatcher.running``) the processes are
 started once and serve every call until it ends, and a call of MIN_POOLED pairs or more uses them (the
 groups' keeper checks come in many small calls).  The processes are spawned, not forked
 (OpenCV's thread pool does not survive a fork: the child hangs), so a script
@@ -99,9 +99,8 @@ class Workers:
     """Verifying processes kept for many ``compare_pairs`` calls: started by the first call that needs them
     (MIN_PARALLEL pairs, or MIN_POOLED once running), ended with the context (``with Workers(...)``)."""
 
-    def __init__(self, workers: int | None = None, mapped: tuple | None = None):
+    def __init__(self, workers: int | None = None):
         self.workers = default_workers() if workers is None else workers
-        self.mapped = mapped
         self._pool: ProcessPoolExecutor | None = None
 
     def pool(self, pairs: int, mapped: tuple | None) -> ProcessPoolExecutor | None:
@@ -109,15 +108,11 @@ class Workers:
         if self.workers <= 1 or pairs < (MIN_POOLED if self._pool is not None else MIN_PARALLEL):
             return None
         if self._pool is None:
-            self.mapped = mapped
             self._pool = _new_pool(self.workers, mapped)
         return self._pool
 
-    def broken(self) -> None:
-        """A process died: the others are ended, and later calls start new ones."""
-        self.close()
-
     def close(self) -> None:
+        """The processes ended (a later call that needs them starts new ones)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
@@ -163,8 +158,8 @@ def compare_pairs(pairs: Sequence[tuple[int, int]], features: Callable[[int], Lo
     except BrokenProcessPool as exc:
         log.warning("a verifying process died (%s): the pairs are judged in this process (from a script, "
                     "call it under `if __name__ == \"__main__\":`)", exc)
-        if kept is not None:
-            kept.broken()
+        if kept is not None:  # the others are ended too: later calls start new ones
+            kept.close()
         return compare_pairs(pairs, features, 1, None, judge=judge)
     finally:
         if kept is None:

@@ -111,7 +111,7 @@ def compare(a: LocalFeatures | None, b: LocalFeatures | None) -> Evidence:
         return Evidence("none", None)
     if len(a) >= MIN_POINTS and len(b) >= MIN_POINTS:
         found = _keypoints(a, b)
-        if found.match or (found.match is False and found.inliers >= MIN_INLIERS):  # a fitted transform's verdict
+        if _decided(found):
             return found
         if found.match is None:  # a transform that agrees but explains too little of the picture: dense may tell
             dense = _dense(a, b)
@@ -125,7 +125,12 @@ def keypoints_verdict(a: LocalFeatures | None, b: LocalFeatures | None) -> Evide
     if a is None or b is None or len(a) < MIN_POINTS or len(b) < MIN_POINTS:
         return None
     found = _keypoints(a, b)
-    return found if found.match or (found.match is False and found.inliers >= MIN_INLIERS) else None
+    return found if _decided(found) else None
+
+
+def _decided(found: Evidence) -> bool:
+    """Whether the keypoint check's evidence is the verdict: a match, or a fitted transform's refutation."""
+    return bool(found.match) or (found.match is False and found.inliers >= MIN_INLIERS)
 
 
 def shared_corners(a: LocalFeatures | None, b: LocalFeatures | None) -> int:
