@@ -166,9 +166,13 @@ class VerificationGate:
         from imgsearch.search.duplicates.keypoints import KeypointMatcher
 
         self.entered, self.released = threading.Event(), threading.Event()
+        self.counts: tuple[int, int] | None = None  # (done, total) of the stage where it was first held
         prepare = KeypointMatcher.prepare  # the pairs to verify, judged all at once before any verdict is read
 
         def held(this, pairs, done=None, ordered=False):
+            progress = getattr(done, "__self__", None)  # ``DuplicatesProgress.advance``: its counts stand still
+            if progress is not None and not self.entered.is_set():
+                self.counts = (progress.done, progress.total)
             self.entered.set()
             if not self.released.wait(120):
                 raise AssertionError("the test never released the verification gate")

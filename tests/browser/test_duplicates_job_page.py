@@ -28,10 +28,13 @@ def test_progress_then_cancel_then_the_groups_with_their_evidence(page, server, 
         page.goto(server.url + "/#duplicates")
         # the job is held at its first pair to verify: the page shows the stage and its counts
         wait_until(page, "document.querySelector('#dup-progress-bar').dataset.stage === 'verifying'")
+        # the stage counts the shared corners first, its numbers moving; they stand still once it is held
+        assert gate.entered.wait(60) and gate.counts is not None
+        done, total = gate.counts
+        assert 0 <= done < total  # held where the pairs are judged: none yet
+        label = "document.querySelector('#dup-progress-label').textContent"
+        wait_until(page, f"{label}.startsWith('Verifying pairs') && {label}.endsWith(' {done:,} of {total:,}')")
         assert page.is_visible("#dup-progress") and page.is_visible("#dup-cancel")
-        label = page.text_content("#dup-progress-label")
-        done, total = map(int, re.search(r"([\d,]+) of ([\d,]+)", label).groups())
-        assert label.startswith("Verifying pairs") and 0 <= done < total  # held where the pairs are judged: none yet
         bar = page.get_by_role("progressbar", name=re.compile("Verifying pairs"))
         assert bar.get_attribute("max") == str(total) and bar.get_attribute("value") == str(done)
         assert "verifying" in page.text_content("#dup-status")
