@@ -44,8 +44,9 @@ scripts/bench_verifier.py on MNIST, scikit-learn's digits and emoji):
 Colours are compared after one gain and offset per channel that must move
 together (brightness, contrast, a tint), or after one change of saturation,
 gain and offset for all three (each colour moved towards or away from its
-grey, never to another hue), whichever fits better, so a recoloured drawing (a
-baseball and a softball, a blue and a green heart) is not one picture.
+luma, never to another hue), whichever fits better, so a recoloured drawing (a
+baseball and a softball, a blue and a green heart) is not one picture; mapped
+colours are clipped to the range, as an edit's are (a vivid copy's gold at 0 blue).
 Thresholds were set on the photo and emoji benchmark (scripts/bench_duplicates.py)
 and checked on scikit-learn's digits (tests/search/test_verifier.py).
 """
