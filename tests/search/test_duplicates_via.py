@@ -221,3 +221,25 @@ def test_a_sticker_copy_joins_through_the_original_whose_match_left_the_sticker_
     assert group.keep == border and sorted(group.ids) == [border, original, occlude]
     found = dict(zip(group.ids, group.evidence))
     assert found[occlude]["via"] == original and found[occlude]["occluded"] > 0.2
+
+
+@pytest.mark.timeout(120)
+def test_the_keeper_is_never_judged_against_itself(tmp_path, pictures, monkeypatch):
+    """A keeper's check of itself is no evidence, and a verifier that refuted a picture against itself (OpenCV's
+    polygon intersection once gave a nearly identical square a 27 % overlap) left the keeper out of its own
+    group: round after round the same members came back, and the command never ended."""
+    from imgsearch.search.duplicates import groups
+
+    asked = []
+    judged = groups.Judge.__call__
+
+    def refuting_itself(self, a, b, score):
+        asked.append((a, b))
+        return False if a == b else judged(self, a, b, score)
+
+    monkeypatch.setattr(groups.Judge, "__call__", refuting_itself)
+    engine = _index(tmp_path, pictures, ["border", "original", "crop"], [0, 18, 36])
+    report = engine.duplicates(THRESHOLD, keypoints=True)
+    (group,) = [g for g in report.groups if not g.exact]
+    assert sorted(group.ids) == [0, 1, 2] and group.keep == 0
+    assert asked and not [pair for pair in asked if pair[0] == pair[1]]
