@@ -241,3 +241,33 @@ def test_a_flat_picture_made_more_vivid_is_one_picture_though_its_colours_clip(n
     seed = sum(map(ord, name))
     found = compare(local_features(picture), local_features(EDITS["colour"](picture, np.random.default_rng(seed))))
     assert found.match, found
+
+
+@pytest.mark.parametrize("size", [(256, 256), (256, 170), (64, 64)])
+def test_the_overlap_of_a_picture_placed_on_itself_is_the_whole_picture(size):
+    """OpenCV's intersectConvexConvex answered a 256 x 256 square placed on itself (RANSAC's identity, off by
+    1e-15) with a triangle of 14 % of it; the pair was refuted for overlapping too little."""
+    from imgsearch.search.duplicates.verifier import _overlap
+
+    w, h = size
+    for noise in (0.0, 1e-15, -1e-12, 1e-6):
+        matrix = np.array([[1.0, -noise, noise], [noise, 1.0, 2 * noise]])
+        region, area = _overlap(matrix, size, size)
+        assert area == pytest.approx(w * h, rel=1e-4) and region == (0.0, 0.0, 1.0, 1.0), (noise, region, area)
+    half = np.array([[1.0, 0.0, w / 2], [0.0, 1.0, 0.0]])  # shifted by half its width: half of it
+    region, area = _overlap(half, size, size)
+    assert area == pytest.approx(w * h / 2, rel=1e-4) and region == (0.5, 0.0, 1.0, 1.0)
+    turned = np.array([[0.0, -1.0, w / 2 + h / 2], [1.0, 0.0, h / 2 - w / 2]])  # turned a quarter about its centre
+    region, area = _overlap(turned, size, size)
+    assert area == pytest.approx(min(w, h) ** 2, rel=1e-3)
+
+
+def test_a_picture_is_one_picture_with_itself(emoji):
+    """Whatever its corners and colours: the photographs' tiles and the emoji, each compared with itself."""
+    refuted = []
+    pictures = [img for _, img in originals()] + list(emoji.values())
+    for k, picture in enumerate(pictures):
+        features = local_features(picture)
+        if not compare(features, features).match:
+            refuted.append(k)
+    assert not refuted, refuted
