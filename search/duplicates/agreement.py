@@ -260,10 +260,11 @@ def _mapped(ta: np.ndarray, placed: np.ndarray, valid: np.ndarray) -> tuple[np.n
         error = _error(gain[:, None] * x + offset[:, None], y, inside)
         if best is None or error < best[0]:
             best = (error, target, source, (gain, offset, 0.0))
-        saturated = _fit_saturation(x, y)
+        luma = LUMA @ x  # (n,)
+        saturated = _fit_saturation(x, y, luma)
         if saturated is not None:
             alpha, beta, offset = saturated
-            error = _error(alpha * x + beta * (LUMA @ x) + offset, y, inside)
+            error = _error(alpha * x + beta * luma + offset, y, inside)
             if error < best[0]:
                 best = (error, target, source, (np.full(3, alpha), np.full(3, offset), beta))
     _, target, source, (gain, offset, beta) = best
@@ -281,14 +282,12 @@ def _error(mapped: np.ndarray, y: np.ndarray, inside) -> float:
     return float(np.abs(_clipped(mapped) - y)[inside].mean())
 
 
-def _fit_saturation(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float] | None:
+def _fit_saturation(x: np.ndarray, y: np.ndarray, grey: np.ndarray) -> tuple[float, float, float] | None:
     """(alpha, beta, offset) of one change of saturation, contrast and brightness mapping ``x`` (3, n) onto
-    ``y``: y = alpha * x + beta * grey(x) + offset in every channel (a gain ``a`` = alpha + beta, a saturation
-    ``s`` = alpha / a: each pixel's colour moved towards or away from its grey, its luma (LUMA), never to
-    another hue), fitted
-    again without the worst quarter; None when the gain is outside 0.25 to 4 or the saturation outside
-    1 / MAX_SATURATION to MAX_SATURATION (a recolouring is not fitted)."""
-    grey = LUMA @ x  # (n,): each pixel's luma
+    ``y``: y = alpha * x + beta * grey + offset in every channel, ``grey`` (n,) being each pixel's luma (a gain
+    ``a`` = alpha + beta, a saturation ``s`` = alpha / a: each pixel's colour moved towards or away from its
+    luma, never to another hue), fitted again without the worst quarter; None when the gain is outside 0.25 to
+    4 or the saturation outside 1 / MAX_SATURATION to MAX_SATURATION (a recolouring is not fitted)."""
     keep = None
     for _ in range(2):  # fit, then again without the worst quarter (a sticker, an occluded corner)
         u, w, t = (x, np.broadcast_to(grey, x.shape), y) if keep is None else (x * keep, grey * keep, y * keep)

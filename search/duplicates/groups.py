@@ -322,8 +322,8 @@ def _split_components(components: list, pairs: Pairs, vectors: IndexVectors, pri
                 said = [None if int(i) == k else judge(k, int(i), float(s)) for i, s in zip(ids[part], scores)]
                 passed = np.array([p if v is None else v for p, v in zip(passed, said)])
             passed = marks.separate(ids[part], ids[keeper], scores, passed) if marks else passed
-            passed[part == keeper] = True  # the keeper is in its own group, whatever is said of it: were it
-            # left out, its part would come back unchanged in the next round, and the next
+            passed[part == keeper] = True  # the keeper is in its own group, whatever is said of it (were it
+            # left out, its part would come back unchanged in every later round)
             via = np.full(len(part), keeper)  # positions into ids: who vouched for each member
             if judge is not None:  # members the keeper's check left out: through a verified member instead
                 vouched(judge, ids, part, passed, via, (ea, eb, edge_scores), marks)

@@ -118,8 +118,7 @@ class KeypointMatcher:
         same evidence as ``evidence(min, max)`` one at a time); ``done(k)``: progress.  ``ordered``: each as
         given, (keeper, member), the evidence ``evidence(keeper, member)`` and ``member_evidence`` then find
         (the groups' members against their keepers: judged at once rather than one by one)."""
-        key = (lambda a, b: (a, b)) if ordered else _unordered
-        todo = list(dict.fromkeys(k for k in (key(int(a), int(b)) for a, b in pairs) if k not in self._evidence))
+        todo = self._unjudged(pairs, (lambda a, b: (a, b)) if ordered else _unordered)
         for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, self._table_for_workers(),
                                                           kept=self._running)):
             self._evidence[pair] = found
@@ -128,12 +127,15 @@ class KeypointMatcher:
         """Judge the unordered ``pairs`` not judged yet by their keypoints alone (``verifier.keypoints_verdict``),
         many at once; a pair the keypoint check decides has its evidence (the same as ``evidence``'s), the
         others are left unjudged (``evidence`` would need the dense check)."""
-        todo = list(dict.fromkeys(k for k in (_unordered(int(a), int(b)) for a, b in pairs)
-                                  if k not in self._evidence))
+        todo = self._unjudged(pairs, _unordered)
         for pair, found in zip(todo, compare_pairs(todo, self.features, self.workers, done, self._table_for_workers(),
                                                    judge=keypoints_verdict, kept=self._running)):
             if found is not None:
                 self._evidence[pair] = found
+
+    def _unjudged(self, pairs, key) -> list:
+        """The keys (``key(a, b)``) of ``pairs`` without evidence yet, once each, in their order."""
+        return list(dict.fromkeys(k for k in (key(int(a), int(b)) for a, b in pairs) if k not in self._evidence))
 
     def judged(self, a: int, b: int) -> bool:
         """Whether the unordered pair has its evidence already."""

@@ -334,8 +334,9 @@ def _overlap(matrix: np.ndarray, size_b, size_a) -> tuple[tuple, float]:
     placed on a's by ``matrix`` and clipped to it (``_clipped_to``; OpenCV's intersectConvexConvex answered a
     square placed on itself, off by 1e-15, with a triangle of 14 % of it)."""
     (wb, hb), (wa, ha) = size_b, size_a
+    matrix = np.asarray(matrix, np.float64)
     corners = np.array([[0, 0], [wb, 0], [wb, hb], [0, hb]], np.float64)
-    placed = corners @ np.asarray(matrix, np.float64)[:, :2].T + np.asarray(matrix, np.float64)[:, 2]
+    placed = corners @ matrix[:, :2].T + matrix[:, 2]
     shared = _clipped_to(placed, wa, ha)
     if len(shared) < 3:
         return (0.0, 0.0, 0.0, 0.0), 0.0
