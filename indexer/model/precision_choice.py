@@ -6,12 +6,14 @@ nothing.  So an x86 CPU without those instructions gets float32 from its flags (
 on any other, the first time a new index needs a default, both TFLite models of the backbone are
 timed on the same batch, in turns (``measure``), and int8 is chosen only if it is at least ``MARGIN`` times
 faster (``choose``).  The result is cached beside the models, keyed by the backbone, the CPU's model name
-and instruction flags and the thread count, so later runs read it; the manifest records the choice and its
+and instruction flags and the thread count, so later runs read it (measured under a lock: a
+second first run at the same time waits and reads the first's figures); the manifest records the choice and its
 reason (``backbone.precision_reason``).  ``--precision`` always wins; an existing index keeps its own.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -103,15 +105,26 @@ def measured_precision(backbone, cache_dir: Path, runner: Callable[[str], Callab
         log.info("precision of a new %s index: %s", backbone.name, known[1])
         return known
     path = _cache_file(backbone.name, cache_dir, threads)
-    try:
-        measured = Measurement(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):  # none yet, or unreadable: measure again
-        measured = measure(backbone, cache_dir, runner, threads)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, json.dumps(asdict(measured), indent=1).encode())
+    measured = _cached(path)
+    if measured is None:  # none yet, or unreadable: measured, under a lock (another first run measuring
+        path.parent.mkdir(parents=True, exist_ok=True)  # meanwhile is waited for, and its figures read)
+        with open(path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a killed holder dies
+            measured = _cached(path)
+            if measured is None:
+                measured = measure(backbone, cache_dir, runner, threads)
+                atomic_write_bytes(path, json.dumps(asdict(measured), indent=1).encode())
     chosen, reason = choose(measured)
     log.info("precision of a new %s index: %s", backbone.name, reason)
     return chosen, reason
+
+
+def _cached(path: Path) -> Measurement | None:
+    """The measurement cached at ``path``; None when there is none or it cannot be read."""
+    try:
+        return Measurement(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def measure(backbone, cache_dir: Path, runner: Callable[[str], Callable], threads: int) -> Measurement:

@@ -72,6 +72,29 @@ def test_measured_once_then_read_from_the_cache(tmp_path, f32, i8, expected):
     assert len(made) == 6
 
 
+def _measure_in_a_process(cache_dir: str, log_file: str) -> tuple[str, str]:
+    """measured_precision with a runner that takes a while and records each model it makes (a child process)."""
+    def runner(precision):
+        with open(log_file, "a") as out:
+            out.write(precision + "\n")
+        return Slow(0.05 if precision == "float32" else 0.01)
+
+    return measured_precision(Named(), cache_dir, runner, threads=2, flags="avx2 avx512f avx512_vnni")
+
+
+def test_two_first_runs_at_once_measure_once_and_agree(tmp_path):
+    """Two processes needing a new index's precision at once on a fresh machine (two first runs, two test
+    workers): the second waits for the first's measurement and reads it; before, both measured, and each
+    recorded its own figures (one cold CI run on a VNNI CPU: 2.63x in the index, 2.59x in the cache)."""
+    import multiprocessing
+
+    log_file = tmp_path / "made.txt"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        answers = pool.starmap(_measure_in_a_process, [(str(tmp_path / "cache"), str(log_file))] * 2)
+    assert sorted(log_file.read_text().split()) == ["float32", "int8"]  # one measurement
+    assert answers[0] == answers[1] and answers[0][0] == "int8"
+
+
 @pytest.mark.parametrize("flags, measured", [("avx2", False), ("avx2 avx512f", False), ("avx2 avx512f avx512_vnni", True),
                                              ("avx2 avx_vnni", True), ("avx2 avx512f amx_int8", True),
                                              ("unknown", True), ("no avx2/avx512/vnni", True)])
