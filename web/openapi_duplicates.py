@@ -28,6 +28,10 @@ DUPLICATE_EVIDENCE = {
                    "occluded": {"type": "number",
                                 "description": "share of the overlap's blocks a sticker or caption box covered in "
                                                "one picture, left out of the comparison"},
+                   "detail": {"type": "integer",
+                              "description": "pixels of the 64-pixel thumbnail in the largest part drawn otherwise "
+                                             "in the other picture (a clock's other hand, a bar across a 0): 12 "
+                                             "or more, two pictures"},
                    "scale": {"type": "number"},
                    "rotation": {"type": "number", "description": "degrees"},
                    "region": {"type": "array", "items": {"type": "number"},

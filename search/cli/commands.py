@@ -360,7 +360,7 @@ def _write_duplicates_csv(path: Path, groups) -> None:
     out = io.StringIO()
     writer = csv.writer(out)
     evidence = ["decided_by", "via", "check", "inliers", "coverage", "agreement", "correlation", "scale", "rotation",
-                "region", "occluded"]
+                "region", "occluded", "detail"]
     writer.writerow(["group", "id", "path", "score", "keeper", "exact", "width", "height", "file_size", *evidence])
     for g in groups:
         for i, (row_id, p, score) in enumerate(zip(g.ids, g.paths, g.scores)):

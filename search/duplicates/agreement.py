@@ -1,8 +1,8 @@
 """Do two aligned thumbnails show one picture?  Block by block, colours fitted, an occluder left out.
 
 ``compare_blocks(ta, tb, matrix, occluder)`` places ``tb`` on ``ta`` and answers
-(agreement, correlation, covered, conflict, occluded); the duplicates verifier
-(``search/duplicates/verifier.py``) judges a pair by these numbers.
+(agreement, correlation, covered, conflict, occluded, detail); the duplicates
+verifier (``search/duplicates/verifier.py``) judges a pair by these numbers.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ MAX_OFFSET_SPREAD = 40.0  # grey levels between the channels' offsets
 MAX_SATURATION = 2.5  # a colour change may scale the colours' distance from their grey this much either way
 OUTLINE_FILL = 0.9  # share of its bounding rectangle an occluder over a flat part fills
 OUTLINE_GAP = 2  # pixels across an occluder's outline: its inside against the picture beside it
+DETAIL_DIFF = 80.0  # grey levels (the worst channel, colours fitted) of a pixel drawn otherwise in the other picture
 
 
 _THIRD = np.full(3, 1 / 3, np.float32)
@@ -45,9 +46,11 @@ def grey_of(rgb: np.ndarray) -> np.ndarray:
 
 
 def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
-               occluder: str | None = None) -> tuple[float, float, float, float, float]:
+                   occluder: str | None = None) -> tuple[float, float, float, float, float, int]:
     """(share of informative blocks that agree, grey correlation over the overlap, overlap over a's thumbnail,
-    share of the blocks textured on both sides that disagree: another emblem on one flag, another number).
+    share of the blocks textured on both sides that disagree: another emblem on one flag, another number,
+    share of the blocks an occluder covered, left out, and the pixels of the largest part drawn otherwise:
+    ``_detail``).
 
     ``tb`` (RGB) is placed on ``ta`` by ``matrix``; its colours are mapped onto ``ta``'s by a gain and an
     offset per channel (fitted on the overlap, the worst-fitting pixels left out, in whichever direction
@@ -63,7 +66,7 @@ def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
     valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     covered = float(valid.mean())
     if valid.sum() < 16:
-        return 0.0, 0.0, covered, 1.0, 0.0
+        return 0.0, 0.0, covered, 1.0, 0.0, 0
     ta = ta.astype(np.float32)
     target, source, unmapped = _mapped(ta, placed, valid)
     # the overlap's edge (a border's seam, the frame's last pixels) mixes in what lies outside when either
@@ -120,7 +123,23 @@ def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
     counted = float(counts.sum())
     conflict = float((both & ~agree).sum()) / max(int(both.sum()), 1)
     agreement = float((weight * agree * (counts > 0)).sum()) / counted if counted else 0.0
-    return agreement, correlation, covered, conflict, float(hidden.sum()) / max(int(whole.sum()), 1)
+    detail = 0 if hidden.any() else _detail(target, source, inner)  # an occluder's edge is judged by its rule
+    return agreement, correlation, covered, conflict, float(hidden.sum()) / max(int(whole.sum()), 1), detail
+
+
+def _detail(target: np.ndarray, source: np.ndarray, inner: np.ndarray) -> int:
+    """The pixels of the largest patch, at least 3 pixels across everywhere, where the two pictures (colours
+    fitted) differ by DETAIL_DIFF or more: a part drawn otherwise (another hand on a clock face, a bar across
+    a 0 that makes it an 8, pigtails on one figure), which an 8 x 8 block's correlation does not see when
+    the rest of the block agrees.  An edit moves a pixel that far only along an edge that resampling or JPEG
+    shifted, a line 1-2 pixels wide, which the opening by a 3 x 3 square removes."""
+    cv2 = cv2_module()
+    strong = ((np.abs(target - source).max(2) >= DETAIL_DIFF) & inner).astype(np.uint8)
+    if strong.sum() < 9:
+        return 0
+    opened = cv2.morphologyEx(strong, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+    return int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
 
 
 def _grid(values: np.ndarray, whole: np.ndarray, shape: tuple) -> np.ndarray:

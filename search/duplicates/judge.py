@@ -28,8 +28,8 @@ import numpy as np
 
 from imgsearch.search.duplicates.pairs import Pairs
 from imgsearch.search.duplicates.progress import DuplicatesProgress
-from imgsearch.search.duplicates.verifier import (MAX_CONFLICT, MIN_AGREEMENT, MIN_INLIERS, MIN_POINTS,
-                                                   colours_alike)
+from imgsearch.search.duplicates.verifier import (MAX_CONFLICT, MAX_DETAIL, MIN_AGREEMENT, MIN_INLIERS,
+                                                   MIN_POINTS, colours_alike)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def clear_match(found) -> bool:
 def keeper_saw_other_detail(found, vouching=None) -> bool:
     """Whether the keeper's own check aligned the member and found it another picture: detail that differs
     (``Evidence.conflict`` over MAX_CONFLICT: another emblem on one flag layout, another attribute on one
-    figure), or, laid whole on the whole keeper by the dense check (WHOLE), blocks that agree in shape
+    figure; or a part drawn otherwise, ``Evidence.detail``: MAX_DETAIL), or, laid whole on the whole keeper by the dense check (WHOLE), blocks that agree in shape
     (MIN_AGREEMENT) in pictures that do not correlate (one swatch in another colour, one square at another
     size).  No member's match overrides that, but for one: when the vouching member's own match left a
     sticker out (``vouching``'s ``occluded``), the conflict the keeper's keypoint check saw may be that sticker
@@ -178,8 +178,8 @@ def keeper_saw_other_detail(found, vouching=None) -> bool:
         return False
     if vouching is not None and vouching.occluded > 0 and found.check == "keypoints":
         return False  # the member's own match left a sticker out, which the keeper's check saw as other detail
-    return found.conflict > MAX_CONFLICT or (found.check == "dense" and found.coverage >= WHOLE
-                                             and found.agreement >= MIN_AGREEMENT)
+    return found.conflict > MAX_CONFLICT or found.detail >= MAX_DETAIL or (
+        found.check == "dense" and found.coverage >= WHOLE and found.agreement >= MIN_AGREEMENT)
 
 
 def vouched(judge: Judge, ids: np.ndarray, part: np.ndarray, passed: np.ndarray, via: np.ndarray,

@@ -35,6 +35,11 @@ scripts/bench_verifier.py on MNIST, scikit-learn's digits and emoji):
 * the aligned pictures must correlate (MIN_NCC), the occluder left out:
   block agreement alone lets a small differing part through (clock faces at
   other hours, the glowing star);
+* no part may be drawn otherwise (MAX_DETAIL): a patch at least 3 pixels
+  across where the colour-fitted pictures differ strongly (an 8's bar over a
+  0, another hour hand, a tear) is another picture, however well its block
+  correlates as a whole; an edit differs that much only along shifted edges,
+  lines 1-2 pixels wide;
 * a keypoint fit that explains little of the picture (corners crowd in one
   part) still matches when its alignment passes the dense check's bar;
 * the dense check starts from whole on whole and from content on content (a
@@ -77,6 +82,9 @@ DENSE_START = 0.5  # the whole thumbnails' correlation the dense check starts fr
 MAX_CONFLICT = 0.07  # more of the blocks textured in both disagree: two pictures (flags sharing an outline;
 # one figure drawn as a man and as a woman, 0.05-0.1 on the emoji demo); true edits' keypoint matches: 0 in 95 % of
 # pairs, 0.06 in 99 % (scripts/bench_duplicates.py: 0.1 -> 0.07 cost 0.009 of recall; the emoji demo 100 -> 81 groups)
+MAX_DETAIL = 12  # thumbnail pixels of the largest part drawn otherwise (``agreement._detail``): two pictures.
+# scripts/bench_duplicates.py: the true edits the verifier matched, 0 in 767 at 12 or more (one 9: a flat picture at
+# JPEG 20); the emoji demo's groups of different emoji (a clock's hand, an 8's bar, pigtails): 32 of 68 pairs
 MAX_CAST = 0.2  # mean chromaticity apart (``colours_alike``): the benchmark's true pairs of corner-less pictures
 # that no check aligned, 0-0.115 (a colour edit included); two halves of a colour wheel, 0.28-0.45
 SHARPER = 1.3  # a thumbnail this much sharper than the other is blurred to it (dense check)
@@ -99,6 +107,7 @@ class Evidence:
     region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # of the keeper the member covers, 0..1
     conflict: float = 0.0  # share of the blocks textured in both that disagree
     occluded: float = 0.0  # share of the overlap's blocks an occluder (a sticker, a caption box) covered, left out
+    detail: int = 0  # thumbnail pixels of the largest part drawn otherwise in the other picture (MAX_DETAIL)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -173,21 +182,21 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     coverage = min(1.0, hull / overlap)
     thumb = _to_thumb(matrix, b, a)
     occluder = "any" if coverage >= OCCLUDER_COVERAGE else "outlined" if coverage >= MIN_COVERAGE else None
-    agreement, correlation, _, conflict, occluded = compare_blocks(a.thumb, b.thumb, thumb, occluder)
+    agreement, correlation, _, conflict, occluded, detail = compare_blocks(a.thumb, b.thumb, thumb, occluder)
     smaller = min(a.size[0] * a.size[1], b.size[0] * b.size[1] * scale ** 2)
     explained = coverage >= MIN_COVERAGE or (  # or the pixels confirm it, as the dense check would
         agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT)
     if explained and agreement >= MIN_AGREEMENT and conflict <= MAX_CONFLICT and overlap >= MIN_OVERLAP * smaller \
-            and correlation >= MIN_NCC:
+            and correlation >= MIN_NCC and detail < MAX_DETAIL:
         match = True
     elif agreement < REFUTE_AGREEMENT or conflict > MAX_CONFLICT or overlap < MIN_OVERLAP * smaller \
-            or correlation < MIN_NCC:  # aligned, the pictures differ as a whole (a clock at another hour)
-        match = False
+            or correlation < MIN_NCC or detail >= MAX_DETAIL:  # aligned, the pictures differ as a whole (a clock
+        match = False  # at another hour) or in a part drawn otherwise
     else:  # the transform explains part of the pair: a sticker, a border, or a shared part: no verdict
         match = None
     return Evidence("keypoints", match, inliers, round(coverage, 3), round(agreement, 3),
                     round(correlation, 3), round(scale, 3), round(rotation, 2), region, round(conflict, 3),
-                    round(occluded, 3))
+                    round(occluded, 3), detail)
 
 
 def _dense(a: LocalFeatures, b: LocalFeatures) -> Evidence:
@@ -234,10 +243,11 @@ def _dense_from(a: LocalFeatures, b: LocalFeatures, ta: np.ndarray, tb: np.ndarr
         # the warp is no similarity, or overlaps too little: no verdict but False, whatever the pixels say, so
         # the block agreement (most of a dense check's time) is not computed; its numbers are left at 0
         return Evidence("dense", False, 0, 0.0, 0.0, 0.0, round(scale, 3), round(rotation, 2), region, 0.0)
-    agreement, correlation, covered, conflict, _ = compare_blocks(ta, tb, matrix, None)
-    match = agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT
+    agreement, correlation, covered, conflict, _, detail = compare_blocks(ta, tb, matrix, None)
+    match = agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT \
+        and detail < MAX_DETAIL
     return Evidence("dense", bool(match), 0, round(covered, 3), round(agreement, 3), round(correlation, 3),
-                    round(scale, 3), round(rotation, 2), region, round(conflict, 3))
+                    round(scale, 3), round(rotation, 2), region, round(conflict, 3), 0.0, detail)
 
 
 def _align(template: np.ndarray, moving: np.ndarray, start: np.ndarray) -> np.ndarray:

@@ -181,7 +181,7 @@ async function allGroups() {
 }
 
 const EVIDENCE = ["decided_by", "via", "check", "inliers", "coverage", "agreement", "correlation", "scale", "rotation",
-                  "region", "occluded"];  // the columns imgsearch duplicates --csv writes
+                  "region", "occluded", "detail"];  // the columns imgsearch duplicates --csv writes
 
 function csvCell(value) {
   const text = Array.isArray(value) ? value.join(" ") : String(value ?? "");
