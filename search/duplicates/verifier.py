@@ -183,6 +183,10 @@ def _keypoints(a: LocalFeatures, b: LocalFeatures) -> Evidence:
     thumb = _to_thumb(matrix, b, a)
     occluder = "any" if coverage >= OCCLUDER_COVERAGE else "outlined" if coverage >= MIN_COVERAGE else None
     agreement, correlation, _, conflict, occluded, detail = compare_blocks(a.thumb, b.thumb, thumb, occluder)
+    if detail >= MAX_DETAIL:  # measured again at the blurrier thumbnail's sharpness, as the dense check compares:
+        ta, tb = _common_blur(a, b)  # an enlarged small copy's soft edges are no part drawn otherwise
+        if ta is not a.thumb or tb is not b.thumb:
+            detail = compare_blocks(ta, tb, thumb, occluder)[5]
     smaller = min(a.size[0] * a.size[1], b.size[0] * b.size[1] * scale ** 2)
     explained = coverage >= MIN_COVERAGE or (  # or the pixels confirm it, as the dense check would
         agreement >= DENSE_AGREEMENT and correlation >= DENSE_NCC and conflict <= MAX_CONFLICT)
