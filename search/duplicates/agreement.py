@@ -134,9 +134,12 @@ def _detail(target: np.ndarray, source: np.ndarray, inner: np.ndarray) -> int:
     the rest of the block agrees.  An edit moves a pixel that far only along an edge that resampling or JPEG
     shifted, a line 1-2 pixels wide, which the opening by a 3 x 3 square removes."""
     cv2 = cv2_module()
-    strong = ((np.abs(target - source).max(2) >= DETAIL_DIFF) & inner).astype(np.uint8)
+    # the worst channel's difference, by OpenCV and two maximums (numpy's reduction over 3 values is 10x slower)
+    diff = cv2.absdiff(np.asarray(target, np.float32), np.asarray(source, np.float32))
+    strong = ((np.maximum(np.maximum(diff[..., 0], diff[..., 1]), diff[..., 2]) >= DETAIL_DIFF) & inner)
     if strong.sum() < 9:
         return 0
+    strong = strong.view(np.uint8)
     opened = cv2.morphologyEx(strong, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     n, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     return int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
