@@ -37,3 +37,25 @@ def test_a_member_in_through_another_member_says_which(page, via_index):  # noqa
                                                           ids["crop"]: str(ids["original"])}
     finally:
         server.close()
+
+
+def test_a_member_in_by_its_score_that_its_check_did_not_confirm_says_so(page, tmp_path):
+    # fast-forward and rewind: one drawing turned half a turn, scoring 0.996 here; the dense check lays one on the
+    # other unturned and finds the arrows drawn otherwise, which above 0.99 does not separate them (only a keypoint
+    # alignment that finds them different does): the page must not list the check's numbers as if they agreed
+    from imgsearch.web import create_app
+    from tests.search.test_duplicates_via import _emoji_index
+
+    engine = _emoji_index(tmp_path, ("23e9", "23ea"), [0, 5])
+    server = LiveServer(create_app({"INDEX_DIR": str(engine.store.root), "WARM_UP": False}))
+    try:
+        page.goto(server.url + "/#duplicates")
+        wait_until(page, DONE)
+        words = page.locator("#dup-groups .dup-member[data-id='1'] .dup-evidence").text_content()
+        assert "the dense check did not confirm it" in words and "thumbnail pixels drawn otherwise" in words, words
+        kept = page.locator("#dup-groups .dup-member[data-id='0'] .dup-evidence").text_content()
+        assert "did not confirm" not in kept, kept
+        # nor is a part of the kept image outlined as covered by it: the alignment did not confirm anything
+        assert page.locator("#dup-groups .dup-member[data-id='1']").get_attribute("data-region") is None
+    finally:
+        server.close()

@@ -174,16 +174,24 @@ function evidenceWords(found, keep, via) {
   const cosine = `cosine ${Number(found.cosine).toFixed(3)}`;
   const parts = [];
   if (found.check === "keypoints") parts.push(`${found.inliers} matching keypoints covering ${percent(found.coverage)}`);
-  else if (found.check === "dense") parts.push(`aligned pixels agree over ${percent(found.coverage)} of the kept image`);
+  else if (found.check === "dense") {
+    parts.push(`${found.match === false ? "laid" : "aligned pixels agree"} over ${percent(found.coverage)} of the kept image`);
+  }
   if (found.check === "keypoints" || found.check === "dense") {
     if (found.agreement) parts.push(`${percent(found.agreement)} of its detail agrees`);
     if (found.occluded > 0) parts.push(`a sticker or box over ${percent(found.occluded)} of it left out`);
+    if (found.match === false && found.detail > 0) parts.push(`a part of ${found.detail} thumbnail pixels drawn otherwise`);
     const turn = Math.abs(found.rotation) >= 0.5 ? `, turned ${Math.round(found.rotation)}°` : "";
     parts.push(`scaled ×${Number(found.scale).toFixed(2)}${turn}`);
   }
   if (via) parts.push(`checked against ${via}, not the kept image`);
   const numbers = parts.length ? `: ${parts.join(", ")}` : "";
-  if (found.decided_by === "cosine") return [cosine, ` ≥ threshold${numbers ? ` (${found.check} check${numbers})` : ""}`];
+  if (found.decided_by === "cosine") {
+    // in by its score though the check did not confirm it (above 0.99 only a keypoint alignment that finds the two
+    // different separates them; a picture too poor in corners that no check could align): say so, not just the numbers
+    if (found.match === false) return [cosine, ` ≥ threshold; the ${found.check} check did not confirm it${numbers}`];
+    return [cosine, ` ≥ threshold${numbers ? ` (${found.check} check${numbers})` : ""}`];
+  }
   return [`${found.decided_by} check`, ` matched (${cosine}, below the threshold)${numbers}`];
 }
 
@@ -192,6 +200,7 @@ function regionOf(found, group) {
   if (!r || r.length !== 4 || found.decided_by === "keeper" || found.decided_by === "sha256") return null;
   if (viaOf(found, group)) return null;  // a region of the member it was checked against, not of the kept image
   if (found.check !== "keypoints" && found.check !== "dense") return null;
+  if (found.match === false) return null;  // the check did not confirm it: its alignment covers nothing
   return r;
 }
 
