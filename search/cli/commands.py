@@ -318,8 +318,11 @@ def duplicates(ctx, index_dir, threshold, keep, as_json, out_file, csv_file, lim
         kind = "exact copies" if g.exact else f"{len(g.ids)} images"
         click.echo(f"group {g.group}: keep id {g.keep}, {kind}")
         for i, (row_id, path, score) in enumerate(zip(g.ids, g.paths, g.scores)):
-            via = g.evidence[i].get("via") if i < len(g.evidence) else None
+            found = g.evidence[i] if i < len(g.evidence) else {}
+            via = found.get("via")
             through = f"  (checked against id {via})" if via not in (None, g.keep) else ""
+            if found.get("decided_by") == "cosine" and found.get("match") is False:  # in by its score alone
+                through += f"  (by its score; the {found.get('check')} check did not confirm it)"
             click.echo(display_text(f"  {'keep' if i == 0 else '    '}  {score:.4f}  id {row_id:<8d} {path}{through}"))
     if remove_others:
         _remove_others(ctx, index_dir, groups, report.groups, yes)

@@ -247,3 +247,26 @@ def test_the_keeper_is_never_judged_against_itself(tmp_path, pictures, monkeypat
     (group,) = [g for g in report.groups if not g.exact]
     assert sorted(group.ids) == [0, 1, 2] and group.keep == 0
     assert asked and not [pair for pair in asked if pair[0] == pair[1]]
+
+
+def test_a_member_in_by_its_score_that_its_check_did_not_confirm_is_said_so(tmp_path):
+    # fast-forward and rewind (one drawing turned half a turn) scoring 0.996: the dense check lays one on the other
+    # unturned and refutes it, which above 0.99 does not count (judge.KEYPOINT_SURE); the pair is grouped by its
+    # score, and the table says so, as the page does (tests/browser/test_duplicates_via_page.py)
+    import json
+
+    from click.testing import CliRunner
+
+    from imgsearch.search.cli import commands as cli
+
+    engine = _emoji_index(tmp_path, ("23e9", "23ea"), [0, 5])
+    args = ["--index", str(engine.store.root), "--threshold", str(THRESHOLD)]
+    out = CliRunner().invoke(cli.duplicates, args)
+    assert out.exit_code == 0, out.output
+    (member,) = [line for line in out.output.splitlines() if "23ea.png" in line]
+    assert "(by its score; the dense check did not confirm it)" in member, out.output
+    assert "did not confirm" not in next(line for line in out.output.splitlines() if "23e9.png" in line)
+    out = CliRunner().invoke(cli.duplicates, [*args, "--json"])
+    found = json.loads(out.output.splitlines()[0])["evidence"][1]
+    assert (found["decided_by"], found["check"], found["match"]) == ("cosine", "dense", False)
+    assert found["detail"] >= 12  # the arrows, laid unturned, are a part drawn otherwise
