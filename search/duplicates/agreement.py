@@ -130,7 +130,7 @@ def compare_blocks(ta: np.ndarray, tb: np.ndarray, matrix: np.ndarray,
 def _detail(target: np.ndarray, source: np.ndarray, inner: np.ndarray) -> int:
     """The pixels of the largest patch, at least 3 pixels across everywhere, where the two pictures (colours
     fitted) differ by DETAIL_DIFF or more: a part drawn otherwise (another hand on a clock face, a bar across
-    a 0 that makes it an 8, pigtails on one figure), which an 8 x 8 block's correlation does not see when
+    a 0 that makes it an 8, a man's hair on a figure), which an 8 x 8 block's correlation does not see when
     the rest of the block agrees.  An edit moves a pixel that far only along an edge that resampling or JPEG
     shifted, a line 1-2 pixels wide, which the opening by a 3 x 3 square removes."""
     cv2 = cv2_module()

@@ -84,7 +84,7 @@ MAX_CONFLICT = 0.07  # more of the blocks textured in both disagree: two picture
 # pairs, 0.06 in 99 % (scripts/bench_duplicates.py: 0.1 -> 0.07 cost 0.009 of recall; the emoji demo 100 -> 81 groups)
 MAX_DETAIL = 12  # thumbnail pixels of the largest part drawn otherwise (``agreement._detail``): two pictures.
 # scripts/bench_duplicates.py: the true edits the verifier matched, 0 in 767 at 12 or more (one 9: a flat picture at
-# JPEG 20); the emoji demo's groups of different emoji (a clock's hand, an 8's bar, pigtails): 32 of 68 pairs
+# JPEG 20); the emoji demo's groups of different emoji (a clock's hand, an 8's bar, a man's hair): 32 of 68 pairs
 MAX_CAST = 0.2  # mean chromaticity apart (``colours_alike``): the benchmark's true pairs of corner-less pictures
 # that no check aligned, 0-0.115 (a colour edit included); two halves of a colour wheel, 0.28-0.45
 SHARPER = 1.3  # a thumbnail this much sharper than the other is blurred to it (dense check)

@@ -86,11 +86,9 @@ def test_emoji_that_share_parts_are_not_one_picture(emoji, a, b):
 def test_a_part_drawn_otherwise_makes_another_picture_and_edits_of_each_stay_one(emoji, a, b):
     from imgsearch.search.duplicates.verifier import MAX_DETAIL
 
-    for keeper, member in ((a, b), (b, a)):
-        found = compare(local_features(emoji[keeper]), local_features(emoji[member]))
-        assert found.match is False, (keeper, member, found)
-    assert max(compare(local_features(emoji[x]), local_features(emoji[y])).detail for x, y in ((a, b), (b, a))) \
-        >= MAX_DETAIL  # the part drawn otherwise refuted it in one direction at least
+    both = [compare(local_features(emoji[keeper]), local_features(emoji[member])) for keeper, member in ((a, b), (b, a))]
+    assert [found.match for found in both] == [False, False], both
+    assert max(found.detail for found in both) >= MAX_DETAIL  # the part drawn otherwise refuted it one way at least
     rng = np.random.default_rng(5)
     for name in (a, b):  # edited, every part is in its place: no part drawn otherwise (whatever else the check
         base = local_features(emoji[name])  # says: a flag at JPEG 20 conflicts in blocks, test_emoji_edits_...)
